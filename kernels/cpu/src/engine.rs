@@ -1,0 +1,193 @@
+//! The CPU engine: resident buffers, tuning and counters, a rayon pool whose
+//! threads the host starts and joins.
+
+use std::collections::BTreeMap;
+
+use rayon::ThreadPool;
+use shared_state::kernels::{self as std_kernels, DOT, MATMUL, SAXPY, SOFTMAX, STENCIL2D};
+use shared_state::{
+    Arg, Call, DType, Engine, EngineContext, EngineError, ErrorKind, ModuleInfo, Output,
+    ResidentInfo, Scalar, Snapshot, Tensor,
+};
+
+use crate::kernels;
+
+/// Default row/column tile of the blocked matmul.
+const DEFAULT_TILE: usize = 64;
+
+pub struct CpuEngine {
+    label: String,
+    threads: usize,
+    pool: ThreadPool,
+    /// Named buffers that stay loaded between calls.
+    resident: BTreeMap<String, Tensor>,
+    /// Matmul tile size: a tuning parameter that moves with the state.
+    tile: usize,
+    /// Calls served per kernel, across versions.
+    calls: BTreeMap<String, i64>,
+}
+
+impl CpuEngine {
+    /// The module's factory: builds the pool on host-spawned threads and
+    /// takes over what it knows of the prior state.
+    pub fn create(
+        ctx: EngineContext,
+        prior: Option<&mut Snapshot>,
+    ) -> Result<(CpuEngine, Vec<String>), EngineError> {
+        let threads = ctx.threads.max(1);
+        let label = ctx.label.clone();
+        let spawn_ctx = ctx.clone();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(move |i| format!("{label}-rayon-{i}"))
+            .spawn_handler(move |thread| {
+                let name = thread.name().unwrap_or("kiln-rayon").to_string();
+                spawn_ctx.spawn(name, move || thread.run())
+            })
+            .build()
+            .map_err(|e| EngineError::internal(format!("cannot start the rayon pool: {e}")))?;
+        let mut engine = CpuEngine {
+            label: ctx.label.clone(),
+            threads,
+            pool,
+            resident: BTreeMap::new(),
+            tile: DEFAULT_TILE,
+            calls: BTreeMap::new(),
+        };
+        let mut defaulted = Vec::new();
+        if let Some(snapshot) = prior {
+            engine.resident = snapshot.take_tensors_with_prefix("resident/").into_iter().collect();
+            match snapshot.take_scalar("tuning/tile").and_then(|s| s.as_i64()) {
+                Some(tile) if tile > 0 => engine.tile = tile as usize,
+                _ => defaulted.push("tuning/tile".to_string()),
+            }
+            for name in snapshot.section_names() {
+                if let Some(kernel) = name.strip_prefix("counters/calls/") {
+                    if let Some(n) = snapshot.take_scalar(&name).and_then(|s| s.as_i64()) {
+                        engine.calls.insert(kernel.to_string(), n);
+                    }
+                }
+            }
+        }
+        shared_state::tracing::debug!(
+            target: "kernel_cpu",
+            label = %engine.label,
+            threads,
+            residents = engine.resident.len(),
+            "cpu engine created"
+        );
+        Ok((engine, defaulted))
+    }
+
+    fn tensor<'a>(&'a self, arg: &'a Arg) -> Result<&'a Tensor, EngineError> {
+        match arg {
+            Arg::Tensor(t) => Ok(t),
+            Arg::Resident(name) => self.resident.get(name).ok_or_else(|| {
+                EngineError::new(ErrorKind::UnknownBuffer, format!("no resident buffer {name:?}"))
+            }),
+        }
+    }
+
+    fn compute(&self, call: &Call) -> Result<Tensor, EngineError> {
+        let args = call
+            .args
+            .iter()
+            .map(|a| self.tensor(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let shapes: Vec<(DType, &[usize])> = args.iter().map(|t| (t.dtype(), t.shape())).collect();
+        let out_shape = std_kernels::output_shape(&call.kernel, &shapes)?;
+        let f = |i: usize| args[i].as_f32().expect("dtype checked");
+        let data = match call.kernel.as_str() {
+            SAXPY => {
+                let a = std_kernels::param_f64(&call.params, "a", 2.0)? as f32;
+                kernels::saxpy(&self.pool, a, f(0), f(1))
+            }
+            DOT => vec![kernels::dot(&self.pool, f(0), f(1))],
+            MATMUL => {
+                let (m, k) = (args[0].shape()[0], args[0].shape()[1]);
+                let n = args[1].shape()[1];
+                let tile = match call.params.get("tile").and_then(Scalar::as_i64) {
+                    Some(t) if t > 0 => t as usize,
+                    _ => self.tile,
+                };
+                kernels::matmul(&self.pool, f(0), f(1), (m, k, n), tile)
+            }
+            STENCIL2D => {
+                let alpha =
+                    std_kernels::param_f64(&call.params, "alpha", std_kernels::STENCIL_ALPHA)? as f32;
+                let s = args[0].shape();
+                kernels::stencil2d(&self.pool, f(0), (s[0], s[1]), alpha)
+            }
+            SOFTMAX => {
+                let s = args[0].shape();
+                kernels::softmax(&self.pool, f(0), (s[0], s[1]))
+            }
+            other => unreachable!("output_shape accepted unknown kernel {other}"),
+        };
+        Ok(Tensor::from_f32(&out_shape, data))
+    }
+}
+
+impl Engine for CpuEngine {
+    fn info(&self) -> Result<ModuleInfo, EngineError> {
+        let mut notes = BTreeMap::new();
+        notes.insert("tuning/tile".to_string(), Scalar::I64(self.tile as i64));
+        notes.insert("threads".to_string(), Scalar::I64(self.threads as i64));
+        for (kernel, n) in &self.calls {
+            notes.insert(format!("counters/calls/{kernel}"), Scalar::I64(*n));
+        }
+        Ok(ModuleInfo {
+            name: env!("CARGO_PKG_NAME").to_string(),
+            backend: "cpu".to_string(),
+            device: format!("cpu ({} rayon threads)", self.threads),
+            kernels: std_kernels::standard_kernels(),
+            notes,
+        })
+    }
+
+    fn run(&mut self, call: Call) -> Result<Output, EngineError> {
+        let out = self.compute(&call)?;
+        *self.calls.entry(call.kernel.clone()).or_insert(0) += 1;
+        match call.store_as {
+            Some(name) => {
+                let shape = out.shape().to_vec();
+                self.resident.insert(name.clone(), out);
+                Ok(Output::Stored { name, shape })
+            }
+            None => Ok(Output::Value(out)),
+        }
+    }
+
+    fn put_resident(&mut self, name: &str, tensor: Tensor) -> Result<(), EngineError> {
+        self.resident.insert(name.to_string(), tensor);
+        Ok(())
+    }
+
+    fn read_resident(&self, name: &str) -> Result<Tensor, EngineError> {
+        self.tensor(&Arg::Resident(name.to_string())).cloned()
+    }
+
+    fn residents(&self) -> Result<Vec<ResidentInfo>, EngineError> {
+        Ok(self
+            .resident
+            .iter()
+            .map(|(name, t)| ResidentInfo {
+                name: name.clone(),
+                dtype: t.dtype(),
+                shape: t.shape().to_vec(),
+            })
+            .collect())
+    }
+
+    fn export_state(&self) -> Result<Snapshot, EngineError> {
+        let mut snapshot = Snapshot::new(env!("CARGO_PKG_NAME"), "cpu");
+        for (name, t) in &self.resident {
+            snapshot.insert_tensor(format!("resident/{name}"), t.clone());
+        }
+        snapshot.insert_scalar("tuning/tile", Scalar::I64(self.tile as i64));
+        for (kernel, n) in &self.calls {
+            snapshot.insert_scalar(format!("counters/calls/{kernel}"), Scalar::I64(*n));
+        }
+        Ok(snapshot)
+    }
+}

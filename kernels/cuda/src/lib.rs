@@ -1,0 +1,1 @@
+//! kiln kernel module for the cuda backend (not yet written).

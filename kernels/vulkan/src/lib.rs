@@ -1,0 +1,1 @@
+//! kiln kernel module for the vulkan backend (not yet written).

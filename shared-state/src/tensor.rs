@@ -1,0 +1,307 @@
+//! Typed buffers with a shape: the unit of data that crosses the boundary.
+
+use std::fmt;
+
+/// Element type of a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DType {
+    F32,
+    F64,
+    I32,
+    I64,
+    U32,
+    U8,
+}
+
+impl DType {
+    pub const ALL: [DType; 6] = [
+        DType::F32,
+        DType::F64,
+        DType::I32,
+        DType::I64,
+        DType::U32,
+        DType::U8,
+    ];
+
+    /// Size of one element in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F64 | DType::I64 => 8,
+            DType::U8 => 1,
+        }
+    }
+
+    /// The lower-case name used in files and messages (`f32`, `i64`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+            DType::I32 => "i32",
+            DType::I64 => "i64",
+            DType::U32 => "u32",
+            DType::U8 => "u8",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Owned, typed, contiguous element storage (little-endian on every supported
+/// target). Typed vectors keep the alignment each element type needs, so a
+/// buffer can be viewed as bytes and back without copying.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Buffer {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    U32(Vec<u32>),
+    U8(Vec<u8>),
+}
+
+macro_rules! each_buffer {
+    ($buf:expr, $v:ident => $body:expr) => {
+        match $buf {
+            Buffer::F32($v) => $body,
+            Buffer::F64($v) => $body,
+            Buffer::I32($v) => $body,
+            Buffer::I64($v) => $body,
+            Buffer::U32($v) => $body,
+            Buffer::U8($v) => $body,
+        }
+    };
+}
+
+impl Buffer {
+    /// A buffer of `len` zero elements.
+    pub fn zeros(dtype: DType, len: usize) -> Buffer {
+        match dtype {
+            DType::F32 => Buffer::F32(vec![0.0; len]),
+            DType::F64 => Buffer::F64(vec![0.0; len]),
+            DType::I32 => Buffer::I32(vec![0; len]),
+            DType::I64 => Buffer::I64(vec![0; len]),
+            DType::U32 => Buffer::U32(vec![0; len]),
+            DType::U8 => Buffer::U8(vec![0; len]),
+        }
+    }
+
+    /// Copies little-endian bytes into a new buffer. `bytes.len()` must be a
+    /// multiple of the element size.
+    pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Result<Buffer, ShapeError> {
+        if bytes.len() % dtype.size() != 0 {
+            return Err(ShapeError(format!(
+                "{} bytes is not a whole number of {dtype} elements",
+                bytes.len()
+            )));
+        }
+        let mut buf = Buffer::zeros(dtype, bytes.len() / dtype.size());
+        buf.as_bytes_mut().copy_from_slice(bytes);
+        Ok(buf)
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            Buffer::F32(_) => DType::F32,
+            Buffer::F64(_) => DType::F64,
+            Buffer::I32(_) => DType::I32,
+            Buffer::I64(_) => DType::I64,
+            Buffer::U32(_) => DType::U32,
+            Buffer::U8(_) => DType::U8,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        each_buffer!(self, v => v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements as raw (native = little-endian) bytes, without copying.
+    pub fn as_bytes(&self) -> &[u8] {
+        each_buffer!(self, v => bytemuck::cast_slice(v.as_slice()))
+    }
+
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        each_buffer!(self, v => bytemuck::cast_slice_mut(v.as_mut_slice()))
+    }
+
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            Buffer::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_f32_mut(&mut self) -> Option<&mut [f32]> {
+        match self {
+            Buffer::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// A shape that does not fit its data, or data that does not fit its type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShapeError(pub String);
+
+impl fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ShapeError {}
+
+/// Number of elements a shape describes, or `None` if it overflows `usize`.
+pub fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// A typed buffer with a shape (row-major). The element count always equals
+/// the product of the shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Buffer,
+}
+
+impl Tensor {
+    pub fn new(shape: Vec<usize>, data: Buffer) -> Result<Tensor, ShapeError> {
+        match element_count(&shape) {
+            Some(n) if n == data.len() => Ok(Tensor { shape, data }),
+            Some(n) => Err(ShapeError(format!(
+                "shape {} needs {n} elements, data has {}",
+                format_shape(&shape),
+                data.len()
+            ))),
+            None => Err(ShapeError(format!(
+                "shape {} overflows",
+                format_shape(&shape)
+            ))),
+        }
+    }
+
+    /// An f32 tensor; panics if the shape does not match (for tests and
+    /// generators where it is known to match).
+    pub fn from_f32(shape: &[usize], data: Vec<f32>) -> Tensor {
+        Tensor::new(shape.to_vec(), Buffer::F32(data)).expect("shape matches data")
+    }
+
+    pub fn zeros(dtype: DType, shape: &[usize]) -> Result<Tensor, ShapeError> {
+        let n = element_count(shape)
+            .ok_or_else(|| ShapeError(format!("shape {} overflows", format_shape(shape))))?;
+        Tensor::new(shape.to_vec(), Buffer::zeros(dtype, n))
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+
+    pub fn data(&self) -> &Buffer {
+        &self.data
+    }
+
+    pub fn data_mut(&mut self) -> &mut Buffer {
+        &mut self.data
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.data.len() * self.dtype().size()
+    }
+
+    pub fn into_parts(self) -> (Vec<usize>, Buffer) {
+        (self.shape, self.data)
+    }
+
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        self.data.as_f32()
+    }
+
+    /// Same dtype, same shape and the same bytes (NaNs compare by bits).
+    pub fn bit_eq(&self, other: &Tensor) -> bool {
+        self.shape == other.shape
+            && self.dtype() == other.dtype()
+            && self.data.as_bytes() == other.data.as_bytes()
+    }
+
+    /// `f32[3x4]`-style description.
+    pub fn describe(&self) -> String {
+        format!("{}[{}]", self.dtype(), format_shape(&self.shape))
+    }
+}
+
+/// `3x4x5`; a scalar-shaped (rank 0) tensor is `scalar`.
+pub fn format_shape(shape: &[usize]) -> String {
+    if shape.is_empty() {
+        return "scalar".to_string();
+    }
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("x")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_must_match_data() {
+        assert!(Tensor::new(vec![2, 3], Buffer::F32(vec![0.0; 6])).is_ok());
+        let err = Tensor::new(vec![2, 3], Buffer::F32(vec![0.0; 5])).unwrap_err();
+        assert!(err.0.contains("needs 6 elements, data has 5"), "{err}");
+        let err = Tensor::new(vec![usize::MAX, 3], Buffer::F32(vec![])).unwrap_err();
+        assert!(err.0.contains("overflows"), "{err}");
+    }
+
+    #[test]
+    fn bytes_round_trip_for_every_dtype() {
+        for dtype in DType::ALL {
+            let mut buf = Buffer::zeros(dtype, 5);
+            for (i, b) in buf.as_bytes_mut().iter_mut().enumerate() {
+                *b = i as u8;
+            }
+            let back = Buffer::from_le_bytes(dtype, buf.as_bytes()).unwrap();
+            assert_eq!(back.as_bytes(), buf.as_bytes());
+            assert_eq!(back.len(), 5);
+            assert_eq!(DType::from_name(dtype.name()), Some(dtype));
+        }
+        assert!(Buffer::from_le_bytes(DType::F64, &[0; 7]).is_err());
+    }
+
+    #[test]
+    fn bit_eq_compares_nan_by_bits() {
+        let a = Tensor::from_f32(&[1], vec![f32::NAN]);
+        assert!(a.bit_eq(&a.clone()));
+        assert_ne!(a, a.clone());
+    }
+}
