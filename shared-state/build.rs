@@ -45,7 +45,9 @@ fn rustc_facts() -> (String, String, String) {
 }
 
 fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -70,7 +72,10 @@ fn contract_source_hash(manifest_dir: &Path) -> String {
         fnv1a(&mut hash, rel.to_string_lossy().as_bytes());
         fnv1a(&mut hash, &fs::read(file).unwrap_or_default());
     }
-    println!("cargo:rerun-if-changed={}", manifest_dir.join("src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("src").display()
+    );
     format!("{hash:016x}")
 }
 
@@ -110,7 +115,9 @@ fn contract_crates(manifest_dir: &Path) -> String {
     let mut seen = BTreeSet::new();
     let mut stack = vec![("shared-state".to_string(), None::<String>)];
     while let Some((name, want_version)) = stack.pop() {
-        let Some(candidates) = packages.get(&name) else { continue };
+        let Some(candidates) = packages.get(&name) else {
+            continue;
+        };
         let Some((version, deps)) = candidates
             .iter()
             .find(|(v, _)| want_version.as_ref().is_none_or(|w| w == v))
@@ -145,7 +152,11 @@ fn overflow_checks(profile: &str, manifest_dir: &Path) -> String {
         }
     }
     // `[profile.dev]` / `[profile.release]` in the workspace manifest.
-    let section = if profile == "debug" { "[profile.dev]" } else { "[profile.release]" };
+    let section = if profile == "debug" {
+        "[profile.dev]"
+    } else {
+        "[profile.release]"
+    };
     let manifest = manifest_dir.join("../Cargo.toml");
     println!("cargo:rerun-if-changed={}", manifest.display());
     if let Ok(text) = fs::read_to_string(manifest) {
@@ -173,14 +184,22 @@ fn main() {
     let profile = env::var("PROFILE").unwrap_or_default();
     emit("KILN_PROFILE", &profile);
     emit("KILN_OPT_LEVEL", &env::var("OPT_LEVEL").unwrap_or_default());
-    emit("KILN_OVERFLOW_CHECKS", &overflow_checks(&profile, &manifest_dir));
+    emit(
+        "KILN_OVERFLOW_CHECKS",
+        &overflow_checks(&profile, &manifest_dir),
+    );
     let mut flags_hash = FNV_OFFSET;
     fnv1a(
         &mut flags_hash,
-        env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default().as_bytes(),
+        env::var("CARGO_ENCODED_RUSTFLAGS")
+            .unwrap_or_default()
+            .as_bytes(),
     );
     emit("KILN_RUSTFLAGS_HASH", &format!("{flags_hash:016x}"));
-    emit("KILN_CONTRACT_SOURCE_HASH", &contract_source_hash(&manifest_dir));
+    emit(
+        "KILN_CONTRACT_SOURCE_HASH",
+        &contract_source_hash(&manifest_dir),
+    );
     emit("KILN_CONTRACT_CRATES", &contract_crates(&manifest_dir));
     println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     println!("cargo:rerun-if-env-changed=CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS");

@@ -186,6 +186,20 @@ pub struct ModuleInfo {
     pub notes: BTreeMap<String, Scalar>,
 }
 
+/// A device a backend can run on, as listed by `kiln backends`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceInfo {
+    /// Index used by `--device INDEX`.
+    pub index: usize,
+    pub name: String,
+    /// `cpu`, `integrated-gpu`, `discrete-gpu`, `virtual-gpu`, `software`, ...
+    pub kind: String,
+    /// Driver name and version, where there is one.
+    pub driver: String,
+    /// API version (Vulkan 1.3, CUDA 13.0, ...), where there is one.
+    pub api: String,
+}
+
 /// A resident buffer, as listed by [`Engine::residents`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResidentInfo {
@@ -251,9 +265,7 @@ impl EngineContext {
         self.spawner.spawn_boxed(
             name,
             Box::new(move || {
-                if let Err(payload) =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body))
-                {
+                if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
                     let message = crate::export::panic_message(payload.as_ref());
                     tracing::error!(thread = %thread_name, "module thread panicked: {message}");
                 }

@@ -14,7 +14,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 
 use crate::engine::{
-    Call, Created, Engine, EngineContext, EngineError, ErrorKind, ModuleInfo, Output, ResidentInfo,
+    Call, Created, DeviceInfo, Engine, EngineContext, EngineError, ErrorKind, ModuleInfo, Output,
+    ResidentInfo,
 };
 use crate::snapshot::{ImportReport, Snapshot};
 use crate::tensor::Tensor;
@@ -28,26 +29,71 @@ pub const FINGERPRINT_SYMBOL: &str = "kiln_abi_fingerprint";
 pub const INSTALL_LOGGING_SYMBOL: &str = "kiln_install_logging";
 /// Rust-ABI symbol of type [`CreateEngineFn`]: the factory.
 pub const CREATE_ENGINE_SYMBOL: &str = "kiln_create_engine";
+/// Rust-ABI symbol of type [`ProbeDevicesFn`]: which devices the backend
+/// can use here, or why none (an [`ErrorKind::Unavailable`] error).
+pub const PROBE_DEVICES_SYMBOL: &str = "kiln_probe_devices";
 
 pub type FingerprintFn = unsafe extern "C" fn(buf: *mut u8, cap: usize) -> usize;
 pub type InstallLoggingFn = fn(dispatch: tracing::Dispatch) -> Result<(), EngineError>;
 pub type CreateEngineFn =
     fn(ctx: EngineContext, prior: Option<Snapshot>) -> Result<Created, EngineError>;
+pub type ProbeDevicesFn = fn() -> Result<Vec<DeviceInfo>, EngineError>;
 
 /// Exports a kernel module. Use once, at the root of a `cdylib` crate:
 ///
 /// ```ignore
-/// shared_state::export_module!(MyEngine::create);
+/// shared_state::export_module! {
+///     create: MyEngine::create,
+///     probe: my_backend::probe_devices,
+/// }
 /// ```
 ///
-/// where `MyEngine::create` has the signature
+/// where `probe` is a `fn() -> Result<Vec<DeviceInfo>, EngineError>` (the
+/// devices this backend can use here, or an `Unavailable` error saying why
+/// none) and `MyEngine::create` has the signature
 /// `fn(EngineContext, Option<&mut Snapshot>) -> Result<(MyEngine, Vec<String>), EngineError>`:
 /// it takes from the snapshot the sections it knows and returns the engine
 /// with the names of the state it had to default. The sections it leaves in
 /// the snapshot are reported to the host as dropped.
 #[macro_export]
 macro_rules! export_module {
-    ($create:path) => {
+    (create: $create:path, probe: $probe:path $(,)?) => {
+        $crate::export_fingerprint!();
+
+        #[unsafe(no_mangle)]
+        pub fn kiln_install_logging(
+            dispatch: $crate::tracing::Dispatch,
+        ) -> ::std::result::Result<(), $crate::EngineError> {
+            $crate::export::install_logging(dispatch)
+        }
+
+        #[unsafe(no_mangle)]
+        pub fn kiln_create_engine(
+            ctx: $crate::EngineContext,
+            prior: ::std::option::Option<$crate::Snapshot>,
+        ) -> ::std::result::Result<$crate::Created, $crate::EngineError> {
+            $crate::export::guarded_create(ctx, prior, $create)
+        }
+
+        #[unsafe(no_mangle)]
+        pub fn kiln_probe_devices()
+        -> ::std::result::Result<::std::vec::Vec<$crate::DeviceInfo>, $crate::EngineError> {
+            $crate::export::guard($probe)
+        }
+
+        // Type checks: the exported functions have exactly the types the
+        // host will read them as.
+        const _: $crate::export::InstallLoggingFn = kiln_install_logging;
+        const _: $crate::export::CreateEngineFn = kiln_create_engine;
+        const _: $crate::export::ProbeDevicesFn = kiln_probe_devices;
+    };
+}
+
+/// Exports only the C-ABI fingerprint function (used by `export_module!`;
+/// on its own only by tests of the loader).
+#[macro_export]
+macro_rules! export_fingerprint {
+    () => {
         /// The module's ABI fingerprint (C ABI; see `shared_state::export`).
         ///
         /// # Safety
@@ -67,26 +113,7 @@ macro_rules! export_module {
             text.len()
         }
 
-        #[unsafe(no_mangle)]
-        pub fn kiln_install_logging(
-            dispatch: $crate::tracing::Dispatch,
-        ) -> ::std::result::Result<(), $crate::EngineError> {
-            $crate::export::install_logging(dispatch)
-        }
-
-        #[unsafe(no_mangle)]
-        pub fn kiln_create_engine(
-            ctx: $crate::EngineContext,
-            prior: ::std::option::Option<$crate::Snapshot>,
-        ) -> ::std::result::Result<$crate::Created, $crate::EngineError> {
-            $crate::export::guarded_create(ctx, prior, $create)
-        }
-
-        // Type checks: the exported functions have exactly the types the
-        // host will read them as.
         const _: $crate::export::FingerprintFn = kiln_abi_fingerprint;
-        const _: $crate::export::InstallLoggingFn = kiln_install_logging;
-        const _: $crate::export::CreateEngineFn = kiln_create_engine;
     };
 }
 
@@ -107,7 +134,12 @@ pub fn install_panic_hook() {
         std::panic::set_hook(Box::new(|info| {
             let message = panic_message(info.payload());
             let text = match info.location() {
-                Some(loc) => format!("{message} (at {}:{}:{})", loc.file(), loc.line(), loc.column()),
+                Some(loc) => format!(
+                    "{message} (at {}:{}:{})",
+                    loc.file(),
+                    loc.line(),
+                    loc.column()
+                ),
                 None => message,
             };
             tracing::error!(target: "kiln::module", "panic in module: {text}");
@@ -128,7 +160,10 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 fn panic_error(payload: Box<dyn Any + Send>) -> EngineError {
-    let recorded = LAST_PANIC.try_with(|slot| slot.borrow_mut().take()).ok().flatten();
+    let recorded = LAST_PANIC
+        .try_with(|slot| slot.borrow_mut().take())
+        .ok()
+        .flatten();
     let message = recorded.unwrap_or_else(|| panic_message(payload.as_ref()));
     // The payload was allocated by this module's std: drop it here.
     drop(payload);

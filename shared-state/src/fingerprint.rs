@@ -20,7 +20,11 @@ macro_rules! fingerprint {
     () => {
         $crate::fingerprint::Fingerprint::collect(
             cfg!(debug_assertions),
-            if cfg!(panic = "unwind") { "unwind" } else { "abort" },
+            if cfg!(panic = "unwind") {
+                "unwind"
+            } else {
+                "abort"
+            },
         )
     };
 }
@@ -82,7 +86,10 @@ impl Fingerprint {
             ("panic", panic_strategy.to_string()),
             ("allocator", "system".to_string()),
             ("rustflags", env!("KILN_RUSTFLAGS_HASH").to_string()),
-            ("contract-source", env!("KILN_CONTRACT_SOURCE_HASH").to_string()),
+            (
+                "contract-source",
+                env!("KILN_CONTRACT_SOURCE_HASH").to_string(),
+            ),
             ("contract-types", contract_type_identity()),
             ("crates", env!("KILN_CONTRACT_CRATES").to_string()),
         ];
@@ -179,14 +186,23 @@ mod tests {
         let diffs = module.differences(&host);
         assert_eq!(diffs.len(), 2, "{diffs:?}");
         let text = diffs[0].to_string();
-        assert!(text.starts_with("built with opt-level 0, host has"), "{text}");
+        assert!(
+            text.starts_with("built with opt-level 0, host has"),
+            "{text}"
+        );
         assert!(diffs[1].to_string().contains("does not report allocator"));
     }
 
     #[test]
     fn build_facts_are_filled_in() {
         let f = crate::fingerprint!();
-        for field in ["rustc", "rustc-commit", "target", "opt-level", "contract-source"] {
+        for field in [
+            "rustc",
+            "rustc-commit",
+            "target",
+            "opt-level",
+            "contract-source",
+        ] {
             let v = f.get(field).unwrap();
             assert!(!v.is_empty() && v != "unknown", "{field} = {v:?}");
         }

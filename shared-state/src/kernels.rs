@@ -146,9 +146,9 @@ pub fn param_f64(
 ) -> Result<f64, EngineError> {
     match params.get(name) {
         None => Ok(default),
-        Some(v) => v
-            .as_f64()
-            .ok_or_else(|| EngineError::bad_call(format!("parameter {name} must be a number, got {v}"))),
+        Some(v) => v.as_f64().ok_or_else(|| {
+            EngineError::bad_call(format!("parameter {name} must be a number, got {v}"))
+        }),
     }
 }
 
@@ -162,8 +162,12 @@ mod tests {
             output_shape(MATMUL, &[(DType::F32, &[3, 5]), (DType::F32, &[5, 7])]).unwrap(),
             vec![3, 7]
         );
-        assert_eq!(output_shape(DOT, &[(DType::F32, &[9]), (DType::F32, &[9])]).unwrap(), vec![1]);
-        let err = output_shape(MATMUL, &[(DType::F32, &[3, 5]), (DType::F32, &[4, 7])]).unwrap_err();
+        assert_eq!(
+            output_shape(DOT, &[(DType::F32, &[9]), (DType::F32, &[9])]).unwrap(),
+            vec![1]
+        );
+        let err =
+            output_shape(MATMUL, &[(DType::F32, &[3, 5]), (DType::F32, &[4, 7])]).unwrap_err();
         assert!(err.message.contains("dimension k is 5"), "{err}");
         let err = output_shape(SAXPY, &[(DType::F64, &[3]), (DType::F32, &[3])]).unwrap_err();
         assert!(err.message.contains("must be f32, got f64"), "{err}");

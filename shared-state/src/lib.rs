@@ -13,8 +13,8 @@ pub mod snapshot;
 pub mod tensor;
 
 pub use engine::{
-    Arg, ArgSpec, Call, Created, Engine, EngineContext, EngineError, ErrorKind, KernelSpec,
-    ModuleInfo, Output, ParamSpec, ResidentInfo, ThreadSpawner,
+    Arg, ArgSpec, Call, Created, DeviceInfo, Engine, EngineContext, EngineError, ErrorKind,
+    KernelSpec, ModuleInfo, Output, ParamSpec, ResidentInfo, ThreadSpawner,
 };
 pub use fingerprint::{Difference, Fingerprint};
 pub use snapshot::{ImportReport, SNAPSHOT_FORMAT, Scalar, Section, Snapshot};

@@ -247,7 +247,11 @@ impl fmt::Display for ImportReport {
             write!(f, ", defaulted [{}]", self.defaulted.join(", "))?;
         }
         if !self.dropped.is_empty() {
-            write!(f, ", dropped (unknown to this version) [{}]", self.dropped.join(", "))?;
+            write!(
+                f,
+                ", dropped (unknown to this version) [{}]",
+                self.dropped.join(", ")
+            )?;
         }
         Ok(())
     }

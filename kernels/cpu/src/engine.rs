@@ -56,7 +56,10 @@ impl CpuEngine {
         };
         let mut defaulted = Vec::new();
         if let Some(snapshot) = prior {
-            engine.resident = snapshot.take_tensors_with_prefix("resident/").into_iter().collect();
+            engine.resident = snapshot
+                .take_tensors_with_prefix("resident/")
+                .into_iter()
+                .collect();
             match snapshot.take_scalar("tuning/tile").and_then(|s| s.as_i64()) {
                 Some(tile) if tile > 0 => engine.tile = tile as usize,
                 _ => defaulted.push("tuning/tile".to_string()),
@@ -83,7 +86,10 @@ impl CpuEngine {
         match arg {
             Arg::Tensor(t) => Ok(t),
             Arg::Resident(name) => self.resident.get(name).ok_or_else(|| {
-                EngineError::new(ErrorKind::UnknownBuffer, format!("no resident buffer {name:?}"))
+                EngineError::new(
+                    ErrorKind::UnknownBuffer,
+                    format!("no resident buffer {name:?}"),
+                )
             }),
         }
     }
@@ -114,7 +120,8 @@ impl CpuEngine {
             }
             STENCIL2D => {
                 let alpha =
-                    std_kernels::param_f64(&call.params, "alpha", std_kernels::STENCIL_ALPHA)? as f32;
+                    std_kernels::param_f64(&call.params, "alpha", std_kernels::STENCIL_ALPHA)?
+                        as f32;
                 let s = args[0].shape();
                 kernels::stencil2d(&self.pool, f(0), (s[0], s[1]), alpha)
             }
@@ -190,4 +197,24 @@ impl Engine for CpuEngine {
         }
         Ok(snapshot)
     }
+}
+
+/// The CPU backend always has one device: this machine.
+pub fn probe_devices() -> Result<Vec<shared_state::DeviceInfo>, EngineError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    Ok(vec![shared_state::DeviceInfo {
+        index: 0,
+        name: model,
+        kind: "cpu".to_string(),
+        driver: format!("rayon, {cores} hardware threads"),
+        api: String::new(),
+    }])
 }

@@ -170,10 +170,17 @@ mod tests {
             for &n in SIZES {
                 let x = values(n, 1);
                 let y = values(n, 2);
-                assert_eq!(saxpy(&pool, 1.5, &x, &y), reference::saxpy(1.5, &x, &y), "n={n}");
+                assert_eq!(
+                    saxpy(&pool, 1.5, &x, &y),
+                    reference::saxpy(1.5, &x, &y),
+                    "n={n}"
+                );
                 let want = reference::dot(&x, &y);
                 let got = dot(&pool, &x, &y);
-                assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "n={n}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "n={n}: {got} vs {want}"
+                );
             }
         }
     }
@@ -189,7 +196,12 @@ mod tests {
                     let want = reference::matmul(&a, &b, (m, k, n));
                     for tile in [1, 8, 32, 64] {
                         let got = matmul(&pool, &a, &b, (m, k, n), tile);
-                        assert_close(&got, &want, 1e-5, &format!("matmul {m}x{k}x{n} tile {tile}"));
+                        assert_close(
+                            &got,
+                            &want,
+                            1e-5,
+                            &format!("matmul {m}x{k}x{n} tile {tile}"),
+                        );
                     }
                 }
             }
@@ -208,7 +220,12 @@ mod tests {
                     "stencil {h}x{w}"
                 );
                 let got = softmax(&pool, &g, (h, w));
-                assert_close(&got, &reference::softmax(&g, (h, w)), 1e-6, &format!("softmax {h}x{w}"));
+                assert_close(
+                    &got,
+                    &reference::softmax(&g, (h, w)),
+                    1e-6,
+                    &format!("softmax {h}x{w}"),
+                );
             }
         }
     }

@@ -9,4 +9,7 @@ mod engine;
 mod kernels;
 mod reference;
 
-shared_state::export_module!(engine::CpuEngine::create);
+shared_state::export_module! {
+    create: engine::CpuEngine::create,
+    probe: engine::probe_devices,
+}

@@ -48,7 +48,9 @@ pub fn softmax(x: &[f32], (rows, cols): (usize, usize)) -> Vec<f32> {
     let mut out = vec![0.0; rows * cols];
     for r in 0..rows {
         let row = &x[r * cols..(r + 1) * cols];
-        let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+        let max = row
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
         let sum: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
         for c in 0..cols {
             out[r * cols + c] = ((f64::from(row[c]) - max).exp() / sum) as f32;
