@@ -1,1 +1,21 @@
-//! kiln host library
+//! The kiln host library: everything between "a module artifact exists"
+//! and "its new version serves with the old one's state", plus the dev loop
+//! and workload replay built on it.
+//!
+//! Pipeline: [`stage`] (private versioned copy) -> [`load`] (dlopen,
+//! fingerprint check, entry points) -> [`engine_handle`] (one engine per
+//! version on its own thread) -> [`served`] (routing and the state handoff)
+//! -> retire (drop on the engine thread, join threads, close the library).
+
+pub mod engine_handle;
+pub mod load;
+pub mod process;
+pub mod served;
+pub mod stage;
+pub mod version_threads;
+pub mod workspace;
+
+pub use engine_handle::{CallError, EngineHandle, EngineOptions};
+pub use load::{LoadError, LoadedModule, host_fingerprint};
+pub use served::{ServedModule, SwapError, SwapReport};
+pub use stage::{Staged, StagingDir};

@@ -185,6 +185,11 @@ pub fn install_logging(dispatch: tracing::Dispatch) -> Result<(), EngineError> {
     guard(|| {
         // A second call in the same copy is harmless: keep the first.
         let _ = tracing::dispatcher::set_global_default(dispatch);
+        // The dispatcher was built by the host's copy of tracing-core, so
+        // this copy's max-level filter was never updated for it (it starts
+        // at OFF and every event would be filtered out before reaching the
+        // dispatcher). Recompute interest and the max level here.
+        tracing::callsite::rebuild_interest_cache();
         Ok(())
     })
 }

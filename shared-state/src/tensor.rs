@@ -72,6 +72,28 @@ pub enum Buffer {
     U8(Vec<u8>),
 }
 
+/// Element types that are plain bytes: every bit pattern is a valid value,
+/// no padding, no pointers.
+trait Pod: Copy {}
+impl Pod for f32 {}
+impl Pod for f64 {}
+impl Pod for i32 {}
+impl Pod for i64 {}
+impl Pod for u32 {}
+impl Pod for u8 {}
+
+fn pod_bytes<T: Pod>(v: &[T]) -> &[u8] {
+    // SAFETY: `T: Pod` has no padding and no invalid bit patterns, u8 has
+    // alignment 1, and the byte length is exactly the slice's size.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+fn pod_bytes_mut<T: Pod>(v: &mut [T]) -> &mut [u8] {
+    // SAFETY: as in `pod_bytes`; additionally any bytes written through the
+    // view form a valid `T` because every bit pattern of a `Pod` is valid.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
 macro_rules! each_buffer {
     ($buf:expr, $v:ident => $body:expr) => {
         match $buf {
@@ -134,11 +156,11 @@ impl Buffer {
 
     /// The elements as raw (native = little-endian) bytes, without copying.
     pub fn as_bytes(&self) -> &[u8] {
-        each_buffer!(self, v => bytemuck::cast_slice(v.as_slice()))
+        each_buffer!(self, v => pod_bytes(v.as_slice()))
     }
 
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
-        each_buffer!(self, v => bytemuck::cast_slice_mut(v.as_mut_slice()))
+        each_buffer!(self, v => pod_bytes_mut(v.as_mut_slice()))
     }
 
     pub fn as_f32(&self) -> Option<&[f32]> {

@@ -1,1 +1,136 @@
-//! test support
+//! Shared helpers for kiln's end-to-end tests: build real modules with real
+//! cargo, stage them in per-test directories, read the process's state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use kiln::workspace;
+use kiln::{LoadedModule, Staged, StagingDir};
+
+/// The workspace these tests belong to.
+pub fn workspace_root() -> PathBuf {
+    workspace::built_workspace_root()
+}
+
+/// The cargo to run (the one running the tests, if known).
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}
+
+/// Builds `package` with the host's profile into `target_dir`, with extra
+/// environment, and returns its cdylib. Real cargo; panics with cargo's
+/// output if the build fails.
+pub fn build_module_into(package: &str, target_dir: &Path, env: &[(&str, &str)]) -> PathBuf {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(workspace_root())
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            package,
+            "--profile",
+            workspace::HOST_PROFILE,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo build -p {package} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let artifact = workspace::artifact_path(target_dir, workspace::HOST_PROFILE, package);
+    assert!(artifact.exists(), "no artifact at {}", artifact.display());
+    artifact
+}
+
+/// Builds `package` (once per test process) in the shared module target
+/// directory, exactly as `kiln dev` does, and returns its cdylib.
+pub fn module_artifact(package: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.get(package) {
+        return path.clone();
+    }
+    let target = workspace::module_target_dir(&workspace_root());
+    let path = build_module_into(package, &target, &[]);
+    built.insert(package.to_string(), path.clone());
+    path
+}
+
+/// A staging directory private to one test.
+pub fn staging(test: &str) -> StagingDir {
+    let root = workspace::staging_root(&workspace_root()).join(format!("test-{test}"));
+    StagingDir::create(&root).expect("staging dir")
+}
+
+/// Stages and loads a fresh copy of `package`'s artifact.
+pub fn load_fresh(stage: &StagingDir, package: &str) -> LoadedModule {
+    let staged = stage
+        .stage(package, &module_artifact(package))
+        .expect("stage");
+    LoadedModule::open(staged).unwrap_or_else(|e| panic!("load {package}: {e}"))
+}
+
+/// Stages `artifact` under `name` without loading it.
+pub fn stage_file(stage: &StagingDir, name: &str, artifact: &Path) -> Staged {
+    stage.stage(name, artifact).expect("stage")
+}
+
+/// Deterministic pseudo-random f32 bit patterns (NaNs and infinities
+/// included), for bit-for-bit state checks.
+pub fn random_bits(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            f32::from_bits((s >> 16) as u32)
+        })
+        .collect()
+}
+
+/// A `MakeWriter` that collects formatted log lines in memory.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// A subscriber (all levels) writing into this buffer.
+    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(self.clone())
+            .finish()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}

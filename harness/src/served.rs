@@ -1,0 +1,185 @@
+//! The served module: routes calls to the current engine version and swaps
+//! versions with a state handoff.
+//!
+//! Handoff protocol (under the routing write lock, so no call can slip in
+//! between): the old engine finishes every call already queued, exports a
+//! snapshot (a copy: it keeps its state), the new engine is created from
+//! the snapshot on its own thread, and only then are calls routed to it. If
+//! export, creation or import fails, or panics, nothing changed: the old
+//! version keeps serving with its state untouched. The old version is
+//! retired after the lock is released (dropped on its thread, threads
+//! joined, library closed once nobody holds a handle to it).
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use shared_state::{Call, ImportReport, Output, Snapshot};
+
+use crate::engine_handle::{CallError, EngineHandle, EngineOptions};
+use crate::load::LoadedModule;
+
+/// What a swap did, with timings.
+#[derive(Clone, Debug)]
+pub struct SwapReport {
+    pub from: String,
+    pub to: String,
+    /// Bytes of state handed over.
+    pub bytes: usize,
+    pub export_ms: f64,
+    pub import_ms: f64,
+    /// Calls were held (not lost) for this long.
+    pub paused_ms: f64,
+    /// Retiring the old version (if this was its last handle).
+    pub retire_ms: f64,
+    pub import: ImportReport,
+}
+
+/// Why a swap did not happen. The old version is still serving.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error("{to} not swapped in: the serving version {from} could not export its state: {error}")]
+    Export {
+        from: String,
+        to: String,
+        error: CallError,
+    },
+    #[error("{to} not swapped in: creating it from {from}'s state failed: {error}")]
+    Create {
+        from: String,
+        to: String,
+        error: CallError,
+    },
+}
+
+/// A module being served: one current version, swappable.
+pub struct ServedModule {
+    current: RwLock<EngineHandle>,
+    options: EngineOptions,
+}
+
+impl ServedModule {
+    /// Serves `module`, optionally starting from saved state.
+    pub fn start(
+        module: LoadedModule,
+        options: EngineOptions,
+        prior: Option<Snapshot>,
+    ) -> Result<(ServedModule, ImportReport), CallError> {
+        let (handle, report) = EngineHandle::start(Arc::new(module), &options, prior)?;
+        Ok((
+            ServedModule {
+                current: RwLock::new(handle),
+                options,
+            },
+            report,
+        ))
+    }
+
+    /// A handle pinned to the current version: it keeps working (on that
+    /// version) after a swap, until dropped.
+    pub fn handle(&self) -> EngineHandle {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn label(&self) -> String {
+        self.handle().label().to_string()
+    }
+
+    /// Runs a call on the current version. The call is queued while the
+    /// routing lock is held, so a swap sees it either before the state
+    /// export (it runs on the old version and its effect moves over) or
+    /// after the new version is promoted (it runs there). Never both, never
+    /// lost.
+    pub fn call(&self, call: Call) -> Result<Output, CallError> {
+        let (handle, rx) = {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            let rx = current.submit(move |e| e.run(call))?;
+            (current.clone(), rx)
+        };
+        handle.wait(rx)
+    }
+
+    /// Swaps to `module`, handing the current state over.
+    pub fn swap(&self, module: LoadedModule) -> Result<SwapReport, SwapError> {
+        let to = module.label().to_string();
+        let module = Arc::new(module);
+        let paused = Instant::now();
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let from = current.label().to_string();
+        let snapshot = current.export_state().map_err(|error| SwapError::Export {
+            from: from.clone(),
+            to: to.clone(),
+            error,
+        })?;
+        let export_ms = paused.elapsed().as_secs_f64() * 1e3;
+        let bytes = snapshot.byte_len();
+        let import_start = Instant::now();
+        let (new_handle, import) = EngineHandle::start(module, &self.options, Some(snapshot))
+            .map_err(|error| SwapError::Create {
+                from: from.clone(),
+                to: to.clone(),
+                error,
+            })?;
+        let import_ms = import_start.elapsed().as_secs_f64() * 1e3;
+        let old = std::mem::replace(&mut *current, new_handle);
+        drop(current);
+        let paused_ms = paused.elapsed().as_secs_f64() * 1e3;
+        let module_name = old.module().staged.module.clone();
+        let retire_start = Instant::now();
+        drop(old);
+        let retire_ms = retire_start.elapsed().as_secs_f64() * 1e3;
+        let report = SwapReport {
+            from,
+            to,
+            bytes,
+            export_ms,
+            import_ms,
+            paused_ms,
+            retire_ms,
+            import,
+        };
+        tracing::info!(
+            event = "handoff",
+            module = %module_name,
+            bytes = report.bytes,
+            ms = report.export_ms + report.import_ms,
+            "handoff {} -> {}: {} in {:.1} ms (export {:.1}, import {:.1}); {}",
+            report.from,
+            report.to,
+            human_bytes(report.bytes),
+            report.export_ms + report.import_ms,
+            report.export_ms,
+            report.import_ms,
+            report.import
+        );
+        if !report.import.dropped.is_empty() {
+            tracing::warn!(
+                event = "state_dropped",
+                module = %module_name,
+                "{} does not know these state sections of {}; they were not carried over: {}",
+                report.to,
+                report.from,
+                report.import.dropped.join(", ")
+            );
+        }
+        Ok(report)
+    }
+}
+
+/// `12.0 MiB`-style sizes.
+pub fn human_bytes(bytes: usize) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
