@@ -9,8 +9,10 @@
 
 pub mod engine_handle;
 pub mod load;
+pub mod logging;
 pub mod process;
 pub mod served;
+pub mod snapshot_file;
 pub mod stage;
 pub mod version_threads;
 pub mod workspace;

@@ -1,0 +1,274 @@
+//! Snapshots on disk: how engine state survives a restart of the host
+//! (`kiln dev --state FILE`, or the automatic save when the contract
+//! changed and the host must restart).
+//!
+//! Layout (little-endian):
+//!
+//! ```text
+//! 0   8  magic  "KILNSNAP"
+//! 8   4  u32    file format version (1)
+//! 12  4  u32    crc32 of the header bytes
+//! 16  8  u64    header length H
+//! 24  H         header: JSON (serde_json), see `Header`
+//! ..            data sections, each at a 64-byte aligned offset
+//! ```
+//!
+//! Tensor bytes are written and read as raw little-endian memory (one
+//! `read_exact` into the typed vector), each with its own crc32.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use shared_state::{Buffer, DType, Scalar, Section, Snapshot, Tensor, element_count};
+
+const MAGIC: &[u8; 8] = b"KILNSNAP";
+const FILE_VERSION: u32 = 1;
+const ALIGN: u64 = 64;
+const PREAMBLE: u64 = 24;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct SnapshotFileError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    snapshot_format: u32,
+    module: String,
+    backend: String,
+    sections: Vec<SectionHeader>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum SectionHeader {
+    Tensor {
+        name: String,
+        dtype: String,
+        shape: Vec<usize>,
+        offset: u64,
+        bytes: u64,
+        crc32: u32,
+    },
+    I64 { name: String, value: i64 },
+    F64 { name: String, value: f64 },
+    Bool { name: String, value: bool },
+    Text { name: String, value: String },
+}
+
+fn align(offset: u64) -> u64 {
+    offset.div_ceil(ALIGN) * ALIGN
+}
+
+/// Writes `snapshot` to `path` (via a temporary file and a rename, so a
+/// crash never leaves a half-written snapshot under the real name).
+pub fn save(snapshot: &Snapshot, path: &Path) -> Result<u64, SnapshotFileError> {
+    let err = |message: String| SnapshotFileError {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut sections = Vec::new();
+    let mut tensors = Vec::new();
+    let mut data_len = 0u64;
+    for (name, section) in snapshot.sections() {
+        let name = name.to_string();
+        sections.push(match section {
+            Section::Tensor(t) => {
+                let bytes = t.data().as_bytes();
+                let offset = data_len;
+                data_len = align(data_len + bytes.len() as u64);
+                tensors.push(bytes);
+                SectionHeader::Tensor {
+                    name,
+                    dtype: t.dtype().name().to_string(),
+                    shape: t.shape().to_vec(),
+                    offset,
+                    bytes: bytes.len() as u64,
+                    crc32: crc32fast::hash(bytes),
+                }
+            }
+            Section::Scalar(Scalar::I64(v)) => SectionHeader::I64 { name, value: *v },
+            Section::Scalar(Scalar::F64(v)) => SectionHeader::F64 { name, value: *v },
+            Section::Scalar(Scalar::Bool(v)) => SectionHeader::Bool { name, value: *v },
+            Section::Scalar(Scalar::Text(v)) => SectionHeader::Text {
+                name,
+                value: v.clone(),
+            },
+        });
+    }
+    let header = Header {
+        snapshot_format: snapshot.format,
+        module: snapshot.module.clone(),
+        backend: snapshot.backend.clone(),
+        sections,
+    };
+    let header_bytes = serde_json::to_vec(&header).map_err(|e| err(e.to_string()))?;
+    let data_start = align(PREAMBLE + header_bytes.len() as u64);
+    let tmp = path.with_extension("partial");
+    let write = || -> std::io::Result<u64> {
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        out.write_all(MAGIC)?;
+        out.write_all(&FILE_VERSION.to_le_bytes())?;
+        out.write_all(&crc32fast::hash(&header_bytes).to_le_bytes())?;
+        out.write_all(&(header_bytes.len() as u64).to_le_bytes())?;
+        out.write_all(&header_bytes)?;
+        let mut pos = PREAMBLE + header_bytes.len() as u64;
+        for bytes in tensors {
+            let start = align(pos.max(data_start));
+            out.write_all(&vec![0u8; (start - pos) as usize])?;
+            out.write_all(bytes)?;
+            pos = start + bytes.len() as u64;
+        }
+        out.flush()?;
+        Ok(pos)
+    };
+    let total = write().map_err(|e| err(format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(format!("cannot rename into place: {e}")))?;
+    Ok(total)
+}
+
+/// Reads a snapshot written by [`save`]. A damaged file is refused with a
+/// message naming the problem; nothing is allocated beyond what the file
+/// can back.
+pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
+    let err = |message: String| SnapshotFileError {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+    let file_len = file.metadata().map_err(|e| err(e.to_string()))?.len();
+    let mut preamble = [0u8; PREAMBLE as usize];
+    file.read_exact(&mut preamble)
+        .map_err(|_| err(format!("truncated: {file_len} bytes, a snapshot starts with {PREAMBLE}")))?;
+    if &preamble[..8] != MAGIC {
+        return Err(err("not a kiln snapshot (bad magic at byte 0)".into()));
+    }
+    let version = u32::from_le_bytes(preamble[8..12].try_into().expect("4 bytes"));
+    if version != FILE_VERSION {
+        return Err(err(format!(
+            "snapshot file version {version} at byte 8, this kiln reads {FILE_VERSION}"
+        )));
+    }
+    let header_crc = u32::from_le_bytes(preamble[12..16].try_into().expect("4 bytes"));
+    let header_len = u64::from_le_bytes(preamble[16..24].try_into().expect("8 bytes"));
+    if header_len > file_len - PREAMBLE {
+        return Err(err(format!(
+            "header length {header_len} at byte 16 runs past the end of the file ({file_len} bytes)"
+        )));
+    }
+    let mut header_bytes = vec![0u8; header_len as usize];
+    file.read_exact(&mut header_bytes)
+        .map_err(|e| err(format!("cannot read header: {e}")))?;
+    if crc32fast::hash(&header_bytes) != header_crc {
+        return Err(err("header checksum mismatch (bytes 24..)".into()));
+    }
+    let header: Header = serde_json::from_slice(&header_bytes)
+        .map_err(|e| err(format!("malformed header: {e}")))?;
+    let data_start = align(PREAMBLE + header_len);
+    let mut snapshot = Snapshot::new(&header.module, &header.backend);
+    snapshot.format = header.snapshot_format;
+    for section in header.sections {
+        match section {
+            SectionHeader::Tensor {
+                name,
+                dtype,
+                shape,
+                offset,
+                bytes,
+                crc32,
+            } => {
+                let dtype = DType::from_name(&dtype)
+                    .ok_or_else(|| err(format!("section {name}: unknown dtype {dtype:?}")))?;
+                let start = data_start
+                    .checked_add(offset)
+                    .filter(|s| s.checked_add(bytes).is_some_and(|end| end <= file_len))
+                    .ok_or_else(|| {
+                        err(format!(
+                            "section {name}: {bytes} bytes at offset {offset} run past the end of the file"
+                        ))
+                    })?;
+                let count = element_count(&shape)
+                    .filter(|n| n.checked_mul(dtype.size()) == Some(bytes as usize))
+                    .ok_or_else(|| {
+                        err(format!(
+                            "section {name}: shape {shape:?} of {dtype} does not match {bytes} bytes"
+                        ))
+                    })?;
+                let mut buffer = Buffer::zeros(dtype, count);
+                file.seek(SeekFrom::Start(start))
+                    .and_then(|_| file.read_exact(buffer.as_bytes_mut()))
+                    .map_err(|e| err(format!("section {name}: cannot read: {e}")))?;
+                if crc32fast::hash(buffer.as_bytes()) != crc32 {
+                    return Err(err(format!(
+                        "section {name}: checksum mismatch (data at byte {start})"
+                    )));
+                }
+                let tensor = Tensor::new(shape, buffer).map_err(|e| err(e.to_string()))?;
+                snapshot.insert_tensor(name, tensor);
+            }
+            SectionHeader::I64 { name, value } => snapshot.insert_scalar(name, Scalar::I64(value)),
+            SectionHeader::F64 { name, value } => snapshot.insert_scalar(name, Scalar::F64(value)),
+            SectionHeader::Bool { name, value } => snapshot.insert_scalar(name, Scalar::Bool(value)),
+            SectionHeader::Text { name, value } => snapshot.insert_scalar(name, Scalar::Text(value)),
+        }
+    }
+    Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        let mut s = Snapshot::new("kernel-cpu", "cpu");
+        s.insert_tensor("resident/a", Tensor::from_f32(&[3, 2], vec![1.0, f32::NAN, -0.0, 4.0, 5.0, 6.0]));
+        s.insert_tensor("resident/ids", Tensor::new(vec![3], Buffer::I64(vec![1, -2, 3])).unwrap());
+        s.insert_tensor("resident/empty", Tensor::from_f32(&[0, 5], vec![]));
+        s.insert_scalar("tuning/tile", Scalar::I64(64));
+        s.insert_scalar("x", Scalar::F64(0.1));
+        s.insert_scalar("flag", Scalar::Bool(true));
+        s.insert_scalar("note", Scalar::Text("héllo".into()));
+        s
+    }
+
+    #[test]
+    fn round_trip_is_bit_exact() {
+        let dir = std::env::temp_dir().join(format!("kiln-snap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.snapshot");
+        save(&sample(), &path).unwrap();
+        let back = load(&path).unwrap();
+        assert!(back.bit_eq(&sample()));
+        assert_eq!(back.module, "kernel-cpu");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn damage_is_refused_with_a_reason() {
+        let dir = std::env::temp_dir().join(format!("kiln-snap-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.snapshot");
+        save(&sample(), &path).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"NOTASNAP".iter().chain(&good[8..]).copied().collect(), "bad magic"),
+            (good[..10].to_vec(), "truncated"),
+            ({ let mut b = good.clone(); b[8] = 9; b }, "file version 9"),
+            ({ let mut b = good.clone(); b[30] ^= 1; b }, "header checksum"),
+            ({ let mut b = good.clone(); let n = b.len(); b[n - 1] ^= 1; b }, "checksum mismatch"),
+            (good[..good.len() - 8].to_vec(), "run past the end"),
+            ({ let mut b = good.clone(); b[16..24].copy_from_slice(&u64::MAX.to_le_bytes()); b }, "header length"),
+        ];
+        for (bytes, want) in cases {
+            std::fs::write(&path, &bytes).unwrap();
+            let e = load(&path).unwrap_err().to_string();
+            assert!(e.contains(want), "want {want:?}, got {e}");
+            assert!(e.contains("a.snapshot"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
