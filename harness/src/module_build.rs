@@ -374,9 +374,14 @@ fn workspace_sets_incremental(workspace_root: &Path, profile: &str) -> bool {
         "CARGO_PROFILE_{}_INCREMENTAL",
         profile.to_ascii_uppercase().replace('-', "_")
     );
-    if std::env::var_os("CARGO_INCREMENTAL").is_some() || std::env::var_os(env_key).is_some() {
-        return true;
-    }
+    std::env::var_os("CARGO_INCREMENTAL").is_some()
+        || std::env::var_os(env_key).is_some()
+        || manifests_set_incremental(workspace_root, profile)
+}
+
+/// Whether `[profile.<profile>]` of the workspace manifest or of
+/// `.cargo/config.toml` has an `incremental` key.
+fn manifests_set_incremental(workspace_root: &Path, profile: &str) -> bool {
     let section = format!("[profile.{profile}]");
     [
         workspace_root.join("Cargo.toml"),
@@ -423,6 +428,29 @@ mod tests {
             strip_ansi("\u{1b}[1m\u{1b}[32m   Compiling\u{1b}[0m foo"),
             "   Compiling foo"
         );
+    }
+
+    #[test]
+    fn incremental_setting_is_read_from_the_manifests() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(
+            root.join("Cargo.toml"),
+            "[workspace]\n[profile.dev]\nincremental = false\n",
+        )
+        .unwrap();
+        assert!(!manifests_set_incremental(root, "release"));
+        assert!(manifests_set_incremental(root, "dev"));
+        fs::create_dir(root.join(".cargo")).unwrap();
+        fs::write(
+            root.join(".cargo/config.toml"),
+            "[profile.release]\nincremental=false\n",
+        )
+        .unwrap();
+        assert!(manifests_set_incremental(root, "release"));
+        // This workspace sets it in [profile.release].
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        assert!(manifests_set_incremental(workspace, "release"));
     }
 
     #[test]
