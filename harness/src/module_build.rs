@@ -22,7 +22,11 @@ use std::time::Instant;
 
 use cargo_metadata::{CrateType, Message};
 
-use crate::module_graph::KernelModule;
+use crate::module_graph::{KernelModule, ModuleGraph};
+
+/// Subdirectory of the workspace target dir that module builds use, so they
+/// never wait on the lock of the host's own build.
+pub const MODULE_TARGET_SUBDIR: &str = "kiln-modules";
 
 /// How one module build ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +120,15 @@ impl ModuleBuilder {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("cargo")),
         }
+    }
+
+    /// A builder for `graph`'s workspace writing to
+    /// `<workspace target dir>/kiln-modules`.
+    pub fn for_workspace(graph: &ModuleGraph) -> Self {
+        Self::new(
+            graph.workspace_root(),
+            graph.target_dir().join(MODULE_TARGET_SUBDIR),
+        )
     }
 
     /// Builds with this cargo profile (`release`, `dev`, a custom one).

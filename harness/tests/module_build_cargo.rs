@@ -45,7 +45,9 @@ fn build(builder: &ModuleBuilder, module: &KernelModule) -> (BuildOutcome, Vec<B
 fn builds_fails_with_rustc_message_and_recovers() {
     let (_dir, root, module) = tiny_workspace();
     let target = root.join("target/kiln-modules");
-    let builder = ModuleBuilder::new(&root, &target).with_color(false);
+    let graph = ModuleGraph::discover(&root).unwrap();
+    let builder = ModuleBuilder::for_workspace(&graph).with_color(false);
+    assert_eq!(builder.target_dir(), target);
 
     let (outcome, steps) = build(&builder, &module);
     let BuildOutcome::Built {
