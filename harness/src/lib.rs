@@ -7,14 +7,18 @@
 //! version on its own thread) -> [`served`] (routing and the state handoff)
 //! -> retire (drop on the engine thread, join threads, close the library).
 
+pub mod build_queue;
 pub mod engine_handle;
 pub mod load;
 pub mod logging;
+pub mod module_build;
+pub mod module_graph;
 pub mod process;
 pub mod served;
 pub mod snapshot_file;
 pub mod stage;
 pub mod version_threads;
+pub mod watch;
 pub mod workspace;
 
 pub use engine_handle::{CallError, EngineHandle, EngineOptions};
