@@ -1,1 +1,6 @@
 //! kiln host library
+
+pub mod compare;
+pub mod reference;
+pub mod timing;
+pub mod workload;
