@@ -1,0 +1,245 @@
+//! Timing: warm-up, repeated runs, robust statistics and a verdict that
+//! looks at the spread, not at one sample.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// How long and how often to measure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimingConfig {
+    /// Runs before measuring (caches, lazy compilation, page faults).
+    pub warmup_runs: usize,
+    /// Measure at least this many runs...
+    pub min_runs: usize,
+    /// ...and keep going until `min_time` has been spent measuring...
+    pub min_time: Duration,
+    /// ...but never more than `max_runs` runs or beyond `max_time`
+    /// (at least `min_runs` are always taken).
+    pub max_runs: usize,
+    pub max_time: Duration,
+}
+
+impl Default for TimingConfig {
+    /// 2 warm-up runs; 5 to 200 runs, at least 200 ms, at most 3 s.
+    fn default() -> TimingConfig {
+        TimingConfig {
+            warmup_runs: 2,
+            min_runs: 5,
+            min_time: Duration::from_millis(200),
+            max_runs: 200,
+            max_time: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Runs `run` `config.warmup_runs` times unmeasured, then measures runs
+/// until both `min_runs` and `min_time` are reached (or a maximum is). The
+/// first error stops the measurement and is returned.
+pub fn measure<T, E>(
+    config: &TimingConfig,
+    mut run: impl FnMut() -> Result<T, E>,
+) -> Result<Vec<Duration>, E> {
+    for _ in 0..config.warmup_runs {
+        std::hint::black_box(run()?);
+    }
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(config.min_runs.max(16));
+    loop {
+        let t0 = Instant::now();
+        std::hint::black_box(run()?);
+        samples.push(t0.elapsed());
+        let spent = started.elapsed();
+        let enough = samples.len() >= config.min_runs && spent >= config.min_time;
+        let too_much = samples.len() >= config.min_runs.max(1)
+            && (samples.len() >= config.max_runs || spent >= config.max_time);
+        if enough || too_much {
+            return Ok(samples);
+        }
+    }
+}
+
+/// Robust statistics of a set of samples, in seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stats {
+    pub runs: usize,
+    pub median: f64,
+    /// Median absolute deviation from the median.
+    pub mad: f64,
+    /// First and third quartiles, and their distance.
+    pub q1: f64,
+    pub q3: f64,
+    pub iqr: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// The value at quantile `q` of sorted values (linear interpolation).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+impl Stats {
+    /// Statistics of `samples`; `None` when there are none.
+    pub fn from_samples(samples: &[Duration]) -> Option<Stats> {
+        Stats::from_secs(
+            &samples
+                .iter()
+                .map(Duration::as_secs_f64)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// Statistics of samples given in seconds; `None` when there are none
+    /// or one is not finite.
+    pub fn from_secs(samples: &[f64]) -> Option<Stats> {
+        if samples.is_empty() || samples.iter().any(|s| !s.is_finite()) {
+            return None;
+        }
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let median = quantile(&sorted, 0.5);
+        let mut dev: Vec<f64> = sorted.iter().map(|s| (s - median).abs()).collect();
+        dev.sort_by(f64::total_cmp);
+        let (q1, q3) = (quantile(&sorted, 0.25), quantile(&sorted, 0.75));
+        Some(Stats {
+            runs: sorted.len(),
+            median,
+            mad: quantile(&dev, 0.5),
+            q1,
+            q3,
+            iqr: q3 - q1,
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+        })
+    }
+
+    /// `12.3 ms ± 0.4 ms (median ± MAD, 25 runs, min 11.9 ms)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ± {} (median ± MAD, {} runs, min {})",
+            human_secs(self.median),
+            human_secs(self.mad),
+            self.runs,
+            human_secs(self.min)
+        )
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary())
+    }
+}
+
+/// `1.23 ms`, `456 µs`, `2.50 s`.
+pub fn human_secs(s: f64) -> String {
+    if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 1e-3 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{:.1} µs", s * 1e6)
+    }
+}
+
+/// How the timing moved from one version to the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Faster,
+    Slower,
+    NoClearChange,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Faster => "faster",
+            Verdict::Slower => "slower",
+            Verdict::NoClearChange => "no clear change",
+        })
+    }
+}
+
+/// How many combined (normal-scaled) MADs the medians must move.
+pub const VERDICT_SIGMAS: f64 = 3.0;
+/// The smallest relative change ever reported (2%).
+pub const VERDICT_MIN_RELATIVE: f64 = 0.02;
+/// MAD times this estimates the standard deviation of normal noise.
+const MAD_TO_SIGMA: f64 = 1.4826;
+
+/// Compares two measurements: `Slower`/`Faster` only when the medians differ
+/// by more than [`VERDICT_SIGMAS`] combined spreads (MAD scaled to a
+/// standard deviation, each divided by the square root of its run count as
+/// for a standard error, but never less than a twentieth of its own MAD so
+/// many runs do not make noise look significant) and by more than
+/// [`VERDICT_MIN_RELATIVE`] of the previous median.
+pub fn verdict(previous: &Stats, current: &Stats) -> Verdict {
+    let spread = |s: &Stats| {
+        let sigma = s.mad * MAD_TO_SIGMA;
+        (sigma / (s.runs.max(1) as f64).sqrt()).max(sigma / 20.0)
+    };
+    let combined = (spread(previous).powi(2) + spread(current).powi(2)).sqrt();
+    let change = current.median - previous.median;
+    let threshold = (VERDICT_SIGMAS * combined).max(VERDICT_MIN_RELATIVE * previous.median);
+    if change > threshold {
+        Verdict::Slower
+    } else if -change > threshold {
+        Verdict::Faster
+    } else {
+        Verdict::NoClearChange
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_of_a_known_set() {
+        let s = Stats::from_secs(&[5.0, 1.0, 3.0, 2.0, 4.0, 100.0]).unwrap();
+        assert_eq!(s.runs, 6);
+        assert_eq!(s.median, 3.5);
+        assert_eq!((s.min, s.max), (1.0, 100.0));
+        // |x - 3.5| = 2.5 1.5 0.5 0.5 1.5 96.5 -> median 1.5: the outlier
+        // does not move it.
+        assert_eq!(s.mad, 1.5);
+        assert_eq!((s.q1, s.q3), (2.25, 4.75));
+        assert_eq!(s.iqr, 2.5);
+        assert!(Stats::from_secs(&[]).is_none());
+        assert!(Stats::from_secs(&[1.0, f64::NAN]).is_none());
+        assert_eq!(human_secs(0.0123), "12.30 ms");
+    }
+
+    #[test]
+    fn measure_honours_counts_and_stops_on_error() {
+        let config = TimingConfig {
+            warmup_runs: 3,
+            min_runs: 7,
+            min_time: Duration::ZERO,
+            max_runs: 100,
+            max_time: Duration::from_secs(60),
+        };
+        let mut calls = 0;
+        let samples = measure(&config, || {
+            calls += 1;
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(samples.len(), 7);
+        assert_eq!(calls, 10);
+        let capped = TimingConfig {
+            min_time: Duration::from_secs(3600),
+            max_runs: 12,
+            ..config.clone()
+        };
+        assert_eq!(measure(&capped, || Ok::<_, ()>(())).unwrap().len(), 12);
+        let mut n = 0;
+        let err = measure(&config, || {
+            n += 1;
+            if n == 5 { Err("boom") } else { Ok(()) }
+        });
+        assert_eq!(err, Err("boom"));
+    }
+}

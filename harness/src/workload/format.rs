@@ -1,0 +1,677 @@
+//! The workload file: versioned, checksummed, loaded at disk speed.
+//!
+//! ```text
+//! offset 0   8 bytes   magic "KILNWKLD"
+//! offset 8   u32 LE    format version (FORMAT_VERSION)
+//! offset 12  u32 LE    CRC-32 (IEEE, zlib's) of the header bytes
+//! offset 16  u64 LE    header length in bytes
+//! offset 24  header    UTF-8 JSON: name, sections, steps
+//! data start           align_up(24 + header length, 64)
+//! data start + offset  each section's raw little-endian elements, at offsets
+//!                      that are multiples of 64, not overlapping
+//! ```
+//!
+//! The full description, with a Python writer, is `docs/workload-format.md`.
+//! The reader checks every length and offset against the file size before it
+//! allocates, reads each section with one `read_exact` straight into its typed
+//! `Vec`, and refuses a damaged file with a [`WorkloadError`] that names the
+//! file, the problem and the byte offset.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use shared_state::{Arg, Buffer, Call, DType, Scalar, Tensor, element_count, format_shape};
+
+use super::{Step, Workload};
+
+/// First eight bytes of every workload file.
+pub const MAGIC: [u8; 8] = *b"KILNWKLD";
+/// The format version this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Alignment of data sections (relative to the data start, which is itself
+/// aligned in the file).
+pub const ALIGN: u64 = 64;
+/// Bytes before the header: magic, version, header checksum, header length.
+pub const PREAMBLE_LEN: u64 = 24;
+
+/// What is wrong with a workload file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadErrorKind {
+    /// The file could not be opened, read or written.
+    Io,
+    /// Shorter than the preamble.
+    Truncated,
+    /// Does not start with [`MAGIC`].
+    BadMagic,
+    /// Version 0, or newer than [`FORMAT_VERSION`].
+    BadVersion,
+    /// The header length runs past the end of the file.
+    HeaderLength,
+    /// The header bytes do not match their checksum.
+    HeaderChecksum,
+    /// The header is not the JSON this version expects.
+    MalformedHeader,
+    /// A section has a dtype this version does not know.
+    UnknownDType,
+    /// A section's offset or length overflows, is misaligned or runs past
+    /// the end of the file.
+    SectionBounds,
+    /// A section's shape does not match its byte length.
+    ShapeMismatch,
+    /// Two sections share bytes.
+    Overlap,
+    /// A section's bytes do not match their checksum.
+    SectionChecksum,
+    /// A step names a section that does not exist or another step uses.
+    BadReference,
+    /// The workload cannot be written (a parameter JSON cannot hold).
+    Unwritable,
+}
+
+/// A workload file that cannot be read (or written): the file, the problem
+/// and, where there is one, the byte offset it was found at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadError {
+    pub path: PathBuf,
+    pub kind: WorkloadErrorKind,
+    pub offset: Option<u64>,
+    pub message: String,
+}
+
+impl WorkloadError {
+    fn new(path: &Path, kind: WorkloadErrorKind, offset: Option<u64>, message: String) -> Self {
+        WorkloadError {
+            path: path.to_path_buf(),
+            kind,
+            offset,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for WorkloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "workload {}: {}", self.path.display(), self.message)?;
+        if let Some(offset) = self.offset {
+            write!(f, " (at byte {offset})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for WorkloadError {}
+
+// ----- the header, as JSON -----
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    name: String,
+    sections: Vec<SectionEntry>,
+    steps: Vec<StepEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SectionEntry {
+    dtype: String,
+    shape: Vec<u64>,
+    /// From the data start.
+    offset: u64,
+    length: u64,
+    crc32: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum StepEntry {
+    Load {
+        name: String,
+        tensor: u64,
+    },
+    Call {
+        kernel: String,
+        args: Vec<ArgEntry>,
+        #[serde(default)]
+        params: BTreeMap<String, serde_json::Value>,
+        #[serde(default)]
+        store_as: Option<String>,
+        #[serde(default)]
+        expected: Option<u64>,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum ArgEntry {
+    Tensor(u64),
+    Resident(String),
+}
+
+fn align_up(n: u64) -> Option<u64> {
+    n.checked_add(ALIGN - 1).map(|v| v / ALIGN * ALIGN)
+}
+
+// ----- writing -----
+
+/// Writes `workload` to `path` (through a temporary file in the same
+/// directory, renamed into place, so a reader never sees half a file).
+pub fn write(workload: &Workload, path: &Path) -> Result<(), WorkloadError> {
+    let io_err = |what: &str, e: std::io::Error| {
+        WorkloadError::new(
+            path,
+            WorkloadErrorKind::Io,
+            None,
+            format!("cannot {what}: {e}"),
+        )
+    };
+    let file_name = path
+        .file_name()
+        .map_or_else(|| "workload".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let file = File::create(&tmp).map_err(|e| io_err("create a temporary file", e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        write_to(workload, &mut out, path)?;
+        let file = out
+            .into_inner()
+            .map_err(|e| io_err("write", e.into_error()))?;
+        file.sync_all().map_err(|e| io_err("sync", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io_err("rename the temporary file into place", e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The whole file as bytes (for tests and small workloads).
+pub fn to_bytes(workload: &Workload) -> Result<Vec<u8>, WorkloadError> {
+    let mut out = Vec::new();
+    write_to(workload, &mut out, Path::new("<memory>"))?;
+    Ok(out)
+}
+
+/// Writes the file to `out`; `path` only names it in errors.
+pub fn write_to(
+    workload: &Workload,
+    out: &mut impl Write,
+    path: &Path,
+) -> Result<(), WorkloadError> {
+    let mut tensors: Vec<&Tensor> = Vec::new();
+    let mut steps = Vec::with_capacity(workload.steps.len());
+    for (i, step) in workload.steps.iter().enumerate() {
+        match step {
+            Step::Load { name, tensor } => {
+                let index = tensors.len() as u64;
+                tensors.push(tensor);
+                steps.push(StepEntry::Load {
+                    name: name.clone(),
+                    tensor: index,
+                });
+            }
+            Step::Call { call, expected } => {
+                let mut args = Vec::with_capacity(call.args.len());
+                for arg in &call.args {
+                    args.push(match arg {
+                        Arg::Tensor(t) => {
+                            let index = tensors.len() as u64;
+                            tensors.push(t);
+                            ArgEntry::Tensor(index)
+                        }
+                        Arg::Resident(name) => ArgEntry::Resident(name.clone()),
+                    });
+                }
+                let mut params = BTreeMap::new();
+                for (name, value) in &call.params {
+                    params.insert(name.clone(), scalar_to_json(value).ok_or_else(|| {
+                        WorkloadError::new(
+                            path,
+                            WorkloadErrorKind::Unwritable,
+                            None,
+                            format!(
+                                "step {i} ({}): parameter {name} is {value}, which JSON cannot hold",
+                                call.kernel
+                            ),
+                        )
+                    })?);
+                }
+                let expected = expected.as_ref().map(|t| {
+                    let index = tensors.len() as u64;
+                    tensors.push(t);
+                    index
+                });
+                steps.push(StepEntry::Call {
+                    kernel: call.kernel.clone(),
+                    args,
+                    params,
+                    store_as: call.store_as.clone(),
+                    expected,
+                });
+            }
+        }
+    }
+    let mut sections = Vec::with_capacity(tensors.len());
+    let mut offset = 0u64;
+    for t in &tensors {
+        let length = t.byte_len() as u64;
+        sections.push(SectionEntry {
+            dtype: t.dtype().name().to_string(),
+            shape: t.shape().iter().map(|&d| d as u64).collect(),
+            offset,
+            length,
+            crc32: crc32fast::hash(t.data().as_bytes()),
+        });
+        offset = align_up(offset + length).expect("in-memory sizes fit u64");
+    }
+    let header = serde_json::to_vec(&Header {
+        name: workload.name.clone(),
+        sections,
+        steps,
+    })
+    .map_err(|e| {
+        WorkloadError::new(
+            path,
+            WorkloadErrorKind::Unwritable,
+            None,
+            format!("header: {e}"),
+        )
+    })?;
+    let io = |e: std::io::Error| {
+        WorkloadError::new(
+            path,
+            WorkloadErrorKind::Io,
+            None,
+            format!("cannot write: {e}"),
+        )
+    };
+    out.write_all(&MAGIC).map_err(io)?;
+    out.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io)?;
+    out.write_all(&crc32fast::hash(&header).to_le_bytes())
+        .map_err(io)?;
+    out.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    out.write_all(&header).map_err(io)?;
+    let mut pos = PREAMBLE_LEN + header.len() as u64;
+    let zeros = [0u8; ALIGN as usize];
+    for t in &tensors {
+        let pad = align_up(pos).expect("fits") - pos;
+        out.write_all(&zeros[..pad as usize]).map_err(io)?;
+        out.write_all(t.data().as_bytes()).map_err(io)?;
+        pos += pad + t.byte_len() as u64;
+    }
+    // End on an aligned size, so that appending files stays aligned.
+    let pad = align_up(pos).expect("fits") - pos;
+    out.write_all(&zeros[..pad as usize]).map_err(io)?;
+    Ok(())
+}
+
+fn scalar_to_json(value: &Scalar) -> Option<serde_json::Value> {
+    Some(match value {
+        Scalar::I64(v) => serde_json::Value::from(*v),
+        Scalar::F64(v) => serde_json::Value::Number(serde_json::Number::from_f64(*v)?),
+        Scalar::Bool(v) => serde_json::Value::Bool(*v),
+        Scalar::Text(v) => serde_json::Value::String(v.clone()),
+    })
+}
+
+fn json_to_scalar(value: &serde_json::Value) -> Option<Scalar> {
+    match value {
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Some(Scalar::I64(i))
+            } else if n.is_f64() {
+                n.as_f64().map(Scalar::F64)
+            } else {
+                None // an integer beyond i64
+            }
+        }
+        serde_json::Value::Bool(b) => Some(Scalar::Bool(*b)),
+        serde_json::Value::String(s) => Some(Scalar::Text(s.clone())),
+        _ => None,
+    }
+}
+
+// ----- reading -----
+
+/// Reads and checks a workload file.
+pub fn read(path: &Path) -> Result<Workload, WorkloadError> {
+    let io_err = |what: &str, e: std::io::Error| {
+        WorkloadError::new(
+            path,
+            WorkloadErrorKind::Io,
+            None,
+            format!("cannot {what}: {e}"),
+        )
+    };
+    let file = File::open(path).map_err(|e| io_err("open", e))?;
+    let len = file.metadata().map_err(|e| io_err("stat", e))?.len();
+    read_from(file, len, path)
+}
+
+/// Reads a workload from `input`, which holds `len` bytes; `path` only names
+/// it in errors.
+pub fn read_from<R: Read + Seek>(
+    mut input: R,
+    len: u64,
+    path: &Path,
+) -> Result<Workload, WorkloadError> {
+    use WorkloadErrorKind as K;
+    let err =
+        |kind, offset: u64, message: String| WorkloadError::new(path, kind, Some(offset), message);
+    let io = |offset: u64, e: std::io::Error| err(K::Io, offset, format!("cannot read: {e}"));
+
+    // Preamble.
+    let mut magic = [0u8; 8];
+    let have = len.min(8) as usize;
+    input.read_exact(&mut magic[..have]).map_err(|e| io(0, e))?;
+    if magic[..have] != MAGIC[..have] {
+        return Err(err(
+            K::BadMagic,
+            0,
+            format!(
+                "not a kiln workload file: it starts with {:?}, not \"KILNWKLD\"",
+                String::from_utf8_lossy(&magic[..have])
+            ),
+        ));
+    }
+    if len < PREAMBLE_LEN {
+        return Err(err(
+            K::Truncated,
+            len,
+            format!(
+                "truncated: the file is {len} bytes, shorter than the {PREAMBLE_LEN}-byte preamble"
+            ),
+        ));
+    }
+    let mut rest = [0u8; 16];
+    input.read_exact(&mut rest).map_err(|e| io(8, e))?;
+    let version = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes"));
+    let header_crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    let header_len = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes"));
+    if version == 0 {
+        return Err(err(K::BadVersion, 8, "bad format version 0".to_string()));
+    }
+    if version > FORMAT_VERSION {
+        return Err(err(
+            K::BadVersion,
+            8,
+            format!(
+                "unsupported format version {version} (this kiln reads version {FORMAT_VERSION})"
+            ),
+        ));
+    }
+    if header_len > len - PREAMBLE_LEN {
+        return Err(err(
+            K::HeaderLength,
+            16,
+            format!(
+                "header length {header_len} runs past the end of the file ({len} bytes, header starts at byte {PREAMBLE_LEN})"
+            ),
+        ));
+    }
+
+    // Header: bounded by the file size, checked before it is parsed.
+    let mut header_bytes = vec![0u8; header_len as usize];
+    input
+        .read_exact(&mut header_bytes)
+        .map_err(|e| io(PREAMBLE_LEN, e))?;
+    let computed = crc32fast::hash(&header_bytes);
+    if computed != header_crc {
+        return Err(err(
+            K::HeaderChecksum,
+            12,
+            format!(
+                "header checksum mismatch: stored {header_crc:#010x}, computed {computed:#010x}"
+            ),
+        ));
+    }
+    let header: Header = serde_json::from_slice(&header_bytes).map_err(|e| {
+        let at = PREAMBLE_LEN + json_error_offset(&header_bytes, e.line(), e.column());
+        err(K::MalformedHeader, at, format!("malformed header: {e}"))
+    })?;
+    drop(header_bytes);
+    let data_start = align_up(PREAMBLE_LEN + header_len).expect("header fits in the file");
+
+    // Sections: every bound checked against the file before any allocation.
+    let mut layout = Vec::with_capacity(header.sections.len());
+    for (i, s) in header.sections.iter().enumerate() {
+        let dtype = DType::from_name(&s.dtype).ok_or_else(|| {
+            err(
+                K::UnknownDType,
+                PREAMBLE_LEN,
+                format!(
+                    "section {i}: unknown dtype {:?} (known: {})",
+                    s.dtype,
+                    DType::ALL.map(DType::name).join(", ")
+                ),
+            )
+        })?;
+        let start = data_start.checked_add(s.offset).ok_or_else(|| {
+            err(
+                K::SectionBounds,
+                PREAMBLE_LEN,
+                format!("section {i}: offset {} overflows", s.offset),
+            )
+        })?;
+        let end = start.checked_add(s.length).ok_or_else(|| {
+            err(
+                K::SectionBounds,
+                PREAMBLE_LEN,
+                format!(
+                    "section {i}: offset {} + length {} overflows",
+                    s.offset, s.length
+                ),
+            )
+        })?;
+        if s.offset % ALIGN != 0 {
+            return Err(err(
+                K::SectionBounds,
+                start,
+                format!(
+                    "section {i}: offset {} is not a multiple of {ALIGN}",
+                    s.offset
+                ),
+            ));
+        }
+        if end > len {
+            return Err(err(
+                K::SectionBounds,
+                start,
+                format!(
+                    "section {i}: bytes {start}..{end} run past the end of the file ({len} bytes)"
+                ),
+            ));
+        }
+        let shape: Vec<usize> = s.shape.iter().map(|&d| d as usize).collect();
+        let bytes = element_count(&shape).and_then(|n| n.checked_mul(dtype.size()));
+        match bytes {
+            Some(b) if b as u64 == s.length => {}
+            Some(b) => {
+                return Err(err(
+                    K::ShapeMismatch,
+                    start,
+                    format!(
+                        "section {i}: shape {} of {dtype} needs {b} bytes, the section has {}",
+                        format_shape(&shape),
+                        s.length
+                    ),
+                ));
+            }
+            None => {
+                return Err(err(
+                    K::ShapeMismatch,
+                    start,
+                    format!("section {i}: shape {} overflows", format_shape(&shape)),
+                ));
+            }
+        }
+        layout.push((i, dtype, shape, start, end, s.crc32));
+    }
+    let mut by_offset: Vec<usize> = (0..layout.len()).collect();
+    by_offset.sort_by_key(|&i| (layout[i].3, layout[i].4));
+    for pair in by_offset.windows(2) {
+        let (a, b) = (&layout[pair[0]], &layout[pair[1]]);
+        if b.3 < a.4 && a.3 < a.4 && b.3 < b.4 {
+            return Err(err(
+                K::Overlap,
+                b.3,
+                format!(
+                    "section {} (bytes {}..{}) overlaps section {} (bytes {}..{})",
+                    b.0, b.3, b.4, a.0, a.3, a.4
+                ),
+            ));
+        }
+    }
+
+    // References: each section is used by at most one step, so the memory
+    // the reader allocates never exceeds the file's size.
+    let mut used_by: Vec<Option<usize>> = vec![None; layout.len()];
+    let mut claim = |step: usize, index: u64| -> Result<usize, WorkloadError> {
+        let i = usize::try_from(index)
+            .ok()
+            .filter(|&i| i < layout.len())
+            .ok_or_else(|| {
+                err(
+                    K::BadReference,
+                    PREAMBLE_LEN,
+                    format!(
+                        "step {step}: section {index} does not exist (the header lists {})",
+                        layout.len()
+                    ),
+                )
+            })?;
+        if let Some(other) = used_by[i] {
+            return Err(err(
+                K::BadReference,
+                PREAMBLE_LEN,
+                format!("step {step}: section {i} is already used by step {other}"),
+            ));
+        }
+        used_by[i] = Some(step);
+        Ok(i)
+    };
+    for (step, entry) in header.steps.iter().enumerate() {
+        match entry {
+            StepEntry::Load { tensor, .. } => {
+                claim(step, *tensor)?;
+            }
+            StepEntry::Call {
+                args,
+                expected,
+                params,
+                kernel,
+                ..
+            } => {
+                for arg in args {
+                    if let ArgEntry::Tensor(t) = arg {
+                        claim(step, *t)?;
+                    }
+                }
+                if let Some(t) = expected {
+                    claim(step, *t)?;
+                }
+                for (name, value) in params {
+                    if json_to_scalar(value).is_none() {
+                        return Err(err(
+                            K::MalformedHeader,
+                            PREAMBLE_LEN,
+                            format!(
+                                "step {step} ({kernel}): parameter {name} must be an integer (i64), a number, a bool or a string, got {value}"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    // Data: one read_exact per section, straight into its typed Vec.
+    let mut tensors: Vec<Option<Tensor>> = vec![None; layout.len()];
+    for &i in &by_offset {
+        let (_, dtype, ref shape, start, end, crc) = layout[i];
+        if used_by[i].is_none() {
+            continue;
+        }
+        let count = ((end - start) as usize) / dtype.size();
+        let mut buffer = Buffer::zeros(dtype, count);
+        input
+            .seek(SeekFrom::Start(start))
+            .map_err(|e| io(start, e))?;
+        input.read_exact(buffer.as_bytes_mut()).map_err(|e| {
+            err(
+                K::Io,
+                start,
+                format!("section {i}: cannot read bytes {start}..{end}: {e}"),
+            )
+        })?;
+        let computed = crc32fast::hash(buffer.as_bytes());
+        if computed != crc {
+            return Err(err(
+                K::SectionChecksum,
+                start,
+                format!(
+                    "section {i} ({dtype}[{}]): checksum mismatch: stored {crc:#010x}, computed {computed:#010x}",
+                    format_shape(shape)
+                ),
+            ));
+        }
+        let tensor = Tensor::new(shape.clone(), buffer).expect("shape checked against length");
+        tensors[i] = Some(tensor);
+    }
+    let mut take = |index: u64| tensors[index as usize].take().expect("claimed once, read");
+
+    let mut steps = Vec::with_capacity(header.steps.len());
+    for entry in header.steps {
+        steps.push(match entry {
+            StepEntry::Load { name, tensor } => Step::Load {
+                name,
+                tensor: take(tensor),
+            },
+            StepEntry::Call {
+                kernel,
+                args,
+                params,
+                store_as,
+                expected,
+            } => Step::Call {
+                call: Call {
+                    kernel,
+                    args: args
+                        .into_iter()
+                        .map(|a| match a {
+                            ArgEntry::Tensor(t) => Arg::Tensor(take(t)),
+                            ArgEntry::Resident(name) => Arg::Resident(name),
+                        })
+                        .collect(),
+                    params: params
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json_to_scalar(v).expect("checked above")))
+                        .collect(),
+                    store_as,
+                },
+                expected: expected.map(&mut take),
+            },
+        });
+    }
+    Ok(Workload {
+        name: header.name,
+        steps,
+    })
+}
+
+/// Byte offset in `text` of serde_json's 1-based line and column.
+fn json_error_offset(text: &[u8], line: usize, column: usize) -> u64 {
+    let mut offset = 0usize;
+    for _ in 1..line {
+        match text[offset..].iter().position(|&b| b == b'\n') {
+            Some(p) => offset += p + 1,
+            None => break,
+        }
+    }
+    (offset + column.saturating_sub(1)).min(text.len()) as u64
+}

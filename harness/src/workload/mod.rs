@@ -1,0 +1,172 @@
+//! Workloads: a saved sequence of kernel calls with their inputs and,
+//! optionally, the outputs they are expected to produce.
+//!
+//! A workload is replayed on an engine after every swap: [`Step::Load`]
+//! puts a resident buffer, [`Step::Call`] runs a kernel. On disk it is the
+//! versioned, checksummed format of [`format`] (documented in
+//! `docs/workload-format.md`); [`generate`] makes one from a small spec.
+
+pub mod format;
+pub mod generate;
+
+use std::collections::BTreeSet;
+
+use shared_state::{Arg, Call, Tensor};
+
+pub use format::{FORMAT_VERSION, MAGIC, WorkloadError, WorkloadErrorKind, read, write};
+pub use generate::{GenSpec, GenerateError, default_workload, generate};
+
+/// A named sequence of steps, replayed in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    pub name: String,
+    pub steps: Vec<Step>,
+}
+
+/// One step of a workload.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Load (or replace) the named resident buffer.
+    Load { name: String, tensor: Tensor },
+    /// Run a kernel. `expected` is the output the call should produce; for a
+    /// call with `store_as` it is the value the resident buffer holds after
+    /// the call (read it back with `Engine::read_resident`).
+    Call {
+        call: Call,
+        expected: Option<Tensor>,
+    },
+}
+
+impl Workload {
+    pub fn new(name: impl Into<String>) -> Workload {
+        Workload {
+            name: name.into(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Appends a [`Step::Load`].
+    pub fn load(&mut self, name: &str, tensor: Tensor) -> &mut Workload {
+        self.steps.push(Step::Load {
+            name: name.to_string(),
+            tensor,
+        });
+        self
+    }
+
+    /// Appends a [`Step::Call`].
+    pub fn call(&mut self, call: Call, expected: Option<Tensor>) -> &mut Workload {
+        self.steps.push(Step::Call { call, expected });
+        self
+    }
+
+    /// Bytes of input data: resident loads and tensors passed with calls
+    /// (expected outputs are not inputs and are not counted).
+    pub fn input_bytes(&self) -> u64 {
+        self.steps
+            .iter()
+            .map(|step| match step {
+                Step::Load { tensor, .. } => tensor.byte_len() as u64,
+                Step::Call { call, .. } => call
+                    .args
+                    .iter()
+                    .map(|a| match a {
+                        Arg::Tensor(t) => t.byte_len() as u64,
+                        Arg::Resident(_) => 0,
+                    })
+                    .sum(),
+            })
+            .sum()
+    }
+
+    /// Bytes of expected outputs.
+    pub fn expected_bytes(&self) -> u64 {
+        self.steps
+            .iter()
+            .map(|step| match step {
+                Step::Call {
+                    expected: Some(t), ..
+                } => t.byte_len() as u64,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Number of kernel calls.
+    pub fn call_count(&self) -> usize {
+        self.calls().count()
+    }
+
+    /// The calls in order, with their expected outputs.
+    pub fn calls(&self) -> impl Iterator<Item = (&Call, Option<&Tensor>)> {
+        self.steps.iter().filter_map(|step| match step {
+            Step::Call { call, expected } => Some((call, expected.as_ref())),
+            Step::Load { .. } => None,
+        })
+    }
+
+    /// Names of the kernels the workload calls, sorted, each once.
+    pub fn kernels_used(&self) -> BTreeSet<String> {
+        self.calls().map(|(call, _)| call.kernel.clone()).collect()
+    }
+
+    /// One line: name, steps, calls, kernels and sizes.
+    pub fn describe(&self) -> String {
+        let kernels: Vec<String> = self.kernels_used().into_iter().collect();
+        format!(
+            "workload {:?}: {} steps, {} calls ({}), {} of inputs, {} of expected outputs",
+            self.name,
+            self.steps.len(),
+            self.call_count(),
+            kernels.join(", "),
+            human_bytes(self.input_bytes()),
+            human_bytes(self.expected_bytes()),
+        )
+    }
+}
+
+/// `1.5 MiB`-style size.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_state::Scalar;
+
+    #[test]
+    fn helpers_count_inputs_calls_and_kernels() {
+        let mut w = Workload::new("t");
+        w.load("g", Tensor::from_f32(&[2, 2], vec![0.0; 4]));
+        w.call(
+            Call::new("saxpy")
+                .arg(Tensor::from_f32(&[3], vec![0.0; 3]))
+                .arg(Tensor::from_f32(&[3], vec![0.0; 3]))
+                .param("a", Scalar::F64(1.0)),
+            Some(Tensor::from_f32(&[3], vec![0.0; 3])),
+        );
+        w.call(Call::new("stencil2d").resident("g").store_as("g"), None);
+        assert_eq!(w.input_bytes(), 16 + 24);
+        assert_eq!(w.expected_bytes(), 12);
+        assert_eq!(w.call_count(), 2);
+        assert_eq!(
+            w.kernels_used().into_iter().collect::<Vec<_>>(),
+            ["saxpy", "stencil2d"]
+        );
+        assert!(w.describe().contains("3 steps, 2 calls (saxpy, stencil2d)"));
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(12), "12 B");
+    }
+}

@@ -1,0 +1,400 @@
+//! The workload file: round trips, layout, and one test per way a damaged
+//! or hostile file is refused (each asserting its own message and offset).
+
+mod workload_util;
+
+use kiln::workload::format::{self, ALIGN, WorkloadErrorKind as K};
+use kiln::workload::{Step, Workload, read, write};
+use serde_json::json;
+use shared_state::{Buffer, Call, DType, Scalar, Tensor};
+use workload_util::*;
+
+fn refused(bytes: &[u8]) -> format::WorkloadError {
+    match read_bytes(bytes, "bad.kwl") {
+        Ok(_) => panic!("a damaged file was accepted"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts `bytes` are refused with `kind`, a message containing `fragment`
+/// and (when given) that byte offset.
+fn assert_refused(bytes: &[u8], kind: K, offset: Option<u64>, fragment: &str) {
+    let e = refused(bytes);
+    let text = e.to_string();
+    assert!(text.starts_with("workload bad.kwl: "), "{text}");
+    assert!(text.contains(fragment), "{text:?} lacks {fragment:?}");
+    assert_eq!(e.kind, kind, "{text}");
+    // `None`: the offset is not checked here (it depends on the JSON text)
+    if let Some(o) = offset {
+        assert_eq!(e.offset, Some(o), "{text}");
+        assert!(text.ends_with(&format!("(at byte {o})")), "{text}");
+    }
+}
+
+#[test]
+fn round_trip_through_a_file_keeps_everything() {
+    let dir = scratch_dir("round_trip");
+    let path = dir.join("w.kwl");
+    let mut w = small_workload();
+    // every dtype, an empty tensor and a rank-0 one, every scalar kind
+    for dtype in DType::ALL {
+        let mut buf = Buffer::zeros(dtype, 5);
+        for (i, b) in buf.as_bytes_mut().iter_mut().enumerate() {
+            *b = (i * 7 + 3) as u8;
+        }
+        w.load(dtype.name(), Tensor::new(vec![5], buf).unwrap());
+    }
+    w.load("empty", Tensor::zeros(DType::F32, &[0, 4]).unwrap());
+    w.load("scalar", Tensor::zeros(DType::F64, &[]).unwrap());
+    w.call(
+        Call::new("custom")
+            .arg(Tensor::from_f32(&[1], vec![f32::NAN]))
+            .param("i", Scalar::I64(-3))
+            .param("f", Scalar::F64(3.0))
+            .param("b", Scalar::Bool(true))
+            .param("t", Scalar::Text("x\"y".into())),
+        Some(Tensor::from_f32(&[1], vec![f32::INFINITY])),
+    );
+    write(&w, &path).unwrap();
+    let back = read(&path).unwrap();
+    assert_eq!(back.name, w.name);
+    assert_eq!(back.steps.len(), w.steps.len());
+    for (a, b) in back.steps.iter().zip(&w.steps) {
+        match (a, b) {
+            (Step::Load { name: n1, tensor: t1 }, Step::Load { name: n2, tensor: t2 }) => {
+                assert_eq!(n1, n2);
+                assert!(t1.bit_eq(t2), "{n1}");
+            }
+            (
+                Step::Call { call: c1, expected: e1 },
+                Step::Call { call: c2, expected: e2 },
+            ) => {
+                assert_eq!(c1.kernel, c2.kernel);
+                assert_eq!(c1.params, c2.params, "scalar kinds survive");
+                assert_eq!(c1.store_as, c2.store_as);
+                assert_eq!(c1.args.len(), c2.args.len());
+                for (x, y) in c1.args.iter().zip(&c2.args) {
+                    match (x, y) {
+                        (shared_state::Arg::Tensor(x), shared_state::Arg::Tensor(y)) => {
+                            assert!(x.bit_eq(y))
+                        }
+                        (x, y) => assert_eq!(x, y),
+                    }
+                }
+                assert_eq!(e1.is_some(), e2.is_some());
+                if let (Some(x), Some(y)) = (e1, e2) {
+                    assert!(x.bit_eq(y));
+                }
+            }
+            _ => panic!("step kinds differ"),
+        }
+    }
+    // written through a temporary that is gone now
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["w.kwl"]);
+}
+
+#[test]
+fn sections_are_aligned_and_raw_little_endian() {
+    let bytes = small_bytes();
+    assert_eq!(&bytes[..8], b"KILNWKLD");
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
+    assert_eq!(bytes.len() % ALIGN as usize, 0);
+    let start = data_start(&bytes);
+    let h = header(&bytes);
+    let sections = h["sections"].as_array().unwrap();
+    assert_eq!(sections.len(), 5);
+    // section 1 is saxpy's x = [1, 2, 3, 4]
+    let s = &sections[1];
+    assert_eq!(s["dtype"], "f32");
+    assert_eq!(s["shape"], json!([4]));
+    let off = start + s["offset"].as_u64().unwrap() as usize;
+    assert_eq!(off % ALIGN as usize, 0);
+    assert_eq!(&bytes[off..off + 4], &1.0f32.to_le_bytes());
+    assert_eq!(&bytes[off + 12..off + 16], &4.0f32.to_le_bytes());
+    assert_eq!(
+        s["crc32"].as_u64().unwrap() as u32,
+        crc32fast::hash(&bytes[off..off + 16])
+    );
+    assert_eq!(
+        h["steps"][1]["call"]["args"],
+        json!([{"tensor": 1}, {"tensor": 2}])
+    );
+    assert_eq!(h["steps"][2]["call"]["args"], json!([{"resident": "grid"}]));
+    assert_eq!(h["steps"][2]["call"]["store_as"], "grid");
+    assert_eq!(h["steps"][1]["call"]["params"]["a"], json!(2.0));
+}
+
+#[test]
+fn an_empty_workload_round_trips() {
+    let w = Workload::new("");
+    let bytes = format::to_bytes(&w).unwrap();
+    assert_eq!(read_bytes(&bytes, "e.kwl").unwrap(), w);
+}
+
+#[test]
+fn missing_file_names_the_file() {
+    let e = read(std::path::Path::new("/nonexistent/w.kwl")).unwrap_err();
+    assert_eq!(e.kind, K::Io);
+    assert!(
+        e.to_string().starts_with("workload /nonexistent/w.kwl: cannot open:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_wrong_magic() {
+    let mut bytes = small_bytes();
+    bytes[..8].copy_from_slice(b"PK\x03\x04abcd");
+    assert_refused(&bytes, K::BadMagic, Some(0), "not a kiln workload file: it starts with");
+    // also when the file is shorter than the magic
+    assert_refused(b"KILX", K::BadMagic, Some(0), "not a kiln workload file");
+}
+
+#[test]
+fn refuses_a_file_shorter_than_the_preamble() {
+    let bytes = small_bytes();
+    assert_refused(
+        &bytes[..20],
+        K::Truncated,
+        Some(20),
+        "truncated: the file is 20 bytes, shorter than the 24-byte preamble",
+    );
+    assert_refused(&[], K::Truncated, Some(0), "the file is 0 bytes");
+}
+
+#[test]
+fn refuses_version_zero() {
+    let mut bytes = small_bytes();
+    bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
+    assert_refused(&bytes, K::BadVersion, Some(8), "bad format version 0");
+}
+
+#[test]
+fn refuses_a_newer_version() {
+    let mut bytes = small_bytes();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    assert_refused(
+        &bytes,
+        K::BadVersion,
+        Some(8),
+        "unsupported format version 2 (this kiln reads version 1)",
+    );
+}
+
+#[test]
+fn refuses_a_header_length_beyond_the_file() {
+    let mut bytes = small_bytes();
+    let len = bytes.len();
+    bytes[16..24].copy_from_slice(&(len as u64).to_le_bytes());
+    assert_refused(
+        &bytes,
+        K::HeaderLength,
+        Some(16),
+        &format!("header length {len} runs past the end of the file ({len} bytes"),
+    );
+    bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert_refused(&bytes, K::HeaderLength, Some(16), "runs past the end of the file");
+}
+
+#[test]
+fn refuses_a_header_checksum_mismatch() {
+    let mut bytes = small_bytes();
+    bytes[30] ^= 0x20;
+    assert_refused(&bytes, K::HeaderChecksum, Some(12), "header checksum mismatch: stored 0x");
+}
+
+#[test]
+fn refuses_a_malformed_header() {
+    let bytes = with_header_text(&small_bytes(), b"{\"name\": \"x\",\n \"sections\": [}");
+    let e = refused(&bytes);
+    assert_eq!(e.kind, K::MalformedHeader);
+    assert!(e.message.starts_with("malformed header: "), "{e}");
+    // the offset points into the header, at the stray brace on line 2
+    assert_eq!(e.offset, Some(24 + 14 + 14), "{e}");
+    let bytes = with_header(&small_bytes(), |h| {
+        h.as_object_mut().unwrap().remove("steps");
+    });
+    assert_refused(&bytes, K::MalformedHeader, None, "missing field `steps`");
+    let bytes = with_header(&small_bytes(), |h| h["sections"][0]["offset"] = json!(-64));
+    assert_refused(&bytes, K::MalformedHeader, None, "malformed header: invalid value");
+}
+
+#[test]
+fn refuses_an_unknown_header_key() {
+    let bytes = with_header(&small_bytes(), |h| h["sections"][0]["stride"] = json!(4));
+    let e = refused(&bytes);
+    assert_eq!(e.kind, K::MalformedHeader);
+    assert!(e.message.contains("unknown field `stride`"), "{e}");
+    // the offset is where serde_json stopped, inside the header
+    let end = 24 + header_len(&bytes) as u64;
+    assert!(matches!(e.offset, Some(o) if o > 24 && o <= end), "{e}");
+}
+
+#[test]
+fn refuses_a_parameter_json_cannot_map_to_a_scalar() {
+    let bytes = with_header(&small_bytes(), |h| {
+        h["steps"][1]["call"]["params"]["a"] = json!([1, 2])
+    });
+    assert_refused(
+        &bytes,
+        K::MalformedHeader,
+        Some(24),
+        "step 1 (saxpy): parameter a must be an integer (i64), a number, a bool or a string, got [1,2]",
+    );
+}
+
+#[test]
+fn refuses_an_unknown_dtype() {
+    let bytes = with_header(&small_bytes(), |h| h["sections"][2]["dtype"] = json!("f16"));
+    assert_refused(
+        &bytes,
+        K::UnknownDType,
+        Some(24),
+        "section 2: unknown dtype \"f16\" (known: f32, f64, i32, i64, u32, u8)",
+    );
+}
+
+#[test]
+fn refuses_an_offset_that_overflows() {
+    let bytes = with_header(&small_bytes(), |h| {
+        h["sections"][0]["offset"] = json!(u64::MAX - 63)
+    });
+    assert_refused(
+        &bytes,
+        K::SectionBounds,
+        Some(24),
+        &format!("section 0: offset {} overflows", u64::MAX - 63),
+    );
+    let bytes = with_header(&small_bytes(), |h| h["sections"][0]["length"] = json!(u64::MAX));
+    assert_refused(
+        &bytes,
+        K::SectionBounds,
+        Some(24),
+        &format!("section 0: offset 0 + length {} overflows", u64::MAX),
+    );
+}
+
+#[test]
+fn refuses_a_section_past_the_end_of_the_file() {
+    let bytes = small_bytes();
+    let start = data_start(&bytes) as u64;
+    // a huge claimed length is refused before anything is allocated
+    let hostile = with_header(&bytes, |h| {
+        h["sections"][0]["length"] = json!(1u64 << 40);
+        h["sections"][0]["shape"] = json!([1u64 << 38]);
+    });
+    assert_refused(
+        &hostile,
+        K::SectionBounds,
+        Some(start),
+        &format!("section 0: bytes {start}..{} run past the end of the file", start + (1 << 40)),
+    );
+    // a file cut inside its data area
+    let cut = &bytes[..start as usize + 8];
+    assert_refused(cut, K::SectionBounds, Some(start), "section 0: bytes");
+}
+
+#[test]
+fn refuses_a_misaligned_offset() {
+    let bytes = with_header(&small_bytes(), |h| h["sections"][4]["offset"] = json!(8));
+    let start = data_start(&small_bytes()) as u64 + 8;
+    assert_refused(
+        &bytes,
+        K::SectionBounds,
+        Some(start),
+        "section 4: offset 8 is not a multiple of 64",
+    );
+}
+
+#[test]
+fn refuses_a_shape_that_does_not_match_the_length() {
+    let bytes = with_header(&small_bytes(), |h| h["sections"][1]["shape"] = json!([5]));
+    let h = header(&small_bytes());
+    let start = data_start(&small_bytes()) as u64 + h["sections"][1]["offset"].as_u64().unwrap();
+    assert_refused(
+        &bytes,
+        K::ShapeMismatch,
+        Some(start),
+        "section 1: shape 5 of f32 needs 20 bytes, the section has 16",
+    );
+    let bytes = with_header(&small_bytes(), |h| {
+        h["sections"][1]["shape"] = json!([1u64 << 40, 1u64 << 40])
+    });
+    assert_refused(
+        &bytes,
+        K::ShapeMismatch,
+        Some(start),
+        "section 1: shape 1099511627776x1099511627776 overflows",
+    );
+}
+
+#[test]
+fn refuses_a_section_checksum_mismatch() {
+    let mut bytes = small_bytes();
+    let h = header(&bytes);
+    let start = data_start(&bytes) + h["sections"][3]["offset"].as_u64().unwrap() as usize;
+    bytes[start + 2] ^= 1;
+    assert_refused(
+        &bytes,
+        K::SectionChecksum,
+        Some(start as u64),
+        "section 3 (f32[4]): checksum mismatch: stored 0x",
+    );
+}
+
+#[test]
+fn refuses_overlapping_sections() {
+    let bytes = with_header(&small_bytes(), |h| {
+        // section 0 (24 bytes at 0) now also covers section 1's place
+        h["sections"][1]["offset"] = json!(0);
+    });
+    let start = data_start(&small_bytes());
+    assert_refused(
+        &bytes,
+        K::Overlap,
+        Some(start as u64),
+        &format!(
+            "section 0 (bytes {start}..{}) overlaps section 1 (bytes {start}..{})",
+            start + 24,
+            start + 16
+        ),
+    );
+}
+
+#[test]
+fn refuses_a_reference_to_a_missing_section() {
+    let bytes = with_header(&small_bytes(), |h| h["steps"][0]["load"]["tensor"] = json!(9));
+    assert_refused(
+        &bytes,
+        K::BadReference,
+        Some(24),
+        "step 0: section 9 does not exist (the header lists 5)",
+    );
+}
+
+#[test]
+fn refuses_a_section_used_twice() {
+    let bytes = with_header(&small_bytes(), |h| h["steps"][3]["load"]["tensor"] = json!(0));
+    assert_refused(
+        &bytes,
+        K::BadReference,
+        Some(24),
+        "step 3: section 0 is already used by step 0",
+    );
+}
+
+#[test]
+fn refuses_to_write_a_parameter_json_cannot_hold() {
+    let mut w = Workload::new("nan");
+    w.call(Call::new("saxpy").param("a", Scalar::F64(f64::NAN)), None);
+    let e = format::to_bytes(&w).unwrap_err();
+    assert_eq!(e.kind, K::Unwritable);
+    assert_eq!(
+        e.to_string(),
+        "workload <memory>: step 0 (saxpy): parameter a is NaN, which JSON cannot hold"
+    );
+}
