@@ -69,7 +69,7 @@ fn compile(path: &Path, out_dir: &Path) -> Result<(), String> {
             diagnostic(
                 &shown,
                 err.location(&source),
-                &err.as_inner().to_string(),
+                &error_chain(err.as_inner()),
                 &err.emit_to_string_with_path(&source, &shown),
             )
         })?;
@@ -89,6 +89,17 @@ fn compile(path: &Path, out_dir: &Path) -> Result<(), String> {
     let out = out_dir.join(format!("{stem}.spv"));
     std::fs::write(&out, bytes)
         .map_err(|e| format!("{shown}: error: cannot write {}: {e}", out.display()))
+}
+
+/// An error and its causes on one line (`a: b: c`).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 /// `path:line:col: error: message`, then naga's rendered excerpt.

@@ -7,6 +7,7 @@ mod reference;
 mod support;
 
 mod device_choice;
+mod drop_log;
 mod kernels;
 mod residents;
 mod unavailable;

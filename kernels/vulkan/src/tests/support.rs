@@ -100,3 +100,53 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
         );
     }
 }
+
+/// Marks a test process started by [`run_child`].
+pub const CHILD_MARK: &str = "KILN_VULKAN_TEST_CHILD";
+
+/// Re-runs this test binary on the single ignored test `name` (full path)
+/// in a child process with `env` set, so the environment and process-wide
+/// state (loader variables, the `tracing` dispatcher) stay out of the other
+/// tests. Returns the child's stdout; fails the test if the child failed.
+pub fn run_child(name: &str, env: &[(&str, &str)]) -> String {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_MARK, "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let output = cmd.output().expect("re-run the test binary");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "child {name} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    // Pass a skip on to this test's output.
+    // (libtest prints `test NAME ... ` before the test's own output, on
+    // the same line.)
+    if let Some(line) = stdout
+        .lines()
+        .find_map(|l| l.find("skipped: ").map(|i| &l[i..]))
+    {
+        println!("{line}");
+    }
+    stdout
+}
+
+/// Fails unless this process was started by [`run_child`].
+pub fn assert_child(parent: &str) {
+    assert_eq!(
+        std::env::var(CHILD_MARK).as_deref(),
+        Ok("1"),
+        "only meant to run in a child process started by {parent}"
+    );
+}
