@@ -84,7 +84,10 @@ pub fn load_entry() -> Result<ash::Entry, EngineError> {
 fn driver_env() -> String {
     let set: Vec<String> = ["VK_DRIVER_FILES", "VK_ICD_FILENAMES", "VK_ADD_DRIVER_FILES"]
         .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
+        .filter_map(|k| match std::env::var(k) {
+            Ok(v) if !v.is_empty() => Some(format!("{k}={v}")),
+            _ => None,
+        })
         .collect();
     if set.is_empty() {
         String::new()
