@@ -1,0 +1,371 @@
+//! One opened Vulkan device with everything the engine needs to run
+//! kernels on it: a compute queue, one command buffer and fence reused by
+//! every call, a descriptor pool reset per call, and the pipelines.
+//!
+//! Every Vulkan object lives here (nothing in statics) and is destroyed in
+//! `Drop`, after waiting for the device, in reverse order of creation; the
+//! loader library (`entry`) is closed last.
+
+use ash::vk;
+use shared_state::EngineError;
+
+use crate::instance::{self, ComputeDevice};
+use crate::memory::{DeviceBuffer, Memory};
+use crate::pipelines::{BINDINGS, Pipelines};
+use crate::shaders::{Params, Program};
+
+/// Most dispatches one call records (dot uses two).
+const MAX_PASSES: u32 = 4;
+
+/// One dispatch: a program, its three storage buffers, its push constants
+/// and the workgroup counts.
+pub struct Pass {
+    pub program: Program,
+    pub bindings: [vk::Buffer; BINDINGS as usize],
+    pub params: Params,
+    pub groups: [u32; 3],
+}
+
+/// Device limits the kernels plan against.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_groups: [u32; 3],
+    /// Largest storage buffer one binding may cover, in bytes.
+    pub max_storage_range: u64,
+}
+
+pub struct Gpu {
+    pub device_info: ComputeDevice,
+    pub limits: Limits,
+    memory: Memory,
+    pipelines: Pipelines,
+    queue: vk::Queue,
+    command_pool: vk::CommandPool,
+    command_buffer: vk::CommandBuffer,
+    descriptor_pool: vk::DescriptorPool,
+    fence: vk::Fence,
+    device: ash::Device,
+    instance: ash::Instance,
+    /// Keeps the loader library open; dropped after everything else.
+    _entry: ash::Entry,
+}
+
+impl Gpu {
+    /// Opens the device chosen by `wanted` (see [`instance::choose_device`]).
+    pub fn open(wanted: Option<&str>) -> Result<Gpu, EngineError> {
+        let found = instance::discover()?;
+        let opened = instance::choose_device(&found.devices, wanted)
+            .and_then(|i| open_device(&found.instance, &found.devices[i]).map(|d| (i, d)));
+        let (index, device) = match opened {
+            Ok(v) => v,
+            Err(e) => {
+                // SAFETY: no device was created from the instance.
+                unsafe { found.instance.destroy_instance(None) };
+                return Err(e);
+            }
+        };
+        let chosen = found.devices[index].clone();
+        // SAFETY: `chosen.physical` belongs to the live instance.
+        let (props, types) = unsafe {
+            (
+                found
+                    .instance
+                    .get_physical_device_properties(chosen.physical),
+                found
+                    .instance
+                    .get_physical_device_memory_properties(chosen.physical),
+            )
+        };
+        // SAFETY: the device was created with one queue in this family.
+        let queue = unsafe { device.get_device_queue(chosen.queue_family, 0) };
+        // From here on, `Drop` cleans up whatever was created.
+        let mut gpu = Gpu {
+            limits: Limits {
+                max_groups: props.limits.max_compute_work_group_count,
+                max_storage_range: u64::from(props.limits.max_storage_buffer_range),
+            },
+            device_info: chosen,
+            memory: Memory {
+                types,
+                counter: Default::default(),
+            },
+            pipelines: Pipelines::default(),
+            queue,
+            command_pool: vk::CommandPool::null(),
+            command_buffer: vk::CommandBuffer::null(),
+            descriptor_pool: vk::DescriptorPool::null(),
+            fence: vk::Fence::null(),
+            device,
+            instance: found.instance,
+            _entry: found.entry,
+        };
+        gpu.create_objects()?;
+        Ok(gpu)
+    }
+
+    fn create_objects(&mut self) -> Result<(), EngineError> {
+        let fail = |what: &str, e: vk::Result| {
+            EngineError::internal(format!("Vulkan: {what} failed: {e:?}"))
+        };
+        let device = &self.device;
+        let pool_info = vk::CommandPoolCreateInfo::default()
+            .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER)
+            .queue_family_index(self.device_info.queue_family);
+        // SAFETY (this and the calls below): `device` is live and each create
+        // info is valid for the call; the objects are destroyed in `Drop`.
+        self.command_pool = unsafe { device.create_command_pool(&pool_info, None) }
+            .map_err(|e| fail("vkCreateCommandPool", e))?;
+        let alloc = vk::CommandBufferAllocateInfo::default()
+            .command_pool(self.command_pool)
+            .level(vk::CommandBufferLevel::PRIMARY)
+            .command_buffer_count(1);
+        // SAFETY: see above.
+        self.command_buffer = unsafe { device.allocate_command_buffers(&alloc) }
+            .map_err(|e| fail("vkAllocateCommandBuffers", e))?[0];
+        let sizes = [vk::DescriptorPoolSize::default()
+            .ty(vk::DescriptorType::STORAGE_BUFFER)
+            .descriptor_count(MAX_PASSES * BINDINGS)];
+        let dp_info = vk::DescriptorPoolCreateInfo::default()
+            .max_sets(MAX_PASSES)
+            .pool_sizes(&sizes);
+        // SAFETY: see above.
+        self.descriptor_pool = unsafe { device.create_descriptor_pool(&dp_info, None) }
+            .map_err(|e| fail("vkCreateDescriptorPool", e))?;
+        // SAFETY: see above.
+        self.fence = unsafe { device.create_fence(&vk::FenceCreateInfo::default(), None) }
+            .map_err(|e| fail("vkCreateFence", e))?;
+        self.pipelines.create(&self.device)
+    }
+
+    /// `NAME [kind] (driver DRIVER, Vulkan X.Y.Z)`.
+    pub fn describe(&self) -> String {
+        let d = &self.device_info;
+        format!(
+            "{} [{}] (driver {}, Vulkan {})",
+            d.name,
+            d.kind(),
+            d.driver,
+            d.api
+        )
+    }
+
+    /// Live device allocations: (count, bytes).
+    pub fn live_allocations(&self) -> (u64, u64) {
+        self.memory.counter.live()
+    }
+
+    pub fn create_buffer(&self, len: u64) -> Result<DeviceBuffer, EngineError> {
+        self.memory.create(&self.device, len)
+    }
+
+    /// Frees a buffer; no submission is ever left pending, so it is idle.
+    pub fn free_buffer(&self, buf: DeviceBuffer) {
+        self.memory.free(&self.device, buf)
+    }
+
+    pub fn write(&self, buf: &DeviceBuffer, bytes: &[u8]) -> Result<(), EngineError> {
+        self.memory.write(&self.device, buf, bytes)
+    }
+
+    pub fn read(&self, buf: &DeviceBuffer) -> Result<Vec<u8>, EngineError> {
+        self.memory.read(&self.device, buf)
+    }
+
+    /// Records `passes` (each after the previous one's writes), submits them
+    /// and waits until the device has finished and its writes are visible to
+    /// the host.
+    pub fn submit(&self, passes: &[Pass]) -> Result<(), EngineError> {
+        if passes.is_empty() {
+            return Ok(());
+        }
+        if passes.len() > MAX_PASSES as usize {
+            return Err(EngineError::internal(format!(
+                "{} passes in one call (at most {MAX_PASSES})",
+                passes.len()
+            )));
+        }
+        let fail = |what: &str, e: vk::Result| {
+            EngineError::internal(format!("Vulkan: {what} failed: {e:?}"))
+        };
+        let device = &self.device;
+        let cmd = self.command_buffer;
+        // SAFETY: the previous call waited for its fence, so no descriptor
+        // set from the pool is in use by a pending command buffer.
+        unsafe { device.reset_descriptor_pool(self.descriptor_pool, Default::default()) }
+            .map_err(|e| fail("vkResetDescriptorPool", e))?;
+        let layouts = vec![self.pipelines.set_layout; passes.len()];
+        let alloc = vk::DescriptorSetAllocateInfo::default()
+            .descriptor_pool(self.descriptor_pool)
+            .set_layouts(&layouts);
+        // SAFETY: the pool has room for MAX_PASSES sets (checked above).
+        let sets = unsafe { device.allocate_descriptor_sets(&alloc) }
+            .map_err(|e| fail("vkAllocateDescriptorSets", e))?;
+        let infos: Vec<[vk::DescriptorBufferInfo; BINDINGS as usize]> = passes
+            .iter()
+            .map(|p| {
+                p.bindings.map(|buffer| {
+                    vk::DescriptorBufferInfo::default()
+                        .buffer(buffer)
+                        .offset(0)
+                        .range(vk::WHOLE_SIZE)
+                })
+            })
+            .collect();
+        let writes: Vec<vk::WriteDescriptorSet> = sets
+            .iter()
+            .zip(&infos)
+            .flat_map(|(&set, infos)| {
+                infos.iter().enumerate().map(move |(b, info)| {
+                    vk::WriteDescriptorSet::default()
+                        .dst_set(set)
+                        .dst_binding(b as u32)
+                        .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                        .buffer_info(std::slice::from_ref(info))
+                })
+            })
+            .collect();
+        // SAFETY: the sets are fresh and unused; every buffer is a live
+        // storage buffer of this device.
+        unsafe { device.update_descriptor_sets(&writes, &[]) };
+
+        let begin = vk::CommandBufferBeginInfo::default()
+            .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
+        // SAFETY: the command buffer is not pending (the last submission was
+        // waited for) and its pool allows resetting it by beginning again;
+        // the pipelines, layout and sets recorded are live.
+        unsafe {
+            device
+                .begin_command_buffer(cmd, &begin)
+                .map_err(|e| fail("vkBeginCommandBuffer", e))?;
+            for (i, (pass, &set)) in passes.iter().zip(&sets).enumerate() {
+                if i > 0 {
+                    memory_barrier(
+                        device,
+                        cmd,
+                        vk::PipelineStageFlags::COMPUTE_SHADER,
+                        vk::AccessFlags::SHADER_READ,
+                    );
+                }
+                device.cmd_bind_pipeline(
+                    cmd,
+                    vk::PipelineBindPoint::COMPUTE,
+                    self.pipelines.get(pass.program),
+                );
+                device.cmd_bind_descriptor_sets(
+                    cmd,
+                    vk::PipelineBindPoint::COMPUTE,
+                    self.pipelines.layout,
+                    0,
+                    &[set],
+                    &[],
+                );
+                device.cmd_push_constants(
+                    cmd,
+                    self.pipelines.layout,
+                    vk::ShaderStageFlags::COMPUTE,
+                    0,
+                    &pass.params.to_bytes(),
+                );
+                let [x, y, z] = pass.groups;
+                device.cmd_dispatch(cmd, x, y, z);
+            }
+            memory_barrier(
+                device,
+                cmd,
+                vk::PipelineStageFlags::HOST,
+                vk::AccessFlags::HOST_READ,
+            );
+            device
+                .end_command_buffer(cmd)
+                .map_err(|e| fail("vkEndCommandBuffer", e))?;
+        }
+        let cmds = [cmd];
+        let submit = [vk::SubmitInfo::default().command_buffers(&cmds)];
+        // SAFETY: the command buffer is fully recorded; the fence is
+        // unsignaled (reset after every wait) and not in use.
+        unsafe { device.queue_submit(self.queue, &submit, self.fence) }
+            .map_err(|e| fail("vkQueueSubmit", e))?;
+        // SAFETY: the fence belongs to this device. Waiting without a
+        // timeout: the engine's thread is the caller's to block.
+        let waited = unsafe { device.wait_for_fences(&[self.fence], true, u64::MAX) };
+        // SAFETY: the fence is signaled (or the device lost); either way no
+        // submission uses it any more.
+        let reset = unsafe { device.reset_fences(&[self.fence]) };
+        waited.map_err(|e| fail("vkWaitForFences", e))?;
+        reset.map_err(|e| fail("vkResetFences", e))
+    }
+
+    /// Waits until the device has no work left.
+    pub fn wait_idle(&self) {
+        // SAFETY: the device is live; nothing else submits to its queue.
+        if let Err(e) = unsafe { self.device.device_wait_idle() } {
+            shared_state::tracing::warn!(target: "kernel_vulkan", "vkDeviceWaitIdle failed: {e:?}");
+        }
+    }
+}
+
+/// Makes compute-shader writes visible to `dst_stage`/`dst_access`.
+///
+/// # Safety
+/// `cmd` must be a command buffer of `device` in the recording state.
+unsafe fn memory_barrier(
+    device: &ash::Device,
+    cmd: vk::CommandBuffer,
+    dst_stage: vk::PipelineStageFlags,
+    dst_access: vk::AccessFlags,
+) {
+    let barrier = vk::MemoryBarrier::default()
+        .src_access_mask(vk::AccessFlags::SHADER_WRITE)
+        .dst_access_mask(dst_access);
+    // SAFETY: the caller guarantees `cmd` is recording on `device`.
+    unsafe {
+        device.cmd_pipeline_barrier(
+            cmd,
+            vk::PipelineStageFlags::COMPUTE_SHADER,
+            dst_stage,
+            vk::DependencyFlags::empty(),
+            &[barrier],
+            &[],
+            &[],
+        )
+    };
+}
+
+/// Creates a logical device with one compute queue.
+fn open_device(
+    instance: &ash::Instance,
+    chosen: &ComputeDevice,
+) -> Result<ash::Device, EngineError> {
+    let priorities = [1.0f32];
+    let queues = [vk::DeviceQueueCreateInfo::default()
+        .queue_family_index(chosen.queue_family)
+        .queue_priorities(&priorities)];
+    let info = vk::DeviceCreateInfo::default().queue_create_infos(&queues);
+    // SAFETY: `chosen.physical` belongs to the live `instance`, the queue
+    // family has a compute queue, and the create infos outlive the call.
+    unsafe { instance.create_device(chosen.physical, &info, None) }.map_err(|e| {
+        EngineError::unavailable(format!(
+            "cannot open Vulkan device {:?}: vkCreateDevice returned {e:?}",
+            chosen.name
+        ))
+    })
+}
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        self.wait_idle();
+        self.pipelines.destroy(&self.device);
+        // SAFETY: the device is idle, so none of these objects is in use;
+        // each is destroyed once, children (command buffer, sets) with
+        // their pools, the device before the instance, and the loader
+        // (`_entry`) is dropped after this body. Null handles are no-ops.
+        unsafe {
+            self.device
+                .destroy_descriptor_pool(self.descriptor_pool, None);
+            self.device.destroy_command_pool(self.command_pool, None);
+            self.device.destroy_fence(self.fence, None);
+            self.device.destroy_device(None);
+            self.instance.destroy_instance(None);
+        }
+    }
+}

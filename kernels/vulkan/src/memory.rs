@@ -1,0 +1,202 @@
+//! Device buffers: one `VkBuffer` with its own `VkDeviceMemory`, host
+//! visible and coherent (device-local too where the device has such
+//! memory), so uploads and downloads are plain copies through a mapping.
+//! Every allocation is counted, so leaks show.
+
+use std::cell::Cell;
+
+use ash::vk;
+use shared_state::EngineError;
+
+/// A storage buffer and its memory. Not `Clone`: it is freed exactly once,
+/// by [`Gpu::free_buffer`](crate::gpu::Gpu::free_buffer).
+pub struct DeviceBuffer {
+    pub buffer: vk::Buffer,
+    memory: vk::DeviceMemory,
+    /// Bytes of data it holds (may be 0; the buffer itself is never empty).
+    pub len: u64,
+    /// Bytes of device memory allocated for it.
+    pub allocated: u64,
+}
+
+/// Live allocations of one device: count and bytes.
+#[derive(Default)]
+pub struct AllocationCounter {
+    count: Cell<u64>,
+    bytes: Cell<u64>,
+}
+
+impl AllocationCounter {
+    pub fn live(&self) -> (u64, u64) {
+        (self.count.get(), self.bytes.get())
+    }
+
+    fn add(&self, bytes: u64) {
+        self.count.set(self.count.get() + 1);
+        self.bytes.set(self.bytes.get() + bytes);
+    }
+
+    fn remove(&self, bytes: u64) {
+        self.count.set(self.count.get().saturating_sub(1));
+        self.bytes.set(self.bytes.get().saturating_sub(bytes));
+    }
+}
+
+/// Memory property sets to try, best first: device-local memory the host
+/// can map (integrated GPUs, resizable BAR, lavapipe), then any host-visible
+/// coherent memory.
+const PREFERRED: [vk::MemoryPropertyFlags; 2] = [
+    vk::MemoryPropertyFlags::from_raw(
+        vk::MemoryPropertyFlags::DEVICE_LOCAL.as_raw()
+            | vk::MemoryPropertyFlags::HOST_VISIBLE.as_raw()
+            | vk::MemoryPropertyFlags::HOST_COHERENT.as_raw(),
+    ),
+    vk::MemoryPropertyFlags::from_raw(
+        vk::MemoryPropertyFlags::HOST_VISIBLE.as_raw()
+            | vk::MemoryPropertyFlags::HOST_COHERENT.as_raw(),
+    ),
+];
+
+/// Creates buffers on one device and keeps count of them.
+pub struct Memory {
+    pub types: vk::PhysicalDeviceMemoryProperties,
+    pub counter: AllocationCounter,
+}
+
+impl Memory {
+    /// Creates a storage buffer for `len` bytes (at least 4 are allocated,
+    /// as Vulkan has no empty buffers).
+    pub fn create(&self, device: &ash::Device, len: u64) -> Result<DeviceBuffer, EngineError> {
+        let size = len.max(4).next_multiple_of(4);
+        let info = vk::BufferCreateInfo::default()
+            .size(size)
+            .usage(vk::BufferUsageFlags::STORAGE_BUFFER)
+            .sharing_mode(vk::SharingMode::EXCLUSIVE);
+        // SAFETY: `device` is live and the create info is valid for the call.
+        let buffer = unsafe { device.create_buffer(&info, None) }.map_err(|e| {
+            EngineError::internal(format!("vkCreateBuffer of {size} bytes failed: {e:?}"))
+        })?;
+        // SAFETY: `buffer` was just created on `device`.
+        let req = unsafe { device.get_buffer_memory_requirements(buffer) };
+        let mut last_error = None;
+        for flags in PREFERRED {
+            for type_index in self.matching_types(req.memory_type_bits, flags) {
+                let alloc = vk::MemoryAllocateInfo::default()
+                    .allocation_size(req.size)
+                    .memory_type_index(type_index);
+                // SAFETY: the type index comes from this device's memory
+                // properties and is allowed by the buffer's requirements.
+                match unsafe { device.allocate_memory(&alloc, None) } {
+                    Ok(memory) => {
+                        // SAFETY: `memory` is fresh, large enough and of an
+                        // allowed type; offset 0 meets any alignment.
+                        if let Err(e) = unsafe { device.bind_buffer_memory(buffer, memory, 0) } {
+                            // SAFETY: neither object is in use by the device.
+                            unsafe {
+                                device.free_memory(memory, None);
+                                device.destroy_buffer(buffer, None);
+                            }
+                            return Err(EngineError::internal(format!(
+                                "vkBindBufferMemory failed: {e:?}"
+                            )));
+                        }
+                        self.counter.add(req.size);
+                        return Ok(DeviceBuffer {
+                            buffer,
+                            memory,
+                            len,
+                            allocated: req.size,
+                        });
+                    }
+                    Err(e) => last_error = Some(e),
+                }
+            }
+        }
+        // SAFETY: the buffer has no memory bound and is not in use.
+        unsafe { device.destroy_buffer(buffer, None) };
+        Err(EngineError::internal(match last_error {
+            Some(e) => format!("cannot allocate {size} bytes of device memory: {e:?}"),
+            None => "the device has no host-visible, coherent memory type for storage buffers"
+                .to_string(),
+        }))
+    }
+
+    fn matching_types(
+        &self,
+        allowed: u32,
+        flags: vk::MemoryPropertyFlags,
+    ) -> impl Iterator<Item = u32> + '_ {
+        (0..self.types.memory_type_count).filter(move |&i| {
+            allowed & (1 << i) != 0
+                && self.types.memory_types[i as usize]
+                    .property_flags
+                    .contains(flags)
+        })
+    }
+
+    /// Frees a buffer and its memory. The device must not be using it.
+    pub fn free(&self, device: &ash::Device, buf: DeviceBuffer) {
+        // SAFETY: every submission waits for its fence before returning, so
+        // the device is not using `buf`; `buf` is consumed, so it is freed
+        // once.
+        unsafe {
+            device.destroy_buffer(buf.buffer, None);
+            device.free_memory(buf.memory, None);
+        }
+        self.counter.remove(buf.allocated);
+    }
+
+    /// Copies `bytes` into the start of the buffer.
+    pub fn write(
+        &self,
+        device: &ash::Device,
+        buf: &DeviceBuffer,
+        bytes: &[u8],
+    ) -> Result<(), EngineError> {
+        if bytes.len() as u64 > buf.allocated {
+            return Err(EngineError::internal(format!(
+                "write of {} bytes into a {}-byte buffer",
+                bytes.len(),
+                buf.allocated
+            )));
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let ptr = self.map(device, buf)?;
+        // SAFETY: the mapping covers the whole allocation, which is at least
+        // `bytes.len()` bytes (checked above); host memory and the mapping
+        // cannot overlap. The memory is coherent, so no flush is needed, and
+        // the queue submission that reads it makes the write visible.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len());
+            device.unmap_memory(buf.memory);
+        }
+        Ok(())
+    }
+
+    /// Copies the buffer's `len` bytes out.
+    pub fn read(&self, device: &ash::Device, buf: &DeviceBuffer) -> Result<Vec<u8>, EngineError> {
+        let mut out = vec![0u8; buf.len as usize];
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let ptr = self.map(device, buf)?;
+        // SAFETY: the mapping covers the allocation (>= `len` bytes); the
+        // device is idle for this buffer (every submission is waited for and
+        // ends with a shader-write -> host-read barrier), memory is coherent.
+        unsafe {
+            std::ptr::copy_nonoverlapping(ptr.cast_const(), out.as_mut_ptr(), out.len());
+            device.unmap_memory(buf.memory);
+        }
+        Ok(out)
+    }
+
+    fn map(&self, device: &ash::Device, buf: &DeviceBuffer) -> Result<*mut u8, EngineError> {
+        // SAFETY: the memory is host-visible (only such types are chosen)
+        // and not currently mapped (every map is unmapped before returning).
+        unsafe { device.map_memory(buf.memory, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty()) }
+            .map(|p| p.cast::<u8>())
+            .map_err(|e| EngineError::internal(format!("vkMapMemory failed: {e:?}")))
+    }
+}
