@@ -50,7 +50,6 @@ impl CudaEngine {
         ctx: EngineContext,
         prior: Option<&mut Snapshot>,
     ) -> Result<(CudaEngine, Vec<String>), EngineError> {
-        availability::require_driver()?;
         let index = match ctx.option("device") {
             None => 0,
             Some(text) => text.trim().parse::<usize>().map_err(|_| {
@@ -59,6 +58,7 @@ impl CudaEngine {
                 ))
             })?,
         };
+        availability::require_driver()?;
         // Checks cuInit (no device -> CUDA_ERROR_NO_DEVICE) before NVRTC,
         // so a machine without a GPU says so whatever NVRTC does.
         let cu_ctx = CudaContext::new(index)
