@@ -16,8 +16,11 @@ set -euo pipefail
 pack_dir="target/gpu-check"
 nvrtc_archive="$pack_dir/nvrtc.tar.xz"
 tests_copy="$pack_dir/kernel-cuda-tests"
+# Unpacked outside $pack_dir, so that carrying $pack_dir stays small.
+unpacked_nvrtc="target/gpu-check-nvrtc"
 
 prepare() {
+    rm -rf "$pack_dir"
     mkdir -p "$pack_dir"
     echo "== building the kernel-cuda release test binary"
     local bin
@@ -43,17 +46,18 @@ for line in sys.stdin:
 find_nvrtc() {
     if [[ -n "${KILN_NVRTC_DIR:-}" ]]; then
         echo "$KILN_NVRTC_DIR"
-    elif [[ -e "$pack_dir/nvrtc/libnvrtc.so.13" ]]; then
-        echo "$pack_dir/nvrtc"
+    elif [[ -e "$unpacked_nvrtc/libnvrtc.so.13" && ! "$nvrtc_archive" -nt "$unpacked_nvrtc" ]]; then
+        echo "$unpacked_nvrtc"
     elif [[ -e "$nvrtc_archive" ]]; then
-        mkdir -p "$pack_dir/nvrtc"
+        rm -rf "$unpacked_nvrtc"
+        mkdir -p "$unpacked_nvrtc"
         if command -v xz >/dev/null; then
-            tar -C "$pack_dir/nvrtc" -xJf "$nvrtc_archive"
+            tar -C "$unpacked_nvrtc" -xJf "$nvrtc_archive" >&2
         else
             python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
-                "$nvrtc_archive" "$pack_dir/nvrtc"
+                "$nvrtc_archive" "$unpacked_nvrtc" >&2
         fi
-        echo "$pack_dir/nvrtc"
+        echo "$unpacked_nvrtc"
     elif [[ -e target/nvrtc/nvidia/cu13/lib/libnvrtc.so.13 ]]; then
         echo "target/nvrtc/nvidia/cu13/lib"
     else
