@@ -1,0 +1,9 @@
+//! Tests of the CUDA module. Those that need NVRTC or a GPU print
+//! `skipped: ...` and pass when it is missing, unless `KILN_REQUIRE_NVRTC=1`
+//! or `KILN_REQUIRE_CUDA=1` says it must be there.
+
+mod gpu;
+mod nvrtc_compile;
+mod reference;
+mod support;
+mod unavailable;

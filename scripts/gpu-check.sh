@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The one command for a GPU machine (no network there), run from the repo root.
+#
+#   scripts/gpu-check.sh --prepare   here, before: builds the CUDA module's release
+#                                    test binary and packs NVRTC into target/gpu-check/
+#                                    (carry that one path to the GPU machine)
+#   scripts/gpu-check.sh             there: runs the CUDA module's GPU tests with the
+#                                    GPU and NVRTC required (every kernel against a
+#                                    plain reference on the GPU, state swap bit for bit,
+#                                    no-device stub) and prints per-kernel timings
+#
+# Overrides: KILN_NVRTC_DIR (a directory holding libnvrtc.so.13),
+#            KILN_CUDA_TESTS (the kernel-cuda test binary).
+set -euo pipefail
+
+pack_dir="target/gpu-check"
+nvrtc_archive="$pack_dir/nvrtc.tar.xz"
+tests_copy="$pack_dir/kernel-cuda-tests"
+# Unpacked outside $pack_dir, so that carrying $pack_dir stays small.
+unpacked_nvrtc="target/gpu-check-nvrtc"
+
+prepare() {
+    rm -rf "$pack_dir"
+    mkdir -p "$pack_dir"
+    echo "== building the kernel-cuda release test binary"
+    local bin
+    bin=$(cargo test --release -p kernel-cuda --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "kernel_cuda":
+        print(m["executable"])' | tail -n 1)
+    if [[ -z "$bin" ]]; then
+        echo "gpu-check: could not build the kernel-cuda test binary" >&2
+        exit 1
+    fi
+    cp "$bin" "$tests_copy"
+    echo "== packing NVRTC"
+    local libdir
+    libdir=$(scripts/install-nvrtc.sh target/nvrtc)
+    tar -C "$libdir" -cf - libnvrtc.so.13 libnvrtc-builtins.so.13.0 | xz -6 -T2 >"$nvrtc_archive"
+    du -sh "$tests_copy" "$nvrtc_archive"
+    echo "carry: $pack_dir (plus the release binaries of the harness and modules)"
+}
+
+find_nvrtc() {
+    if [[ -n "${KILN_NVRTC_DIR:-}" ]]; then
+        echo "$KILN_NVRTC_DIR"
+    elif [[ -e "$unpacked_nvrtc/libnvrtc.so.13" && ! "$nvrtc_archive" -nt "$unpacked_nvrtc" ]]; then
+        echo "$unpacked_nvrtc"
+    elif [[ -e "$nvrtc_archive" ]]; then
+        rm -rf "$unpacked_nvrtc"
+        mkdir -p "$unpacked_nvrtc"
+        if command -v xz >/dev/null; then
+            tar -C "$unpacked_nvrtc" -xJf "$nvrtc_archive" >&2
+        else
+            python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+                "$nvrtc_archive" "$unpacked_nvrtc" >&2
+        fi
+        echo "$unpacked_nvrtc"
+    elif [[ -e target/nvrtc/nvidia/cu13/lib/libnvrtc.so.13 ]]; then
+        echo "target/nvrtc/nvidia/cu13/lib"
+    else
+        echo "gpu-check: no NVRTC: set KILN_NVRTC_DIR or run 'scripts/gpu-check.sh --prepare' first" >&2
+        exit 1
+    fi
+}
+
+find_tests() {
+    if [[ -n "${KILN_CUDA_TESTS:-}" ]]; then
+        echo "$KILN_CUDA_TESTS"
+    elif [[ -x "$tests_copy" ]]; then
+        echo "$tests_copy"
+    else
+        local newest
+        newest=$(ls -t target/release/deps/kernel_cuda-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)
+        if [[ -z "$newest" ]]; then
+            echo "gpu-check: no kernel-cuda test binary: run 'scripts/gpu-check.sh --prepare' first" >&2
+            exit 1
+        fi
+        echo "$newest"
+    fi
+}
+
+if [[ "${1:-}" == "--prepare" ]]; then
+    prepare
+    exit 0
+fi
+
+nvrtc_dir=$(cd "$(find_nvrtc)" && pwd)
+tests_bin=$(find_tests)
+echo "== GPU"
+if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv || true
+fi
+echo "NVRTC: $nvrtc_dir"
+echo "tests: $tests_bin"
+
+echo "== kernel-cuda tests on the GPU (GPU and NVRTC required)"
+log=$(mktemp)
+status=0
+LD_LIBRARY_PATH="$nvrtc_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    KILN_REQUIRE_CUDA=1 KILN_REQUIRE_NVRTC=1 \
+    "$tests_bin" --test-threads=1 --nocapture 2>&1 | tee "$log" || status=$?
+
+echo "== per-kernel timings"
+grep -oE '(timings on|timing |nvrtc 1).*' "$log" || true
+grep -E 'skipped' "$log" || true
+rm -f "$log"
+
+# === LEAD: harness-level checks go here (not written by the CUDA module) ===
+# - replay a recorded workload on the CUDA backend and compare with the CPU backend
+# - swap timing with 1 GiB of resident state on the CUDA backend
+# === end LEAD ===
+
+if [[ $status -ne 0 ]]; then
+    echo "gpu-check: FAILED (kernel-cuda tests exit status $status)" >&2
+    exit "$status"
+fi
+echo "gpu-check: kernel-cuda OK"
