@@ -16,6 +16,7 @@ pub mod logging;
 pub mod module_build;
 pub mod module_graph;
 pub mod process;
+pub mod replay;
 pub mod reference;
 pub mod served;
 pub mod snapshot_file;
