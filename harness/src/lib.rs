@@ -10,7 +10,9 @@
 
 pub mod build_queue;
 pub mod compare;
+pub mod dev;
 pub mod engine_handle;
+pub mod history;
 pub mod load;
 pub mod logging;
 pub mod module_build;
