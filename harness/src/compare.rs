@@ -492,7 +492,7 @@ pub fn ulp_distance_f32(a: f32, b: f32) -> u64 {
     (ordered_f32(a) - ordered_f32(b)).unsigned_abs()
 }
 
-/// Distance between two f64 values in units in the last place (saturating).
+/// Distance between two f64 values in units in the last place.
 pub fn ulp_distance_f64(a: f64, b: f64) -> u64 {
     u64::try_from((ordered_f64(a) - ordered_f64(b)).unsigned_abs()).unwrap_or(u64::MAX)
 }
