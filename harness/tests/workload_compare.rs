@@ -27,13 +27,22 @@ const TIGHT: Tolerance = Tolerance {
 #[test]
 fn ulp_distances() {
     assert_eq!(ulp_distance_f32(1.0, 1.0), 0);
-    assert_eq!(ulp_distance_f32(1.0, f32::from_bits(1.0f32.to_bits() + 3)), 3);
+    assert_eq!(
+        ulp_distance_f32(1.0, f32::from_bits(1.0f32.to_bits() + 3)),
+        3
+    );
     assert_eq!(ulp_distance_f32(0.0, -0.0), 0);
     let tiny = f32::from_bits(1);
     assert_eq!(ulp_distance_f32(tiny, -tiny), 2);
-    assert_eq!(ulp_distance_f32(-1.0, -f32::from_bits(1.0f32.to_bits() + 1)), 1);
+    assert_eq!(
+        ulp_distance_f32(-1.0, -f32::from_bits(1.0f32.to_bits() + 1)),
+        1
+    );
     assert_eq!(ulp_distance_f64(1.0, 1.0 + f64::EPSILON), 1);
-    assert_eq!(ulp_distance_f64(f64::MAX, -f64::MAX), 2 * f64::MAX.to_bits());
+    assert_eq!(
+        ulp_distance_f64(f64::MAX, -f64::MAX),
+        2 * f64::MAX.to_bits()
+    );
 }
 
 #[test]
@@ -42,7 +51,10 @@ fn equal_tensors_pass_with_a_one_line_summary() {
     let c = compare(&a, &a.clone(), &TIGHT);
     assert!(c.passed());
     assert_eq!((c.elements, c.mismatches, c.max_ulps), (4, 0, 0));
-    assert!(c.summary().starts_with("ok: 4 elements, max abs 0.00e0"), "{c}");
+    assert!(
+        c.summary().starts_with("ok: 4 elements, max abs 0.00e0"),
+        "{c}"
+    );
     assert!(!c.summary().contains('\n'));
 }
 
@@ -54,11 +66,15 @@ fn errors_are_measured_and_the_first_mismatch_located() {
     assert!(!c.passed());
     assert_eq!(c.mismatches, 2);
     assert_eq!(c.max_abs, 0.5);
-    assert_eq!(c.max_rel, 0.125, "rel ignores elements whose expected value is 0");
+    assert_eq!(
+        c.max_rel, 0.125,
+        "rel ignores elements whose expected value is 0"
+    );
     assert_eq!(c.first_mismatch, Some((3, 4.5, 4.0)));
     assert!(
-        c.summary()
-            .starts_with("FAIL: 2 of 6 elements beyond tolerance; first at [1, 0]: got 4.5, want 4"),
+        c.summary().starts_with(
+            "FAIL: 2 of 6 elements beyond tolerance; first at [1, 0]: got 4.5, want 4"
+        ),
         "{c}"
     );
     // a looser tolerance lets the same errors through
@@ -84,7 +100,10 @@ fn ulps_alone_can_pass_an_element() {
 #[test]
 fn nan_and_inf_where_the_reference_is_finite_fail() {
     let want = t(&[4], &[1.0, 2.0, f32::NAN, f32::INFINITY]);
-    let got = t(&[4], &[f32::NAN, f32::NEG_INFINITY, f32::NAN, f32::INFINITY]);
+    let got = t(
+        &[4],
+        &[f32::NAN, f32::NEG_INFINITY, f32::NAN, f32::INFINITY],
+    );
     let c = compare(&want, &got, &Tolerance { abs: 1e9, ..TIGHT });
     assert_eq!(c.non_finite, 2);
     assert_eq!(c.mismatches, 2, "NaN matches NaN, inf matches inf");
@@ -94,7 +113,11 @@ fn nan_and_inf_where_the_reference_is_finite_fail() {
         "{c}"
     );
     let c = compare(&want, &t(&[4], &[1.0, 2.0, 0.0, f32::INFINITY]), &TIGHT);
-    assert_eq!((c.mismatches, c.non_finite), (1, 0), "a number where NaN was expected");
+    assert_eq!(
+        (c.mismatches, c.non_finite),
+        (1, 0),
+        "a number where NaN was expected"
+    );
 }
 
 #[test]
@@ -123,7 +146,10 @@ fn integers_compare_exactly() {
 #[test]
 fn reduction_kernels_scale_with_their_length() {
     let shapes = |v: &[&[usize]]| v.iter().map(|s| s.to_vec()).collect::<Vec<_>>();
-    assert_eq!(reduction_len("matmul", &shapes(&[&[8, 256], &[256, 4]])), 256);
+    assert_eq!(
+        reduction_len("matmul", &shapes(&[&[8, 256], &[256, 4]])),
+        256
+    );
     assert_eq!(reduction_len("dot", &shapes(&[&[1000], &[1000]])), 1000);
     assert_eq!(reduction_len("softmax", &shapes(&[&[4, 64]])), 64);
     assert_eq!(reduction_len("saxpy", &shapes(&[&[1000], &[1000]])), 1);
@@ -132,7 +158,10 @@ fn reduction_kernels_scale_with_their_length() {
     let scaled = tol.for_call("matmul", DType::F32, 256);
     assert_eq!(scaled.abs, base.abs * 16.0);
     assert_eq!(scaled.rel, base.rel * 16.0);
-    assert_eq!(tol.for_call("saxpy", DType::F32, 256), tol.get("saxpy", DType::F32));
+    assert_eq!(
+        tol.for_call("saxpy", DType::F32, 256),
+        tol.get("saxpy", DType::F32)
+    );
     // f64 is far tighter than f32
     assert!(tol.get("matmul", DType::F64).rel < base.rel * 1e-6);
 }
@@ -244,12 +273,18 @@ ulps = 3
     let tol = Tolerances::load(&path).unwrap();
     let m32 = tol.get("matmul", DType::F32);
     assert_eq!((m32.abs, m32.rel, m32.scale), (0.5, 1.0, Scaling::Linear));
-    assert_eq!(m32.ulps, Tolerances::default().get("matmul", DType::F32).ulps);
+    assert_eq!(
+        m32.ulps,
+        Tolerances::default().get("matmul", DType::F32).ulps
+    );
     let m64 = tol.get("matmul", DType::F64);
     assert_eq!((m64.abs, m64.rel), (0.5, 1e-12));
     assert_eq!(tol.for_call("matmul", DType::F32, 10).abs, 5.0);
     assert_eq!(tol.get("fft", DType::F32).ulps, 3, "[tolerance.default]");
-    assert_eq!(tol.get("saxpy", DType::F32), Tolerances::default().get("saxpy", DType::F32));
+    assert_eq!(
+        tol.get("saxpy", DType::F32),
+        Tolerances::default().get("saxpy", DType::F32)
+    );
 }
 
 fn config_error(text: &str) -> String {
@@ -282,5 +317,9 @@ fn bad_tolerance_settings_are_refused_naming_file_and_key() {
     );
     assert!(config_error("[tolerance\n").starts_with("kiln.toml: not valid TOML: "));
     let e = Tolerances::load(Path::new("/nonexistent/kiln.toml")).unwrap_err();
-    assert!(e.to_string().starts_with("/nonexistent/kiln.toml: cannot read: "), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/kiln.toml: cannot read: "),
+        "{e}"
+    );
 }

@@ -60,7 +60,10 @@ fn the_spread_decides_not_one_sample() {
     let base = samples(30, 0.010, 0.05, 4);
     let mut spiked = samples(30, 0.010, 0.05, 5);
     spiked[7] = 1.0;
-    assert_eq!(verdict(&stats(&base), &stats(&spiked)), Verdict::NoClearChange);
+    assert_eq!(
+        verdict(&stats(&base), &stats(&spiked)),
+        Verdict::NoClearChange
+    );
     // a 10% shift hidden in +-60% noise over 5 runs is not a clear change...
     let noisy_a = stats(&samples(5, 0.010, 0.6, 6));
     let noisy_b = stats(&samples(5, 0.011, 0.6, 7));
