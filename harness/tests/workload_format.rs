@@ -443,3 +443,24 @@ fn refuses_to_write_a_parameter_json_cannot_hold() {
         "workload <memory>: step 0 (saxpy): parameter a is NaN, which JSON cannot hold"
     );
 }
+
+#[test]
+fn a_large_section_round_trips_through_a_file() {
+    // large enough for the reader's huge-page path (8 MiB)
+    let dir = scratch_dir("large");
+    let path = dir.join("large.kwl");
+    let n = 2 << 20;
+    let mut w = Workload::new("large");
+    w.load(
+        "big",
+        Tensor::from_f32(&[n], (0..n).map(|i| i as f32 * 0.5).collect()),
+    );
+    write(&w, &path).unwrap();
+    assert_eq!(read(&path).unwrap(), w);
+    // one flipped bit deep inside it is found
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 4096;
+    bytes[at] ^= 0x10;
+    let e = read_bytes(&bytes, "large.kwl").unwrap_err();
+    assert_eq!(e.kind, K::SectionChecksum, "{e}");
+}
