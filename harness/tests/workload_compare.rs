@@ -323,3 +323,23 @@ fn bad_tolerance_settings_are_refused_naming_file_and_key() {
         "{e}"
     );
 }
+
+#[test]
+fn for_workload_tracks_shapes_through_store_as() {
+    use kiln::workload::Workload;
+    use shared_state::Call;
+    let mut w = Workload::new("chain");
+    w.call(
+        Call::new("matmul")
+            .arg(Tensor::from_f32(&[4, 9], vec![0.0; 36]))
+            .arg(Tensor::from_f32(&[9, 25], vec![0.0; 225]))
+            .store_as("c"),
+        None,
+    );
+    w.call(Call::new("softmax").resident("c"), None);
+    let tol = Tolerances::default();
+    let per_step = tol.for_workload(&w);
+    assert_eq!(per_step[0], Some(tol.for_call("matmul", DType::F32, 9)));
+    // softmax over the rows of c = 4x25: a reduction of 25
+    assert_eq!(per_step[1], Some(tol.for_call("softmax", DType::F32, 25)));
+}

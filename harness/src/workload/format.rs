@@ -435,7 +435,13 @@ pub fn read_from<R: Read + Seek>(
         err(K::MalformedHeader, at, format!("malformed header: {e}"))
     })?;
     drop(header_bytes);
-    let data_start = align_up(PREAMBLE_LEN + header_len).expect("header fits in the file");
+    let data_start = align_up(PREAMBLE_LEN + header_len).ok_or_else(|| {
+        err(
+            K::HeaderLength,
+            16,
+            format!("header length {header_len} overflows"),
+        )
+    })?;
 
     // Sections: every bound checked against the file before any allocation.
     let mut layout = Vec::with_capacity(header.sections.len());
