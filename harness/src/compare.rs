@@ -270,41 +270,36 @@ impl Tolerances {
     /// call's reduction length. A resident the workload never defines
     /// counts as length 1.
     pub fn for_workload(&self, workload: &Workload) -> Vec<Option<Tolerance>> {
-        let mut shapes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut residents: BTreeMap<String, (DType, Vec<usize>)> = BTreeMap::new();
         let mut out = Vec::with_capacity(workload.steps.len());
         for step in &workload.steps {
             match step {
                 Step::Load { name, tensor } => {
-                    shapes.insert(name.clone(), tensor.shape().to_vec());
+                    residents.insert(name.clone(), (tensor.dtype(), tensor.shape().to_vec()));
                     out.push(None);
                 }
                 Step::Call { call, expected } => {
-                    let arg_shapes: Vec<Vec<usize>> = call
+                    let args: Vec<(DType, Vec<usize>)> = call
                         .args
                         .iter()
                         .map(|a| match a {
-                            Arg::Tensor(t) => t.shape().to_vec(),
-                            Arg::Resident(n) => shapes.get(n).cloned().unwrap_or_default(),
+                            Arg::Tensor(t) => (t.dtype(), t.shape().to_vec()),
+                            Arg::Resident(n) => residents
+                                .get(n)
+                                .cloned()
+                                .unwrap_or((DType::F32, Vec::new())),
                         })
                         .collect();
+                    let shapes: Vec<Vec<usize>> = args.iter().map(|(_, s)| s.clone()).collect();
                     let dtype = expected.as_ref().map_or(DType::F32, Tensor::dtype);
-                    let n = reduction_len(&call.kernel, &arg_shapes);
+                    let n = reduction_len(&call.kernel, &shapes);
                     out.push(Some(self.for_call(&call.kernel, dtype, n)));
                     if let Some(name) = &call.store_as {
-                        // stored outputs of the standard kernels keep the
-                        // shape of their first argument, except matmul/dot
-                        let shape = match call.kernel.as_str() {
-                            MATMUL
-                                if arg_shapes.len() == 2
-                                    && arg_shapes[0].len() == 2
-                                    && arg_shapes[1].len() == 2 =>
-                            {
-                                vec![arg_shapes[0][0], arg_shapes[1][1]]
-                            }
-                            DOT => vec![1],
-                            _ => arg_shapes.first().cloned().unwrap_or_default(),
-                        };
-                        shapes.insert(name.clone(), shape);
+                        let typed: Vec<(DType, &[usize])> =
+                            args.iter().map(|(d, s)| (*d, s.as_slice())).collect();
+                        let shape = shared_state::kernels::output_shape(&call.kernel, &typed)
+                            .unwrap_or_else(|_| shapes.first().cloned().unwrap_or_default());
+                        residents.insert(name.clone(), (dtype, shape));
                     }
                 }
             }
@@ -492,7 +487,7 @@ pub fn ulp_distance_f32(a: f32, b: f32) -> u64 {
     (ordered_f32(a) - ordered_f32(b)).unsigned_abs()
 }
 
-/// Distance between two f64 values in units in the last place (saturating).
+/// Distance between two f64 values in units in the last place.
 pub fn ulp_distance_f64(a: f64, b: f64) -> u64 {
     u64::try_from((ordered_f64(a) - ordered_f64(b)).unsigned_abs()).unwrap_or(u64::MAX)
 }

@@ -75,15 +75,31 @@ fn regenerate_corpus() {
     let edit = |f: &dyn Fn(&mut serde_json::Value)| with_header(&good, |h| f(h));
 
     put("valid-small", &good, None);
-    put("valid-empty", &format::to_bytes(&Workload::new("empty")).unwrap(), None);
+    put(
+        "valid-empty",
+        &format::to_bytes(&Workload::new("empty")).unwrap(),
+        None,
+    );
     let mut zero = Workload::new("zero-size");
     zero.load("nothing", Tensor::zeros(DType::F32, &[0, 1 << 20]).unwrap());
     zero.load("scalar", Tensor::zeros(DType::U8, &[]).unwrap());
     put("valid-zero-size", &format::to_bytes(&zero).unwrap(), None);
 
-    put("empty-file", b"", Some("shorter than the 24-byte preamble (at byte 0)"));
-    put("bad-magic-zip", b"PK\x03\x04\x14\x00\x00\x00", Some("not a kiln workload file"));
-    put("truncated-preamble", &good[..17], Some("the file is 17 bytes, shorter than"));
+    put(
+        "empty-file",
+        b"",
+        Some("shorter than the 24-byte preamble (at byte 0)"),
+    );
+    put(
+        "bad-magic-zip",
+        b"PK\x03\x04\x14\x00\x00\x00",
+        Some("not a kiln workload file"),
+    );
+    put(
+        "truncated-preamble",
+        &good[..17],
+        Some("the file is 17 bytes, shorter than"),
+    );
     let mut v = good.clone();
     v[8..12].copy_from_slice(&0u32.to_le_bytes());
     put("version-0", &v, Some("bad format version 0 (at byte 8)"));
@@ -91,7 +107,11 @@ fn regenerate_corpus() {
     put("version-99", &v, Some("unsupported format version 99"));
     let mut v = good.clone();
     v[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
-    put("header-length-huge", &v, Some("runs past the end of the file"));
+    put(
+        "header-length-huge",
+        &v,
+        Some("runs past the end of the file"),
+    );
     let mut v = good.clone();
     v[40] ^= 4;
     put("header-checksum", &v, Some("header checksum mismatch"));
@@ -160,7 +180,7 @@ fn regenerate_corpus() {
     put(
         "section-checksum",
         &v,
-        Some(&format!("section 0 (f32[2x3]): checksum mismatch: stored 0x")),
+        Some("section 0 (f32[2x3]): checksum mismatch: stored 0x"),
     );
     put(
         "overlap",

@@ -61,13 +61,28 @@ fn round_trip_through_a_file_keeps_everything() {
     assert_eq!(back.steps.len(), w.steps.len());
     for (a, b) in back.steps.iter().zip(&w.steps) {
         match (a, b) {
-            (Step::Load { name: n1, tensor: t1 }, Step::Load { name: n2, tensor: t2 }) => {
+            (
+                Step::Load {
+                    name: n1,
+                    tensor: t1,
+                },
+                Step::Load {
+                    name: n2,
+                    tensor: t2,
+                },
+            ) => {
                 assert_eq!(n1, n2);
                 assert!(t1.bit_eq(t2), "{n1}");
             }
             (
-                Step::Call { call: c1, expected: e1 },
-                Step::Call { call: c2, expected: e2 },
+                Step::Call {
+                    call: c1,
+                    expected: e1,
+                },
+                Step::Call {
+                    call: c2,
+                    expected: e2,
+                },
             ) => {
                 assert_eq!(c1.kernel, c2.kernel);
                 assert_eq!(c1.params, c2.params, "scalar kinds survive");
@@ -140,7 +155,8 @@ fn missing_file_names_the_file() {
     let e = read(std::path::Path::new("/nonexistent/w.kwl")).unwrap_err();
     assert_eq!(e.kind, K::Io);
     assert!(
-        e.to_string().starts_with("workload /nonexistent/w.kwl: cannot open:"),
+        e.to_string()
+            .starts_with("workload /nonexistent/w.kwl: cannot open:"),
         "{e}"
     );
 }
@@ -149,7 +165,12 @@ fn missing_file_names_the_file() {
 fn refuses_wrong_magic() {
     let mut bytes = small_bytes();
     bytes[..8].copy_from_slice(b"PK\x03\x04abcd");
-    assert_refused(&bytes, K::BadMagic, Some(0), "not a kiln workload file: it starts with");
+    assert_refused(
+        &bytes,
+        K::BadMagic,
+        Some(0),
+        "not a kiln workload file: it starts with",
+    );
     // also when the file is shorter than the magic
     assert_refused(b"KILX", K::BadMagic, Some(0), "not a kiln workload file");
 }
@@ -197,14 +218,24 @@ fn refuses_a_header_length_beyond_the_file() {
         &format!("header length {len} runs past the end of the file ({len} bytes"),
     );
     bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
-    assert_refused(&bytes, K::HeaderLength, Some(16), "runs past the end of the file");
+    assert_refused(
+        &bytes,
+        K::HeaderLength,
+        Some(16),
+        "runs past the end of the file",
+    );
 }
 
 #[test]
 fn refuses_a_header_checksum_mismatch() {
     let mut bytes = small_bytes();
     bytes[30] ^= 0x20;
-    assert_refused(&bytes, K::HeaderChecksum, Some(12), "header checksum mismatch: stored 0x");
+    assert_refused(
+        &bytes,
+        K::HeaderChecksum,
+        Some(12),
+        "header checksum mismatch: stored 0x",
+    );
 }
 
 #[test]
@@ -220,7 +251,12 @@ fn refuses_a_malformed_header() {
     });
     assert_refused(&bytes, K::MalformedHeader, None, "missing field `steps`");
     let bytes = with_header(&small_bytes(), |h| h["sections"][0]["offset"] = json!(-64));
-    assert_refused(&bytes, K::MalformedHeader, None, "malformed header: invalid value");
+    assert_refused(
+        &bytes,
+        K::MalformedHeader,
+        None,
+        "malformed header: invalid value",
+    );
 }
 
 #[test]
@@ -269,7 +305,9 @@ fn refuses_an_offset_that_overflows() {
         Some(24),
         &format!("section 0: offset {} overflows", u64::MAX - 63),
     );
-    let bytes = with_header(&small_bytes(), |h| h["sections"][0]["length"] = json!(u64::MAX));
+    let bytes = with_header(&small_bytes(), |h| {
+        h["sections"][0]["length"] = json!(u64::MAX)
+    });
     assert_refused(
         &bytes,
         K::SectionBounds,
@@ -291,7 +329,10 @@ fn refuses_a_section_past_the_end_of_the_file() {
         &hostile,
         K::SectionBounds,
         Some(start),
-        &format!("section 0: bytes {start}..{} run past the end of the file", start + (1 << 40)),
+        &format!(
+            "section 0: bytes {start}..{} run past the end of the file",
+            start + (1 << 40)
+        ),
     );
     // a file cut inside its data area
     let cut = &bytes[..start as usize + 8];
@@ -367,7 +408,9 @@ fn refuses_overlapping_sections() {
 
 #[test]
 fn refuses_a_reference_to_a_missing_section() {
-    let bytes = with_header(&small_bytes(), |h| h["steps"][0]["load"]["tensor"] = json!(9));
+    let bytes = with_header(&small_bytes(), |h| {
+        h["steps"][0]["load"]["tensor"] = json!(9)
+    });
     assert_refused(
         &bytes,
         K::BadReference,
@@ -378,7 +421,9 @@ fn refuses_a_reference_to_a_missing_section() {
 
 #[test]
 fn refuses_a_section_used_twice() {
-    let bytes = with_header(&small_bytes(), |h| h["steps"][3]["load"]["tensor"] = json!(0));
+    let bytes = with_header(&small_bytes(), |h| {
+        h["steps"][3]["load"]["tensor"] = json!(0)
+    });
     assert_refused(
         &bytes,
         K::BadReference,
@@ -397,4 +442,25 @@ fn refuses_to_write_a_parameter_json_cannot_hold() {
         e.to_string(),
         "workload <memory>: step 0 (saxpy): parameter a is NaN, which JSON cannot hold"
     );
+}
+
+#[test]
+fn a_large_section_round_trips_through_a_file() {
+    // large enough for the reader's huge-page path (8 MiB)
+    let dir = scratch_dir("large");
+    let path = dir.join("large.kwl");
+    let n = 2 << 20;
+    let mut w = Workload::new("large");
+    w.load(
+        "big",
+        Tensor::from_f32(&[n], (0..n).map(|i| i as f32 * 0.5).collect()),
+    );
+    write(&w, &path).unwrap();
+    assert_eq!(read(&path).unwrap(), w);
+    // one flipped bit deep inside it is found
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 4096;
+    bytes[at] ^= 0x10;
+    let e = read_bytes(&bytes, "large.kwl").unwrap_err();
+    assert_eq!(e.kind, K::SectionChecksum, "{e}");
 }

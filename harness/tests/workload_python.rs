@@ -56,7 +56,9 @@ fn the_python_example_writes_a_file_kiln_reads_and_agrees_with() {
         ["dot", "matmul", "saxpy", "softmax", "stencil2d"]
     );
     assert_eq!(w.call_count(), 7);
-    assert!(matches!(&w.steps[0], Step::Load { name, tensor } if name == "grid" && tensor.shape() == [48, 64]));
+    assert!(
+        matches!(&w.steps[0], Step::Load { name, tensor } if name == "grid" && tensor.shape() == [48, 64])
+    );
 
     let reference = expected_outputs(&w).unwrap();
     let tolerances = Tolerances::default().for_workload(&w);

@@ -211,6 +211,11 @@ pub fn generate(spec: &GenSpec) -> Result<Workload, GenerateError> {
         STENCIL2D => {
             checked_elements(spec, &s[..2])?;
             let steps = s.get(2).copied().unwrap_or(1);
+            if steps == 0 {
+                return Err(GenerateError(
+                    "stencil2d: STEPS (the third dimension of HxWxSTEPS) must be at least 1".into(),
+                ));
+            }
             w.load("grid", rng.tensor(&s[..2], 0.0, 1.0));
             for _ in 0..steps {
                 w.call(
@@ -332,6 +337,8 @@ mod tests {
         assert_eq!(err.0, "--shape is required");
         let err = GenSpec::from_args(["--kernel", "dot", "--shape"]).unwrap_err();
         assert_eq!(err.0, "--shape needs a value");
+        let err = generate(&GenSpec::parse(STENCIL2D, "4x4x0", 1).unwrap()).unwrap_err();
+        assert!(err.0.contains("STEPS"), "{err}");
         let err = generate(&GenSpec::parse(SAXPY, "99999999999", 1).unwrap()).unwrap_err();
         assert!(err.0.contains("too large"), "{err}");
     }

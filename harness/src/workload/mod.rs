@@ -110,6 +110,34 @@ impl Workload {
         self.calls().map(|(call, _)| call.kernel.clone()).collect()
     }
 
+    /// Resident buffers the calls read before any step of the workload
+    /// loads or stores them: they must already be in the engine (state
+    /// carried over from an earlier run), or the replay fails.
+    pub fn external_residents(&self) -> BTreeSet<String> {
+        let mut defined = BTreeSet::new();
+        let mut external = BTreeSet::new();
+        for step in &self.steps {
+            match step {
+                Step::Load { name, .. } => {
+                    defined.insert(name.clone());
+                }
+                Step::Call { call, .. } => {
+                    for arg in &call.args {
+                        if let Arg::Resident(name) = arg {
+                            if !defined.contains(name) {
+                                external.insert(name.clone());
+                            }
+                        }
+                    }
+                    if let Some(name) = &call.store_as {
+                        defined.insert(name.clone());
+                    }
+                }
+            }
+        }
+        external
+    }
+
     /// One line: name, steps, calls, kernels and sizes.
     pub fn describe(&self) -> String {
         let kernels: Vec<String> = self.kernels_used().into_iter().collect();
@@ -166,6 +194,14 @@ mod tests {
             ["saxpy", "stencil2d"]
         );
         assert!(w.describe().contains("3 steps, 2 calls (saxpy, stencil2d)"));
+        assert!(w.external_residents().is_empty());
+        w.call(Call::new("softmax").resident("later"), None);
+        w.load("later", Tensor::from_f32(&[1, 1], vec![0.0]));
+        w.call(Call::new("softmax").resident("later"), None);
+        assert_eq!(
+            w.external_residents().into_iter().collect::<Vec<_>>(),
+            ["later"]
+        );
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(12), "12 B");
     }

@@ -22,7 +22,10 @@ pub fn scratch_dir(test: &str) -> PathBuf {
 /// output, and a call on the resident stored back over it.
 pub fn small_workload() -> Workload {
     let mut w = Workload::new("small");
-    w.load("grid", Tensor::from_f32(&[2, 3], vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]));
+    w.load(
+        "grid",
+        Tensor::from_f32(&[2, 3], vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]),
+    );
     w.call(
         Call::new("saxpy")
             .arg(Tensor::from_f32(&[4], vec![1.0, 2.0, 3.0, 4.0]))
