@@ -23,7 +23,7 @@ use crate::module_build::{BuildOutcome, ModuleBuilder};
 use crate::module_graph::{KernelModule, ModuleGraph};
 use crate::replay::{self, ReplayOptions, ReplayReport};
 use crate::served::{ServedModule, human_bytes};
-use crate::stage::{StagingDir, Staged};
+use crate::stage::{Staged, StagingDir};
 use crate::timing::Stats;
 use crate::watch::{ChangeSet, ModuleWatcher, WatchOptions};
 use crate::workload::Workload;
@@ -103,7 +103,10 @@ struct Session {
 
 /// The state file written when the host must restart.
 fn restart_state_path(target: &Path, module: &str) -> PathBuf {
-    target.join("kiln").join("state").join(format!("{module}.snapshot"))
+    target
+        .join("kiln")
+        .join("state")
+        .join(format!("{module}.snapshot"))
 }
 
 fn select_module(graph: &ModuleGraph, backend: &str) -> Result<KernelModule, DevError> {
@@ -221,7 +224,9 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         ..Default::default()
     };
     if let Some(device) = &options.device {
-        engine_options.options.insert("device".into(), device.clone());
+        engine_options
+            .options
+            .insert("device".into(), device.clone());
     }
     let (served, report) = ServedModule::start(loaded, engine_options, prior)
         .map_err(|e| err(format!("cannot start {}: {e}", module.package)))?;
@@ -349,14 +354,27 @@ impl Session {
         let names: Vec<String> = change
             .paths
             .iter()
-            .map(|p| p.file_name().map_or(p.display().to_string(), |n| n.to_string_lossy().into_owned()))
+            .map(|p| {
+                p.file_name().map_or(p.display().to_string(), |n| {
+                    n.to_string_lossy().into_owned()
+                })
+            })
             .collect();
         if change.contract_changed {
             self.restart_required();
             return None;
         }
         if !change.modules.contains(&self.module.package) {
-            tracing::debug!("change in {} (not served): {}", change.modules.iter().cloned().collect::<Vec<_>>().join(", "), names.join(", "));
+            tracing::debug!(
+                "change in {} (not served): {}",
+                change
+                    .modules
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                names.join(", ")
+            );
             return None;
         }
         let debounce_ms = seen.duration_since(change.first_event_at).as_secs_f64() * 1e3;
@@ -405,7 +423,11 @@ impl Session {
 
     fn on_built(&mut self, report: BuildReport, change: Option<(Instant, Instant)>) {
         let module = self.module.package.clone();
-        let build_ms = report.finished_at.duration_since(report.started_at).as_secs_f64() * 1e3;
+        let build_ms = report
+            .finished_at
+            .duration_since(report.started_at)
+            .as_secs_f64()
+            * 1e3;
         let outcome = match report.result {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -439,7 +461,10 @@ impl Session {
             }
         };
         if staged.hash == self.current_hash {
-            tracing::info!("{} is identical to the serving build; not swapping", staged.label);
+            tracing::info!(
+                "{} is identical to the serving build; not swapping",
+                staged.label
+            );
             self.stage.remove(&staged);
             return;
         }
@@ -461,7 +486,8 @@ impl Session {
             Ok(swap) => {
                 self.current_hash = hash;
                 let total_ms = change.map(|(first, _)| first.elapsed().as_secs_f64() * 1e3);
-                let debounce_ms = change.map(|(first, seen)| seen.duration_since(first).as_secs_f64() * 1e3);
+                let debounce_ms =
+                    change.map(|(first, seen)| seen.duration_since(first).as_secs_f64() * 1e3);
                 tracing::info!(
                     event = "swapped",
                     module = %module,
@@ -516,13 +542,21 @@ impl Session {
             swap_ms,
             medians: report
                 .as_ref()
-                .map(|r| r.timings().into_iter().map(|(k, s)| (k, s.median)).collect())
+                .map(|r| {
+                    r.timings()
+                        .into_iter()
+                        .map(|(k, s)| (k, s.median))
+                        .collect()
+                })
                 .unwrap_or_default(),
             passed,
             note: None,
         });
         if passed {
-            let copy = self.stage.path().join(format!("{}-last-good.so", staged.module));
+            let copy = self
+                .stage
+                .path()
+                .join(format!("{}-last-good.so", staged.module));
             let _ = std::fs::remove_file(&copy);
             match std::fs::copy(&staged.path, &copy) {
                 Ok(_) => {
@@ -532,10 +566,16 @@ impl Session {
                         timings: report.map(|r| r.timings()).unwrap_or_default(),
                     })
                 }
-                Err(e) => tracing::warn!("cannot keep a copy of {} for rollback: {e}", staged.label),
+                Err(e) => {
+                    tracing::warn!("cannot keep a copy of {} for rollback: {e}", staged.label)
+                }
             }
             if let Some(best) = self.history.best() {
-                tracing::info!("best version so far: v{} of {}", best.version, self.history.versions.len());
+                tracing::info!(
+                    "best version so far: v{} of {}",
+                    best.version,
+                    self.history.versions.len()
+                );
             }
         } else if let Some(failure) = report.as_ref().and_then(ReplayReport::first_failure) {
             let why = failure
@@ -571,7 +611,10 @@ impl Session {
             }
         }
         if let Err(e) = self.history.save(&self.history_path) {
-            tracing::warn!("cannot save history to {}: {e}", self.history_path.display());
+            tracing::warn!(
+                "cannot save history to {}: {e}",
+                self.history_path.display()
+            );
         }
     }
 
@@ -584,9 +627,16 @@ impl Session {
             .map_err(|e| e.to_string())
             .and_then(|s| {
                 let hash = s.hash.clone();
-                LoadedModule::open(s).map(|m| (m, hash)).map_err(|e| e.to_string())
+                LoadedModule::open(s)
+                    .map(|m| (m, hash))
+                    .map_err(|e| e.to_string())
             })
-            .and_then(|(m, hash)| self.served.swap(m).map(|r| (r, hash)).map_err(|e| e.to_string()));
+            .and_then(|(m, hash)| {
+                self.served
+                    .swap(m)
+                    .map(|r| (r, hash))
+                    .map_err(|e| e.to_string())
+            });
         match result {
             Ok((swap, hash)) => {
                 self.current_hash = hash;
@@ -619,7 +669,11 @@ impl Session {
                 .map_err(|e| e.to_string())
                 .and_then(|s: Snapshot| snapshot_file::save(&s, path).map_err(|e| e.to_string()))
             {
-                Ok(bytes) => tracing::info!("state saved to {} ({})", path.display(), human_bytes(bytes as usize)),
+                Ok(bytes) => tracing::info!(
+                    "state saved to {} ({})",
+                    path.display(),
+                    human_bytes(bytes as usize)
+                ),
                 Err(e) => tracing::error!("cannot save state to {}: {e}", path.display()),
             }
         }
@@ -679,7 +733,9 @@ impl Spinner {
     }
 
     fn tick(&mut self) {
-        let Some((module, start)) = &self.active else { return };
+        let Some((module, start)) = &self.active else {
+            return;
+        };
         let elapsed = start.elapsed();
         if !self.enabled || elapsed < Duration::from_secs(1) {
             return;

@@ -47,13 +47,17 @@ impl History {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = path.with_extension("partial");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(tmp, path)
     }
 
     pub fn load(path: &Path) -> Result<History, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: not a kiln history: {e}", path.display()))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: not a kiln history: {e}", path.display()))
     }
 
     /// A table: one row per version, one column per call.
@@ -65,7 +69,11 @@ impl History {
             "{} ({} backend), workload {:?}",
             self.module, self.backend, self.workload
         );
-        let _ = write!(out, "{:<8} {:<6} {:>9} {:>9}", "version", "result", "build", "swap");
+        let _ = write!(
+            out,
+            "{:<8} {:<6} {:>9} {:>9}",
+            "version", "result", "build", "swap"
+        );
         for k in &keys {
             let _ = write!(out, " {k:>12}");
         }
@@ -76,7 +84,11 @@ impl History {
             let _ = write!(
                 out,
                 "{:<8} {:<6} {:>9} {:>9}",
-                format!("v{}{}", v.version, if Some(v.version) == best { "*" } else { "" }),
+                format!(
+                    "v{}{}",
+                    v.version,
+                    if Some(v.version) == best { "*" } else { "" }
+                ),
                 if v.passed { "pass" } else { "FAIL" },
                 ms(v.build_ms),
                 ms(v.swap_ms)
@@ -119,14 +131,20 @@ impl History {
             .flat_map(|v| v.medians.values().copied())
             .filter(|s| *s > 0.0)
             .collect();
-        let (lo, hi) = values
-            .iter()
-            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        let (lo, hi) = if values.is_empty() { (1e-6, 1.0) } else { (lo / 1.5, hi * 1.5) };
+        let (lo, hi) = values.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+        let (lo, hi) = if values.is_empty() {
+            (1e-6, 1.0)
+        } else {
+            (lo / 1.5, hi * 1.5)
+        };
         let n = self.versions.len().max(2) as f64 - 1.0;
         let x = |i: usize| left + plot_w * i as f64 / n;
         let y = |s: f64| top + plot_h * (1.0 - (s.ln() - lo.ln()) / (hi.ln() - lo.ln()));
-        let colours = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+        let colours = [
+            "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+        ];
         let mut svg = String::new();
         let _ = writeln!(
             svg,
@@ -179,7 +197,11 @@ impl History {
                 .versions
                 .iter()
                 .enumerate()
-                .filter_map(|(i, v)| v.medians.get(key).map(|s| format!("{:.1},{:.1}", x(i), y(*s))))
+                .filter_map(|(i, v)| {
+                    v.medians
+                        .get(key)
+                        .map(|s| format!("{:.1},{:.1}", x(i), y(*s)))
+                })
                 .collect();
             let _ = writeln!(
                 svg,
@@ -188,7 +210,10 @@ impl History {
             );
             for p in &points {
                 let (px, py) = p.split_once(',').unwrap_or(("0", "0"));
-                let _ = writeln!(svg, r#"<circle cx="{px}" cy="{py}" r="3" fill="{colour}"/>"#);
+                let _ = writeln!(
+                    svg,
+                    r#"<circle cx="{px}" cy="{py}" r="3" fill="{colour}"/>"#
+                );
             }
             let ly = top + 14.0 + 18.0 * k as f64;
             let _ = writeln!(
@@ -211,13 +236,18 @@ fn total(v: &VersionRecord) -> f64 {
 }
 
 fn xml(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Where a session's history is kept: `<target>/kiln/history/<module>.json`
 /// (the latest session of each module).
 pub fn default_path(target_dir: &Path, module: &str) -> PathBuf {
-    target_dir.join("kiln").join("history").join(format!("{module}.json"))
+    target_dir
+        .join("kiln")
+        .join("history")
+        .join(format!("{module}.json"))
 }
 
 #[cfg(test)]
@@ -231,7 +261,11 @@ mod tests {
             source_hash: "h".into(),
             build_ms: Some(500.0),
             swap_ms: Some(3.0),
-            medians: [("0:saxpy".to_string(), ms / 1e3), ("1:matmul".to_string(), ms / 1e2)].into(),
+            medians: [
+                ("0:saxpy".to_string(), ms / 1e3),
+                ("1:matmul".to_string(), ms / 1e2),
+            ]
+            .into(),
             passed,
             note: None,
         }
@@ -243,7 +277,12 @@ mod tests {
             module: "kernel-cpu".into(),
             backend: "cpu".into(),
             workload: "default".into(),
-            versions: vec![record(1, true, 5.0), record(2, false, 1.0), record(3, true, 4.0), record(4, true, 6.0)],
+            versions: vec![
+                record(1, true, 5.0),
+                record(2, false, 1.0),
+                record(3, true, 4.0),
+                record(4, true, 6.0),
+            ],
         };
         assert_eq!(h.best().unwrap().version, 3);
         let table = h.table();

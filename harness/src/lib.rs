@@ -9,6 +9,7 @@
 //! kiln host library
 
 pub mod build_queue;
+pub mod commands;
 pub mod compare;
 pub mod dev;
 pub mod engine_handle;
@@ -18,8 +19,8 @@ pub mod logging;
 pub mod module_build;
 pub mod module_graph;
 pub mod process;
-pub mod replay;
 pub mod reference;
+pub mod replay;
 pub mod served;
 pub mod snapshot_file;
 pub mod stage;

@@ -75,6 +75,10 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        // Per-call replay events are for tools; people read the table.
+        if event.metadata().target() == "kiln::replay" {
+            return Ok(());
+        }
         let mut visitor = MessageOnly::default();
         event.record(&mut visitor);
         let secs = self.start.elapsed().as_secs_f64();
@@ -99,7 +103,11 @@ where
                 visitor.message
             )
         } else if self.ansi {
-            writeln!(writer, "\x1b[2m{secs:8.3}s\x1b[0m  {origin}{}", visitor.message)
+            writeln!(
+                writer,
+                "\x1b[2m{secs:8.3}s\x1b[0m  {origin}{}",
+                visitor.message
+            )
         } else {
             writeln!(writer, "{secs:8.3}s  {tag}{origin}{}", visitor.message)
         }
@@ -122,7 +130,10 @@ pub fn init(format: LogFormat) {
                 .try_init()
         }
         LogFormat::Json => tracing_subscriber::fmt()
-            .with_env_filter(filter)
+            // The replay table is for people; tools get one `replay` event per call.
+            .with_env_filter(
+                filter.add_directive("kiln::table=off".parse().expect("valid directive")),
+            )
             .with_writer(std::io::stdout)
             .json()
             .flatten_event(true)

@@ -1,1 +1,183 @@
-fn main() {}
+//! `kiln`: the hot-reloading harness for compute kernels.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use kiln::dev::{DevOptions, OnFail};
+use kiln::logging::LogFormat;
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Hot-reloading development harness for compute kernels",
+    long_about = "kiln keeps your kernels' engine running while you edit them. Save a kernel \
+                  source file and kiln rebuilds that module, loads the new version next to the \
+                  old one, hands the engine's state over, replays your workload on it and tells \
+                  you whether it is still correct and whether it got faster.\n\n\
+                  Start with `kiln dev` (or `cargo dev` from the workspace), then edit a file \
+                  under kernels/cpu/src/.",
+    after_help = "Examples:\n  \
+                  kiln dev                                   CPU backend, bundled workload\n  \
+                  kiln dev --backend vulkan --workload mm.kiln\n  \
+                  kiln record --kernel matmul --shape 512x512x512 --seed 7 -o mm.kiln\n  \
+                  kiln replay mm.kiln --backend vulkan\n  \
+                  kiln backends\n  \
+                  kiln report"
+)]
+struct Cli {
+    /// Log lines: `human` (readable) or `json` (one object per line, with
+    /// `event`, `module`, `version` and `ms` fields).
+    #[arg(long, global = true, default_value = "human", value_name = "FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Watch kernels/*, rebuild the changed module, swap it in with the
+    /// engine's state, replay the workload, and print live reload logs.
+    Dev {
+        /// Backend to serve: cpu, vulkan or cuda (any module under kernels/).
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Workload to replay after every swap (default: the bundled one).
+        #[arg(long, value_name = "FILE")]
+        workload: Option<PathBuf>,
+        /// Device to use, by index or name (see `kiln backends`).
+        #[arg(long, value_name = "NAME|INDEX")]
+        device: Option<String>,
+        /// Worker threads for the engine (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// What to do when a new version fails replay: `rollback` to the last
+        /// good version (with the state) or `keep` it and warn.
+        #[arg(long, default_value = "rollback", value_name = "rollback|keep")]
+        on_fail: OnFail,
+        /// Do not replay the workload after swaps.
+        #[arg(long)]
+        no_replay: bool,
+        /// Restore the engine's state from this snapshot file at start (if
+        /// it exists) and save it there when kiln dev stops.
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
+        /// How long file events must be quiet before a rebuild starts.
+        #[arg(long, default_value_t = 50, value_name = "MS")]
+        debounce_ms: u64,
+    },
+    /// Say which backends this machine can run, with their devices, or why not.
+    Backends {
+        /// Only these backends; exit non-zero if one of them cannot run.
+        names: Vec<String>,
+    },
+    /// Write a workload file from a generator spec, with expected outputs
+    /// computed by the reference implementation.
+    Record {
+        /// Kernel: saxpy, dot, matmul, stencil2d, softmax; or `default` for
+        /// the bundled workload.
+        #[arg(long)]
+        kernel: String,
+        /// Shape: N (saxpy, dot), MxKxN (matmul), HxW[xSTEPS] (stencil2d),
+        /// ROWSxCOLS (softmax).
+        #[arg(long, default_value = "")]
+        shape: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output file.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Replay a workload on a backend (or on a given module file) and report
+    /// correctness and timing. Exits non-zero if any call fails.
+    Replay {
+        /// The workload file.
+        file: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Load this module file instead of building the backend's module.
+        #[arg(long, value_name = "PATH")]
+        module: Option<PathBuf>,
+        #[arg(long, value_name = "NAME|INDEX")]
+        device: Option<String>,
+        /// Check correctness only (no timing runs).
+        #[arg(long)]
+        no_timing: bool,
+    },
+    /// Show the last dev session's versions as a table and write an SVG chart.
+    Report {
+        /// Module whose history to show.
+        #[arg(long, default_value = "kernel-cpu")]
+        module: String,
+        /// Where to write the chart (default: next to the history file).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.log_format == LogFormat::Json;
+    kiln::logging::init(cli.log_format);
+    let result = match cli.command {
+        Command::Dev {
+            backend,
+            workload,
+            device,
+            threads,
+            on_fail,
+            no_replay,
+            state,
+            debounce_ms,
+        } => {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if let Err(e) = ctrlc::set_handler(move || {
+                let _ = tx.try_send(());
+            }) {
+                eprintln!("kiln: cannot handle Ctrl-C: {e}");
+            }
+            kiln::dev::run(
+                DevOptions {
+                    backend,
+                    workload,
+                    device,
+                    threads,
+                    on_fail,
+                    replay: !no_replay,
+                    state,
+                    debounce: Duration::from_millis(debounce_ms),
+                    workspace: None,
+                },
+                rx,
+            )
+            .map_err(|e| e.to_string())
+        }
+        Command::Backends { names } => kiln::commands::backends(&names),
+        Command::Record {
+            kernel,
+            shape,
+            seed,
+            output,
+        } => kiln::commands::record(&kernel, &shape, seed, &output),
+        Command::Replay {
+            file,
+            backend,
+            module,
+            device,
+            no_timing,
+        } => kiln::commands::replay(&file, &backend, module.as_deref(), device, !no_timing),
+        Command::Report { module, svg } => kiln::commands::report(&module, svg.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            if json {
+                tracing::error!(event = "error", "{message}");
+            }
+            eprintln!("kiln: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

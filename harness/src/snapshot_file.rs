@@ -54,10 +54,22 @@ enum SectionHeader {
         bytes: u64,
         crc32: u32,
     },
-    I64 { name: String, value: i64 },
-    F64 { name: String, value: f64 },
-    Bool { name: String, value: bool },
-    Text { name: String, value: String },
+    I64 {
+        name: String,
+        value: i64,
+    },
+    F64 {
+        name: String,
+        value: f64,
+    },
+    Bool {
+        name: String,
+        value: bool,
+    },
+    Text {
+        name: String,
+        value: String,
+    },
 }
 
 fn align(offset: u64) -> u64 {
@@ -142,8 +154,11 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
     let mut file = File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
     let file_len = file.metadata().map_err(|e| err(e.to_string()))?.len();
     let mut preamble = [0u8; PREAMBLE as usize];
-    file.read_exact(&mut preamble)
-        .map_err(|_| err(format!("truncated: {file_len} bytes, a snapshot starts with {PREAMBLE}")))?;
+    file.read_exact(&mut preamble).map_err(|_| {
+        err(format!(
+            "truncated: {file_len} bytes, a snapshot starts with {PREAMBLE}"
+        ))
+    })?;
     if &preamble[..8] != MAGIC {
         return Err(err("not a kiln snapshot (bad magic at byte 0)".into()));
     }
@@ -166,8 +181,8 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
     if crc32fast::hash(&header_bytes) != header_crc {
         return Err(err("header checksum mismatch (bytes 24..)".into()));
     }
-    let header: Header = serde_json::from_slice(&header_bytes)
-        .map_err(|e| err(format!("malformed header: {e}")))?;
+    let header: Header =
+        serde_json::from_slice(&header_bytes).map_err(|e| err(format!("malformed header: {e}")))?;
     let data_start = align(PREAMBLE + header_len);
     let mut snapshot = Snapshot::new(&header.module, &header.backend);
     snapshot.format = header.snapshot_format;
@@ -212,8 +227,12 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
             }
             SectionHeader::I64 { name, value } => snapshot.insert_scalar(name, Scalar::I64(value)),
             SectionHeader::F64 { name, value } => snapshot.insert_scalar(name, Scalar::F64(value)),
-            SectionHeader::Bool { name, value } => snapshot.insert_scalar(name, Scalar::Bool(value)),
-            SectionHeader::Text { name, value } => snapshot.insert_scalar(name, Scalar::Text(value)),
+            SectionHeader::Bool { name, value } => {
+                snapshot.insert_scalar(name, Scalar::Bool(value))
+            }
+            SectionHeader::Text { name, value } => {
+                snapshot.insert_scalar(name, Scalar::Text(value))
+            }
         }
     }
     Ok(snapshot)
@@ -225,8 +244,14 @@ mod tests {
 
     fn sample() -> Snapshot {
         let mut s = Snapshot::new("kernel-cpu", "cpu");
-        s.insert_tensor("resident/a", Tensor::from_f32(&[3, 2], vec![1.0, f32::NAN, -0.0, 4.0, 5.0, 6.0]));
-        s.insert_tensor("resident/ids", Tensor::new(vec![3], Buffer::I64(vec![1, -2, 3])).unwrap());
+        s.insert_tensor(
+            "resident/a",
+            Tensor::from_f32(&[3, 2], vec![1.0, f32::NAN, -0.0, 4.0, 5.0, 6.0]),
+        );
+        s.insert_tensor(
+            "resident/ids",
+            Tensor::new(vec![3], Buffer::I64(vec![1, -2, 3])).unwrap(),
+        );
         s.insert_tensor("resident/empty", Tensor::from_f32(&[0, 5], vec![]));
         s.insert_scalar("tuning/tile", Scalar::I64(64));
         s.insert_scalar("x", Scalar::F64(0.1));
@@ -255,13 +280,45 @@ mod tests {
         save(&sample(), &path).unwrap();
         let good = std::fs::read(&path).unwrap();
         let cases: Vec<(Vec<u8>, &str)> = vec![
-            (b"NOTASNAP".iter().chain(&good[8..]).copied().collect(), "bad magic"),
+            (
+                b"NOTASNAP".iter().chain(&good[8..]).copied().collect(),
+                "bad magic",
+            ),
             (good[..10].to_vec(), "truncated"),
-            ({ let mut b = good.clone(); b[8] = 9; b }, "file version 9"),
-            ({ let mut b = good.clone(); b[30] ^= 1; b }, "header checksum"),
-            ({ let mut b = good.clone(); let n = b.len(); b[n - 1] ^= 1; b }, "checksum mismatch"),
+            (
+                {
+                    let mut b = good.clone();
+                    b[8] = 9;
+                    b
+                },
+                "file version 9",
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    b[30] ^= 1;
+                    b
+                },
+                "header checksum",
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    let n = b.len();
+                    b[n - 1] ^= 1;
+                    b
+                },
+                "checksum mismatch",
+            ),
             (good[..good.len() - 8].to_vec(), "run past the end"),
-            ({ let mut b = good.clone(); b[16..24].copy_from_slice(&u64::MAX.to_le_bytes()); b }, "header length"),
+            (
+                {
+                    let mut b = good.clone();
+                    b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+                    b
+                },
+                "header length",
+            ),
         ];
         for (bytes, want) in cases {
             std::fs::write(&path, &bytes).unwrap();

@@ -1,0 +1,200 @@
+//! The one-shot commands: `kiln backends`, `kiln record`, `kiln replay`,
+//! `kiln report`. Each returns a message for the user on failure.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::dev::build_now;
+use crate::engine_handle::{EngineHandle, EngineOptions, probe_devices};
+use crate::history::History;
+use crate::load::LoadedModule;
+use crate::module_build::ModuleBuilder;
+use crate::module_graph::{KernelModule, ModuleGraph};
+use crate::replay::{self, ReplayOptions};
+use crate::stage::StagingDir;
+use crate::workload::{self, GenSpec};
+use crate::workspace;
+
+fn workspace_root() -> std::path::PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|d| workspace::find_workspace_root(&d))
+        .unwrap_or_else(workspace::built_workspace_root)
+}
+
+fn graph(root: &Path) -> Result<ModuleGraph, String> {
+    ModuleGraph::discover(root).map_err(|e| e.to_string())
+}
+
+fn module_for(graph: &ModuleGraph, backend: &str) -> Result<KernelModule, String> {
+    graph
+        .modules()
+        .iter()
+        .find(|m| m.backend == backend || m.package == backend)
+        .cloned()
+        .ok_or_else(|| {
+            let have: Vec<&str> = graph.modules().iter().map(|m| m.backend.as_str()).collect();
+            format!("no backend {backend:?} (have: {})", have.join(", "))
+        })
+}
+
+fn builder(root: &Path) -> ModuleBuilder {
+    ModuleBuilder::new(root, workspace::module_target_dir(root))
+        .with_profile(workspace::HOST_PROFILE)
+}
+
+/// Builds (or takes) a module file, stages and loads it.
+fn load_module(
+    root: &Path,
+    stage: &StagingDir,
+    backend: &str,
+    module_file: Option<&Path>,
+) -> Result<LoadedModule, String> {
+    let (name, artifact) = match module_file {
+        Some(path) => {
+            let stem = path
+                .file_stem()
+                .map(|s| {
+                    s.to_string_lossy()
+                        .trim_start_matches("lib")
+                        .replace('_', "-")
+                })
+                .unwrap_or_else(|| "module".to_string());
+            (stem, path.to_path_buf())
+        }
+        None => {
+            let graph = graph(root)?;
+            let module = module_for(&graph, backend)?;
+            let (artifact, _) = build_now(&builder(root), &module).map_err(|e| e.to_string())?;
+            (module.package, artifact)
+        }
+    };
+    let staged = stage.stage(&name, &artifact).map_err(|e| e.to_string())?;
+    LoadedModule::open(staged).map_err(|e| e.to_string())
+}
+
+/// `kiln backends [NAMES]`.
+pub fn backends(names: &[String]) -> Result<(), String> {
+    let root = workspace_root();
+    let graph = graph(&root)?;
+    let stage = StagingDir::create(&workspace::staging_root(&root)).map_err(|e| e.to_string())?;
+    let modules: Vec<KernelModule> = if names.is_empty() {
+        graph.modules().to_vec()
+    } else {
+        names
+            .iter()
+            .map(|n| module_for(&graph, n))
+            .collect::<Result<_, _>>()?
+    };
+    let builder = builder(&root);
+    let mut unavailable = Vec::new();
+    for module in &modules {
+        let result = build_now(&builder, module)
+            .map_err(|e| e.to_string())
+            .and_then(|(artifact, _)| {
+                stage
+                    .stage(&module.package, &artifact)
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|staged| LoadedModule::open(staged).map_err(|e| e.to_string()))
+            .and_then(|loaded| probe_devices(&Arc::new(loaded)).map_err(|e| e.message));
+        match result {
+            Ok(devices) if !devices.is_empty() => {
+                println!("{:<8} available", module.backend);
+                for d in devices {
+                    let mut extra = vec![d.kind.clone()];
+                    if !d.driver.is_empty() {
+                        extra.push(d.driver.clone());
+                    }
+                    if !d.api.is_empty() {
+                        extra.push(d.api.clone());
+                    }
+                    println!("         [{}] {} ({})", d.index, d.name, extra.join(", "));
+                }
+            }
+            Ok(_) => {
+                println!("{:<8} unavailable: no device found", module.backend);
+                unavailable.push(module.backend.clone());
+            }
+            Err(why) => {
+                println!("{:<8} unavailable: {why}", module.backend);
+                unavailable.push(module.backend.clone());
+            }
+        }
+    }
+    if !names.is_empty() && !unavailable.is_empty() {
+        return Err(format!("cannot run here: {}", unavailable.join(", ")));
+    }
+    Ok(())
+}
+
+/// `kiln record`.
+pub fn record(kernel: &str, shape: &str, seed: u64, output: &Path) -> Result<(), String> {
+    let workload = if kernel == "default" {
+        workload::default_workload()
+    } else {
+        let spec = GenSpec::parse(kernel, shape, seed).map_err(|e| e.to_string())?;
+        workload::generate(&spec).map_err(|e| e.to_string())?
+    };
+    workload::write(&workload, output).map_err(|e| e.to_string())?;
+    println!("wrote {}: {}", output.display(), workload.describe());
+    Ok(())
+}
+
+/// `kiln replay`.
+pub fn replay(
+    file: &Path,
+    backend: &str,
+    module_file: Option<&Path>,
+    device: Option<String>,
+    timing: bool,
+) -> Result<(), String> {
+    let workload = workload::read(file).map_err(|e| e.to_string())?;
+    println!("{}", workload.describe());
+    let root = workspace_root();
+    let stage = StagingDir::create(&workspace::staging_root(&root)).map_err(|e| e.to_string())?;
+    let loaded = load_module(&root, &stage, backend, module_file)?;
+    let mut options = EngineOptions::default();
+    if let Some(device) = device {
+        options.options.insert("device".into(), device);
+    }
+    let (handle, _) =
+        EngineHandle::start(Arc::new(loaded), &options, None).map_err(|e| e.to_string())?;
+    replay::load_state(&handle, &workload).map_err(|e| e.to_string())?;
+    let tolerances_path = root.join("kiln.toml");
+    let mut replay_options = ReplayOptions::default();
+    if tolerances_path.exists() {
+        replay_options.tolerances =
+            crate::compare::Tolerances::load(&tolerances_path).map_err(|e| e.to_string())?;
+    }
+    if !timing {
+        replay_options.timing = None;
+    }
+    let report = replay::replay(&handle, &workload, &replay_options, None);
+    let staged = handle.module().staged.clone();
+    replay::log_events(&report, &staged.module, staged.version);
+    print!("{}", report.table());
+    if report.passed() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} failed replay of {}",
+            report.label,
+            file.display()
+        ))
+    }
+}
+
+/// `kiln report`.
+pub fn report(module: &str, svg: Option<&Path>) -> Result<(), String> {
+    let root = workspace_root();
+    let path = crate::history::default_path(&workspace::target_dir(&root), module);
+    let history = History::load(&path).map_err(|e| {
+        format!("{e}\n(no kiln dev session of {module} recorded yet? run `kiln dev` first)")
+    })?;
+    print!("{}", history.table());
+    let svg_path = svg.map_or_else(|| path.with_extension("svg"), Path::to_path_buf);
+    std::fs::write(&svg_path, history.svg()).map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    println!("chart: {}", svg_path.display());
+    Ok(())
+}
