@@ -270,7 +270,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     if loaded > 0 {
         tracing::info!("loaded {loaded} resident buffer(s) from the workload");
     }
-    session.after_swap(Some(build_ms), None);
+    session.after_swap(Some(build_ms), None, None);
 
     let watcher = ModuleWatcher::start(
         graph,
@@ -482,8 +482,8 @@ impl Session {
         };
         let stage_load_ms = stage_start.elapsed().as_secs_f64() * 1e3;
         let from_version = self.version();
-        match self.served.swap(loaded) {
-            Ok(swap) => {
+        match self.served.swap_keeping_old(loaded) {
+            Ok((swap, old)) => {
                 self.current_hash = hash;
                 let total_ms = change.map(|(first, _)| first.elapsed().as_secs_f64() * 1e3);
                 let debounce_ms =
@@ -507,7 +507,10 @@ impl Session {
                     swap.paused_ms,
                     human_bytes(swap.bytes)
                 );
-                self.after_swap(Some(build_ms), Some(swap.paused_ms));
+                // The old version stays alive through the replay so both are
+                // timed interleaved; it is retired right after.
+                self.after_swap(Some(build_ms), Some(swap.paused_ms), Some(&old));
+                drop(old);
             }
             Err(e) => {
                 tracing::error!(event = "refused", module = %module, version = from_version, "{e}; {} keeps serving", self.served.label());
@@ -517,17 +520,23 @@ impl Session {
 
     /// Replays after a swap (or at start), records the version, and rolls
     /// back if it failed and rollback is on.
-    fn after_swap(&mut self, build_ms: Option<f64>, swap_ms: Option<f64>) {
+    fn after_swap(
+        &mut self,
+        build_ms: Option<f64>,
+        swap_ms: Option<f64>,
+        old: Option<&crate::engine_handle::EngineHandle>,
+    ) {
         let handle = self.served.handle();
         let staged: Staged = handle.module().staged.clone();
-        let report = self.replay.as_ref().map(|options| {
-            replay::replay(
-                &handle,
-                &self.workload,
-                options,
-                self.last_good.as_ref().map(|g| &g.timings),
-            )
-        });
+        let baseline = match (old, &self.last_good) {
+            (Some(old), _) => replay::Baseline::Interleaved(old),
+            (None, Some(good)) => replay::Baseline::Recorded(&good.timings),
+            (None, None) => replay::Baseline::None,
+        };
+        let report = self
+            .replay
+            .as_ref()
+            .map(|options| replay::replay_with(&handle, &self.workload, options, baseline));
         drop(handle);
         let passed = report.as_ref().is_none_or(ReplayReport::passed);
         if let Some(report) = &report {

@@ -191,6 +191,19 @@ pub fn load_state(handle: &EngineHandle, workload: &Workload) -> Result<usize, C
     Ok(loaded)
 }
 
+/// What the timings of a replay are compared with.
+#[derive(Clone, Copy)]
+pub enum Baseline<'a> {
+    /// Nothing: no verdicts.
+    None,
+    /// Timings recorded earlier (by call key). Drift of the machine between
+    /// the two measurements shows up as a change.
+    Recorded(&'a BTreeMap<String, Stats>),
+    /// The previous version, still alive: each call is timed on both,
+    /// interleaved (old, new, old, new, ...), so drift hits both alike.
+    Interleaved(&'a EngineHandle),
+}
+
 /// Replays `workload` on `handle`. `previous` holds the last good version's
 /// timings by call key, for the verdicts.
 pub fn replay(
@@ -198,6 +211,17 @@ pub fn replay(
     workload: &Workload,
     options: &ReplayOptions,
     previous: Option<&BTreeMap<String, Stats>>,
+) -> ReplayReport {
+    let baseline = previous.map_or(Baseline::None, Baseline::Recorded);
+    replay_with(handle, workload, options, baseline)
+}
+
+/// Replays `workload` on `handle`, comparing timings with `baseline`.
+pub fn replay_with(
+    handle: &EngineHandle,
+    workload: &Workload,
+    options: &ReplayOptions,
+    baseline: Baseline<'_>,
 ) -> ReplayReport {
     let start = Instant::now();
     let tolerances = options.tolerances.for_workload(workload);
@@ -244,16 +268,26 @@ pub fn replay(
                     result.comparison = Some(compare(want, &got, &tol));
                 }
                 if let Some(timing) = &options.timing {
-                    match time_call(handle, &run_call, index, timing) {
-                        Ok(stats) => result.stats = stats,
+                    let old = match baseline {
+                        Baseline::Interleaved(old) => Some(old),
+                        _ => None,
+                    };
+                    match time_call(handle, old, &run_call, index, timing) {
+                        Ok((stats, old_stats)) => {
+                            let prev = match baseline {
+                                Baseline::Recorded(p) => p.get(&key).cloned(),
+                                _ => old_stats,
+                            };
+                            if let (Some(s), Some(p)) = (&stats, &prev) {
+                                result.verdict = Some(verdict(p, s));
+                                result.previous_median = Some(p.median);
+                            }
+                            result.stats = stats;
+                        }
                         Err(e) => result.error = Some(format!("while timing: {e}")),
                     }
                 }
             }
-        }
-        if let (Some(stats), Some(prev)) = (&result.stats, previous.and_then(|p| p.get(&key))) {
-            result.verdict = Some(verdict(prev, stats));
-            result.previous_median = Some(prev.median);
         }
         calls.push(result);
     }
@@ -267,31 +301,95 @@ pub fn replay(
 /// Times a call on the kernel alone: its tensor arguments are loaded as
 /// scratch residents first and its output stays on the engine (a throwaway
 /// resident), so no run copies inputs or outputs through the host. The
-/// scratch buffers are emptied afterwards.
+/// scratch buffers are emptied afterwards. With `old`, the same call is
+/// timed on the old version too, interleaved run by run.
 fn time_call(
     handle: &EngineHandle,
+    old: Option<&EngineHandle>,
     call: &Call,
     index: usize,
     timing: &TimingConfig,
-) -> Result<Option<Stats>, CallError> {
-    let mut timed = call.clone();
-    let mut scratch = Vec::new();
-    for (j, arg) in timed.args.iter_mut().enumerate() {
-        if let Arg::Tensor(t) = arg {
-            let name = format!("{TIMING_PREFIX}{index}/arg{j}");
-            handle.put_resident(&name, t.clone())?;
-            *arg = Arg::Resident(name.clone());
-            scratch.push(name);
+) -> Result<(Option<Stats>, Option<Stats>), CallError> {
+    let prepare = |engine: &EngineHandle| -> Result<(Call, Vec<String>), CallError> {
+        let mut timed = call.clone();
+        let mut scratch = Vec::new();
+        for (j, arg) in timed.args.iter_mut().enumerate() {
+            if let Arg::Tensor(t) = arg {
+                let name = format!("{TIMING_PREFIX}{index}/arg{j}");
+                engine.put_resident(&name, t.clone())?;
+                *arg = Arg::Resident(name.clone());
+                scratch.push(name);
+            }
+        }
+        let out = format!("{TIMING_PREFIX}{index}/out");
+        timed.store_as = Some(out.clone());
+        scratch.push(out);
+        Ok((timed, scratch))
+    };
+    let release = |engine: &EngineHandle, scratch: &[String]| -> Result<(), CallError> {
+        for name in scratch {
+            engine.put_resident(name, Tensor::from_f32(&[0], Vec::new()))?;
+        }
+        Ok(())
+    };
+    let (new_call, new_scratch) = prepare(handle)?;
+    let Some(old) = old else {
+        let samples = measure(timing, || handle.run(new_call.clone()));
+        release(handle, &new_scratch)?;
+        return Ok((Stats::from_samples(&samples?), None));
+    };
+    let (old_call, old_scratch) = prepare(old)?;
+    let samples = interleave(
+        timing,
+        || old.run(old_call.clone()),
+        || handle.run(new_call.clone()),
+    );
+    release(handle, &new_scratch)?;
+    release(old, &old_scratch)?;
+    let (old_samples, new_samples) = samples?;
+    Ok((
+        Stats::from_samples(&new_samples),
+        Stats::from_samples(&old_samples),
+    ))
+}
+
+/// Times `a` and `b` in alternation (a b, b a, a b, ...: each goes first
+/// half of the time), after warm-up, until both have `min_runs` samples and
+/// `min_time` was spent on each (or a maximum is reached).
+fn interleave<T, E>(
+    config: &TimingConfig,
+    mut a: impl FnMut() -> Result<T, E>,
+    mut b: impl FnMut() -> Result<T, E>,
+) -> Result<(Vec<std::time::Duration>, Vec<std::time::Duration>), E> {
+    for _ in 0..config.warmup_runs {
+        std::hint::black_box(a()?);
+        std::hint::black_box(b()?);
+    }
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    for i in 0.. {
+        let time = |f: &mut dyn FnMut() -> Result<T, E>| -> Result<std::time::Duration, E> {
+            let t0 = Instant::now();
+            std::hint::black_box(f()?);
+            Ok(t0.elapsed())
+        };
+        if i % 2 == 0 {
+            sa.push(time(&mut a)?);
+            sb.push(time(&mut b)?);
+        } else {
+            sb.push(time(&mut b)?);
+            sa.push(time(&mut a)?);
+        }
+        let spent = started.elapsed();
+        let runs = sa.len();
+        let enough = runs >= config.min_runs && spent >= 2 * config.min_time;
+        let too_much = runs >= config.min_runs.max(1)
+            && (runs >= config.max_runs || spent >= 2 * config.max_time);
+        if enough || too_much {
+            break;
         }
     }
-    let out = format!("{TIMING_PREFIX}{index}/out");
-    timed.store_as = Some(out.clone());
-    scratch.push(out);
-    let samples = measure(timing, || handle.run(timed.clone()));
-    for name in &scratch {
-        handle.put_resident(name, Tensor::from_f32(&[0], Vec::new()))?;
-    }
-    Ok(Stats::from_samples(&samples?))
+    Ok((sa, sb))
 }
 
 /// Emits one `replay` event per call (and nothing else).

@@ -101,8 +101,25 @@ impl ServedModule {
         handle.wait(rx)
     }
 
-    /// Swaps to `module`, handing the current state over.
+    /// Swaps to `module`, handing the current state over, and retires the
+    /// old version.
     pub fn swap(&self, module: LoadedModule) -> Result<SwapReport, SwapError> {
+        let (mut report, old) = self.swap_keeping_old(module)?;
+        let retire_start = Instant::now();
+        drop(old);
+        report.retire_ms = retire_start.elapsed().as_secs_f64() * 1e3;
+        Ok(report)
+    }
+
+    /// Swaps to `module` like [`ServedModule::swap`], but hands back a
+    /// handle to the old version instead of retiring it: calls no longer go
+    /// there, but its engine (with the state it had at the swap) stays alive
+    /// until the handle is dropped. `kiln dev` uses it to time the old and
+    /// new versions interleaved, in one run.
+    pub fn swap_keeping_old(
+        &self,
+        module: LoadedModule,
+    ) -> Result<(SwapReport, EngineHandle), SwapError> {
         let to = module.label().to_string();
         let module = Arc::new(module);
         let paused = Instant::now();
@@ -123,13 +140,11 @@ impl ServedModule {
                 error,
             })?;
         let import_ms = import_start.elapsed().as_secs_f64() * 1e3;
+        let new_version = new_handle.module().staged.version;
         let old = std::mem::replace(&mut *current, new_handle);
         drop(current);
         let paused_ms = paused.elapsed().as_secs_f64() * 1e3;
         let module_name = old.module().staged.module.clone();
-        let retire_start = Instant::now();
-        drop(old);
-        let retire_ms = retire_start.elapsed().as_secs_f64() * 1e3;
         let report = SwapReport {
             from,
             to,
@@ -137,12 +152,13 @@ impl ServedModule {
             export_ms,
             import_ms,
             paused_ms,
-            retire_ms,
+            retire_ms: 0.0,
             import,
         };
         tracing::info!(
             event = "handoff",
             module = %module_name,
+            version = new_version,
             bytes = report.bytes,
             ms = report.export_ms + report.import_ms,
             "handoff {} -> {}: {} in {:.1} ms (export {:.1}, import {:.1}); {}",
@@ -164,7 +180,7 @@ impl ServedModule {
                 report.import.dropped.join(", ")
             );
         }
-        Ok(report)
+        Ok((report, old))
     }
 }
 
