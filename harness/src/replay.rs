@@ -118,8 +118,8 @@ impl ReplayReport {
         );
         let _ = writeln!(
             out,
-            "  {:<4} {:<10} {:<34} {:<6} {:>10} {:>10} {:>10}  {}",
-            "#", "kernel", "call", "result", "max abs", "median", "spread", "vs previous"
+            "  {:<4} {:<10} {:<34} {:<6} {:>10} {:>10} {:>10}  vs previous",
+            "#", "kernel", "call", "result", "max abs", "median", "spread"
         );
         for c in &self.calls {
             let (result, abs) = match (&c.error, &c.comparison) {

@@ -123,7 +123,7 @@ impl Buffer {
     /// Copies little-endian bytes into a new buffer. `bytes.len()` must be a
     /// multiple of the element size.
     pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Result<Buffer, ShapeError> {
-        if bytes.len() % dtype.size() != 0 {
+        if !bytes.len().is_multiple_of(dtype.size()) {
             return Err(ShapeError(format!(
                 "{} bytes is not a whole number of {dtype} elements",
                 bytes.len()
