@@ -66,6 +66,10 @@ pub struct DevOptions {
     pub debounce: Duration,
     /// Workspace to serve (default: the one containing the current dir).
     pub workspace: Option<PathBuf>,
+    /// At exit, write the session as a workload: the engine's resident
+    /// buffers and the calls of the last passing replay, with the outputs
+    /// that version produced as expected values.
+    pub record: Option<PathBuf>,
 }
 
 /// Why `kiln dev` could not start (once running, problems are logged and
@@ -99,6 +103,9 @@ struct Session {
     last_good: Option<LastGood>,
     current_hash: String,
     spinner: Spinner,
+    record: Option<PathBuf>,
+    /// The last passing replay (kept only when recording).
+    last_passing: Option<ReplayReport>,
 }
 
 /// The state file written when the host must restart.
@@ -256,6 +263,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         workload,
         replay: options.replay.then(|| ReplayOptions {
             tolerances,
+            keep_outputs: options.record.is_some(),
             ..ReplayOptions::default()
         }),
         on_fail: options.on_fail,
@@ -264,6 +272,8 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         last_good: None,
         current_hash,
         spinner: Spinner::new(),
+        record: options.record.clone(),
+        last_passing: None,
     };
     let loaded = replay::load_state(&session.served.handle(), &session.workload)
         .map_err(|e| err(format!("cannot load the workload's buffers: {e}")))?;
@@ -572,7 +582,10 @@ impl Session {
                     self.last_good = Some(LastGood {
                         copy,
                         version: staged.version,
-                        timings: report.map(|r| r.timings()).unwrap_or_default(),
+                        timings: report
+                            .as_ref()
+                            .map(ReplayReport::timings)
+                            .unwrap_or_default(),
                     })
                 }
                 Err(e) => {
@@ -618,6 +631,9 @@ impl Session {
                     staged.label, failure.index, failure.kernel
                 ),
             }
+        }
+        if passed && self.record.is_some() {
+            self.last_passing = report;
         }
         if let Err(e) = self.history.save(&self.history_path) {
             tracing::warn!(
@@ -684,6 +700,22 @@ impl Session {
                     human_bytes(bytes as usize)
                 ),
                 Err(e) => tracing::error!("cannot save state to {}: {e}", path.display()),
+            }
+        }
+        if let (Some(path), Some(report)) = (&self.record, &self.last_passing) {
+            let name = format!("{}-session", self.module.package);
+            match replay::session_workload(&name, &self.served.handle(), report)
+                .map_err(|e| e.to_string())
+                .and_then(|w| {
+                    crate::workload::write(&w, path).map_err(|e| e.to_string())?;
+                    Ok(w)
+                }) {
+                Ok(w) => tracing::info!(
+                    "recorded the session to {}: {}",
+                    path.display(),
+                    w.describe()
+                ),
+                Err(e) => tracing::error!("cannot record the session to {}: {e}", path.display()),
             }
         }
         if let Some(best) = self.history.best() {

@@ -67,6 +67,11 @@ enum Command {
         /// How long file events must be quiet before a rebuild starts.
         #[arg(long, default_value_t = 50, value_name = "MS")]
         debounce_ms: u64,
+        /// When kiln dev stops, save the session as a workload: the engine's
+        /// resident buffers and the calls it served in its last passing
+        /// replay, with their outputs as expected values.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
     },
     /// Say which backends this machine can run, with their devices, or why not.
     Backends {
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
             no_replay,
             state,
             debounce_ms,
+            record,
         } => {
             let (tx, rx) = crossbeam_channel::bounded(1);
             if let Err(e) = ctrlc::set_handler(move || {
@@ -149,6 +155,7 @@ fn main() -> ExitCode {
                     state,
                     debounce: Duration::from_millis(debounce_ms),
                     workspace: None,
+                    record,
                 },
                 rx,
             )

@@ -33,6 +33,8 @@ pub struct ReplayOptions {
     pub tolerances: Tolerances,
     /// `None`: correctness only.
     pub timing: Option<TimingConfig>,
+    /// Keep every call's output in the report (to record a session).
+    pub keep_outputs: bool,
 }
 
 impl Default for ReplayOptions {
@@ -40,6 +42,7 @@ impl Default for ReplayOptions {
         ReplayOptions {
             tolerances: Tolerances::default(),
             timing: Some(quick_timing()),
+            keep_outputs: false,
         }
     }
 }
@@ -72,6 +75,9 @@ pub struct CallResult {
     /// Median of the previous version, for the table.
     pub previous_median: Option<f64>,
     pub error: Option<String>,
+    /// The call as the workload has it, and what it produced (only with
+    /// [`ReplayOptions::keep_outputs`]).
+    pub recorded: Option<(Call, Tensor)>,
 }
 
 impl CallResult {
@@ -256,6 +262,7 @@ pub fn replay_with(
             verdict: None,
             previous_median: None,
             error: None,
+            recorded: None,
         };
         let output = handle.run(run_call.clone()).and_then(|out| match out {
             Output::Value(t) => Ok(t),
@@ -266,6 +273,9 @@ pub fn replay_with(
             Ok(got) => {
                 if let (Some(want), Some(tol)) = (expected, tolerance) {
                     result.comparison = Some(compare(want, &got, &tol));
+                }
+                if options.keep_outputs {
+                    result.recorded = Some((call.clone(), got.clone()));
                 }
                 if let Some(timing) = &options.timing {
                     let old = match baseline {
@@ -390,6 +400,31 @@ fn interleave<T, E>(
         }
     }
     Ok((sa, sb))
+}
+
+/// A workload of what `handle` holds and serves: its resident buffers (the
+/// replay's scratch buffers left out) as loads, then the calls of `report`
+/// with the outputs they produced as expected values. Needs a report made
+/// with [`ReplayOptions::keep_outputs`].
+pub fn session_workload(
+    name: &str,
+    handle: &EngineHandle,
+    report: &ReplayReport,
+) -> Result<Workload, CallError> {
+    let mut workload = Workload::new(name);
+    for resident in handle.residents()? {
+        if resident.name.starts_with(SCRATCH_PREFIX) || resident.name.starts_with(TIMING_PREFIX) {
+            continue;
+        }
+        let tensor = handle.read_resident(&resident.name)?;
+        workload.load(&resident.name, tensor);
+    }
+    for c in &report.calls {
+        if let Some((call, output)) = &c.recorded {
+            workload.call(call.clone(), Some(output.clone()));
+        }
+    }
+    Ok(workload)
 }
 
 /// Emits one `replay` event per call (and nothing else).
