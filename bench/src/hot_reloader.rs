@@ -57,3 +57,34 @@ pub fn write_new_build(artifact_bytes: &[u8], dest: &Path, counter: u64) -> Resu
     fs::write(&tmp, &bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     fs::rename(&tmp, dest).map_err(|e| format!("cannot rename onto {}: {e}", dest.display()))
 }
+
+/// Makes `reloader` (just created, watching `watched`) reload once: its
+/// file watcher starts on a thread of its own, so a build written before
+/// that thread watches the file goes unnoticed. Writes new builds (numbered
+/// from `*counter + 1`) until one is seen, waiting up to 500 ms for each,
+/// 20 times at most.
+pub fn prime(
+    reloader: &mut dyn Reloader,
+    artifact_bytes: &[u8],
+    watched: &Path,
+    counter: &mut u64,
+) -> Result<(), String> {
+    for _ in 0..20 {
+        *counter += 1;
+        write_new_build(artifact_bytes, watched, *counter)?;
+        if reloader
+            .wait_for_change(std::time::Duration::from_millis(500))
+            .is_ok()
+        {
+            if !reloader.update()? {
+                return Err("hot-lib-reloader saw a change but did not reload".to_string());
+            }
+            reloader.call()?;
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "hot-lib-reloader's watcher never noticed new builds of {}",
+        watched.display()
+    ))
+}

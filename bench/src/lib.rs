@@ -51,6 +51,7 @@ pub fn default_out_dir(workspace: &std::path::Path) -> PathBuf {
 /// writes `report.json` and `report.svg` into `config.out_dir`.
 pub fn run(config: &Config, hot: &dyn hot_reloader::HotLibReloader) -> Result<Report, String> {
     let start = Instant::now();
+    let load_start = report::load_average();
     std::fs::create_dir_all(&config.out_dir)
         .map_err(|e| format!("cannot create {}: {e}", config.out_dir.display()))?;
     eprintln!(
@@ -86,6 +87,8 @@ pub fn run(config: &Config, hot: &dyn hot_reloader::HotLibReloader) -> Result<Re
         handoff,
         soak,
         seconds: start.elapsed().as_secs_f64(),
+        load_start,
+        load_end: report::load_average(),
     };
     let json_path = config.out_dir.join("report.json");
     let json = serde_json::to_string_pretty(&report.to_json())

@@ -37,6 +37,18 @@ pub struct Report {
     pub handoff: Handoff,
     pub soak: Soak,
     pub seconds: f64,
+    /// `/proc/loadavg`'s 1-minute load at the start and at the end: other
+    /// work on the machine inflates thread-handoff costs most.
+    pub load_start: f64,
+    pub load_end: f64,
+}
+
+/// The 1-minute load average (NaN if unreadable).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 impl Report {
@@ -135,6 +147,8 @@ impl Report {
             "format": "kiln-bench/1",
             "quick": self.quick,
             "seconds": self.seconds,
+            "load_average": { "start": self.load_start, "end": self.load_end },
+            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "threads": crate::kiln_side::THREADS,
             "artifact_to_serving": self.serving.to_json(),
             "save_to_serving": {
@@ -293,7 +307,13 @@ impl Report {
                 target.detail
             ));
         }
-        out.push_str(&format!("\n(run took {:.0} s)\n", self.seconds));
+        out.push_str(&format!(
+            "\n(run took {:.0} s on {} cores; load average {:.1} at the start, {:.1} at the end)\n",
+            self.seconds,
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            self.load_start,
+            self.load_end
+        ));
         out
     }
 }

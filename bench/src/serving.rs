@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::hot_reloader::{HotLibReloader, write_new_build};
+use crate::hot_reloader::{HotLibReloader, prime, write_new_build};
 use crate::kiln_side::{KilnSide, output_f32, saxpy_call};
 use crate::stats::Summary;
 
@@ -182,6 +182,12 @@ pub fn measure(
     write_new_build(&artifact_bytes_vec, &watched, counter)?;
     let mut reloader = hot.reloader(&hot_dir, "kernel_cpu", config.watch_debounce_ms)?;
     reloader.call()?;
+    prime(
+        reloader.as_mut(),
+        &artifact_bytes_vec,
+        &watched,
+        &mut counter,
+    )?;
 
     // State files for the restarted process.
     let state_files: Vec<PathBuf> = config

@@ -10,7 +10,7 @@ use kiln::process::{mapped_files_under, rss_bytes, thread_count};
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::hot_reloader::{HotLibReloader, write_new_build};
+use crate::hot_reloader::{HotLibReloader, prime, write_new_build};
 use crate::kiln_side::{KilnSide, output_f32, saxpy_call};
 
 /// The process after `reloads` reloads.
@@ -121,14 +121,19 @@ fn hot_soak(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let watched = dir.join("libkernel_cpu.so");
-    write_new_build(&bytes, &watched, 0)?;
+    let mut counter = 0;
+    write_new_build(&bytes, &watched, counter)?;
     let mut reloader = hot.reloader(&dir, "kernel_cpu", config.watch_debounce_ms)?;
     reloader.call()?;
+    // The first reload (after the watcher is surely watching) is the
+    // baseline, like kiln's first load.
+    prime(reloader.as_mut(), &bytes, &watched, &mut counter)?;
     let last = config.soak_checkpoints.iter().copied().max().unwrap_or(0);
     let rss_start = rss_bytes();
     let mut checkpoints = Vec::new();
     for i in 1..=last {
-        write_new_build(&bytes, &watched, i as u64)?;
+        counter += 1;
+        write_new_build(&bytes, &watched, counter)?;
         reloader.wait_for_change(Duration::from_secs(10))?;
         if !reloader.update()? {
             return Err(format!("hot-lib-reloader soak: reload {i} did not happen"));
