@@ -208,36 +208,39 @@ pub fn measure(
     let mut hot_watch = Vec::new();
     let mut restart_samples: Vec<Vec<f64>> = vec![Vec::new(); n];
     let timeout = Duration::from_secs(10);
+    // One step per alternative; round r starts at step r mod steps
+    // (rotated, like `stats::interleaved`).
+    let steps = 2 * n + 1;
     for round in 0..config.warmup + config.serving_rounds {
         let keep = round >= config.warmup;
-        for (i, s) in served.iter().enumerate() {
-            let sample = kiln_sample(&side, s)?;
-            if keep {
-                kiln_samples[i].push(sample);
-            }
-        }
-        counter += 1;
-        write_new_build(&artifact_bytes_vec, &watched, counter)?;
-        let t0 = Instant::now();
-        reloader.wait_for_change(timeout)?;
-        let t_update = Instant::now();
-        if !reloader.update()? {
-            return Err("hot-lib-reloader saw a change but did not reload".to_string());
-        }
-        reloader.call()?;
-        if keep {
-            hot_update.push(ms(t_update.elapsed()));
-            hot_watch.push(ms(t0.elapsed()));
-        }
-        for (i, (&b, file)) in config
-            .serving_state_bytes
-            .iter()
-            .zip(&state_files)
-            .enumerate()
-        {
-            let sample = restart_sample(&config.restart_exe, file, b)?;
-            if keep {
-                restart_samples[i].push(sample);
+        for k in 0..steps {
+            let step = (round + k) % steps;
+            if step < n {
+                let sample = kiln_sample(&side, &served[step])?;
+                if keep {
+                    kiln_samples[step].push(sample);
+                }
+            } else if step == n {
+                counter += 1;
+                write_new_build(&artifact_bytes_vec, &watched, counter)?;
+                let t0 = Instant::now();
+                reloader.wait_for_change(timeout)?;
+                let t_update = Instant::now();
+                if !reloader.update()? {
+                    return Err("hot-lib-reloader saw a change but did not reload".to_string());
+                }
+                reloader.call()?;
+                if keep {
+                    hot_update.push(ms(t_update.elapsed()));
+                    hot_watch.push(ms(t0.elapsed()));
+                }
+            } else {
+                let i = step - n - 1;
+                let bytes = config.serving_state_bytes[i];
+                let sample = restart_sample(&config.restart_exe, &state_files[i], bytes)?;
+                if keep {
+                    restart_samples[i].push(sample);
+                }
             }
         }
     }
