@@ -7,10 +7,10 @@ use std::process::Command;
 use kiln::workspace;
 
 /// The cargo profile the benchmark itself was built with, which modules
-/// must be built with too: under `cargo bench` that is `bench`, not the
-/// `release` that [`workspace::HOST_PROFILE`] reports (both build into
-/// `release/`, but the crate metadata differs, so the contract's `TypeId`s
-/// and with them the fingerprint's `contract-types` differ).
+/// are built with too: under `cargo bench` that is `bench` (which
+/// [`workspace::HOST_PROFILE`] reports as `release`, the directory both
+/// build into). Building modules with the very profile the host used keeps
+/// every setting identical even if `[profile.bench]` is ever customized.
 pub fn host_cargo_profile(is_bench: bool) -> &'static str {
     if is_bench && workspace::HOST_PROFILE == "release" {
         "bench"

@@ -61,8 +61,8 @@ pub fn svg(report: &Report) -> String {
     const ROW_H: f64 = 22.0;
     const TOP: f64 = 56.0;
     // log10 range of the axis
-    const LO: f64 = -2.0;
-    const HI: f64 = 3.0;
+    const LO: f64 = -1.0;
+    const HI: f64 = 2.0;
     let plot_w = WIDTH - LABEL_W - 80.0;
     let x_of = |ratio: f64| {
         let l = ratio.log10().clamp(LO, HI);

@@ -127,15 +127,19 @@ impl Report {
         }
         let k = &self.soak.kiln;
         let last = k.checkpoints.last();
+        let from = k.checkpoints.get(1).map_or(0, |c| c.reloads);
+        let to = last.map_or(0, |c| c.reloads);
         let mapped = last.map_or(usize::MAX, |c| c.mapped_executable);
+        let per_swap_kib =
+            k.late_growth() as f64 / 1024.0 / (to.saturating_sub(from).max(1)) as f64;
         targets.push(Target {
             name: "RSS flat after the first few swaps (kiln)".to_string(),
             met: k.late_growth() <= SOAK_MAX_LATE_GROWTH && mapped <= 1,
             detail: format!(
-                "{} MiB from swap {} to {}; {} module file(s) mapped executable at the end",
+                "{} MiB from swap {from} to {to} ({} KiB per swap; budget {} MiB); {} module file(s) mapped executable at the end",
                 num(k.late_growth() as f64 / (1 << 20) as f64),
-                k.checkpoints.get(1).map_or(0, |c| c.reloads),
-                last.map_or(0, |c| c.reloads),
+                num(per_swap_kib),
+                SOAK_MAX_LATE_GROWTH >> 20,
                 mapped
             ),
         });
