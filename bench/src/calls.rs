@@ -271,11 +271,11 @@ pub fn measure(
         put("sx", Tensor::from_f32(&[len], x.clone()))?;
         put("sy", Tensor::from_f32(&[len], y.clone()))?;
         let ways = saxpy_ways(&x, &y, &pool, hot, &served, &handle);
-        kernels.push(measure_ways(
-            &format!("saxpy, {len} elements"),
-            ways,
-            config,
-        )?);
+        let kernel = match len {
+            1 => "saxpy, 1 element".to_string(),
+            _ => format!("saxpy, {len} elements"),
+        };
+        kernels.push(measure_ways(&kernel, ways, config)?);
     }
     let n = calibrate_matmul(&pool);
     let a = values(n * n, 3);
