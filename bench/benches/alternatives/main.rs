@@ -1,0 +1,42 @@
+//! `cargo bench -p kiln-bench`: kiln against hot-lib-reloader, a process
+//! restart and static linking, side by side in one run. Prints a table and
+//! writes `target/kiln-bench/report.json` and `report.svg`.
+//! `KILN_BENCH_QUICK=1` makes it a smoke run of a few seconds.
+
+mod hot_lib_reloader_side;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use kiln_bench::Config;
+
+fn main() -> ExitCode {
+    let workspace = kiln::workspace::built_workspace_root();
+    let out_dir = kiln_bench::default_out_dir(&workspace);
+    let mut config = Config::from_env(
+        workspace,
+        out_dir.clone(),
+        PathBuf::from(env!("CARGO_BIN_EXE_kiln-bench-restart")),
+    );
+    config.module_profile = kiln_bench::artifacts::host_cargo_profile(true).to_string();
+    config.module_unify_with = ["-p", "kiln-bench", "--bench", "alternatives"]
+        .map(String::from)
+        .to_vec();
+    let result = hot_lib_reloader_side::HotSide::prepare(&config.workspace, &config.module_profile)
+        .and_then(|hot| kiln_bench::run(&config, &hot));
+    match result {
+        Ok(report) => {
+            print!("{}", report.render());
+            println!(
+                "raw figures: {}\nchart: {}",
+                out_dir.join("report.json").display(),
+                out_dir.join("report.svg").display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kiln-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

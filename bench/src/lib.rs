@@ -1,0 +1,102 @@
+//! kiln's benchmark against the alternatives, side by side in one run:
+//! hot-lib-reloader, restarting a process that reloads its state from a
+//! file, and static linking.
+//!
+//! Run with `cargo bench -p kiln-bench` (`KILN_BENCH_QUICK=1` for a smoke
+//! run). It prints a table, writes `target/kiln-bench/report.json` (raw
+//! figures) and `target/kiln-bench/report.svg` (the main ratios).
+//!
+//! Sections: [`serving`] (artifact to serving), [`calls`] (call overhead),
+//! [`handoff`] (state handoff throughput), [`soak`] (memory over many
+//! reloads). `hot-lib-reloader` is a dev-dependency of the benchmark only:
+//! its side comes in through the [`hot_reloader::HotLibReloader`] trait,
+//! implemented in the bench target.
+
+pub mod artifacts;
+pub mod calls;
+pub mod chart;
+pub mod config;
+pub mod handoff;
+pub mod hot_reloader;
+pub mod kiln_side;
+pub mod report;
+pub mod serving;
+pub mod soak;
+pub mod stats;
+pub mod table;
+
+/// The CPU kernels, the very source the `kernel-cpu` module compiles,
+/// linked statically into the benchmark: the baseline of the call overhead.
+#[path = "../../kernels/cpu/src/kernels.rs"]
+pub mod static_kernels;
+
+/// The kernels' reference implementations, for their own unit tests that
+/// come along with `static_kernels`.
+#[cfg(test)]
+#[path = "../../kernels/cpu/src/reference.rs"]
+mod reference;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub use config::Config;
+pub use report::Report;
+
+/// Where reports go by default: `target/kiln-bench` of the workspace.
+pub fn default_out_dir(workspace: &std::path::Path) -> PathBuf {
+    kiln::workspace::target_dir(workspace).join("kiln-bench")
+}
+
+/// Builds the CPU module, measures every section (progress on stderr),
+/// writes `report.json` and `report.svg` into `config.out_dir`.
+pub fn run(config: &Config, hot: &dyn hot_reloader::HotLibReloader) -> Result<Report, String> {
+    let start = Instant::now();
+    let load_start = report::load_average();
+    std::fs::create_dir_all(&config.out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.out_dir.display()))?;
+    eprintln!(
+        "kiln-bench: building kernel-cpu ({} profile)",
+        config.module_profile
+    );
+    let artifact = artifacts::build_module(
+        &config.workspace,
+        kiln_side::MODULE,
+        &config.module_profile,
+        &config.module_unify_with,
+    )?;
+    let section = |name: &str| {
+        eprintln!(
+            "kiln-bench: {name} ({:.0} s)",
+            start.elapsed().as_secs_f64()
+        );
+    };
+    // The soak first: it reads the process's memory, cleanest before the
+    // large buffers of the other sections.
+    section("reload soak");
+    let soak = soak::measure(config, &artifact, hot)?;
+    section("artifact to serving");
+    let serving = serving::measure(config, &artifact, hot)?;
+    section("call overhead");
+    let calls = calls::measure(config, &artifact, hot)?;
+    section("handoff throughput");
+    let handoff = handoff::measure(config, &artifact)?;
+    let report = Report {
+        quick: config.quick,
+        serving,
+        calls,
+        handoff,
+        soak,
+        seconds: start.elapsed().as_secs_f64(),
+        load_start,
+        load_end: report::load_average(),
+    };
+    let json_path = config.out_dir.join("report.json");
+    let json = serde_json::to_string_pretty(&report.to_json())
+        .map_err(|e| format!("cannot encode the report: {e}"))?;
+    std::fs::write(&json_path, json)
+        .map_err(|e| format!("cannot write {}: {e}", json_path.display()))?;
+    let svg_path = config.out_dir.join("report.svg");
+    std::fs::write(&svg_path, chart::svg(&report))
+        .map_err(|e| format!("cannot write {}: {e}", svg_path.display()))?;
+    Ok(report)
+}

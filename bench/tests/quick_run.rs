@@ -1,0 +1,126 @@
+//! Runs the whole benchmark in its quick configuration (real modules built
+//! with real cargo, real hot-lib-reloader, real child processes) and checks
+//! that the report has every section, filled with finite numbers, and that
+//! the things it measured behaved (right answers are checked inside the
+//! run; here: what the figures say about unloading and sizes).
+
+#[path = "../benches/alternatives/hot_lib_reloader_side.rs"]
+mod hot_lib_reloader_side;
+
+use std::path::PathBuf;
+
+use kiln_bench::Config;
+use serde_json::Value;
+
+/// Every leaf is a finite number, a string or a bool: no `null` (which is
+/// what serde_json writes for NaN and infinities).
+fn assert_all_finite(v: &Value, path: &str) {
+    match v {
+        Value::Null => panic!("{path} is null (a non-finite figure)"),
+        Value::Number(n) => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            assert!(f.is_finite(), "{path} = {n} is not finite");
+        }
+        Value::Array(items) => {
+            assert!(!items.is_empty(), "{path} is an empty list");
+            for (i, item) in items.iter().enumerate() {
+                assert_all_finite(item, &format!("{path}[{i}]"));
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                assert_all_finite(item, &format!("{path}.{k}"));
+            }
+        }
+        Value::String(_) | Value::Bool(_) => {}
+    }
+}
+
+#[test]
+fn a_quick_run_reports_every_section_with_finite_numbers() {
+    let workspace = kiln::workspace::built_workspace_root();
+    let out_dir = kiln_bench::default_out_dir(&workspace).join("quick-test");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let mut config = Config::quick(
+        workspace,
+        out_dir.clone(),
+        PathBuf::from(env!("CARGO_BIN_EXE_kiln-bench-restart")),
+    );
+    config.module_unify_with = ["-p", "kiln-bench", "--test", "quick_run"]
+        .map(String::from)
+        .to_vec();
+    let hot = hot_lib_reloader_side::HotSide::prepare(&config.workspace, &config.module_profile)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = kiln_bench::run(&config, &hot).unwrap_or_else(|e| panic!("{e}"));
+
+    let text = std::fs::read_to_string(out_dir.join("report.json")).expect("report.json");
+    let json: Value = serde_json::from_str(&text).expect("report.json is JSON");
+    for section in [
+        "artifact_to_serving",
+        "save_to_serving",
+        "call_overhead",
+        "handoff",
+        "soak",
+        "targets",
+    ] {
+        assert!(json.get(section).is_some(), "report.json has no {section}");
+    }
+    assert_all_finite(&json, "report");
+    assert_eq!(json["quick"], Value::Bool(true));
+
+    // Every configured size and checkpoint is there.
+    let serving = &json["artifact_to_serving"];
+    assert_eq!(serving["kiln"].as_array().unwrap().len(), 2);
+    assert_eq!(serving["restart"].as_array().unwrap().len(), 2);
+    let kernels = json["call_overhead"]["kernels"].as_array().unwrap();
+    assert_eq!(kernels.len(), 3);
+    for k in kernels {
+        assert_eq!(k["ways"].as_array().unwrap().len(), 5, "{}", k["kernel"]);
+    }
+    let sizes: Vec<u64> = json["handoff"]["sizes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [1 << 20, 8 << 20]);
+    let kiln_soak = json["soak"]["kiln"]["checkpoints"].as_array().unwrap();
+    let reloads: Vec<u64> = kiln_soak
+        .iter()
+        .map(|c| c["reloads"].as_u64().unwrap())
+        .collect();
+    assert_eq!(reloads, [1, 3, 6]);
+    // kiln unloads every retired version: only the serving copy is mapped.
+    for c in kiln_soak {
+        assert_eq!(c["mapped_executable"], 1, "{c}");
+    }
+    assert_eq!(
+        json["soak"]["hot_lib_reloader"]["checkpoints"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    // The handoff moved at least the resident state each time.
+    for s in json["handoff"]["sizes"].as_array().unwrap() {
+        assert!(s["handoff_gbps"]["median"].as_f64().unwrap() > 0.0);
+    }
+
+    // The printed table and the chart.
+    let table = report.render();
+    for heading in [
+        "1. Artifact to serving",
+        "2. Save to serving: TODO(lead)",
+        "3. Call overhead",
+        "4. Handoff throughput",
+        "5. Reload soak",
+        "Targets",
+    ] {
+        assert!(table.contains(heading), "table lacks {heading:?}:\n{table}");
+    }
+    let svg = std::fs::read_to_string(out_dir.join("report.svg")).expect("report.svg");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    let bars = kiln_bench::chart::bars(&report);
+    assert_eq!(svg.matches("<rect x=").count(), bars.len());
+    assert!(bars.iter().all(|b| b.ratio.is_finite() && b.ratio > 0.0));
+}
