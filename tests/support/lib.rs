@@ -9,6 +9,8 @@ use std::sync::{Mutex, OnceLock};
 use kiln::workspace;
 use kiln::{LoadedModule, Staged, StagingDir};
 
+pub mod edited_module;
+
 /// The workspace these tests belong to.
 pub fn workspace_root() -> PathBuf {
     workspace::built_workspace_root()

@@ -1,0 +1,501 @@
+//! Workloads through the `kiln` binary and the replay API: `kiln record`
+//! then `kiln replay` round-trips for every kernel, damaged files are
+//! refused with the file and the problem named, and the timing verdicts
+//! tell an unchanged version from one with a deliberate slowdown.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use kiln::replay::{self, ReplayOptions, ReplayReport};
+use kiln::timing::{Verdict, human_secs};
+use kiln::workload::{self, GenSpec, WorkloadErrorKind};
+use kiln::{EngineHandle, EngineOptions, LoadedModule, ServedModule};
+use kiln_e2e::edited_module::EditedWorkspace;
+use kiln_e2e::*;
+
+const CPU: &str = "kernel-cpu";
+
+/// The tests of this file run one at a time: the timing verdicts must not
+/// be measured while another test replays or builds next to them.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn options() -> EngineOptions {
+    EngineOptions {
+        threads: 2,
+        ..Default::default()
+    }
+}
+
+/// The `kiln` binary built alongside these tests (`target/<profile>/kiln`).
+fn kiln_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable is in <target>/<profile>/deps");
+    let kiln = dir.join("kiln");
+    assert!(
+        kiln.exists(),
+        "no kiln binary at {} (build it first: cargo build --profile {} -p kiln)",
+        kiln.display(),
+        kiln::workspace::HOST_PROFILE
+    );
+    kiln
+}
+
+/// What a finished `kiln` run said.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn text(&self) -> String {
+        format!(
+            "status {}\n--- stdout\n{}--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+fn drain(mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = from.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Runs `kiln ARGS` in the workspace; fails the test if it has not exited
+/// within `deadline` (it is killed first).
+fn kiln(args: &[&str], deadline: Duration) -> Run {
+    let mut child: Child = Command::new(kiln_binary())
+        .args(args)
+        .current_dir(workspace_root())
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kiln starts");
+    let stdout = drain(child.stdout.take().expect("stdout"));
+    let stderr = drain(child.stderr.take().expect("stderr"));
+    let until = Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for kiln") {
+            break status;
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kiln {args:?} still running after {deadline:?}:\n{}{}",
+                stdout.join().unwrap_or_default(),
+                stderr.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+const DEADLINE: Duration = Duration::from_secs(300);
+
+/// A scratch directory for workload files, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("kiln-e2e-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn record(kernel: &str, shape: &str, seed: u64, file: &Path) {
+    let seed = seed.to_string();
+    let run = kiln(
+        &[
+            "record",
+            "--kernel",
+            kernel,
+            "--shape",
+            shape,
+            "--seed",
+            &seed,
+            "-o",
+            file.to_str().expect("utf-8 path"),
+        ],
+        DEADLINE,
+    );
+    assert!(run.status.success(), "kiln record:\n{}", run.text());
+    assert!(
+        run.stdout
+            .contains(&format!("wrote {}: workload", file.display())),
+        "{}",
+        run.text()
+    );
+}
+
+fn assert_no_panic_noise(run: &Run) {
+    for noise in [
+        "panicked",
+        "RUST_BACKTRACE",
+        "stack backtrace",
+        "fatal runtime",
+    ] {
+        assert!(!run.stderr.contains(noise), "{noise:?}:\n{}", run.text());
+    }
+}
+
+/// The kernels a workload may call: rows of `kiln replay`'s table start
+/// with the call index and one of these.
+const KERNELS: [&str; 5] = ["saxpy", "dot", "matmul", "stencil2d", "softmax"];
+
+/// Checks `kiln replay`'s table: PASS, `calls` rows, each `ok` (or `-` for
+/// a call without an expected output).
+fn assert_table_passes(run: &Run, calls: usize) {
+    let header = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("replay of "))
+        .unwrap_or_else(|| panic!("no replay table:\n{}", run.text()));
+    assert!(
+        header.contains(&format!("({calls} calls,")) && header.ends_with(": PASS"),
+        "{header}"
+    );
+    let rows: Vec<Vec<&str>> = run
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|t| t.len() > 2 && t[0].parse::<usize>().is_ok() && KERNELS.contains(&t[1]))
+        .collect();
+    assert_eq!(rows.len(), calls, "{}", run.text());
+    for row in &rows {
+        assert!(
+            row.contains(&"ok") || row.contains(&"-"),
+            "{row:?}\n{}",
+            run.text()
+        );
+        assert!(!row.contains(&"FAIL") && !row.contains(&"ERROR"), "{row:?}");
+    }
+    let checked = rows.iter().filter(|r| r.contains(&"ok")).count();
+    assert!(checked >= 1, "no call was checked:\n{}", run.text());
+}
+
+#[test]
+fn record_then_replay_round_trips_for_every_kernel() {
+    let _serial = one_at_a_time();
+    let scratch = Scratch::new("round-trip");
+    module_artifact(CPU);
+    let cases = [
+        ("matmul", "64x48x32"),
+        ("saxpy", "100003"),
+        ("dot", "100003"),
+        ("stencil2d", "64x48x3"),
+        ("softmax", "32x100"),
+        ("default", ""),
+    ];
+    let stage = staging("round-trip");
+    let (cpu, _) =
+        EngineHandle::start(Arc::new(load_fresh(&stage, CPU)), &options(), None).unwrap();
+    for (kernel, shape) in cases {
+        let file = scratch.file(&format!("{kernel}.kiln"));
+        record(kernel, shape, 7, &file);
+
+        // The file holds exactly what the generator makes.
+        let read = workload::read(&file).unwrap_or_else(|e| panic!("{e}"));
+        let made = if kernel == "default" {
+            workload::default_workload()
+        } else {
+            workload::generate(&GenSpec::parse(kernel, shape, 7).unwrap()).unwrap()
+        };
+        assert!(
+            read == made,
+            "{kernel}: the file differs from the generator"
+        );
+
+        let run = kiln(&["replay", file.to_str().unwrap()], DEADLINE);
+        assert!(
+            run.status.success(),
+            "kiln replay {kernel}:\n{}",
+            run.text()
+        );
+        assert_table_passes(&run, read.call_count());
+        assert_no_panic_noise(&run);
+
+        // In process, on the CPU module: every call passes, and kernels
+        // that are exactly reproducible give exactly the reference.
+        replay::load_state(&cpu, &read).unwrap();
+        let report = replay::replay(
+            &cpu,
+            &read,
+            &ReplayOptions {
+                timing: None,
+                ..ReplayOptions::default()
+            },
+            None,
+        );
+        assert!(report.passed(), "{}", report.table());
+        println!(
+            "{kernel:<9} {shape:<9}: {} calls pass through kiln replay",
+            read.call_count()
+        );
+    }
+}
+
+/// PRODUCT BUG (reported, not fixed here): saxpy and stencil2d are
+/// element-wise, so a CPU module that computes what the reference computes
+/// reproduces it exactly. It does not: the reference (`harness/src/
+/// reference.rs`) evaluates both in f64 and rounds once to f32, while the
+/// CPU kernels (`kernels/cpu/src/kernels.rs`) evaluate them in f32 (a
+/// rounding after every operation): up to 128 ulp apart where `a*x + y`
+/// cancels. This test fails until the two agree on the arithmetic.
+#[test]
+fn replay_on_the_cpu_module_is_exact_for_saxpy_and_stencil2d() {
+    let _serial = one_at_a_time();
+    let stage = staging("exact-kernels");
+    let (cpu, _) =
+        EngineHandle::start(Arc::new(load_fresh(&stage, CPU)), &options(), None).unwrap();
+    let mut errors = Vec::new();
+    for (kernel, shape) in [("saxpy", "100003"), ("stencil2d", "64x48x3")] {
+        let workload = workload::generate(&GenSpec::parse(kernel, shape, 7).unwrap()).unwrap();
+        replay::load_state(&cpu, &workload).unwrap();
+        let report = replay::replay(
+            &cpu,
+            &workload,
+            &ReplayOptions {
+                timing: None,
+                ..ReplayOptions::default()
+            },
+            None,
+        );
+        assert!(report.passed(), "{}", report.table());
+        let compared: Vec<_> = report
+            .calls
+            .iter()
+            .filter_map(|c| c.comparison.as_ref())
+            .collect();
+        assert!(!compared.is_empty(), "{kernel}: nothing compared");
+        for cmp in compared {
+            println!("{kernel} {shape}: {}", cmp.summary());
+            if cmp.max_abs != 0.0 {
+                errors.push(format!("{kernel} {shape}: {}", cmp.summary()));
+            }
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "PRODUCT BUG: the CPU module does not reproduce the reference exactly \
+         for element-wise kernels (f32 kernels vs an f64 reference):\n{}",
+        errors.join("\n")
+    );
+}
+
+/// Byte offset of the first data section in a workload file (see the
+/// format's layout: data start = align_up(24 + header length, 64)).
+fn data_start(bytes: &[u8]) -> usize {
+    let header_len = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
+    (24 + header_len).next_multiple_of(64)
+}
+
+#[test]
+fn a_damaged_workload_is_refused_by_replay_and_dev() {
+    let _serial = one_at_a_time();
+    let scratch = Scratch::new("damaged");
+    let good = scratch.file("good.kiln");
+    record("saxpy", "1000", 3, &good);
+    let bytes = std::fs::read(&good).unwrap();
+
+    let truncated = scratch.file("truncated.kiln");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 1000]).unwrap();
+    let flipped = scratch.file("flipped.kiln");
+    let mut changed = bytes.clone();
+    changed[data_start(&bytes) + 4 * 100 + 1] ^= 0x10;
+    std::fs::write(&flipped, &changed).unwrap();
+
+    for (bad, kind, problem) in [
+        (
+            &truncated,
+            WorkloadErrorKind::SectionBounds,
+            "run past the end of the file",
+        ),
+        (
+            &flipped,
+            WorkloadErrorKind::SectionChecksum,
+            "checksum mismatch",
+        ),
+    ] {
+        let err = workload::read(bad).expect_err("a damaged file must be refused");
+        assert_eq!(err.kind, kind, "{err}");
+        assert_eq!(&err.path, bad);
+        let expected = format!("workload {}: ", bad.display());
+
+        let run = kiln(&["replay", bad.to_str().unwrap()], DEADLINE);
+        assert!(!run.status.success(), "{}", run.text());
+        let last = run.stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(&format!("kiln: {expected}")) && last.contains(problem),
+            "{}",
+            run.text()
+        );
+        assert!(!run.stdout.contains("replay of"), "{}", run.text());
+        assert_no_panic_noise(&run);
+
+        let run = kiln(
+            &["dev", "--workload", bad.to_str().unwrap()],
+            Duration::from_secs(120),
+        );
+        assert!(!run.status.success(), "{}", run.text());
+        let last = run.stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("kiln: ") && last.contains(&expected) && last.contains(problem),
+            "{}",
+            run.text()
+        );
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            !all.contains("serving on") && !all.contains("replay of"),
+            "dev started serving:\n{}",
+            run.text()
+        );
+        assert_no_panic_noise(&run);
+        println!("refused {}: {last}", bad.display());
+    }
+}
+
+/// One line per call: median and verdict against the previous replay.
+fn verdict_lines(report: &ReplayReport) -> String {
+    report
+        .calls
+        .iter()
+        .map(|c| {
+            let s = c.stats.as_ref().expect("timed");
+            format!(
+                "  {:<12} median {:>9} ± {:>9} ({:>2} runs), previous {:>9}: {}\n",
+                c.key,
+                human_secs(s.median),
+                human_secs(s.mad),
+                s.runs,
+                c.previous_median.map_or("-".into(), human_secs),
+                c.verdict.map_or("-".into(), |v| v.to_string())
+            )
+        })
+        .collect()
+}
+
+/// The deliberate slowdown: saxpy spins for 20 ms (measured with
+/// `Instant`, so preemption only lengthens it) before doing its work: ten
+/// times the largest replay-to-replay swing of a saxpy median seen on a
+/// loaded 2-core machine (0.2 ms -> 4.3 ms).
+const SAXPY_SIGNATURE: &str =
+    "pub fn saxpy(pool: &ThreadPool, a: f32, x: &[f32], y: &[f32]) -> Vec<f32> {\n";
+const SPIN: &str = "    let spin = std::time::Instant::now();
+    while spin.elapsed() < std::time::Duration::from_millis(20) {
+        std::hint::spin_loop();
+    }
+";
+
+/// Starts the CPU module with the bundled workload's state and replays it
+/// twice, the second time against the first's timings.
+fn replay_twice(stage: &kiln::StagingDir) -> (ServedModule, ReplayReport) {
+    let (served, _) = ServedModule::start(load_fresh(stage, CPU), options(), None).unwrap();
+    let workload = workload::default_workload();
+    replay::load_state(&served.handle(), &workload).unwrap();
+    let replay_options = ReplayOptions::default();
+    let first = replay::replay(&served.handle(), &workload, &replay_options, None);
+    assert!(first.passed(), "{}", first.table());
+    let second = replay::replay(
+        &served.handle(),
+        &workload,
+        &replay_options,
+        Some(&first.timings()),
+    );
+    assert!(second.passed(), "{}", second.table());
+    (served, second)
+}
+
+/// The same version replayed twice, with the dev loop's timing settings:
+/// no call may be called faster or slower.
+///
+/// PRODUCT ISSUE (reported, not fixed here): on a loaded machine this fails.
+/// `timing::verdict` compares medians against the within-replay standard
+/// error (MAD / sqrt(runs)) with a 2% floor, but the noise that dominates is
+/// the drift of machine load between two replays: medians of the same
+/// version moved 2-14% (once 45%) between consecutive replays with tight
+/// MADs, and 6 runs of this test out of 6 flagged 1 to 6 of the 8 calls.
+#[test]
+fn the_same_version_twice_gives_no_clear_change() {
+    let _serial = one_at_a_time();
+    let stage = staging("verdict-same");
+    let (_served, second) = replay_twice(&stage);
+    let lines = verdict_lines(&second);
+    println!("same version twice:\n{lines}");
+    for c in &second.calls {
+        assert_eq!(
+            c.verdict,
+            Some(Verdict::NoClearChange),
+            "same version replayed twice: {}\n{lines}",
+            c.key
+        );
+    }
+}
+
+#[test]
+fn a_version_with_a_slower_saxpy_is_called_slower() {
+    // The slowed-down module, built from an edited copy of the workspace
+    // (before taking the lock: building is not timed).
+    let copy = EditedWorkspace::copy("saxpy-spin");
+    copy.edit(
+        "kernels/cpu/src/kernels.rs",
+        SAXPY_SIGNATURE,
+        &format!("{SAXPY_SIGNATURE}{SPIN}"),
+    );
+    let slow_artifact = copy.build(CPU);
+
+    let _serial = one_at_a_time();
+    let stage = staging("verdict-slower");
+    let (served, before) = replay_twice(&stage);
+    // Swap in the slowed-down version (state carried) and replay.
+    let slow = LoadedModule::open(stage_file(&stage, CPU, &slow_artifact))
+        .unwrap_or_else(|e| panic!("the edited module is refused: {e}"));
+    served.swap(slow).unwrap();
+    let workload = workload::default_workload();
+    let after = replay::replay(
+        &served.handle(),
+        &workload,
+        &ReplayOptions::default(),
+        Some(&before.timings()),
+    );
+    assert!(after.passed(), "{}", after.table());
+    let lines = verdict_lines(&after);
+    println!("with a 20 ms spin in saxpy:\n{lines}");
+    let saxpy = after
+        .calls
+        .iter()
+        .find(|c| c.kernel == "saxpy")
+        .expect("the default workload calls saxpy");
+    assert_eq!(saxpy.verdict, Some(Verdict::Slower), "{lines}");
+}
