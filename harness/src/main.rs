@@ -124,6 +124,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    kiln::process::limit_malloc_arenas(2);
     let json = cli.log_format == LogFormat::Json;
     kiln::logging::init(cli.log_format);
     let result = match cli.command {

@@ -104,12 +104,10 @@ pub fn fill_expected(workload: &mut Workload) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// `a*x + y`, each element rounded once from f64.
+/// `a*x + y` in f32, multiply then add, each rounded: the kernel's
+/// definition, so every backend that follows it reproduces it exactly.
 pub fn saxpy(a: f32, x: &[f32], y: &[f32]) -> Vec<f32> {
-    x.iter()
-        .zip(y)
-        .map(|(&x, &y)| (f64::from(a) * f64::from(x) + f64::from(y)) as f32)
-        .collect()
+    x.iter().zip(y).map(|(&x, &y)| a * x + y).collect()
 }
 
 /// `sum(x*y)` in f64.
@@ -142,11 +140,11 @@ pub fn matmul(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) -> Vec<f32
 }
 
 /// One explicit diffusion step, neighbours clamped at the edges:
-/// `out = g + alpha*(N + S + E + W - 4g)`.
+/// `out = g + alpha*(N + S + W + E - 4g)`, in f32, summed left to right:
+/// the kernel's definition, reproduced exactly by the backends.
 pub fn stencil2d(g: &[f32], (h, w): (usize, usize), alpha: f32) -> Vec<f32> {
     let mut out = vec![0.0f32; h * w];
-    let at = |i: usize, j: usize| f64::from(g[i * w + j]);
-    let alpha = f64::from(alpha);
+    let at = |i: usize, j: usize| g[i * w + j];
     for i in 0..h {
         for j in 0..w {
             let c = at(i, j);
@@ -154,7 +152,7 @@ pub fn stencil2d(g: &[f32], (h, w): (usize, usize), alpha: f32) -> Vec<f32> {
             let south = at((i + 1).min(h - 1), j);
             let west = at(i, j.saturating_sub(1));
             let east = at(i, (j + 1).min(w - 1));
-            out[i * w + j] = (c + alpha * (north + south + west + east - 4.0 * c)) as f32;
+            out[i * w + j] = c + alpha * (north + south + west + east - 4.0 * c);
         }
     }
     out

@@ -18,7 +18,7 @@ use shared_state::{Arg, Call, Output, Tensor};
 
 use crate::compare::{Comparison, Tolerances, compare};
 use crate::engine_handle::{CallError, EngineHandle};
-use crate::timing::{Stats, TimingConfig, Verdict, human_secs, measure, verdict};
+use crate::timing::{Stats, TimingConfig, Verdict, human_secs, measure, verdict, verdict_recorded};
 use crate::workload::{Step, Workload};
 
 /// Prefix of the residents replay writes.
@@ -284,12 +284,15 @@ pub fn replay_with(
                     };
                     match time_call(handle, old, &run_call, index, timing) {
                         Ok((stats, old_stats)) => {
-                            let prev = match baseline {
-                                Baseline::Recorded(p) => p.get(&key).cloned(),
-                                _ => old_stats,
-                            };
+                            let (prev, judge): (Option<Stats>, fn(&Stats, &Stats) -> Verdict) =
+                                match baseline {
+                                    Baseline::Recorded(p) => {
+                                        (p.get(&key).cloned(), verdict_recorded)
+                                    }
+                                    _ => (old_stats, verdict),
+                                };
                             if let (Some(s), Some(p)) = (&stats, &prev) {
-                                result.verdict = Some(verdict(p, s));
+                                result.verdict = Some(judge(p, s));
                                 result.previous_median = Some(p.median);
                             }
                             result.stats = stats;
@@ -348,6 +351,15 @@ fn time_call(
         release(handle, &new_scratch)?;
         return Ok((Stats::from_samples(&samples?), None));
     };
+    // The call may read scratch residents written by earlier calls of this
+    // replay, which ran on the new version only: give the old one the same.
+    for arg in &call.args {
+        if let Arg::Resident(name) = arg {
+            if name.starts_with(SCRATCH_PREFIX) {
+                old.put_resident(name, handle.read_resident(name)?)?;
+            }
+        }
+    }
     let (old_call, old_scratch) = prepare(old)?;
     let samples = interleave(
         timing,

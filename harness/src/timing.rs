@@ -192,6 +192,30 @@ pub fn verdict(previous: &Stats, current: &Stats) -> Verdict {
     }
 }
 
+/// The smallest relative change reported between timings taken at
+/// different times (10%): machine load drifts between two measurements far
+/// more than the spread within one.
+pub const RECORDED_MIN_RELATIVE: f64 = 0.10;
+
+/// Like [`verdict`], for timings taken at different times (a recorded
+/// baseline): the spreads are not divided by the run counts, since the noise
+/// that matters is the drift between the two measurements, and the change
+/// must exceed [`RECORDED_MIN_RELATIVE`]. Prefer timing both versions
+/// interleaved and using [`verdict`].
+pub fn verdict_recorded(previous: &Stats, current: &Stats) -> Verdict {
+    let sigma = |s: &Stats| s.mad * MAD_TO_SIGMA;
+    let combined = (sigma(previous).powi(2) + sigma(current).powi(2)).sqrt();
+    let change = current.median - previous.median;
+    let threshold = (VERDICT_SIGMAS * combined).max(RECORDED_MIN_RELATIVE * previous.median);
+    if change > threshold {
+        Verdict::Slower
+    } else if -change > threshold {
+        Verdict::Faster
+    } else {
+        Verdict::NoClearChange
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
