@@ -18,7 +18,7 @@ use shared_state::{Arg, Call, Output, Tensor};
 
 use crate::compare::{Comparison, Tolerances, compare};
 use crate::engine_handle::{CallError, EngineHandle};
-use crate::timing::{Stats, TimingConfig, Verdict, human_secs, measure, verdict, verdict_recorded};
+use crate::timing::{Stats, TimingConfig, Verdict, human_secs, measure, verdict_recorded};
 use crate::workload::{Step, Workload};
 
 /// Prefix of the residents replay writes.
@@ -284,15 +284,16 @@ pub fn replay_with(
                     };
                     match time_call(handle, old, &run_call, index, timing) {
                         Ok((stats, old_stats)) => {
-                            let (prev, judge): (Option<Stats>, fn(&Stats, &Stats) -> Verdict) =
-                                match baseline {
-                                    Baseline::Recorded(p) => {
-                                        (p.get(&key).cloned(), verdict_recorded)
-                                    }
-                                    _ => (old_stats, verdict),
-                                };
+                            // Both kinds of baseline are another engine or
+                            // another time: judged with the between-runs rule
+                            // (two engines of the same code differ by memory
+                            // layout alone; interleaving removes drift only).
+                            let prev = match baseline {
+                                Baseline::Recorded(p) => p.get(&key).cloned(),
+                                _ => old_stats,
+                            };
                             if let (Some(s), Some(p)) = (&stats, &prev) {
-                                result.verdict = Some(judge(p, s));
+                                result.verdict = Some(verdict_recorded(p, s));
                                 result.previous_median = Some(p.median);
                             }
                             result.stats = stats;
