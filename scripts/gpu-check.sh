@@ -7,7 +7,10 @@
 #   scripts/gpu-check.sh             there: runs the CUDA module's GPU tests with the
 #                                    GPU and NVRTC required (every kernel against a
 #                                    plain reference on the GPU, state swap bit for bit,
-#                                    no-device stub) and prints per-kernel timings
+#                                    no-device stub) and prints per-kernel timings; then,
+#                                    through the kiln host, replays the bundled workload
+#                                    on the CPU and CUDA modules (per-kernel tables side
+#                                    by side) and swaps 1 GiB of device state bit for bit
 #
 # Overrides: KILN_NVRTC_DIR (a directory holding libnvrtc.so.13),
 #            KILN_CUDA_TESTS (the kernel-cuda test binary).
@@ -35,12 +38,17 @@ for line in sys.stdin:
         exit 1
     fi
     cp "$bin" "$tests_copy"
+    echo "== building the kiln host and the CPU and CUDA modules (release)"
+    cargo build --release --quiet -p kiln
+    cargo build --release --quiet -p kernel-cpu -p kernel-cuda --target-dir target/kiln-modules
+    cp target/release/kiln "$pack_dir/kiln"
+    cp target/kiln-modules/release/libkernel_cpu.so target/kiln-modules/release/libkernel_cuda.so "$pack_dir/"
     echo "== packing NVRTC"
     local libdir
     libdir=$(scripts/install-nvrtc.sh target/nvrtc)
     tar -C "$libdir" -cf - libnvrtc.so.13 libnvrtc-builtins.so.13.0 | xz -6 -T2 >"$nvrtc_archive"
-    du -sh "$tests_copy" "$nvrtc_archive"
-    echo "carry: $pack_dir (plus the release binaries of the harness and modules)"
+    du -sh "$pack_dir"/*
+    echo "carry: $pack_dir (about $(du -sh "$pack_dir" | cut -f1))"
 }
 
 find_nvrtc() {
@@ -108,13 +116,28 @@ grep -oE '(timings on|timing |nvrtc 1).*' "$log" || true
 grep -E 'skipped' "$log" || true
 rm -f "$log"
 
-# === LEAD: harness-level checks go here (not written by the CUDA module) ===
-# - replay a recorded workload on the CUDA backend and compare with the CPU backend
-# - swap timing with 1 GiB of resident state on the CUDA backend
-# === end LEAD ===
+echo "== through the kiln host: the bundled workload on CPU and CUDA, swap with 1 GiB of state"
+kiln_bin="${KILN_BIN:-$pack_dir/kiln}"
+cpu_module="${KILN_CPU_MODULE:-$pack_dir/libkernel_cpu.so}"
+cuda_module="${KILN_CUDA_MODULE:-$pack_dir/libkernel_cuda.so}"
+host_status=0
+if [[ -x "$kiln_bin" && -e "$cpu_module" && -e "$cuda_module" ]]; then
+    workload="$pack_dir/default.kwl"
+    export LD_LIBRARY_PATH="$nvrtc_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    "$kiln_bin" record --kernel default -o "$workload" || host_status=$?
+    echo "-- CPU backend (reference for the comparison)"
+    "$kiln_bin" replay "$workload" --module "$cpu_module" || host_status=$?
+    echo "-- CUDA backend (every call checked against the same expected outputs)"
+    "$kiln_bin" replay "$workload" --module "$cuda_module" || host_status=$?
+    echo "-- CUDA swap: 1 GiB of device-resident state, bit for bit"
+    "$kiln_bin" check-swap --module "$cuda_module" --state-mib 1024 || host_status=$?
+else
+    echo "gpu-check: no kiln binary or modules in $pack_dir: run 'scripts/gpu-check.sh --prepare' first" >&2
+    host_status=1
+fi
 
-if [[ $status -ne 0 ]]; then
-    echo "gpu-check: FAILED (kernel-cuda tests exit status $status)" >&2
-    exit "$status"
+if [[ $status -ne 0 || $host_status -ne 0 ]]; then
+    echo "gpu-check: FAILED (kernel-cuda tests: $status, host checks: $host_status)" >&2
+    exit 1
 fi
 echo "gpu-check: kernel-cuda OK"

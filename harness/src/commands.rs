@@ -198,3 +198,76 @@ pub fn report(module: &str, svg: Option<&Path>) -> Result<(), String> {
     println!("chart: {}", svg_path.display());
     Ok(())
 }
+
+/// `kiln check-swap`: puts `mib` MiB of arbitrary bit patterns into a
+/// backend's engine, swaps to a fresh copy of the same module, and checks
+/// that the state came through bit for bit; prints the swap's timings.
+pub fn check_swap(
+    backend: &str,
+    module_file: Option<&Path>,
+    device: Option<String>,
+    mib: usize,
+) -> Result<(), String> {
+    use crate::served::{ServedModule, human_bytes};
+    use shared_state::{Call, Tensor};
+    let root = workspace_root();
+    let stage = StagingDir::create(&workspace::staging_root(&root)).map_err(|e| e.to_string())?;
+    let first = load_module(&root, &stage, backend, module_file)?;
+    let artifact = first.staged.source.clone();
+    let name = first.staged.module.clone();
+    let mut options = EngineOptions::default();
+    if let Some(device) = device {
+        options.options.insert("device".into(), device);
+    }
+    let (served, _) = ServedModule::start(first, options, None).map_err(|e| e.to_string())?;
+    let elements = (mib << 20) / 4;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let bits: Vec<f32> = (0..elements)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            f32::from_bits((state >> 16) as u32)
+        })
+        .collect();
+    let handle = served.handle();
+    handle
+        .put_resident("check/state", Tensor::from_f32(&[elements], bits))
+        .map_err(|e| e.to_string())?;
+    handle
+        .put_resident("check/grid", Tensor::from_f32(&[64, 64], vec![1.0; 4096]))
+        .map_err(|e| e.to_string())?;
+    handle
+        .run(
+            Call::new("stencil2d")
+                .resident("check/grid")
+                .store_as("check/grid"),
+        )
+        .map_err(|e| e.to_string())?;
+    let before = handle.export_state().map_err(|e| e.to_string())?;
+    drop(handle);
+    let staged = stage.stage(&name, &artifact).map_err(|e| e.to_string())?;
+    let next = LoadedModule::open(staged).map_err(|e| e.to_string())?;
+    let report = served.swap(next).map_err(|e| e.to_string())?;
+    let after = served.handle().export_state().map_err(|e| e.to_string())?;
+    let gbps = report.bytes as f64 / (report.paused_ms / 1e3) / 1e9;
+    println!(
+        "swap {} -> {}: {} handed over; calls paused {:.1} ms (export {:.1} ms, create+import {:.1} ms, {gbps:.2} GB/s); old version retired in {:.1} ms",
+        report.from,
+        report.to,
+        human_bytes(report.bytes),
+        report.paused_ms,
+        report.export_ms,
+        report.import_ms,
+        report.retire_ms
+    );
+    if after.bit_eq(&before) {
+        println!(
+            "state after the swap: identical, bit for bit ({} sections)",
+            after.len()
+        );
+        Ok(())
+    } else {
+        Err("state changed across the swap".to_string())
+    }
+}

@@ -111,6 +111,21 @@ enum Command {
         #[arg(long)]
         no_timing: bool,
     },
+    /// Check that a backend's state survives a swap bit for bit, and time it:
+    /// puts MIB MiB of arbitrary bits into an engine, swaps to a fresh copy
+    /// of the same module, compares.
+    CheckSwap {
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Load this module file instead of building the backend's module.
+        #[arg(long, value_name = "PATH")]
+        module: Option<PathBuf>,
+        #[arg(long, value_name = "NAME|INDEX")]
+        device: Option<String>,
+        /// Resident state to hand over, in MiB.
+        #[arg(long, default_value_t = 256, value_name = "MIB")]
+        state_mib: usize,
+    },
     /// Show the last dev session's versions as a table and write an SVG chart.
     Report {
         /// Module whose history to show.
@@ -176,6 +191,12 @@ fn main() -> ExitCode {
             device,
             no_timing,
         } => kiln::commands::replay(&file, &backend, module.as_deref(), device, !no_timing),
+        Command::CheckSwap {
+            backend,
+            module,
+            device,
+            state_mib,
+        } => kiln::commands::check_swap(&backend, module.as_deref(), device, state_mib),
         Command::Report { module, svg } => kiln::commands::report(&module, svg.as_deref()),
     };
     match result {
