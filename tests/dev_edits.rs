@@ -252,6 +252,11 @@ fn five_quick_saves_during_a_build_give_at_most_two_builds_and_end_on_the_last()
         "five quick saves gave {builds} builds"
     );
     let swaps: Vec<&Event> = events.iter().filter(|e| e.name() == "swapped").collect();
+    eprintln!(
+        "five quick saves: {} change set(s), {builds} build(s), {} swap(s)",
+        count(events, "change"),
+        swaps.len()
+    );
     assert!(!swaps.is_empty() && swaps.len() <= builds);
     let final_version = swaps.last().and_then(|e| e.u64("version"));
     assert_eq!(
