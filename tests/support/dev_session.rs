@@ -68,8 +68,9 @@ pub struct WorkspaceCopy {
 }
 
 impl WorkspaceCopy {
-    /// Copies every file `git ls-files` lists (falling back to everything
-    /// but `target/` and `.git/` when git cannot say).
+    /// Copies every file `git ls-files` lists, tracked or new but not
+    /// ignored (falling back to everything but `target/` and `.git/` when
+    /// git cannot say).
     pub fn new() -> WorkspaceCopy {
         let root = workspace_root();
         let dir = tempfile::Builder::new()
@@ -112,7 +113,13 @@ impl Default for WorkspaceCopy {
 fn tracked_files(root: &Path) -> Vec<PathBuf> {
     let out = Command::new("git")
         .current_dir(root)
-        .args(["ls-files", "-z"])
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
         .output();
     match out {
         Ok(out) if out.status.success() && !out.stdout.is_empty() => out
