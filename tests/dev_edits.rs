@@ -1,0 +1,276 @@
+//! `kiln dev` end to end: saving a kernel source the way editors do gives
+//! exactly one build and one swap; a wrong kernel fails replay and is rolled
+//! back (or kept with `--on-fail keep`); a syntax error keeps the old version
+//! serving; a burst of saves during a build gives at most two builds and
+//! ends on the latest source.
+//!
+//! Real binary, real cargo, real inotify; each test works in its own copy of
+//! the workspace. Run with `cargo test --release -p kiln-e2e --test dev_edits`.
+
+use std::time::Duration;
+
+use kiln_e2e::dev_session::{
+    BUILD_DEADLINE, DevSession, Event, QUIET, WorkspaceCopy, first_version, save_in_place,
+    save_via_rename, with_chunk, with_wrong_saxpy,
+};
+
+const QUIET_MAX: Duration = Duration::from_secs(240);
+
+fn count(events: &[Event], name: &str) -> usize {
+    events.iter().filter(|e| e.name() == name).count()
+}
+
+fn assert_counts(events: &[Event], expected: &[(&str, usize)]) {
+    for (name, n) in expected {
+        assert_eq!(
+            count(events, name),
+            *n,
+            "expected exactly {n} `{name}` event(s) after the save; got:\n{}",
+            events
+                .iter()
+                .map(|e| e.json.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+/// Waits for a replay of `version` and returns whether its saxpy call passed.
+fn saxpy_passed(session: &mut DevSession, version: u64) -> bool {
+    let replay = session.wait_replay(BUILD_DEADLINE);
+    let saxpy: Vec<&Event> = replay.iter().filter(|e| e.is_replay_of("saxpy")).collect();
+    assert_eq!(saxpy.len(), 1, "one saxpy call per replay: {replay:?}");
+    assert_eq!(
+        saxpy[0].u64("version"),
+        Some(version),
+        "replay of {version}"
+    );
+    saxpy[0].bool("pass").expect("replay events carry `pass`")
+}
+
+fn assert_all_pass(replay: &[Event]) {
+    assert_eq!(
+        replay.len(),
+        8,
+        "the default workload has 8 calls: {replay:?}"
+    );
+    for e in replay {
+        assert_eq!(e.bool("pass"), Some(true), "call failed: {}", e.json);
+    }
+}
+
+#[test]
+fn in_place_save_swaps_once_and_a_wrong_saxpy_is_rolled_back() {
+    let copy = WorkspaceCopy::new();
+    let pristine = copy.read("kernels/cpu/src/kernels.rs");
+    let mut session = DevSession::start(&copy, &[]);
+    let v1 = first_version(&session.events);
+
+    // A deliberately wrong saxpy, saved in place.
+    let mark = session.mark();
+    save_in_place(&copy.kernels_rs(), &with_wrong_saxpy(&pristine));
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    let v2 = swapped.u64("version").expect("swapped.version");
+    assert_eq!(swapped.u64("from_version"), Some(v1));
+    assert!(v2 > v1);
+    assert!(
+        !saxpy_passed(&mut session, v2),
+        "the new saxpy (a*x+y+1) must fail replay"
+    );
+    let failed = session.wait_event("replay_failed", BUILD_DEADLINE);
+    assert_eq!(failed.u64("version"), Some(v2));
+    let rolled = session.wait_event("rolled_back", BUILD_DEADLINE);
+    let v3 = rolled.u64("version").expect("rolled_back.version");
+    assert!(v3 > v2, "the rollback loads a fresh copy of v{v1}'s code");
+    assert!(
+        rolled.message().contains(&format!("code of v{v1}")),
+        "{}",
+        rolled.json
+    );
+    session.wait_quiet(QUIET, QUIET_MAX);
+    assert_counts(
+        session.since(mark),
+        &[
+            ("change", 1),
+            ("build_started", 1),
+            ("build_finished", 1),
+            ("swapped", 1),
+            ("replay_failed", 1),
+            ("rolled_back", 1),
+        ],
+    );
+
+    // The rolled-back version serves, with the state: the next swap comes
+    // from it, carries the resident buffers, and its replay passes again.
+    let mark = session.mark();
+    save_in_place(&copy.kernels_rs(), &with_chunk(&pristine, 8192));
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    assert_eq!(swapped.u64("from_version"), Some(v3), "{}", swapped.json);
+    let v4 = swapped.u64("version").expect("version");
+    let replay = session.wait_replay(BUILD_DEADLINE);
+    assert!(replay.iter().all(|e| e.u64("version") == Some(v4)));
+    assert_all_pass(&replay);
+    session.wait_quiet(QUIET, QUIET_MAX);
+    assert_counts(
+        session.since(mark),
+        &[
+            ("build_started", 1),
+            ("swapped", 1),
+            ("replay_failed", 0),
+            ("rolled_back", 0),
+        ],
+    );
+    let stopped = session.stop();
+    assert!(stopped.status.success(), "exit: {:?}", stopped.status);
+}
+
+#[test]
+fn rename_save_swaps_once_and_keep_keeps_the_wrong_version() {
+    let copy = WorkspaceCopy::new();
+    let pristine = copy.read("kernels/cpu/src/kernels.rs");
+    let mut session = DevSession::start(&copy, &["--on-fail", "keep"]);
+    let v1 = first_version(&session.events);
+
+    let mark = session.mark();
+    save_via_rename(&copy.kernels_rs(), &with_wrong_saxpy(&pristine));
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    assert_eq!(swapped.u64("from_version"), Some(v1));
+    let v2 = swapped.u64("version").expect("version");
+    assert!(!saxpy_passed(&mut session, v2), "a*x+y+1 must fail replay");
+    let failed = session.wait_event("replay_failed", BUILD_DEADLINE);
+    assert!(
+        failed.message().contains("--on-fail keep"),
+        "{}",
+        failed.json
+    );
+    session.wait_quiet(QUIET, QUIET_MAX);
+    assert_counts(
+        session.since(mark),
+        &[
+            ("change", 1),
+            ("build_started", 1),
+            ("build_finished", 1),
+            ("swapped", 1),
+            ("rolled_back", 0),
+            ("unloaded", 1), // v1 only
+        ],
+    );
+    let unloaded = session.named_since(mark, "unloaded");
+    assert_eq!(unloaded[0].u64("version"), Some(v1));
+
+    // The wrong version still serves: the next swap comes from it.
+    save_via_rename(
+        &copy.kernels_rs(),
+        &with_chunk(&with_wrong_saxpy(&pristine), 8192),
+    );
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    assert_eq!(swapped.u64("from_version"), Some(v2), "{}", swapped.json);
+    let v3 = swapped.u64("version").expect("version");
+    assert!(!saxpy_passed(&mut session, v3));
+    drop(session.stop());
+}
+
+#[test]
+fn syntax_error_keeps_the_old_version_serving_and_the_fix_swaps_in() {
+    let copy = WorkspaceCopy::new();
+    let pristine = copy.read("kernels/cpu/src/kernels.rs");
+    let mut session = DevSession::start(&copy, &[]);
+    let v1 = first_version(&session.events);
+
+    let mark = session.mark();
+    let broken = pristine.replacen("*o = a * xi + yi)", "*o = a * xi + yi +)", 1);
+    assert_ne!(broken, pristine);
+    save_in_place(&copy.kernels_rs(), &broken);
+    let failed = session.wait_event("build_failed", BUILD_DEADLINE);
+    let diagnostics = failed.str("diagnostics").unwrap_or_default();
+    assert!(
+        diagnostics.contains("expected"),
+        "diagnostics carry the compiler's message: {diagnostics}"
+    );
+    assert!(
+        diagnostics.contains("kernels.rs"),
+        "diagnostics name the file: {diagnostics}"
+    );
+    assert!(
+        !diagnostics.contains('\x1b'),
+        "no colour codes in JSON: {diagnostics:?}"
+    );
+    assert_eq!(failed.u64("version"), Some(v1), "v{v1} keeps serving");
+    session.wait_quiet(QUIET, QUIET_MAX);
+    assert_counts(
+        session.since(mark),
+        &[
+            ("build_started", 1),
+            ("build_failed", 1),
+            ("swapped", 0),
+            ("staged", 0),
+            ("retired", 0),
+            ("unloaded", 0),
+        ],
+    );
+
+    // The fix swaps in, from the last good version.
+    let mark = session.mark();
+    save_in_place(&copy.kernels_rs(), &with_chunk(&pristine, 2048));
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    assert_eq!(swapped.u64("from_version"), Some(v1), "{}", swapped.json);
+    let replay = session.wait_replay(BUILD_DEADLINE);
+    assert_all_pass(&replay);
+    session.wait_quiet(QUIET, QUIET_MAX);
+    assert_counts(
+        session.since(mark),
+        &[("build_started", 1), ("build_failed", 0), ("swapped", 1)],
+    );
+    drop(session.stop());
+}
+
+#[test]
+fn five_quick_saves_during_a_build_give_at_most_two_builds_and_end_on_the_last() {
+    let copy = WorkspaceCopy::new();
+    let pristine = copy.read("kernels/cpu/src/kernels.rs");
+    let mut session = DevSession::start(&copy, &["--on-fail", "keep"]);
+    let mark = session.mark();
+    let path = copy.kernels_rs();
+
+    save_in_place(&path, &with_chunk(&pristine, 1024));
+    session.wait_event("build_started", BUILD_DEADLINE);
+    // Four more saves while that build runs; the last one breaks saxpy.
+    save_in_place(&path, &with_chunk(&pristine, 2048));
+    save_via_rename(&path, &with_chunk(&pristine, 8192));
+    save_in_place(&path, &with_chunk(&pristine, 16384));
+    save_in_place(&path, &with_chunk(&with_wrong_saxpy(&pristine), 16384));
+
+    // Wait for the wrong saxpy to be served (only the fifth save has it).
+    let last = session.wait_for("a failing saxpy replay", BUILD_DEADLINE * 2, |e| {
+        e.is_replay_of("saxpy") && e.bool("pass") == Some(false)
+    });
+    session.wait_quiet(QUIET, QUIET_MAX);
+    let events = session.since(mark);
+    let builds = count(events, "build_started");
+    assert!(
+        (1..=2).contains(&builds),
+        "five quick saves gave {builds} builds"
+    );
+    let swaps: Vec<&Event> = events.iter().filter(|e| e.name() == "swapped").collect();
+    eprintln!(
+        "five quick saves: {} change set(s), {builds} build(s), {} swap(s)",
+        count(events, "change"),
+        swaps.len()
+    );
+    assert!(!swaps.is_empty() && swaps.len() <= builds);
+    let final_version = swaps.last().and_then(|e| e.u64("version"));
+    assert_eq!(
+        last.u64("version"),
+        final_version,
+        "the failing replay is of the last swapped version"
+    );
+    // Nothing after it: the session ends on the fifth save's source.
+    let last_replay = events
+        .iter()
+        .rev()
+        .find(|e| e.is_replay_of("saxpy"))
+        .expect("a saxpy replay");
+    assert_eq!(last_replay.bool("pass"), Some(false));
+    assert_eq!(last_replay.u64("version"), final_version);
+    drop(session.stop());
+}

@@ -1,0 +1,102 @@
+//! `kiln dev` end to end, many swaps in one session: after 20 swaps the
+//! process maps at most one staged module file executable and runs no more
+//! threads than after the first swap. Also measures (never asserts) the
+//! save-to-serving times; run with `--nocapture` to see them.
+//!
+//! Run with `cargo test --release -p kiln-e2e --test dev_soak -- --nocapture`.
+
+use std::time::Duration;
+
+use kiln::process::{mapped_files_under, thread_count};
+use kiln_e2e::dev_session::{
+    BUILD_DEADLINE, DevSession, QUIET, WorkspaceCopy, median, save_in_place, with_chunk,
+};
+
+const SWAPS: usize = 20;
+
+#[test]
+fn twenty_swaps_leave_one_module_mapped_and_no_extra_threads() {
+    let copy = WorkspaceCopy::new();
+    let pristine = copy.read("kernels/cpu/src/kernels.rs");
+    let mut session = DevSession::start(&copy, &[]);
+    let pid = session.pid();
+    let stage = session.stage_dir();
+
+    let mut figures: Vec<[f64; 6]> = Vec::new();
+    let mut baseline_threads = None;
+    for i in 0..SWAPS {
+        // Alternate two versions: every save changes the build.
+        let chunk = if i % 2 == 0 { 8192 } else { 2048 };
+        save_in_place(&copy.kernels_rs(), &with_chunk(&pristine, chunk));
+        let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+        let replay = session.wait_replay(BUILD_DEADLINE);
+        for e in &replay {
+            assert_eq!(e.bool("pass"), Some(true), "swap {i}: {}", e.json);
+        }
+        let replay_ms = replay
+            .last()
+            .map(|e| e.at.duration_since(swapped.at).as_secs_f64() * 1e3)
+            .unwrap_or(f64::NAN);
+        let field = |k: &str| swapped.f64(k).unwrap_or(f64::NAN);
+        figures.push([
+            field("ms"),
+            field("debounce_ms"),
+            field("build_ms"),
+            field("stage_load_ms"),
+            field("handoff_ms"),
+            replay_ms,
+        ]);
+        let executable: Vec<_> = mapped_files_under(&stage, Some(pid))
+            .into_iter()
+            .filter(|m| m.executable)
+            .collect();
+        assert!(
+            executable.len() <= 1,
+            "after swap {i}, {} staged modules are mapped executable: {executable:?}",
+            executable.len()
+        );
+        if i == 0 {
+            baseline_threads = Some(thread_count(Some(pid)));
+        }
+    }
+    session.wait_quiet(QUIET, Duration::from_secs(120));
+    let executable: Vec<_> = mapped_files_under(&stage, Some(pid))
+        .into_iter()
+        .filter(|m| m.executable)
+        .collect();
+    assert_eq!(
+        executable.len(),
+        1,
+        "exactly the serving module is mapped executable: {executable:?}"
+    );
+    let baseline = baseline_threads.expect("first swap measured");
+    let threads = thread_count(Some(pid));
+    assert!(baseline > 0, "thread count readable");
+    assert!(
+        threads <= baseline,
+        "{threads} threads after {SWAPS} swaps, {baseline} after the first"
+    );
+    let retired = session
+        .events
+        .iter()
+        .filter(|e| e.name() == "retired")
+        .count();
+    assert_eq!(retired, SWAPS, "every replaced version was retired");
+
+    // Figures (measured, not asserted).
+    let names = [
+        "save-to-serving (swapped.ms)",
+        "debounce_ms",
+        "build_ms",
+        "stage_load_ms",
+        "handoff_ms",
+        "replay after swap (ms, wall)",
+    ];
+    eprintln!("kiln dev over {SWAPS} swaps (medians):");
+    for (j, name) in names.iter().enumerate() {
+        let mut column: Vec<f64> = figures.iter().map(|f| f[j]).collect();
+        eprintln!("  {name:32} {:10.1}", median(&mut column));
+    }
+    eprintln!("  threads after first swap {baseline}, after {SWAPS}: {threads}");
+    drop(session.stop());
+}

@@ -1,0 +1,195 @@
+//! `kiln dev` end to end: the engine's state survives every swap (the
+//! resident buffers loaded at start are handed over and read correctly by
+//! the next replay), `--state FILE` is saved at exit and restored at start,
+//! and a contract change asks for a restart while the host keeps serving.
+//!
+//! Run with `cargo test --release -p kiln-e2e --test dev_state`.
+
+use std::time::Duration;
+
+use kiln_e2e::dev_session::{
+    BUILD_DEADLINE, DevSession, Event, QUIET, WorkspaceCopy, first_version, save_in_place,
+    with_chunk,
+};
+
+const QUIET_MAX: Duration = Duration::from_secs(240);
+
+/// `weights` (256x256) and `grid` (512x512) of the default workload, f32.
+const RESIDENT_BYTES: u64 = (256 * 256 + 512 * 512) * 4;
+
+fn assert_all_pass(replay: &[Event]) {
+    assert_eq!(
+        replay.len(),
+        8,
+        "the default workload has 8 calls: {replay:?}"
+    );
+    for e in replay {
+        assert_eq!(e.bool("pass"), Some(true), "call failed: {}", e.json);
+    }
+}
+
+#[test]
+fn resident_state_is_handed_over_on_every_swap() {
+    let copy = WorkspaceCopy::new();
+    let pristine = copy.read("kernels/cpu/src/kernels.rs");
+    let mut session = DevSession::start(&copy, &[]);
+    let mut from = first_version(&session.events);
+    // The residents are loaded once, at start, and never again.
+    assert!(
+        session
+            .events
+            .iter()
+            .any(|e| e.message().starts_with("loaded 2 resident buffer(s)")),
+        "the workload's two residents are loaded at start"
+    );
+    let mut handed = Vec::new();
+    for chunk in [2048, 4096, 8192] {
+        let mark = session.mark();
+        save_in_place(&copy.kernels_rs(), &with_chunk(&pristine, chunk));
+        let handoff = session.wait_event("handoff", BUILD_DEADLINE);
+        let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+        let to = swapped.u64("version").expect("version");
+        assert_eq!(swapped.u64("from_version"), Some(from));
+        let bytes = handoff.u64("bytes").expect("handoff.bytes");
+        assert_eq!(
+            swapped.u64("handoff_bytes"),
+            Some(bytes),
+            "{}",
+            swapped.json
+        );
+        assert!(
+            bytes >= RESIDENT_BYTES,
+            "handoff moved {bytes} bytes, less than the residents' {RESIDENT_BYTES}"
+        );
+        assert!(
+            handoff.message().contains(&format!("v{from} -> ")),
+            "{}",
+            handoff.json
+        );
+        // matmul reads `weights`, stencil2d iterates `grid`: both pass on
+        // the new version without any reload.
+        let replay = session.wait_replay(BUILD_DEADLINE);
+        assert!(replay.iter().all(|e| e.u64("version") == Some(to)));
+        assert_all_pass(&replay);
+        assert!(
+            !session
+                .since(mark)
+                .iter()
+                .any(|e| e.message().contains("resident buffer(s) from the workload")),
+            "residents must not be reloaded after a swap"
+        );
+        handed.push(bytes);
+        from = to;
+    }
+    assert!(
+        handed.windows(2).all(|w| w[0] == w[1]),
+        "the same state moves each time: {handed:?}"
+    );
+    drop(session.stop());
+}
+
+#[test]
+fn state_file_is_saved_at_exit_and_restored_at_start() {
+    let copy = WorkspaceCopy::new();
+    let state = copy.root().join("session.snapshot");
+    let state_arg = state.to_str().expect("utf-8 temp path").to_string();
+
+    let session = DevSession::start(&copy, &["--state", &state_arg]);
+    assert!(
+        !session
+            .events
+            .iter()
+            .any(|e| e.message().contains("restoring state")),
+        "nothing to restore on the first start"
+    );
+    assert!(!state.exists());
+    let stopped = session.stop();
+    assert!(stopped.status.success(), "exit: {:?}", stopped.status);
+    assert!(
+        stopped
+            .events
+            .iter()
+            .any(|e| e.message().starts_with("state saved to")),
+        "the exit says where the state went"
+    );
+    let saved = std::fs::metadata(&state).expect("state file written at exit");
+    assert!(saved.len() >= RESIDENT_BYTES, "{} bytes", saved.len());
+
+    let session = DevSession::start(&copy, &["--state", &state_arg]);
+    let restoring = session
+        .events
+        .iter()
+        .find(|e| e.message().starts_with("restoring state from"))
+        .unwrap_or_else(|| session.fail("the second start does not restore the state"))
+        .clone();
+    assert!(
+        restoring.message().contains(&state_arg),
+        "{}",
+        restoring.json
+    );
+    assert!(
+        session
+            .events
+            .iter()
+            .any(|e| e.message().starts_with("state restored:")),
+        "the engine took the restored state"
+    );
+    // The replay at start (before the watcher ran) passed on that state.
+    let replay: Vec<Event> = session
+        .events
+        .iter()
+        .filter(|e| e.name() == "replay")
+        .cloned()
+        .collect();
+    assert_all_pass(&replay);
+    drop(session.stop());
+    assert!(state.exists(), "an explicit state file is kept");
+}
+
+#[test]
+fn contract_change_asks_for_a_restart_and_keeps_serving() {
+    let copy = WorkspaceCopy::new();
+    let mut session = DevSession::start(&copy, &[]);
+    let serving = first_version(&session.events);
+    let restart_state = copy.root().join("target/kiln/state/kernel-cpu.snapshot");
+    assert!(!restart_state.exists());
+
+    let mark = session.mark();
+    let lib = copy.root().join("shared-state/src/lib.rs");
+    let source = std::fs::read_to_string(&lib).expect("read contract");
+    save_in_place(&lib, &format!("{source}\n// a comment\n"));
+    let restart = session.wait_event("restart_required", BUILD_DEADLINE);
+    assert_eq!(restart.u64("version"), Some(serving));
+    let message = restart.message();
+    assert!(
+        message.contains(&restart_state.display().to_string()),
+        "the message names the state file {}: {message}",
+        restart_state.display()
+    );
+    assert!(restart_state.exists(), "{} exists", restart_state.display());
+    session.wait_quiet(QUIET, QUIET_MAX);
+    let after: Vec<&str> = session.since(mark).iter().map(Event::name).collect();
+    for name in ["build_started", "swapped", "retired", "unloaded"] {
+        assert!(
+            !after.contains(&name),
+            "no {name} after a contract change: {after:?}"
+        );
+    }
+    assert!(
+        std::path::Path::new(&format!("/proc/{}", session.pid())).exists(),
+        "kiln dev still runs"
+    );
+
+    // Still serving: Ctrl-C retires and unloads the serving version cleanly.
+    let pid = session.pid();
+    let stopped = session.stop();
+    assert!(stopped.status.success(), "exit: {:?}", stopped.status);
+    let tail = &stopped.events[mark..];
+    for name in ["retired", "unloaded"] {
+        let e = tail
+            .iter()
+            .find(|e| e.name() == name)
+            .unwrap_or_else(|| panic!("no {name} at exit of {pid}"));
+        assert_eq!(e.u64("version"), Some(serving), "{}", e.json);
+    }
+}

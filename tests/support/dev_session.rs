@@ -1,0 +1,554 @@
+//! Drive the real `kiln dev` binary: copy the workspace to a temporary
+//! directory, start `kiln dev --log-format json` there, follow its JSON event
+//! stream on a reader thread, and edit kernel sources the way editors do.
+//!
+//! Sessions in one test process run one at a time (they share one module
+//! target directory, and cargo's uplifted artifact in it; see
+//! [`DevSession::start`]), and each is stopped with SIGINT on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{cargo, workspace_root};
+use kiln::workspace;
+
+/// How long a module build may take on a busy 2-core machine.
+pub const BUILD_DEADLINE: Duration = Duration::from_secs(180);
+/// How long the session must stay silent to count as quiet.
+pub const QUIET: Duration = Duration::from_millis(1500);
+
+/// One line of the event stream, with the time the test received it.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub json: Value,
+    pub at: Instant,
+}
+
+impl Event {
+    /// The `event` field (`""` for plain log lines).
+    pub fn name(&self) -> &str {
+        self.str("event").unwrap_or("")
+    }
+
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.json.get(key).and_then(Value::as_str)
+    }
+
+    pub fn u64(&self, key: &str) -> Option<u64> {
+        self.json.get(key).and_then(Value::as_u64)
+    }
+
+    pub fn f64(&self, key: &str) -> Option<f64> {
+        self.json.get(key).and_then(Value::as_f64)
+    }
+
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        self.json.get(key).and_then(Value::as_bool)
+    }
+
+    /// The human message.
+    pub fn message(&self) -> &str {
+        self.str("message").unwrap_or("")
+    }
+
+    /// A `replay` event of `kernel`.
+    pub fn is_replay_of(&self, kernel: &str) -> bool {
+        self.name() == "replay" && self.str("kernel") == Some(kernel)
+    }
+}
+
+/// A temporary copy of the workspace's tracked sources.
+pub struct WorkspaceCopy {
+    dir: tempfile::TempDir,
+}
+
+impl WorkspaceCopy {
+    /// Copies every file `git ls-files` lists, tracked or new but not
+    /// ignored (falling back to everything but `target/` and `.git/` when
+    /// git cannot say).
+    pub fn new() -> WorkspaceCopy {
+        let root = workspace_root();
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-dev-e2e-")
+            .tempdir()
+            .expect("temporary directory");
+        for rel in tracked_files(&root) {
+            let from = root.join(&rel);
+            if !from.is_file() {
+                continue; // deleted in the worktree but still tracked
+            }
+            let to = dir.path().join(&rel);
+            std::fs::create_dir_all(to.parent().expect("file has a parent")).expect("mkdir");
+            std::fs::copy(&from, &to)
+                .unwrap_or_else(|e| panic!("copy {} -> {}: {e}", from.display(), to.display()));
+        }
+        WorkspaceCopy { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `kernels/cpu/src/kernels.rs` in the copy.
+    pub fn kernels_rs(&self) -> PathBuf {
+        self.root().join("kernels/cpu/src/kernels.rs")
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.root().join(rel)).expect("read source")
+    }
+}
+
+impl Default for WorkspaceCopy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn tracked_files(root: &Path) -> Vec<PathBuf> {
+    let out = Command::new("git")
+        .current_dir(root)
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .output();
+    match out {
+        Ok(out) if out.status.success() && !out.stdout.is_empty() => out
+            .stdout
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| PathBuf::from(String::from_utf8_lossy(s).into_owned()))
+            .collect(),
+        _ => {
+            let mut files = Vec::new();
+            walk(root, root, &mut files);
+            files
+        }
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if name == "target" || name == ".git" {
+            continue;
+        }
+        if path.is_dir() {
+            walk(root, &path, out);
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.to_path_buf());
+        }
+    }
+}
+
+/// Saves `contents` the way editors that write in place do (VS Code, vim
+/// with `backupcopy=yes`): open, truncate, write.
+pub fn save_in_place(path: &Path, contents: &str) {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    file.write_all(contents.as_bytes()).expect("write");
+    file.sync_all().expect("fsync");
+}
+
+/// Saves `contents` the way vim and JetBrains do by default: write a temp
+/// file next to it, then rename it over the original.
+pub fn save_via_rename(path: &Path, contents: &str) {
+    let name = path.file_name().expect("file name").to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.kiln-e2e~"));
+    std::fs::write(&tmp, contents).expect("write temp file");
+    std::fs::rename(&tmp, path).expect("rename over the source");
+}
+
+/// `source` with `from` replaced by `to` exactly once (panics otherwise, so
+/// a drifting kernel source fails the test loudly).
+pub fn replace_once(source: &str, from: &str, to: &str) -> String {
+    assert_eq!(
+        source.matches(from).count(),
+        1,
+        "expected exactly one {from:?} in the source"
+    );
+    source.replacen(from, to, 1)
+}
+
+/// The saxpy line of `kernels/cpu/src/kernels.rs`.
+pub const SAXPY_LINE: &str = "*o = a * xi + yi)";
+
+/// The `kiln` binary of this test run's profile, next to the test
+/// executable (`<target>/<profile>/kiln`); built (or confirmed fresh) with
+/// cargo once per test process.
+pub fn kiln_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in <target>/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("<target>/<profile>");
+        let status = Command::new(cargo())
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "kiln",
+                "--bin",
+                "kiln",
+                "--profile",
+                workspace::HOST_PROFILE,
+            ])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build -p kiln --bin kiln failed");
+        let bin = profile_dir.join("kiln");
+        assert!(bin.exists(), "no kiln binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// One session at a time per test process.
+fn session_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running `kiln dev --log-format json`.
+pub struct DevSession {
+    child: Option<Child>,
+    pid: u32,
+    root: PathBuf,
+    events_rx: crossbeam_channel::Receiver<Event>,
+    /// Every event received so far, in order.
+    pub events: Vec<Event>,
+    /// Where the next [`DevSession::wait_for`] starts looking.
+    next: usize,
+    stderr: Arc<Mutex<String>>,
+    _lock: MutexGuard<'static, ()>,
+}
+
+/// What a stopped session left.
+#[derive(Debug)]
+pub struct Stopped {
+    pub status: ExitStatus,
+    pub events: Vec<Event>,
+    pub stderr: String,
+}
+
+impl DevSession {
+    /// Starts `kiln dev --log-format json ARGS` in `copy`, with the shared
+    /// module target directory of the real workspace, and waits until it
+    /// serves (its first replay done, the watcher running).
+    pub fn start(copy: &WorkspaceCopy, args: &[&str]) -> DevSession {
+        let lock = session_lock();
+        let bin = kiln_binary();
+        let mut cmd = Command::new(&bin);
+        cmd.current_dir(copy.root())
+            .args(["dev", "--log-format", "json"])
+            .args(args)
+            .env(
+                "KILN_MODULE_TARGET_DIR",
+                workspace::module_target_dir(&workspace_root()),
+            )
+            // The copy's own target/ holds staging, history and state.
+            .env_remove("CARGO_TARGET_DIR")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let pid = child.id();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let json = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                if tx
+                    .send(Event {
+                        json,
+                        at: Instant::now(),
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().expect("piped stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut session = DevSession {
+            child: Some(child),
+            pid,
+            root: copy.root().to_path_buf(),
+            events_rx: rx,
+            events: Vec::new(),
+            next: 0,
+            stderr,
+            _lock: lock,
+        };
+        session.wait_for("the watcher to start", BUILD_DEADLINE, |e| {
+            e.message().starts_with("watching ")
+        });
+        session
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// `<copy>/target/kiln-stage/<pid>`.
+    pub fn stage_dir(&self) -> PathBuf {
+        workspace::staging_root(&self.root).join(self.pid.to_string())
+    }
+
+    /// The index the next event will get (a mark for [`DevSession::since`]).
+    pub fn mark(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Events received from `mark` on.
+    pub fn since(&self, mark: usize) -> &[Event] {
+        &self.events[mark.min(self.events.len())..]
+    }
+
+    /// Events named `name` received from `mark` on.
+    pub fn named_since(&self, mark: usize, name: &str) -> Vec<&Event> {
+        self.since(mark)
+            .iter()
+            .filter(|e| e.name() == name)
+            .collect()
+    }
+
+    fn receive(&mut self, timeout: Duration) -> Option<Event> {
+        match self.events_rx.recv_timeout(timeout) {
+            Ok(event) => {
+                self.events.push(event.clone());
+                Some(event)
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                self.fail("kiln dev closed its output (it exited)")
+            }
+        }
+    }
+
+    /// Waits until an event from the last match on satisfies `pred`, for at
+    /// most `deadline`; returns it. Panics with the session's log otherwise.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Event {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(i) = (self.next..self.events.len()).find(|&i| pred(&self.events[i])) {
+                self.next = i + 1;
+                return self.events[i].clone();
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.fail(&format!("no {what} within {deadline:?}"));
+            }
+            self.receive(left);
+        }
+    }
+
+    /// Waits for the next event named `name`.
+    pub fn wait_event(&mut self, name: &str, deadline: Duration) -> Event {
+        self.wait_for(&format!("`{name}` event"), deadline, |e| e.name() == name)
+    }
+
+    /// Waits until a whole replay (the last call of the default workload,
+    /// softmax) has been logged; returns that replay's events.
+    pub fn wait_replay(&mut self, deadline: Duration) -> Vec<Event> {
+        let start = self.next;
+        let last = self.wait_for("a full replay", deadline, |e| e.is_replay_of("softmax"));
+        let version = last.u64("version");
+        self.events[start..self.next]
+            .iter()
+            .filter(|e| e.name() == "replay" && e.u64("version") == version)
+            .cloned()
+            .collect()
+    }
+
+    /// Receives until nothing arrives for `quiet` (bounded by `max`).
+    pub fn wait_quiet(&mut self, quiet: Duration, max: Duration) {
+        let end = Instant::now() + max;
+        while Instant::now() < end {
+            if self.receive(quiet).is_none() {
+                return;
+            }
+        }
+        self.fail(&format!("the session never went quiet within {max:?}"));
+    }
+
+    /// Panics with the event log and standard error.
+    pub fn fail(&self, why: &str) -> ! {
+        let tail: Vec<String> = self
+            .events
+            .iter()
+            .rev()
+            .take(60)
+            .rev()
+            .map(|e| e.json.to_string())
+            .collect();
+        let stderr = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        let skip = stderr.len().saturating_sub(4000);
+        let skip = (skip..stderr.len())
+            .find(|&i| stderr.is_char_boundary(i))
+            .unwrap_or(0);
+        panic!(
+            "{why}\n--- last events ---\n{}\n--- stderr (tail) ---\n{}",
+            tail.join("\n"),
+            &stderr[skip..]
+        );
+    }
+
+    fn interrupt(&self) {
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet
+        // reaped, so it cannot have been reused) and a valid signal number.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGINT);
+        }
+    }
+
+    /// Stops the session with SIGINT (Ctrl-C), waits for it to exit and for
+    /// its output to end, and checks its staged files are gone.
+    pub fn stop(mut self) -> Stopped {
+        let mut child = self.child.take().expect("running");
+        self.interrupt();
+        let status = wait_with_deadline(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.fail("kiln dev did not exit within 60 s of SIGINT")
+        });
+        // The reader ends at EOF; collect everything it read.
+        let end = Instant::now() + Duration::from_secs(10);
+        while let Ok(event) = self
+            .events_rx
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            self.events.push(event);
+        }
+        let stage = self.stage_dir();
+        let left: Vec<PathBuf> = std::fs::read_dir(&stage)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if stage.exists() {
+            self.fail(&format!(
+                "staging dir {} still exists after exit (holds {left:?})",
+                stage.display()
+            ));
+        }
+        let stderr = self
+            .stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Stopped {
+            status,
+            events: std::mem::take(&mut self.events),
+            stderr,
+        }
+    }
+}
+
+fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for DevSession {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            self.interrupt();
+            if wait_with_deadline(&mut child, Duration::from_secs(30)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Median of `values` (NaN when empty).
+pub fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// The chunk-size line of `kernels/cpu/src/kernels.rs`: changing it changes
+/// the build but not the results.
+pub const CHUNK_LINE: &str = "const MIN_CHUNK: usize = 4096;";
+
+/// `source` (the pristine kernels.rs) with `MIN_CHUNK = n`.
+pub fn with_chunk(source: &str, n: usize) -> String {
+    replace_once(
+        source,
+        CHUNK_LINE,
+        &format!("const MIN_CHUNK: usize = {n};"),
+    )
+}
+
+/// `source` with a saxpy that adds 1 to every element (fails replay).
+pub fn with_wrong_saxpy(source: &str) -> String {
+    replace_once(source, SAXPY_LINE, "*o = a * xi + yi + 1.0)")
+}
+
+/// The version the session served first (that of its first replay).
+pub fn first_version(events: &[Event]) -> u64 {
+    events
+        .iter()
+        .find(|e| e.name() == "replay")
+        .and_then(|e| e.u64("version"))
+        .expect("a first replay with a version")
+}
