@@ -298,17 +298,24 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
 
     let ticker = crossbeam_channel::tick(Duration::from_millis(100));
     let mut pending_change: Option<(Instant, Instant)> = None; // (first event, seen)
+    let mut stopped_by: Option<&str> = None;
     loop {
         select! {
             recv(shutdown) -> _ => break,
             recv(watcher.changes()) -> change => {
-                let Ok(change) = change else { break };
+                let Ok(change) = change else {
+                    stopped_by = Some("the file watcher stopped");
+                    break;
+                };
                 if let Some(seen) = session.on_change(&change, &queue) {
                     pending_change.get_or_insert(seen);
                 }
             }
             recv(queue.events()) -> event => {
-                let Ok(event) = event else { break };
+                let Ok(event) = event else {
+                    stopped_by = Some("the build thread stopped");
+                    break;
+                };
                 match event {
                     BuildEvent::Started { module, requests } => {
                         tracing::info!(event = "build_started", module = %module, version = session.version(), requests, "building {module}");
@@ -328,7 +335,10 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     drop(watcher);
     queue.shutdown();
     session.finish();
-    Ok(())
+    match stopped_by {
+        None => Ok(()),
+        Some(why) => Err(err(format!("kiln dev stopped unexpectedly: {why}"))),
+    }
 }
 
 fn refused(module: &str, e: &LoadError) {
