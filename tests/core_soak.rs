@@ -21,6 +21,8 @@ const SWAPS: usize = 1_100;
 
 #[test]
 fn eleven_hundred_swaps_under_load() {
+    // As the kiln binary does (see `limit_malloc_arenas`).
+    kiln::process::limit_malloc_arenas(2);
     let stage = staging("soak");
     let artifact = module_artifact("kernel-cpu");
     let threads_at_start = thread_count(None);
@@ -108,6 +110,17 @@ fn eleven_hundred_swaps_under_load() {
         "{mapped:?}"
     );
     assert_eq!(thread_count(None), threads_after_first, "threads leaked");
+    let growth = rss_bytes().saturating_sub(rss_after_warmup);
+    let per_swap = growth / (SWAPS as u64 - 100);
+    eprintln!(
+        "RSS grew {} KiB over the last {} swaps ({per_swap} B per swap)",
+        growth / 1024,
+        SWAPS - 100
+    );
+    assert!(
+        per_swap < 64 * 1024,
+        "RSS grows {per_swap} bytes per swap: state is leaking (1 MiB resident)"
+    );
     let keys_now = free_pthread_keys();
     assert!(
         keys_now + 8 >= keys_at_start,
