@@ -37,6 +37,14 @@ fn twenty_swaps_leave_one_module_mapped_and_no_extra_threads() {
             .last()
             .map(|e| e.at.duration_since(swapped.at).as_secs_f64() * 1e3)
             .unwrap_or(f64::NAN);
+        // The replaced version is kept alive through the replay (its timings
+        // are interleaved with the new one's) and unloaded right after.
+        let old_version = swapped.u64("from_version");
+        session.wait_for(
+            "the replaced version's `unloaded` event",
+            BUILD_DEADLINE,
+            |e| e.name() == "unloaded" && e.u64("version") == old_version,
+        );
         let field = |k: &str| swapped.f64(k).unwrap_or(f64::NAN);
         figures.push([
             field("ms"),
