@@ -83,3 +83,38 @@ pub fn build_module(
     }
     Ok(artifact)
 }
+
+/// Builds the `kiln` binary (`cargo build --release -p kiln`) in the
+/// workspace's target directory and returns its path.
+pub fn build_kiln(workspace_root: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let out = Command::new(&cargo)
+        .current_dir(workspace_root)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "kiln",
+            "--bin",
+            "kiln",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run {cargo} to build kiln: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo build --release -p kiln failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let exe = workspace::target_dir(workspace_root)
+        .join("release")
+        .join("kiln");
+    if !exe.is_file() {
+        return Err(format!(
+            "cargo built kiln but there is no {}",
+            exe.display()
+        ));
+    }
+    Ok(exe)
+}

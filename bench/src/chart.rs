@@ -29,6 +29,12 @@ pub fn bars(report: &Report) -> Vec<Bar> {
             ratio: k.ready_ms.median / r.ready_ms.median,
         });
     }
+    let save = &report.save;
+    bars.push(Bar {
+        group: "save to serving",
+        label: "kiln dev ÷ restart loop (cargo build + start)".to_string(),
+        ratio: save.kiln.total_ms.median / save.restart.total_ms.median,
+    });
     for k in &report.calls.kernels {
         for way in ["hot-lib-reloader", "kiln ServedModule::call"] {
             bars.push(Bar {

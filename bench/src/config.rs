@@ -25,6 +25,10 @@ pub struct Config {
     /// Resident state sizes for "artifact to serving" (bytes).
     pub serving_state_bytes: Vec<usize>,
     pub serving_rounds: usize,
+    /// Measured one-line edits per side in "save to serving", after
+    /// `save_warmup` unmeasured ones.
+    pub save_rounds: usize,
+    pub save_warmup: usize,
     /// Handoff sizes (bytes) with the number of rounds for each.
     pub handoff_sizes: Vec<(usize, usize)>,
     /// Swap counts after which the soak records memory.
@@ -50,6 +54,8 @@ impl Config {
             module_unify_with: Vec::new(),
             serving_state_bytes: vec![MIB, 256 * MIB],
             serving_rounds: 21,
+            save_rounds: 5,
+            save_warmup: 1,
             handoff_sizes: vec![(MIB, 31), (16 * MIB, 21), (256 * MIB, 9), (1024 * MIB, 7)],
             soak_checkpoints: vec![1, 10, 100, 500],
             call_rounds: 31,
@@ -64,6 +70,8 @@ impl Config {
             quick: true,
             serving_state_bytes: vec![MIB, 8 * MIB],
             serving_rounds: 3,
+            save_rounds: 2,
+            save_warmup: 0,
             handoff_sizes: vec![(MIB, 3), (8 * MIB, 3)],
             soak_checkpoints: vec![1, 3, 6],
             call_rounds: 3,

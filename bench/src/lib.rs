@@ -6,7 +6,8 @@
 //! run). It prints a table, writes `target/kiln-bench/report.json` (raw
 //! figures) and `target/kiln-bench/report.svg` (the main ratios).
 //!
-//! Sections: [`serving`] (artifact to serving), [`calls`] (call overhead),
+//! Sections: [`serving`] (artifact to serving), [`save_serving`] (save to
+//! serving, through the real `kiln dev`), [`calls`] (call overhead),
 //! [`handoff`] (state handoff throughput), [`soak`] (memory over many
 //! reloads). `hot-lib-reloader` is a dev-dependency of the benchmark only:
 //! its side comes in through the [`hot_reloader::HotLibReloader`] trait,
@@ -20,6 +21,7 @@ pub mod handoff;
 pub mod hot_reloader;
 pub mod kiln_side;
 pub mod report;
+pub mod save_serving;
 pub mod serving;
 pub mod soak;
 pub mod stats;
@@ -76,6 +78,8 @@ pub fn run(config: &Config, hot: &dyn hot_reloader::HotLibReloader) -> Result<Re
     let soak = soak::measure(config, &artifact, hot)?;
     section("artifact to serving");
     let serving = serving::measure(config, &artifact, hot)?;
+    section("save to serving");
+    let save = save_serving::measure(config)?;
     section("call overhead");
     let calls = calls::measure(config, &artifact, hot)?;
     section("handoff throughput");
@@ -83,6 +87,7 @@ pub fn run(config: &Config, hot: &dyn hot_reloader::HotLibReloader) -> Result<Re
     let report = Report {
         quick: config.quick,
         serving,
+        save,
         calls,
         handoff,
         soak,

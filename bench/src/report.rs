@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::calls::{Calls, WAYS};
 use crate::handoff::Handoff;
+use crate::save_serving::{DEBOUNCE_MS, SaveToServing};
 use crate::serving::Serving;
 use crate::soak::Soak;
 use crate::table::{Table, num, size};
@@ -33,6 +34,7 @@ pub struct Target {
 pub struct Report {
     pub quick: bool,
     pub serving: Serving,
+    pub save: SaveToServing,
     pub calls: Calls,
     pub handoff: Handoff,
     pub soak: Soak,
@@ -155,9 +157,7 @@ impl Report {
             "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "threads": crate::kiln_side::THREADS,
             "artifact_to_serving": self.serving.to_json(),
-            "save_to_serving": {
-                "todo": "TODO(lead): measured with the dev loop (kiln dev), not by this benchmark",
-            },
+            "save_to_serving": self.save.to_json(),
             "call_overhead": self.calls.to_json(),
             "handoff": self.handoff.to_json(),
             "soak": self.soak.to_json(),
@@ -165,6 +165,60 @@ impl Report {
                 "name": t.name, "met": t.met, "detail": t.detail,
             })).collect::<Vec<_>>(),
         })
+    }
+
+    /// Section 2 of the printed report.
+    fn render_save(&self, pm: &dyn Fn(&crate::stats::Summary) -> String) -> String {
+        let v = &self.save;
+        let (k, r) = (&v.kiln, &v.restart);
+        let mut out = format!(
+            "\n2. Save to serving (one-line edit: {}; ms from the write until the new version serves; \
+             {} edits each after {} warm-up, alternating)\n",
+            v.edit, v.rounds, v.warmup
+        );
+        let mut t = Table::new(&[
+            "alternative",
+            "state",
+            "debounce",
+            "build",
+            "stage+load",
+            "handoff",
+            "start+load state",
+            "total",
+            "x kiln",
+            "replay after",
+        ]);
+        let none = String::new;
+        t.row(vec![
+            format!("kiln dev ({DEBOUNCE_MS} ms debounce)"),
+            size(k.handoff_bytes as usize),
+            num(k.debounce_ms.median),
+            pm(&k.build_ms),
+            num(k.stage_load_ms.median),
+            num(k.handoff_ms.median),
+            none(),
+            pm(&k.total_ms),
+            "1".into(),
+            format!("{} ({} calls)", num(k.replay_ms.median), k.replay_calls),
+        ]);
+        t.row(vec![
+            "restart loop: cargo build, start, read state".into(),
+            size(r.state_bytes),
+            none(),
+            pm(&r.build_ms),
+            none(),
+            none(),
+            num(r.start_load_ms.median),
+            pm(&r.total_ms),
+            num(v.restart_over_kiln()),
+            none(),
+        ]);
+        out.push_str(&t.render());
+        out.push_str(&format!(
+            "  (kiln's own figure from the first file event: {} ms; the restart loop's program is rayon + the kernels only)\n",
+            num(k.reported_total_ms.median)
+        ));
+        out
     }
 
     /// The printed report.
@@ -235,7 +289,7 @@ impl Report {
         }
         out.push_str(&t.render());
 
-        out.push_str("\n2. Save to serving: TODO(lead) - measured with the dev loop (`kiln dev`), not here.\n");
+        out.push_str(&self.render_save(&pm));
 
         out.push_str(&format!(
             "\n3. Call overhead (ns per call; matmul is {n}x{n} @ {n}x{n}, tile 64)\n",

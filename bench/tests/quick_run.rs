@@ -72,6 +72,51 @@ fn a_quick_run_reports_every_section_with_finite_numbers() {
     let serving = &json["artifact_to_serving"];
     assert_eq!(serving["kiln"].as_array().unwrap().len(), 2);
     assert_eq!(serving["restart"].as_array().unwrap().len(), 2);
+    // Save to serving: every edit became a new version, swapped in and
+    // replayed; the restart loop loaded what kiln handed over.
+    let save = &json["save_to_serving"];
+    assert_eq!(save["rounds"], 2);
+    let kiln_save = &save["kiln"];
+    let versions: Vec<u64> = kiln_save["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(versions.len(), 2, "{save}");
+    assert!(versions[0] < versions[1], "versions {versions:?}");
+    for figure in [
+        "debounce_ms",
+        "build_ms",
+        "stage_load_ms",
+        "handoff_ms",
+        "total_ms",
+        "replay_ms",
+    ] {
+        assert_eq!(kiln_save[figure]["runs"], 2, "{figure}: {save}");
+    }
+    // The parts happen one after the other within each edit's total (with
+    // two edits, medians are means: the sum of the parts' stays within).
+    let median = |v: &Value| v["median"].as_f64().unwrap();
+    let parts: f64 = ["debounce_ms", "build_ms", "stage_load_ms", "handoff_ms"]
+        .iter()
+        .map(|f| median(&kiln_save[f]))
+        .sum();
+    assert!(median(&kiln_save["build_ms"]) > 0.0);
+    assert!(parts <= median(&kiln_save["total_ms"]), "{save}");
+    assert!(kiln_save["replay_calls"].as_u64().unwrap() > 0);
+    let restart_save = &save["restart_loop"];
+    let state = restart_save["state_bytes"].as_u64().unwrap();
+    assert!(
+        state > 0 && state + 4 > kiln_save["handoff_bytes"].as_u64().unwrap(),
+        "{save}"
+    );
+    assert_eq!(restart_save["total_ms"]["runs"], 2);
+    assert!(
+        median(&restart_save["build_ms"]) < median(&restart_save["total_ms"]),
+        "{save}"
+    );
+
     let kernels = json["call_overhead"]["kernels"].as_array().unwrap();
     assert_eq!(kernels.len(), 3);
     for k in kernels {
@@ -110,7 +155,7 @@ fn a_quick_run_reports_every_section_with_finite_numbers() {
     let table = report.render();
     for heading in [
         "1. Artifact to serving",
-        "2. Save to serving: TODO(lead)",
+        "2. Save to serving",
         "3. Call overhead",
         "4. Handoff throughput",
         "5. Reload soak",

@@ -1,0 +1,269 @@
+//! The kiln side of "save to serving": the real `kiln dev` binary serving
+//! a copy of the workspace, followed through its JSON log (one object per
+//! line on stdout, fields at the top level).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::edit::ConstantEdit;
+
+/// Events that mean the edit will not be served: the run stops on them.
+const FAILURE_EVENTS: [&str; 6] = [
+    "build_failed",
+    "refused",
+    "replay_failed",
+    "rolled_back",
+    "restart_required",
+    "error",
+];
+
+/// One log line and when it arrived.
+struct Line {
+    at: Instant,
+    value: Value,
+}
+
+/// What one edit cost, from the `swapped` event (kiln's own timings) and
+/// from this side (the write, the arrival of events).
+#[derive(Clone, Debug)]
+pub struct KilnEdit {
+    /// The version the edit became.
+    pub version: u64,
+    pub debounce_ms: f64,
+    pub build_ms: f64,
+    pub stage_load_ms: f64,
+    pub handoff_ms: f64,
+    pub handoff_bytes: u64,
+    /// kiln's own save-to-serving figure (from the first file event).
+    pub reported_total_ms: f64,
+    /// From the write of the file to the arrival of `swapped`.
+    pub total_ms: f64,
+    /// From `swapped` to the last `replay` event of the version.
+    pub replay_ms: f64,
+}
+
+/// A running `kiln dev`, killed when dropped.
+pub struct DevSession {
+    child: Child,
+    lines: Receiver<Line>,
+    log: PathBuf,
+    /// Calls per replay (counted in the replay at start).
+    pub replay_calls: usize,
+    version: u64,
+}
+
+/// Copies `from` into `to` (created), all but `from/target` and
+/// `from/.git`: a workspace's sources.
+pub fn copy_sources(from: &Path, to: &Path) -> Result<(), String> {
+    fn copy_dir(from: &Path, to: &Path, top: bool) -> Result<(), String> {
+        std::fs::create_dir_all(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+        let entries =
+            std::fs::read_dir(from).map_err(|e| format!("cannot list {}: {e}", from.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot list {}: {e}", from.display()))?;
+            let name = entry.file_name();
+            if top && (name == "target" || name == ".git") {
+                continue;
+            }
+            let (src, dst) = (entry.path(), to.join(&name));
+            let kind = entry
+                .file_type()
+                .map_err(|e| format!("{}: {e}", src.display()))?;
+            if kind.is_dir() {
+                copy_dir(&src, &dst, false)?;
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&src)
+                    .map_err(|e| format!("cannot read link {}: {e}", src.display()))?;
+                std::os::unix::fs::symlink(&target, &dst)
+                    .map_err(|e| format!("cannot create link {}: {e}", dst.display()))?;
+            } else {
+                std::fs::copy(&src, &dst).map_err(|e| {
+                    format!("cannot copy {} to {}: {e}", src.display(), dst.display())
+                })?;
+            }
+        }
+        Ok(())
+    }
+    copy_dir(from, to, true)
+}
+
+fn field_f64(value: &Value, name: &str) -> Result<f64, String> {
+    value[name].as_f64().ok_or_else(|| {
+        format!(
+            "kiln dev's `{}` event has no number `{name}`: {value}",
+            value["event"]
+        )
+    })
+}
+
+impl DevSession {
+    /// Starts `kiln --log-format json dev` in `workspace` (a copy), with
+    /// modules built into `module_target_dir` (shared with the real
+    /// workspace, so dependencies are not rebuilt). Its log is also
+    /// written to `log`. Returns at once: see [`DevSession::wait_ready`].
+    pub fn spawn(
+        kiln_exe: &Path,
+        workspace: &Path,
+        module_target_dir: &Path,
+        threads: usize,
+        debounce_ms: u64,
+        log: &Path,
+    ) -> Result<DevSession, String> {
+        let stderr_path = log.with_extension("stderr");
+        let stderr = std::fs::File::create(&stderr_path)
+            .map_err(|e| format!("cannot create {}: {e}", stderr_path.display()))?;
+        let mut log_file = std::fs::File::create(log)
+            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let mut child = Command::new(kiln_exe)
+            .args(["--log-format", "json", "dev", "--threads"])
+            .arg(threads.to_string())
+            .arg("--debounce-ms")
+            .arg(debounce_ms.to_string())
+            .current_dir(workspace)
+            .env("KILN_MODULE_TARGET_DIR", module_target_dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", kiln_exe.display()))?;
+        let stdout = child.stdout.take().ok_or("kiln dev has no stdout")?;
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let at = Instant::now();
+                let Ok(line) = line else { break };
+                let _ = writeln!(log_file, "{line}");
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(Line { at, value }).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(DevSession {
+            child,
+            lines,
+            log: log.to_path_buf(),
+            replay_calls: 0,
+            version: 0,
+        })
+    }
+
+    /// The next log line, or an error if kiln dev stops, reports a failure
+    /// or says nothing more before `deadline`.
+    fn next(&mut self, deadline: Instant, waiting_for: &str) -> Result<Line, String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match self.lines.recv_timeout(left) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(format!(
+                    "kiln dev: no {waiting_for} in time (log: {})",
+                    self.log.display()
+                ));
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                return Err(format!(
+                    "kiln dev exited ({status}) while the benchmark waited for {waiting_for} (log: {}, stderr next to it)",
+                    self.log.display()
+                ));
+            }
+        };
+        let event = line.value["event"].as_str().unwrap_or("");
+        if FAILURE_EVENTS.contains(&event) {
+            return Err(format!(
+                "kiln dev reported {event}: {} (log: {})",
+                line.value["message"].as_str().unwrap_or(""),
+                self.log.display()
+            ));
+        }
+        Ok(line)
+    }
+
+    /// Waits for the first build, load and replay and for the watcher to
+    /// be on (the `watching ...` line): edits from now on are seen.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let line = self.next(deadline, "start (first build, replay, watcher)")?;
+            let v = &line.value;
+            match v["event"].as_str() {
+                Some("replay") => self.replay_calls += 1,
+                Some("loaded") => self.version = v["version"].as_u64().unwrap_or(0),
+                _ => {}
+            }
+            if v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("watching "))
+            {
+                break;
+            }
+        }
+        if self.replay_calls == 0 {
+            return Err(format!(
+                "kiln dev replayed no calls at start (log: {})",
+                self.log.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Saves the next variant of `edit` (a file of the copy kiln dev
+    /// serves) and waits for the new version to be swapped in and
+    /// replayed, every call passing.
+    pub fn edit(&mut self, edit: &mut ConstantEdit, timeout: Duration) -> Result<KilnEdit, String> {
+        let deadline = Instant::now() + timeout;
+        let t0 = Instant::now();
+        edit.save_next()?;
+        let (swapped_at, swapped) = loop {
+            let line = self.next(deadline, "swap of the edited version")?;
+            let v = &line.value;
+            if v["event"] == "swapped" && v["version"].as_u64().is_some_and(|n| n > self.version) {
+                break (line.at, line.value);
+            }
+        };
+        let version = swapped["version"].as_u64().unwrap_or(0);
+        self.version = version;
+        let mut replayed = 0;
+        let mut last_replay = swapped_at;
+        while replayed < self.replay_calls {
+            let line = self.next(deadline, "replay of the edited version")?;
+            let v = &line.value;
+            if v["event"] == "replay" && v["version"].as_u64() == Some(version) {
+                if v["pass"] != Value::Bool(true) {
+                    return Err(format!(
+                        "kiln dev: v{version} failed replay after the edit: {v} (log: {})",
+                        self.log.display()
+                    ));
+                }
+                replayed += 1;
+                last_replay = line.at;
+            }
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Ok(KilnEdit {
+            version,
+            debounce_ms: field_f64(&swapped, "debounce_ms")?,
+            build_ms: field_f64(&swapped, "build_ms")?,
+            stage_load_ms: field_f64(&swapped, "stage_load_ms")?,
+            handoff_ms: field_f64(&swapped, "handoff_ms")?,
+            handoff_bytes: swapped["handoff_bytes"].as_u64().unwrap_or(0),
+            reported_total_ms: field_f64(&swapped, "ms")?,
+            total_ms: ms(swapped_at - t0),
+            replay_ms: ms(last_replay - swapped_at),
+        })
+    }
+}
+
+impl Drop for DevSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

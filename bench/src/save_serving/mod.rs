@@ -1,0 +1,188 @@
+//! Section 2 of the report: save to serving. A one-line edit of a CPU
+//! kernel (see [`edit`]); how long until the new version serves?
+//!
+//! - kiln: the real `kiln dev` on a copy of the workspace ([`kiln_dev`]);
+//!   its `swapped` event splits the time into debounce, build, stage+load
+//!   and handoff; the replay of the workload that follows is reported
+//!   apart (the new version already serves while it runs).
+//! - restart loop: `cargo build --release` of a program with the kernels
+//!   compiled in, then start it, load the same amount of state from a file
+//!   and answer one call ([`restart_loop`]).
+//!
+//! Edits alternate: kiln, restart loop, kiln, ... so drift hits both.
+
+pub mod edit;
+pub mod kiln_dev;
+pub mod restart_loop;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::stats::Summary;
+use edit::{ConstantEdit, KERNELS_SOURCE};
+use kiln_dev::{DevSession, KilnEdit, copy_sources};
+use restart_loop::{RestartEdit, RestartLoop};
+
+/// `kiln dev --debounce-ms` (its default).
+pub const DEBOUNCE_MS: u64 = 50;
+
+/// kiln's figures (ms, over the measured edits).
+#[derive(Clone, Debug)]
+pub struct KilnSave {
+    pub debounce_ms: Summary,
+    pub build_ms: Summary,
+    pub stage_load_ms: Summary,
+    pub handoff_ms: Summary,
+    /// From the write to the `swapped` event.
+    pub total_ms: Summary,
+    /// kiln's own figure: from the first file event to the swap.
+    pub reported_total_ms: Summary,
+    /// From `swapped` to the last replay event of the version.
+    pub replay_ms: Summary,
+    /// State moved by the last handoff.
+    pub handoff_bytes: u64,
+    pub replay_calls: usize,
+    /// The versions the edits became, in order.
+    pub versions: Vec<u64>,
+}
+
+/// The restart loop's figures (ms).
+#[derive(Clone, Debug)]
+pub struct RestartSave {
+    pub build_ms: Summary,
+    pub start_load_ms: Summary,
+    pub total_ms: Summary,
+    /// State read from the file at each start.
+    pub state_bytes: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct SaveToServing {
+    /// What was edited.
+    pub edit: String,
+    pub rounds: usize,
+    pub warmup: usize,
+    pub kiln: KilnSave,
+    pub restart: RestartSave,
+}
+
+impl SaveToServing {
+    /// Restart loop total over kiln total (medians): how many times longer
+    /// a save takes to serve without kiln.
+    pub fn restart_over_kiln(&self) -> f64 {
+        self.restart.total_ms.median / self.kiln.total_ms.median
+    }
+
+    pub fn to_json(&self) -> Value {
+        let k = &self.kiln;
+        let r = &self.restart;
+        json!({
+            "edit": self.edit,
+            "rounds": self.rounds,
+            "warmup": self.warmup,
+            "kiln": {
+                "debounce_setting_ms": DEBOUNCE_MS,
+                "debounce_ms": k.debounce_ms.to_json(),
+                "build_ms": k.build_ms.to_json(),
+                "stage_load_ms": k.stage_load_ms.to_json(),
+                "handoff_ms": k.handoff_ms.to_json(),
+                "total_ms": k.total_ms.to_json(),
+                "reported_total_ms": k.reported_total_ms.to_json(),
+                "replay_ms": k.replay_ms.to_json(),
+                "handoff_bytes": k.handoff_bytes,
+                "replay_calls": k.replay_calls,
+                "versions": k.versions,
+            },
+            "restart_loop": {
+                "build_ms": r.build_ms.to_json(),
+                "start_load_ms": r.start_load_ms.to_json(),
+                "total_ms": r.total_ms.to_json(),
+                "state_bytes": r.state_bytes,
+            },
+            "restart_over_kiln": self.restart_over_kiln(),
+        })
+    }
+}
+
+fn summary(samples: Vec<f64>, what: &str) -> Result<Summary, String> {
+    Summary::of(&samples).ok_or_else(|| format!("save to serving, {what}: no finite samples"))
+}
+
+/// Measures both sides, edits interleaved. Scratch files go to
+/// `out_dir/save-to-serving` (kiln dev's log stays there).
+pub fn measure(config: &Config) -> Result<SaveToServing, String> {
+    let dir = config.out_dir.join("save-to-serving");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let kiln_exe = crate::artifacts::build_kiln(&config.workspace)?;
+    let copy = dir.join("workspace");
+    copy_sources(&config.workspace, &copy)?;
+    let mut kiln_edit = ConstantEdit::new(&copy.join(KERNELS_SOURCE))?;
+
+    // kiln dev's first build and the restart loop's first build overlap.
+    let mut dev = DevSession::spawn(
+        &kiln_exe,
+        &copy,
+        &kiln::workspace::module_target_dir(&config.workspace),
+        crate::kiln_side::THREADS,
+        DEBOUNCE_MS,
+        &dir.join("kiln-dev.log"),
+    )?;
+    let mut restart = RestartLoop::prepare(
+        &config.workspace,
+        &dir.join("restart-loop"),
+        &kiln::workspace::target_dir(&config.workspace).join("kiln-bench-restart-loop"),
+        &dir.join("state.bin"),
+        crate::kiln_side::THREADS,
+    )?;
+    dev.wait_ready(Duration::from_secs(600))?;
+
+    let timeout = Duration::from_secs(180);
+    let mut kiln_samples: Vec<KilnEdit> = Vec::new();
+    let mut restart_samples: Vec<RestartEdit> = Vec::new();
+    let mut handoff_bytes = 0;
+    for round in 0..config.save_warmup + config.save_rounds {
+        let k = dev.edit(&mut kiln_edit, timeout)?;
+        if round == 0 {
+            // The restart loop loads as much state as kiln hands over.
+            restart.set_state(k.handoff_bytes as usize)?;
+        }
+        handoff_bytes = k.handoff_bytes;
+        let r = restart.round()?;
+        if round >= config.save_warmup {
+            kiln_samples.push(k);
+            restart_samples.push(r);
+        }
+    }
+    let replay_calls = dev.replay_calls;
+    drop(dev);
+    let _ = std::fs::remove_dir_all(&copy);
+
+    let k = |f: fn(&KilnEdit) -> f64| kiln_samples.iter().map(f).collect::<Vec<f64>>();
+    let r = |f: fn(&RestartEdit) -> f64| restart_samples.iter().map(f).collect::<Vec<f64>>();
+    Ok(SaveToServing {
+        edit: kiln_edit.describe(),
+        rounds: config.save_rounds,
+        warmup: config.save_warmup,
+        kiln: KilnSave {
+            debounce_ms: summary(k(|e| e.debounce_ms), "kiln debounce")?,
+            build_ms: summary(k(|e| e.build_ms), "kiln build")?,
+            stage_load_ms: summary(k(|e| e.stage_load_ms), "kiln stage+load")?,
+            handoff_ms: summary(k(|e| e.handoff_ms), "kiln handoff")?,
+            total_ms: summary(k(|e| e.total_ms), "kiln total")?,
+            reported_total_ms: summary(k(|e| e.reported_total_ms), "kiln reported total")?,
+            replay_ms: summary(k(|e| e.replay_ms), "kiln replay")?,
+            handoff_bytes,
+            replay_calls,
+            versions: kiln_samples.iter().map(|e| e.version).collect(),
+        },
+        restart: RestartSave {
+            build_ms: summary(r(|e| e.build_ms), "restart build")?,
+            start_load_ms: summary(r(|e| e.start_load_ms), "restart start+load")?,
+            total_ms: summary(r(|e| e.total_ms), "restart total")?,
+            state_bytes: restart.state_bytes(),
+        },
+    })
+}
