@@ -10,6 +10,7 @@ use std::sync::Arc;
 use kiln::engine_handle::probe_devices;
 use kiln::process::mapped_files_under;
 use kiln::{CallError, EngineHandle, EngineOptions};
+use kiln_e2e::dev_session::kiln_binary;
 use kiln_e2e::*;
 use shared_state::ErrorKind;
 
@@ -46,23 +47,6 @@ fn skip_if_libcuda_present() -> bool {
         }
         None => false,
     }
-}
-
-/// The `kiln` binary built alongside these tests (`target/<profile>/kiln`).
-fn kiln_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable is in <target>/<profile>/deps");
-    let kiln = dir.join("kiln");
-    assert!(
-        kiln.exists(),
-        "no kiln binary at {} (build it first: cargo build --profile {} -p kiln)",
-        kiln.display(),
-        kiln::workspace::HOST_PROFILE
-    );
-    kiln
 }
 
 #[test]

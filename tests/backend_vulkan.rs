@@ -7,7 +7,6 @@
 //! and pass when there is none, unless `KILN_REQUIRE_VULKAN=1` is set.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -18,6 +17,7 @@ use kiln::replay::{self, ReplayOptions, quick_timing};
 use kiln::timing::human_secs;
 use kiln::workload::{GenSpec, Step, Workload, default_workload, generate};
 use kiln::{EngineHandle, EngineOptions, LoadedModule, ServedModule, StagingDir};
+use kiln_e2e::dev_session::kiln_binary;
 use kiln_e2e::*;
 use shared_state::{Arg, Call, DType, Output, Scalar, Tensor};
 
@@ -439,23 +439,6 @@ fn fifty_vulkan_swaps_leak_no_device_memory_and_unmap_old_versions() {
             .any(|m| m.executable),
         "a vulkan module stays mapped after the last version is dropped"
     );
-}
-
-/// The `kiln` binary built alongside these tests (`target/<profile>/kiln`).
-fn kiln_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable is in <target>/<profile>/deps");
-    let kiln = dir.join("kiln");
-    assert!(
-        kiln.exists(),
-        "no kiln binary at {} (build it first: cargo build --profile {} -p kiln)",
-        kiln.display(),
-        kiln::workspace::HOST_PROFILE
-    );
-    kiln
 }
 
 /// Runs the real `kiln` with no Vulkan driver visible to the loader.

@@ -13,6 +13,7 @@ use kiln::replay::{self, ReplayOptions, ReplayReport};
 use kiln::timing::{Verdict, human_secs};
 use kiln::workload::{self, GenSpec, WorkloadErrorKind};
 use kiln::{EngineHandle, EngineOptions, LoadedModule, ServedModule};
+use kiln_e2e::dev_session::kiln_binary;
 use kiln_e2e::edited_module::EditedWorkspace;
 use kiln_e2e::*;
 
@@ -30,23 +31,6 @@ fn options() -> EngineOptions {
         threads: 2,
         ..Default::default()
     }
-}
-
-/// The `kiln` binary built alongside these tests (`target/<profile>/kiln`).
-fn kiln_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable is in <target>/<profile>/deps");
-    let kiln = dir.join("kiln");
-    assert!(
-        kiln.exists(),
-        "no kiln binary at {} (build it first: cargo build --profile {} -p kiln)",
-        kiln.display(),
-        kiln::workspace::HOST_PROFILE
-    );
-    kiln
 }
 
 /// What a finished `kiln` run said.
