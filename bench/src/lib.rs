@@ -32,12 +32,6 @@ pub mod table;
 #[path = "../../kernels/cpu/src/kernels.rs"]
 pub mod static_kernels;
 
-/// The kernels' reference implementations, for their own unit tests that
-/// come along with `static_kernels`.
-#[cfg(test)]
-#[path = "../../kernels/cpu/src/reference.rs"]
-mod reference;
-
 use std::path::PathBuf;
 use std::time::Instant;
 

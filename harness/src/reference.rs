@@ -1,12 +1,15 @@
-//! The host-side reference backend: plain, obviously-correct versions of the
-//! five standard kernels, accumulated in f64, with exactly the semantics of
-//! the CPU module (`kernels/cpu/src/kernels.rs`): saxpy's `a` and stencil2d's
-//! `alpha` are taken as f32, stencil edges are clamped, softmax is row-wise
-//! and shifted by the row maximum. Used to compute expected outputs and to
-//! check a backend when a workload has none.
+//! The host-side reference backend: runs calls of the five standard kernels
+//! on the plain implementations in the `kernel-reference` crate
+//! (`kernels/reference`), with exactly the semantics of the CPU module
+//! (`kernels/cpu/src/kernels.rs`): saxpy's `a` and stencil2d's `alpha` are
+//! taken as f32, saxpy and stencil2d are exact f32, dot, matmul and softmax
+//! accumulate in f64, stencil edges are clamped, softmax is row-wise and
+//! shifted by the row maximum. Used to compute expected outputs and to check
+//! a backend when a workload has none.
 
 use std::collections::BTreeMap;
 
+use kernel_reference::{dot, matmul, saxpy, softmax, stencil2d};
 use shared_state::kernels::{self as std_kernels, DOT, MATMUL, SAXPY, SOFTMAX, STENCIL2D};
 use shared_state::{Arg, Call, DType, EngineError, ErrorKind, Tensor};
 
@@ -104,76 +107,6 @@ pub fn fill_expected(workload: &mut Workload) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// `a*x + y` in f32, multiply then add, each rounded: the kernel's
-/// definition, so every backend that follows it reproduces it exactly.
-pub fn saxpy(a: f32, x: &[f32], y: &[f32]) -> Vec<f32> {
-    x.iter().zip(y).map(|(&x, &y)| a * x + y).collect()
-}
-
-/// `sum(x*y)` in f64.
-pub fn dot(x: &[f32], y: &[f32]) -> f32 {
-    x.iter()
-        .zip(y)
-        .map(|(&a, &b)| f64::from(a) * f64::from(b))
-        .sum::<f64>() as f32
-}
-
-/// Row-major `a[m,k] @ b[k,n]`, every element summed in f64.
-pub fn matmul(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) -> Vec<f32> {
-    let mut c = vec![0.0f32; m * n];
-    let mut row = vec![0.0f64; n];
-    for i in 0..m {
-        row.iter_mut().for_each(|v| *v = 0.0);
-        // i-k-j order: the same sums as the textbook triple loop, but
-        // streaming through `b` row by row.
-        for kk in 0..k {
-            let aik = f64::from(a[i * k + kk]);
-            for (acc, &bv) in row.iter_mut().zip(&b[kk * n..(kk + 1) * n]) {
-                *acc += aik * f64::from(bv);
-            }
-        }
-        for (cv, &acc) in c[i * n..(i + 1) * n].iter_mut().zip(&row) {
-            *cv = acc as f32;
-        }
-    }
-    c
-}
-
-/// One explicit diffusion step, neighbours clamped at the edges:
-/// `out = g + alpha*(N + S + W + E - 4g)`, in f32, summed left to right:
-/// the kernel's definition, reproduced exactly by the backends.
-pub fn stencil2d(g: &[f32], (h, w): (usize, usize), alpha: f32) -> Vec<f32> {
-    let mut out = vec![0.0f32; h * w];
-    let at = |i: usize, j: usize| g[i * w + j];
-    for i in 0..h {
-        for j in 0..w {
-            let c = at(i, j);
-            let north = at(i.saturating_sub(1), j);
-            let south = at((i + 1).min(h - 1), j);
-            let west = at(i, j.saturating_sub(1));
-            let east = at(i, (j + 1).min(w - 1));
-            out[i * w + j] = c + alpha * (north + south + west + east - 4.0 * c);
-        }
-    }
-    out
-}
-
-/// Row-wise softmax of a `rows x cols` matrix, shifted by the row maximum.
-pub fn softmax(x: &[f32], (rows, cols): (usize, usize)) -> Vec<f32> {
-    let mut out = vec![0.0f32; rows * cols];
-    for r in 0..rows {
-        let row = &x[r * cols..(r + 1) * cols];
-        let max = row
-            .iter()
-            .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
-        let sum: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
-        for (o, &v) in out[r * cols..(r + 1) * cols].iter_mut().zip(row) {
-            *o = ((f64::from(v) - max).exp() / sum) as f32;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,18 +148,6 @@ mod tests {
             run_reference(&call, &none).unwrap(),
             t(&[2, 2], &[0.5, 0.5, 1.0, 0.0])
         );
-    }
-
-    #[test]
-    fn stencil_clamps_edges() {
-        // A single hot cell in the corner of a 2x3 grid; alpha 0.25.
-        let g = [4.0, 0.0, 0.0, 0.0, 0.0, 0.0];
-        let out = stencil2d(&g, (2, 3), 0.25);
-        // corner: N and W clamp to itself: 4 + 0.25*(4+0+4+0-16) = 2
-        assert_eq!(out, vec![2.0, 1.0, 0.0, 1.0, 0.0, 0.0]);
-        // a constant grid is a fixed point (clamping conserves it)
-        assert_eq!(stencil2d(&[3.0; 6], (2, 3), 0.1), vec![3.0; 6]);
-        assert!(stencil2d(&[], (0, 0), 0.1).is_empty());
     }
 
     #[test]

@@ -16,11 +16,6 @@ use rayon::ThreadPool;
 #[path = "../../../kernels/cpu/src/kernels.rs"]
 mod kernels;
 
-/// The kernels' reference implementations (their unit tests use them).
-#[cfg(test)]
-#[path = "../../../kernels/cpu/src/reference.rs"]
-mod reference;
-
 /// Worker threads of the library's pool (the benchmark runs everything
 /// with 2).
 const THREADS: usize = 2;

@@ -126,26 +126,13 @@ pub fn softmax(pool: &ThreadPool, x: &[f32], (rows, cols): (usize, usize)) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference;
+    use kernel_reference::{self as reference, test_values};
 
     fn pool(threads: usize) -> ThreadPool {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .unwrap()
-    }
-
-    /// Deterministic pseudo-random values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
     }
 
     fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
@@ -168,8 +155,8 @@ mod tests {
         for threads in [1, 3] {
             let pool = pool(threads);
             for &n in SIZES {
-                let x = values(n, 1);
-                let y = values(n, 2);
+                let x = test_values(n, 1);
+                let y = test_values(n, 2);
                 assert_eq!(
                     saxpy(&pool, 1.5, &x, &y),
                     reference::saxpy(1.5, &x, &y),
@@ -191,8 +178,8 @@ mod tests {
         for &m in DIMS {
             for &k in &[0, 1, 7, 64, 65] {
                 for &n in &[0usize, 1, 13, 64, 97] {
-                    let a = values(m * k, 3);
-                    let b = values(k * n, 4);
+                    let a = test_values(m * k, 3);
+                    let b = test_values(k * n, 4);
                     let want = reference::matmul(&a, &b, (m, k, n));
                     for tile in [1, 8, 32, 64] {
                         let got = matmul(&pool, &a, &b, (m, k, n), tile);
@@ -213,7 +200,7 @@ mod tests {
         let pool = pool(2);
         for &h in DIMS {
             for &w in DIMS {
-                let g = values(h * w, 5);
+                let g = test_values(h * w, 5);
                 assert_eq!(
                     stencil2d(&pool, &g, (h, w), 0.1),
                     reference::stencil2d(&g, (h, w), 0.1),

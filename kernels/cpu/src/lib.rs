@@ -7,7 +7,6 @@
 
 mod engine;
 mod kernels;
-mod reference;
 
 shared_state::export_module! {
     create: engine::CpuEngine::create,

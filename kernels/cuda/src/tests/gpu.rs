@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use shared_state::kernels::{DOT, MATMUL, SAXPY, SOFTMAX, STENCIL2D};
 use shared_state::{Call, Engine, ErrorKind, Output, Scalar, Snapshot, Tensor};
 
-use super::reference;
-use super::support::{assert_close, context, engine_or_skip, skip_unavailable, values};
+use super::support::{assert_close, context, engine_or_skip, skip_unavailable};
 use crate::engine::CudaEngine;
+use kernel_reference::{self as reference, test_values};
 
 fn value(engine: &mut CudaEngine, call: Call) -> Vec<f32> {
     let what = format!("{call:?}");
@@ -51,7 +51,7 @@ fn saxpy_and_dot_match_the_reference() {
         return;
     };
     for &n in SIZES {
-        let (x, y) = (values(n, 1), values(n, 2));
+        let (x, y) = (test_values(n, 1), test_values(n, 2));
         let got = value(
             &mut e,
             Call::new(SAXPY)
@@ -85,7 +85,7 @@ fn matmul_matches_the_reference_for_every_shape() {
     for &m in DIMS {
         for &k in &[0, 1, 7, 16, 17, 64, 65, 300] {
             for &n in &[0usize, 1, 13, 16, 64, 97] {
-                let (a, b) = (values(m * k, 3), values(k * n, 4));
+                let (a, b) = (test_values(m * k, 3), test_values(k * n, 4));
                 let got = value(
                     &mut e,
                     Call::new(MATMUL)
@@ -100,7 +100,7 @@ fn matmul_matches_the_reference_for_every_shape() {
         }
     }
     let (m, k, n) = (257, 513, 129);
-    let (a, b) = (values(m * k, 5), values(k * n, 6));
+    let (a, b) = (test_values(m * k, 5), test_values(k * n, 6));
     let got = value(
         &mut e,
         Call::new(MATMUL)
@@ -126,7 +126,7 @@ fn stencil_and_softmax_match_the_reference() {
         .collect();
     shapes.extend([(1, 5000), (3, 1_000_003), (1025, 1023)]);
     for (h, w) in shapes {
-        let g = values(h * w, 7);
+        let g = test_values(h * w, 7);
         let got = value(
             &mut e,
             Call::new(STENCIL2D)
@@ -165,7 +165,7 @@ fn resident_buffers_stay_on_the_device_and_feed_calls() {
         return;
     };
     let n = 10_007;
-    let (x, y) = (values(n, 8), values(n, 9));
+    let (x, y) = (test_values(n, 8), test_values(n, 9));
     e.put_resident("x", t1(x.clone())).unwrap();
     e.put_resident("y", t1(y.clone())).unwrap();
     let out = e
@@ -210,7 +210,7 @@ fn resident_buffers_stay_on_the_device_and_feed_calls() {
 
 fn busy_engine(test: &str) -> Option<CudaEngine> {
     let mut e = engine_or_skip(test, None)?;
-    let g = values(64 * 48, 10);
+    let g = test_values(64 * 48, 10);
     e.put_resident("grid", t2(64, 48, g)).unwrap();
     for _ in 0..3 {
         e.run(
@@ -272,7 +272,7 @@ fn state_swaps_to_a_new_engine_bit_for_bit() {
 #[test]
 fn a_cpu_snapshot_imports_and_reports_what_it_drops() {
     let mut snapshot = Snapshot::new("kernel-cpu", "cpu");
-    let g = values(12, 11);
+    let g = test_values(12, 11);
     snapshot.insert_tensor("resident/g", t2(3, 4, g.clone()));
     snapshot.insert_scalar("tuning/tile", Scalar::I64(64));
     snapshot.insert_scalar("counters/calls/matmul", Scalar::I64(7));
@@ -313,8 +313,8 @@ fn bad_options_and_calls_are_clear_errors() {
     let err = e
         .run(
             Call::new(MATMUL)
-                .arg(t2(2, 3, values(6, 1)))
-                .arg(t2(4, 2, values(8, 1))),
+                .arg(t2(2, 3, test_values(6, 1)))
+                .arg(t2(4, 2, test_values(8, 1))),
         )
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::BadCall);
@@ -354,12 +354,14 @@ fn per_kernel_timings() {
     let n = 1 << 24;
     let side = 2048;
     let mm = 1024;
-    e.put_resident("x", t1(values(n, 1))).unwrap();
-    e.put_resident("y", t1(values(n, 2))).unwrap();
-    e.put_resident("grid", t2(side, side, values(side * side, 3)))
+    e.put_resident("x", t1(test_values(n, 1))).unwrap();
+    e.put_resident("y", t1(test_values(n, 2))).unwrap();
+    e.put_resident("grid", t2(side, side, test_values(side * side, 3)))
         .unwrap();
-    e.put_resident("a", t2(mm, mm, values(mm * mm, 4))).unwrap();
-    e.put_resident("b", t2(mm, mm, values(mm * mm, 5))).unwrap();
+    e.put_resident("a", t2(mm, mm, test_values(mm * mm, 4)))
+        .unwrap();
+    e.put_resident("b", t2(mm, mm, test_values(mm * mm, 5)))
+        .unwrap();
     let cases: Vec<(String, Call, f64)> = vec![
         (
             "saxpy n=2^24".to_string(),
@@ -416,6 +418,6 @@ fn per_kernel_timings() {
     }
     // The outputs are right too.
     let dot = e.read_resident("o2").unwrap();
-    let want = reference::dot(&values(n, 1), &values(n, 2));
+    let want = reference::dot(&test_values(n, 1), &test_values(n, 2));
     assert!((dot.as_f32().unwrap()[0] - want).abs() <= 1e-5 * (1.0 + want.abs()));
 }

@@ -4,6 +4,5 @@
 
 mod gpu;
 mod nvrtc_compile;
-mod reference;
 mod support;
 mod unavailable;

@@ -93,19 +93,6 @@ pub fn skip_unavailable(test: &str, err: &EngineError) {
     }
 }
 
-/// Deterministic pseudo-random values in [-1, 1).
-pub fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
 /// Asserts `|got - want| <= tol * (1 + |want|)` element by element.
 pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");

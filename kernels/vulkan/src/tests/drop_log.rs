@@ -8,7 +8,9 @@ use shared_state::tracing::field::{Field, Visit};
 use shared_state::tracing::{self, Event, Metadata, Subscriber, span};
 use shared_state::{Call, Engine, Tensor};
 
-use super::support::{assert_child, engine, run_child, values};
+use kernel_reference::test_values;
+
+use super::support::{assert_child, engine, run_child};
 
 /// Records every event as `field=value` text.
 struct Capture(Arc<Mutex<Vec<String>>>);
@@ -60,14 +62,14 @@ fn child_logs_the_device_and_live_allocations() {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let ran = tracing::subscriber::with_default(Capture(lines.clone()), || {
         let Some(mut e) = engine() else { return false };
-        e.put_resident("a", Tensor::from_f32(&[100], values(100, 1)))
+        e.put_resident("a", Tensor::from_f32(&[100], test_values(100, 1)))
             .unwrap();
-        e.put_resident("b", Tensor::from_f32(&[100], values(100, 2)))
+        e.put_resident("b", Tensor::from_f32(&[100], test_values(100, 2)))
             .unwrap();
         e.run(Call::new("dot").resident("a").resident("b")).unwrap();
         e.run(Call::new("saxpy").resident("a").resident("b").store_as("a"))
             .unwrap();
-        e.run(Call::new("softmax").arg(Tensor::from_f32(&[3, 3], values(9, 3))))
+        e.run(Call::new("softmax").arg(Tensor::from_f32(&[3, 3], test_values(9, 3))))
             .unwrap();
         let device = e.info().unwrap().device;
         drop(e);

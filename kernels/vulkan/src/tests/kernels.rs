@@ -5,8 +5,8 @@
 use shared_state::kernels::{DOT, MATMUL, SAXPY, SOFTMAX, STENCIL2D};
 use shared_state::{Call, DType, Engine, ErrorKind, Scalar, Tensor};
 
-use super::reference;
-use super::support::{assert_close, engine, run_value, values};
+use super::support::{assert_close, dot_scale, engine, run_value};
+use kernel_reference::{self as reference, test_values};
 
 const SIZES: &[usize] = &[0, 1, 2, 3, 7, 31, 255, 256, 257, 4097, 65_537, 1_000_003];
 const DIMS: &[usize] = &[0, 1, 2, 5, 13, 16, 17, 31, 64, 97];
@@ -15,7 +15,7 @@ const DIMS: &[usize] = &[0, 1, 2, 5, 13, 16, 17, 31, 64, 97];
 fn saxpy_matches_reference() {
     let Some(mut e) = engine() else { return };
     for &n in SIZES {
-        let (x, y) = (values(n, 1), values(n, 2));
+        let (x, y) = (test_values(n, 1), test_values(n, 2));
         for a in [None, Some(-1.5)] {
             let mut call = Call::new(SAXPY)
                 .arg(Tensor::from_f32(&[n], x.clone()))
@@ -41,7 +41,7 @@ fn saxpy_matches_reference() {
 fn dot_matches_reference() {
     let Some(mut e) = engine() else { return };
     for &n in SIZES {
-        let (x, y) = (values(n, 3), values(n, 4));
+        let (x, y) = (test_values(n, 3), test_values(n, 4));
         let got = run_value(
             &mut e,
             Call::new(DOT)
@@ -50,7 +50,7 @@ fn dot_matches_reference() {
         );
         assert_eq!(got.shape(), &[1]);
         let got = got.as_f32().unwrap()[0];
-        let (want, scale) = reference::dot(&x, &y);
+        let (want, scale) = (reference::dot(&x, &y), dot_scale(&x, &y));
         assert!(
             (got - want).abs() <= 1e-5 * (1.0 + scale),
             "dot n={n}: got {got}, want {want} (sum |x*y| = {scale})"
@@ -69,7 +69,7 @@ fn matmul_matches_reference() {
     for &m in &[0usize, 1, 2, 13, 16, 17, 33] {
         for &k in &[0usize, 1, 7, 16, 17, 65] {
             for &n in &[0usize, 1, 5, 16, 31, 97] {
-                let (a, b) = (values(m * k, 5), values(k * n, 6));
+                let (a, b) = (test_values(m * k, 5), test_values(k * n, 6));
                 let got = run_value(
                     &mut e,
                     Call::new(MATMUL)
@@ -95,7 +95,7 @@ fn stencil2d_matches_reference_with_clamped_edges() {
     let Some(mut e) = engine() else { return };
     for &h in DIMS {
         for &w in DIMS {
-            let g = values(h * w, 7);
+            let g = test_values(h * w, 7);
             for alpha in [None, Some(0.25)] {
                 let mut call = Call::new(STENCIL2D).arg(Tensor::from_f32(&[h, w], g.clone()));
                 if let Some(alpha) = alpha {
@@ -136,7 +136,10 @@ fn softmax_matches_reference_and_is_stable() {
         (7, 1031),
         (600, 13),
     ] {
-        let x: Vec<f32> = values(rows * cols, 8).iter().map(|v| v * 20.0).collect();
+        let x: Vec<f32> = test_values(rows * cols, 8)
+            .iter()
+            .map(|v| v * 20.0)
+            .collect();
         let got = run_value(
             &mut e,
             Call::new(SOFTMAX).arg(Tensor::from_f32(&[rows, cols], x.clone())),

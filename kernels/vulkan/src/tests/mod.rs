@@ -3,7 +3,6 @@
 //! `skipped: no Vulkan device (<reason>)` and pass when there is none,
 //! unless `KILN_REQUIRE_VULKAN=1`, where they fail.
 
-mod reference;
 mod support;
 
 mod device_choice;

@@ -4,8 +4,8 @@
 use shared_state::kernels::{DOT, MATMUL, SAXPY};
 use shared_state::{Buffer, Call, DType, Engine, Output, Scalar, Section, Snapshot, Tensor};
 
-use super::reference;
-use super::support::{assert_close, engine, engine_with, run_value, values};
+use super::support::{assert_close, dot_scale, engine, engine_with, run_value};
+use kernel_reference::{self as reference, test_values};
 
 fn note(e: &impl Engine, key: &str) -> i64 {
     match e.info().unwrap().notes.get(key) {
@@ -19,7 +19,7 @@ fn store_as_keeps_outputs_on_the_device_and_chains_calls() {
     let Some(mut e) = engine() else { return };
     assert_eq!(note(&e, "device/allocations"), 0);
     let n = 1000;
-    let (x, y) = (values(n, 11), values(n, 12));
+    let (x, y) = (test_values(n, 11), test_values(n, 12));
     e.put_resident("x", Tensor::from_f32(&[n], x.clone()))
         .unwrap();
     e.put_resident("y", Tensor::from_f32(&[n], y.clone()))
@@ -50,7 +50,7 @@ fn store_as_keeps_outputs_on_the_device_and_chains_calls() {
             .resident("z")
             .arg(Tensor::from_f32(&[n], z.clone())),
     );
-    let (want, scale) = reference::dot(&z, &z);
+    let (want, scale) = (reference::dot(&z, &z), dot_scale(&z, &z));
     assert!((got.as_f32().unwrap()[0] - want).abs() <= 1e-5 * (1.0 + scale));
 
     // Storing over one of the call's own inputs.
@@ -71,9 +71,9 @@ fn store_as_keeps_outputs_on_the_device_and_chains_calls() {
     );
 
     // matmul from residents into a new resident of another shape.
-    e.put_resident("a", Tensor::from_f32(&[3, 4], values(12, 13)))
+    e.put_resident("a", Tensor::from_f32(&[3, 4], test_values(12, 13)))
         .unwrap();
-    e.put_resident("b", Tensor::from_f32(&[4, 5], values(20, 14)))
+    e.put_resident("b", Tensor::from_f32(&[4, 5], test_values(20, 14)))
         .unwrap();
     let out = e
         .run(Call::new(MATMUL).resident("a").resident("b").store_as("c"))
@@ -85,7 +85,7 @@ fn store_as_keeps_outputs_on_the_device_and_chains_calls() {
             shape: vec![3, 5]
         }
     );
-    let want = reference::matmul(&values(12, 13), &values(20, 14), (3, 4, 5));
+    let want = reference::matmul(&test_values(12, 13), &test_values(20, 14), (3, 4, 5));
     assert_close(
         e.read_resident("c").unwrap().as_f32().unwrap(),
         &want,
@@ -168,7 +168,7 @@ fn export_then_create_keeps_residents_bit_for_bit_and_counters() {
     for (name, t) in odd_tensors() {
         first.put_resident(name, t).unwrap();
     }
-    let g = Tensor::from_f32(&[4, 5], values(20, 15));
+    let g = Tensor::from_f32(&[4, 5], test_values(20, 15));
     first.put_resident("grid", g.clone()).unwrap();
     first
         .run(Call::new("stencil2d").resident("grid").store_as("grid"))

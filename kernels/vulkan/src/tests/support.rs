@@ -61,17 +61,13 @@ pub fn engine() -> Option<VulkanEngine> {
     engine_with(&[], None)
 }
 
-/// Deterministic pseudo-random values in [-1, 1).
-pub fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+/// The sum of |x*y| in f64: the scale of a dot product's rounding error
+/// (the tolerance of the dot tests).
+pub fn dot_scale(x: &[f32], y: &[f32]) -> f32 {
+    x.iter()
+        .zip(y)
+        .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
+        .sum::<f64>() as f32
 }
 
 /// Runs a call and returns its output tensor's data.
