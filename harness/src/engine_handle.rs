@@ -9,8 +9,9 @@
 //! is the library closed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use shared_state::{
@@ -22,6 +23,36 @@ use crate::load::LoadedModule;
 use crate::version_threads::{JOIN_DEADLINE, VersionThreads};
 
 type Job = Box<dyn FnOnce(&mut dyn Engine) + Send>;
+
+/// How long the engine thread, and a caller waiting for a result, poll
+/// before they block, while calls are short. Back-to-back small calls answer
+/// within microseconds; parking and waking a thread costs 5-10 us each way,
+/// which would otherwise dominate the overhead of a small call. Long calls
+/// do not spin at all: on a machine with few cores a spinning thread would
+/// take a core from the kernel's own workers.
+const SPIN: Duration = Duration::from_micros(30);
+
+/// Receives from `rx`: polls for up to [`SPIN`] first if `spin`, then blocks.
+fn recv_spinning<T>(rx: &Receiver<T>, spin: bool) -> Result<T, crossbeam_channel::RecvError> {
+    if !spin {
+        return rx.recv();
+    }
+    let until = Instant::now() + SPIN;
+    loop {
+        match rx.try_recv() {
+            Ok(value) => return Ok(value),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                return Err(crossbeam_channel::RecvError);
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) => {
+                if Instant::now() >= until {
+                    return rx.recv();
+                }
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
 
 /// Options for creating an engine.
 #[derive(Clone, Debug, Default)]
@@ -60,6 +91,8 @@ struct Version {
     engine_done: Receiver<()>,
     threads: Arc<VersionThreads>,
     label: String,
+    /// How long the last wait for a result took (decides spinning).
+    last_wait_us: AtomicU64,
 }
 
 /// A handle to one engine version. Cheap to clone; the version (engine,
@@ -134,8 +167,12 @@ impl EngineHandle {
                     Ok(created) => {
                         let mut engine = created.engine;
                         let _ = created_tx.send(Ok(created.report));
-                        for job in jobs_rx {
+                        // Spin for the next job only after a short one.
+                        let mut short = false;
+                        while let Ok(job) = recv_spinning(&jobs_rx, short) {
+                            let started = Instant::now();
                             job(engine.as_mut());
+                            short = started.elapsed() < SPIN;
                         }
                         drop(engine);
                     }
@@ -153,6 +190,7 @@ impl EngineHandle {
             engine_done: done_rx,
             threads,
             label: label.clone(),
+            last_wait_us: AtomicU64::new(0),
         };
         match created_rx.recv() {
             Ok(Ok(report)) => {
@@ -217,7 +255,14 @@ impl EngineHandle {
     }
 
     pub(crate) fn wait<T>(&self, rx: Receiver<Result<T, EngineError>>) -> Result<T, CallError> {
-        match rx.recv() {
+        // Spin only if the previous wait on this version was short.
+        let last_us = self.version.last_wait_us.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let received = recv_spinning(&rx, last_us < 2 * SPIN.as_micros() as u64);
+        self.version
+            .last_wait_us
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match received {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(error)) => Err(CallError::Engine {
                 label: self.version.label.clone(),
