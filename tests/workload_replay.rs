@@ -450,8 +450,11 @@ fn the_same_version_twice_gives_no_clear_change() {
 
 #[test]
 fn a_version_with_a_slower_saxpy_is_called_slower() {
-    // The slowed-down module, built from an edited copy of the workspace
-    // (before taking the lock: building is not timed).
+    // Hold the lock while building too: a cargo build running next to
+    // another test's timing takes a core from it (CI saw every call of the
+    // same version "faster" by 1.8x when its baseline ran during this build).
+    let _serial = one_at_a_time();
+    // The slowed-down module, built from an edited copy of the workspace.
     let copy = EditedWorkspace::copy("saxpy-spin");
     copy.edit(
         "kernels/cpu/src/kernels.rs",
@@ -460,7 +463,6 @@ fn a_version_with_a_slower_saxpy_is_called_slower() {
     );
     let slow_artifact = copy.build(CPU);
 
-    let _serial = one_at_a_time();
     let stage = staging("verdict-slower");
     let (served, before) = replay_twice(&stage);
     // Swap in the slowed-down version (state carried) and replay.
