@@ -180,16 +180,7 @@ pub fn verdict(previous: &Stats, current: &Stats) -> Verdict {
         let sigma = s.mad * MAD_TO_SIGMA;
         (sigma / (s.runs.max(1) as f64).sqrt()).max(sigma / 20.0)
     };
-    let combined = (spread(previous).powi(2) + spread(current).powi(2)).sqrt();
-    let change = current.median - previous.median;
-    let threshold = (VERDICT_SIGMAS * combined).max(VERDICT_MIN_RELATIVE * previous.median);
-    if change > threshold {
-        Verdict::Slower
-    } else if -change > threshold {
-        Verdict::Faster
-    } else {
-        Verdict::NoClearChange
-    }
+    judge(previous, current, spread, VERDICT_MIN_RELATIVE)
 }
 
 /// The smallest relative change reported between timings taken at
@@ -203,10 +194,26 @@ pub const RECORDED_MIN_RELATIVE: f64 = 0.10;
 /// must exceed [`RECORDED_MIN_RELATIVE`]. Prefer timing both versions
 /// interleaved and using [`verdict`].
 pub fn verdict_recorded(previous: &Stats, current: &Stats) -> Verdict {
-    let sigma = |s: &Stats| s.mad * MAD_TO_SIGMA;
-    let combined = (sigma(previous).powi(2) + sigma(current).powi(2)).sqrt();
+    judge(
+        previous,
+        current,
+        |s| s.mad * MAD_TO_SIGMA,
+        RECORDED_MIN_RELATIVE,
+    )
+}
+
+/// `Slower`/`Faster` when the medians differ by more than
+/// [`VERDICT_SIGMAS`] combined `spread`s and by more than `min_relative` of
+/// the previous median.
+fn judge(
+    previous: &Stats,
+    current: &Stats,
+    spread: impl Fn(&Stats) -> f64,
+    min_relative: f64,
+) -> Verdict {
+    let combined = (spread(previous).powi(2) + spread(current).powi(2)).sqrt();
     let change = current.median - previous.median;
-    let threshold = (VERDICT_SIGMAS * combined).max(RECORDED_MIN_RELATIVE * previous.median);
+    let threshold = (VERDICT_SIGMAS * combined).max(min_relative * previous.median);
     if change > threshold {
         Verdict::Slower
     } else if -change > threshold {
