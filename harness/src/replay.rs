@@ -12,13 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use shared_state::{Arg, Call, Output, Tensor};
 
 use crate::compare::{Comparison, Tolerances, compare};
 use crate::engine_handle::{CallError, EngineHandle};
-use crate::timing::{Stats, TimingConfig, Verdict, human_secs, measure, verdict_recorded};
+use crate::timing::{Stats, TimingConfig, Verdict, human_secs, verdict_recorded};
 use crate::workload::{Step, Workload};
 
 /// Prefix of the residents replay writes.
@@ -232,7 +232,8 @@ pub fn replay_with(
     let start = Instant::now();
     let tolerances = options.tolerances.for_workload(workload);
     let mut redirect: BTreeMap<String, String> = BTreeMap::new();
-    let mut calls = Vec::new();
+    let mut calls: Vec<CallResult> = Vec::new();
+    let mut to_time: Vec<(usize, Call)> = Vec::new();
     for (step, tolerance) in workload.steps.iter().zip(tolerances) {
         let Step::Call { call, expected } = step else {
             continue;
@@ -277,33 +278,39 @@ pub fn replay_with(
                 if options.keep_outputs {
                     result.recorded = Some((call.clone(), got.clone()));
                 }
-                if let Some(timing) = &options.timing {
-                    let old = match baseline {
-                        Baseline::Interleaved(old) => Some(old),
-                        _ => None,
-                    };
-                    match time_call(handle, old, &run_call, index, timing) {
-                        Ok((stats, old_stats)) => {
-                            // Both kinds of baseline are another engine or
-                            // another time: judged with the between-runs rule
-                            // (two engines of the same code differ by memory
-                            // layout alone; interleaving removes drift only).
-                            let prev = match baseline {
-                                Baseline::Recorded(p) => p.get(&key).cloned(),
-                                _ => old_stats,
-                            };
-                            if let (Some(s), Some(p)) = (&stats, &prev) {
-                                result.verdict = Some(verdict_recorded(p, s));
-                                result.previous_median = Some(p.median);
-                            }
-                            result.stats = stats;
-                        }
-                        Err(e) => result.error = Some(format!("while timing: {e}")),
-                    }
+                if options.timing.is_some() {
+                    to_time.push((index, run_call.clone()));
                 }
             }
         }
         calls.push(result);
+    }
+    if let Some(timing) = &options.timing {
+        let old = match baseline {
+            Baseline::Interleaved(old) => Some(old),
+            _ => None,
+        };
+        for (index, timed) in time_calls(handle, old, &to_time, timing) {
+            let result = &mut calls[index];
+            match timed {
+                Ok((stats, old_stats)) => {
+                    // Both kinds of baseline are another engine or another
+                    // time: judged with the between-runs rule (two engines of
+                    // the same code differ by memory layout alone;
+                    // interleaving removes drift only).
+                    let prev = match baseline {
+                        Baseline::Recorded(p) => p.get(&result.key).cloned(),
+                        _ => old_stats,
+                    };
+                    if let (Some(s), Some(p)) = (&stats, &prev) {
+                        result.verdict = Some(verdict_recorded(p, s));
+                        result.previous_median = Some(p.median);
+                    }
+                    result.stats = stats;
+                }
+                Err(e) => result.error = Some(format!("while timing: {e}")),
+            }
+        }
     }
     ReplayReport {
         label: handle.label().to_string(),
@@ -312,107 +319,169 @@ pub fn replay_with(
     }
 }
 
-/// Times a call on the kernel alone: its tensor arguments are loaded as
-/// scratch residents first and its output stays on the engine (a throwaway
-/// resident), so no run copies inputs or outputs through the host. The
-/// scratch buffers are emptied afterwards. With `old`, the same call is
-/// timed on the old version too, interleaved run by run.
-fn time_call(
-    handle: &EngineHandle,
-    old: Option<&EngineHandle>,
-    call: &Call,
+/// One call being timed: the call as run on each engine (its tensor
+/// arguments loaded as scratch residents, its output kept on the engine in
+/// a throwaway resident, so no run copies data through the host), and the
+/// samples so far.
+struct Timed {
     index: usize,
-    timing: &TimingConfig,
-) -> Result<(Option<Stats>, Option<Stats>), CallError> {
-    let prepare = |engine: &EngineHandle| -> Result<(Call, Vec<String>), CallError> {
-        let mut timed = call.clone();
-        let mut scratch = Vec::new();
-        for (j, arg) in timed.args.iter_mut().enumerate() {
-            if let Arg::Tensor(t) = arg {
-                let name = format!("{TIMING_PREFIX}{index}/arg{j}");
-                engine.put_resident(&name, t.clone())?;
-                *arg = Arg::Resident(name.clone());
-                scratch.push(name);
-            }
-        }
-        let out = format!("{TIMING_PREFIX}{index}/out");
-        timed.store_as = Some(out.clone());
-        scratch.push(out);
-        Ok((timed, scratch))
-    };
-    let release = |engine: &EngineHandle, scratch: &[String]| -> Result<(), CallError> {
-        for name in scratch {
-            engine.put_resident(name, Tensor::from_f32(&[0], Vec::new()))?;
-        }
-        Ok(())
-    };
-    let (new_call, new_scratch) = prepare(handle)?;
-    let Some(old) = old else {
-        let samples = measure(timing, || handle.run(new_call.clone()));
-        release(handle, &new_scratch)?;
-        return Ok((Stats::from_samples(&samples?), None));
-    };
-    // The call may read scratch residents written by earlier calls of this
-    // replay, which ran on the new version only: give the old one the same.
-    for arg in &call.args {
-        if let Arg::Resident(name) = arg {
-            if name.starts_with(SCRATCH_PREFIX) {
-                old.put_resident(name, handle.read_resident(name)?)?;
-            }
-        }
-    }
-    let (old_call, old_scratch) = prepare(old)?;
-    let samples = interleave(
-        timing,
-        || old.run(old_call.clone()),
-        || handle.run(new_call.clone()),
-    );
-    release(handle, &new_scratch)?;
-    release(old, &old_scratch)?;
-    let (old_samples, new_samples) = samples?;
-    Ok((
-        Stats::from_samples(&new_samples),
-        Stats::from_samples(&old_samples),
-    ))
+    new_call: Call,
+    old_call: Option<Call>,
+    new_samples: Vec<Duration>,
+    old_samples: Vec<Duration>,
+    error: Option<CallError>,
 }
 
-/// Times `a` and `b` in alternation (a b, b a, a b, ...: each goes first
-/// half of the time), after warm-up, until both have `min_runs` samples and
-/// `min_time` was spent on each (or a maximum is reached).
-fn interleave<T, E>(
-    config: &TimingConfig,
-    mut a: impl FnMut() -> Result<T, E>,
-    mut b: impl FnMut() -> Result<T, E>,
-) -> Result<(Vec<std::time::Duration>, Vec<std::time::Duration>), E> {
-    for _ in 0..config.warmup_runs {
-        std::hint::black_box(a()?);
-        std::hint::black_box(b()?);
-    }
-    let (mut sa, mut sb) = (Vec::new(), Vec::new());
-    let started = Instant::now();
-    for i in 0.. {
-        let time = |f: &mut dyn FnMut() -> Result<T, E>| -> Result<std::time::Duration, E> {
-            let t0 = Instant::now();
-            std::hint::black_box(f()?);
-            Ok(t0.elapsed())
-        };
-        if i % 2 == 0 {
-            sa.push(time(&mut a)?);
-            sb.push(time(&mut b)?);
-        } else {
-            sb.push(time(&mut b)?);
-            sa.push(time(&mut a)?);
+fn timing_call(
+    engine: &EngineHandle,
+    call: &Call,
+    index: usize,
+    scratch: &mut Vec<String>,
+) -> Result<Call, CallError> {
+    let mut timed = call.clone();
+    for (j, arg) in timed.args.iter_mut().enumerate() {
+        if let Arg::Tensor(t) = arg {
+            let name = format!("{TIMING_PREFIX}{index}/arg{j}");
+            engine.put_resident(&name, t.clone())?;
+            *arg = Arg::Resident(name.clone());
+            scratch.push(name);
         }
+    }
+    let out = format!("{TIMING_PREFIX}{index}/out");
+    timed.store_as = Some(out.clone());
+    scratch.push(out);
+    Ok(timed)
+}
+
+fn sample(engine: &EngineHandle, call: &Call, into: &mut Vec<Duration>) -> Result<(), CallError> {
+    let t0 = Instant::now();
+    std::hint::black_box(engine.run(call.clone())?);
+    into.push(t0.elapsed());
+    Ok(())
+}
+
+/// Times `calls` on `handle` (and, interleaved, on `old`): after warm-up,
+/// in rounds that run every call once per engine (old then new, new then
+/// old, alternately), until every call has `min_runs` samples and
+/// `min_time` per call was spent, or a maximum is reached. Round-robin
+/// spreads each call's samples over the whole measurement, so a transient
+/// slow spell of the machine (seen here lasting tens of milliseconds, long
+/// enough to swallow all of one call's back-to-back runs) shifts no median.
+/// Returns `(call index, (new stats, old stats))`.
+fn time_calls(
+    handle: &EngineHandle,
+    old: Option<&EngineHandle>,
+    calls: &[(usize, Call)],
+    config: &TimingConfig,
+) -> Vec<(usize, Result<(Option<Stats>, Option<Stats>), CallError>)> {
+    let mut scratch_new = Vec::new();
+    let mut scratch_old = Vec::new();
+    let mut timed: Vec<Timed> = Vec::new();
+    // Calls may read scratch residents written by earlier calls of this
+    // replay, which ran on the new version only: give the old one the same.
+    if let Some(old) = old {
+        let names: std::collections::BTreeSet<&String> = calls
+            .iter()
+            .flat_map(|(_, c)| c.args.iter())
+            .filter_map(|a| match a {
+                Arg::Resident(n) if n.starts_with(SCRATCH_PREFIX) => Some(n),
+                _ => None,
+            })
+            .collect();
+        for name in names {
+            if let Err(e) = handle
+                .read_resident(name)
+                .and_then(|t| old.put_resident(name, t))
+            {
+                return calls.iter().map(|(i, _)| (*i, Err(e.clone()))).collect();
+            }
+        }
+    }
+    for (index, call) in calls {
+        let prepared = timing_call(handle, call, *index, &mut scratch_new).and_then(|new_call| {
+            let old_call = match old {
+                Some(old) => Some(timing_call(old, call, *index, &mut scratch_old)?),
+                None => None,
+            };
+            Ok((new_call, old_call))
+        });
+        let (new_call, old_call, error) = match prepared {
+            Ok((n, o)) => (n, o, None),
+            Err(e) => (call.clone(), None, Some(e)),
+        };
+        timed.push(Timed {
+            index: *index,
+            new_call,
+            old_call,
+            new_samples: Vec::new(),
+            old_samples: Vec::new(),
+            error,
+        });
+    }
+    let run_round = |timed: &mut [Timed], record: bool, new_first: bool| {
+        for t in timed.iter_mut().filter(|t| t.error.is_none()) {
+            let mut scratch_samples = Vec::new();
+            let (new_into, old_into) = if record {
+                (&mut t.new_samples, &mut t.old_samples)
+            } else {
+                (&mut scratch_samples, &mut Vec::new())
+            };
+            let result = (|| match (old, &t.old_call) {
+                (Some(old), Some(old_call)) if !new_first => {
+                    sample(old, old_call, old_into)?;
+                    sample(handle, &t.new_call, new_into)
+                }
+                (Some(old), Some(old_call)) => {
+                    sample(handle, &t.new_call, new_into)?;
+                    sample(old, old_call, old_into)
+                }
+                _ => sample(handle, &t.new_call, new_into),
+            })();
+            if let Err(e) = result {
+                t.error = Some(e);
+            }
+        }
+    };
+    for _ in 0..config.warmup_runs {
+        run_round(&mut timed, false, true);
+    }
+    let engines = if old.is_some() { 2 } else { 1 };
+    let slots = (timed.len().max(1) * engines) as u32;
+    let budget = |per_call: Duration| per_call * slots;
+    let started = Instant::now();
+    for round in 0usize.. {
+        run_round(&mut timed, true, round % 2 == 1);
+        let runs = round + 1;
         let spent = started.elapsed();
-        let runs = sa.len();
-        let enough = runs >= config.min_runs && spent >= 2 * config.min_time;
+        let enough = runs >= config.min_runs && spent >= budget(config.min_time);
         let too_much = runs >= config.min_runs.max(1)
-            && (runs >= config.max_runs || spent >= 2 * config.max_time);
-        if enough || too_much {
+            && (runs >= config.max_runs || spent >= budget(config.max_time));
+        if enough || too_much || timed.iter().all(|t| t.error.is_some()) {
             break;
         }
     }
-    Ok((sa, sb))
+    let release = |engine: &EngineHandle, scratch: &[String]| {
+        for name in scratch {
+            let _ = engine.put_resident(name, Tensor::from_f32(&[0], Vec::new()));
+        }
+    };
+    release(handle, &scratch_new);
+    if let Some(old) = old {
+        release(old, &scratch_old);
+    }
+    timed
+        .into_iter()
+        .map(|t| {
+            let result = match t.error {
+                Some(e) => Err(e),
+                None => Ok((
+                    Stats::from_samples(&t.new_samples),
+                    Stats::from_samples(&t.old_samples),
+                )),
+            };
+            (t.index, result)
+        })
+        .collect()
 }
 
 /// A workload of what `handle` holds and serves: its resident buffers (the
