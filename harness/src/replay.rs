@@ -319,6 +319,10 @@ pub fn replay_with(
     }
 }
 
+/// Timing statistics of one call: on the new version, and on the old one
+/// when it was timed interleaved.
+type TimedStats = (Option<Stats>, Option<Stats>);
+
 /// One call being timed: the call as run on each engine (its tensor
 /// arguments loaded as scratch residents, its output kept on the engine in
 /// a throwaway resident, so no run copies data through the host), and the
@@ -373,7 +377,7 @@ fn time_calls(
     old: Option<&EngineHandle>,
     calls: &[(usize, Call)],
     config: &TimingConfig,
-) -> Vec<(usize, Result<(Option<Stats>, Option<Stats>), CallError>)> {
+) -> Vec<(usize, Result<TimedStats, CallError>)> {
     let mut scratch_new = Vec::new();
     let mut scratch_old = Vec::new();
     let mut timed: Vec<Timed> = Vec::new();
