@@ -83,19 +83,6 @@ impl Calls {
 
 type CallFn<'a> = Box<dyn FnMut() -> Result<Vec<f32>, String> + 'a>;
 
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
 fn close(got: &[f32], want: &[f32]) -> bool {
     got.len() == want.len()
         && got
@@ -171,8 +158,8 @@ fn measure_ways(
 fn calibrate_matmul(pool: &rayon::ThreadPool) -> usize {
     let mut n = 32;
     loop {
-        let a = values(n * n, 3);
-        let b = values(n * n, 4);
+        let a = kernel_reference::test_values(n * n, 3);
+        let b = kernel_reference::test_values(n * n, 4);
         let mut times: Vec<f64> = (0..7)
             .map(|_| {
                 let t0 = Instant::now();
@@ -266,8 +253,8 @@ pub fn measure(
 
     let mut kernels = Vec::new();
     for len in [1usize, 1024] {
-        let x = values(len, 1);
-        let y = values(len, 2);
+        let x = kernel_reference::test_values(len, 1);
+        let y = kernel_reference::test_values(len, 2);
         put("sx", Tensor::from_f32(&[len], x.clone()))?;
         put("sy", Tensor::from_f32(&[len], y.clone()))?;
         let ways = saxpy_ways(&x, &y, &pool, hot, &served, &handle);
@@ -278,8 +265,8 @@ pub fn measure(
         kernels.push(measure_ways(&kernel, ways, config)?);
     }
     let n = calibrate_matmul(&pool);
-    let a = values(n * n, 3);
-    let b = values(n * n, 4);
+    let a = kernel_reference::test_values(n * n, 3);
+    let b = kernel_reference::test_values(n * n, 4);
     put("ma", Tensor::from_f32(&[n, n], a.clone()))?;
     put("mb", Tensor::from_f32(&[n, n], b.clone()))?;
     let ways = matmul_ways(&a, &b, n, &pool, hot, &served, &handle);
