@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use kiln::engine_handle::probe_devices;
 use kiln::process::mapped_files_under;
+use kiln::swap::engine_handle::probe_devices;
 use kiln::{CallError, EngineHandle, EngineOptions};
 use kiln_e2e::dev_session::kiln_binary;
 use kiln_e2e::*;

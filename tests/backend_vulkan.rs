@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use kiln::compare::{Tolerances, compare, reduction_len};
-use kiln::engine_handle::probe_devices;
 use kiln::process::{mapped_files_under, rss_bytes};
-use kiln::replay::{self, ReplayOptions, quick_timing};
-use kiln::timing::human_secs;
+use kiln::swap::engine_handle::probe_devices;
+use kiln::workload::compare::{Tolerances, compare, reduction_len};
+use kiln::workload::replay::{self, ReplayOptions, quick_timing};
+use kiln::workload::timing::human_secs;
 use kiln::workload::{GenSpec, Step, Workload, default_workload, generate};
 use kiln::{EngineHandle, EngineOptions, LoadedModule, ServedModule, StagingDir};
 use kiln_e2e::dev_session::kiln_binary;

@@ -9,8 +9,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use kiln::replay::{self, ReplayOptions, ReplayReport};
-use kiln::timing::{Verdict, human_secs};
+use kiln::workload::replay::{self, ReplayOptions, ReplayReport};
+use kiln::workload::timing::{Verdict, human_secs};
 use kiln::workload::{self, GenSpec, WorkloadErrorKind};
 use kiln::{EngineHandle, EngineOptions, LoadedModule, ServedModule};
 use kiln_e2e::dev_session::kiln_binary;

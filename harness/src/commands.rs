@@ -4,14 +4,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::dev::build_now;
-use crate::engine_handle::{EngineHandle, EngineOptions, probe_devices};
-use crate::history::History;
-use crate::load::LoadedModule;
-use crate::module_build::ModuleBuilder;
-use crate::module_graph::{KernelModule, ModuleGraph};
-use crate::replay::{self, ReplayOptions};
-use crate::stage::StagingDir;
+use crate::supervisor::build_now;
+use crate::supervisor::history::History;
+use crate::supervisor::module_build::ModuleBuilder;
+use crate::supervisor::module_graph::{KernelModule, ModuleGraph};
+use crate::swap::engine_handle::{EngineHandle, EngineOptions, probe_devices};
+use crate::swap::load::LoadedModule;
+use crate::swap::stage::StagingDir;
+use crate::workload::replay::{self, ReplayOptions};
 use crate::workload::{self, GenSpec};
 use crate::workspace;
 
@@ -164,8 +164,8 @@ pub fn replay(
     let tolerances_path = root.join("kiln.toml");
     let mut replay_options = ReplayOptions::default();
     if tolerances_path.exists() {
-        replay_options.tolerances =
-            crate::compare::Tolerances::load(&tolerances_path).map_err(|e| e.to_string())?;
+        replay_options.tolerances = crate::workload::compare::Tolerances::load(&tolerances_path)
+            .map_err(|e| e.to_string())?;
     }
     if !timing {
         replay_options.timing = None;
@@ -188,7 +188,7 @@ pub fn replay(
 /// `kiln report`.
 pub fn report(module: &str, svg: Option<&Path>) -> Result<(), String> {
     let root = workspace_root();
-    let path = crate::history::default_path(&workspace::target_dir(&root), module);
+    let path = crate::supervisor::history::default_path(&workspace::target_dir(&root), module);
     let history = History::load(&path).map_err(|e| {
         format!("{e}\n(no kiln dev session of {module} recorded yet? run `kiln dev` first)")
     })?;
@@ -208,7 +208,7 @@ pub fn check_swap(
     device: Option<String>,
     mib: usize,
 ) -> Result<(), String> {
-    use crate::served::{ServedModule, human_bytes};
+    use crate::swap::served::{ServedModule, human_bytes};
     use shared_state::{Call, Tensor};
     let root = workspace_root();
     let stage = StagingDir::create(&workspace::staging_root(&root)).map_err(|e| e.to_string())?;

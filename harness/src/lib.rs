@@ -1,36 +1,24 @@
-//! The kiln host library: everything between "a module artifact exists"
-//! and "its new version serves with the old one's state", plus the dev loop
-//! and workload replay built on it.
+//! The kiln host library. Its folders say which side of a session a file
+//! belongs to:
 //!
-//! Pipeline: [`stage`] (private versioned copy) -> [`load`] (dlopen,
-//! fingerprint check, entry points) -> [`engine_handle`] (one engine per
-//! version on its own thread) -> [`served`] (routing and the state handoff)
-//! -> retire (drop on the engine thread, join threads, close the library).
-//! kiln host library
+//! - [`swap`]: the swap core, in-process: stage -> load (fingerprint) ->
+//!   one engine per version on its own thread -> routed swap with the state
+//!   handoff -> retire (threads joined, library closed).
+//! - [`workload`]: workloads (model, file format, generator), replay,
+//!   correctness, timing and the reference backend.
+//! - [`supervisor`]: `kiln dev`: watch, build, history, and the session loop.
+//! - [`commands`]: the one-shot commands (`backends`, `record`, `replay`, ...).
+//! - [`logging`], [`process`], [`workspace`]: shared helpers.
 
-pub mod build_queue;
 pub mod commands;
-pub mod compare;
-pub mod dev;
-pub mod engine_handle;
-pub mod history;
-pub mod load;
 pub mod logging;
-pub mod module_build;
-pub mod module_graph;
 pub mod process;
-pub mod reference;
-pub mod replay;
-pub mod served;
-pub mod snapshot_file;
-pub mod stage;
-pub mod timing;
-pub mod version_threads;
-pub mod watch;
+pub mod supervisor;
+pub mod swap;
 pub mod workload;
 pub mod workspace;
 
-pub use engine_handle::{CallError, EngineHandle, EngineOptions};
-pub use load::{LoadError, LoadedModule, host_fingerprint};
-pub use served::{ServedModule, SwapError, SwapReport};
-pub use stage::{Staged, StagingDir};
+pub use swap::engine_handle::{CallError, EngineHandle, EngineOptions};
+pub use swap::load::{LoadError, LoadedModule, host_fingerprint};
+pub use swap::served::{ServedModule, SwapError, SwapReport};
+pub use swap::stage::{Staged, StagingDir};

@@ -76,7 +76,7 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         // Per-call replay events are for tools; people read the table.
-        if event.metadata().target() == "kiln::replay" {
+        if event.metadata().target() == "kiln::workload::replay" {
             return Ok(());
         }
         let mut visitor = MessageOnly::default();

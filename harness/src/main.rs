@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kiln::dev::{DevOptions, OnFail};
 use kiln::logging::LogFormat;
+use kiln::supervisor::{DevOptions, OnFail};
 
 #[derive(Parser)]
 #[command(
@@ -160,7 +160,7 @@ fn main() -> ExitCode {
             }) {
                 eprintln!("kiln: cannot handle Ctrl-C: {e}");
             }
-            kiln::dev::run(
+            kiln::supervisor::run(
                 DevOptions {
                     backend,
                     workload,

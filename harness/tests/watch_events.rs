@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use kiln::module_graph::ModuleGraph;
-use kiln::watch::{ChangeSet, ModuleWatcher, WatchOptions};
+use kiln::supervisor::module_graph::ModuleGraph;
+use kiln::supervisor::watch::{ChangeSet, ModuleWatcher, WatchOptions};
 
 /// How long to wait for an expected change set.
 const DEADLINE: Duration = Duration::from_secs(10);

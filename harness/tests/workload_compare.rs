@@ -5,10 +5,10 @@ mod workload_util;
 
 use std::path::Path;
 
-use kiln::compare::{
+use kiln::workload::compare::{
     Scaling, Tolerance, Tolerances, compare, reduction_len, ulp_distance_f32, ulp_distance_f64,
 };
-use kiln::reference;
+use kiln::workload::reference;
 use kiln::workload::{GenSpec, Step, default_workload, generate};
 use shared_state::{Buffer, DType, Tensor};
 use workload_util::scratch_dir;

@@ -10,8 +10,8 @@ mod workload_util;
 use std::path::Path;
 use std::process::Command;
 
-use kiln::compare::{Tolerances, compare};
-use kiln::reference::expected_outputs;
+use kiln::workload::compare::{Tolerances, compare};
+use kiln::workload::reference::expected_outputs;
 use kiln::workload::{Step, read};
 use workload_util::scratch_dir;
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use kiln::timing::{Stats, TimingConfig, Verdict, measure, verdict};
+use kiln::workload::timing::{Stats, TimingConfig, Verdict, measure, verdict};
 
 /// `n` samples around `center` seconds with uniform noise of +-`noise`
 /// (relative), from a fixed seed.

@@ -7,7 +7,7 @@ use shared_state::kernels::{DOT, MATMUL, SAXPY, SOFTMAX, STENCIL2D};
 use shared_state::{Call, EngineError, Scalar, Tensor};
 
 use super::{Step, Workload};
-use crate::reference;
+use crate::workload::reference;
 
 /// What to generate: one standard kernel at one shape, inputs from a seed.
 ///

@@ -5,9 +5,15 @@
 //! puts a resident buffer, [`Step::Call`] runs a kernel. On disk it is the
 //! versioned, checksummed format of [`format`] (documented in
 //! `docs/workload-format.md`); [`generate`] makes one from a small spec.
+//! [`replay`] runs one on an engine: [`compare`] (correctness against the
+//! expected outputs or the [`reference`]) and [`timing`] (verdicts).
 
+pub mod compare;
 pub mod format;
 pub mod generate;
+pub mod reference;
+pub mod replay;
+pub mod timing;
 
 use std::collections::BTreeSet;
 

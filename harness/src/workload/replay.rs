@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use shared_state::{Arg, Call, Output, Tensor};
 
-use crate::compare::{Comparison, Tolerances, compare};
-use crate::engine_handle::{CallError, EngineHandle};
-use crate::timing::{Stats, TimingConfig, Verdict, human_secs, verdict_recorded};
+use crate::swap::engine_handle::{CallError, EngineHandle};
+use crate::workload::compare::{Comparison, Tolerances, compare};
+use crate::workload::timing::{Stats, TimingConfig, Verdict, human_secs, verdict_recorded};
 use crate::workload::{Step, Workload};
 
 /// Prefix of the residents replay writes.
@@ -518,7 +518,7 @@ pub fn log_events(report: &ReplayReport, module: &str, version: u64) {
     for c in &report.calls {
         let cmp = c.comparison.as_ref();
         tracing::info!(
-            target: "kiln::replay",
+            target: "kiln::workload::replay",
             event = "replay",
             module,
             version,

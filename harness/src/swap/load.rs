@@ -12,7 +12,7 @@ use shared_state::export::{
 };
 use shared_state::{Difference, Fingerprint};
 
-use crate::stage::{StageError, Staged};
+use crate::swap::stage::{StageError, Staged};
 
 /// Why a module was not loaded.
 #[derive(Debug, thiserror::Error)]

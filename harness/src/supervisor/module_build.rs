@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use cargo_metadata::{CrateType, Message};
 
-use crate::module_graph::{KernelModule, ModuleGraph};
+use crate::supervisor::module_graph::{KernelModule, ModuleGraph};
 
 /// Subdirectory of the workspace target dir that module builds use, so they
 /// never wait on the lock of the host's own build.

@@ -36,7 +36,7 @@ use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache};
 
-use crate::module_graph::{Classified, ModuleGraph};
+use crate::supervisor::module_graph::{Classified, ModuleGraph};
 
 /// Default debounce window.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);

@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use crate::module_build::{BuildError, BuildOutcome, BuildProgress, ModuleBuilder};
-use crate::module_graph::KernelModule;
+use crate::supervisor::module_build::{BuildError, BuildOutcome, BuildProgress, ModuleBuilder};
+use crate::supervisor::module_graph::KernelModule;
 
 /// What the build thread reports.
 #[derive(Debug)]
@@ -115,7 +115,7 @@ impl BuildQueue {
     }
 
     /// Asks for a build of `module` (package name) because its sources
-    /// changed at `changed_at` (e.g. [`crate::watch::ChangeSet::first_event_at`]).
+    /// changed at `changed_at` (e.g. [`crate::supervisor::watch::ChangeSet::first_event_at`]).
     /// Returns at once.
     pub fn request(&self, module: &str, changed_at: Instant) -> Result<(), UnknownModule> {
         if !self.modules.contains_key(module) {

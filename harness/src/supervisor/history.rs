@@ -97,7 +97,7 @@ impl History {
                 let cell = v
                     .medians
                     .get(k)
-                    .map_or("-".to_string(), |s| crate::timing::human_secs(*s));
+                    .map_or("-".to_string(), |s| crate::workload::timing::human_secs(*s));
                 let _ = write!(out, " {cell:>12}");
             }
             let _ = writeln!(out);
@@ -169,7 +169,7 @@ impl History {
                     left + plot_w,
                     left - 6.0,
                     y(tick) + 4.0,
-                    xml(&crate::timing::human_secs(tick)),
+                    xml(&crate::workload::timing::human_secs(tick)),
                     y = y(tick)
                 );
             }

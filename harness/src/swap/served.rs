@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use shared_state::{Call, ImportReport, Output, Snapshot};
 
-use crate::engine_handle::{CallError, EngineHandle, EngineOptions};
-use crate::load::LoadedModule;
+use crate::swap::engine_handle::{CallError, EngineHandle, EngineOptions};
+use crate::swap::load::LoadedModule;
 
 /// What a swap did, with timings.
 #[derive(Clone, Debug)]

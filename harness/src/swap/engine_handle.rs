@@ -19,8 +19,8 @@ use shared_state::{
     ResidentInfo, Snapshot, Tensor,
 };
 
-use crate::load::LoadedModule;
-use crate::version_threads::{JOIN_DEADLINE, VersionThreads};
+use crate::swap::load::LoadedModule;
+use crate::swap::version_threads::{JOIN_DEADLINE, VersionThreads};
 
 type Job = Box<dyn FnOnce(&mut dyn Engine) + Send>;
 

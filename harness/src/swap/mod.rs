@@ -1,0 +1,15 @@
+//! The swap core: everything between "a module artifact exists" and "its
+//! new version serves with the old one's state", in-process.
+//!
+//! [`stage`] (private versioned copy) -> [`load`] (dlopen, fingerprint
+//! check, entry points) -> [`engine_handle`] (one engine per version on its
+//! own thread, [`version_threads`] for its workers) -> [`served`] (routing
+//! and the state handoff) -> retire (drop on the engine thread, join
+//! threads, close the library). [`snapshot_file`] keeps state on disk.
+
+pub mod engine_handle;
+pub mod load;
+pub mod served;
+pub mod snapshot_file;
+pub mod stage;
+pub mod version_threads;
