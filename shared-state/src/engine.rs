@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::decl::{KernelSet, SourceFile};
 use crate::snapshot::{Scalar, Snapshot};
 use crate::tensor::{DType, Tensor};
 
@@ -130,46 +131,33 @@ impl Call {
 /// The result of a call.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
-    /// The output, returned to the caller.
+    /// The output of a kernel with one output, returned to the caller.
     Value(Tensor),
-    /// The output was stored as the named resident buffer.
+    /// The outputs of a kernel with several, in declaration order.
+    Values(Vec<Tensor>),
+    /// The output was stored as the named resident buffer (kernels with one
+    /// output only).
     Stored { name: String, shape: Vec<usize> },
 }
 
 impl Output {
+    /// The first (for most kernels: the only) output.
     pub fn into_tensor(self) -> Option<Tensor> {
         match self {
             Output::Value(t) => Some(t),
+            Output::Values(v) => v.into_iter().next(),
             Output::Stored { .. } => None,
         }
     }
-}
 
-/// One input of a kernel, for `describe` and for generating workloads.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ArgSpec {
-    pub name: String,
-    pub dtype: DType,
-    /// Symbolic shape, e.g. `["m", "k"]`.
-    pub shape: Vec<String>,
-}
-
-/// A named scalar parameter with its default.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ParamSpec {
-    pub name: String,
-    pub default: Scalar,
-}
-
-/// The signature of one kernel. Every backend exposes the same kernels with
-/// the same signatures, so one workload runs on all of them.
-#[derive(Clone, Debug, PartialEq)]
-pub struct KernelSpec {
-    pub name: String,
-    pub summary: String,
-    pub args: Vec<ArgSpec>,
-    pub params: Vec<ParamSpec>,
-    pub output: ArgSpec,
+    /// Every returned output, in declaration order.
+    pub fn into_tensors(self) -> Vec<Tensor> {
+        match self {
+            Output::Value(t) => vec![t],
+            Output::Values(v) => v,
+            Output::Stored { .. } => Vec::new(),
+        }
+    }
 }
 
 /// What a module says about itself.
@@ -181,7 +169,9 @@ pub struct ModuleInfo {
     pub backend: String,
     /// The device it runs on, with its driver where there is one.
     pub device: String,
-    pub kernels: Vec<KernelSpec>,
+    /// The declared kernels this module implements (a declared kernel it
+    /// does not list is reported by the host as not on this backend yet).
+    pub kernels: Vec<String>,
     /// Anything else worth showing (tuning, counters).
     pub notes: BTreeMap<String, Scalar>,
 }
@@ -251,6 +241,13 @@ pub struct EngineContext {
     pub options: BTreeMap<String, String>,
     /// The only way a module may start a thread.
     pub spawner: Arc<dyn ThreadSpawner>,
+    /// The kernel declarations of this version (staged with it,
+    /// immutable). Calls are checked against them; GPU modules take launch
+    /// sizes from them.
+    pub kernels: Arc<KernelSet>,
+    /// The version's source files that the engine compiles when it is
+    /// created (WGSL shaders, `.cu` files), staged with the library.
+    pub sources: Arc<Vec<SourceFile>>,
 }
 
 impl EngineContext {
@@ -276,6 +273,11 @@ impl EngineContext {
     pub fn option(&self, key: &str) -> Option<&str> {
         self.options.get(key).map(String::as_str)
     }
+
+    /// The staged source at `path` (relative to the module's directory).
+    pub fn source(&self, path: &str) -> Option<&SourceFile> {
+        self.sources.iter().find(|s| s.path == path)
+    }
 }
 
 impl fmt::Debug for EngineContext {
@@ -284,6 +286,11 @@ impl fmt::Debug for EngineContext {
             .field("label", &self.label)
             .field("threads", &self.threads)
             .field("options", &self.options)
+            .field("kernels", &self.kernels.names().collect::<Vec<_>>())
+            .field(
+                "sources",
+                &self.sources.iter().map(|s| &s.path).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }

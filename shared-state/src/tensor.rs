@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+pub use half::{bf16, f16};
+
 /// Element type of a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {
@@ -11,16 +13,24 @@ pub enum DType {
     I64,
     U32,
     U8,
+    /// IEEE 754 half precision (`half::f16`).
+    F16,
+    /// bfloat16: f32's exponent, 7 mantissa bits (`half::bf16`).
+    BF16,
+    I8,
 }
 
 impl DType {
-    pub const ALL: [DType; 6] = [
+    pub const ALL: [DType; 9] = [
         DType::F32,
         DType::F64,
         DType::I32,
         DType::I64,
         DType::U32,
         DType::U8,
+        DType::F16,
+        DType::BF16,
+        DType::I8,
     ];
 
     /// Size of one element in bytes.
@@ -28,7 +38,8 @@ impl DType {
         match self {
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F64 | DType::I64 => 8,
-            DType::U8 => 1,
+            DType::F16 | DType::BF16 => 2,
+            DType::U8 | DType::I8 => 1,
         }
     }
 
@@ -41,6 +52,9 @@ impl DType {
             DType::I64 => "i64",
             DType::U32 => "u32",
             DType::U8 => "u8",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::I8 => "i8",
         }
     }
 
@@ -49,7 +63,7 @@ impl DType {
     }
 
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F64)
+        matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
     }
 }
 
@@ -70,6 +84,9 @@ pub enum Buffer {
     I64(Vec<i64>),
     U32(Vec<u32>),
     U8(Vec<u8>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    I8(Vec<i8>),
 }
 
 /// Element types that are plain bytes: every bit pattern is a valid value,
@@ -81,6 +98,10 @@ impl Pod for i32 {}
 impl Pod for i64 {}
 impl Pod for u32 {}
 impl Pod for u8 {}
+// `half::f16` and `half::bf16` are `#[repr(transparent)]` over `u16`.
+impl Pod for f16 {}
+impl Pod for bf16 {}
+impl Pod for i8 {}
 
 fn pod_bytes<T: Pod>(v: &[T]) -> &[u8] {
     // SAFETY: `T: Pod` has no padding and no invalid bit patterns, u8 has
@@ -103,6 +124,9 @@ macro_rules! each_buffer {
             Buffer::I64($v) => $body,
             Buffer::U32($v) => $body,
             Buffer::U8($v) => $body,
+            Buffer::F16($v) => $body,
+            Buffer::BF16($v) => $body,
+            Buffer::I8($v) => $body,
         }
     };
 }
@@ -117,6 +141,9 @@ impl Buffer {
             DType::I64 => Buffer::I64(vec![0; len]),
             DType::U32 => Buffer::U32(vec![0; len]),
             DType::U8 => Buffer::U8(vec![0; len]),
+            DType::F16 => Buffer::F16(vec![f16::ZERO; len]),
+            DType::BF16 => Buffer::BF16(vec![bf16::ZERO; len]),
+            DType::I8 => Buffer::I8(vec![0; len]),
         }
     }
 
@@ -142,6 +169,9 @@ impl Buffer {
             Buffer::I64(_) => DType::I64,
             Buffer::U32(_) => DType::U32,
             Buffer::U8(_) => DType::U8,
+            Buffer::F16(_) => DType::F16,
+            Buffer::BF16(_) => DType::BF16,
+            Buffer::I8(_) => DType::I8,
         }
     }
 
@@ -164,19 +194,64 @@ impl Buffer {
     }
 
     pub fn as_f32(&self) -> Option<&[f32]> {
-        match self {
-            Buffer::F32(v) => Some(v),
-            _ => None,
-        }
+        self.as_slice()
     }
 
     pub fn as_f32_mut(&mut self) -> Option<&mut [f32]> {
-        match self {
-            Buffer::F32(v) => Some(v),
-            _ => None,
-        }
+        self.as_mut_slice()
+    }
+
+    /// The elements as `&[T]` if the buffer holds `T`s.
+    pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
+        T::slice(self)
+    }
+
+    pub fn as_mut_slice<T: Element>(&mut self) -> Option<&mut [T]> {
+        T::slice_mut(self)
     }
 }
+
+/// An element type a [`Buffer`] can hold: lets modules write one generic
+/// kernel for several dtypes (`x.as_slice::<f16>()`).
+pub trait Element: Copy + Send + Sync + 'static {
+    const DTYPE: DType;
+    fn slice(buffer: &Buffer) -> Option<&[Self]>;
+    fn slice_mut(buffer: &mut Buffer) -> Option<&mut [Self]>;
+    fn into_buffer(v: Vec<Self>) -> Buffer;
+}
+
+macro_rules! element {
+    ($t:ty, $variant:ident) => {
+        impl Element for $t {
+            const DTYPE: DType = DType::$variant;
+            fn slice(buffer: &Buffer) -> Option<&[Self]> {
+                match buffer {
+                    Buffer::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn slice_mut(buffer: &mut Buffer) -> Option<&mut [Self]> {
+                match buffer {
+                    Buffer::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn into_buffer(v: Vec<Self>) -> Buffer {
+                Buffer::$variant(v)
+            }
+        }
+    };
+}
+
+element!(f32, F32);
+element!(f64, F64);
+element!(i32, I32);
+element!(i64, I64);
+element!(u32, U32);
+element!(u8, U8);
+element!(f16, F16);
+element!(bf16, BF16);
+element!(i8, I8);
 
 /// A shape that does not fit its data, or data that does not fit its type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -265,6 +340,17 @@ impl Tensor {
 
     pub fn as_f32(&self) -> Option<&[f32]> {
         self.data.as_f32()
+    }
+
+    /// The elements as `&[T]` if the tensor holds `T`s.
+    pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
+        self.data.as_slice()
+    }
+
+    /// A tensor of `T`s; panics if the shape does not match (for tests and
+    /// kernels whose output shape is known to match).
+    pub fn from_vec<T: Element>(shape: &[usize], data: Vec<T>) -> Tensor {
+        Tensor::new(shape.to_vec(), T::into_buffer(data)).expect("shape matches data")
     }
 
     /// Same dtype, same shape and the same bytes (NaNs compare by bits).
