@@ -1,5 +1,6 @@
-//! The one-shot commands: `kiln backends`, `kiln record`, `kiln replay`,
-//! `kiln report`. Each returns a message for the user on failure.
+//! The one-shot commands: `kiln backends`, `kiln report`, `kiln
+//! check-swap` (`kiln record`, `kiln replay`, `kiln kernels`: see
+//! `kernel_commands.rs`). Each returns a message for the user on failure.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,11 +9,9 @@ use crate::supervisor::build_now;
 use crate::supervisor::history::History;
 use crate::supervisor::module_build::ModuleBuilder;
 use crate::supervisor::module_graph::{KernelModule, ModuleGraph};
-use crate::swap::engine_handle::{EngineHandle, EngineOptions, probe_devices};
+use crate::swap::engine_handle::{EngineOptions, probe_devices};
 use crate::swap::load::LoadedModule;
 use crate::swap::stage::StagingDir;
-use crate::workload::replay::{self, ReplayOptions};
-use crate::workload::{self, GenSpec};
 use crate::workspace;
 
 fn workspace_root() -> std::path::PathBuf {
@@ -77,7 +76,9 @@ fn load_module(
 pub fn backends(names: &[String]) -> Result<(), String> {
     let root = workspace_root();
     let graph = graph(&root)?;
-    let stage = StagingDir::create(&workspace::staging_root(&root)).map_err(|e| e.to_string())?;
+    let stage = StagingDir::create(&workspace::staging_root(&root))
+        .map_err(|e| e.to_string())?
+        .for_workspace(&root);
     let modules: Vec<KernelModule> = if names.is_empty() {
         graph.modules().to_vec()
     } else {
@@ -128,63 +129,6 @@ pub fn backends(names: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// `kiln record`.
-pub fn record(kernel: &str, shape: &str, seed: u64, output: &Path) -> Result<(), String> {
-    let workload = if kernel == "default" {
-        workload::default_workload()
-    } else {
-        let spec = GenSpec::parse(kernel, shape, seed).map_err(|e| e.to_string())?;
-        workload::generate(&spec).map_err(|e| e.to_string())?
-    };
-    workload::write(&workload, output).map_err(|e| e.to_string())?;
-    println!("wrote {}: {}", output.display(), workload.describe());
-    Ok(())
-}
-
-/// `kiln replay`.
-pub fn replay(
-    file: &Path,
-    backend: &str,
-    module_file: Option<&Path>,
-    device: Option<String>,
-    timing: bool,
-) -> Result<(), String> {
-    let workload = workload::read(file).map_err(|e| e.to_string())?;
-    println!("{}", workload.describe());
-    let root = workspace_root();
-    let stage = StagingDir::create(&workspace::staging_root(&root)).map_err(|e| e.to_string())?;
-    let loaded = load_module(&root, &stage, backend, module_file)?;
-    let mut options = EngineOptions::default();
-    if let Some(device) = device {
-        options.options.insert("device".into(), device);
-    }
-    let (handle, _) =
-        EngineHandle::start(Arc::new(loaded), &options, None).map_err(|e| e.to_string())?;
-    replay::load_state(&handle, &workload).map_err(|e| e.to_string())?;
-    let tolerances_path = root.join("kiln.toml");
-    let mut replay_options = ReplayOptions::default();
-    if tolerances_path.exists() {
-        replay_options.tolerances = crate::workload::compare::Tolerances::load(&tolerances_path)
-            .map_err(|e| e.to_string())?;
-    }
-    if !timing {
-        replay_options.timing = None;
-    }
-    let report = replay::replay(&handle, &workload, &replay_options, None);
-    let staged = handle.module().staged.clone();
-    replay::log_events(&report, &staged.module, staged.version);
-    print!("{}", report.table());
-    if report.passed() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} failed replay of {}",
-            report.label,
-            file.display()
-        ))
-    }
-}
-
 /// `kiln report`.
 pub fn report(module: &str, svg: Option<&Path>) -> Result<(), String> {
     let root = workspace_root();
@@ -211,7 +155,9 @@ pub fn check_swap(
     use crate::swap::served::{ServedModule, human_bytes};
     use shared_state::{Call, Tensor};
     let root = workspace_root();
-    let stage = StagingDir::create(&workspace::staging_root(&root)).map_err(|e| e.to_string())?;
+    let stage = StagingDir::create(&workspace::staging_root(&root))
+        .map_err(|e| e.to_string())?
+        .for_workspace(&root);
     let first = load_module(&root, &stage, backend, module_file)?;
     let artifact = first.staged.source.clone();
     let name = first.staged.module.clone();

@@ -7,12 +7,16 @@
 //! - [`workload`]: workloads (model, file format, generator), replay,
 //!   correctness, timing and the reference backend.
 //! - [`supervisor`]: `kiln dev`: watch, build, history, and the session loop.
-//! - [`commands`]: the one-shot commands (`backends`, `record`, `replay`, ...).
+//! - [`commands`]: the one-shot commands (`backends`, `report`, ...);
+//!   [`kernel_commands`] (`kernels`, `record`, `replay`) and [`scaffold`]
+//!   (`new kernel`) for declared kernels.
 //! - [`logging`], [`process`], [`workspace`]: shared helpers.
 
 pub mod commands;
+pub mod kernel_commands;
 pub mod logging;
 pub mod process;
+pub mod scaffold;
 pub mod supervisor;
 pub mod swap;
 pub mod workload;

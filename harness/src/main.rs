@@ -22,8 +22,10 @@ use kiln::supervisor::{DevOptions, OnFail};
     after_help = "Examples:\n  \
                   kiln dev                                   CPU backend, bundled workload\n  \
                   kiln dev --backend vulkan --workload mm.kiln\n  \
-                  kiln record --kernel matmul --shape 512x512x512 --seed 7 -o mm.kiln\n  \
-                  kiln replay mm.kiln --backend vulkan\n  \
+                  kiln record --kernel matmul --dims m=512,k=512,n=512 --seed 7 -o mm.kiln\n  \
+                  kiln replay mm.kiln --backend vulkan --reference cpu\n  \
+                  kiln new kernel relu --inputs \"x: f32[n]\" --outputs \"y: f32[n]\"\n  \
+                  kiln kernels\n  \
                   kiln backends\n  \
                   kiln report"
 )]
@@ -78,22 +80,33 @@ enum Command {
         /// Only these backends; exit non-zero if one of them cannot run.
         names: Vec<String>,
     },
-    /// Write a workload file from a generator spec, with expected outputs
-    /// computed by the reference implementation.
+    /// Record a call of a declared kernel into a workload file: inputs from
+    /// its declaration, expected outputs from the reference module. An
+    /// existing file keeps its other calls (the kernel's are replaced).
     Record {
-        /// Kernel: saxpy, dot, matmul, stencil2d, softmax; or `default` for
-        /// the bundled workload.
+        /// A declared kernel (see `kiln kernels`), or `default` for the
+        /// bundled workload.
         #[arg(long)]
         kernel: String,
-        /// Shape: N (saxpy, dot), MxKxN (matmul), HxW[xSTEPS] (stencil2d),
-        /// ROWSxCOLS (softmax).
+        /// The kernel's dims: `rows=512,cols=1024`.
         #[arg(long, default_value = "")]
-        shape: String,
-        #[arg(long, default_value_t = 0)]
+        dims: String,
+        #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Independent input sets; the call passes only if every one does.
+        #[arg(long, default_value_t = 2)]
+        trials: usize,
         /// Output file.
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
+    },
+    /// List the declared kernels with their signatures and the backends
+    /// that implement them.
+    Kernels,
+    /// Scaffold something new: `kiln new kernel NAME --inputs ... --outputs ...`.
+    New {
+        #[command(subcommand)]
+        what: kiln::scaffold::NewCommand,
     },
     /// Replay a workload on a backend (or on a given module file) and report
     /// correctness and timing. Exits non-zero if any call fails.
@@ -110,6 +123,10 @@ enum Command {
         /// Check correctness only (no timing runs).
         #[arg(long)]
         no_timing: bool,
+        /// Expected outputs from this backend's module, run on the same
+        /// inputs (instead of the stored ones or the reference module).
+        #[arg(long, value_name = "BACKEND")]
+        reference: Option<String>,
     },
     /// Check that a backend's state survives a swap bit for bit, and time it:
     /// puts MIB MiB of arbitrary bits into an engine, swaps to a fresh copy
@@ -180,17 +197,34 @@ fn main() -> ExitCode {
         Command::Backends { names } => kiln::commands::backends(&names),
         Command::Record {
             kernel,
-            shape,
+            dims,
             seed,
+            trials,
             output,
-        } => kiln::commands::record(&kernel, &shape, seed, &output),
+        } => kiln::kernel_commands::record(&kiln::kernel_commands::RecordArgs {
+            kernel,
+            dims,
+            seed,
+            trials,
+            output,
+        }),
+        Command::Kernels => kiln::kernel_commands::kernels(),
+        Command::New { what } => what.run(),
         Command::Replay {
             file,
             backend,
             module,
             device,
             no_timing,
-        } => kiln::commands::replay(&file, &backend, module.as_deref(), device, !no_timing),
+            reference,
+        } => kiln::kernel_commands::replay_command(&kiln::kernel_commands::ReplayArgs {
+            file,
+            backend,
+            module,
+            device,
+            timing: !no_timing,
+            reference,
+        }),
         Command::CheckSwap {
             backend,
             module,

@@ -155,7 +155,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     // Load the workload first: a damaged file should stop us before a build.
     let workload = match &options.workload {
         Some(path) => crate::workload::read(path).map_err(|e| err(e.to_string()))?,
-        None => crate::workload::default_workload(),
+        None => crate::supervisor::declarations::bundled_workload(&root).map_err(err)?,
     };
     tracing::info!("{}", workload.describe());
     let tolerances_path = root.join("kiln.toml");
@@ -168,7 +168,13 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     let builder = ModuleBuilder::new(&root, workspace::module_target_dir(&root))
         .with_profile(workspace::HOST_PROFILE);
     let (artifact, build_ms) = build_now(&builder, &module)?;
-    let stage = StagingDir::create(&stage_root).map_err(|e| err(e.to_string()))?;
+    let stage = StagingDir::create(&stage_root)
+        .map_err(|e| err(e.to_string()))?
+        .for_workspace(&root);
+    let reference = options
+        .replay
+        .then(|| crate::supervisor::declarations::start_reference(&root, &stage))
+        .flatten();
     let staged = stage
         .stage(&module.package, &artifact)
         .map_err(|e| err(e.to_string()))?;
@@ -236,6 +242,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         replay: options.replay.then(|| ReplayOptions {
             tolerances,
             keep_outputs: options.record.is_some(),
+            reference,
             ..ReplayOptions::default()
         }),
         on_fail: options.on_fail,

@@ -9,6 +9,7 @@
 //! - [`history`]: the session's versions, for `kiln report`
 
 pub mod build_queue;
+pub mod declarations;
 pub mod dev_loop;
 pub mod history;
 pub mod module_build;

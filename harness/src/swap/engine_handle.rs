@@ -148,6 +148,8 @@ impl EngineHandle {
             },
             options: options.options.clone(),
             spawner: threads.clone(),
+            kernels: module.staged.files.kernels.clone(),
+            sources: module.staged.files.sources.clone(),
         };
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
         let (created_tx, created_rx) = crossbeam_channel::bounded(1);

@@ -1,7 +1,8 @@
 //! The swap core: everything between "a module artifact exists" and "its
 //! new version serves with the old one's state", in-process.
 //!
-//! [`stage`] (private versioned copy) -> [`load`] (dlopen, fingerprint
+//! [`stage`] (private versioned copy, with the version's declarations and
+//! sources: [`version_files`]) -> [`load`] (dlopen, fingerprint
 //! check, entry points) -> [`engine_handle`] (one engine per version on its
 //! own thread, [`version_threads`] for its workers) -> [`served`] (routing
 //! and the state handoff) -> retire (drop on the engine thread, join
@@ -12,4 +13,5 @@ pub mod load;
 pub mod served;
 pub mod snapshot_file;
 pub mod stage;
+pub mod version_files;
 pub mod version_threads;

@@ -18,6 +18,8 @@ use std::time::Instant;
 
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::swap::version_files::{self, VersionFiles};
+
 /// A staged copy of a module, ready to load.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Staged {
@@ -35,6 +37,11 @@ pub struct Staged {
     pub hash: String,
     pub bytes: u64,
     pub ms: f64,
+    /// The version's kernel declarations and source files, read when it
+    /// was staged: immutable for the life of the version.
+    pub files: VersionFiles,
+    /// Hash of the library, the declarations and the sources together.
+    pub version_hash: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +54,11 @@ pub enum StageError {
         expected: String,
         found: String,
     },
+    #[error("cannot stage {module}: the kernel declarations do not parse:\n{}", version_files::describe_errors(.errors))]
+    Declarations {
+        module: String,
+        errors: Vec<kiln_decl::DeclError>,
+    },
 }
 
 /// The private staging directory of one host process.
@@ -54,6 +66,9 @@ pub enum StageError {
 pub struct StagingDir {
     dir: PathBuf,
     versions: Mutex<BTreeMap<String, u64>>,
+    /// The workspace whose declarations and sources are staged with each
+    /// version (see [`StagingDir::for_workspace`]).
+    workspace: Option<PathBuf>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StageError + '_ {
@@ -108,6 +123,23 @@ impl StagingDir {
         Ok(StagingDir {
             dir,
             versions: Mutex::new(BTreeMap::new()),
+            workspace: None,
+        })
+    }
+
+    /// Stages versions with the declarations and sources of `workspace`
+    /// (without it, the workspace is found from the artifact's path, then
+    /// from the one the host was built in).
+    pub fn for_workspace(mut self, workspace: &Path) -> StagingDir {
+        self.workspace = Some(workspace.to_path_buf());
+        self
+    }
+
+    /// The workspace a version of `artifact` takes its declarations from.
+    pub fn workspace_for(&self, artifact: &Path) -> PathBuf {
+        self.workspace.clone().unwrap_or_else(|| {
+            crate::workspace::find_workspace_root(artifact)
+                .unwrap_or_else(crate::workspace::built_workspace_root)
         })
     }
 
@@ -131,10 +163,29 @@ impl StagingDir {
         &self.dir
     }
 
+    /// Stages `artifact` with the declarations and sources the workspace
+    /// holds now (see [`StagingDir::stage_with`]). Declarations that do not
+    /// parse are an error naming file and line: nothing is staged.
+    pub fn stage(&self, module: &str, artifact: &Path) -> Result<Staged, StageError> {
+        let root = self.workspace_for(artifact);
+        let files =
+            VersionFiles::read(&root, module).map_err(|errors| StageError::Declarations {
+                module: module.to_string(),
+                errors,
+            })?;
+        self.stage_with(module, artifact, files)
+    }
+
     /// Copies `artifact` to `NAME-vN-HASH.so` in the staging directory
     /// (write to a temporary name, then rename: a file is never visible
-    /// half-written), and makes the copy read-only.
-    pub fn stage(&self, module: &str, artifact: &Path) -> Result<Staged, StageError> {
+    /// half-written), makes the copy read-only, and keeps `files` (the
+    /// version's declarations and sources) with it.
+    pub fn stage_with(
+        &self,
+        module: &str,
+        artifact: &Path,
+        files: VersionFiles,
+    ) -> Result<Staged, StageError> {
         let start = Instant::now();
         let version = {
             let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
@@ -149,6 +200,7 @@ impl StagingDir {
         let path = self.dir.join(format!("{label}-{}.so", &hash[..16]));
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o500)).map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        let version_hash = format!("{}-{}", &hash[..16], files.hash());
         let staged = Staged {
             module: module.to_string(),
             version,
@@ -158,6 +210,8 @@ impl StagingDir {
             hash,
             bytes,
             ms: start.elapsed().as_secs_f64() * 1e3,
+            files,
+            version_hash,
         };
         tracing::info!(
             event = "staged",
@@ -165,9 +219,11 @@ impl StagingDir {
             version = staged.version,
             bytes = staged.bytes,
             ms = staged.ms,
-            "staged {} ({} KiB) in {:.1} ms",
+            "staged {} ({} KiB, {} kernel declarations, {} source files) in {:.1} ms",
             staged.label,
             staged.bytes / 1024,
+            staged.files.kernels.len(),
+            staged.files.sources.len(),
             staged.ms
         );
         Ok(staged)

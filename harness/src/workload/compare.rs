@@ -1,26 +1,31 @@
 //! Correctness: an output against its expected tensor, with a tolerance per
-//! kernel and dtype.
+//! dtype, kernel and dtype.
 //!
 //! An element passes when `|got - want| <= abs + rel*|want|` or when it is
-//! within `ulps` units in the last place. For reduction kernels (matmul,
-//! dot, softmax) `abs` and `rel` are multiplied by the square root of the
-//! reduction length (rounding errors of a sum of n terms grow like
-//! sqrt(n)), so one setting fits every size. Integer dtypes compare exactly.
-//! A NaN or infinity where the reference is finite always fails.
+//! within `ulps` units in the last place. For a kernel whose declaration
+//! names a reduction length (`[tolerance] reduction = "k"` for a matmul),
+//! `abs` and `rel` are multiplied by its square root (rounding errors of a
+//! sum of n terms grow like sqrt(n)), so one setting fits every size.
+//! Integer dtypes compare exactly. A NaN or infinity where the reference is
+//! finite always fails.
 //!
-//! Defaults can be overridden in `kiln.toml`:
+//! Where a tolerance comes from, each later source overriding the fields it
+//! sets: the per-dtype defaults ([`DTYPE_DEFAULTS`]); `[tolerance.default]`
+//! and `[tolerance.default.DTYPE]` in `kiln.toml`; the kernel's declaration
+//! (`[tolerance]`, `[tolerance.DTYPE]`); `[tolerance.KERNEL]` and
+//! `[tolerance.KERNEL.DTYPE]` in `kiln.toml`:
 //!
 //! ```toml
-//! [tolerance.matmul]        # applies to f32 (and to f64 unless set below)
+//! [tolerance.matmul]        # every float dtype of matmul's outputs
 //! abs = 1e-5
 //! rel = 1e-4
 //! ulps = 8
 //! scale = "sqrt"            # "none", "sqrt" or "linear" in the reduction length
 //!
-//! [tolerance.matmul.f64]    # f64 outputs only
-//! abs = 1e-12
+//! [tolerance.matmul.f16]    # f16 outputs only
+//! rel = 2e-3
 //!
-//! [tolerance.default]       # kernels without their own entry
+//! [tolerance.default]       # every kernel
 //! rel = 1e-5
 //! ```
 
@@ -28,10 +33,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use shared_state::kernels::{DOT, MATMUL, SAXPY, SOFTMAX, STENCIL2D};
-use shared_state::{Arg, Buffer, DType, Tensor};
-
-use crate::workload::{Step, Workload};
+use shared_state::{Buffer, DType, Dims, KernelDecl, Tensor, ToleranceDecl, bf16, f16};
 
 /// How a tolerance grows with the reduction length `n` of a kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,47 +129,71 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Tolerances for every kernel and float dtype.
+/// The default tolerance of each float dtype (integers are exact): about
+/// 2^-17 (f32), a few ulp of a 10-bit (f16) and 7-bit (bf16) mantissa,
+/// 1e-9 times f32's for f64. Extend the table to add a dtype.
+pub const DTYPE_DEFAULTS: &[(DType, Tolerance)] = &[
+    (DType::F32, tol(1e-5, 1e-5, 8)),
+    (DType::F64, tol(1e-14, 1e-14, 8)),
+    (DType::F16, tol(1e-3, 2e-3, 2)),
+    (DType::BF16, tol(8e-3, 1.6e-2, 2)),
+];
+
+const fn tol(abs: f64, rel: f64, ulps: u64) -> Tolerance {
+    Tolerance {
+        abs,
+        rel,
+        ulps,
+        scale: Scaling::None,
+    }
+}
+
+/// Some fields of a tolerance, from a declaration or `kiln.toml`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Override {
+    pub abs: Option<f64>,
+    pub rel: Option<f64>,
+    pub ulps: Option<u64>,
+    pub scale: Option<Scaling>,
+}
+
+impl Override {
+    fn apply(&self, mut t: Tolerance) -> Tolerance {
+        if let Some(v) = self.abs {
+            t.abs = v;
+        }
+        if let Some(v) = self.rel {
+            t.rel = v;
+        }
+        if let Some(v) = self.ulps {
+            t.ulps = v;
+        }
+        if let Some(v) = self.scale {
+            t.scale = v;
+        }
+        t
+    }
+}
+
+/// Tolerances: the per-dtype defaults and the `kiln.toml` overrides; the
+/// declaration's overrides are applied per call (see
+/// [`Tolerances::for_call`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tolerances {
-    /// `(kernel, dtype)`; `"default"` is the fallback kernel.
-    table: BTreeMap<(String, DType), Tolerance>,
+    defaults: BTreeMap<DType, Tolerance>,
+    /// `(kernel, dtype)` from `kiln.toml`; kernel `"default"` applies to
+    /// every kernel, dtype `None` to every dtype.
+    config: BTreeMap<(String, Option<DType>), Override>,
 }
 
 const FALLBACK: &str = "default";
 
 impl Default for Tolerances {
-    /// Defaults: saxpy and stencil2d tight (a few ulp, plus a small absolute
-    /// term for cancellation); matmul, dot and softmax scaled by the square
-    /// root of their reduction length. f64 ones are 1e-9 times the f32 ones.
     fn default() -> Tolerances {
-        let t = |abs, rel, ulps, scale| Tolerance {
-            abs,
-            rel,
-            ulps,
-            scale,
-        };
-        let f32_table = [
-            (SAXPY, t(1e-6, 1e-6, 4, Scaling::None)),
-            (STENCIL2D, t(1e-5, 1e-5, 8, Scaling::None)),
-            (MATMUL, t(2e-6, 1e-5, 8, Scaling::Sqrt)),
-            (DOT, t(2e-6, 1e-5, 8, Scaling::Sqrt)),
-            (SOFTMAX, t(1e-7, 1e-6, 8, Scaling::Sqrt)),
-            (FALLBACK, t(1e-5, 1e-5, 8, Scaling::None)),
-        ];
-        let mut table = BTreeMap::new();
-        for (kernel, tol) in f32_table {
-            table.insert((kernel.to_string(), DType::F32), tol);
-            table.insert(
-                (kernel.to_string(), DType::F64),
-                Tolerance {
-                    abs: tol.abs * 1e-9,
-                    rel: tol.rel * 1e-9,
-                    ..tol
-                },
-            );
+        Tolerances {
+            defaults: DTYPE_DEFAULTS.iter().copied().collect(),
+            config: BTreeMap::new(),
         }
-        Tolerances { table }
     }
 }
 
@@ -204,111 +230,99 @@ impl Tolerances {
                     "tolerance.{kernel} must be a table like {{ abs = 1e-5, rel = 1e-4 }}"
                 ))
             })?;
-            let base = |dtype| tolerances.get_or_fallback(kernel, dtype);
-            let (f32_tol, f64_tol) = (base(DType::F32), base(DType::F64));
-            let mut f32_keys = toml::Table::new();
-            let mut f64_keys = None;
+            let mut all = toml::Table::new();
             for (key, value) in entry {
-                match (key.as_str(), value) {
-                    ("f32", toml::Value::Table(t)) => f32_keys.extend(t.clone()),
-                    ("f64", toml::Value::Table(t)) => f64_keys = Some(t.clone()),
+                match (DType::from_name(key), value) {
+                    (Some(dtype), toml::Value::Table(t)) => {
+                        let o = parse_override(t, &format!("tolerance.{kernel}.{key}"))
+                            .map_err(fail)?;
+                        tolerances.config.insert((kernel.clone(), Some(dtype)), o);
+                    }
                     _ => {
-                        f32_keys.insert(key.clone(), value.clone());
+                        all.insert(key.clone(), value.clone());
                     }
                 }
             }
-            let f32_new =
-                apply(f32_tol, &f32_keys, &format!("tolerance.{kernel}")).map_err(fail)?;
-            // Keys at the kernel level apply to f64 too, unless it has its own.
-            let mut f64_new =
-                apply(f64_tol, &f32_keys, &format!("tolerance.{kernel}")).map_err(fail)?;
-            if let Some(keys) = f64_keys {
-                f64_new =
-                    apply(f64_new, &keys, &format!("tolerance.{kernel}.f64")).map_err(fail)?;
-            }
-            tolerances
-                .table
-                .insert((kernel.clone(), DType::F32), f32_new);
-            tolerances
-                .table
-                .insert((kernel.clone(), DType::F64), f64_new);
+            let o = parse_override(&all, &format!("tolerance.{kernel}")).map_err(fail)?;
+            tolerances.config.insert((kernel.clone(), None), o);
         }
         Ok(tolerances)
     }
 
-    fn get_or_fallback(&self, kernel: &str, dtype: DType) -> Tolerance {
-        let dtype = if dtype == DType::F64 {
-            DType::F64
-        } else {
-            DType::F32
-        };
-        self.table
-            .get(&(kernel.to_string(), dtype))
-            .or_else(|| self.table.get(&(FALLBACK.to_string(), dtype)))
-            .copied()
-            .unwrap_or(Tolerance::EXACT)
-    }
-
-    /// The (unscaled) tolerance of `kernel` for outputs of `dtype`: integer
-    /// dtypes are exact; a kernel with no entry gets `[tolerance.default]`.
-    pub fn get(&self, kernel: &str, dtype: DType) -> Tolerance {
-        if dtype.is_float() {
-            self.get_or_fallback(kernel, dtype)
-        } else {
-            Tolerance::EXACT
+    /// The (unscaled) tolerance of `kernel` (declared by `decl`, when there
+    /// is one) for outputs of `dtype`: integer dtypes are exact.
+    pub fn get(&self, kernel: &str, decl: Option<&KernelDecl>, dtype: DType) -> Tolerance {
+        if !dtype.is_float() {
+            return Tolerance::EXACT;
         }
-    }
-
-    /// The tolerance to compare with, scaled for a reduction of length
-    /// `reduction_len` (see [`reduction_len`]).
-    pub fn for_call(&self, kernel: &str, dtype: DType, reduction_len: usize) -> Tolerance {
-        self.get(kernel, dtype).scaled(reduction_len)
-    }
-
-    /// The scaled tolerance of every step of `workload` (`None` for loads),
-    /// tracking resident shapes through loads and `store_as` to find each
-    /// call's reduction length. A resident the workload never defines
-    /// counts as length 1.
-    pub fn for_workload(&self, workload: &Workload) -> Vec<Option<Tolerance>> {
-        let mut residents: BTreeMap<String, (DType, Vec<usize>)> = BTreeMap::new();
-        let mut out = Vec::with_capacity(workload.steps.len());
-        for step in &workload.steps {
-            match step {
-                Step::Load { name, tensor } => {
-                    residents.insert(name.clone(), (tensor.dtype(), tensor.shape().to_vec()));
-                    out.push(None);
-                }
-                Step::Call { call, expected } => {
-                    let args: Vec<(DType, Vec<usize>)> = call
-                        .args
-                        .iter()
-                        .map(|a| match a {
-                            Arg::Tensor(t) => (t.dtype(), t.shape().to_vec()),
-                            Arg::Resident(n) => residents
-                                .get(n)
-                                .cloned()
-                                .unwrap_or((DType::F32, Vec::new())),
-                        })
-                        .collect();
-                    let shapes: Vec<Vec<usize>> = args.iter().map(|(_, s)| s.clone()).collect();
-                    let dtype = expected.as_ref().map_or(DType::F32, Tensor::dtype);
-                    let n = reduction_len(&call.kernel, &shapes);
-                    out.push(Some(self.for_call(&call.kernel, dtype, n)));
-                    if let Some(name) = &call.store_as {
-                        let typed: Vec<(DType, &[usize])> =
-                            args.iter().map(|(d, s)| (*d, s.as_slice())).collect();
-                        let shape = shared_state::kernels::output_shape(&call.kernel, &typed)
-                            .unwrap_or_else(|_| shapes.first().cloned().unwrap_or_default());
-                        residents.insert(name.clone(), (dtype, shape));
-                    }
-                }
+        let mut t = self
+            .defaults
+            .get(&dtype)
+            .copied()
+            .unwrap_or(Tolerance::EXACT);
+        let config = |t: Tolerance, kernel: &str| {
+            let t = self
+                .config
+                .get(&(kernel.to_string(), None))
+                .map_or(t, |o| o.apply(t));
+            self.config
+                .get(&(kernel.to_string(), Some(dtype)))
+                .map_or(t, |o| o.apply(t))
+        };
+        t = config(t, FALLBACK);
+        if let Some(decl) = decl {
+            for d in decl.tolerances.iter().filter(|d| d.dtype.is_none()) {
+                t = from_decl(d).apply(t);
+            }
+            if reduction_expr(decl).is_some() && t.scale == Scaling::None {
+                t.scale = Scaling::Sqrt;
+            }
+            for d in decl.tolerances.iter().filter(|d| d.dtype == Some(dtype)) {
+                t = from_decl(d).apply(t);
             }
         }
-        out
+        config(t, kernel)
+    }
+
+    /// The tolerance to compare an output of `dtype` with, for a call of
+    /// `kernel` whose dims are `dims`: scaled by the declaration's reduction
+    /// length (see [`reduction_len`]).
+    pub fn for_call(
+        &self,
+        kernel: &str,
+        decl: Option<&KernelDecl>,
+        dims: &Dims,
+        dtype: DType,
+    ) -> Tolerance {
+        let n = decl.map_or(1, |d| reduction_len(d, dims));
+        self.get(kernel, decl, dtype).scaled(n)
     }
 }
 
-fn apply(mut tol: Tolerance, keys: &toml::Table, context: &str) -> Result<Tolerance, String> {
+fn from_decl(d: &ToleranceDecl) -> Override {
+    Override {
+        abs: d.abs,
+        rel: d.rel,
+        ulps: d.ulps,
+        scale: None,
+    }
+}
+
+fn reduction_expr(decl: &KernelDecl) -> Option<&shared_state::Expr> {
+    decl.tolerances.iter().find_map(|t| t.reduction.as_ref())
+}
+
+/// The length of the sum behind each output element: the declaration's
+/// `[tolerance] reduction` evaluated on the call's dims (matmul `k`, dot
+/// `n`, softmax `cols`); 1 when it declares none.
+pub fn reduction_len(decl: &KernelDecl, dims: &Dims) -> usize {
+    reduction_expr(decl)
+        .and_then(|e| e.eval(dims).ok())
+        .map_or(1, |n| n.max(1) as usize)
+}
+
+fn parse_override(keys: &toml::Table, context: &str) -> Result<Override, String> {
+    let mut o = Override::default();
     for (key, value) in keys {
         let number = || {
             value
@@ -320,35 +334,38 @@ fn apply(mut tol: Tolerance, keys: &toml::Table, context: &str) -> Result<Tolera
                 })
         };
         match key.as_str() {
-            "abs" => tol.abs = number()?,
-            "rel" => tol.rel = number()?,
+            "abs" => o.abs = Some(number()?),
+            "rel" => o.rel = Some(number()?),
             "ulps" => {
-                tol.ulps = value
-                    .as_integer()
-                    .and_then(|i| u64::try_from(i).ok())
-                    .ok_or_else(|| {
-                        format!(
-                            "{context}.{key} must be a whole number >= 0, got {}",
-                            show(value)
-                        )
-                    })?
+                o.ulps = Some(
+                    value
+                        .as_integer()
+                        .and_then(|i| u64::try_from(i).ok())
+                        .ok_or_else(|| {
+                            format!(
+                                "{context}.{key} must be a whole number >= 0, got {}",
+                                show(value)
+                            )
+                        })?,
+                )
             }
             "scale" => {
-                tol.scale = value.as_str().and_then(Scaling::parse).ok_or_else(|| {
+                o.scale = Some(value.as_str().and_then(Scaling::parse).ok_or_else(|| {
                     format!(
                         "{context}.scale must be \"none\", \"sqrt\" or \"linear\", got {}",
                         show(value)
                     )
-                })?
+                })?)
             }
             other => {
                 return Err(format!(
-                    "{context}: unknown key {other:?} (known: abs, rel, ulps, scale, f32, f64)"
+                    "{context}: unknown key {other:?} (known: abs, rel, ulps, scale, and a table per dtype: {})",
+                    DType::ALL.map(DType::name).join(", ")
                 ));
             }
         }
     }
-    Ok(tol)
+    Ok(o)
 }
 
 /// A TOML value in a message (`1e-5`, `"sqrt"`, `a table`).
@@ -359,25 +376,6 @@ fn show(value: &toml::Value) -> String {
         toml::Value::Float(f) => f.to_string(),
         toml::Value::Boolean(b) => b.to_string(),
         other => format!("a {}", other.type_str()),
-    }
-}
-
-/// The length of the sum behind each output element of a standard kernel:
-/// matmul `k`, dot `n`, softmax the row length; 1 for element-wise kernels
-/// and for kernels it does not know.
-pub fn reduction_len(kernel: &str, arg_shapes: &[Vec<usize>]) -> usize {
-    let dim = |arg: usize, axis: usize| {
-        arg_shapes
-            .get(arg)
-            .and_then(|s| s.get(axis))
-            .copied()
-            .unwrap_or(1)
-    };
-    match kernel {
-        MATMUL => dim(0, 1),
-        DOT => dim(0, 0),
-        SOFTMAX => dim(0, 1),
-        _ => 1,
     }
 }
 
@@ -482,6 +480,26 @@ fn ordered_f64(v: f64) -> i128 {
     }
 }
 
+/// Order-preserving integer image of a 16-bit float's bits.
+fn ordered_16(bits: u16) -> i32 {
+    let b = bits as i16;
+    if b < 0 {
+        i32::from(i16::MIN) - i32::from(b)
+    } else {
+        i32::from(b)
+    }
+}
+
+/// Distance between two f16 values in units in the last place.
+pub fn ulp_distance_f16(a: f16, b: f16) -> u64 {
+    u64::from((ordered_16(a.to_bits()) - ordered_16(b.to_bits())).unsigned_abs())
+}
+
+/// Distance between two bf16 values in units in the last place.
+pub fn ulp_distance_bf16(a: bf16, b: bf16) -> u64 {
+    u64::from((ordered_16(a.to_bits()) - ordered_16(b.to_bits())).unsigned_abs())
+}
+
 /// Distance between two f32 values in units in the last place.
 pub fn ulp_distance_f32(a: f32, b: f32) -> u64 {
     (ordered_f32(a) - ordered_f32(b)).unsigned_abs()
@@ -536,6 +554,26 @@ pub fn compare(expected: &Tensor, got: &Tensor, tolerance: &Tolerance) -> Compar
                 check(&mut c, i, w, g, ulps);
             }
         }
+        (Buffer::F16(want), Buffer::F16(have)) => {
+            for (i, (&w, &g)) in want.iter().zip(have).enumerate() {
+                let ulps = if w.is_finite() && g.is_finite() {
+                    ulp_distance_f16(w, g)
+                } else {
+                    0
+                };
+                check(&mut c, i, f64::from(w), f64::from(g), ulps);
+            }
+        }
+        (Buffer::BF16(want), Buffer::BF16(have)) => {
+            for (i, (&w, &g)) in want.iter().zip(have).enumerate() {
+                let ulps = if w.is_finite() && g.is_finite() {
+                    ulp_distance_bf16(w, g)
+                } else {
+                    0
+                };
+                check(&mut c, i, f64::from(w), f64::from(g), ulps);
+            }
+        }
         (want, have) => {
             // Integers: exact, byte for byte per element.
             let size = want.dtype().size();
@@ -565,6 +603,9 @@ fn int_value(b: &Buffer, i: usize) -> f64 {
         Buffer::U8(v) => f64::from(v[i]),
         Buffer::F32(v) => f64::from(v[i]),
         Buffer::F64(v) => v[i],
+        Buffer::I8(v) => f64::from(v[i]),
+        Buffer::F16(v) => f64::from(v[i]),
+        Buffer::BF16(v) => f64::from(v[i]),
     }
 }
 

@@ -26,12 +26,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use shared_state::{Arg, Buffer, Call, DType, Scalar, Tensor, element_count, format_shape};
 
-use super::{Step, Workload};
+use super::{CallStep, Step, Trial, Workload};
 
 /// First eight bytes of every workload file.
 pub const MAGIC: [u8; 8] = *b"KILNWKLD";
-/// The format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this code writes. It reads this one and every
+/// earlier one (version 1: one trial, at most one expected output, no
+/// signature tag).
+pub const FORMAT_VERSION: u32 = 2;
 /// Alignment of data sections (relative to the data start, which is itself
 /// aligned in the file).
 pub const ALIGN: u64 = 64;
@@ -140,9 +142,43 @@ enum StepEntry {
         params: BTreeMap<String, serde_json::Value>,
         #[serde(default)]
         store_as: Option<String>,
-        #[serde(default)]
-        expected: Option<u64>,
+        /// Version 1: one section; version 2: a list, one per output.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected: Option<Expected>,
+        /// Version 2: further trials.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        trials: Vec<TrialEntry>,
+        /// Version 2: the declaration signature the call was recorded for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
+        /// Version 2: the command that recorded the call.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recorded_by: Option<String>,
     },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Expected {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Expected {
+    fn sections(&self) -> Vec<u64> {
+        match self {
+            Expected::One(i) => vec![*i],
+            Expected::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrialEntry {
+    inputs: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    expected: Vec<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -197,12 +233,12 @@ pub fn to_bytes(workload: &Workload) -> Result<Vec<u8>, WorkloadError> {
 }
 
 /// Writes the file to `out`; `path` only names it in errors.
-pub fn write_to(
-    workload: &Workload,
+pub fn write_to<'a>(
+    workload: &'a Workload,
     out: &mut impl Write,
     path: &Path,
 ) -> Result<(), WorkloadError> {
-    let mut tensors: Vec<&Tensor> = Vec::new();
+    let mut tensors: Vec<&'a Tensor> = Vec::new();
     let mut steps = Vec::with_capacity(workload.steps.len());
     for (i, step) in workload.steps.iter().enumerate() {
         match step {
@@ -214,7 +250,13 @@ pub fn write_to(
                     tensor: index,
                 });
             }
-            Step::Call { call, expected } => {
+            Step::Call(CallStep {
+                call,
+                expected,
+                trials,
+                signature,
+                recorded_by,
+            }) => {
                 let mut args = Vec::with_capacity(call.args.len());
                 for arg in &call.args {
                     args.push(match arg {
@@ -240,17 +282,32 @@ pub fn write_to(
                         )
                     })?);
                 }
-                let expected = expected.as_ref().map(|t| {
-                    let index = tensors.len() as u64;
-                    tensors.push(t);
-                    index
-                });
+                let mut push_all = |list: &'a [Tensor]| -> Vec<u64> {
+                    list.iter()
+                        .map(|t| {
+                            let index = tensors.len() as u64;
+                            tensors.push(t);
+                            index
+                        })
+                        .collect()
+                };
+                let expected = (!expected.is_empty()).then(|| Expected::Many(push_all(expected)));
+                let trials = trials
+                    .iter()
+                    .map(|t| TrialEntry {
+                        inputs: push_all(&t.inputs),
+                        expected: push_all(&t.expected),
+                    })
+                    .collect();
                 steps.push(StepEntry::Call {
                     kernel: call.kernel.clone(),
                     args,
                     params,
                     store_as: call.store_as.clone(),
                     expected,
+                    trials,
+                    signature: signature.clone(),
+                    recorded_by: recorded_by.clone(),
                 });
             }
         }
@@ -401,7 +458,7 @@ pub fn read_from<R: Read + Seek>(
             K::BadVersion,
             8,
             format!(
-                "unsupported format version {version} (this kiln reads version {FORMAT_VERSION})"
+                "unsupported format version {version} (this kiln reads versions 1 to {FORMAT_VERSION})"
             ),
         ));
     }
@@ -571,6 +628,7 @@ pub fn read_from<R: Read + Seek>(
                 expected,
                 params,
                 kernel,
+                trials,
                 ..
             } => {
                 for arg in args {
@@ -578,8 +636,28 @@ pub fn read_from<R: Read + Seek>(
                         claim(step, *t)?;
                     }
                 }
-                if let Some(t) = expected {
-                    claim(step, *t)?;
+                for t in expected.iter().flat_map(Expected::sections) {
+                    claim(step, t)?;
+                }
+                let tensor_args = args
+                    .iter()
+                    .filter(|a| matches!(a, ArgEntry::Tensor(_)))
+                    .count();
+                for (i, trial) in trials.iter().enumerate() {
+                    if trial.inputs.len() != tensor_args {
+                        return Err(err(
+                            K::MalformedHeader,
+                            PREAMBLE_LEN,
+                            format!(
+                                "step {step} ({kernel}): trial {} has {} inputs, the call has {tensor_args} tensor arguments",
+                                i + 1,
+                                trial.inputs.len()
+                            ),
+                        ));
+                    }
+                    for &t in trial.inputs.iter().chain(&trial.expected) {
+                        claim(step, t)?;
+                    }
                 }
                 for (name, value) in params {
                     if json_to_scalar(value).is_none() {
@@ -645,7 +723,10 @@ pub fn read_from<R: Read + Seek>(
                 params,
                 store_as,
                 expected,
-            } => Step::Call {
+                trials,
+                signature,
+                recorded_by,
+            } => Step::Call(CallStep {
                 call: Call {
                     kernel,
                     args: args
@@ -661,8 +742,21 @@ pub fn read_from<R: Read + Seek>(
                         .collect(),
                     store_as,
                 },
-                expected: expected.map(&mut take),
-            },
+                expected: expected
+                    .iter()
+                    .flat_map(Expected::sections)
+                    .map(&mut take)
+                    .collect(),
+                trials: trials
+                    .iter()
+                    .map(|t| Trial {
+                        inputs: t.inputs.iter().map(|&i| take(i)).collect(),
+                        expected: t.expected.iter().map(|&i| take(i)).collect(),
+                    })
+                    .collect(),
+                signature,
+                recorded_by,
+            }),
         });
     }
     Ok(Workload {

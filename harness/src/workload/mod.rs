@@ -4,9 +4,11 @@
 //! A workload is replayed on an engine after every swap: [`Step::Load`]
 //! puts a resident buffer, [`Step::Call`] runs a kernel. On disk it is the
 //! versioned, checksummed format of [`format`] (documented in
-//! `docs/workload-format.md`); [`generate`] makes one from a small spec.
+//! `docs/workload-format.md`); [`generate`] makes one from a kernel's
+//! declaration and its dims.
 //! [`replay`] runs one on an engine: [`compare`] (correctness against the
-//! expected outputs or the [`reference`]) and [`timing`] (verdicts).
+//! expected outputs, another backend or the reference module: see
+//! [`reference`]) and [`timing`] (verdicts).
 
 pub mod compare;
 pub mod format;
@@ -20,7 +22,7 @@ use std::collections::BTreeSet;
 use shared_state::{Arg, Call, Tensor};
 
 pub use format::{FORMAT_VERSION, MAGIC, WorkloadError, WorkloadErrorKind, read, write};
-pub use generate::{GenSpec, GenerateError, default_workload, generate};
+pub use generate::{GenSpec, GenerateError, bundled_workload, generate};
 
 /// A named sequence of steps, replayed in order.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,13 +36,79 @@ pub struct Workload {
 pub enum Step {
     /// Load (or replace) the named resident buffer.
     Load { name: String, tensor: Tensor },
-    /// Run a kernel. `expected` is the output the call should produce; for a
-    /// call with `store_as` it is the value the resident buffer holds after
-    /// the call (read it back with `Engine::read_resident`).
-    Call {
-        call: Call,
-        expected: Option<Tensor>,
-    },
+    /// Run a kernel (on one or several trials).
+    Call(CallStep),
+}
+
+/// A kernel call with its trials.
+///
+/// Trial 0 is `call` itself; each entry of `trials` runs the same call with
+/// its tensor arguments replaced, in order, by the trial's `inputs`
+/// (resident arguments stay). The call passes only if every trial passes:
+/// a kernel that returns zeros, or that is right on one input set only,
+/// fails.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallStep {
+    pub call: Call,
+    /// Expected outputs of trial 0, one per declared output (empty: none
+    /// stored). For a call with `store_as`, the value the resident holds
+    /// after the call (read back with `Engine::read_resident`).
+    pub expected: Vec<Tensor>,
+    /// Further trials.
+    pub trials: Vec<Trial>,
+    /// The declaration signature the call was recorded for
+    /// (`KernelDecl::signature`): a call whose kernel's signature has
+    /// changed since is reported as stale and skipped, not failed.
+    pub signature: Option<String>,
+    /// The command that recorded the call (shown with a stale call, to
+    /// re-record it).
+    pub recorded_by: Option<String>,
+}
+
+/// One more set of inputs for a call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trial {
+    /// Replaces the call's tensor arguments, in order.
+    pub inputs: Vec<Tensor>,
+    /// Expected outputs (empty: none stored).
+    pub expected: Vec<Tensor>,
+}
+
+impl CallStep {
+    /// A call with no trials, no signature.
+    pub fn new(call: Call, expected: Vec<Tensor>) -> CallStep {
+        CallStep {
+            call,
+            expected,
+            trials: Vec::new(),
+            signature: None,
+            recorded_by: None,
+        }
+    }
+
+    /// Number of trials (at least 1: the call itself).
+    pub fn trial_count(&self) -> usize {
+        1 + self.trials.len()
+    }
+
+    /// The call of trial `i` (0: the call itself) and its stored expected
+    /// outputs.
+    pub fn trial(&self, i: usize) -> (Call, &[Tensor]) {
+        if i == 0 {
+            return (self.call.clone(), &self.expected);
+        }
+        let trial = &self.trials[i - 1];
+        let mut call = self.call.clone();
+        let mut inputs = trial.inputs.iter();
+        for arg in &mut call.args {
+            if let Arg::Tensor(t) = arg {
+                if let Some(next) = inputs.next() {
+                    *t = next.clone();
+                }
+            }
+        }
+        (call, &trial.expected)
+    }
 }
 
 impl Workload {
@@ -60,9 +128,19 @@ impl Workload {
         self
     }
 
-    /// Appends a [`Step::Call`].
+    /// Appends a [`Step::Call`] with one trial and at most one expected
+    /// output.
     pub fn call(&mut self, call: Call, expected: Option<Tensor>) -> &mut Workload {
-        self.steps.push(Step::Call { call, expected });
+        self.steps.push(Step::Call(CallStep::new(
+            call,
+            expected.into_iter().collect(),
+        )));
+        self
+    }
+
+    /// Appends a [`Step::Call`].
+    pub fn call_step(&mut self, step: CallStep) -> &mut Workload {
+        self.steps.push(Step::Call(step));
         self
     }
 
@@ -73,14 +151,24 @@ impl Workload {
             .iter()
             .map(|step| match step {
                 Step::Load { tensor, .. } => tensor.byte_len() as u64,
-                Step::Call { call, .. } => call
-                    .args
-                    .iter()
-                    .map(|a| match a {
-                        Arg::Tensor(t) => t.byte_len() as u64,
-                        Arg::Resident(_) => 0,
-                    })
-                    .sum(),
+                Step::Call(c) => {
+                    let first: u64 = c
+                        .call
+                        .args
+                        .iter()
+                        .map(|a| match a {
+                            Arg::Tensor(t) => t.byte_len() as u64,
+                            Arg::Resident(_) => 0,
+                        })
+                        .sum();
+                    let trials: u64 = c
+                        .trials
+                        .iter()
+                        .flat_map(|t| &t.inputs)
+                        .map(|t| t.byte_len() as u64)
+                        .sum();
+                    first + trials
+                }
             })
             .sum()
     }
@@ -90,10 +178,13 @@ impl Workload {
         self.steps
             .iter()
             .map(|step| match step {
-                Step::Call {
-                    expected: Some(t), ..
-                } => t.byte_len() as u64,
-                _ => 0,
+                Step::Call(c) => c
+                    .expected
+                    .iter()
+                    .chain(c.trials.iter().flat_map(|t| &t.expected))
+                    .map(|t| t.byte_len() as u64)
+                    .sum(),
+                Step::Load { .. } => 0,
             })
             .sum()
     }
@@ -103,10 +194,15 @@ impl Workload {
         self.calls().count()
     }
 
-    /// The calls in order, with their expected outputs.
+    /// The calls in order, with the first expected output of trial 0.
     pub fn calls(&self) -> impl Iterator<Item = (&Call, Option<&Tensor>)> {
+        self.call_steps().map(|c| (&c.call, c.expected.first()))
+    }
+
+    /// The call steps in order.
+    pub fn call_steps(&self) -> impl Iterator<Item = &CallStep> {
         self.steps.iter().filter_map(|step| match step {
-            Step::Call { call, expected } => Some((call, expected.as_ref())),
+            Step::Call(c) => Some(c),
             Step::Load { .. } => None,
         })
     }
@@ -127,7 +223,7 @@ impl Workload {
                 Step::Load { name, .. } => {
                     defined.insert(name.clone());
                 }
-                Step::Call { call, .. } => {
+                Step::Call(CallStep { call, .. }) => {
                     for arg in &call.args {
                         if let Arg::Resident(name) = arg {
                             if !defined.contains(name) {

@@ -14,12 +14,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use shared_state::{Arg, Call, Output, Tensor};
+use shared_state::{Arg, Call, DType, KernelDecl, Tensor};
 
 use crate::swap::engine_handle::{CallError, EngineHandle};
-use crate::workload::compare::{Comparison, Tolerances, compare};
+use crate::workload::compare::{Comparison, Tolerance, Tolerances, compare};
+use crate::workload::reference::{ExpectedFrom, outputs_of};
 use crate::workload::timing::{Stats, TimingConfig, Verdict, human_secs, verdict_recorded};
-use crate::workload::{Step, Workload};
+use crate::workload::{CallStep, Step, Workload};
 
 /// Prefix of the residents replay writes.
 pub const SCRATCH_PREFIX: &str = "replay/";
@@ -35,6 +36,12 @@ pub struct ReplayOptions {
     pub timing: Option<TimingConfig>,
     /// Keep every call's output in the report (to record a session).
     pub keep_outputs: bool,
+    /// `--reference BACKEND`: every call's expected outputs come from this
+    /// engine (another backend's module), run on the same inputs.
+    pub cross_reference: Option<EngineHandle>,
+    /// The reference module: expected outputs of the calls whose workload
+    /// stores none.
+    pub reference: Option<EngineHandle>,
 }
 
 impl Default for ReplayOptions {
@@ -43,6 +50,8 @@ impl Default for ReplayOptions {
             tolerances: Tolerances::default(),
             timing: Some(quick_timing()),
             keep_outputs: false,
+            cross_reference: None,
+            reference: None,
         }
     }
 }
@@ -78,11 +87,19 @@ pub struct CallResult {
     /// The call as the workload has it, and what it produced (only with
     /// [`ReplayOptions::keep_outputs`]).
     pub recorded: Option<(Call, Tensor)>,
+    /// Where the expected outputs came from.
+    pub expected_from: ExpectedFrom,
+    /// Trials that passed, of trials run.
+    pub trials: (usize, usize),
+    /// Why the call was not run (not a failure): recorded for an old
+    /// signature, or not on this backend yet.
+    pub skipped: Option<String>,
 }
 
 impl CallResult {
     pub fn passed(&self) -> bool {
-        self.error.is_none() && self.comparison.as_ref().is_none_or(Comparison::passed)
+        self.skipped.is_some()
+            || (self.error.is_none() && self.comparison.as_ref().is_none_or(Comparison::passed))
     }
 }
 
@@ -101,6 +118,11 @@ impl ReplayReport {
 
     pub fn first_failure(&self) -> Option<&CallResult> {
         self.calls.iter().find(|c| !c.passed())
+    }
+
+    /// The calls that were skipped, with why.
+    pub fn skipped(&self) -> impl Iterator<Item = &CallResult> {
+        self.calls.iter().filter(|c| c.skipped.is_some())
     }
 
     /// Per-call timing statistics, by call key.
@@ -129,6 +151,7 @@ impl ReplayReport {
         );
         for c in &self.calls {
             let (result, abs) = match (&c.error, &c.comparison) {
+                _ if c.skipped.is_some() => ("SKIP".to_string(), String::new()),
                 (Some(_), _) => ("ERROR".to_string(), String::new()),
                 (None, Some(cmp)) => (
                     if cmp.passed() { "ok" } else { "FAIL" }.to_string(),
@@ -155,6 +178,15 @@ impl ReplayReport {
                 out,
                 "  {:<4} {:<10} {:<34} {:<6} {:>10} {:>10} {:>10}  {}",
                 c.index, c.kernel, description, result, abs, median, spread, versus
+            );
+            if let Some(why) = &c.skipped {
+                let _ = writeln!(out, "       skipped: {why}");
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "       {} trial(s) passed of {}, {}",
+                c.trials.0, c.trials.1, c.expected_from
             );
             if let Some(e) = &c.error {
                 let _ = writeln!(out, "       error: {e}");
@@ -230,16 +262,64 @@ pub fn replay_with(
     baseline: Baseline<'_>,
 ) -> ReplayReport {
     let start = Instant::now();
-    let tolerances = options.tolerances.for_workload(workload);
+    let declared = handle.module().staged.files.kernels.clone();
+    let backend = handle.module().staged.module.clone();
+    let implemented: Option<Vec<String>> = handle.info().ok().map(|i| i.kernels);
+    // The reference engines see the workload's state, like the served one.
+    for engine in [&options.cross_reference, &options.reference]
+        .into_iter()
+        .flatten()
+    {
+        if let Err(e) = load_state(engine, workload) {
+            tracing::warn!(
+                "{}: cannot load the workload's buffers: {e}",
+                engine.label()
+            );
+        }
+    }
+    // Dtype and shape of each resident, for binding calls to declarations.
+    let mut shapes: BTreeMap<String, (DType, Vec<usize>)> = handle
+        .residents()
+        .map(|r| {
+            r.into_iter()
+                .map(|r| (r.name, (r.dtype, r.shape)))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut redirect: BTreeMap<String, String> = BTreeMap::new();
     let mut calls: Vec<CallResult> = Vec::new();
     let mut to_time: Vec<(usize, Call)> = Vec::new();
-    for (step, tolerance) in workload.steps.iter().zip(tolerances) {
-        let Step::Call { call, expected } = step else {
-            continue;
+    for step in &workload.steps {
+        let step = match step {
+            Step::Load { name, tensor } => {
+                shapes.insert(name.clone(), (tensor.dtype(), tensor.shape().to_vec()));
+                continue;
+            }
+            Step::Call(c) => c,
         };
+        let call = &step.call;
         let index = calls.len();
-        let key = format!("{index}:{}", call.kernel);
+        let mut result = CallResult {
+            index,
+            key: format!("{index}:{}", call.kernel),
+            kernel: call.kernel.clone(),
+            description: describe(call),
+            comparison: None,
+            stats: None,
+            verdict: None,
+            previous_median: None,
+            error: None,
+            recorded: None,
+            expected_from: ExpectedFrom::Unchecked,
+            trials: (0, step.trial_count()),
+            skipped: None,
+        };
+        let decl = declared.get(&call.kernel);
+        result.skipped = skip_reason(step, decl, implemented.as_deref(), &backend);
+        if result.skipped.is_some() {
+            calls.push(result);
+            continue;
+        }
         let mut run_call = call.clone();
         for arg in &mut run_call.args {
             if let Arg::Resident(name) = arg {
@@ -253,36 +333,71 @@ pub fn replay_with(
             run_call.store_as = Some(scratch.clone());
             redirect.insert(name.clone(), scratch);
         }
-        let mut result = CallResult {
-            index,
-            key: key.clone(),
-            kernel: call.kernel.clone(),
-            description: describe(call),
-            comparison: None,
-            stats: None,
-            verdict: None,
-            previous_median: None,
-            error: None,
-            recorded: None,
-        };
-        let output = handle.run(run_call.clone()).and_then(|out| match out {
-            Output::Value(t) => Ok(t),
-            Output::Stored { name, .. } => handle.read_resident(&name),
-        });
-        match output {
-            Err(e) => result.error = Some(e.to_string()),
-            Ok(got) => {
-                if let (Some(want), Some(tol)) = (expected, tolerance) {
-                    result.comparison = Some(compare(want, &got, &tol));
+        let dims = decl.and_then(|d| bind_dims(d, &run_call, &shapes));
+        let mut first_failure: Option<Comparison> = None;
+        let mut first: Option<Comparison> = None;
+        for t in 0..step.trial_count() {
+            let (mut trial_call, stored) = step.trial(t);
+            trial_call.args = run_call
+                .args
+                .iter()
+                .zip(trial_call.args)
+                .map(|(run, trial)| match trial {
+                    Arg::Tensor(t) => Arg::Tensor(t),
+                    Arg::Resident(_) => run.clone(),
+                })
+                .collect();
+            trial_call.store_as = match t {
+                0 => run_call.store_as.clone(),
+                _ => call
+                    .store_as
+                    .as_ref()
+                    .map(|_| format!("{SCRATCH_PREFIX}trial/{index}")),
+            };
+            let got = match handle
+                .run(trial_call.clone())
+                .and_then(|o| outputs_of(handle, o))
+            {
+                Ok(got) => got,
+                Err(e) => {
+                    result.error = Some(format!("trial {t}: {e}"));
+                    break;
+                }
+            };
+            if t == 0 {
+                if let (Some(name), Some(out)) = (&run_call.store_as, got.first()) {
+                    shapes.insert(name.clone(), (out.dtype(), out.shape().to_vec()));
                 }
                 if options.keep_outputs {
-                    result.recorded = Some((call.clone(), got.clone()));
+                    if let Some(out) = got.first() {
+                        result.recorded = Some((call.clone(), out.clone()));
+                    }
                 }
                 if options.timing.is_some() {
                     to_time.push((index, run_call.clone()));
                 }
             }
+            let (want, from) = match expected_for(options, &trial_call, stored, t) {
+                Ok(found) => found,
+                Err(e) => {
+                    result.error = Some(format!("trial {t}: reference failed: {e}"));
+                    break;
+                }
+            };
+            result.expected_from = from;
+            let Some(want) = want else {
+                result.trials.0 += 1;
+                continue;
+            };
+            let cmp = compare_outputs(options, decl, &call.kernel, dims.as_ref(), &want, &got);
+            if cmp.passed() {
+                result.trials.0 += 1;
+            } else if first_failure.is_none() {
+                first_failure = Some(cmp.clone());
+            }
+            first.get_or_insert(cmp);
         }
+        result.comparison = first_failure.or(first);
         calls.push(result);
     }
     if let Some(timing) = &options.timing {
@@ -533,19 +648,165 @@ pub fn log_events(report: &ReplayReport, module: &str, version: u64) {
             mad_ms = c.stats.as_ref().map(|s| s.mad * 1e3),
             verdict = c.verdict.map(|v| v.to_string()),
             error = c.error.as_deref(),
-            "replay {} call {} {}: {}",
+            reference = %c.expected_from,
+            trials_passed = c.trials.0,
+            trials = c.trials.1,
+            skipped = c.skipped.as_deref(),
+            "replay {} call {} {}: {} ({})",
             report.label,
             c.index,
             c.kernel,
-            if c.passed() { "pass" } else { "FAIL" }
+            if c.skipped.is_some() {
+                "skipped"
+            } else if c.passed() {
+                "pass"
+            } else {
+                "FAIL"
+            },
+            c.skipped.clone().unwrap_or_else(|| c.expected_from.to_string())
         );
     }
 }
 
-/// The tensor a workload step's expected output should be compared to.
+/// The first expected output a workload step stores.
 pub fn expected_of(step: &Step) -> Option<&Tensor> {
     match step {
-        Step::Call { expected, .. } => expected.as_ref(),
+        Step::Call(c) => c.expected.first(),
         Step::Load { .. } => None,
     }
+}
+
+/// Why a call is not run: its kernel is no longer declared, it was recorded
+/// for another signature of its kernel (with the command that re-records
+/// it), or the served backend does not implement the kernel yet.
+fn skip_reason(
+    step: &CallStep,
+    decl: Option<&KernelDecl>,
+    implemented: Option<&[String]>,
+    backend: &str,
+) -> Option<String> {
+    let rerecord = || {
+        step.recorded_by
+            .as_deref()
+            .map_or(String::new(), |c| format!("; re-record it with `{c}`"))
+    };
+    let Some(decl) = decl else {
+        return Some(format!(
+            "kernel {} is not declared (no kernels/declarations/{}.toml){}",
+            step.call.kernel,
+            step.call.kernel,
+            rerecord()
+        ));
+    };
+    if let Some(sig) = &step.signature {
+        if *sig != decl.signature() {
+            return Some(format!(
+                "recorded for the old signature `{sig}`, now `{}`{}",
+                decl.signature(),
+                rerecord()
+            ));
+        }
+    }
+    if let Some(list) = implemented {
+        if !list.contains(&decl.name) {
+            let backend = backend.strip_prefix("kernel-").unwrap_or(backend);
+            return Some(format!("{} is not on {backend} yet", decl.name));
+        }
+    }
+    None
+}
+
+/// The dims of `call` bound to its declaration (`None` if it does not fit:
+/// the engine reports why).
+fn bind_dims(
+    decl: &KernelDecl,
+    call: &Call,
+    shapes: &BTreeMap<String, (DType, Vec<usize>)>,
+) -> Option<shared_state::Dims> {
+    let args: Vec<(DType, Vec<usize>)> = call
+        .args
+        .iter()
+        .map(|a| match a {
+            Arg::Tensor(t) => Some((t.dtype(), t.shape().to_vec())),
+            Arg::Resident(n) => shapes.get(n).cloned(),
+        })
+        .collect::<Option<_>>()?;
+    let typed: Vec<(DType, &[usize])> = args.iter().map(|(d, s)| (*d, s.as_slice())).collect();
+    decl.bind(&typed, &call.params).ok().map(|b| b.dims)
+}
+
+/// The expected outputs of one trial, in the stated order: the cross
+/// reference, else the stored ones, else the reference module.
+fn expected_for(
+    options: &ReplayOptions,
+    call: &Call,
+    stored: &[Tensor],
+    trial: usize,
+) -> Result<(Option<Vec<Tensor>>, ExpectedFrom), CallError> {
+    let run_on = |engine: &EngineHandle| -> Result<Vec<Tensor>, CallError> {
+        let mut call = call.clone();
+        if trial > 0 {
+            if let Some(name) = &call.store_as {
+                call.store_as = Some(format!("{name}-reference"));
+            }
+        }
+        let out = engine.run(call)?;
+        outputs_of(engine, out)
+    };
+    if let Some(engine) = &options.cross_reference {
+        return Ok((
+            Some(run_on(engine)?),
+            ExpectedFrom::Backend(engine.label().to_string()),
+        ));
+    }
+    if !stored.is_empty() {
+        // Keep the reference engine's residents in step with the served
+        // one's for the calls that come later.
+        if let (Some(engine), Some(_)) = (&options.reference, &call.store_as) {
+            let _ = run_on(engine);
+        }
+        return Ok((Some(stored.to_vec()), ExpectedFrom::Workload));
+    }
+    if let Some(engine) = &options.reference {
+        return Ok((
+            Some(run_on(engine)?),
+            ExpectedFrom::ReferenceModule(engine.label().to_string()),
+        ));
+    }
+    Ok((None, ExpectedFrom::Unchecked))
+}
+
+/// Compares every output; the first failing comparison, else the one with
+/// the largest error.
+fn compare_outputs(
+    options: &ReplayOptions,
+    decl: Option<&KernelDecl>,
+    kernel: &str,
+    dims: Option<&shared_state::Dims>,
+    want: &[Tensor],
+    got: &[Tensor],
+) -> Comparison {
+    let empty = shared_state::Dims::new();
+    let dims = dims.unwrap_or(&empty);
+    if want.len() != got.len() {
+        let empty = Tensor::from_f32(&[0], vec![]);
+        let mut c = compare(&empty, &empty, &Tolerance::EXACT);
+        c.structure = Some(format!("{} output(s), expected {}", got.len(), want.len()));
+        return c;
+    }
+    let mut worst: Option<Comparison> = None;
+    for (w, g) in want.iter().zip(got) {
+        let tol = options.tolerances.for_call(kernel, decl, dims, w.dtype());
+        let c = compare(w, g, &tol);
+        if !c.passed() {
+            return c;
+        }
+        if worst.as_ref().is_none_or(|b| c.max_abs > b.max_abs) {
+            worst = Some(c);
+        }
+    }
+    worst.unwrap_or_else(|| {
+        let empty = Tensor::from_f32(&[0], vec![]);
+        compare(&empty, &empty, &Tolerance::EXACT)
+    })
 }

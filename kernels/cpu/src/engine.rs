@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 
 use rayon::ThreadPool;
-use shared_state::kernels::{self as std_kernels, DOT, MATMUL, SAXPY, SOFTMAX, STENCIL2D};
+use std::sync::Arc;
+
 use shared_state::{
-    Arg, Call, DType, Engine, EngineContext, EngineError, ErrorKind, ModuleInfo, Output,
+    Arg, Call, DType, Engine, EngineContext, EngineError, ErrorKind, KernelSet, ModuleInfo, Output,
     ResidentInfo, Scalar, Snapshot, Tensor,
 };
 
-use crate::kernels;
+use crate::registry::{Args, Entry};
 
 /// Default row/column tile of the blocked matmul.
 const DEFAULT_TILE: usize = 64;
@@ -25,6 +26,10 @@ pub struct CpuEngine {
     tile: usize,
     /// Calls served per kernel, across versions.
     calls: BTreeMap<String, i64>,
+    /// This version's kernel declarations (staged with it).
+    declared: Arc<KernelSet>,
+    /// The kernel functions of this module, by declared name.
+    registry: BTreeMap<&'static str, Entry>,
 }
 
 impl CpuEngine {
@@ -53,6 +58,11 @@ impl CpuEngine {
             resident: BTreeMap::new(),
             tile: DEFAULT_TILE,
             calls: BTreeMap::new(),
+            declared: ctx.kernels.clone(),
+            registry: crate::declared::entries()
+                .into_iter()
+                .map(|e| (e.name, e))
+                .collect(),
         };
         let mut defaulted = Vec::new();
         if let Some(snapshot) = prior {
@@ -94,44 +104,47 @@ impl CpuEngine {
         }
     }
 
-    fn compute(&self, call: &Call) -> Result<Tensor, EngineError> {
-        let args = call
+    /// Runs `call`: checks it against its declaration, then runs the
+    /// kernel registered under its name. Returns the outputs in declared
+    /// order.
+    fn compute(&self, call: &Call) -> Result<Vec<Tensor>, EngineError> {
+        let decl = self.declared.lookup(&call.kernel)?;
+        let entry = self
+            .registry
+            .get(call.kernel.as_str())
+            .filter(|e| e.implemented)
+            .ok_or_else(|| {
+                EngineError::new(
+                    ErrorKind::UnknownKernel,
+                    format!("{} is declared but not on cpu yet", call.kernel),
+                )
+            })?;
+        let inputs = call
             .args
             .iter()
             .map(|a| self.tensor(a))
             .collect::<Result<Vec<_>, _>>()?;
-        let shapes: Vec<(DType, &[usize])> = args.iter().map(|t| (t.dtype(), t.shape())).collect();
-        let out_shape = std_kernels::output_shape(&call.kernel, &shapes)?;
-        let f = |i: usize| args[i].as_f32().expect("dtype checked");
-        let data = match call.kernel.as_str() {
-            SAXPY => {
-                let a = std_kernels::param_f64(&call.params, "a", 2.0)? as f32;
-                kernels::saxpy(&self.pool, a, f(0), f(1))
-            }
-            DOT => vec![kernels::dot(&self.pool, f(0), f(1))],
-            MATMUL => {
-                let (m, k) = (args[0].shape()[0], args[0].shape()[1]);
-                let n = args[1].shape()[1];
-                let tile = match call.params.get("tile").and_then(Scalar::as_i64) {
-                    Some(t) if t > 0 => t as usize,
-                    _ => self.tile,
-                };
-                kernels::matmul(&self.pool, f(0), f(1), (m, k, n), tile)
-            }
-            STENCIL2D => {
-                let alpha =
-                    std_kernels::param_f64(&call.params, "alpha", std_kernels::STENCIL_ALPHA)?
-                        as f32;
-                let s = args[0].shape();
-                kernels::stencil2d(&self.pool, f(0), (s[0], s[1]), alpha)
-            }
-            SOFTMAX => {
-                let s = args[0].shape();
-                kernels::softmax(&self.pool, f(0), (s[0], s[1]))
-            }
-            other => unreachable!("output_shape accepted unknown kernel {other}"),
+        let shapes: Vec<(DType, &[usize])> =
+            inputs.iter().map(|t| (t.dtype(), t.shape())).collect();
+        let bound = decl
+            .bind(&shapes, &call.params)
+            .map_err(|e| EngineError::bad_call(e.0))?;
+        let args = Args {
+            bound: &bound,
+            inputs,
+            pool: &self.pool,
+            tile: self.tile,
         };
-        Ok(Tensor::from_f32(&out_shape, data))
+        let outputs = (entry.run)(&args)?;
+        if outputs.len() != bound.outputs.len() {
+            return Err(EngineError::internal(format!(
+                "{} returned {} output(s), its declaration has {}",
+                call.kernel,
+                outputs.len(),
+                bound.outputs.len()
+            )));
+        }
+        Ok(outputs)
     }
 }
 
@@ -147,21 +160,33 @@ impl Engine for CpuEngine {
             name: env!("CARGO_PKG_NAME").to_string(),
             backend: "cpu".to_string(),
             device: format!("cpu ({} rayon threads)", self.threads),
-            kernels: std_kernels::standard_kernels(),
+            kernels: self
+                .registry
+                .values()
+                .filter(|e| e.implemented && self.declared.get(e.name).is_some())
+                .map(|e| e.name.to_string())
+                .collect(),
             notes,
         })
     }
 
     fn run(&mut self, call: Call) -> Result<Output, EngineError> {
-        let out = self.compute(&call)?;
+        let mut outs = self.compute(&call)?;
         *self.calls.entry(call.kernel.clone()).or_insert(0) += 1;
         match call.store_as {
-            Some(name) => {
+            Some(name) if outs.len() == 1 => {
+                let out = outs.remove(0);
                 let shape = out.shape().to_vec();
                 self.resident.insert(name.clone(), out);
                 Ok(Output::Stored { name, shape })
             }
-            None => Ok(Output::Value(out)),
+            Some(_) => Err(EngineError::bad_call(format!(
+                "{} has {} outputs: store_as takes a kernel with one",
+                call.kernel,
+                outs.len()
+            ))),
+            None if outs.len() == 1 => Ok(Output::Value(outs.remove(0))),
+            None => Ok(Output::Values(outs)),
         }
     }
 

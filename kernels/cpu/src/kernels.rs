@@ -1,4 +1,5 @@
-//! The CPU kernels, on an engine-owned rayon pool (never the global pool).
+//! The CPU kernels' arithmetic, on an engine-owned rayon pool (never the
+//! global pool). `src/declared/NAME.rs` binds each to its declaration.
 
 use rayon::ThreadPool;
 use rayon::prelude::*;

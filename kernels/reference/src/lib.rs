@@ -1,24 +1,16 @@
-//! Plain, obviously-correct implementations of the five standard kernels
-//! (`saxpy`, `dot`, `matmul`, `stencil2d`, `softmax`) and a deterministic
-//! test-value generator.
+//! kiln's reference module: the kernels as plain, obviously-correct code
+//! (single-threaded, f64 accumulation), one file per kernel under
+//! `src/declared/`. The host computes expected outputs with it when a
+//! workload stores none and no `--reference BACKEND` is given; editing it
+//! while `kiln dev` runs swaps it and re-checks the served version.
 //!
-//! One copy for everyone: the host's reference backend
-//! (`harness/src/reference.rs`) computes expected outputs with it, and the
-//! kernel modules' tests check their kernels against it.
-//!
-//! Semantics (those of the CPU module, `kernels/cpu/src/kernels.rs`):
-//! - `saxpy` and `stencil2d` are computed in f32 in the kernels' own
-//!   operation order, so a backend that follows the definition reproduces
-//!   them exactly;
-//! - `dot`, `matmul` and `softmax` accumulate in f64 and round once to f32;
-//! - stencil edges are clamped, softmax is row-wise and shifted by the row
-//!   maximum.
-//!
-//! Shapes are the caller's responsibility (the host checks them with
-//! `shared_state::kernels::output_shape`); slices that are too short panic.
+//! It spawns no thread and holds no global state.
 
-mod kernels;
-mod values;
+mod declared;
+mod engine;
+pub mod registry;
 
-pub use kernels::{dot, matmul, saxpy, softmax, stencil2d};
-pub use values::test_values;
+shared_state::export_module! {
+    create: engine::ReferenceEngine::create,
+    probe: engine::probe_devices,
+}

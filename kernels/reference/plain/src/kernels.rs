@@ -1,4 +1,4 @@
-//! The five standard kernels, written for clarity rather than speed.
+//! The bundled kernels, written for clarity rather than speed.
 
 /// `a*x + y` element-wise, in f32, multiply then add, each rounded (no fused
 /// multiply-add): the kernel's definition, reproduced exactly by backends.
@@ -73,6 +73,48 @@ pub fn softmax(x: &[f32], (rows, cols): (usize, usize)) -> Vec<f32> {
         }
     }
     out
+}
+
+/// Row-wise layer norm of a row-major `rows x cols` matrix:
+/// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, with the mean and the
+/// (biased) variance of each row computed in f64 and each element rounded
+/// once to f32.
+pub fn layer_norm(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    (rows, cols): (usize, usize),
+    eps: f64,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; rows * cols];
+    for r in 0..rows {
+        let row = &x[r * cols..(r + 1) * cols];
+        let n = cols.max(1) as f64;
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = row
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (j, o) in out[r * cols..(r + 1) * cols].iter_mut().enumerate() {
+            *o = ((f64::from(row[j]) - mean) * inv * f64::from(gamma[j]) + f64::from(beta[j]))
+                as f32;
+        }
+    }
+    out
+}
+
+/// Inclusive prefix sum: `out[i] = x[0] + ... + x[i]`, accumulated in f64
+/// and each element rounded once to f32.
+pub fn prefix_sum(x: &[f32]) -> Vec<f32> {
+    let mut acc = 0.0f64;
+    x.iter()
+        .map(|&v| {
+            acc += f64::from(v);
+            acc as f32
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -153,5 +195,24 @@ mod tests {
         assert!((out[0] - 0.25).abs() < 1e-7 && (out[1] - 0.75).abs() < 1e-7);
         assert_eq!(&out[2..], [0.5, 0.5]);
         assert!(softmax(&[], (0, 4)).is_empty());
+    }
+
+    #[test]
+    fn layer_norm_by_hand() {
+        // Row [1, 3]: mean 2, variance 1; gamma scales, beta shifts.
+        let y = layer_norm(&[1.0, 3.0], &[1.0, 2.0], &[0.0, 1.0], (1, 2), 0.0);
+        assert_eq!(y, [-1.0, 3.0]);
+        // A constant row has variance 0: eps keeps it finite, output = beta.
+        let y = layer_norm(&[5.0, 5.0, 5.0], &[1.0; 3], &[0.5; 3], (1, 3), 1e-5);
+        assert_eq!(y, [0.5; 3]);
+        assert!(layer_norm(&[], &[], &[], (0, 4), 1e-5).is_empty());
+    }
+
+    #[test]
+    fn prefix_sum_by_hand() {
+        assert_eq!(prefix_sum(&[1.0, 2.0, 3.0, -6.0]), [1.0, 3.0, 6.0, 0.0]);
+        assert!(prefix_sum(&[]).is_empty());
+        // Accumulated in f64: 1e8 + 1 then - 1e8 keeps the 1.
+        assert_eq!(prefix_sum(&[1e8, 1.0, -1e8])[2], 1.0);
     }
 }

@@ -1,0 +1,12 @@
+//! dot: `out[0] = sum(x*y)`.
+
+use shared_state::{EngineError, Tensor};
+
+use crate::registry::Args;
+
+pub const IMPLEMENTED: bool = true;
+
+pub fn run(args: &Args<'_>) -> Result<Vec<Tensor>, EngineError> {
+    let out = crate::kernels::dot(args.pool, args.input(0)?, args.input(1)?);
+    Ok(vec![args.output(0, vec![out])?])
+}

@@ -1,0 +1,13 @@
+//! One file per kernel, named as the kernel is declared. Each has
+//! `pub const IMPLEMENTED` and `pub fn run(&Args) -> Result<Vec<Tensor>, EngineError>`.
+
+crate::kernels! {
+    saxpy,
+    dot,
+    matmul,
+    stencil2d,
+    softmax,
+    layer_norm,
+    prefix_sum,
+    // `kiln new kernel` adds kernels above this line.
+}
