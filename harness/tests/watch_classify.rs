@@ -30,6 +30,7 @@ fn discovers_the_kernel_modules_and_the_contract() {
         [
             ("kernel-cpu", "cpu"),
             ("kernel-cuda", "cuda"),
+            ("kernel-reference-module", "reference"),
             ("kernel-vulkan", "vulkan")
         ]
     );
@@ -51,7 +52,12 @@ fn classifies_changed_paths() {
     let mut graph = ModuleGraph::discover(&root).unwrap();
     let staging = root.join("stage-area");
     graph.ignore_dir(&staging);
-    let all = modules(&["kernel-cpu", "kernel-cuda", "kernel-vulkan"]);
+    let all = modules(&[
+        "kernel-cpu",
+        "kernel-cuda",
+        "kernel-reference-module",
+        "kernel-vulkan",
+    ]);
     let cases: &[(&str, Classified)] = &[
         ("kernels/cpu/src/lib.rs", modules(&["kernel-cpu"])),
         ("kernels/cpu/Cargo.toml", modules(&["kernel-cpu"])),

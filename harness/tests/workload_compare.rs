@@ -1,5 +1,5 @@
-//! Comparison of outputs with expected tensors, and tolerances from
-//! `kiln.toml`.
+//! Comparison of outputs with expected tensors, and tolerances: per-dtype
+//! defaults, the declarations' overrides and `kiln.toml`.
 
 mod workload_util;
 
@@ -8,9 +8,8 @@ use std::path::Path;
 use kiln::workload::compare::{
     Scaling, Tolerance, Tolerances, compare, reduction_len, ulp_distance_f32, ulp_distance_f64,
 };
-use kiln::workload::reference;
-use kiln::workload::{GenSpec, Step, default_workload, generate};
-use shared_state::{Buffer, DType, Tensor};
+use kiln::workload::{GenSpec, generate};
+use shared_state::{Buffer, DType, Dims, KernelSet, Tensor};
 use workload_util::scratch_dir;
 
 fn t(shape: &[usize], v: &[f32]) -> Tensor {
@@ -131,88 +130,123 @@ fn shape_and_dtype_mismatches_are_reported() {
     assert_eq!(c.summary(), "FAIL: output is f64[2x3], expected f32[2x3]");
 }
 
+/// The bundled declarations (kernels/declarations/).
+fn declared() -> KernelSet {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (decls, errors) = kiln_decl::load_dir(&root, &root.join(kiln_decl::DECLARATIONS_DIR));
+    assert!(errors.is_empty(), "{errors:?}");
+    KernelSet::new(decls)
+}
+
+fn dims(pairs: &[(&str, u64)]) -> Dims {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
 #[test]
 fn integers_compare_exactly() {
     let want = Tensor::new(vec![3], Buffer::I32(vec![1, 2, 3])).unwrap();
     let got = Tensor::new(vec![3], Buffer::I32(vec![1, 2, 4])).unwrap();
-    let tol = Tolerances::default().get("anything", DType::I32);
+    let tol = Tolerances::default().get("anything", None, DType::I32);
     assert_eq!(tol, Tolerance::EXACT);
     let c = compare(&want, &got, &tol);
     assert_eq!((c.mismatches, c.max_abs), (1, 1.0));
     assert_eq!(c.first_mismatch, Some((2, 4.0, 3.0)));
     assert!(compare(&want, &want.clone(), &tol).passed());
+    let i8s = |v: Vec<i8>| Tensor::new(vec![2], Buffer::I8(v)).unwrap();
+    let c = compare(&i8s(vec![-128, 127]), &i8s(vec![-128, -128]), &tol);
+    assert_eq!((c.mismatches, c.max_abs), (1, 255.0));
 }
 
 #[test]
-fn reduction_kernels_scale_with_their_length() {
-    let shapes = |v: &[&[usize]]| v.iter().map(|s| s.to_vec()).collect::<Vec<_>>();
+fn reductions_scale_with_the_length_their_declaration_names() {
+    let k = declared();
+    let matmul = k.get("matmul").unwrap();
     assert_eq!(
-        reduction_len("matmul", &shapes(&[&[8, 256], &[256, 4]])),
+        reduction_len(matmul, &dims(&[("m", 8), ("k", 256), ("n", 4)])),
         256
     );
-    assert_eq!(reduction_len("dot", &shapes(&[&[1000], &[1000]])), 1000);
-    assert_eq!(reduction_len("softmax", &shapes(&[&[4, 64]])), 64);
-    assert_eq!(reduction_len("saxpy", &shapes(&[&[1000], &[1000]])), 1);
+    assert_eq!(
+        reduction_len(k.get("dot").unwrap(), &dims(&[("n", 1000)])),
+        1000
+    );
+    assert_eq!(
+        reduction_len(
+            k.get("softmax").unwrap(),
+            &dims(&[("rows", 4), ("cols", 64)])
+        ),
+        64
+    );
+    assert_eq!(
+        reduction_len(k.get("saxpy").unwrap(), &dims(&[("n", 1000)])),
+        1
+    );
     let tol = Tolerances::default();
-    let base = tol.get("matmul", DType::F32);
-    let scaled = tol.for_call("matmul", DType::F32, 256);
+    let base = tol.get("matmul", Some(matmul), DType::F32);
+    assert_eq!(
+        base.scale,
+        Scaling::Sqrt,
+        "a declared reduction scales by sqrt"
+    );
+    let scaled = tol.for_call("matmul", Some(matmul), &dims(&[("k", 256)]), DType::F32);
     assert_eq!(scaled.abs, base.abs * 16.0);
     assert_eq!(scaled.rel, base.rel * 16.0);
+    let saxpy = k.get("saxpy");
     assert_eq!(
-        tol.for_call("saxpy", DType::F32, 256),
-        tol.get("saxpy", DType::F32)
+        tol.for_call("saxpy", saxpy, &dims(&[("n", 256)]), DType::F32),
+        tol.get("saxpy", saxpy, DType::F32)
     );
+    // The declaration's overrides apply: saxpy is tighter than the f32 default.
+    assert_eq!(tol.get("saxpy", saxpy, DType::F32).abs, 1e-6);
+    assert_eq!(tol.get("relu", None, DType::F32).abs, 1e-5);
     // f64 is far tighter than f32
-    assert!(tol.get("matmul", DType::F64).rel < base.rel * 1e-6);
+    assert!(tol.get("fft", None, DType::F64).rel < tol.get("fft", None, DType::F32).rel * 1e-6);
 }
 
+/// Per-dtype defaults (the table issue 15 extends): f16 one ulp off passes,
+/// three ulps past a value far from zero fail; bf16 the same at its width.
 #[test]
-fn for_workload_follows_residents_to_the_reduction_length() {
-    let w = default_workload();
-    let tol = Tolerances::default();
-    let per_step = tol.for_workload(&w);
-    for (step, t) in w.steps.iter().zip(&per_step) {
-        match step {
-            Step::Load { .. } => assert!(t.is_none()),
-            Step::Call { call, .. } => {
-                let n = match call.kernel.as_str() {
-                    "matmul" => 256, // a's k, with b the resident "weights"
-                    "dot" => 1 << 20,
-                    "softmax" => 1024,
-                    _ => 1,
-                };
-                assert_eq!(
-                    t.unwrap(),
-                    tol.for_call(&call.kernel, DType::F32, n),
-                    "{}",
-                    call.kernel
-                );
-            }
-        }
-    }
+fn half_precision_defaults_in_ulps() {
+    use shared_state::{bf16, f16};
+    let tol = Tolerances::default().get("k", None, DType::F16);
+    assert_eq!(tol.ulps, 2);
+    let one = |v: f16| Tensor::from_vec(&[1], vec![v]);
+    let x = f16::from_f32(1000.0); // ulp = 0.5; rel 2e-3 allows 2.0
+    let next = f16::from_bits(x.to_bits() + 1);
+    assert!(compare(&one(x), &one(next), &tol).passed());
+    let far = f16::from_bits(x.to_bits() + 5); // 2.5 away, 5 ulp
+    assert!(!compare(&one(x), &one(far), &tol).passed());
+    let tol = Tolerances::default().get("k", None, DType::BF16);
+    let one = |v: bf16| Tensor::from_vec(&[1], vec![v]);
+    let x = bf16::from_f32(1000.0); // ulp = 4; rel 1.6e-2 allows 16
+    assert!(compare(&one(x), &one(bf16::from_bits(x.to_bits() + 2)), &tol).passed());
+    assert!(!compare(&one(x), &one(bf16::from_bits(x.to_bits() + 5)), &tol).passed());
 }
 
 /// A kernel that sums in f32 in order (as a simple backend would) passes
 /// the default tolerance; one that drops a term of the sum does not.
 #[test]
 fn default_tolerances_accept_f32_rounding_and_catch_real_errors() {
-    let w = generate(&GenSpec::parse("matmul", "64x1024x48", 3).unwrap()).unwrap();
-    let (call, expected) = w.calls().next().unwrap();
+    let k = declared();
+    let decl = k.get("matmul").unwrap();
+    let (m, kk, n) = (64, 1024, 48);
+    let d = dims(&[("m", m as u64), ("k", kk as u64), ("n", n as u64)]);
+    let w = generate(decl, &GenSpec::new("matmul", d.clone(), 3, 1)).unwrap();
+    let (call, _) = w.calls().next().unwrap();
     let (a, b) = match (&call.args[0], &call.args[1]) {
         (shared_state::Arg::Tensor(a), shared_state::Arg::Tensor(b)) => {
             (a.as_f32().unwrap(), b.as_f32().unwrap())
         }
         _ => unreachable!(),
     };
-    let (m, k, n) = (64, 1024, 48);
+    let expected = Tensor::from_f32(&[m, n], kernel_reference::matmul(a, b, (m, kk, n)));
     let naive = |skip: Option<usize>| {
         let mut c = vec![0.0f32; m * n];
         for i in 0..m {
             for j in 0..n {
                 let mut s = 0.0f32;
-                for kk in 0..k {
-                    if Some(kk) != skip {
-                        s += a[i * k + kk] * b[kk * n + j];
+                for x in 0..kk {
+                    if Some(x) != skip {
+                        s += a[i * kk + x] * b[x * n + j];
                     }
                 }
                 c[i * n + j] = s;
@@ -220,35 +254,16 @@ fn default_tolerances_accept_f32_rounding_and_catch_real_errors() {
         }
         Tensor::from_f32(&[m, n], c)
     };
-    let tol = Tolerances::default().for_call("matmul", DType::F32, k);
-    let good = compare(expected.unwrap(), &naive(None), &tol);
+    let tol = Tolerances::default().for_call("matmul", Some(decl), &d, DType::F32);
+    let good = compare(&expected, &naive(None), &tol);
     assert!(good.passed(), "{good}");
     assert!(good.max_abs > 0.0, "f32 sums do round");
-    let bad = compare(expected.unwrap(), &naive(Some(500)), &tol);
+    let bad = compare(&expected, &naive(Some(500)), &tol);
     assert!(!bad.passed(), "{bad}");
 }
 
 #[test]
-fn reference_outputs_match_a_workloads_expected_outputs() {
-    // expected outputs survive the file and agree with a fresh reference run
-    let w = default_workload();
-    let back = kiln::workload::format::to_bytes(&w).unwrap();
-    let back = workload_util::read_bytes(&back, "default.kwl").unwrap();
-    let outputs = reference::expected_outputs(&back).unwrap();
-    let tolerances = Tolerances::default().for_workload(&back);
-    for (i, step) in back.steps.iter().enumerate() {
-        if let Step::Call {
-            expected: Some(e), ..
-        } = step
-        {
-            let c = compare(e, outputs[i].as_ref().unwrap(), &tolerances[i].unwrap());
-            assert!(c.passed() && c.max_abs == 0.0, "step {i}: {c}");
-        }
-    }
-}
-
-#[test]
-fn kiln_toml_overrides_defaults() {
+fn kiln_toml_overrides_defaults_and_declarations() {
     let dir = scratch_dir("kiln_toml");
     let path = dir.join("kiln.toml");
     std::fs::write(
@@ -270,20 +285,29 @@ ulps = 3
 "#,
     )
     .unwrap();
+    let k = declared();
+    let matmul = k.get("matmul");
     let tol = Tolerances::load(&path).unwrap();
-    let m32 = tol.get("matmul", DType::F32);
+    let m32 = tol.get("matmul", matmul, DType::F32);
     assert_eq!((m32.abs, m32.rel, m32.scale), (0.5, 1.0, Scaling::Linear));
-    assert_eq!(
-        m32.ulps,
-        Tolerances::default().get("matmul", DType::F32).ulps
-    );
-    let m64 = tol.get("matmul", DType::F64);
+    assert_eq!(m32.ulps, 8, "the declaration's ulps, kiln.toml left it");
+    let m64 = tol.get("matmul", matmul, DType::F64);
     assert_eq!((m64.abs, m64.rel), (0.5, 1e-12));
-    assert_eq!(tol.for_call("matmul", DType::F32, 10).abs, 5.0);
-    assert_eq!(tol.get("fft", DType::F32).ulps, 3, "[tolerance.default]");
     assert_eq!(
-        tol.get("saxpy", DType::F32),
-        Tolerances::default().get("saxpy", DType::F32)
+        tol.for_call("matmul", matmul, &dims(&[("k", 10)]), DType::F32)
+            .abs,
+        5.0
+    );
+    assert_eq!(
+        tol.get("fft", None, DType::F32).ulps,
+        3,
+        "[tolerance.default]"
+    );
+    let saxpy = k.get("saxpy");
+    assert_eq!(
+        tol.get("saxpy", saxpy, DType::F32).ulps,
+        4,
+        "the declaration overrides [tolerance.default]"
     );
 }
 
@@ -301,7 +325,7 @@ fn bad_tolerance_settings_are_refused_naming_file_and_key() {
     );
     assert_eq!(
         config_error("[tolerance.dot]\nrelative = 1e-3\n"),
-        "kiln.toml: tolerance.dot: unknown key \"relative\" (known: abs, rel, ulps, scale, f32, f64)"
+        "kiln.toml: tolerance.dot: unknown key \"relative\" (known: abs, rel, ulps, scale, and a table per dtype: f32, f64, i32, i64, u32, u8, f16, bf16, i8)"
     );
     assert_eq!(
         config_error("[tolerance.dot]\nscale = \"log\"\n"),
@@ -322,24 +346,4 @@ fn bad_tolerance_settings_are_refused_naming_file_and_key() {
             .starts_with("/nonexistent/kiln.toml: cannot read: "),
         "{e}"
     );
-}
-
-#[test]
-fn for_workload_tracks_shapes_through_store_as() {
-    use kiln::workload::Workload;
-    use shared_state::Call;
-    let mut w = Workload::new("chain");
-    w.call(
-        Call::new("matmul")
-            .arg(Tensor::from_f32(&[4, 9], vec![0.0; 36]))
-            .arg(Tensor::from_f32(&[9, 25], vec![0.0; 225]))
-            .store_as("c"),
-        None,
-    );
-    w.call(Call::new("softmax").resident("c"), None);
-    let tol = Tolerances::default();
-    let per_step = tol.for_workload(&w);
-    assert_eq!(per_step[0], Some(tol.for_call("matmul", DType::F32, 9)));
-    // softmax over the rows of c = 4x25: a reduction of 25
-    assert_eq!(per_step[1], Some(tol.for_call("softmax", DType::F32, 25)));
 }

@@ -55,6 +55,23 @@ fn round_trip_through_a_file_keeps_everything() {
             .param("t", Scalar::Text("x\"y".into())),
         Some(Tensor::from_f32(&[1], vec![f32::INFINITY])),
     );
+    // Version 2: several outputs, trials, a signature tag.
+    w.call_step(kiln::workload::CallStep {
+        call: Call::new("two_outputs").arg(Tensor::from_f32(&[2], vec![1.0, -0.0])),
+        expected: vec![
+            Tensor::from_f32(&[2], vec![2.0, 3.0]),
+            Tensor::from_vec(&[1], vec![shared_state::bf16::from_f32(-1.5)]),
+        ],
+        trials: vec![kiln::workload::Trial {
+            inputs: vec![Tensor::from_vec(&[2], vec![f32::NEG_INFINITY, 5e-45])],
+            expected: vec![
+                Tensor::from_f32(&[2], vec![0.0, 1.0]),
+                Tensor::from_vec(&[1], vec![shared_state::bf16::NAN]),
+            ],
+        }],
+        signature: Some("two_outputs(x: f32[n]) -> a: f32[n], b: bf16[1]".into()),
+        recorded_by: Some("kiln record --kernel two_outputs --dims n=2".into()),
+    });
     write(&w, &path).unwrap();
     let back = read(&path).unwrap();
     assert_eq!(back.name, w.name);
@@ -74,16 +91,21 @@ fn round_trip_through_a_file_keeps_everything() {
                 assert_eq!(n1, n2);
                 assert!(t1.bit_eq(t2), "{n1}");
             }
-            (
-                Step::Call {
-                    call: c1,
-                    expected: e1,
-                },
-                Step::Call {
-                    call: c2,
-                    expected: e2,
-                },
-            ) => {
+            (Step::Call(s1), Step::Call(s2)) => {
+                let (c1, e1, c2, e2) = (&s1.call, &s1.expected, &s2.call, &s2.expected);
+                assert_eq!(s1.signature, s2.signature);
+                assert_eq!(s1.recorded_by, s2.recorded_by);
+                assert_eq!(s1.trials.len(), s2.trials.len());
+                for (t1, t2) in s1.trials.iter().zip(&s2.trials) {
+                    for (x, y) in t1
+                        .inputs
+                        .iter()
+                        .chain(&t1.expected)
+                        .zip(t2.inputs.iter().chain(&t2.expected))
+                    {
+                        assert!(x.bit_eq(y));
+                    }
+                }
                 assert_eq!(c1.kernel, c2.kernel);
                 assert_eq!(c1.params, c2.params, "scalar kinds survive");
                 assert_eq!(c1.store_as, c2.store_as);
@@ -96,8 +118,8 @@ fn round_trip_through_a_file_keeps_everything() {
                         (x, y) => assert_eq!(x, y),
                     }
                 }
-                assert_eq!(e1.is_some(), e2.is_some());
-                if let (Some(x), Some(y)) = (e1, e2) {
+                assert_eq!(e1.len(), e2.len());
+                for (x, y) in e1.iter().zip(e2) {
                     assert!(x.bit_eq(y));
                 }
             }
@@ -116,7 +138,7 @@ fn round_trip_through_a_file_keeps_everything() {
 fn sections_are_aligned_and_raw_little_endian() {
     let bytes = small_bytes();
     assert_eq!(&bytes[..8], b"KILNWKLD");
-    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
     assert_eq!(bytes.len() % ALIGN as usize, 0);
     let start = data_start(&bytes);
     let h = header(&bytes);
@@ -197,12 +219,12 @@ fn refuses_version_zero() {
 #[test]
 fn refuses_a_newer_version() {
     let mut bytes = small_bytes();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
     assert_refused(
         &bytes,
         K::BadVersion,
         Some(8),
-        "unsupported format version 2 (this kiln reads version 1)",
+        "unsupported format version 3 (this kiln reads versions 1 to 2)",
     );
 }
 
@@ -285,12 +307,12 @@ fn refuses_a_parameter_json_cannot_map_to_a_scalar() {
 
 #[test]
 fn refuses_an_unknown_dtype() {
-    let bytes = with_header(&small_bytes(), |h| h["sections"][2]["dtype"] = json!("f16"));
+    let bytes = with_header(&small_bytes(), |h| h["sections"][2]["dtype"] = json!("f17"));
     assert_refused(
         &bytes,
         K::UnknownDType,
         Some(24),
-        "section 2: unknown dtype \"f16\" (known: f32, f64, i32, i64, u32, u8)",
+        "section 2: unknown dtype \"f17\" (known: f32, f64, i32, i64, u32, u8, f16, bf16, i8)",
     );
 }
 
@@ -342,7 +364,7 @@ fn refuses_a_section_past_the_end_of_the_file() {
 #[test]
 fn refuses_a_misaligned_offset() {
     let bytes = with_header(&small_bytes(), |h| h["sections"][4]["offset"] = json!(8));
-    let start = data_start(&small_bytes()) as u64 + 8;
+    let start = data_start(&bytes) as u64 + 8;
     assert_refused(
         &bytes,
         K::SectionBounds,
