@@ -11,13 +11,39 @@ use std::time::{Duration, Instant};
 
 use kiln::workload::replay::{self, ReplayOptions, ReplayReport};
 use kiln::workload::timing::{Verdict, human_secs};
-use kiln::workload::{self, GenSpec, WorkloadErrorKind};
+use kiln::workload::{self, GenSpec, Workload, WorkloadErrorKind};
 use kiln::{EngineHandle, EngineOptions, LoadedModule, ServedModule};
 use kiln_e2e::dev_session::kiln_binary;
 use kiln_e2e::edited_module::EditedWorkspace;
 use kiln_e2e::*;
 
 const CPU: &str = "kernel-cpu";
+const REFERENCE: &str = "kernel-reference-module";
+
+/// The declarations of the workspace.
+fn declared() -> shared_state::KernelSet {
+    kiln::kernel_commands::declarations(&workspace_root()).unwrap()
+}
+
+/// The bundled workload (inputs only: expected outputs come from the
+/// reference module).
+fn bundled() -> Workload {
+    kiln::supervisor::declarations::bundled_workload(&workspace_root()).unwrap()
+}
+
+/// One generated call of `kernel` at `dims` (`n=100003`), seed 7, 2 trials.
+fn generated(kernel: &str, dims: &str) -> Workload {
+    let k = declared();
+    let spec = GenSpec::new(kernel, GenSpec::parse_dims(dims).unwrap(), 7, 2);
+    workload::generate(k.get(kernel).unwrap(), &spec).unwrap()
+}
+
+/// The reference module's engine.
+fn reference(stage: &kiln::StagingDir) -> EngineHandle {
+    EngineHandle::start(Arc::new(load_fresh(stage, REFERENCE)), &options(), None)
+        .unwrap()
+        .0
+}
 
 /// The tests of this file run one at a time: the timing verdicts must not
 /// be measured while another test replays or builds next to them.
@@ -125,7 +151,7 @@ fn record(kernel: &str, shape: &str, seed: u64, file: &Path) {
             "record",
             "--kernel",
             kernel,
-            "--shape",
+            "--dims",
             shape,
             "--seed",
             &seed,
@@ -156,7 +182,15 @@ fn assert_no_panic_noise(run: &Run) {
 
 /// The kernels a workload may call: rows of `kiln replay`'s table start
 /// with the call index and one of these.
-const KERNELS: [&str; 5] = ["saxpy", "dot", "matmul", "stencil2d", "softmax"];
+const KERNELS: [&str; 7] = [
+    "saxpy",
+    "dot",
+    "matmul",
+    "stencil2d",
+    "softmax",
+    "layer_norm",
+    "prefix_sum",
+];
 
 /// Checks `kiln replay`'s table: PASS, `calls` rows, each `ok` (or `-` for
 /// a call without an expected output).
@@ -195,11 +229,13 @@ fn record_then_replay_round_trips_for_every_kernel() {
     let scratch = Scratch::new("round-trip");
     module_artifact(CPU);
     let cases = [
-        ("matmul", "64x48x32"),
-        ("saxpy", "100003"),
-        ("dot", "100003"),
-        ("stencil2d", "64x48x3"),
-        ("softmax", "32x100"),
+        ("matmul", "m=64,k=48,n=32"),
+        ("saxpy", "n=100003"),
+        ("dot", "n=100003"),
+        ("stencil2d", "h=64,w=48"),
+        ("softmax", "rows=32,cols=100"),
+        ("layer_norm", "rows=33,cols=257"),
+        ("prefix_sum", "n=100003"),
         ("default", ""),
     ];
     let stage = staging("round-trip");
@@ -209,15 +245,26 @@ fn record_then_replay_round_trips_for_every_kernel() {
         let file = scratch.file(&format!("{kernel}.kiln"));
         record(kernel, shape, 7, &file);
 
-        // The file holds exactly what the generator makes.
+        // The file holds what the generator makes, with the reference
+        // module's outputs as expected values.
         let read = workload::read(&file).unwrap_or_else(|e| panic!("{e}"));
-        let made = if kernel == "default" {
-            workload::default_workload()
+        let mut made = if kernel == "default" {
+            bundled()
         } else {
-            workload::generate(&GenSpec::parse(kernel, shape, 7).unwrap()).unwrap()
+            generated(kernel, shape)
+        };
+        kiln::workload::reference::fill_expected(&mut made, &reference(&stage)).unwrap();
+        let strip = |w: &Workload| {
+            let mut w = w.clone();
+            for s in &mut w.steps {
+                if let workload::Step::Call(c) = s {
+                    c.recorded_by = None;
+                }
+            }
+            w
         };
         assert!(
-            read == made,
+            strip(&read) == strip(&made),
             "{kernel}: the file differs from the generator"
         );
 
@@ -262,14 +309,16 @@ fn replay_on_the_cpu_module_is_exact_for_saxpy_and_stencil2d() {
     let (cpu, _) =
         EngineHandle::start(Arc::new(load_fresh(&stage, CPU)), &options(), None).unwrap();
     let mut errors = Vec::new();
-    for (kernel, shape) in [("saxpy", "100003"), ("stencil2d", "64x48x3")] {
-        let workload = workload::generate(&GenSpec::parse(kernel, shape, 7).unwrap()).unwrap();
+    let reference = reference(&stage);
+    for (kernel, shape) in [("saxpy", "n=100003"), ("stencil2d", "h=64,w=48")] {
+        let workload = generated(kernel, shape);
         replay::load_state(&cpu, &workload).unwrap();
         let report = replay::replay(
             &cpu,
             &workload,
             &ReplayOptions {
                 timing: None,
+                reference: Some(reference.clone()),
                 ..ReplayOptions::default()
             },
             None,
@@ -404,9 +453,12 @@ const SPIN: &str = "    let spin = std::time::Instant::now();
 /// twice, the second time against the first's timings.
 fn replay_twice(stage: &kiln::StagingDir) -> (ServedModule, ReplayReport) {
     let (served, _) = ServedModule::start(load_fresh(stage, CPU), options(), None).unwrap();
-    let workload = workload::default_workload();
+    let workload = bundled();
     replay::load_state(&served.handle(), &workload).unwrap();
-    let replay_options = ReplayOptions::default();
+    let replay_options = ReplayOptions {
+        reference: Some(reference(stage)),
+        ..ReplayOptions::default()
+    };
     // The first replay in a process runs cold (fresh pages, the allocator's
     // thresholds not yet adapted): memory-bound calls measured up to 2x
     // slower than in the next replay of the same engine. Warm up first; in
@@ -469,11 +521,14 @@ fn a_version_with_a_slower_saxpy_is_called_slower() {
     let slow = LoadedModule::open(stage_file(&stage, CPU, &slow_artifact))
         .unwrap_or_else(|e| panic!("the edited module is refused: {e}"));
     served.swap(slow).unwrap();
-    let workload = workload::default_workload();
+    let workload = bundled();
     let after = replay::replay(
         &served.handle(),
         &workload,
-        &ReplayOptions::default(),
+        &ReplayOptions {
+            reference: Some(reference(&stage)),
+            ..ReplayOptions::default()
+        },
         Some(&before.timings()),
     );
     assert!(after.passed(), "{}", after.table());
@@ -485,4 +540,73 @@ fn a_version_with_a_slower_saxpy_is_called_slower() {
         .find(|c| c.kernel == "saxpy")
         .expect("the default workload calls saxpy");
     assert_eq!(saxpy.verdict, Some(Verdict::Slower), "{lines}");
+}
+
+/// Trials: a call passes only if every trial passes. A saxpy that returns
+/// zeros fails, and so does one that is right on the first trial's inputs
+/// only (it returns the first trial's outputs whatever its inputs), both
+/// judged against the reference module.
+#[test]
+fn a_kernel_right_on_one_trial_only_fails() {
+    let _serial = one_at_a_time();
+    const BODY: &str =
+        "    let out = crate::kernels::saxpy(args.pool, a, args.input(0)?, args.input(1)?);\n";
+    // The real kernel, staged before the edited copies are built (they
+    // build into the same module target directory).
+    let stage = staging("trials");
+    let good = LoadedModule::open(stage_file(&stage, CPU, &module_artifact(CPU))).unwrap();
+    // Zeros whatever the inputs.
+    let zeros = EditedWorkspace::copy("saxpy-zeros");
+    zeros.edit(
+        "kernels/cpu/src/declared/saxpy.rs",
+        BODY,
+        "    let _ = a;\n    let out = vec![0.0f32; args.dim(\"n\")];\n",
+    );
+    let zeros_module = LoadedModule::open(stage_file(&stage, CPU, &zeros.build(CPU))).unwrap();
+    // Right on trial 0 only: remembers the first output it computed and
+    // returns it for every later call of the same length.
+    let memo = EditedWorkspace::copy("saxpy-memo");
+    memo.edit(
+        "kernels/cpu/src/declared/saxpy.rs",
+        BODY,
+        &format!(
+            "{BODY}    static FIRST: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());\n    \
+             let mut first = FIRST.lock().unwrap_or_else(|e| e.into_inner());\n    \
+             if first.len() != out.len() {{ *first = out.clone(); }}\n    \
+             let out = first.clone();\n"
+        ),
+    );
+    // Staged at once: both copies build into one module target directory.
+    let memo_module = LoadedModule::open(stage_file(&stage, CPU, &memo.build(CPU))).unwrap();
+
+    let reference = reference(&stage);
+    let workload = generated("saxpy", "n=1000");
+    assert_eq!(workload.call_steps().next().unwrap().trial_count(), 2);
+    let options_with_reference = ReplayOptions {
+        timing: None,
+        reference: Some(reference),
+        ..ReplayOptions::default()
+    };
+    // The real kernel passes both trials.
+    let (good, _) = EngineHandle::start(Arc::new(good), &options(), None).unwrap();
+    let report = replay::replay(&good, &workload, &options_with_reference, None);
+    assert!(report.passed(), "{}", report.table());
+    assert_eq!(report.calls[0].trials, (2, 2));
+    for (what, module, passed) in [
+        ("zeros", zeros_module, (0, 2)),
+        ("right on the first trial only", memo_module, (1, 2)),
+    ] {
+        let (engine, _) = EngineHandle::start(Arc::new(module), &options(), None).unwrap();
+        let report = replay::replay(&engine, &workload, &options_with_reference, None);
+        println!("{what}:\n{}", report.table());
+        assert!(!report.passed(), "{what} passed:\n{}", report.table());
+        assert_eq!(report.calls[0].trials, passed, "{what}");
+        assert!(
+            report
+                .table()
+                .contains("vs reference kernel-reference-module-v"),
+            "the verdict names its reference:\n{}",
+            report.table()
+        );
+    }
 }
