@@ -428,3 +428,91 @@ fn capped_workgroups_loop_over_the_rest() {
         "layer_norm",
     );
 }
+
+/// A shader edit is a new engine created with the edited source and the old
+/// engine's state; a broken edit fails that creation and leaves the old
+/// engine serving (what the host does on a WGSL save, without cargo).
+#[test]
+fn an_edited_shader_takes_effect_in_the_next_engine_with_the_state() {
+    let Some(mut old) = engine_with_context(context_with(&[], declarations(), shader_sources()))
+    else {
+        return;
+    };
+    let n = 300;
+    let (x, y) = (test_values(n, 61), test_values(n, 62));
+    old.put_resident("x", Tensor::from_f32(&[n], x.clone()))
+        .unwrap();
+    old.put_resident("y", Tensor::from_f32(&[n], y.clone()))
+        .unwrap();
+    let call = Call::new(SAXPY).resident("x").resident("y");
+    let before = run_value(&mut old, call.clone());
+    assert_eq!(before.as_f32().unwrap(), &reference::saxpy(2.0, &x, &y)[..]);
+
+    let edit = |from: &str, to: &str| -> Vec<shared_state::SourceFile> {
+        shader_sources()
+            .into_iter()
+            .map(|s| {
+                if s.path == "shaders/saxpy.wgsl" {
+                    assert!(s.text.contains(from));
+                    source(&s.path, &s.text.replace(from, to))
+                } else {
+                    s
+                }
+            })
+            .collect()
+    };
+    // Broken: the new engine is not created, the old one still serves.
+    let mut snapshot = old.export_state().unwrap();
+    let broken = edit("a * x[i] + y[i]", "a * x[i] + y[i] +");
+    let err = match VulkanEngine::create(
+        context_with(&[], declarations(), broken),
+        Some(&mut snapshot),
+    ) {
+        Ok(_) => panic!("a broken shader was accepted"),
+        Err(e) => e,
+    };
+    assert!(err.message.starts_with("shaders/saxpy.wgsl:"), "{err}");
+    assert_eq!(run_value(&mut old, call.clone()).as_f32(), before.as_f32());
+
+    // Fixed: the edit's behaviour, on the carried state.
+    let mut snapshot = old.export_state().unwrap();
+    let edited = edit("a * x[i] + y[i]", "a * x[i] - y[i]");
+    let (mut new, _) = VulkanEngine::create(
+        context_with(&[], declarations(), edited),
+        Some(&mut snapshot),
+    )
+    .unwrap();
+    drop(old);
+    let after = run_value(&mut new, call);
+    let want: Vec<f32> = x.iter().zip(&y).map(|(a, b)| 2.0 * a - b).collect();
+    assert_eq!(after.as_f32().unwrap(), &want[..]);
+}
+
+/// The engine reports what its start cost: naga per shader and pipeline
+/// creation per kernel (printed; never asserted as a time).
+#[test]
+fn engine_creation_reports_compile_and_pipeline_times() {
+    let started = std::time::Instant::now();
+    let Some(e) = engine_with_context(context_with(&[], declarations(), shader_sources())) else {
+        return;
+    };
+    let created = started.elapsed();
+    let info = e.info().unwrap();
+    for kernel in &info.kernels {
+        for key in [
+            format!("compile_ms/naga/shaders/{kernel}.wgsl"),
+            format!("compile_ms/pipelines/{kernel}"),
+        ] {
+            match info.notes.get(&key) {
+                Some(Scalar::F64(ms)) => println!("{key:<40} {ms:>7.3} ms"),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+    }
+    println!(
+        "engine created in {:.1} ms ({} kernels, compile + pipelines {:.1} ms)",
+        created.as_secs_f64() * 1e3,
+        info.kernels.len(),
+        e.compile_time().as_secs_f64() * 1e3
+    );
+}
