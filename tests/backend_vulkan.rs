@@ -11,12 +11,13 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use kiln::process::{mapped_files_under, rss_bytes};
+use kiln::supervisor::declarations::bundled_workload;
 use kiln::swap::engine_handle::probe_devices;
 use kiln::swap::version_files::read_declarations;
 use kiln::workload::compare::{Tolerances, compare};
 use kiln::workload::replay::{self, ReplayOptions, quick_timing};
 use kiln::workload::timing::human_secs;
-use kiln::workload::{GenSpec, Step, Workload, default_workload, generate};
+use kiln::workload::{GenSpec, Step, Workload, generate};
 use kiln::{EngineHandle, EngineOptions, LoadedModule, ServedModule, StagingDir};
 use kiln_e2e::dev_session::kiln_binary;
 use kiln_e2e::*;
@@ -78,6 +79,12 @@ fn declarations() -> KernelSet {
     let (decls, errors) = read_declarations(&workspace_root());
     assert!(errors.is_empty(), "declarations: {errors:?}");
     KernelSet::new(decls)
+}
+
+/// The workspace's bundled workload (from the declarations and
+/// `kernels/workload.toml`).
+fn default_workload() -> Workload {
+    bundled_workload(&workspace_root()).expect("the bundled workload")
 }
 
 /// The workloads of the cross-backend check: the bundled one, and
