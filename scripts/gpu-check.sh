@@ -5,12 +5,20 @@
 #                                    test binary and packs NVRTC into target/gpu-check/
 #                                    (carry that one path to the GPU machine)
 #   scripts/gpu-check.sh             there: runs the CUDA module's GPU tests with the
-#                                    GPU and NVRTC required (every kernel against a
-#                                    plain reference on the GPU, state swap bit for bit,
-#                                    no-device stub) and prints per-kernel timings; then,
+#                                    GPU and NVRTC required (every declared kernel, the
+#                                    two new ones included, against a plain reference
+#                                    on the GPU; a kernel added by a declaration and a
+#                                    .cu file; a .cu edit taking effect in the next
+#                                    engine with the state, a broken one refused; state
+#                                    swap bit for bit; no-device stub) and prints
+#                                    per-kernel timings and NVRTC times; then,
 #                                    through the kiln host, replays the bundled workload
 #                                    on the CPU and CUDA modules (per-kernel tables side
 #                                    by side) and swaps 1 GiB of device state bit for bit
+#
+# The test binary reads the kernel declarations (kernels/declarations/) and the
+# .cu files (kernels/cuda/kernels/) from the repository root at run time, as the
+# host stages them: run it from the root of a copy of the same tree.
 #
 # Overrides: KILN_NVRTC_DIR (a directory holding libnvrtc.so.13),
 #            KILN_CUDA_TESTS (the kernel-cuda test binary).
@@ -95,6 +103,10 @@ if [[ "${1:-}" == "--prepare" ]]; then
     exit 0
 fi
 
+if [[ ! -d kernels/declarations || ! -d kernels/cuda/kernels ]]; then
+    echo "gpu-check: run from the repository root (kernels/declarations and kernels/cuda/kernels are read at run time)" >&2
+    exit 1
+fi
 nvrtc_dir=$(cd "$(find_nvrtc)" && pwd)
 tests_bin=$(find_tests)
 echo "== GPU"
@@ -112,7 +124,7 @@ LD_LIBRARY_PATH="$nvrtc_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     "$tests_bin" --test-threads=1 --nocapture 2>&1 | tee "$log" || status=$?
 
 echo "== per-kernel timings"
-grep -oE '(timings on|timing |nvrtc 1).*' "$log" || true
+grep -oE '(timings on|timing |nvrtc 1|engine with an edited).*' "$log" || true
 grep -E 'skipped' "$log" || true
 rm -f "$log"
 

@@ -11,15 +11,17 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use kiln::process::{mapped_files_under, rss_bytes};
+use kiln::supervisor::declarations::bundled_workload;
 use kiln::swap::engine_handle::probe_devices;
-use kiln::workload::compare::{Tolerances, compare, reduction_len};
+use kiln::swap::version_files::read_declarations;
+use kiln::workload::compare::{Tolerances, compare};
 use kiln::workload::replay::{self, ReplayOptions, quick_timing};
 use kiln::workload::timing::human_secs;
-use kiln::workload::{GenSpec, Step, Workload, default_workload, generate};
+use kiln::workload::{GenSpec, Step, Workload, generate};
 use kiln::{EngineHandle, EngineOptions, LoadedModule, ServedModule, StagingDir};
 use kiln_e2e::dev_session::kiln_binary;
 use kiln_e2e::*;
-use shared_state::{Arg, Call, DType, Output, Scalar, Tensor};
+use shared_state::{Arg, Call, DType, KernelSet, Output, Scalar, Tensor};
 
 const VULKAN: &str = "kernel-vulkan";
 const CPU: &str = "kernel-cpu";
@@ -72,50 +74,78 @@ fn vulkan_device_present() -> bool {
     }
 }
 
+/// The workspace's declarations.
+fn declarations() -> KernelSet {
+    let (decls, errors) = read_declarations(&workspace_root());
+    assert!(errors.is_empty(), "declarations: {errors:?}");
+    KernelSet::new(decls)
+}
+
+/// The workspace's bundled workload (from the declarations and
+/// `kernels/workload.toml`).
+fn default_workload() -> Workload {
+    bundled_workload(&workspace_root()).expect("the bundled workload")
+}
+
 /// The workloads of the cross-backend check: the bundled one, and
-/// generated ones at sizes that are not multiples of any workgroup size.
+/// generated ones at sizes that are not multiples of any workgroup size
+/// (256 threads, 16x16 matmul tiles, 1024-element prefix-sum tiles), every
+/// declared kernel included.
 fn workloads() -> Vec<Workload> {
+    let decls = declarations();
     let mut all = vec![default_workload()];
-    for (kernel, shape) in [
-        ("saxpy", "1"),
-        ("saxpy", "255"),
-        ("saxpy", "1000003"),
-        ("dot", "1"),
-        ("dot", "255"),
-        ("dot", "1000003"),
-        ("matmul", "17x33x65"),
-        ("stencil2d", "31x47x3"),
-        ("softmax", "7x1000"),
+    for (kernel, dims) in [
+        ("saxpy", "n=1"),
+        ("saxpy", "n=255"),
+        ("saxpy", "n=1000003"),
+        ("dot", "n=1"),
+        ("dot", "n=255"),
+        ("dot", "n=1000003"),
+        ("matmul", "m=17,k=33,n=65"),
+        ("stencil2d", "h=31,w=47"),
+        ("softmax", "rows=7,cols=1000"),
+        ("layer_norm", "rows=7,cols=1000"),
+        ("layer_norm", "rows=300,cols=257"),
+        ("prefix_sum", "n=1"),
+        ("prefix_sum", "n=1025"),
+        ("prefix_sum", "n=1048577"),
     ] {
-        let spec = GenSpec::parse(kernel, shape, 11).expect("spec");
-        all.push(generate(&spec).unwrap_or_else(|e| panic!("generate {kernel} {shape}: {e}")));
+        let decl = decls
+            .get(kernel)
+            .unwrap_or_else(|| panic!("{kernel} is not declared"));
+        let spec = GenSpec::new(kernel, GenSpec::parse_dims(dims).expect("dims"), 11, 2);
+        all.push(generate(decl, &spec).unwrap_or_else(|e| panic!("generate {kernel} {dims}: {e}")));
     }
     all
 }
 
-/// A call's output: returned, or read back from the resident it stored.
-fn output_of(handle: &EngineHandle, call: &Call) -> Tensor {
+/// A call's outputs: returned, or read back from the resident it stored.
+fn outputs_of(handle: &EngineHandle, call: &Call) -> Vec<Tensor> {
     match handle
         .run(call.clone())
         .unwrap_or_else(|e| panic!("{} on {}: {e}", call.kernel, handle.label()))
     {
-        Output::Value(t) => t,
-        Output::Stored { name, .. } => handle.read_resident(&name).expect("read stored output"),
+        Output::Value(t) => vec![t],
+        Output::Values(ts) => ts,
+        Output::Stored { name, .. } => {
+            vec![handle.read_resident(&name).expect("read stored output")]
+        }
     }
 }
 
-/// Shapes of a call's arguments, residents looked up on `handle`.
-fn arg_shapes(handle: &EngineHandle, call: &Call) -> Vec<Vec<usize>> {
-    let residents: BTreeMap<String, Vec<usize>> = handle
+/// Dtypes and shapes of a call's arguments, residents looked up on
+/// `handle`.
+fn arg_shapes(handle: &EngineHandle, call: &Call) -> Vec<(DType, Vec<usize>)> {
+    let residents: BTreeMap<String, (DType, Vec<usize>)> = handle
         .residents()
         .expect("residents")
         .into_iter()
-        .map(|r| (r.name, r.shape))
+        .map(|r| (r.name, (r.dtype, r.shape)))
         .collect();
     call.args
         .iter()
         .map(|a| match a {
-            Arg::Tensor(t) => t.shape().to_vec(),
+            Arg::Tensor(t) => (t.dtype(), t.shape().to_vec()),
             Arg::Resident(n) => residents[n].clone(),
         })
         .collect()
@@ -132,7 +162,12 @@ fn workloads_replay_on_vulkan_and_match_the_cpu_module() {
         .expect("start the vulkan engine");
     let (cpu, _) = EngineHandle::start(Arc::new(load_fresh(&stage, CPU)), &options(), None)
         .expect("start the cpu engine");
-    println!("vulkan engine on {}", vk.info().unwrap().device);
+    let info = vk.info().unwrap();
+    println!("vulkan engine on {}", info.device);
+    let decls = declarations();
+    // Every declared kernel has a shader: none is skipped on vulkan.
+    let declared: Vec<&str> = decls.names().collect();
+    assert_eq!(info.kernels, declared, "kernels implemented on vulkan");
     let tolerances = Tolerances::default();
     let correctness_only = ReplayOptions {
         timing: None,
@@ -158,24 +193,31 @@ fn workloads_replay_on_vulkan_and_match_the_cpu_module() {
             }
         }
         for (i, (call, _)) in workload.calls().enumerate() {
-            let n = reduction_len(&call.kernel, &arg_shapes(&cpu, call));
-            let want = output_of(&cpu, call);
-            let got = output_of(&vk, call);
-            let tol = tolerances.for_call(&call.kernel, DType::F32, n);
-            let cmp = compare(&want, &got, &tol);
-            assert!(
-                cmp.passed(),
-                "{} call {i} ({}): vulkan vs cpu: {}",
-                workload.name,
-                call.kernel,
-                cmp.summary()
-            );
-            println!(
-                "{:<24} call {i} {:<9} vulkan vs cpu: {}",
-                workload.name,
-                call.kernel,
-                cmp.summary()
-            );
+            let decl = decls.get(&call.kernel).expect("declared");
+            let shapes = arg_shapes(&cpu, call);
+            let view: Vec<(DType, &[usize])> =
+                shapes.iter().map(|(d, s)| (*d, s.as_slice())).collect();
+            let bound = decl.bind(&view, &call.params).expect("the call fits");
+            let want = outputs_of(&cpu, call);
+            let got = outputs_of(&vk, call);
+            assert_eq!(want.len(), got.len(), "{} call {i}: outputs", workload.name);
+            for (o, (want, got)) in want.iter().zip(&got).enumerate() {
+                let tol = tolerances.for_call(&call.kernel, Some(decl), &bound.dims, want.dtype());
+                let cmp = compare(want, got, &tol);
+                assert!(
+                    cmp.passed(),
+                    "{} call {i} ({}) output {o}: vulkan vs cpu: {}",
+                    workload.name,
+                    call.kernel,
+                    cmp.summary()
+                );
+                println!(
+                    "{:<30} call {i} {:<10} vulkan vs cpu: {}",
+                    workload.name,
+                    call.kernel,
+                    cmp.summary()
+                );
+            }
         }
     }
 

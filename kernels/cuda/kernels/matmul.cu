@@ -1,6 +1,8 @@
 // c[m,n] = a[m,k] @ b[k,n], row-major f32. 16x16 output tiles; tiles of a
 // and b staged through shared memory; each output sums its products in
-// increasing k order.
+// increasing k order. Parameters by the binding convention
+// (kernels/declarations/matmul.toml): inputs, output, dims (the tunable
+// `tile` that follows is the CPU module's and is not read).
 #define TILE 16
 
 extern "C" __global__ void matmul(const float* a, const float* b, float* c, unsigned int m,

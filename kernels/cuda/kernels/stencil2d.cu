@@ -1,10 +1,11 @@
 // One explicit diffusion step on an h x w grid, neighbours clamped at the
 // edges: out = g + alpha*(N + S + E + W - 4g). Every operation is rounded
 // on its own (no fused multiply-add), in the CPU module's order, so the
-// result is bit-identical to it.
-extern "C" __global__ void stencil2d(const float* grid, float* out, unsigned long long h,
-                                     unsigned long long w, float alpha) {
-    unsigned long long total = h * w;
+// result is bit-identical to it. Parameters by the binding convention
+// (kernels/declarations/stencil2d.toml): input, output, dims, parameter.
+extern "C" __global__ void stencil2d(const float* grid, float* out, unsigned int h, unsigned int w,
+                                     float alpha) {
+    unsigned long long total = (unsigned long long)h * w;
     unsigned long long stride = (unsigned long long)blockDim.x * gridDim.x;
     for (unsigned long long idx = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
          idx < total; idx += stride) {

@@ -8,7 +8,8 @@ use shared_state::{Buffer, DType, EngineError, Tensor, element_count, format_sha
 use crate::availability::driver_error;
 
 /// A typed, shaped buffer in device memory. The bytes are kept untyped (any
-/// dtype can be resident); kernels take the device pointer as `float*`.
+/// dtype can be resident); kernels take the device pointer as a pointer to
+/// the declared element type.
 pub struct DeviceTensor {
     dtype: DType,
     shape: Vec<usize>,
@@ -93,9 +94,5 @@ impl DeviceTensor {
     /// The device memory, `None` when the tensor is empty.
     pub fn slice(&self) -> Option<&CudaSlice<u8>> {
         self.bytes.as_ref()
-    }
-
-    pub fn slice_mut(&mut self) -> Option<&mut CudaSlice<u8>> {
-        self.bytes.as_mut()
     }
 }

@@ -1,51 +1,157 @@
-//! The kernel sources and their compilation to PTX by NVRTC.
+//! The kernels' CUDA C sources, handed to the engine with its version
+//! (`EngineContext::sources`, `kernels/NAME.cu` for kernel NAME), compiled to
+//! PTX by NVRTC and checked against the declaration (one function per pass,
+//! parameters by [`crate::convention`]). Needs NVRTC, not a GPU.
 
 use std::time::{Duration, Instant};
 
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
-use shared_state::EngineError;
+use shared_state::{EngineError, KernelDecl, KernelSet, SourceFile};
 
 use crate::availability;
+use crate::convention::{Layout, function_name};
 
-/// One CUDA C source file and the kernels (`extern "C" __global__`
-/// functions) it defines.
-pub struct KernelSource {
-    /// File name under `kernels/cuda/kernels/`, passed to NVRTC so its log
-    /// reads `saxpy.cu(12): error ...`.
-    pub file: &'static str,
-    pub source: &'static str,
-    pub functions: &'static [&'static str],
+/// Where kernel NAME's source is, relative to the module's folder.
+pub fn source_path(kernel: &str) -> String {
+    format!("kernels/{kernel}.cu")
 }
 
-/// Every kernel source of the module. `include_str!` makes cargo rebuild the
-/// module when one of them changes.
-pub const KERNEL_SOURCES: &[KernelSource] = &[
-    KernelSource {
-        file: "saxpy.cu",
-        source: include_str!("../kernels/saxpy.cu"),
-        functions: &["saxpy"],
-    },
-    KernelSource {
-        file: "dot.cu",
-        source: include_str!("../kernels/dot.cu"),
-        functions: &["dot_partial", "dot_finish"],
-    },
-    KernelSource {
-        file: "matmul.cu",
-        source: include_str!("../kernels/matmul.cu"),
-        functions: &["matmul"],
-    },
-    KernelSource {
-        file: "stencil2d.cu",
-        source: include_str!("../kernels/stencil2d.cu"),
-        functions: &["stencil2d"],
-    },
-    KernelSource {
-        file: "softmax.cu",
-        source: include_str!("../kernels/softmax.cu"),
-        functions: &["softmax"],
-    },
-];
+/// A kernel's source, compiled and checked.
+pub struct CompiledKernel {
+    pub kernel: String,
+    pub path: String,
+    pub layout: Layout,
+    pub ptx: Ptx,
+    /// One CUDA function per declared pass, in order.
+    pub functions: Vec<String>,
+    /// NVRTC's time.
+    pub elapsed: Duration,
+}
+
+/// Compiles the source of every declared kernel that has one among
+/// `sources`, for `arch`. A declared kernel without a source is not
+/// implemented here; a `.cu` file without a declaration is returned in the
+/// second list (for a log line). The first source that does not compile or
+/// does not fit its declaration is the error.
+pub fn compile_all(
+    kernels: &KernelSet,
+    sources: &[SourceFile],
+    arch: &str,
+) -> Result<(Vec<CompiledKernel>, Vec<String>), EngineError> {
+    let mut compiled = Vec::new();
+    for decl in kernels.iter() {
+        let path = source_path(&decl.name);
+        if let Some(source) = sources.iter().find(|s| s.path == path) {
+            compiled.push(compile_kernel(decl, source, arch)?);
+        }
+    }
+    let undeclared = sources
+        .iter()
+        .filter(|s| s.path.ends_with(".cu"))
+        .filter(|s| !compiled.iter().any(|c| c.path == s.path))
+        .map(|s| s.path.clone())
+        .collect();
+    Ok((compiled, undeclared))
+}
+
+/// Compiles one kernel's source and checks its functions' parameters.
+pub fn compile_kernel(
+    decl: &KernelDecl,
+    source: &SourceFile,
+    arch: &str,
+) -> Result<CompiledKernel, EngineError> {
+    if decl.launch.passes.is_empty() {
+        return Err(EngineError::bad_call(format!(
+            "{}: {} declares no [[launch]] pass, so the GPU cannot run it",
+            source.path, decl.file
+        )));
+    }
+    let compiled = compile(&source.path, &source.text, arch, &[])?;
+    let layout = Layout::of(decl);
+    let ptx = compiled.ptx.to_src();
+    let mut functions = Vec::with_capacity(decl.launch.passes.len());
+    for (i, pass) in decl.launch.passes.iter().enumerate() {
+        let name = function_name(&decl.name, &pass.entry);
+        check_parameters(&source.path, &ptx, &name, &layout).map_err(|why| {
+            EngineError::bad_call(format!(
+                "{}: {why} (launch pass {i} of {})",
+                source.path, decl.file
+            ))
+        })?;
+        functions.push(name);
+    }
+    Ok(CompiledKernel {
+        kernel: decl.name.clone(),
+        path: source.path.clone(),
+        layout,
+        ptx: compiled.ptx,
+        functions,
+        elapsed: compiled.elapsed,
+    })
+}
+
+/// The function exists in the PTX, and its parameters follow the
+/// convention: a 64-bit pointer per tensor, then the scalars, as far as it
+/// declares them.
+fn check_parameters(path: &str, ptx: &str, function: &str, layout: &Layout) -> Result<(), String> {
+    let expected = || {
+        let mut args: Vec<String> = layout
+            .storage
+            .iter()
+            .map(|(role, t)| format!("{} {t}", role.name()))
+            .collect();
+        args.extend(
+            layout
+                .fields
+                .iter()
+                .map(|f| format!("{} {}", f.kind.c_type(), f.name)),
+        );
+        format!("the convention is ({})", args.join(", "))
+    };
+    let marker = format!(".entry {function}(");
+    let Some(start) = ptx.find(&marker) else {
+        let defined: Vec<&str> = ptx
+            .match_indices(".entry ")
+            .filter_map(|(i, _)| ptx[i + 7..].split('(').next())
+            .collect();
+        return Err(format!(
+            "no extern \"C\" __global__ function `{function}`; {path} defines: {}",
+            if defined.is_empty() {
+                "none".to_string()
+            } else {
+                defined.join(", ")
+            }
+        ));
+    };
+    let list = &ptx[start + marker.len()..];
+    let list = &list[..list.find(')').unwrap_or(list.len())];
+    let params: Vec<&str> = list
+        .split(',')
+        .filter_map(|p| p.split_whitespace().nth(1))
+        .collect();
+    let total = layout.storage.len() + layout.fields.len();
+    if params.len() > total {
+        return Err(format!(
+            "`{function}` takes {} parameters, more than the {total} of {}",
+            params.len(),
+            expected()
+        ));
+    }
+    for (i, ty) in params.iter().enumerate() {
+        let want = if i < layout.storage.len() {
+            ".u64"
+        } else {
+            layout.fields[i - layout.storage.len()].kind.ptx()
+        };
+        if *ty != want {
+            return Err(format!(
+                "parameter {i} of `{function}` is a PTX {ty} where {}",
+                expected()
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// A compiled source: its PTX and how long NVRTC took.
 pub struct Compiled {

@@ -1,14 +1,15 @@
-//! The CUDA engine: a primary context on one device, the kernels compiled
-//! for it, resident buffers in device memory and call counters.
+//! The CUDA engine: a primary context on one device, the declared kernels
+//! whose `.cu` file is among the version's sources compiled for it by NVRTC,
+//! resident buffers in device memory and call counters. A call is launched
+//! from its declaration alone (see [`crate::convention`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cudarc::driver::{CudaContext, CudaStream};
-use shared_state::kernels::{self as std_kernels, DOT, MATMUL, SAXPY, SOFTMAX, STENCIL2D};
 use shared_state::{
-    Arg, Call, DType, Engine, EngineContext, EngineError, ErrorKind, ModuleInfo, Output,
+    Arg, Call, DType, Engine, EngineContext, EngineError, ErrorKind, KernelSet, ModuleInfo, Output,
     ResidentInfo, Scalar, Snapshot, Tensor,
 };
 
@@ -16,7 +17,7 @@ use crate::availability::{self, driver_error, startup_error};
 use crate::buffers::DeviceTensor;
 use crate::compile;
 use crate::device::{self, DeviceSummary};
-use crate::launch::{CompileTimes, Kernels};
+use crate::launch::{self, CompileTimes, Kernels};
 
 /// Snapshot section prefix of resident buffers (as in the CPU module).
 const RESIDENT_PREFIX: &str = "resident/";
@@ -34,6 +35,8 @@ pub struct CudaEngine {
     resident: BTreeMap<String, DeviceTensor>,
     /// Calls served per kernel, across versions.
     calls: BTreeMap<String, i64>,
+    /// The version's declarations.
+    decls: Arc<KernelSet>,
     kernels: Kernels,
     stream: Arc<CudaStream>,
     /// The device's primary context, retained by this engine (the stream
@@ -74,8 +77,19 @@ impl CudaEngine {
         unsafe { cu_ctx.disable_event_tracking() };
         let stream = cu_ctx.default_stream();
         let (major, minor) = summary.compute_capability;
-        let (kernels, compile_times) =
-            Kernels::build(&cu_ctx, &compile::virtual_arch(major, minor))?;
+        let (compiled, undeclared) = compile::compile_all(
+            &ctx.kernels,
+            &ctx.sources,
+            &compile::virtual_arch(major, minor),
+        )?;
+        for path in &undeclared {
+            shared_state::tracing::warn!(
+                target: "kernel_cuda",
+                label = %ctx.label,
+                "{path}: no kernel of that name is declared (kernels/declarations/NAME.toml); not used"
+            );
+        }
+        let (kernels, compile_times) = Kernels::load(&cu_ctx, compiled)?;
         let mut engine = CudaEngine {
             label: ctx.label.clone(),
             device: summary,
@@ -84,6 +98,7 @@ impl CudaEngine {
             compile_times,
             resident: BTreeMap::new(),
             calls: BTreeMap::new(),
+            decls: ctx.kernels.clone(),
             kernels,
             stream,
             _primary: cu_ctx,
@@ -150,8 +165,19 @@ impl CudaEngine {
         })
     }
 
-    /// Runs the call on the device; the output stays there.
-    fn compute(&self, call: &Call) -> Result<DeviceTensor, EngineError> {
+    /// Runs the call on the device; the outputs stay there.
+    fn compute(&self, call: &Call) -> Result<Vec<DeviceTensor>, EngineError> {
+        let decl = self.decls.lookup(&call.kernel)?;
+        let kernel = self.kernels.get(&call.kernel).ok_or_else(|| {
+            EngineError::new(
+                ErrorKind::UnknownKernel,
+                format!(
+                    "{} is declared but not implemented on cuda (no {} among the sources)",
+                    call.kernel,
+                    compile::source_path(&call.kernel)
+                ),
+            )
+        })?;
         // Check shapes and parameters before touching the device.
         let mut shapes: Vec<(DType, Vec<usize>)> = Vec::with_capacity(call.args.len());
         for arg in &call.args {
@@ -164,13 +190,25 @@ impl CudaEngine {
             });
         }
         let view: Vec<(DType, &[usize])> = shapes.iter().map(|(d, s)| (*d, s.as_slice())).collect();
-        let out_shape = std_kernels::output_shape(&call.kernel, &view)?;
-        let param = |name: &str, default: f64| std_kernels::param_f64(&call.params, name, default);
-        let a = match call.kernel.as_str() {
-            SAXPY => param("a", 2.0)? as f32,
-            STENCIL2D => param("alpha", std_kernels::STENCIL_ALPHA)? as f32,
-            _ => 0.0,
-        };
+        let bound = decl
+            .bind(&view, &call.params)
+            .map_err(|e| EngineError::bad_call(e.0))?;
+        if call.store_as.is_some() && bound.outputs.len() != 1 {
+            return Err(EngineError::bad_call(format!(
+                "{}: store_as needs a kernel with one output; it has {}",
+                call.kernel,
+                bound.outputs.len()
+            )));
+        }
+        let values = kernel.layout.values(&call.kernel, &bound)?;
+        let launches = launch::plan(decl, &bound)?;
+        let mut scratch_shapes = Vec::with_capacity(decl.launch.scratch.len());
+        for t in &decl.launch.scratch {
+            let shape = t.eval_shape(&bound.dims).map_err(|e| {
+                EngineError::bad_call(format!("{}: scratch {}: {e}", call.kernel, t.name))
+            })?;
+            scratch_shapes.push((t.dtype, shape));
+        }
 
         let mut uploaded = BTreeMap::new();
         for (i, arg) in call.args.iter().enumerate() {
@@ -184,37 +222,29 @@ impl CudaEngine {
             .enumerate()
             .map(|(i, arg)| self.device_arg(arg, &uploaded, i))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut out = DeviceTensor::zeros(&self.stream, DType::F32, &out_shape)?;
-        let s = &self.stream;
-        let k = &self.kernels;
-        match call.kernel.as_str() {
-            SAXPY => k.saxpy(s, a, args[0], args[1], &mut out)?,
-            DOT => k.dot(s, args[0], args[1], &mut out)?,
-            MATMUL => {
-                let (m, kk) = (shapes[0].1[0], shapes[0].1[1]);
-                let n = shapes[1].1[1];
-                k.matmul(s, args[0], args[1], (m, kk, n), &mut out)?
-            }
-            STENCIL2D => {
-                let g = &shapes[0].1;
-                k.stencil2d(s, args[0], (g[0], g[1]), a, &mut out)?
-            }
-            SOFTMAX => {
-                let x = &shapes[0].1;
-                k.softmax(s, args[0], (x[0], x[1]), &mut out)?
-            }
-            other => {
-                return Err(EngineError::new(
-                    ErrorKind::UnknownKernel,
-                    format!("no kernel {other:?}"),
-                ));
-            }
-        }
-        // Surface launch failures (and free the uploaded inputs only after
-        // the kernels that read them are done).
+        let outs = bound
+            .outputs
+            .iter()
+            .map(|(dtype, shape)| DeviceTensor::zeros(&self.stream, *dtype, shape))
+            .collect::<Result<Vec<_>, _>>()?;
+        let scratch = scratch_shapes
+            .iter()
+            .map(|(dtype, shape)| DeviceTensor::zeros(&self.stream, *dtype, shape))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tensors: Vec<_> = args
+            .iter()
+            .copied()
+            .chain(&outs)
+            .chain(&scratch)
+            .map(DeviceTensor::slice)
+            .collect();
+        kernel.launch(&call.kernel, &self.stream, &tensors, &values, &launches)?;
+        // Surface launch failures (and free the uploaded inputs and the
+        // scratch only after the kernels that use them are done).
         self.synchronize(&format!("run {}", call.kernel))?;
         drop(uploaded);
-        Ok(out)
+        drop(scratch);
+        Ok(outs)
     }
 }
 
@@ -246,14 +276,14 @@ impl Engine for CudaEngine {
                 "{} (CUDA device {}, driver CUDA {}.{})",
                 self.device.name, self.device.index, self.driver.0, self.driver.1
             ),
-            kernels: std_kernels::standard_kernels(),
+            kernels: self.kernels.kernels.keys().cloned().collect(),
             notes,
         })
     }
 
     fn run(&mut self, call: Call) -> Result<Output, EngineError> {
         let started = Instant::now();
-        let out = self.compute(&call)?;
+        let mut outs = self.compute(&call)?;
         *self.calls.entry(call.kernel.clone()).or_insert(0) += 1;
         shared_state::tracing::trace!(
             target: "kernel_cuda",
@@ -263,11 +293,17 @@ impl Engine for CudaEngine {
         );
         match call.store_as {
             Some(name) => {
+                let out = outs.remove(0);
                 let shape = out.shape().to_vec();
                 self.resident.insert(name.clone(), out);
                 Ok(Output::Stored { name, shape })
             }
-            None => Ok(Output::Value(out.download(&self.stream)?)),
+            None if outs.len() == 1 => Ok(Output::Value(outs[0].download(&self.stream)?)),
+            None => Ok(Output::Values(
+                outs.iter()
+                    .map(|t| t.download(&self.stream))
+                    .collect::<Result<_, _>>()?,
+            )),
         }
     }
 

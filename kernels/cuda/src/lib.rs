@@ -1,9 +1,11 @@
-//! kiln's CUDA kernel module: the standard kernels on an NVIDIA GPU.
+//! kiln's CUDA kernel module: declared kernels on an NVIDIA GPU.
 //!
 //! Built as a `cdylib` with no CUDA toolkit: cudarc loads the driver
-//! (`libcuda.so.1`) and NVRTC (`libnvrtc.so.13`) at run time, and the kernels
-//! in `kernels/*.cu` (embedded with `include_str!`) are compiled by NVRTC
-//! when an engine starts. Without a driver, a device or NVRTC, engine
+//! (`libcuda.so.1`) and NVRTC (`libnvrtc.so.13`) at run time. The kernels
+//! are `kernels/NAME.cu`, staged with each version and handed to the engine
+//! (`EngineContext::sources`), compiled by NVRTC when the engine is created
+//! and launched from their declarations by one generic path (see
+//! [`convention`]). Without a driver, a device or NVRTC, engine
 //! creation and probing return an `Unavailable` error saying which.
 //!
 //! The module spawns no threads and keeps no CUDA objects in statics (cudarc
@@ -18,6 +20,7 @@
 mod availability;
 mod buffers;
 mod compile;
+mod convention;
 mod device;
 mod engine;
 mod launch;

@@ -1,18 +1,20 @@
 // out[0] = sum(x*y), in two passes recorded into one command buffer:
 // `partial` runs G workgroups, each sums a grid-strided share of the products
-// and tree-reduces it in workgroup memory to out[group]; `finish` runs one
-// workgroup that tree-reduces those G partial sums (bound as x) to out[0].
+// and tree-reduces it in workgroup memory to partials[group]; `finish` runs
+// one workgroup that tree-reduces the G partial sums to out[0]. G is the
+// length of `partials` (kernels/declarations/dot.toml sizes it and launches
+// that many workgroups).
 
+// The binding convention: inputs, output, scratch, then the dims.
 struct Params {
-    // u.x = number of elements to reduce
-    u: vec4<u32>,
-    f: vec4<f32>,
+    n: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> y: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-var<immediate> params: Params;
+@group(0) @binding(3) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> scratch: array<f32, 256>;
 
@@ -33,7 +35,7 @@ fn partial(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let n = params.u.x;
+    let n = params.n;
     let stride = groups.x * 256u;
     var acc = 0.0;
     for (var i = wid.x * 256u + lid; i < n; i += stride) {
@@ -42,16 +44,16 @@ fn partial(
     scratch[lid] = acc;
     reduce_scratch(lid);
     if lid == 0u {
-        out[wid.x] = scratch[0];
+        partials[wid.x] = scratch[0];
     }
 }
 
 @compute @workgroup_size(256)
 fn finish(@builtin(local_invocation_index) lid: u32) {
-    let n = params.u.x;
+    let count = arrayLength(&partials);
     var acc = 0.0;
-    for (var i = lid; i < n; i += 256u) {
-        acc += x[i];
+    for (var i = lid; i < count; i += 256u) {
+        acc += partials[i];
     }
     scratch[lid] = acc;
     reduce_scratch(lid);

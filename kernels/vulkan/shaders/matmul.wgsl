@@ -4,16 +4,18 @@
 
 const TILE: u32 = 16u;
 
+// The binding convention (kernels/declarations/matmul.toml): inputs, outputs,
+// then the dims (the tunable `tile` that follows is the CPU module's).
 struct Params {
-    // u.x = m, u.y = k, u.z = n
-    u: vec4<u32>,
-    f: vec4<f32>,
+    m: u32,
+    k: u32,
+    n: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-var<immediate> params: Params;
+@group(0) @binding(3) var<uniform> params: Params;
 
 var<workgroup> tile_a: array<f32, 256>;
 var<workgroup> tile_b: array<f32, 256>;
@@ -23,9 +25,9 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
-    let m = params.u.x;
-    let k = params.u.y;
-    let n = params.u.z;
+    let m = params.m;
+    let k = params.k;
+    let n = params.n;
     let row = wid.y * TILE + lid.y;
     let col = wid.x * TILE + lid.x;
     let slot = lid.y * TILE + lid.x;

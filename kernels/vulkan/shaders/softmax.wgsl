@@ -2,15 +2,16 @@
 // workgroup per row (grid-strided over rows), max and sum reduced in
 // workgroup memory.
 
+// The binding convention (kernels/declarations/softmax.toml): input, output,
+// then the dims.
 struct Params {
-    // u.x = rows, u.y = cols
-    u: vec4<u32>,
-    f: vec4<f32>,
+    rows: u32,
+    cols: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-var<immediate> params: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> params: Params;
 
 var<workgroup> scratch: array<f32, 256>;
 
@@ -22,8 +23,8 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let rows = params.u.x;
-    let cols = params.u.y;
+    let rows = params.rows;
+    let cols = params.cols;
     for (var r = wid.x; r < rows; r += groups.x) {
         let base = r * cols;
 

@@ -1,25 +1,26 @@
 // One explicit heat-diffusion step on an h x w grid, 5-point, neighbours
 // clamped at the edges: out = g + alpha*(N + S + W + E - 4g).
 
+// The binding convention (kernels/declarations/stencil2d.toml): input,
+// output, then the dims and the parameter.
 struct Params {
-    // u.x = h, u.y = w
-    u: vec4<u32>,
-    // f.x = alpha
-    f: vec4<f32>,
+    h: u32,
+    w: u32,
+    alpha: f32,
 }
 
 @group(0) @binding(0) var<storage, read> grid: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-var<immediate> params: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<uniform> params: Params;
 
 @compute @workgroup_size(256)
 fn main(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let h = params.u.x;
-    let w = params.u.y;
-    let alpha = params.f.x;
+    let h = params.h;
+    let w = params.w;
+    let alpha = params.alpha;
     let total = h * w;
     let stride = groups.x * 256u;
     for (var idx = gid.x; idx < total; idx += stride) {

@@ -1,18 +1,23 @@
-//! The Vulkan engine: resident buffers on the device, per-kernel call
-//! counters, and the [`Gpu`] everything runs on.
+//! The Vulkan engine: the pipelines of every declared kernel whose shader
+//! is among the version's sources, resident buffers on the device,
+//! per-kernel call counters, and the [`Gpu`] everything runs on. A call is
+//! dispatched from its declaration alone (see [`crate::convention`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-use shared_state::kernels as std_kernels;
 use shared_state::tracing;
 use shared_state::{
-    Arg, Buffer, Call, DType, Engine, EngineContext, EngineError, ErrorKind, ModuleInfo, Output,
-    ResidentInfo, Scalar, Snapshot, Tensor, format_shape,
+    Arg, Buffer, Call, DType, Engine, EngineContext, EngineError, ErrorKind, KernelSet, ModuleInfo,
+    Output, ResidentInfo, Scalar, Snapshot, Tensor, format_shape,
 };
 
-use crate::gpu::{Gpu, Pass};
+use crate::convention::Layout;
+use crate::gpu::Gpu;
 use crate::memory::DeviceBuffer;
-use crate::plan::{self, Slot};
+use crate::plan;
+use crate::shaders;
 
 const BACKEND: &str = "vulkan";
 
@@ -28,6 +33,13 @@ pub struct VulkanEngine {
     residents: BTreeMap<String, Resident>,
     /// Calls served per kernel, across versions.
     calls: BTreeMap<String, i64>,
+    /// The version's declarations.
+    kernels: Arc<KernelSet>,
+    /// The binding layout of each kernel implemented here (its shader was
+    /// among the sources).
+    layouts: BTreeMap<String, Layout>,
+    /// naga's time per shader, then pipeline creation per kernel.
+    compile_times: Vec<(String, Duration)>,
     /// Dropped after the residents are freed (see `Drop`).
     gpu: Gpu,
 }
@@ -76,10 +88,11 @@ impl Drop for CallBuffers<'_> {
     }
 }
 
-/// What a call's output became.
+/// What a call's outputs became.
 enum Produced {
-    Downloaded(Tensor),
-    OnDevice(DeviceBuffer, Vec<usize>),
+    Downloaded(Vec<Tensor>),
+    /// The one output, kept on the device to be stored.
+    OnDevice(DeviceBuffer, DType, Vec<usize>),
 }
 
 impl VulkanEngine {
@@ -90,11 +103,40 @@ impl VulkanEngine {
         ctx: EngineContext,
         prior: Option<&mut Snapshot>,
     ) -> Result<(VulkanEngine, Vec<String>), EngineError> {
-        let gpu = Gpu::open(ctx.option("device"))?;
+        // Shaders first: a broken one is reported even where there is no
+        // device, and costs no device set-up.
+        let (compiled, undeclared) = shaders::compile_all(&ctx.kernels, &ctx.sources)?;
+        for path in &undeclared {
+            tracing::warn!(
+                target: "kernel_vulkan",
+                label = %ctx.label,
+                "{path}: no kernel of that name is declared (kernels/declarations/NAME.toml); not used"
+            );
+        }
+        let mut gpu = Gpu::open(ctx.option("device"))?;
+        let pairs: Vec<_> = compiled
+            .iter()
+            .filter_map(|sh| ctx.kernels.get(&sh.kernel).map(|d| (d, sh)))
+            .collect();
+        gpu.build_kernels(&pairs)?;
+        let mut compile_times: Vec<(String, Duration)> = compiled
+            .iter()
+            .map(|sh| (format!("naga/{}", sh.path), sh.elapsed))
+            .collect();
+        compile_times.extend(
+            gpu.pipeline_times()
+                .map(|(k, d)| (format!("pipelines/{k}"), d)),
+        );
         let mut engine = VulkanEngine {
             label: ctx.label.clone(),
             residents: BTreeMap::new(),
             calls: BTreeMap::new(),
+            kernels: ctx.kernels.clone(),
+            layouts: compiled
+                .into_iter()
+                .map(|sh| (sh.kernel, sh.layout))
+                .collect(),
+            compile_times,
             gpu,
         };
         if let Some(snapshot) = prior {
@@ -118,9 +160,12 @@ impl VulkanEngine {
             driver = %d.driver,
             api = %d.api,
             residents = engine.residents.len(),
-            "vulkan engine created on {} ({})",
+            kernels = engine.layouts.len(),
+            compile_ms = engine.compile_time().as_secs_f64() * 1e3,
+            "vulkan engine created on {} ({}): {} kernels",
             d.name,
-            d.driver
+            d.driver,
+            engine.layouts.len()
         );
         Ok((engine, Vec::new()))
     }
@@ -129,6 +174,11 @@ impl VulkanEngine {
     #[cfg(test)]
     pub fn gpu_name(&self) -> String {
         self.gpu.device_info.name.clone()
+    }
+
+    /// Shader compilation and pipeline creation at start, in total.
+    pub fn compile_time(&self) -> Duration {
+        self.compile_times.iter().map(|(_, d)| *d).sum()
     }
 
     /// Live device allocations: (count, bytes).
@@ -155,9 +205,20 @@ impl VulkanEngine {
         Ok(())
     }
 
-    /// Runs a call and leaves its output either downloaded or on the
+    /// Runs a call and leaves its outputs either downloaded or on the
     /// device (when it is to be stored).
     fn compute(&self, call: &Call) -> Result<Produced, EngineError> {
+        let decl = self.kernels.lookup(&call.kernel)?;
+        let layout = self.layouts.get(&call.kernel).ok_or_else(|| {
+            EngineError::new(
+                ErrorKind::UnknownKernel,
+                format!(
+                    "{} is declared but not implemented on vulkan (no {} among the sources)",
+                    call.kernel,
+                    shaders::shader_path(&call.kernel)
+                ),
+            )
+        })?;
         // Shapes first, so a bad call uploads nothing.
         let mut shapes: Vec<(DType, &[usize])> = Vec::with_capacity(call.args.len());
         for arg in &call.args {
@@ -169,72 +230,86 @@ impl VulkanEngine {
                 }
             });
         }
-        let out_shape = std_kernels::output_shape(&call.kernel, &shapes)?;
-        let dims: Vec<&[usize]> = shapes.iter().map(|(_, s)| *s).collect();
-        let plan = plan::plan(&call.kernel, &dims, &call.params, &self.gpu.limits)?;
-        let out_bytes = (out_shape.iter().product::<usize>() * 4) as u64;
-        self.check_range("the output", out_bytes)?;
+        let bound = decl
+            .bind(&shapes, &call.params)
+            .map_err(|e| EngineError::bad_call(e.0))?;
+        if call.store_as.is_some() && bound.outputs.len() != 1 {
+            return Err(EngineError::bad_call(format!(
+                "{}: store_as needs a kernel with one output; it has {}",
+                call.kernel,
+                bound.outputs.len()
+            )));
+        }
+        let plan = plan::plan(decl, layout, &bound, &self.gpu.limits)?;
+        let byte_len = |dtype: DType, shape: &[usize]| -> Result<u64, EngineError> {
+            shape
+                .iter()
+                .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
+                .map(|b| b as u64)
+                .ok_or_else(|| {
+                    EngineError::bad_call(format!("shape [{}] overflows", format_shape(shape)))
+                })
+        };
+        let mut out_bytes = Vec::with_capacity(bound.outputs.len());
+        for ((dtype, shape), t) in bound.outputs.iter().zip(&decl.outputs) {
+            let bytes = byte_len(*dtype, shape)?;
+            self.check_range(&format!("output {}", t.name), bytes)?;
+            out_bytes.push(bytes);
+        }
+        let mut scratch_bytes = Vec::with_capacity(plan.scratch.len());
+        for ((dtype, len), t) in plan.scratch.iter().zip(&decl.launch.scratch) {
+            let bytes = byte_len(*dtype, &[*len])?;
+            self.check_range(&format!("scratch {}", t.name), bytes)?;
+            scratch_bytes.push(bytes);
+        }
 
         let mut temps = CallBuffers::new(&self.gpu);
-        let mut arg_buffers = Vec::with_capacity(call.args.len());
+        let mut storage = Vec::with_capacity(layout.storage.len());
         for (i, arg) in call.args.iter().enumerate() {
-            arg_buffers.push(match arg {
+            storage.push(match arg {
                 Arg::Tensor(t) => {
                     let bytes = t.data().as_bytes();
                     self.check_range(
                         &format!("argument {i} ({})", t.describe()),
                         bytes.len() as u64,
                     )?;
-                    Some(temps.add(bytes.len() as u64, Some(bytes))?)
+                    let index = temps.add(bytes.len() as u64, Some(bytes))?;
+                    temps.get(index).buffer
                 }
                 Arg::Resident(name) => {
-                    self.check_range(
-                        &format!("resident {name:?}"),
-                        self.resident(name)?.buffer.len,
-                    )?;
-                    None
+                    let r = self.resident(name)?;
+                    self.check_range(&format!("resident {name:?}"), r.buffer.len)?;
+                    r.buffer.buffer
                 }
             });
         }
-        let scratch = match plan.scratch_floats {
-            0 => None,
-            n => Some(temps.add(n * 4, None)?),
-        };
-        let out = temps.add(out_bytes, None)?;
-        let buffer_of = |slot: Slot| -> Result<ash::vk::Buffer, EngineError> {
-            Ok(match slot {
-                Slot::Arg(i) => match (&call.args[i], arg_buffers[i]) {
-                    (_, Some(index)) => temps.get(index).buffer,
-                    (Arg::Resident(name), None) => self.resident(name)?.buffer.buffer,
-                    (Arg::Tensor(_), None) => unreachable!("tensors are uploaded"),
-                },
-                Slot::Scratch => temps.get(scratch.expect("plan asked for scratch")).buffer,
-                Slot::Out => temps.get(out).buffer,
-            })
-        };
-        let mut passes = Vec::with_capacity(plan.passes.len());
-        for p in &plan.passes {
-            passes.push(Pass {
-                program: p.program,
-                bindings: [
-                    buffer_of(p.bindings[0])?,
-                    buffer_of(p.bindings[1])?,
-                    buffer_of(p.bindings[2])?,
-                ],
-                params: p.params,
-                groups: p.groups,
-            });
+        let mut outs = Vec::with_capacity(out_bytes.len());
+        for bytes in out_bytes {
+            let index = temps.add(bytes, None)?;
+            outs.push(index);
+            storage.push(temps.get(index).buffer);
         }
-        self.gpu.submit(&passes)?;
+        for bytes in scratch_bytes {
+            let index = temps.add(bytes, None)?;
+            storage.push(temps.get(index).buffer);
+        }
+        let uniform = temps.add(plan.uniform.len() as u64, Some(&plan.uniform))?;
+        self.gpu.submit(
+            &call.kernel,
+            &storage,
+            temps.get(uniform).buffer,
+            &plan.passes,
+        )?;
         if call.store_as.is_some() {
-            Ok(Produced::OnDevice(temps.take(out), out_shape))
+            let (dtype, shape) = bound.outputs[0].clone();
+            Ok(Produced::OnDevice(temps.take(outs[0]), dtype, shape))
         } else {
-            let bytes = self.gpu.read(temps.get(out))?;
-            Ok(Produced::Downloaded(tensor_from_bytes(
-                DType::F32,
-                out_shape,
-                &bytes,
-            )?))
+            let mut tensors = Vec::with_capacity(outs.len());
+            for (index, (dtype, shape)) in outs.into_iter().zip(bound.outputs) {
+                let bytes = self.gpu.read(temps.get(index))?;
+                tensors.push(tensor_from_bytes(dtype, shape, &bytes)?);
+            }
+            Ok(Produced::Downloaded(tensors))
         }
     }
 
@@ -279,11 +354,17 @@ impl Engine for VulkanEngine {
         for (kernel, n) in &self.calls {
             notes.insert(format!("counters/calls/{kernel}"), Scalar::I64(*n));
         }
+        for (what, time) in &self.compile_times {
+            notes.insert(
+                format!("compile_ms/{what}"),
+                Scalar::F64(time.as_secs_f64() * 1e3),
+            );
+        }
         Ok(ModuleInfo {
             name: env!("CARGO_PKG_NAME").to_string(),
             backend: BACKEND.to_string(),
             device: self.gpu.describe(),
-            kernels: std_kernels::standard_kernels(),
+            kernels: self.layouts.keys().cloned().collect(),
             notes,
         })
     }
@@ -292,10 +373,13 @@ impl Engine for VulkanEngine {
         let produced = self.compute(&call)?;
         *self.calls.entry(call.kernel.clone()).or_insert(0) += 1;
         match produced {
-            Produced::Downloaded(t) => Ok(Output::Value(t)),
-            Produced::OnDevice(buffer, shape) => {
+            Produced::Downloaded(mut tensors) if tensors.len() == 1 => {
+                Ok(Output::Value(tensors.remove(0)))
+            }
+            Produced::Downloaded(tensors) => Ok(Output::Values(tensors)),
+            Produced::OnDevice(buffer, dtype, shape) => {
                 let name = call.store_as.expect("stored only when asked");
-                self.store(&name, DType::F32, shape.clone(), buffer);
+                self.store(&name, dtype, shape.clone(), buffer);
                 Ok(Output::Stored { name, shape })
             }
         }

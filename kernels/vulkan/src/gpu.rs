@@ -1,30 +1,22 @@
 //! One opened Vulkan device with everything the engine needs to run
 //! kernels on it: a compute queue, one command buffer and fence reused by
-//! every call, a descriptor pool reset per call, and the pipelines.
+//! every call, a descriptor pool reset per call, and each implemented
+//! kernel's pipelines.
 //!
 //! Every Vulkan object lives here (nothing in statics) and is destroyed in
 //! `Drop`, after waiting for the device, in reverse order of creation; the
 //! loader library (`entry`) is closed last.
 
+use std::collections::BTreeMap;
+
 use ash::vk;
-use shared_state::EngineError;
+use shared_state::{EngineError, KernelDecl};
 
 use crate::instance::{self, ComputeDevice};
 use crate::memory::{DeviceBuffer, Memory};
-use crate::pipelines::{BINDINGS, Pipelines};
-use crate::shaders::{Params, Program};
-
-/// Most dispatches one call records (dot uses two).
-const MAX_PASSES: u32 = 4;
-
-/// One dispatch: a program, its three storage buffers, its push constants
-/// and the workgroup counts.
-pub struct Pass {
-    pub program: Program,
-    pub bindings: [vk::Buffer; BINDINGS as usize],
-    pub params: Params,
-    pub groups: [u32; 3],
-}
+use crate::pipelines::KernelPipelines;
+use crate::plan::PassPlan;
+use crate::shaders::Shader;
 
 /// Device limits the kernels plan against.
 #[derive(Clone, Copy, Debug)]
@@ -38,7 +30,8 @@ pub struct Gpu {
     pub device_info: ComputeDevice,
     pub limits: Limits,
     memory: Memory,
-    pipelines: Pipelines,
+    /// Pipelines of every implemented kernel, by name.
+    kernels: BTreeMap<String, KernelPipelines>,
     queue: vk::Queue,
     command_pool: vk::CommandPool,
     command_buffer: vk::CommandBuffer,
@@ -89,7 +82,7 @@ impl Gpu {
                 types,
                 counter: Default::default(),
             },
-            pipelines: Pipelines::default(),
+            kernels: BTreeMap::new(),
             queue,
             command_pool: vk::CommandPool::null(),
             command_buffer: vk::CommandBuffer::null(),
@@ -122,19 +115,53 @@ impl Gpu {
         // SAFETY: see above.
         self.command_buffer = unsafe { device.allocate_command_buffers(&alloc) }
             .map_err(|e| fail("vkAllocateCommandBuffers", e))?[0];
-        let sizes = [vk::DescriptorPoolSize::default()
-            .ty(vk::DescriptorType::STORAGE_BUFFER)
-            .descriptor_count(MAX_PASSES * BINDINGS)];
-        let dp_info = vk::DescriptorPoolCreateInfo::default()
-            .max_sets(MAX_PASSES)
-            .pool_sizes(&sizes);
-        // SAFETY: see above.
-        self.descriptor_pool = unsafe { device.create_descriptor_pool(&dp_info, None) }
-            .map_err(|e| fail("vkCreateDescriptorPool", e))?;
         // SAFETY: see above.
         self.fence = unsafe { device.create_fence(&vk::FenceCreateInfo::default(), None) }
             .map_err(|e| fail("vkCreateFence", e))?;
-        self.pipelines.create(&self.device)
+        Ok(())
+    }
+
+    /// Builds the pipelines of every compiled shader and a descriptor pool
+    /// with room for one call's set of the kernel with the most bindings.
+    /// Called once, right after [`Gpu::open`].
+    pub fn build_kernels(&mut self, shaders: &[(&KernelDecl, &Shader)]) -> Result<(), EngineError> {
+        for (decl, shader) in shaders {
+            let mut pipelines = KernelPipelines::default();
+            let created = pipelines.create(&self.device, decl, shader);
+            // Kept even when incomplete, so `Drop` destroys what was made.
+            self.kernels.insert(decl.name.clone(), pipelines);
+            created?;
+        }
+        let most = self
+            .kernels
+            .values()
+            .map(|k| k.storage_bindings)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let sizes = [
+            vk::DescriptorPoolSize::default()
+                .ty(vk::DescriptorType::STORAGE_BUFFER)
+                .descriptor_count(most),
+            vk::DescriptorPoolSize::default()
+                .ty(vk::DescriptorType::UNIFORM_BUFFER)
+                .descriptor_count(1),
+        ];
+        let dp_info = vk::DescriptorPoolCreateInfo::default()
+            .max_sets(1)
+            .pool_sizes(&sizes);
+        // SAFETY: `device` is live and the create info valid for the call;
+        // the pool is destroyed in `Drop`.
+        self.descriptor_pool = unsafe { self.device.create_descriptor_pool(&dp_info, None) }
+            .map_err(|e| {
+                EngineError::internal(format!("Vulkan: vkCreateDescriptorPool failed: {e:?}"))
+            })?;
+        Ok(())
+    }
+
+    /// Pipeline creation time of each kernel.
+    pub fn pipeline_times(&self) -> impl Iterator<Item = (&str, std::time::Duration)> {
+        self.kernels.iter().map(|(k, p)| (k.as_str(), p.elapsed))
     }
 
     /// `NAME [kind] (driver DRIVER, Vulkan X.Y.Z)`.
@@ -171,17 +198,29 @@ impl Gpu {
         self.memory.read(&self.device, buf)
     }
 
-    /// Records `passes` (each after the previous one's writes), submits them
-    /// and waits until the device has finished and its writes are visible to
-    /// the host.
-    pub fn submit(&self, passes: &[Pass]) -> Result<(), EngineError> {
+    /// Records the passes of one call of `kernel` (each after the previous
+    /// one's writes), all with one descriptor set: `storage` at bindings
+    /// `0..`, `uniform` after them. Submits and waits until the device has
+    /// finished and its writes are visible to the host.
+    pub fn submit(
+        &self,
+        kernel: &str,
+        storage: &[vk::Buffer],
+        uniform: vk::Buffer,
+        passes: &[PassPlan],
+    ) -> Result<(), EngineError> {
         if passes.is_empty() {
             return Ok(());
         }
-        if passes.len() > MAX_PASSES as usize {
+        let pipelines = self
+            .kernels
+            .get(kernel)
+            .ok_or_else(|| EngineError::internal(format!("no pipelines for kernel {kernel:?}")))?;
+        if storage.len() != pipelines.storage_bindings as usize {
             return Err(EngineError::internal(format!(
-                "{} passes in one call (at most {MAX_PASSES})",
-                passes.len()
+                "{kernel}: {} storage buffers for {} bindings",
+                storage.len(),
+                pipelines.storage_bindings
             )));
         }
         let fail = |what: &str, e: vk::Result| {
@@ -193,78 +232,73 @@ impl Gpu {
         // set from the pool is in use by a pending command buffer.
         unsafe { device.reset_descriptor_pool(self.descriptor_pool, Default::default()) }
             .map_err(|e| fail("vkResetDescriptorPool", e))?;
-        let layouts = vec![self.pipelines.set_layout; passes.len()];
+        let layouts = [pipelines.set_layout];
         let alloc = vk::DescriptorSetAllocateInfo::default()
             .descriptor_pool(self.descriptor_pool)
             .set_layouts(&layouts);
-        // SAFETY: the pool has room for MAX_PASSES sets (checked above).
-        let sets = unsafe { device.allocate_descriptor_sets(&alloc) }
-            .map_err(|e| fail("vkAllocateDescriptorSets", e))?;
-        let infos: Vec<[vk::DescriptorBufferInfo; BINDINGS as usize]> = passes
+        // SAFETY: the pool has room for one set of the kernel with the most
+        // bindings, and it was just reset.
+        let set = unsafe { device.allocate_descriptor_sets(&alloc) }
+            .map_err(|e| fail("vkAllocateDescriptorSets", e))?[0];
+        let infos: Vec<vk::DescriptorBufferInfo> = storage
             .iter()
-            .map(|p| {
-                p.bindings.map(|buffer| {
-                    vk::DescriptorBufferInfo::default()
-                        .buffer(buffer)
-                        .offset(0)
-                        .range(vk::WHOLE_SIZE)
-                })
+            .chain([&uniform])
+            .map(|&buffer| {
+                vk::DescriptorBufferInfo::default()
+                    .buffer(buffer)
+                    .offset(0)
+                    .range(vk::WHOLE_SIZE)
             })
             .collect();
-        let writes: Vec<vk::WriteDescriptorSet> = sets
+        let writes: Vec<vk::WriteDescriptorSet> = infos
             .iter()
-            .zip(&infos)
-            .flat_map(|(&set, infos)| {
-                infos.iter().enumerate().map(move |(b, info)| {
-                    vk::WriteDescriptorSet::default()
-                        .dst_set(set)
-                        .dst_binding(b as u32)
-                        .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
-                        .buffer_info(std::slice::from_ref(info))
-                })
+            .enumerate()
+            .map(|(b, info)| {
+                vk::WriteDescriptorSet::default()
+                    .dst_set(set)
+                    .dst_binding(b as u32)
+                    .descriptor_type(if b < storage.len() {
+                        vk::DescriptorType::STORAGE_BUFFER
+                    } else {
+                        vk::DescriptorType::UNIFORM_BUFFER
+                    })
+                    .buffer_info(std::slice::from_ref(info))
             })
             .collect();
-        // SAFETY: the sets are fresh and unused; every buffer is a live
-        // storage buffer of this device.
+        // SAFETY: the set is fresh and unused; every buffer is a live buffer
+        // of this device created with storage and uniform usage.
         unsafe { device.update_descriptor_sets(&writes, &[]) };
 
         let begin = vk::CommandBufferBeginInfo::default()
             .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
         // SAFETY: the command buffer is not pending (the last submission was
         // waited for) and its pool allows resetting it by beginning again;
-        // the pipelines, layout and sets recorded are live.
+        // the pipelines, layout and set recorded are live.
         unsafe {
             device
                 .begin_command_buffer(cmd, &begin)
                 .map_err(|e| fail("vkBeginCommandBuffer", e))?;
-            for (i, (pass, &set)) in passes.iter().zip(&sets).enumerate() {
+            device.cmd_bind_descriptor_sets(
+                cmd,
+                vk::PipelineBindPoint::COMPUTE,
+                pipelines.layout,
+                0,
+                &[set],
+                &[],
+            );
+            for (i, pass) in passes.iter().enumerate() {
                 if i > 0 {
                     memory_barrier(
                         device,
                         cmd,
                         vk::PipelineStageFlags::COMPUTE_SHADER,
-                        vk::AccessFlags::SHADER_READ,
+                        vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE,
                     );
                 }
                 device.cmd_bind_pipeline(
                     cmd,
                     vk::PipelineBindPoint::COMPUTE,
-                    self.pipelines.get(pass.program),
-                );
-                device.cmd_bind_descriptor_sets(
-                    cmd,
-                    vk::PipelineBindPoint::COMPUTE,
-                    self.pipelines.layout,
-                    0,
-                    &[set],
-                    &[],
-                );
-                device.cmd_push_constants(
-                    cmd,
-                    self.pipelines.layout,
-                    vk::ShaderStageFlags::COMPUTE,
-                    0,
-                    &pass.params.to_bytes(),
+                    pipelines.passes[pass.pass],
                 );
                 let [x, y, z] = pass.groups;
                 device.cmd_dispatch(cmd, x, y, z);
@@ -354,7 +388,9 @@ fn open_device(
 impl Drop for Gpu {
     fn drop(&mut self) {
         self.wait_idle();
-        self.pipelines.destroy(&self.device);
+        for pipelines in self.kernels.values_mut() {
+            pipelines.destroy(&self.device);
+        }
         // SAFETY: the device is idle, so none of these objects is in use;
         // each is destroyed once, children (command buffer, sets) with
         // their pools, the device before the instance, and the loader

@@ -70,7 +70,9 @@ impl Memory {
         let size = len.max(4).next_multiple_of(4);
         let info = vk::BufferCreateInfo::default()
             .size(size)
-            .usage(vk::BufferUsageFlags::STORAGE_BUFFER)
+            // Every buffer can be bound either way: storage for tensors,
+            // uniform for a call's block of dims and parameters.
+            .usage(vk::BufferUsageFlags::STORAGE_BUFFER | vk::BufferUsageFlags::UNIFORM_BUFFER)
             .sharing_mode(vk::SharingMode::EXCLUSIVE);
         // SAFETY: `device` is live and the create info is valid for the call.
         let buffer = unsafe { device.create_buffer(&info, None) }.map_err(|e| {

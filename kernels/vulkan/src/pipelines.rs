@@ -1,36 +1,53 @@
-//! The one descriptor-set layout, pipeline layout and compute pipeline per
-//! [`Program`] that every call reuses. Created once when the engine starts.
+//! One descriptor-set layout, pipeline layout and compute pipeline per pass
+//! of each kernel the engine implements, built from the compiled shaders
+//! when the engine is created.
+
+use std::time::{Duration, Instant};
 
 use ash::vk;
-use shared_state::EngineError;
+use shared_state::{EngineError, KernelDecl};
 
-use crate::shaders::{PARAMS_BYTES, Program};
+use crate::convention::Layout;
+use crate::shaders::Shader;
 
-/// Storage buffers bound to every dispatch: two inputs (0, 1) and the
-/// output (2). Shaders that take one input simply do not read binding 1.
-pub const BINDINGS: u32 = 3;
-
-/// Layouts and pipelines. Handles are null until created, so a partly
-/// built set can be destroyed (destroying a null handle is a no-op).
+/// A kernel's layouts and pipelines. Handles are null until created, so a
+/// partly built one can be destroyed (destroying a null handle is a no-op).
 #[derive(Default)]
-pub struct Pipelines {
+pub struct KernelPipelines {
     pub set_layout: vk::DescriptorSetLayout,
     pub layout: vk::PipelineLayout,
-    pub pipelines: Vec<vk::Pipeline>,
+    /// One per declared pass, in order.
+    pub passes: Vec<vk::Pipeline>,
+    /// Storage bindings (the uniform block is the next binding).
+    pub storage_bindings: u32,
+    /// Pipeline creation time.
+    pub elapsed: Duration,
 }
 
-impl Pipelines {
-    /// Builds every pipeline from the embedded SPIR-V. On error, what was
-    /// created so far is left in `self` for [`Pipelines::destroy`].
-    pub fn create(&mut self, device: &ash::Device) -> Result<(), EngineError> {
+impl KernelPipelines {
+    /// Builds the kernel's pipelines from its shader. On error, what was
+    /// created so far is left in `self` for [`KernelPipelines::destroy`].
+    pub fn create(
+        &mut self,
+        device: &ash::Device,
+        decl: &KernelDecl,
+        shader: &Shader,
+    ) -> Result<(), EngineError> {
+        let start = Instant::now();
         let fail = |what: &str, e: vk::Result| {
-            EngineError::internal(format!("Vulkan: {what} failed: {e:?}"))
+            EngineError::internal(format!("Vulkan: {what} ({}) failed: {e:?}", shader.path))
         };
-        let bindings: Vec<_> = (0..BINDINGS)
+        let layout: &Layout = &shader.layout;
+        self.storage_bindings = layout.storage.len() as u32;
+        let bindings: Vec<_> = (0..=self.storage_bindings)
             .map(|b| {
                 vk::DescriptorSetLayoutBinding::default()
                     .binding(b)
-                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                    .descriptor_type(if b < self.storage_bindings {
+                        vk::DescriptorType::STORAGE_BUFFER
+                    } else {
+                        vk::DescriptorType::UNIFORM_BUFFER
+                    })
                     .descriptor_count(1)
                     .stage_flags(vk::ShaderStageFlags::COMPUTE)
             })
@@ -40,56 +57,57 @@ impl Pipelines {
         // the call. The layout is destroyed in `destroy`.
         self.set_layout = unsafe { device.create_descriptor_set_layout(&set_info, None) }
             .map_err(|e| fail("vkCreateDescriptorSetLayout", e))?;
-        let ranges = [vk::PushConstantRange::default()
-            .stage_flags(vk::ShaderStageFlags::COMPUTE)
-            .offset(0)
-            .size(PARAMS_BYTES as u32)];
         let set_layouts = [self.set_layout];
-        let layout_info = vk::PipelineLayoutCreateInfo::default()
-            .set_layouts(&set_layouts)
-            .push_constant_ranges(&ranges);
+        let layout_info = vk::PipelineLayoutCreateInfo::default().set_layouts(&set_layouts);
         // SAFETY: as above; `set_layout` is a live layout of this device.
         self.layout = unsafe { device.create_pipeline_layout(&layout_info, None) }
             .map_err(|e| fail("vkCreatePipelineLayout", e))?;
 
-        for program in Program::ALL {
-            let words = program.words();
-            let module_info = vk::ShaderModuleCreateInfo::default().code(&words);
-            // SAFETY: `words` is SPIR-V produced and validated by naga at
-            // build time; the module is destroyed right after pipeline
-            // creation, which does not need it afterwards.
-            let module = unsafe { device.create_shader_module(&module_info, None) }
-                .map_err(|e| fail(&format!("vkCreateShaderModule ({})", program.shader()), e))?;
+        let module_info = vk::ShaderModuleCreateInfo::default().code(&shader.words);
+        // SAFETY: the words are SPIR-V written by naga from a module it
+        // validated; the module is destroyed below, after the pipelines are
+        // created (which do not need it afterwards).
+        let module = unsafe { device.create_shader_module(&module_info, None) }
+            .map_err(|e| fail("vkCreateShaderModule", e))?;
+        let mut result = Ok(());
+        for pass in &decl.launch.passes {
+            let entry = match std::ffi::CString::new(pass.entry.as_str()) {
+                Ok(c) => c,
+                Err(_) => {
+                    result = Err(EngineError::bad_call(format!(
+                        "{}: entry point {:?} contains a NUL byte",
+                        decl.file, pass.entry
+                    )));
+                    break;
+                }
+            };
             let stage = vk::PipelineShaderStageCreateInfo::default()
                 .stage(vk::ShaderStageFlags::COMPUTE)
                 .module(module)
-                .name(program.entry_point());
+                .name(&entry);
             let info = [vk::ComputePipelineCreateInfo::default()
                 .stage(stage)
                 .layout(self.layout)];
-            // SAFETY: `module` and `layout` are live objects of `device`;
-            // the entry point exists in the module (checked by a test).
+            // SAFETY: `module` and `layout` are live objects of `device`; the
+            // entry point exists in the module with this workgroup size and
+            // its bindings fit the layout (checked by `shaders::compile`).
             let created =
                 unsafe { device.create_compute_pipelines(vk::PipelineCache::null(), &info, None) };
-            // SAFETY: no pipeline creation is using the module any more.
-            unsafe { device.destroy_shader_module(module, None) };
-            let pipeline = created.map_err(|(_, e)| {
-                fail(
-                    &format!(
-                        "vkCreateComputePipelines ({} {:?})",
-                        program.shader(),
-                        program.entry_point()
-                    ),
-                    e,
-                )
-            })?;
-            self.pipelines.extend(pipeline);
+            match created {
+                Ok(p) => self.passes.extend(p),
+                Err((_, e)) => {
+                    result = Err(fail(
+                        &format!("vkCreateComputePipelines (entry {})", pass.entry),
+                        e,
+                    ));
+                    break;
+                }
+            }
         }
-        Ok(())
-    }
-
-    pub fn get(&self, program: Program) -> vk::Pipeline {
-        self.pipelines[program.index()]
+        // SAFETY: no pipeline creation is using the module any more.
+        unsafe { device.destroy_shader_module(module, None) };
+        self.elapsed = start.elapsed();
+        result
     }
 
     /// Destroys pipelines, then layouts. The device must be idle.
@@ -98,7 +116,7 @@ impl Pipelines {
         // buffer using these objects is pending; each handle is destroyed
         // once (the fields are cleared) and null handles are ignored.
         unsafe {
-            for pipeline in self.pipelines.drain(..) {
+            for pipeline in self.passes.drain(..) {
                 device.destroy_pipeline(pipeline, None);
             }
             device.destroy_pipeline_layout(std::mem::take(&mut self.layout), None);

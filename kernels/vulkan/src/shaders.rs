@@ -1,136 +1,349 @@
-//! The compute shaders, compiled from `shaders/*.wgsl` to SPIR-V by
-//! `build.rs` and embedded in the module.
+//! The compute shaders: WGSL sources handed to the engine with its version
+//! (`EngineContext::sources`, `shaders/NAME.wgsl` for kernel NAME), compiled
+//! to SPIR-V by naga when the engine is created and checked against the
+//! kernel's declaration (entry points, workgroup sizes, the binding
+//! convention of [`crate::convention`]). No device is needed for any of it.
 
-use std::ffi::CStr;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
-/// One compute pipeline the engine builds at start: a shader and the entry
-/// point in it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Program {
-    Saxpy,
-    DotPartial,
-    DotFinish,
-    Matmul,
-    Stencil2d,
-    Softmax,
+use naga::back::spv;
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use naga::{AddressSpace, ScalarKind, StorageAccess, TypeInner};
+use shared_state::{EngineError, KernelDecl, KernelSet, SourceFile};
+
+use crate::convention::{self, Layout, Role};
+
+/// Where kernel NAME's shader is, relative to the module's folder.
+pub fn shader_path(kernel: &str) -> String {
+    format!("shaders/{kernel}.wgsl")
 }
 
-impl Program {
-    pub const ALL: [Program; 6] = [
-        Program::Saxpy,
-        Program::DotPartial,
-        Program::DotFinish,
-        Program::Matmul,
-        Program::Stencil2d,
-        Program::Softmax,
-    ];
-
-    /// Position in [`Program::ALL`] (and in the engine's pipeline table).
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The shader file (under `shaders/`) it comes from.
-    pub fn shader(self) -> &'static str {
-        match self {
-            Program::Saxpy => "saxpy.wgsl",
-            Program::DotPartial | Program::DotFinish => "dot.wgsl",
-            Program::Matmul => "matmul.wgsl",
-            Program::Stencil2d => "stencil2d.wgsl",
-            Program::Softmax => "softmax.wgsl",
-        }
-    }
-
-    pub fn entry_point(self) -> &'static CStr {
-        match self {
-            Program::DotPartial => c"partial",
-            Program::DotFinish => c"finish",
-            _ => c"main",
-        }
-    }
-
-    /// The SPIR-V binary (little-endian words).
-    pub fn spirv(self) -> &'static [u8] {
-        macro_rules! spv {
-            ($name:literal) => {
-                include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".spv"))
-            };
-        }
-        match self {
-            Program::Saxpy => spv!("saxpy"),
-            Program::DotPartial | Program::DotFinish => spv!("dot"),
-            Program::Matmul => spv!("matmul"),
-            Program::Stencil2d => spv!("stencil2d"),
-            Program::Softmax => spv!("softmax"),
-        }
-    }
-
-    /// The SPIR-V as 32-bit words (copied: `include_bytes!` data is only
-    /// byte-aligned).
-    pub fn words(self) -> Vec<u32> {
-        self.spirv()
-            .chunks_exact(4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect()
-    }
+/// A kernel's shader, compiled and checked.
+pub struct Shader {
+    pub kernel: String,
+    pub path: String,
+    pub layout: Layout,
+    /// SPIR-V words (every entry point of the file).
+    pub words: Vec<u32>,
+    /// naga: parse, validate, check and write SPIR-V.
+    pub elapsed: Duration,
 }
 
-/// Size of the push-constant block every shader declares (`Params`:
-/// `vec4<u32>` then `vec4<f32>`).
-pub const PARAMS_BYTES: usize = 32;
-
-/// The push constants of one dispatch.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Params {
-    pub u: [u32; 4],
-    pub f: [f32; 4],
+/// Compiles the shader of every declared kernel that has one among
+/// `sources`. A declared kernel without a shader is not implemented here
+/// (and not listed); a shader without a declaration is ignored (returned in
+/// the second list, for a log line). The first shader that does not compile
+/// or does not fit its declaration is the error.
+pub fn compile_all(
+    kernels: &KernelSet,
+    sources: &[SourceFile],
+) -> Result<(Vec<Shader>, Vec<String>), EngineError> {
+    let mut shaders = Vec::new();
+    for decl in kernels.iter() {
+        let path = shader_path(&decl.name);
+        if let Some(source) = sources.iter().find(|s| s.path == path) {
+            shaders.push(compile(decl, source)?);
+        }
+    }
+    let undeclared = sources
+        .iter()
+        .filter(|s| s.path.starts_with("shaders/") && s.path.ends_with(".wgsl"))
+        .filter(|s| !shaders.iter().any(|sh| sh.path == s.path))
+        .map(|s| s.path.clone())
+        .collect();
+    Ok((shaders, undeclared))
 }
 
-impl Params {
-    pub fn to_bytes(self) -> [u8; PARAMS_BYTES] {
-        let mut out = [0u8; PARAMS_BYTES];
-        let words = self
-            .u
+/// Compiles one kernel's shader and checks it against the declaration.
+pub fn compile(decl: &KernelDecl, source: &SourceFile) -> Result<Shader, EngineError> {
+    let start = Instant::now();
+    let (module, info) = parse_and_validate(&source.path, &source.text)?;
+    let layout = Layout::of(decl);
+    check_entry_points(decl, &source.path, &module)?;
+    check_bindings(decl, &layout, &source.path, &module)?;
+    let options = spv::Options {
+        // Vulkan 1.0 accepts SPIR-V 1.0; compute needs no coordinate fix-ups.
+        lang_version: (1, 0),
+        flags: spv::WriterFlags::empty(),
+        ..spv::Options::default()
+    };
+    let words = spv::write_vec(&module, &info, &options, None).map_err(|e| {
+        EngineError::bad_call(format!(
+            "{}: error: SPIR-V generation failed: {e}",
+            source.path
+        ))
+    })?;
+    Ok(Shader {
+        kernel: decl.name.clone(),
+        path: source.path.clone(),
+        layout,
+        words,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Parses and validates WGSL; an error reads `PATH:LINE:COL: error: MESSAGE`
+/// followed by naga's annotated excerpt of the source.
+pub fn parse_and_validate(
+    path: &str,
+    text: &str,
+) -> Result<(naga::Module, naga::valid::ModuleInfo), EngineError> {
+    let module = naga::front::wgsl::parse_str(text).map_err(|err| {
+        diagnostic(
+            path,
+            err.location(text),
+            err.message(),
+            &err.emit_to_string_with_path(text, path),
+        )
+    })?;
+    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+        .validate(&module)
+        .map_err(|err| {
+            diagnostic(
+                path,
+                err.location(text),
+                &error_chain(err.as_inner()),
+                &err.emit_to_string_with_path(text, path),
+            )
+        })?;
+    Ok((module, info))
+}
+
+/// Every declared pass has a compute entry point of that name whose
+/// `@workgroup_size` is the declared group.
+fn check_entry_points(
+    decl: &KernelDecl,
+    path: &str,
+    module: &naga::Module,
+) -> Result<(), EngineError> {
+    if decl.launch.passes.is_empty() {
+        return Err(EngineError::bad_call(format!(
+            "{path}: {} declares no [[launch]] pass, so the GPU cannot run it",
+            decl.file
+        )));
+    }
+    for (i, pass) in decl.launch.passes.iter().enumerate() {
+        let Some(ep) = module
+            .entry_points
             .iter()
-            .copied()
-            .chain(self.f.iter().map(|v| v.to_bits()));
-        for (chunk, word) in out.chunks_exact_mut(4).zip(words) {
-            chunk.copy_from_slice(&word.to_le_bytes());
+            .find(|ep| ep.name == pass.entry && ep.stage == naga::ShaderStage::Compute)
+        else {
+            let found: Vec<&str> = module
+                .entry_points
+                .iter()
+                .map(|ep| ep.name.as_str())
+                .collect();
+            return Err(EngineError::bad_call(format!(
+                "{path}: no @compute entry point `{}` (launch pass {i} of {}); the shader has: {}",
+                pass.entry,
+                decl.file,
+                if found.is_empty() {
+                    "none".to_string()
+                } else {
+                    found.join(", ")
+                }
+            )));
+        };
+        let mut want = [1u32; 3];
+        want[..pass.group.len()].copy_from_slice(&pass.group);
+        if ep.workgroup_size != want {
+            return Err(EngineError::bad_call(format!(
+                "{path}: entry point `{}` has @workgroup_size({}) but launch pass {i} of {} says group = {:?}",
+                pass.entry,
+                ep.workgroup_size.map(|v| v.to_string()).join(", "),
+                decl.file,
+                pass.group
+            )));
         }
-        out
+    }
+    Ok(())
+}
+
+/// The shader's resource bindings follow [`crate::convention`]: group 0;
+/// storage buffers of the declared element types at the storage bindings
+/// (outputs and scratch writable); at the last binding a uniform struct
+/// whose fields are a prefix of the convention's, by name and type.
+pub fn check_bindings(
+    decl: &KernelDecl,
+    layout: &Layout,
+    path: &str,
+    module: &naga::Module,
+) -> Result<(), EngineError> {
+    let err = |what: String| EngineError::bad_call(format!("{path}: {what}"));
+    for (_, var) in module.global_variables.iter() {
+        let Some(binding) = &var.binding else {
+            continue;
+        };
+        let name = var.name.as_deref().unwrap_or("?");
+        let at = format!(
+            "@group({}) @binding({}) `{name}`",
+            binding.group, binding.binding
+        );
+        if binding.group != 0 {
+            return Err(err(format!(
+                "{at}: kernels bind everything in group 0 (see the binding convention)"
+            )));
+        }
+        let b = binding.binding as usize;
+        if let Some((role, tensor)) = layout.storage.get(b) {
+            let AddressSpace::Storage { access } = var.space else {
+                return Err(err(format!(
+                    "{at}: binding {b} is {} {tensor}, a storage buffer (var<storage>)",
+                    role.name()
+                )));
+            };
+            if *role != Role::Input && !access.contains(StorageAccess::STORE) {
+                return Err(err(format!(
+                    "{at}: {} {tensor} must be var<storage, read_write>",
+                    role.name()
+                )));
+            }
+            let kinds = convention::element_kinds(tensor.dtype).ok_or_else(|| {
+                err(format!(
+                    "{at}: {} {tensor}: no WGSL type holds {} elements",
+                    role.name(),
+                    tensor.dtype
+                ))
+            })?;
+            match element_scalar(module, var.ty) {
+                Some(s) if kinds.contains(&(s.kind, s.width)) => {}
+                other => {
+                    let allowed: Vec<String> =
+                        kinds.iter().map(|&(k, w)| scalar_name(k, w)).collect();
+                    return Err(err(format!(
+                        "{at}: {} {tensor} is an array of {}, found {}",
+                        role.name(),
+                        allowed.join(" or "),
+                        other.map_or("another type".to_string(), |s| scalar_name(s.kind, s.width))
+                    )));
+                }
+            }
+        } else if binding.binding == layout.uniform_binding() {
+            if var.space != AddressSpace::Uniform {
+                return Err(err(format!(
+                    "{at}: binding {b} is the uniform block of dims and parameters (var<uniform>)"
+                )));
+            }
+            check_uniform(decl, layout, module, var.ty).map_err(|m| err(format!("{at}: {m}")))?;
+        } else {
+            return Err(err(format!(
+                "{at}: {} has {} storage bindings (0..{}) and the uniform block at {}; nothing else",
+                decl.name,
+                layout.storage.len(),
+                layout.storage.len(),
+                layout.storage.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_uniform(
+    decl: &KernelDecl,
+    layout: &Layout,
+    module: &naga::Module,
+    ty: naga::Handle<naga::Type>,
+) -> Result<(), String> {
+    let expected = || {
+        let fields: Vec<String> = layout
+            .fields
+            .iter()
+            .map(|f| format!("{}: {}", f.name, f.kind.wgsl()))
+            .collect();
+        format!(
+            "the convention for {} is struct {{ {} }} (dims in order of first appearance, then parameters and tunables)",
+            decl.name,
+            fields.join(", ")
+        )
+    };
+    let TypeInner::Struct { members, .. } = &module.types[ty].inner else {
+        return Err(format!(
+            "the uniform block must be a struct; {}",
+            expected()
+        ));
+    };
+    if members.len() > layout.fields.len() {
+        return Err(format!(
+            "the uniform struct has {} fields, more than the {} of {}",
+            members.len(),
+            layout.fields.len(),
+            expected()
+        ));
+    }
+    for (i, (member, field)) in members.iter().zip(&layout.fields).enumerate() {
+        let name = member.name.as_deref().unwrap_or("?");
+        let scalar = match &module.types[member.ty].inner {
+            TypeInner::Scalar(s) => Some(*s),
+            _ => None,
+        };
+        let want = match field.kind {
+            convention::FieldKind::U32 => (ScalarKind::Uint, 4),
+            convention::FieldKind::F32 => (ScalarKind::Float, 4),
+            convention::FieldKind::I32 => (ScalarKind::Sint, 4),
+        };
+        if name != field.name || scalar.map(|s| (s.kind, s.width)) != Some(want) {
+            return Err(format!(
+                "field {i} of the uniform struct is `{name}`; {}",
+                expected()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The scalar of an array's elements (through vectors and atomics), or of
+/// the type itself.
+fn element_scalar(module: &naga::Module, ty: naga::Handle<naga::Type>) -> Option<naga::Scalar> {
+    let mut inner = &module.types[ty].inner;
+    loop {
+        match inner {
+            TypeInner::Array { base, .. } => inner = &module.types[*base].inner,
+            TypeInner::Scalar(s) | TypeInner::Atomic(s) => return Some(*s),
+            TypeInner::Vector { scalar, .. } => return Some(*scalar),
+            _ => return None,
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn scalar_name(kind: ScalarKind, width: u8) -> String {
+    let prefix = match kind {
+        ScalarKind::Float => "f",
+        ScalarKind::Sint => "i",
+        ScalarKind::Uint => "u",
+        ScalarKind::Bool => return "bool".to_string(),
+        _ => "?",
+    };
+    format!("{prefix}{}", u32::from(width) * 8)
+}
 
-    #[test]
-    fn every_program_has_valid_spirv_with_its_entry_point() {
-        for p in Program::ALL {
-            let words = p.words();
-            assert_eq!(words[0], 0x0723_0203, "{}: SPIR-V magic", p.shader());
-            // The entry point name is stored as a nul-terminated literal.
-            let name = p.entry_point().to_bytes_with_nul();
-            assert!(
-                p.spirv().windows(name.len()).any(|w| w == name),
-                "{}: no entry point {:?}",
-                p.shader(),
-                p.entry_point()
-            );
-            assert_eq!(Program::ALL[p.index()], p);
-        }
+/// An error and its causes on one line (`a: b: c`).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
     }
+    text
+}
 
-    #[test]
-    fn params_are_laid_out_as_the_shaders_declare() {
-        let bytes = Params {
-            u: [1, 2, 3, 4],
-            f: [0.5, 0.0, 0.0, 0.0],
-        }
-        .to_bytes();
-        assert_eq!(&bytes[0..4], &1u32.to_le_bytes());
-        assert_eq!(&bytes[12..16], &4u32.to_le_bytes());
-        assert_eq!(&bytes[16..20], &0.5f32.to_le_bytes());
+/// `path:line:col: error: message`, then naga's rendered excerpt.
+fn diagnostic(
+    path: &str,
+    location: Option<naga::SourceLocation>,
+    message: &str,
+    rendered: &str,
+) -> EngineError {
+    let mut text = match location {
+        Some(loc) => format!(
+            "{path}:{}:{}: error: {message}",
+            loc.line_number, loc.line_position
+        ),
+        None => format!("{path}: error: {message}"),
+    };
+    for line in rendered.lines() {
+        let _ = write!(text, "\n    {line}");
     }
+    EngineError::bad_call(text)
 }

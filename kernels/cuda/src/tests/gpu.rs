@@ -5,10 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use shared_state::kernels::{DOT, MATMUL, SAXPY, SOFTMAX, STENCIL2D};
-use shared_state::{Call, Engine, ErrorKind, Output, Scalar, Snapshot, Tensor};
+use shared_state::{Call, Engine, ErrorKind, KernelSet, Output, Scalar, Snapshot, Tensor};
 
-use super::support::{assert_close, context, engine_or_skip, skip_unavailable};
+use super::support::{
+    DOT, LAYER_NORM, MATMUL, PREFIX_SUM, SAXPY, SOFTMAX, STENCIL2D, assert_close, context,
+    context_with, cuda_sources, declarations, engine_or_skip, layer_norm_ref, prefix_sum_ref,
+    skip_unavailable, source,
+};
 use crate::engine::CudaEngine;
 use kernel_reference::{self as reference, test_values};
 
@@ -318,7 +321,11 @@ fn bad_options_and_calls_are_clear_errors() {
         )
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::BadCall);
-    assert!(err.message.contains("dimension k is 3"), "{err}");
+    assert!(
+        err.message
+            .contains("matmul: dim k is 4 in input b but 3 in input a"),
+        "{err}"
+    );
     let err = e
         .run(
             Call::new(SAXPY)
@@ -334,8 +341,158 @@ fn bad_options_and_calls_are_clear_errors() {
     assert!(e.export_state().unwrap().is_empty());
     let info = e.info().unwrap();
     assert_eq!(info.backend, "cuda");
-    assert_eq!(info.kernels.len(), 5);
-    assert!(info.notes.contains_key("compile_ms/saxpy.cu"));
+    assert_eq!(info.kernels.len(), 7, "{:?}", info.kernels);
+    assert!(info.notes.contains_key("compile_ms/kernels/saxpy.cu"));
+}
+
+#[test]
+fn layer_norm_and_prefix_sum_match_the_reference() {
+    let Some(mut e) = engine_or_skip("layer_norm_and_prefix_sum_match_the_reference", None) else {
+        return;
+    };
+    for &(rows, cols) in &[
+        (0, 0),
+        (3, 0),
+        (1, 1),
+        (2, 7),
+        (4, 257),
+        (7, 1031),
+        (600, 13),
+        (70_000, 3),
+    ] {
+        let x: Vec<f32> = test_values(rows * cols, 21)
+            .iter()
+            .map(|v| v * 10.0 + 3.0)
+            .collect();
+        let (gamma, beta) = (test_values(cols, 22), test_values(cols, 23));
+        let got = value(
+            &mut e,
+            Call::new(LAYER_NORM)
+                .arg(t2(rows, cols, x.clone()))
+                .arg(t1(gamma.clone()))
+                .arg(t1(beta.clone()))
+                .param("eps", Scalar::F64(0.25)),
+        );
+        assert_close(
+            &got,
+            &layer_norm_ref(&x, &gamma, &beta, (rows, cols), 0.25),
+            1e-5,
+            &format!("layer_norm {rows}x{cols}"),
+        );
+    }
+    // Integers: every partial sum is exact, so the scan must be too.
+    for &n in &[
+        0, 1, 255, 1023, 1024, 1025, 65_537, 1_048_577, 16_777_259, 67_200_001,
+    ] {
+        let x: Vec<f32> = test_values(n, 31)
+            .iter()
+            .map(|v| (v * 4.0).round())
+            .collect();
+        let got = value(&mut e, Call::new(PREFIX_SUM).arg(t1(x.clone())));
+        let want = prefix_sum_ref(&x);
+        if let Some(i) = (0..n).find(|&i| got[i] != want[i]) {
+            panic!(
+                "prefix_sum n={n}: element {i}: got {}, want {}",
+                got[i], want[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn a_new_kernel_is_a_declaration_and_a_cu_file() {
+    let decl = kiln_decl::parse(
+        std::path::Path::new("kernels/declarations/split.toml"),
+        r#"
+inputs = ["x: f32[n]"]
+outputs = ["pos: f32[n]", "neg: f32[n]"]
+params = { shift = 2 }
+[[launch]]
+group = [128]
+workgroups = ["ceil_div(n, 128)"]
+"#,
+    )
+    .unwrap();
+    let cu = "extern \"C\" __global__ void split(const float* x, float* pos, float* neg, unsigned int n, int shift) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) { pos[i] = fmaxf(x[i], 0.0f) + (float)shift; neg[i] = fminf(x[i], 0.0f); }
+}
+";
+    let mut decls: Vec<_> = declarations().iter().cloned().collect();
+    decls.push(decl);
+    let mut sources = cuda_sources();
+    sources.push(source("kernels/split.cu", cu));
+    let ctx = context_with("split", &[], KernelSet::new(decls), sources);
+    let mut e = match CudaEngine::create(ctx, None) {
+        Ok((e, _)) => e,
+        Err(err) => return skip_unavailable("a_new_kernel_is_a_declaration_and_a_cu_file", &err),
+    };
+    let x = test_values(1000, 3);
+    let Output::Values(outs) = e
+        .run(
+            Call::new("split")
+                .arg(t1(x.clone()))
+                .param("shift", Scalar::I64(-1)),
+        )
+        .unwrap()
+    else {
+        panic!("two outputs come back as Values");
+    };
+    let pos: Vec<f32> = x.iter().map(|v| v.max(0.0) - 1.0).collect();
+    let neg: Vec<f32> = x.iter().map(|v| v.min(0.0)).collect();
+    assert_eq!(outs[0].as_f32().unwrap(), &pos[..]);
+    assert_eq!(outs[1].as_f32().unwrap(), &neg[..]);
+}
+
+/// A `.cu` edit is a new engine created with the edited source and the old
+/// engine's state (NVRTC at creation, no cargo build); a broken edit fails
+/// that creation and the old engine keeps serving.
+#[test]
+fn an_edited_cu_file_takes_effect_in_the_next_engine_with_the_state() {
+    let Some(mut old) = engine_or_skip("an_edited_cu_file_takes_effect", None) else {
+        return;
+    };
+    let n = 3000;
+    let (x, y) = (test_values(n, 61), test_values(n, 62));
+    old.put_resident("x", t1(x.clone())).unwrap();
+    old.put_resident("y", t1(y.clone())).unwrap();
+    let call = Call::new(SAXPY).resident("x").resident("y");
+    assert_eq!(value(&mut old, call.clone()), reference::saxpy(2.0, &x, &y));
+    let edit = |from: &str, to: &str| -> Vec<shared_state::SourceFile> {
+        cuda_sources()
+            .into_iter()
+            .map(|s| {
+                if s.path == "kernels/saxpy.cu" {
+                    assert!(s.text.contains(from));
+                    source(&s.path, &s.text.replace(from, to))
+                } else {
+                    s
+                }
+            })
+            .collect()
+    };
+    let mut snapshot = old.export_state().unwrap();
+    let broken = edit("__fadd_rn(", "__fadd_rn((");
+    let ctx = context_with("broken", &[], declarations(), broken);
+    let err = match CudaEngine::create(ctx, Some(&mut snapshot)) {
+        Ok(_) => panic!("a broken .cu file was accepted"),
+        Err(e) => e,
+    };
+    assert!(err.message.contains("kernels/saxpy.cu("), "{err}");
+    assert_eq!(value(&mut old, call.clone()), reference::saxpy(2.0, &x, &y));
+    let mut snapshot = old.export_state().unwrap();
+    let started = Instant::now();
+    let edited = edit("__fadd_rn(", "__fsub_rn(");
+    let ctx = context_with("edited", &[], declarations(), edited);
+    let (mut new, _) = CudaEngine::create(ctx, Some(&mut snapshot)).unwrap();
+    println!(
+        "engine with an edited saxpy.cu created in {:.1} ms (NVRTC {:.1} ms for all files)",
+        started.elapsed().as_secs_f64() * 1e3,
+        new.total_compile_time().as_secs_f64() * 1e3
+    );
+    drop(old);
+    let want: Vec<f32> = x.iter().zip(&y).map(|(a, b)| 2.0 * a - b).collect();
+    assert_eq!(value(&mut new, call), want);
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -362,6 +519,8 @@ fn per_kernel_timings() {
         .unwrap();
     e.put_resident("b", t2(mm, mm, test_values(mm * mm, 5)))
         .unwrap();
+    e.put_resident("gamma", t1(test_values(side, 6))).unwrap();
+    e.put_resident("beta", t1(test_values(side, 7))).unwrap();
     let cases: Vec<(String, Call, f64)> = vec![
         (
             "saxpy n=2^24".to_string(),
@@ -387,6 +546,20 @@ fn per_kernel_timings() {
             format!("softmax {side}x{side}"),
             Call::new(SOFTMAX).resident("grid").store_as("o5"),
             2.0 * 4.0 * (side * side) as f64,
+        ),
+        (
+            format!("layer_norm {side}x{side}"),
+            Call::new(LAYER_NORM)
+                .resident("grid")
+                .resident("gamma")
+                .resident("beta")
+                .store_as("o6"),
+            2.0 * 4.0 * (side * side) as f64,
+        ),
+        (
+            "prefix_sum n=2^24".to_string(),
+            Call::new(PREFIX_SUM).resident("x").store_as("o7"),
+            2.0 * 4.0 * n as f64,
         ),
     ];
     let device = e.info().unwrap().device;

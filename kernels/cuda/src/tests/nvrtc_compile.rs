@@ -1,12 +1,15 @@
-//! Every kernel source compiles with NVRTC (no GPU needed).
+//! The staged-source compile path without a GPU: every declared kernel's
+//! `.cu` file compiles to PTX with NVRTC and has the functions and
+//! parameters its declaration asks for; errors name file and line.
 
+use std::path::Path;
 use std::time::Duration;
 
-use shared_state::ErrorKind;
+use shared_state::{ErrorKind, KernelDecl, KernelSet};
 
-use super::support::nvrtc_required;
+use super::support::{cuda_sources, declarations, nvrtc_required, source};
 use crate::availability;
-use crate::compile::{self, KERNEL_SOURCES};
+use crate::compile;
 
 /// `true` when NVRTC is there; otherwise prints the skip line (or panics
 /// under `KILN_REQUIRE_NVRTC=1`).
@@ -25,44 +28,75 @@ fn nvrtc_or_skip(test: &str) -> bool {
     }
 }
 
+fn decl(name: &str, text: &str) -> KernelDecl {
+    kiln_decl::parse(
+        Path::new(&format!("kernels/declarations/{name}.toml")),
+        text,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
-fn every_kernel_source_compiles_to_ptx_with_its_entry_points() {
-    if !nvrtc_or_skip("every_kernel_source_compiles_to_ptx") {
+fn every_declared_kernel_compiles_to_ptx_with_its_entry_points() {
+    if !nvrtc_or_skip("every_declared_kernel_compiles_to_ptx") {
         return;
     }
+    let kernels = declarations();
+    let sources = cuda_sources();
     let (major, minor) = compile::nvrtc_version().unwrap();
     // compute_80: A100; compute_90: H100/H200, the lent GPU machines.
     for arch in ["compute_80", "compute_90"] {
+        let (compiled, undeclared) = compile::compile_all(&kernels, &sources, arch)
+            .unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert!(undeclared.is_empty(), "{undeclared:?}");
+        let names: Vec<&str> = compiled.iter().map(|c| c.kernel.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "dot",
+                "layer_norm",
+                "matmul",
+                "prefix_sum",
+                "saxpy",
+                "softmax",
+                "stencil2d"
+            ]
+        );
         let mut total = Duration::ZERO;
-        for src in KERNEL_SOURCES {
-            let compiled = compile::compile(src.file, src.source, arch, &[])
-                .unwrap_or_else(|e| panic!("{} does not compile for {arch}: {e}", src.file));
-            let ptx = compiled.ptx.to_src();
-            for name in src.functions {
+        for c in &compiled {
+            let ptx = c.ptx.to_src();
+            for name in &c.functions {
                 assert!(
                     ptx.contains(&format!(".entry {name}(")),
                     "{}: no entry point {name} in the PTX for {arch}",
-                    src.file
+                    c.path
                 );
             }
             assert!(
                 ptx.contains(&format!(".target sm_{}", &arch[8..])),
                 "{}",
-                src.file
+                c.path
             );
             println!(
-                "nvrtc {major}.{minor} {arch}: {:<13} {:>7.1} ms",
-                src.file,
-                compiled.elapsed.as_secs_f64() * 1e3
+                "nvrtc {major}.{minor} {arch}: {:<22} {:>7.1} ms",
+                c.path,
+                c.elapsed.as_secs_f64() * 1e3
             );
-            total += compiled.elapsed;
+            total += c.elapsed;
         }
         println!(
             "nvrtc {major}.{minor} {arch}: total {:.1} ms for {} files",
             total.as_secs_f64() * 1e3,
-            KERNEL_SOURCES.len()
+            compiled.len()
         );
     }
+    let dot = compile::compile_all(&kernels, &sources, "compute_80")
+        .unwrap()
+        .0
+        .into_iter()
+        .find(|c| c.kernel == "dot")
+        .unwrap();
+    assert_eq!(dot.functions, ["dot_partial", "dot_finish"]);
 }
 
 #[test]
@@ -81,49 +115,132 @@ fn a_compile_error_carries_nvrtcs_log_with_file_and_line() {
         "no file(line) in the error: {err}"
     );
     assert!(err.message.contains("not_declared"), "{err}");
+    // Through the staged-source path: the path relative to the module.
+    let sources: Vec<_> = cuda_sources()
+        .into_iter()
+        .map(|s| {
+            if s.path == "kernels/saxpy.cu" {
+                source(&s.path, &s.text.replace("y[i]", "z[i]"))
+            } else {
+                s
+            }
+        })
+        .collect();
+    let err = match compile::compile_all(&declarations(), &sources, "compute_80") {
+        Ok(_) => panic!("a broken saxpy.cu compiled"),
+        Err(err) => err,
+    };
+    let line = sources
+        .iter()
+        .find(|s| s.path == "kernels/saxpy.cu")
+        .unwrap()
+        .text
+        .lines()
+        .position(|l| l.contains("z[i]"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.message
+            .contains(&format!("kernels/saxpy.cu({line}): error")),
+        "{err}"
+    );
+}
+
+const NEG_DECL: &str = r#"
+inputs = ["x: f32[n]"]
+outputs = ["out: f32[n]"]
+params = { scale = 1.0 }
+
+[[launch]]
+entry = "main"
+group = [64]
+workgroups = ["ceil_div(n, 64)"]
+"#;
+
+const NEG_CU: &str =
+    "extern \"C\" __global__ void neg(const float* x, float* out, unsigned int n, float scale) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = -scale * x[i];
+}
+";
+
+#[test]
+fn a_source_that_does_not_fit_its_declaration_is_a_clear_error() {
+    if !nvrtc_or_skip("a_source_that_does_not_fit_its_declaration") {
+        return;
+    }
+    let d = decl("neg", NEG_DECL);
+    let compile =
+        |text: &str| compile::compile_kernel(&d, &source("kernels/neg.cu", text), "compute_80");
+    let ok = compile(NEG_CU).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.functions, ["neg"]);
+    // Trailing parameters may be left out.
+    compile(
+        &NEG_CU
+            .replace(", float scale", "")
+            .replace("-scale * ", "-"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cases = [
+        (
+            NEG_CU.replace("void neg(", "void negate("),
+            "kernels/neg.cu: no extern \"C\" __global__ function `neg`; kernels/neg.cu defines: negate (launch pass 0 of kernels/declarations/neg.toml)",
+        ),
+        (
+            NEG_CU.replace("unsigned int n, float scale", "float scale, unsigned int n"),
+            "parameter 2 of `neg` is a PTX .f32 where the convention is (input x: f32[n], output out: f32[n], unsigned int n, float scale)",
+        ),
+        (
+            NEG_CU.replace("float scale)", "float scale, float extra)"),
+            "`neg` takes 5 parameters, more than the 4 of the convention",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = match compile(&text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e,
+        };
+        assert_eq!(err.kind, ErrorKind::BadCall);
+        assert!(err.message.contains(want), "want {want:?}\ngot {err}");
+    }
+    // A declared kernel without a source is simply not compiled; a source
+    // without a declaration is listed apart.
+    let mut sources = cuda_sources();
+    sources.retain(|s| s.path != "kernels/prefix_sum.cu");
+    sources.push(source("kernels/neg.cu", NEG_CU));
+    let (compiled, undeclared) =
+        compile::compile_all(&declarations(), &sources, "compute_80").unwrap();
+    assert!(!compiled.iter().any(|c| c.kernel == "prefix_sum"));
+    assert_eq!(undeclared, ["kernels/neg.cu"]);
+    let (compiled, _) = compile::compile_all(
+        &KernelSet::new([d.clone()]),
+        &[source("kernels/neg.cu", NEG_CU)],
+        "compute_80",
+    )
+    .unwrap();
+    assert_eq!(compiled.len(), 1);
 }
 
 #[test]
-fn every_kernel_source_is_embedded_and_lists_its_functions() {
-    // Runs without NVRTC: the table matches the files on disk.
-    // The source tree where it was built, or (a test binary carried to
-    // another machine, run from the repository root) the one here.
-    let built_in = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
-    let here = std::path::PathBuf::from("kernels/cuda/kernels");
-    let Some(dir) = [built_in, here].into_iter().find(|d| d.is_dir()) else {
-        println!(
-            "skipped: kernels/cuda/kernels not found from {:?}",
-            std::env::current_dir()
-        );
-        return;
-    };
-    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".cu"))
-        .collect();
-    on_disk.sort();
-    let mut listed: Vec<String> = KERNEL_SOURCES.iter().map(|s| s.file.to_string()).collect();
-    listed.sort();
-    assert_eq!(
-        on_disk,
-        listed,
-        "every .cu file under {} is compiled",
-        dir.display()
-    );
-    for src in KERNEL_SOURCES {
-        let text = std::fs::read_to_string(dir.join(src.file)).unwrap();
-        assert_eq!(
-            text, src.source,
-            "{} is embedded as it is on disk",
-            src.file
-        );
-        for name in src.functions {
+fn every_cu_file_on_disk_has_a_declaration() {
+    // Runs without NVRTC.
+    let kernels = declarations();
+    for s in cuda_sources() {
+        let name = s
+            .path
+            .strip_prefix("kernels/")
+            .and_then(|p| p.strip_suffix(".cu"))
+            .unwrap();
+        let decl = kernels
+            .get(name)
+            .unwrap_or_else(|| panic!("{} has no declaration", s.path));
+        for pass in &decl.launch.passes {
+            let f = crate::convention::function_name(name, &pass.entry);
             assert!(
-                src.source
-                    .contains(&format!("extern \"C\" __global__ void {name}(")),
-                "{} does not define {name}",
-                src.file
+                s.text
+                    .contains(&format!("extern \"C\" __global__ void {f}(")),
+                "{} does not define {f}",
+                s.path
             );
         }
     }

@@ -9,4 +9,5 @@ mod device_choice;
 mod drop_log;
 mod kernels;
 mod residents;
+mod sources;
 mod unavailable;

@@ -1,7 +1,7 @@
 //! Resident buffers on the device, `store_as`, the snapshot round trip and
 //! the allocation count that leak checks rely on.
 
-use shared_state::kernels::{DOT, MATMUL, SAXPY};
+use super::support::{DOT, MATMUL, SAXPY};
 use shared_state::{Buffer, Call, DType, Engine, Output, Scalar, Section, Snapshot, Tensor};
 
 use super::support::{assert_close, dot_scale, engine, engine_with, run_value};

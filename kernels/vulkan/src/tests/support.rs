@@ -1,11 +1,15 @@
-//! Engine set-up for the tests: a context whose spawner refuses (the engine
-//! must never ask for a thread), and the skip-or-fail rule when there is no
-//! Vulkan device.
+//! Engine set-up for the tests: a context with the workspace's declarations
+//! and this module's shaders read from disk (as the host stages them), a
+//! spawner that refuses (the engine must never ask for a thread), and the
+//! skip-or-fail rule when there is no Vulkan device.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use shared_state::{Call, EngineContext, ErrorKind, Output, Snapshot, Tensor, ThreadSpawner};
+use shared_state::{
+    Call, EngineContext, ErrorKind, KernelSet, Output, Snapshot, SourceFile, Tensor, ThreadSpawner,
+};
 
 use crate::engine::VulkanEngine;
 
@@ -18,7 +22,63 @@ impl ThreadSpawner for NoThreads {
     }
 }
 
-pub fn context(options: &[(&str, &str)]) -> EngineContext {
+/// The workspace root: where the module was built, or (a test binary run
+/// from the repository root on another machine) the current folder.
+pub fn workspace_root() -> PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if built.join("kernels/declarations").is_dir() {
+        built
+    } else {
+        PathBuf::from(".")
+    }
+}
+
+/// The workspace's kernel declarations (every file must parse).
+pub fn declarations() -> KernelSet {
+    let root = workspace_root();
+    let (decls, errors) = kiln_decl::load_dir(&root, &root.join(kiln_decl::DECLARATIONS_DIR));
+    assert!(errors.is_empty(), "declarations: {errors:?}");
+    KernelSet::new(decls)
+}
+
+/// A source file as the host stages it: path relative to the module.
+pub fn source(path: &str, text: &str) -> SourceFile {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    SourceFile {
+        path: path.to_string(),
+        text: text.to_string(),
+        hash: format!("{hash:016x}"),
+    }
+}
+
+/// This module's `shaders/*.wgsl`, read from disk.
+pub fn shader_sources() -> Vec<SourceFile> {
+    let dir = workspace_root().join("kernels/vulkan/shaders");
+    let mut files: Vec<SourceFile> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            source(
+                &format!("shaders/{name}"),
+                &std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files
+}
+
+/// A context with the given declarations and sources.
+pub fn context_with(
+    options: &[(&str, &str)],
+    kernels: KernelSet,
+    sources: Vec<SourceFile>,
+) -> EngineContext {
     EngineContext {
         label: "kernel-vulkan-test".to_string(),
         threads: 1,
@@ -27,7 +87,14 @@ pub fn context(options: &[(&str, &str)]) -> EngineContext {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         spawner: Arc::new(NoThreads),
+        kernels: Arc::new(kernels),
+        sources: Arc::new(sources),
     }
+}
+
+/// A context with the workspace's declarations and shaders.
+pub fn context(options: &[(&str, &str)]) -> EngineContext {
+    context_with(options, declarations(), shader_sources())
 }
 
 /// Whether a missing device must fail the test instead of skipping it.
@@ -38,7 +105,16 @@ pub fn vulkan_required() -> bool {
 /// An engine on the default device, or `None` (after printing why) when this
 /// machine has no Vulkan device and it is not required.
 pub fn engine_with(options: &[(&str, &str)], prior: Option<&mut Snapshot>) -> Option<VulkanEngine> {
-    match VulkanEngine::create(context(options), prior) {
+    engine_from(context(options), prior)
+}
+
+/// An engine from `ctx`, or `None` (after printing why) as [`engine_with`].
+pub fn engine_with_context(ctx: EngineContext) -> Option<VulkanEngine> {
+    engine_from(ctx, None)
+}
+
+fn engine_from(ctx: EngineContext, prior: Option<&mut Snapshot>) -> Option<VulkanEngine> {
+    match VulkanEngine::create(ctx, prior) {
         Ok((engine, defaulted)) => {
             assert!(defaulted.is_empty(), "defaulted: {defaulted:?}");
             Some(engine)
@@ -145,4 +221,55 @@ pub fn assert_child(parent: &str) {
         Ok("1"),
         "only meant to run in a child process started by {parent}"
     );
+}
+
+/// The bundled kernels' names (declared in `kernels/declarations/`).
+pub const SAXPY: &str = "saxpy";
+pub const DOT: &str = "dot";
+pub const MATMUL: &str = "matmul";
+pub const STENCIL2D: &str = "stencil2d";
+pub const SOFTMAX: &str = "softmax";
+pub const LAYER_NORM: &str = "layer_norm";
+pub const PREFIX_SUM: &str = "prefix_sum";
+
+/// Row-wise layer norm with the biased variance, in f64, rounded once (the
+/// semantics of `kernels/declarations/layer_norm.toml`).
+// TODO(khost): replace with `kernel_reference::layer_norm` once it lands.
+pub fn layer_norm_ref(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    (rows, cols): (usize, usize),
+    eps: f64,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        let row = &x[r * cols..(r + 1) * cols];
+        let count = cols.max(1) as f64;
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
+        let var = row
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / count;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (c, &v) in row.iter().enumerate() {
+            out.push(
+                ((f64::from(v) - mean) * inv * f64::from(gamma[c]) + f64::from(beta[c])) as f32,
+            );
+        }
+    }
+    out
+}
+
+/// Inclusive prefix sum in f64, each element rounded once.
+// TODO(khost): replace with `kernel_reference::prefix_sum` once it lands.
+pub fn prefix_sum_ref(x: &[f32]) -> Vec<f32> {
+    let mut acc = 0.0f64;
+    x.iter()
+        .map(|&v| {
+            acc += f64::from(v);
+            acc as f32
+        })
+        .collect()
 }
