@@ -49,7 +49,8 @@ struct RawDecl {
     inputs: Spanned<Vec<Spanned<String>>>,
     outputs: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
-    params: BTreeMap<String, Spanned<toml::Value>>,
+    // In file order: GPU modules pass params in declaration order.
+    params: indexmap::IndexMap<String, Spanned<toml::Value>>,
     #[serde(default)]
     launch: Vec<RawPass>,
     #[serde(default)]
@@ -408,6 +409,14 @@ reduction = "1"
 [tolerance.f16]
 ulps = 2
 "#;
+
+    #[test]
+    fn params_keep_the_order_of_the_file() {
+        let text = "inputs = [\"x: f32[n]\"]\noutputs = [\"y: f32[n]\"]\nparams = { zeta = 1.0, alpha = 2, mid = true }\n";
+        let d = parse(Path::new("k.toml"), text).unwrap();
+        let names: Vec<&str> = d.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["zeta", "alpha", "mid"]);
+    }
 
     #[test]
     fn a_full_declaration_parses() {
