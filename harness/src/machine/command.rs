@@ -45,8 +45,8 @@ pub fn run(target_dir: &Path, threads: usize, remeasure: bool) -> Result<(), Str
     if cached.is_none() {
         wait_for_builds(target_dir)?;
         eprintln!(
-            "measuring the CPU's peaks with {} threads (a second or two)...",
-            probe.threads
+            "measuring the CPU's peaks with {} (a second or two)...",
+            super::threads::count_words(probe.threads)
         );
     }
     let lookup = store.peaks(&probe, policy)?;
@@ -94,24 +94,29 @@ fn wait_for_builds(target_dir: &Path) -> Result<(), String> {
 /// The peaks as `kiln machine` prints them.
 pub fn describe(p: &DevicePeaks, just_measured: bool, now_unix: u64) -> String {
     let mut out = format!(
-        "{}: {}, {} threads, CPU quota {}\n",
-        p.key.backend, p.key.device, p.key.threads, p.key.cpu_quota
+        "{}: {}, {}, CPU quota {}\n",
+        p.key.backend,
+        p.key.device,
+        super::threads::count_words(p.key.threads),
+        p.key.cpu_quota
     );
     let mut line = |name: &str, value: String| out.push_str(&format!("  {name:<17} {value}\n"));
     line(
         "memory bandwidth",
         format!(
-            "{:.1} GB/s (median {:.1}): {}",
-            p.bandwidth.best, p.bandwidth.median, p.bandwidth.method
+            "{:.1} GB/s (median {:.1})",
+            p.bandwidth.best, p.bandwidth.median
         ),
     );
+    line("", p.bandwidth.method.clone());
     line(
         "compute",
         format!(
-            "{:.1} GFLOP/s (median {:.1}): {}",
-            p.compute.best, p.compute.median, p.compute.method
+            "{:.1} GFLOP/s (median {:.1})",
+            p.compute.best, p.compute.median
         ),
     );
+    line("", p.compute.method.clone());
     line(
         "ridge point",
         format!(
@@ -132,9 +137,14 @@ pub fn describe(p: &DevicePeaks, just_measured: bool, now_unix: u64) -> String {
             ),
         );
     }
-    let load = p
-        .load_before
-        .map_or(String::new(), |l| format!(", load average {l:.2} before"));
+    let load = match p.load_before {
+        Some(l) if l > p.key.threads as f64 => format!(
+            ", load average {l:.2} before: a busy machine, the peaks may read low \
+             (`kiln machine --remeasure` when it is quiet)"
+        ),
+        Some(l) => format!(", load average {l:.2} before"),
+        None => String::new(),
+    };
     line(
         "measured",
         format!(

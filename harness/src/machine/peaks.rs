@@ -131,10 +131,10 @@ impl PeakProbe for CpuProbe {
         let bandwidth = Rate::of(
             &t.rates_gbs,
             format!(
-                "triad a = b + s*c on 3 f64 arrays of {} each, {} threads, best of {} passes; \
-                 24 bytes counted per element (STREAM's convention: no write-allocate read)",
+                "triad a = b + s*c, 3 f64 arrays of {} each, {}, best of {} passes; \
+                 24 bytes/element (STREAM's count: no write-allocate read)",
                 llc::human_bytes(t.array_bytes as u64),
-                self.threads,
+                threads::count_words(self.threads),
                 t.rates_gbs.len()
             ),
         );
@@ -142,10 +142,10 @@ impl PeakProbe for CpuProbe {
         let compute = Rate::of(
             &samples,
             format!(
-                "f32 FMA loop, 80 independent chains per thread ({}), {} threads, best of {} \
-                 rounds; an FMA counts as 2 flops",
+                "f32 FMA loop, 80 chains per thread ({}), {}, best of {} rounds; \
+                 FMA = 2 flops",
                 fma::instructions(),
-                self.threads,
+                threads::count_words(self.threads),
                 samples.len()
             ),
         );

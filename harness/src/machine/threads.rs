@@ -18,6 +18,15 @@ pub fn resolve_threads(threads: usize) -> usize {
     }
 }
 
+/// `1 thread`, `2 threads`.
+pub fn count_words(threads: usize) -> String {
+    if threads == 1 {
+        "1 thread".to_string()
+    } else {
+        format!("{threads} threads")
+    }
+}
+
 /// A pool of exactly `threads` workers named `kiln-machine-N`. Dropping it
 /// stops the workers (host code: nothing is unloaded after it).
 pub fn pool(threads: usize) -> Result<ThreadPool, String> {

@@ -56,26 +56,58 @@ fn triad_part(a: &mut [f64], b: &[f64], c: &[f64], s: f64) {
     }
 }
 
-/// Runs the triad on `pool` (every thread gets one contiguous part).
-pub fn measure(pool: &ThreadPool, config: &TriadConfig) -> TriadResult {
-    let n = (config.array_bytes / 8).max(1);
-    let part = n.div_ceil(pool.current_num_threads());
-    // First touch in parallel, so pages land near the threads that use them.
-    let alloc = |value: f64| {
-        let mut v: Vec<f64> = Vec::with_capacity(n);
-        pool.install(|| {
-            v.spare_capacity_mut()
-                .par_chunks_mut(part)
-                .for_each(|chunk| chunk.iter_mut().for_each(|x| _ = x.write(value)))
-        });
-        // SAFETY: the loop above initialised all `n` elements of the spare
-        // capacity (n == capacity) before the length is set.
-        unsafe { v.set_len(n) };
-        v
-    };
-    let (mut a, b, c) = (alloc(0.0), alloc(1.0), alloc(2.0));
-    let s = std::hint::black_box(3.0);
-    let pass = |a: &mut Vec<f64>| {
+/// The three arrays, allocated and first-touched once.
+pub struct Triad {
+    a: Vec<f64>,
+    b: Vec<f64>,
+    c: Vec<f64>,
+    /// Elements per thread's part.
+    part: usize,
+}
+
+/// A vector of `n` copies of `value`, first touched in parallel in parts
+/// of `part` elements, so that pages land near the threads that use them.
+fn first_touched(pool: &ThreadPool, n: usize, part: usize, value: f64) -> Vec<f64> {
+    let mut v: Vec<f64> = Vec::with_capacity(n);
+    pool.install(|| {
+        v.spare_capacity_mut()
+            .par_chunks_mut(part)
+            .for_each(|chunk| chunk.iter_mut().for_each(|x| _ = x.write(value)))
+    });
+    // SAFETY: the loop above initialised the whole spare capacity, which is
+    // at least `n` elements, before the length is set to `n`.
+    unsafe { v.set_len(n) };
+    v
+}
+
+impl Triad {
+    /// Three arrays of `array_bytes` each, split in one part per thread of
+    /// `pool`.
+    pub fn new(pool: &ThreadPool, array_bytes: usize) -> Triad {
+        let n = (array_bytes / 8).max(1);
+        let part = n.div_ceil(pool.current_num_threads());
+        Triad {
+            a: first_touched(pool, n, part, 0.0),
+            b: first_touched(pool, n, part, 1.0),
+            c: first_touched(pool, n, part, 2.0),
+            part,
+        }
+    }
+
+    /// Bytes of each array.
+    pub fn array_bytes(&self) -> usize {
+        self.a.len() * 8
+    }
+
+    /// Bytes one pass counts (STREAM's convention).
+    pub fn bytes_per_pass(&self) -> usize {
+        self.a.len() * TRIAD_BYTES_PER_ELEMENT
+    }
+
+    /// One pass on `pool`; returns its seconds. Checks the result.
+    pub fn pass(&mut self, pool: &ThreadPool) -> f64 {
+        let (part, s) = (self.part, std::hint::black_box(3.0));
+        let (a, b, c) = (&mut self.a, &self.b, &self.c);
         let t0 = Instant::now();
         pool.install(|| {
             a.par_chunks_mut(part)
@@ -83,21 +115,28 @@ pub fn measure(pool: &ThreadPool, config: &TriadConfig) -> TriadResult {
                 .zip(c.par_chunks(part))
                 .for_each(|((a, b), c)| triad_part(a, b, c, s))
         });
-        std::hint::black_box(&a[n / 2]);
-        t0.elapsed()
-    };
-    pass(&mut a); // untimed, as STREAM drops its first iteration
+        let secs = t0.elapsed().as_secs_f64();
+        let last = a[a.len() - 1];
+        assert!(last == 7.0, "triad computed {last} instead of 7");
+        secs
+    }
+}
+
+/// Runs the triad on `pool`: one untimed pass (as STREAM drops its first
+/// iteration), then timed passes as `config` says.
+pub fn measure(pool: &ThreadPool, config: &TriadConfig) -> TriadResult {
+    let mut triad = Triad::new(pool, config.array_bytes);
+    triad.pass(pool);
     let started = Instant::now();
     let mut rates = Vec::new();
     while rates.len() < config.min_passes
         || (rates.len() < config.max_passes && started.elapsed() < config.budget)
     {
-        let secs = pass(&mut a).as_secs_f64();
-        rates.push((n * TRIAD_BYTES_PER_ELEMENT) as f64 / secs / 1e9);
+        let secs = triad.pass(pool);
+        rates.push(triad.bytes_per_pass() as f64 / secs / 1e9);
     }
-    assert!(a[n - 1] == 7.0, "triad computed {} instead of 7", a[n - 1]);
     TriadResult {
         rates_gbs: rates,
-        array_bytes: n * 8,
+        array_bytes: triad.array_bytes(),
     }
 }
