@@ -3,30 +3,40 @@
 //! triad bandwidth; a cold-cache timing of a kernel whose input fits in the
 //! cache is slower than the warm one by more than both spreads.
 
+use std::sync::Mutex;
 use std::time::Instant;
 
 use kiln::machine::triad::{Triad, TriadConfig};
 use kiln::machine::{CacheFlush, llc, peaks, threads};
 use kiln::workload::timing::Stats;
-use rayon::prelude::*;
 
 fn load() -> String {
     peaks::load_average().map_or("unknown".into(), |l| format!("{l:.2}"))
 }
 
 /// `z = a * x + y` on f32, out of place as the bundled CPU saxpy is;
-/// declared bytes: x and y read, z written (12 per element).
-fn saxpy(pool: &rayon::ThreadPool, part: usize, a: f32, x: &[f32], y: &[f32], z: &mut [f32]) {
-    pool.install(|| {
-        z.par_chunks_mut(part)
-            .zip(x.par_chunks(part))
-            .zip(y.par_chunks(part))
-            .for_each(|((z, x), y)| {
-                for ((z, x), y) in z.iter_mut().zip(x).zip(y) {
-                    *z = a * x + y;
-                }
-            })
+/// declared bytes: x and y read, z written (12 per element). Each thread of
+/// `pool` takes its own part, all started together, timed as the triad's
+/// passes are; returns the seconds.
+fn saxpy(
+    pool: &rayon::ThreadPool,
+    part: usize,
+    a: f32,
+    x: &[f32],
+    y: &[f32],
+    z: &mut [f32],
+) -> f64 {
+    let parts: Vec<Mutex<&mut [f32]>> = z.chunks_mut(part).map(Mutex::new).collect();
+    let (secs, _) = threads::timed_broadcast(pool, |i| {
+        if let Some(z) = parts.get(i) {
+            let mut z = z.lock().unwrap();
+            let range = i * part..i * part + z.len();
+            for ((z, x), y) in z.iter_mut().zip(&x[range.clone()]).zip(&y[range]) {
+                *z = a * x + y;
+            }
+        }
     });
+    secs
 }
 
 #[test]
@@ -46,25 +56,36 @@ fn saxpy_on_arrays_beyond_the_llc_reaches_20_to_120_percent_of_the_triad() {
     triad.pass(&pool);
     // Interleaved, so both see the same load; best of each, as the peak is.
     let (mut best_triad, mut best_saxpy) = (0f64, 0f64);
-    for _ in 0..12 {
-        best_triad = best_triad.max(triad.bytes_per_pass() as f64 / triad.pass(&pool) / 1e9);
-        let t0 = Instant::now();
-        saxpy(&pool, part, 3.0, &x, &y, &mut z);
-        let secs = t0.elapsed().as_secs_f64();
-        best_saxpy = best_saxpy.max((12 * n) as f64 / secs / 1e9);
+    // On a busy machine one pass in several is disturbed: go on until
+    // neither best has improved by 2% for 10 rounds (16 to 60 rounds).
+    let (mut rounds, mut last_gain, mut paired) = (0, 0, Vec::new());
+    while rounds < 16 || (rounds - last_gain < 10 && rounds < 60) {
+        let t = triad.bytes_per_pass() as f64 / triad.pass(&pool) / 1e9;
+        let s = (12 * n) as f64 / saxpy(&pool, part, 3.0, &x, &y, &mut z) / 1e9;
+        if t > best_triad * 1.02 || s > best_saxpy * 1.02 {
+            last_gain = rounds;
+        }
+        (best_triad, best_saxpy) = (best_triad.max(t), best_saxpy.max(s));
+        paired.push(s / t);
+        rounds += 1;
     }
     assert!(z.iter().step_by(4099).all(|&v| v == 5.0));
-    let ratio = best_saxpy / best_triad;
+    // Passes back to back see the same load: the median of their ratios is
+    // the relation, the ratio of the bests (the peak's statistic) is shown.
+    let ratio = Stats::from_secs(&paired).unwrap().median;
     eprintln!(
-        "LLC used {llc}; {n_threads} threads; arrays {} MiB; triad {best_triad:.2} GB/s, \
-         saxpy {best_saxpy:.2} GB/s = {:.0}% of it; load average {}",
+        "LLC used {llc}; {n_threads} threads; arrays {} MiB; {rounds} rounds; best triad \
+         {best_triad:.2} GB/s, best saxpy {best_saxpy:.2} GB/s ({:.0}%); median of paired ratios \
+         {:.0}%; load average {}",
         config.array_bytes >> 20,
+        best_saxpy / best_triad * 100.0,
         ratio * 100.0,
         load()
     );
     assert!(
         (0.2..=1.2).contains(&ratio),
-        "saxpy reached {:.0}% of the triad's bandwidth ({best_saxpy:.2} of {best_triad:.2} GB/s)",
+        "saxpy reached {:.0}% of the triad's bandwidth (median of {rounds} back-to-back \
+         passes; bests {best_saxpy:.2} and {best_triad:.2} GB/s)",
         ratio * 100.0
     );
 }

@@ -34,15 +34,10 @@ pub fn run(target_dir: &Path, threads: usize, remeasure: bool) -> Result<(), Str
     } else {
         Policy::Reuse
     };
-    let cached = if remeasure {
-        None
-    } else {
-        store.load(&probe.key()).unwrap_or_else(|e| {
-            eprintln!("kiln: ignoring the cached peaks: {e}");
-            None
-        })
-    };
-    if cached.is_none() {
+    if let Err(e) = store.load(&probe.key()) {
+        eprintln!("kiln: ignoring the cached peaks: {e}");
+    }
+    if store.usable(&probe.key(), policy).is_none() {
         wait_for_builds(target_dir)?;
         eprintln!(
             "measuring the CPU's peaks with {} (a second or two)...",
@@ -138,9 +133,9 @@ pub fn describe(p: &DevicePeaks, just_measured: bool, now_unix: u64) -> String {
         );
     }
     let load = match p.load_before {
-        Some(l) if l > p.key.threads as f64 => format!(
+        Some(l) if p.measured_busy() => format!(
             ", load average {l:.2} before: a busy machine, the peaks may read low \
-             (`kiln machine --remeasure` when it is quiet)"
+             (measured again when it is quiet)"
         ),
         Some(l) => format!(", load average {l:.2} before"),
         None => String::new(),

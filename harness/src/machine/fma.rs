@@ -71,19 +71,25 @@ pub fn flops(iters: u64) -> f64 {
 }
 
 /// Runs `iters` rounds on every thread of `pool` at once; returns the
-/// seconds from start to the last thread's end.
+/// seconds from the first thread's start to the last one's end.
 pub fn timed_round(pool: &ThreadPool, iters: u64) -> f64 {
-    let t0 = Instant::now();
-    let sums = pool.broadcast(|_| run(iters));
-    let secs = t0.elapsed().as_secs_f64();
+    let (secs, sums) = super::threads::timed_broadcast(pool, |_| run(iters));
     assert!(sums.iter().all(|s| s.is_finite()), "FMA loop diverged");
     secs
 }
 
-/// GFLOP/s of `rounds` timed rounds, each about `round_secs` long
-/// (calibrated first), on all threads of `pool`.
-pub fn measure(pool: &ThreadPool, rounds: usize, round_secs: f64) -> Vec<f64> {
-    let mut iters = 20_000u64;
+/// GFLOP/s of timed rounds on all threads of `pool`, each about
+/// `round_secs` long (calibrated first): at least `min_rounds`, then until
+/// `budget_secs` is spent or `max_rounds` are done. Short rounds, many of
+/// them: on a busy machine some run without being preempted.
+pub fn measure(
+    pool: &ThreadPool,
+    round_secs: f64,
+    min_rounds: usize,
+    max_rounds: usize,
+    budget_secs: f64,
+) -> Vec<f64> {
+    let mut iters = 2_000u64;
     loop {
         let secs = timed_round(pool, iters);
         if secs >= round_secs / 4.0 || iters > 1 << 40 {
@@ -93,7 +99,12 @@ pub fn measure(pool: &ThreadPool, rounds: usize, round_secs: f64) -> Vec<f64> {
         iters *= 4;
     }
     let threads = pool.current_num_threads() as f64;
-    (0..rounds)
-        .map(|_| flops(iters) * threads / timed_round(pool, iters) / 1e9)
-        .collect()
+    let started = Instant::now();
+    let mut rates = Vec::new();
+    while rates.len() < min_rounds
+        || (rates.len() < max_rounds && started.elapsed().as_secs_f64() < budget_secs)
+    {
+        rates.push(flops(iters) * threads / timed_round(pool, iters) / 1e9);
+    }
+    rates
 }

@@ -64,6 +64,19 @@ pub struct DevicePeaks {
     pub load_before: Option<f64>,
 }
 
+impl DevicePeaks {
+    /// Measured while more runnable processes than measuring threads were
+    /// about: the peaks may read low.
+    pub fn measured_busy(&self) -> bool {
+        busy(self.load_before, self.key.threads)
+    }
+}
+
+/// A 1-minute load average above the thread count.
+pub fn busy(load: Option<f64>, threads: usize) -> bool {
+    load.is_some_and(|l| l > threads as f64)
+}
+
 /// Measures one device's peaks.
 pub trait PeakProbe {
     /// What the peaks depend on, read without measuring anything.
@@ -104,9 +117,10 @@ impl CpuProbe {
     }
 }
 
-/// FMA rounds timed and each round's length.
-const FMA_ROUNDS: usize = 8;
-const FMA_ROUND_SECS: f64 = 0.03;
+/// FMA rounds of 3 ms: 10 to 100 of them within 0.3 s.
+const FMA_ROUND_SECS: f64 = 0.003;
+const FMA_ROUNDS: (usize, usize) = (10, 100);
+const FMA_BUDGET_SECS: f64 = 0.3;
 const FLUSH_RUNS: usize = 5;
 
 impl PeakProbe for CpuProbe {
@@ -138,7 +152,13 @@ impl PeakProbe for CpuProbe {
                 t.rates_gbs.len()
             ),
         );
-        let samples = fma::measure(&pool, FMA_ROUNDS, FMA_ROUND_SECS);
+        let samples = fma::measure(
+            &pool,
+            FMA_ROUND_SECS,
+            FMA_ROUNDS.0,
+            FMA_ROUNDS.1,
+            FMA_BUDGET_SECS,
+        );
         let compute = Rate::of(
             &samples,
             format!(

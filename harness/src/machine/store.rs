@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::key::MachineKey;
-use super::peaks::{DevicePeaks, PeakProbe};
+use super::peaks::{DevicePeaks, PeakProbe, busy, load_average};
 
 /// The cache directory.
 pub struct PeakStore {
@@ -16,7 +16,9 @@ pub struct PeakStore {
 /// When peaks may be measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
-    /// Use the cached peaks when the key matches, else measure.
+    /// Use the cached peaks when the key matches, else measure. Peaks
+    /// measured on a busy machine (see [`DevicePeaks::measured_busy`]) are
+    /// measured again once it is quiet.
     Reuse,
     /// Measure even when cached peaks match (`kiln machine --remeasure`).
     Remeasure,
@@ -41,6 +43,16 @@ impl Lookup {
             Lookup::Cached(p) | Lookup::Measured(p) => Some(p),
             Lookup::Deferred => None,
         }
+    }
+}
+
+/// Whether `policy` serves `cached` peaks (of the right key) when the load
+/// average is `load_now`.
+pub fn serve_cached(cached: &DevicePeaks, policy: Policy, load_now: Option<f64>) -> bool {
+    match policy {
+        Policy::Remeasure => false,
+        Policy::BuildRunning => true,
+        Policy::Reuse => !cached.measured_busy() || busy(load_now, cached.key.threads),
     }
 }
 
@@ -90,14 +102,22 @@ impl PeakStore {
         Ok(path)
     }
 
+    /// The cached peaks `policy` lets [`PeakStore::peaks`] serve for
+    /// `key` without measuring: none for `Remeasure`; with `Reuse`, none
+    /// when they were measured on a busy machine and it is quiet now.
+    pub fn usable(&self, key: &MachineKey, policy: Policy) -> Option<DevicePeaks> {
+        if policy == Policy::Remeasure {
+            return None;
+        }
+        let peaks = self.load(key).ok().flatten()?;
+        serve_cached(&peaks, policy, load_average()).then_some(peaks)
+    }
+
     /// The peaks of `probe`'s device under `policy`. An unreadable cache
     /// file is measured over (with `Policy::BuildRunning`: deferred).
     pub fn peaks(&self, probe: &dyn PeakProbe, policy: Policy) -> Result<Lookup, String> {
-        let key = probe.key();
-        if policy != Policy::Remeasure {
-            if let Ok(Some(peaks)) = self.load(&key) {
-                return Ok(Lookup::Cached(peaks));
-            }
+        if let Some(peaks) = self.usable(&probe.key(), policy) {
+            return Ok(Lookup::Cached(peaks));
         }
         if policy == Policy::BuildRunning {
             return Ok(Lookup::Deferred);
@@ -105,5 +125,46 @@ impl PeakStore {
         let peaks = probe.measure()?;
         self.save(&peaks)?;
         Ok(Lookup::Measured(peaks))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::key::{METHOD_VERSION, MachineKey};
+    use crate::machine::peaks::Rate;
+
+    #[test]
+    fn busy_peaks_are_measured_again_once_the_machine_is_quiet() {
+        let rate = Rate::of(&[1.0], "test".into());
+        let mut peaks = DevicePeaks {
+            key: MachineKey {
+                backend: "cpu".into(),
+                device: "test".into(),
+                driver: None,
+                threads: 2,
+                cpu_quota: "none".into(),
+                llc_used_bytes: 1,
+                method: METHOD_VERSION,
+            },
+            bandwidth: rate.clone(),
+            compute: rate,
+            llc: None,
+            flush: None,
+            measured_unix: 0,
+            took_seconds: 1.0,
+            load_before: Some(0.5),
+        };
+        // Quiet when measured: served whatever the load now.
+        assert!(serve_cached(&peaks, Policy::Reuse, Some(9.0)));
+        assert!(serve_cached(&peaks, Policy::Reuse, Some(0.1)));
+        assert!(!serve_cached(&peaks, Policy::Remeasure, Some(0.1)));
+        // Busy when measured (load 6 > 2 threads): served while still busy
+        // or during a build, measured again once quiet.
+        peaks.load_before = Some(6.0);
+        assert!(peaks.measured_busy());
+        assert!(serve_cached(&peaks, Policy::Reuse, Some(3.0)));
+        assert!(serve_cached(&peaks, Policy::BuildRunning, Some(0.1)));
+        assert!(!serve_cached(&peaks, Policy::Reuse, Some(1.5)));
     }
 }

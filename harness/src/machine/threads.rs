@@ -1,6 +1,9 @@
 //! The measurement threads: a rayon pool built for the purpose, never the
 //! global one, with the engine's thread count.
 
+use std::sync::Barrier;
+use std::time::Instant;
+
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 /// The engine's default thread count: one per core the process may use
@@ -35,4 +38,25 @@ pub fn pool(threads: usize) -> Result<ThreadPool, String> {
         .thread_name(|i| format!("kiln-machine-{i}"))
         .build()
         .map_err(|e| format!("cannot start {threads} measurement threads: {e}"))
+}
+
+/// Runs `work(thread_index)` once on every thread of `pool`, all starting
+/// together after a barrier; returns the seconds from the first start to
+/// the last end (the threads' wake-up is not timed, their overlap is) and
+/// each thread's result.
+pub fn timed_broadcast<R: Send>(
+    pool: &ThreadPool,
+    work: impl Fn(usize) -> R + Sync,
+) -> (f64, Vec<R>) {
+    let barrier = Barrier::new(pool.current_num_threads());
+    let runs = pool.broadcast(|ctx| {
+        barrier.wait();
+        let start = Instant::now();
+        let result = work(ctx.index());
+        (start, Instant::now(), result)
+    });
+    let first = runs.iter().map(|r| r.0).min().expect("a pool has threads");
+    let last = runs.iter().map(|r| r.1).max().expect("a pool has threads");
+    let secs = last.duration_since(first).as_secs_f64();
+    (secs, runs.into_iter().map(|r| r.2).collect())
 }

@@ -8,10 +8,13 @@
 //! of the bytes reported. A kernel's declared bytes follow the same
 //! convention (what it reads plus what it writes).
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rayon::ThreadPool;
 use rayon::prelude::*;
+
+use super::threads::timed_broadcast;
 
 /// Bytes counted per triad element (STREAM's convention).
 pub const TRIAD_BYTES_PER_ELEMENT: usize = 24;
@@ -104,19 +107,21 @@ impl Triad {
         self.a.len() * TRIAD_BYTES_PER_ELEMENT
     }
 
-    /// One pass on `pool`; returns its seconds. Checks the result.
+    /// One pass on `pool`, every thread on its own part, started together
+    /// (see [`timed_broadcast`]); returns its seconds. Checks the result.
     pub fn pass(&mut self, pool: &ThreadPool) -> f64 {
         let (part, s) = (self.part, std::hint::black_box(3.0));
-        let (a, b, c) = (&mut self.a, &self.b, &self.c);
-        let t0 = Instant::now();
-        pool.install(|| {
-            a.par_chunks_mut(part)
-                .zip(b.par_chunks(part))
-                .zip(c.par_chunks(part))
-                .for_each(|((a, b), c)| triad_part(a, b, c, s))
+        let parts: Vec<Mutex<&mut [f64]>> = self.a.chunks_mut(part).map(Mutex::new).collect();
+        let (b, c) = (&self.b, &self.c);
+        let (secs, _) = timed_broadcast(pool, |i| {
+            if let Some(a) = parts.get(i) {
+                let mut a = a.lock().expect("one thread per part");
+                let range = i * part..i * part + a.len();
+                triad_part(&mut a, &b[range.clone()], &c[range], s);
+            }
         });
-        let secs = t0.elapsed().as_secs_f64();
-        let last = a[a.len() - 1];
+        drop(parts);
+        let last = self.a[self.a.len() - 1];
         assert!(last == 7.0, "triad computed {last} instead of 7");
         secs
     }
