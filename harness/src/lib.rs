@@ -12,6 +12,7 @@
 
 pub mod commands;
 pub mod logging;
+pub mod machine;
 pub mod process;
 pub mod supervisor;
 pub mod swap;
