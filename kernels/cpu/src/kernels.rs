@@ -102,10 +102,15 @@ mod matmul_kernel {
                     for i in 0..rows {
                         let a_row = &a[(i0 + i) * k..(i0 + i + 1) * k];
                         let c_row = &mut c_rows[i * n + j0..i * n + j1];
-                        for (kk, &aik) in a_row.iter().enumerate().take(k1).skip(k0) {
+                        // Indexed loops: a `zip` here would be a call (its
+                        // constructor is not `#[inline]`, and without LTO
+                        // nothing is inlined across codegen units) per `kk`.
+                        for kk in k0..k1 {
+                            let aik = a_row[kk];
                             let b_row = &b[kk * n + j0..kk * n + j1];
-                            for (cv, &bv) in c_row.iter_mut().zip(b_row) {
-                                *cv += aik * bv;
+                            let b_row = &b_row[..c_row.len()];
+                            for j in 0..c_row.len() {
+                                c_row[j] += aik * b_row[j];
                             }
                         }
                     }
