@@ -144,11 +144,18 @@ mod stencil2d_kernel {
                 let up = &grid[i.saturating_sub(1) * w..][..w];
                 let mid = &grid[i * w..][..w];
                 let down = &grid[(i + 1).min(h - 1) * w..][..w];
-                for j in 0..w {
+                let cell = |j: usize, west: f32, east: f32| {
                     let c = mid[j];
-                    let west = mid[j.saturating_sub(1)];
-                    let east = mid[(j + 1).min(w - 1)];
-                    row[j] = c + alpha * (up[j] + down[j] + west + east - 4.0 * c);
+                    c + alpha * (up[j] + down[j] + west + east - 4.0 * c)
+                };
+                // The edge columns clamp; the interior needs no clamping
+                // and vectorises.
+                row[0] = cell(0, mid[0], mid[1.min(w - 1)]);
+                if w > 1 {
+                    row[w - 1] = cell(w - 1, mid[w - 2], mid[w - 1]);
+                }
+                for j in 1..w.saturating_sub(1) {
+                    row[j] = cell(j, mid[j - 1], mid[j + 1]);
                 }
             }
         });
