@@ -143,8 +143,8 @@ impl SaveToServing {
                 "restart_loop": self.compiles.restart,
                 "release_profile": self.compiles.profile,
             },
-            "wgsl_edit": null,
-            "cu_edit": null,
+            "wgsl_edit": "not measured yet: shader sources are not staged with a version",
+            "cu_edit": "not measured yet: .cu sources are not staged with a version",
             "rounds": self.rounds,
             "warmup": self.warmup,
             "kiln": {
