@@ -260,3 +260,65 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, String> {
     }
     Ok(comparison)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln::workload::replay::CallResult;
+    use kiln::workload::timing::Stats;
+
+    fn call(
+        index: usize,
+        kernel: &str,
+        median: f64,
+        previous: f64,
+        verdict: Verdict,
+    ) -> CallResult {
+        CallResult {
+            index,
+            key: format!("{index}:{kernel}"),
+            kernel: kernel.to_string(),
+            description: "f32[1024]".to_string(),
+            comparison: None,
+            stats: Stats::from_secs(&[median; 5]),
+            verdict: Some(verdict),
+            previous_median: Some(previous),
+            error: None,
+            recorded: None,
+        }
+    }
+
+    #[test]
+    fn warns_for_the_clearly_slower_calls_only() {
+        let report = ReplayReport {
+            label: "kernel-cpu-v2".to_string(),
+            calls: vec![
+                call(0, "saxpy", 3.0e-3, 1.0e-3, Verdict::Slower),
+                call(1, "dot", 1.05e-3, 1.0e-3, Verdict::NoClearChange),
+                call(2, "matmul", 0.5e-3, 1.0e-3, Verdict::Faster),
+            ],
+            ms: 10.0,
+        };
+        let slower = slower_calls(&report);
+        assert_eq!(slower.len(), 1);
+        assert_eq!((slower[0].index, slower[0].kernel.as_str()), (0, "saxpy"));
+        assert!((slower[0].ratio - 3.0).abs() < 1e-9);
+        let comparison = Comparison {
+            baseline: "one unit".to_string(),
+            candidate: "usual".to_string(),
+            report,
+            slower,
+        };
+        let text = comparison.render(true);
+        assert!(
+            text.contains("warning: call #0 (saxpy f32[1024]) runs 3.00x as long"),
+            "{text}"
+        );
+        assert!(text.contains("closure body over a whole chunk"), "{text}");
+        assert!(
+            !text.contains("call #1") && !text.contains("call #2"),
+            "{text}"
+        );
+        assert!(!comparison.render(false).contains("closure body"));
+    }
+}
