@@ -37,6 +37,9 @@ pub fn bars(report: &Report) -> Vec<Bar> {
     });
     for k in &report.calls.kernels {
         for way in ["hot-lib-reloader", "kiln ServedModule::call"] {
+            if k.get(way).is_none() {
+                continue;
+            }
             bars.push(Bar {
                 group: "call time",
                 label: format!("{way} ÷ static, {}", k.kernel),

@@ -16,6 +16,7 @@
 pub mod artifacts;
 pub mod calls;
 pub mod chart;
+pub mod compare_builds;
 pub mod config;
 pub mod handoff;
 pub mod hot_reloader;

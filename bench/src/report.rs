@@ -213,10 +213,37 @@ impl Report {
             num(v.restart_over_kiln()),
             none(),
         ]);
+        // The compile paths that skip cargo: rows without figures until
+        // shader and `.cu` sources are staged with a version.
+        for (edit, path) in [
+            ("WGSL edit (kernel-vulkan)", "naga at engine creation"),
+            (".cu edit (kernel-cuda)", "NVRTC at engine creation"),
+        ] {
+            t.row(vec![
+                format!("kiln dev, {edit}"),
+                "-".into(),
+                "-".into(),
+                format!("not measured yet ({path})"),
+                "-".into(),
+                "-".into(),
+                none(),
+                "-".into(),
+                "-".into(),
+                none(),
+            ]);
+        }
         out.push_str(&t.render());
         out.push_str(&format!(
-            "  (kiln's own figure from the first file event: {} ms; the restart loop's program is rayon + the kernels only)\n",
-            num(k.reported_total_ms.median)
+            "  (kiln's own figure from the first file event: {} ms)\n  \
+             kiln compiles:         {}\n  \
+             restart loop compiles: {}\n  \
+             both with [profile.release]: {}\n  \
+             WGSL and .cu rows: not measured until shader and .cu sources are staged with a version \
+             (they then skip cargo)\n",
+            num(k.reported_total_ms.median),
+            v.compiles.kiln,
+            v.compiles.restart,
+            v.compiles.profile,
         ));
         out
     }

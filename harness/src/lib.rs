@@ -15,6 +15,7 @@
 pub mod commands;
 pub mod kernel_commands;
 pub mod logging;
+pub mod machine;
 pub mod process;
 pub mod scaffold;
 pub mod supervisor;

@@ -152,6 +152,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
     },
+    /// Print this machine's measured peaks (memory bandwidth, compute), the
+    /// last-level cache size used and the cold-cache flush cost.
+    Machine {
+        /// Threads to measure with, as the engine's `--threads` (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Measure again even if cached peaks still apply.
+        #[arg(long)]
+        remeasure: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -232,6 +242,7 @@ fn main() -> ExitCode {
             state_mib,
         } => kiln::commands::check_swap(&backend, module.as_deref(), device, state_mib),
         Command::Report { module, svg } => kiln::commands::report(&module, svg.as_deref()),
+        Command::Machine { threads, remeasure } => kiln::machine::command::main(threads, remeasure),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

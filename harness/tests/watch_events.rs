@@ -196,6 +196,52 @@ fn delete_then_create_gives_one_change_set() {
 }
 
 #[test]
+fn a_writer_pausing_mid_file_gives_one_change_set_of_the_whole_file() {
+    use std::io::Write;
+    let ws = Workspace::new();
+    let watcher = ws.watch();
+    let lib = ws.path("kernels/foo/src/lib.rs");
+    let whole = "pub fn kernel() -> u32 {\n    10\n}\n";
+    let mut file = fs::File::create(&lib).unwrap();
+    file.write_all(&whole.as_bytes()[..10]).unwrap();
+    file.flush().unwrap();
+    // A pause longer than the settle period (the file is still open for
+    // writing: not a complete save), shorter than the debounce window.
+    std::thread::sleep(kiln::supervisor::watch::SETTLE * 3);
+    file.write_all(&whole.as_bytes()[10..]).unwrap();
+    drop(file);
+    let set = expect_exactly_one(watcher.changes());
+    assert_foo_only(&set, &ws);
+    assert_eq!(fs::read_to_string(&lib).unwrap(), whole);
+}
+
+#[test]
+fn a_save_in_two_steps_gives_one_change_set() {
+    let ws = Workspace::new();
+    let watcher = ws.watch();
+    let lib = ws.path("kernels/foo/src/lib.rs");
+    // Truncate and close, then write and close: two complete saves in a row.
+    fs::File::create(&lib).unwrap();
+    write(&lib, "pub fn kernel() -> u32 { 11 }\n");
+    let set = expect_exactly_one(watcher.changes());
+    assert_foo_only(&set, &ws);
+}
+
+#[test]
+fn deleting_a_source_gives_one_change_set() {
+    let ws = Workspace::new();
+    let watcher = ws.watch();
+    let lib = ws.path("kernels/foo/src/lib.rs");
+    fs::remove_file(&lib).unwrap();
+    let set = expect_exactly_one(watcher.changes());
+    assert_foo_only(&set, &ws);
+    // Created again with the same bytes as before the deletion: a change
+    // (the build saw no file).
+    write(&lib, "pub fn kernel() -> u32 { 1 }\n");
+    assert_foo_only(&expect_exactly_one(watcher.changes()), &ws);
+}
+
+#[test]
 fn swap_and_temp_files_are_ignored() {
     let ws = Workspace::new();
     let watcher = ws.watch();

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use rayon::ThreadPool;
 
-#[allow(dead_code)] // only saxpy and matmul are exported
+#[allow(dead_code, unused_imports)] // only saxpy and matmul are exported
 #[path = "../../../kernels/cpu/src/kernels.rs"]
 mod kernels;
 

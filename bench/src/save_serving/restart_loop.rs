@@ -2,7 +2,7 @@
 //! `src/bin/restart_loop.rs` (CPU kernels compiled in statically) in a
 //! crate of its own, so that an edit of its copy of the kernels rebuilds
 //! it; a round is edit, `cargo build --release`, start, load the state
-//! from a file, answer one call.
+//! from a file, answer one call of every kernel.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,6 +15,11 @@ use super::edit::{ConstantEdit, KERNELS_SOURCE};
 const PROGRAM_SOURCE: &str = "bench/src/bin/restart_loop.rs";
 /// Its package and binary name in the crate copy.
 const PROGRAM: &str = "kiln-bench-restart-loop";
+/// The kernels of `kernels/cpu/src/kernels.rs`, every one of which the
+/// program calls (it answers how many were right).
+pub const KERNELS: usize = 5;
+/// What the program compiles, for the report.
+pub const COMPILES: &str = "binary: kernels.rs (all 5 kernels called) + main (state from a file)";
 
 /// What one edit cost (ms).
 #[derive(Clone, Copy, Debug)]
@@ -39,7 +44,7 @@ pub struct RestartLoop {
 
 /// The lines of `manifest` from the header `table` to the next header, if
 /// it has that table.
-fn toml_table(manifest: &str, table: &str) -> Option<String> {
+pub(crate) fn toml_table(manifest: &str, table: &str) -> Option<String> {
     let mut lines = manifest.lines().skip_while(|l| l.trim() != table);
     let header = lines.next()?;
     let body: Vec<&str> = lines
@@ -173,7 +178,7 @@ impl RestartLoop {
             .read_line(&mut line)
             .map_err(|e| format!("reading {}'s answer: {e}", self.exe.display()))?;
         let status = child.wait().map_err(|e| e.to_string())?;
-        let expected = format!("answer 3.5 state {}", self.state_bytes);
+        let expected = format!("answer 3.5 kernels {KERNELS} state {}", self.state_bytes);
         if !status.success() || line.trim() != expected {
             return Err(format!(
                 "{} answered {:?} ({status}), expected {expected:?}",

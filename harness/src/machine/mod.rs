@@ -1,0 +1,37 @@
+//! The machine kiln runs on: its measured peaks (memory bandwidth by a
+//! STREAM-like triad, f32 compute by an FMA loop), cached under
+//! `target/kiln/machine/`; the roofline a call is judged against; the
+//! last-level cache and the flush that makes a timing cold.
+//!
+//! - [`llc`]: the LLC size reported, judged, and the size used.
+//! - [`triad`], [`fma`]: the CPU measurements; [`threads`]: their pool.
+//! - [`flush`]: the cold-cache flush and its cost.
+//! - [`peaks`]: a device's peaks, the [`peaks::PeakProbe`] trait a backend
+//!   implements to measure its devices, and the CPU's probe.
+//! - [`key`]: what peaks depend on; [`store`]: the cache on disk and when
+//!   measuring is allowed ([`store::Policy`]); [`build_gate`]: is cargo
+//!   building now.
+//! - [`roofline`]: achieved rates, intensity, % of the roofline bound;
+//!   [`columns`]: the replay table's columns for them.
+//! - [`command`]: `kiln machine`.
+
+pub mod build_gate;
+pub mod columns;
+pub mod command;
+pub mod flush;
+pub mod fma;
+pub mod key;
+pub mod llc;
+pub mod peaks;
+pub mod roofline;
+pub mod store;
+pub mod threads;
+pub mod timing_stats;
+pub mod triad;
+
+pub use flush::CacheFlush;
+pub use key::MachineKey;
+pub use llc::LlcChoice;
+pub use peaks::{CpuProbe, DevicePeaks, FlushCost, PeakProbe, Rate};
+pub use roofline::{Achieved, Bound, Roof, Work, achieved};
+pub use store::{Lookup, PeakStore, Policy};

@@ -1,0 +1,170 @@
+//! Measured peaks cached on disk under `target/kiln/machine/`, one JSON
+//! file per [`MachineKey`] (named by a hash of it, the key stored inside
+//! and compared on load): a key that changes (CPU model, threads, quota,
+//! driver, LLC used, method) finds no file and is measured again.
+
+use std::path::{Path, PathBuf};
+
+use super::key::MachineKey;
+use super::peaks::{DevicePeaks, PeakProbe, busy, load_average};
+
+/// The cache directory.
+pub struct PeakStore {
+    dir: PathBuf,
+}
+
+/// When peaks may be measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Use the cached peaks when the key matches, else measure. Peaks
+    /// measured on a busy machine (see [`DevicePeaks::measured_busy`]) are
+    /// measured again once it is quiet.
+    Reuse,
+    /// Measure even when cached peaks match (`kiln machine --remeasure`).
+    Remeasure,
+    /// A build is running: never measure now (the numbers would be wrong
+    /// and the build slower). Use the cached peaks when the key matches,
+    /// else come back after the build ([`Lookup::Deferred`]).
+    BuildRunning,
+}
+
+/// What [`PeakStore::peaks`] gave.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lookup {
+    Cached(DevicePeaks),
+    Measured(DevicePeaks),
+    /// Not measured now (a build runs); ask again later.
+    Deferred,
+}
+
+impl Lookup {
+    pub fn peaks(&self) -> Option<&DevicePeaks> {
+        match self {
+            Lookup::Cached(p) | Lookup::Measured(p) => Some(p),
+            Lookup::Deferred => None,
+        }
+    }
+}
+
+/// Whether `policy` serves `cached` peaks (of the right key) when the load
+/// average is `load_now`.
+pub fn serve_cached(cached: &DevicePeaks, policy: Policy, load_now: Option<f64>) -> bool {
+    match policy {
+        Policy::Remeasure => false,
+        Policy::BuildRunning => true,
+        Policy::Reuse => !cached.measured_busy() || busy(load_now, cached.key.threads),
+    }
+}
+
+impl PeakStore {
+    /// `DIR` itself.
+    pub fn at(dir: impl Into<PathBuf>) -> PeakStore {
+        PeakStore { dir: dir.into() }
+    }
+
+    /// `TARGET_DIR/kiln/machine`.
+    pub fn in_target(target_dir: &Path) -> PeakStore {
+        PeakStore::at(target_dir.join("kiln").join("machine"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file for `key`.
+    pub fn path(&self, key: &MachineKey) -> PathBuf {
+        self.dir.join(format!("{}.json", key.file_stem()))
+    }
+
+    /// The cached peaks for exactly `key`: `Ok(None)` when there are none,
+    /// `Err` (naming the file) when the file is unreadable or not peaks.
+    pub fn load(&self, key: &MachineKey) -> Result<Option<DevicePeaks>, String> {
+        let path = self.path(key);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let peaks: DevicePeaks = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not measured peaks: {e}", path.display()))?;
+        Ok((peaks.key == *key).then_some(peaks))
+    }
+
+    /// Writes `peaks` (a temporary file renamed into place: readers never
+    /// see half a file).
+    pub fn save(&self, peaks: &DevicePeaks) -> Result<PathBuf, String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let path = self.path(&peaks.key);
+        let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
+        let json = serde_json::to_string_pretty(peaks).expect("peaks serialise");
+        std::fs::write(&tmp, json).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    }
+
+    /// The cached peaks `policy` lets [`PeakStore::peaks`] serve for
+    /// `key` without measuring: none for `Remeasure`; with `Reuse`, none
+    /// when they were measured on a busy machine and it is quiet now.
+    pub fn usable(&self, key: &MachineKey, policy: Policy) -> Option<DevicePeaks> {
+        if policy == Policy::Remeasure {
+            return None;
+        }
+        let peaks = self.load(key).ok().flatten()?;
+        serve_cached(&peaks, policy, load_average()).then_some(peaks)
+    }
+
+    /// The peaks of `probe`'s device under `policy`. An unreadable cache
+    /// file is measured over (with `Policy::BuildRunning`: deferred).
+    pub fn peaks(&self, probe: &dyn PeakProbe, policy: Policy) -> Result<Lookup, String> {
+        if let Some(peaks) = self.usable(&probe.key(), policy) {
+            return Ok(Lookup::Cached(peaks));
+        }
+        if policy == Policy::BuildRunning {
+            return Ok(Lookup::Deferred);
+        }
+        let peaks = probe.measure()?;
+        self.save(&peaks)?;
+        Ok(Lookup::Measured(peaks))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::key::{METHOD_VERSION, MachineKey};
+    use crate::machine::peaks::Rate;
+
+    #[test]
+    fn busy_peaks_are_measured_again_once_the_machine_is_quiet() {
+        let rate = Rate::of(&[1.0], "test".into());
+        let mut peaks = DevicePeaks {
+            key: MachineKey {
+                backend: "cpu".into(),
+                device: "test".into(),
+                driver: None,
+                threads: 2,
+                cpu_quota: "none".into(),
+                llc_used_bytes: 1,
+                method: METHOD_VERSION,
+            },
+            bandwidth: rate.clone(),
+            compute: rate,
+            llc: None,
+            flush: None,
+            measured_unix: 0,
+            took_seconds: 1.0,
+            load_before: Some(0.5),
+        };
+        // Quiet when measured: served whatever the load now.
+        assert!(serve_cached(&peaks, Policy::Reuse, Some(9.0)));
+        assert!(serve_cached(&peaks, Policy::Reuse, Some(0.1)));
+        assert!(!serve_cached(&peaks, Policy::Remeasure, Some(0.1)));
+        // Busy when measured (load 6 > 2 threads): served while still busy
+        // or during a build, measured again once quiet.
+        peaks.load_before = Some(6.0);
+        assert!(peaks.measured_busy());
+        assert!(serve_cached(&peaks, Policy::Reuse, Some(3.0)));
+        assert!(serve_cached(&peaks, Policy::BuildRunning, Some(0.1)));
+        assert!(!serve_cached(&peaks, Policy::Reuse, Some(1.5)));
+    }
+}
