@@ -22,9 +22,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kiln::workload::Workload;
 use kiln::workload::replay::{self, Baseline, ReplayOptions, ReplayReport};
 use kiln::workload::timing::{TimingConfig, Verdict};
-use kiln::workload::{Workload, default_workload};
 use kiln::{EngineOptions, LoadedModule, ServedModule, StagingDir};
 
 /// Where the baseline build comes from.
@@ -225,7 +225,7 @@ pub fn compare_artifacts(
 pub fn run(options: &CompareOptions) -> Result<Comparison, String> {
     let workload = match &options.workload {
         Some(path) => kiln::workload::read(path).map_err(|e| e.to_string())?,
-        None => default_workload(),
+        None => kiln::supervisor::declarations::bundled_workload(&options.workspace)?,
     };
     let candidate = match &options.candidate {
         Some(path) => path.clone(),
@@ -285,6 +285,9 @@ mod tests {
             previous_median: Some(previous),
             error: None,
             recorded: None,
+            expected_from: kiln::workload::reference::ExpectedFrom::Unchecked,
+            trials: (1, 1),
+            skipped: None,
         }
     }
 
