@@ -122,6 +122,10 @@ enum Command {
         /// Check correctness only (no timing runs).
         #[arg(long)]
         no_timing: bool,
+        /// Deadline of every call, in seconds (default 10). A call past it
+        /// is reported as failed and its worker killed.
+        #[arg(long, value_name = "SECS")]
+        call_timeout: Option<f64>,
     },
     /// Check that a backend's state survives a swap bit for bit, and time it:
     /// puts MIB MiB of arbitrary bits into an engine, swaps to a fresh copy
@@ -216,7 +220,7 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string())
         }
         Command::Worker => unreachable!("handled above"),
-        Command::Backends { names } => kiln::commands::backends(&names),
+        Command::Backends { names } => kiln::commands::backends(&names, cli.log_format),
         Command::Record {
             kernel,
             shape,
@@ -229,7 +233,20 @@ fn main() -> ExitCode {
             module,
             device,
             no_timing,
-        } => kiln::commands::replay(&file, &backend, module.as_deref(), device, !no_timing),
+            call_timeout,
+        } => kiln::commands::replay(
+            &file,
+            &kiln::commands::ReplayCommand {
+                backend,
+                module_file: module,
+                device,
+                timing: !no_timing,
+                call_timeout: call_timeout
+                    .filter(|s| *s > 0.0 && s.is_finite())
+                    .map(Duration::from_secs_f64),
+                log_format: cli.log_format,
+            },
+        ),
         Command::CheckSwap {
             backend,
             module,

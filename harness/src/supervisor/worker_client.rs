@@ -53,7 +53,7 @@ impl Down {
         let words: Vec<&String> = self
             .last_words
             .iter()
-            .filter(|l| !l.trim().is_empty())
+            .filter(|l| !l.trim().is_empty() && !is_backtrace_line(l))
             .collect();
         if !words.is_empty() {
             let tail: Vec<&str> = words
@@ -76,6 +76,19 @@ impl Down {
             DownKind::Hung { .. } => None,
         }
     }
+}
+
+/// A line of a Rust backtrace (`stack backtrace:`, `  3: frame`,
+/// `at src/x.rs:1`, the closing note): the crash report skips them to show
+/// the message they follow.
+fn is_backtrace_line(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with("stack backtrace:")
+        || t.starts_with("at ")
+        || t.starts_with("note: Some details are omitted")
+        || t.starts_with("note: run with `RUST_BACKTRACE=1`")
+        || t.split_once(": ")
+            .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// Why a request produced no reply.
@@ -210,5 +223,35 @@ impl Worker {
                 .map_err(|_| ());
         }
         self.process.wait_or_kill(deadline);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_words_are_the_message_not_the_backtrace() {
+        let down = Down {
+            kind: DownKind::Crashed("killed by SIGABRT (aborted)".into()),
+            running: None,
+            last_words: [
+                "memory allocation of 4294967296 bytes failed",
+                "stack backtrace:",
+                "   0: std::alloc::rust_oom",
+                "             at /rustc/library/std/src/alloc.rs:1",
+                "  12: <shared_state::export::Guarded<E> as Engine>::run",
+                "note: Some details are omitted, run with `RUST_BACKTRACE=full` for a verbose backtrace.",
+            ]
+            .map(String::from)
+            .to_vec(),
+            noticed: Instant::now(),
+        };
+        let text = down.describe();
+        assert!(
+            text.ends_with("its last words: memory allocation of 4294967296 bytes failed"),
+            "{text}"
+        );
+        assert_eq!(down.signal(), Some("SIGABRT"));
     }
 }

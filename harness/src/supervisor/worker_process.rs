@@ -23,13 +23,16 @@ use crate::logging::LogFormat;
 use crate::worker::protocol::{Message, Request, SLOT_FDS, STATUS_FD};
 use crate::worker::{LOG_ANSI_ENV, LOG_ELAPSED_ENV};
 
-/// Lines of standard error kept for the crash report.
-const LAST_WORDS: usize = 12;
+/// Lines of standard error kept for the crash report (a backtrace can be
+/// long; the message before it is what matters).
+const LAST_WORDS: usize = 200;
 
 /// How to start workers.
 #[derive(Clone, Debug)]
 pub struct SpawnOptions {
-    /// The `kiln` binary (default: `KILN_WORKER_BIN`, else this executable).
+    /// The `kiln` binary (default: `KILN_WORKER_BIN`, else this process's
+    /// own executable, as running: `/proc/self/exe` still starts it after
+    /// a rebuild replaced the file).
     pub program: Option<PathBuf>,
     pub log_format: LogFormat,
     /// Print the worker's log lines and standard error here (else drop
@@ -58,7 +61,7 @@ impl SpawnOptions {
         if let Some(p) = std::env::var_os("KILN_WORKER_BIN").filter(|p| !p.is_empty()) {
             return Ok(PathBuf::from(p));
         }
-        std::env::current_exe()
+        Ok(PathBuf::from("/proc/self/exe"))
     }
 }
 

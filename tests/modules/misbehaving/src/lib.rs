@@ -16,7 +16,9 @@
 //!   `abort`, `stack_overflow` (unbounded recursion), `infinite_loop`,
 //!   `oom` (allocates and touches `bytes` bytes, default 4 GiB, as a
 //!   runaway allocation would), `panic`;
-//! - engine option `misbehave_in_create=MODE` does it in the factory.
+//! - engine option `misbehave_in_create=MODE` does it in the factory;
+//! - environment variable `KILN_TEST_PROBE_MISBEHAVE=MODE` does it in the
+//!   device probe.
 //!
 //! State: kernel `count` increments a counter and returns it; residents are
 //! kept as given (`put_resident`), exported as tensor sections, and kernel
@@ -119,6 +121,10 @@ fn create(
 }
 
 fn probe() -> Result<Vec<DeviceInfo>, EngineError> {
+    // A driver that crashes while probing, for `kiln backends`.
+    if let Ok(mode) = std::env::var("KILN_TEST_PROBE_MISBEHAVE") {
+        misbehave(&mode, 4 << 30, 0)?;
+    }
     Ok(Vec::new())
 }
 
