@@ -72,6 +72,7 @@ pub struct WorkerProcess {
     messages: Receiver<Message>,
     last_words: Arc<Mutex<VecDeque<String>>>,
     stderr_done: Receiver<()>,
+    readers: Vec<std::thread::JoinHandle<()>>,
     exit: Option<ExitStatus>,
 }
 
@@ -165,7 +166,7 @@ impl WorkerProcess {
         let stderr = child.stderr.take().expect("piped stderr");
         let forward = options.forward_output;
         let (tx, messages) = crossbeam_channel::unbounded();
-        std::thread::Builder::new()
+        let out_reader = std::thread::Builder::new()
             .name("kiln-worker-out".into())
             .spawn(move || {
                 for line in BufReader::new(stdout).lines() {
@@ -194,7 +195,7 @@ impl WorkerProcess {
         let last_words = Arc::new(Mutex::new(VecDeque::new()));
         let kept = last_words.clone();
         let (done_tx, stderr_done) = crossbeam_channel::bounded(1);
-        std::thread::Builder::new()
+        let err_reader = std::thread::Builder::new()
             .name("kiln-worker-err".into())
             .spawn(move || {
                 let mut reader = BufReader::new(stderr);
@@ -226,6 +227,7 @@ impl WorkerProcess {
             messages,
             last_words,
             stderr_done,
+            readers: vec![out_reader, err_reader],
             exit: None,
         })
     }
@@ -313,6 +315,10 @@ impl WorkerProcess {
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         self.kill();
+        // The whole group is gone, so both pipes are at end of file.
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
     }
 }
 
