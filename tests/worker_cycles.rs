@@ -102,8 +102,7 @@ fn two_hundred_crashes_and_restarts_leak_nothing() {
         },
         call_timeout: None,
     };
-    let mut engine =
-        IsolatedEngine::new(options, crossbeam_channel::never()).expect("shared memory");
+    let mut engine = IsolatedEngine::new(options, None).expect("shared memory");
     let staged = stage.stage(MODULE, &artifact).expect("stage");
     engine
         .start(&staged, StateSource::Empty)

@@ -117,11 +117,8 @@ pub fn backends(names: &[String], log_format: LogFormat) -> Result<(), String> {
             .collect::<Result<_, _>>()?
     };
     let builder = builder(&root);
-    let mut prober = IsolatedEngine::new(
-        isolation(log_format, WorkerConfig::default()),
-        crossbeam_channel::never(),
-    )
-    .map_err(|e| format!("cannot set up a worker: {e}"))?;
+    let mut prober = IsolatedEngine::new(isolation(log_format, WorkerConfig::default()), None)
+        .map_err(|e| format!("cannot set up a worker: {e}"))?;
     let mut unavailable = Vec::new();
     for module in &modules {
         let result = build_now(&builder, module)
@@ -222,8 +219,8 @@ pub fn replay(file: &Path, options: &ReplayCommand) -> Result<(), String> {
         },
     );
     isolation.call_timeout = options.call_timeout;
-    let mut engine = IsolatedEngine::new(isolation, crossbeam_channel::never())
-        .map_err(|e| format!("cannot set up a worker: {e}"))?;
+    let mut engine =
+        IsolatedEngine::new(isolation, None).map_err(|e| format!("cannot set up a worker: {e}"))?;
     let went_down = |e: WorkerError| match e {
         WorkerError::Down(down) => format!("{} {}", staged.label, down.describe()),
         other => other.to_string(),

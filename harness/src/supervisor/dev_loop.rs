@@ -211,7 +211,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         },
         call_timeout: options.call_timeout,
     };
-    let mut engine = IsolatedEngine::new(isolation, shutdown.clone())
+    let mut engine = IsolatedEngine::new(isolation, Some(shutdown.clone()))
         .map_err(|e| err(format!("cannot set up the worker's shared memory: {e}")))?;
     let source = prior_path
         .clone()

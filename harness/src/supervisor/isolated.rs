@@ -51,8 +51,12 @@ fn unexpected(reply: Reply) -> WorkerError {
 }
 
 impl IsolatedEngine {
-    /// No worker yet; `interrupt` (Ctrl-C) ends any wait on one.
-    pub fn new(options: IsolationOptions, interrupt: Receiver<()>) -> std::io::Result<Self> {
+    /// No worker yet; `interrupt` (Ctrl-C), if given, ends any wait on one.
+    pub fn new(
+        options: IsolationOptions,
+        interrupt: Option<Receiver<()>>,
+    ) -> std::io::Result<Self> {
+        let interrupt = interrupt.unwrap_or_else(crossbeam_channel::never);
         let (_, status_file) = StatusRecord::create()?;
         let deadlines = Deadlines {
             fixed: options.call_timeout,
