@@ -62,6 +62,9 @@ struct Expect {
     signal: Option<&'static str>,
     /// Words the `crashed`/`hung` message must contain (last words too).
     says: &'static [&'static str],
+    /// Save the good version while the bad one is still running (a hang):
+    /// it must be built and tried after the recovery, not dropped.
+    save_during: bool,
 }
 
 /// Serves a good version, saves one that does `expect.mode`, checks the
@@ -85,6 +88,12 @@ fn crash_and_recover(expect: Expect, extra: &[&str]) {
     let swapped = session.wait_event("swapped", BUILD_DEADLINE);
     let v2 = swapped.u64("version").expect("version");
     assert_eq!(swapped.u64("from_version"), Some(v1));
+    if expect.save_during {
+        session.wait_for("the module misbehaving", BUILD_DEADLINE, |e| {
+            e.message() == format!("misbehaving: {}", expect.mode)
+        });
+        ws.save("none", 2);
+    }
     let down = session.wait_event(expect.event, BUILD_DEADLINE);
     let message = down.message().to_string();
     assert_eq!(
@@ -141,8 +150,11 @@ fn crash_and_recover(expect: Expect, extra: &[&str]) {
         "kiln dev runs on"
     );
 
-    // The next good save swaps in from the restarted version and passes.
-    ws.save("none", 2);
+    // The next good save (or the one made during the hang) swaps in from
+    // the restarted version and passes.
+    if !expect.save_during {
+        ws.save("none", 2);
+    }
     let swapped = session.wait_for("the good version's swap", BUILD_DEADLINE, |e| {
         e.name() == "swapped"
     });
@@ -197,6 +209,7 @@ fn a_write_through_a_bad_pointer_costs_one_version() {
             event: "crashed",
             signal: Some("SIGSEGV"),
             says: &["killed by SIGSEGV", "segmentation fault"],
+            save_during: false,
         },
         &[],
     );
@@ -210,6 +223,7 @@ fn an_abort_costs_one_version() {
             event: "crashed",
             signal: Some("SIGABRT"),
             says: &["killed by SIGABRT"],
+            save_during: false,
         },
         &[],
     );
@@ -223,6 +237,7 @@ fn a_stack_overflow_costs_one_version_and_its_last_words_are_kept() {
             event: "crashed",
             signal: Some("SIGABRT"),
             says: &["has overflowed its stack"],
+            save_during: false,
         },
         &[],
     );
@@ -236,19 +251,21 @@ fn an_allocation_past_the_worker_limit_fails_in_the_worker() {
             event: "crashed",
             signal: Some("SIGABRT"),
             says: &["memory allocation of 4294967296 bytes failed"],
+            save_during: false,
         },
         &["--worker-memory", "1G"],
     );
 }
 
 #[test]
-fn an_infinite_loop_is_killed_at_its_deadline() {
+fn an_infinite_loop_is_killed_at_its_deadline_and_a_save_made_meanwhile_is_tried() {
     crash_and_recover(
         Expect {
             mode: "infinite_loop",
             event: "hung",
             signal: None,
             says: &["past its 2.0 s deadline"],
+            save_during: true,
         },
         &["--call-timeout", "2"],
     );

@@ -43,7 +43,10 @@ pub struct ReplayOptions {
 /// call's index among the workload's calls, its kernel. `kiln dev`'s worker
 /// uses it to keep the status record its supervisor's watchdog reads.
 #[derive(Clone, Default)]
-pub struct CallWatch(Option<std::sync::Arc<dyn Fn(&str, usize, &str) + Send + Sync>>);
+pub struct CallWatch(Option<std::sync::Arc<WatchFn>>);
+
+/// `(engine label, call index, kernel)`.
+type WatchFn = dyn Fn(&str, usize, &str) + Send + Sync;
 
 impl CallWatch {
     pub fn new(f: impl Fn(&str, usize, &str) + Send + Sync + 'static) -> CallWatch {
