@@ -25,6 +25,7 @@ pub mod module_build;
 pub mod module_graph;
 mod recovery;
 mod session;
+mod session_end;
 mod spinner;
 pub mod watch;
 pub mod worker_client;

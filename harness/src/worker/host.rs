@@ -209,10 +209,11 @@ impl Host {
             (None, None) => Baseline::None,
         };
         let report = replay::replay_with(&handle, self.workload()?, &self.replay_options, baseline);
-        // The replaced version retires now that both were timed.
-        drop(old);
         let staged = handle.module().staged.clone();
         replay::log_events(&report, &staged.module, staged.version);
+        // The replaced version retires now that both were timed (after the
+        // replay's events, as in-process).
+        drop(old);
         let summary = ReplaySummary {
             label: report.label.clone(),
             passed: report.passed(),
