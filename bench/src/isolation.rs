@@ -97,6 +97,28 @@ impl Isolation {
         })
     }
 
+    /// A replay call in a worker costs no more than in-process, within the
+    /// larger of 5% and the two spreads.
+    pub fn targets(&self) -> Vec<crate::report::Target> {
+        self.calls
+            .iter()
+            .map(|c| {
+                let (a, b) = (&c.in_process_ns, &c.worker_ns);
+                let allowed = (a.median * 0.05).max(a.mad + b.mad);
+                crate::report::Target {
+                    name: format!("replay call {} in a worker vs in-process", c.call),
+                    met: b.median - a.median <= allowed,
+                    detail: format!(
+                        "{:.1} µs vs {:.1} µs (allowed +{:.1} µs: 5% or the spreads)",
+                        b.median / 1e3,
+                        a.median / 1e3,
+                        allowed / 1e3
+                    ),
+                }
+            })
+            .collect()
+    }
+
     /// The section's rows: (what, in-process, worker, ratio or note).
     pub fn rows(&self) -> Vec<[String; 4]> {
         let pm = |s: &Summary| format!("{:.1} ± {:.1}", s.median, s.mad);

@@ -84,6 +84,7 @@ impl Report {
                 ),
             });
         }
+        targets.extend(self.isolation.targets());
         for s in &self.handoff.sizes {
             let ratio = s.ratio_to_memcpy();
             targets.push(Target {
