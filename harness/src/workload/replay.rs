@@ -35,6 +35,39 @@ pub struct ReplayOptions {
     pub timing: Option<TimingConfig>,
     /// Keep every call's output in the report (to record a session).
     pub keep_outputs: bool,
+    /// Told before every kernel call replay makes.
+    pub watch: CallWatch,
+}
+
+/// Told before every kernel call replay makes: the engine's label, the
+/// call's index among the workload's calls, its kernel. `kiln dev`'s worker
+/// uses it to keep the status record its supervisor's watchdog reads.
+#[derive(Clone, Default)]
+pub struct CallWatch(Option<std::sync::Arc<WatchFn>>);
+
+/// `(engine label, call index, kernel)`.
+type WatchFn = dyn Fn(&str, usize, &str) + Send + Sync;
+
+impl CallWatch {
+    pub fn new(f: impl Fn(&str, usize, &str) + Send + Sync + 'static) -> CallWatch {
+        CallWatch(Some(std::sync::Arc::new(f)))
+    }
+
+    fn before(&self, label: &str, index: usize, kernel: &str) {
+        if let Some(f) = &self.0 {
+            f(label, index, kernel);
+        }
+    }
+}
+
+impl std::fmt::Debug for CallWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "CallWatch(set)"
+        } else {
+            "CallWatch(none)"
+        })
+    }
 }
 
 impl Default for ReplayOptions {
@@ -43,6 +76,7 @@ impl Default for ReplayOptions {
             tolerances: Tolerances::default(),
             timing: Some(quick_timing()),
             keep_outputs: false,
+            watch: CallWatch::default(),
         }
     }
 }
@@ -265,6 +299,7 @@ pub fn replay_with(
             error: None,
             recorded: None,
         };
+        options.watch.before(handle.label(), index, &call.kernel);
         let output = handle.run(run_call.clone()).and_then(|out| match out {
             Output::Value(t) => Ok(t),
             Output::Stored { name, .. } => handle.read_resident(&name),
@@ -290,7 +325,7 @@ pub fn replay_with(
             Baseline::Interleaved(old) => Some(old),
             _ => None,
         };
-        for (index, timed) in time_calls(handle, old, &to_time, timing) {
+        for (index, timed) in time_calls(handle, old, &to_time, timing, &options.watch) {
             let result = &mut calls[index];
             match timed {
                 Ok((stats, old_stats)) => {
@@ -377,6 +412,7 @@ fn time_calls(
     old: Option<&EngineHandle>,
     calls: &[(usize, Call)],
     config: &TimingConfig,
+    watch: &CallWatch,
 ) -> Vec<(usize, Result<TimedStats, CallError>)> {
     let mut scratch_new = Vec::new();
     let mut scratch_old = Vec::new();
@@ -430,16 +466,25 @@ fn time_calls(
             } else {
                 (&mut scratch_samples, &mut Vec::new())
             };
+            let (index, kernel) = (t.index, t.new_call.kernel.as_str());
+            let on_new = |into: &mut Vec<Duration>| {
+                watch.before(handle.label(), index, kernel);
+                sample(handle, &t.new_call, into)
+            };
+            let on_old = |old: &EngineHandle, call: &Call, into: &mut Vec<Duration>| {
+                watch.before(old.label(), index, kernel);
+                sample(old, call, into)
+            };
             let result = (|| match (old, &t.old_call) {
                 (Some(old), Some(old_call)) if !new_first => {
-                    sample(old, old_call, old_into)?;
-                    sample(handle, &t.new_call, new_into)
+                    on_old(old, old_call, old_into)?;
+                    on_new(new_into)
                 }
                 (Some(old), Some(old_call)) => {
-                    sample(handle, &t.new_call, new_into)?;
-                    sample(old, old_call, old_into)
+                    on_new(new_into)?;
+                    on_old(old, old_call, old_into)
                 }
-                _ => sample(handle, &t.new_call, new_into),
+                _ => on_new(new_into),
             })();
             if let Err(e) = result {
                 t.error = Some(e);
