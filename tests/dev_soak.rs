@@ -19,7 +19,8 @@ fn twenty_swaps_leave_one_module_mapped_and_no_extra_threads() {
     let copy = WorkspaceCopy::new();
     let pristine = copy.read("kernels/cpu/src/kernels.rs");
     let mut session = DevSession::start(&copy, &[]);
-    let pid = session.pid();
+    // Modules are loaded, and their threads run, in the worker.
+    let pid = session.worker_pid();
     let stage = session.stage_dir();
 
     let mut figures: Vec<[f64; 6]> = Vec::new();

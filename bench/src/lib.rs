@@ -9,7 +9,8 @@
 //! Sections: [`serving`] (artifact to serving), [`save_serving`] (save to
 //! serving, through the real `kiln dev`), [`calls`] (call overhead),
 //! [`handoff`] (state handoff throughput), [`soak`] (memory over many
-//! reloads). `hot-lib-reloader` is a dev-dependency of the benchmark only:
+//! reloads), [`isolation`] (the worker process: call cost, crash to
+//! serving, checkpoint cost). `hot-lib-reloader` is a dev-dependency of the benchmark only:
 //! its side comes in through the [`hot_reloader::HotLibReloader`] trait,
 //! implemented in the bench target.
 
@@ -20,6 +21,7 @@ pub mod compare_builds;
 pub mod config;
 pub mod handoff;
 pub mod hot_reloader;
+pub mod isolation;
 pub mod kiln_side;
 pub mod report;
 pub mod save_serving;
@@ -79,7 +81,10 @@ pub fn run(config: &Config, hot: &dyn hot_reloader::HotLibReloader) -> Result<Re
     let calls = calls::measure(config, &artifact, hot)?;
     section("handoff throughput");
     let handoff = handoff::measure(config, &artifact)?;
+    section("isolation");
+    let isolation = isolation::measure(config, &artifact)?;
     let report = Report {
+        isolation,
         quick: config.quick,
         serving,
         save,

@@ -37,6 +37,7 @@ pub struct Report {
     pub save: SaveToServing,
     pub calls: Calls,
     pub handoff: Handoff,
+    pub isolation: crate::isolation::Isolation,
     pub soak: Soak,
     pub seconds: f64,
     /// `/proc/loadavg`'s 1-minute load at the start and at the end: other
@@ -83,6 +84,7 @@ impl Report {
                 ),
             });
         }
+        targets.extend(self.isolation.targets());
         for s in &self.handoff.sizes {
             let ratio = s.ratio_to_memcpy();
             targets.push(Target {
@@ -160,6 +162,7 @@ impl Report {
             "save_to_serving": self.save.to_json(),
             "call_overhead": self.calls.to_json(),
             "handoff": self.handoff.to_json(),
+            "isolation": self.isolation.to_json(),
             "soak": self.soak.to_json(),
             "targets": self.targets().iter().map(|t| json!({
                 "name": t.name, "met": t.met, "detail": t.detail,
@@ -380,6 +383,13 @@ impl Report {
                     c.threads.to_string(),
                 ]);
             }
+        }
+        out.push_str(&t.render());
+
+        out.push_str("\n6. Isolation (kernels run in a worker process; medians ± MAD)\n");
+        let mut t = Table::new(&["figure", "in-process", "worker", "worker/in-process"]);
+        for row in self.isolation.rows() {
+            t.row(row.to_vec());
         }
         out.push_str(&t.render());
 

@@ -3,15 +3,20 @@
 //! `kernel_commands.rs`). Each returns a message for the user on failure.
 
 use std::path::Path;
-use std::sync::Arc;
 
+use crate::logging::LogFormat;
 use crate::supervisor::build_now;
 use crate::supervisor::history::History;
+use crate::supervisor::isolated::{IsolatedEngine, IsolationOptions};
 use crate::supervisor::module_build::ModuleBuilder;
 use crate::supervisor::module_graph::{KernelModule, ModuleGraph};
-use crate::swap::engine_handle::{EngineOptions, probe_devices};
+use crate::supervisor::worker_client::WorkerError;
+use crate::supervisor::worker_process::SpawnOptions;
+use crate::swap::engine_handle::EngineOptions;
 use crate::swap::load::LoadedModule;
-use crate::swap::stage::StagingDir;
+use crate::swap::stage::{Staged, StagingDir};
+use crate::worker::protocol::{StateSource, WorkerConfig};
+use crate::workload;
 use crate::workspace;
 
 fn workspace_root() -> std::path::PathBuf {
@@ -42,13 +47,13 @@ fn builder(root: &Path) -> ModuleBuilder {
         .with_profile(workspace::HOST_PROFILE)
 }
 
-/// Builds (or takes) a module file, stages and loads it.
-fn load_module(
+/// Builds (or takes) a module file and stages it.
+fn stage_module(
     root: &Path,
     stage: &StagingDir,
     backend: &str,
     module_file: Option<&Path>,
-) -> Result<LoadedModule, String> {
+) -> Result<Staged, String> {
     let (name, artifact) = match module_file {
         Some(path) => {
             let stem = path
@@ -68,12 +73,39 @@ fn load_module(
             (module.package, artifact)
         }
     };
-    let staged = stage.stage(&name, &artifact).map_err(|e| e.to_string())?;
+    stage.stage(&name, &artifact).map_err(|e| e.to_string())
+}
+
+/// Builds (or takes) a module file, stages and loads it (in this process).
+fn load_module(
+    root: &Path,
+    stage: &StagingDir,
+    backend: &str,
+    module_file: Option<&Path>,
+) -> Result<LoadedModule, String> {
+    let staged = stage_module(root, stage, backend, module_file)?;
     LoadedModule::open(staged).map_err(|e| e.to_string())
 }
 
-/// `kiln backends [NAMES]`.
-pub fn backends(names: &[String]) -> Result<(), String> {
+/// Workers for the one-shot commands: module code runs there, so a module
+/// that crashes or hangs is reported, not fatal.
+fn isolation(log_format: LogFormat, worker: WorkerConfig) -> IsolationOptions {
+    IsolationOptions {
+        spawn: SpawnOptions {
+            program: None,
+            log_format,
+            forward_output: true,
+            memory_limit: crate::supervisor::memory_limit::default_limit(),
+        },
+        worker,
+        call_timeout: None,
+    }
+}
+
+/// `kiln backends [NAMES]`. Each module is probed in a worker process: a
+/// driver that crashes while probing makes its backend unavailable, not
+/// kiln fail.
+pub fn backends(names: &[String], log_format: LogFormat) -> Result<(), String> {
     let root = workspace_root();
     let graph = graph(&root)?;
     let stage = StagingDir::create(&workspace::staging_root(&root))
@@ -88,6 +120,8 @@ pub fn backends(names: &[String]) -> Result<(), String> {
             .collect::<Result<_, _>>()?
     };
     let builder = builder(&root);
+    let mut prober = IsolatedEngine::new(isolation(log_format, WorkerConfig::default()), None)
+        .map_err(|e| format!("cannot set up a worker: {e}"))?;
     let mut unavailable = Vec::new();
     for module in &modules {
         let result = build_now(&builder, module)
@@ -97,8 +131,12 @@ pub fn backends(names: &[String]) -> Result<(), String> {
                     .stage(&module.package, &artifact)
                     .map_err(|e| e.to_string())
             })
-            .and_then(|staged| LoadedModule::open(staged).map_err(|e| e.to_string()))
-            .and_then(|loaded| probe_devices(&Arc::new(loaded)).map_err(|e| e.message));
+            .and_then(|staged| {
+                prober.probe(&staged).map_err(|e| match e {
+                    WorkerError::Down(down) => format!("its probe crashed: {}", down.describe()),
+                    other => other.to_string(),
+                })
+            });
         match result {
             Ok(devices) if !devices.is_empty() => {
                 println!("{:<8} available", module.backend);
@@ -127,6 +165,126 @@ pub fn backends(names: &[String]) -> Result<(), String> {
         return Err(format!("cannot run here: {}", unavailable.join(", ")));
     }
     Ok(())
+}
+
+/// Options of `kiln replay`.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayCommand {
+    pub backend: String,
+    /// Load this module file instead of building the backend's module.
+    pub module_file: Option<std::path::PathBuf>,
+    pub device: Option<String>,
+    pub timing: bool,
+    pub call_timeout: Option<std::time::Duration>,
+    pub log_format: LogFormat,
+    /// `--reference BACKEND`: expected outputs from this backend's module,
+    /// run on the same inputs.
+    pub reference: Option<String>,
+}
+
+/// `kiln replay`: the module runs in a worker process; a call that crashes
+/// it or passes its deadline is reported as a failed call, with the reason.
+pub fn replay(file: &Path, options: &ReplayCommand) -> Result<(), String> {
+    let workload = workload::read(file).map_err(|e| e.to_string())?;
+    println!("{}", workload.describe());
+    let root = workspace_root();
+    let stage = StagingDir::create(&workspace::staging_root(&root))
+        .map_err(|e| e.to_string())?
+        .for_workspace(&root);
+    // Expected outputs: another backend, else the workload's, else the
+    // reference module. Each runs in the worker, like the module replayed.
+    let cross_reference = match &options.reference {
+        Some(backend) => Some(stage_module(&root, &stage, backend, None)?),
+        None => None,
+    };
+    let reference = match (
+        &cross_reference,
+        workload.call_steps().any(|c| c.expected.is_empty()),
+    ) {
+        (None, true) => Some(stage_module(
+            &root,
+            &stage,
+            crate::kernel_commands::REFERENCE_BACKEND,
+            None,
+        )?),
+        _ => None,
+    };
+    let staged = stage_module(
+        &root,
+        &stage,
+        &options.backend,
+        options.module_file.as_deref(),
+    )?;
+    let tolerances_path = root.join("kiln.toml");
+    let mut engine_options = std::collections::BTreeMap::new();
+    if let Some(device) = &options.device {
+        engine_options.insert("device".to_string(), device.clone());
+    }
+    let mut isolation = isolation(
+        options.log_format,
+        WorkerConfig {
+            threads: 0,
+            engine_options,
+            workload: Some(file.to_path_buf()),
+            tolerances: tolerances_path.exists().then_some(tolerances_path),
+            timing: options.timing,
+            keep_outputs: false,
+            workspace: Some(root.clone()),
+            reference: reference.as_ref().map(Into::into),
+            cross_reference: cross_reference.as_ref().map(Into::into),
+        },
+    );
+    isolation.call_timeout = options.call_timeout;
+    let mut engine =
+        IsolatedEngine::new(isolation, None).map_err(|e| format!("cannot set up a worker: {e}"))?;
+    let went_down = |e: WorkerError| match e {
+        WorkerError::Down(down) => format!("{} {}", staged.label, down.describe()),
+        other => other.to_string(),
+    };
+    engine
+        .start(&staged, StateSource::Empty)
+        .map_err(went_down)?;
+    engine.load_workload_state().map_err(went_down)?;
+    match engine.replay(None) {
+        Ok(report) => {
+            print!("{}", report.table);
+            if report.passed {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} failed replay of {}",
+                    report.label,
+                    file.display()
+                ))
+            }
+        }
+        Err(WorkerError::Down(down)) => {
+            let call = down
+                .running
+                .as_ref()
+                .and_then(|r| r.call.clone())
+                .map_or("a call".to_string(), |(i, k)| format!("call {i} ({k})"));
+            println!(
+                "replay of {}: {call} FAILED: the module {}",
+                staged.label,
+                down.describe()
+            );
+            Err(format!(
+                "{} failed replay of {}: {call} {}",
+                staged.label,
+                file.display(),
+                match down.signal() {
+                    Some(signal) => format!("crashed ({signal})"),
+                    None => "hung".to_string(),
+                }
+            ))
+        }
+        Err(e) => Err(format!(
+            "{} failed replay of {}: {e}",
+            staged.label,
+            file.display()
+        )),
+    }
 }
 
 /// `kiln report`.

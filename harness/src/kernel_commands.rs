@@ -15,10 +15,9 @@ use crate::swap::engine_handle::{EngineHandle, EngineOptions};
 use crate::swap::load::LoadedModule;
 use crate::swap::stage::StagingDir;
 use crate::swap::version_files::{self, read_declarations};
-use crate::workload::compare::Tolerances;
 use crate::workload::generate::{self, GenSpec};
 use crate::workload::reference::fill_expected;
-use crate::workload::replay::{self, ReplayOptions};
+
 use crate::workload::{self, Step, Workload};
 use crate::workspace;
 
@@ -67,6 +66,18 @@ pub fn load_backend(
     backend: &str,
     module_file: Option<&Path>,
 ) -> Result<LoadedModule, String> {
+    let staged = stage_backend(root, stage, backend, module_file)?;
+    LoadedModule::open(staged).map_err(|e| e.to_string())
+}
+
+/// Builds (or takes) a backend's module file and stages it with the
+/// workspace's declarations and its sources.
+pub fn stage_backend(
+    root: &Path,
+    stage: &StagingDir,
+    backend: &str,
+    module_file: Option<&Path>,
+) -> Result<crate::swap::stage::Staged, String> {
     let (name, artifact) = match module_file {
         Some(path) => {
             let stem = path
@@ -88,8 +99,7 @@ pub fn load_backend(
             (module.package, artifact)
         }
     };
-    let staged = stage.stage(&name, &artifact).map_err(|e| e.to_string())?;
-    LoadedModule::open(staged).map_err(|e| e.to_string())
+    stage.stage(&name, &artifact).map_err(|e| e.to_string())
 }
 
 /// Builds, loads and starts a backend's engine.
@@ -253,54 +263,4 @@ pub struct ReplayArgs {
     pub timing: bool,
     /// `--reference BACKEND`.
     pub reference: Option<String>,
-}
-
-/// `kiln replay FILE [--backend B] [--reference BACKEND]`.
-pub fn replay_command(args: &ReplayArgs) -> Result<(), String> {
-    let workload = workload::read(&args.file).map_err(|e| e.to_string())?;
-    println!("{}", workload.describe());
-    let root = workspace_root();
-    let stage = staging(&root)?;
-    let loaded = load_backend(&root, &stage, &args.backend, args.module.as_deref())?;
-    let mut options = EngineOptions::default();
-    if let Some(device) = &args.device {
-        options.options.insert("device".into(), device.clone());
-    }
-    let (handle, _) =
-        EngineHandle::start(Arc::new(loaded), &options, None).map_err(|e| e.to_string())?;
-    replay::load_state(&handle, &workload).map_err(|e| e.to_string())?;
-    let mut replay_options = ReplayOptions::default();
-    let tolerances_path = root.join("kiln.toml");
-    if tolerances_path.exists() {
-        replay_options.tolerances =
-            Tolerances::load(&tolerances_path).map_err(|e| e.to_string())?;
-    }
-    if !args.timing {
-        replay_options.timing = None;
-    }
-    match &args.reference {
-        Some(backend) => {
-            replay_options.cross_reference = Some(start_backend(&root, &stage, backend, None)?);
-        }
-        None => {
-            let needs_reference = workload.call_steps().any(|c| c.expected.is_empty());
-            if needs_reference {
-                replay_options.reference =
-                    Some(start_backend(&root, &stage, REFERENCE_BACKEND, None)?);
-            }
-        }
-    }
-    let report = replay::replay(&handle, &workload, &replay_options, None);
-    let staged = handle.module().staged.clone();
-    replay::log_events(&report, &staged.module, staged.version);
-    print!("{}", report.table());
-    if report.passed() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} failed replay of {}",
-            report.label,
-            args.file.display()
-        ))
-    }
 }

@@ -6,7 +6,10 @@
 //!   handoff -> retire (threads joined, library closed).
 //! - [`workload`]: workloads (model, file format, generator), replay,
 //!   correctness, timing and the reference backend.
-//! - [`supervisor`]: `kiln dev`: watch, build, history, and the session loop.
+//! - [`supervisor`]: `kiln dev`: watch, build, history, the session loop,
+//!   and the worker processes module code runs in (start, watch, restart).
+//! - [`worker`]: the worker process (`kiln worker`): the engine host, the
+//!   only place module code runs in a `kiln dev` session.
 //! - [`commands`]: the one-shot commands (`backends`, `report`, ...);
 //!   [`kernel_commands`] (`kernels`, `record`, `replay`) and [`scaffold`]
 //!   (`new kernel`) for declared kernels.
@@ -20,6 +23,7 @@ pub mod process;
 pub mod scaffold;
 pub mod supervisor;
 pub mod swap;
+pub mod worker;
 pub mod workload;
 pub mod workspace;
 

@@ -114,27 +114,42 @@ where
     }
 }
 
+/// When this process's log started (human lines count from here).
+pub fn started_at() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
 /// Installs the global subscriber. Log lines go to standard output.
 pub fn init(format: LogFormat) {
+    init_with(
+        format,
+        std::io::stdout,
+        std::io::stdout().is_terminal(),
+        started_at(),
+    );
+}
+
+/// Installs the global subscriber writing lines to `writer` (a `kiln dev`
+/// worker's go to its supervisor, which prints them); human lines count
+/// seconds from `start`.
+pub fn init_with<W>(format: LogFormat, writer: W, ansi: bool, start: Instant)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let result = match format {
-        LogFormat::Human => {
-            let ansi = std::io::stdout().is_terminal();
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stdout)
-                .event_format(HumanLine {
-                    start: Instant::now(),
-                    ansi,
-                })
-                .try_init()
-        }
+        LogFormat::Human => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .event_format(HumanLine { start, ansi })
+            .try_init(),
         LogFormat::Json => tracing_subscriber::fmt()
             // The replay table is for people; tools get one `replay` event per call.
             .with_env_filter(
                 filter.add_directive("kiln::table=off".parse().expect("valid directive")),
             )
-            .with_writer(std::io::stdout)
+            .with_writer(writer)
             .json()
             .flatten_event(true)
             .with_current_span(false)

@@ -74,7 +74,19 @@ enum Command {
         /// replay, with their outputs as expected values.
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
+        /// Deadline of every kernel call, in seconds (default: the larger of
+        /// 10 s and 50 times the previous version's median for that call).
+        /// A call past it is killed with its worker, as for a crash.
+        #[arg(long, value_name = "SECS")]
+        call_timeout: Option<f64>,
+        /// Memory limit of the worker process that runs the kernels (like
+        /// 8G or 512M; 0 for none). Default: 3/4 of the machine's memory.
+        #[arg(long, value_name = "SIZE")]
+        worker_memory: Option<String>,
     },
+    /// The engine host of `kiln dev` (started by kiln itself).
+    #[command(hide = true)]
+    Worker,
     /// Say which backends this machine can run, with their devices, or why not.
     Backends {
         /// Only these backends; exit non-zero if one of them cannot run.
@@ -127,6 +139,10 @@ enum Command {
         /// inputs (instead of the stored ones or the reference module).
         #[arg(long, value_name = "BACKEND")]
         reference: Option<String>,
+        /// Deadline of every call, in seconds (default 10). A call past it
+        /// is reported as failed and its worker killed.
+        #[arg(long, value_name = "SECS")]
+        call_timeout: Option<f64>,
     },
     /// Check that a backend's state survives a swap bit for bit, and time it:
     /// puts MIB MiB of arbitrary bits into an engine, swaps to a fresh copy
@@ -167,6 +183,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     kiln::process::limit_malloc_arenas(2);
+    if matches!(cli.command, Command::Worker) {
+        // The worker sets up its own log (its lines go to the supervisor).
+        return kiln::worker::main(cli.log_format);
+    }
     let json = cli.log_format == LogFormat::Json;
     kiln::logging::init(cli.log_format);
     let result = match cli.command {
@@ -180,7 +200,26 @@ fn main() -> ExitCode {
             state,
             debounce_ms,
             record,
+            call_timeout,
+            worker_memory,
         } => {
+            let worker_memory = match worker_memory.as_deref() {
+                None => Ok(kiln::supervisor::memory_limit::default_limit()),
+                Some(text) => kiln::supervisor::memory_limit::parse(text),
+            };
+            let call_timeout = match call_timeout {
+                Some(secs) if !(secs > 0.0 && secs.is_finite()) => Err(format!(
+                    "--call-timeout {secs}: must be a positive number of seconds"
+                )),
+                other => Ok(other.map(Duration::from_secs_f64)),
+            };
+            let (worker_memory, call_timeout) = match (worker_memory, call_timeout) {
+                (Ok(m), Ok(t)) => (m, t),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("kiln: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let (tx, rx) = crossbeam_channel::bounded(1);
             if let Err(e) = ctrlc::set_handler(move || {
                 let _ = tx.try_send(());
@@ -199,12 +238,16 @@ fn main() -> ExitCode {
                     debounce: Duration::from_millis(debounce_ms),
                     workspace: None,
                     record,
+                    log_format: cli.log_format,
+                    call_timeout,
+                    worker_memory,
                 },
                 rx,
             )
             .map_err(|e| e.to_string())
         }
-        Command::Backends { names } => kiln::commands::backends(&names),
+        Command::Worker => unreachable!("handled above"),
+        Command::Backends { names } => kiln::commands::backends(&names, cli.log_format),
         Command::Record {
             kernel,
             dims,
@@ -226,15 +269,22 @@ fn main() -> ExitCode {
             module,
             device,
             no_timing,
+            call_timeout,
             reference,
-        } => kiln::kernel_commands::replay_command(&kiln::kernel_commands::ReplayArgs {
-            file,
-            backend,
-            module,
-            device,
-            timing: !no_timing,
-            reference,
-        }),
+        } => kiln::commands::replay(
+            &file,
+            &kiln::commands::ReplayCommand {
+                backend,
+                module_file: module,
+                device,
+                timing: !no_timing,
+                call_timeout: call_timeout
+                    .filter(|s| *s > 0.0 && s.is_finite())
+                    .map(Duration::from_secs_f64),
+                log_format: cli.log_format,
+                reference,
+            },
+        ),
         Command::CheckSwap {
             backend,
             module,

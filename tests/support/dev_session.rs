@@ -249,6 +249,8 @@ pub struct DevSession {
 #[derive(Debug)]
 pub struct Stopped {
     pub status: ExitStatus,
+    /// From SIGINT to the process's exit (to within the 20 ms poll).
+    pub exited_after: Duration,
     pub events: Vec<Event>,
     pub stderr: String,
 }
@@ -258,6 +260,16 @@ impl DevSession {
     /// module target directory of the real workspace, and waits until it
     /// serves (its first replay done, the watcher running).
     pub fn start(copy: &WorkspaceCopy, args: &[&str]) -> DevSession {
+        Self::start_with_env(copy, args, &[])
+    }
+
+    /// [`DevSession::start`] with extra environment (set after the
+    /// defaults, so it can override `KILN_MODULE_TARGET_DIR`).
+    pub fn start_with_env(
+        copy: &WorkspaceCopy,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> DevSession {
         let lock = session_lock();
         let bin = kiln_binary();
         let mut cmd = Command::new(&bin);
@@ -274,6 +286,9 @@ impl DevSession {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
@@ -327,6 +342,17 @@ impl DevSession {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The pid of the worker process serving now (module code runs there):
+    /// from the last `worker_started` or `restarted` event.
+    pub fn worker_pid(&self) -> u32 {
+        self.events
+            .iter()
+            .rev()
+            .find(|e| matches!(e.name(), "worker_started" | "restarted"))
+            .and_then(|e| e.u64("pid"))
+            .unwrap_or_else(|| self.fail("no worker_started event with a pid")) as u32
     }
 
     /// `<copy>/target/kiln-stage/<pid>`.
@@ -450,12 +476,14 @@ impl DevSession {
     /// its output to end, and checks its staged files are gone.
     pub fn stop(mut self) -> Stopped {
         let mut child = self.child.take().expect("running");
+        let interrupted = Instant::now();
         self.interrupt();
         let status = wait_with_deadline(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
             let _ = child.kill();
             let _ = child.wait();
             self.fail("kiln dev did not exit within 60 s of SIGINT")
         });
+        let exited_after = interrupted.elapsed();
         // The reader ends at EOF; collect everything it read.
         let end = Instant::now() + Duration::from_secs(10);
         while let Ok(event) = self
@@ -481,6 +509,7 @@ impl DevSession {
             .clone();
         Stopped {
             status,
+            exited_after,
             events: std::mem::take(&mut self.events),
             stderr,
         }
@@ -496,7 +525,7 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatu
         if Instant::now() >= end {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -10,6 +10,7 @@ use kiln::workspace;
 use kiln::{LoadedModule, Staged, StagingDir};
 
 pub mod edited_module;
+pub mod misbehaving;
 
 /// The workspace these tests belong to.
 pub fn workspace_root() -> PathBuf {

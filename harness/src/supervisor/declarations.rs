@@ -5,9 +5,8 @@
 
 use std::path::Path;
 
-use crate::kernel_commands::{REFERENCE_BACKEND, declarations, start_backend};
-use crate::swap::engine_handle::EngineHandle;
-use crate::swap::stage::StagingDir;
+use crate::kernel_commands::{REFERENCE_BACKEND, declarations, stage_backend};
+use crate::swap::stage::{Staged, StagingDir};
 use crate::workload::Workload;
 use crate::workload::generate::bundled_workload_at;
 
@@ -17,18 +16,18 @@ pub fn bundled_workload(root: &Path) -> Result<Workload, String> {
     bundled_workload_at(root, &kernels).map_err(|e| e.to_string())
 }
 
-/// Builds, stages and starts the reference module (`kernels/reference`).
-/// `None` (with a warning) when it cannot: calls whose workload stores no
-/// expected outputs are then unchecked, and say so.
-pub fn start_reference(root: &Path, stage: &StagingDir) -> Option<EngineHandle> {
-    match start_backend(root, stage, REFERENCE_BACKEND, None) {
-        Ok(handle) => {
+/// Builds and stages the reference module (`kernels/reference`); the
+/// worker runs it. `None` (with a warning) when it cannot: calls whose
+/// workload stores no expected outputs are then unchecked, and say so.
+pub fn stage_reference(root: &Path, stage: &StagingDir) -> Option<Staged> {
+    match stage_backend(root, stage, REFERENCE_BACKEND, None) {
+        Ok(staged) => {
             tracing::info!(
                 event = "reference",
                 "expected outputs not stored in the workload come from {}",
-                handle.label()
+                staged.label
             );
-            Some(handle)
+            Some(staged)
         }
         Err(e) => {
             tracing::warn!(

@@ -6,6 +6,7 @@
 //! report on channels; this loop owns the served module, so builds never
 //! block the serving path, and every swap and replay happens here, in order.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,18 +14,17 @@ use crossbeam_channel::{Receiver, select};
 
 use super::build_queue::{BuildEvent, BuildQueue};
 use super::history::History;
+use super::isolated::{IsolatedEngine, IsolationOptions};
 use super::module_build::{BuildOutcome, ModuleBuilder};
 use super::module_graph::{KernelModule, ModuleGraph};
 use super::session::Session;
 use super::spinner::{Spinner, strip_ansi};
 use super::watch::{ModuleWatcher, WatchOptions};
-use crate::swap::engine_handle::EngineOptions;
-use crate::swap::load::{LoadError, LoadedModule};
-use crate::swap::served::{ServedModule, human_bytes};
-use crate::swap::snapshot_file;
+use super::worker_process::SpawnOptions;
+use crate::logging::LogFormat;
 use crate::swap::stage::StagingDir;
+use crate::worker::protocol::{StateSource, WorkerConfig};
 use crate::workload::compare::Tolerances;
-use crate::workload::replay::{self, ReplayOptions};
 use crate::workspace;
 
 /// What to do with a version whose replay fails correctness.
@@ -68,6 +68,14 @@ pub struct DevOptions {
     /// buffers and the calls of the last passing replay, with the outputs
     /// that version produced as expected values.
     pub record: Option<PathBuf>,
+    /// How the worker formats its log lines (as the supervisor does).
+    pub log_format: LogFormat,
+    /// `--call-timeout`: every kernel call's deadline (default: the larger
+    /// of 10 s and 50 times the previous version's median).
+    pub call_timeout: Option<Duration>,
+    /// `--worker-memory`: the worker's data-size limit in bytes (`None`: no
+    /// limit).
+    pub worker_memory: Option<u64>,
 }
 
 /// Why `kiln dev` could not start (once running, problems are logged and
@@ -159,11 +167,10 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     };
     tracing::info!("{}", workload.describe());
     let tolerances_path = root.join("kiln.toml");
-    let tolerances = if tolerances_path.exists() {
-        Tolerances::load(&tolerances_path).map_err(|e| err(e.to_string()))?
-    } else {
-        Tolerances::default()
-    };
+    // Check the tolerances now: a bad kiln.toml stops us before a build.
+    if tolerances_path.exists() {
+        Tolerances::load(&tolerances_path).map_err(|e| err(e.to_string()))?;
+    }
 
     let builder = ModuleBuilder::new(&root, workspace::module_target_dir(&root))
         .with_profile(workspace::HOST_PROFILE);
@@ -173,16 +180,11 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         .for_workspace(&root);
     let reference = options
         .replay
-        .then(|| crate::supervisor::declarations::start_reference(&root, &stage))
+        .then(|| crate::supervisor::declarations::stage_reference(&root, &stage))
         .flatten();
     let staged = stage
         .stage(&module.package, &artifact)
         .map_err(|e| err(e.to_string()))?;
-    let current_hash = staged.hash.clone();
-    let loaded = LoadedModule::open(staged).map_err(|e| {
-        refused(&module.package, &e);
-        err(e.to_string())
-    })?;
 
     // State: an explicit --state file, or the one saved for a restart.
     let state_path = restart_state_path(&target, &module.package);
@@ -191,41 +193,63 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         .clone()
         .filter(|p| p.exists())
         .or_else(|| state_path.exists().then(|| state_path.clone()));
-    let prior = match &prior_path {
-        Some(path) => {
-            let snapshot = snapshot_file::load(path).map_err(|e| err(e.to_string()))?;
-            tracing::info!(
-                "restoring state from {} ({} sections, {})",
-                path.display(),
-                snapshot.len(),
-                human_bytes(snapshot.byte_len())
-            );
-            Some(snapshot)
-        }
-        None => None,
-    };
-    let mut engine_options = EngineOptions {
-        threads: options.threads,
-        ..Default::default()
-    };
-    if let Some(device) = &options.device {
-        engine_options
-            .options
-            .insert("device".into(), device.clone());
+    if let Some(path) = &prior_path {
+        tracing::info!("restoring state from {}", path.display());
     }
-    let (served, report) = ServedModule::start(loaded, engine_options, prior)
+    let mut engine_options = BTreeMap::new();
+    if let Some(device) = &options.device {
+        engine_options.insert("device".to_string(), device.clone());
+    }
+    let isolation = IsolationOptions {
+        spawn: SpawnOptions {
+            program: None,
+            log_format: options.log_format,
+            forward_output: true,
+            memory_limit: options.worker_memory,
+        },
+        worker: WorkerConfig {
+            threads: options.threads,
+            engine_options,
+            workload: options.workload.clone(),
+            tolerances: tolerances_path.exists().then_some(tolerances_path),
+            timing: true,
+            keep_outputs: options.record.is_some(),
+            workspace: Some(root.clone()),
+            reference: reference.as_ref().map(Into::into),
+            cross_reference: None,
+        },
+        call_timeout: options.call_timeout,
+    };
+    let mut engine = IsolatedEngine::new(isolation, Some(shutdown.clone()))
+        .map_err(|e| err(format!("cannot set up the worker's shared memory: {e}")))?;
+    let source = prior_path
+        .clone()
+        .map_or(StateSource::Empty, StateSource::File);
+    let started = engine
+        .start(&staged, source)
         .map_err(|e| err(format!("cannot start {}: {e}", module.package)))?;
     if prior_path.is_some() {
-        tracing::info!("state restored: {report}");
+        tracing::info!("state restored: {}", started.import);
         if prior_path.as_ref() == Some(&state_path) {
             let _ = std::fs::remove_file(&state_path);
         }
     }
-    let info = served
-        .handle()
-        .info()
-        .map_err(|e| err(format!("{}: {e}", module.package)))?;
-    tracing::info!("{} serving on {}", served.label(), info.device);
+    tracing::info!(
+        event = "worker_started",
+        module = %module.package,
+        version = started.version,
+        pid = engine.worker_pid(),
+        "{} serving on {} (worker pid {})",
+        started.label,
+        started.device,
+        engine.worker_pid().unwrap_or_default()
+    );
+    let loaded = engine
+        .load_workload_state()
+        .map_err(|e| err(format!("cannot load the workload's buffers: {e}")))?;
+    if loaded > 0 {
+        tracing::info!("loaded {loaded} resident buffer(s) from the workload");
+    }
 
     let mut session = Session {
         history: History {
@@ -237,29 +261,23 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         history_path: crate::supervisor::history::default_path(&target, &module.package),
         module,
         stage,
-        served,
-        workload,
-        replay: options.replay.then(|| ReplayOptions {
-            tolerances,
-            keep_outputs: options.record.is_some(),
-            reference,
-            ..ReplayOptions::default()
-        }),
+        engine,
+        current_hash: staged.hash.clone(),
+        serving: staged,
+        replay: options.replay,
         on_fail: options.on_fail,
         state_path,
         explicit_state: options.state.clone(),
         last_good: None,
-        current_hash,
         spinner: Spinner::new(),
         record: options.record.clone(),
-        last_passing: None,
+        stopping: false,
     };
-    let loaded = replay::load_state(&session.served.handle(), &session.workload)
-        .map_err(|e| err(format!("cannot load the workload's buffers: {e}")))?;
-    if loaded > 0 {
-        tracing::info!("loaded {loaded} resident buffer(s) from the workload");
+    // The last good point starts here: the loaded state, before any replay.
+    session.checkpoint();
+    if !session.stopping {
+        session.after_swap(Some(build_ms), None, false);
     }
-    session.after_swap(Some(build_ms), None, None);
 
     let watcher = ModuleWatcher::start(
         graph,
@@ -278,7 +296,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     let ticker = crossbeam_channel::tick(Duration::from_millis(100));
     let mut pending_change: Option<(Instant, Instant)> = None; // (first event, seen)
     let mut stopped_by: Option<&str> = None;
-    loop {
+    while !session.stopping {
         select! {
             recv(shutdown) -> _ => break,
             recv(watcher.changes()) -> change => {
@@ -310,6 +328,9 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             }
             recv(ticker) -> _ => session.spinner.tick(),
         }
+        if session.stopping {
+            break;
+        }
     }
     drop(watcher);
     queue.shutdown();
@@ -318,8 +339,4 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         None => Ok(()),
         Some(why) => Err(err(format!("kiln dev stopped unexpectedly: {why}"))),
     }
-}
-
-pub(super) fn refused(module: &str, e: &LoadError) {
-    tracing::error!(event = "refused", module, version = 0u64, reason = %e, "{e}");
 }

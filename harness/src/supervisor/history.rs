@@ -20,7 +20,10 @@ pub struct VersionRecord {
     /// Per-call median seconds, by call key (`3:matmul`).
     pub medians: BTreeMap<String, f64>,
     pub passed: bool,
-    /// Why it is not serving any more, if it was rolled back.
+    /// Its worker crashed or hung while running it.
+    #[serde(default)]
+    pub crashed: bool,
+    /// Why it is not serving any more, if it was rolled back or crashed.
     pub note: Option<String>,
 }
 
@@ -89,7 +92,13 @@ impl History {
                     v.version,
                     if Some(v.version) == best { "*" } else { "" }
                 ),
-                if v.passed { "pass" } else { "FAIL" },
+                if v.crashed {
+                    "CRASH"
+                } else if v.passed {
+                    "pass"
+                } else {
+                    "FAIL"
+                },
                 ms(v.build_ms),
                 ms(v.swap_ms)
             );
@@ -267,6 +276,7 @@ mod tests {
             ]
             .into(),
             passed,
+            crashed: false,
             note: None,
         }
     }

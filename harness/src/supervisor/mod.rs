@@ -7,15 +7,29 @@
 //! - [`watch`], [`module_graph`]: which saves belong to which module
 //! - [`module_build`], [`build_queue`]: cargo builds off the serving path
 //! - [`history`]: the session's versions, for `kiln report`
+//! - [`isolated`]: the engine in a worker process (module code never runs
+//!   in the supervisor); [`worker_process`] starts and kills workers,
+//!   [`worker_client`] watches each request (crash, deadline, Ctrl-C),
+//!   [`checkpoint`] keeps the last good point's state in shared memory,
+//!   [`deadlines`] says how long a call may take, and `recovery` restarts
+//!   on the last good version
 
 pub mod build_queue;
+pub mod checkpoint;
+pub mod deadlines;
 pub mod declarations;
 pub mod dev_loop;
 pub mod history;
+pub mod isolated;
+pub mod memory_limit;
 pub mod module_build;
 pub mod module_graph;
+mod recovery;
 mod session;
+mod session_end;
 mod spinner;
 pub mod watch;
+pub mod worker_client;
+pub mod worker_process;
 
 pub use dev_loop::{DevError, DevOptions, OnFail, build_now, run};

@@ -1,26 +1,24 @@
-//! One `kiln dev` session: the served module, its workload and history, and
-//! what happens on a change, a finished build, a swap, a failed replay
-//! (rollback) and at the end.
+//! One `kiln dev` session: the module served from its worker, the history,
+//! and what happens on a change, a finished build, a swap, a failed replay
+//! (rollback). The end of a session is in [`super::session_end`]; what
+//! happens when a worker goes down, in [`super::recovery`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use shared_state::Snapshot;
-
 use super::build_queue::{BuildQueue, BuildReport};
-use super::dev_loop::{OnFail, refused};
+use super::dev_loop::OnFail;
 use super::history::{History, VersionRecord};
+use super::isolated::IsolatedEngine;
 use super::module_build::BuildOutcome;
 use super::module_graph::KernelModule;
 use super::spinner::{Spinner, strip_ansi};
 use super::watch::ChangeSet;
-use crate::swap::load::{LoadError, LoadedModule};
-use crate::swap::served::{ServedModule, human_bytes};
-use crate::swap::snapshot_file;
+use super::worker_client::WorkerError;
+use crate::swap::served::human_bytes;
 use crate::swap::stage::{Staged, StagingDir};
-use crate::workload::Workload;
-use crate::workload::replay::{self, ReplayOptions, ReplayReport};
+use crate::worker::protocol::ReplaySummary;
 use crate::workload::timing::Stats;
 
 pub(super) struct LastGood {
@@ -33,9 +31,11 @@ pub(super) struct LastGood {
 pub(super) struct Session {
     pub(super) module: KernelModule,
     pub(super) stage: StagingDir,
-    pub(super) served: ServedModule,
-    pub(super) workload: Workload,
-    pub(super) replay: Option<ReplayOptions>,
+    pub(super) engine: IsolatedEngine,
+    /// The staged copy the worker serves.
+    pub(super) serving: Staged,
+    /// Replay the workload after every swap.
+    pub(super) replay: bool,
     pub(super) on_fail: OnFail,
     pub(super) history: History,
     pub(super) history_path: PathBuf,
@@ -45,13 +45,17 @@ pub(super) struct Session {
     pub(super) current_hash: String,
     pub(super) spinner: Spinner,
     pub(super) record: Option<PathBuf>,
-    /// The last passing replay (kept only when recording).
-    pub(super) last_passing: Option<ReplayReport>,
+    /// Ctrl-C arrived while a worker was busy: the session ends.
+    pub(super) stopping: bool,
 }
 
 impl Session {
     pub(super) fn version(&self) -> u64 {
-        self.served.handle().module().staged.version
+        self.serving.version
+    }
+
+    pub(super) fn label(&self) -> String {
+        self.engine.label()
     }
 
     /// Handles a change set; returns (first event, seen) if a build of the
@@ -102,36 +106,6 @@ impl Session {
         Some((change.first_event_at, seen))
     }
 
-    pub(super) fn restart_required(&mut self) {
-        let saved = self
-            .served
-            .handle()
-            .export_state()
-            .map_err(|e| e.to_string())
-            .and_then(|s| {
-                if let Some(dir) = self.state_path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-                }
-                snapshot_file::save(&s, &self.state_path).map_err(|e| e.to_string())
-            });
-        let state = match saved {
-            Ok(bytes) => format!(
-                "the engine's state ({}) is saved in {} and will be restored when kiln dev starts again",
-                human_bytes(bytes as usize),
-                self.state_path.display()
-            ),
-            Err(e) => format!("saving the engine's state failed: {e}"),
-        };
-        tracing::warn!(
-            event = "restart_required",
-            module = %self.module.package,
-            version = self.version(),
-            "shared-state (the contract between host and modules) changed: it cannot be hot-swapped. \
-             Restart kiln dev (Ctrl-C, then `cargo dev`); {state}. Still serving {}.",
-            self.served.label()
-        );
-    }
-
     pub(super) fn on_built(&mut self, report: BuildReport, change: Option<(Instant, Instant)>) {
         let module = self.module.package.clone();
         let build_ms = report
@@ -156,7 +130,7 @@ impl Session {
                     ms = build_ms,
                     diagnostics = %strip_ansi(&rendered),
                     "build of {module} failed after {build_ms:.0} ms; {} keeps serving",
-                    self.served.label()
+                    self.label()
                 );
                 return;
             }
@@ -171,7 +145,7 @@ impl Session {
                 return;
             }
         };
-        if staged.hash == self.current_hash {
+        if staged.hash == self.current_hash && self.engine.is_serving() {
             tracing::info!(
                 "{} is identical to the serving build; not swapping",
                 staged.label
@@ -179,23 +153,19 @@ impl Session {
             self.stage.remove(&staged);
             return;
         }
-        let hash = staged.hash.clone();
-        let loaded = match LoadedModule::open(staged) {
-            Ok(m) => m,
-            Err(e) => {
-                refused(&module, &e);
-                if matches!(&e, LoadError::Mismatch { differences, .. } if differences.iter().any(|d| d.field.starts_with("contract")))
-                {
-                    self.restart_required();
-                }
-                return;
-            }
-        };
         let stage_load_ms = stage_start.elapsed().as_secs_f64() * 1e3;
+        if !self.engine.is_serving() {
+            // The last worker went down and could not be restarted: this
+            // build starts a new one, with the state of the last good point.
+            self.start_fresh(staged, build_ms);
+            return;
+        }
         let from_version = self.version();
-        match self.served.swap_keeping_old(loaded) {
-            Ok((swap, old)) => {
-                self.current_hash = hash;
+        let from_label = self.label();
+        match self.engine.swap(&staged, self.replay) {
+            Ok(swap) => {
+                self.current_hash = staged.hash.clone();
+                self.serving = staged;
                 let total_ms = change.map(|(first, _)| first.elapsed().as_secs_f64() * 1e3);
                 let debounce_ms =
                     change.map(|(first, seen)| seen.duration_since(first).as_secs_f64() * 1e3);
@@ -218,41 +188,116 @@ impl Session {
                     swap.paused_ms,
                     human_bytes(swap.bytes)
                 );
-                // The old version stays alive through the replay so both are
-                // timed interleaved; it is retired right after.
-                self.after_swap(Some(build_ms), Some(swap.paused_ms), Some(&old));
-                drop(old);
+                // The old version stays alive in the worker through the
+                // replay so both are timed interleaved; it retires after.
+                self.after_swap(Some(build_ms), Some(swap.paused_ms), true);
             }
-            Err(e) => {
-                tracing::error!(event = "refused", module = %module, version = from_version, "{e}; {} keeps serving", self.served.label());
+            Err(WorkerError::Failed(e)) => {
+                self.stage.remove(&staged);
+                tracing::error!(event = "refused", module = %module, version = from_version, "{e}; {from_label} keeps serving");
+                // A fingerprint that differs in a contract field: the
+                // contract changed under the serving host.
+                if e.starts_with("refused ") && e.contains("contract") {
+                    self.restart_required();
+                }
+            }
+            Err(WorkerError::Down(down)) => {
+                let tried = (staged.version, staged.label.clone());
+                self.stage.remove(&staged);
+                self.went_down(*down, Some(tried), build_ms);
+            }
+            Err(WorkerError::Interrupted) => self.stopping = true,
+        }
+    }
+
+    /// Starts a new worker on `staged` with the last good point's state
+    /// (no worker was serving), then replays as after a swap.
+    fn start_fresh(&mut self, staged: Staged, build_ms: f64) {
+        let source = self.engine.checkpoint_source();
+        match self.engine.start(&staged, source) {
+            Ok(started) => {
+                self.current_hash = staged.hash.clone();
+                self.serving = staged;
+                tracing::info!(
+                    event = "worker_started",
+                    module = %self.module.package,
+                    version = started.version,
+                    pid = self.engine.worker_pid(),
+                    "{} serving on {} in a new worker, with the state of the last good point ({})",
+                    started.label,
+                    started.device,
+                    started.import
+                );
+                self.after_swap(Some(build_ms), None, false);
+            }
+            Err(WorkerError::Down(down)) => {
+                let tried = (staged.version, staged.label.clone());
+                self.stage.remove(&staged);
+                self.went_down(*down, Some(tried), build_ms);
+            }
+            Err(WorkerError::Interrupted) => self.stopping = true,
+            Err(WorkerError::Failed(e)) => {
+                self.stage.remove(&staged);
+                tracing::error!(event = "refused", module = %self.module.package, version = staged.version, "{e}");
             }
         }
     }
 
     /// Replays after a swap (or at start), records the version, and rolls
-    /// back if it failed and rollback is on.
+    /// back if it failed and rollback is on. `old_alive`: the replaced
+    /// version is alive in the worker, to be timed against.
     pub(super) fn after_swap(
         &mut self,
         build_ms: Option<f64>,
         swap_ms: Option<f64>,
-        old: Option<&crate::swap::engine_handle::EngineHandle>,
+        old_alive: bool,
     ) {
-        let handle = self.served.handle();
-        let staged: Staged = handle.module().staged.clone();
-        let baseline = match (old, &self.last_good) {
-            (Some(old), _) => replay::Baseline::Interleaved(old),
-            (None, Some(good)) => replay::Baseline::Recorded(&good.timings),
-            (None, None) => replay::Baseline::None,
+        let staged = self.serving.clone();
+        let report: Option<ReplaySummary> = if self.replay {
+            let recorded = self.last_good.as_ref().map(|g| g.timings.clone());
+            self.engine
+                .set_previous_timings(&recorded.clone().unwrap_or_default());
+            match self
+                .engine
+                .replay(if old_alive { None } else { recorded.as_ref() })
+            {
+                Ok(report) => Some(report),
+                Err(WorkerError::Down(down)) => {
+                    self.went_down(*down, None, build_ms.unwrap_or_default());
+                    return;
+                }
+                Err(WorkerError::Interrupted) => {
+                    self.stopping = true;
+                    return;
+                }
+                Err(WorkerError::Failed(why)) => Some(ReplaySummary {
+                    label: staged.label.clone(),
+                    passed: false,
+                    first_failure: Some(crate::worker::protocol::CallFailure {
+                        index: 0,
+                        kernel: "-".into(),
+                        why,
+                    }),
+                    timings: BTreeMap::new(),
+                    table: String::new(),
+                    ms: 0.0,
+                }),
+            }
+        } else {
+            None
         };
-        let report = self
-            .replay
+        let passed = report.as_ref().is_none_or(|r| r.passed);
+        let timings: BTreeMap<String, Stats> = report
             .as_ref()
-            .map(|options| replay::replay_with(&handle, &self.workload, options, baseline));
-        drop(handle);
-        let passed = report.as_ref().is_none_or(ReplayReport::passed);
+            .map(|r| {
+                r.timings
+                    .iter()
+                    .map(|(k, s)| (k.clone(), s.into()))
+                    .collect()
+            })
+            .unwrap_or_default();
         if let Some(report) = &report {
-            replay::log_events(report, &staged.module, staged.version);
-            print_table(report);
+            print_table(&report.table);
         }
         self.history.versions.push(VersionRecord {
             version: staged.version,
@@ -260,52 +305,16 @@ impl Session {
             source_hash: staged.hash.clone(),
             build_ms,
             swap_ms,
-            medians: report
-                .as_ref()
-                .map(|r| {
-                    r.timings()
-                        .into_iter()
-                        .map(|(k, s)| (k, s.median))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            medians: timings.iter().map(|(k, s)| (k.clone(), s.median)).collect(),
             passed,
+            crashed: false,
             note: None,
         });
         if passed {
-            let copy = self
-                .stage
-                .path()
-                .join(format!("{}-last-good.so", staged.module));
-            let _ = std::fs::remove_file(&copy);
-            match std::fs::copy(&staged.path, &copy) {
-                Ok(_) => {
-                    self.last_good = Some(LastGood {
-                        copy,
-                        version: staged.version,
-                        timings: report
-                            .as_ref()
-                            .map(ReplayReport::timings)
-                            .unwrap_or_default(),
-                    })
-                }
-                Err(e) => {
-                    tracing::warn!("cannot keep a copy of {} for rollback: {e}", staged.label)
-                }
-            }
-            if let Some(best) = self.history.best() {
-                tracing::info!(
-                    "best version so far: v{} of {}",
-                    best.version,
-                    self.history.versions.len()
-                );
-            }
-        } else if let Some(failure) = report.as_ref().and_then(ReplayReport::first_failure) {
-            let why = failure
-                .error
-                .clone()
-                .or_else(|| failure.comparison.as_ref().map(|c| c.summary()))
-                .unwrap_or_default();
+            self.keep_last_good(&staged, timings);
+            self.checkpoint();
+        } else if let Some(failure) = report.as_ref().and_then(|r| r.first_failure.clone()) {
+            let why = failure.why;
             match (self.on_fail, &self.last_good) {
                 (OnFail::Rollback, Some(good)) => {
                     tracing::error!(
@@ -333,9 +342,10 @@ impl Session {
                 ),
             }
         }
-        if passed && self.record.is_some() {
-            self.last_passing = report;
-        }
+        self.save_history();
+    }
+
+    pub(super) fn save_history(&self) {
         if let Err(e) = self.history.save(&self.history_path) {
             tracing::warn!(
                 "cannot save history to {}: {e}",
@@ -344,28 +354,73 @@ impl Session {
         }
     }
 
+    fn keep_last_good(&mut self, staged: &Staged, timings: BTreeMap<String, Stats>) {
+        let copy = self
+            .stage
+            .path()
+            .join(format!("{}-last-good.so", staged.module));
+        let _ = std::fs::remove_file(&copy);
+        match std::fs::copy(&staged.path, &copy) {
+            Ok(_) => {
+                self.last_good = Some(LastGood {
+                    copy,
+                    version: staged.version,
+                    timings,
+                })
+            }
+            Err(e) => {
+                tracing::warn!("cannot keep a copy of {} for rollback: {e}", staged.label)
+            }
+        }
+        if let Some(best) = self.history.best() {
+            tracing::info!(
+                "best version so far: v{} of {}",
+                best.version,
+                self.history.versions.len()
+            );
+        }
+    }
+
+    /// Checkpoints the engine's state outside the worker: the last good
+    /// point is now.
+    pub(super) fn checkpoint(&mut self) {
+        match self.engine.take_checkpoint() {
+            Ok(c) => tracing::info!(
+                event = "checkpoint",
+                module = %self.module.package,
+                version = self.version(),
+                bytes = c.bytes,
+                ms = c.ms,
+                state_hash = %c.hash,
+                "checkpoint of {}'s state: {} in {:.1} ms",
+                self.label(),
+                human_bytes(c.bytes as usize),
+                c.ms
+            ),
+            Err(WorkerError::Down(down)) => {
+                self.went_down(*down, None, 0.0);
+            }
+            Err(WorkerError::Interrupted) => self.stopping = true,
+            Err(WorkerError::Failed(e)) => {
+                tracing::error!("cannot checkpoint {}'s state: {e}", self.label())
+            }
+        }
+    }
+
     pub(super) fn rollback(&mut self) {
         let Some(good) = &self.last_good else { return };
         let good_version = good.version;
-        let result = self
-            .stage
-            .stage(&self.module.package, &good.copy)
-            .map_err(|e| e.to_string())
-            .and_then(|s| {
-                let hash = s.hash.clone();
-                LoadedModule::open(s)
-                    .map(|m| (m, hash))
-                    .map_err(|e| e.to_string())
-            })
-            .and_then(|(m, hash)| {
-                self.served
-                    .swap(m)
-                    .map(|r| (r, hash))
-                    .map_err(|e| e.to_string())
-            });
-        match result {
-            Ok((swap, hash)) => {
-                self.current_hash = hash;
+        let staged = match self.stage.stage(&self.module.package, &good.copy) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("rollback failed: {e}; keeping {}", self.label());
+                return;
+            }
+        };
+        match self.engine.swap(&staged, false) {
+            Ok(swap) => {
+                self.current_hash = staged.hash.clone();
+                self.serving = staged;
                 if let Some(last) = self.history.versions.last_mut() {
                     last.note = Some(format!("rolled back to v{good_version}"));
                 }
@@ -379,66 +434,27 @@ impl Session {
                     human_bytes(swap.bytes)
                 );
                 if let Some(good) = &mut self.last_good {
-                    good.version = self.served.handle().module().staged.version;
+                    good.version = self.serving.version;
                 }
             }
-            Err(e) => tracing::error!("rollback failed: {e}; keeping {}", self.served.label()),
-        }
-    }
-
-    pub(super) fn finish(self) {
-        if let Some(path) = &self.explicit_state {
-            match self
-                .served
-                .handle()
-                .export_state()
-                .map_err(|e| e.to_string())
-                .and_then(|s: Snapshot| snapshot_file::save(&s, path).map_err(|e| e.to_string()))
-            {
-                Ok(bytes) => tracing::info!(
-                    "state saved to {} ({})",
-                    path.display(),
-                    human_bytes(bytes as usize)
-                ),
-                Err(e) => tracing::error!("cannot save state to {}: {e}", path.display()),
+            Err(WorkerError::Failed(e)) => {
+                self.stage.remove(&staged);
+                tracing::error!("rollback failed: {e}; keeping {}", self.label())
             }
-        }
-        if let (Some(path), Some(report)) = (&self.record, &self.last_passing) {
-            let name = format!("{}-session", self.module.package);
-            match replay::session_workload(&name, &self.served.handle(), report)
-                .map_err(|e| e.to_string())
-                .and_then(|w| {
-                    crate::workload::write(&w, path).map_err(|e| e.to_string())?;
-                    Ok(w)
-                }) {
-                Ok(w) => tracing::info!(
-                    "recorded the session to {}: {}",
-                    path.display(),
-                    w.describe()
-                ),
-                Err(e) => tracing::error!("cannot record the session to {}: {e}", path.display()),
+            Err(WorkerError::Down(down)) => {
+                self.stage.remove(&staged);
+                self.went_down(*down, None, 0.0);
             }
+            Err(WorkerError::Interrupted) => self.stopping = true,
         }
-        if let Some(best) = self.history.best() {
-            tracing::info!(
-                "session over: {} versions, best v{} ({}); history in {}",
-                self.history.versions.len(),
-                best.version,
-                best.label,
-                self.history_path.display()
-            );
-        }
-        drop(self.served);
-        drop(self.stage);
-        tracing::info!("kiln dev stopped; staged files removed");
     }
 }
 
-fn print_table(report: &ReplayReport) {
+fn print_table(table: &str) {
     if !tracing::enabled!(target: "kiln::table", tracing::Level::INFO) {
         return;
     }
-    for line in report.table().lines() {
+    for line in table.lines() {
         tracing::info!(target: "kiln::table", "{line}");
     }
 }

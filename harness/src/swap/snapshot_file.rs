@@ -83,6 +83,21 @@ pub fn save(snapshot: &Snapshot, path: &Path) -> Result<u64, SnapshotFileError> 
         path: path.to_path_buf(),
         message,
     };
+    let tmp = path.with_extension("partial");
+    let write = || -> std::io::Result<u64> {
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        let total = write_to(snapshot, &mut out)?;
+        out.flush()?;
+        Ok(total)
+    };
+    let total = write().map_err(|e| err(format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(format!("cannot rename into place: {e}")))?;
+    Ok(total)
+}
+
+/// Writes `snapshot` in the file format to `out` (a file, shared memory);
+/// returns the bytes written.
+pub fn write_to(snapshot: &Snapshot, out: &mut impl Write) -> std::io::Result<u64> {
     let mut sections = Vec::new();
     let mut tensors = Vec::new();
     let mut data_len = 0u64;
@@ -118,29 +133,21 @@ pub fn save(snapshot: &Snapshot, path: &Path) -> Result<u64, SnapshotFileError> 
         backend: snapshot.backend.clone(),
         sections,
     };
-    let header_bytes = serde_json::to_vec(&header).map_err(|e| err(e.to_string()))?;
+    let header_bytes = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
     let data_start = align(PREAMBLE + header_bytes.len() as u64);
-    let tmp = path.with_extension("partial");
-    let write = || -> std::io::Result<u64> {
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-        out.write_all(MAGIC)?;
-        out.write_all(&FILE_VERSION.to_le_bytes())?;
-        out.write_all(&crc32fast::hash(&header_bytes).to_le_bytes())?;
-        out.write_all(&(header_bytes.len() as u64).to_le_bytes())?;
-        out.write_all(&header_bytes)?;
-        let mut pos = PREAMBLE + header_bytes.len() as u64;
-        for bytes in tensors {
-            let start = align(pos.max(data_start));
-            out.write_all(&vec![0u8; (start - pos) as usize])?;
-            out.write_all(bytes)?;
-            pos = start + bytes.len() as u64;
-        }
-        out.flush()?;
-        Ok(pos)
-    };
-    let total = write().map_err(|e| err(format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(format!("cannot rename into place: {e}")))?;
-    Ok(total)
+    out.write_all(MAGIC)?;
+    out.write_all(&FILE_VERSION.to_le_bytes())?;
+    out.write_all(&crc32fast::hash(&header_bytes).to_le_bytes())?;
+    out.write_all(&(header_bytes.len() as u64).to_le_bytes())?;
+    out.write_all(&header_bytes)?;
+    let mut pos = PREAMBLE + header_bytes.len() as u64;
+    for bytes in tensors {
+        let start = align(pos.max(data_start));
+        out.write_all(&vec![0u8; (start - pos) as usize])?;
+        out.write_all(bytes)?;
+        pos = start + bytes.len() as u64;
+    }
+    Ok(pos)
 }
 
 /// Reads a snapshot written by [`save`]. A damaged file is refused with a

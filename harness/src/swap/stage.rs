@@ -42,6 +42,9 @@ pub struct Staged {
     pub files: VersionFiles,
     /// Hash of the library, the declarations and the sources together.
     pub version_hash: String,
+    /// Where `files` were written next to the library (read-only), for a
+    /// worker process to load the same version.
+    pub files_path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +204,10 @@ impl StagingDir {
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o500)).map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         let version_hash = format!("{}-{}", &hash[..16], files.hash());
+        let files_path = self.dir.join(format!("{label}-{}.files.json", &hash[..16]));
+        files
+            .write_staged(&files_path)
+            .map_err(io_err(&files_path))?;
         let staged = Staged {
             module: module.to_string(),
             version,
@@ -212,6 +219,7 @@ impl StagingDir {
             ms: start.elapsed().as_secs_f64() * 1e3,
             files,
             version_hash,
+            files_path,
         };
         tracing::info!(
             event = "staged",
@@ -229,9 +237,10 @@ impl StagingDir {
         Ok(staged)
     }
 
-    /// Removes one staged file (after its library was closed).
+    /// Removes one staged version (after its library was closed).
     pub fn remove(&self, staged: &Staged) {
         let _ = fs::remove_file(&staged.path);
+        let _ = fs::remove_file(&staged.files_path);
     }
 }
 

@@ -20,6 +20,18 @@ pub const SOURCE_EXTENSIONS: &[&str] = &["wgsl", "cu", "cuh", "glsl", "comp", "h
 pub struct VersionFiles {
     pub kernels: Arc<KernelSet>,
     pub sources: Arc<Vec<SourceFile>>,
+    /// Each declaration file's path (relative to the workspace) and text,
+    /// as read: what is written next to the staged library.
+    pub declaration_texts: Arc<Vec<(String, String)>>,
+}
+
+/// The on-disk form of a version's files, next to its staged library
+/// (`NAME-vN-HASH.files.json`, read-only): how a worker process gets the
+/// very declarations and sources the supervisor staged.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StagedFilesJson {
+    declarations: Vec<(String, String)>,
+    sources: Vec<(String, String)>,
 }
 
 impl VersionFiles {
@@ -28,7 +40,8 @@ impl VersionFiles {
     /// declaration must parse: a version is never staged with part of its
     /// declarations.
     pub fn read(root: &Path, package: &str) -> Result<VersionFiles, Vec<DeclError>> {
-        let (decls, errors) = read_declarations(root);
+        let texts = declaration_texts(root);
+        let (decls, errors) = parse_declarations(&texts);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -39,6 +52,49 @@ impl VersionFiles {
         Ok(VersionFiles {
             kernels: Arc::new(KernelSet::new(decls)),
             sources: Arc::new(sources),
+            declaration_texts: Arc::new(texts),
+        })
+    }
+
+    /// Writes the files as staged next to a library (`path`, made
+    /// read-only).
+    pub fn write_staged(&self, path: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let json = StagedFilesJson {
+            declarations: self.declaration_texts.to_vec(),
+            sources: self
+                .sources
+                .iter()
+                .map(|s| (s.path.clone(), s.text.clone()))
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&json).map_err(std::io::Error::other)?;
+        std::fs::write(path, bytes)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400))
+    }
+
+    /// Reads files written by [`VersionFiles::write_staged`].
+    pub fn read_staged(path: &Path) -> Result<VersionFiles, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let json: StagedFilesJson =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (decls, errors) = parse_declarations(&json.declarations);
+        if !errors.is_empty() {
+            return Err(describe_errors(&errors));
+        }
+        let sources = json
+            .sources
+            .into_iter()
+            .map(|(path, text)| SourceFile {
+                hash: format!("{:016x}", xxh3_64(text.as_bytes())),
+                path,
+                text,
+            })
+            .collect();
+        Ok(VersionFiles {
+            kernels: Arc::new(KernelSet::new(decls)),
+            sources: Arc::new(sources),
+            declaration_texts: Arc::new(json.declarations),
         })
     }
 
@@ -59,11 +115,48 @@ impl VersionFiles {
 /// every error (file, line, column, what is wrong). A workspace with no
 /// declarations folder has no kernels (and no error).
 pub fn read_declarations(root: &Path) -> (Vec<shared_state::KernelDecl>, Vec<DeclError>) {
+    parse_declarations(&declaration_texts(root))
+}
+
+/// Each `*.toml` under `root/kernels/declarations`, sorted: (path relative
+/// to `root`, text). Unreadable files are left out (and reported by
+/// `kiln_decl::load_dir` when the caller parses the folder itself).
+fn declaration_texts(root: &Path) -> Vec<(String, String)> {
     let dir = root.join(DECLARATIONS_DIR);
-    if !dir.is_dir() {
-        return (Vec::new(), Vec::new());
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(&p).ok()?;
+            let rel = p
+                .strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            Some((rel, text))
+        })
+        .collect()
+}
+
+fn parse_declarations(
+    texts: &[(String, String)],
+) -> (Vec<shared_state::KernelDecl>, Vec<DeclError>) {
+    let mut decls = Vec::new();
+    let mut errors = Vec::new();
+    for (file, text) in texts {
+        match kiln_decl::parse(Path::new(file), text) {
+            Ok(d) => decls.push(d),
+            Err(e) => errors.push(e),
+        }
     }
-    kiln_decl::load_dir(root, &dir)
+    (decls, errors)
 }
 
 /// The directory of the kernel module `package`: the folder under

@@ -42,6 +42,39 @@ pub struct ReplayOptions {
     /// The reference module: expected outputs of the calls whose workload
     /// stores none.
     pub reference: Option<EngineHandle>,
+    /// Told before every kernel call replay makes.
+    pub watch: CallWatch,
+}
+
+/// Told before every kernel call replay makes: the engine's label, the
+/// call's index among the workload's calls, its kernel. `kiln dev`'s worker
+/// uses it to keep the status record its supervisor's watchdog reads.
+#[derive(Clone, Default)]
+pub struct CallWatch(Option<std::sync::Arc<WatchFn>>);
+
+/// `(engine label, call index, kernel)`.
+type WatchFn = dyn Fn(&str, usize, &str) + Send + Sync;
+
+impl CallWatch {
+    pub fn new(f: impl Fn(&str, usize, &str) + Send + Sync + 'static) -> CallWatch {
+        CallWatch(Some(std::sync::Arc::new(f)))
+    }
+
+    fn before(&self, label: &str, index: usize, kernel: &str) {
+        if let Some(f) = &self.0 {
+            f(label, index, kernel);
+        }
+    }
+}
+
+impl std::fmt::Debug for CallWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "CallWatch(set)"
+        } else {
+            "CallWatch(none)"
+        })
+    }
 }
 
 impl Default for ReplayOptions {
@@ -52,6 +85,7 @@ impl Default for ReplayOptions {
             keep_outputs: false,
             cross_reference: None,
             reference: None,
+            watch: CallWatch::default(),
         }
     }
 }
@@ -354,6 +388,7 @@ pub fn replay_with(
                     .as_ref()
                     .map(|_| format!("{SCRATCH_PREFIX}trial/{index}")),
             };
+            options.watch.before(handle.label(), index, &call.kernel);
             let got = match handle
                 .run(trial_call.clone())
                 .and_then(|o| outputs_of(handle, o))
@@ -405,7 +440,7 @@ pub fn replay_with(
             Baseline::Interleaved(old) => Some(old),
             _ => None,
         };
-        for (index, timed) in time_calls(handle, old, &to_time, timing) {
+        for (index, timed) in time_calls(handle, old, &to_time, timing, &options.watch) {
             let result = &mut calls[index];
             match timed {
                 Ok((stats, old_stats)) => {
@@ -492,6 +527,7 @@ fn time_calls(
     old: Option<&EngineHandle>,
     calls: &[(usize, Call)],
     config: &TimingConfig,
+    watch: &CallWatch,
 ) -> Vec<(usize, Result<TimedStats, CallError>)> {
     let mut scratch_new = Vec::new();
     let mut scratch_old = Vec::new();
@@ -545,16 +581,25 @@ fn time_calls(
             } else {
                 (&mut scratch_samples, &mut Vec::new())
             };
+            let (index, kernel) = (t.index, t.new_call.kernel.as_str());
+            let on_new = |into: &mut Vec<Duration>| {
+                watch.before(handle.label(), index, kernel);
+                sample(handle, &t.new_call, into)
+            };
+            let on_old = |old: &EngineHandle, call: &Call, into: &mut Vec<Duration>| {
+                watch.before(old.label(), index, kernel);
+                sample(old, call, into)
+            };
             let result = (|| match (old, &t.old_call) {
                 (Some(old), Some(old_call)) if !new_first => {
-                    sample(old, old_call, old_into)?;
-                    sample(handle, &t.new_call, new_into)
+                    on_old(old, old_call, old_into)?;
+                    on_new(new_into)
                 }
                 (Some(old), Some(old_call)) => {
-                    sample(handle, &t.new_call, new_into)?;
-                    sample(old, old_call, old_into)
+                    on_new(new_into)?;
+                    on_old(old, old_call, old_into)
                 }
-                _ => sample(handle, &t.new_call, new_into),
+                _ => on_new(new_into),
             })();
             if let Err(e) = result {
                 t.error = Some(e);

@@ -1,23 +1,91 @@
-//! A module that panics where it is told to, for the containment tests.
+//! A module that misbehaves where it is told to, for the containment and
+//! isolation tests.
 //!
+//! Panics (caught inside the module, the host stays up):
 //! - engine option `panic_in=create` panics in the factory;
 //! - kernel `panic` panics in `run`;
 //! - kernel `arm` with text param `panic_in` = `export` | `drop` | `import`
 //!   makes the next export, the drop, or the next version's import panic
-//!   (`import` travels in the snapshot as the scalar `panic_in_import`);
-//! - kernel `count` increments a counter (state) and returns it.
+//!   (`import` travels in the snapshot as the scalar `panic_in_import`).
+//!
+//! Worse than panics (they take the process down; only a worker survives
+//! them), chosen per call, per build or at creation:
+//! - kernel `misbehave` does what its text param `mode` says, or, without
+//!   one, what [`BUILT_MODE`] says (tests edit that line to build a
+//!   crashing version): `none`, `segv` (a write through a bad pointer),
+//!   `abort`, `stack_overflow` (unbounded recursion), `infinite_loop`,
+//!   `oom` (allocates and touches `bytes` bytes, default 4 GiB, as a
+//!   runaway allocation would), `panic`;
+//! - engine option `misbehave_in_create=MODE` does it in the factory;
+//! - environment variable `KILN_TEST_PROBE_MISBEHAVE=MODE` does it in the
+//!   device probe.
+//!
+//! State: kernel `count` increments a counter and returns it; residents are
+//! kept as given (`put_resident`), exported as tensor sections, and kernel
+//! `read` returns a copy of its resident argument.
+
+use std::collections::BTreeMap;
 
 use shared_state::{
-    Call, DeviceInfo, Engine, EngineContext, EngineError, ModuleInfo, Output, ResidentInfo, Scalar,
-    Snapshot, Tensor,
+    Arg, Call, DeviceInfo, Engine, EngineContext, EngineError, ModuleInfo, Output, ResidentInfo,
+    Scalar, Snapshot, Tensor,
 };
+
+/// What `misbehave` does without a `mode` param.
+pub const BUILT_MODE: &str = "none";
+/// Changes nothing but the build (tests bump it to make a new version).
+pub const REVISION: i64 = 1;
 
 #[derive(Default)]
 struct Misbehaving {
     count: i64,
+    residents: BTreeMap<String, Tensor>,
     panic_in_export: bool,
     panic_in_drop: bool,
     panic_in_import: bool,
+}
+
+/// Does what `mode` says; returns only for `none`.
+fn misbehave(mode: &str, bytes: usize, depth: u64) -> Result<(), EngineError> {
+    shared_state::tracing::warn!(target: "kiln_test_misbehaving", mode, "misbehaving: {mode}");
+    match mode {
+        "none" => Ok(()),
+        "segv" => {
+            let bad = std::hint::black_box(0x10usize) as *mut u64;
+            // SAFETY: none; this is the deliberate out-of-bounds write the
+            // crash tests need (address 0x10 is never mapped).
+            unsafe { std::ptr::write_volatile(bad, 1) };
+            Ok(())
+        }
+        "abort" => std::process::abort(),
+        "stack_overflow" => {
+            recurse(depth);
+            Ok(())
+        }
+        "infinite_loop" => {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        "oom" => {
+            let v = vec![1u8; bytes];
+            std::hint::black_box(&v);
+            Ok(())
+        }
+        "panic" => panic!("deliberate panic in misbehave"),
+        other => Err(EngineError::bad_call(format!(
+            "misbehave: unknown mode {other:?}"
+        ))),
+    }
+}
+
+/// Recursion with no end: it overflows the stack.
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 64]);
+    recurse(depth + 1).wrapping_add(frame[depth as usize % 64])
 }
 
 fn create(
@@ -26,6 +94,9 @@ fn create(
 ) -> Result<(Misbehaving, Vec<String>), EngineError> {
     if ctx.option("panic_in") == Some("create") {
         panic!("deliberate panic in create");
+    }
+    if let Some(mode) = ctx.option("misbehave_in_create") {
+        misbehave(mode, 4 << 30, 0)?;
     }
     let mut engine = Misbehaving::default();
     if let Some(snapshot) = prior {
@@ -40,23 +111,56 @@ fn create(
             .take_scalar("count")
             .and_then(|s| s.as_i64())
             .unwrap_or(0);
+        for (name, tensor) in snapshot.take_tensors_with_prefix("resident/") {
+            let name = name.strip_prefix("resident/").unwrap_or(&name).to_string();
+            engine.residents.insert(name, tensor);
+        }
     }
     shared_state::tracing::info!(target: "kiln_test_misbehaving", count = engine.count, "misbehaving engine created");
     Ok((engine, Vec::new()))
 }
 
 fn probe() -> Result<Vec<DeviceInfo>, EngineError> {
+    // A driver that crashes while probing, for `kiln backends`.
+    if let Ok(mode) = std::env::var("KILN_TEST_PROBE_MISBEHAVE") {
+        misbehave(&mode, 4 << 30, 0)?;
+    }
     Ok(Vec::new())
+}
+
+fn text<'a>(call: &'a Call, name: &str) -> Option<&'a str> {
+    match call.params.get(name) {
+        Some(Scalar::Text(t)) => Some(t),
+        _ => None,
+    }
+}
+
+impl Misbehaving {
+    fn output(&mut self, call: &Call, tensor: Tensor) -> Output {
+        match &call.store_as {
+            Some(name) => {
+                let shape = tensor.shape().to_vec();
+                self.residents.insert(name.clone(), tensor);
+                Output::Stored {
+                    name: name.clone(),
+                    shape,
+                }
+            }
+            None => Output::Value(tensor),
+        }
+    }
 }
 
 impl Engine for Misbehaving {
     fn info(&self) -> Result<ModuleInfo, EngineError> {
+        let mut notes = BTreeMap::new();
+        notes.insert("revision".to_string(), Scalar::I64(REVISION));
         Ok(ModuleInfo {
             name: "kiln-test-misbehaving".into(),
             backend: "test".into(),
             device: "none".into(),
             kernels: Vec::new(),
-            notes: Default::default(),
+            notes,
         })
     }
 
@@ -83,20 +187,54 @@ impl Engine for Misbehaving {
                     vec![self.count as f32],
                 )))
             }
+            "misbehave" => {
+                let mode = text(&call, "mode").unwrap_or(BUILT_MODE);
+                let bytes = match call.params.get("bytes") {
+                    Some(Scalar::I64(n)) if *n > 0 => *n as usize,
+                    _ => 4 << 30,
+                };
+                misbehave(mode, bytes, 0)?;
+                let out = Tensor::from_f32(&[1], vec![0.0]);
+                Ok(self.output(&call, out))
+            }
+            "read" => {
+                let tensor = match call.args.first() {
+                    Some(Arg::Resident(name)) => self
+                        .residents
+                        .get(name)
+                        .cloned()
+                        .ok_or_else(|| EngineError::bad_call(format!("no resident {name}")))?,
+                    Some(Arg::Tensor(t)) => t.clone(),
+                    None => return Err(EngineError::bad_call("read: one argument")),
+                };
+                Ok(self.output(&call, tensor))
+            }
             other => Err(EngineError::bad_call(format!("no kernel {other}"))),
         }
     }
 
-    fn put_resident(&mut self, _name: &str, _tensor: Tensor) -> Result<(), EngineError> {
-        Err(EngineError::bad_call("no residents here"))
+    fn put_resident(&mut self, name: &str, tensor: Tensor) -> Result<(), EngineError> {
+        self.residents.insert(name.to_string(), tensor);
+        Ok(())
     }
 
     fn read_resident(&self, name: &str) -> Result<Tensor, EngineError> {
-        Err(EngineError::bad_call(format!("no resident {name}")))
+        self.residents
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::bad_call(format!("no resident {name}")))
     }
 
     fn residents(&self) -> Result<Vec<ResidentInfo>, EngineError> {
-        Ok(Vec::new())
+        Ok(self
+            .residents
+            .iter()
+            .map(|(name, t)| ResidentInfo {
+                name: name.clone(),
+                dtype: t.dtype(),
+                shape: t.shape().to_vec(),
+            })
+            .collect())
     }
 
     fn export_state(&self) -> Result<Snapshot, EngineError> {
@@ -105,6 +243,9 @@ impl Engine for Misbehaving {
         }
         let mut s = Snapshot::new("kiln-test-misbehaving", "test");
         s.insert_scalar("count", Scalar::I64(self.count));
+        for (name, tensor) in &self.residents {
+            s.insert_tensor(format!("resident/{name}"), tensor.clone());
+        }
         if self.panic_in_import {
             s.insert_scalar("panic_in_import", Scalar::Bool(true));
         }

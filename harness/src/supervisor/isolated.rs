@@ -1,0 +1,281 @@
+//! A module served from a worker process: the supervisor's handle on the
+//! engine. Requests go to the current worker; when one goes down (crash,
+//! hang, Ctrl-C) it is dropped, the staged files it had loaded are removed,
+//! and [`IsolatedEngine::start`] starts the next one, typically on the last
+//! good version with the checkpoint's state. The checkpoint slots and the
+//! status record belong to this handle and outlive every worker.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+
+use super::checkpoint::Checkpoint;
+use super::deadlines::Deadlines;
+use super::worker_client::{Worker, WorkerError};
+use super::worker_process::SpawnOptions;
+use crate::swap::stage::Staged;
+use crate::worker::protocol::{
+    Checkpointed, DeviceWire, ReplaySummary, Reply, Request, StagedWire, Started, StateSource,
+    Swapped, WorkerConfig,
+};
+use crate::worker::status::StatusRecord;
+use crate::workload::timing::Stats;
+
+/// How to run isolated engines.
+#[derive(Clone, Debug, Default)]
+pub struct IsolationOptions {
+    pub spawn: SpawnOptions,
+    pub worker: WorkerConfig,
+    /// `--call-timeout`: the deadline of every kernel call.
+    pub call_timeout: Option<Duration>,
+}
+
+/// The engine, in a worker process.
+pub struct IsolatedEngine {
+    options: IsolationOptions,
+    status_file: File,
+    checkpoint: Checkpoint,
+    worker: Option<Worker>,
+    interrupt: Receiver<()>,
+    deadlines: Deadlines,
+    serving: Option<(String, u64)>,
+    /// Staged files the current worker loaded (removed if it goes down).
+    staged: Vec<PathBuf>,
+}
+
+fn unexpected(reply: Reply) -> WorkerError {
+    WorkerError::Failed(format!("unexpected reply from the worker: {reply:?}"))
+}
+
+impl IsolatedEngine {
+    /// No worker yet; `interrupt` (Ctrl-C), if given, ends any wait on one.
+    pub fn new(
+        options: IsolationOptions,
+        interrupt: Option<Receiver<()>>,
+    ) -> std::io::Result<Self> {
+        let interrupt = interrupt.unwrap_or_else(crossbeam_channel::never);
+        let (_, status_file) = StatusRecord::create()?;
+        let deadlines = Deadlines {
+            fixed: options.call_timeout,
+            previous: BTreeMap::new(),
+        };
+        Ok(IsolatedEngine {
+            options,
+            status_file,
+            checkpoint: Checkpoint::create()?,
+            worker: None,
+            interrupt,
+            deadlines,
+            serving: None,
+            staged: Vec::new(),
+        })
+    }
+
+    /// `kernel-cpu-v3`, or `-` when no worker serves.
+    pub fn label(&self) -> String {
+        self.serving
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |(l, _)| l.clone())
+    }
+
+    /// The serving version (0 when none).
+    pub fn version(&self) -> u64 {
+        self.serving.as_ref().map_or(0, |(_, v)| *v)
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.worker.is_some() && self.serving.is_some()
+    }
+
+    pub fn worker_pid(&self) -> Option<u32> {
+        self.worker.as_ref().map(Worker::pid)
+    }
+
+    /// The last checkpoint taken (the state of the last good point).
+    pub fn checkpoint(&self) -> Option<&Checkpointed> {
+        self.checkpoint.current()
+    }
+
+    /// Where a restarted engine's state comes from.
+    pub fn checkpoint_source(&self) -> StateSource {
+        self.checkpoint.source()
+    }
+
+    /// The previous good version's medians, for the calls' deadlines.
+    pub fn set_previous_timings(&mut self, timings: &BTreeMap<String, Stats>) {
+        self.deadlines.previous = timings.iter().map(|(k, s)| (k.clone(), s.median)).collect();
+    }
+
+    fn request(&mut self, request: Request) -> Result<Reply, WorkerError> {
+        let Some(worker) = self.worker.as_mut() else {
+            return Err(WorkerError::Failed(
+                "no worker is running (the last one went down)".into(),
+            ));
+        };
+        let deadlines = &self.deadlines;
+        match worker.request(&request, &|running| deadlines.of(running)) {
+            Err(e @ (WorkerError::Down(_) | WorkerError::Interrupted)) => {
+                self.worker = None;
+                self.serving = None;
+                self.remove_staged();
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    fn remove_staged(&mut self) {
+        for path in self.staged.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Starts a new worker (ending the current one, if any) serving
+    /// `staged`, with state from `state`.
+    pub fn start(&mut self, staged: &Staged, state: StateSource) -> Result<Started, WorkerError> {
+        self.stop_worker(Duration::from_secs(1));
+        let worker = Worker::spawn(
+            &self.options.spawn,
+            &self.status_file,
+            self.checkpoint.slots(),
+            self.interrupt.clone(),
+        )
+        .map_err(|e| WorkerError::Failed(format!("cannot start a worker: {e}")))?;
+        self.worker = Some(worker);
+        self.staged.push(staged.path.clone());
+        match self.request(Request::Configure(self.options.worker.clone()))? {
+            Reply::Configured => {}
+            other => return Err(unexpected(other)),
+        }
+        let reply = self.request(Request::Start {
+            staged: StagedWire::from(staged),
+            state,
+        });
+        match reply {
+            Ok(Reply::Started(started)) => {
+                self.serving = Some((started.label.clone(), started.version));
+                Ok(started)
+            }
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => {
+                if matches!(e, WorkerError::Failed(_)) {
+                    self.stop_worker(Duration::from_secs(1));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Loads the workload's resident buffers the engine does not hold.
+    pub fn load_workload_state(&mut self) -> Result<usize, WorkerError> {
+        match self.request(Request::LoadWorkloadState)? {
+            Reply::Loaded { count } => Ok(count),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Swaps to `staged` with the state handoff. With `keep_old`, the
+    /// replaced version stays alive until the next replay (to be timed
+    /// against); otherwise it retires now.
+    pub fn swap(&mut self, staged: &Staged, keep_old: bool) -> Result<Swapped, WorkerError> {
+        self.staged.push(staged.path.clone());
+        match self.request(Request::Swap {
+            staged: StagedWire::from(staged),
+            keep_old,
+        })? {
+            Reply::Swapped(swapped) => {
+                self.serving = Some((swapped.to.clone(), staged.version));
+                Ok(swapped)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Replays the workload on the serving version.
+    pub fn replay(
+        &mut self,
+        recorded: Option<&BTreeMap<String, Stats>>,
+    ) -> Result<ReplaySummary, WorkerError> {
+        let recorded = recorded.map(|m| m.iter().map(|(k, s)| (k.clone(), s.into())).collect());
+        match self.request(Request::Replay { recorded })? {
+            Reply::Replayed(summary) => Ok(summary),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Checkpoints the engine's state (the last good point is now).
+    pub fn take_checkpoint(&mut self) -> Result<Checkpointed, WorkerError> {
+        let slot = self.checkpoint.next_slot();
+        match self.request(Request::Checkpoint { slot })? {
+            Reply::Checkpointed(written) => {
+                self.checkpoint.commit(slot, written.clone());
+                Ok(written)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The hash the engine's state has now, as a checkpoint would.
+    pub fn state_hash(&mut self) -> Result<Checkpointed, WorkerError> {
+        match self.request(Request::StateHash)? {
+            Reply::StateHash(hashed) => Ok(hashed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes the session as a workload (needs `keep_outputs`).
+    pub fn record(&mut self, path: &Path) -> Result<String, WorkerError> {
+        match self.request(Request::Record {
+            path: path.to_path_buf(),
+        })? {
+            Reply::Recorded { description } => Ok(description),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Probes `staged`'s devices in a fresh worker (which then exits).
+    pub fn probe(&mut self, staged: &Staged) -> Result<Vec<DeviceWire>, WorkerError> {
+        self.stop_worker(Duration::from_secs(1));
+        let worker = Worker::spawn(
+            &self.options.spawn,
+            &self.status_file,
+            self.checkpoint.slots(),
+            self.interrupt.clone(),
+        )
+        .map_err(|e| WorkerError::Failed(format!("cannot start a worker: {e}")))?;
+        self.worker = Some(worker);
+        self.staged.push(staged.path.clone());
+        let reply = self.request(Request::Probe {
+            staged: StagedWire::from(staged),
+        });
+        self.stop_worker(Duration::from_secs(1));
+        match reply? {
+            Reply::Probed { devices } => Ok(devices),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes the last good point's state to `path` (a snapshot file).
+    pub fn write_state_file(&self, path: &Path) -> Result<u64, String> {
+        self.checkpoint.write_file(path)
+    }
+
+    /// Ends the worker: asks it to retire everything, kills it after
+    /// `deadline`.
+    pub fn stop_worker(&mut self, deadline: Duration) {
+        if let Some(worker) = self.worker.take() {
+            worker.shutdown(deadline);
+        }
+        self.serving = None;
+        self.remove_staged();
+    }
+}
+
+impl Drop for IsolatedEngine {
+    fn drop(&mut self) {
+        self.stop_worker(Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,76 @@
+//! How a session saves the state of its last good point and ends: when the
+//! contract changed (the host must restart) and at Ctrl-C.
+
+use super::session::Session;
+use crate::swap::served::human_bytes;
+
+impl Session {
+    pub(super) fn restart_required(&mut self) {
+        let saved = self.state_path.parent().map_or(Ok(()), |dir| {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())
+        });
+        let state = match saved.and_then(|()| self.engine.write_state_file(&self.state_path)) {
+            Ok(bytes) => format!(
+                "the state of the last good point ({}) is saved in {} and will be restored when kiln dev starts again",
+                human_bytes(bytes as usize),
+                self.state_path.display()
+            ),
+            Err(e) => format!("saving the engine's state failed: {e}"),
+        };
+        tracing::warn!(
+            event = "restart_required",
+            module = %self.module.package,
+            version = self.version(),
+            "shared-state (the contract between host and modules) changed: it cannot be hot-swapped. \
+             Restart kiln dev (Ctrl-C, then `cargo dev`); {state}. Still serving {}.",
+            self.label()
+        );
+    }
+
+    pub(super) fn finish(mut self) {
+        if let Some(path) = &self.explicit_state {
+            match self.engine.write_state_file(path) {
+                Ok(bytes) => tracing::info!(
+                    event = "state_saved",
+                    module = %self.module.package,
+                    version = self.version(),
+                    bytes,
+                    "state saved to {} ({}, the last good point)",
+                    path.display(),
+                    human_bytes(bytes as usize)
+                ),
+                Err(e) => tracing::error!("cannot save state to {}: {e}", path.display()),
+            }
+        }
+        if let Some(path) = &self.record {
+            if self.stopping || !self.engine.is_serving() {
+                tracing::error!(
+                    "cannot record the session to {}: no worker serves",
+                    path.display()
+                );
+            } else {
+                match self.engine.record(path) {
+                    Ok(description) => {
+                        tracing::info!("recorded the session to {}: {description}", path.display())
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot record the session to {}: {e}", path.display())
+                    }
+                }
+            }
+        }
+        if let Some(best) = self.history.best() {
+            tracing::info!(
+                "session over: {} versions, best v{} ({}); history in {}",
+                self.history.versions.len(),
+                best.version,
+                best.label,
+                self.history_path.display()
+            );
+        }
+        self.engine.stop_worker(std::time::Duration::from_secs(1));
+        drop(self.engine);
+        drop(self.stage);
+        tracing::info!("kiln dev stopped; staged files removed");
+    }
+}

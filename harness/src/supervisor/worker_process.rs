@@ -1,0 +1,361 @@
+//! Starting and ending a worker process: `kiln worker` (the same binary) in
+//! its own process group (a Ctrl-C at the terminal reaches only the
+//! supervisor), under a data-size limit (a runaway allocation fails in the
+//! worker, not in the machine's OOM killer), with no core dumps, killed if
+//! the supervisor dies. Its standard output carries messages (see
+//! `worker::protocol`), read on a thread; its standard error is passed
+//! through, and its last lines are kept: they are what a dying process
+//! said (Rust's "has overflowed its stack", an allocation failure).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+
+use crate::logging::LogFormat;
+use crate::worker::protocol::{Message, Request, SLOT_FDS, STATUS_FD};
+use crate::worker::{LOG_ANSI_ENV, LOG_ELAPSED_ENV};
+
+/// Lines of standard error kept for the crash report (a backtrace can be
+/// long; the message before it is what matters).
+const LAST_WORDS: usize = 200;
+
+/// How to start workers.
+#[derive(Clone, Debug)]
+pub struct SpawnOptions {
+    /// The `kiln` binary (default: `KILN_WORKER_BIN`, else this process's
+    /// own executable, as running: `/proc/self/exe` still starts it after
+    /// a rebuild replaced the file).
+    pub program: Option<PathBuf>,
+    pub log_format: LogFormat,
+    /// Print the worker's log lines and standard error here (else drop
+    /// them; the last words are kept either way).
+    pub forward_output: bool,
+    /// `RLIMIT_DATA` in bytes (`None`: no limit).
+    pub memory_limit: Option<u64>,
+}
+
+impl Default for SpawnOptions {
+    fn default() -> Self {
+        SpawnOptions {
+            program: None,
+            log_format: LogFormat::Human,
+            forward_output: true,
+            memory_limit: None,
+        }
+    }
+}
+
+impl SpawnOptions {
+    fn program(&self) -> std::io::Result<PathBuf> {
+        if let Some(p) = &self.program {
+            return Ok(p.clone());
+        }
+        if let Some(p) = std::env::var_os("KILN_WORKER_BIN").filter(|p| !p.is_empty()) {
+            return Ok(PathBuf::from(p));
+        }
+        Ok(PathBuf::from("/proc/self/exe"))
+    }
+}
+
+/// A running worker process.
+pub struct WorkerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    messages: Receiver<Message>,
+    last_words: Arc<Mutex<VecDeque<String>>>,
+    stderr_done: Receiver<()>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    exit: Option<ExitStatus>,
+}
+
+impl WorkerProcess {
+    /// Starts `kiln worker` with `status` and `slots` as its descriptors 3,
+    /// 4 and 5.
+    pub fn spawn(
+        options: &SpawnOptions,
+        status: &File,
+        slots: &[File; 2],
+    ) -> std::io::Result<WorkerProcess> {
+        let program = options.program()?;
+        let format = match options.log_format {
+            LogFormat::Human => "human",
+            LogFormat::Json => "json",
+        };
+        let mut command = Command::new(&program);
+        command
+            .args(["--log-format", format, "worker"])
+            .env(
+                LOG_ELAPSED_ENV,
+                crate::logging::started_at()
+                    .elapsed()
+                    .as_secs_f64()
+                    .to_string(),
+            )
+            .env(
+                LOG_ANSI_ENV,
+                if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    "1"
+                } else {
+                    "0"
+                },
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let sources = [
+            (status.as_raw_fd(), STATUS_FD),
+            (slots[0].as_raw_fd(), SLOT_FDS[0]),
+            (slots[1].as_raw_fd(), SLOT_FDS[1]),
+        ];
+        let limit = options.memory_limit;
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes async-signal-safe system calls (fcntl, dup2, setrlimit,
+        // prctl) on descriptors that are open in the parent (the memfds are
+        // borrowed for the duration of this call), allocating nothing.
+        unsafe {
+            command.pre_exec(move || {
+                // Move the sources out of the way first: one of them may sit
+                // on a target number.
+                let mut moved = [0i32; 3];
+                for (i, (from, _)) in sources.iter().enumerate() {
+                    moved[i] = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, 64);
+                    if moved[i] < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (i, (_, to)) in sources.iter().enumerate() {
+                    // dup2 clears close-on-exec on the target.
+                    if libc::dup2(moved[i], *to) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+                if let Some(bytes) = limit {
+                    let data = libc::rlimit {
+                        rlim_cur: bytes as libc::rlim_t,
+                        rlim_max: bytes as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_DATA, &data) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot start worker {}: {e}", program.display()),
+            )
+        })?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let forward = options.forward_output;
+        let (tx, messages) = crossbeam_channel::unbounded();
+        let out_reader = std::thread::Builder::new()
+            .name("kiln-worker-out".into())
+            .spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    match serde_json::from_str::<Message>(&line) {
+                        Ok(Message::Log(text)) => {
+                            if forward {
+                                let mut out = std::io::stdout().lock();
+                                let _ = out.write_all(text.as_bytes());
+                                let _ = out.flush();
+                            }
+                        }
+                        Ok(message) => {
+                            if tx.send(message).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Message::Failed(format!(
+                                "unreadable message from the worker ({e}): {line}"
+                            )));
+                        }
+                    }
+                }
+            })?;
+        let last_words = Arc::new(Mutex::new(VecDeque::new()));
+        let kept = last_words.clone();
+        let (done_tx, stderr_done) = crossbeam_channel::bounded(1);
+        let err_reader = std::thread::Builder::new()
+            .name("kiln-worker-err".into())
+            .spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    if forward {
+                        let _ = std::io::stderr().write_all(&line);
+                    }
+                    let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    if kept.len() == LAST_WORDS {
+                        kept.pop_front();
+                    }
+                    kept.push_back(text);
+                }
+                let _ = done_tx.send(());
+            })?;
+        Ok(WorkerProcess {
+            stdin: child.stdin.take(),
+            child,
+            messages,
+            last_words,
+            stderr_done,
+            readers: vec![out_reader, err_reader],
+            exit: None,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Replies and failures, in order; disconnected when the worker's
+    /// output ends (it exited or died).
+    pub fn messages(&self) -> &Receiver<Message> {
+        &self.messages
+    }
+
+    /// Sends a request; an error means the worker is gone.
+    pub fn send(&mut self, request: &Request) -> std::io::Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("worker input closed"))?;
+        let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        stdin.write_all(&line)?;
+        stdin.flush()
+    }
+
+    /// Kills the worker's whole process group (SIGKILL) and reaps it.
+    pub fn kill(&mut self) -> ExitStatus {
+        if let Some(status) = self.exit {
+            return status;
+        }
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) with the negated pid of a child we spawned with
+        // process_group(0) and have not reaped: its group id is its pid and
+        // cannot have been reused while the child is a zombie or alive.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        self.wait()
+    }
+
+    /// Waits for the worker to exit (after it died, or was asked to).
+    pub fn wait(&mut self) -> ExitStatus {
+        if let Some(status) = self.exit {
+            return status;
+        }
+        drop(self.stdin.take());
+        let status = self
+            .child
+            .wait()
+            .unwrap_or_else(|_| ExitStatus::from_raw(-1));
+        self.exit = Some(status);
+        status
+    }
+
+    /// Waits up to `deadline` for a clean exit; kills it after that.
+    pub fn wait_or_kill(&mut self, deadline: Duration) -> ExitStatus {
+        drop(self.stdin.take());
+        let end = std::time::Instant::now() + deadline;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exit = Some(status);
+                return status;
+            }
+            if std::time::Instant::now() >= end {
+                return self.kill();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The last lines the worker wrote to standard error (waits briefly for
+    /// the pipe to drain once the process is gone).
+    pub fn last_words(&self) -> Vec<String> {
+        let _ = self.stderr_done.recv_timeout(Duration::from_millis(500));
+        self.last_words
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+        // The whole group is gone, so both pipes are at end of file.
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// `killed by SIGSEGV (segmentation fault)`, `exited with code 3`.
+pub fn describe_exit(status: ExitStatus) -> String {
+    if let Some(signal) = status.signal() {
+        let (name, what) = signal_name(signal);
+        if what.is_empty() {
+            format!("killed by {name}")
+        } else {
+            format!("killed by {name} ({what})")
+        }
+    } else {
+        match status.code() {
+            Some(0) => "exited".to_string(),
+            Some(code) => format!("exited with code {code}"),
+            None => "ended".to_string(),
+        }
+    }
+}
+
+/// The name of a signal and what it usually means for a kernel.
+pub fn signal_name(signal: i32) -> (String, &'static str) {
+    let (name, what) = match signal {
+        libc::SIGSEGV => (
+            "SIGSEGV",
+            "segmentation fault: a bad pointer or out-of-bounds access",
+        ),
+        libc::SIGBUS => ("SIGBUS", "bus error: a misaligned or truncated mapping"),
+        libc::SIGABRT => ("SIGABRT", "aborted"),
+        libc::SIGILL => ("SIGILL", "illegal instruction"),
+        libc::SIGFPE => ("SIGFPE", "arithmetic exception"),
+        libc::SIGKILL => ("SIGKILL", "killed"),
+        libc::SIGTERM => ("SIGTERM", "terminated"),
+        libc::SIGTRAP => ("SIGTRAP", "trap"),
+        libc::SIGINT => ("SIGINT", "interrupted"),
+        _ => return (format!("signal {signal}"), ""),
+    };
+    (name.to_string(), what)
+}

@@ -1,0 +1,300 @@
+//! The engine host: what a worker does for each request. Everything here is
+//! the in-process swap core, unchanged: stage verification, load and
+//! fingerprint, handoff, swap, replay, retire.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use shared_state::Snapshot;
+
+use super::checkpoint_writer::{hash_only, slot_path, write_slot};
+use super::protocol::{
+    CallFailure, DeviceWire, ReplaySummary, Reply, Request, StagedWire, Started, StateSource,
+    StatsWire, Swapped, WorkerConfig,
+};
+use super::status::StatusRecord;
+use crate::swap::engine_handle::{EngineHandle, probe_devices};
+use crate::swap::load::LoadedModule;
+use crate::swap::served::ServedModule;
+use crate::swap::snapshot_file;
+use crate::workload::Workload;
+use crate::workload::compare::Tolerances;
+use crate::workload::replay::{self, Baseline, CallWatch, ReplayOptions, ReplayReport};
+
+/// One worker's engine and what it replays.
+pub struct Host {
+    status: Arc<StatusRecord>,
+    config: WorkerConfig,
+    workload: Option<Workload>,
+    replay_options: ReplayOptions,
+    served: Option<ServedModule>,
+    /// The version the last swap replaced, alive until the next replay.
+    old: Option<EngineHandle>,
+    last_passing: Option<ReplayReport>,
+}
+
+impl Host {
+    pub fn new(status: Arc<StatusRecord>) -> Host {
+        Host {
+            status,
+            config: WorkerConfig::default(),
+            workload: None,
+            replay_options: ReplayOptions::default(),
+            served: None,
+            old: None,
+            last_passing: None,
+        }
+    }
+
+    fn served(&self) -> Result<&ServedModule, String> {
+        self.served
+            .as_ref()
+            .ok_or_else(|| "no engine started in this worker".to_string())
+    }
+
+    fn label(&self) -> String {
+        self.served.as_ref().map(|s| s.label()).unwrap_or_default()
+    }
+
+    /// Handles one request; `Err` is a failure the worker survives.
+    pub fn handle(&mut self, request: Request) -> Result<Reply, String> {
+        let op = op_name(&request);
+        let label = self.label();
+        self.status.begin(op, &label, None);
+        let reply = self.dispatch(request);
+        self.status.idle();
+        reply
+    }
+
+    fn dispatch(&mut self, request: Request) -> Result<Reply, String> {
+        match request {
+            Request::Configure(config) => self.configure(config),
+            Request::Start { staged, state } => self.start(staged.into_staged()?, state),
+            Request::LoadWorkloadState => {
+                let workload = self.workload()?;
+                let count = replay::load_state(&self.served()?.handle(), workload)
+                    .map_err(|e| format!("cannot load the workload's buffers: {e}"))?;
+                Ok(Reply::Loaded { count })
+            }
+            Request::Swap { staged, keep_old } => {
+                let loaded =
+                    LoadedModule::open(staged.into_staged()?).map_err(|e| e.to_string())?;
+                let (report, old) = self
+                    .served()?
+                    .swap_keeping_old(loaded)
+                    .map_err(|e| e.to_string())?;
+                // A version kept from an earlier swap retires now.
+                self.old = None;
+                if keep_old {
+                    self.old = Some(old);
+                } else {
+                    drop(old);
+                }
+                Ok(Reply::Swapped(Swapped {
+                    from: report.from,
+                    to: report.to,
+                    bytes: report.bytes,
+                    paused_ms: report.paused_ms,
+                }))
+            }
+            Request::Replay { recorded } => self.replay(recorded),
+            Request::Checkpoint { slot } => {
+                let snapshot = self.export()?;
+                write_slot(&snapshot, slot).map(Reply::Checkpointed)
+            }
+            Request::StateHash => {
+                let snapshot = self.export()?;
+                hash_only(&snapshot).map(Reply::StateHash)
+            }
+            Request::Record { path } => self.record(&path),
+            Request::Probe { staged } => {
+                let loaded =
+                    LoadedModule::open(staged.into_staged()?).map_err(|e| e.to_string())?;
+                let devices = probe_devices(&Arc::new(loaded)).map_err(|e| e.message)?;
+                Ok(Reply::Probed {
+                    devices: devices
+                        .into_iter()
+                        .map(|d| DeviceWire {
+                            index: d.index,
+                            name: d.name,
+                            kind: d.kind,
+                            driver: d.driver,
+                            api: d.api,
+                        })
+                        .collect(),
+                })
+            }
+            Request::Shutdown => {
+                self.old = None;
+                self.served = None;
+                Ok(Reply::Bye)
+            }
+        }
+    }
+
+    fn configure(&mut self, config: WorkerConfig) -> Result<Reply, String> {
+        let workload = match (&config.workload, &config.workspace) {
+            (Some(path), _) => crate::workload::read(path).map_err(|e| e.to_string())?,
+            (None, Some(root)) => crate::supervisor::declarations::bundled_workload(root)?,
+            (None, None) => {
+                return Err("no workload and no workspace to build the bundled one from".into());
+            }
+        };
+        // Expected outputs: another backend (`--reference`), else the
+        // workload's, else the reference module; both run here, in the
+        // worker, like every module.
+        let start_engine =
+            |wire: &StagedWire| -> Result<crate::swap::engine_handle::EngineHandle, String> {
+                let staged = wire.clone().into_staged()?;
+                let loaded = LoadedModule::open(staged).map_err(|e| e.to_string())?;
+                crate::swap::engine_handle::EngineHandle::start(
+                    std::sync::Arc::new(loaded),
+                    &config.engine_options(),
+                    None,
+                )
+                .map(|(h, _)| h)
+                .map_err(|e| e.to_string())
+            };
+        let cross_reference = config
+            .cross_reference
+            .as_ref()
+            .map(start_engine)
+            .transpose()?;
+        let reference = config.reference.as_ref().map(start_engine).transpose()?;
+        let tolerances = match &config.tolerances {
+            Some(path) => Tolerances::load(path).map_err(|e| e.to_string())?,
+            None => Tolerances::default(),
+        };
+        let status = self.status.clone();
+        self.replay_options = ReplayOptions {
+            tolerances,
+            timing: config.timing.then(replay::quick_timing),
+            keep_outputs: config.keep_outputs,
+            cross_reference,
+            reference,
+            watch: CallWatch::new(move |label, index, kernel| {
+                status.begin("replay", label, Some((index, kernel)));
+            }),
+        };
+        self.workload = Some(workload);
+        self.config = config;
+        Ok(Reply::Configured)
+    }
+
+    fn workload(&self) -> Result<&Workload, String> {
+        self.workload
+            .as_ref()
+            .ok_or_else(|| "worker not configured".to_string())
+    }
+
+    fn start(
+        &mut self,
+        staged: crate::swap::stage::Staged,
+        state: StateSource,
+    ) -> Result<Reply, String> {
+        let prior: Option<Snapshot> = match &state {
+            StateSource::Empty => None,
+            StateSource::File(path) => Some(snapshot_file::load(path).map_err(|e| e.to_string())?),
+            StateSource::Checkpoint { slot, .. } => {
+                Some(snapshot_file::load(&slot_path(*slot)?).map_err(|e| e.to_string())?)
+            }
+        };
+        let loaded = LoadedModule::open(staged).map_err(|e| e.to_string())?;
+        self.status.begin("start", loaded.label(), None);
+        let (served, import) = ServedModule::start(loaded, self.config.engine_options(), prior)
+            .map_err(|e| format!("cannot start: {e}"))?;
+        let handle = served.handle();
+        let info = handle.info().map_err(|e| e.to_string())?;
+        let started = Started {
+            label: handle.label().to_string(),
+            version: handle.module().staged.version,
+            device: info.device,
+            import: import.to_string(),
+        };
+        drop(handle);
+        self.served = Some(served);
+        Ok(Reply::Started(started))
+    }
+
+    fn export(&self) -> Result<Snapshot, String> {
+        self.served()?
+            .handle()
+            .export_state()
+            .map_err(|e| e.to_string())
+    }
+
+    fn replay(
+        &mut self,
+        recorded: Option<std::collections::BTreeMap<String, StatsWire>>,
+    ) -> Result<Reply, String> {
+        let handle = self.served()?.handle();
+        let recorded: Option<std::collections::BTreeMap<String, crate::workload::timing::Stats>> =
+            recorded.map(|m| m.iter().map(|(k, s)| (k.clone(), s.into())).collect());
+        let old = self.old.take();
+        let baseline = match (&old, &recorded) {
+            (Some(old), _) => Baseline::Interleaved(old),
+            (None, Some(r)) => Baseline::Recorded(r),
+            (None, None) => Baseline::None,
+        };
+        let report = replay::replay_with(&handle, self.workload()?, &self.replay_options, baseline);
+        let staged = handle.module().staged.clone();
+        replay::log_events(&report, &staged.module, staged.version);
+        // The replaced version retires now that both were timed (after the
+        // replay's events, as in-process).
+        drop(old);
+        let summary = ReplaySummary {
+            label: report.label.clone(),
+            passed: report.passed(),
+            first_failure: report.first_failure().map(|f| CallFailure {
+                index: f.index,
+                kernel: f.kernel.clone(),
+                why: f
+                    .error
+                    .clone()
+                    .or_else(|| f.comparison.as_ref().map(|c| c.summary()))
+                    .unwrap_or_default(),
+            }),
+            timings: report
+                .timings()
+                .iter()
+                .map(|(k, s)| (k.clone(), s.into()))
+                .collect(),
+            table: report.table(),
+            ms: report.ms,
+        };
+        if report.passed() && self.config.keep_outputs {
+            self.last_passing = Some(report);
+        }
+        Ok(Reply::Replayed(summary))
+    }
+
+    fn record(&self, path: &Path) -> Result<Reply, String> {
+        let report = self
+            .last_passing
+            .as_ref()
+            .ok_or_else(|| "no passing replay in this worker to record".to_string())?;
+        let handle = self.served()?.handle();
+        let name = format!("{}-session", handle.module().staged.module);
+        let workload =
+            replay::session_workload(&name, &handle, report).map_err(|e| e.to_string())?;
+        crate::workload::write(&workload, path).map_err(|e| e.to_string())?;
+        Ok(Reply::Recorded {
+            description: workload.describe(),
+        })
+    }
+}
+
+fn op_name(request: &Request) -> &'static str {
+    match request {
+        Request::Configure(_) => "configure",
+        Request::Start { .. } => "start",
+        Request::LoadWorkloadState => "load",
+        Request::Swap { .. } => "swap",
+        Request::Replay { .. } => "replay",
+        Request::Checkpoint { .. } => "checkpoint",
+        Request::StateHash => "export",
+        Request::Record { .. } => "record",
+        Request::Probe { .. } => "probe",
+        Request::Shutdown => "shutdown",
+    }
+}

@@ -1,0 +1,291 @@
+//! What supervisor and worker say to each other: one JSON object per line
+//! (serde_json), requests on the worker's standard input, messages (log
+//! lines and replies) on its standard output. Bulk data never travels here:
+//! state goes through the checkpoint slots (shared memory), workloads are
+//! files both sides read.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::swap::engine_handle::EngineOptions;
+use crate::swap::stage::Staged;
+use crate::workload::timing::Stats;
+
+/// File descriptor of the status record (shared memory) in the worker.
+pub const STATUS_FD: i32 = 3;
+/// File descriptors of the two checkpoint slots (shared memory) in the worker.
+pub const SLOT_FDS: [i32; 2] = [4, 5];
+
+/// A request from the supervisor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// Once, first: what this worker serves and replays.
+    Configure(WorkerConfig),
+    /// Load `staged` and start its engine from `state`.
+    Start {
+        staged: StagedWire,
+        state: StateSource,
+    },
+    /// Load the workload's resident buffers the engine does not hold yet.
+    LoadWorkloadState,
+    /// Swap to `staged` with the state handoff. With `keep_old`, the old
+    /// version stays alive (calls no longer go there) until the next replay
+    /// is done, to be timed against; otherwise it retires now.
+    Swap { staged: StagedWire, keep_old: bool },
+    /// Replay the workload on the serving version (timed interleaved with
+    /// the version it replaced, if alive; else against `recorded`).
+    Replay {
+        recorded: Option<BTreeMap<String, StatsWire>>,
+    },
+    /// Export the engine's state into checkpoint slot `slot`.
+    Checkpoint { slot: usize },
+    /// Export the engine's state and hash it (after a restart: is it the
+    /// checkpoint's, bit for bit?).
+    StateHash,
+    /// Write the session as a workload (the last passing replay's calls).
+    Record { path: PathBuf },
+    /// Probe `staged`'s devices (for `kiln backends`).
+    Probe { staged: StagedWire },
+    /// Retire everything and exit.
+    Shutdown,
+}
+
+/// Where a starting engine's state comes from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum StateSource {
+    Empty,
+    /// A snapshot file (`--state`).
+    File(PathBuf),
+    /// A checkpoint slot holding a snapshot file's bytes.
+    Checkpoint {
+        slot: usize,
+        bytes: u64,
+    },
+}
+
+/// The worker's configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WorkerConfig {
+    pub threads: usize,
+    pub engine_options: BTreeMap<String, String>,
+    /// `None`: the bundled default workload.
+    pub workload: Option<PathBuf>,
+    /// `kiln.toml` with tolerances, if any.
+    pub tolerances: Option<PathBuf>,
+    /// Time calls (and judge against the previous version).
+    pub timing: bool,
+    /// Keep outputs of passing replays (to record the session).
+    pub keep_outputs: bool,
+    /// The workspace (for the bundled workload, built from its
+    /// declarations, when `workload` is `None`).
+    pub workspace: Option<PathBuf>,
+    /// The reference module: expected outputs of calls whose workload
+    /// stores none.
+    pub reference: Option<StagedWire>,
+    /// `--reference BACKEND`: every call's expected outputs come from this
+    /// module, run on the same inputs.
+    pub cross_reference: Option<StagedWire>,
+}
+
+impl WorkerConfig {
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            threads: self.threads,
+            options: self.engine_options.clone(),
+        }
+    }
+}
+
+/// A message from the worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Message {
+    /// A formatted log line (with its newline), to print as is.
+    Log(String),
+    /// The answer to the last request.
+    Reply(Reply),
+    /// The last request failed; the worker is fine and keeps serving.
+    Failed(String),
+}
+
+/// Replies, one kind per request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Configured,
+    Started(Started),
+    Loaded { count: usize },
+    Swapped(Swapped),
+    Replayed(ReplaySummary),
+    Checkpointed(Checkpointed),
+    StateHash(Checkpointed),
+    Recorded { description: String },
+    Probed { devices: Vec<DeviceWire> },
+    Bye,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Started {
+    pub label: String,
+    pub version: u64,
+    pub device: String,
+    /// The import report, readable.
+    pub import: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Swapped {
+    pub from: String,
+    pub to: String,
+    pub bytes: usize,
+    pub paused_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpointed {
+    pub bytes: u64,
+    /// xxh3-128 of the snapshot file bytes, hex.
+    pub hash: String,
+    pub ms: f64,
+}
+
+/// What the supervisor needs of a replay (the worker logs the per-call
+/// events itself).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplaySummary {
+    pub label: String,
+    pub passed: bool,
+    pub first_failure: Option<CallFailure>,
+    pub timings: BTreeMap<String, StatsWire>,
+    /// The readable table.
+    pub table: String,
+    pub ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CallFailure {
+    pub index: usize,
+    pub kernel: String,
+    pub why: String,
+}
+
+/// A device, as `kiln backends` prints it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceWire {
+    pub index: usize,
+    pub name: String,
+    pub kind: String,
+    pub driver: String,
+    pub api: String,
+}
+
+/// [`Staged`] on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StagedWire {
+    pub module: String,
+    pub version: u64,
+    pub label: String,
+    pub path: PathBuf,
+    pub source: PathBuf,
+    pub hash: String,
+    pub bytes: u64,
+    pub ms: f64,
+    /// The version's declarations and sources, staged next to the library.
+    pub files_path: PathBuf,
+    pub version_hash: String,
+}
+
+impl From<&Staged> for StagedWire {
+    fn from(s: &Staged) -> Self {
+        StagedWire {
+            module: s.module.clone(),
+            version: s.version,
+            label: s.label.clone(),
+            path: s.path.clone(),
+            source: s.source.clone(),
+            hash: s.hash.clone(),
+            bytes: s.bytes,
+            ms: s.ms,
+            files_path: s.files_path.clone(),
+            version_hash: s.version_hash.clone(),
+        }
+    }
+}
+
+impl StagedWire {
+    /// The staged version, with its declarations and sources read back
+    /// from the staging directory; refused if they are not the ones staged
+    /// (the version hash differs).
+    pub fn into_staged(self) -> Result<Staged, String> {
+        let files = crate::swap::version_files::VersionFiles::read_staged(&self.files_path)?;
+        let version_hash = format!("{}-{}", &self.hash[..16.min(self.hash.len())], files.hash());
+        if version_hash != self.version_hash {
+            return Err(format!(
+                "the staged declarations and sources of {} changed after staging ({} is {version_hash}, staged as {})",
+                self.label,
+                self.files_path.display(),
+                self.version_hash
+            ));
+        }
+        Ok(Staged {
+            module: self.module,
+            version: self.version,
+            label: self.label,
+            path: self.path,
+            source: self.source,
+            hash: self.hash,
+            bytes: self.bytes,
+            ms: self.ms,
+            files,
+            version_hash,
+            files_path: self.files_path,
+        })
+    }
+}
+
+/// [`Stats`] on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatsWire {
+    pub runs: usize,
+    pub median: f64,
+    pub mad: f64,
+    pub q1: f64,
+    pub q3: f64,
+    pub iqr: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl From<&Stats> for StatsWire {
+    fn from(s: &Stats) -> Self {
+        StatsWire {
+            runs: s.runs,
+            median: s.median,
+            mad: s.mad,
+            q1: s.q1,
+            q3: s.q3,
+            iqr: s.iqr,
+            min: s.min,
+            max: s.max,
+        }
+    }
+}
+
+impl From<&StatsWire> for Stats {
+    fn from(s: &StatsWire) -> Self {
+        Stats {
+            runs: s.runs,
+            median: s.median,
+            mad: s.mad,
+            q1: s.q1,
+            q3: s.q3,
+            iqr: s.iqr,
+            min: s.min,
+            max: s.max,
+        }
+    }
+}

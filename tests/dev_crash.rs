@@ -1,0 +1,314 @@
+//! `kiln dev` end to end: a kernel that writes through a bad pointer,
+//! aborts, overflows its stack, loops forever or allocates past the
+//! worker's limit costs that version, never the session or its state. For
+//! each: the log names what happened and where (signal, version, call,
+//! kernel, last words); a new worker serves the last good version's code;
+//! its state is the checkpoint's, bit for bit; the next good save swaps in;
+//! the crashed worker is gone. Ctrl-C during an infinite loop ends the
+//! session within 2 s with the state file written from the last good point.
+//!
+//! Real binary, real cargo, real signals. The served module is the
+//! misbehaving test module, moved under `kernels/` in a workspace copy.
+//! Run with `cargo test --release -p kiln-e2e --test dev_crash`.
+
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use kiln_e2e::dev_session::{BUILD_DEADLINE, DevSession, Event, QUIET};
+use kiln_e2e::misbehaving::{
+    MISBEHAVE_CALL, MisbehavingWorkspace, module_target_dir, state_tensor,
+};
+use shared_state::Scalar;
+
+const QUIET_MAX: Duration = Duration::from_secs(240);
+
+fn start(ws: &MisbehavingWorkspace, extra: &[&str]) -> DevSession {
+    let mut args: Vec<String> = ws.args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let target = module_target_dir();
+    DevSession::start_with_env(
+        &ws.copy,
+        &args,
+        &[("KILN_MODULE_TARGET_DIR", target.as_os_str() as &OsStr)],
+    )
+}
+
+/// The last checkpoint event so far (the state of the last good point).
+fn last_checkpoint(session: &DevSession) -> Event {
+    session
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.name() == "checkpoint")
+        .cloned()
+        .unwrap_or_else(|| session.fail("no checkpoint event"))
+}
+
+fn first_version(session: &DevSession) -> u64 {
+    session
+        .events
+        .iter()
+        .find(|e| e.name() == "replay")
+        .and_then(|e| e.u64("version"))
+        .unwrap_or_else(|| session.fail("no first replay"))
+}
+
+/// What one misbehaving version must produce.
+struct Expect {
+    mode: &'static str,
+    /// `crashed` or `hung`.
+    event: &'static str,
+    signal: Option<&'static str>,
+    /// Words the `crashed`/`hung` message must contain (last words too).
+    says: &'static [&'static str],
+    /// Save the good version while the bad one is still running (a hang):
+    /// it must be built and tried after the recovery, not dropped.
+    save_during: bool,
+}
+
+/// Serves a good version, saves one that does `expect.mode`, checks the
+/// crash is named and recovered from with the checkpoint's state, then
+/// saves a good version again and checks it swaps in; stops with
+/// `--state` and checks the file holds the last good point.
+fn crash_and_recover(expect: Expect, extra: &[&str]) {
+    let ws = MisbehavingWorkspace::new();
+    let state_file = ws.root().join("session.snapshot");
+    let mut args = vec!["--state", state_file.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    let mut session = start(&ws, &args);
+    let v1 = first_version(&session);
+    session.wait_quiet(QUIET, QUIET_MAX);
+    let checkpoint = last_checkpoint(&session);
+    let checkpoint_hash = checkpoint.str("state_hash").expect("hash").to_string();
+    let first_worker = session.worker_pid();
+
+    // The misbehaving version: built, swapped in, and down in its replay.
+    ws.save(expect.mode, 1);
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    let v2 = swapped.u64("version").expect("version");
+    assert_eq!(swapped.u64("from_version"), Some(v1));
+    if expect.save_during {
+        session.wait_for("the module misbehaving", BUILD_DEADLINE, |e| {
+            e.message() == format!("misbehaving: {}", expect.mode)
+        });
+        ws.save("none", 2);
+    }
+    let down = session.wait_event(expect.event, BUILD_DEADLINE);
+    let message = down.message().to_string();
+    assert_eq!(
+        down.u64("version"),
+        Some(v2),
+        "the new version is named: {}",
+        down.json
+    );
+    assert_eq!(down.u64("call"), Some(MISBEHAVE_CALL), "{}", down.json);
+    assert_eq!(down.str("kernel"), Some("misbehave"), "{}", down.json);
+    assert_eq!(down.str("signal"), expect.signal, "{}", down.json);
+    assert!(
+        message.contains(&format!("kiln-test-misbehaving-v{v2}")),
+        "the message names the version: {message}"
+    );
+    assert!(
+        message.contains(&format!("call {MISBEHAVE_CALL} (misbehave)")),
+        "the message names the call: {message}"
+    );
+    for word in expect.says {
+        assert!(message.contains(word), "{word:?} in: {message}");
+    }
+    // A new worker on the last good version's code, with the checkpoint.
+    let restarted = session.wait_event("restarted", BUILD_DEADLINE);
+    let v3 = restarted.u64("version").expect("version");
+    assert!(v3 > v2, "{}", restarted.json);
+    assert_eq!(restarted.u64("from_version"), Some(v2));
+    assert!(
+        restarted.message().contains(&format!("the code of v{v1}")),
+        "{}",
+        restarted.json
+    );
+    assert_eq!(
+        restarted.str("checkpoint_hash"),
+        Some(checkpoint_hash.as_str()),
+        "restarted from the last checkpoint taken: {}",
+        restarted.json
+    );
+    assert_eq!(
+        restarted.str("state_hash"),
+        Some(checkpoint_hash.as_str()),
+        "the restarted engine's state is the checkpoint's, bit for bit: {}",
+        restarted.json
+    );
+    assert_eq!(restarted.bool("state_matches"), Some(true));
+    let second_worker = session.worker_pid();
+    assert_ne!(second_worker, first_worker);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{first_worker}")).exists(),
+        "the crashed worker {first_worker} is gone (reaped, no zombie)"
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{}", session.pid())).exists(),
+        "kiln dev runs on"
+    );
+
+    // The next good save (or the one made during the hang) swaps in from
+    // the restarted version and passes.
+    if !expect.save_during {
+        ws.save("none", 2);
+    }
+    let swapped = session.wait_for("the good version's swap", BUILD_DEADLINE, |e| {
+        e.name() == "swapped"
+    });
+    assert_eq!(swapped.u64("from_version"), Some(v3), "{}", swapped.json);
+    let v4 = swapped.u64("version").expect("version");
+    let replayed = session.wait_for("the good version's replay", BUILD_DEADLINE, |e| {
+        e.is_replay_of("misbehave") && e.u64("version") == Some(v4)
+    });
+    assert_eq!(replayed.bool("pass"), Some(true), "{}", replayed.json);
+    session.wait_for("its checkpoint", BUILD_DEADLINE, |e| {
+        e.name() == "checkpoint" && e.u64("version") == Some(v4)
+    });
+    session.wait_quiet(QUIET, QUIET_MAX);
+    assert!(
+        !session
+            .events
+            .iter()
+            .any(|e| e.name() == "replay" && e.bool("pass") == Some(false)),
+        "no replay failed"
+    );
+
+    // The history marks the crashed version.
+    let history = kiln::supervisor::history::History::load(
+        &ws.root()
+            .join("target/kiln/history/kiln-test-misbehaving.json"),
+    )
+    .expect("history");
+    let record = history
+        .versions
+        .iter()
+        .find(|v| v.version == v2)
+        .expect("the crashed version is in the history");
+    assert!(record.crashed && !record.passed, "{record:?}");
+
+    let stopped = session.stop();
+    assert!(stopped.status.success(), "exit: {:?}", stopped.status);
+    let state = kiln::swap::snapshot_file::load(&state_file).expect("state file written");
+    let mut state = state;
+    let resident = state.take_tensor("resident/state").expect("the resident");
+    assert!(
+        resident.bit_eq(&state_tensor()),
+        "the resident state survived bit for bit"
+    );
+    assert!(matches!(state.take_scalar("count"), Some(Scalar::I64(n)) if n > 0));
+}
+
+#[test]
+fn a_write_through_a_bad_pointer_costs_one_version() {
+    crash_and_recover(
+        Expect {
+            mode: "segv",
+            event: "crashed",
+            signal: Some("SIGSEGV"),
+            says: &["killed by SIGSEGV", "segmentation fault"],
+            save_during: false,
+        },
+        &[],
+    );
+}
+
+#[test]
+fn an_abort_costs_one_version() {
+    crash_and_recover(
+        Expect {
+            mode: "abort",
+            event: "crashed",
+            signal: Some("SIGABRT"),
+            says: &["killed by SIGABRT"],
+            save_during: false,
+        },
+        &[],
+    );
+}
+
+#[test]
+fn a_stack_overflow_costs_one_version_and_its_last_words_are_kept() {
+    crash_and_recover(
+        Expect {
+            mode: "stack_overflow",
+            event: "crashed",
+            signal: Some("SIGABRT"),
+            says: &["has overflowed its stack"],
+            save_during: false,
+        },
+        &[],
+    );
+}
+
+#[test]
+fn an_allocation_past_the_worker_limit_fails_in_the_worker() {
+    crash_and_recover(
+        Expect {
+            mode: "oom",
+            event: "crashed",
+            signal: Some("SIGABRT"),
+            says: &["memory allocation of 4294967296 bytes failed"],
+            save_during: false,
+        },
+        &["--worker-memory", "1G"],
+    );
+}
+
+#[test]
+fn an_infinite_loop_is_killed_at_its_deadline_and_a_save_made_meanwhile_is_tried() {
+    crash_and_recover(
+        Expect {
+            mode: "infinite_loop",
+            event: "hung",
+            signal: None,
+            says: &["past its 2.0 s deadline"],
+            save_during: true,
+        },
+        &["--call-timeout", "2"],
+    );
+}
+
+#[test]
+fn ctrl_c_during_an_infinite_loop_ends_the_session_within_two_seconds() {
+    let ws = MisbehavingWorkspace::new();
+    let state_file = ws.root().join("session.snapshot");
+    let mut session = start(
+        &ws,
+        &[
+            "--state",
+            state_file.to_str().expect("utf-8 path"),
+            "--call-timeout",
+            "600",
+        ],
+    );
+    session.wait_quiet(QUIET, QUIET_MAX);
+    let checkpoint_hash = last_checkpoint(&session)
+        .str("state_hash")
+        .expect("hash")
+        .to_string();
+    let worker = session.worker_pid();
+    ws.save("infinite_loop", 1);
+    // The module says so (through the worker's log) as it starts looping.
+    session.wait_for("the module entering its loop", BUILD_DEADLINE, |e| {
+        e.message() == "misbehaving: infinite_loop"
+    });
+    let stopped = session.stop();
+    assert!(stopped.status.success(), "exit: {:?}", stopped.status);
+    assert!(
+        stopped.exited_after < Duration::from_secs(2),
+        "kiln dev took {:?} to end after Ctrl-C",
+        stopped.exited_after
+    );
+    let (hash, _) = kiln::swap::stage::hash_file(&state_file).expect("state file written");
+    assert_eq!(
+        hash, checkpoint_hash,
+        "the state file is the last good point's checkpoint, byte for byte"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{worker}")).exists(),
+        "the looping worker {worker} was killed"
+    );
+}
