@@ -146,7 +146,7 @@ impl IsolatedEngine {
         .map_err(|e| WorkerError::Failed(format!("cannot start a worker: {e}")))?;
         self.worker = Some(worker);
         self.staged.push(staged.path.clone());
-        match self.request(Request::Configure(self.options.worker.clone()))? {
+        match self.request(Request::Configure(Box::new(self.options.worker.clone())))? {
             Reply::Configured => {}
             other => return Err(unexpected(other)),
         }

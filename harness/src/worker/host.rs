@@ -68,7 +68,7 @@ impl Host {
 
     fn dispatch(&mut self, request: Request) -> Result<Reply, String> {
         match request {
-            Request::Configure(config) => self.configure(config),
+            Request::Configure(config) => self.configure(*config),
             Request::Start { staged, state } => self.start(staged.into_staged()?, state),
             Request::LoadWorkloadState => {
                 let workload = self.workload()?;

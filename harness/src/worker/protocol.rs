@@ -23,7 +23,7 @@ pub const SLOT_FDS: [i32; 2] = [4, 5];
 #[serde(rename_all = "snake_case")]
 pub enum Request {
     /// Once, first: what this worker serves and replays.
-    Configure(WorkerConfig),
+    Configure(Box<WorkerConfig>),
     /// Load `staged` and start its engine from `state`.
     Start {
         staged: StagedWire,
