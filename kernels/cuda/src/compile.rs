@@ -10,6 +10,7 @@ use shared_state::{EngineError, KernelDecl, KernelSet, SourceFile};
 
 use crate::availability;
 use crate::convention::{Layout, function_name};
+use crate::ptx_cache::{self, PtxCache};
 
 /// Where kernel NAME's source is, relative to the module's folder.
 pub fn source_path(kernel: &str) -> String {
@@ -24,8 +25,12 @@ pub struct CompiledKernel {
     pub ptx: Ptx,
     /// One CUDA function per declared pass, in order.
     pub functions: Vec<String>,
-    /// NVRTC's time.
+    /// NVRTC's time (zero when the PTX came from the cache).
     pub elapsed: Duration,
+    /// What the PTX was compiled from and for (its cache key).
+    pub key: ptx_cache::Key,
+    /// Whether the PTX came from the previous engine's cache (no NVRTC run).
+    pub cached: bool,
 }
 
 /// Compiles the source of every declared kernel that has one among
@@ -33,16 +38,39 @@ pub struct CompiledKernel {
 /// implemented here; a `.cu` file without a declaration is returned in the
 /// second list (for a log line). The first source that does not compile or
 /// does not fit its declaration is the error.
+#[cfg(test)]
 pub fn compile_all(
     kernels: &KernelSet,
     sources: &[SourceFile],
     arch: &str,
 ) -> Result<(Vec<CompiledKernel>, Vec<String>), EngineError> {
+    compile_all_cached(
+        kernels,
+        sources,
+        arch,
+        nvrtc_version()?,
+        &PtxCache::default(),
+    )
+}
+
+/// [`compile_all`], taking the PTX of a source from `cache` when it was
+/// compiled from exactly that text for `arch` by NVRTC `nvrtc` (see
+/// [`crate::ptx_cache`]); only the others run NVRTC. Cached PTX is checked
+/// against the declaration like fresh PTX.
+pub fn compile_all_cached(
+    kernels: &KernelSet,
+    sources: &[SourceFile],
+    arch: &str,
+    nvrtc: (i32, i32),
+    cache: &PtxCache,
+) -> Result<(Vec<CompiledKernel>, Vec<String>), EngineError> {
     let mut compiled = Vec::new();
     for decl in kernels.iter() {
         let path = source_path(&decl.name);
         if let Some(source) = sources.iter().find(|s| s.path == path) {
-            compiled.push(compile_kernel(decl, source, arch)?);
+            let key = ptx_cache::Key::of(source, arch, nvrtc);
+            let cached = cache.get(&source.path, &key);
+            compiled.push(compile_kernel_with(decl, source, arch, key, cached)?);
         }
     }
     let undeclared = sources
@@ -55,10 +83,24 @@ pub fn compile_all(
 }
 
 /// Compiles one kernel's source and checks its functions' parameters.
+#[cfg(test)]
 pub fn compile_kernel(
     decl: &KernelDecl,
     source: &SourceFile,
     arch: &str,
+) -> Result<CompiledKernel, EngineError> {
+    let key = ptx_cache::Key::of(source, arch, nvrtc_version()?);
+    compile_kernel_with(decl, source, arch, key, None)
+}
+
+/// Compiles one kernel's source, or takes `cached` PTX made from it, and
+/// checks its functions' parameters.
+fn compile_kernel_with(
+    decl: &KernelDecl,
+    source: &SourceFile,
+    arch: &str,
+    key: ptx_cache::Key,
+    cached: Option<String>,
 ) -> Result<CompiledKernel, EngineError> {
     if decl.launch.passes.is_empty() {
         return Err(EngineError::bad_call(format!(
@@ -66,7 +108,14 @@ pub fn compile_kernel(
             source.path, decl.file
         )));
     }
-    let compiled = compile(&source.path, &source.text, arch, &[])?;
+    let from_cache = cached.is_some();
+    let compiled = match cached {
+        Some(text) => Compiled {
+            ptx: Ptx::from_src(text),
+            elapsed: Duration::ZERO,
+        },
+        None => compile(&source.path, &source.text, arch, &[])?,
+    };
     let layout = Layout::of(decl);
     let ptx = compiled.ptx.to_src();
     let mut functions = Vec::with_capacity(decl.launch.passes.len());
@@ -87,6 +136,8 @@ pub fn compile_kernel(
         ptx: compiled.ptx,
         functions,
         elapsed: compiled.elapsed,
+        key,
+        cached: from_cache,
     })
 }
 

@@ -18,6 +18,7 @@ use crate::buffers::DeviceTensor;
 use crate::compile;
 use crate::device::{self, DeviceSummary};
 use crate::launch::{self, CompileTimes, Kernels};
+use crate::ptx_cache::{self, PtxCache};
 
 /// Snapshot section prefix of resident buffers (as in the CPU module).
 const RESIDENT_PREFIX: &str = "resident/";
@@ -30,6 +31,11 @@ pub struct CudaEngine {
     driver: (i32, i32),
     nvrtc: (i32, i32),
     compile_times: CompileTimes,
+    /// The PTX of every kernel with what it was compiled from, handed to
+    /// the next engine in the snapshot (see [`crate::ptx_cache`]).
+    ptx: Vec<(String, ptx_cache::Key, String)>,
+    /// How many kernels took their PTX from the previous engine's cache.
+    ptx_reused: usize,
     /// Named buffers that stay in device memory between calls. Declared
     /// before the kernels, stream and context so they are freed first.
     resident: BTreeMap<String, DeviceTensor>,
@@ -51,7 +57,7 @@ impl CudaEngine {
     /// snapshot.
     pub fn create(
         ctx: EngineContext,
-        prior: Option<&mut Snapshot>,
+        mut prior: Option<&mut Snapshot>,
     ) -> Result<(CudaEngine, Vec<String>), EngineError> {
         let index = match ctx.option("device") {
             None => 0,
@@ -77,11 +83,22 @@ impl CudaEngine {
         unsafe { cu_ctx.disable_event_tracking() };
         let stream = cu_ctx.default_stream();
         let (major, minor) = summary.compute_capability;
-        let (compiled, undeclared) = compile::compile_all(
+        let cache = prior
+            .as_deref_mut()
+            .map(PtxCache::take_from)
+            .unwrap_or_default();
+        let (compiled, undeclared) = compile::compile_all_cached(
             &ctx.kernels,
             &ctx.sources,
             &compile::virtual_arch(major, minor),
+            nvrtc,
+            &cache,
         )?;
+        let ptx: Vec<_> = compiled
+            .iter()
+            .map(|c| (c.path.clone(), c.key.clone(), c.ptx.to_src()))
+            .collect();
+        let ptx_reused = compiled.iter().filter(|c| c.cached).count();
         for path in &undeclared {
             shared_state::tracing::warn!(
                 target: "kernel_cuda",
@@ -96,6 +113,8 @@ impl CudaEngine {
             driver,
             nvrtc,
             compile_times,
+            ptx,
+            ptx_reused,
             resident: BTreeMap::new(),
             calls: BTreeMap::new(),
             decls: ctx.kernels.clone(),
@@ -123,7 +142,10 @@ impl CudaEngine {
             device = %engine.device.name,
             residents = engine.resident.len(),
             compile_ms = engine.total_compile_time().as_secs_f64() * 1e3,
-            "cuda engine created"
+            ptx_reused = engine.ptx_reused,
+            "cuda engine created ({} of {} kernels' PTX from the previous version)",
+            engine.ptx_reused,
+            engine.ptx.len()
         );
         Ok((engine, Vec::new()))
     }
@@ -266,6 +288,14 @@ impl Engine for CudaEngine {
                 Scalar::F64(time.as_secs_f64() * 1e3),
             );
         }
+        notes.insert(
+            "ptx/reused".to_string(),
+            Scalar::I64(self.ptx_reused as i64),
+        );
+        notes.insert(
+            "ptx/compiled".to_string(),
+            Scalar::I64((self.ptx.len() - self.ptx_reused) as i64),
+        );
         for (kernel, n) in &self.calls {
             notes.insert(format!("{CALLS_PREFIX}{kernel}"), Scalar::I64(*n));
         }
@@ -340,6 +370,9 @@ impl Engine for CudaEngine {
         }
         for (kernel, n) in &self.calls {
             snapshot.insert_scalar(format!("{CALLS_PREFIX}{kernel}"), Scalar::I64(*n));
+        }
+        for (path, key, ptx) in &self.ptx {
+            ptx_cache::insert(&mut snapshot, path, key, ptx);
         }
         Ok(snapshot)
     }

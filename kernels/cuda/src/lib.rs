@@ -24,6 +24,7 @@ mod convention;
 mod device;
 mod engine;
 mod launch;
+mod ptx_cache;
 
 #[cfg(test)]
 mod tests;

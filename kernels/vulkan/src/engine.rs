@@ -16,6 +16,7 @@ use shared_state::{
 use crate::convention::Layout;
 use crate::gpu::Gpu;
 use crate::memory::DeviceBuffer;
+use crate::pipeline_cache::{self, Handoff};
 use crate::plan;
 use crate::shaders;
 
@@ -101,7 +102,7 @@ impl VulkanEngine {
     /// tensors and takes its `counters/calls/` scalars.
     pub fn create(
         ctx: EngineContext,
-        prior: Option<&mut Snapshot>,
+        mut prior: Option<&mut Snapshot>,
     ) -> Result<(VulkanEngine, Vec<String>), EngineError> {
         // Shaders first: a broken one is reported even where there is no
         // device, and costs no device set-up.
@@ -118,7 +119,11 @@ impl VulkanEngine {
             .iter()
             .filter_map(|sh| ctx.kernels.get(&sh.kernel).map(|d| (d, sh)))
             .collect();
-        gpu.build_kernels(&pairs)?;
+        let handoff = prior
+            .as_deref_mut()
+            .map(|s| Handoff::take_from(s, &gpu.identity))
+            .unwrap_or_default();
+        gpu.build_kernels(&pairs, &handoff)?;
         let mut compile_times: Vec<(String, Duration)> = compiled
             .iter()
             .map(|sh| (format!("naga/{}", sh.path), sh.elapsed))
@@ -162,10 +167,15 @@ impl VulkanEngine {
             residents = engine.residents.len(),
             kernels = engine.layouts.len(),
             compile_ms = engine.compile_time().as_secs_f64() * 1e3,
-            "vulkan engine created on {} ({}): {} kernels",
+            pipelines_created = engine.gpu.created_eagerly,
+            pipelines_deferred = engine.gpu.deferred(),
+            pipeline_cache_bytes = handoff.blob.as_ref().map_or(0, Vec::len),
+            "vulkan engine created on {} ({}): {} kernels, {} built now, {} unchanged ones at their first call",
             d.name,
             d.driver,
-            engine.layouts.len()
+            engine.layouts.len(),
+            engine.gpu.created_eagerly,
+            engine.gpu.deferred()
         );
         Ok((engine, Vec::new()))
     }
@@ -360,6 +370,16 @@ impl Engine for VulkanEngine {
                 Scalar::F64(time.as_secs_f64() * 1e3),
             );
         }
+        for (what, n) in [
+            ("pipelines/created_at_start", self.gpu.created_eagerly),
+            ("pipelines/deferred", self.gpu.deferred()),
+            (
+                "pipelines/created_at_first_call",
+                self.gpu.created_on_first_use,
+            ),
+        ] {
+            notes.insert(what.to_string(), Scalar::I64(n as i64));
+        }
         Ok(ModuleInfo {
             name: env!("CARGO_PKG_NAME").to_string(),
             backend: BACKEND.to_string(),
@@ -370,6 +390,9 @@ impl Engine for VulkanEngine {
     }
 
     fn run(&mut self, call: Call) -> Result<Output, EngineError> {
+        if self.layouts.contains_key(&call.kernel) {
+            self.gpu.ensure_kernel(&call.kernel)?;
+        }
         let produced = self.compute(&call)?;
         *self.calls.entry(call.kernel.clone()).or_insert(0) += 1;
         match produced {
@@ -420,6 +443,12 @@ impl Engine for VulkanEngine {
         for (kernel, n) in &self.calls {
             snapshot.insert_scalar(format!("counters/calls/{kernel}"), Scalar::I64(*n));
         }
+        pipeline_cache::insert(
+            &mut snapshot,
+            &self.gpu.identity,
+            self.gpu.pipeline_cache_data()?,
+            self.gpu.known_kernels(),
+        );
         Ok(snapshot)
     }
 }

@@ -7,13 +7,14 @@
 //! `Drop`, after waiting for the device, in reverse order of creation; the
 //! loader library (`entry`) is closed last.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ash::vk;
 use shared_state::{EngineError, KernelDecl};
 
 use crate::instance::{self, ComputeDevice};
 use crate::memory::{DeviceBuffer, Memory};
+use crate::pipeline_cache::{self, Handoff};
 use crate::pipelines::KernelPipelines;
 use crate::plan::PassPlan;
 use crate::shaders::Shader;
@@ -29,9 +30,22 @@ pub struct Limits {
 pub struct Gpu {
     pub device_info: ComputeDevice,
     pub limits: Limits,
+    /// Vendor, device, driver version and pipeline-cache UUID: what a
+    /// handed-over cache must have been made by.
+    pub identity: String,
     memory: Memory,
-    /// Pipelines of every implemented kernel, by name.
+    /// Pipelines of every implemented kernel created so far, by name.
     kernels: BTreeMap<String, KernelPipelines>,
+    /// Kernels known to build on this device (the previous engine built the
+    /// same SPIR-V), whose pipelines are created at their first call.
+    pending: BTreeMap<String, (KernelDecl, Shader)>,
+    /// Hashes of every kernel this device builds (created or pending).
+    known: BTreeSet<u64>,
+    /// Pipelines created eagerly at engine creation, and at a first call.
+    pub created_eagerly: usize,
+    pub created_on_first_use: usize,
+    /// Seeded from the previous engine's data; every pipeline goes through it.
+    pipeline_cache: vk::PipelineCache,
     queue: vk::Queue,
     command_pool: vk::CommandPool,
     command_buffer: vk::CommandBuffer,
@@ -72,7 +86,24 @@ impl Gpu {
         // SAFETY: the device was created with one queue in this family.
         let queue = unsafe { device.get_device_queue(chosen.queue_family, 0) };
         // From here on, `Drop` cleans up whatever was created.
+        let identity = format!(
+            "vendor={:04x} device={:04x} driver={:08x} uuid={}",
+            props.vendor_id,
+            props.device_id,
+            props.driver_version,
+            props
+                .pipeline_cache_uuid
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
         let mut gpu = Gpu {
+            identity,
+            pending: BTreeMap::new(),
+            known: BTreeSet::new(),
+            created_eagerly: 0,
+            created_on_first_use: 0,
+            pipeline_cache: vk::PipelineCache::null(),
             limits: Limits {
                 max_groups: props.limits.max_compute_work_group_count,
                 max_storage_range: u64::from(props.limits.max_storage_buffer_range),
@@ -121,21 +152,37 @@ impl Gpu {
         Ok(())
     }
 
-    /// Builds the pipelines of every compiled shader and a descriptor pool
-    /// with room for one call's set of the kernel with the most bindings.
+    /// Builds the pipelines of every compiled shader that `handoff` does not
+    /// know (new or changed since the previous engine) and defers the others
+    /// to their first call ([`Gpu::ensure_kernel`]); all through a pipeline
+    /// cache seeded with the handed-over data. Then a descriptor pool with
+    /// room for one call's set of the kernel with the most bindings.
     /// Called once, right after [`Gpu::open`].
-    pub fn build_kernels(&mut self, shaders: &[(&KernelDecl, &Shader)]) -> Result<(), EngineError> {
+    pub fn build_kernels(
+        &mut self,
+        shaders: &[(&KernelDecl, &Shader)],
+        handoff: &Handoff,
+    ) -> Result<(), EngineError> {
+        self.pipeline_cache = self.create_pipeline_cache(handoff.blob.as_deref())?;
         for (decl, shader) in shaders {
+            let hash = pipeline_cache::kernel_hash(decl, shader);
+            if handoff.known.contains(&hash) {
+                self.pending
+                    .insert(decl.name.clone(), ((*decl).clone(), (*shader).clone()));
+                self.known.insert(hash);
+                continue;
+            }
             let mut pipelines = KernelPipelines::default();
-            let created = pipelines.create(&self.device, decl, shader);
+            let created = pipelines.create(&self.device, decl, shader, self.pipeline_cache);
             // Kept even when incomplete, so `Drop` destroys what was made.
             self.kernels.insert(decl.name.clone(), pipelines);
             created?;
+            self.created_eagerly += 1;
+            self.known.insert(hash);
         }
-        let most = self
-            .kernels
-            .values()
-            .map(|k| k.storage_bindings)
+        let most = shaders
+            .iter()
+            .map(|(_, sh)| sh.layout.storage.len() as u32)
             .max()
             .unwrap_or(0)
             .max(1);
@@ -157,6 +204,71 @@ impl Gpu {
                 EngineError::internal(format!("Vulkan: vkCreateDescriptorPool failed: {e:?}"))
             })?;
         Ok(())
+    }
+
+    /// A pipeline cache with `initial` data (already checked to come from
+    /// this device and driver, intact); if the driver refuses the data, an
+    /// empty one.
+    fn create_pipeline_cache(
+        &self,
+        initial: Option<&[u8]>,
+    ) -> Result<vk::PipelineCache, EngineError> {
+        if let Some(data) = initial {
+            let info = vk::PipelineCacheCreateInfo::default().initial_data(data);
+            // SAFETY: `device` is live; `data` outlives the call and was
+            // written by `vkGetPipelineCacheData` of a device with this
+            // vendor, device, driver version and cache UUID (checked, with
+            // its hash, by `Handoff::take_from`). Destroyed in `Drop`.
+            match unsafe { self.device.create_pipeline_cache(&info, None) } {
+                Ok(cache) => return Ok(cache),
+                Err(e) => shared_state::tracing::warn!(
+                    target: "kernel_vulkan",
+                    "the previous version's pipeline cache was refused ({e:?}); starting empty"
+                ),
+            }
+        }
+        let info = vk::PipelineCacheCreateInfo::default();
+        // SAFETY: as above, with no initial data.
+        unsafe { self.device.create_pipeline_cache(&info, None) }.map_err(|e| {
+            EngineError::internal(format!("Vulkan: vkCreatePipelineCache failed: {e:?}"))
+        })
+    }
+
+    /// Creates the pipelines of `kernel` if they were deferred (a no-op for
+    /// a kernel already built or not implemented).
+    pub fn ensure_kernel(&mut self, kernel: &str) -> Result<(), EngineError> {
+        let Some((decl, shader)) = self.pending.remove(kernel) else {
+            return Ok(());
+        };
+        let mut pipelines = KernelPipelines::default();
+        let created = pipelines.create(&self.device, &decl, &shader, self.pipeline_cache);
+        self.kernels.insert(decl.name.clone(), pipelines);
+        if created.is_err() {
+            self.known
+                .remove(&pipeline_cache::kernel_hash(&decl, &shader));
+        }
+        created?;
+        self.created_on_first_use += 1;
+        Ok(())
+    }
+
+    /// Kernels whose pipelines wait for their first call.
+    pub fn deferred(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Hashes of the kernels this device builds (for the next engine).
+    pub fn known_kernels(&self) -> &BTreeSet<u64> {
+        &self.known
+    }
+
+    /// The pipeline cache's data (`vkGetPipelineCacheData`).
+    pub fn pipeline_cache_data(&self) -> Result<Vec<u8>, EngineError> {
+        // SAFETY: the cache is a live object of `device`; only this engine's
+        // thread uses it.
+        unsafe { self.device.get_pipeline_cache_data(self.pipeline_cache) }.map_err(|e| {
+            EngineError::internal(format!("Vulkan: vkGetPipelineCacheData failed: {e:?}"))
+        })
     }
 
     /// Pipeline creation time of each kernel.
@@ -391,6 +503,12 @@ impl Drop for Gpu {
         for pipelines in self.kernels.values_mut() {
             pipelines.destroy(&self.device);
         }
+        // SAFETY: the device is idle and no pipeline creation is running
+        // (one thread); a null cache is a no-op.
+        unsafe {
+            self.device
+                .destroy_pipeline_cache(std::mem::take(&mut self.pipeline_cache), None)
+        };
         // SAFETY: the device is idle, so none of these objects is in use;
         // each is destroyed once, children (command buffer, sets) with
         // their pools, the device before the instance, and the loader

@@ -15,6 +15,7 @@ mod engine;
 mod gpu;
 mod instance;
 mod memory;
+mod pipeline_cache;
 mod pipelines;
 mod plan;
 mod shaders;

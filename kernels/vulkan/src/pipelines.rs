@@ -32,6 +32,7 @@ impl KernelPipelines {
         device: &ash::Device,
         decl: &KernelDecl,
         shader: &Shader,
+        cache: vk::PipelineCache,
     ) -> Result<(), EngineError> {
         let start = Instant::now();
         let fail = |what: &str, e: vk::Result| {
@@ -90,9 +91,9 @@ impl KernelPipelines {
                 .layout(self.layout)];
             // SAFETY: `module` and `layout` are live objects of `device`; the
             // entry point exists in the module with this workgroup size and
-            // its bindings fit the layout (checked by `shaders::compile`).
-            let created =
-                unsafe { device.create_compute_pipelines(vk::PipelineCache::null(), &info, None) };
+            // its bindings fit the layout (checked by `shaders::compile`);
+            // `cache` is a live cache of `device` used by this thread only.
+            let created = unsafe { device.create_compute_pipelines(cache, &info, None) };
             match created {
                 Ok(p) => self.passes.extend(p),
                 Err((_, e)) => {

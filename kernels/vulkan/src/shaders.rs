@@ -20,6 +20,7 @@ pub fn shader_path(kernel: &str) -> String {
 }
 
 /// A kernel's shader, compiled and checked.
+#[derive(Clone)]
 pub struct Shader {
     pub kernel: String,
     pub path: String,

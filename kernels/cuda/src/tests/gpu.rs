@@ -594,3 +594,31 @@ fn per_kernel_timings() {
     let want = reference::dot(&test_values(n, 1), &test_values(n, 2));
     assert!((dot.as_f32().unwrap()[0] - want).abs() <= 1e-5 * (1.0 + want.abs()));
 }
+
+/// The PTX cache through a real handoff on the GPU: the next engine with
+/// the same sources runs NVRTC for none of them and computes the same.
+#[test]
+fn the_next_engine_takes_unchanged_ptx_from_the_snapshot() {
+    let Some(first) = engine_or_skip("the_next_engine_takes_unchanged_ptx", None) else {
+        return;
+    };
+    let reused = |e: &CudaEngine, what: &str| match e.info().unwrap().notes.get(what) {
+        Some(Scalar::I64(n)) => *n,
+        other => panic!("{what}: {other:?}"),
+    };
+    let kernels = first.info().unwrap().kernels.len() as i64;
+    assert_eq!(reused(&first, "ptx/reused"), 0);
+    let mut state = first.export_state().unwrap();
+    let Some(mut next) = engine_or_skip("the_next_engine_takes_unchanged_ptx", Some(&mut state))
+    else {
+        return;
+    };
+    assert_eq!(reused(&next, "ptx/reused"), kernels);
+    assert_eq!(reused(&next, "ptx/compiled"), 0);
+    let (x, y) = (test_values(1000, 81), test_values(1000, 82));
+    let got = value(
+        &mut next,
+        Call::new("saxpy").arg(t1(x.clone())).arg(t1(y.clone())),
+    );
+    assert_eq!(got, reference::saxpy(2.0, &x, &y));
+}

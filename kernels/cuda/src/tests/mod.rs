@@ -4,5 +4,6 @@
 
 mod gpu;
 mod nvrtc_compile;
+mod ptx_cache;
 mod support;
 mod unavailable;

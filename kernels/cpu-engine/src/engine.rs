@@ -17,6 +17,8 @@ use crate::registry::{Args, Entry};
 const DEFAULT_TILE: usize = 64;
 
 pub struct CpuEngine {
+    /// The module's package name (`kernel-cpu`), for `info` and snapshots.
+    module: &'static str,
     label: String,
     threads: usize,
     pool: ThreadPool,
@@ -34,10 +36,13 @@ pub struct CpuEngine {
 
 impl CpuEngine {
     /// The module's factory: builds the pool on host-spawned threads and
-    /// takes over what it knows of the prior state.
+    /// takes over what it knows of the prior state. `module` is the
+    /// module's package name and `entries` its kernels (one per file).
     pub fn create(
         ctx: EngineContext,
         prior: Option<&mut Snapshot>,
+        module: &'static str,
+        entries: Vec<Entry>,
     ) -> Result<(CpuEngine, Vec<String>), EngineError> {
         let threads = ctx.threads.max(1);
         let label = ctx.label.clone();
@@ -52,6 +57,7 @@ impl CpuEngine {
             .build()
             .map_err(|e| EngineError::internal(format!("cannot start the rayon pool: {e}")))?;
         let mut engine = CpuEngine {
+            module,
             label: ctx.label.clone(),
             threads,
             pool,
@@ -59,10 +65,7 @@ impl CpuEngine {
             tile: DEFAULT_TILE,
             calls: BTreeMap::new(),
             declared: ctx.kernels.clone(),
-            registry: crate::declared::entries()
-                .into_iter()
-                .map(|e| (e.name, e))
-                .collect(),
+            registry: entries.into_iter().map(|e| (e.name, e)).collect(),
         };
         let mut defaulted = Vec::new();
         if let Some(snapshot) = prior {
@@ -157,7 +160,7 @@ impl Engine for CpuEngine {
             notes.insert(format!("counters/calls/{kernel}"), Scalar::I64(*n));
         }
         Ok(ModuleInfo {
-            name: env!("CARGO_PKG_NAME").to_string(),
+            name: self.module.to_string(),
             backend: "cpu".to_string(),
             device: format!("cpu ({} rayon threads)", self.threads),
             kernels: self
@@ -212,7 +215,7 @@ impl Engine for CpuEngine {
     }
 
     fn export_state(&self) -> Result<Snapshot, EngineError> {
-        let mut snapshot = Snapshot::new(env!("CARGO_PKG_NAME"), "cpu");
+        let mut snapshot = Snapshot::new(self.module, "cpu");
         for (name, t) in &self.resident {
             snapshot.insert_tensor(format!("resident/{name}"), t.clone());
         }
