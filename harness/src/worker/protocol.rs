@@ -47,6 +47,13 @@ pub enum Request {
     StateHash,
     /// Write the session as a workload (the last passing replay's calls).
     Record { path: PathBuf },
+    /// Read the workload again (its file was re-recorded, or the
+    /// declarations the bundled one follows changed): the next replay uses
+    /// it.
+    ReloadWorkload,
+    /// Replace the reference module's engine with `staged`'s (the
+    /// reference module was edited and rebuilt).
+    SetReference { staged: StagedWire },
     /// Probe `staged`'s devices (for `kiln backends`).
     Probe { staged: StagedWire },
     /// Retire everything and exit.
@@ -124,6 +131,8 @@ pub enum Reply {
     Checkpointed(Checkpointed),
     StateHash(Checkpointed),
     Recorded { description: String },
+    WorkloadReloaded { description: String },
+    ReferenceSet { label: String },
     Probed { devices: Vec<DeviceWire> },
     Bye,
 }
@@ -164,6 +173,10 @@ pub struct ReplaySummary {
     /// The readable table.
     pub table: String,
     pub ms: f64,
+    /// Calls not run, with why (recorded for an old signature, kernel not
+    /// declared, not on this backend yet).
+    #[serde(default)]
+    pub skipped: Vec<CallFailure>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
