@@ -93,6 +93,7 @@ fn the_readme_kernel_swaps_in_is_checked_rolled_back_when_wrong_and_survives_a_b
     let mark = session.mark();
     kiln_in(&copy, &blocks[1][0]);
     session.wait_event("swapped", BUILD_DEADLINE);
+    session.wait_quiet(Duration::from_millis(3000), BUILD_DEADLINE);
     no_restart(&session, mark);
 
     // 3. Fill in the reference and cpu (one save each, together).
@@ -100,6 +101,7 @@ fn the_readme_kernel_swaps_in_is_checked_rolled_back_when_wrong_and_survives_a_b
     implement(&copy, "kernels/reference/src/declared/relu.rs", &rust);
     implement(&copy, "kernels/cpu/src/declared/relu.rs", &rust);
     session.wait_event("swapped", BUILD_DEADLINE);
+    session.wait_quiet(Duration::from_millis(3000), BUILD_DEADLINE);
     no_restart(&session, mark);
 
     // 4. Record relu into the watched workload: replayed and checked at once.
