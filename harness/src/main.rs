@@ -83,6 +83,11 @@ enum Command {
         /// 8G or 512M; 0 for none). Default: 3/4 of the machine's memory.
         #[arg(long, value_name = "SIZE")]
         worker_memory: Option<String>,
+        /// Check every call against this backend's module, run on the same
+        /// inputs (e.g. `--reference cpu` while serving vulkan), instead of
+        /// the workload's stored outputs or the reference module.
+        #[arg(long, value_name = "BACKEND")]
+        reference: Option<String>,
     },
     /// The engine host of `kiln dev` (started by kiln itself).
     #[command(hide = true)]
@@ -202,6 +207,7 @@ fn main() -> ExitCode {
             record,
             call_timeout,
             worker_memory,
+            reference,
         } => {
             let worker_memory = match worker_memory.as_deref() {
                 None => Ok(kiln::supervisor::memory_limit::default_limit()),
@@ -241,6 +247,7 @@ fn main() -> ExitCode {
                     log_format: cli.log_format,
                     call_timeout,
                     worker_memory,
+                    reference,
                 },
                 rx,
             )

@@ -581,3 +581,88 @@ pub fn first_version(events: &[Event]) -> u64 {
         .and_then(|e| e.u64("version"))
         .expect("a first replay with a version")
 }
+
+/// Runs `kiln ARGS` in `copy` (as a user would in another terminal while
+/// `kiln dev` serves), with the shared module target directory; panics
+/// with its output if it fails.
+pub fn kiln_in(copy: &WorkspaceCopy, args: &[String]) -> String {
+    let output = Command::new(kiln_binary())
+        .current_dir(copy.root())
+        .args(args)
+        .env(
+            "KILN_MODULE_TARGET_DIR",
+            workspace::module_target_dir(&workspace_root()),
+        )
+        .env_remove("CARGO_TARGET_DIR")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run kiln");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "`kiln {}` failed: {text}",
+        args.join(" ")
+    );
+    text
+}
+
+/// Splits a shell command line into words (double and single quotes,
+/// no escapes: what the README's commands use).
+pub fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quote, mut any) = (Vec::new(), String::new(), None, false);
+    for c in line.chars() {
+        match (quote, c) {
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                any = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => {
+                if any {
+                    words.push(std::mem::take(&mut word));
+                    any = false;
+                }
+            }
+            (_, c) => {
+                word.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(word);
+    }
+    words
+}
+
+/// The fenced code blocks (language, text) of the README section titled
+/// `title` (a `## ` heading), in order.
+pub fn readme_blocks(title: &str) -> Vec<(String, String)> {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let heading = format!("## {title}");
+    let start = readme
+        .find(&heading)
+        .unwrap_or_else(|| panic!("README.md has no section {heading:?}"));
+    let rest = &readme[start + heading.len()..];
+    let section = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
+    let mut blocks = Vec::new();
+    let mut lines = section.lines();
+    while let Some(line) = lines.next() {
+        if let Some(lang) = line.strip_prefix("```") {
+            let mut text = String::new();
+            for l in lines.by_ref() {
+                if l.starts_with("```") {
+                    break;
+                }
+                text.push_str(l);
+                text.push('\n');
+            }
+            blocks.push((lang.trim().to_string(), text));
+        }
+    }
+    blocks
+}

@@ -76,6 +76,9 @@ pub struct DevOptions {
     /// `--worker-memory`: the worker's data-size limit in bytes (`None`: no
     /// limit).
     pub worker_memory: Option<u64>,
+    /// `--reference BACKEND`: every call's expected outputs come from this
+    /// backend's module, run on the same inputs.
+    pub reference: Option<String>,
 }
 
 /// Why `kiln dev` could not start (once running, problems are logged and
@@ -161,7 +164,11 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     );
 
     // Load the workload first: a damaged file should stop us before a build.
-    let workload = match &options.workload {
+    let workload_path = options
+        .workload
+        .as_ref()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+    let workload = match &workload_path {
         Some(path) => crate::workload::read(path).map_err(|e| err(e.to_string()))?,
         None => crate::supervisor::declarations::bundled_workload(&root).map_err(err)?,
     };
@@ -182,6 +189,32 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         .replay
         .then(|| crate::supervisor::declarations::stage_reference(&root, &stage))
         .flatten();
+    let cross_reference = match (&options.reference, options.replay) {
+        (Some(backend), true) => {
+            let staged = crate::kernel_commands::stage_backend(&root, &stage, backend, None)
+                .map_err(|e| {
+                    err(format!(
+                        "--reference {backend}: cannot build its module: {e}"
+                    ))
+                })?;
+            tracing::info!(
+                event = "reference",
+                "--reference {backend}: every call's expected outputs come from {}",
+                staged.label
+            );
+            Some(staged)
+        }
+        _ => None,
+    };
+    let reference_module = graph
+        .modules()
+        .iter()
+        .find(|m| m.backend == crate::kernel_commands::REFERENCE_BACKEND)
+        .filter(|m| reference.is_some() && m.package != module.package)
+        .cloned();
+    if let Some(path) = &workload_path {
+        graph.watch_file(path);
+    }
     let staged = stage
         .stage(&module.package, &artifact)
         .map_err(|e| err(e.to_string()))?;
@@ -210,13 +243,13 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         worker: WorkerConfig {
             threads: options.threads,
             engine_options,
-            workload: options.workload.clone(),
+            workload: workload_path.clone(),
             tolerances: tolerances_path.exists().then_some(tolerances_path),
             timing: true,
             keep_outputs: options.record.is_some(),
             workspace: Some(root.clone()),
             reference: reference.as_ref().map(Into::into),
-            cross_reference: None,
+            cross_reference: cross_reference.as_ref().map(Into::into),
         },
         call_timeout: options.call_timeout,
     };
@@ -272,6 +305,8 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         spinner: Spinner::new(),
         record: options.record.clone(),
         stopping: false,
+        reference_module: reference_module.clone(),
+        build_pending: false,
     };
     // The last good point starts here: the loaded state, before any replay.
     session.checkpoint();
@@ -286,8 +321,11 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         },
     )
     .map_err(|e| err(format!("cannot watch the sources: {e}")))?;
-    let queue = BuildQueue::start(builder, [session.module.clone()])
-        .map_err(|e| err(format!("cannot start the build thread: {e}")))?;
+    let queue = BuildQueue::start(
+        builder,
+        std::iter::once(session.module.clone()).chain(reference_module),
+    )
+    .map_err(|e| err(format!("cannot start the build thread: {e}")))?;
     tracing::info!(
         "watching {} (and its path dependencies); save a kernel to rebuild. Ctrl-C to stop.",
         session.module.dir.display()
@@ -321,7 +359,11 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
                     BuildEvent::Progress { progress, .. } => session.spinner.progress(&progress.step),
                     BuildEvent::Finished(report) => {
                         session.spinner.clear();
-                        let change = pending_change.take();
+                        let change = if report.module == session.module.package {
+                            pending_change.take()
+                        } else {
+                            None
+                        };
                         session.on_built(report, change);
                     }
                 }

@@ -207,6 +207,30 @@ impl IsolatedEngine {
     }
 
     /// Checkpoints the engine's state (the last good point is now).
+    /// Has the worker read its workload again; returns its description.
+    pub fn reload_workload(&mut self) -> Result<String, WorkerError> {
+        match self.request(Request::ReloadWorkload)? {
+            Reply::WorkloadReloaded { description } => Ok(description),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Replaces the worker's reference engine with `staged`'s; a worker
+    /// started later (after a crash) gets it too.
+    pub fn set_reference(&mut self, staged: &Staged) -> Result<String, WorkerError> {
+        let wire = StagedWire::from(staged);
+        let reply = self.request(Request::SetReference {
+            staged: wire.clone(),
+        })?;
+        match reply {
+            Reply::ReferenceSet { label } => {
+                self.options.worker.reference = Some(wire);
+                Ok(label)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub fn take_checkpoint(&mut self) -> Result<Checkpointed, WorkerError> {
         let slot = self.checkpoint.next_slot();
         match self.request(Request::Checkpoint { slot })? {

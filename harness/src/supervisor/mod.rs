@@ -4,6 +4,9 @@
 //!
 //! - [`dev_loop`]: `kiln dev`'s options and main loop (wires the stages)
 //! - [`session`]: what happens on a change, a build, a swap, a failed replay
+//! - `version_change`: changes that need no cargo build of the served
+//!   module (declarations, shaders, `.cu`: a re-stage), the reference
+//!   module's edits, the watched workload file
 //! - [`watch`], [`module_graph`]: which saves belong to which module
 //! - [`module_build`], [`build_queue`]: cargo builds off the serving path
 //! - [`history`]: the session's versions, for `kiln report`
@@ -28,6 +31,7 @@ mod recovery;
 mod session;
 mod session_end;
 mod spinner;
+mod version_change;
 pub mod watch;
 pub mod worker_client;
 pub mod worker_process;

@@ -58,6 +58,11 @@ pub enum Classified {
     /// The contract crate (or a path package it uses) changed: modules built
     /// against it no longer match the host, which must be rebuilt and restarted.
     Contract,
+    /// A kernel declaration (`kernels/declarations/*.toml`): data staged with
+    /// every version, never the contract; a change is a re-stage and a swap.
+    Declarations,
+    /// A file watched for itself (the workload given with `--workload`).
+    Watched,
     /// Not a source of any module: build output, `.git/`, editor swap or temp
     /// files, non-source files, or packages no module uses.
     Ignored,
@@ -108,6 +113,10 @@ pub struct ModuleGraph {
     modules: Vec<KernelModule>,
     contract_dirs: Vec<PathBuf>,
     ignored_dirs: Vec<PathBuf>,
+    /// `kernels/declarations` under the workspace root.
+    declarations_dir: PathBuf,
+    /// Single files watched for themselves ([`ModuleGraph::watch_file`]).
+    watched_files: Vec<PathBuf>,
 }
 
 impl ModuleGraph {
@@ -213,11 +222,13 @@ impl ModuleGraph {
         }
         modules.sort_by(|a, b| a.package.cmp(&b.package));
         Some(ModuleGraph {
+            declarations_dir: workspace_root.join(kiln_decl::DECLARATIONS_DIR),
             workspace_root,
             target_dir: metadata.target_directory.clone().into_std_path_buf(),
             modules,
             contract_dirs,
             ignored_dirs: Vec::new(),
+            watched_files: Vec::new(),
         })
     }
 
@@ -225,6 +236,23 @@ impl ModuleGraph {
     /// lives outside `target/`).
     pub fn ignore_dir(&mut self, dir: impl Into<PathBuf>) {
         self.ignored_dirs.push(dir.into());
+    }
+
+    /// Also watch the single file `path` (absolute or relative to the current
+    /// directory): a change to it is [`Classified::Watched`].
+    pub fn watch_file(&mut self, path: &Path) {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        self.watched_files.push(path);
+    }
+
+    /// The single files watched for themselves.
+    pub fn watched_files(&self) -> &[PathBuf] {
+        &self.watched_files
+    }
+
+    /// `kernels/declarations` under the workspace root.
+    pub fn declarations_dir(&self) -> &Path {
+        &self.declarations_dir
     }
 
     /// The workspace root (where `Cargo.toml` and `Cargo.lock` live).
@@ -262,6 +290,7 @@ impl ModuleGraph {
             .iter()
             .flat_map(|m| m.source_dirs().map(Path::to_path_buf))
             .chain(self.contract_dirs.iter().cloned())
+            .chain(Some(self.declarations_dir.clone()).filter(|d| d.is_dir()))
             .filter(|d| d != &self.workspace_root)
             .collect();
         dirs.sort();
@@ -283,6 +312,18 @@ impl ModuleGraph {
         } else {
             self.workspace_root.join(path)
         };
+        if self.watched_files.contains(&path) {
+            return Classified::Watched;
+        }
+        if path.parent() == Some(self.declarations_dir.as_path())
+            && path.extension().is_some_and(|e| e == "toml")
+            && path
+                .file_name()
+                .and_then(OsStr::to_str)
+                .is_some_and(|n| !is_editor_temp(n))
+        {
+            return Classified::Declarations;
+        }
         if self.is_ignored_location(&path) || !is_source_file(&path) {
             return Classified::Ignored;
         }

@@ -47,6 +47,10 @@ pub(super) struct Session {
     pub(super) record: Option<PathBuf>,
     /// Ctrl-C arrived while a worker was busy: the session ends.
     pub(super) stopping: bool,
+    /// The reference module (rebuilt and swapped in the worker when edited).
+    pub(super) reference_module: Option<KernelModule>,
+    /// A build of the served module was requested and has not ended.
+    pub(super) build_pending: bool,
 }
 
 impl Session {
@@ -79,34 +83,15 @@ impl Session {
             self.restart_required();
             return None;
         }
-        if !change.modules.contains(&self.module.package) {
-            tracing::debug!(
-                "change in {} (not served): {}",
-                change
-                    .modules
-                    .iter()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                names.join(", ")
-            );
-            return None;
-        }
-        let debounce_ms = seen.duration_since(change.first_event_at).as_secs_f64() * 1e3;
-        tracing::info!(
-            event = "change",
-            module = %self.module.package,
-            version = self.version(),
-            ms = debounce_ms,
-            paths = %names.join(","),
-            "change seen: {} ({debounce_ms:.0} ms after the save)",
-            names.join(", ")
-        );
-        let _ = queue.request(&self.module.package, change.first_event_at);
-        Some((change.first_event_at, seen))
+        self.route_change(change, queue, &names, seen)
     }
 
     pub(super) fn on_built(&mut self, report: BuildReport, change: Option<(Instant, Instant)>) {
+        if report.module != self.module.package {
+            self.on_reference_built(report);
+            return;
+        }
+        self.build_pending = false;
         let module = self.module.package.clone();
         let build_ms = report
             .finished_at
@@ -138,14 +123,10 @@ impl Session {
         };
         tracing::info!(event = "build_finished", module = %module, version = self.version(), ms = build_ms, "built {module} in {build_ms:.0} ms");
         let stage_start = Instant::now();
-        let staged = match self.stage.stage(&module, &artifact) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(event = "refused", module = %module, version = self.version(), "{e}");
-                return;
-            }
+        let Some(staged) = self.stage_or_report(&module, &artifact) else {
+            return;
         };
-        if staged.hash == self.current_hash && self.engine.is_serving() {
+        if staged.version_hash == self.serving.version_hash && self.engine.is_serving() {
             tracing::info!(
                 "{} is identical to the serving build; not swapping",
                 staged.label
@@ -154,65 +135,12 @@ impl Session {
             return;
         }
         let stage_load_ms = stage_start.elapsed().as_secs_f64() * 1e3;
-        if !self.engine.is_serving() {
-            // The last worker went down and could not be restarted: this
-            // build starts a new one, with the state of the last good point.
-            self.start_fresh(staged, build_ms);
-            return;
-        }
-        let from_version = self.version();
-        let from_label = self.label();
-        match self.engine.swap(&staged, self.replay) {
-            Ok(swap) => {
-                self.current_hash = staged.hash.clone();
-                self.serving = staged;
-                let total_ms = change.map(|(first, _)| first.elapsed().as_secs_f64() * 1e3);
-                let debounce_ms =
-                    change.map(|(first, seen)| seen.duration_since(first).as_secs_f64() * 1e3);
-                tracing::info!(
-                    event = "swapped",
-                    module = %module,
-                    version = self.version(),
-                    from_version,
-                    ms = total_ms.unwrap_or(stage_load_ms + swap.paused_ms),
-                    debounce_ms,
-                    build_ms,
-                    stage_load_ms,
-                    handoff_ms = swap.paused_ms,
-                    handoff_bytes = swap.bytes,
-                    "swapped {} -> {}: {} from save to serving (debounce {}, build {build_ms:.0}, stage+load {stage_load_ms:.1}, handoff {:.1} ms for {})",
-                    swap.from,
-                    swap.to,
-                    total_ms.map_or("-".to_string(), |t| format!("{t:.0} ms")),
-                    debounce_ms.map_or("-".to_string(), |d| format!("{d:.0}")),
-                    swap.paused_ms,
-                    human_bytes(swap.bytes)
-                );
-                // The old version stays alive in the worker through the
-                // replay so both are timed interleaved; it retires after.
-                self.after_swap(Some(build_ms), Some(swap.paused_ms), true);
-            }
-            Err(WorkerError::Failed(e)) => {
-                self.stage.remove(&staged);
-                tracing::error!(event = "refused", module = %module, version = from_version, "{e}; {from_label} keeps serving");
-                // A fingerprint that differs in a contract field: the
-                // contract changed under the serving host.
-                if e.starts_with("refused ") && e.contains("contract") {
-                    self.restart_required();
-                }
-            }
-            Err(WorkerError::Down(down)) => {
-                let tried = (staged.version, staged.label.clone());
-                self.stage.remove(&staged);
-                self.went_down(*down, Some(tried), build_ms);
-            }
-            Err(WorkerError::Interrupted) => self.stopping = true,
-        }
+        self.swap_in(staged, Some(build_ms), change, stage_load_ms);
     }
 
     /// Starts a new worker on `staged` with the last good point's state
     /// (no worker was serving), then replays as after a swap.
-    fn start_fresh(&mut self, staged: Staged, build_ms: f64) {
+    pub(super) fn start_fresh(&mut self, staged: Staged, build_ms: f64) {
         let source = self.engine.checkpoint_source();
         match self.engine.start(&staged, source) {
             Ok(started) => {
@@ -281,6 +209,7 @@ impl Session {
                     timings: BTreeMap::new(),
                     table: String::new(),
                     ms: 0.0,
+                    skipped: Vec::new(),
                 }),
             }
         } else {
@@ -298,6 +227,7 @@ impl Session {
             .unwrap_or_default();
         if let Some(report) = &report {
             print_table(&report.table);
+            self.log_skipped(report);
         }
         self.history.versions.push(VersionRecord {
             version: staged.version,
@@ -450,7 +380,7 @@ impl Session {
     }
 }
 
-fn print_table(table: &str) {
+pub(super) fn print_table(table: &str) {
     if !tracing::enabled!(target: "kiln::table", tracing::Level::INFO) {
         return;
     }

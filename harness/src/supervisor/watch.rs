@@ -58,6 +58,11 @@ pub struct ChangeSet {
     pub modules: BTreeSet<String>,
     /// The contract changed: restart required.
     pub contract_changed: bool,
+    /// A kernel declaration changed (appeared, vanished): a re-stage of the
+    /// served version with the new declarations, never a contract change.
+    pub declarations_changed: bool,
+    /// A file watched for itself changed (the `--workload` file).
+    pub watched_changed: bool,
     /// The source files whose content changed (or that appeared or vanished).
     pub paths: Vec<PathBuf>,
     /// When the first relevant file-system event of the burst happened.
@@ -156,7 +161,31 @@ impl ModuleWatcher {
         let root = hashes.graph.workspace_root().to_path_buf();
         watcher
             .watch(&root, RecursiveMode::NonRecursive)
-            .map_err(|source| WatchError::Watch { path: root, source })?;
+            .map_err(|source| WatchError::Watch {
+                path: root.clone(),
+                source,
+            })?;
+        // A file watched for itself: its folder, unless already watched.
+        let mut parents: Vec<PathBuf> = Vec::new();
+        for file in hashes.graph.watched_files() {
+            let Some(parent) = file.parent() else {
+                continue;
+            };
+            let covered = parent == root
+                || hashes.watched.iter().any(|d| parent.starts_with(d))
+                || parents.iter().any(|p| p == parent);
+            if !covered {
+                parents.push(parent.to_path_buf());
+            }
+        }
+        for parent in parents {
+            watcher
+                .watch(&parent, RecursiveMode::NonRecursive)
+                .map_err(|source| WatchError::Watch {
+                    path: parent,
+                    source,
+                })?;
+        }
 
         let timing = Timing { debounce, settle };
         let aggregator = std::thread::Builder::new()
@@ -348,6 +377,9 @@ impl SourceHashes {
         for name in ["Cargo.toml", "Cargo.lock"] {
             self.refresh_file(&root.join(name));
         }
+        for file in self.graph.watched_files().to_vec() {
+            self.refresh_file(&file);
+        }
         for dir in self.graph.watch_dirs() {
             self.refresh_dir(&dir);
         }
@@ -393,6 +425,9 @@ impl SourceHashes {
     /// something a recorded source lives under (a directory deleted or
     /// renamed away).
     fn concerns_sources(&self, path: &Path) -> bool {
+        if self.graph.watched_files().iter().any(|f| f == path) {
+            return true;
+        }
         if self.graph.is_ignored_location(path) {
             return false;
         }
@@ -477,19 +512,25 @@ impl SourceHashes {
     fn change_set(&self, changed: BTreeSet<PathBuf>, first_event_at: Instant) -> Option<ChangeSet> {
         let mut modules = BTreeSet::new();
         let mut contract_changed = false;
+        let mut declarations_changed = false;
+        let mut watched_changed = false;
         for path in &changed {
             match self.graph.classify(path) {
                 Classified::Modules(m) => modules.extend(m),
                 Classified::Contract => contract_changed = true,
+                Classified::Declarations => declarations_changed = true,
+                Classified::Watched => watched_changed = true,
                 Classified::Ignored => {}
             }
         }
-        if modules.is_empty() && !contract_changed {
+        if modules.is_empty() && !contract_changed && !declarations_changed && !watched_changed {
             return None;
         }
         Some(ChangeSet {
             modules,
             contract_changed,
+            declarations_changed,
+            watched_changed,
             paths: changed.into_iter().collect(),
             first_event_at,
         })

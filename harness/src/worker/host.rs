@@ -107,6 +107,19 @@ impl Host {
                 hash_only(&snapshot).map(Reply::StateHash)
             }
             Request::Record { path } => self.record(&path),
+            Request::ReloadWorkload => {
+                let workload = read_workload(&self.config)?;
+                let description = workload.describe();
+                self.workload = Some(workload);
+                Ok(Reply::WorkloadReloaded { description })
+            }
+            Request::SetReference { staged } => {
+                let handle = start_engine(&self.config, &staged)?;
+                let label = handle.label().to_string();
+                self.replay_options.reference = Some(handle);
+                self.config.reference = Some(staged);
+                Ok(Reply::ReferenceSet { label })
+            }
             Request::Probe { staged } => {
                 let loaded =
                     LoadedModule::open(staged.into_staged()?).map_err(|e| e.to_string())?;
@@ -133,34 +146,20 @@ impl Host {
     }
 
     fn configure(&mut self, config: WorkerConfig) -> Result<Reply, String> {
-        let workload = match (&config.workload, &config.workspace) {
-            (Some(path), _) => crate::workload::read(path).map_err(|e| e.to_string())?,
-            (None, Some(root)) => crate::supervisor::declarations::bundled_workload(root)?,
-            (None, None) => {
-                return Err("no workload and no workspace to build the bundled one from".into());
-            }
-        };
+        let workload = read_workload(&config)?;
         // Expected outputs: another backend (`--reference`), else the
         // workload's, else the reference module; both run here, in the
         // worker, like every module.
-        let start_engine =
-            |wire: &StagedWire| -> Result<crate::swap::engine_handle::EngineHandle, String> {
-                let staged = wire.clone().into_staged()?;
-                let loaded = LoadedModule::open(staged).map_err(|e| e.to_string())?;
-                crate::swap::engine_handle::EngineHandle::start(
-                    std::sync::Arc::new(loaded),
-                    &config.engine_options(),
-                    None,
-                )
-                .map(|(h, _)| h)
-                .map_err(|e| e.to_string())
-            };
         let cross_reference = config
             .cross_reference
             .as_ref()
-            .map(start_engine)
+            .map(|w| start_engine(&config, w))
             .transpose()?;
-        let reference = config.reference.as_ref().map(start_engine).transpose()?;
+        let reference = config
+            .reference
+            .as_ref()
+            .map(|w| start_engine(&config, w))
+            .transpose()?;
         let tolerances = match &config.tolerances {
             Some(path) => Tolerances::load(path).map_err(|e| e.to_string())?,
             None => Tolerances::default(),
@@ -261,6 +260,14 @@ impl Host {
                 .collect(),
             table: report.table(),
             ms: report.ms,
+            skipped: report
+                .skipped()
+                .map(|c| CallFailure {
+                    index: c.index,
+                    kernel: c.kernel.clone(),
+                    why: c.skipped.clone().unwrap_or_default(),
+                })
+                .collect(),
         };
         if report.passed() && self.config.keep_outputs {
             self.last_passing = Some(report);
@@ -284,6 +291,26 @@ impl Host {
     }
 }
 
+/// The workload of `config`: its file, else the bundled one built from the
+/// workspace's declarations.
+fn read_workload(config: &WorkerConfig) -> Result<Workload, String> {
+    match (&config.workload, &config.workspace) {
+        (Some(path), _) => crate::workload::read(path).map_err(|e| e.to_string()),
+        (None, Some(root)) => crate::supervisor::declarations::bundled_workload(root),
+        (None, None) => Err("no workload and no workspace to build the bundled one from".into()),
+    }
+}
+
+/// Loads a staged module (hash-checked) and starts its engine: the
+/// reference module, or the `--reference` backend.
+fn start_engine(config: &WorkerConfig, wire: &StagedWire) -> Result<EngineHandle, String> {
+    let staged = wire.clone().into_staged()?;
+    let loaded = LoadedModule::open(staged).map_err(|e| e.to_string())?;
+    EngineHandle::start(Arc::new(loaded), &config.engine_options(), None)
+        .map(|(h, _)| h)
+        .map_err(|e| e.to_string())
+}
+
 fn op_name(request: &Request) -> &'static str {
     match request {
         Request::Configure(_) => "configure",
@@ -295,6 +322,8 @@ fn op_name(request: &Request) -> &'static str {
         Request::StateHash => "export",
         Request::Record { .. } => "record",
         Request::Probe { .. } => "probe",
+        Request::ReloadWorkload => "reload",
+        Request::SetReference { .. } => "reference",
         Request::Shutdown => "shutdown",
     }
 }

@@ -47,6 +47,13 @@ pub enum Request {
     StateHash,
     /// Write the session as a workload (the last passing replay's calls).
     Record { path: PathBuf },
+    /// Read the workload again (its file was re-recorded, or the
+    /// declarations the bundled one follows changed): the next replay uses
+    /// it.
+    ReloadWorkload,
+    /// Replace the reference module's engine with `staged`'s (the
+    /// reference module was edited and rebuilt).
+    SetReference { staged: StagedWire },
     /// Probe `staged`'s devices (for `kiln backends`).
     Probe { staged: StagedWire },
     /// Retire everything and exit.
@@ -124,6 +131,8 @@ pub enum Reply {
     Checkpointed(Checkpointed),
     StateHash(Checkpointed),
     Recorded { description: String },
+    WorkloadReloaded { description: String },
+    ReferenceSet { label: String },
     Probed { devices: Vec<DeviceWire> },
     Bye,
 }
@@ -164,6 +173,10 @@ pub struct ReplaySummary {
     /// The readable table.
     pub table: String,
     pub ms: f64,
+    /// Calls not run, with why (recorded for an old signature, kernel not
+    /// declared, not on this backend yet).
+    #[serde(default)]
+    pub skipped: Vec<CallFailure>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -287,5 +300,80 @@ impl From<&StatsWire> for Stats {
             min: s.min,
             max: s.max,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::swap::stage::StagingDir;
+
+    const SHADER: &str = "// saxpy v1\n@compute @workgroup_size(64) fn main() {}\n";
+
+    /// A workspace with one module (`kernels/gpu`, package `kernel-gpu`)
+    /// holding one shader, and a fake library to stage.
+    fn workspace() -> (tempfile::TempDir, std::path::PathBuf) {
+        let ws = tempfile::tempdir().expect("tempdir");
+        let module = ws.path().join("kernels/gpu");
+        std::fs::create_dir_all(module.join("shaders")).expect("mkdir");
+        std::fs::write(
+            module.join("Cargo.toml"),
+            "[package]\nname = \"kernel-gpu\"\n",
+        )
+        .expect("write manifest");
+        std::fs::write(module.join("shaders/saxpy.wgsl"), SHADER).expect("write shader");
+        let library = ws.path().join("libkernel_gpu.so");
+        std::fs::write(&library, b"not really a library").expect("write library");
+        (ws, library)
+    }
+
+    #[test]
+    fn a_staged_version_keeps_its_shader_text_and_refuses_edited_staged_files() {
+        let (ws, library) = workspace();
+        let stage_root = tempfile::tempdir().expect("tempdir");
+        let stage = StagingDir::create(stage_root.path())
+            .expect("staging dir")
+            .for_workspace(ws.path());
+        let staged = stage.stage("kernel-gpu", &library).expect("stage");
+        assert_eq!(staged.files.sources.len(), 1, "the shader is staged");
+        assert_eq!(staged.files.sources[0].text, SHADER);
+
+        // The source on disk changes after staging: the version does not.
+        std::fs::write(
+            ws.path().join("kernels/gpu/shaders/saxpy.wgsl"),
+            "// saxpy v2\n",
+        )
+        .expect("edit shader");
+        let read_back = StagedWire::from(&staged)
+            .into_staged()
+            .expect("the staged files are intact");
+        assert_eq!(
+            read_back.files.sources[0].text, SHADER,
+            "the worker gets the text as staged, not as on disk now"
+        );
+        assert_eq!(read_back.version_hash, staged.version_hash);
+
+        // The staged copy itself is read-only; rewritten anyway (as its
+        // owner can), the worker refuses the version.
+        let mode = std::fs::metadata(&staged.files_path)
+            .expect("staged files")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o222, 0, "the staged files are read-only");
+        std::fs::set_permissions(&staged.files_path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+        let text = std::fs::read_to_string(&staged.files_path).expect("read staged");
+        assert!(text.contains("saxpy v1"));
+        std::fs::write(&staged.files_path, text.replace("saxpy v1", "saxpy v3"))
+            .expect("rewrite staged");
+        let refused = StagedWire::from(&staged)
+            .into_staged()
+            .expect_err("an edited staged file must be refused");
+        assert!(
+            refused.contains("changed after staging"),
+            "names the problem: {refused}"
+        );
     }
 }
