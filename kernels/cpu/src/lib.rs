@@ -9,6 +9,7 @@
 mod declared;
 mod engine;
 mod kernels;
+mod low_precision;
 pub mod registry;
 
 shared_state::export_module! {
