@@ -8,6 +8,7 @@ mod support;
 mod device_choice;
 mod drop_log;
 mod kernels;
+mod low_precision;
 mod residents;
 mod sources;
 mod unavailable;
