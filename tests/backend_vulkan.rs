@@ -142,7 +142,7 @@ fn mixed_workload(decls: &KernelSet) -> Workload {
         names
             .iter()
             .map(|n| decls.get(n).expect("declared").clone())
-            .collect(),
+            .collect::<Vec<_>>(),
     );
     kiln::workload::generate::bundled_workload(&only, &spec).expect("the mixed workload")
 }
