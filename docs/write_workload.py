@@ -8,6 +8,16 @@ small library (WorkloadWriter) and a working example:
 
 writes a workload that calls every standard kernel, with expected outputs
 computed here with numpy (f64 accumulation), which `kiln replay` checks.
+
+    python3 docs/write_workload.py mixed.kwl --mixed [--seed 7]
+
+writes one that calls the f16, bf16 and i8 kernels (matmul_f16, matmul_bf16,
+softmax_bf16, dot_i8, matmul_i8). f16 is numpy's float16; bf16 has no numpy
+type: it is ml_dtypes.bfloat16 when ml_dtypes is installed, else raw 16-bit
+words (uint16, the upper half of an f32: see to_bf16_bits); i8 is int8.
+
+A file that uses only the version-1 dtypes is written as version 1 (kiln
+still reads it); one with f16, bf16 or i8 as version 2.
 """
 
 import json
@@ -18,7 +28,8 @@ import zlib
 import numpy as np
 
 MAGIC = b"KILNWKLD"
-VERSION = 1
+VERSION = 1  # files with only the version-1 dtypes
+VERSION_LOW_PRECISION = 2  # f16, bf16 and i8 need version 2
 ALIGN = 64
 PREAMBLE = 24  # magic (8) + version (u32) + header crc32 (u32) + header length (u64)
 
@@ -30,7 +41,37 @@ DTYPES = {
     "i64": np.dtype("<i8"),
     "u32": np.dtype("<u4"),
     "u8": np.dtype("u1"),
+    "f16": np.dtype("<f2"),
+    "i8": np.dtype("i1"),
+    # bf16: raw little-endian 16-bit words (ml_dtypes.bfloat16 arrays are
+    # viewed as such).
+    "bf16": np.dtype("<u2"),
 }
+LOW_PRECISION = {"f16", "bf16", "i8"}
+
+try:  # optional: a real bfloat16 numpy type
+    import ml_dtypes
+except ImportError:
+    ml_dtypes = None
+
+
+def to_bf16_bits(a):
+    """f32 (or ml_dtypes.bfloat16) array -> bf16 bit patterns as uint16:
+    the upper half of each f32, rounded to nearest, ties to even (NaN stays
+    a quiet NaN)."""
+    if ml_dtypes is not None and a.dtype == ml_dtypes.bfloat16:
+        return a.view(np.uint16)
+    if a.dtype == np.uint16:
+        return a  # already raw words
+    bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = np.isnan(np.asarray(a, dtype=np.float32))
+    return np.where(nan, ((bits >> 16) | 0x40).astype(np.uint16), rounded)
+
+
+def from_bf16_bits(w):
+    """bf16 bit patterns (uint16) -> float32 (exact)."""
+    return (np.asarray(w, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
 def _align(n):
@@ -53,6 +94,8 @@ class WorkloadWriter:
         self.arrays = []  # (kiln dtype name, contiguous little-endian array)
 
     def _section(self, array, dtype):
+        if dtype == "bf16":
+            array = to_bf16_bits(np.asarray(array))
         a = np.ascontiguousarray(array, dtype=DTYPES[dtype])
         self.arrays.append((dtype, a))
         return len(self.arrays) - 1
@@ -61,10 +104,13 @@ class WorkloadWriter:
         """Load (or replace) the resident buffer `name`."""
         self.steps.append({"load": {"name": name, "tensor": self._section(array, dtype)}})
 
-    def call(self, kernel, args, params=None, store_as=None, expected=None, dtype="f32"):
-        """Call `kernel`. `args`: arrays (sent with the call) or Resident(name).
-        `params`: Python int -> i64, float -> f64, bool, str. `expected`: the
-        output it should produce (for store_as: the resident's value after)."""
+    def call(
+        self, kernel, args, params=None, store_as=None, expected=None, dtype="f32", out_dtype=None
+    ):
+        """Call `kernel`. `args`: arrays (sent with the call) or Resident(name),
+        of `dtype`. `params`: Python int -> i64, float -> f64, bool, str.
+        `expected`: the output it should produce (for store_as: the resident's
+        value after), of `out_dtype` (default: `dtype`)."""
         entry = {"kernel": kernel, "args": []}
         for a in args:
             if isinstance(a, Resident):
@@ -79,7 +125,7 @@ class WorkloadWriter:
         if store_as is not None:
             entry["store_as"] = store_as
         if expected is not None:
-            entry["expected"] = self._section(expected, dtype)
+            entry["expected"] = self._section(expected, out_dtype or dtype)
         self.steps.append({"call": entry})
 
     def write(self, path):
@@ -103,9 +149,11 @@ class WorkloadWriter:
             allow_nan=False,
         ).encode("utf-8")
         data_start = _align(PREAMBLE + len(header))
+        low = any(dtype in LOW_PRECISION for dtype, _ in self.arrays)
+        version = VERSION_LOW_PRECISION if low else VERSION
         with open(path, "wb") as f:
             f.write(MAGIC)
-            f.write(struct.pack("<IIQ", VERSION, zlib.crc32(header) & 0xFFFFFFFF, len(header)))
+            f.write(struct.pack("<IIQ", version, zlib.crc32(header) & 0xFFFFFFFF, len(header)))
             f.write(header)
             for (dtype, a), s in zip(self.arrays, sections):
                 f.write(b"\0" * (data_start + s["offset"] - f.tell()))
@@ -174,12 +222,69 @@ def example(seed):
     return w
 
 
+# ----- the f16, bf16 and i8 kernels (kernels/declarations/*.toml) -----
+
+
+def matmul_low(a, b, out):
+    """f16/bf16 matmul: f32 products, the sum here in f64 (the kernels sum
+    in f32 in k order: within the f16/bf16 tolerance), rounded once."""
+    s = a.astype(np.float64) @ b.astype(np.float64)
+    return s.astype(np.float16) if out == "f16" else to_bf16_bits(s.astype(np.float32))
+
+
+def softmax_bf16(x_bits):
+    return to_bf16_bits(softmax(from_bf16_bits(x_bits)))
+
+
+def dot_i8(x, y):
+    # int64 then wrapped to int32: two's complement, as the kernels.
+    return np.array([np.dot(x.astype(np.int64), y.astype(np.int64))]).astype(np.int32)
+
+
+def matmul_i8(a, b):
+    return (a.astype(np.int64) @ b.astype(np.int64)).astype(np.int32)
+
+
+def mixed_example(seed):
+    rng = np.random.default_rng(seed)
+    f32 = lambda *shape: rng.uniform(-1, 1, size=shape).astype(np.float32)
+    i8 = lambda *shape: rng.integers(-128, 128, size=shape).astype(np.int8)
+    w = WorkloadWriter(f"python-mixed-s{seed}")
+
+    a, b = f32(17, 33).astype(np.float16), f32(33, 65).astype(np.float16)
+    w.call("matmul_f16", [a, b], expected=matmul_low(a, b, "f16"), dtype="f16")
+
+    if ml_dtypes is not None:
+        a, b = f32(9, 31).astype(ml_dtypes.bfloat16), f32(31, 7).astype(ml_dtypes.bfloat16)
+        fa, fb = a.astype(np.float32), b.astype(np.float32)
+    else:
+        a, b = to_bf16_bits(f32(9, 31)), to_bf16_bits(f32(31, 7))
+        fa, fb = from_bf16_bits(a), from_bf16_bits(b)
+    w.call("matmul_bf16", [a, b], expected=matmul_low(fa, fb, "bf16"), dtype="bf16")
+
+    x = to_bf16_bits(f32(7, 101) * 8)
+    w.call("softmax_bf16", [x], expected=softmax_bf16(x), dtype="bf16")
+
+    x, y = i8(100_003), i8(100_003)
+    w.call("dot_i8", [x, y], expected=dot_i8(x, y), dtype="i8", out_dtype="i32")
+    # 2^20 products of 127*127 overflow i32: the expected value wraps.
+    big = np.full(1 << 20, 127, dtype=np.int8)
+    w.call("dot_i8", [big, big], expected=dot_i8(big, big), dtype="i8", out_dtype="i32")
+
+    a, b = i8(13, 257), i8(257, 11)
+    w.call("matmul_i8", [a, b], expected=matmul_i8(a, b), dtype="i8", out_dtype="i32")
+    return w
+
+
 def main(argv):
-    if len(argv) not in (2, 4) or (len(argv) == 4 and argv[2] != "--seed"):
+    args = argv[1:]
+    mixed = "--mixed" in args
+    args = [a for a in args if a != "--mixed"]
+    if len(args) not in (1, 3) or (len(args) == 3 and args[1] != "--seed"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    seed = int(argv[3]) if len(argv) == 4 else 1
-    example(seed).write(argv[1])
+    seed = int(args[2]) if len(args) == 3 else 1
+    (mixed_example(seed) if mixed else example(seed)).write(args[0])
     return 0
 
 

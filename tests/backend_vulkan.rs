@@ -109,6 +109,12 @@ fn workloads() -> Vec<Workload> {
         ("prefix_sum", "n=1"),
         ("prefix_sum", "n=1025"),
         ("prefix_sum", "n=1048577"),
+        // f16, bf16, i8 (packed in 32-bit words on vulkan): odd lengths.
+        ("matmul_f16", "m=17,k=33,n=65"),
+        ("matmul_bf16", "m=31,k=9,n=19"),
+        ("softmax_bf16", "rows=7,cols=1001"),
+        ("dot_i8", "n=1000003"),
+        ("matmul_i8", "m=13,k=257,n=11"),
     ] {
         let decl = decls
             .get(kernel)
@@ -116,7 +122,29 @@ fn workloads() -> Vec<Workload> {
         let spec = GenSpec::new(kernel, GenSpec::parse_dims(dims).expect("dims"), 11, 2);
         all.push(generate(decl, &spec).unwrap_or_else(|e| panic!("generate {kernel} {dims}: {e}")));
     }
+    all.push(mixed_workload(&decls));
     all
+}
+
+/// The bundled mixed-precision workload (`kernels/workloads/mixed.toml`),
+/// over the declarations of the kernels it names.
+fn mixed_workload(decls: &KernelSet) -> Workload {
+    let spec = std::fs::read_to_string(workspace_root().join("kernels/workloads/mixed.toml"))
+        .expect("kernels/workloads/mixed.toml");
+    let names = [
+        "matmul_f16",
+        "matmul_bf16",
+        "softmax_bf16",
+        "dot_i8",
+        "matmul_i8",
+    ];
+    let only = KernelSet::new(
+        names
+            .iter()
+            .map(|n| decls.get(n).expect("declared").clone())
+            .collect::<Vec<_>>(),
+    );
+    kiln::workload::generate::bundled_workload(&only, &spec).expect("the mixed workload")
 }
 
 /// A call's outputs: returned, or read back from the resident it stored.

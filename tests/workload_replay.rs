@@ -182,7 +182,7 @@ fn assert_no_panic_noise(run: &Run) {
 
 /// The kernels a workload may call: rows of `kiln replay`'s table start
 /// with the call index and one of these.
-const KERNELS: [&str; 7] = [
+const KERNELS: [&str; 12] = [
     "saxpy",
     "dot",
     "matmul",
@@ -190,6 +190,11 @@ const KERNELS: [&str; 7] = [
     "softmax",
     "layer_norm",
     "prefix_sum",
+    "matmul_f16",
+    "matmul_bf16",
+    "softmax_bf16",
+    "dot_i8",
+    "matmul_i8",
 ];
 
 /// Checks `kiln replay`'s table: PASS, `calls` rows, each `ok` (or `-` for

@@ -347,3 +347,121 @@ fn bad_tolerance_settings_are_refused_naming_file_and_key() {
         "{e}"
     );
 }
+
+/// Issue 15, the comparison of the new dtypes with the rule, value and
+/// length stated. Rule: an element passes when `|got - want| <= abs + rel *
+/// |want|` or it is within `ulps` units in the last place.
+///
+/// f16, default tolerance (abs 1e-3, rel 2e-3, 2 ulp), one element, value
+/// 1000 (f16 spacing 0.5 there): `abs + rel * 1000 = 2.001`, 4 ulp. One
+/// ulp off passes, 4 ulp passes, 5 ulp (one past) fails. The same with
+/// `[tolerance.matmul_f16.f16] abs = 0, rel = 0, ulps = 3` in kiln.toml (a
+/// call with k = 1: the reduction scaling is 1): 3 ulp passes, 4 fails.
+#[test]
+fn f16_one_ulp_passes_one_past_the_tolerance_fails() {
+    use shared_state::f16;
+    let one = |v: f16| Tensor::from_vec(&[1], vec![v]);
+    let want = f16::from_f32(1000.0);
+    let off = |u: u16| f16::from_bits(want.to_bits() + u);
+    assert_eq!(off(1).to_f32() - 1000.0, 0.5);
+    let k = declared();
+    let decl = k.get("matmul_f16");
+    assert!(decl.is_some(), "matmul_f16 is declared");
+    let defaults =
+        Tolerances::default().for_call("matmul_f16", decl, &dims(&[("k", 1)]), DType::F16);
+    assert_eq!((defaults.abs, defaults.rel, defaults.ulps), (1e-3, 2e-3, 2));
+    assert!(compare(&one(want), &one(off(1)), &defaults).passed());
+    assert!(compare(&one(want), &one(off(4)), &defaults).passed());
+    let c = compare(&one(want), &one(off(5)), &defaults);
+    assert!(!c.passed(), "{c}");
+    assert_eq!(c.max_ulps, 5);
+
+    let dir = scratch_dir("f16_override");
+    let path = dir.join("kiln.toml");
+    std::fs::write(
+        &path,
+        "[tolerance.matmul_f16.f16]\nabs = 0\nrel = 0\nulps = 3\n",
+    )
+    .unwrap();
+    let tol = Tolerances::load(&path).unwrap().for_call(
+        "matmul_f16",
+        decl,
+        &dims(&[("k", 1)]),
+        DType::F16,
+    );
+    assert_eq!((tol.abs, tol.rel, tol.ulps), (0.0, 0.0, 3));
+    assert!(compare(&one(want), &one(off(1)), &tol).passed());
+    assert!(compare(&one(want), &one(off(3)), &tol).passed());
+    assert!(!compare(&one(want), &one(off(4)), &tol).passed());
+    // Below the value too, and the override is per kernel: matmul_bf16's
+    // f16 (none) and plain matmul keep their own.
+    let below = f16::from_bits(want.to_bits() - 4);
+    assert!(!compare(&one(want), &one(below), &tol).passed());
+}
+
+/// bf16, default tolerance (abs 8e-3, rel 1.6e-2, 2 ulp), one element,
+/// value 1000 (bf16 spacing 4 there): `abs + rel * 1000 = 16.008`, 4 ulp.
+/// One ulp off passes, 4 passes, 5 fails; with `[tolerance.matmul_bf16.bf16]
+/// abs = 0, rel = 0, ulps = 1`: 1 ulp passes, 2 fail.
+#[test]
+fn bf16_one_ulp_passes_one_past_the_tolerance_fails() {
+    use shared_state::bf16;
+    let one = |v: bf16| Tensor::from_vec(&[1], vec![v]);
+    let want = bf16::from_f32(1000.0);
+    let off = |u: u16| bf16::from_bits(want.to_bits() + u);
+    assert_eq!(off(1).to_f32() - 1000.0, 4.0);
+    let k = declared();
+    let decl = k.get("matmul_bf16");
+    let defaults =
+        Tolerances::default().for_call("matmul_bf16", decl, &dims(&[("k", 1)]), DType::BF16);
+    assert_eq!(
+        (defaults.abs, defaults.rel, defaults.ulps),
+        (8e-3, 1.6e-2, 2)
+    );
+    assert!(compare(&one(want), &one(off(1)), &defaults).passed());
+    assert!(compare(&one(want), &one(off(4)), &defaults).passed());
+    assert!(!compare(&one(want), &one(off(5)), &defaults).passed());
+
+    let dir = scratch_dir("bf16_override");
+    let path = dir.join("kiln.toml");
+    std::fs::write(
+        &path,
+        "[tolerance.matmul_bf16.bf16]\nabs = 0\nrel = 0\nulps = 1\n",
+    )
+    .unwrap();
+    let all = Tolerances::load(&path).unwrap();
+    let tol = all.for_call("matmul_bf16", decl, &dims(&[("k", 1)]), DType::BF16);
+    assert!(compare(&one(want), &one(off(1)), &tol).passed());
+    assert!(!compare(&one(want), &one(off(2)), &tol).passed());
+    // Another kernel keeps the defaults.
+    let other = all.get("softmax_bf16", k.get("softmax_bf16"), DType::BF16);
+    assert_eq!(other.ulps, 2);
+}
+
+/// i8 and i32 results are exact whatever kiln.toml says: dot_i8's i32
+/// output (one element, value -267_386_880, the wrapped 2^20 * 127*127)
+/// one off fails; an i8 tensor of length 3 with one element one off fails.
+#[test]
+fn i8_and_i32_results_must_be_exact() {
+    let dir = scratch_dir("i8_exact");
+    let path = dir.join("kiln.toml");
+    std::fs::write(&path, "[tolerance.dot_i8]\nabs = 10\nrel = 1\nulps = 100\n").unwrap();
+    let tol = Tolerances::load(&path).unwrap();
+    let k = declared();
+    let t32 = tol.for_call(
+        "dot_i8",
+        k.get("dot_i8"),
+        &dims(&[("n", 1 << 20)]),
+        DType::I32,
+    );
+    assert_eq!(t32, Tolerance::EXACT);
+    let i32s = |v: i32| Tensor::from_vec(&[1], vec![v]);
+    assert!(compare(&i32s(-267_386_880), &i32s(-267_386_880), &t32).passed());
+    assert!(!compare(&i32s(-267_386_880), &i32s(-267_386_879), &t32).passed());
+    let t8 = tol.get("dot_i8", k.get("dot_i8"), DType::I8);
+    let i8s = |v: Vec<i8>| Tensor::from_vec(&[3], v);
+    assert!(compare(&i8s(vec![-128, 0, 127]), &i8s(vec![-128, 0, 127]), &t8).passed());
+    let c = compare(&i8s(vec![-128, 0, 127]), &i8s(vec![-128, 1, 127]), &t8);
+    assert_eq!(c.mismatches, 1);
+    assert!(!c.passed());
+}

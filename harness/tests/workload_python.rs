@@ -134,3 +134,139 @@ fn the_python_example_writes_a_file_kiln_reads_and_agrees_with() {
     }
     assert_eq!(checked, 5);
 }
+
+/// `--mixed`: f16 (numpy float16), bf16 (raw uint16 words, or ml_dtypes when
+/// installed) and i8 (int8) tensors, in a version-2 file. Every expected
+/// output agrees with the plain reference kernels: f16/bf16 within the
+/// per-dtype default tolerance of the kernel's declaration (numpy sums in
+/// f64, the kernels in f32), i8 kernels' i32 outputs exactly, including a
+/// dot of 2^20 products of 127*127 that wraps to -267_386_880.
+#[test]
+fn the_python_writer_writes_f16_bf16_and_i8() {
+    use kernel_reference::{dot_i8, matmul_bf16, matmul_f16, matmul_i8, softmax_bf16};
+    use kiln::workload::compare::Tolerances;
+    use shared_state::{DType, KernelSet, bf16, f16};
+
+    if !python_with_numpy() {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/write_workload.py");
+    let out = scratch_dir("python-mixed").join("mixed.kwl");
+    let run = Command::new("python3")
+        .arg(&script)
+        .arg(&out)
+        .args(["--mixed", "--seed", "5"])
+        .output()
+        .expect("run python3");
+    assert!(
+        run.status.success(),
+        "{} --mixed failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
+        2,
+        "a file with f16/bf16/i8 is version 2"
+    );
+    let w = read(&out).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(w.name, "python-mixed-s5");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (decls, errors) = kiln_decl::load_dir(&root, &root.join(kiln_decl::DECLARATIONS_DIR));
+    assert!(errors.is_empty(), "{errors:?}");
+    let decls = KernelSet::new(decls);
+    let tolerances = Tolerances::default();
+    let mut checked = Vec::new();
+    for step in &w.steps {
+        let Step::Call(c) = step else { continue };
+        let args: Vec<&Tensor> = c
+            .call
+            .args
+            .iter()
+            .map(|a| match a {
+                Arg::Tensor(t) => t,
+                Arg::Resident(n) => panic!("no residents in the mixed example: {n}"),
+            })
+            .collect();
+        let expected = &c.expected[0];
+        let kernel = c.call.kernel.as_str();
+        let s = |i: usize| args[i].shape().to_vec();
+        let (ours, n) = match kernel {
+            "matmul_f16" => {
+                let (a, b) = (
+                    args[0].as_slice::<f16>().unwrap(),
+                    args[1].as_slice::<f16>().unwrap(),
+                );
+                let dims = (s(0)[0], s(0)[1], s(1)[1]);
+                (
+                    Tensor::from_vec(&[dims.0, dims.2], matmul_f16(a, b, dims)),
+                    dims.1,
+                )
+            }
+            "matmul_bf16" => {
+                let (a, b) = (
+                    args[0].as_slice::<bf16>().unwrap(),
+                    args[1].as_slice::<bf16>().unwrap(),
+                );
+                let dims = (s(0)[0], s(0)[1], s(1)[1]);
+                (
+                    Tensor::from_vec(&[dims.0, dims.2], matmul_bf16(a, b, dims)),
+                    dims.1,
+                )
+            }
+            "softmax_bf16" => {
+                let x = args[0].as_slice::<bf16>().unwrap();
+                (
+                    Tensor::from_vec(&s(0), softmax_bf16(x, (s(0)[0], s(0)[1]))),
+                    s(0)[1],
+                )
+            }
+            "dot_i8" => {
+                let (x, y) = (
+                    args[0].as_slice::<i8>().unwrap(),
+                    args[1].as_slice::<i8>().unwrap(),
+                );
+                (Tensor::from_vec(&[1], vec![dot_i8(x, y)]), x.len())
+            }
+            "matmul_i8" => {
+                let (a, b) = (
+                    args[0].as_slice::<i8>().unwrap(),
+                    args[1].as_slice::<i8>().unwrap(),
+                );
+                let dims = (s(0)[0], s(0)[1], s(1)[1]);
+                (
+                    Tensor::from_vec(&[dims.0, dims.2], matmul_i8(a, b, dims)),
+                    dims.1,
+                )
+            }
+            other => panic!("unexpected kernel {other}"),
+        };
+        assert_eq!(expected.dtype(), ours.dtype(), "{kernel}");
+        let dims: shared_state::Dims = [("k", n as u64), ("n", n as u64), ("cols", n as u64)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let tol = tolerances.for_call(kernel, decls.get(kernel), &dims, ours.dtype());
+        if ours.dtype() == DType::I32 {
+            assert!(expected.bit_eq(&ours), "{kernel}: i32 results are exact");
+        }
+        let cmp = compare(expected, &ours, &tol);
+        assert!(cmp.passed(), "{kernel}: {}", cmp.summary());
+        checked.push(kernel.to_string());
+        if kernel == "dot_i8" && args[0].len() == 1 << 20 {
+            assert_eq!(expected.as_slice::<i32>().unwrap(), [-267_386_880]);
+        }
+    }
+    assert_eq!(
+        checked,
+        [
+            "matmul_f16",
+            "matmul_bf16",
+            "softmax_bf16",
+            "dot_i8",
+            "dot_i8",
+            "matmul_i8"
+        ]
+    );
+}

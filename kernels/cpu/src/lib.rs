@@ -12,6 +12,7 @@
 
 mod declared;
 mod kernels;
+mod low_precision;
 pub mod registry;
 
 use kernel_cpu_engine::CpuEngine;

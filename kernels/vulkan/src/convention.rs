@@ -13,8 +13,10 @@
 //! the uniform block; the fields it declares must have the names and types
 //! of the convention (checked when the engine is created, see
 //! [`crate::shaders::check_bindings`]). Element types: `f32`, `i32`, `u32`,
-//! `f16` (`array<f16>`, with `enable f16;`) as declared; `bf16`, `i8` and
-//! `u8` are packed into 32-bit words (`array<u32>` or `array<i32>`).
+//! `f16` (`array<f16>`, with `enable f16;`, or packed two to a 32-bit word);
+//! `bf16`, `i8` and `u8` are packed into 32-bit words (`array<u32>` or
+//! `array<i32>`). Buffers are allocated in whole 32-bit words, so a packed
+//! tensor of odd length has a readable (and writable) last word.
 
 use shared_state::{Bound, DType, EngineError, KernelDecl, Scalar, TensorDecl};
 
@@ -188,7 +190,10 @@ pub fn element_kinds(dtype: DType) -> Option<&'static [(naga::ScalarKind, u8)]> 
         DType::F32 => &[(Float, 4)],
         DType::I32 => &[(Sint, 4)],
         DType::U32 => &[(Uint, 4)],
-        DType::F16 => &[(Float, 2)],
+        // `array<f16>` (with `enable f16;` and a device with 16-bit storage)
+        // or packed two to a 32-bit word (`unpack2x16float`, no feature
+        // needed).
+        DType::F16 => &[(Float, 2), (Uint, 4), (Sint, 4)],
         // Packed four (or two) to a 32-bit word.
         DType::BF16 | DType::I8 | DType::U8 => &[(Uint, 4), (Sint, 4)],
         DType::F64 | DType::I64 => return None,

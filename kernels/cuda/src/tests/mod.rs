@@ -3,6 +3,7 @@
 //! or `KILN_REQUIRE_CUDA=1` says it must be there.
 
 mod gpu;
+mod low_precision_gpu;
 mod nvrtc_compile;
 mod ptx_cache;
 mod support;

@@ -54,11 +54,16 @@ fn every_declared_kernel_compiles_to_ptx_with_its_entry_points() {
             names,
             [
                 "dot",
+                "dot_i8",
                 "layer_norm",
                 "matmul",
+                "matmul_bf16",
+                "matmul_f16",
+                "matmul_i8",
                 "prefix_sum",
                 "saxpy",
                 "softmax",
+                "softmax_bf16",
                 "stencil2d"
             ]
         );
@@ -97,6 +102,16 @@ fn every_declared_kernel_compiles_to_ptx_with_its_entry_points() {
         .find(|c| c.kernel == "dot")
         .unwrap();
     assert_eq!(dot.functions, ["dot_partial", "dot_finish"]);
+    // The f16/bf16 conversions are PTX `cvt` and bit shifts: no fp16/bf16
+    // header is needed (the NVRTC wheel ships none).
+    let all = compile::compile_all(&kernels, &sources, "compute_90")
+        .unwrap()
+        .0;
+    let f16 = all.iter().find(|c| c.kernel == "matmul_f16").unwrap();
+    assert!(
+        f16.ptx.to_src().contains("cvt.rn.f16.f32"),
+        "one rounding to f16"
+    );
 }
 
 #[test]

@@ -17,11 +17,18 @@
 //! - `layer_norm` and `prefix_sum` accumulate in f64 and round each output
 //!   element once to f32.
 //!
+//! - The f16, bf16 and i8 kernels: see [`low_precision`] (f32 accumulation,
+//!   one rounding; i8 sums wrap in i32).
+//!
 //! Shapes are the caller's responsibility (the reference module checks them
 //! against the kernels' declarations); slices that are too short panic.
 
 mod kernels;
+mod low_precision;
 mod values;
 
 pub use kernels::{dot, layer_norm, matmul, prefix_sum, saxpy, softmax, stencil2d};
+pub use low_precision::{
+    dot_i8, matmul_bf16, matmul_f16, matmul_i8, softmax_bf16, softmax_bf16_row,
+};
 pub use values::test_values;

@@ -9,5 +9,10 @@ crate::kernels! {
     softmax,
     layer_norm,
     prefix_sum,
+    matmul_f16,
+    matmul_bf16,
+    softmax_bf16,
+    dot_i8,
+    matmul_i8,
     // `kiln new kernel` adds kernels above this line.
 }

@@ -9,6 +9,7 @@ mod device_choice;
 mod drop_log;
 mod kernels;
 mod pipeline_cache;
+mod low_precision;
 mod residents;
 mod sources;
 mod unavailable;

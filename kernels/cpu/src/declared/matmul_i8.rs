@@ -1,0 +1,13 @@
+//! matmul_i8: see `kernels/declarations/matmul_i8.toml`.
+
+use shared_state::{EngineError, Tensor};
+
+use crate::registry::Args;
+
+pub const IMPLEMENTED: bool = true;
+
+pub fn run(args: &Args<'_>) -> Result<Vec<Tensor>, EngineError> {
+    let dims = (args.dim("m"), args.dim("k"), args.dim("n"));
+    let out = crate::low_precision::matmul_i8(args.pool, args.input(0)?, args.input(1)?, dims);
+    Ok(vec![args.output(0, out)?])
+}

@@ -1,0 +1,11 @@
+use shared_state::{EngineError, Tensor};
+
+use crate::registry::Args;
+
+pub const IMPLEMENTED: bool = true;
+
+pub fn run(args: &Args<'_>) -> Result<Vec<Tensor>, EngineError> {
+    let dims = (args.dim("m"), args.dim("k"), args.dim("n"));
+    let out = kernel_reference::matmul_bf16(args.input::<shared_state::bf16>(0)?, args.input::<shared_state::bf16>(1)?, dims);
+    Ok(vec![args.output(0, out)?])
+}
