@@ -83,6 +83,13 @@ enum Command {
         /// 8G or 512M; 0 for none). Default: 3/4 of the machine's memory.
         #[arg(long, value_name = "SIZE")]
         worker_memory: Option<String>,
+        /// Time on cold caches: flush them before every timed run (the
+        /// flush is not timed; its cost is printed once).
+        #[arg(long)]
+        cold: bool,
+        /// Do not autotune the declared tunables after a version passes.
+        #[arg(long)]
+        no_tune: bool,
     },
     /// The engine host of `kiln dev` (started by kiln itself).
     #[command(hide = true)]
@@ -135,6 +142,10 @@ enum Command {
         /// Check correctness only (no timing runs).
         #[arg(long)]
         no_timing: bool,
+        /// Time on cold caches: flush them before every timed run (the
+        /// flush is not timed; its cost is printed once).
+        #[arg(long)]
+        cold: bool,
         /// Expected outputs from this backend's module, run on the same
         /// inputs (instead of the stored ones or the reference module).
         #[arg(long, value_name = "BACKEND")]
@@ -202,6 +213,8 @@ fn main() -> ExitCode {
             record,
             call_timeout,
             worker_memory,
+            cold,
+            no_tune,
         } => {
             let worker_memory = match worker_memory.as_deref() {
                 None => Ok(kiln::supervisor::memory_limit::default_limit()),
@@ -241,6 +254,8 @@ fn main() -> ExitCode {
                     log_format: cli.log_format,
                     call_timeout,
                     worker_memory,
+                    cold,
+                    tune: !no_tune,
                 },
                 rx,
             )
@@ -269,6 +284,7 @@ fn main() -> ExitCode {
             module,
             device,
             no_timing,
+            cold,
             call_timeout,
             reference,
         } => kiln::commands::replay(
@@ -283,6 +299,7 @@ fn main() -> ExitCode {
                     .map(Duration::from_secs_f64),
                 log_format: cli.log_format,
                 reference,
+                cold,
             },
         ),
         Command::CheckSwap {

@@ -23,6 +23,7 @@ pub mod fma;
 pub mod key;
 pub mod llc;
 pub mod peaks;
+pub mod replay_roof;
 pub mod roofline;
 pub mod store;
 pub mod threads;

@@ -76,6 +76,10 @@ pub struct DevOptions {
     /// `--worker-memory`: the worker's data-size limit in bytes (`None`: no
     /// limit).
     pub worker_memory: Option<u64>,
+    /// `--cold`: time on cold caches.
+    pub cold: bool,
+    /// Autotune declared tunables after a version passes (`--no-tune`: off).
+    pub tune: bool,
 }
 
 /// Why `kiln dev` could not start (once running, problems are logged and
@@ -217,6 +221,8 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             workspace: Some(root.clone()),
             reference: reference.as_ref().map(Into::into),
             cross_reference: None,
+            cold: options.cold,
+            tune: options.tune && options.replay,
         },
         call_timeout: options.call_timeout,
     };
