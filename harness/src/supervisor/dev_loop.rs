@@ -143,6 +143,16 @@ pub fn build_now(
     }
 }
 
+/// Ready at once while tuning is under way (one bounded step runs between
+/// events), never otherwise.
+fn tune_now(session: &Session) -> Receiver<Instant> {
+    if session.tuning {
+        crossbeam_channel::after(Duration::ZERO)
+    } else {
+        crossbeam_channel::never()
+    }
+}
+
 /// Runs the dev loop until `shutdown` fires.
 pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> {
     let root = match &options.workspace {
@@ -278,6 +288,8 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         spinner: Spinner::new(),
         record: options.record.clone(),
         stopping: false,
+        tuning: false,
+        tune: options.tune && options.replay,
     };
     // The last good point starts here: the loaded state, before any replay.
     session.checkpoint();
@@ -333,6 +345,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
                 }
             }
             recv(ticker) -> _ => session.spinner.tick(),
+            recv(tune_now(&session)) -> _ => session.tune_step(),
         }
         if session.stopping {
             break;

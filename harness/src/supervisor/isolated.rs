@@ -207,6 +207,17 @@ impl IsolatedEngine {
     }
 
     /// Checkpoints the engine's state (the last good point is now).
+    /// One bounded autotuning step in the worker (about `budget_ms`).
+    pub fn tune_step(
+        &mut self,
+        budget_ms: u64,
+    ) -> Result<crate::worker::protocol::TuneProgress, WorkerError> {
+        match self.request(Request::TuneStep { budget_ms })? {
+            Reply::Tuned(progress) => Ok(progress),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub fn take_checkpoint(&mut self) -> Result<Checkpointed, WorkerError> {
         let slot = self.checkpoint.next_slot();
         match self.request(Request::Checkpoint { slot })? {

@@ -28,6 +28,7 @@ mod recovery;
 mod session;
 mod session_end;
 mod spinner;
+mod tune_steps;
 pub mod watch;
 pub mod worker_client;
 pub mod worker_process;

@@ -47,6 +47,9 @@ pub(super) struct Session {
     pub(super) record: Option<PathBuf>,
     /// Ctrl-C arrived while a worker was busy: the session ends.
     pub(super) stopping: bool,
+    /// Autotuning of the serving version is under way (`--no-tune`: never).
+    pub(super) tuning: bool,
+    pub(super) tune: bool,
 }
 
 impl Session {
@@ -92,6 +95,8 @@ impl Session {
             );
             return None;
         }
+        // A save stops the tuning; the next passing version tunes again.
+        self.tuning = false;
         let debounce_ms = seen.duration_since(change.first_event_at).as_secs_f64() * 1e3;
         tracing::info!(
             event = "change",
@@ -309,10 +314,12 @@ impl Session {
             passed,
             crashed: false,
             note: None,
+            tuning: Default::default(),
         });
         if passed {
             self.keep_last_good(&staged, timings);
             self.checkpoint();
+            self.tuning = self.tune && report.is_some();
         } else if let Some(failure) = report.as_ref().and_then(|r| r.first_failure.clone()) {
             let why = failure.why;
             match (self.on_fail, &self.last_good) {
