@@ -282,7 +282,6 @@ mod tests {
             crashed: false,
             note: None,
             tuning: Default::default(),
-            tuning: Default::default(),
         }
     }
 
