@@ -36,3 +36,6 @@ pub use llc::LlcChoice;
 pub use peaks::{CpuProbe, DevicePeaks, FlushCost, PeakProbe, Rate};
 pub use roofline::{Achieved, Bound, Roof, Work, achieved};
 pub use store::{Lookup, PeakStore, Policy};
+
+#[cfg(test)]
+mod relations_tests;
