@@ -22,8 +22,8 @@
 //!
 //! Tuning (for the autotuner's tests): kernel `tuned_double` returns
 //! `2 * x` for its one argument, as its integer param `mode` says: `0`
-//! (fast), `1` (slow: the same work repeated 5 times), `2` (wrong: the
-//! first element is off by one). Without `mode`, the value kept by a call
+//! (fast: spins 1 ms), `1` (slow: spins 5 ms), `2` (wrong: no spin, the
+//! first element off by one). Without `mode`, the value kept by a call
 //! with `kiln.keep_tuning = true`, else 0. The info note
 //! `tuning/tuned_double/mode` lists the tunable with its kept value.
 //!
@@ -234,11 +234,18 @@ impl Engine for Misbehaving {
                     .data()
                     .as_f32()
                     .ok_or_else(|| EngineError::bad_call("tuned_double: f32 input"))?;
-                let repeats = if mode == 1 { 5 } else { 1 };
-                let mut out = Vec::new();
-                for _ in 0..repeats {
-                    out = std::hint::black_box(xs).iter().map(|v| 2.0 * v).collect();
-                    std::hint::black_box(&out);
+                // The kernel's cost: fast spins 1 ms, slow 5 ms (so that it
+                // dominates the call's transfer), wrong none at all (the
+                // fastest candidate, and still never picked).
+                let spin = match mode {
+                    0 => std::time::Duration::from_millis(1),
+                    1 => std::time::Duration::from_millis(5),
+                    _ => std::time::Duration::ZERO,
+                };
+                let started = std::time::Instant::now();
+                let mut out: Vec<f32> = xs.iter().map(|v| 2.0 * v).collect();
+                while started.elapsed() < spin {
+                    std::hint::black_box(&mut out);
                 }
                 if mode == 2 {
                     if let Some(first) = out.first_mut() {
