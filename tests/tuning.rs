@@ -291,3 +291,79 @@ fn a_slow_candidate_and_a_wrong_one_are_never_picked() {
         Some(0)
     );
 }
+
+/// The path `kiln dev` takes: a worker process replays the workload, plans
+/// the tuning after the passing replay, and `TuneStep` requests advance it
+/// until nothing is left; the second replay's tuning comes from the cache
+/// (the workspace's `target/kiln/tuning/`, as in `kiln dev`).
+#[test]
+fn the_worker_tunes_after_a_passing_replay_and_then_from_the_cache() {
+    use kiln::logging::LogFormat;
+    use kiln::supervisor::isolated::{IsolatedEngine, IsolationOptions};
+    use kiln::supervisor::worker_process::SpawnOptions;
+    use kiln::worker::protocol::{StateSource, WorkerConfig};
+    use kiln_e2e::dev_session::kiln_binary;
+
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let stage = staging("tune-worker");
+    let workload = workload_of(&stage, "matmul", "m=64,k=48,n=40");
+    let file = dir.path().join("matmul.kiln");
+    workload::write(&workload, &file).unwrap();
+    let options = IsolationOptions {
+        spawn: SpawnOptions {
+            program: Some(kiln_binary()),
+            log_format: LogFormat::Human,
+            forward_output: false,
+            memory_limit: Some(4 << 30),
+        },
+        worker: WorkerConfig {
+            workload: Some(file),
+            timing: false,
+            tune: true,
+            threads: 2,
+            ..WorkerConfig::default()
+        },
+        call_timeout: None,
+    };
+    let mut engine = IsolatedEngine::new(options, None).expect("shared memory");
+    let staged = stage.stage(CPU, &module_artifact(CPU)).unwrap();
+    engine.start(&staged, StateSource::Empty).expect("worker");
+    engine.load_workload_state().expect("load");
+
+    let tune_all = |engine: &mut IsolatedEngine| {
+        let mut kept = std::collections::BTreeMap::new();
+        let mut from_cache = false;
+        for _ in 0..1000 {
+            let p = engine.tune_step(150).expect("tune step");
+            kept.extend(p.kept);
+            from_cache |= p.from_cache;
+            for t in &p.tables {
+                println!("{t}");
+            }
+            if !p.more {
+                return (kept, from_cache);
+            }
+        }
+        panic!("tuning did not finish in 1000 steps");
+    };
+
+    let summary = engine.replay(None).expect("replay");
+    assert!(summary.passed, "{}", summary.table);
+    let (kept, _) = tune_all(&mut engine);
+    let tile = kept.get("matmul/tile").expect("matmul/tile tuned").clone();
+    assert!(
+        ["16", "32", "64", "128"].contains(&tile.as_str()),
+        "{kept:?}"
+    );
+
+    let summary = engine.replay(None).expect("second replay");
+    assert!(summary.passed, "{}", summary.table);
+    let (kept, from_cache) = tune_all(&mut engine);
+    assert!(
+        from_cache,
+        "the second tuning was not served from the cache"
+    );
+    assert_eq!(kept.get("matmul/tile"), Some(&tile));
+    engine.stop_worker(Duration::from_secs(10));
+}
