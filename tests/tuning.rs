@@ -367,3 +367,36 @@ fn the_worker_tunes_after_a_passing_replay_and_then_from_the_cache() {
     assert_eq!(kept.get("matmul/tile"), Some(&tile));
     engine.stop_worker(Duration::from_secs(10));
 }
+
+/// The cache key's source part: an edit of saxpy's source leaves matmul's
+/// hash (so its cached tuning) as it was; an edit of matmul's changes it.
+#[test]
+fn editing_one_kernel_changes_only_that_kernels_tuning_key() {
+    use kiln::tuning::tuner::kernel_source_hash;
+    let root = tempfile::tempdir().unwrap();
+    let module = root.path().join("kernels/cpu");
+    std::fs::create_dir_all(module.join("src/declared")).unwrap();
+    let real = workspace_root().join("kernels/cpu");
+    std::fs::copy(real.join("Cargo.toml"), module.join("Cargo.toml")).unwrap();
+    for k in ["matmul", "saxpy"] {
+        let rel = format!("src/declared/{k}.rs");
+        std::fs::copy(real.join(&rel), module.join(&rel)).unwrap();
+    }
+    let stage = staging("tune-key");
+    let (handle, _) =
+        EngineHandle::start(Arc::new(load_fresh(&stage, CPU)), &options(), None).unwrap();
+    let hash = |k: &str| kernel_source_hash(&handle, Some(root.path()), CPU, k);
+    let (matmul, saxpy) = (hash("matmul"), hash("saxpy"));
+    assert_ne!(matmul, saxpy);
+
+    let edit = |k: &str| {
+        let p = module.join(format!("src/declared/{k}.rs"));
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, format!("{text}\n// edited\n")).unwrap();
+    };
+    edit("saxpy");
+    assert_eq!(hash("matmul"), matmul, "a saxpy edit changed matmul's key");
+    assert_ne!(hash("saxpy"), saxpy);
+    edit("matmul");
+    assert_ne!(hash("matmul"), matmul, "a matmul edit kept matmul's key");
+}
