@@ -288,6 +288,8 @@ mod tests {
             expected_from: kiln::workload::reference::ExpectedFrom::Unchecked,
             trials: (1, 1),
             skipped: None,
+            work: None,
+            point: None,
         }
     }
 
@@ -301,6 +303,7 @@ mod tests {
                 call(2, "matmul", 0.5e-3, 1.0e-3, Verdict::Faster),
             ],
             ms: 10.0,
+            timing_header: None,
         };
         let slower = slower_calls(&report);
         assert_eq!(slower.len(), 1);

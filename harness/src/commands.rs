@@ -180,6 +180,8 @@ pub struct ReplayCommand {
     /// `--reference BACKEND`: expected outputs from this backend's module,
     /// run on the same inputs.
     pub reference: Option<String>,
+    /// `--cold`: flush the caches before every timed run.
+    pub cold: bool,
 }
 
 /// `kiln replay`: the module runs in a worker process; a call that crashes
@@ -232,6 +234,8 @@ pub fn replay(file: &Path, options: &ReplayCommand) -> Result<(), String> {
             workspace: Some(root.clone()),
             reference: reference.as_ref().map(Into::into),
             cross_reference: cross_reference.as_ref().map(Into::into),
+            cold: options.cold,
+            tune: false,
         },
     );
     isolation.call_timeout = options.call_timeout;

@@ -23,6 +23,7 @@ pub mod process;
 pub mod scaffold;
 pub mod supervisor;
 pub mod swap;
+pub mod tuning;
 pub mod worker;
 pub mod workload;
 pub mod workspace;

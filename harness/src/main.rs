@@ -88,6 +88,13 @@ enum Command {
         /// the workload's stored outputs or the reference module.
         #[arg(long, value_name = "BACKEND")]
         reference: Option<String>,
+        /// Time on cold caches: flush them before every timed run (the
+        /// flush is not timed; its cost is printed once).
+        #[arg(long)]
+        cold: bool,
+        /// Do not autotune the declared tunables after a version passes.
+        #[arg(long)]
+        no_tune: bool,
     },
     /// The engine host of `kiln dev` (started by kiln itself).
     #[command(hide = true)]
@@ -140,6 +147,10 @@ enum Command {
         /// Check correctness only (no timing runs).
         #[arg(long)]
         no_timing: bool,
+        /// Time on cold caches: flush them before every timed run (the
+        /// flush is not timed; its cost is printed once).
+        #[arg(long)]
+        cold: bool,
         /// Expected outputs from this backend's module, run on the same
         /// inputs (instead of the stored ones or the reference module).
         #[arg(long, value_name = "BACKEND")]
@@ -208,6 +219,8 @@ fn main() -> ExitCode {
             call_timeout,
             worker_memory,
             reference,
+            cold,
+            no_tune,
         } => {
             let worker_memory = match worker_memory.as_deref() {
                 None => Ok(kiln::supervisor::memory_limit::default_limit()),
@@ -248,6 +261,8 @@ fn main() -> ExitCode {
                     call_timeout,
                     worker_memory,
                     reference,
+                    cold,
+                    tune: !no_tune,
                 },
                 rx,
             )
@@ -276,6 +291,7 @@ fn main() -> ExitCode {
             module,
             device,
             no_timing,
+            cold,
             call_timeout,
             reference,
         } => kiln::commands::replay(
@@ -290,6 +306,7 @@ fn main() -> ExitCode {
                     .map(Duration::from_secs_f64),
                 log_format: cli.log_format,
                 reference,
+                cold,
             },
         ),
         Command::CheckSwap {

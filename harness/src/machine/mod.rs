@@ -23,6 +23,7 @@ pub mod fma;
 pub mod key;
 pub mod llc;
 pub mod peaks;
+pub mod replay_roof;
 pub mod roofline;
 pub mod store;
 pub mod threads;
@@ -35,3 +36,6 @@ pub use llc::LlcChoice;
 pub use peaks::{CpuProbe, DevicePeaks, FlushCost, PeakProbe, Rate};
 pub use roofline::{Achieved, Bound, Roof, Work, achieved};
 pub use store::{Lookup, PeakStore, Policy};
+
+#[cfg(test)]
+mod relations_tests;

@@ -79,6 +79,10 @@ pub struct DevOptions {
     /// `--reference BACKEND`: every call's expected outputs come from this
     /// backend's module, run on the same inputs.
     pub reference: Option<String>,
+    /// `--cold`: time on cold caches.
+    pub cold: bool,
+    /// Autotune declared tunables after a version passes (`--no-tune`: off).
+    pub tune: bool,
 }
 
 /// Why `kiln dev` could not start (once running, problems are logged and
@@ -139,6 +143,16 @@ pub fn build_now(
                 module.package
             )))
         }
+    }
+}
+
+/// Ready at once while tuning is under way (one bounded step runs between
+/// events), never otherwise.
+fn tune_now(session: &Session) -> Receiver<Instant> {
+    if session.tuning {
+        crossbeam_channel::after(Duration::ZERO)
+    } else {
+        crossbeam_channel::never()
     }
 }
 
@@ -250,6 +264,8 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             workspace: Some(root.clone()),
             reference: reference.as_ref().map(Into::into),
             cross_reference: cross_reference.as_ref().map(Into::into),
+            cold: options.cold,
+            tune: options.tune && options.replay,
         },
         call_timeout: options.call_timeout,
     };
@@ -307,6 +323,8 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         stopping: false,
         reference_module: reference_module.clone(),
         build_pending: false,
+        tuning: false,
+        tune: options.tune && options.replay,
     };
     // The last good point starts here: the loaded state, before any replay.
     session.checkpoint();
@@ -369,6 +387,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
                 }
             }
             recv(ticker) -> _ => session.spinner.tick(),
+            recv(tune_now(&session)) -> _ => session.tune_step(),
         }
         if session.stopping {
             break;

@@ -25,6 +25,9 @@ pub struct VersionRecord {
     pub crashed: bool,
     /// Why it is not serving any more, if it was rolled back or crashed.
     pub note: Option<String>,
+    /// Tunables kept by autotuning (`KERNEL/PARAM` -> value).
+    #[serde(default)]
+    pub tuning: BTreeMap<String, String>,
 }
 
 /// A session's history.
@@ -278,6 +281,7 @@ mod tests {
             passed,
             crashed: false,
             note: None,
+            tuning: Default::default(),
         }
     }
 

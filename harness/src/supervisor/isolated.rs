@@ -206,7 +206,6 @@ impl IsolatedEngine {
         }
     }
 
-    /// Checkpoints the engine's state (the last good point is now).
     /// Has the worker read its workload again; returns its description.
     pub fn reload_workload(&mut self) -> Result<String, WorkerError> {
         match self.request(Request::ReloadWorkload)? {
@@ -231,6 +230,18 @@ impl IsolatedEngine {
         }
     }
 
+    /// One bounded autotuning step in the worker (about `budget_ms`).
+    pub fn tune_step(
+        &mut self,
+        budget_ms: u64,
+    ) -> Result<crate::worker::protocol::TuneProgress, WorkerError> {
+        match self.request(Request::TuneStep { budget_ms })? {
+            Reply::Tuned(progress) => Ok(progress),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Checkpoints the engine's state (the last good point is now).
     pub fn take_checkpoint(&mut self) -> Result<Checkpointed, WorkerError> {
         let slot = self.checkpoint.next_slot();
         match self.request(Request::Checkpoint { slot })? {

@@ -31,6 +31,7 @@ mod recovery;
 mod session;
 mod session_end;
 mod spinner;
+mod tune_steps;
 mod version_change;
 pub mod watch;
 pub mod worker_client;

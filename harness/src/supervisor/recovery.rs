@@ -84,6 +84,7 @@ impl Session {
                 passed: false,
                 crashed: true,
                 note: Some(note),
+                tuning: Default::default(),
             }),
         }
         self.save_history();

@@ -51,6 +51,9 @@ pub(super) struct Session {
     pub(super) reference_module: Option<KernelModule>,
     /// A build of the served module was requested and has not ended.
     pub(super) build_pending: bool,
+    /// Autotuning of the serving version is under way (`--no-tune`: never).
+    pub(super) tuning: bool,
+    pub(super) tune: bool,
 }
 
 impl Session {
@@ -83,6 +86,8 @@ impl Session {
             self.restart_required();
             return None;
         }
+        // A save stops the tuning; the next passing version tunes again.
+        self.tuning = false;
         self.route_change(change, queue, &names, seen)
     }
 
@@ -239,10 +244,12 @@ impl Session {
             passed,
             crashed: false,
             note: None,
+            tuning: Default::default(),
         });
         if passed {
             self.keep_last_good(&staged, timings);
             self.checkpoint();
+            self.tuning = self.tune && report.is_some();
         } else if let Some(failure) = report.as_ref().and_then(|r| r.first_failure.clone()) {
             let why = failure.why;
             match (self.on_fail, &self.last_good) {

@@ -31,6 +31,8 @@ pub struct Host {
     /// The version the last swap replaced, alive until the next replay.
     old: Option<EngineHandle>,
     last_passing: Option<ReplayReport>,
+    /// Autotuning of the serving version (planned after a passing replay).
+    tuner: Option<crate::tuning::tuner::Tuner>,
 }
 
 impl Host {
@@ -43,6 +45,7 @@ impl Host {
             served: None,
             old: None,
             last_passing: None,
+            tuner: None,
         }
     }
 
@@ -85,6 +88,7 @@ impl Host {
                     .map_err(|e| e.to_string())?;
                 // A version kept from an earlier swap retires now.
                 self.old = None;
+                self.tuner = None;
                 if keep_old {
                     self.old = Some(old);
                 } else {
@@ -137,6 +141,15 @@ impl Host {
                         .collect(),
                 })
             }
+            Request::TuneStep { budget_ms } => {
+                let handle = self.served()?.handle();
+                Ok(Reply::Tuned(super::tune::step(
+                    &mut self.tuner,
+                    &handle,
+                    &self.replay_options,
+                    budget_ms,
+                )))
+            }
             Request::Shutdown => {
                 self.old = None;
                 self.served = None;
@@ -174,6 +187,11 @@ impl Host {
             watch: CallWatch::new(move |label, index, kernel| {
                 status.begin("replay", label, Some((index, kernel)));
             }),
+            roof: Default::default(),
+            cold: match config.cold {
+                true => Some(crate::machine::replay_roof::ColdFlush::new(config.threads)?),
+                false => None,
+            },
         };
         self.workload = Some(workload);
         self.config = config;
@@ -235,6 +253,9 @@ impl Host {
             (None, Some(r)) => Baseline::Recorded(r),
             (None, None) => Baseline::None,
         };
+        if self.replay_options.timing.is_some() && self.replay_options.roof.peaks().is_none() {
+            self.replay_options.roof = super::tune::roof_for(&self.config, &handle);
+        }
         let report = replay::replay_with(&handle, self.workload()?, &self.replay_options, baseline);
         let staged = handle.module().staged.clone();
         replay::log_events(&report, &staged.module, staged.version);
@@ -268,6 +289,15 @@ impl Host {
                     why: c.skipped.clone().unwrap_or_default(),
                 })
                 .collect(),
+        };
+        self.tuner = match report.passed() {
+            true => super::tune::plan(
+                &self.config,
+                &handle,
+                self.workload()?,
+                &self.replay_options,
+            ),
+            false => None,
         };
         if report.passed() && self.config.keep_outputs {
             self.last_passing = Some(report);
@@ -324,6 +354,7 @@ fn op_name(request: &Request) -> &'static str {
         Request::Probe { .. } => "probe",
         Request::ReloadWorkload => "reload",
         Request::SetReference { .. } => "reference",
+        Request::TuneStep { .. } => "tune",
         Request::Shutdown => "shutdown",
     }
 }

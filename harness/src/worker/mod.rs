@@ -19,6 +19,7 @@ pub mod host;
 pub mod outbox;
 pub mod protocol;
 pub mod status;
+pub mod tune;
 
 use std::fs::File;
 use std::io::BufRead;

@@ -56,6 +56,9 @@ pub enum Request {
     SetReference { staged: StagedWire },
     /// Probe `staged`'s devices (for `kiln backends`).
     Probe { staged: StagedWire },
+    /// Advance the autotuning of the serving version for about
+    /// `budget_ms` (the tuner a passing replay planned; nothing if none).
+    TuneStep { budget_ms: u64 },
     /// Retire everything and exit.
     Shutdown,
 }
@@ -96,6 +99,13 @@ pub struct WorkerConfig {
     /// `--reference BACKEND`: every call's expected outputs come from this
     /// module, run on the same inputs.
     pub cross_reference: Option<StagedWire>,
+    /// `--cold`: flush the caches before every timed run.
+    #[serde(default)]
+    pub cold: bool,
+    /// Autotune the declared tunables after every passing replay (off:
+    /// `--no-tune`, and in `kiln replay`).
+    #[serde(default)]
+    pub tune: bool,
 }
 
 impl WorkerConfig {
@@ -134,7 +144,23 @@ pub enum Reply {
     WorkloadReloaded { description: String },
     ReferenceSet { label: String },
     Probed { devices: Vec<DeviceWire> },
+    Tuned(TuneProgress),
     Bye,
+}
+
+/// What a tuning step did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TuneProgress {
+    /// Tunables left to tune.
+    pub more: bool,
+    /// The table of candidates of each tunable finished in this step.
+    pub tables: Vec<String>,
+    /// `KERNEL/PARAM` -> the value kept (`-`: every candidate rejected).
+    pub kept: BTreeMap<String, String>,
+    /// A result came from the tuning cache.
+    pub from_cache: bool,
+    /// Tunables not tuned, with why.
+    pub skipped: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use shared_state::{Arg, Call, DType, KernelDecl, Tensor};
 
+use crate::machine::replay_roof::{ColdFlush, RoofSource};
+use crate::machine::{Achieved, Work};
 use crate::swap::engine_handle::{CallError, EngineHandle};
 use crate::workload::compare::{Comparison, Tolerance, Tolerances, compare};
 use crate::workload::reference::{ExpectedFrom, outputs_of};
@@ -44,6 +46,10 @@ pub struct ReplayOptions {
     pub reference: Option<EngineHandle>,
     /// Told before every kernel call replay makes.
     pub watch: CallWatch,
+    /// The roof achieved rates are judged against (or why there is none).
+    pub roof: RoofSource,
+    /// `--cold`: flush the caches before every timed run (not timed).
+    pub cold: Option<ColdFlush>,
 }
 
 /// Told before every kernel call replay makes: the engine's label, the
@@ -86,6 +92,8 @@ impl Default for ReplayOptions {
             cross_reference: None,
             reference: None,
             watch: CallWatch::default(),
+            roof: RoofSource::default(),
+            cold: None,
         }
     }
 }
@@ -128,6 +136,12 @@ pub struct CallResult {
     /// Why the call was not run (not a failure): recorded for an old
     /// signature, or not on this backend yet.
     pub skipped: Option<String>,
+    /// Flops and bytes of the call, from its declaration's `work`
+    /// expressions over the call's dims.
+    pub work: Option<Work>,
+    /// Achieved rates (and % of the roofline bound when peaks are known)
+    /// at the median time.
+    pub point: Option<Achieved>,
 }
 
 impl CallResult {
@@ -143,6 +157,8 @@ pub struct ReplayReport {
     pub label: String,
     pub calls: Vec<CallResult>,
     pub ms: f64,
+    /// Warm or cold, the flush, the roof (timed replays only).
+    pub timing_header: Option<String>,
 }
 
 impl ReplayReport {
@@ -178,10 +194,24 @@ impl ReplayReport {
             self.ms,
             if self.passed() { "PASS" } else { "FAIL" }
         );
+        if let Some(header) = &self.timing_header {
+            let _ = writeln!(out, "  {header}");
+        }
+        let [gbs, gflops, intensity, roof] = crate::machine::columns::HEADERS;
         let _ = writeln!(
             out,
-            "  {:<4} {:<10} {:<34} {:<6} {:>10} {:>10} {:>10}  vs previous",
-            "#", "kernel", "call", "result", "max abs", "median", "spread"
+            "  {:<4} {:<10} {:<34} {:<6} {:>10} {:>10} {:>10} {:>8} {:>8} {:>7} {:>9}  vs previous",
+            "#",
+            "kernel",
+            "call",
+            "result",
+            "max abs",
+            "median",
+            "spread",
+            gbs,
+            gflops,
+            intensity,
+            roof
         );
         for c in &self.calls {
             let (result, abs) = match (&c.error, &c.comparison) {
@@ -208,11 +238,33 @@ impl ReplayReport {
                 description.truncate(33);
                 description.push('…');
             }
+            let [gbs, gflops, intensity, mut roof] =
+                crate::machine::columns::cells(c.point.as_ref());
+            let above = c.point.filter(|p| p.percent.is_finite() && p.above_roof());
+            if c.point.is_some_and(|p| !p.percent.is_finite()) {
+                roof = "-".into();
+            } else if above.is_some() {
+                roof = format!("{:.0}%*", c.point.map_or(0.0, |p| p.percent));
+            }
             let _ = writeln!(
                 out,
-                "  {:<4} {:<10} {:<34} {:<6} {:>10} {:>10} {:>10}  {}",
-                c.index, c.kernel, description, result, abs, median, spread, versus
+                "  {:<4} {:<10} {:<34} {:<6} {:>10} {:>10} {:>10} {:>8} {:>8} {:>7} {:>9}  {}",
+                c.index,
+                c.kernel,
+                description,
+                result,
+                abs,
+                median,
+                spread,
+                gbs,
+                gflops,
+                intensity,
+                roof,
+                versus
             );
+            if let Some(p) = above {
+                let _ = writeln!(out, "       roofline: {}", p.roofline_text());
+            }
             if let Some(why) = &c.skipped {
                 let _ = writeln!(out, "       skipped: {why}");
                 continue;
@@ -347,6 +399,8 @@ pub fn replay_with(
             expected_from: ExpectedFrom::Unchecked,
             trials: (0, step.trial_count()),
             skipped: None,
+            work: None,
+            point: None,
         };
         let decl = declared.get(&call.kernel);
         result.skipped = skip_reason(step, decl, implemented.as_deref(), &backend);
@@ -368,6 +422,9 @@ pub fn replay_with(
             redirect.insert(name.clone(), scratch);
         }
         let dims = decl.and_then(|d| bind_dims(d, &run_call, &shapes));
+        result.work = decl
+            .zip(dims.as_ref())
+            .and_then(|(d, dims)| work_of(d, dims));
         let mut first_failure: Option<Comparison> = None;
         let mut first: Option<Comparison> = None;
         for t in 0..step.trial_count() {
@@ -440,7 +497,8 @@ pub fn replay_with(
             Baseline::Interleaved(old) => Some(old),
             _ => None,
         };
-        for (index, timed) in time_calls(handle, old, &to_time, timing, &options.watch) {
+        let cold = options.cold.as_ref();
+        for (index, timed) in time_calls(handle, old, &to_time, timing, &options.watch, cold) {
             let result = &mut calls[index];
             match timed {
                 Ok((stats, old_stats)) => {
@@ -456,17 +514,47 @@ pub fn replay_with(
                         result.verdict = Some(verdict_recorded(p, s));
                         result.previous_median = Some(p.median);
                     }
+                    result.point = stats.as_ref().zip(result.work).and_then(|(s, w)| {
+                        options
+                            .roof
+                            .point(s.median, w)
+                            .or_else(|| RoofSource::rates_only(s.median, w))
+                    });
                     result.stats = stats;
                 }
                 Err(e) => result.error = Some(format!("while timing: {e}")),
             }
         }
     }
+    let timing_header = options.timing.as_ref().map(|_| {
+        let header = crate::machine::columns::timing_header(
+            options.cold.as_ref().map(|c| &c.cost),
+            options.roof.peaks(),
+        );
+        match &options.roof {
+            RoofSource::Missing(why) => header.replace("peaks not measured yet", why),
+            RoofSource::Measured(_) => header,
+        }
+    });
     ReplayReport {
         label: handle.label().to_string(),
         calls,
         ms: start.elapsed().as_secs_f64() * 1e3,
+        timing_header,
     }
+}
+
+/// The flops and bytes of a call from its declaration's `work`
+/// expressions over the call's dims (`None` when neither is declared).
+pub fn work_of(decl: &KernelDecl, dims: &shared_state::Dims) -> Option<Work> {
+    let eval = |e: &Option<shared_state::Expr>| {
+        e.as_ref().and_then(|e| e.eval(dims).ok()).map(|v| v as f64)
+    };
+    let work = Work {
+        flops: eval(&decl.work.flops),
+        bytes: eval(&decl.work.bytes),
+    };
+    (work.flops.is_some() || work.bytes.is_some()).then_some(work)
 }
 
 /// Timing statistics of one call: on the new version, and on the old one
@@ -528,6 +616,7 @@ fn time_calls(
     calls: &[(usize, Call)],
     config: &TimingConfig,
     watch: &CallWatch,
+    cold: Option<&ColdFlush>,
 ) -> Vec<(usize, Result<TimedStats, CallError>)> {
     let mut scratch_new = Vec::new();
     let mut scratch_old = Vec::new();
@@ -582,11 +671,20 @@ fn time_calls(
                 (&mut scratch_samples, &mut Vec::new())
             };
             let (index, kernel) = (t.index, t.new_call.kernel.as_str());
+            // Cold: the caches are flushed before every run, outside the
+            // timed interval.
+            let flush = || {
+                if let Some(cold) = cold {
+                    cold.flush();
+                }
+            };
             let on_new = |into: &mut Vec<Duration>| {
+                flush();
                 watch.before(handle.label(), index, kernel);
                 sample(handle, &t.new_call, into)
             };
             let on_old = |old: &EngineHandle, call: &Call, into: &mut Vec<Duration>| {
+                flush();
                 watch.before(old.label(), index, kernel);
                 sample(old, call, into)
             };
@@ -763,7 +861,7 @@ fn skip_reason(
 
 /// The dims of `call` bound to its declaration (`None` if it does not fit:
 /// the engine reports why).
-fn bind_dims(
+pub fn bind_dims(
     decl: &KernelDecl,
     call: &Call,
     shapes: &BTreeMap<String, (DType, Vec<usize>)>,
@@ -823,7 +921,7 @@ fn expected_for(
 
 /// Compares every output; the first failing comparison, else the one with
 /// the largest error.
-fn compare_outputs(
+pub fn compare_outputs(
     options: &ReplayOptions,
     decl: Option<&KernelDecl>,
     kernel: &str,

@@ -26,6 +26,10 @@ pub struct CpuEngine {
     resident: BTreeMap<String, Tensor>,
     /// Matmul tile size: a tuning parameter that moves with the state.
     tile: usize,
+    /// Tunable values kept by the host's tuner (`KERNEL/PARAM` -> value;
+    /// snapshot scalars `tuning/KERNEL/PARAM`): used for calls that do not
+    /// give the parameter.
+    tuned: BTreeMap<String, Scalar>,
     /// Calls served per kernel, across versions.
     calls: BTreeMap<String, i64>,
     /// This version's kernel declarations (staged with it).
@@ -63,6 +67,7 @@ impl CpuEngine {
             pool,
             resident: BTreeMap::new(),
             tile: DEFAULT_TILE,
+            tuned: BTreeMap::new(),
             calls: BTreeMap::new(),
             declared: ctx.kernels.clone(),
             registry: entries.into_iter().map(|e| (e.name, e)).collect(),
@@ -78,6 +83,12 @@ impl CpuEngine {
                 _ => defaulted.push("tuning/tile".to_string()),
             }
             for name in snapshot.section_names() {
+                if let Some(key) = name.strip_prefix("tuning/").filter(|k| k.contains('/')) {
+                    if let Some(v) = snapshot.take_scalar(&name) {
+                        engine.tuned.insert(key.to_string(), v);
+                    }
+                    continue;
+                }
                 if let Some(kernel) = name.strip_prefix("counters/calls/") {
                     if let Some(n) = snapshot.take_scalar(&name).and_then(|s| s.as_i64()) {
                         engine.calls.insert(kernel.to_string(), n);
@@ -129,8 +140,9 @@ impl CpuEngine {
             .collect::<Result<Vec<_>, _>>()?;
         let shapes: Vec<(DType, &[usize])> =
             inputs.iter().map(|t| (t.dtype(), t.shape())).collect();
+        let params = self.params_of(call, decl);
         let bound = decl
-            .bind(&shapes, &call.params)
+            .bind(&shapes, &params)
             .map_err(|e| EngineError::bad_call(e.0))?;
         let args = Args {
             bound: &bound,
@@ -151,11 +163,72 @@ impl CpuEngine {
     }
 }
 
+impl CpuEngine {
+    /// The call's parameters for binding: host directives (`kiln.*`)
+    /// removed, and each tunable the call does not give taken from the
+    /// kept values.
+    fn params_of(&self, call: &Call, decl: &shared_state::KernelDecl) -> BTreeMap<String, Scalar> {
+        let mut params: BTreeMap<String, Scalar> = call
+            .params
+            .iter()
+            .filter(|(k, _)| !k.starts_with("kiln."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for t in &decl.tunables {
+            if let Some(v) = self.tuned.get(&format!("{}/{}", decl.name, t.name)) {
+                params.entry(t.name.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        params
+    }
+
+    /// `kiln.keep_tuning = true`: keep the call's explicit tunable values.
+    fn keep_tuning(&mut self, call: &Call) {
+        if call.params.get(KEEP_TUNING) != Some(&Scalar::Bool(true)) {
+            return;
+        }
+        if let Some(decl) = self.declared.get(&call.kernel) {
+            for t in &decl.tunables {
+                if let Some(v) = call.params.get(&t.name) {
+                    self.tuned
+                        .insert(format!("{}/{}", decl.name, t.name), v.clone());
+                }
+            }
+        }
+    }
+
+    /// `tuning/KERNEL/PARAM` for every tunable of an implemented kernel:
+    /// the kept value, else the declared default. The host tunes the
+    /// tunables listed here.
+    fn tuning_notes(&self) -> BTreeMap<String, Scalar> {
+        let mut notes = BTreeMap::new();
+        for decl in self.declared.iter() {
+            if !self
+                .registry
+                .get(decl.name.as_str())
+                .is_some_and(|e| e.implemented)
+            {
+                continue;
+            }
+            for t in &decl.tunables {
+                let key = format!("{}/{}", decl.name, t.name);
+                let v = self.tuned.get(&key).cloned().unwrap_or(t.default.clone());
+                notes.insert(format!("tuning/{key}"), v);
+            }
+        }
+        notes
+    }
+}
+
+/// The call parameter telling the engine to keep the call's tunable values.
+const KEEP_TUNING: &str = "kiln.keep_tuning";
+
 impl Engine for CpuEngine {
     fn info(&self) -> Result<ModuleInfo, EngineError> {
         let mut notes = BTreeMap::new();
         notes.insert("tuning/tile".to_string(), Scalar::I64(self.tile as i64));
         notes.insert("threads".to_string(), Scalar::I64(self.threads as i64));
+        notes.extend(self.tuning_notes());
         for (kernel, n) in &self.calls {
             notes.insert(format!("counters/calls/{kernel}"), Scalar::I64(*n));
         }
@@ -175,6 +248,7 @@ impl Engine for CpuEngine {
 
     fn run(&mut self, call: Call) -> Result<Output, EngineError> {
         let mut outs = self.compute(&call)?;
+        self.keep_tuning(&call);
         *self.calls.entry(call.kernel.clone()).or_insert(0) += 1;
         match call.store_as {
             Some(name) if outs.len() == 1 => {
@@ -220,6 +294,9 @@ impl Engine for CpuEngine {
             snapshot.insert_tensor(format!("resident/{name}"), t.clone());
         }
         snapshot.insert_scalar("tuning/tile", Scalar::I64(self.tile as i64));
+        for (key, v) in &self.tuned {
+            snapshot.insert_scalar(format!("tuning/{key}"), v.clone());
+        }
         for (kernel, n) in &self.calls {
             snapshot.insert_scalar(format!("counters/calls/{kernel}"), Scalar::I64(*n));
         }

@@ -20,6 +20,13 @@
 //! - environment variable `KILN_TEST_PROBE_MISBEHAVE=MODE` does it in the
 //!   device probe.
 //!
+//! Tuning (for the autotuner's tests): kernel `tuned_double` returns
+//! `2 * x` for its one argument, as its integer param `mode` says: `0`
+//! (fast: spins 1 ms), `1` (slow: spins 5 ms), `2` (wrong: no spin, the
+//! first element off by one). Without `mode`, the value kept by a call
+//! with `kiln.keep_tuning = true`, else 0. The info note
+//! `tuning/tuned_double/mode` lists the tunable with its kept value.
+//!
 //! State: kernel `count` increments a counter and returns it; residents are
 //! kept as given (`put_resident`), exported as tensor sections, and kernel
 //! `read` returns a copy of its resident argument.
@@ -43,7 +50,12 @@ struct Misbehaving {
     panic_in_export: bool,
     panic_in_drop: bool,
     panic_in_import: bool,
+    /// `tuned_double`'s kept `mode`.
+    tuned_mode: Option<i64>,
 }
+
+/// The info note that says the engine takes `tuned_double.mode`.
+const TUNED_NOTE: &str = "tuning/tuned_double/mode";
 
 /// Does what `mode` says; returns only for `none`.
 fn misbehave(mode: &str, bytes: usize, depth: u64) -> Result<(), EngineError> {
@@ -155,6 +167,10 @@ impl Engine for Misbehaving {
     fn info(&self) -> Result<ModuleInfo, EngineError> {
         let mut notes = BTreeMap::new();
         notes.insert("revision".to_string(), Scalar::I64(REVISION));
+        notes.insert(
+            TUNED_NOTE.to_string(),
+            Scalar::I64(self.tuned_mode.unwrap_or(0)),
+        );
         Ok(ModuleInfo {
             name: "kiln-test-misbehaving".into(),
             backend: "test".into(),
@@ -196,6 +212,48 @@ impl Engine for Misbehaving {
                 misbehave(mode, bytes, 0)?;
                 let out = Tensor::from_f32(&[1], vec![0.0]);
                 Ok(self.output(&call, out))
+            }
+            "tuned_double" => {
+                let x = match call.args.first() {
+                    Some(Arg::Tensor(t)) => t.clone(),
+                    Some(Arg::Resident(name)) => self
+                        .residents
+                        .get(name)
+                        .cloned()
+                        .ok_or_else(|| EngineError::bad_call(format!("no resident {name}")))?,
+                    None => return Err(EngineError::bad_call("tuned_double: one argument")),
+                };
+                let explicit = call.params.get("mode").and_then(Scalar::as_i64);
+                if call.params.get("kiln.keep_tuning") == Some(&Scalar::Bool(true)) {
+                    if let Some(m) = explicit {
+                        self.tuned_mode = Some(m);
+                    }
+                }
+                let mode = explicit.or(self.tuned_mode).unwrap_or(0);
+                let xs = x
+                    .data()
+                    .as_f32()
+                    .ok_or_else(|| EngineError::bad_call("tuned_double: f32 input"))?;
+                // The kernel's cost: fast spins 1 ms, slow 5 ms (so that it
+                // dominates the call's transfer), wrong none at all (the
+                // fastest candidate, and still never picked).
+                let spin = match mode {
+                    0 => std::time::Duration::from_millis(1),
+                    1 => std::time::Duration::from_millis(5),
+                    _ => std::time::Duration::ZERO,
+                };
+                let started = std::time::Instant::now();
+                let mut out: Vec<f32> = xs.iter().map(|v| 2.0 * v).collect();
+                while started.elapsed() < spin {
+                    std::hint::black_box(&mut out);
+                }
+                if mode == 2 {
+                    if let Some(first) = out.first_mut() {
+                        *first += 1.0;
+                    }
+                }
+                let tensor = Tensor::from_f32(x.shape(), out);
+                Ok(self.output(&call, tensor))
             }
             "read" => {
                 let tensor = match call.args.first() {

@@ -1,0 +1,60 @@
+//! The session's side of autotuning: one bounded step between events (the
+//! dev loop calls it only while nothing else is ready), the tables printed,
+//! the kept values recorded in the history and checkpointed with the state.
+
+use super::session::Session;
+use super::worker_client::WorkerError;
+
+/// How long one tuning step may run before the loop looks at events again.
+pub const STEP_MS: u64 = 150;
+
+impl Session {
+    pub(super) fn tune_step(&mut self) {
+        let progress = match self.engine.tune_step(STEP_MS) {
+            Ok(p) => p,
+            Err(WorkerError::Down(down)) => {
+                self.tuning = false;
+                self.went_down(*down, None, 0.0);
+                return;
+            }
+            Err(WorkerError::Interrupted) => {
+                self.stopping = true;
+                return;
+            }
+            Err(WorkerError::Failed(e)) => {
+                self.tuning = false;
+                tracing::warn!("tuning stopped: {e}");
+                return;
+            }
+        };
+        for why in &progress.skipped {
+            tracing::info!("not tuned: {why}");
+        }
+        for table in &progress.tables {
+            for line in table.lines() {
+                tracing::info!(target: "kiln::table", "{line}");
+            }
+        }
+        for (tunable, value) in &progress.kept {
+            tracing::info!(
+                event = "tuned",
+                module = %self.module.package,
+                version = self.version(),
+                tunable = %tunable,
+                value = %value,
+                cached = progress.from_cache,
+                "tuned {tunable} = {value}{}",
+                if progress.from_cache { " (from the tuning cache)" } else { "" }
+            );
+        }
+        if !progress.kept.is_empty() {
+            if let Some(last) = self.history.versions.last_mut() {
+                last.tuning.extend(progress.kept.clone());
+            }
+            self.save_history();
+            // The kept values are engine state: the last good point has them.
+            self.checkpoint();
+        }
+        self.tuning = progress.more && !self.stopping;
+    }
+}

@@ -1,0 +1,402 @@
+//! Autotuning through the tuner API on real built and staged modules: the
+//! CPU module's matmul `tile` is tuned, kept in the engine's state, carried
+//! across a swap, and served from the tuning cache the second time.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kiln::tuning::cache::TuneCache;
+use kiln::tuning::tuner::{TuneConfig, Tuned, Tuner};
+use kiln::workload::replay::{self, ReplayOptions};
+use kiln::workload::{self, GenSpec, Workload};
+use kiln::{EngineHandle, EngineOptions, ServedModule};
+use kiln_e2e::*;
+use shared_state::{Scalar, Section};
+
+const CPU: &str = "kernel-cpu";
+const REFERENCE: &str = "kernel-reference-module";
+
+/// Timing tests of this file run one at a time.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn options() -> EngineOptions {
+    EngineOptions {
+        threads: 2,
+        ..Default::default()
+    }
+}
+
+/// Short timing: a few rounds are enough for the assertions here.
+fn quick() -> TuneConfig {
+    TuneConfig {
+        min_rounds: 3,
+        max_rounds: 8,
+        max_time: Duration::from_secs(2),
+    }
+}
+
+/// Generated calls of `kernel` at `dims`, with the reference module's
+/// outputs as expected values.
+fn workload_of(stage: &kiln::StagingDir, kernel: &str, dims: &str) -> Workload {
+    let set = kiln::kernel_commands::declarations(&workspace_root()).unwrap();
+    let spec = GenSpec::new(kernel, GenSpec::parse_dims(dims).unwrap(), 7, 2);
+    let mut w = workload::generate(set.get(kernel).unwrap(), &spec).unwrap();
+    let (reference, _) =
+        EngineHandle::start(Arc::new(load_fresh(stage, REFERENCE)), &options(), None).unwrap();
+    kiln::workload::reference::fill_expected(&mut w, &reference).unwrap();
+    w
+}
+
+fn correctness_only() -> ReplayOptions {
+    ReplayOptions {
+        timing: None,
+        ..ReplayOptions::default()
+    }
+}
+
+/// Runs the tuner to the end, step by step, as the worker does.
+fn run_to_end(tuner: &mut Tuner, handle: &EngineHandle, options: &ReplayOptions) -> Vec<Tuned> {
+    let mut done = Vec::new();
+    for _ in 0..1000 {
+        if !tuner.pending() {
+            return done;
+        }
+        done.extend(tuner.step(handle, options, Duration::from_millis(150)));
+    }
+    panic!("the tuner did not finish in 1000 steps");
+}
+
+fn note(handle: &EngineHandle, name: &str) -> Option<Scalar> {
+    handle.info().unwrap().notes.get(name).cloned()
+}
+
+fn calls_of(handle: &EngineHandle, kernel: &str) -> i64 {
+    note(handle, &format!("counters/calls/{kernel}"))
+        .and_then(|s| s.as_i64())
+        .unwrap_or(0)
+}
+
+fn kept_in_snapshot(handle: &EngineHandle, name: &str) -> Option<Scalar> {
+    match handle.export_state().unwrap().get(name) {
+        Some(Section::Scalar(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn matmul_tile_is_tuned_kept_across_a_swap_and_served_from_the_cache() {
+    let _serial = one_at_a_time();
+    let stage = staging("tune-matmul");
+    let cache_dir = tempfile::tempdir().unwrap();
+    let workload = workload_of(&stage, "matmul", "m=96,k=80,n=72");
+    let (served, _) = ServedModule::start(load_fresh(&stage, CPU), options(), None).unwrap();
+    let handle = served.handle();
+    replay::load_state(&handle, &workload).unwrap();
+    let opts = correctness_only();
+
+    // First run: every candidate is checked and timed.
+    let mut tuner = Tuner::plan(
+        &handle,
+        &workload,
+        &opts,
+        TuneCache::at(cache_dir.path()),
+        quick(),
+        Some(&workspace_root()),
+    )
+    .unwrap();
+    assert!(
+        tuner.pending(),
+        "nothing planned; skipped: {:?}",
+        tuner.skipped
+    );
+    let before = calls_of(&handle, "matmul");
+    let done = run_to_end(&mut tuner, &handle, &opts);
+    let timed_calls = calls_of(&handle, "matmul") - before;
+    assert_eq!(done.len(), 1, "{done:?}");
+    let tuned = &done[0];
+    println!("{}", tuned.table);
+    assert_eq!(
+        (tuned.kernel.as_str(), tuned.param.as_str()),
+        ("matmul", "tile")
+    );
+    assert!(!tuned.from_cache);
+    let best = tuned.best.clone().expect("a candidate is chosen");
+    assert!(
+        ["16", "32", "64", "128"].contains(&best.as_str()),
+        "{best} is not a declared candidate"
+    );
+    // 4 candidates x 2 calls checked, then timed rounds, then the keep call.
+    assert!(
+        timed_calls > 8,
+        "only {timed_calls} matmul calls while tuning"
+    );
+
+    // Kept in the engine's state: its info and its exported snapshot.
+    let kept = note(&handle, "tuning/matmul/tile").expect("tuning/matmul/tile in info");
+    assert_eq!(kept.to_string(), best);
+    let in_snapshot =
+        kept_in_snapshot(&handle, "tuning/matmul/tile").expect("tuning/matmul/tile in snapshot");
+    assert_eq!(in_snapshot.to_string(), best);
+    drop(handle);
+
+    // The handoff: a fresh copy of the module takes it over.
+    served.swap(load_fresh(&stage, CPU)).unwrap();
+    let swapped = served.handle();
+    assert_eq!(
+        kept_in_snapshot(&swapped, "tuning/matmul/tile").map(|s| s.to_string()),
+        Some(best.clone()),
+        "the kept tile did not survive the swap"
+    );
+    assert_eq!(
+        note(&swapped, "tuning/matmul/tile").map(|s| s.to_string()),
+        Some(best.clone())
+    );
+
+    // Second run, same source and declaration: served from the cache, no
+    // timing (the one matmul call is the call that keeps the value).
+    let mut again = Tuner::plan(
+        &swapped,
+        &workload,
+        &opts,
+        TuneCache::at(cache_dir.path()),
+        quick(),
+        Some(&workspace_root()),
+    )
+    .unwrap();
+    let before = calls_of(&swapped, "matmul");
+    let done = run_to_end(&mut again, &swapped, &opts);
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].from_cache, "not from the cache:\n{}", done[0].table);
+    assert_eq!(done[0].best.as_deref(), Some(best.as_str()));
+    assert_eq!(
+        calls_of(&swapped, "matmul") - before,
+        1,
+        "a cached tuning ran timing calls"
+    );
+    assert_eq!(
+        std::fs::read_dir(cache_dir.path()).unwrap().count(),
+        1,
+        "one cache file for one tunable"
+    );
+}
+
+const MISBEHAVING: &str = "kiln-test-misbehaving";
+
+/// `tuned_double`'s declaration: `mode` 0 is fast (spins 1 ms), 1 is slow
+/// (5 ms), 2 is wrong (fastest, first element off by one).
+const TUNED_DOUBLE: &str = r#"
+summary = "out = 2*x, with a tunable that can be slow or wrong"
+inputs = ["x: f32[n]"]
+outputs = ["out: f32[n]"]
+work = { flops = "n", bytes = "8*n" }
+
+[tolerance]
+abs = 0.0
+rel = 0.0
+ulps = 0
+
+[[tunables]]
+name = "mode"
+candidates = [1, 2, 0]
+default = 1
+"#;
+
+#[test]
+fn a_slow_candidate_and_a_wrong_one_are_never_picked() {
+    let _serial = one_at_a_time();
+    let root = tempfile::tempdir().unwrap();
+    let decls = root.path().join("kernels/declarations");
+    std::fs::create_dir_all(&decls).unwrap();
+    std::fs::write(decls.join("tuned_double.toml"), TUNED_DOUBLE).unwrap();
+    let set = kiln::kernel_commands::declarations(root.path()).unwrap();
+    let decl = set
+        .get("tuned_double")
+        .expect("the test declaration parses");
+
+    // Calls with their expected outputs (2*x), computed here.
+    let spec = GenSpec::new(
+        "tuned_double",
+        GenSpec::parse_dims("n=20000").unwrap(),
+        3,
+        1,
+    );
+    let mut w = workload::generate(decl, &spec).unwrap();
+    for step in &mut w.steps {
+        if let workload::Step::Call(c) = step {
+            let Some(shared_state::Arg::Tensor(x)) = c.call.args.first() else {
+                panic!("a generated call takes its tensor inline");
+            };
+            let doubled: Vec<f32> = x.data().as_f32().unwrap().iter().map(|v| 2.0 * v).collect();
+            c.expected = vec![shared_state::Tensor::from_f32(x.shape(), doubled)];
+        }
+    }
+
+    let stage = staging("tune-misbehaving").for_workspace(root.path());
+    let (handle, _) =
+        EngineHandle::start(Arc::new(load_fresh(&stage, MISBEHAVING)), &options(), None).unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let opts = correctness_only();
+    let config = TuneConfig {
+        min_rounds: 3,
+        max_rounds: 12,
+        max_time: Duration::from_secs(3),
+    };
+    let mut tuner = Tuner::plan(
+        &handle,
+        &w,
+        &opts,
+        TuneCache::at(cache_dir.path()),
+        config,
+        Some(root.path()),
+    )
+    .unwrap();
+    assert!(
+        tuner.pending(),
+        "nothing planned; skipped: {:?}",
+        tuner.skipped
+    );
+    let done = run_to_end(&mut tuner, &handle, &opts);
+    assert_eq!(done.len(), 1, "{done:?}");
+    let tuned = &done[0];
+    println!("{}", tuned.table);
+    assert_eq!(
+        tuned.best.as_deref(),
+        Some("0"),
+        "picked {:?}, not the fast candidate:\n{}",
+        tuned.best,
+        tuned.table
+    );
+    // The table says why: the wrong one is rejected for its output.
+    let line_of = |value: &str| {
+        tuned
+            .table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(value))
+            .unwrap_or_else(|| panic!("no line for {value} in\n{}", tuned.table))
+            .to_string()
+    };
+    assert!(
+        line_of("2").contains("rejected: wrong output"),
+        "{}",
+        tuned.table
+    );
+    assert!(!line_of("1").contains("best"), "{}", tuned.table);
+    assert!(line_of("0").contains("best"), "{}", tuned.table);
+    // Kept in the engine.
+    assert_eq!(
+        note(&handle, "tuning/tuned_double/mode").and_then(|s| s.as_i64()),
+        Some(0)
+    );
+}
+
+/// The path `kiln dev` takes: a worker process replays the workload, plans
+/// the tuning after the passing replay, and `TuneStep` requests advance it
+/// until nothing is left; the second replay's tuning comes from the cache
+/// (the workspace's `target/kiln/tuning/`, as in `kiln dev`).
+#[test]
+fn the_worker_tunes_after_a_passing_replay_and_then_from_the_cache() {
+    use kiln::logging::LogFormat;
+    use kiln::supervisor::isolated::{IsolatedEngine, IsolationOptions};
+    use kiln::supervisor::worker_process::SpawnOptions;
+    use kiln::worker::protocol::{StateSource, WorkerConfig};
+    use kiln_e2e::dev_session::kiln_binary;
+
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let stage = staging("tune-worker");
+    let workload = workload_of(&stage, "matmul", "m=64,k=48,n=40");
+    let file = dir.path().join("matmul.kiln");
+    workload::write(&workload, &file).unwrap();
+    let options = IsolationOptions {
+        spawn: SpawnOptions {
+            program: Some(kiln_binary()),
+            log_format: LogFormat::Human,
+            forward_output: false,
+            memory_limit: Some(4 << 30),
+        },
+        worker: WorkerConfig {
+            workload: Some(file),
+            timing: false,
+            tune: true,
+            threads: 2,
+            ..WorkerConfig::default()
+        },
+        call_timeout: None,
+    };
+    let mut engine = IsolatedEngine::new(options, None).expect("shared memory");
+    let staged = stage.stage(CPU, &module_artifact(CPU)).unwrap();
+    engine.start(&staged, StateSource::Empty).expect("worker");
+    engine.load_workload_state().expect("load");
+
+    let tune_all = |engine: &mut IsolatedEngine| {
+        let mut kept = std::collections::BTreeMap::new();
+        let mut from_cache = false;
+        for _ in 0..1000 {
+            let p = engine.tune_step(150).expect("tune step");
+            kept.extend(p.kept);
+            from_cache |= p.from_cache;
+            for t in &p.tables {
+                println!("{t}");
+            }
+            if !p.more {
+                return (kept, from_cache);
+            }
+        }
+        panic!("tuning did not finish in 1000 steps");
+    };
+
+    let summary = engine.replay(None).expect("replay");
+    assert!(summary.passed, "{}", summary.table);
+    let (kept, _) = tune_all(&mut engine);
+    let tile = kept.get("matmul/tile").expect("matmul/tile tuned").clone();
+    assert!(
+        ["16", "32", "64", "128"].contains(&tile.as_str()),
+        "{kept:?}"
+    );
+
+    let summary = engine.replay(None).expect("second replay");
+    assert!(summary.passed, "{}", summary.table);
+    let (kept, from_cache) = tune_all(&mut engine);
+    assert!(
+        from_cache,
+        "the second tuning was not served from the cache"
+    );
+    assert_eq!(kept.get("matmul/tile"), Some(&tile));
+    engine.stop_worker(Duration::from_secs(10));
+}
+
+/// The cache key's source part: an edit of saxpy's source leaves matmul's
+/// hash (so its cached tuning) as it was; an edit of matmul's changes it.
+#[test]
+fn editing_one_kernel_changes_only_that_kernels_tuning_key() {
+    use kiln::tuning::tuner::kernel_source_hash;
+    let root = tempfile::tempdir().unwrap();
+    let module = root.path().join("kernels/cpu");
+    std::fs::create_dir_all(module.join("src/declared")).unwrap();
+    let real = workspace_root().join("kernels/cpu");
+    std::fs::copy(real.join("Cargo.toml"), module.join("Cargo.toml")).unwrap();
+    for k in ["matmul", "saxpy"] {
+        let rel = format!("src/declared/{k}.rs");
+        std::fs::copy(real.join(&rel), module.join(&rel)).unwrap();
+    }
+    let stage = staging("tune-key");
+    let (handle, _) =
+        EngineHandle::start(Arc::new(load_fresh(&stage, CPU)), &options(), None).unwrap();
+    let hash = |k: &str| kernel_source_hash(&handle, Some(root.path()), CPU, k);
+    let (matmul, saxpy) = (hash("matmul"), hash("saxpy"));
+    assert_ne!(matmul, saxpy);
+
+    let edit = |k: &str| {
+        let p = module.join(format!("src/declared/{k}.rs"));
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, format!("{text}\n// edited\n")).unwrap();
+    };
+    edit("saxpy");
+    assert_eq!(hash("matmul"), matmul, "a saxpy edit changed matmul's key");
+    assert_ne!(hash("saxpy"), saxpy);
+    edit("matmul");
+    assert_ne!(hash("matmul"), matmul, "a matmul edit kept matmul's key");
+}
