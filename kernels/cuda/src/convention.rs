@@ -231,8 +231,8 @@ workgroups = ["n", "m"]
                 Value::U32(3),
                 Value::U32(5),
                 Value::F32(0.5),
-                Value::U32(1),
-                Value::I32(-7)
+                Value::I32(-7),
+                Value::U32(1)
             ]
         );
         assert_eq!(function_name("saxpy", "main"), "saxpy");

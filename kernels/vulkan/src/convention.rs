@@ -241,8 +241,8 @@ workgroups = ["ceil_div(n, 16)", "ceil_div(m, 16)"]
         );
         assert_eq!(l.uniform_binding(), 6);
         let fields: Vec<(&str, FieldKind)> = l.fields.iter().map(|f| (&*f.name, f.kind)).collect();
-        // Dims in order of first appearance; params as declared (the file
-        // lists them in a table, read in order of the keys), then tunables.
+        // Dims in order of first appearance; params in the file's order,
+        // then tunables.
         assert_eq!(
             fields,
             [
@@ -250,8 +250,8 @@ workgroups = ["ceil_div(n, 16)", "ceil_div(m, 16)"]
                 ("k", FieldKind::U32),
                 ("n", FieldKind::U32),
                 ("alpha", FieldKind::F32),
-                ("relu", FieldKind::U32),
                 ("steps", FieldKind::I32),
+                ("relu", FieldKind::U32),
                 ("tile", FieldKind::I32)
             ]
         );
@@ -276,8 +276,8 @@ workgroups = ["ceil_div(n, 16)", "ceil_div(m, 16)"]
             2.0,
             "an integer given for a float"
         );
-        assert_eq!(u32::from_le_bytes(word(4)), 1, "relu = true");
-        assert_eq!(i32::from_le_bytes(word(5)), 3, "steps default");
+        assert_eq!(i32::from_le_bytes(word(4)), 3, "steps default");
+        assert_eq!(u32::from_le_bytes(word(5)), 1, "relu = true");
         assert_eq!(i32::from_le_bytes(word(6)), 16, "tile: first candidate");
     }
 

@@ -37,11 +37,16 @@ fn every_shader_compiles_and_fits_its_declaration_without_a_device() {
         names,
         [
             "dot",
+            "dot_i8",
             "layer_norm",
             "matmul",
+            "matmul_bf16",
+            "matmul_f16",
+            "matmul_i8",
             "prefix_sum",
             "saxpy",
             "softmax",
+            "softmax_bf16",
             "stencil2d"
         ]
     );
@@ -231,13 +236,13 @@ workgroups = ["ceil_div(rows*cols, 32)"]
 "#;
 
 // Parameters come in declaration order as kiln-decl gives them (its
-// `params` table is read by key: absolute, scale, shift).
+// `params` in the file's order: scale, shift, absolute).
 const SPLIT_WGSL: &str = "struct Params {
     rows: u32,
     cols: u32,
-    absolute: u32,
     scale: f32,
     shift: i32,
+    absolute: u32,
 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> bias: array<f32>;
