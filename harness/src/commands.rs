@@ -54,26 +54,7 @@ fn stage_module(
     backend: &str,
     module_file: Option<&Path>,
 ) -> Result<Staged, String> {
-    let (name, artifact) = match module_file {
-        Some(path) => {
-            let stem = path
-                .file_stem()
-                .map(|s| {
-                    s.to_string_lossy()
-                        .trim_start_matches("lib")
-                        .replace('_', "-")
-                })
-                .unwrap_or_else(|| "module".to_string());
-            (stem, path.to_path_buf())
-        }
-        None => {
-            let graph = graph(root)?;
-            let module = module_for(&graph, backend)?;
-            let (artifact, _) = build_now(&builder(root), &module).map_err(|e| e.to_string())?;
-            (module.package, artifact)
-        }
-    };
-    stage.stage(&name, &artifact).map_err(|e| e.to_string())
+    crate::kernel_commands::stage_backend(root, stage, backend, module_file)
 }
 
 /// Builds (or takes) a module file, stages and loads it (in this process).
@@ -83,8 +64,7 @@ fn load_module(
     backend: &str,
     module_file: Option<&Path>,
 ) -> Result<LoadedModule, String> {
-    let staged = stage_module(root, stage, backend, module_file)?;
-    LoadedModule::open(staged).map_err(|e| e.to_string())
+    crate::kernel_commands::load_backend(root, stage, backend, module_file)
 }
 
 /// Workers for the one-shot commands: module code runs there, so a module
