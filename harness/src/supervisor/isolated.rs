@@ -146,6 +146,7 @@ impl IsolatedEngine {
         .map_err(|e| WorkerError::Failed(format!("cannot start a worker: {e}")))?;
         self.worker = Some(worker);
         self.staged.push(staged.path.clone());
+        self.staged.push(staged.files_path.clone());
         match self.request(Request::Configure(Box::new(self.options.worker.clone())))? {
             Reply::Configured => {}
             other => return Err(unexpected(other)),
@@ -182,6 +183,7 @@ impl IsolatedEngine {
     /// against); otherwise it retires now.
     pub fn swap(&mut self, staged: &Staged, keep_old: bool) -> Result<Swapped, WorkerError> {
         self.staged.push(staged.path.clone());
+        self.staged.push(staged.files_path.clone());
         match self.request(Request::Swap {
             staged: StagedWire::from(staged),
             keep_old,
@@ -283,6 +285,7 @@ impl IsolatedEngine {
         .map_err(|e| WorkerError::Failed(format!("cannot start a worker: {e}")))?;
         self.worker = Some(worker);
         self.staged.push(staged.path.clone());
+        self.staged.push(staged.files_path.clone());
         let reply = self.request(Request::Probe {
             staged: StagedWire::from(staged),
         });

@@ -203,6 +203,7 @@ impl Drop for LoadedModule {
             }
         }
         let _ = std::fs::remove_file(&self.staged.path);
+        let _ = std::fs::remove_file(&self.staged.files_path);
         let ms = start.elapsed().as_secs_f64() * 1e3;
         tracing::info!(
             event = "unloaded",
