@@ -18,10 +18,13 @@ const QUIET_MAX: Duration = Duration::from_secs(240);
 const RESIDENT_BYTES: u64 = (256 * 256 + 512 * 512) * 4;
 
 fn assert_all_pass(replay: &[Event]) {
+    let bundled = kiln::supervisor::declarations::bundled_workload(&kiln_e2e::workspace_root())
+        .expect("the bundled workload")
+        .call_count();
     assert_eq!(
         replay.len(),
-        8,
-        "the default workload has 8 calls: {replay:?}"
+        bundled,
+        "one replay event per call of the bundled workload: {replay:?}"
     );
     for e in replay {
         assert_eq!(e.bool("pass"), Some(true), "call failed: {}", e.json);
