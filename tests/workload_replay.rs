@@ -362,7 +362,7 @@ fn a_damaged_workload_is_refused_by_replay_and_dev() {
     let _serial = one_at_a_time();
     let scratch = Scratch::new("damaged");
     let good = scratch.file("good.kiln");
-    record("saxpy", "1000", 3, &good);
+    record("saxpy", "n=1000", 3, &good);
     let bytes = std::fs::read(&good).unwrap();
 
     let truncated = scratch.file("truncated.kiln");
