@@ -422,7 +422,15 @@ impl DevSession {
     /// softmax) has been logged; returns that replay's events.
     pub fn wait_replay(&mut self, deadline: Duration) -> Vec<Event> {
         let start = self.next;
-        let last = self.wait_for("a full replay", deadline, |e| e.is_replay_of("softmax"));
+        // The bundled workload follows the declarations: a full replay ends
+        // with the replay event of its last call.
+        let last_call = kiln::supervisor::declarations::bundled_workload(&crate::workspace_root())
+            .expect("the bundled workload")
+            .call_count()
+            .saturating_sub(1) as u64;
+        let last = self.wait_for("a full replay", deadline, |e| {
+            e.name() == "replay" && e.u64("call") == Some(last_call)
+        });
         let version = last.u64("version");
         self.events[start..self.next]
             .iter()
