@@ -49,10 +49,13 @@ fn saxpy_passed(session: &mut DevSession, version: u64) -> bool {
 }
 
 fn assert_all_pass(replay: &[Event]) {
+    let bundled = kiln::supervisor::declarations::bundled_workload(&kiln_e2e::workspace_root())
+        .expect("the bundled workload")
+        .call_count();
     assert_eq!(
         replay.len(),
-        8,
-        "the default workload has 8 calls: {replay:?}"
+        bundled,
+        "one replay event per call of the bundled workload: {replay:?}"
     );
     for e in replay {
         assert_eq!(e.bool("pass"), Some(true), "call failed: {}", e.json);
