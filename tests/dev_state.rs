@@ -92,7 +92,6 @@ fn resident_state_is_handed_over_on_every_swap() {
 }
 
 #[test]
-#[ignore = "known failure since round 2's merge: after a --state restore, the first replay's saxpy fails against the reference module (state restored into the served engine, workload loads into the reference engine); see the closing note"]
 fn state_file_is_saved_at_exit_and_restored_at_start() {
     let copy = WorkspaceCopy::new();
     let state = copy.root().join("session.snapshot");

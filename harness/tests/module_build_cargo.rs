@@ -144,3 +144,77 @@ fn colour_and_warnings_are_rendered_by_cargo() {
     assert!(rendered.contains("E0425"), "{rendered}");
     assert!(rendered.contains('\u{1b}'), "no colour: {rendered}");
 }
+
+/// Calls `tiny_answer` in a copy of `artifact` (a copy: the file is
+/// rewritten by the next build, and dlopen caches by path).
+fn answer_of(artifact: &Path, scratch: &Path) -> u32 {
+    let copy = scratch.join(format!(
+        "answer-{}.so",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    fs::copy(artifact, &copy).unwrap();
+    // SAFETY: the library is the tiny module built above: no initialisers,
+    // and `tiny_answer` is `extern "C" fn() -> u32` as declared here; the
+    // library outlives the call.
+    unsafe {
+        let lib = libloading::Library::new(&copy).unwrap();
+        let f: libloading::Symbol<unsafe extern "C" fn() -> u32> = lib.get(b"tiny_answer").unwrap();
+        f()
+    }
+}
+
+#[test]
+fn a_shared_target_dir_never_serves_another_workspaces_build() {
+    let (_a_dir, a_root, a_module) = tiny_workspace();
+    let (_b_dir, b_root, b_module) = tiny_workspace();
+    write(
+        &b_root.join("kernels/tiny/src/lib.rs"),
+        "#[no_mangle]\npub extern \"C\" fn tiny_answer() -> u32 {\n    7\n}\n",
+    );
+    let shared = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = ModuleBuilder::new(&a_root, shared.path()).with_color(false);
+    let b = ModuleBuilder::new(&b_root, shared.path()).with_color(false);
+
+    let (outcome, _) = build(&a, &a_module);
+    let BuildOutcome::Built { artifact, .. } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(answer_of(&artifact, scratch.path()), 42);
+    let (outcome, _) = build(&b, &b_module);
+    assert!(matches!(outcome, BuildOutcome::Built { .. }), "{outcome:?}");
+    assert_eq!(
+        answer_of(&artifact, scratch.path()),
+        7,
+        "same file, B's code"
+    );
+
+    // A's sources did not change, so cargo would call A's build fresh and
+    // hand back B's file: the builder rebuilds it instead.
+    let (outcome, _) = build(&a, &a_module);
+    let BuildOutcome::Built {
+        artifact: again,
+        fresh,
+        ..
+    } = outcome
+    else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(again, artifact);
+    assert!(!fresh, "rebuilt, not served as fresh");
+    assert_eq!(
+        answer_of(&again, scratch.path()),
+        42,
+        "A's build serves A's code"
+    );
+
+    // And A's next build, with nothing changed, is fresh again.
+    let (outcome, _) = build(&a, &a_module);
+    assert!(
+        matches!(outcome, BuildOutcome::Built { fresh: true, .. }),
+        "{outcome:?}"
+    );
+}

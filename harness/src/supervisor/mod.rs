@@ -8,7 +8,8 @@
 //!   module (declarations, shaders, `.cu`: a re-stage), the reference
 //!   module's edits, the watched workload file
 //! - [`watch`], [`module_graph`]: which saves belong to which module
-//! - [`module_build`], [`build_queue`]: cargo builds off the serving path
+//! - [`module_build`], [`build_queue`]: cargo builds off the serving path;
+//!   `build_provenance` says which workspace wrote a shared artifact
 //! - [`history`]: the session's versions, for `kiln report`
 //! - [`isolated`]: the engine in a worker process (module code never runs
 //!   in the supervisor); [`worker_process`] starts and kills workers,
@@ -17,6 +18,7 @@
 //!   [`deadlines`] says how long a call may take, and `recovery` restarts
 //!   on the last good version
 
+mod build_provenance;
 pub mod build_queue;
 pub mod checkpoint;
 pub mod deadlines;

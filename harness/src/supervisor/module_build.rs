@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use cargo_metadata::{CrateType, Message};
 
+use crate::supervisor::build_provenance as provenance;
 use crate::supervisor::module_graph::{KernelModule, ModuleGraph};
 
 /// Subdirectory of the workspace target dir that module builds use, so they
@@ -150,7 +151,37 @@ impl ModuleBuilder {
 
     /// Builds `module`, calling `progress` as cargo moves on. Blocks until
     /// cargo exits.
+    ///
+    /// When the target dir is shared with another workspace (a shared
+    /// `CARGO_TARGET_DIR` or `KILN_MODULE_TARGET_DIR`), both write the same
+    /// `lib<package>.so`, and cargo's freshness check (file times) can call
+    /// this workspace's build fresh while the file holds the other one's
+    /// code. Each build records which workspace wrote the artifact; a fresh
+    /// artifact another workspace wrote is removed and built again.
     pub fn build(
+        &self,
+        module: &KernelModule,
+        progress: &mut dyn FnMut(&BuildProgress),
+    ) -> Result<BuildOutcome, BuildError> {
+        let outcome = self.build_once(module, progress)?;
+        let outcome = match &outcome {
+            BuildOutcome::Built {
+                artifact,
+                fresh: true,
+                ..
+            } if !provenance::built_by(artifact, &self.workspace_root) => {
+                provenance::remove_artifact(artifact);
+                self.build_once(module, progress)?
+            }
+            _ => outcome,
+        };
+        if let BuildOutcome::Built { artifact, .. } = &outcome {
+            provenance::record(artifact, &self.workspace_root);
+        }
+        Ok(outcome)
+    }
+
+    fn build_once(
         &self,
         module: &KernelModule,
         progress: &mut dyn FnMut(&BuildProgress),
