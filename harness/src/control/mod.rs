@@ -47,22 +47,19 @@ impl Request {
             Some(reply) => {
                 let _ = reply.send(answer);
             }
-            None => match &answer {
-                Answer::Done { message, .. } => tracing::info!("{message}"),
-                Answer::Refused { reason } => {
-                    tracing::warn!("key {}: refused: {reason}", self.key())
+            // A key's answer is in the log already (the `control` event);
+            // a table (history) is printed below it.
+            None => {
+                if let Answer::Done {
+                    data: Some(data), ..
+                } = &answer
+                    && let Some(table) = data.get("table").and_then(|t| t.as_str())
+                {
+                    for line in table.lines() {
+                        tracing::info!(target: "kiln::table", "{line}");
+                    }
                 }
-                Answer::Queued { reason } => {
-                    tracing::info!("key {}: queued: {reason}", self.key())
-                }
-            },
-        }
-    }
-
-    fn key(&self) -> char {
-        match self.origin {
-            Origin::Key(k) => k,
-            Origin::Socket => '-',
+            }
         }
     }
 
