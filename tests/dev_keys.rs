@@ -123,6 +123,20 @@ fn keys_drive_a_session_and_the_terminal_is_restored() {
         "{screen}"
     );
 
+    // While the session runs, keys are on: the pane's terminal is not in
+    // the mode it started in (so the check at the end means something).
+    let tty = tmux.run(&["display-message", "-p", "-t", "kiln", "#{pane_tty}"]);
+    let during = Command::new("stty")
+        .args(["-F", tty.trim(), "-g"])
+        .output()
+        .expect("stty runs");
+    let was = std::fs::read_to_string(&before).expect("stty -g before the session");
+    assert_ne!(
+        String::from_utf8_lossy(&during.stdout).trim(),
+        was.trim(),
+        "keys change the terminal's mode while the session runs"
+    );
+
     tmux.keys("?");
     tmux.wait_screen("the key line again", |s| {
         s.matches("keys: r replay now").count() >= 2
@@ -155,7 +169,6 @@ fn keys_drive_a_session_and_the_terminal_is_restored() {
         "0",
         "{screen}"
     );
-    let was = std::fs::read_to_string(&before).unwrap();
     let is = std::fs::read_to_string(&after).unwrap();
     assert!(!was.trim().is_empty());
     assert_eq!(is, was, "the terminal's settings are back as they were");
