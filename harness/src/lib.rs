@@ -10,12 +10,15 @@
 //!   and the worker processes module code runs in (start, watch, restart).
 //! - [`worker`]: the worker process (`kiln worker`): the engine host, the
 //!   only place module code runs in a `kiln dev` session.
+//! - [`control`]: driving a running `kiln dev`: keys, the control socket,
+//!   `kiln ctl`.
 //! - [`commands`]: the one-shot commands (`backends`, `report`, ...);
 //!   [`kernel_commands`] (`kernels`, `record`, `replay`) and [`scaffold`]
 //!   (`new kernel`) for declared kernels.
 //! - [`logging`], [`process`], [`workspace`]: shared helpers.
 
 pub mod commands;
+pub mod control;
 pub mod kernel_commands;
 pub mod logging;
 pub mod machine;

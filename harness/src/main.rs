@@ -96,6 +96,20 @@ enum Command {
         #[arg(long)]
         no_tune: bool,
     },
+    /// Drive the running `kiln dev` session of this workspace (the same
+    /// commands as its keys): status, replay, history, undo, bless [FILE],
+    /// switch BACKEND, quit. Waits for the final answer; exits 0 when done,
+    /// 1 when refused, 2 when no session runs.
+    Ctl {
+        /// status | replay | history | undo | bless [FILE] | switch BACKEND | quit
+        command: String,
+        /// The command's argument (bless: the workload file to write;
+        /// switch: the backend).
+        args: Vec<String>,
+        /// Print the session's answers as JSON lines, as they come.
+        #[arg(long)]
+        json: bool,
+    },
     /// The engine host of `kiln dev` (started by kiln itself).
     #[command(hide = true)]
     Worker,
@@ -203,6 +217,14 @@ fn main() -> ExitCode {
         // The worker sets up its own log (its lines go to the supervisor).
         return kiln::worker::main(cli.log_format);
     }
+    if let Command::Ctl {
+        command,
+        args,
+        json,
+    } = &cli.command
+    {
+        return ExitCode::from(kiln::control::client::main(command, args, *json));
+    }
     let json = cli.log_format == LogFormat::Json;
     kiln::logging::init(cli.log_format);
     let result = match cli.command {
@@ -268,7 +290,7 @@ fn main() -> ExitCode {
             )
             .map_err(|e| e.to_string())
         }
-        Command::Worker => unreachable!("handled above"),
+        Command::Worker | Command::Ctl { .. } => unreachable!("handled above"),
         Command::Backends { names } => kiln::commands::backends(&names, cli.log_format),
         Command::Record {
             kernel,

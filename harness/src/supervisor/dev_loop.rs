@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, select};
 
 use super::build_queue::{BuildEvent, BuildQueue};
+use super::control_commands::ControlQueue;
 use super::history::History;
 use super::isolated::{IsolatedEngine, IsolationOptions};
 use super::module_build::{BuildOutcome, ModuleBuilder};
@@ -167,6 +168,8 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     };
     let mut graph = ModuleGraph::discover(&root).map_err(|e| err(e.to_string()))?;
     let module = select_module(&graph, &options.backend)?;
+    // One session per workspace; keys and `kiln ctl` drive it.
+    let control = crate::control::Control::start(&root, true).map_err(err)?;
     let target = workspace::target_dir(&root);
     let stage_root = workspace::staging_root(&root);
     graph.ignore_dir(stage_root.clone());
@@ -260,7 +263,9 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             workload: workload_path.clone(),
             tolerances: tolerances_path.exists().then_some(tolerances_path),
             timing: true,
-            keep_outputs: options.record.is_some(),
+            // Kept for --record and `kiln ctl bless` (the last replay's
+            // outputs only).
+            keep_outputs: true,
             workspace: Some(root.clone()),
             reference: reference.as_ref().map(Into::into),
             cross_reference: cross_reference.as_ref().map(Into::into),
@@ -325,6 +330,10 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         build_pending: false,
         tuning: false,
         tune: options.tune && options.replay,
+        control: super::control_commands::ControlState {
+            socket: Some(control.socket()),
+            ..Default::default()
+        },
     };
     // The last good point starts here: the loaded state, before any replay.
     session.checkpoint();
@@ -352,6 +361,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     let ticker = crossbeam_channel::tick(Duration::from_millis(100));
     let mut pending_change: Option<(Instant, Instant)> = None; // (first event, seen)
     let mut stopped_by: Option<&str> = None;
+    let mut commands = ControlQueue::default();
     while !session.stopping {
         select! {
             recv(shutdown) -> _ => break,
@@ -386,10 +396,16 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
                     }
                 }
             }
+            recv(control.requests()) -> request => {
+                if let Ok(request) = request {
+                    commands.receive(&mut session, request);
+                }
+            }
             recv(ticker) -> _ => session.spinner.tick(),
             recv(tune_now(&session)) -> _ => session.tune_step(),
         }
-        if session.stopping {
+        commands.apply_waiting(&mut session);
+        if session.stopping || commands.quit {
             break;
         }
     }

@@ -273,6 +273,20 @@ impl IsolatedEngine {
         }
     }
 
+    /// Blesses the serving version's last replay into `path` (see
+    /// `Request::Bless`); a worker started later replays that file too.
+    pub fn bless(&mut self, path: &Path) -> Result<String, WorkerError> {
+        match self.request(Request::Bless {
+            path: path.to_path_buf(),
+        })? {
+            Reply::Recorded { description } => {
+                self.options.worker.workload = Some(path.to_path_buf());
+                Ok(description)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Probes `staged`'s devices in a fresh worker (which then exits).
     pub fn probe(&mut self, staged: &Staged) -> Result<Vec<DeviceWire>, WorkerError> {
         self.stop_worker(Duration::from_secs(1));

@@ -17,13 +17,19 @@
 //!   [`checkpoint`] keeps the last good point's state in shared memory,
 //!   [`deadlines`] says how long a call may take, and `recovery` restarts
 //!   on the last good version
+//! - `control_commands`: what keys and `kiln ctl` do to the session
+//!   (status, replay, history, undo with `good_versions`, bless, switch
+//!   in `switch_backend`, quit); the socket and keys are in
+//!   [`crate::control`]
 
 mod build_provenance;
 pub mod build_queue;
 pub mod checkpoint;
+mod control_commands;
 pub mod deadlines;
 pub mod declarations;
 pub mod dev_loop;
+mod good_versions;
 pub mod history;
 pub mod isolated;
 pub mod memory_limit;
@@ -33,6 +39,7 @@ mod recovery;
 mod session;
 mod session_end;
 mod spinner;
+mod switch_backend;
 mod tune_steps;
 mod version_change;
 pub mod watch;

@@ -54,6 +54,8 @@ pub(super) struct Session {
     /// Autotuning of the serving version is under way (`--no-tune`: never).
     pub(super) tuning: bool,
     pub(super) tune: bool,
+    /// What `kiln ctl` and the keys keep (good versions for undo, ...).
+    pub(super) control: super::control_commands::ControlState,
 }
 
 impl Session {
@@ -292,13 +294,9 @@ impl Session {
     }
 
     fn keep_last_good(&mut self, staged: &Staged, timings: BTreeMap<String, Stats>) {
-        let copy = self
-            .stage
-            .path()
-            .join(format!("{}-last-good.so", staged.module));
-        let _ = std::fs::remove_file(&copy);
-        match std::fs::copy(&staged.path, &copy) {
-            Ok(_) => {
+        // The copy is also kept for `undo` (the last few good versions).
+        match self.control.good.keep(self.stage.path(), staged) {
+            Ok(copy) => {
                 self.last_good = Some(LastGood {
                     copy,
                     version: staged.version,

@@ -122,7 +122,7 @@ impl Session {
         if files {
             self.restage(change.first_event_at, seen);
         } else if change.watched_changed && reference.is_none() && self.engine.is_serving() {
-            self.recheck("the workload changed");
+            let _ = self.recheck("the workload changed");
         }
         None
     }
@@ -311,7 +311,7 @@ impl Session {
                     "the reference module changed: expected outputs not stored in the workload now come from {label}"
                 );
                 if !self.build_pending {
-                    self.recheck(&format!("against the new reference {label}"));
+                    let _ = self.recheck(&format!("against the new reference {label}"));
                 }
             }
             Err(WorkerError::Failed(e)) => {
@@ -326,9 +326,10 @@ impl Session {
     /// Replays the served version again (the workload or the reference
     /// changed, not the version): a failure is reported, nothing is rolled
     /// back (the version is the one that served before).
-    pub(super) fn recheck(&mut self, why: &str) {
+    /// Returns whether it passed (`None`: no replay ran).
+    pub(super) fn recheck(&mut self, why: &str) -> Option<bool> {
         if !self.replay {
-            return;
+            return None;
         }
         tracing::info!(
             event = "recheck",
@@ -366,17 +367,27 @@ impl Session {
                         ))
                     );
                 }
+                Some(report.passed)
             }
-            Err(WorkerError::Failed(e)) => tracing::error!(
-                event = "rechecked",
-                module = %self.module.package,
-                version = self.version(),
-                pass = false,
-                "cannot re-check {}: {e}",
-                self.label()
-            ),
-            Err(WorkerError::Down(down)) => self.went_down(*down, None, 0.0),
-            Err(WorkerError::Interrupted) => self.stopping = true,
+            Err(WorkerError::Failed(e)) => {
+                tracing::error!(
+                    event = "rechecked",
+                    module = %self.module.package,
+                    version = self.version(),
+                    pass = false,
+                    "cannot re-check {}: {e}",
+                    self.label()
+                );
+                None
+            }
+            Err(WorkerError::Down(down)) => {
+                self.went_down(*down, None, 0.0);
+                None
+            }
+            Err(WorkerError::Interrupted) => {
+                self.stopping = true;
+                None
+            }
         }
     }
 

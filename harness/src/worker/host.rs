@@ -30,7 +30,9 @@ pub struct Host {
     served: Option<ServedModule>,
     /// The version the last swap replaced, alive until the next replay.
     old: Option<EngineHandle>,
-    last_passing: Option<ReplayReport>,
+    last_passing: Option<Arc<ReplayReport>>,
+    /// The last replay, passing or not (with `keep_outputs`), to bless.
+    last_replay: Option<Arc<ReplayReport>>,
     /// Autotuning of the serving version (planned after a passing replay).
     tuner: Option<crate::tuning::tuner::Tuner>,
 }
@@ -45,6 +47,7 @@ impl Host {
             served: None,
             old: None,
             last_passing: None,
+            last_replay: None,
             tuner: None,
         }
     }
@@ -111,6 +114,7 @@ impl Host {
                 hash_only(&snapshot).map(Reply::StateHash)
             }
             Request::Record { path } => self.record(&path),
+            Request::Bless { path } => self.bless(&path),
             Request::ReloadWorkload => {
                 let workload = read_workload(&self.config)?;
                 let description = workload.describe();
@@ -299,8 +303,12 @@ impl Host {
             ),
             false => None,
         };
-        if report.passed() && self.config.keep_outputs {
-            self.last_passing = Some(report);
+        if self.config.keep_outputs {
+            let report = Arc::new(report);
+            if report.passed() {
+                self.last_passing = Some(report.clone());
+            }
+            self.last_replay = Some(report);
         }
         Ok(Reply::Replayed(summary))
     }
@@ -315,6 +323,33 @@ impl Host {
         let workload =
             replay::session_workload(&name, &handle, report).map_err(|e| e.to_string())?;
         crate::workload::write(&workload, path).map_err(|e| e.to_string())?;
+        Ok(Reply::Recorded {
+            description: workload.describe(),
+        })
+    }
+}
+
+impl Host {
+    /// Writes the serving version's last replay as a workload at `path`
+    /// (its outputs as expected values) and makes it the workload.
+    fn bless(&mut self, path: &Path) -> Result<Reply, String> {
+        let handle = self.served()?.handle();
+        let report = self
+            .last_replay
+            .clone()
+            .filter(|r| r.label == handle.label())
+            .ok_or_else(|| format!("no replay of {} to bless yet", handle.label()))?;
+        let name = path
+            .file_stem()
+            .map_or("blessed".into(), |s| s.to_string_lossy().into_owned());
+        let workload =
+            replay::session_workload(&name, &handle, &report).map_err(|e| e.to_string())?;
+        crate::workload::write(&workload, path).map_err(|e| e.to_string())?;
+        let mut config = self.config.clone();
+        config.workload = Some(path.to_path_buf());
+        let reread = read_workload(&config)?;
+        self.config = config;
+        self.workload = Some(reread);
         Ok(Reply::Recorded {
             description: workload.describe(),
         })
@@ -351,6 +386,7 @@ fn op_name(request: &Request) -> &'static str {
         Request::Checkpoint { .. } => "checkpoint",
         Request::StateHash => "export",
         Request::Record { .. } => "record",
+        Request::Bless { .. } => "bless",
         Request::Probe { .. } => "probe",
         Request::ReloadWorkload => "reload",
         Request::SetReference { .. } => "reference",

@@ -47,6 +47,10 @@ pub enum Request {
     StateHash,
     /// Write the session as a workload (the last passing replay's calls).
     Record { path: PathBuf },
+    /// Bless: write the serving version's last replay (passing or not) as
+    /// a workload with its outputs as expected values, then replay that
+    /// file from now on (`kiln ctl bless`).
+    Bless { path: PathBuf },
     /// Read the workload again (its file was re-recorded, or the
     /// declarations the bundled one follows changed): the next replay uses
     /// it.

@@ -1,0 +1,410 @@
+//! Applying the commands of keys and `kiln ctl` to the session: status,
+//! replay, history, undo, bless, switch, quit. A command that changes the
+//! served version or replays waits while a build of the served module is
+//! under way (answered `queued` at once, then again once applied after the
+//! swap); `status`, `history` and `quit` never wait.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::good_versions::GoodVersions;
+use super::session::Session;
+use super::worker_client::WorkerError;
+use crate::control::Request;
+use crate::control::protocol::{Answer, Command};
+use crate::swap::served::human_bytes;
+
+/// What the control commands keep in the session.
+#[derive(Debug, Default)]
+pub(super) struct ControlState {
+    /// Good versions for `undo`.
+    pub(super) good: GoodVersions,
+    /// The last `replay` command's verdict: (version, passed).
+    pub(super) last_replay: Option<(u64, bool)>,
+    /// Where the socket is (for `status`).
+    pub(super) socket: Option<PathBuf>,
+}
+
+/// Commands waiting for the build under way.
+#[derive(Default)]
+pub(super) struct ControlQueue {
+    waiting: Vec<Request>,
+    /// `quit` was applied: the loop ends.
+    pub(super) quit: bool,
+}
+
+impl ControlQueue {
+    /// A command arrived: apply it now, or queue it behind the build.
+    pub(super) fn receive(&mut self, session: &mut Session, request: Request) {
+        let waits = !matches!(
+            request.command,
+            Command::Status | Command::History | Command::Quit
+        );
+        if waits && let Some(why) = session.busy() {
+            tracing::info!(
+                event = "control_queued",
+                module = %session.module.package,
+                version = session.version(),
+                command = request.command.name(),
+                "{}: queued ({why})",
+                request.describe()
+            );
+            request.answer(Answer::Queued { reason: why });
+            self.waiting.push(request);
+            return;
+        }
+        self.apply(session, request);
+    }
+
+    /// Applies the queued commands once nothing is being built.
+    pub(super) fn apply_waiting(&mut self, session: &mut Session) {
+        if self.waiting.is_empty() || session.busy().is_some() {
+            return;
+        }
+        for request in std::mem::take(&mut self.waiting) {
+            if session.stopping || self.quit {
+                break; // dropped: their clients hear the session ended
+            }
+            self.apply(session, request);
+        }
+    }
+
+    fn apply(&mut self, session: &mut Session, request: Request) {
+        let answer = match &request.command {
+            Command::Status => session.status_answer(),
+            Command::History => Answer::Done {
+                message: format!(
+                    "history of {} ({} versions)",
+                    session.module.package,
+                    session.history.versions.len()
+                ),
+                data: Some(json!({ "table": session.history.table() })),
+            },
+            Command::Replay => session.replay_command(),
+            Command::Undo => session.undo(),
+            Command::Bless { path } => session.bless(path.as_deref()),
+            Command::Switch { backend } => match session.switch_backend(backend) {
+                Ok(message) => Answer::done(message),
+                Err(reason) => Answer::refused(reason),
+            },
+            Command::Quit => {
+                self.quit = true;
+                Answer::done(format!(
+                    "kiln dev is stopping ({} served last), as on Ctrl-C",
+                    session.label()
+                ))
+            }
+        };
+        let (outcome, detail) = match &answer {
+            Answer::Done { message, .. } => ("done", message.as_str()),
+            Answer::Refused { reason } => ("refused", reason.as_str()),
+            Answer::Queued { reason } => ("queued", reason.as_str()),
+        };
+        tracing::info!(
+            event = "control",
+            module = %session.module.package,
+            version = session.version(),
+            command = request.command.name(),
+            outcome,
+            "{}: {outcome}: {}",
+            request.describe(),
+            detail.lines().next().unwrap_or_default()
+        );
+        request.answer(answer);
+    }
+}
+
+impl Session {
+    /// Why a command must wait now (`None`: it can be applied).
+    pub(super) fn busy(&self) -> Option<String> {
+        self.build_pending.then(|| {
+            format!(
+                "a build of {} is under way; applied after its swap",
+                self.module.package
+            )
+        })
+    }
+
+    fn status_answer(&mut self) -> Answer {
+        let last = self.history.versions.last();
+        let state_hash = match self.engine.is_serving() {
+            true => self.engine.state_hash().ok().map(|h| h.hash),
+            false => None,
+        };
+        let undo_to = self
+            .control
+            .good
+            .undo_target(&self.serving.version_hash)
+            .map(|g| g.label.clone());
+        let data = json!({
+            "kiln": env!("CARGO_PKG_VERSION"),
+            "module": self.module.package,
+            "backend": self.module.backend,
+            "serving": self.label(),
+            "version": self.version(),
+            "worker_pid": self.engine.worker_pid(),
+            "workload": self.history.workload,
+            "verdict": last.map(|v| format!(
+                "v{} {}{}",
+                v.version,
+                if v.passed { "passed" } else { "FAILED" },
+                v.note.as_ref().map_or(String::new(), |n| format!(" ({n})"))
+            )),
+            "last_replay": self.control.last_replay.map(|(v, passed)| format!(
+                "v{v} {}", if passed { "passed" } else { "FAILED" }
+            )),
+            "build": self.busy().unwrap_or_else(|| "none under way".into()),
+            "tuning": self.tuning,
+            "undo_to": undo_to,
+            "good_versions": self.control.good.labels(),
+            "state_hash": state_hash,
+            "socket": self.control.socket.as_ref().map(|p| p.display().to_string()),
+        });
+        Answer::Done {
+            message: format!(
+                "{} serving {} ({} backend)",
+                env!("CARGO_PKG_NAME"),
+                self.label(),
+                self.module.backend
+            ),
+            data: Some(data),
+        }
+    }
+
+    fn replay_command(&mut self) -> Answer {
+        if !self.replay {
+            return Answer::refused("replays are off in this session (--no-replay)");
+        }
+        if !self.engine.is_serving() {
+            return Answer::refused("no worker serves a version now");
+        }
+        let label = self.label();
+        match self.recheck("requested") {
+            Some(passed) => {
+                self.control.last_replay = Some((self.version(), passed));
+                Answer::Done {
+                    message: format!(
+                        "replayed {label}: {}",
+                        if passed {
+                            "passed"
+                        } else {
+                            "FAILED (the log has the failing call)"
+                        }
+                    ),
+                    data: Some(json!({ "version": self.version(), "passed": passed })),
+                }
+            }
+            None => Answer::refused(format!("the replay of {label} did not run (see the log)")),
+        }
+    }
+
+    /// Back to the previous good version, without a build, with the state.
+    fn undo(&mut self) -> Answer {
+        if !self.engine.is_serving() {
+            return Answer::refused("no worker serves a version now");
+        }
+        let Some((target, dropped)) = self
+            .control
+            .good
+            .take_undo_target(&self.serving.version_hash)
+        else {
+            return Answer::refused(format!(
+                "no earlier good version to go back to ({} is the only one kept)",
+                self.label()
+            ));
+        };
+        let module = self.module.package.clone();
+        let staged = match self
+            .stage
+            .stage_with(&module, &target.copy, target.files.clone())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("cannot stage v{} again: {e}", target.version);
+                self.control.good.put_back(target, dropped);
+                return Answer::refused(why);
+            }
+        };
+        let before = self.engine.state_hash().ok().map(|h| h.hash);
+        let from = self.label();
+        match self.engine.swap(&staged, false) {
+            Ok(swap) => {
+                self.current_hash = staged.hash.clone();
+                self.serving = staged;
+                let after = self.engine.state_hash().ok().map(|h| h.hash);
+                tracing::warn!(
+                    event = "undone",
+                    module = %module,
+                    version = self.version(),
+                    code_of = target.version,
+                    ms = swap.paused_ms,
+                    "undo: {} now serves the code of v{} (was {from}), with the state ({})",
+                    swap.to,
+                    target.version,
+                    human_bytes(swap.bytes)
+                );
+                self.after_swap(None, Some(swap.paused_ms), false);
+                if let Some(last) = self.history.versions.last_mut()
+                    && last.note.is_none()
+                {
+                    last.note = Some(format!("undo: code of v{}", target.version));
+                    self.save_history();
+                }
+                let passed = self.history.versions.last().map(|v| v.passed);
+                let keep = self.last_good.as_ref().map(|g| g.copy.clone());
+                for old in dropped {
+                    if Some(&old.copy) != keep.as_ref() {
+                        let _ = std::fs::remove_file(&old.copy);
+                    }
+                }
+                Answer::Done {
+                    message: format!(
+                        "undo: {} serves the code of v{} ({}), with the state; replay {}",
+                        self.label(),
+                        target.version,
+                        target.label,
+                        match passed {
+                            Some(true) => "passed",
+                            Some(false) => "FAILED",
+                            None => "did not run",
+                        }
+                    ),
+                    data: Some(json!({
+                        "from": from,
+                        "serving": self.label(),
+                        "version": self.version(),
+                        "code_of": target.version,
+                        "handoff_bytes": swap.bytes,
+                        "state_hash_before": before,
+                        "state_hash_after": after,
+                        "passed": passed,
+                    })),
+                }
+            }
+            Err(e) => {
+                self.stage.remove(&staged);
+                let label = target.label.clone();
+                self.control.good.put_back(target, dropped);
+                match e {
+                    WorkerError::Failed(why) => {
+                        Answer::refused(format!("cannot swap {label} back in: {why}"))
+                    }
+                    WorkerError::Down(down) => {
+                        let why = down.describe();
+                        self.went_down(*down, None, 0.0);
+                        Answer::refused(format!("the worker went down during the undo: {why}"))
+                    }
+                    WorkerError::Interrupted => {
+                        self.stopping = true;
+                        Answer::refused("interrupted")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The serving version's outputs (of its last replay) become the
+    /// expected outputs, in `path` (default
+    /// `target/kiln/workloads/NAME.kiln`); the previous file is kept as
+    /// `FILE.prev`; the session replays the new file from now on.
+    fn bless(&mut self, path: Option<&str>) -> Answer {
+        if !self.engine.is_serving() {
+            return Answer::refused("no worker serves a version now");
+        }
+        if !self.replay {
+            return Answer::refused(
+                "replays are off in this session (--no-replay): there are no outputs to bless",
+            );
+        }
+        let workspace = self.stage.workspace_for(&self.serving.path);
+        let path = match path {
+            Some(p) if Path::new(p).is_absolute() => PathBuf::from(p),
+            Some(p) => workspace.join(p),
+            None => crate::workspace::target_dir(&workspace)
+                .join("kiln")
+                .join("workloads")
+                .join(format!("{}.kiln", file_name_of(&self.history.workload))),
+        };
+        if let Some(dir) = path.parent()
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            return Answer::refused(format!("cannot create {}: {e}", dir.display()));
+        }
+        let prev = PathBuf::from(format!("{}.prev", path.display()));
+        let had_previous = path.exists();
+        if had_previous && let Err(e) = std::fs::rename(&path, &prev) {
+            return Answer::refused(format!(
+                "cannot keep the previous {} as {}: {e}",
+                path.display(),
+                prev.display()
+            ));
+        }
+        let label = self.label();
+        let description = match self.engine.bless(&path) {
+            Ok(d) => d,
+            Err(e) => {
+                if had_previous {
+                    let _ = std::fs::rename(&prev, &path);
+                }
+                if let WorkerError::Down(down) = e {
+                    let why = down.describe();
+                    self.went_down(*down, None, 0.0);
+                    return Answer::refused(format!("the worker went down: {why}"));
+                }
+                return Answer::refused(format!("cannot bless {label}: {e}"));
+            }
+        };
+        tracing::info!(
+            event = "blessed",
+            module = %self.module.package,
+            version = self.version(),
+            path = %path.display(),
+            "blessed {label}'s outputs as the expected outputs: {description}; written to {}{}; the session replays it from now on",
+            path.display(),
+            if had_previous { format!(" (the previous file kept as {})", prev.display()) } else { String::new() }
+        );
+        let passed = self.recheck(&format!("against the blessed {}", path.display()));
+        Answer::Done {
+            message: format!(
+                "blessed {label}: {} now holds its outputs as expected outputs{}; replayed: {}",
+                path.display(),
+                if had_previous {
+                    format!(" (previous file kept as {})", prev.display())
+                } else {
+                    String::new()
+                },
+                match passed {
+                    Some(true) => "passed",
+                    Some(false) => "FAILED",
+                    None => "did not run",
+                }
+            ),
+            data: Some(json!({
+                "path": path.display().to_string(),
+                "previous": had_previous.then(|| prev.display().to_string()),
+                "workload": description,
+                "passed": passed,
+            })),
+        }
+    }
+}
+
+/// A workload name as a file name (no separators).
+fn file_name_of(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() {
+        "session".into()
+    } else {
+        clean
+    }
+}
