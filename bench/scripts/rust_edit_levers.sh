@@ -48,41 +48,51 @@ print(sum(u["duration"] for u in units if u["name"] == "kernel-cpu"))
 EOF
 }
 
-measure() {
-    local label="$1"
+# Settings: a label and the --config of each (empty: the workspace profile).
+labels=("workspace profile" "kernel-cpu opt-level=2" "kernel-cpu codegen-units=64" "kernel-cpu codegen-units=16")
+configs=("" "profile.release.package.kernel-cpu.opt-level=2" "profile.release.package.kernel-cpu.codegen-units=64" "profile.release.package.kernel-cpu.codegen-units=16")
+
+build() { # CONFIG [--timings]
+    local config="$1"
     shift
-    (cd "$copy" && cargo build --quiet --release -p kernel-cpu --target-dir "../target" "$@")
-    local totals=() rustcs=()
-    for ((r = 0; r < rounds; r++)); do
-        flip
-        local t0 t1
-        t0=$(date +%s.%N)
-        (cd "$copy" && cargo build --quiet --release -p kernel-cpu --target-dir "../target" --timings "$@" 2>/dev/null)
-        t1=$(date +%s.%N)
-        local total rustc
-        total=$(python3 -c "print(round(($t1 - $t0) * 1000))")
-        rustc=$(python3 -c "print(round($(unit_seconds) * 1000))")
-        totals+=("$total")
-        rustcs+=("$rustc")
-        echo "$label edit $r: cargo build $total ms, of which rustc kernel-cpu $rustc ms"
-    done
-    local t0 t1
-    t0=$(date +%s.%N)
-    (cd "$copy" && cargo build --quiet --release -p kernel-cpu --target-dir "../target" "$@")
-    t1=$(date +%s.%N)
-    python3 - "$label" "$(python3 -c "print(round(($t1 - $t0) * 1000))")" "${totals[*]}" "${rustcs[*]}" <<'EOF'
-import statistics, sys
-label, noop, totals, rustcs = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
-t = [int(x) for x in totals]; r = [int(x) for x in rustcs]
-print(f"== {label}: median cargo build {statistics.median(t):.0f} ms, rustc kernel-cpu "
-      f"{statistics.median(r):.0f} ms, the rest {statistics.median(a - b for a, b in zip(t, r)):.0f} ms; "
-      f"no-op build {noop} ms")
-EOF
+    if [[ -n "$config" ]]; then
+        (cd "$copy" && cargo build --quiet --release -p kernel-cpu --target-dir "../target" --config "$config" "$@" 2>/dev/null)
+    else
+        (cd "$copy" && cargo build --quiet --release -p kernel-cpu --target-dir "../target" "$@" 2>/dev/null)
+    fi
 }
 
+now_ms() { python3 -c 'import time; print(time.monotonic_ns() // 1000000)'; }
+
 echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
-measure "workspace profile"
-measure "kernel-cpu opt-level=2" --config 'profile.release.package.kernel-cpu.opt-level=2'
-measure "kernel-cpu codegen-units=64" --config 'profile.release.package.kernel-cpu.codegen-units=64'
-measure "workspace profile (again)"
+# Every setting built once (each keeps its own incremental state), then
+# interleaved: after each edit, every setting rebuilds (order rotating), so
+# load drift hits all alike.
+for config in "${configs[@]}"; do build "$config"; done
+results=$(mktemp)
+for ((r = 0; r < rounds; r++)); do
+    flip
+    for ((j = 0; j < ${#configs[@]}; j++)); do
+        i=$(((j + r) % ${#configs[@]}))
+        t0=$(now_ms)
+        build "${configs[$i]}" --timings
+        t1=$(now_ms)
+        rustc=$(python3 -c "print(round($(unit_seconds) * 1000))")
+        t2=$(now_ms)
+        build "${configs[$i]}"
+        t3=$(now_ms)
+        echo "$i $((t1 - t0)) $rustc $((t3 - t2))" >>"$results"
+        echo "${labels[$i]} edit $r: cargo build $((t1 - t0)) ms, rustc kernel-cpu $rustc ms; no-op build after it $((t3 - t2)) ms"
+    done
+done
+python3 - "$results" "${labels[@]}" <<'EOF'
+import statistics, sys
+rows = [list(map(int, l.split())) for l in open(sys.argv[1])]
+for i, label in enumerate(sys.argv[2:]):
+    mine = [r for r in rows if r[0] == i]
+    med = lambda k: statistics.median(r[k] for r in mine)
+    print(f"== {label}: median cargo build {med(1):.0f} ms, rustc kernel-cpu {med(2):.0f} ms, "
+          f"no-op cargo build {med(3):.0f} ms ({len(mine)} edits)")
+EOF
+rm -f "$results"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
