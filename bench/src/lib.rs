@@ -81,15 +81,14 @@ pub fn run_save(config: &Config) -> Result<String, String> {
         .map_err(|e| format!("cannot encode the report: {e}"))?;
     std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(format!(
-        "kiln save to serving (section 2 of `just bench`, run alone){}: medians ± MAD; {} threads per pool
-{}
-         (run took {seconds:.0} s; load average {} at the start, {} at the end)
-",
-        if config.quick { " (QUICK smoke run: figures not meaningful)" } else { "" },
+        "kiln save to serving (section 2 of `just bench`, run alone){}: medians ± MAD; {} threads per pool\n{}\n(run took {seconds:.0} s; load average {load_start:.1} at the start, {load_end:.1} at the end)\n",
+        if config.quick {
+            " (QUICK smoke run: figures not meaningful)"
+        } else {
+            ""
+        },
         kiln_side::THREADS,
         save.render(),
-        format_args!("{load_start:.1}"),
-        format_args!("{load_end:.1}"),
     ))
 }
 

@@ -150,6 +150,23 @@ mod tests {
     }
 
     #[test]
+    fn the_real_shader_and_cu_sources_have_the_edited_lines() {
+        let root = kiln::workspace::built_workspace_root();
+        let wgsl = root.join(super::super::WGSL_SOURCE);
+        ConstantEdit::swap_text(&wgsl, "", super::super::WGSL_FROM, super::super::WGSL_TO).unwrap();
+        let cu = root
+            .join("kernels/cuda")
+            .join(super::super::cu_compile::SOURCE);
+        ConstantEdit::swap_text(
+            &cu,
+            "",
+            super::super::cu_compile::FROM,
+            super::super::cu_compile::TO,
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn the_real_kernels_have_the_constant() {
         let root = kiln::workspace::built_workspace_root();
         let edit = ConstantEdit::new(&root.join(KERNELS_SOURCE)).unwrap();
