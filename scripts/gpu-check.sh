@@ -123,7 +123,7 @@ LD_LIBRARY_PATH="$nvrtc_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     KILN_REQUIRE_CUDA=1 KILN_REQUIRE_NVRTC=1 \
     "$tests_bin" --test-threads=1 --nocapture 2>&1 | tee "$log" || status=$?
 
-echo "== per-kernel timings"
+echo "== per-kernel timings, NVRTC times, and the .cu edit swap (engine with an edited saxpy.cu, state handed over)"
 grep -oE '(timings on|timing |nvrtc 1|engine with an edited).*' "$log" || true
 grep -E 'skipped' "$log" || true
 rm -f "$log"

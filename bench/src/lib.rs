@@ -46,6 +46,52 @@ pub fn default_out_dir(workspace: &std::path::Path) -> PathBuf {
     kiln::workspace::target_dir(workspace).join("kiln-bench")
 }
 
+/// Section 2 alone (`cargo bench -p kiln-bench -- save`): builds the CPU
+/// module, measures save to serving, writes `save-to-serving.json` into
+/// `config.out_dir` and returns the printed section with the load average.
+pub fn run_save(config: &Config) -> Result<String, String> {
+    let start = Instant::now();
+    let load_start = report::load_average();
+    std::fs::create_dir_all(&config.out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.out_dir.display()))?;
+    eprintln!(
+        "kiln-bench: building kernel-cpu ({} profile)",
+        config.module_profile
+    );
+    let artifact = artifacts::build_module(
+        &config.workspace,
+        kiln_side::MODULE,
+        &config.module_profile,
+        &config.module_unify_with,
+    )?;
+    eprintln!("kiln-bench: save to serving (section 2 alone)");
+    let save = save_serving::measure(config, &artifact)?;
+    let load_end = report::load_average();
+    let seconds = start.elapsed().as_secs_f64();
+    let json = serde_json::json!({
+        "quick": config.quick,
+        "threads": kiln_side::THREADS,
+        "seconds": seconds,
+        "load_start": load_start,
+        "load_end": load_end,
+        "save_to_serving": save.to_json(),
+    });
+    let path = config.out_dir.join("save-to-serving.json");
+    let text = serde_json::to_string_pretty(&json)
+        .map_err(|e| format!("cannot encode the report: {e}"))?;
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(format!(
+        "kiln save to serving (section 2 of `just bench`, run alone){}: medians ± MAD; {} threads per pool\n{}\n(run took {seconds:.0} s; load average {load_start:.1} at the start, {load_end:.1} at the end)\n",
+        if config.quick {
+            " (QUICK smoke run: figures not meaningful)"
+        } else {
+            ""
+        },
+        kiln_side::THREADS,
+        save.render(),
+    ))
+}
+
 /// Builds the CPU module, measures every section (progress on stderr),
 /// writes `report.json` and `report.svg` into `config.out_dir`.
 pub fn run(config: &Config, hot: &dyn hot_reloader::HotLibReloader) -> Result<Report, String> {
@@ -76,7 +122,7 @@ pub fn run(config: &Config, hot: &dyn hot_reloader::HotLibReloader) -> Result<Re
     section("artifact to serving");
     let serving = serving::measure(config, &artifact, hot)?;
     section("save to serving");
-    let save = save_serving::measure(config)?;
+    let save = save_serving::measure(config, &artifact)?;
     section("call overhead");
     let calls = calls::measure(config, &artifact, hot)?;
     section("handoff throughput");

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::calls::{Calls, WAYS};
 use crate::handoff::Handoff;
-use crate::save_serving::{DEBOUNCE_MS, SaveToServing};
+use crate::save_serving::SaveToServing;
 use crate::serving::Serving;
 use crate::soak::Soak;
 use crate::table::{Table, num, size};
@@ -170,87 +170,6 @@ impl Report {
         })
     }
 
-    /// Section 2 of the printed report.
-    fn render_save(&self, pm: &dyn Fn(&crate::stats::Summary) -> String) -> String {
-        let v = &self.save;
-        let (k, r) = (&v.kiln, &v.restart);
-        let mut out = format!(
-            "\n2. Save to serving (one-line edit: {}; ms from the write until the new version serves; \
-             {} edits each after {} warm-up, alternating)\n",
-            v.edit, v.rounds, v.warmup
-        );
-        let mut t = Table::new(&[
-            "alternative",
-            "state",
-            "debounce",
-            "build",
-            "stage+load",
-            "handoff",
-            "start+load state",
-            "total",
-            "x kiln",
-            "replay after",
-        ]);
-        let none = String::new;
-        t.row(vec![
-            format!("kiln dev ({DEBOUNCE_MS} ms debounce)"),
-            size(k.handoff_bytes as usize),
-            num(k.debounce_ms.median),
-            pm(&k.build_ms),
-            num(k.stage_load_ms.median),
-            num(k.handoff_ms.median),
-            none(),
-            pm(&k.total_ms),
-            "1".into(),
-            format!("{} ({} calls)", num(k.replay_ms.median), k.replay_calls),
-        ]);
-        t.row(vec![
-            "restart loop: cargo build, start, read state".into(),
-            size(r.state_bytes),
-            none(),
-            pm(&r.build_ms),
-            none(),
-            none(),
-            num(r.start_load_ms.median),
-            pm(&r.total_ms),
-            num(v.restart_over_kiln()),
-            none(),
-        ]);
-        // The compile paths that skip cargo: rows without figures until
-        // shader and `.cu` sources are staged with a version.
-        for (edit, path) in [
-            ("WGSL edit (kernel-vulkan)", "naga at engine creation"),
-            (".cu edit (kernel-cuda)", "NVRTC at engine creation"),
-        ] {
-            t.row(vec![
-                format!("kiln dev, {edit}"),
-                "-".into(),
-                "-".into(),
-                format!("not measured yet ({path})"),
-                "-".into(),
-                "-".into(),
-                none(),
-                "-".into(),
-                "-".into(),
-                none(),
-            ]);
-        }
-        out.push_str(&t.render());
-        out.push_str(&format!(
-            "  (kiln's own figure from the first file event: {} ms)\n  \
-             kiln compiles:         {}\n  \
-             restart loop compiles: {}\n  \
-             both with [profile.release]: {}\n  \
-             WGSL and .cu rows: not measured until shader and .cu sources are staged with a version \
-             (they then skip cargo)\n",
-            num(k.reported_total_ms.median),
-            v.compiles.kiln,
-            v.compiles.restart,
-            v.compiles.profile,
-        ));
-        out
-    }
-
     /// The printed report.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -319,7 +238,7 @@ impl Report {
         }
         out.push_str(&t.render());
 
-        out.push_str(&self.render_save(&pm));
+        out.push_str(&self.save.render());
 
         out.push_str(&format!(
             "\n3. Call overhead (ns per call; matmul is {n}x{n} @ {n}x{n}, tile 64)\n",

@@ -2,6 +2,8 @@
 //! restart and static linking, side by side in one run. Prints a table and
 //! writes `target/kiln-bench/report.json` and `report.svg`.
 //! `KILN_BENCH_QUICK=1` makes it a smoke run of a few seconds.
+//! `cargo bench -p kiln-bench -- save` runs section 2 (save to serving)
+//! alone and writes `target/kiln-bench/save-to-serving.json`.
 
 mod hot_lib_reloader_side;
 
@@ -25,6 +27,22 @@ fn main() -> ExitCode {
     config.module_unify_with = ["-p", "kiln-bench", "--bench", "alternatives"]
         .map(String::from)
         .to_vec();
+    if std::env::args().skip(1).any(|a| a == "save") {
+        return match kiln_bench::run_save(&config) {
+            Ok(text) => {
+                print!("{text}");
+                println!(
+                    "raw figures: {}",
+                    out_dir.join("save-to-serving.json").display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kiln-bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = hot_lib_reloader_side::HotSide::prepare(&config.workspace, &config.module_profile)
         .and_then(|hot| kiln_bench::run(&config, &hot));
     match result {

@@ -1,26 +1,38 @@
 //! The program of the "restart loop" alternative in kiln's benchmark
-//! (section 2, save to serving): the CPU kernels compiled in statically, a
-//! 2-thread rayon pool, state read from a file, one call of every kernel
-//! answered. Every kernel is called, so rustc compiles every one of them,
-//! as it does in the kernel module (a kernel left uncalled in a binary is
-//! dead code that rustc never optimises nor emits: a rebuild would then be
-//! cheaper than the module's, and the comparison unfair).
+//! (section 2, save to serving): the CPU module's kernel sources compiled
+//! in statically (the very files `kernel-cpu` compiles: `kernels.rs`,
+//! `low_precision.rs`, `registry.rs`, `declared/*.rs`, every kernel
+//! reachable from the kernel table as in the module, with the engine rlib
+//! `kernel-cpu-engine` and `shared-state` as dependencies, compiled once,
+//! as for the module), a 2-thread rayon pool, state read from a file, one
+//! call of each f32 kernel of `kernels.rs` answered. A kernel nothing
+//! reaches is dead code that rustc never optimises nor emits: a rebuild
+//! would then be cheaper than the module's, and the comparison unfair.
 //!
-//! It depends on rayon and std only, so the benchmark can copy it, with the
-//! kernels, into a crate of its own (`save_serving::restart_loop`) where a
-//! one-line kernel edit rebuilds exactly this program with `cargo build`.
-//! The relative `#[path]` below holds in that copy too.
+//! The benchmark copies it, with the kernel sources, into a crate of its
+//! own (`save_serving::restart_loop`) where a one-line kernel edit rebuilds
+//! exactly this program with `cargo build`. The relative `#[path]`s below
+//! hold in that copy too.
 //!
 //! Usage: `kiln-bench-restart-loop STATE_FILE THREADS`; prints
-//! `answer 3.5 kernels 5 state BYTES` (saxpy's answer, then how many
-//! kernels answered correctly).
+//! `answer 3.5 kernels 5 table N state BYTES` (saxpy's answer, how many
+//! kernels answered correctly, how many kernels the table holds).
 
 use std::process::ExitCode;
 
-/// The CPU kernels, the very source the `kernel-cpu` module compiles, every
-/// one of them called below.
+// The CPU module's kernel sources, as `kernels/cpu/src/lib.rs` declares
+// them (everything but its export glue).
+#[path = "../../../kernels/cpu/src/declared/mod.rs"]
+mod declared;
 #[path = "../../../kernels/cpu/src/kernels.rs"]
 mod kernels;
+#[path = "../../../kernels/cpu/src/low_precision.rs"]
+mod low_precision;
+// The module re-exports the registry's `KernelFn` for its kernels; this
+// program has no use for it.
+#[allow(unused_imports)]
+#[path = "../../../kernels/cpu/src/registry.rs"]
+mod registry;
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
@@ -51,7 +63,14 @@ fn main() -> ExitCode {
         }
     };
     let (answer, correct) = call_every_kernel(&pool);
-    println!("answer {answer} kernels {correct} state {}", state.len());
+    // Every kernel of the table reachable, as in the module: rustc compiles
+    // them all.
+    let table = std::hint::black_box(declared::entries());
+    println!(
+        "answer {answer} kernels {correct} table {} state {}",
+        table.len(),
+        state.len()
+    );
     ExitCode::SUCCESS
 }
 

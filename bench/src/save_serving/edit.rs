@@ -1,6 +1,8 @@
-//! The one-line edit both sides of "save to serving" make: a constant of
-//! the CPU kernels flipped between two values, so every save really
-//! changes what the compiler produces.
+//! The one-line edits of "save to serving": for the Rust rows (both sides),
+//! a constant of the CPU kernels flipped between two values; for the WGSL
+//! and `.cu` rows, a line of a shader or CUDA source flipped between two
+//! equivalent forms. Every save really changes what the compiler produces
+//! (a new SPIR-V or PTX, not only a new comment), and results stay right.
 
 use std::path::{Path, PathBuf};
 
@@ -17,9 +19,11 @@ pub struct ConstantEdit {
     path: PathBuf,
     /// The file as found, and with the constant changed.
     variants: [String; 2],
-    /// The constant's value as found, and the other one.
+    /// The constant's value as found, and the other one (0, 0 for a
+    /// [`ConstantEdit::swap_text`] edit).
     pub values: [u64; 2],
     edits: usize,
+    description: String,
 }
 
 impl ConstantEdit {
@@ -48,6 +52,34 @@ impl ConstantEdit {
             variants: [text, edited],
             values: [value, other],
             edits: 0,
+            description: format!("{CONSTANT} {value} <-> {other} in {KERNELS_SOURCE}"),
+        })
+    }
+
+    /// An edit of `path` (named `shown` in the description) that flips the
+    /// one occurrence of `from` to `to` and back; an error names the file
+    /// if `from` is not found exactly once.
+    pub fn swap_text(
+        path: &Path,
+        shown: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<ConstantEdit, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if text.matches(from).count() != 1 {
+            return Err(format!(
+                "{} does not have `{from}` exactly once for the benchmark to edit",
+                path.display()
+            ));
+        }
+        let edited = text.replacen(from, to, 1);
+        Ok(ConstantEdit {
+            path: path.to_path_buf(),
+            variants: [text, edited],
+            values: [0, 0],
+            edits: 0,
+            description: format!("`{from}` <-> `{to}` in {shown}"),
         })
     }
 
@@ -61,10 +93,12 @@ impl ConstantEdit {
 
     /// `MIN_CHUNK 4096 <-> 4097 in kernels/cpu/src/kernels.rs`.
     pub fn describe(&self) -> String {
-        format!(
-            "{CONSTANT} {} <-> {} in {KERNELS_SOURCE}",
-            self.values[0], self.values[1]
-        )
+        self.description.clone()
+    }
+
+    /// The file's text after the last save (the text as found before any).
+    pub fn current(&self) -> &str {
+        &self.variants[self.edits % 2]
     }
 }
 
@@ -89,6 +123,23 @@ mod tests {
         edit.save_next().unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
 
+        let mut swap = ConstantEdit::swap_text(&path, "k.rs", "fn f()", "fn g()").unwrap();
+        swap.save_next().unwrap();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("fn g() {}")
+        );
+        assert_eq!(swap.current(), original.replace("fn f()", "fn g()"));
+        swap.save_next().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
+        assert_eq!(swap.describe(), "`fn f()` <-> `fn g()` in k.rs");
+        let err = ConstantEdit::swap_text(&path, "k.rs", "nothing", "x").unwrap_err();
+        assert!(
+            err.contains("kernels.rs") && err.contains("nothing"),
+            "{err}"
+        );
+
         std::fs::write(&path, "const OTHER: usize = 1;\n").unwrap();
         let err = ConstantEdit::new(&path).unwrap_err();
         assert!(
@@ -96,6 +147,23 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_real_shader_and_cu_sources_have_the_edited_lines() {
+        let root = kiln::workspace::built_workspace_root();
+        let wgsl = root.join(super::super::WGSL_SOURCE);
+        ConstantEdit::swap_text(&wgsl, "", super::super::WGSL_FROM, super::super::WGSL_TO).unwrap();
+        let cu = root
+            .join("kernels/cuda")
+            .join(super::super::cu_compile::SOURCE);
+        ConstantEdit::swap_text(
+            &cu,
+            "",
+            super::super::cu_compile::FROM,
+            super::super::cu_compile::TO,
+        )
+        .unwrap();
     }
 
     #[test]

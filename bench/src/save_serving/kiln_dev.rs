@@ -47,6 +47,39 @@ pub struct KilnEdit {
     pub replay_ms: f64,
 }
 
+/// What one edit of a version source (a shader, a `.cu` file) cost: no
+/// cargo build, the serving library re-staged with the new source and
+/// swapped in (engine creation compiles it: pipeline creation included).
+#[derive(Clone, Debug)]
+pub struct RestagedEdit {
+    pub version: u64,
+    /// From the first file event to the change being seen.
+    pub debounce_ms: f64,
+    /// Re-staging the library with the new sources (copy, hash, files).
+    pub stage_ms: f64,
+    /// The swap: the new engine created (shaders compiled, pipelines
+    /// created) and the state handed over.
+    pub swap_ms: f64,
+    /// kiln's own figure (from the first file event).
+    pub reported_total_ms: f64,
+    /// From the write of the file to the arrival of `swapped`.
+    pub total_ms: f64,
+    pub replay_ms: f64,
+    /// `build_started` events between the write and `swapped` (collected,
+    /// not asserted: the report shows them).
+    pub builds: usize,
+    /// The `swapped` event's `restaged` field.
+    pub restaged: bool,
+}
+
+/// The `swapped` event of an edit and what this side saw around it.
+struct Swap {
+    swapped: Value,
+    total_ms: f64,
+    replay_ms: f64,
+    builds: usize,
+}
+
 /// A running `kiln dev`, killed when dropped.
 pub struct DevSession {
     child: Child,
@@ -112,6 +145,7 @@ impl DevSession {
         module_target_dir: &Path,
         threads: usize,
         debounce_ms: u64,
+        extra_args: &[&str],
         log: &Path,
     ) -> Result<DevSession, String> {
         let stderr_path = log.with_extension("stderr");
@@ -124,6 +158,7 @@ impl DevSession {
             .arg(threads.to_string())
             .arg("--debounce-ms")
             .arg(debounce_ms.to_string())
+            .args(extra_args)
             .current_dir(workspace)
             .env("KILN_MODULE_TARGET_DIR", module_target_dir)
             .env("RUST_LOG", "info")
@@ -218,12 +253,64 @@ impl DevSession {
     /// serves) and waits for the new version to be swapped in and
     /// replayed, every call passing.
     pub fn edit(&mut self, edit: &mut ConstantEdit, timeout: Duration) -> Result<KilnEdit, String> {
+        let Swap {
+            swapped,
+            total_ms,
+            replay_ms,
+            ..
+        } = self.swap_after(edit, timeout)?;
+        Ok(KilnEdit {
+            version: self.version,
+            debounce_ms: field_f64(&swapped, "debounce_ms")?,
+            build_ms: field_f64(&swapped, "build_ms")?,
+            stage_load_ms: field_f64(&swapped, "stage_load_ms")?,
+            handoff_ms: field_f64(&swapped, "handoff_ms")?,
+            handoff_bytes: swapped["handoff_bytes"].as_u64().unwrap_or(0),
+            reported_total_ms: field_f64(&swapped, "ms")?,
+            total_ms,
+            replay_ms,
+        })
+    }
+
+    /// Like [`DevSession::edit`], for an edit of a version source (shader,
+    /// `.cu`): kiln re-stages the library without cargo.
+    pub fn edit_source(
+        &mut self,
+        edit: &mut ConstantEdit,
+        timeout: Duration,
+    ) -> Result<RestagedEdit, String> {
+        let Swap {
+            swapped,
+            total_ms,
+            replay_ms,
+            builds,
+        } = self.swap_after(edit, timeout)?;
+        Ok(RestagedEdit {
+            version: self.version,
+            debounce_ms: field_f64(&swapped, "debounce_ms")?,
+            stage_ms: field_f64(&swapped, "stage_load_ms")?,
+            swap_ms: field_f64(&swapped, "handoff_ms")?,
+            reported_total_ms: field_f64(&swapped, "ms")?,
+            total_ms,
+            replay_ms,
+            builds,
+            restaged: swapped["restaged"].as_bool().unwrap_or(false),
+        })
+    }
+
+    /// Saves the next variant of `edit`, waits for the new version's
+    /// `swapped` event and its whole replay (every call passing).
+    fn swap_after(&mut self, edit: &mut ConstantEdit, timeout: Duration) -> Result<Swap, String> {
         let deadline = Instant::now() + timeout;
         let t0 = Instant::now();
         edit.save_next()?;
+        let mut builds = 0;
         let (swapped_at, swapped) = loop {
             let line = self.next(deadline, "swap of the edited version")?;
             let v = &line.value;
+            if v["event"] == "build_started" {
+                builds += 1;
+            }
             if v["event"] == "swapped" && v["version"].as_u64().is_some_and(|n| n > self.version) {
                 break (line.at, line.value);
             }
@@ -247,16 +334,11 @@ impl DevSession {
             }
         }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        Ok(KilnEdit {
-            version,
-            debounce_ms: field_f64(&swapped, "debounce_ms")?,
-            build_ms: field_f64(&swapped, "build_ms")?,
-            stage_load_ms: field_f64(&swapped, "stage_load_ms")?,
-            handoff_ms: field_f64(&swapped, "handoff_ms")?,
-            handoff_bytes: swapped["handoff_bytes"].as_u64().unwrap_or(0),
-            reported_total_ms: field_f64(&swapped, "ms")?,
+        Ok(Swap {
+            swapped,
             total_ms: ms(swapped_at - t0),
             replay_ms: ms(last_replay - swapped_at),
+            builds,
         })
     }
 }

@@ -13,12 +13,22 @@
 //!
 //! Both sides compile the same kernel source with the same release profile
 //! (the workspace's), and both call every kernel: the report states what
-//! each side compiles ([`compiles`]). Shader and `.cu` edits get rows of
-//! their own once those sources are staged with a version (not yet: the
-//! report says so instead of a figure).
+//! each side compiles ([`compiles`]).
+//!
+//! Then, in the same run: a WGSL edit through the real `kiln dev --backend
+//! vulkan` (no cargo: the library re-staged with the new shader, compiled
+//! and its pipelines created when the new engine is created), the `.cu`
+//! compile path without a GPU ([`cu_compile`]), and the call table: every
+//! call of the bundled workload before and after the build change
+//! ([`call_table`]). Nothing here asserts a figure: the bench collects and
+//! reports. Run this section alone with `cargo bench -p kiln-bench -- save`
+//! (`just bench-save`).
 
+pub mod call_table;
+pub mod cu_compile;
 pub mod edit;
 pub mod kiln_dev;
+pub mod render;
 pub mod restart_loop;
 
 use std::time::Duration;
@@ -27,8 +37,10 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::stats::Summary;
+use call_table::CallTable;
+use cu_compile::CuCompile;
 use edit::{ConstantEdit, KERNELS_SOURCE};
-use kiln_dev::{DevSession, KilnEdit, copy_sources};
+use kiln_dev::{DevSession, KilnEdit, RestagedEdit, copy_sources};
 use restart_loop::{RestartEdit, RestartLoop};
 
 /// `kiln dev --debounce-ms` (its default).
@@ -62,6 +74,32 @@ pub struct RestartSave {
     pub total_ms: Summary,
     /// State read from the file at each start.
     pub state_bytes: usize,
+}
+
+/// The WGSL row: kiln dev on the Vulkan module, one-line shader edits.
+#[derive(Clone, Debug)]
+pub struct ShaderSave {
+    pub edit: String,
+    pub debounce_ms: Summary,
+    pub stage_ms: Summary,
+    /// Engine creation (naga, pipelines) and state handoff.
+    pub swap_ms: Summary,
+    pub total_ms: Summary,
+    pub reported_total_ms: Summary,
+    pub replay_ms: Summary,
+    /// `build_started` events seen during the measured edits (0 expected).
+    pub builds: usize,
+    /// Whether every `swapped` event said `restaged` (no build).
+    pub all_restaged: bool,
+    pub replay_calls: usize,
+    pub versions: Vec<u64>,
+}
+
+/// A row that may not be measurable on this machine (no Vulkan, no NVRTC).
+#[derive(Clone, Debug)]
+pub enum Row<T> {
+    Measured(T),
+    NotMeasured(String),
 }
 
 /// What each side of "save to serving" compiles after an edit, and with
@@ -102,7 +140,9 @@ pub fn compiles(root: &std::path::Path) -> Compiles {
         .unwrap_or_default();
     Compiles {
         kiln: format!(
-            "cdylib kernel-cpu: {} (every kernel reachable from the engine) + shared-state's export and snapshot glue",
+            "cdylib kernel-cpu: {}, declared/*.rs (every kernel, reachable from the registry) + the \
+             export glue; the engine, dispatch and snapshot code is the rlib kernel-cpu-engine, \
+             compiled once (an edit rebuilds kernel-cpu only)",
             files.join(", ")
         ),
         restart: restart_loop::COMPILES.to_string(),
@@ -124,6 +164,9 @@ pub struct SaveToServing {
     pub warmup: usize,
     pub kiln: KilnSave,
     pub restart: RestartSave,
+    pub wgsl: Row<ShaderSave>,
+    pub cu: CuCompile,
+    pub calls: Row<CallTable>,
 }
 
 impl SaveToServing {
@@ -143,8 +186,12 @@ impl SaveToServing {
                 "restart_loop": self.compiles.restart,
                 "release_profile": self.compiles.profile,
             },
-            "wgsl_edit": "not measured yet: shader sources are not staged with a version",
-            "cu_edit": "not measured yet: .cu sources are not staged with a version",
+            "wgsl_edit": render::wgsl_json(&self.wgsl),
+            "cu_edit": render::cu_json(&self.cu),
+            "call_table": match &self.calls {
+                Row::Measured(t) => t.to_json(),
+                Row::NotMeasured(why) => json!({ "not_measured": why }),
+            },
             "rounds": self.rounds,
             "warmup": self.warmup,
             "kiln": {
@@ -175,9 +222,11 @@ fn summary(samples: Vec<f64>, what: &str) -> Result<Summary, String> {
     Summary::of(&samples).ok_or_else(|| format!("save to serving, {what}: no finite samples"))
 }
 
-/// Measures both sides, edits interleaved. Scratch files go to
-/// `out_dir/save-to-serving` (kiln dev's log stays there).
-pub fn measure(config: &Config) -> Result<SaveToServing, String> {
+/// Measures every row: the Rust edit on both sides, interleaved, then the
+/// WGSL edit, the `.cu` compile and the call table (`artifact`: kernel-cpu
+/// as the host's profile builds it). Scratch files go to
+/// `out_dir/save-to-serving` (kiln dev's logs stay there).
+pub fn measure(config: &Config, artifact: &std::path::Path) -> Result<SaveToServing, String> {
     let dir = config.out_dir.join("save-to-serving");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -193,6 +242,7 @@ pub fn measure(config: &Config) -> Result<SaveToServing, String> {
         &kiln::workspace::module_target_dir(&config.workspace),
         crate::kiln_side::THREADS,
         DEBOUNCE_MS,
+        &[],
         &dir.join("kiln-dev.log"),
     )?;
     let mut restart = RestartLoop::prepare(
@@ -223,7 +273,26 @@ pub fn measure(config: &Config) -> Result<SaveToServing, String> {
     }
     let replay_calls = dev.replay_calls;
     drop(dev);
+
+    eprintln!("kiln-bench: save to serving, WGSL edit (kiln dev --backend vulkan)");
+    let wgsl = match measure_wgsl(config, &kiln_exe, &copy, &dir) {
+        Ok(row) => Row::Measured(row),
+        Err(why) => {
+            eprintln!("kiln-bench: WGSL row not measured: {why}");
+            Row::NotMeasured(why)
+        }
+    };
+    eprintln!("kiln-bench: save to serving, .cu compile (NVRTC)");
+    let cu = cu_compile::measure(&copy, config.save_warmup, config.save_rounds)?;
     let _ = std::fs::remove_dir_all(&copy);
+    eprintln!("kiln-bench: save to serving, call table before/after");
+    let calls = match call_table::measure(config, artifact) {
+        Ok(t) => Row::Measured(t),
+        Err(why) => {
+            eprintln!("kiln-bench: call table not measured: {why}");
+            Row::NotMeasured(why)
+        }
+    };
 
     let k = |f: fn(&KilnEdit) -> f64| kiln_samples.iter().map(f).collect::<Vec<f64>>();
     let r = |f: fn(&RestartEdit) -> f64| restart_samples.iter().map(f).collect::<Vec<f64>>();
@@ -250,5 +319,62 @@ pub fn measure(config: &Config) -> Result<SaveToServing, String> {
             total_ms: summary(r(|e| e.total_ms), "restart total")?,
             state_bytes: restart.state_bytes(),
         },
+        wgsl,
+        cu,
+        calls,
+    })
+}
+
+/// The shader edited in the WGSL row (relative to the workspace) and the
+/// line flipped: the add's operands swapped (the same value, another
+/// SPIR-V, so the pipeline is really created anew each time).
+pub const WGSL_SOURCE: &str = "kernels/vulkan/shaders/saxpy.wgsl";
+pub const WGSL_FROM: &str = "out[i] = a * x[i] + y[i];";
+pub const WGSL_TO: &str = "out[i] = y[i] + a * x[i];";
+
+/// `kiln dev --backend vulkan` on the copy at `copy`: warm-up and measured
+/// WGSL edits. An error (no Vulkan device, a failed swap) leaves the row
+/// unmeasured with the reason.
+fn measure_wgsl(
+    config: &Config,
+    kiln_exe: &std::path::Path,
+    copy: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<ShaderSave, String> {
+    let mut edit =
+        ConstantEdit::swap_text(&copy.join(WGSL_SOURCE), WGSL_SOURCE, WGSL_FROM, WGSL_TO)?;
+    let mut dev = DevSession::spawn(
+        kiln_exe,
+        copy,
+        &kiln::workspace::module_target_dir(&config.workspace),
+        crate::kiln_side::THREADS,
+        DEBOUNCE_MS,
+        &["--backend", "vulkan"],
+        &dir.join("kiln-dev-vulkan.log"),
+    )?;
+    dev.wait_ready(Duration::from_secs(900))?;
+    let timeout = Duration::from_secs(120);
+    let mut samples: Vec<RestagedEdit> = Vec::new();
+    for round in 0..config.save_warmup + config.save_rounds {
+        let e = dev.edit_source(&mut edit, timeout)?;
+        if round >= config.save_warmup {
+            samples.push(e);
+        }
+    }
+    let replay_calls = dev.replay_calls;
+    drop(dev);
+    let s = |f: fn(&RestagedEdit) -> f64| samples.iter().map(f).collect::<Vec<f64>>();
+    Ok(ShaderSave {
+        edit: edit.describe(),
+        debounce_ms: summary(s(|e| e.debounce_ms), "WGSL debounce")?,
+        stage_ms: summary(s(|e| e.stage_ms), "WGSL stage")?,
+        swap_ms: summary(s(|e| e.swap_ms), "WGSL swap")?,
+        total_ms: summary(s(|e| e.total_ms), "WGSL total")?,
+        reported_total_ms: summary(s(|e| e.reported_total_ms), "WGSL reported total")?,
+        replay_ms: summary(s(|e| e.replay_ms), "WGSL replay")?,
+        builds: samples.iter().map(|e| e.builds).sum(),
+        all_restaged: samples.iter().all(|e| e.restaged),
+        replay_calls,
+        versions: samples.iter().map(|e| e.version).collect(),
     })
 }

@@ -1,8 +1,8 @@
 //! The restart-loop side of "save to serving": the program of
-//! `src/bin/restart_loop.rs` (CPU kernels compiled in statically) in a
-//! crate of its own, so that an edit of its copy of the kernels rebuilds
-//! it; a round is edit, `cargo build --release`, start, load the state
-//! from a file, answer one call of every kernel.
+//! `src/bin/restart_loop.rs` (the CPU module's kernel sources compiled in
+//! statically) in a crate of its own, so that an edit of its copy of the
+//! kernels rebuilds it; a round is edit, `cargo build --release`, start,
+//! load the state from a file, answer one call of each f32 kernel.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -18,8 +18,18 @@ const PROGRAM: &str = "kiln-bench-restart-loop";
 /// The kernels of `kernels/cpu/src/kernels.rs`, every one of which the
 /// program calls (it answers how many were right).
 pub const KERNELS: usize = 5;
+/// The CPU module's kernel sources the program compiles (copied with it).
+const MODULE_SOURCES: &str = "kernels/cpu/src";
+/// Its path dependencies, as the module has them (compiled once).
+const PATH_DEPENDENCIES: [(&str, &str); 2] = [
+    ("shared-state", "shared-state"),
+    ("kernel-cpu-engine", "kernels/cpu-engine"),
+];
 /// What the program compiles, for the report.
-pub const COMPILES: &str = "binary: kernels.rs (all 5 kernels called) + main (state from a file)";
+pub const COMPILES: &str = "binary: kernel-cpu's kernel sources (kernels.rs, low_precision.rs, \
+     registry.rs, declared/*.rs: every kernel reachable from the table, as in the module) + main \
+     (state from a file, calls the 5 f32 kernels of kernels.rs); kernel-cpu-engine and shared-state \
+     as dependencies, compiled once";
 
 /// What one edit cost (ms).
 #[derive(Clone, Copy, Debug)]
@@ -53,20 +63,25 @@ pub(crate) fn toml_table(manifest: &str, table: &str) -> Option<String> {
     Some(format!("{header}\n{}\n", body.join("\n")))
 }
 
-/// `Cargo.toml` of the crate copy: rayon as the workspace declares it and
-/// the workspace's `[profile.release]` (incremental, no debug info), the
-/// settings kiln's modules are built with.
-fn manifest(workspace_manifest: &str) -> Result<String, String> {
+/// `Cargo.toml` of the crate copy: rayon as the workspace declares it, the
+/// module's path dependencies (from `workspace`) and the workspace's
+/// `[profile.release]` (incremental, no debug info), the settings kiln's
+/// modules are built with.
+fn manifest(workspace_manifest: &str, workspace: &Path) -> Result<String, String> {
     let rayon = workspace_manifest
         .lines()
         .find(|l| l.starts_with("rayon ="))
         .ok_or("the workspace's Cargo.toml declares no `rayon = ...` dependency")?;
     let profile = toml_table(workspace_manifest, "[profile.release]").unwrap_or_default();
+    let paths: String = PATH_DEPENDENCIES
+        .iter()
+        .map(|(name, dir)| format!("{name} = {{ path = {:?} }}\n", workspace.join(dir)))
+        .collect();
     Ok(format!(
         "# Written by kiln-bench: the restart-loop program, rebuilt after each edit.\n\
          [package]\nname = \"{PROGRAM}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
          [[bin]]\nname = \"{PROGRAM}\"\npath = \"{PROGRAM_SOURCE}\"\n\n\
-         [dependencies]\n{rayon}\n\n{profile}\n[workspace]\n"
+         [dependencies]\n{rayon}\n{paths}\n{profile}\n[workspace]\n"
     ))
 }
 
@@ -96,17 +111,21 @@ impl RestartLoop {
         let workspace_manifest = workspace.join("Cargo.toml");
         let text = std::fs::read_to_string(&workspace_manifest)
             .map_err(|e| format!("cannot read {}: {e}", workspace_manifest.display()))?;
-        let manifest =
-            manifest(&text).map_err(|e| format!("{}: {e}", workspace_manifest.display()))?;
+        let manifest = manifest(&text, workspace)
+            .map_err(|e| format!("{}: {e}", workspace_manifest.display()))?;
         std::fs::create_dir_all(crate_dir)
             .map_err(|e| format!("cannot create {}: {e}", crate_dir.display()))?;
         let manifest_path = crate_dir.join("Cargo.toml");
         std::fs::write(&manifest_path, manifest)
             .map_err(|e| format!("cannot write {}: {e}", manifest_path.display()))?;
         // The workspace's lock file: the same rayon, nothing resolved anew.
-        for file in ["Cargo.lock", PROGRAM_SOURCE, KERNELS_SOURCE] {
+        for file in ["Cargo.lock", PROGRAM_SOURCE] {
             copy(&workspace.join(file), &crate_dir.join(file))?;
         }
+        super::kiln_dev::copy_sources(
+            &workspace.join(MODULE_SOURCES),
+            &crate_dir.join(MODULE_SOURCES),
+        )?;
         let mut this = RestartLoop {
             crate_dir: crate_dir.to_path_buf(),
             target_dir: target_dir.to_path_buf(),
@@ -178,10 +197,12 @@ impl RestartLoop {
             .read_line(&mut line)
             .map_err(|e| format!("reading {}'s answer: {e}", self.exe.display()))?;
         let status = child.wait().map_err(|e| e.to_string())?;
-        let expected = format!("answer 3.5 kernels {KERNELS} state {}", self.state_bytes);
-        if !status.success() || line.trim() != expected {
+        let expected = format!("answer 3.5 kernels {KERNELS} table ");
+        let state = format!(" state {}", self.state_bytes);
+        let answered = line.trim();
+        if !status.success() || !answered.starts_with(&expected) || !answered.ends_with(&state) {
             return Err(format!(
-                "{} answered {:?} ({status}), expected {expected:?}",
+                "{} answered {:?} ({status}), expected {expected:?}...{state:?}",
                 self.exe.display(),
                 line.trim()
             ));
@@ -227,7 +248,7 @@ mod tests {
         let workspace = "[workspace]\nmembers = []\n\n[workspace.dependencies]\nlibc = \"0.2\"\n\
                          rayon = { version = \"1.10\", default-features = false }\n\n\
                          [profile.release]\nincremental = true\ndebug = false\n\n[profile.dev]\nopt-level = 1\n";
-        let m = manifest(workspace).unwrap();
+        let m = manifest(workspace, Path::new("/ws")).unwrap();
         assert!(
             m.contains(
                 "[dependencies]\nrayon = { version = \"1.10\", default-features = false }\n"
@@ -239,6 +260,11 @@ mod tests {
             "{m}"
         );
         assert!(!m.contains("opt-level") && !m.contains("libc"), "{m}");
-        assert!(manifest("[workspace]\n").is_err());
+        assert!(
+            m.contains("shared-state = { path = \"/ws/shared-state\" }\n")
+                && m.contains("kernel-cpu-engine = { path = \"/ws/kernels/cpu-engine\" }\n"),
+            "{m}"
+        );
+        assert!(manifest("[workspace]\n", Path::new("/ws")).is_err());
     }
 }
