@@ -43,7 +43,8 @@ enum Command {
     /// Watch kernels/*, rebuild the changed module, swap it in with the
     /// engine's state, replay the workload, and print live reload logs.
     Dev {
-        /// Backend to serve: cpu, vulkan or cuda (any module under kernels/).
+        /// Backend to serve: cpu, vulkan or cuda (any module under kernels/),
+        /// or `auto`: CUDA where usable, else a Vulkan GPU, else cpu.
         #[arg(long, default_value = "cpu")]
         backend: String,
         /// Workload to replay after every swap (default: the bundled one).
@@ -99,6 +100,10 @@ enum Command {
     /// The engine host of `kiln dev` (started by kiln itself).
     #[command(hide = true)]
     Worker,
+    /// Probe the CUDA and Vulkan drivers, print JSON (`--backend auto`
+    /// runs it in a child process).
+    #[command(hide = true)]
+    ProbeDevices,
     /// Say which backends this machine can run, with their devices, or why not.
     Backends {
         /// Only these backends; exit non-zero if one of them cannot run.
@@ -203,6 +208,10 @@ fn main() -> ExitCode {
         // The worker sets up its own log (its lines go to the supervisor).
         return kiln::worker::main(cli.log_format);
     }
+    if matches!(cli.command, Command::ProbeDevices) {
+        kiln::supervisor::backend_choice::print_probe();
+        return ExitCode::SUCCESS;
+    }
     let json = cli.log_format == LogFormat::Json;
     kiln::logging::init(cli.log_format);
     let result = match cli.command {
@@ -268,7 +277,7 @@ fn main() -> ExitCode {
             )
             .map_err(|e| e.to_string())
         }
-        Command::Worker => unreachable!("handled above"),
+        Command::Worker | Command::ProbeDevices => unreachable!("handled above"),
         Command::Backends { names } => kiln::commands::backends(&names, cli.log_format),
         Command::Record {
             kernel,

@@ -17,6 +17,7 @@
 //!   [`deadlines`] says how long a call may take, and `recovery` restarts
 //!   on the last good version
 
+pub mod backend_choice;
 pub mod build_queue;
 pub mod checkpoint;
 pub mod deadlines;
@@ -31,6 +32,10 @@ mod recovery;
 mod session;
 mod session_end;
 mod spinner;
+// Session::switch_backend is called by the control channel (`kiln ctl`,
+// the ctl branch); until that is merged nothing here calls it.
+#[allow(dead_code)]
+mod switch_backend;
 mod tune_steps;
 mod version_change;
 pub mod watch;

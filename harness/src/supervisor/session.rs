@@ -54,6 +54,8 @@ pub(super) struct Session {
     /// Autotuning of the serving version is under way (`--no-tune`: never).
     pub(super) tuning: bool,
     pub(super) tune: bool,
+    /// The backends this session may switch to (`switch_backend.rs`).
+    pub(super) backends: super::switch_backend::Backends,
 }
 
 impl Session {
@@ -93,7 +95,21 @@ impl Session {
 
     pub(super) fn on_built(&mut self, report: BuildReport, change: Option<(Instant, Instant)>) {
         if report.module != self.module.package {
-            self.on_reference_built(report);
+            if self
+                .reference_module
+                .as_ref()
+                .is_some_and(|r| r.package == report.module)
+            {
+                self.on_reference_built(report);
+            } else {
+                // Started before a switch to another backend.
+                self.build_pending = false;
+                tracing::info!(
+                    "built {}, which is no longer served ({} is); not swapped",
+                    report.module,
+                    self.module.package
+                );
+            }
             return;
         }
         self.build_pending = false;
