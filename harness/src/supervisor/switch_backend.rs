@@ -70,6 +70,20 @@ impl Backends {
             .find(|m| m.backend == backend || m.package == backend)
     }
 
+    /// The first backend after `served` (in module order, wrapping) that
+    /// the probe does not rule out; never the reference module.
+    fn next_after(&self, served: &str, probe: &backend_choice::Probe) -> Option<String> {
+        let at = self.modules.iter().position(|m| m.package == served)?;
+        let n = self.modules.len();
+        (1..n)
+            .map(|i| &self.modules[(at + i) % n])
+            .find(|m| {
+                m.backend != crate::kernel_commands::REFERENCE_BACKEND
+                    && backend_choice::can_run(probe, &m.backend).is_ok()
+            })
+            .map(|m| m.backend.clone())
+    }
+
     fn names(&self) -> String {
         self.modules
             .iter()
@@ -86,13 +100,33 @@ struct Previous {
 }
 
 impl Session {
-    /// Switches the served backend to `backend`, with the state. `Ok`: the
+    /// Switches the served backend to `backend` (empty: the next backend
+    /// this machine can run), with the state. `Ok`: the
     /// answer (what moved, what was not carried over, the replay's
     /// verdict); `Err`: a refusal with its reason, and the backend that
     /// served before still serves.
     pub(super) fn switch_backend(&mut self, backend: &str) -> Result<String, String> {
-        let backend = backend.trim();
         let from_label = self.label();
+        // No backend named (the `s` key): the next one this machine can run.
+        let probe = backend_choice::probe_in_child();
+        let next;
+        let backend = match backend.trim() {
+            "" => match self.backends.next_after(&self.module.package, &probe) {
+                Some(b) => {
+                    next = b;
+                    next.as_str()
+                }
+                None => {
+                    let why = format!(
+                        "no other backend can run here (modules: {}); {from_label} keeps serving",
+                        self.backends.names()
+                    );
+                    tracing::warn!(event = "switch_refused", "{why}");
+                    return Err(why);
+                }
+            },
+            named => named,
+        };
         let refuse = |why: String| {
             tracing::warn!(event = "switch_refused", backend = %backend, "switch to {backend} refused: {why}");
             Err(why)
@@ -111,7 +145,6 @@ impl Session {
                 "no worker serves now (the last one went down); save a fix first".into(),
             );
         }
-        let probe = backend_choice::probe_in_child();
         if let Err(why) = backend_choice::can_run(&probe, &target.backend) {
             return refuse(format!(
                 "{} cannot run here: {why}; {from_label} keeps serving",
