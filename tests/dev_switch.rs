@@ -6,7 +6,8 @@
 //! - `kiln ctl switch vulkan` then `kiln ctl switch cpu` moves the running
 //!   state to lavapipe and back: every resident buffer is bit for bit the
 //!   workload's; what the other backend does not take is in the answer; the
-//!   workload replays on each backend; an unknown backend and one that
+//!   workload replays on each backend; a save after the switch swaps the
+//!   new backend's module; an unknown backend and one that
 //!   cannot run here (cuda, no driver) are refused with the reason and the
 //!   session goes on. (Needs `kiln ctl`, the control socket: ignored until
 //!   the ctl branch is merged.)
@@ -15,7 +16,9 @@
 
 use kiln::swap::snapshot_file;
 use kiln::workload::Step;
-use kiln_e2e::dev_session::{BUILD_DEADLINE, DevSession, WorkspaceCopy, kiln_binary};
+use kiln_e2e::dev_session::{
+    BUILD_DEADLINE, DevSession, WorkspaceCopy, kiln_binary, save_in_place,
+};
 use shared_state::Section;
 use std::process::Command;
 
@@ -140,6 +143,23 @@ fn switch_cpu_vulkan_cpu_keeps_every_resident_bit_for_bit() {
         "{replays:?}"
     );
     assert!(session.named_since(mark, "replay_failed").is_empty());
+
+    // Saves now go to the served module: a shader edit re-stages vulkan.
+    let wgsl = copy.root().join("kernels/vulkan/shaders/saxpy.wgsl");
+    let shader = copy.read("kernels/vulkan/shaders/saxpy.wgsl");
+    save_in_place(&wgsl, &format!("{shader}\n// edited after the switch\n"));
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    assert_eq!(
+        swapped.str("module"),
+        Some("kernel-vulkan"),
+        "{}",
+        swapped.json
+    );
+    let replays = session.wait_replay(BUILD_DEADLINE);
+    assert!(
+        replays.iter().all(|e| e.bool("pass") == Some(true)),
+        "{replays:?}"
+    );
 
     // vulkan -> cpu: Vulkan's cache sections are named, not carried over.
     let (ok, answer) = ctl(&copy, &["switch", "cpu"]);
