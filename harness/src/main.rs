@@ -142,6 +142,7 @@ enum Command {
     Replay {
         /// The workload file.
         file: PathBuf,
+        /// Backend: cpu, vulkan, cuda, or `auto` (as for `kiln dev`).
         #[arg(long, default_value = "cpu")]
         backend: String,
         /// Load this module file instead of building the backend's module.

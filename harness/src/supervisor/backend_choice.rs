@@ -164,6 +164,19 @@ pub fn choose(probe: &Probe, have: &[&str]) -> Result<Choice, String> {
     })
 }
 
+/// `auto` resolved among `root`'s kernel modules (the choice is logged);
+/// any other name as it is.
+pub fn resolve(root: &std::path::Path, backend: &str) -> Result<String, String> {
+    if backend != "auto" {
+        return Ok(backend.to_string());
+    }
+    let graph = super::module_graph::ModuleGraph::discover(root).map_err(|e| e.to_string())?;
+    let have: Vec<&str> = graph.modules().iter().map(|m| m.backend.as_str()).collect();
+    let choice = choose(&probe_in_child(), &have)?;
+    tracing::info!(event = "backend_chosen", backend = %choice.backend, "{}", choice.describe());
+    Ok(choice.backend)
+}
+
 /// Whether `backend` can run here, as far as the cheap probe tells
 /// (`Err` with the reason when it surely cannot). Backends the probe does
 /// not know (cpu, a user's own) are assumed to run; loading them tells.
