@@ -14,6 +14,7 @@
 //!
 //! Run with `cargo test --release -p kiln-e2e --test dev_switch`.
 
+use kiln::supervisor::history::History;
 use kiln::swap::snapshot_file;
 use kiln::workload::Step;
 use kiln_e2e::dev_session::{
@@ -168,6 +169,29 @@ fn switch_cpu_vulkan_cpu_keeps_every_resident_bit_for_bit() {
     session.wait_replay(BUILD_DEADLINE);
     let stopped = session.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
+
+    // The history groups versions by backend: cpu's file has both stints
+    // on cpu (and no vulkan version), vulkan's has its own.
+    let history_dir = copy.root().join("target/kiln/history");
+    let cpu = History::load(&history_dir.join("kernel-cpu.json")).expect("cpu history");
+    let vulkan = History::load(&history_dir.join("kernel-vulkan.json")).expect("vulkan history");
+    assert_eq!(vulkan.backend, "vulkan");
+    assert!(
+        vulkan.versions.len() >= 2,
+        "switch + shader save: {vulkan:?}"
+    );
+    assert!(
+        vulkan
+            .versions
+            .iter()
+            .all(|v| v.label.starts_with("kernel-vulkan-"))
+    );
+    assert!(cpu.versions.len() >= 2, "start + switch back: {cpu:?}");
+    assert!(
+        cpu.versions
+            .iter()
+            .all(|v| v.label.starts_with("kernel-cpu-"))
+    );
 
     // Every resident is the workload's, bit for bit, after two handoffs
     // through the device (replays never write residents).
