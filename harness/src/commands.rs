@@ -191,12 +191,11 @@ pub fn replay(file: &Path, options: &ReplayCommand) -> Result<(), String> {
         )?),
         _ => None,
     };
-    let staged = stage_module(
-        &root,
-        &stage,
-        &options.backend,
-        options.module_file.as_deref(),
-    )?;
+    let backend = match options.module_file {
+        Some(_) => options.backend.clone(),
+        None => crate::supervisor::backend_choice::resolve(&root, &options.backend)?,
+    };
+    let staged = stage_module(&root, &stage, &backend, options.module_file.as_deref())?;
     let tolerances_path = root.join("kiln.toml");
     let mut engine_options = std::collections::BTreeMap::new();
     if let Some(device) = &options.device {

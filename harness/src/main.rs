@@ -43,7 +43,8 @@ enum Command {
     /// Watch kernels/*, rebuild the changed module, swap it in with the
     /// engine's state, replay the workload, and print live reload logs.
     Dev {
-        /// Backend to serve: cpu, vulkan or cuda (any module under kernels/).
+        /// Backend to serve: cpu, vulkan or cuda (any module under kernels/),
+        /// or `auto`: CUDA where usable, else a Vulkan GPU, else cpu.
         #[arg(long, default_value = "cpu")]
         backend: String,
         /// Workload to replay after every swap (default: the bundled one).
@@ -113,6 +114,10 @@ enum Command {
     /// The engine host of `kiln dev` (started by kiln itself).
     #[command(hide = true)]
     Worker,
+    /// Probe the CUDA and Vulkan drivers, print JSON (`--backend auto`
+    /// runs it in a child process).
+    #[command(hide = true)]
+    ProbeDevices,
     /// Say which backends this machine can run, with their devices, or why not.
     Backends {
         /// Only these backends; exit non-zero if one of them cannot run.
@@ -151,6 +156,7 @@ enum Command {
     Replay {
         /// The workload file.
         file: PathBuf,
+        /// Backend: cpu, vulkan, cuda, or `auto` (as for `kiln dev`).
         #[arg(long, default_value = "cpu")]
         backend: String,
         /// Load this module file instead of building the backend's module.
@@ -216,6 +222,10 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Worker) {
         // The worker sets up its own log (its lines go to the supervisor).
         return kiln::worker::main(cli.log_format);
+    }
+    if matches!(cli.command, Command::ProbeDevices) {
+        kiln::supervisor::backend_choice::print_probe();
+        return ExitCode::SUCCESS;
     }
     if let Command::Ctl {
         command,
@@ -290,7 +300,9 @@ fn main() -> ExitCode {
             )
             .map_err(|e| e.to_string())
         }
-        Command::Worker | Command::Ctl { .. } => unreachable!("handled above"),
+        Command::Worker | Command::ProbeDevices | Command::Ctl { .. } => {
+            unreachable!("handled above")
+        }
         Command::Backends { names } => kiln::commands::backends(&names, cli.log_format),
         Command::Record {
             kernel,

@@ -135,7 +135,7 @@ impl Session {
         let undo_to = self
             .control
             .good
-            .undo_target(&self.serving.version_hash)
+            .undo_target(&self.serving.module, &self.serving.version_hash)
             .map(|g| g.label.clone());
         let data = json!({
             "kiln": env!("CARGO_PKG_VERSION"),
@@ -207,7 +207,7 @@ impl Session {
         let Some((target, dropped)) = self
             .control
             .good
-            .take_undo_target(&self.serving.version_hash)
+            .take_undo_target(&self.serving.module, &self.serving.version_hash)
         else {
             return Answer::refused(format!(
                 "no earlier good version to go back to ({} is the only one kept)",

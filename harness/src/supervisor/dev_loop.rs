@@ -119,6 +119,16 @@ fn select_module(graph: &ModuleGraph, backend: &str) -> Result<KernelModule, Dev
         })
 }
 
+/// `--backend auto`: probes the drivers (in a child process, no module
+/// built) and logs what it chose and why not the others.
+fn choose_backend(graph: &ModuleGraph) -> Result<String, DevError> {
+    let have: Vec<&str> = graph.modules().iter().map(|m| m.backend.as_str()).collect();
+    let probe = super::backend_choice::probe_in_child();
+    let choice = super::backend_choice::choose(&probe, &have).map_err(err)?;
+    tracing::info!(event = "backend_chosen", backend = %choice.backend, "{}", choice.describe());
+    Ok(choice.backend)
+}
+
 /// Builds `module` now, on this thread, with a spinner on a terminal.
 pub fn build_now(
     builder: &ModuleBuilder,
@@ -167,7 +177,12 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             .unwrap_or_else(workspace::built_workspace_root),
     };
     let mut graph = ModuleGraph::discover(&root).map_err(|e| err(e.to_string()))?;
-    let module = select_module(&graph, &options.backend)?;
+    let backend = match options.backend.as_str() {
+        "auto" => choose_backend(&graph)?,
+        named => named.to_string(),
+    };
+    let module = select_module(&graph, &backend)?;
+    let all_modules = graph.modules().to_vec();
     // One session per workspace; keys and `kiln ctl` drive it.
     let control = crate::control::Control::start(&root, true).map_err(err)?;
     let target = workspace::target_dir(&root);
@@ -326,7 +341,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         spinner: Spinner::new(),
         record: options.record.clone(),
         stopping: false,
-        reference_module: reference_module.clone(),
+        reference_module,
         build_pending: false,
         tuning: false,
         tune: options.tune && options.replay,
@@ -334,6 +349,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             socket: Some(control.socket()),
             ..Default::default()
         },
+        backends: super::switch_backend::Backends::new(root.clone(), all_modules.clone()),
     };
     // The last good point starts here: the loaded state, before any replay.
     session.checkpoint();
@@ -348,11 +364,9 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         },
     )
     .map_err(|e| err(format!("cannot watch the sources: {e}")))?;
-    let queue = BuildQueue::start(
-        builder,
-        std::iter::once(session.module.clone()).chain(reference_module),
-    )
-    .map_err(|e| err(format!("cannot start the build thread: {e}")))?;
+    // Every module: after a switch, saves build the newly served one.
+    let queue = BuildQueue::start(builder, all_modules)
+        .map_err(|e| err(format!("cannot start the build thread: {e}")))?;
     tracing::info!(
         "watching {} (and its path dependencies); save a kernel to rebuild. Ctrl-C to stop.",
         session.module.dir.display()

@@ -22,6 +22,7 @@
 //!   in `switch_backend`, quit); the socket and keys are in
 //!   [`crate::control`]
 
+pub mod backend_choice;
 mod build_provenance;
 pub mod build_queue;
 pub mod checkpoint;

@@ -56,6 +56,8 @@ pub(super) struct Session {
     pub(super) tune: bool,
     /// What `kiln ctl` and the keys keep (good versions for undo, ...).
     pub(super) control: super::control_commands::ControlState,
+    /// The backends this session may switch to (`switch_backend.rs`).
+    pub(super) backends: super::switch_backend::Backends,
 }
 
 impl Session {
@@ -95,7 +97,21 @@ impl Session {
 
     pub(super) fn on_built(&mut self, report: BuildReport, change: Option<(Instant, Instant)>) {
         if report.module != self.module.package {
-            self.on_reference_built(report);
+            if self
+                .reference_module
+                .as_ref()
+                .is_some_and(|r| r.package == report.module)
+            {
+                self.on_reference_built(report);
+            } else {
+                // Started before a switch to another backend.
+                self.build_pending = false;
+                tracing::info!(
+                    "built {}, which is no longer served ({} is); not swapped",
+                    report.module,
+                    self.module.package
+                );
+            }
             return;
         }
         self.build_pending = false;

@@ -1,18 +1,363 @@
-//! `switch BACKEND` (key `s`, `kiln ctl switch`): serve another backend
-//! with the state. A placeholder until backend switching lands: the one
-//! function below is the whole of it, to be replaced.
+//! Switching the served backend with the state (`kiln ctl switch vulkan`,
+//! the `s` key): the running state moves to another backend's module
+//! through the same handoff as a save (the old engine exports its state,
+//! device buffers downloaded to data; the new engine imports it), without a
+//! restart of `kiln dev`.
+//!
+//! What a switch does, in order, on the session's loop:
+//!
+//! 1. refuses at once what cannot work: an unknown backend, the backend
+//!    already served, a backend the device probe rules out here (`cuda`
+//!    with no driver: [`super::backend_choice::can_run`]);
+//! 2. builds the other backend's module, synchronously, with the spinner
+//!    (the worker keeps serving meanwhile; the loop takes the next event
+//!    when the build ends). A build that fails is a refusal;
+//! 3. stages it and swaps the worker to it with the state handoff. An
+//!    engine that cannot be created or cannot take the state (no device, a
+//!    shader that does not compile) is a refusal, and the old version is
+//!    still serving with its state untouched (the handoff's invariant);
+//! 4. the session now serves the new module: saves in its sources build it,
+//!    its history is its own (versions grouped by backend; switching back
+//!    continues the earlier one), its state file is its own, and the timing
+//!    baseline starts again (the replaced backend's timings are never a
+//!    baseline: the worker drops the old engine at once, and the last good
+//!    point's timings are forgotten);
+//! 5. the workload is replayed on the new backend and checked against the
+//!    reference. A replay that fails (with `--on-fail rollback`) or a
+//!    worker that goes down switches back to the previous backend, with
+//!    the state.
+//!
+//! State the new backend does not take (another backend's cache sections,
+//! a CPU-only tuning value) is listed in the log (`switched`,
+//! `state_dropped`) and in the answer; it is never silently dropped.
 
-use super::session::Session;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::backend_choice;
+use super::history::History;
+use super::module_build::{BuildOutcome, ModuleBuilder};
+use super::module_graph::KernelModule;
+use super::session::{LastGood, Session};
+use super::spinner::strip_ansi;
+use super::worker_client::WorkerError;
+use crate::swap::served::human_bytes;
+use crate::swap::stage::Staged;
+use crate::workspace;
+
+/// The session's other backends: the modules it may switch to, and the
+/// histories of those it served earlier.
+pub(super) struct Backends {
+    root: PathBuf,
+    modules: Vec<KernelModule>,
+    /// History of each backend served earlier in this session, by package.
+    histories: BTreeMap<String, History>,
+}
+
+impl Backends {
+    pub(super) fn new(root: PathBuf, modules: Vec<KernelModule>) -> Backends {
+        Backends {
+            root,
+            modules,
+            histories: BTreeMap::new(),
+        }
+    }
+
+    fn find(&self, backend: &str) -> Option<&KernelModule> {
+        self.modules
+            .iter()
+            .find(|m| m.backend == backend || m.package == backend)
+    }
+
+    /// The first backend after `served` (in module order, wrapping) that
+    /// the probe does not rule out; never the reference module.
+    fn next_after(&self, served: &str, probe: &backend_choice::Probe) -> Option<String> {
+        let at = self.modules.iter().position(|m| m.package == served)?;
+        let n = self.modules.len();
+        (1..n)
+            .map(|i| &self.modules[(at + i) % n])
+            .find(|m| {
+                m.backend != crate::kernel_commands::REFERENCE_BACKEND
+                    && backend_choice::can_run(probe, &m.backend).is_ok()
+            })
+            .map(|m| m.backend.clone())
+    }
+
+    fn names(&self) -> String {
+        self.modules
+            .iter()
+            .map(|m| m.backend.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// What the session served before a switch, to go back to.
+struct Previous {
+    module: KernelModule,
+    good: Option<LastGood>,
+}
 
 impl Session {
-    /// Switches the session to `backend` (empty: pick the next one this
-    /// machine can run); the message says what happened.
+    /// Switches the served backend to `backend` (empty: the next backend
+    /// this machine can run), with the state. `Ok`: the
+    /// answer (what moved, what was not carried over, the replay's
+    /// verdict); `Err`: a refusal with its reason, and the backend that
+    /// served before still serves.
     pub(super) fn switch_backend(&mut self, backend: &str) -> Result<String, String> {
-        let _ = backend;
-        Err(format!(
-            "switching backends is not available yet; {} keeps serving {}",
-            self.label(),
-            self.module.backend
-        ))
+        let from_label = self.label();
+        // No backend named (the `s` key): the next one this machine can run.
+        let probe = backend_choice::probe_in_child();
+        let next;
+        let backend = match backend.trim() {
+            "" => match self.backends.next_after(&self.module.package, &probe) {
+                Some(b) => {
+                    next = b;
+                    next.as_str()
+                }
+                None => {
+                    let why = format!(
+                        "no other backend can run here (modules: {}); {from_label} keeps serving",
+                        self.backends.names()
+                    );
+                    tracing::warn!(event = "switch_refused", "{why}");
+                    return Err(why);
+                }
+            },
+            named => named,
+        };
+        let refuse = |why: String| {
+            tracing::warn!(event = "switch_refused", backend = %backend, "switch to {backend} refused: {why}");
+            Err(why)
+        };
+        let Some(target) = self.backends.find(backend).cloned() else {
+            return refuse(format!(
+                "unknown backend {backend:?} (modules under kernels/: {})",
+                self.backends.names()
+            ));
+        };
+        if target.package == self.module.package {
+            return refuse(format!("{from_label} already serves {}", target.backend));
+        }
+        if !self.engine.is_serving() {
+            return refuse(
+                "no worker serves now (the last one went down); save a fix first".into(),
+            );
+        }
+        if let Err(why) = backend_choice::can_run(&probe, &target.backend) {
+            return refuse(format!(
+                "{} cannot run here: {why}; {from_label} keeps serving",
+                target.backend
+            ));
+        }
+        let (artifact, build_ms) = match self.build_for_switch(&target) {
+            Ok(built) => built,
+            Err(why) => return refuse(format!("{why}; {from_label} keeps serving")),
+        };
+        let staged = match self.stage.stage(&target.package, &artifact) {
+            Ok(s) => s,
+            Err(e) => {
+                return refuse(format!(
+                    "cannot stage {}: {e}; {from_label} keeps serving",
+                    target.package
+                ));
+            }
+        };
+        let swap = match self.engine.swap(&staged, false) {
+            Ok(swap) => swap,
+            Err(WorkerError::Failed(e)) => {
+                self.stage.remove(&staged);
+                return refuse(format!("{e}; {from_label} keeps serving"));
+            }
+            Err(WorkerError::Down(down)) => {
+                let tried = (staged.version, staged.label.clone());
+                self.stage.remove(&staged);
+                self.went_down(*down, Some(tried), build_ms);
+                return refuse(format!(
+                    "the worker went down while {} took the state; {} serves",
+                    staged.label,
+                    self.label()
+                ));
+            }
+            Err(WorkerError::Interrupted) => {
+                self.stopping = true;
+                return Err("interrupted (Ctrl-C)".into());
+            }
+        };
+        let not_carried = if swap.dropped.is_empty() {
+            "nothing".to_string()
+        } else {
+            swap.dropped.join(", ")
+        };
+        tracing::info!(
+            event = "switched",
+            module = %target.package,
+            version = staged.version,
+            from = %swap.from,
+            to = %swap.to,
+            handoff_bytes = swap.bytes,
+            handoff_ms = swap.paused_ms,
+            build_ms,
+            dropped = %swap.dropped.join(","),
+            defaulted = %swap.defaulted.join(","),
+            "switched {} -> {} with the state ({} in {:.1} ms); not carried over (unknown to {}): {not_carried}{}; a new timing baseline starts",
+            swap.from,
+            swap.to,
+            human_bytes(swap.bytes),
+            swap.paused_ms,
+            target.backend,
+            if swap.defaulted.is_empty() {
+                String::new()
+            } else {
+                format!("; defaulted: {}", swap.defaulted.join(", "))
+            }
+        );
+        let previous = self.serve_module(target.clone(), staged);
+        self.tuning = false;
+        self.after_swap(Some(build_ms), Some(swap.paused_ms), false);
+        if self.stopping {
+            return Err("interrupted (Ctrl-C) during the replay".into());
+        }
+        let passed = self
+            .history
+            .versions
+            .last()
+            .is_some_and(|r| r.passed && !r.crashed);
+        let answer = format!(
+            "switched {} -> {} with the state ({}); not carried over: {not_carried}{}",
+            swap.from,
+            swap.to,
+            human_bytes(swap.bytes),
+            if swap.defaulted.is_empty() {
+                String::new()
+            } else {
+                format!("; defaulted: {}", swap.defaulted.join(", "))
+            }
+        );
+        if !self.engine.is_serving() {
+            let why = format!("the worker went down on {}", swap.to);
+            return Err(self.switch_back(previous, &why, true));
+        }
+        if !passed && self.replay {
+            let why = format!("{} failed the replay", swap.to);
+            if self.on_fail == super::dev_loop::OnFail::Rollback && previous.good.is_some() {
+                return Err(self.switch_back(previous, &why, false));
+            }
+            return Ok(format!("{answer}; {why}, kept (--on-fail keep)"));
+        }
+        let replayed = if self.replay {
+            "; the workload passed on it"
+        } else {
+            ""
+        };
+        Ok(format!("{answer}{replayed}"))
     }
+
+    /// Builds `module` now, with the spinner; `Err` says why not.
+    fn build_for_switch(&mut self, module: &KernelModule) -> Result<(PathBuf, f64), String> {
+        let root = self.backends.root.clone();
+        let builder = ModuleBuilder::new(&root, workspace::module_target_dir(&root))
+            .with_profile(workspace::HOST_PROFILE);
+        let version = self.version();
+        tracing::info!(event = "build_started", module = %module.package, version, "building {} to switch to it", module.package);
+        self.spinner.start(&module.package);
+        let started = Instant::now();
+        let spinner = &mut self.spinner;
+        let outcome = builder.build(module, &mut |p| spinner.progress(&p.step));
+        self.spinner.clear();
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        match outcome {
+            Err(e) => Err(format!("cannot build {}: {e}", module.package)),
+            Ok(BuildOutcome::Failed { rendered, .. }) => {
+                eprint!("{rendered}");
+                tracing::error!(event = "build_failed", module = %module.package, version, ms, diagnostics = %strip_ansi(&rendered), "build of {} failed", module.package);
+                Err(format!(
+                    "{} does not build (the compiler's messages are in the log)",
+                    module.package
+                ))
+            }
+            Ok(BuildOutcome::Built { artifact, .. }) => {
+                tracing::info!(event = "build_finished", module = %module.package, version, ms, "built {} in {ms:.0} ms", module.package);
+                Ok((artifact, ms))
+            }
+        }
+    }
+
+    /// Makes `module` (whose version `staged` the worker now serves) the
+    /// session's module: its history, its state file, a new timing
+    /// baseline. Returns what served before.
+    fn serve_module(&mut self, module: KernelModule, staged: Staged) -> Previous {
+        self.current_hash = staged.hash.clone();
+        self.serving = staged;
+        let previous_module = std::mem::replace(&mut self.module, module);
+        self.save_history();
+        let history = self
+            .backends
+            .histories
+            .remove(&self.module.package)
+            .unwrap_or_else(|| History {
+                module: self.module.package.clone(),
+                backend: self.module.backend.clone(),
+                workload: self.history.workload.clone(),
+                versions: Vec::new(),
+            });
+        let old_history = std::mem::replace(&mut self.history, history);
+        self.backends
+            .histories
+            .insert(previous_module.package.clone(), old_history);
+        self.history_path = sibling(&self.history_path, &self.module.package, "json");
+        self.state_path = sibling(&self.state_path, &self.module.package, "snapshot");
+        Previous {
+            module: previous_module,
+            good: self.last_good.take(),
+        }
+    }
+
+    /// Goes back to the backend served before a switch, with the state;
+    /// returns the refusal's text.
+    fn switch_back(&mut self, previous: Previous, why: &str, worker_down: bool) -> String {
+        let Some(good) = previous.good else {
+            return format!("{why}; no earlier good version to go back to");
+        };
+        let staged = match self.stage.stage(&previous.module.package, &good.copy) {
+            Ok(s) => s,
+            Err(e) => return format!("{why}; cannot go back: {e}"),
+        };
+        let failed_module = self.module.package.clone();
+        let result = if worker_down {
+            let source = self.engine.checkpoint_source();
+            self.engine.start(&staged, source).map(|s| s.label)
+        } else {
+            self.engine.swap(&staged, false).map(|s| s.to)
+        };
+        match result {
+            Ok(label) => {
+                self.serve_module(previous.module, staged);
+                self.last_good = Some(LastGood {
+                    copy: good.copy,
+                    version: self.serving.version,
+                    timings: good.timings,
+                });
+                tracing::warn!(
+                    event = "switched_back",
+                    module = %self.module.package,
+                    version = self.serving.version,
+                    "{why}; switched back: {label} serves again, with the state"
+                );
+                self.checkpoint();
+                format!("{why}; switched back to {label} with the state")
+            }
+            Err(e) => {
+                self.stage.remove(&staged);
+                tracing::error!(event = "refused", module = %failed_module, "{why}; cannot go back to {}: {e}", previous.module.package);
+                format!("{why}; cannot go back to {}: {e}", previous.module.package)
+            }
+        }
+    }
+}
+
+/// `dir/OTHER.json` next to `path` (`dir/MODULE.json`).
+fn sibling(path: &std::path::Path, module: &str, extension: &str) -> PathBuf {
+    path.with_file_name(format!("{module}.{extension}"))
 }

@@ -85,6 +85,10 @@ impl Host {
             Request::Swap { staged, keep_old } => {
                 let loaded =
                     LoadedModule::open(staged.into_staged()?).map_err(|e| e.to_string())?;
+                let other_module = self
+                    .served
+                    .as_ref()
+                    .is_some_and(|s| s.handle().module().staged.module != loaded.staged.module);
                 let (report, old) = self
                     .served()?
                     .swap_keeping_old(loaded)
@@ -92,7 +96,13 @@ impl Host {
                 // A version kept from an earlier swap retires now.
                 self.old = None;
                 self.tuner = None;
-                if keep_old {
+                if other_module {
+                    // Another backend (a switch): its machine peaks are
+                    // measured again at the next replay, and the replaced
+                    // version is never a timing baseline for this one.
+                    self.replay_options.roof = Default::default();
+                }
+                if keep_old && !other_module {
                     self.old = Some(old);
                 } else {
                     drop(old);
@@ -102,6 +112,8 @@ impl Host {
                     to: report.to,
                     bytes: report.bytes,
                     paused_ms: report.paused_ms,
+                    dropped: report.import.dropped,
+                    defaulted: report.import.defaulted,
                 }))
             }
             Request::Replay { recorded } => self.replay(recorded),

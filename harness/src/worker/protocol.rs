@@ -182,6 +182,13 @@ pub struct Swapped {
     pub to: String,
     pub bytes: usize,
     pub paused_ms: f64,
+    /// Sections of the old engine's state the new one does not know (not
+    /// carried over: another backend's cache, a CPU-only tuning value).
+    #[serde(default)]
+    pub dropped: Vec<String>,
+    /// State the new engine expected and did not find (set to a default).
+    #[serde(default)]
+    pub defaulted: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
