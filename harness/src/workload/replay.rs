@@ -790,6 +790,7 @@ pub fn log_events(report: &ReplayReport, module: &str, version: u64) {
             ms = c.stats.as_ref().map(|s| s.median * 1e3),
             mad_ms = c.stats.as_ref().map(|s| s.mad * 1e3),
             verdict = c.verdict.map(|v| v.to_string()),
+            previous_ms = c.previous_median.map(|m| m * 1e3),
             error = c.error.as_deref(),
             reference = %c.expected_from,
             trials_passed = c.trials.0,
