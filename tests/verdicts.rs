@@ -2,7 +2,8 @@
 //! on: saving the same code again (a kept static added: a new build, a new
 //! engine, the same kernels) reads "no clear change" for every call of the
 //! bundled workload; with a saxpy made exactly twice as slow every other
-//! call still reads "no clear change".
+//! call still reads "no clear change". Then `kiln
+//! report` shows every version's rates against the roofline, timed cold.
 //!
 //! One session, three versions. Run with
 //! `cargo test --release -p kiln-e2e --test verdicts`.
@@ -10,7 +11,7 @@
 use std::time::Duration;
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, QUIET, WorkspaceCopy, replace_once, save_in_place,
+    BUILD_DEADLINE, DevSession, Event, QUIET, WorkspaceCopy, kiln_in, replace_once, save_in_place,
 };
 
 /// Tuning the matmul tile on a loaded 2-core machine, then going quiet.
@@ -141,4 +142,30 @@ fn the_same_code_saved_again_reads_no_clear_change_for_every_call() {
     settle(&mut session);
     let stopped = session.stop();
     assert!(stopped.status.success(), "exit: {:?}", stopped.status);
+
+    // 3. `kiln report`: every version's rates against the roofline, timed
+    // cold, in the table and the chart.
+    let report = kiln_in(&copy, &["report".to_string()]);
+    println!("{report}");
+    assert!(
+        report.contains("achieved rate per call"),
+        "no rates in kiln report:\n{report}"
+    );
+    let rate_rows = report
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("cold") && l.contains("GB/s"))
+        .count();
+    assert_eq!(rate_rows, 3, "a cold rates row per version:\n{report}");
+    assert!(
+        report.contains("cold caches; roofline "),
+        "the peaks used are said:\n{report}"
+    );
+    let svg_path = report
+        .lines()
+        .find_map(|l| l.strip_prefix("chart: "))
+        .expect("kiln report names its chart");
+    let svg = std::fs::read_to_string(copy.root().join(svg_path))
+        .or_else(|_| std::fs::read_to_string(svg_path))
+        .expect("the chart is written");
+    assert!(svg.contains("% of the roofline bound"), "{svg}");
 }
