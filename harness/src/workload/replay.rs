@@ -21,7 +21,9 @@ use crate::machine::{Achieved, Work};
 use crate::swap::engine_handle::{CallError, EngineHandle};
 use crate::workload::compare::{Comparison, Tolerance, Tolerances, compare};
 use crate::workload::reference::{ExpectedFrom, outputs_of};
-use crate::workload::timing::{Stats, TimingConfig, Verdict, human_secs, verdict_recorded};
+use crate::workload::timing::{
+    Stats, TimingConfig, Verdict, human_secs, verdict_interleaved, verdict_recorded,
+};
 use crate::workload::{CallStep, Step, Workload};
 
 /// Prefix of the residents replay writes.
@@ -511,7 +513,10 @@ pub fn replay_with(
                         _ => old_stats,
                     };
                     if let (Some(s), Some(p)) = (&stats, &prev) {
-                        result.verdict = Some(verdict_recorded(p, s));
+                        result.verdict = Some(match baseline {
+                            Baseline::Interleaved(_) => verdict_interleaved(p, s),
+                            _ => verdict_recorded(p, s),
+                        });
                         result.previous_median = Some(p.median);
                     }
                     result.point = stats.as_ref().zip(result.work).and_then(|(s, w)| {

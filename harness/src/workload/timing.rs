@@ -192,9 +192,9 @@ pub fn verdict(previous: &Stats, current: &Stats) -> Verdict {
 /// calls before replays were timed round-robin.
 pub const RECORDED_MIN_RATIO: f64 = 1.5;
 
-/// Like [`verdict`], for timings of two engines or taken at two times (a
-/// recorded baseline, or the previous version timed interleaved). A change
-/// must clear three bars at once:
+/// Like [`verdict`], for two engines timed interleaved (the previous
+/// version kept alive after a swap). A change must clear three bars at
+/// once:
 ///
 /// - the ratio of the medians is beyond [`RECORDED_MIN_RATIO`] (slower:
 ///   above it; faster: below its inverse, so 2x either way is reported);
@@ -209,7 +209,7 @@ pub const RECORDED_MIN_RATIO: f64 = 1.5;
 /// under `--cold` on this loaded machine (2.4 -> 5.0 ms with MADs of 0.7 ms:
 /// threshold 4.4 ms); a 25% floor with the two other bars caught it but read
 /// an unchanged softmax (1.3x apart) as "slower".
-pub fn verdict_recorded(previous: &Stats, current: &Stats) -> Verdict {
+pub fn verdict_interleaved(previous: &Stats, current: &Stats) -> Verdict {
     let error = |s: &Stats| {
         let sigma = s.mad * MAD_TO_SIGMA;
         (sigma / (s.runs.max(1) as f64).sqrt()).max(sigma / 20.0)
@@ -229,6 +229,28 @@ pub fn verdict_recorded(previous: &Stats, current: &Stats) -> Verdict {
         Verdict::NoClearChange
     }
 }
+
+/// For timings taken at two times (a recorded baseline): load drifts
+/// between the two measurements far more than within one (2x on a matmul
+/// under heavy load here), so both [`verdict_interleaved`] and the
+/// between-runs rule of 3 combined MADs (not divided by the run counts, at
+/// least 10%) must see the same change. Prefer timing both versions
+/// interleaved.
+pub fn verdict_recorded(previous: &Stats, current: &Stats) -> Verdict {
+    let spreads = judge(
+        previous,
+        current,
+        |s| s.mad * MAD_TO_SIGMA,
+        RECORDED_MIN_RELATIVE,
+    );
+    match verdict_interleaved(previous, current) {
+        v if v == spreads => v,
+        _ => Verdict::NoClearChange,
+    }
+}
+
+/// The between-runs rule's smallest relative change (10%).
+pub const RECORDED_MIN_RELATIVE: f64 = 0.10;
 
 /// `Slower` above `threshold`, `Faster` below minus it.
 fn classify(change: f64, threshold: f64) -> Verdict {
@@ -333,15 +355,21 @@ mod tests {
         // +-0.7 ms, then made exactly twice as slow: 5.0 ms +-0.64 ms.
         let before = around(2.4e-3, 0.7e-3, 9);
         let twice = around(5.0e-3, 0.64e-3, 9);
-        assert_eq!(verdict_recorded(&before, &twice), Verdict::Slower);
-        assert_eq!(verdict_recorded(&twice, &before), Verdict::Faster);
+        assert_eq!(verdict_interleaved(&before, &twice), Verdict::Slower);
+        assert_eq!(verdict_interleaved(&twice, &before), Verdict::Faster);
         // The rule it replaces (3 combined MADs, not divided by the run
-        // count) missed it.
+        // count) missed it; timings taken at two times still use it too.
         let old_rule = judge(&before, &twice, |s| s.mad * MAD_TO_SIGMA, 0.10);
         assert_eq!(old_rule, Verdict::NoClearChange);
+        assert_eq!(verdict_recorded(&before, &twice), Verdict::NoClearChange);
+        let tight = around(5.0e-3, 0.1e-3, 9);
+        assert_eq!(
+            verdict_recorded(&around(2.4e-3, 0.1e-3, 9), &tight),
+            Verdict::Slower
+        );
         // Twice as fast is "faster" too (the floor is a ratio).
         assert_eq!(
-            verdict_recorded(&twice, &around(2.5e-3, 0.3e-3, 9)),
+            verdict_interleaved(&twice, &around(2.5e-3, 0.3e-3, 9)),
             Verdict::Faster
         );
         // Same code on two engines: 1.3x apart with tight spreads (the
@@ -350,22 +378,22 @@ mod tests {
         // but 3 runs each is not enough evidence.
         let a = around(2.9e-3, 0.15e-3, 21);
         assert_eq!(
-            verdict_recorded(&a, &around(3.72e-3, 0.18e-3, 21)),
+            verdict_interleaved(&a, &around(3.72e-3, 0.18e-3, 21)),
             Verdict::NoClearChange
         );
         let wide = around(1.0e-3, 0.4e-3, 21);
         assert_eq!(
-            verdict_recorded(&wide, &around(1.7e-3, 0.4e-3, 21)),
+            verdict_interleaved(&wide, &around(1.7e-3, 0.4e-3, 21)),
             Verdict::NoClearChange
         );
         let few = around(1.0e-3, 0.2e-3, 3);
         assert_eq!(
-            verdict_recorded(&few, &around(1.7e-3, 0.2e-3, 3)),
+            verdict_interleaved(&few, &around(1.7e-3, 0.2e-3, 3)),
             Verdict::NoClearChange
         );
         // 1.7x with tight spreads and enough runs is reported.
         assert_eq!(
-            verdict_recorded(&a, &around(2.9e-3 * 1.7, 0.15e-3, 21)),
+            verdict_interleaved(&a, &around(2.9e-3 * 1.7, 0.15e-3, 21)),
             Verdict::Slower
         );
     }
