@@ -12,7 +12,8 @@
 //!   measuring is allowed ([`store::Policy`]); [`build_gate`]: is cargo
 //!   building now.
 //! - [`roofline`]: achieved rates, intensity, % of the roofline bound;
-//!   [`columns`]: the replay table's columns for them.
+//!   [`columns`]: the replay table's columns for them; [`recorded`]: what
+//!   a version's history keeps of them.
 //! - [`command`]: `kiln machine`.
 
 pub mod build_gate;
@@ -23,6 +24,7 @@ pub mod fma;
 pub mod key;
 pub mod llc;
 pub mod peaks;
+pub mod recorded;
 pub mod replay_roof;
 pub mod roofline;
 pub mod store;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::machine::recorded::{CallRate, RateBasis};
+
 /// One version of a module in a session.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct VersionRecord {
@@ -28,6 +30,13 @@ pub struct VersionRecord {
     /// Tunables kept by autotuning (`KERNEL/PARAM` -> value).
     #[serde(default)]
     pub tuning: BTreeMap<String, String>,
+    /// Per-call achieved GB/s, GFLOP/s and % of the roofline bound, by
+    /// call key (absent in histories written before rates were kept).
+    #[serde(default)]
+    pub rates: BTreeMap<String, CallRate>,
+    /// Warm or cold caches, and the peaks the rates were judged against.
+    #[serde(default)]
+    pub basis: Option<RateBasis>,
 }
 
 /// A session's history.
@@ -117,7 +126,51 @@ impl History {
         if best.is_some() {
             let _ = writeln!(out, "* best passing version so far");
         }
+        self.rates_table(&mut out, &keys);
         out
+    }
+
+    /// The achieved rate and % of the roofline bound of each call by
+    /// version, and what they were judged against (nothing when no version
+    /// kept rates).
+    fn rates_table(&self, out: &mut String, keys: &[String]) {
+        if self.versions.iter().all(|v| v.rates.is_empty()) {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "\nachieved rate per call (% of the roofline bound, then GB/s or GFLOP/s by the bound)"
+        );
+        let _ = write!(out, "{:<8} {:<6}", "version", "caches");
+        for k in keys {
+            let _ = write!(out, " {k:>20}");
+        }
+        let _ = writeln!(out);
+        let mut bases: Vec<(String, Vec<u64>)> = Vec::new();
+        for v in self.versions.iter().filter(|v| !v.rates.is_empty()) {
+            let caches = match &v.basis {
+                Some(b) if b.cold => "cold",
+                Some(_) => "warm",
+                None => "-",
+            };
+            let _ = write!(out, "{:<8} {caches:<6}", format!("v{}", v.version));
+            for k in keys {
+                let cell = v.rates.get(k).map_or("-".to_string(), CallRate::cell);
+                let _ = write!(out, " {cell:>20}");
+            }
+            let _ = writeln!(out);
+            if let Some(b) = &v.basis {
+                let text = b.describe();
+                match bases.iter_mut().find(|(t, _)| *t == text) {
+                    Some((_, versions)) => versions.push(v.version),
+                    None => bases.push((text, vec![v.version])),
+                }
+            }
+        }
+        for (text, versions) in bases {
+            let list: Vec<String> = versions.iter().map(|v| format!("v{v}")).collect();
+            let _ = writeln!(out, "{}: {text}", list.join(" "));
+        }
     }
 
     fn call_keys(&self) -> Vec<String> {
@@ -131,61 +184,152 @@ impl History {
         keys
     }
 
-    /// An SVG line chart of per-call median time by version (log scale).
+    /// An SVG chart by version, one line per call: the median time (log
+    /// scale) and, below it when rates were kept, the percentage of the
+    /// roofline bound (or, without peaks, the achieved rate, log scale).
     pub fn svg(&self) -> String {
         let keys = self.call_keys();
-        let (w, h, left, right, top, bottom) = (760.0, 420.0, 70.0, 170.0, 40.0, 50.0);
-        let plot_w = w - left - right;
-        let plot_h = h - top - bottom;
+        let with_rates = self.versions.iter().any(|v| !v.rates.is_empty());
+        let panel_h = 380.0;
+        let h = if with_rates {
+            2.0 * panel_h + 40.0
+        } else {
+            panel_h + 40.0
+        };
+        let mut svg = String::new();
+        let _ = writeln!(
+            svg,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{CHART_W}" height="{h}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+        let time = Panel {
+            top: 40.0,
+            height: panel_h - 70.0,
+            title: format!(
+                "{} per-call median time by version (log scale)",
+                self.module
+            ),
+            log: true,
+            label: crate::workload::timing::human_secs,
+        };
+        self.panel(&mut svg, &keys, &time, |v, k| v.medians.get(k).copied());
+        if with_rates {
+            let percent = self
+                .versions
+                .iter()
+                .any(|v| v.rates.values().any(|r| r.percent.is_some()));
+            let basis = self
+                .versions
+                .iter()
+                .rev()
+                .find_map(|v| v.basis.as_ref())
+                .map_or(String::new(), |b| format!(" ({})", b.describe()));
+            let top = panel_h + 40.0;
+            if percent {
+                let rates = Panel {
+                    top,
+                    height: panel_h - 70.0,
+                    title: format!("% of the roofline bound by version{basis}"),
+                    log: false,
+                    label: |p| format!("{p:.0}%"),
+                };
+                self.panel(&mut svg, &keys, &rates, |v, k| {
+                    v.rates.get(k).and_then(|r| r.percent)
+                });
+            } else {
+                let rates = Panel {
+                    top,
+                    height: panel_h - 70.0,
+                    title: format!("achieved GB/s or GFLOP/s by version (log scale){basis}"),
+                    log: true,
+                    label: crate::machine::columns::rate,
+                };
+                self.panel(&mut svg, &keys, &rates, |v, k| {
+                    v.rates.get(k).and_then(|r| r.headline()).map(|(x, _)| x)
+                });
+            }
+        }
+        svg.push_str("</svg>\n");
+        svg
+    }
+
+    /// One panel of the chart: a line per call key of `value` by version.
+    fn panel(
+        &self,
+        svg: &mut String,
+        keys: &[String],
+        panel: &Panel,
+        value: impl Fn(&VersionRecord, &str) -> Option<f64>,
+    ) {
+        let (left, right) = (70.0, 170.0);
+        let (top, plot_h) = (panel.top, panel.height);
+        let plot_w = CHART_W - left - right;
         let values: Vec<f64> = self
             .versions
             .iter()
-            .flat_map(|v| v.medians.values().copied())
-            .filter(|s| *s > 0.0)
+            .flat_map(|v| keys.iter().filter_map(|k| value(v, k)))
+            .filter(|s| s.is_finite() && (*s > 0.0 || !panel.log))
             .collect();
         let (lo, hi) = values.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
             (lo.min(v), hi.max(v))
         });
-        let (lo, hi) = if values.is_empty() {
-            (1e-6, 1.0)
-        } else {
-            (lo / 1.5, hi * 1.5)
+        let (lo, hi) = match (values.is_empty(), panel.log) {
+            (true, true) => (1e-6, 1.0),
+            (true, false) => (0.0, 100.0),
+            (false, true) => (lo / 1.5, hi * 1.5),
+            // Percentages from 0, and 100% always in view.
+            (false, false) => (0.0, hi.max(100.0) * 1.1),
         };
         let n = self.versions.len().max(2) as f64 - 1.0;
         let x = |i: usize| left + plot_w * i as f64 / n;
-        let y = |s: f64| top + plot_h * (1.0 - (s.ln() - lo.ln()) / (hi.ln() - lo.ln()));
+        let y = |s: f64| {
+            let f = if panel.log {
+                (s.ln() - lo.ln()) / (hi.ln() - lo.ln())
+            } else {
+                (s - lo) / (hi - lo)
+            };
+            top + plot_h * (1.0 - f)
+        };
         let colours = [
             "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
         ];
-        let mut svg = String::new();
         let _ = writeln!(
             svg,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        let _ = writeln!(
-            svg,
-            r#"<text x="{left}" y="22" font-size="15">{} per-call median time by version (log scale)</text>"#,
-            xml(&self.module)
+            r#"<text x="{left}" y="{}" font-size="15">{}</text>"#,
+            top - 18.0,
+            xml(&panel.title)
         );
         let _ = writeln!(
             svg,
             r##"<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>"##
         );
-        let mut tick = 10f64.powf(lo.log10().floor());
-        while tick <= hi {
-            if tick >= lo {
-                let _ = writeln!(
-                    svg,
-                    r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-                    left + plot_w,
-                    left - 6.0,
-                    y(tick) + 4.0,
-                    xml(&crate::workload::timing::human_secs(tick)),
-                    y = y(tick)
-                );
+        let ticks: Vec<f64> = if panel.log {
+            let mut t = 10f64.powf(lo.log10().floor());
+            let mut out = Vec::new();
+            while t <= hi {
+                if t >= lo {
+                    out.push(t);
+                }
+                t *= 10.0;
             }
-            tick *= 10.0;
+            out
+        } else {
+            let step = if hi > 250.0 { 50.0 } else { 25.0 };
+            (0..)
+                .map(|i| i as f64 * step)
+                .take_while(|t| *t <= hi)
+                .collect()
+        };
+        for tick in ticks {
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+                left + plot_w,
+                left - 6.0,
+                y(tick) + 4.0,
+                xml(&(panel.label)(tick)),
+                y = y(tick)
+            );
         }
         for (i, v) in self.versions.iter().enumerate() {
             let colour = if v.passed { "#333" } else { "#d62728" };
@@ -201,7 +345,7 @@ impl History {
             svg,
             r#"<text x="{}" y="{}" text-anchor="middle">version (red: failed replay)</text>"#,
             left + plot_w / 2.0,
-            h - 10.0
+            top + plot_h + 36.0
         );
         for (k, key) in keys.iter().enumerate() {
             let colour = colours[k % colours.len()];
@@ -210,9 +354,9 @@ impl History {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, v)| {
-                    v.medians
-                        .get(key)
-                        .map(|s| format!("{:.1},{:.1}", x(i), y(*s)))
+                    value(v, key)
+                        .filter(|s| s.is_finite() && (*s > 0.0 || !panel.log))
+                        .map(|s| format!("{:.1},{:.1}", x(i), y(s)))
                 })
                 .collect();
             let _ = writeln!(
@@ -238,9 +382,18 @@ impl History {
                 xml(key)
             );
         }
-        svg.push_str("</svg>\n");
-        svg
     }
+}
+
+const CHART_W: f64 = 760.0;
+
+/// One panel of the chart.
+struct Panel {
+    top: f64,
+    height: f64,
+    title: String,
+    log: bool,
+    label: fn(f64) -> String,
 }
 
 fn total(v: &VersionRecord) -> f64 {
@@ -282,6 +435,8 @@ mod tests {
             crashed: false,
             note: None,
             tuning: Default::default(),
+            rates: Default::default(),
+            basis: None,
         }
     }
 
@@ -309,5 +464,93 @@ mod tests {
         h.save(&path).unwrap();
         assert_eq!(History::load(&path).unwrap(), h);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A version record with rates: saxpy at `percent`% of a 10 GB/s roof
+    /// (memory-bound), matmul at `percent`/2 % of a 100 GFLOP/s one.
+    fn with_rates(version: u64, ms: f64, percent: f64, cold: bool) -> VersionRecord {
+        let mut r = record(version, true, ms);
+        r.rates = [
+            (
+                "0:saxpy".to_string(),
+                CallRate {
+                    gbs: Some(percent / 10.0),
+                    gflops: Some(percent / 80.0),
+                    intensity: Some(0.125),
+                    percent: Some(percent),
+                    bound: Some("memory".into()),
+                },
+            ),
+            (
+                "1:matmul".to_string(),
+                CallRate {
+                    gbs: Some(1.0),
+                    gflops: Some(percent / 2.0),
+                    intensity: Some(40.0),
+                    percent: Some(percent / 2.0),
+                    bound: Some("compute".into()),
+                },
+            ),
+        ]
+        .into();
+        r.basis = Some(RateBasis {
+            cold,
+            bandwidth_gbs: Some(10.0),
+            compute_gflops: Some(100.0),
+            device: Some("Test CPU, 2 threads".into()),
+        });
+        r
+    }
+
+    #[test]
+    fn rates_are_kept_shown_and_charted_per_version() {
+        let h = History {
+            module: "kernel-cpu".into(),
+            backend: "cpu".into(),
+            workload: "default".into(),
+            versions: vec![
+                with_rates(1, 5.0, 60.0, true),
+                record(2, false, 9.0),
+                with_rates(3, 4.0, 130.0, true),
+            ],
+        };
+        let table = h.table();
+        println!("{table}");
+        // Both versions' cells: % of the roof, then the bound's rate.
+        assert!(table.contains("60% 6.00 GB/s"), "{table}");
+        assert!(table.contains("30% 30.0 GFLOP/s"), "{table}");
+        assert!(table.contains("130% 13.0 GB/s"), "{table}");
+        assert!(table.contains("65% 65.0 GFLOP/s"), "{table}");
+        assert!(table.contains("cold"), "{table}");
+        assert!(
+            table.contains(
+                "v1 v3: cold caches; roofline 10.0 GB/s, 100 GFLOP/s (Test CPU, 2 threads)"
+            ),
+            "{table}"
+        );
+        // The chart: a time panel and a % of roofline panel, each with a
+        // line per call; the % axis goes past 130 (never capped at 100).
+        let svg = h.svg();
+        assert!(svg.contains("% of the roofline bound"), "{svg}");
+        assert_eq!(svg.matches("<polyline").count(), 4, "{svg}");
+        assert!(svg.contains(">125%<"), "{svg}");
+        // Saved and read back with the rates.
+        let dir = std::env::temp_dir().join(format!("kiln-history-rates-{}", std::process::id()));
+        let path = dir.join("h.json");
+        h.save(&path).unwrap();
+        assert_eq!(History::load(&path).unwrap(), h);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_history_written_before_rates_were_kept_still_reads() {
+        let old = r#"{"module":"kernel-cpu","backend":"cpu","workload":"default","versions":[
+            {"version":1,"label":"kernel-cpu-v1","source_hash":"h","build_ms":900.0,"swap_ms":2.0,
+             "medians":{"0:saxpy":0.001},"passed":true,"note":null}]}"#;
+        let h: History = serde_json::from_str(old).unwrap();
+        assert!(h.versions[0].rates.is_empty() && h.versions[0].basis.is_none());
+        let table = h.table();
+        assert!(!table.contains("achieved rate"), "{table}");
+        assert_eq!(h.svg().matches("<polyline").count(), 1);
     }
 }

@@ -85,6 +85,8 @@ impl Session {
                 crashed: true,
                 note: Some(note),
                 tuning: Default::default(),
+                rates: Default::default(),
+                basis: None,
             }),
         }
         self.save_history();

@@ -233,6 +233,7 @@ impl Session {
                     table: String::new(),
                     ms: 0.0,
                     skipped: Vec::new(),
+                    rates: Default::default(),
                 }),
             }
         } else {
@@ -263,6 +264,11 @@ impl Session {
             crashed: false,
             note: None,
             tuning: Default::default(),
+            rates: report
+                .as_ref()
+                .map(|r| r.rates.calls.clone())
+                .unwrap_or_default(),
+            basis: report.as_ref().and_then(|r| r.rates.basis.clone()),
         });
         if passed {
             self.keep_last_good(&staged, timings);

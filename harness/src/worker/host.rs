@@ -305,6 +305,10 @@ impl Host {
                     why: c.skipped.clone().unwrap_or_default(),
                 })
                 .collect(),
+            rates: Box::new(crate::machine::recorded::ReplayRates::of(
+                &report,
+                &self.replay_options,
+            )),
         };
         self.tuner = match report.passed() {
             true => super::tune::plan(

@@ -214,6 +214,10 @@ pub struct ReplaySummary {
     /// declared, not on this backend yet).
     #[serde(default)]
     pub skipped: Vec<CallFailure>,
+    /// Per-call achieved rates and % of the roofline, by call key, and
+    /// what they were judged against (for the history).
+    #[serde(default)]
+    pub rates: Box<crate::machine::recorded::ReplayRates>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -21,7 +21,9 @@ use crate::machine::{Achieved, Work};
 use crate::swap::engine_handle::{CallError, EngineHandle};
 use crate::workload::compare::{Comparison, Tolerance, Tolerances, compare};
 use crate::workload::reference::{ExpectedFrom, outputs_of};
-use crate::workload::timing::{Stats, TimingConfig, Verdict, human_secs, verdict_recorded};
+use crate::workload::timing::{
+    Stats, TimingConfig, Verdict, human_secs, verdict_interleaved, verdict_recorded,
+};
 use crate::workload::{CallStep, Step, Workload};
 
 /// Prefix of the residents replay writes.
@@ -511,7 +513,10 @@ pub fn replay_with(
                         _ => old_stats,
                     };
                     if let (Some(s), Some(p)) = (&stats, &prev) {
-                        result.verdict = Some(verdict_recorded(p, s));
+                        result.verdict = Some(match baseline {
+                            Baseline::Interleaved(_) => verdict_interleaved(p, s),
+                            _ => verdict_recorded(p, s),
+                        });
                         result.previous_median = Some(p.median);
                     }
                     result.point = stats.as_ref().zip(result.work).and_then(|(s, w)| {
@@ -790,6 +795,7 @@ pub fn log_events(report: &ReplayReport, module: &str, version: u64) {
             ms = c.stats.as_ref().map(|s| s.median * 1e3),
             mad_ms = c.stats.as_ref().map(|s| s.mad * 1e3),
             verdict = c.verdict.map(|v| v.to_string()),
+            previous_ms = c.previous_median.map(|m| m * 1e3),
             error = c.error.as_deref(),
             reference = %c.expected_from,
             trials_passed = c.trials.0,

@@ -183,23 +183,86 @@ pub fn verdict(previous: &Stats, current: &Stats) -> Verdict {
     judge(previous, current, spread, VERDICT_MIN_RELATIVE)
 }
 
-/// The smallest relative change reported between timings taken at
-/// different times (10%): machine load drifts between two measurements far
-/// more than the spread within one.
-pub const RECORDED_MIN_RELATIVE: f64 = 0.10;
+/// The smallest ratio of medians reported between two engines or two times
+/// (1.1x either way). A larger floor trades sensitivity for quiet: two
+/// engines of the *same* code, timed interleaved, differ by the memory
+/// layout of their buffers (the bundled softmax read 1.3x and 1.73x apart
+/// with tight spreads under `--cold` on a loaded 2-core VM,
+/// `tests/verdicts.rs`), but no floor below 2x absorbs that, and a floor
+/// near 2x hides every regression a kernel engineer cares about. So the
+/// floor stays at 10% and such a call reads "slower", visibly; see
+/// ARCHITECTURE.md ("Verdicts").
+pub const RECORDED_MIN_RATIO: f64 = 1.1;
 
-/// Like [`verdict`], for timings taken at different times (a recorded
-/// baseline): the spreads are not divided by the run counts, since the noise
-/// that matters is the drift between the two measurements, and the change
-/// must exceed [`RECORDED_MIN_RELATIVE`]. Prefer timing both versions
-/// interleaved and using [`verdict`].
+/// Like [`verdict`], for two engines timed interleaved (the previous
+/// version kept alive after a swap). A change must clear three bars at
+/// once:
+///
+/// - the ratio of the medians is beyond [`RECORDED_MIN_RATIO`] (slower:
+///   above it; faster: below its inverse, so 2x either way can be reported);
+/// - the medians are further apart than both spreads (the previous MAD plus
+///   the current one: the middle halves of the samples do not overlap);
+/// - and than [`VERDICT_SIGMAS`] combined standard errors of the medians
+///   (MAD scaled to a standard deviation over the square root of the run
+///   count, as in [`verdict`]).
+///
+/// The previous rule (3 combined MADs, not divided by the run counts, and
+/// at least 10%) read a saxpy made exactly 2x slower as "no clear change"
+/// under `--cold` on this loaded machine (2.4 -> 5.0 ms with MADs of 0.7 ms:
+/// threshold 4.4 ms); 25% and 1.5x floors with the two other bars caught it
+/// but read an unchanged softmax (1.3x, then 1.73x apart) as "slower".
+pub fn verdict_interleaved(previous: &Stats, current: &Stats) -> Verdict {
+    let error = |s: &Stats| {
+        let sigma = s.mad * MAD_TO_SIGMA;
+        (sigma / (s.runs.max(1) as f64).sqrt()).max(sigma / 20.0)
+    };
+    let combined = (error(previous).powi(2) + error(current).powi(2)).sqrt();
+    let spread = (VERDICT_SIGMAS * combined).max(previous.mad + current.mad);
+    let change = current.median - previous.median;
+    if change.abs() <= spread || !(previous.median > 0.0 && current.median > 0.0) {
+        return Verdict::NoClearChange;
+    }
+    let ratio = current.median / previous.median;
+    if ratio > RECORDED_MIN_RATIO {
+        Verdict::Slower
+    } else if ratio < 1.0 / RECORDED_MIN_RATIO {
+        Verdict::Faster
+    } else {
+        Verdict::NoClearChange
+    }
+}
+
+/// For timings taken at two times (a recorded baseline): load drifts
+/// between the two measurements far more than within one (2x on a matmul
+/// under heavy load here), so both [`verdict_interleaved`] and the
+/// between-runs rule of 3 combined MADs (not divided by the run counts, at
+/// least 10%) must see the same change. Prefer timing both versions
+/// interleaved.
 pub fn verdict_recorded(previous: &Stats, current: &Stats) -> Verdict {
-    judge(
+    let spreads = judge(
         previous,
         current,
         |s| s.mad * MAD_TO_SIGMA,
         RECORDED_MIN_RELATIVE,
-    )
+    );
+    match verdict_interleaved(previous, current) {
+        v if v == spreads => v,
+        _ => Verdict::NoClearChange,
+    }
+}
+
+/// The between-runs rule's smallest relative change (10%).
+pub const RECORDED_MIN_RELATIVE: f64 = 0.10;
+
+/// `Slower` above `threshold`, `Faster` below minus it.
+fn classify(change: f64, threshold: f64) -> Verdict {
+    if change > threshold {
+        Verdict::Slower
+    } else if -change > threshold {
+        Verdict::Faster
+    } else {
+        Verdict::NoClearChange
+    }
 }
 
 /// `Slower`/`Faster` when the medians differ by more than
@@ -212,15 +275,8 @@ fn judge(
     min_relative: f64,
 ) -> Verdict {
     let combined = (spread(previous).powi(2) + spread(current).powi(2)).sqrt();
-    let change = current.median - previous.median;
     let threshold = (VERDICT_SIGMAS * combined).max(min_relative * previous.median);
-    if change > threshold {
-        Verdict::Slower
-    } else if -change > threshold {
-        Verdict::Faster
-    } else {
-        Verdict::NoClearChange
-    }
+    classify(current.median - previous.median, threshold)
 }
 
 #[cfg(test)]
@@ -272,5 +328,84 @@ mod tests {
             if n == 5 { Err("boom") } else { Ok(()) }
         });
         assert_eq!(err, Err("boom"));
+    }
+
+    /// `runs` samples spread evenly around `median` so that their MAD is
+    /// `mad` (half below, half above, at +-mad; and the median itself).
+    fn around(median: f64, mad: f64, runs: usize) -> Stats {
+        let mut samples = vec![median];
+        for i in 0..runs / 2 {
+            samples.push(if i % 2 == 0 {
+                median - mad
+            } else {
+                median + mad
+            });
+            samples.push(if i % 2 == 0 {
+                median + mad
+            } else {
+                median - mad
+            });
+        }
+        let s = Stats::from_secs(&samples).unwrap();
+        assert!((s.mad - mad).abs() < 1e-12 && (s.median - median).abs() < 1e-12);
+        s
+    }
+
+    #[test]
+    fn between_engines_a_2x_slowdown_is_slower_and_noise_is_not() {
+        // Measured under --cold on a loaded 2-core machine: saxpy 2.4 ms
+        // +-0.7 ms, then made exactly twice as slow: 5.0 ms +-0.64 ms.
+        let before = around(2.4e-3, 0.7e-3, 9);
+        let twice = around(5.0e-3, 0.64e-3, 9);
+        assert_eq!(verdict_interleaved(&before, &twice), Verdict::Slower);
+        assert_eq!(verdict_interleaved(&twice, &before), Verdict::Faster);
+        // The rule it replaces (3 combined MADs, not divided by the run
+        // count) missed it; timings taken at two times still use it too.
+        let old_rule = judge(&before, &twice, |s| s.mad * MAD_TO_SIGMA, 0.10);
+        assert_eq!(old_rule, Verdict::NoClearChange);
+        assert_eq!(verdict_recorded(&before, &twice), Verdict::NoClearChange);
+        let tight = around(5.0e-3, 0.1e-3, 9);
+        assert_eq!(
+            verdict_recorded(&around(2.4e-3, 0.1e-3, 9), &tight),
+            Verdict::Slower
+        );
+        // Twice as fast is "faster" too (the floor is a ratio).
+        assert_eq!(
+            verdict_interleaved(&twice, &around(2.5e-3, 0.3e-3, 9)),
+            Verdict::Faster
+        );
+        // Same code on two engines: 1.3x apart with tight spreads (the
+        // softmax seen in tests/verdicts.rs) is above the 10% floor and is
+        // reported: the rule cannot tell layout from code. 1.05x is not.
+        let a = around(2.9e-3, 0.15e-3, 21);
+        assert_eq!(
+            verdict_interleaved(&a, &around(3.72e-3, 0.18e-3, 21)),
+            Verdict::Slower
+        );
+        assert_eq!(
+            verdict_interleaved(&a, &around(2.9e-3 * 1.05, 0.05e-3, 21)),
+            Verdict::NoClearChange
+        );
+        // 1.7x apart but with the previous run's spread tight and the
+        // current one wide, over 9 runs: the sum of the MADs covers it.
+        assert_eq!(
+            verdict_interleaved(&around(2.213e-3, 0.05e-3, 9), &around(3.0e-3, 0.8e-3, 9)),
+            Verdict::NoClearChange
+        );
+        let wide = around(1.0e-3, 0.5e-3, 21);
+        assert_eq!(
+            verdict_interleaved(&wide, &around(1.9e-3, 0.5e-3, 21)),
+            Verdict::NoClearChange
+        );
+        let few = around(1.0e-3, 0.26e-3, 3);
+        assert_eq!(
+            verdict_interleaved(&few, &around(1.9e-3, 0.26e-3, 3)),
+            Verdict::NoClearChange
+        );
+        // 1.3x with tight spreads and enough runs is reported.
+        assert_eq!(
+            verdict_interleaved(&a, &around(2.9e-3 * 1.3, 0.15e-3, 21)),
+            Verdict::Slower
+        );
     }
 }
