@@ -46,16 +46,27 @@ impl CallTable {
         json!({
             "before": self.before,
             "after": self.after,
-            "calls": self.rows.iter().map(|r| json!({
-                "index": r.index,
-                "kernel": r.kernel,
-                "description": r.description,
-                "before_ms": r.before_ms,
-                "before_mad_ms": r.before_mad_ms,
-                "after_ms": r.after_ms,
-                "after_mad_ms": r.after_mad_ms,
-                "verdict": r.verdict,
-            })).collect::<Vec<_>>(),
+            "calls": self.rows.iter().map(|r| {
+                let mut call = json!({
+                    "index": r.index,
+                    "kernel": r.kernel,
+                    "description": r.description,
+                    "verdict": r.verdict,
+                });
+                // A figure that was not measured (kiln's interleaved replay
+                // keeps no spread of the baseline) is left out, not `null`.
+                for (key, value) in [
+                    ("before_ms", r.before_ms),
+                    ("before_mad_ms", r.before_mad_ms),
+                    ("after_ms", r.after_ms),
+                    ("after_mad_ms", r.after_mad_ms),
+                ] {
+                    if let Some(v) = value {
+                        call[key] = json!(v);
+                    }
+                }
+                call
+            }).collect::<Vec<_>>(),
         })
     }
 

@@ -332,6 +332,28 @@ pub const WGSL_SOURCE: &str = "kernels/vulkan/shaders/saxpy.wgsl";
 pub const WGSL_FROM: &str = "out[i] = a * x[i] + y[i];";
 pub const WGSL_TO: &str = "out[i] = y[i] + a * x[i];";
 
+/// `kiln record` of one saxpy (n = 65536) into `output`, run in `workspace`.
+fn record_saxpy(
+    kiln_exe: &std::path::Path,
+    workspace: &std::path::Path,
+    output: &std::path::Path,
+) -> Result<(), String> {
+    let out = std::process::Command::new(kiln_exe)
+        .args(["record", "--kernel", "saxpy", "--dims", "n=65536", "-o"])
+        .arg(output)
+        .current_dir(workspace)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", kiln_exe.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "kiln record --kernel saxpy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 /// `kiln dev --backend vulkan` on the copy at `copy`: warm-up and measured
 /// WGSL edits. An error (no Vulkan device, a failed swap) leaves the row
 /// unmeasured with the reason.
@@ -343,13 +365,24 @@ fn measure_wgsl(
 ) -> Result<ShaderSave, String> {
     let mut edit =
         ConstantEdit::swap_text(&copy.join(WGSL_SOURCE), WGSL_SOURCE, WGSL_FROM, WGSL_TO)?;
+    // The quick run (the bench's test) replays one small saxpy after each
+    // swap instead of the bundled workload, which takes lavapipe about a
+    // minute; save to `swapped` does not include the replay.
+    let quick_workload = dir.join("saxpy-quick.kiln");
+    let mut args = vec!["--backend".to_string(), "vulkan".to_string()];
+    if config.quick {
+        record_saxpy(kiln_exe, copy, &quick_workload)?;
+        args.push("--workload".to_string());
+        args.push(quick_workload.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut dev = DevSession::spawn(
         kiln_exe,
         copy,
         &kiln::workspace::module_target_dir(&config.workspace),
         crate::kiln_side::THREADS,
         DEBOUNCE_MS,
-        &["--backend", "vulkan"],
+        &args,
         &dir.join("kiln-dev-vulkan.log"),
     )?;
     dev.wait_ready(Duration::from_secs(900))?;
