@@ -53,3 +53,34 @@ pub(super) fn remove_artifact(artifact: &Path) {
     }
     let _ = std::fs::remove_file(record_path(artifact));
 }
+
+/// An exclusive lock on `target_dir` for the whole of one builder's build
+/// (cargo runs, the provenance check, a removal and rebuild, the record),
+/// so that two builders sharing the dir (threads or processes) never
+/// remove an artifact the other has just rebuilt and is about to stage.
+/// Cargo serialises its own runs anyway; this adds no waiting of note.
+pub(super) struct BuildLock(#[allow(dead_code)] Option<std::fs::File>);
+
+pub(super) fn lock(target_dir: &Path) -> BuildLock {
+    let _ = std::fs::create_dir_all(target_dir);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(target_dir.join("kiln-build.lock"));
+    match file {
+        Ok(file) => {
+            if let Err(e) = rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
+                tracing::debug!("cannot lock {}: {e}", target_dir.display());
+            }
+            BuildLock(Some(file))
+        }
+        Err(e) => {
+            tracing::debug!(
+                "cannot open the build lock in {}: {e}",
+                target_dir.display()
+            );
+            BuildLock(None)
+        }
+    }
+}

@@ -163,6 +163,7 @@ impl ModuleBuilder {
         module: &KernelModule,
         progress: &mut dyn FnMut(&BuildProgress),
     ) -> Result<BuildOutcome, BuildError> {
+        let _lock = provenance::lock(&self.target_dir);
         let outcome = self.build_once(module, progress)?;
         let outcome = match &outcome {
             BuildOutcome::Built {
