@@ -66,10 +66,10 @@ pub fn run(workspace: &Path, name: &str, args: &[String], json: bool) -> u8 {
     };
     let mut line = serde_json::to_string(&command).expect("commands encode");
     line.push('\n');
-    if let Err(e) = stream.write_all(line.as_bytes()) {
-        eprintln!("kiln ctl: cannot send to {}: {e}", paths.socket.display());
-        return NO_SESSION;
-    }
+    // A session that refuses the connection itself (another uid) answers
+    // at once and closes without reading, so the write can fail with a
+    // broken pipe while the refusal waits to be read: read before giving up.
+    let sent = stream.write_all(line.as_bytes());
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
         let answer: Answer = match serde_json::from_str(&line) {
@@ -89,6 +89,10 @@ pub fn run(workspace: &Path, name: &str, args: &[String], json: bool) -> u8 {
             Answer::Refused { .. } => return REFUSED,
             Answer::Queued { .. } => {}
         }
+    }
+    if let Err(e) = sent {
+        eprintln!("kiln ctl: cannot send to {}: {e}", paths.socket.display());
+        return NO_SESSION;
     }
     eprintln!(
         "kiln ctl: the session closed the connection without a final answer ({})",
