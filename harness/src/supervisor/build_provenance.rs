@@ -40,20 +40,6 @@ pub(super) fn record(artifact: &Path, workspace: &Path) {
     }
 }
 
-/// Removes `artifact` and its copy in `deps/`, so that cargo sees the output
-/// missing and builds it again.
-pub(super) fn remove_artifact(artifact: &Path) {
-    tracing::info!(
-        "{} was built by another workspace sharing this target dir: building it again",
-        artifact.display()
-    );
-    let _ = std::fs::remove_file(artifact);
-    if let (Some(dir), Some(name)) = (artifact.parent(), artifact.file_name()) {
-        let _ = std::fs::remove_file(dir.join("deps").join(name));
-    }
-    let _ = std::fs::remove_file(record_path(artifact));
-}
-
 /// An exclusive lock on `target_dir` for the whole of one builder's build
 /// (cargo runs, the provenance check, a removal and rebuild, the record),
 /// so that two builders sharing the dir (threads or processes) never
