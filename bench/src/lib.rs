@@ -46,24 +46,29 @@ pub fn default_out_dir(workspace: &std::path::Path) -> PathBuf {
     kiln::workspace::target_dir(workspace).join("kiln-bench")
 }
 
-/// Section 2 alone (`cargo bench -p kiln-bench -- save`): builds the CPU
-/// module, measures save to serving, writes `save-to-serving.json` into
-/// `config.out_dir` and returns the printed section with the load average.
-pub fn run_save(config: &Config) -> Result<String, String> {
-    let start = Instant::now();
-    let load_start = report::load_average();
+/// Creates the output dir and builds the CPU module every section measures.
+fn prepare(config: &Config) -> Result<PathBuf, String> {
     std::fs::create_dir_all(&config.out_dir)
         .map_err(|e| format!("cannot create {}: {e}", config.out_dir.display()))?;
     eprintln!(
         "kiln-bench: building kernel-cpu ({} profile)",
         config.module_profile
     );
-    let artifact = artifacts::build_module(
+    artifacts::build_module(
         &config.workspace,
         kiln_side::MODULE,
         &config.module_profile,
         &config.module_unify_with,
-    )?;
+    )
+}
+
+/// Section 2 alone (`cargo bench -p kiln-bench -- save`): builds the CPU
+/// module, measures save to serving, writes `save-to-serving.json` into
+/// `config.out_dir` and returns the printed section with the load average.
+pub fn run_save(config: &Config) -> Result<String, String> {
+    let start = Instant::now();
+    let load_start = report::load_average();
+    let artifact = prepare(config)?;
     eprintln!("kiln-bench: save to serving (section 2 alone)");
     let save = save_serving::measure(config, &artifact)?;
     let load_end = report::load_average();
@@ -97,18 +102,7 @@ pub fn run_save(config: &Config) -> Result<String, String> {
 pub fn run(config: &Config, hot: &dyn hot_reloader::HotLibReloader) -> Result<Report, String> {
     let start = Instant::now();
     let load_start = report::load_average();
-    std::fs::create_dir_all(&config.out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", config.out_dir.display()))?;
-    eprintln!(
-        "kiln-bench: building kernel-cpu ({} profile)",
-        config.module_profile
-    );
-    let artifact = artifacts::build_module(
-        &config.workspace,
-        kiln_side::MODULE,
-        &config.module_profile,
-        &config.module_unify_with,
-    )?;
+    let artifact = prepare(config)?;
     let section = |name: &str| {
         eprintln!(
             "kiln-bench: {name} ({:.0} s)",
