@@ -92,7 +92,6 @@ fn resident_state_is_handed_over_on_every_swap() {
 }
 
 #[test]
-#[ignore = "fails when another test's workspace copy built kernel-cpu last into the shared KILN_MODULE_TARGET_DIR: cargo calls the build fresh and serves that copy's code (kiln warns; see the closing note)"]
 fn state_file_is_saved_at_exit_and_restored_at_start() {
     let copy = WorkspaceCopy::new();
     let state = copy.root().join("session.snapshot");

@@ -39,6 +39,7 @@ fn assert_all_finite(v: &Value, path: &str) {
 #[test]
 fn a_quick_run_reports_every_section_with_finite_numbers() {
     let workspace = kiln::workspace::built_workspace_root();
+    let config_workspace = workspace.clone();
     let out_dir = kiln_bench::default_out_dir(&workspace).join("quick-test");
     let _ = std::fs::remove_dir_all(&out_dir);
     let mut config = Config::quick(
@@ -105,6 +106,26 @@ fn a_quick_run_reports_every_section_with_finite_numbers() {
     assert!(median(&kiln_save["build_ms"]) > 0.0);
     assert!(parts <= median(&kiln_save["total_ms"]), "{save}");
     assert!(kiln_save["replay_calls"].as_u64().unwrap() > 0);
+    // The call table timed every call of the bundled workload on both
+    // builds (in the quick run, the same build on both sides).
+    let workload = kiln::supervisor::declarations::bundled_workload(&config_workspace)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let calls = save["call_table"]["calls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("call table not measured: {}", save["call_table"]));
+    let workload_calls = workload
+        .steps
+        .iter()
+        .filter(|s| matches!(s, kiln::workload::Step::Call(_)))
+        .count();
+    assert_eq!(calls.len(), workload_calls, "{}", save["call_table"]);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["verdict"].is_string() && c["after_ms"].as_f64().is_some_and(|ms| ms > 0.0)),
+        "{}",
+        save["call_table"]
+    );
     let restart_save = &save["restart_loop"];
     let state = restart_save["state_bytes"].as_u64().unwrap();
     assert!(

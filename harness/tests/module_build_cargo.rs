@@ -167,7 +167,6 @@ fn answer_of(artifact: &Path, scratch: &Path) -> u32 {
 }
 
 #[test]
-#[ignore = "the rebuild of another workspace's artifact raced builders staging the same file; kiln only warns now"]
 fn a_shared_target_dir_never_serves_another_workspaces_build() {
     let (_a_dir, a_root, a_module) = tiny_workspace();
     let (_b_dir, b_root, b_module) = tiny_workspace();
@@ -186,11 +185,28 @@ fn a_shared_target_dir_never_serves_another_workspaces_build() {
     };
     assert_eq!(answer_of(&artifact, scratch.path()), 42);
     let (outcome, _) = build(&b, &b_module);
-    assert!(matches!(outcome, BuildOutcome::Built { .. }), "{outcome:?}");
+    let BuildOutcome::Built {
+        artifact: b_artifact,
+        ..
+    } = outcome
+    else {
+        panic!("{outcome:?}");
+    };
+    assert_ne!(b_artifact, artifact, "each workspace gets its own copy");
+    assert_eq!(answer_of(&b_artifact, scratch.path()), 7);
     assert_eq!(
         answer_of(&artifact, scratch.path()),
+        42,
+        "A's copy is A's code although B rewrote the shared file"
+    );
+    let shared_file = shared
+        .path()
+        .join("release")
+        .join(artifact.file_name().unwrap());
+    assert_eq!(
+        answer_of(&shared_file, scratch.path()),
         7,
-        "same file, B's code"
+        "the shared file holds B's code"
     );
 
     // A's sources did not change, so cargo would call A's build fresh and

@@ -10,11 +10,10 @@
 //! ([`edited_target_dir`]) so registry dependencies are compiled once.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use kiln::workspace;
 
-use crate::{cargo, workspace_root};
+use crate::workspace_root;
 
 /// The target directory every edited copy builds into (kept apart from the
 /// module target directory: the copy's workspace crates have the same
@@ -100,25 +99,7 @@ impl EditedWorkspace {
     /// into [`edited_target_dir`] and returns its cdylib. Panics with
     /// cargo's output if the build fails.
     pub fn build(&self, package: &str) -> PathBuf {
-        let target_dir = edited_target_dir();
-        let out = Command::new(cargo())
-            .current_dir(&self.root)
-            .args(["build", "--quiet", "--manifest-path"])
-            .arg(self.root.join("Cargo.toml"))
-            .args(["-p", package, "--profile", workspace::HOST_PROFILE])
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .output()
-            .expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "cargo build -p {package} of the edited copy {} failed:\n{}",
-            self.root.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let artifact = workspace::artifact_path(&target_dir, workspace::HOST_PROFILE, package);
-        assert!(artifact.exists(), "no artifact at {}", artifact.display());
-        artifact
+        crate::build_with(&self.root, package, &edited_target_dir(), &[])
     }
 }
 

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
+use kiln::supervisor::module_build::{BuildOutcome, ModuleBuilder};
 use kiln::workspace;
 use kiln::{LoadedModule, Staged, StagingDir};
 
@@ -23,33 +23,33 @@ pub fn cargo() -> String {
 }
 
 /// Builds `package` with the host's profile into `target_dir`, with extra
-/// environment, and returns its cdylib. Real cargo; panics with cargo's
-/// output if the build fails.
+/// environment, and returns a copy of its cdylib private to this workspace.
+/// Real cargo, through kiln's own builder: it takes the target dir's build
+/// lock and copies the artifact out under it, so a `kiln dev` of a
+/// workspace copy building into the same dir never swaps its code in
+/// before the copy is made. Panics with cargo's output if the build fails.
 pub fn build_module_into(package: &str, target_dir: &Path, env: &[(&str, &str)]) -> PathBuf {
-    let mut cmd = Command::new(cargo());
-    cmd.current_dir(workspace_root())
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            package,
-            "--profile",
-            workspace::HOST_PROFILE,
-        ])
-        .arg("--target-dir")
-        .arg(target_dir);
+    build_with(&workspace_root(), package, target_dir, env)
+}
+
+/// [`build_module_into`] for the workspace at `root`.
+pub fn build_with(root: &Path, package: &str, target_dir: &Path, env: &[(&str, &str)]) -> PathBuf {
+    let mut builder = ModuleBuilder::new(root, target_dir)
+        .with_profile(workspace::HOST_PROFILE)
+        .with_color(false);
     for (k, v) in env {
-        cmd.env(k, v);
+        builder = builder.with_env(*k, *v);
     }
-    let out = cmd.output().expect("cargo runs");
-    assert!(
-        out.status.success(),
-        "cargo build -p {package} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let artifact = workspace::artifact_path(target_dir, workspace::HOST_PROFILE, package);
-    assert!(artifact.exists(), "no artifact at {}", artifact.display());
-    artifact
+    match builder.build_package(package, &mut |_| {}) {
+        Ok(BuildOutcome::Built { artifact, .. }) => artifact,
+        Ok(BuildOutcome::Failed { rendered, .. }) => {
+            panic!(
+                "cargo build -p {package} in {} failed:\n{rendered}",
+                root.display()
+            )
+        }
+        Err(e) => panic!("cargo build -p {package} in {}: {e}", root.display()),
+    }
 }
 
 /// Builds `package` (once per test process) in the shared module target

@@ -191,6 +191,17 @@ pub fn measure(config: &Config, after: &Path) -> Result<CallTable, String> {
             let label = format!("{} (KILN_BENCH_BEFORE_MODULE)", path.display());
             (path, label)
         }
+        // The quick run (the bench's test) compares the build with itself:
+        // the codegen-units = 1 build goes to a target dir of its own and
+        // compiles the whole dependency tree again (minutes on 2 cores).
+        _ if config.quick => (
+            after.to_path_buf(),
+            format!(
+                "{module}, the workspace's {} profile: the same build as after (quick run: \
+                 the codegen-units = 1 build is left out)",
+                config.module_profile
+            ),
+        ),
         _ => {
             let dir = kiln::workspace::target_dir(&config.workspace).join("kiln-bench-one-unit");
             let path = build_one_unit(

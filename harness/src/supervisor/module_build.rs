@@ -34,8 +34,10 @@ pub const MODULE_TARGET_SUBDIR: &str = "kiln-modules";
 pub enum BuildOutcome {
     /// The build succeeded.
     Built {
-        /// The `cdylib` in the target dir. Cargo rewrites it in place on the
-        /// next build: copy it before loading it.
+        /// A copy of the `cdylib` private to this workspace
+        /// (`<target>/kiln-built/<workspace hash>/`), taken under the build
+        /// lock. The next build of this workspace replaces it: stage it
+        /// before loading it.
         artifact: PathBuf,
         /// Wall time of the cargo run, in milliseconds.
         ms: u64,
@@ -71,6 +73,11 @@ pub enum BuildError {
     Cargo { command: String, source: io::Error },
     /// Cargo succeeded but reported no `cdylib` for the package.
     NoArtifact { package: String, manifest: PathBuf },
+    /// The artifact could not be copied out of the shared target dir.
+    Copy {
+        artifact: PathBuf,
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -82,6 +89,11 @@ impl fmt::Display for BuildError {
                 "{}: cargo built {package} but reported no cdylib (is its lib crate-type \"cdylib\"?)",
                 manifest.display()
             ),
+            BuildError::Copy { artifact, source } => write!(
+                f,
+                "{}: cannot copy the built module out of the target dir: {source}",
+                artifact.display()
+            ),
         }
     }
 }
@@ -89,7 +101,7 @@ impl fmt::Display for BuildError {
 impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            BuildError::Cargo { source, .. } => Some(source),
+            BuildError::Cargo { source, .. } | BuildError::Copy { source, .. } => Some(source),
             BuildError::NoArtifact { .. } => None,
         }
     }
@@ -103,6 +115,7 @@ pub struct ModuleBuilder {
     profile: String,
     color: bool,
     cargo: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl ModuleBuilder {
@@ -120,6 +133,7 @@ impl ModuleBuilder {
             cargo: std::env::var_os("CARGO")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("cargo")),
+            env: Vec::new(),
         }
     }
 
@@ -144,6 +158,33 @@ impl ModuleBuilder {
         self
     }
 
+    /// Sets an environment variable for cargo (tests use it to build a
+    /// module with another profile setting, e.g. `CARGO_PROFILE_RELEASE_OPT_LEVEL`).
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Builds the workspace package `package` (any cdylib package, not only
+    /// one of `kernels/`), as [`ModuleBuilder::build`] does: under the build
+    /// lock, returning a private copy of its cdylib.
+    pub fn build_package(
+        &self,
+        package: &str,
+        progress: &mut dyn FnMut(&BuildProgress),
+    ) -> Result<BuildOutcome, BuildError> {
+        let module = KernelModule {
+            package: package.to_string(),
+            backend: String::new(),
+            dir: self.workspace_root.clone(),
+            manifest_path: self.workspace_root.join("Cargo.toml"),
+            // Matched by name in cargo's messages.
+            package_id: String::new(),
+            path_deps: Vec::new(),
+        };
+        self.build(&module, progress)
+    }
+
     /// The target directory builds go to.
     pub fn target_dir(&self) -> &Path {
         &self.target_dir
@@ -152,12 +193,17 @@ impl ModuleBuilder {
     /// Builds `module`, calling `progress` as cargo moves on. Blocks until
     /// cargo exits.
     ///
-    /// When the target dir is shared with another workspace (a shared
-    /// `CARGO_TARGET_DIR` or `KILN_MODULE_TARGET_DIR`), both write the same
-    /// `lib<package>.so`, and cargo's freshness check (file times) can call
-    /// this workspace's build fresh while the file holds the other one's
-    /// code. Each build records which workspace wrote the artifact; a fresh
-    /// artifact another workspace wrote is removed and built again.
+    /// The artifact returned is a private copy for this workspace, taken
+    /// under an exclusive lock on the target dir (`kiln-build.lock`) held
+    /// for the whole build: the file cargo writes is shared by every
+    /// workspace building the same package into this dir (cdylib names carry
+    /// no hash), so another builder may overwrite it the moment the lock is
+    /// released. When the dir is shared with another workspace (a shared
+    /// `CARGO_TARGET_DIR` or `KILN_MODULE_TARGET_DIR`), cargo's freshness
+    /// check (file times) can also call this workspace's build fresh while
+    /// the file holds the other one's code: each build records which
+    /// workspace wrote the artifact, and a fresh artifact another workspace
+    /// wrote is removed and built again, still under the lock.
     pub fn build(
         &self,
         module: &KernelModule,
@@ -165,24 +211,38 @@ impl ModuleBuilder {
     ) -> Result<BuildOutcome, BuildError> {
         let _lock = provenance::lock(&self.target_dir);
         let outcome = self.build_once(module, progress)?;
-        if let BuildOutcome::Built {
+        let outcome = match &outcome {
+            BuildOutcome::Built {
+                artifact,
+                fresh: true,
+                ..
+            } if !provenance::built_by(artifact, &self.workspace_root) => {
+                provenance::remove_artifact(artifact);
+                self.build_once(module, progress)?
+            }
+            _ => outcome,
+        };
+        let BuildOutcome::Built {
             artifact,
-            fresh: true,
-            ..
-        } = &outcome
-            && !provenance::built_by(artifact, &self.workspace_root)
-        {
-            // Removing it and building again raced other builders staging
-            // the same file (tests/backend_vulkan.rs): said, not fixed.
-            tracing::warn!(
-                "{} was built last by another workspace sharing this target dir; cargo calls it fresh, so it may hold that workspace's code",
-                artifact.display()
-            );
-        }
-        if let BuildOutcome::Built { artifact, .. } = &outcome {
-            provenance::record(artifact, &self.workspace_root);
-        }
-        Ok(outcome)
+            ms,
+            fresh,
+            warnings,
+        } = outcome
+        else {
+            return Ok(outcome);
+        };
+        provenance::record(&artifact, &self.workspace_root);
+        let private = provenance::private_copy(&artifact, &self.target_dir, &self.workspace_root)
+            .map_err(|source| BuildError::Copy {
+            artifact: artifact.clone(),
+            source,
+        })?;
+        Ok(BuildOutcome::Built {
+            artifact: private,
+            ms,
+            fresh,
+            warnings,
+        })
     }
 
     fn build_once(
@@ -291,6 +351,9 @@ impl ModuleBuilder {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
         if self.profile == "release" && !workspace_sets_incremental(&self.workspace_root, "release")
         {
             command.env("CARGO_PROFILE_RELEASE_INCREMENTAL", "true");
@@ -336,9 +399,12 @@ impl CargoRun {
     ) {
         let step = match message {
             Message::CompilerArtifact(artifact) => {
-                if artifact.package_id.repr == module.package_id
-                    && artifact.target.crate_types.contains(&CrateType::CDyLib)
-                {
+                let ours = if module.package_id.is_empty() {
+                    package_name(&artifact.package_id.repr) == module.package
+                } else {
+                    artifact.package_id.repr == module.package_id
+                };
+                if ours && artifact.target.crate_types.contains(&CrateType::CDyLib) {
                     let suffix = std::env::consts::DLL_SUFFIX;
                     if let Some(file) = artifact
                         .filenames
