@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -64,6 +65,8 @@ impl std::error::Error for UnknownModule {}
 struct Request {
     module: String,
     changed_at: Instant,
+    /// The changed source files, when known.
+    paths: Option<Vec<PathBuf>>,
 }
 
 /// A module's pending follow-up build.
@@ -71,6 +74,8 @@ struct Pending {
     module: String,
     requests: usize,
     changed_at: Instant,
+    /// Every request's changed files; `None` once one request did not say.
+    paths: Option<Vec<PathBuf>>,
 }
 
 /// The build thread and its channels. Dropping the queue stops it after
@@ -118,6 +123,28 @@ impl BuildQueue {
     /// changed at `changed_at` (e.g. [`crate::supervisor::watch::ChangeSet::first_event_at`]).
     /// Returns at once.
     pub fn request(&self, module: &str, changed_at: Instant) -> Result<(), UnknownModule> {
+        self.send(module, changed_at, None)
+    }
+
+    /// Like [`BuildQueue::request`], saying which files changed (the
+    /// watcher's [`crate::supervisor::watch::ChangeSet::paths`]): a build
+    /// whose coalesced requests all changed only the module crate's own
+    /// sources may skip cargo ([`ModuleBuilder::after_changes`]).
+    pub fn request_changed(
+        &self,
+        module: &str,
+        changed_at: Instant,
+        paths: &[PathBuf],
+    ) -> Result<(), UnknownModule> {
+        self.send(module, changed_at, Some(paths.to_vec()))
+    }
+
+    fn send(
+        &self,
+        module: &str,
+        changed_at: Instant,
+        paths: Option<Vec<PathBuf>>,
+    ) -> Result<(), UnknownModule> {
         if !self.modules.contains_key(module) {
             return Err(UnknownModule(module.to_string()));
         }
@@ -126,6 +153,7 @@ impl BuildQueue {
             let _ = requests.send(Request {
                 module: module.to_string(),
                 changed_at,
+                paths,
             });
         }
         Ok(())
@@ -166,11 +194,19 @@ fn run_builds(
         Some(p) => {
             p.requests += 1;
             p.changed_at = p.changed_at.min(request.changed_at);
+            p.paths = match (p.paths.take(), request.paths) {
+                (Some(mut all), Some(more)) => {
+                    all.extend(more);
+                    Some(all)
+                }
+                _ => None,
+            };
         }
         None => pending.push(Pending {
             module: request.module,
             requests: 1,
             changed_at: request.changed_at,
+            paths: request.paths,
         }),
     };
     loop {
@@ -197,6 +233,10 @@ fn run_builds(
             requests: next.requests,
         });
         let started_at = Instant::now();
+        let builder = match &next.paths {
+            Some(paths) => builder.after_changes(paths),
+            None => builder.clone(),
+        };
         let result = builder.build(module, &mut |progress| {
             let _ = events.send(BuildEvent::Progress {
                 module: next.module.clone(),

@@ -30,6 +30,7 @@ mod control_commands;
 pub mod deadlines;
 pub mod declarations;
 pub mod dev_loop;
+mod direct_rustc;
 mod good_versions;
 pub mod history;
 pub mod isolated;

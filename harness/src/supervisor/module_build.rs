@@ -23,6 +23,7 @@ use std::time::Instant;
 use cargo_metadata::{CrateType, Message};
 
 use crate::supervisor::build_provenance as provenance;
+use crate::supervisor::direct_rustc::Recorder;
 use crate::supervisor::module_graph::{KernelModule, ModuleGraph};
 
 /// Subdirectory of the workspace target dir that module builds use, so they
@@ -116,6 +117,12 @@ pub struct ModuleBuilder {
     color: bool,
     cargo: PathBuf,
     env: Vec<(String, String)>,
+    /// Sources the watcher saw change since the last build, when known: a
+    /// build of only the module crate's own sources skips cargo.
+    changed: Option<Vec<PathBuf>>,
+    /// Whether such a build may run rustc directly (`KILN_DIRECT_RUSTC=0`
+    /// turns it off).
+    direct_rustc: bool,
 }
 
 impl ModuleBuilder {
@@ -134,6 +141,8 @@ impl ModuleBuilder {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("cargo")),
             env: Vec::new(),
+            changed: None,
+            direct_rustc: std::env::var_os("KILN_DIRECT_RUSTC").is_none_or(|v| v != "0"),
         }
     }
 
@@ -183,6 +192,24 @@ impl ModuleBuilder {
             path_deps: Vec::new(),
         };
         self.build(&module, progress)
+    }
+
+    /// This builder for a build after a save that changed `paths` (as the
+    /// watcher reports them): when all of them are sources of the module
+    /// crate itself and cargo's last build recorded its rustc invocation,
+    /// the build runs that rustc command directly, without cargo (see
+    /// `direct_rustc.rs`). Without it (or with unknown changes) a build
+    /// always goes through cargo.
+    pub fn after_changes(&self, paths: &[PathBuf]) -> Self {
+        let mut builder = self.clone();
+        builder.changed = Some(paths.to_vec());
+        builder
+    }
+
+    /// Allows or forbids direct rustc builds (on by default).
+    pub fn with_direct_rustc(mut self, on: bool) -> Self {
+        self.direct_rustc = on;
+        self
     }
 
     /// The target directory builds go to.
@@ -250,7 +277,15 @@ impl ModuleBuilder {
         module: &KernelModule,
         progress: &mut dyn FnMut(&BuildProgress),
     ) -> Result<BuildOutcome, BuildError> {
+        let recorder = Recorder::new(&self.target_dir, &module.package, &self.profile);
+        if let Some(outcome) = self.try_direct(&recorder, module, progress) {
+            return Ok(outcome);
+        }
         let mut command = self.command(&module.package);
+        let own_wrapper = self.env.iter().any(|(k, _)| k.contains("RUSTC_WRAPPER"));
+        if !own_wrapper {
+            recorder.prepare(&mut command);
+        }
         let describe = || {
             format!(
                 "{} build -p {} --profile {}",
@@ -312,6 +347,7 @@ impl ModuleBuilder {
             command: describe(),
             source,
         })?;
+        recorder.after_cargo(module, status.success() && run.artifact.is_some());
         if !status.success() {
             let mut rendered = run.rendered;
             if rendered.trim().is_empty() {
@@ -331,6 +367,45 @@ impl ModuleBuilder {
                 manifest: module.manifest_path.clone(),
             }),
         }
+    }
+
+    /// Builds with the recorded rustc command when only the module crate's
+    /// own sources changed; `None` when the build must go through cargo
+    /// (logged with the reason).
+    fn try_direct(
+        &self,
+        recorder: &Recorder,
+        module: &KernelModule,
+        progress: &mut dyn FnMut(&BuildProgress),
+    ) -> Option<BuildOutcome> {
+        let package = &module.package;
+        let why_cargo = match (&self.changed, self.direct_rustc) {
+            (_, false) => "direct rustc builds are off".to_string(),
+            (None, true) => "which sources changed is not known".to_string(),
+            (Some(changed), true) => match recorder.direct_build(changed) {
+                Err(why) => why,
+                Ok(direct) => match direct.run(package, self.color, progress) {
+                    Ok(outcome) => {
+                        tracing::info!(
+                            event = "build_path",
+                            module = %package,
+                            via = "rustc direct",
+                            "{package}: rustc direct (only the crate's own sources changed)"
+                        );
+                        return Some(outcome);
+                    }
+                    Err(e) => format!("cannot run the recorded rustc command: {e}"),
+                },
+            },
+        };
+        tracing::info!(
+            event = "build_path",
+            module = %package,
+            via = "cargo",
+            why = %why_cargo,
+            "{package}: cargo ({why_cargo})"
+        );
+        None
     }
 
     fn command(&self, package: &str) -> Command {

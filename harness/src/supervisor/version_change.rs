@@ -116,7 +116,7 @@ impl Session {
         }
         if rust {
             self.build_pending = true;
-            let _ = queue.request(&served, change.first_event_at);
+            let _ = queue.request_changed(&served, change.first_event_at, &change.paths);
             return Some((change.first_event_at, seen));
         }
         if files {
