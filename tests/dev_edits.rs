@@ -35,6 +35,16 @@ fn assert_counts(events: &[Event], expected: &[(&str, usize)]) {
     }
 }
 
+/// How the builds among `events` were done (`build_path` events' `via`:
+/// `rustc direct` or `cargo`).
+fn build_paths(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.name() == "build_path")
+        .map(|e| e.str("via").unwrap_or_default().to_string())
+        .collect()
+}
+
 /// Waits for a replay of `version` and returns whether its saxpy call passed.
 fn saxpy_passed(session: &mut DevSession, version: u64) -> bool {
     let replay = session.wait_replay(BUILD_DEADLINE);
@@ -79,6 +89,13 @@ fn in_place_save_swaps_once_and_a_wrong_saxpy_is_rolled_back() {
     assert!(
         !saxpy_passed(&mut session, v2),
         "the new saxpy (a*x+y+1) must fail replay"
+    );
+    // An edit of the module crate's own source skips cargo: the recorded
+    // rustc command ran, and it built the new code (the replay failed).
+    assert_eq!(
+        build_paths(session.since(mark)),
+        ["rustc direct"],
+        "the edit is built by rustc directly"
     );
     let failed = session.wait_event("replay_failed", BUILD_DEADLINE);
     assert_eq!(failed.u64("version"), Some(v2));
@@ -186,6 +203,18 @@ fn syntax_error_keeps_the_old_version_serving_and_the_fix_swaps_in() {
     save_in_place(&copy.kernels_rs(), &broken);
     let failed = session.wait_event("build_failed", BUILD_DEADLINE);
     let diagnostics = failed.str("diagnostics").unwrap_or_default();
+    // Built by rustc directly, reported as cargo reports it: the file, the
+    // line and the column of the stray `)`.
+    let (line, col) = broken
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| l.find("yi +)").map(|c| (i + 1, c + "yi +".len() + 1)))
+        .expect("the broken line");
+    assert!(
+        diagnostics.contains(&format!("kernels/cpu/src/kernels.rs:{line}:{col}")),
+        "diagnostics give file:line:col ({line}:{col}): {diagnostics}"
+    );
+    assert_eq!(build_paths(session.since(mark)), ["rustc direct"]);
     assert!(
         diagnostics.contains("expected"),
         "diagnostics carry the compiler's message: {diagnostics}"
@@ -224,6 +253,15 @@ fn syntax_error_keeps_the_old_version_serving_and_the_fix_swaps_in() {
         session.since(mark),
         &[("build_started", 1), ("build_failed", 0), ("swapped", 1)],
     );
+    assert_eq!(build_paths(session.since(mark)), ["rustc direct"]);
+
+    // A manifest edit is not the crate's own source: cargo builds it.
+    let mark = session.mark();
+    let manifest = copy.root().join("kernels/cpu/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).expect("the module's manifest");
+    save_in_place(&manifest, &format!("{text}# edited by a test\n"));
+    session.wait_event("build_finished", BUILD_DEADLINE);
+    assert_eq!(build_paths(session.since(mark)), ["cargo"]);
     drop(session.stop());
 }
 

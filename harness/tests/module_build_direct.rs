@@ -140,3 +140,36 @@ fn own_source_edits_skip_cargo_and_manifest_edits_do_not() {
     write(&new_file, "pub fn extra() {}\n");
     failed(build(&no_cargo.after_changes(&[source, new_file]), &module));
 }
+
+#[test]
+fn another_workspaces_recording_is_never_replayed() {
+    let (dir, a_root, a_module) = tiny_workspace();
+    let (_b_dir, b_root, b_module) = tiny_workspace();
+    let shared = dir.path().join("shared-target");
+    let a = ModuleBuilder::new(&a_root, &shared).with_color(false);
+    let b = ModuleBuilder::new(&b_root, &shared).with_color(false);
+    let a_source = a_root.join("kernels/tiny/src/lib.rs");
+
+    assert_eq!(answer_of(&built(build(&a, &a_module)), dir.path()), 42);
+    // A edits its own source: rustc directly.
+    write(&a_source, &lib_rs("1"));
+    let no_cargo = a.clone().with_env("RUSTC", "/bin/false");
+    let direct = built(build(
+        &no_cargo.after_changes(&[a_source.clone()]),
+        &a_module,
+    ));
+    assert_eq!(answer_of(&direct, dir.path()), 1);
+
+    // B builds into the same target dir: the recording is B's now, so A's
+    // next own-source edit must go through cargo (made to fail here), and
+    // real cargo builds A's code.
+    write(&b_root.join("kernels/tiny/src/lib.rs"), &lib_rs("7"));
+    assert_eq!(answer_of(&built(build(&b, &b_module)), dir.path()), 7);
+    write(&a_source, &lib_rs("2"));
+    failed(build(
+        &no_cargo.after_changes(&[a_source.clone()]),
+        &a_module,
+    ));
+    let by_cargo = built(build(&a.after_changes(&[a_source.clone()]), &a_module));
+    assert_eq!(answer_of(&by_cargo, dir.path()), 2);
+}

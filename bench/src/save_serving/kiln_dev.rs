@@ -45,6 +45,9 @@ pub struct KilnEdit {
     pub total_ms: f64,
     /// From `swapped` to the last `replay` event of the version.
     pub replay_ms: f64,
+    /// How the edit was built: `rustc direct` or `cargo` (the
+    /// `build_path` events of its builds, comma separated).
+    pub build_path: String,
 }
 
 /// What one edit of a version source (a shader, a `.cu` file) cost: no
@@ -78,6 +81,7 @@ struct Swap {
     total_ms: f64,
     replay_ms: f64,
     builds: usize,
+    build_paths: Vec<String>,
 }
 
 /// A running `kiln dev`, killed when dropped.
@@ -257,6 +261,7 @@ impl DevSession {
             swapped,
             total_ms,
             replay_ms,
+            build_paths,
             ..
         } = self.swap_after(edit, timeout)?;
         Ok(KilnEdit {
@@ -269,6 +274,7 @@ impl DevSession {
             reported_total_ms: field_f64(&swapped, "ms")?,
             total_ms,
             replay_ms,
+            build_path: build_paths.join(","),
         })
     }
 
@@ -284,6 +290,7 @@ impl DevSession {
             total_ms,
             replay_ms,
             builds,
+            ..
         } = self.swap_after(edit, timeout)?;
         Ok(RestagedEdit {
             version: self.version,
@@ -305,11 +312,15 @@ impl DevSession {
         let t0 = Instant::now();
         edit.save_next()?;
         let mut builds = 0;
+        let mut build_paths = Vec::new();
         let (swapped_at, swapped) = loop {
             let line = self.next(deadline, "swap of the edited version")?;
             let v = &line.value;
             if v["event"] == "build_started" {
                 builds += 1;
+            }
+            if v["event"] == "build_path" {
+                build_paths.push(v["via"].as_str().unwrap_or("?").to_string());
             }
             if v["event"] == "swapped" && v["version"].as_u64().is_some_and(|n| n > self.version) {
                 break (line.at, line.value);
@@ -339,6 +350,7 @@ impl DevSession {
             total_ms: ms(swapped_at - t0),
             replay_ms: ms(last_replay - swapped_at),
             builds,
+            build_paths,
         })
     }
 }

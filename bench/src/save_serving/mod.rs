@@ -64,6 +64,8 @@ pub struct KilnSave {
     pub replay_calls: usize,
     /// The versions the edits became, in order.
     pub versions: Vec<u64>,
+    /// How each measured edit was built (`rustc direct`, `cargo`), in order.
+    pub build_paths: Vec<String>,
 }
 
 /// The restart loop's figures (ms).
@@ -142,7 +144,8 @@ pub fn compiles(root: &std::path::Path) -> Compiles {
         kiln: format!(
             "cdylib kernel-cpu: {}, declared/*.rs (every kernel, reachable from the registry) + the \
              export glue; the engine, dispatch and snapshot code is the rlib kernel-cpu-engine, \
-             compiled once (an edit rebuilds kernel-cpu only)",
+             compiled once (an edit rebuilds kernel-cpu only); an edit of kernel-cpu's own \
+             sources runs the rustc command of cargo's last build directly, without cargo",
             files.join(", ")
         ),
         restart: restart_loop::COMPILES.to_string(),
@@ -206,6 +209,7 @@ impl SaveToServing {
                 "handoff_bytes": k.handoff_bytes,
                 "replay_calls": k.replay_calls,
                 "versions": k.versions,
+                "build_paths": k.build_paths,
             },
             "restart_loop": {
                 "build_ms": r.build_ms.to_json(),
@@ -274,8 +278,12 @@ pub fn measure(config: &Config, artifact: &std::path::Path) -> Result<SaveToServ
     let replay_calls = dev.replay_calls;
     drop(dev);
 
+    let rust_only = rust_rows_only();
     eprintln!("kiln-bench: save to serving, WGSL edit (kiln dev --backend vulkan)");
-    let wgsl = match measure_wgsl(config, &kiln_exe, &copy, &dir) {
+    let wgsl = match rust_only
+        .clone()
+        .map_or_else(|| measure_wgsl(config, &kiln_exe, &copy, &dir), Err)
+    {
         Ok(row) => Row::Measured(row),
         Err(why) => {
             eprintln!("kiln-bench: WGSL row not measured: {why}");
@@ -286,7 +294,7 @@ pub fn measure(config: &Config, artifact: &std::path::Path) -> Result<SaveToServ
     let cu = cu_compile::measure(&copy, config.save_warmup, config.save_rounds)?;
     let _ = std::fs::remove_dir_all(&copy);
     eprintln!("kiln-bench: save to serving, call table before/after");
-    let calls = match call_table::measure(config, artifact) {
+    let calls = match rust_only.map_or_else(|| call_table::measure(config, artifact), Err) {
         Ok(t) => Row::Measured(t),
         Err(why) => {
             eprintln!("kiln-bench: call table not measured: {why}");
@@ -312,6 +320,7 @@ pub fn measure(config: &Config, artifact: &std::path::Path) -> Result<SaveToServ
             handoff_bytes,
             replay_calls,
             versions: kiln_samples.iter().map(|e| e.version).collect(),
+            build_paths: kiln_samples.iter().map(|e| e.build_path.clone()).collect(),
         },
         restart: RestartSave {
             build_ms: summary(r(|e| e.build_ms), "restart build")?,
@@ -323,6 +332,14 @@ pub fn measure(config: &Config, artifact: &std::path::Path) -> Result<SaveToServ
         cu,
         calls,
     })
+}
+
+/// `KILN_BENCH_SAVE_ONLY=rust`: measure the Rust edit rows (kiln and the
+/// restart loop) and the `.cu` compile, leave out the WGSL row and the call
+/// table (minutes); returns why they are left out.
+fn rust_rows_only() -> Option<String> {
+    (std::env::var("KILN_BENCH_SAVE_ONLY").as_deref() == Ok("rust"))
+        .then(|| "left out (KILN_BENCH_SAVE_ONLY=rust)".to_string())
 }
 
 /// The shader edited in the WGSL row (relative to the workspace) and the

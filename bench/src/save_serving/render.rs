@@ -104,11 +104,12 @@ impl SaveToServing {
         ]);
         out.push_str(&t.render());
         out.push_str(&format!(
-            "  (kiln's own figure from the first file event: {} ms)\n  \
+            "  (kiln's own figure from the first file event: {} ms; kiln's builds: {})\n  \
              kiln compiles:         {}\n  \
              restart loop compiles: {}\n  \
              both with [profile.release]: {}\n",
             num(k.reported_total_ms.median),
+            build_paths(&k.build_paths),
             self.compiles.kiln,
             self.compiles.restart,
             self.compiles.profile,
@@ -210,4 +211,22 @@ impl SaveToServing {
         }
         out
     }
+}
+
+/// `5 rustc direct` or `4 rustc direct, 1 cargo`: how the measured edits
+/// were built, counted.
+fn build_paths(paths: &[String]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for path in paths {
+        let path = if path.is_empty() { "?" } else { path.as_str() };
+        match counts.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((path, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(p, n)| format!("{n} {p}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -40,7 +40,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +119,17 @@ struct Recording {
     artifact_stamp: Stamp,
 }
 
+/// How a cargo build of the module ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CargoResult {
+    /// It failed.
+    Failed,
+    /// It succeeded and found the module crate up to date.
+    Fresh,
+    /// It succeeded and compiled the module crate.
+    Compiled,
+}
+
 /// Where one module's recording lives in a target dir.
 #[derive(Clone, Debug)]
 pub(super) struct Recorder {
@@ -178,10 +189,39 @@ impl Recorder {
         Ok(path)
     }
 
-    /// After cargo's build of `module` ended: keeps the recording if the
-    /// build succeeded (checked against the module), drops it otherwise.
-    pub(super) fn after_cargo(&self, module: &KernelModule, succeeded: bool) {
-        if !succeeded || user_wrapper_set() {
+    /// After cargo's build of `module` ended (`compiled`: cargo ran rustc
+    /// for the crate, as opposed to finding it fresh; `started`: when cargo
+    /// was started). Keeps a recording only when the build succeeded: the
+    /// one written during this very cargo run if cargo compiled the crate
+    /// (checked against the module), the one kept before if cargo found the
+    /// crate fresh and nothing rewrote the artifact since. Drops it
+    /// otherwise.
+    pub(super) fn after_cargo(
+        &self,
+        module: &KernelModule,
+        outcome: CargoResult,
+        started: SystemTime,
+    ) {
+        let compiled = match outcome {
+            CargoResult::Failed => false,
+            CargoResult::Fresh => {
+                let still_valid = fs::read(&self.kept)
+                    .ok()
+                    .and_then(|text| serde_json::from_slice::<Recording>(&text).ok())
+                    .is_some_and(|r| Stamp::of(&r.artifact).as_ref() == Some(&r.artifact_stamp));
+                if still_valid {
+                    return;
+                }
+                false
+            }
+            CargoResult::Compiled => true,
+        };
+        // File times come from a coarser clock than `SystemTime::now()`.
+        let since = started - Duration::from_millis(50);
+        let recorded_now = fs::metadata(self.raw_file(".args"))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= since);
+        if !compiled || !recorded_now || user_wrapper_set() {
             let _ = fs::remove_file(&self.kept);
             return;
         }

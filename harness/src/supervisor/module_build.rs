@@ -23,7 +23,7 @@ use std::time::Instant;
 use cargo_metadata::{CrateType, Message};
 
 use crate::supervisor::build_provenance as provenance;
-use crate::supervisor::direct_rustc::Recorder;
+use crate::supervisor::direct_rustc::{CargoResult, Recorder};
 use crate::supervisor::module_graph::{KernelModule, ModuleGraph};
 
 /// Subdirectory of the workspace target dir that module builds use, so they
@@ -295,6 +295,7 @@ impl ModuleBuilder {
             )
         };
         let started = Instant::now();
+        let started_clock = std::time::SystemTime::now();
         let mut child = command.spawn().map_err(|source| BuildError::Cargo {
             command: describe(),
             source,
@@ -347,7 +348,12 @@ impl ModuleBuilder {
             command: describe(),
             source,
         })?;
-        recorder.after_cargo(module, status.success() && run.artifact.is_some());
+        let cargo_result = match &run.artifact {
+            Some((_, true)) if status.success() => CargoResult::Fresh,
+            Some((_, false)) if status.success() => CargoResult::Compiled,
+            _ => CargoResult::Failed,
+        };
+        recorder.after_cargo(module, cargo_result, started_clock);
         if !status.success() {
             let mut rendered = run.rendered;
             if rendered.trim().is_empty() {
