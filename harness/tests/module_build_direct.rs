@@ -91,13 +91,19 @@ fn own_source_edits_skip_cargo_and_manifest_edits_do_not() {
 
     // An edit of the crate's own source: rustc directly, new code.
     write(&source, &lib_rs("43"));
-    let direct = built(build(&no_cargo.after_changes(&[source.clone()]), &module));
+    let direct = built(build(
+        &no_cargo.after_changes(std::slice::from_ref(&source)),
+        &module,
+    ));
     assert_eq!(answer_of(&direct, dir.path()), 43, "the edit is built");
 
     // A compile error on the direct path: file, line and column, as cargo
     // reports them, and no colour.
     write(&source, &lib_rs("40 +"));
-    let rendered = failed(build(&no_cargo.after_changes(&[source.clone()]), &module));
+    let rendered = failed(build(
+        &no_cargo.after_changes(std::slice::from_ref(&source)),
+        &module,
+    ));
     assert!(
         rendered.contains("error: expected expression, found `}`"),
         "{rendered}"
@@ -110,7 +116,10 @@ fn own_source_edits_skip_cargo_and_manifest_edits_do_not() {
     assert!(!rendered.contains('\u{1b}'), "colour while off: {rendered}");
     // The fix, still without cargo.
     write(&source, &lib_rs("40 + 4"));
-    let fixed = built(build(&no_cargo.after_changes(&[source.clone()]), &module));
+    let fixed = built(build(
+        &no_cargo.after_changes(std::slice::from_ref(&source)),
+        &module,
+    ));
     assert_eq!(answer_of(&fixed, dir.path()), 44);
 
     // A manifest edit goes through cargo (here: made to fail), and so does
@@ -119,20 +128,32 @@ fn own_source_edits_skip_cargo_and_manifest_edits_do_not() {
         &manifest,
         &(fs::read_to_string(&manifest).unwrap() + "# a comment\n"),
     );
-    let rendered = failed(build(&no_cargo.after_changes(&[manifest.clone()]), &module));
+    let rendered = failed(build(
+        &no_cargo.after_changes(std::slice::from_ref(&manifest)),
+        &module,
+    ));
     assert!(rendered.contains("/bin/false"), "cargo ran: {rendered}");
     failed(build(&no_cargo, &module));
     // A failed cargo build drops the recording: the next own-source edit
     // goes through cargo too, until cargo succeeds.
     write(&source, &lib_rs("45"));
-    failed(build(&no_cargo.after_changes(&[source.clone()]), &module));
+    failed(build(
+        &no_cargo.after_changes(std::slice::from_ref(&source)),
+        &module,
+    ));
 
     // Real cargo: it compiles the crate again (a direct build left its
     // fingerprint stale on purpose) and records again.
-    let by_cargo = built(build(&builder.after_changes(&[manifest.clone()]), &module));
+    let by_cargo = built(build(
+        &builder.after_changes(std::slice::from_ref(&manifest)),
+        &module,
+    ));
     assert_eq!(answer_of(&by_cargo, dir.path()), 45);
     write(&source, &lib_rs("46"));
-    let direct = built(build(&no_cargo.after_changes(&[source.clone()]), &module));
+    let direct = built(build(
+        &no_cargo.after_changes(std::slice::from_ref(&source)),
+        &module,
+    ));
     assert_eq!(answer_of(&direct, dir.path()), 46);
 
     // A new file is not among the sources rustc listed: cargo.
@@ -155,7 +176,7 @@ fn another_workspaces_recording_is_never_replayed() {
     write(&a_source, &lib_rs("1"));
     let no_cargo = a.clone().with_env("RUSTC", "/bin/false");
     let direct = built(build(
-        &no_cargo.after_changes(&[a_source.clone()]),
+        &no_cargo.after_changes(std::slice::from_ref(&a_source)),
         &a_module,
     ));
     assert_eq!(answer_of(&direct, dir.path()), 1);
@@ -167,9 +188,12 @@ fn another_workspaces_recording_is_never_replayed() {
     assert_eq!(answer_of(&built(build(&b, &b_module)), dir.path()), 7);
     write(&a_source, &lib_rs("2"));
     failed(build(
-        &no_cargo.after_changes(&[a_source.clone()]),
+        &no_cargo.after_changes(std::slice::from_ref(&a_source)),
         &a_module,
     ));
-    let by_cargo = built(build(&a.after_changes(&[a_source.clone()]), &a_module));
+    let by_cargo = built(build(
+        &a.after_changes(std::slice::from_ref(&a_source)),
+        &a_module,
+    ));
     assert_eq!(answer_of(&by_cargo, dir.path()), 2);
 }

@@ -508,10 +508,8 @@ impl Diagnostics {
             return;
         };
         match message.kind.as_deref() {
-            Some("artifact") => {
-                if message.emit.as_deref() == Some("link") {
-                    self.artifact = message.artifact;
-                }
+            Some("artifact") if message.emit.as_deref() == Some("link") => {
+                self.artifact = message.artifact;
             }
             Some("diagnostic") => {
                 let text = message.message.unwrap_or_default();
