@@ -22,6 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kiln::machine::replay_roof::ColdFlush;
 use kiln::workload::Workload;
 use kiln::workload::replay::{self, Baseline, ReplayOptions, ReplayReport};
 use kiln::workload::timing::{TimingConfig, Verdict};
@@ -51,6 +52,8 @@ pub struct CompareOptions {
     /// Engine worker threads (0: one per core).
     pub threads: usize,
     pub timing: TimingConfig,
+    /// Flush the caches before every timed run.
+    pub cold: bool,
 }
 
 /// One call the candidate runs clearly slower than the baseline.
@@ -179,7 +182,7 @@ fn serve(
     Ok(served)
 }
 
-/// Compares two artifacts directly (no build).
+/// Compares two artifacts directly (no build), warm caches.
 pub fn compare_artifacts(
     workspace: &Path,
     module: &str,
@@ -189,33 +192,75 @@ pub fn compare_artifacts(
     threads: usize,
     timing: &TimingConfig,
 ) -> Result<Comparison, String> {
-    let root = kiln::workspace::staging_root(workspace).join("compare-builds");
+    compare(&ArtifactPair {
+        workspace,
+        module,
+        baseline,
+        candidate,
+        workload,
+        threads,
+        timing,
+        cold: None,
+    })
+}
+
+/// Two module files to compare on one workload.
+pub struct ArtifactPair<'a> {
+    pub workspace: &'a Path,
+    pub module: &'a str,
+    pub baseline: &'a Path,
+    pub candidate: &'a Path,
+    pub workload: &'a Workload,
+    /// Engine worker threads (0: one per core).
+    pub threads: usize,
+    pub timing: &'a TimingConfig,
+    /// `--cold`: the caches are flushed before every timed run.
+    pub cold: Option<ColdFlush>,
+}
+
+/// Serves both files with the workload's state and times every call on
+/// both, interleaved.
+pub fn compare(pair: &ArtifactPair) -> Result<Comparison, String> {
+    let root = kiln::workspace::staging_root(pair.workspace).join("compare-builds");
     let stage = StagingDir::create(&root)
         .map_err(|e| format!("cannot create staging dir under {}: {e}", root.display()))?;
-    let old = serve(&stage, module, baseline, threads, workload)?;
-    let new = serve(&stage, module, candidate, threads, workload)?;
+    let old = serve(
+        &stage,
+        pair.module,
+        pair.baseline,
+        pair.threads,
+        pair.workload,
+    )?;
+    let new = serve(
+        &stage,
+        pair.module,
+        pair.candidate,
+        pair.threads,
+        pair.workload,
+    )?;
     let options = ReplayOptions {
-        timing: Some(timing.clone()),
+        timing: Some(pair.timing.clone()),
+        cold: pair.cold.clone(),
         ..Default::default()
     };
     let report = replay::replay_with(
         &new.handle(),
-        workload,
+        pair.workload,
         &options,
         Baseline::Interleaved(&old.handle()),
     );
     if let Some(failed) = report.first_failure() {
         return Err(format!(
             "{}: call #{} ({}) failed:\n{}",
-            candidate.display(),
+            pair.candidate.display(),
             failed.index,
             failed.kernel,
             report.table()
         ));
     }
     Ok(Comparison {
-        baseline: baseline.display().to_string(),
-        candidate: candidate.display().to_string(),
+        baseline: pair.baseline.display().to_string(),
+        candidate: pair.candidate.display().to_string(),
         slower: slower_calls(&report),
         report,
     })
@@ -245,15 +290,20 @@ pub fn run(options: &CompareOptions) -> Result<Comparison, String> {
             (path, label)
         }
     };
-    let mut comparison = compare_artifacts(
-        &options.workspace,
-        &options.module,
-        &baseline,
-        &candidate,
-        &workload,
-        options.threads,
-        &options.timing,
-    )?;
+    let cold = match options.cold {
+        true => Some(ColdFlush::new(options.threads.max(1))?),
+        false => None,
+    };
+    let mut comparison = compare(&ArtifactPair {
+        workspace: &options.workspace,
+        module: &options.module,
+        baseline: &baseline,
+        candidate: &candidate,
+        workload: &workload,
+        threads: options.threads,
+        timing: &options.timing,
+        cold,
+    })?;
     comparison.baseline = label;
     if options.candidate.is_none() {
         comparison.candidate = format!("{} (the workspace's profile)", candidate.display());

@@ -6,7 +6,7 @@
 //!
 //! Usage:
 //!   kiln-compare-builds [--module PKG] [--workload FILE] [--threads N]
-//!                       [--baseline FILE.so] [--candidate FILE.so]
+//!                       [--baseline FILE.so] [--candidate FILE.so] [--cold]
 //!
 //! Exit status: 0 when no call is clearly slower, 1 when one is, 2 on an
 //! error.
@@ -18,7 +18,7 @@ use kiln::workload::timing::TimingConfig;
 use kiln_bench::compare_builds::{self, BaselineBuild, CompareOptions};
 
 const USAGE: &str = "usage: kiln-compare-builds [--module PKG] [--workload FILE] [--threads N] \
-                     [--baseline FILE.so] [--candidate FILE.so]";
+                     [--baseline FILE.so] [--candidate FILE.so] [--cold]";
 
 fn parse() -> Result<CompareOptions, String> {
     let mut options = CompareOptions {
@@ -29,6 +29,7 @@ fn parse() -> Result<CompareOptions, String> {
         workload: None,
         threads: 0,
         timing: TimingConfig::default(),
+        cold: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -44,6 +45,7 @@ fn parse() -> Result<CompareOptions, String> {
             }
             "--baseline" => options.baseline = BaselineBuild::Artifact(PathBuf::from(value()?)),
             "--candidate" => options.candidate = Some(PathBuf::from(value()?)),
+            "--cold" => options.cold = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
