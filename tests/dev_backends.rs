@@ -9,6 +9,7 @@
 //!   backend;
 //! - a wrong cpu kernel (kept: `--on-fail keep`) is caught twice: against
 //!   the reference, and as a disagreement with vulkan on the call it broke;
+//! - a shader save in `kernels/vulkan` swaps vulkan only;
 //! - `undo` acts on one backend: refused with the reason while several
 //!   are served, and the session goes on;
 //! - each backend's history file holds its own versions only.
@@ -172,6 +173,30 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
         "the vulkan module is never rebuilt or swapped"
     );
 
+    // A shader save in kernels/vulkan: vulkan only is re-staged and
+    // swapped (no cargo build); both replay again.
+    let mark = session.mark();
+    let wgsl = copy.root().join("kernels/vulkan/shaders/saxpy.wgsl");
+    let shader = copy.read("kernels/vulkan/shaders/saxpy.wgsl");
+    save_in_place(&wgsl, &format!("{shader}\n// edited beside cpu\n"));
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    assert_eq!(module_of(&swapped), "kernel-vulkan", "{}", swapped.json);
+    let replayed = session.wait_event("backends_replayed", BUILD_DEADLINE);
+    assert!(
+        replayed
+            .str("backends")
+            .is_some_and(|b| b.contains("kernel-cpu-v") && b.contains("kernel-vulkan-v2")),
+        "{}",
+        replayed.json
+    );
+    assert!(
+        session.since(mark).iter().all(|e| !matches!(
+            e.name(),
+            "swapped" | "build_started" | "worker_started"
+        ) || module_of(e) == "kernel-vulkan"),
+        "a vulkan save touched the cpu module"
+    );
+
     // Commands that act on one backend are refused, with the reason.
     let (ok, answer) = ctl(&copy, &["undo"]);
     assert!(!ok, "{answer}");
@@ -193,10 +218,6 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
             .all(|v| v.label.starts_with("kernel-cpu-"))
     );
     assert_eq!(vulkan.backend, "vulkan");
-    assert_eq!(
-        vulkan.versions.len(),
-        1,
-        "vulkan was never swapped: {vulkan:?}"
-    );
-    assert!(vulkan.versions[0].passed);
+    assert_eq!(vulkan.versions.len(), 2, "start, shader save: {vulkan:?}");
+    assert!(vulkan.versions.iter().all(|v| v.passed), "{vulkan:?}");
 }

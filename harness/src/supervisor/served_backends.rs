@@ -279,6 +279,19 @@ impl Session {
         }
     }
 
+    /// The reference module was rebuilt: the other backends' workers use it
+    /// too (as the session's own does).
+    pub(super) fn set_reference_on_others(&mut self, staged: &Staged) {
+        for i in 0..self.others.len() {
+            if !self.others[i].engine.is_serving() {
+                continue;
+            }
+            if let Err(e) = self.others[i].engine.set_reference(staged) {
+                self.other_failed(i, e, "cannot take the new reference module");
+            }
+        }
+    }
+
     /// The index of the other served backend whose module is `package`.
     pub(super) fn other_index(&self, package: &str) -> Option<usize> {
         self.others.iter().position(|o| o.module.package == package)
