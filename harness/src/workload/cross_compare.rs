@@ -200,3 +200,86 @@ pub fn load_shapes(workload: &Workload) -> BTreeMap<String, (DType, Vec<usize>)>
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use shared_state::{Call, Tensor};
+
+    use super::*;
+    use crate::workload::reference::ExpectedFrom;
+    use crate::workload::replay::CallResult;
+
+    fn result(index: usize, output: Option<Vec<f32>>) -> CallResult {
+        CallResult {
+            index,
+            key: format!("{index}:saxpy"),
+            kernel: "saxpy".into(),
+            description: String::new(),
+            comparison: None,
+            stats: None,
+            verdict: None,
+            previous_median: None,
+            error: output.is_none().then(|| "trial 0: boom".to_string()),
+            recorded: output.map(|o| (Call::new("saxpy"), Tensor::from_f32(&[o.len()], o))),
+            expected_from: ExpectedFrom::Unchecked,
+            trials: (1, 1),
+            skipped: None,
+            work: None,
+            point: None,
+        }
+    }
+
+    #[test]
+    fn outputs_agree_within_twice_the_tolerance_and_missing_ones_are_not_compared() {
+        let tolerances = Tolerances::default();
+        let abs = tolerances.get("saxpy", None, DType::F32).abs;
+        assert!(abs > 0.0, "float outputs have an absolute tolerance");
+        // What the first backend produced: zeros, four calls.
+        let first = ReplayReport {
+            label: "kernel-cpu-v2".into(),
+            calls: (0..4).map(|i| result(i, Some(vec![0.0; 8]))).collect(),
+            ms: 0.0,
+            timing_header: None,
+        };
+        let workload = Workload {
+            name: "w".into(),
+            steps: (0..4)
+                .map(|_| Step::Call(crate::workload::CallStep::new(Call::new("saxpy"), vec![])))
+                .collect(),
+        };
+        let theirs = outputs_workload("kernel-cpu-v2-outputs", &workload, &first);
+        assert_eq!(theirs.call_count(), 4);
+        // The second backend: equal; 1.5x the tolerance off (within the
+        // doubled one); 10x off; no output.
+        let ours = ReplayReport {
+            label: "kernel-vulkan-v1".into(),
+            calls: vec![
+                result(0, Some(vec![0.0; 8])),
+                result(1, Some(vec![(1.5 * abs) as f32; 8])),
+                result(2, Some(vec![(10.0 * abs) as f32; 8])),
+                result(3, None),
+            ],
+            ms: 0.0,
+            timing_header: None,
+        };
+        let check = cross_compare(
+            &ours,
+            &theirs,
+            "kernel-cpu-v2",
+            &KernelSet::default(),
+            &tolerances,
+            &BTreeMap::new(),
+        );
+        let agree: Vec<Option<bool>> = check.calls.iter().map(|c| c.agree).collect();
+        assert_eq!(agree, [Some(true), Some(true), Some(false), None]);
+        assert!(!check.all_agree());
+        assert_eq!((check.compared(), check.agreed()), (3, 2));
+        let line = check.describe();
+        assert!(
+            line.starts_with("kernel-vulkan-v1 DISAGREES with kernel-cpu-v2 on 2 of 3")
+                && line.contains("first at call 2 (saxpy)")
+                && line.ends_with("1 call(s) not compared"),
+            "{line}"
+        );
+    }
+}
