@@ -47,6 +47,18 @@ enum Command {
         /// or `auto`: CUDA where usable, else a Vulkan GPU, else cpu.
         #[arg(long, default_value = "cpu")]
         backend: String,
+        /// Serve several backends at once, each from its own module and
+        /// worker: `--backends cpu,vulkan`. A save swaps its backend only;
+        /// the workload replays on every one and their outputs are
+        /// compared with each other. The first is the one keys and
+        /// `kiln ctl` act on; replaces --backend.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_name = "A,B,...",
+            conflicts_with = "backend"
+        )]
+        backends: Vec<String>,
         /// Workload to replay after every swap (default: the bundled one).
         #[arg(long, value_name = "FILE")]
         workload: Option<PathBuf>,
@@ -240,6 +252,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dev {
             backend,
+            backends,
             workload,
             device,
             threads,
@@ -279,7 +292,8 @@ fn main() -> ExitCode {
             }
             kiln::supervisor::run(
                 DevOptions {
-                    backend,
+                    backend: backends.first().cloned().unwrap_or(backend),
+                    other_backends: backends.iter().skip(1).cloned().collect(),
                     workload,
                     device,
                     threads,

@@ -73,15 +73,40 @@ impl ControlQueue {
     fn apply(&mut self, session: &mut Session, request: Request) {
         let answer = match &request.command {
             Command::Status => session.status_answer(),
-            Command::History => Answer::Done {
-                message: format!(
+            Command::History => {
+                // `--backends`: each served backend's own history, in turn.
+                let mut message = format!(
                     "history of {} ({} versions)",
                     session.module.package,
                     session.history.versions.len()
-                ),
-                data: Some(json!({ "table": session.history.table() })),
-            },
+                );
+                let mut table = session.history.table();
+                for other in &session.others {
+                    message.push_str(&format!(
+                        ", {} ({} versions)",
+                        other.module.package,
+                        other.history().versions.len()
+                    ));
+                    table.push('\n');
+                    table.push_str(&other.history().table());
+                }
+                Answer::Done {
+                    message,
+                    data: Some(json!({ "table": table })),
+                }
+            }
             Command::Replay => session.replay_command(),
+            Command::Undo | Command::Bless { .. } | Command::Switch { .. }
+                if session
+                    .several_backends_refusal(request.command.name())
+                    .is_some() =>
+            {
+                Answer::refused(
+                    session
+                        .several_backends_refusal(request.command.name())
+                        .unwrap_or_default(),
+                )
+            }
             Command::Undo => session.undo(),
             Command::Bless { path } => session.bless(path.as_deref()),
             Command::Switch { backend } => match session.switch_backend(backend) {
@@ -118,12 +143,12 @@ impl ControlQueue {
 impl Session {
     /// Why a command must wait now (`None`: it can be applied).
     pub(super) fn busy(&self) -> Option<String> {
-        self.build_pending.then(|| {
-            format!(
-                "a build of {} is under way; applied after its swap",
-                self.module.package
-            )
-        })
+        let building = if self.build_pending {
+            Some(self.module.package.as_str())
+        } else {
+            self.other_build_pending()
+        };
+        building.map(|module| format!("a build of {module} is under way; applied after its swap"))
     }
 
     fn status_answer(&mut self) -> Answer {
@@ -160,10 +185,17 @@ impl Session {
             "good_versions": self.control.good.labels(),
             "state_hash": state_hash,
             "socket": self.control.socket.as_ref().map(|p| p.display().to_string()),
+            // `--backends`: the backends served beside this one.
+            "also_serving": self.others.iter().map(|o| o.label()).collect::<Vec<_>>(),
         });
+        let also: String = self
+            .others
+            .iter()
+            .map(|o| format!(", and {}", o.label()))
+            .collect();
         Answer::Done {
             message: format!(
-                "{} serving {} ({} backend)",
+                "{} serving {} ({} backend){also}",
                 env!("CARGO_PKG_NAME"),
                 self.label(),
                 self.module.backend

@@ -53,6 +53,9 @@ impl std::str::FromStr for OnFail {
 #[derive(Clone, Debug)]
 pub struct DevOptions {
     pub backend: String,
+    /// `--backends cpu,vulkan`: backends served beside `backend`, each from
+    /// its own module and worker (empty: `backend` only).
+    pub other_backends: Vec<String>,
     pub workload: Option<PathBuf>,
     pub device: Option<String>,
     pub threads: usize,
@@ -289,6 +292,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         },
         call_timeout: options.call_timeout,
     };
+    let other_isolation = isolation.clone();
     let mut engine = IsolatedEngine::new(isolation, Some(shutdown.clone()))
         .map_err(|e| err(format!("cannot set up the worker's shared memory: {e}")))?;
     let source = prior_path
@@ -320,6 +324,23 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         tracing::info!("loaded {loaded} resident buffer(s) from the workload");
     }
 
+    let others = super::served_backends::start_others(super::served_backends::OthersSetup {
+        names: &options.other_backends,
+        modules: &all_modules,
+        primary: &module,
+        builder: &builder,
+        stage: &stage,
+        isolation: &other_isolation,
+        shutdown: &shutdown,
+        // The `--state` file (backend-neutral), else the workload's buffers.
+        state: options
+            .state
+            .clone()
+            .filter(|p| p.exists())
+            .map_or(StateSource::Empty, StateSource::File),
+        target: &target,
+        workload_name: &workload.name,
+    })?;
     let mut session = Session {
         history: History {
             module: module.package.clone(),
@@ -350,6 +371,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             ..Default::default()
         },
         backends: super::switch_backend::Backends::new(root.clone(), all_modules.clone()),
+        others,
     };
     // The last good point starts here: the loaded state, before any replay.
     session.checkpoint();
@@ -369,7 +391,11 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         .map_err(|e| err(format!("cannot start the build thread: {e}")))?;
     tracing::info!(
         "watching {} (and its path dependencies); save a kernel to rebuild. Ctrl-C to stop.",
-        session.module.dir.display()
+        std::iter::once(&session.module)
+            .chain(session.others.iter().map(|o| &o.module))
+            .map(|m| m.dir.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     let ticker = crossbeam_channel::tick(Duration::from_millis(100));
@@ -425,6 +451,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     }
     drop(watcher);
     queue.shutdown();
+    session.stop_others();
     session.finish();
     match stopped_by {
         None => Ok(()),

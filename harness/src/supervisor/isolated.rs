@@ -287,6 +287,33 @@ impl IsolatedEngine {
         }
     }
 
+    /// Writes the last replay's calls with their outputs to `path`
+    /// (`--backends`: the other backends compare with it).
+    pub fn write_outputs(&mut self, path: &Path) -> Result<String, WorkerError> {
+        match self.request(Request::WriteOutputs {
+            path: path.to_path_buf(),
+        })? {
+            Reply::Recorded { description } => Ok(description),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Compares the last replay's outputs with another backend's, written
+    /// by [`IsolatedEngine::write_outputs`] at `path`.
+    pub fn compare_outputs(
+        &mut self,
+        path: &Path,
+        against: &str,
+    ) -> Result<crate::workload::cross_compare::CrossCheck, WorkerError> {
+        match self.request(Request::CompareOutputs {
+            path: path.to_path_buf(),
+            against: against.to_string(),
+        })? {
+            Reply::Compared(check) => Ok(check),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Probes `staged`'s devices in a fresh worker (which then exits).
     pub fn probe(&mut self, staged: &Staged) -> Result<Vec<DeviceWire>, WorkerError> {
         self.stop_worker(Duration::from_secs(1));

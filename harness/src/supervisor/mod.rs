@@ -21,6 +21,9 @@
 //!   (status, replay, history, undo with `good_versions`, bless, switch
 //!   in `switch_backend`, quit); the socket and keys are in
 //!   [`crate::control`]
+//! - `served_backends`: `--backends cpu,vulkan`, the other backends served
+//!   beside the session's own (their workers, versions, cross-compared
+//!   replays)
 
 pub mod backend_choice;
 mod build_provenance;
@@ -38,6 +41,7 @@ pub mod memory_limit;
 pub mod module_build;
 pub mod module_graph;
 mod recovery;
+mod served_backends;
 mod session;
 mod session_end;
 mod spinner;

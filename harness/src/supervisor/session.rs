@@ -58,6 +58,9 @@ pub(super) struct Session {
     pub(super) control: super::control_commands::ControlState,
     /// The backends this session may switch to (`switch_backend.rs`).
     pub(super) backends: super::switch_backend::Backends,
+    /// `--backends`: the backends served beside this one, each in its own
+    /// worker (`served_backends.rs`).
+    pub(super) others: Vec<super::served_backends::OtherBackend>,
 }
 
 impl Session {
@@ -92,10 +95,15 @@ impl Session {
         }
         // A save stops the tuning; the next passing version tunes again.
         self.tuning = false;
+        self.route_others(change, queue, seen);
         self.route_change(change, queue, &names, seen)
     }
 
     pub(super) fn on_built(&mut self, report: BuildReport, change: Option<(Instant, Instant)>) {
+        if let Some(i) = self.other_index(&report.module) {
+            self.on_other_built(i, report);
+            return;
+        }
         if report.module != self.module.package {
             if self
                 .reference_module
@@ -234,6 +242,7 @@ impl Session {
                     ms: 0.0,
                     skipped: Vec::new(),
                     rates: Default::default(),
+                    calls: Vec::new(),
                 }),
             }
         } else {
@@ -304,6 +313,8 @@ impl Session {
             }
         }
         self.save_history();
+        // `--backends`: the workload runs on every served backend.
+        self.replay_on_others(report.as_ref());
     }
 
     pub(super) fn save_history(&self) {

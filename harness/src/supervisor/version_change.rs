@@ -303,6 +303,7 @@ impl Session {
         };
         match self.engine.set_reference(&staged) {
             Ok(label) => {
+                self.set_reference_on_others(&staged);
                 tracing::info!(
                     event = "reference_swapped",
                     module = %self.module.package,
@@ -367,6 +368,8 @@ impl Session {
                         ))
                     );
                 }
+                // `--backends`: every served backend replays, compared.
+                self.replay_on_others(Some(&report));
                 Some(report.passed)
             }
             Err(WorkerError::Failed(e)) => {

@@ -127,6 +127,8 @@ impl Host {
             }
             Request::Record { path } => self.record(&path),
             Request::Bless { path } => self.bless(&path),
+            Request::WriteOutputs { path } => self.write_outputs(&path),
+            Request::CompareOutputs { path, against } => self.compare_outputs(&path, &against),
             Request::ReloadWorkload => {
                 let workload = read_workload(&self.config)?;
                 let description = workload.describe();
@@ -309,6 +311,7 @@ impl Host {
                 &report,
                 &self.replay_options,
             )),
+            calls: crate::workload::backend_columns::CallLine::of(&report),
         };
         self.tuner = match report.passed() {
             true => super::tune::plan(
@@ -372,6 +375,55 @@ impl Host {
     }
 }
 
+impl Host {
+    /// The serving version's last replay (kept with `keep_outputs`).
+    fn last_replay_of_serving(&self) -> Result<Arc<ReplayReport>, String> {
+        let handle = self.served()?.handle();
+        self.last_replay
+            .clone()
+            .filter(|r| r.label == handle.label())
+            .ok_or_else(|| format!("no replay of {} yet", handle.label()))
+    }
+
+    /// Writes the last replay's calls with their outputs (see
+    /// [`crate::workload::cross_compare::outputs_workload`]).
+    fn write_outputs(&self, path: &Path) -> Result<Reply, String> {
+        let report = self.last_replay_of_serving()?;
+        let workload = crate::workload::cross_compare::outputs_workload(
+            &format!("{}-outputs", report.label),
+            self.workload()?,
+            &report,
+        );
+        crate::workload::write(&workload, path).map_err(|e| e.to_string())?;
+        Ok(Reply::Recorded {
+            description: workload.describe(),
+        })
+    }
+
+    /// Compares the last replay's outputs with another backend's.
+    fn compare_outputs(&self, path: &Path, against: &str) -> Result<Reply, String> {
+        let report = self.last_replay_of_serving()?;
+        let theirs = crate::workload::read(path).map_err(|e| e.to_string())?;
+        let handle = self.served()?.handle();
+        let mut shapes = crate::workload::cross_compare::load_shapes(self.workload()?);
+        if let Ok(residents) = handle.residents() {
+            for r in residents {
+                shapes.entry(r.name).or_insert((r.dtype, r.shape));
+            }
+        }
+        Ok(Reply::Compared(
+            crate::workload::cross_compare::cross_compare(
+                &report,
+                &theirs,
+                against,
+                &handle.module().staged.files.kernels,
+                &self.replay_options.tolerances,
+                &shapes,
+            ),
+        ))
+    }
+}
+
 /// The workload of `config`: its file, else the bundled one built from the
 /// workspace's declarations.
 fn read_workload(config: &WorkerConfig) -> Result<Workload, String> {
@@ -403,6 +455,8 @@ fn op_name(request: &Request) -> &'static str {
         Request::StateHash => "export",
         Request::Record { .. } => "record",
         Request::Bless { .. } => "bless",
+        Request::WriteOutputs { .. } => "outputs",
+        Request::CompareOutputs { .. } => "compare",
         Request::Probe { .. } => "probe",
         Request::ReloadWorkload => "reload",
         Request::SetReference { .. } => "reference",

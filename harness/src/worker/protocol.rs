@@ -51,6 +51,12 @@ pub enum Request {
     /// a workload with its outputs as expected values, then replay that
     /// file from now on (`kiln ctl bless`).
     Bless { path: PathBuf },
+    /// Write the last replay's calls with what each produced as expected
+    /// values (`--backends`: the other backends compare with it).
+    WriteOutputs { path: PathBuf },
+    /// Compare the last replay's outputs with another backend's
+    /// (`WriteOutputs` file at `path`, that backend labelled `against`).
+    CompareOutputs { path: PathBuf, against: String },
     /// Read the workload again (its file was re-recorded, or the
     /// declarations the bundled one follows changed): the next replay uses
     /// it.
@@ -149,6 +155,7 @@ pub enum Reply {
     ReferenceSet { label: String },
     Probed { devices: Vec<DeviceWire> },
     Tuned(TuneProgress),
+    Compared(crate::workload::cross_compare::CrossCheck),
     Bye,
 }
 
@@ -218,6 +225,10 @@ pub struct ReplaySummary {
     /// what they were judged against (for the history).
     #[serde(default)]
     pub rates: Box<crate::machine::recorded::ReplayRates>,
+    /// Every call's result, median and verdict (the table of several
+    /// backends served at once).
+    #[serde(default)]
+    pub calls: Vec<crate::workload::backend_columns::CallLine>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

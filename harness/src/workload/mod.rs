@@ -10,7 +10,9 @@
 //! expected outputs, another backend or the reference module: see
 //! [`reference`]) and [`timing`] (verdicts).
 
+pub mod backend_columns;
 pub mod compare;
+pub mod cross_compare;
 pub mod format;
 pub mod generate;
 pub mod reference;

@@ -1,0 +1,223 @@
+//! Several backends served at once, end to end through the real binary:
+//! `kiln dev --backends cpu,vulkan` (vulkan on lavapipe here), one session.
+//!
+//! - both backends serve, each in its own worker, and the workload replays
+//!   on both at start; their outputs are cross-compared (they agree);
+//! - a save in `kernels/cpu` builds and swaps cpu only: no build of the
+//!   vulkan module, no swap or new worker for it; the workload replays on
+//!   both, the outputs are compared again, and the table has a column per
+//!   backend;
+//! - a wrong cpu kernel (kept: `--on-fail keep`) is caught twice: against
+//!   the reference, and as a disagreement with vulkan on the call it broke;
+//! - a shader save in `kernels/vulkan` swaps vulkan only;
+//! - `undo` acts on one backend: refused with the reason while several
+//!   are served, and the session goes on;
+//! - each backend's history file holds its own versions only.
+//!
+//! Run with `cargo test --release -p kiln-e2e --test dev_backends`.
+
+use std::process::Command;
+
+use kiln::supervisor::history::History;
+use kiln_e2e::dev_session::{
+    BUILD_DEADLINE, DevSession, Event, WorkspaceCopy, kiln_binary, save_in_place, with_chunk,
+    with_wrong_saxpy,
+};
+
+/// `kiln ctl ARGS` in `copy`: (exit success, stdout + stderr).
+fn ctl(copy: &WorkspaceCopy, args: &[&str]) -> (bool, String) {
+    let out = Command::new(kiln_binary())
+        .current_dir(copy.root())
+        .arg("ctl")
+        .args(args)
+        .output()
+        .expect("run kiln ctl");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn module_of(e: &Event) -> &str {
+    e.str("module").unwrap_or_default()
+}
+
+#[test]
+fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
+    let copy = WorkspaceCopy::new();
+    let mut session = DevSession::start(
+        &copy,
+        &["--backends", "cpu,vulkan", "--on-fail", "keep", "--no-tune"],
+    );
+
+    // Both serve, each in its own worker; the first replays are compared.
+    let started = session.named_since(0, "worker_started");
+    let pid_of = |module: &str| {
+        started
+            .iter()
+            .find(|e| module_of(e) == module)
+            .and_then(|e| e.u64("pid"))
+            .unwrap_or_else(|| panic!("no worker_started for {module}: {started:?}"))
+    };
+    let (cpu_pid, vulkan_pid) = (pid_of("kernel-cpu"), pid_of("kernel-vulkan"));
+    assert_ne!(cpu_pid, vulkan_pid, "one worker per backend");
+    // (Started means serving: the first replays are done.)
+    let first = session.named_since(0, "backends_replayed");
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].bool("agree"), Some(true), "{}", first[0].json);
+
+    // A save in kernels/cpu: cpu only is built and swapped.
+    let pristine = copy.read("kernels/cpu/src/kernels.rs");
+    let mark = session.mark();
+    save_in_place(&copy.kernels_rs(), &with_chunk(&pristine, 8192));
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    assert_eq!(module_of(&swapped), "kernel-cpu", "{}", swapped.json);
+    let replayed = session.wait_event("backends_replayed", BUILD_DEADLINE);
+    let since = session.since(mark);
+    for name in ["build_started", "swapped", "worker_started", "change"] {
+        let vulkan: Vec<_> = since
+            .iter()
+            .filter(|e| e.name() == name && module_of(e) == "kernel-vulkan")
+            .collect();
+        assert!(
+            vulkan.is_empty(),
+            "a cpu save touched the vulkan module ({name}): {vulkan:?}"
+        );
+    }
+    assert!(
+        since
+            .iter()
+            .any(|e| e.name() == "build_started" && module_of(e) == "kernel-cpu"),
+        "the cpu module was built"
+    );
+    // The workload ran on both backends after the swap.
+    for module in ["kernel-cpu", "kernel-vulkan"] {
+        let replays: Vec<_> = since
+            .iter()
+            .filter(|e| e.name() == "replay" && module_of(e) == module)
+            .collect();
+        assert!(!replays.is_empty(), "no replay on {module} after the save");
+        assert!(
+            replays.iter().all(|e| e.bool("pass") == Some(true)),
+            "{replays:?}"
+        );
+    }
+    // Cross-compared: vulkan's outputs against cpu's new version's.
+    let cpu_label = format!("kernel-cpu-v{}", swapped.u64("version").unwrap_or(0));
+    let compared: Vec<_> = since
+        .iter()
+        .filter(|e| e.name() == "cross_compared")
+        .collect();
+    assert_eq!(compared.len(), 1, "{compared:?}");
+    let check = compared[0];
+    assert!(
+        check
+            .str("backend")
+            .is_some_and(|b| b.starts_with("kernel-vulkan-v")),
+        "{}",
+        check.json
+    );
+    assert_eq!(
+        check.str("against"),
+        Some(cpu_label.as_str()),
+        "{}",
+        check.json
+    );
+    assert_eq!(check.bool("agree"), Some(true), "{}", check.json);
+    assert!(check.u64("compared").unwrap_or(0) > 0, "{}", check.json);
+    assert_eq!(check.u64("compared"), check.u64("agreed"), "{}", check.json);
+    // The table: a column per backend, and the agreement.
+    let table = replayed.str("table").unwrap_or_default().to_string();
+    println!("{table}");
+    let header = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        header.contains(&format!("| {cpu_label}")) && header.contains("| kernel-vulkan-v"),
+        "one column per backend: {table}"
+    );
+    assert!(header.contains("backends agree"), "{table}");
+    assert!(
+        table.contains(&format!("agrees with {cpu_label}")),
+        "{table}"
+    );
+
+    // A wrong cpu saxpy: fails against the reference and disagrees with
+    // vulkan on the saxpy call (kept: --on-fail keep).
+    let mark = session.mark();
+    save_in_place(&copy.kernels_rs(), &with_wrong_saxpy(&pristine));
+    session.wait_event("replay_failed", BUILD_DEADLINE);
+    let check = session.wait_event("cross_compared", BUILD_DEADLINE);
+    assert_eq!(check.bool("agree"), Some(false), "{}", check.json);
+    assert!(
+        check.message().contains("DISAGREES") && check.message().contains("(saxpy)"),
+        "{}",
+        check.json
+    );
+    let replayed = session.wait_event("backends_replayed", BUILD_DEADLINE);
+    assert!(
+        replayed.str("table").is_some_and(|t| t
+            .lines()
+            .any(|l| l.contains("saxpy") && l.ends_with("| NO"))),
+        "{}",
+        replayed.json
+    );
+    assert!(
+        session
+            .since(mark)
+            .iter()
+            .all(|e| module_of(e) != "kernel-vulkan"
+                || !matches!(e.name(), "swapped" | "build_started")),
+        "the vulkan module is never rebuilt or swapped"
+    );
+
+    // A shader save in kernels/vulkan: vulkan only is re-staged and
+    // swapped (no cargo build); both replay again.
+    let mark = session.mark();
+    let wgsl = copy.root().join("kernels/vulkan/shaders/saxpy.wgsl");
+    let shader = copy.read("kernels/vulkan/shaders/saxpy.wgsl");
+    save_in_place(&wgsl, &format!("{shader}\n// edited beside cpu\n"));
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    assert_eq!(module_of(&swapped), "kernel-vulkan", "{}", swapped.json);
+    let replayed = session.wait_event("backends_replayed", BUILD_DEADLINE);
+    assert!(
+        replayed
+            .str("backends")
+            .is_some_and(|b| b.contains("kernel-cpu-v") && b.contains("kernel-vulkan-v2")),
+        "{}",
+        replayed.json
+    );
+    assert!(
+        session.since(mark).iter().all(|e| !matches!(
+            e.name(),
+            "swapped" | "build_started" | "worker_started"
+        ) || module_of(e) == "kernel-vulkan"),
+        "a vulkan save touched the cpu module"
+    );
+
+    // Commands that act on one backend are refused, with the reason.
+    let (ok, answer) = ctl(&copy, &["undo"]);
+    assert!(!ok, "{answer}");
+    assert!(answer.contains("several backends are served"), "{answer}");
+    let (ok, answer) = ctl(&copy, &["status"]);
+    assert!(ok, "the session goes on: {answer}");
+
+    let stopped = session.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+
+    // The history groups versions by backend.
+    let history_dir = copy.root().join("target/kiln/history");
+    let cpu = History::load(&history_dir.join("kernel-cpu.json")).expect("cpu history");
+    let vulkan = History::load(&history_dir.join("kernel-vulkan.json")).expect("vulkan history");
+    assert_eq!(cpu.versions.len(), 3, "start, chunk, wrong saxpy: {cpu:?}");
+    assert!(
+        cpu.versions
+            .iter()
+            .all(|v| v.label.starts_with("kernel-cpu-"))
+    );
+    assert_eq!(vulkan.backend, "vulkan");
+    assert_eq!(vulkan.versions.len(), 2, "start, shader save: {vulkan:?}");
+    assert!(vulkan.versions.iter().all(|v| v.passed), "{vulkan:?}");
+}
