@@ -213,6 +213,10 @@ enum Command {
         /// Measure again even if cached peaks still apply.
         #[arg(long)]
         remeasure: bool,
+        /// Only these backends (`cpu`, `vulkan`, `cuda`; comma-separated).
+        /// Default: every backend this machine can run.
+        #[arg(long, value_delimiter = ',')]
+        backends: Vec<String>,
     },
 }
 
@@ -350,7 +354,11 @@ fn main() -> ExitCode {
             state_mib,
         } => kiln::commands::check_swap(&backend, module.as_deref(), device, state_mib),
         Command::Report { module, svg } => kiln::commands::report(&module, svg.as_deref()),
-        Command::Machine { threads, remeasure } => kiln::machine::command::main(threads, remeasure),
+        Command::Machine {
+            threads,
+            remeasure,
+            backends,
+        } => kiln::machine::command::main(threads, remeasure, &backends),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
