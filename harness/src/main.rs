@@ -217,6 +217,10 @@ enum Command {
         /// Default: every backend this machine can run.
         #[arg(long, value_delimiter = ',')]
         backends: Vec<String>,
+        /// Measure the devices of this GPU module file (built elsewhere)
+        /// instead of building the backends' modules.
+        #[arg(long)]
+        module: Option<PathBuf>,
     },
 }
 
@@ -358,7 +362,8 @@ fn main() -> ExitCode {
             threads,
             remeasure,
             backends,
-        } => kiln::machine::command::main(threads, remeasure, &backends),
+            module,
+        } => kiln::machine::command::main(threads, remeasure, &backends, module.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

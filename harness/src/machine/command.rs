@@ -1,7 +1,8 @@
 //! `kiln machine`: prints the measured peaks of every backend this
 //! machine can run (the CPU, and each device of each GPU module: how and
 //! when they were measured, the LLC size used and why, the flush cost);
-//! `--remeasure` measures again, `--backends` picks backends. Waits for a
+//! `--remeasure` measures again, `--backends` picks backends, `--module
+//! FILE` measures the devices of a GPU module built elsewhere. Waits for a
 //! running cargo build in this workspace's target directory before
 //! measuring.
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::build_gate;
+use super::columns::rate;
 use super::engine_peaks::EngineProbe;
 use super::llc::human_bytes;
 use super::peaks::{CpuProbe, DevicePeaks, PeakProbe, unix_now};
@@ -24,7 +26,12 @@ const BUILD_WAIT: Duration = Duration::from_secs(600);
 
 /// `kiln machine [--threads N] [--remeasure] [--backends B,..]` in the
 /// current workspace.
-pub fn main(threads: usize, remeasure: bool, backends: &[String]) -> Result<(), String> {
+pub fn main(
+    threads: usize,
+    remeasure: bool,
+    backends: &[String],
+    module_file: Option<&Path>,
+) -> Result<(), String> {
     let root = std::env::current_dir()
         .ok()
         .and_then(|d| crate::workspace::find_workspace_root(&d))
@@ -41,6 +48,14 @@ pub fn main(threads: usize, remeasure: bool, backends: &[String]) -> Result<(), 
                 .iter()
                 .any(|w| w == b || w.strip_prefix("kernel-") == Some(b))
     };
+    if let Some(file) = module_file {
+        // `--module FILE`: that module's devices only.
+        let stage = StagingDir::create(&crate::workspace::staging_root(&root))
+            .map_err(|e| e.to_string())?
+            .for_workspace(&root);
+        let module = crate::kernel_commands::load_backend(&root, &stage, "", Some(file))?;
+        return gpu_devices(&target_dir, &Arc::new(module), threads, policy);
+    }
     if wanted("cpu") {
         run(&target_dir, threads, remeasure)?;
     }
@@ -49,7 +64,7 @@ pub fn main(threads: usize, remeasure: bool, backends: &[String]) -> Result<(), 
     let gpu: Vec<_> = graph
         .modules()
         .iter()
-        .filter(|m| m.backend != "cpu" && wanted(&m.backend))
+        .filter(|m| super::peak_kernels::has_peak_kernels(&m.backend) && wanted(&m.backend))
         .collect();
     for b in backends {
         let b = b.strip_prefix("kernel-").unwrap_or(b);
@@ -89,11 +104,22 @@ fn gpu_backend(
     threads: usize,
     policy: Policy,
 ) -> Result<(), String> {
-    let store = PeakStore::in_target(target_dir);
     let module = Arc::new(crate::kernel_commands::load_backend(
         root, stage, backend, None,
     )?);
-    let devices = probe_devices(&module).map_err(|e| e.message)?;
+    gpu_devices(target_dir, &module, threads, policy)
+}
+
+/// The peaks of each device of the loaded GPU module `module`.
+fn gpu_devices(
+    target_dir: &Path,
+    module: &Arc<crate::swap::load::LoadedModule>,
+    threads: usize,
+    policy: Policy,
+) -> Result<(), String> {
+    let store = PeakStore::in_target(target_dir);
+    let backend = super::peak_kernels::backend_of(&module.staged.module).to_string();
+    let devices = probe_devices(module).map_err(|e| e.message)?;
     if devices.is_empty() {
         return Err("the module found no device".into());
     }
@@ -102,7 +128,7 @@ fn gpu_backend(
             threads,
             options: BTreeMap::from([("device".to_string(), device.index.to_string())]),
         };
-        let probe = EngineProbe::started(&module, &options)?;
+        let probe = EngineProbe::started(module, &options)?;
         if let Err(e) = store.load(&probe.key()) {
             eprintln!("kiln: ignoring the cached peaks: {e}");
         }
@@ -205,16 +231,18 @@ pub fn describe(p: &DevicePeaks, just_measured: bool, now_unix: u64) -> String {
     line(
         "memory bandwidth",
         format!(
-            "{:.1} GB/s (median {:.1})",
-            p.bandwidth.best, p.bandwidth.median
+            "{} GB/s (median {})",
+            rate(p.bandwidth.best),
+            rate(p.bandwidth.median)
         ),
     );
     line("", p.bandwidth.method.clone());
     line(
         "compute",
         format!(
-            "{:.1} GFLOP/s (median {:.1})",
-            p.compute.best, p.compute.median
+            "{} GFLOP/s (median {})",
+            rate(p.compute.best),
+            rate(p.compute.median)
         ),
     );
     line("", p.compute.method.clone());

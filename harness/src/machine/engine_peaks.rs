@@ -6,8 +6,8 @@
 //! uniform block, submission, the wait for the fence), so each rate comes
 //! from a difference of two calls that differ only in work:
 //!
-//! - bandwidth: the triad with 3 passes in one submission minus the triad
-//!   with 1, so 2 sweeps of `a = b + s*c` over resident f32 arrays far
+//! - bandwidth: the triad with 33 passes in one submission (3 on a
+//!   software device) minus the triad with 1, so 32 (2) sweeps of `a = b + s*c` over resident f32 arrays far
 //!   beyond the device's caches (12 bytes per element, STREAM's count);
 //! - compute: the FMA loop with `2k` rounds minus `k` rounds.
 //!
@@ -22,7 +22,9 @@ use shared_state::{Call, ErrorKind, ModuleInfo, Scalar, Tensor};
 
 use super::key::{self, METHOD_VERSION, MachineKey};
 use super::llc::{self, human_bytes};
-use super::peak_kernels::{FMA, FMA_CHAINS, PeakEngine, TRIAD, TRIAD_PASSES, TRIAD_X};
+use super::peak_kernels::{
+    FMA, FMA_CHAINS, PeakEngine, TRIAD, TRIAD_LONG, TRIAD_LONG_PASSES, TRIAD_PASSES, TRIAD_X,
+};
 use super::peaks::{DevicePeaks, PeakProbe, Rate, load_average, unix_now};
 use super::timing_stats::median;
 use crate::swap::engine_handle::{EngineHandle, EngineOptions};
@@ -155,7 +157,11 @@ impl PeakProbe for EngineProbe<'_> {
         } else {
             GPU_ARRAY_BYTES
         };
-        let bandwidth = measure_triad(handle, array_bytes)?;
+        let long = match self.software {
+            true => (TRIAD_X, TRIAD_PASSES),
+            false => (TRIAD_LONG, TRIAD_LONG_PASSES),
+        };
+        let bandwidth = measure_triad(handle, array_bytes, long)?;
         let invocations = if self.software {
             SOFTWARE_FMA_INVOCATIONS
         } else {
@@ -215,7 +221,7 @@ pub fn rate_of_pairs(
     let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let best = min(larges) - min(smalls);
     let typical = median(larges) - median(smalls);
-    if !(best > 0.0) {
+    if best.is_nan() || best <= 0.0 {
         return Err(format!(
             "the larger calls were not slower (fastest {:.3} ms vs {:.3} ms): too noisy to \
              measure",
@@ -246,7 +252,11 @@ fn triad_call(kernel: &str) -> Call {
 
 /// The triad on resident arrays of `array_bytes` each (halved while the
 /// device binds less per buffer).
-fn measure_triad(handle: &EngineHandle, mut array_bytes: usize) -> Result<Rate, String> {
+fn measure_triad(
+    handle: &EngineHandle,
+    mut array_bytes: usize,
+    (long, passes): (&str, usize),
+) -> Result<Rate, String> {
     let n = loop {
         let n = array_bytes / 4;
         let put = |name: &str, value: f32| {
@@ -275,16 +285,16 @@ fn measure_triad(handle: &EngineHandle, mut array_bytes: usize) -> Result<Rate, 
     if values.len() != n || [0, n / 2, n - 1].iter().any(|&i| values[i] != 7.0) {
         return Err("the triad computed wrong values (expected 1 + 3*2 = 7)".into());
     }
-    let sweeps = (TRIAD_PASSES - 1) as f64;
+    let sweeps = (passes - 1) as f64;
     let array_bytes = n * 4;
     pairs(
         handle,
         &|| triad_call(TRIAD),
-        &|| triad_call(TRIAD_X),
+        &|| triad_call(long),
         sweeps * 12.0 * n as f64,
         |pairs| {
             format!(
-                "triad a = b + s*c, 3 f32 arrays of {} each on the device, {TRIAD_PASSES} \
+                "triad a = b + s*c, 3 f32 arrays of {} each on the device, {passes} \
                  passes minus 1 per pair of calls, fastest of {pairs} pairs; \
                  12 bytes/element (STREAM's count)",
                 human_bytes(array_bytes as u64),

@@ -25,9 +25,14 @@ use crate::swap::version_files::VersionFiles;
 
 /// The triad, one pass per call.
 pub const TRIAD: &str = "kiln_peak_triad";
-/// The triad, [`TRIAD_PASSES`] passes in one submission.
+/// The triad, [`TRIAD_PASSES`] passes in one submission (software
+/// devices, slow per element).
 pub const TRIAD_X: &str = "kiln_peak_triad_x3";
 pub const TRIAD_PASSES: usize = 3;
+/// The triad, [`TRIAD_LONG_PASSES`] passes in one submission (GPUs: 32
+/// sweeps of 768 MiB take milliseconds, well above a call's jitter).
+pub const TRIAD_LONG: &str = "kiln_peak_triad_x33";
+pub const TRIAD_LONG_PASSES: usize = 33;
 /// The FMA loop.
 pub const FMA: &str = "kiln_peak_fma";
 /// Independent FMA chains per invocation in `peaks/fma.*` (four vec4s).
@@ -60,11 +65,12 @@ const FMA_TOML: &str = "summary = \"kiln's compute peak: 16 f32 FMA chains per i
      params = { iters = 64 }\n\
      \n[[launch]]\nentry = \"main\"\ngroup = [256]\nworkgroups = [\"ceil_div(n, 256)\"]\n";
 
-/// The three declarations, with their (virtual) file names.
+/// The declarations, with their (virtual) file names.
 pub fn declaration_texts() -> Vec<(String, String)> {
     vec![
         (format!("{TRIAD}.toml"), triad_toml(1)),
         (format!("{TRIAD_X}.toml"), triad_toml(TRIAD_PASSES)),
+        (format!("{TRIAD_LONG}.toml"), triad_toml(TRIAD_LONG_PASSES)),
         (format!("{FMA}.toml"), FMA_TOML.to_string()),
     ]
 }
@@ -80,6 +86,12 @@ fn source_layout(backend: &str, name: &str) -> Option<(String, &'static str)> {
     }
 }
 
+/// Whether kiln measures `backend`'s devices with peak kernels (the GPU
+/// backends; not the CPU, measured in the host, nor the reference module).
+pub fn has_peak_kernels(backend: &str) -> bool {
+    source_layout(backend, "").is_some()
+}
+
 /// The peak version's files for `backend`, from the module's staged
 /// `sources` (its `peaks/triad.EXT` and `peaks/fma.EXT`).
 pub fn peak_files(backend: &str, sources: &[SourceFile]) -> Result<VersionFiles, String> {
@@ -89,7 +101,12 @@ pub fn peak_files(backend: &str, sources: &[SourceFile]) -> Result<VersionFiles,
         .map(|(file, text)| kiln_decl::parse(Path::new(file), text).map_err(|e| e.to_string()))
         .collect::<Result<Vec<KernelDecl>, String>>()?;
     let mut files = Vec::new();
-    for (kernel, file) in [(TRIAD, "triad"), (TRIAD_X, "triad"), (FMA, "fma")] {
+    for (kernel, file) in [
+        (TRIAD, "triad"),
+        (TRIAD_X, "triad"),
+        (TRIAD_LONG, "triad"),
+        (FMA, "fma"),
+    ] {
         let (path, ext) = source_layout(backend, kernel)
             .ok_or_else(|| format!("{backend}: kiln has no peak kernels for this backend"))?;
         let wanted = format!("peaks/{file}.{ext}");
@@ -205,7 +222,7 @@ mod tests {
     }
 
     #[test]
-    fn peak_versions_declare_three_kernels_under_the_backends_paths() {
+    fn peak_versions_declare_four_kernels_under_the_backends_paths() {
         let sources = [
             source("shaders/saxpy.wgsl"),
             source("peaks/triad.wgsl"),
@@ -213,7 +230,7 @@ mod tests {
         ];
         let files = peak_files("vulkan", &sources).unwrap();
         let names: Vec<&str> = files.kernels.names().collect();
-        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(names.len(), 4, "{names:?}");
         let x = files.kernels.get(TRIAD_X).unwrap();
         assert_eq!(x.launch.passes.len(), TRIAD_PASSES);
         assert_eq!(files.kernels.get(TRIAD).unwrap().launch.passes.len(), 1);
@@ -223,14 +240,16 @@ mod tests {
             [
                 "shaders/kiln_peak_triad.wgsl",
                 "shaders/kiln_peak_triad_x3.wgsl",
+                "shaders/kiln_peak_triad_x33.wgsl",
                 "shaders/kiln_peak_fma.wgsl"
             ]
         );
-        assert_eq!(files.sources[2].text, "// peaks/fma.wgsl");
+        assert_eq!(files.sources[3].text, "// peaks/fma.wgsl");
         let cuda = peak_files("cuda", &[source("peaks/triad.cu"), source("peaks/fma.cu")]);
         assert_eq!(cuda.unwrap().sources[0].path, "kernels/kiln_peak_triad.cu");
         let missing = peak_files("vulkan", &sources[..2]).unwrap_err();
         assert!(missing.contains("peaks/fma.wgsl"), "{missing}");
         assert!(peak_files("cpu", &sources).is_err());
+        assert!(has_peak_kernels("cuda") && !has_peak_kernels("reference"));
     }
 }

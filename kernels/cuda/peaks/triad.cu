@@ -2,8 +2,8 @@
 // beyond the device's caches. Not a user kernel: the host hands this file
 // to the engine under its own declarations
 // (harness/src/machine/peak_kernels.rs) as `kiln_peak_triad` (one pass)
-// and `kiln_peak_triad_x3` (three passes), and times the difference; both
-// names are defined here. Parameters by the binding convention: inputs,
+// and `kiln_peak_triad_x3`/`_x33` (3 or 33 passes), and times the
+// difference; all three names are defined here. Parameters by the binding convention: inputs,
 // output, dims, parameters. Any n; blocks of 256 threads (the declaration's
 // group).
 // Each block sweeps contiguous tiles of 4096 elements (16 per thread,
@@ -24,3 +24,4 @@
 
 KILN_PEAK_TRIAD(kiln_peak_triad)
 KILN_PEAK_TRIAD(kiln_peak_triad_x3)
+KILN_PEAK_TRIAD(kiln_peak_triad_x33)

@@ -1,8 +1,8 @@
 // kiln's bandwidth peak: the STREAM triad a = b + s*c on f32 arrays well
 // beyond the device's caches. Not a user kernel: the host hands it to the
 // engine under its own declarations (harness/src/machine/peak_kernels.rs),
-// as `kiln_peak_triad` (one pass) and `kiln_peak_triad_x3` (three passes in
-// one submission), and times the difference. Any n.
+// as `kiln_peak_triad` (one pass) and `kiln_peak_triad_x3`/`_x33` (3 or 33
+// passes in one submission), and times the difference. Any n.
 
 struct Params {
     n: u32,
