@@ -15,6 +15,7 @@
 #                                    through the kiln host, replays the bundled workload
 #                                    on the CPU and CUDA modules (per-kernel tables side
 #                                    by side) and swaps 1 GiB of device state bit for bit
+#                                    (then `kiln machine` measures the CUDA device's peaks)
 #
 # The test binary reads the kernel declarations (kernels/declarations/) and the
 # .cu files (kernels/cuda/kernels/) from the repository root at run time, as the
@@ -143,6 +144,8 @@ if [[ -x "$kiln_bin" && -e "$cpu_module" && -e "$cuda_module" ]]; then
     "$kiln_bin" replay "$workload" --module "$cuda_module" || host_status=$?
     echo "-- CUDA swap: 1 GiB of device-resident state, bit for bit"
     "$kiln_bin" check-swap --module "$cuda_module" --state-mib 1024 || host_status=$?
+    echo "-- CUDA device peaks (triad and FMA peak kernels, kernels/cuda/peaks/), measured and printed by kiln machine"
+    "$kiln_bin" machine --module "$cuda_module" --remeasure || host_status=$?
 else
     echo "gpu-check: no kiln binary or modules in $pack_dir: run 'scripts/gpu-check.sh --prepare' first" >&2
     host_status=1

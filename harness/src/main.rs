@@ -225,6 +225,14 @@ enum Command {
         /// Measure again even if cached peaks still apply.
         #[arg(long)]
         remeasure: bool,
+        /// Only these backends (`cpu`, `vulkan`, `cuda`; comma-separated).
+        /// Default: every backend this machine can run.
+        #[arg(long, value_delimiter = ',')]
+        backends: Vec<String>,
+        /// Measure the devices of this GPU module file (built elsewhere)
+        /// instead of building the backends' modules.
+        #[arg(long)]
+        module: Option<PathBuf>,
     },
 }
 
@@ -364,7 +372,12 @@ fn main() -> ExitCode {
             state_mib,
         } => kiln::commands::check_swap(&backend, module.as_deref(), device, state_mib),
         Command::Report { module, svg } => kiln::commands::report(&module, svg.as_deref()),
-        Command::Machine { threads, remeasure } => kiln::machine::command::main(threads, remeasure),
+        Command::Machine {
+            threads,
+            remeasure,
+            backends,
+            module,
+        } => kiln::machine::command::main(threads, remeasure, &backends, module.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

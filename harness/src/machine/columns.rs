@@ -55,11 +55,10 @@ pub fn timing_header(cold: Option<&FlushCost>, peaks: Option<&DevicePeaks>) -> S
     };
     match peaks {
         Some(p) => format!(
-            "{mode}; roofline: {} GB/s, {} GFLOP/s ({}, {} threads)",
+            "{mode}; roofline: {} GB/s, {} GFLOP/s ({})",
             rate(p.bandwidth.best),
             rate(p.compute.best),
-            p.key.device,
-            p.key.threads
+            p.device_words()
         ),
         None => format!("{mode}; roofline: peaks not measured yet"),
     }

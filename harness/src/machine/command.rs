@@ -1,30 +1,158 @@
-//! `kiln machine`: prints the measured peaks (how and when they were
-//! measured, the LLC size used and why, the flush cost); `--remeasure`
-//! measures again. Waits for a running cargo build in this workspace's
-//! target directory before measuring.
+//! `kiln machine`: prints the measured peaks of every backend this
+//! machine can run (the CPU, and each device of each GPU module: how and
+//! when they were measured, the LLC size used and why, the flush cost);
+//! `--remeasure` measures again, `--backends` picks backends, `--module
+//! FILE` measures the devices of a GPU module built elsewhere. Waits for a
+//! running cargo build in this workspace's target directory before
+//! measuring.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::build_gate;
+use super::columns::rate;
+use super::engine_peaks::EngineProbe;
 use super::llc::human_bytes;
 use super::peaks::{CpuProbe, DevicePeaks, PeakProbe, unix_now};
 use super::store::{Lookup, PeakStore, Policy};
+use crate::swap::engine_handle::{EngineOptions, probe_devices};
+use crate::swap::stage::StagingDir;
 use crate::workload::timing::human_secs;
 
 /// How long `kiln machine` waits for a build before giving up.
 const BUILD_WAIT: Duration = Duration::from_secs(600);
 
-/// `kiln machine [--threads N] [--remeasure]` in the current workspace.
-pub fn main(threads: usize, remeasure: bool) -> Result<(), String> {
+/// `kiln machine [--threads N] [--remeasure] [--backends B,..]` in the
+/// current workspace.
+pub fn main(
+    threads: usize,
+    remeasure: bool,
+    backends: &[String],
+    module_file: Option<&Path>,
+) -> Result<(), String> {
     let root = std::env::current_dir()
         .ok()
         .and_then(|d| crate::workspace::find_workspace_root(&d))
         .unwrap_or_else(crate::workspace::built_workspace_root);
-    run(&crate::workspace::target_dir(&root), threads, remeasure)
+    let target_dir = crate::workspace::target_dir(&root);
+    let policy = if remeasure {
+        Policy::Remeasure
+    } else {
+        Policy::Reuse
+    };
+    let wanted = |b: &str| {
+        backends.is_empty()
+            || backends
+                .iter()
+                .any(|w| w == b || w.strip_prefix("kernel-") == Some(b))
+    };
+    if let Some(file) = module_file {
+        // `--module FILE`: that module's devices only.
+        let stage = StagingDir::create(&crate::workspace::staging_root(&root))
+            .map_err(|e| e.to_string())?
+            .for_workspace(&root);
+        let module = crate::kernel_commands::load_backend(&root, &stage, "", Some(file))?;
+        return gpu_devices(&target_dir, &Arc::new(module), threads, policy);
+    }
+    if wanted("cpu") {
+        run(&target_dir, threads, remeasure)?;
+    }
+    let graph =
+        crate::supervisor::module_graph::ModuleGraph::discover(&root).map_err(|e| e.to_string())?;
+    let gpu: Vec<_> = graph
+        .modules()
+        .iter()
+        .filter(|m| super::peak_kernels::has_peak_kernels(&m.backend) && wanted(&m.backend))
+        .collect();
+    for b in backends {
+        let b = b.strip_prefix("kernel-").unwrap_or(b);
+        if !graph.modules().iter().any(|m| m.backend == b) {
+            return Err(format!("no backend {b:?} in this workspace"));
+        }
+    }
+    let mut failed = Vec::new();
+    if !gpu.is_empty() {
+        let stage = StagingDir::create(&crate::workspace::staging_root(&root))
+            .map_err(|e| e.to_string())?
+            .for_workspace(&root);
+        for module in gpu {
+            if let Err(e) =
+                gpu_backend(&root, &target_dir, &stage, &module.backend, threads, policy)
+            {
+                println!("{}: not measured: {e}", module.backend);
+                failed.push(module.backend.clone());
+            }
+        }
+    }
+    // Asked for by name: its failure is the command's.
+    match failed.iter().find(|b| !backends.is_empty() && wanted(b)) {
+        Some(b) => Err(format!("{b}: no peaks measured (see above)")),
+        None => Ok(()),
+    }
 }
 
-/// `kiln machine [--threads N] [--remeasure]` in the workspace whose
+/// The peaks of each device of the GPU module `backend` (built, staged and
+/// loaded in this process; its peak kernels run on a peak engine per
+/// device).
+fn gpu_backend(
+    root: &Path,
+    target_dir: &Path,
+    stage: &StagingDir,
+    backend: &str,
+    threads: usize,
+    policy: Policy,
+) -> Result<(), String> {
+    let module = Arc::new(crate::kernel_commands::load_backend(
+        root, stage, backend, None,
+    )?);
+    gpu_devices(target_dir, &module, threads, policy)
+}
+
+/// The peaks of each device of the loaded GPU module `module`.
+fn gpu_devices(
+    target_dir: &Path,
+    module: &Arc<crate::swap::load::LoadedModule>,
+    threads: usize,
+    policy: Policy,
+) -> Result<(), String> {
+    let store = PeakStore::in_target(target_dir);
+    let backend = super::peak_kernels::backend_of(&module.staged.module).to_string();
+    let devices = probe_devices(module).map_err(|e| e.message)?;
+    if devices.is_empty() {
+        return Err("the module found no device".into());
+    }
+    for device in devices {
+        let options = EngineOptions {
+            threads,
+            options: BTreeMap::from([("device".to_string(), device.index.to_string())]),
+        };
+        let probe = EngineProbe::started(module, &options)?;
+        if let Err(e) = store.load(&probe.key()) {
+            eprintln!("kiln: ignoring the cached peaks: {e}");
+        }
+        if store.usable(&probe.key(), policy).is_none() {
+            wait_for_builds(target_dir)?;
+            eprintln!(
+                "measuring the peaks of {backend} device {} ({}) (a second or two)...",
+                device.index, device.name
+            );
+        }
+        let lookup = store.peaks(&probe, policy)?;
+        let peaks = lookup
+            .peaks()
+            .expect("Reuse and Remeasure always give peaks");
+        print!(
+            "{}",
+            describe(peaks, matches!(lookup, Lookup::Measured(_)), unix_now())
+        );
+        println!("  cached in         {}", store.path(&peaks.key).display());
+    }
+    Ok(())
+}
+
+/// The CPU's peaks (`kiln machine --backends cpu`) in the workspace whose
 /// target directory is `target_dir`.
 pub fn run(target_dir: &Path, threads: usize, remeasure: bool) -> Result<(), String> {
     let store = PeakStore::in_target(target_dir);
@@ -53,10 +181,6 @@ pub fn run(target_dir: &Path, threads: usize, remeasure: bool) -> Result<(), Str
         describe(peaks, matches!(lookup, Lookup::Measured(_)), unix_now())
     );
     println!("  cached in         {}", store.path(&peaks.key).display());
-    println!(
-        "vulkan, cuda: device peaks are not measured yet (their triad and FMA shaders belong \
-         to the backend modules)"
-    );
     Ok(())
 }
 
@@ -88,27 +212,37 @@ fn wait_for_builds(target_dir: &Path) -> Result<(), String> {
 
 /// The peaks as `kiln machine` prints them.
 pub fn describe(p: &DevicePeaks, just_measured: bool, now_unix: u64) -> String {
-    let mut out = format!(
-        "{}: {}, {}, CPU quota {}\n",
-        p.key.backend,
-        p.key.device,
-        super::threads::count_words(p.key.threads),
-        p.key.cpu_quota
-    );
+    let mut out = if p.key.backend == "cpu" || p.key.llc_used_bytes > 0 {
+        // The CPU, or a software device running on it.
+        format!(
+            "{}: {}, {}, CPU quota {}\n",
+            p.key.backend,
+            p.key.device,
+            super::threads::count_words(p.key.threads),
+            p.key.cpu_quota
+        )
+    } else {
+        format!("{}: {}\n", p.key.backend, p.key.device)
+    };
     let mut line = |name: &str, value: String| out.push_str(&format!("  {name:<17} {value}\n"));
+    if let Some(driver) = &p.key.driver {
+        line("device identity", driver.clone());
+    }
     line(
         "memory bandwidth",
         format!(
-            "{:.1} GB/s (median {:.1})",
-            p.bandwidth.best, p.bandwidth.median
+            "{} GB/s (median {})",
+            rate(p.bandwidth.best),
+            rate(p.bandwidth.median)
         ),
     );
     line("", p.bandwidth.method.clone());
     line(
         "compute",
         format!(
-            "{:.1} GFLOP/s (median {:.1})",
-            p.compute.best, p.compute.median
+            "{} GFLOP/s (median {})",
+            rate(p.compute.best),
+            rate(p.compute.median)
         ),
     );
     line("", p.compute.method.clone());

@@ -1,5 +1,6 @@
 //! The machine kiln runs on: its measured peaks (memory bandwidth by a
-//! STREAM-like triad, f32 compute by an FMA loop), cached under
+//! STREAM-like triad, f32 compute by an FMA loop) on the CPU and on each
+//! Vulkan or CUDA device, cached under
 //! `target/kiln/machine/`; the roofline a call is judged against; the
 //! last-level cache and the flush that makes a timing cold.
 //!
@@ -8,6 +9,9 @@
 //! - [`flush`]: the cold-cache flush and its cost.
 //! - [`peaks`]: a device's peaks, the [`peaks::PeakProbe`] trait a backend
 //!   implements to measure its devices, and the CPU's probe.
+//! - [`peak_kernels`]: the peak kernels each GPU module bundles (triad and
+//!   FMA, `kernels/{vulkan,cuda}/peaks/`) and the engine that runs them;
+//!   [`engine_peaks`]: a GPU device's probe, timing them.
 //! - [`key`]: what peaks depend on; [`store`]: the cache on disk and when
 //!   measuring is allowed ([`store::Policy`]); [`build_gate`]: is cargo
 //!   building now.
@@ -19,10 +23,12 @@
 pub mod build_gate;
 pub mod columns;
 pub mod command;
+pub mod engine_peaks;
 pub mod flush;
 pub mod fma;
 pub mod key;
 pub mod llc;
+pub mod peak_kernels;
 pub mod peaks;
 pub mod recorded;
 pub mod replay_roof;

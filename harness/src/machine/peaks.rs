@@ -70,6 +70,18 @@ impl DevicePeaks {
     pub fn measured_busy(&self) -> bool {
         busy(self.load_before, self.key.threads)
     }
+
+    /// The device in a few words, for the replay table's header and the
+    /// history: `AMD EPYC, 2 threads` (the CPU), `vulkan: NAME ...` (a GPU
+    /// device; with its CPU's thread count when it runs on the CPU).
+    pub fn device_words(&self) -> String {
+        let k = &self.key;
+        match (k.backend.as_str(), k.llc_used_bytes > 0) {
+            ("cpu", _) => format!("{}, {} threads", k.device, k.threads),
+            (backend, true) => format!("{backend}: {}, {} threads", k.device, k.threads),
+            (backend, false) => format!("{backend}: {}", k.device),
+        }
+    }
 }
 
 /// A 1-minute load average above the thread count.

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::peaks::DevicePeaks;
 use super::roofline::{Achieved, Bound};
 use crate::workload::replay::{ReplayOptions, ReplayReport};
 
@@ -102,7 +103,7 @@ impl RateBasis {
             cold: options.cold.is_some(),
             bandwidth_gbs: peaks.and_then(|p| finite(Some(p.bandwidth.best))),
             compute_gflops: peaks.and_then(|p| finite(Some(p.compute.best))),
-            device: peaks.map(|p| format!("{}, {} threads", p.key.device, p.key.threads)),
+            device: peaks.map(DevicePeaks::device_words),
         }
     }
 

@@ -1,25 +1,28 @@
 //! What the replay table needs of the machine: the roof its calls are
 //! judged against (or why there is none) and the cold-cache flush.
 //!
-//! Peaks come from the cache ([`PeakStore`]); they are measured here only
-//! when no cargo build runs in the workspace (`Policy::BuildRunning`
-//! otherwise: cached or nothing).
+//! Peaks are those of the device the served engine runs on (the CPU's, or
+//! a Vulkan or CUDA device's). They come from the cache ([`PeakStore`]);
+//! they are measured here only when no cargo build runs in the workspace
+//! (`Policy::BuildRunning` otherwise: cached or nothing).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::build_gate;
+use super::engine_peaks::EngineProbe;
 use super::flush::CacheFlush;
+use super::peak_kernels::backend_of;
 use super::peaks::{CpuProbe, DevicePeaks, FlushCost};
 use super::roofline::{Achieved, Roof, Work, achieved};
-use super::store::{PeakStore, Policy};
+use super::store::{Lookup, PeakStore, Policy};
+use crate::swap::engine_handle::{EngineHandle, EngineOptions};
 
 /// The roof of the served backend, or why there is none.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RoofSource {
     Measured(Box<DevicePeaks>),
-    /// `no peaks measured for vulkan yet`, `peaks not measured yet (a build
-    /// was running)`.
+    /// `peaks not measured yet (a build was running)`, `no peaks: ...`.
     Missing(String),
 }
 
@@ -30,20 +33,28 @@ impl Default for RoofSource {
 }
 
 impl RoofSource {
-    /// The peaks of `backend` with `threads` engine threads, from the cache
-    /// under `target_dir` (measured now when missing and no build runs).
-    pub fn lookup(target_dir: &Path, backend: &str, threads: usize) -> RoofSource {
-        let backend = backend.strip_prefix("kernel-").unwrap_or(backend);
-        if backend != "cpu" {
-            return RoofSource::Missing(format!("no peaks measured for {backend} yet"));
-        }
+    /// The peaks of the device `served` runs on (for the CPU: with the
+    /// engine's thread count), from the cache under `target_dir`, measured
+    /// now when missing and no build runs (a GPU's with a peak engine of
+    /// the same module on the same device, see [`super::engine_peaks`]).
+    pub fn lookup(target_dir: &Path, served: &EngineHandle, options: &EngineOptions) -> RoofSource {
         let store = PeakStore::in_target(target_dir);
-        let probe = CpuProbe::new(threads);
         let policy = match build_gate::build_running(&build_gate::lock_files(target_dir)) {
             Some(_) => Policy::BuildRunning,
             None => Policy::Reuse,
         };
-        match store.peaks(&probe, policy) {
+        let backend = backend_of(&served.module().staged.module);
+        let found = if backend == "cpu" {
+            store.peaks(&CpuProbe::new(options.threads), policy)
+        } else {
+            EngineProbe::for_served(served, options).and_then(|probe| store.peaks(&probe, policy))
+        };
+        RoofSource::of(found)
+    }
+
+    /// What a store lookup gave, as a roof.
+    pub fn of(found: Result<Lookup, String>) -> RoofSource {
+        match found {
             Ok(found) => match found.peaks() {
                 Some(p) => RoofSource::Measured(Box::new(p.clone())),
                 None => RoofSource::Missing(

@@ -167,4 +167,79 @@ mod tests {
         assert!(serve_cached(&peaks, Policy::BuildRunning, Some(0.1)));
         assert!(!serve_cached(&peaks, Policy::Reuse, Some(1.5)));
     }
+
+    /// Counts its measurements; its key's driver is settable.
+    struct Counting {
+        driver: String,
+        measured: std::cell::Cell<usize>,
+    }
+
+    impl PeakProbe for Counting {
+        fn key(&self) -> MachineKey {
+            MachineKey {
+                backend: "vulkan".into(),
+                device: "GPU X".into(),
+                driver: Some(self.driver.clone()),
+                threads: 1,
+                cpu_quota: "n/a".into(),
+                llc_used_bytes: 0,
+                method: METHOD_VERSION,
+            }
+        }
+
+        fn measure(&self) -> Result<DevicePeaks, String> {
+            self.measured.set(self.measured.get() + 1);
+            let rate = Rate::of(&[self.measured.get() as f64], "test".into());
+            Ok(DevicePeaks {
+                key: self.key(),
+                bandwidth: rate.clone(),
+                compute: rate,
+                llc: None,
+                flush: None,
+                measured_unix: 0,
+                took_seconds: 0.1,
+                load_before: None,
+            })
+        }
+    }
+
+    #[test]
+    fn a_changed_driver_is_measured_again_and_the_old_peaks_stay_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PeakStore::at(dir.path());
+        let mut probe = Counting {
+            driver: "driver=1".into(),
+            measured: Default::default(),
+        };
+        assert!(matches!(
+            store.peaks(&probe, Policy::Reuse),
+            Ok(Lookup::Measured(_))
+        ));
+        assert!(matches!(
+            store.peaks(&probe, Policy::Reuse),
+            Ok(Lookup::Cached(_))
+        ));
+        assert_eq!(probe.measured.get(), 1);
+        // A new driver: no peaks for it, and none measured during a build.
+        probe.driver = "driver=2".into();
+        assert_eq!(
+            store.peaks(&probe, Policy::BuildRunning),
+            Ok(Lookup::Deferred)
+        );
+        let Ok(Lookup::Measured(new)) = store.peaks(&probe, Policy::Reuse) else {
+            panic!("a changed key measures again");
+        };
+        assert_eq!((probe.measured.get(), new.bandwidth.best), (2, 2.0));
+        assert_eq!(new.key.driver.as_deref(), Some("driver=2"));
+        // `--remeasure` measures whatever is cached.
+        assert!(matches!(
+            store.peaks(&probe, Policy::Remeasure),
+            Ok(Lookup::Measured(_))
+        ));
+        probe.driver = "driver=1".into();
+        let Ok(Lookup::Cached(old)) = store.peaks(&probe, Policy::Reuse) else {
+            panic!("the first driver's peaks are still cached");
+        };
+        assert_eq!(old.bandwidth.best, 1.0);
+    }
 }

@@ -20,10 +20,11 @@ fn root(config: &WorkerConfig) -> std::path::PathBuf {
         .unwrap_or_else(crate::workspace::built_workspace_root)
 }
 
-/// The peaks of the served backend with the engine's thread count.
+/// The peaks of the served engine's device (the CPU's with the engine's
+/// thread count).
 pub fn roof_for(config: &WorkerConfig, handle: &EngineHandle) -> RoofSource {
     let target = crate::workspace::target_dir(&root(config));
-    RoofSource::lookup(&target, &handle.module().staged.module, config.threads)
+    RoofSource::lookup(&target, handle, &config.engine_options())
 }
 
 /// The tuner for the version that just passed its replay (`None` with

@@ -75,7 +75,9 @@ pub fn compile_all_cached(
     }
     let undeclared = sources
         .iter()
-        .filter(|s| s.path.ends_with(".cu"))
+        // `peaks/*.cu` are kiln's own peak kernels, declared by the host
+        // when it measures the device's peaks (never a user kernel).
+        .filter(|s| s.path.starts_with("kernels/") && s.path.ends_with(".cu"))
         .filter(|s| !compiled.iter().any(|c| c.path == s.path))
         .map(|s| s.path.clone())
         .collect();

@@ -361,6 +361,12 @@ impl Engine for VulkanEngine {
             "device/kind".to_string(),
             Scalar::Text(self.gpu.device_info.kind().to_string()),
         );
+        // What measured peaks depend on (the host keys its cache with it):
+        // vendor, device, driver version and the driver's cache UUID.
+        notes.insert(
+            "device/identity".to_string(),
+            Scalar::Text(self.gpu.identity.clone()),
+        );
         for (kernel, n) in &self.calls {
             notes.insert(format!("counters/calls/{kernel}"), Scalar::I64(*n));
         }

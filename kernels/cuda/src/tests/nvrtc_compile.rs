@@ -260,3 +260,32 @@ fn every_cu_file_on_disk_has_a_declaration() {
         }
     }
 }
+
+/// kiln's peak kernels (`peaks/*.cu`, declared by the host when it
+/// measures a device: harness/src/machine/peak_kernels.rs) compile and have
+/// the functions and parameters of those declarations. The CUDA peaks have
+/// never run here (no GPU): this is what can be checked without one.
+#[test]
+fn the_peak_kernels_compile_with_the_hosts_declarations() {
+    if !nvrtc_or_skip("the_peak_kernels_compile") {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("peaks");
+    let read = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap();
+    let triad = "inputs = [\"b: f32[n]\", \"c: f32[n]\"]\noutputs = [\"a: f32[n]\"]\n\
+                 params = { s = 3.0 }\n[[launch]]\nentry = \"main\"\ngroup = [256]\n\
+                 workgroups = [\"min(ceil_div(n, 4096), 65535)\"]\n";
+    let fma = "inputs = [\"x: f32[n]\"]\noutputs = [\"out: f32[n]\"]\n\
+               params = { iters = 64 }\n[[launch]]\nentry = \"main\"\ngroup = [256]\n\
+               workgroups = [\"ceil_div(n, 256)\"]\n";
+    for (name, text, file) in [
+        ("kiln_peak_triad", triad, "triad.cu"),
+        ("kiln_peak_triad_x3", triad, "triad.cu"),
+        ("kiln_peak_triad_x33", triad, "triad.cu"),
+        ("kiln_peak_fma", fma, "fma.cu"),
+    ] {
+        let src = source(&format!("kernels/{name}.cu"), &read(file));
+        compile::compile_kernel(&decl(name, text), &src, "compute_90")
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
