@@ -20,8 +20,8 @@ use std::process::Command;
 
 use kiln::supervisor::history::History;
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, WorkspaceCopy, kiln_binary, save_in_place, with_chunk,
-    with_wrong_saxpy,
+    BUILD_DEADLINE, DevSession, Event, WorkspaceCopy, kiln_binary, kiln_in, save_in_place,
+    with_chunk, with_wrong_saxpy,
 };
 
 /// `kiln ctl ARGS` in `copy`: (exit success, stdout + stderr).
@@ -49,9 +49,36 @@ fn module_of(e: &Event) -> &str {
 #[test]
 fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
     let copy = WorkspaceCopy::new();
+    // A small workload (one saxpy, recorded by the real `kiln record`):
+    // every save replays on lavapipe too, where the bundled workload takes
+    // about 36 s; what is tested here is which backend swaps and that the
+    // outputs are compared, not the kernels.
+    let workload = copy.root().join("target/saxpy-small.kiln");
+    kiln_in(
+        &copy,
+        &[
+            "record",
+            "--kernel",
+            "saxpy",
+            "--dims",
+            "n=65536",
+            "-o",
+            workload.to_str().expect("utf-8 path"),
+        ]
+        .map(String::from),
+    );
+    let workload_arg = workload.display().to_string();
     let mut session = DevSession::start(
         &copy,
-        &["--backends", "cpu,vulkan", "--on-fail", "keep", "--no-tune"],
+        &[
+            "--backends",
+            "cpu,vulkan",
+            "--on-fail",
+            "keep",
+            "--no-tune",
+            "--workload",
+            &workload_arg,
+        ],
     );
 
     // Both serve, each in its own worker; the first replays are compared.
