@@ -5,8 +5,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn kiln_machine(target: &Path, args: &[&str]) -> (String, String) {
+    // The CPU only: the GPU modules' peaks are tested on lavapipe in
+    // tests/machine_vulkan.rs (measuring them here builds both modules).
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("machine")
+        .args(["machine", "--backends", "cpu"])
         .args(args)
         .env("CARGO_TARGET_DIR", target)
         .output()
