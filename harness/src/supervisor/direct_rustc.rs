@@ -44,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::supervisor::module_build::{BuildOutcome, BuildProgress};
+use crate::supervisor::module_build::{BuildOutcome, BuildProgress, strip_ansi};
 use crate::supervisor::module_graph::KernelModule;
 
 /// Directory of the target dir holding the wrapper and the recordings.
@@ -574,26 +574,6 @@ impl Diagnostics {
         out.push('\n');
         out
     }
-}
-
-/// Removes ANSI escape sequences (`ESC [ ... letter`).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
