@@ -355,3 +355,27 @@ fn edits_to_two_modules_in_one_burst_give_one_change_set() {
     );
     assert_eq!(set.paths.len(), 2);
 }
+
+/// A change of the workspace root's attributes (a `chmod` of it) concerns
+/// every source under it: the watcher re-hashes them all, and its own reads
+/// give open events. Those must not keep the burst going: they did, and a
+/// save after it was never reported.
+#[test]
+fn rehashing_the_whole_workspace_does_not_hold_a_save_back() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new();
+    for i in 0..400 {
+        write(
+            &ws.path(&format!("kernels/bar/src/part{i}.rs")),
+            &format!("pub fn part{i}() -> u32 {{ {i} }}\n"),
+        );
+    }
+    let watcher = ws.watch();
+    fs::set_permissions(&ws.root, fs::Permissions::from_mode(0o711)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    write(
+        &ws.path("kernels/foo/src/lib.rs"),
+        "pub fn kernel() -> u32 { 2 }\n",
+    );
+    assert_foo_only(&expect_exactly_one(watcher.changes()), &ws);
+}

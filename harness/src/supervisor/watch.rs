@@ -327,22 +327,36 @@ fn aggregate(
                     continue;
                 }
                 // Quiet long enough: hash what the burst touched, compare
-                // with the last change set's view. An event that arrived
-                // meanwhile may be a new save under way: the burst goes on
-                // (and the hashes are taken again when it is quiet).
+                // with the last change set's view.
                 let before = hashes.hashes.clone();
+                let last_event_at = burst.last_event_at;
                 let mut changed = std::mem::take(&mut burst.changed);
                 for path in burst.saved.iter().chain(&burst.unsettled) {
                     changed.extend(hashes.refresh(path));
                 }
-                if !raw.is_empty() {
-                    hashes.hashes = before;
-                    burst.changed = changed;
-                    continue;
+                // An event about a source that arrived meanwhile may be a
+                // new save under way: the burst goes on (and the hashes are
+                // taken again when it is quiet). Every other event queued
+                // now (our own reads of the sources just above, anything
+                // that concerns no source) must not hold the save back: a
+                // steady stream of them did, for minutes.
+                while let Ok((at, event)) = raw.try_recv() {
+                    match event {
+                        Ok(event) => hashes.apply(&event, at, &mut pending),
+                        Err(error) => tracing::warn!("file watcher: {error}"),
+                    }
                 }
                 let Some(burst) = pending.take() else {
                     continue;
                 };
+                if burst.last_event_at != last_event_at {
+                    hashes.hashes = before;
+                    let mut burst = burst;
+                    burst.changed.extend(changed);
+                    pending = Some(burst);
+                    continue;
+                }
+                changed.extend(burst.changed);
                 if let Some(set) = hashes.change_set(changed, burst.first_event_at) {
                     if changes.send(set).is_err() {
                         return;
