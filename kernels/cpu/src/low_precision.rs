@@ -148,18 +148,56 @@ pub fn matmul_i8(
             .for_each(|(t, chunk)| {
                 for (r, out_row) in chunk.chunks_mut(n).enumerate() {
                     let i = t * rows + r;
-                    for p in 0..k {
-                        let x = i32::from(a[i * k + p]);
-                        let b_row = &b[p * n..(p + 1) * n];
-                        out_row
-                            .iter_mut()
-                            .zip(b_row)
-                            .for_each(|(s, &y)| *s = s.wrapping_add(x * i32::from(y)));
-                    }
+                    i8_row(out_row, &a[i * k..(i + 1) * k], b);
                 }
             });
     });
     out
+}
+
+/// `out[j] += sum_p a_row[p] * b[p, j]` for one output row, wrapping: four
+/// rows of `b` per pass over `out`, so a pass loads and stores `out` once
+/// for four products. Each four-product sum fits in i32 (|x*y| <= 2^14),
+/// and wrapping sums are the same in any order, so the result is the
+/// reference's bit for bit.
+///
+/// Indexed loops over slices re-sliced to `n`: without LTO nothing is
+/// inlined across codegen units, and an iterator adapter (`zip`,
+/// `chunks_exact`, `split_at`) instantiated in another unit is a call that
+/// hides the slice lengths, leaving a bounds check in the inner loop and no
+/// vector code (1.9x slower than the one-codegen-unit build, `cargo
+/// lto-check`).
+fn i8_row(out: &mut [i32], a_row: &[i8], b: &[i8]) {
+    let n = out.len();
+    let k = a_row.len();
+    let quads = k / 4;
+    for q in 0..quads {
+        let p = 4 * q;
+        let (x0, x1, x2, x3) = (
+            i32::from(a_row[p]),
+            i32::from(a_row[p + 1]),
+            i32::from(a_row[p + 2]),
+            i32::from(a_row[p + 3]),
+        );
+        let b0 = &b[p * n..][..n];
+        let b1 = &b[(p + 1) * n..][..n];
+        let b2 = &b[(p + 2) * n..][..n];
+        let b3 = &b[(p + 3) * n..][..n];
+        for j in 0..n {
+            let sum = x0 * i32::from(b0[j])
+                + x1 * i32::from(b1[j])
+                + x2 * i32::from(b2[j])
+                + x3 * i32::from(b3[j]);
+            out[j] = out[j].wrapping_add(sum);
+        }
+    }
+    for p in quads * 4..k {
+        let x = i32::from(a_row[p]);
+        let b_row = &b[p * n..][..n];
+        for j in 0..n {
+            out[j] = out[j].wrapping_add(x * i32::from(b_row[j]));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -255,7 +293,14 @@ mod tests {
         let k = (1 << 18) + 1;
         let a = vec![-128i8; k];
         assert_eq!(matmul_i8(&pool(2), &a, &a, (1, k, 1)), [16384]);
-        for &(m, k, n) in &[(7, 13, 5), (33, 70, 17), (2, 0, 3)] {
+        for &(m, k, n) in &[
+            (7, 13, 5),
+            (33, 70, 17),
+            (2, 0, 3),
+            (5, 8, 9),
+            (4, 7, 64),
+            (3, 4, 1),
+        ] {
             let a: Vec<i8> = (0..m * k).map(|i| (i * 53 % 256) as u8 as i8).collect();
             let b: Vec<i8> = (0..k * n).map(|i| (i * 29 % 256) as u8 as i8).collect();
             assert_eq!(
