@@ -21,8 +21,8 @@ const SWAPS: usize = 1_100;
 
 #[test]
 fn eleven_hundred_swaps_under_load() {
-    // As the kiln binary does (see `limit_malloc_arenas`).
-    kiln::process::limit_malloc_arenas(2);
+    // As the kiln binary does (see `configure_malloc`).
+    kiln::process::configure_malloc();
     let stage = staging("soak");
     let artifact = module_artifact("kernel-cpu");
     let threads_at_start = thread_count(None);

@@ -238,7 +238,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    kiln::process::limit_malloc_arenas(2);
+    kiln::process::configure_malloc();
     if matches!(cli.command, Command::Worker) {
         // The worker sets up its own log (its lines go to the supervisor).
         return kiln::worker::main(cli.log_format);

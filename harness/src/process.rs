@@ -99,16 +99,39 @@ pub fn free_pthread_keys() -> usize {
     free
 }
 
-/// Caps glibc's malloc arenas. Every engine version runs on new threads, and
-/// each new thread may get a fresh arena that keeps tens of MiB resident
-/// after the thread is gone: over hundreds of swaps the RSS climbs in steps
-/// until the default cap (8 per core) is reached. A small cap keeps it flat;
-/// kernels allocate little on their hot paths, so contention does not
-/// matter here.
-pub fn limit_malloc_arenas(max: i32) {
+/// The largest `M_MMAP_THRESHOLD` glibc takes on 64-bit targets.
+pub const MMAP_THRESHOLD: i32 = 32 << 20;
+/// Free memory at the top of a malloc heap kept mapped before glibc gives
+/// it back.
+pub const TRIM_THRESHOLD: i32 = 256 << 20;
+
+/// glibc malloc settings for a process that runs and times kernels.
+///
+/// - **Two arenas.** Every engine version runs on new threads, and each new
+///   thread may get a fresh arena that keeps tens of MiB resident after the
+///   thread is gone: over hundreds of swaps the RSS climbs in steps until
+///   the default cap (8 per core) is reached. A small cap keeps it flat;
+///   kernels allocate little on their hot paths, so contention does not
+///   matter here.
+/// - **Fixed mmap and trim thresholds.** By default glibc serves a large
+///   block (a kernel's output: 2-4 MiB in the bundled workload) with a
+///   fresh mmap or from a heap it then trims, depending on a threshold that
+///   moves with the process's history and on the arena's layout. A fresh
+///   or trimmed block is paid for in page faults inside the timed call:
+///   measured in `kiln dev --cold`, the same prefix_sum took 384 faults a
+///   run on the old engine and 480 on the new one, softmax 124 and 96, so
+///   two engines of the same code timed interleaved read apart (up to 1.8x
+///   on one call, `tests/verdicts.rs`). Blocks up to 32 MiB now always come
+///   from a heap that keeps up to 256 MiB free at its top, so after the
+///   first run a call's output reuses mapped memory on every engine.
+pub fn configure_malloc() {
     // SAFETY: mallopt only changes allocator parameters; it is called at
-    // start-up, and M_ARENA_MAX takes any positive value.
+    // start-up, before any thread that allocates runs, and each value is
+    // in its parameter's range (M_ARENA_MAX > 0, M_MMAP_THRESHOLD at most
+    // HEAP_MAX_SIZE / 2 = 32 MiB, M_TRIM_THRESHOLD any size).
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, max);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
 }

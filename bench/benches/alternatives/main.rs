@@ -13,9 +13,9 @@ use std::process::ExitCode;
 use kiln_bench::Config;
 
 fn main() -> ExitCode {
-    // The kiln binary caps malloc arenas (see `limit_malloc_arenas`); the
+    // The kiln binary sets malloc up for timing (see `configure_malloc`); the
     // in-process kiln side of this benchmark does the same.
-    kiln::process::limit_malloc_arenas(2);
+    kiln::process::configure_malloc();
     let workspace = kiln::workspace::built_workspace_root();
     let out_dir = kiln_bench::default_out_dir(&workspace);
     let mut config = Config::from_env(

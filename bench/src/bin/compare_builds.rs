@@ -54,6 +54,8 @@ fn parse() -> Result<CompareOptions, String> {
 }
 
 fn main() -> ExitCode {
+    // Timed as the kiln binary times (see `configure_malloc`).
+    kiln::process::configure_malloc();
     let options = match parse() {
         Ok(options) => options,
         Err(e) => {
