@@ -16,31 +16,11 @@
 //!
 //! Run with `cargo test --release -p kiln-e2e --test dev_backends`.
 
-use std::process::Command;
-
 use kiln::supervisor::history::History;
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, WorkspaceCopy, kiln_binary, kiln_in, save_in_place,
-    with_chunk, with_wrong_saxpy,
+    BUILD_DEADLINE, DevSession, Event, WorkspaceCopy, kiln_ctl, kiln_in, save_in_place, with_chunk,
+    with_wrong_saxpy,
 };
-
-/// `kiln ctl ARGS` in `copy`: (exit success, stdout + stderr).
-fn ctl(copy: &WorkspaceCopy, args: &[&str]) -> (bool, String) {
-    let out = Command::new(kiln_binary())
-        .current_dir(copy.root())
-        .arg("ctl")
-        .args(args)
-        .output()
-        .expect("run kiln ctl");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 fn module_of(e: &Event) -> &str {
     e.str("module").unwrap_or_default()
@@ -225,10 +205,10 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
     );
 
     // Commands that act on one backend are refused, with the reason.
-    let (ok, answer) = ctl(&copy, &["undo"]);
+    let (ok, answer) = kiln_ctl(&copy, &["undo"]);
     assert!(!ok, "{answer}");
     assert!(answer.contains("several backends are served"), "{answer}");
-    let (ok, answer) = ctl(&copy, &["status"]);
+    let (ok, answer) = kiln_ctl(&copy, &["status"]);
     assert!(ok, "the session goes on: {answer}");
 
     let stopped = session.stop();

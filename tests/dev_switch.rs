@@ -9,8 +9,7 @@
 //!   workload replays on each backend; a save after the switch swaps the
 //!   new backend's module; an unknown backend and one that
 //!   cannot run here (cuda, no driver) are refused with the reason and the
-//!   session goes on. (Needs `kiln ctl`, the control socket: ignored until
-//!   the ctl branch is merged.)
+//!   session goes on.
 //!
 //! Run with `cargo test --release -p kiln-e2e --test dev_switch`.
 
@@ -18,7 +17,7 @@ use kiln::supervisor::history::History;
 use kiln::swap::snapshot_file;
 use kiln::workload::Step;
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, WorkspaceCopy, kiln_binary, save_in_place,
+    BUILD_DEADLINE, DevSession, WorkspaceCopy, kiln_binary, kiln_ctl, save_in_place,
 };
 use shared_state::Section;
 use std::process::Command;
@@ -80,24 +79,6 @@ fn auto_serves_cpu_without_a_gpu_and_says_why_not_the_others() {
     session.stop();
 }
 
-/// `kiln ctl ARGS` in `copy`: (exit success, stdout + stderr).
-fn ctl(copy: &WorkspaceCopy, args: &[&str]) -> (bool, String) {
-    let out = Command::new(kiln_binary())
-        .current_dir(copy.root())
-        .arg("ctl")
-        .args(args)
-        .output()
-        .expect("run kiln ctl");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn switch_cpu_vulkan_cpu_keeps_every_resident_bit_for_bit() {
     let copy = WorkspaceCopy::new();
@@ -106,24 +87,24 @@ fn switch_cpu_vulkan_cpu_keeps_every_resident_bit_for_bit() {
     let mut session = DevSession::start(&copy, &["--state", &state_arg]);
 
     // Refusals first: the session goes on serving cpu.
-    let (ok, answer) = ctl(&copy, &["switch", "no-such-backend"]);
+    let (ok, answer) = kiln_ctl(&copy, &["switch", "no-such-backend"]);
     assert!(!ok && answer.contains("unknown backend"), "{answer}");
     let cuda_usable = probe()["cuda"]["Ok"]
         .as_array()
         .is_some_and(|d| !d.is_empty());
     if !cuda_usable {
-        let (ok, answer) = ctl(&copy, &["switch", "cuda"]);
+        let (ok, answer) = kiln_ctl(&copy, &["switch", "cuda"]);
         assert!(!ok, "{answer}");
         assert!(answer.contains("cuda cannot run here"), "{answer}");
         assert!(answer.contains("keeps serving"), "{answer}");
     }
-    let (ok, answer) = ctl(&copy, &["switch", "cpu"]);
+    let (ok, answer) = kiln_ctl(&copy, &["switch", "cpu"]);
     assert!(!ok && answer.contains("already serves"), "{answer}");
 
     // cpu -> vulkan: the state moves to the device; the CPU-only tuning
     // value is named as not carried over; the workload replays there.
     let mark = session.mark();
-    let (ok, answer) = ctl(&copy, &["switch", "vulkan"]);
+    let (ok, answer) = kiln_ctl(&copy, &["switch", "vulkan"]);
     assert!(ok, "{answer}");
     assert!(answer.contains("switched kernel-cpu-v"), "{answer}");
     assert!(
@@ -162,7 +143,7 @@ fn switch_cpu_vulkan_cpu_keeps_every_resident_bit_for_bit() {
     );
 
     // vulkan -> cpu: Vulkan's cache sections are named, not carried over.
-    let (ok, answer) = ctl(&copy, &["switch", "cpu"]);
+    let (ok, answer) = kiln_ctl(&copy, &["switch", "cpu"]);
     assert!(ok, "{answer}");
     assert!(answer.contains("cache/vulkan/"), "{answer}");
     session.wait_replay(BUILD_DEADLINE);

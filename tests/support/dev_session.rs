@@ -189,6 +189,24 @@ pub fn replace_once(source: &str, from: &str, to: &str) -> String {
 /// The saxpy line of `kernels/cpu/src/kernels.rs`.
 pub const SAXPY_LINE: &str = "*o = a * xi + yi)";
 
+/// `kiln ctl ARGS` in `copy`: (exit success, stdout + stderr).
+pub fn kiln_ctl(copy: &WorkspaceCopy, args: &[&str]) -> (bool, String) {
+    let out = Command::new(kiln_binary())
+        .current_dir(copy.root())
+        .arg("ctl")
+        .args(args)
+        .output()
+        .expect("run kiln ctl");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// The `kiln` binary of this test run's profile, next to the test
 /// executable (`<target>/<profile>/kiln`); built (or confirmed fresh) with
 /// cargo once per test process.

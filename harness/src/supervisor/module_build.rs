@@ -541,7 +541,7 @@ fn status_line(line: &str) -> Option<&str> {
 }
 
 /// Removes ANSI escape sequences (`ESC [ ... letter`).
-pub(super) fn strip_ansi(line: &str) -> String {
+pub(crate) fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {

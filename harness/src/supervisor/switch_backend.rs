@@ -37,10 +37,10 @@ use std::time::Instant;
 
 use super::backend_choice;
 use super::history::History;
+use super::module_build::strip_ansi;
 use super::module_build::{BuildOutcome, ModuleBuilder};
 use super::module_graph::KernelModule;
 use super::session::{LastGood, Session};
-use super::spinner::strip_ansi;
 use super::worker_client::WorkerError;
 use crate::swap::served::human_bytes;
 use crate::swap::stage::Staged;

@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use super::build_queue::{BuildQueue, BuildReport};
 use super::module_build::BuildOutcome;
+use super::module_build::strip_ansi;
 use super::session::{Session, print_table};
-use super::spinner::strip_ansi;
 use super::watch::ChangeSet;
 use super::worker_client::WorkerError;
 use crate::swap::served::human_bytes;
