@@ -41,7 +41,7 @@ use super::module_build::strip_ansi;
 use super::module_build::{BuildOutcome, ModuleBuilder};
 use super::module_graph::KernelModule;
 use super::session::{LastGood, Session, print_table};
-use super::version_change::is_version_source;
+use super::version_change::{ModuleChange, is_in};
 use super::watch::ChangeSet;
 use super::worker_client::WorkerError;
 use crate::swap::stage::{Staged, StagingDir};
@@ -228,19 +228,7 @@ impl Session {
     pub(super) fn route_others(&mut self, change: &ChangeSet, queue: &BuildQueue, seen: Instant) {
         for i in 0..self.others.len() {
             let module = self.others[i].module.clone();
-            let touched = change.modules.contains(&module.package);
-            let in_module = |p: &Path| module.source_dirs().any(|d| p.starts_with(d));
-            let rust = touched
-                && change
-                    .paths
-                    .iter()
-                    .any(|p| in_module(p) && !is_version_source(p));
-            let files = change.declarations_changed
-                || touched
-                    && change
-                        .paths
-                        .iter()
-                        .any(|p| in_module(p) && is_version_source(p));
+            let ModuleChange { rust, files } = ModuleChange::of(change, &module);
             if (change.watched_changed || change.declarations_changed)
                 && self.others[i].engine.is_serving()
             {
@@ -255,7 +243,7 @@ impl Session {
             let names: Vec<String> = change
                 .paths
                 .iter()
-                .filter(|p| in_module(p))
+                .filter(|p| is_in(&module, p))
                 .map(|p| p.display().to_string())
                 .collect();
             tracing::info!(

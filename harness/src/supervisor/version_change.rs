@@ -19,6 +19,7 @@ use std::time::Instant;
 use super::build_queue::{BuildQueue, BuildReport};
 use super::module_build::BuildOutcome;
 use super::module_build::strip_ansi;
+use super::module_graph::KernelModule;
 use super::session::{Session, print_table};
 use super::watch::ChangeSet;
 use super::worker_client::WorkerError;
@@ -35,6 +36,46 @@ pub fn is_version_source(path: &Path) -> bool {
         .is_some_and(|e| SOURCE_EXTENSIONS.contains(&e))
 }
 
+/// What a change set asks of one served module (the session's own or
+/// another backend's, `--backends`).
+pub(super) struct ModuleChange {
+    /// A Rust source of the module or of its path dependencies, or the
+    /// root manifest or lock file, changed: a cargo build.
+    pub rust: bool,
+    /// A declaration, or a file the module's engine compiles at creation,
+    /// changed: a re-stage (without cargo when `rust` is false).
+    pub files: bool,
+}
+
+impl ModuleChange {
+    pub(super) fn of(change: &ChangeSet, module: &KernelModule) -> Self {
+        let touched = change.modules.contains(&module.package);
+        let any = |version_source: bool| {
+            touched
+                && change
+                    .paths
+                    .iter()
+                    .any(|p| is_in(module, p) && is_version_source(p) == version_source)
+        };
+        ModuleChange {
+            rust: any(false),
+            files: change.declarations_changed || any(true),
+        }
+    }
+}
+
+/// Whether `path` is one of `module`'s sources: under its own or a path
+/// dependency's directory, or the root manifest or lock file
+/// (`kernels/NAME` is two below the root).
+pub(super) fn is_in(module: &KernelModule, path: &Path) -> bool {
+    let root = module.dir.parent().and_then(Path::parent);
+    let root_manifest = path.parent() == root
+        && path
+            .file_name()
+            .is_some_and(|n| n == "Cargo.toml" || n == "Cargo.lock");
+    root_manifest || module.source_dirs().any(|d| path.starts_with(d))
+}
+
 impl Session {
     /// Routes a change set that is not a contract change; returns (first
     /// event, seen) if a build of the served module was requested.
@@ -46,27 +87,7 @@ impl Session {
         seen: Instant,
     ) -> Option<(Instant, Instant)> {
         let served = self.module.package.clone();
-        let served_touched = change.modules.contains(&served);
-        // The module's own and path dependencies' files, and the root
-        // manifest and lock file (`kernels/NAME` is two below the root).
-        let root = self.module.dir.parent().and_then(Path::parent);
-        let in_served = |p: &Path| {
-            let root_manifest = p.parent() == root
-                && p.file_name()
-                    .is_some_and(|n| n == "Cargo.toml" || n == "Cargo.lock");
-            root_manifest || self.module.source_dirs().any(|d| p.starts_with(d))
-        };
-        let rust = served_touched
-            && change
-                .paths
-                .iter()
-                .any(|p| in_served(p) && !is_version_source(p));
-        let files = change.declarations_changed
-            || served_touched
-                && change
-                    .paths
-                    .iter()
-                    .any(|p| in_served(p) && is_version_source(p));
+        let ModuleChange { rust, files } = ModuleChange::of(change, &self.module);
         let reference = self
             .reference_module
             .as_ref()

@@ -317,8 +317,7 @@ fn aggregate(
             default(timeout.unwrap_or(Duration::from_secs(3600))) => None,
         };
         match received {
-            Some((at, Ok(event))) => hashes.apply(&event, at, &mut pending),
-            Some((_, Err(error))) => tracing::warn!("file watcher: {error}"),
+            Some(raw) => hashes.receive(raw, &mut pending),
             None => {
                 let Some(burst) = pending.as_mut() else {
                     continue;
@@ -340,11 +339,8 @@ fn aggregate(
                 // now (our own reads of the sources just above, anything
                 // that concerns no source) must not hold the save back: a
                 // steady stream of them did, for minutes.
-                while let Ok((at, event)) = raw.try_recv() {
-                    match event {
-                        Ok(event) => hashes.apply(&event, at, &mut pending),
-                        Err(error) => tracing::warn!("file watcher: {error}"),
-                    }
+                while let Ok(queued) = raw.try_recv() {
+                    hashes.receive(queued, &mut pending);
                 }
                 let Some(burst) = pending.take() else {
                     continue;
@@ -396,6 +392,15 @@ impl SourceHashes {
         }
         for dir in self.graph.watch_dirs() {
             self.refresh_dir(&dir);
+        }
+    }
+
+    /// Takes one message of the watcher into the burst (an error is
+    /// logged).
+    fn receive(&mut self, (at, event): Raw, pending: &mut Option<Pending>) {
+        match event {
+            Ok(event) => self.apply(&event, at, pending),
+            Err(error) => tracing::warn!("file watcher: {error}"),
         }
     }
 
