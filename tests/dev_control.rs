@@ -157,6 +157,8 @@ fn kiln_ctl_drives_a_session() {
     assert_eq!(data["backend"], "cpu");
     assert_eq!(data["module"], "kernel-cpu");
     assert_eq!(data["verdict"], format!("v{v1} passed"));
+    // The session's own replay counts, not only a `replay` command's.
+    assert_eq!(data["last_replay"], format!("v{v1} passed"));
     assert_eq!(data["socket"], socket.display().to_string());
     assert!(
         data["state_hash"].as_str().is_some_and(|h| h.len() == 32),

@@ -18,7 +18,7 @@ use kiln_e2e::dev_session::{BUILD_DEADLINE, DevSession, Event, QUIET};
 use kiln_e2e::misbehaving::{
     MISBEHAVE_CALL, MisbehavingWorkspace, module_target_dir, state_tensor,
 };
-use shared_state::Scalar;
+use shared_state::{Call, Scalar};
 
 const QUIET_MAX: Duration = Duration::from_secs(240);
 
@@ -311,4 +311,77 @@ fn ctrl_c_during_an_infinite_loop_ends_the_session_within_two_seconds() {
         !std::path::Path::new(&format!("/proc/{worker}")).exists(),
         "the looping worker {worker} was killed"
     );
+}
+
+/// A second resident buffer, other values than `state`'s.
+fn extra_tensor() -> shared_state::Tensor {
+    shared_state::Tensor::from_f32(&[1024], (0..1024).map(|i| i as f32 * 0.25).collect())
+}
+
+/// The workload read again (a new resident and a call reading it) loads
+/// that resident into the engine when the served version is re-checked;
+/// the recheck passes, so that state is the last good point: a crash
+/// afterwards restarts on a checkpoint that holds it, not on the one taken
+/// before the workload changed.
+#[test]
+fn a_crash_after_a_workload_change_restarts_with_the_state_it_loaded() {
+    let ws = MisbehavingWorkspace::new();
+    let state_file = ws.root().join("session.snapshot");
+    let mut session = start(&ws, &["--state", state_file.to_str().expect("utf-8 path")]);
+    session.wait_quiet(QUIET, QUIET_MAX);
+    let before = last_checkpoint(&session)
+        .str("state_hash")
+        .expect("hash")
+        .to_string();
+
+    // The workload file rewritten (as `kiln record` does): the same calls,
+    // the `misbehave` call still at its index, and a new resident read back
+    // by a call after it.
+    let mut workload = kiln::workload::Workload::new("misbehaving");
+    workload.load("state", state_tensor());
+    workload.call(Call::new("read").resident("state"), Some(state_tensor()));
+    workload.call(Call::new("count"), None);
+    workload.call(
+        Call::new("misbehave"),
+        Some(shared_state::Tensor::from_f32(&[1], vec![0.0])),
+    );
+    workload.load("extra", extra_tensor());
+    workload.call(Call::new("read").resident("extra"), Some(extra_tensor()));
+    kiln::workload::write(&workload, &ws.workload).expect("write the workload");
+
+    let rechecked = session.wait_event("rechecked", BUILD_DEADLINE);
+    assert_eq!(rechecked.bool("pass"), Some(true), "{}", rechecked.json);
+    let after = session
+        .wait_event("checkpoint", BUILD_DEADLINE)
+        .str("state_hash")
+        .expect("hash")
+        .to_string();
+    assert_ne!(
+        after, before,
+        "the checkpoint after the recheck holds the new resident"
+    );
+    session.wait_quiet(QUIET, QUIET_MAX);
+
+    ws.save("abort", 1);
+    let restarted = session.wait_event("restarted", BUILD_DEADLINE);
+    assert_eq!(
+        restarted.str("checkpoint_hash"),
+        Some(after.as_str()),
+        "restarted from the checkpoint taken after the recheck: {}",
+        restarted.json
+    );
+    assert_eq!(
+        restarted.bool("state_matches"),
+        Some(true),
+        "{}",
+        restarted.json
+    );
+    session.wait_quiet(QUIET, QUIET_MAX);
+    let stopped = session.stop();
+    assert!(stopped.status.success(), "exit: {:?}", stopped.status);
+    let mut state = kiln::swap::snapshot_file::load(&state_file).expect("state file written");
+    let extra = state
+        .take_tensor("resident/extra")
+        .expect("the new resident survived the crash");
+    assert!(extra.bit_eq(&extra_tensor()), "bit for bit");
 }

@@ -20,7 +20,8 @@ use crate::swap::served::human_bytes;
 pub(super) struct ControlState {
     /// Good versions for `undo`.
     pub(super) good: GoodVersions,
-    /// The last `replay` command's verdict: (version, passed).
+    /// The last replay of the served module (after a swap or a recheck):
+    /// version and whether it passed.
     pub(super) last_replay: Option<(u64, bool)>,
     /// Where the socket is (for `status`).
     pub(super) socket: Option<PathBuf>,
@@ -213,20 +214,17 @@ impl Session {
         }
         let label = self.label();
         match self.recheck("requested") {
-            Some(passed) => {
-                self.control.last_replay = Some((self.version(), passed));
-                Answer::Done {
-                    message: format!(
-                        "replayed {label}: {}",
-                        if passed {
-                            "passed"
-                        } else {
-                            "FAILED (the log has the failing call)"
-                        }
-                    ),
-                    data: Some(json!({ "version": self.version(), "passed": passed })),
-                }
-            }
+            Some(passed) => Answer::Done {
+                message: format!(
+                    "replayed {label}: {}",
+                    if passed {
+                        "passed"
+                    } else {
+                        "FAILED (the log has the failing call)"
+                    }
+                ),
+                data: Some(json!({ "version": self.version(), "passed": passed })),
+            },
             None => Answer::refused(format!("the replay of {label} did not run (see the log)")),
         }
     }

@@ -208,12 +208,18 @@ impl IsolatedEngine {
         }
     }
 
-    /// Has the worker read its workload again; returns its description.
+    /// Has the worker read its workload again and load the resident
+    /// buffers it now declares that the engine does not hold (as at the
+    /// start: a replay never loads them); returns its description.
     pub fn reload_workload(&mut self) -> Result<String, WorkerError> {
-        match self.request(Request::ReloadWorkload)? {
-            Reply::WorkloadReloaded { description } => Ok(description),
-            other => Err(unexpected(other)),
-        }
+        let description = match self.request(Request::ReloadWorkload)? {
+            Reply::WorkloadReloaded { description } => description,
+            other => return Err(unexpected(other)),
+        };
+        Ok(match self.load_workload_state()? {
+            0 => description,
+            loaded => format!("{description}; loaded {loaded} new resident buffer(s)"),
+        })
     }
 
     /// Replaces the worker's reference engine with `staged`'s; a worker

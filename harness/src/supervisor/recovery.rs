@@ -33,13 +33,12 @@ impl Session {
             .or_else(|| tried.as_ref().map(|(_, l)| l.clone()))
             .unwrap_or_else(|| self.serving.label.clone());
         let culprit_version = version_of(&culprit).unwrap_or(self.serving.version);
-        let (event, elapsed_ms) = match &down.kind {
-            DownKind::Crashed(_) => ("crashed", None),
-            DownKind::Hung { .. } => (
-                "hung",
-                down.running.as_ref().map(|r| r.elapsed.as_secs_f64() * 1e3),
-            ),
+        let event = match &down.kind {
+            DownKind::Crashed(_) => "crashed",
+            DownKind::Hung { .. } => "hung",
         };
+        // How long the call (or operation) had run when it went down.
+        let elapsed_ms = down.running.as_ref().map(|r| r.elapsed.as_secs_f64() * 1e3);
         let call = down.running.as_ref().and_then(|r| r.call.clone());
         let next = match &self.last_good {
             Some(good) => format!(
@@ -61,7 +60,12 @@ impl Session {
             last_words = %down.last_words.join("\n"),
             "{culprit} {what}; {next}"
         );
-        let note = format!("{event}: {what}");
+        // A hang's description already starts with "hung:".
+        let note = if what.starts_with(event) {
+            what.clone()
+        } else {
+            format!("{event}: {what}")
+        };
         match self
             .history
             .versions

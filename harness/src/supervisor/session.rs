@@ -250,6 +250,9 @@ impl Session {
             None
         };
         let passed = report.as_ref().is_none_or(|r| r.passed);
+        if report.is_some() {
+            self.control.last_replay = Some((staged.version, passed));
+        }
         let timings: BTreeMap<String, Stats> = report
             .as_ref()
             .map(|r| {

@@ -374,6 +374,11 @@ impl Session {
                         "{} passes ({why})",
                         report.label
                     );
+                    // A workload read again loaded its residents into the
+                    // engine: the state changed, and it passed, so it is the
+                    // last good point (a crash must not restart on the
+                    // state from before).
+                    self.checkpoint();
                 } else {
                     let failure = report.first_failure.clone();
                     tracing::error!(
@@ -389,6 +394,7 @@ impl Session {
                         ))
                     );
                 }
+                self.control.last_replay = Some((self.version(), report.passed));
                 // `--backends`: every served backend replays, compared.
                 self.replay_on_others(Some(&report));
                 Some(report.passed)
