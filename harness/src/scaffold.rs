@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 
 use shared_state::{KernelDecl, LaunchDecl, ParamDecl, Scalar, TensorDecl, WorkDecl};
 
-/// First line of a GPU source stub: a backend does not list the kernel as
-/// implemented while its source starts with it (delete the line when the
-/// kernel is written).
-pub const GPU_STUB_MARKER: &str = "// kiln: stub";
+/// First line of a GPU source stub (defined by the contract: the backends
+/// read it).
+pub use shared_state::GPU_STUB_MARKER;
 
 /// The line in a module's `src/declared/mod.rs` above which new kernels go.
 pub const REGISTRY_MARKER: &str = "// `kiln new kernel` adds kernels above this line.";

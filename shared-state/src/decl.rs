@@ -525,6 +525,19 @@ pub struct SourceFile {
     pub hash: String,
 }
 
+/// First line of a GPU source stub (`kiln new kernel` writes them): a
+/// backend does not list the kernel as implemented while its source starts
+/// with it, so replay skips the kernel's calls there (delete the line when
+/// the kernel is written).
+pub const GPU_STUB_MARKER: &str = "// kiln: stub";
+
+impl SourceFile {
+    /// A scaffold's stub, not written yet (starts with [`GPU_STUB_MARKER`]).
+    pub fn is_stub(&self) -> bool {
+        self.text.trim_start().starts_with(GPU_STUB_MARKER)
+    }
+}
+
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')

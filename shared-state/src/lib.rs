@@ -15,8 +15,8 @@ pub mod snapshot;
 pub mod tensor;
 
 pub use decl::{
-    BindError, Bound, KernelDecl, KernelSet, LaunchDecl, ParamDecl, PassDecl, SourceFile,
-    TensorDecl, ToleranceDecl, TunableDecl, WorkDecl,
+    BindError, Bound, GPU_STUB_MARKER, KernelDecl, KernelSet, LaunchDecl, ParamDecl, PassDecl,
+    SourceFile, TensorDecl, ToleranceDecl, TunableDecl, WorkDecl,
 };
 pub use engine::{
     Arg, Call, Created, DeviceInfo, Engine, EngineContext, EngineError, ErrorKind, ModuleInfo,

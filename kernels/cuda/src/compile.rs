@@ -34,8 +34,8 @@ pub struct CompiledKernel {
 }
 
 /// Compiles the source of every declared kernel that has one among
-/// `sources`, for `arch`. A declared kernel without a source is not
-/// implemented here; a `.cu` file without a declaration is returned in the
+/// `sources`, for `arch`. A declared kernel without a source, or whose
+/// source is still the scaffold's stub, is not implemented here; a `.cu` file without a declaration is returned in the
 /// second list (for a log line). The first source that does not compile or
 /// does not fit its declaration is the error.
 #[cfg(test)]
@@ -67,7 +67,7 @@ pub fn compile_all_cached(
     let mut compiled = Vec::new();
     for decl in kernels.iter() {
         let path = source_path(&decl.name);
-        if let Some(source) = sources.iter().find(|s| s.path == path) {
+        if let Some(source) = sources.iter().find(|s| s.path == path && !s.is_stub()) {
             let key = ptx_cache::Key::of(source, arch, nvrtc);
             let cached = cache.get(&source.path, &key);
             compiled.push(compile_kernel_with(decl, source, arch, key, cached)?);
@@ -78,6 +78,7 @@ pub fn compile_all_cached(
         // `peaks/*.cu` are kiln's own peak kernels, declared by the host
         // when it measures the device's peaks (never a user kernel).
         .filter(|s| s.path.starts_with("kernels/") && s.path.ends_with(".cu"))
+        .filter(|s| !s.is_stub())
         .filter(|s| !compiled.iter().any(|c| c.path == s.path))
         .map(|s| s.path.clone())
         .collect();

@@ -32,8 +32,8 @@ pub struct Shader {
 }
 
 /// Compiles the shader of every declared kernel that has one among
-/// `sources`. A declared kernel without a shader is not implemented here
-/// (and not listed); a shader without a declaration is ignored (returned in
+/// `sources`. A declared kernel without a shader, or whose shader is still
+/// the scaffold's stub, is not implemented here (and not listed); a shader without a declaration is ignored (returned in
 /// the second list, for a log line). The first shader that does not compile
 /// or does not fit its declaration is the error.
 pub fn compile_all(
@@ -43,13 +43,14 @@ pub fn compile_all(
     let mut shaders = Vec::new();
     for decl in kernels.iter() {
         let path = shader_path(&decl.name);
-        if let Some(source) = sources.iter().find(|s| s.path == path) {
+        if let Some(source) = sources.iter().find(|s| s.path == path && !s.is_stub()) {
             shaders.push(compile(decl, source)?);
         }
     }
     let undeclared = sources
         .iter()
         .filter(|s| s.path.starts_with("shaders/") && s.path.ends_with(".wgsl"))
+        .filter(|s| !s.is_stub())
         .filter(|s| !shaders.iter().any(|sh| sh.path == s.path))
         .map(|s| s.path.clone())
         .collect();

@@ -521,3 +521,29 @@ fn engine_creation_reports_compile_and_pipeline_times() {
         e.compile_time().as_secs_f64() * 1e3
     );
 }
+
+/// A shader that is still `kiln new kernel`'s stub (it compiles: an empty
+/// entry point) is not listed as implemented, nor as undeclared; once its
+/// stub line is deleted it is compiled and checked like any shader.
+#[test]
+fn a_stub_shader_is_not_listed_until_its_stub_line_is_removed() {
+    let kernels = declarations();
+    let saxpy = std::fs::read_to_string(workspace_root().join("kernels/vulkan/shaders/saxpy.wgsl"))
+        .expect("saxpy.wgsl");
+    let stub = format!(
+        "{}: not listed as implemented until this line is removed.\n{saxpy}",
+        shared_state::GPU_STUB_MARKER
+    );
+    let (compiled, undeclared) =
+        shaders::compile_all(&kernels, &[source("shaders/saxpy.wgsl", &stub)]).unwrap();
+    assert!(compiled.is_empty(), "a stub is not implemented");
+    assert!(
+        undeclared.is_empty(),
+        "a stub is not undeclared: {undeclared:?}"
+    );
+    let written = stub.split_once('\n').expect("two lines").1;
+    let (compiled, _) =
+        shaders::compile_all(&kernels, &[source("shaders/saxpy.wgsl", written)]).unwrap();
+    assert_eq!(compiled.len(), 1, "the written shader is listed");
+    assert_eq!(compiled[0].kernel, "saxpy");
+}
