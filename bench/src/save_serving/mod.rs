@@ -229,13 +229,22 @@ fn summary(samples: Vec<f64>, what: &str) -> Result<Summary, String> {
 /// Measures every row: the Rust edit on both sides, interleaved, then the
 /// WGSL edit, the `.cu` compile and the call table (`artifact`: kernel-cpu
 /// as the host's profile builds it). Scratch files go to
-/// `out_dir/save-to-serving` (kiln dev's logs stay there).
+/// `out_dir/save-to-serving` (kiln dev's logs stay there); the workspace
+/// copy kiln dev serves, to a temporary directory.
 pub fn measure(config: &Config, artifact: &std::path::Path) -> Result<SaveToServing, String> {
     let dir = config.out_dir.join("save-to-serving");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let kiln_exe = crate::artifacts::build_kiln(&config.workspace)?;
-    let copy = dir.join("workspace");
+    // The copy kiln dev serves lives outside the workspace: cargo merges the
+    // `.cargo/config.toml` of every parent directory, so a copy under
+    // `target/` got the workspace's rustflags twice, and the host refused
+    // the modules built there (another rustflags hash).
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-bench-save-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let copy = scratch.path().join("workspace");
     copy_sources(&config.workspace, &copy)?;
     let mut kiln_edit = ConstantEdit::new(&copy.join(KERNELS_SOURCE))?;
 
