@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use kiln_e2e::dev_session::{BUILD_DEADLINE, DevSession, Event, QUIET};
 use kiln_e2e::misbehaving::{
-    MISBEHAVE_CALL, MisbehavingWorkspace, module_target_dir, state_tensor,
+    self, MISBEHAVE_CALL, MisbehavingWorkspace, module_target_dir, state_tensor,
 };
 use shared_state::{Call, Scalar};
 
@@ -337,14 +337,7 @@ fn a_crash_after_a_workload_change_restarts_with_the_state_it_loaded() {
     // The workload file rewritten (as `kiln record` does): the same calls,
     // the `misbehave` call still at its index, and a new resident read back
     // by a call after it.
-    let mut workload = kiln::workload::Workload::new("misbehaving");
-    workload.load("state", state_tensor());
-    workload.call(Call::new("read").resident("state"), Some(state_tensor()));
-    workload.call(Call::new("count"), None);
-    workload.call(
-        Call::new("misbehave"),
-        Some(shared_state::Tensor::from_f32(&[1], vec![0.0])),
-    );
+    let mut workload = misbehaving::workload();
     workload.load("extra", extra_tensor());
     workload.call(Call::new("read").resident("extra"), Some(extra_tensor()));
     kiln::workload::write(&workload, &ws.workload).expect("write the workload");

@@ -38,6 +38,20 @@ pub fn state_tensor() -> Tensor {
     Tensor::from_f32(&[STATE_LEN], values)
 }
 
+/// The workload the copy is served with: the `state` resident, a call that
+/// reads it back, `count`, and `misbehave` (at [`MISBEHAVE_CALL`]).
+pub fn workload() -> Workload {
+    let mut workload = Workload::new("misbehaving");
+    workload.load("state", state_tensor());
+    workload.call(Call::new("read").resident("state"), Some(state_tensor()));
+    workload.call(Call::new("count"), None);
+    workload.call(
+        Call::new("misbehave"),
+        Some(Tensor::from_f32(&[1], vec![0.0])),
+    );
+    workload
+}
+
 impl MisbehavingWorkspace {
     pub fn new() -> MisbehavingWorkspace {
         let copy = WorkspaceCopy::new();
@@ -59,16 +73,8 @@ impl MisbehavingWorkspace {
             ),
         )
         .expect("write Cargo.toml");
-        let mut workload = Workload::new("misbehaving");
-        workload.load("state", state_tensor());
-        workload.call(Call::new("read").resident("state"), Some(state_tensor()));
-        workload.call(Call::new("count"), None);
-        workload.call(
-            Call::new("misbehave"),
-            Some(Tensor::from_f32(&[1], vec![0.0])),
-        );
         let path = root.join("misbehaving.kiln");
-        write(&workload, &path).expect("write the workload");
+        write(&workload(), &path).expect("write the workload");
         let pristine = std::fs::read_to_string(root.join(SOURCE)).expect("read source");
         MisbehavingWorkspace {
             copy,

@@ -60,11 +60,10 @@ impl Session {
             last_words = %down.last_words.join("\n"),
             "{culprit} {what}; {next}"
         );
-        // A hang's description already starts with "hung:".
-        let note = if what.starts_with(event) {
-            what.clone()
-        } else {
-            format!("{event}: {what}")
+        // A hang's description already says "hung:".
+        let note = match &down.kind {
+            DownKind::Crashed(_) => format!("{event}: {what}"),
+            DownKind::Hung { .. } => what.clone(),
         };
         match self
             .history

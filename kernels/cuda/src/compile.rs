@@ -35,9 +35,10 @@ pub struct CompiledKernel {
 
 /// Compiles the source of every declared kernel that has one among
 /// `sources`, for `arch`. A declared kernel without a source, or whose
-/// source is still the scaffold's stub, is not implemented here; a `.cu` file without a declaration is returned in the
-/// second list (for a log line). The first source that does not compile or
-/// does not fit its declaration is the error.
+/// source is still the scaffold's stub, is not implemented here; a `.cu`
+/// file without a declaration is returned in the second list (for a log
+/// line). The first source that does not compile or does not fit its
+/// declaration is the error.
 #[cfg(test)]
 pub fn compile_all(
     kernels: &KernelSet,

@@ -33,9 +33,10 @@ pub struct Shader {
 
 /// Compiles the shader of every declared kernel that has one among
 /// `sources`. A declared kernel without a shader, or whose shader is still
-/// the scaffold's stub, is not implemented here (and not listed); a shader without a declaration is ignored (returned in
-/// the second list, for a log line). The first shader that does not compile
-/// or does not fit its declaration is the error.
+/// the scaffold's stub, is not implemented here (and not listed); a shader
+/// without a declaration is ignored (returned in the second list, for a log
+/// line). The first shader that does not compile or does not fit its
+/// declaration is the error.
 pub fn compile_all(
     kernels: &KernelSet,
     sources: &[SourceFile],
