@@ -15,7 +15,9 @@
 #                                    through the kiln host, replays the bundled workload
 #                                    on the CPU and CUDA modules (per-kernel tables side
 #                                    by side) and swaps 1 GiB of device state bit for bit
-#                                    (then `kiln machine` measures the CUDA device's peaks)
+#                                    (then `kiln machine` measures the CUDA device's peaks);
+#                                    a .cu that crashes on the GPU is reported as a failed
+#                                    call, and the good one replays again in a new process
 #
 # The test binary reads the kernel declarations (kernels/declarations/) and the
 # .cu files (kernels/cuda/kernels/) from the repository root at run time, as the
@@ -141,6 +143,27 @@ if [[ -x "$kiln_bin" && -e "$cpu_module" && -e "$cuda_module" ]]; then
     echo "-- CPU backend (reference for the comparison)"
     "$kiln_bin" replay "$workload" --module "$cpu_module" || host_status=$?
     echo "-- CUDA backend (every call checked against the same expected outputs)"
+    "$kiln_bin" replay "$workload" --module "$cuda_module" || host_status=$?
+    echo "-- a .cu that crashes on the GPU (a write to an illegal address): the replay names the failing call and exits 1; the good .cu replays again"
+    saxpy_cu=kernels/cuda/kernels/saxpy.cu
+    cp "$saxpy_cu" "$pack_dir/saxpy.cu.good"
+    trap 'cp "$pack_dir/saxpy.cu.good" "$saxpy_cu"' EXIT
+    sed -i 's|        out\[i\] = __fadd_rn(__fmul_rn(a, x\[i\]), y\[i\]);|        out[i] = __fadd_rn(__fmul_rn(a, x[i]), y[i]); if (i == 0) { *((volatile float*)0x10) = 1.0f; }|' "$saxpy_cu"
+    if ! grep -q 'volatile float\*)0x10' "$saxpy_cu"; then
+        echo "gpu-check: could not make the crashing saxpy.cu" >&2
+        host_status=1
+    fi
+    crash_log=$(mktemp)
+    crash_status=0
+    "$kiln_bin" replay "$workload" --module "$cuda_module" >"$crash_log" 2>&1 || crash_status=$?
+    cat "$crash_log"
+    if [[ $crash_status -eq 0 ]] || ! grep -q 'saxpy' "$crash_log"; then
+        echo "gpu-check: the crashing .cu was not reported as a failed saxpy call (exit $crash_status)" >&2
+        host_status=1
+    fi
+    rm -f "$crash_log"
+    cp "$pack_dir/saxpy.cu.good" "$saxpy_cu"
+    trap - EXIT
     "$kiln_bin" replay "$workload" --module "$cuda_module" || host_status=$?
     echo "-- CUDA swap: 1 GiB of device-resident state, bit for bit"
     "$kiln_bin" check-swap --module "$cuda_module" --state-mib 1024 || host_status=$?

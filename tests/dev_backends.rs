@@ -18,8 +18,8 @@
 
 use kiln::supervisor::history::History;
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, WorkspaceCopy, kiln_ctl, kiln_in, save_in_place, with_chunk,
-    with_wrong_saxpy,
+    BUILD_DEADLINE, DevSession, Event, WorkspaceCopy, kiln_ctl, record_small_saxpy, save_in_place,
+    with_chunk, with_wrong_saxpy,
 };
 
 fn module_of(e: &Event) -> &str {
@@ -33,21 +33,7 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
     // every save replays on lavapipe too, where the bundled workload takes
     // about 36 s; what is tested here is which backend swaps and that the
     // outputs are compared, not the kernels.
-    let workload = copy.root().join("target/saxpy-small.kiln");
-    kiln_in(
-        &copy,
-        &[
-            "record",
-            "--kernel",
-            "saxpy",
-            "--dims",
-            "n=65536",
-            "-o",
-            workload.to_str().expect("utf-8 path"),
-        ]
-        .map(String::from),
-    );
-    let workload_arg = workload.display().to_string();
+    let workload_arg = record_small_saxpy(&copy);
     let mut session = DevSession::start(
         &copy,
         &[

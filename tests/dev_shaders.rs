@@ -60,8 +60,20 @@ fn a_wgsl_edit_swaps_without_cargo_and_a_broken_shader_keeps_serving() {
     assert!(session.named_since(mark, "swapped").is_empty());
     assert!(session.named_since(mark, "build_started").is_empty());
 
-    // Fixed again: swaps in and passes.
+    // The pristine shader again: the rolled-back version serves exactly it
+    // (a version is what was staged, not the workspace's files), so it is
+    // the same version and nothing is swapped.
+    let mark = session.mark();
     save_in_place(&path, &pristine);
+    session.wait_for("the identical version noticed", BUILD_DEADLINE, |e| {
+        e.message()
+            .contains("has the same library, declarations and sources")
+    });
+    session.wait_quiet(Duration::from_millis(1500), BUILD_DEADLINE);
+    assert!(session.named_since(mark, "swapped").is_empty());
+
+    // An edited good shader: swaps in and passes.
+    save_in_place(&path, &format!("{pristine}// edited again\n"));
     let swapped = session.wait_event("swapped", BUILD_DEADLINE);
     let saxpy = session.wait_for("the saxpy call of the fixed shader", BUILD_DEADLINE, |e| {
         e.is_replay_of("saxpy")

@@ -1,6 +1,7 @@
 //! Autotuning through the tuner API on real built and staged modules: the
 //! CPU module's matmul `tile` is tuned, kept in the engine's state, carried
-//! across a swap, and served from the tuning cache the second time.
+//! across a swap, and served from the tuning cache the second time, but not
+//! to a build whose code changed.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -104,7 +105,6 @@ fn matmul_tile_is_tuned_kept_across_a_swap_and_served_from_the_cache() {
         &opts,
         TuneCache::at(cache_dir.path()),
         quick(),
-        Some(&workspace_root()),
     )
     .unwrap();
     assert!(
@@ -163,7 +163,6 @@ fn matmul_tile_is_tuned_kept_across_a_swap_and_served_from_the_cache() {
         &opts,
         TuneCache::at(cache_dir.path()),
         quick(),
-        Some(&workspace_root()),
     )
     .unwrap();
     let before = calls_of(&swapped, "matmul");
@@ -244,15 +243,8 @@ fn a_slow_candidate_and_a_wrong_one_are_never_picked() {
         max_rounds: 12,
         max_time: Duration::from_secs(3),
     };
-    let mut tuner = Tuner::plan(
-        &handle,
-        &w,
-        &opts,
-        TuneCache::at(cache_dir.path()),
-        config,
-        Some(root.path()),
-    )
-    .unwrap();
+    let mut tuner =
+        Tuner::plan(&handle, &w, &opts, TuneCache::at(cache_dir.path()), config).unwrap();
     assert!(
         tuner.pending(),
         "nothing planned; skipped: {:?}",
@@ -368,35 +360,151 @@ fn the_worker_tunes_after_a_passing_replay_and_then_from_the_cache() {
     engine.stop_worker(Duration::from_secs(10));
 }
 
-/// The cache key's source part: an edit of saxpy's source leaves matmul's
-/// hash (so its cached tuning) as it was; an edit of matmul's changes it.
-#[test]
-fn editing_one_kernel_changes_only_that_kernels_tuning_key() {
-    use kiln::tuning::tuner::kernel_source_hash;
-    let root = tempfile::tempdir().unwrap();
-    let module = root.path().join("kernels/cpu");
-    std::fs::create_dir_all(module.join("src/declared")).unwrap();
-    let real = workspace_root().join("kernels/cpu");
-    std::fs::copy(real.join("Cargo.toml"), module.join("Cargo.toml")).unwrap();
-    for k in ["matmul", "saxpy"] {
-        let rel = format!("src/declared/{k}.rs");
-        std::fs::copy(real.join(&rel), module.join(&rel)).unwrap();
-    }
-    let stage = staging("tune-key");
-    let (handle, _) =
-        EngineHandle::start(Arc::new(load_fresh(&stage, CPU)), &options(), None).unwrap();
-    let hash = |k: &str| kernel_source_hash(&handle, Some(root.path()), CPU, k);
-    let (matmul, saxpy) = (hash("matmul"), hash("saxpy"));
-    assert_ne!(matmul, saxpy);
+/// Where the edit goes: the end of `matmul_kernel::matmul`'s signature in
+/// `kernels/cpu/src/kernels.rs` (its last parameter is the tile).
+const MATMUL_SIGNATURE_END: &str = "        tile: usize,\n    ) -> Vec<f32> {\n";
 
-    let edit = |k: &str| {
-        let p = module.join(format!("src/declared/{k}.rs"));
-        let text = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(&p, format!("{text}\n// edited\n")).unwrap();
+/// 3 ms of sleep per call with the tile 128, at the top of the tiled loop's
+/// function.
+const SLEEP_ON_128: &str =
+    "        if tile == 128 { std::thread::sleep(std::time::Duration::from_millis(3)); }\n";
+
+/// The tuning cache's stale-tile case: matmul's tiled loop lives in
+/// `kernels/cpu/src/kernels.rs`, a file named after no kernel, so a key
+/// made of the files named after the kernel served an edited loop the tile
+/// tuned for the old one. Here that file is edited (a 3 ms sleep on tile
+/// 128) in a copy of the workspace, and the edited build, planned with the
+/// cache directory the pristine build was tuned into, is not served from
+/// it: it times every candidate again, its key differs from the pristine
+/// build's in the code hash (the staged library's bytes) and in nothing
+/// else, and the value it keeps is not 128. Staging the pristine artifact
+/// again gives the same code hash, and that copy is served from the cache.
+///
+/// It cannot flake on the cache and the keys: they depend on bytes, not
+/// timing. The one timed assertion, "not 128", has a margin of 3 ms per
+/// sample: every sample of 128 includes the sleep, while a sample of the
+/// other tiles is one 96x80x72 matmul (well under a millisecond); the
+/// medians of all three would need to come out over 3 ms slower than 128's
+/// for it to win.
+#[test]
+fn an_edit_of_matmuls_shared_code_re_tunes_instead_of_serving_the_cache() {
+    use kiln::LoadedModule;
+    use kiln::tuning::cache::{TuneKey, TuneResult};
+    use kiln::tuning::tuner::code_hash;
+    use kiln_e2e::edited_module::EditedWorkspace;
+
+    // Held through the build too: cargo next to another test's timing
+    // would take a core from it.
+    let _serial = one_at_a_time();
+    let stage = staging("tune-edited-shared-code");
+    let pristine = load_fresh(&stage, CPU);
+    let copy = EditedWorkspace::copy("tune-matmul-sleep");
+    copy.edit(
+        "kernels/cpu/src/kernels.rs",
+        MATMUL_SIGNATURE_END,
+        &format!("{MATMUL_SIGNATURE_END}{SLEEP_ON_128}"),
+    );
+    // Staged at once: edited copies share one target directory.
+    let edited = LoadedModule::open(stage_file(&stage, CPU, &copy.build(CPU)))
+        .unwrap_or_else(|e| panic!("the edited module is refused: {e}"));
+
+    let cache_dir = tempfile::tempdir().unwrap();
+    let workload = workload_of(&stage, "matmul", "m=96,k=80,n=72");
+    let opts = correctness_only();
+    let start = |module: LoadedModule| {
+        let (handle, _) = EngineHandle::start(Arc::new(module), &options(), None).unwrap();
+        replay::load_state(&handle, &workload).unwrap();
+        handle
     };
-    edit("saxpy");
-    assert_eq!(hash("matmul"), matmul, "a saxpy edit changed matmul's key");
-    assert_ne!(hash("saxpy"), saxpy);
-    edit("matmul");
-    assert_ne!(hash("matmul"), matmul, "a matmul edit kept matmul's key");
+    // Plans with the one cache directory, runs to the end, and returns the
+    // result with the number of matmul calls it made.
+    let tune = |handle: &EngineHandle| {
+        let mut tuner = Tuner::plan(
+            handle,
+            &workload,
+            &opts,
+            TuneCache::at(cache_dir.path()),
+            quick(),
+        )
+        .unwrap();
+        assert!(
+            tuner.pending(),
+            "nothing planned; skipped: {:?}",
+            tuner.skipped
+        );
+        let before = calls_of(handle, "matmul");
+        let done = run_to_end(&mut tuner, handle, &opts);
+        assert_eq!(done.len(), 1, "{done:?}");
+        println!("{}", done[0].table);
+        (done[0].clone(), calls_of(handle, "matmul") - before)
+    };
+
+    // The pristine build: timed, into the cache.
+    let handle = start(pristine);
+    let pristine_hash = code_hash(&handle);
+    let (first, _) = tune(&handle);
+    assert!(!first.from_cache);
+    let pristine_best = first.best.clone().expect("a candidate is chosen");
+    drop(handle);
+
+    // The same artifact staged again: the same code hash, served.
+    let again = start(load_fresh(&stage, CPU));
+    assert_eq!(
+        code_hash(&again),
+        pristine_hash,
+        "staging the same artifact again changed its code hash"
+    );
+    let (served, calls) = tune(&again);
+    assert!(served.from_cache, "not from the cache:\n{}", served.table);
+    assert_eq!(served.best.as_deref(), Some(pristine_best.as_str()));
+    assert_eq!(calls, 1, "a cached tuning ran timing calls");
+    drop(again);
+
+    // The edited build: another code hash, and every candidate timed again.
+    let handle = start(edited);
+    let edited_hash = code_hash(&handle);
+    assert_ne!(
+        edited_hash, pristine_hash,
+        "an edit of kernels.rs left the code hash as it was"
+    );
+    let (retuned, calls) = tune(&handle);
+    assert!(
+        !retuned.from_cache,
+        "the edited build was served the pristine build's tile:\n{}",
+        retuned.table
+    );
+    // 4 candidates checked, then timed rounds, then the keep call.
+    assert!(calls > 8, "only {calls} matmul calls while re-tuning");
+    let best = retuned.best.clone().expect("a candidate is chosen");
+    assert_ne!(
+        best, "128",
+        "the tile that sleeps 3 ms per call was kept:\n{}",
+        retuned.table
+    );
+    assert_eq!(
+        note(&handle, "tuning/matmul/tile").map(|s| s.to_string()),
+        Some(best)
+    );
+
+    // Two cache files now, whose keys differ in the code hash alone.
+    let mut keys: Vec<_> = std::fs::read_dir(cache_dir.path())
+        .unwrap()
+        .map(|e| {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            serde_json::from_str::<TuneResult>(&text).unwrap().key
+        })
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:#?}");
+    keys.sort_by_key(|k| k.code_hash != pristine_hash);
+    let (old, new) = (&keys[0], &keys[1]);
+    assert_eq!(old.code_hash, pristine_hash);
+    assert_eq!(new.code_hash, edited_hash);
+    assert_eq!(
+        TuneKey {
+            code_hash: new.code_hash.clone(),
+            ..old.clone()
+        },
+        *new,
+        "the keys differ in more than the code hash"
+    );
 }

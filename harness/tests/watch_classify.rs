@@ -74,6 +74,12 @@ fn classifies_changed_paths() {
         ),
         ("kernels/cuda/src/add.cu", modules(&["kernel-cuda"])),
         ("Cargo.lock", all.clone()),
+        // Cargo's configuration: the flags of every build.
+        (".cargo/config.toml", all.clone()),
+        // Any other file in a module's folder may be read by its build
+        // (`include_bytes!`, `#![doc = include_str!("../README.md")]`).
+        ("kernels/cpu/data/table.bin", modules(&["kernel-cpu"])),
+        ("kernels/cpu/README.md", modules(&["kernel-cpu"])),
         ("shared-state/src/engine.rs", Classified::Contract),
         ("shared-state/Cargo.toml", Classified::Contract),
         ("harness/src/main.rs", Classified::Ignored),
@@ -90,7 +96,9 @@ fn classifies_changed_paths() {
         ("kernels/cpu/src/lib.rs.tmp", Classified::Ignored),
         ("kernels/cpu/src/.lib.rs.tmp", Classified::Ignored),
         ("kernels/cpu/src/lib.rs.crswap", Classified::Ignored),
-        ("kernels/cpu/README.md", Classified::Ignored),
+        ("kernels/cpu/data/.table.bin.swp", Classified::Ignored),
+        ("README.md", Classified::Ignored),
+        (".cargo/other.toml", Classified::Ignored),
     ];
     for (path, expected) in cases {
         assert_eq!(&graph.classify(&root.join(path)), expected, "{path}");

@@ -24,7 +24,9 @@ pub use engine::{
 };
 pub use expr::{Dims, Expr, ExprError};
 pub use fingerprint::{Difference, Fingerprint};
-pub use snapshot::{ImportReport, SNAPSHOT_FORMAT, Scalar, Section, Snapshot};
+pub use snapshot::{
+    CACHE_SECTION_PREFIX, ImportReport, SNAPSHOT_FORMAT, Scalar, Section, Snapshot,
+};
 pub use tensor::{
     Buffer, DType, Element, ShapeError, Tensor, bf16, element_count, f16, format_shape,
 };

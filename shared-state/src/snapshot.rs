@@ -15,6 +15,12 @@ use crate::tensor::Tensor;
 /// Version of the snapshot layout (sections and their kinds).
 pub const SNAPSHOT_FORMAT: u32 = 1;
 
+/// Sections named under this prefix hold caches an engine rebuilds from its
+/// code (compiled pipelines, PTX): handed over to save time, but not state.
+/// The host leaves them out of a state's hash, so that an engine that has
+/// not yet compiled every kernel still has "the same state" as one that has.
+pub const CACHE_SECTION_PREFIX: &str = "cache/";
+
 /// A scalar value: a kernel parameter, a counter, a tuning knob or a note.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Scalar {
@@ -100,6 +106,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Whether section `name` is a cache ([`CACHE_SECTION_PREFIX`]).
+    pub fn is_cache_section(name: &str) -> bool {
+        name.starts_with(CACHE_SECTION_PREFIX)
+    }
+
     pub fn new(module: &str, backend: &str) -> Snapshot {
         Snapshot {
             format: SNAPSHOT_FORMAT,

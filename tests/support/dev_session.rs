@@ -154,6 +154,27 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Records a one-saxpy workload (n = 65536) in the copy with the real
+/// `kiln record`; returns its path. Sessions on lavapipe replay it in
+/// milliseconds where the bundled workload takes a minute.
+pub fn record_small_saxpy(copy: &WorkspaceCopy) -> String {
+    let workload = copy.root().join("target/saxpy-small.kiln");
+    kiln_in(
+        copy,
+        &[
+            "record",
+            "--kernel",
+            "saxpy",
+            "--dims",
+            "n=65536",
+            "-o",
+            workload.to_str().expect("utf-8 path"),
+        ]
+        .map(String::from),
+    );
+    workload.display().to_string()
+}
+
 /// Saves `contents` the way editors that write in place do (VS Code, vim
 /// with `backupcopy=yes`): open, truncate, write.
 pub fn save_in_place(path: &Path, contents: &str) {

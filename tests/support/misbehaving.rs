@@ -102,6 +102,20 @@ impl MisbehavingWorkspace {
         save_in_place(&self.root().join(SOURCE), &source);
     }
 
+    /// Starts `kiln dev` serving this module with this workload and `extra`
+    /// arguments, building in [`module_target_dir`].
+    pub fn start_session(&self, extra: &[&str]) -> crate::dev_session::DevSession {
+        let mut args: Vec<String> = self.args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let target = module_target_dir();
+        crate::dev_session::DevSession::start_with_env(
+            &self.copy,
+            &args,
+            &[("KILN_MODULE_TARGET_DIR", target.as_os_str())],
+        )
+    }
+
     /// The arguments that serve this module with this workload.
     pub fn args(&self) -> Vec<String> {
         vec![

@@ -117,6 +117,10 @@ struct Recording {
     /// The crate's library in `out_dir` and its stamp when last built.
     artifact: PathBuf,
     artifact_stamp: Stamp,
+    /// The package has a build script: only cargo knows whether it must
+    /// run again (it may read the sources, `rerun-if-changed=src`).
+    #[serde(default)]
+    build_script: bool,
 }
 
 /// How a cargo build of the module ended.
@@ -301,6 +305,7 @@ impl Recorder {
             inputs,
             artifact,
             artifact_stamp,
+            build_script: has_build_script(module),
         };
         let text = serde_json::to_vec(&recording).map_err(|e| e.to_string())?;
         let partial = self.raw_file(".json.partial");
@@ -329,6 +334,14 @@ impl Recorder {
                 recording.artifact.display()
             ));
         }
+        // A build script may read the sources, generate code or set flags
+        // from them (`rerun-if-changed=src`): only cargo knows whether it
+        // must run again, so such a crate always goes through cargo.
+        if recording.build_script {
+            return Err(
+                "the crate has a build script (cargo decides whether it runs again)".into(),
+            );
+        }
         let sources = dep_info_sources(&recording)?;
         for path in changed {
             let path = path.canonicalize().unwrap_or(path.clone());
@@ -343,6 +356,25 @@ impl Recorder {
             recording,
             kept: self.kept.clone(),
         })
+    }
+}
+
+/// Whether `module`'s package has a build script: `build.rs` beside its
+/// manifest (cargo's default) or a `build = "PATH"` key, unless `build =
+/// false`. (The recorded `OUT_DIR` cannot tell: a kiln started by cargo
+/// inherits one.)
+fn has_build_script(module: &KernelModule) -> bool {
+    let manifest = fs::read_to_string(&module.manifest_path).unwrap_or_default();
+    let key = manifest
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("build ") || l.starts_with("build="))
+        .and_then(|l| l.split_once('='))
+        .map(|(_, v)| v.trim().to_string());
+    match key.as_deref() {
+        Some("false") => false,
+        Some(_) => true,
+        None => module.dir.join("build.rs").is_file(),
     }
 }
 

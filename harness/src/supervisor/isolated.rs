@@ -44,6 +44,10 @@ pub struct IsolatedEngine {
     serving: Option<(String, u64)>,
     /// Staged files the current worker loaded (removed if it goes down).
     staged: Vec<PathBuf>,
+    /// The files of a version swapped in beside its predecessor and not yet
+    /// judged: kept if the worker goes down during the replay, so that the
+    /// session can start it again when the *old* version was the culprit.
+    unjudged: Vec<PathBuf>,
 }
 
 fn unexpected(reply: Reply) -> WorkerError {
@@ -71,6 +75,7 @@ impl IsolatedEngine {
             deadlines,
             serving: None,
             staged: Vec::new(),
+            unjudged: Vec::new(),
         })
     }
 
@@ -129,7 +134,9 @@ impl IsolatedEngine {
 
     fn remove_staged(&mut self) {
         for path in self.staged.drain(..) {
-            let _ = std::fs::remove_file(path);
+            if !self.unjudged.contains(&path) {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 
@@ -184,11 +191,15 @@ impl IsolatedEngine {
     pub fn swap(&mut self, staged: &Staged, keep_old: bool) -> Result<Swapped, WorkerError> {
         self.staged.push(staged.path.clone());
         self.staged.push(staged.files_path.clone());
+        self.unjudged.clear();
         match self.request(Request::Swap {
             staged: StagedWire::from(staged),
             keep_old,
         })? {
             Reply::Swapped(swapped) => {
+                if keep_old {
+                    self.unjudged = vec![staged.path.clone(), staged.files_path.clone()];
+                }
                 self.serving = Some((swapped.to.clone(), staged.version));
                 Ok(swapped)
             }
@@ -202,7 +213,10 @@ impl IsolatedEngine {
         recorded: Option<&BTreeMap<String, Stats>>,
     ) -> Result<ReplaySummary, WorkerError> {
         let recorded = recorded.map(|m| m.iter().map(|(k, s)| (k.clone(), s.into())).collect());
-        match self.request(Request::Replay { recorded })? {
+        let reply = self.request(Request::Replay { recorded });
+        // Judged (or gone down: its files, if kept, are the caller's now).
+        self.unjudged.clear();
+        match reply? {
             Reply::Replayed(summary) => Ok(summary),
             other => Err(unexpected(other)),
         }

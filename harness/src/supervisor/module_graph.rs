@@ -324,10 +324,34 @@ impl ModuleGraph {
         {
             return Classified::Declarations;
         }
-        if self.is_ignored_location(&path) || !is_source_file(&path) {
+        let relative = path.strip_prefix(&self.workspace_root).unwrap_or(&path);
+        // Cargo's configuration (rustflags, profiles, target): every
+        // module's build reads it.
+        if relative == Path::new(".cargo/config.toml") || relative == Path::new(".cargo/config") {
+            return Classified::Modules(self.modules.iter().map(|m| m.package.clone()).collect());
+        }
+        if self.is_ignored_location(&path) {
             return Classified::Ignored;
         }
-        let relative = path.strip_prefix(&self.workspace_root).unwrap_or(&path);
+        if !is_source_file(&path) {
+            // Any other file in a module's own directory may be read by its
+            // build (`include_bytes!`, `include_str!`, a build script): a
+            // build decides whether it changed anything.
+            let name_ok = path
+                .file_name()
+                .and_then(OsStr::to_str)
+                .is_some_and(|n| !is_editor_temp(n));
+            let modules: BTreeSet<String> = self
+                .modules
+                .iter()
+                .filter(|m| path.starts_with(&m.dir))
+                .map(|m| m.package.clone())
+                .collect();
+            return match name_ok && !path.is_dir() && !modules.is_empty() {
+                true => Classified::Modules(modules),
+                false => Classified::Ignored,
+            };
+        }
         // Root-level Cargo.lock / Cargo.toml: versions and profiles of every module.
         if relative == Path::new("Cargo.lock") || relative == Path::new("Cargo.toml") {
             return Classified::Modules(self.modules.iter().map(|m| m.package.clone()).collect());

@@ -20,9 +20,9 @@
 //!   backend ([`crate::workload::backend_columns`]).
 //! - A new version of another backend that fails its replay is rolled back
 //!   to that backend's last good version (with `--on-fail rollback`); a
-//!   worker of another backend that goes down is logged, and the next
-//!   build of its module starts a new one with that backend's last
-//!   checkpoint.
+//!   worker of another backend that goes down is restarted at once on that
+//!   backend's last good version with its last checkpoint, as the
+//!   session's own backend is (`recovery.rs`, [`restart_lane`]).
 //! - `switch`, `undo` and `bless` act on one served backend and are
 //!   refused while several are served (see
 //!   [`Session::several_backends_refusal`]).
@@ -40,10 +40,11 @@ use super::isolated::{IsolatedEngine, IsolationOptions};
 use super::module_build::strip_ansi;
 use super::module_build::{BuildOutcome, ModuleBuilder};
 use super::module_graph::KernelModule;
+use super::recovery::{Lane, Restarted, record_down, restart_lane, version_of};
 use super::session::{LastGood, Session, print_table};
 use super::version_change::{ModuleChange, is_in};
 use super::watch::ChangeSet;
-use super::worker_client::WorkerError;
+use super::worker_client::{Down, DownKind, WorkerError};
 use crate::swap::stage::{Staged, StagingDir};
 use crate::worker::protocol::{ReplaySummary, StateSource};
 use crate::workload::backend_columns::{BackendColumn, table};
@@ -491,6 +492,20 @@ impl Session {
             .replay(if old_alive { None } else { recorded.as_ref() })
         {
             Ok(report) => report,
+            Err(WorkerError::Down(down)) => {
+                let culprit = down.running.as_ref().map(|r| r.label.clone());
+                let fresh_label = other.serving.label.clone();
+                if old_alive && culprit.is_some_and(|l| !l.is_empty() && l != fresh_label) {
+                    // The previous version, timed against, went down: the
+                    // new one is judged on its own in a new worker.
+                    return self.other_old_went_down(i, *down, fresh);
+                }
+                if old_alive {
+                    self.stage.remove(&self.others[i].serving);
+                }
+                self.other_failed(i, WorkerError::Down(down), "replay failed");
+                return None;
+            }
             Err(e) => {
                 self.other_failed(i, e, "replay failed");
                 return None;
@@ -535,6 +550,7 @@ impl Session {
                     }
                     other.last_good = Some(LastGood {
                         copy,
+                        files: other.serving.files.clone(),
                         version: other.serving.version,
                         timings,
                     })
@@ -554,6 +570,56 @@ impl Session {
         Some(report)
     }
 
+    /// Other backend `i`'s previous version, kept alive to be timed
+    /// against the fresh one, crashed or hung: the fresh version starts
+    /// again in a new worker with the backend's last good state and is
+    /// replayed on its own.
+    fn other_old_went_down(
+        &mut self,
+        i: usize,
+        down: Down,
+        fresh: Option<Fresh>,
+    ) -> Option<ReplaySummary> {
+        let other = &mut self.others[i];
+        let module = other.module.package.clone();
+        let old = down
+            .running
+            .as_ref()
+            .map(|r| r.label.clone())
+            .unwrap_or_default();
+        let event = match &down.kind {
+            DownKind::Crashed(_) => "crashed",
+            DownKind::Hung { .. } => "hung",
+        };
+        tracing::error!(
+            event,
+            module = %module,
+            version = version_of(&old).unwrap_or_default(),
+            signal = down.signal(),
+            old = true,
+            "{old} (the previous version, timed against {}) {}; the comparison is lost: {} is judged on its own, in a new worker with {module}'s last good state",
+            other.serving.label,
+            down.describe(),
+            other.serving.label
+        );
+        let source = other.engine.checkpoint_source();
+        let staged = other.serving.clone();
+        match other.engine.start(&staged, source) {
+            Ok(_) => {
+                other.fresh = fresh.map(|f| Fresh {
+                    old_alive: false,
+                    ..f
+                });
+                self.replay_other(i)
+            }
+            Err(e) => {
+                self.stage.remove(&staged);
+                self.other_failed(i, e, "cannot start the new version again");
+                None
+            }
+        }
+    }
+
     /// Other backend `i`'s new version failed its replay: back to its last
     /// good version, with the state.
     fn roll_back_other(&mut self, i: usize, report: &ReplaySummary) {
@@ -568,7 +634,7 @@ impl Session {
         };
         tracing::error!(event = "replay_failed", module = %module, version = other.version(), "{} failed replay{why}; rolling back {module} to v{}", report.label, good.version);
         let good_version = good.version;
-        let staged = match self.stage.stage(&module, &good.copy) {
+        let staged = match good.stage_again(&self.stage, &module) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("rollback of {module} failed: {e}");
@@ -641,7 +707,8 @@ impl Session {
     }
 
     /// A request to other backend `i` failed: logged; a worker that went
-    /// down is replaced at that module's next build.
+    /// down is restarted at once on that backend's last good version with
+    /// its checkpoint, as the session's own backend is (`recovery.rs`).
     fn other_failed(&mut self, i: usize, error: WorkerError, what: &str) {
         let other = &self.others[i];
         let module = other.module.package.clone();
@@ -650,13 +717,68 @@ impl Session {
             WorkerError::Failed(e) => {
                 tracing::error!(event = "refused", module = %module, version = other.version(), "{what}: {e}; {} keeps serving", other.label())
             }
-            WorkerError::Down(down) => tracing::error!(
-                event = "worker_down",
-                module = %module,
-                version = other.version(),
-                "{module}'s worker went down ({what}): {}; save {module} to start a new one with its last good state",
-                down.describe()
+            WorkerError::Down(down) => self.other_went_down(i, *down, what),
+        }
+    }
+
+    /// Other backend `i`'s worker crashed or hung: name what ran, mark that
+    /// version in the backend's history, restart on its last good version.
+    fn other_went_down(&mut self, i: usize, down: Down, what: &str) {
+        let other = &mut self.others[i];
+        let module = other.module.package.clone();
+        let culprit = down
+            .running
+            .as_ref()
+            .map(|r| r.label.clone())
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| other.serving.label.clone());
+        let culprit_version = version_of(&culprit).unwrap_or(other.serving.version);
+        let event = match &down.kind {
+            DownKind::Crashed(_) => "crashed",
+            DownKind::Hung { .. } => "hung",
+        };
+        let next = match &other.last_good {
+            Some(good) => format!(
+                "restarting {module} on the code of v{} with its last good state",
+                good.version
             ),
+            None => format!("no good version of {module} to restart on: fix it and save"),
+        };
+        let description = down.describe();
+        tracing::error!(
+            event,
+            module = %module,
+            version = culprit_version,
+            signal = down.signal(),
+            last_words = %down.last_words.join("\n"),
+            "{culprit} {description} ({what}); {next}"
+        );
+        let note = match &down.kind {
+            DownKind::Crashed(_) => format!("{event}: {description}"),
+            DownKind::Hung { .. } => description.clone(),
+        };
+        let build_ms = other.fresh.as_ref().and_then(|f| f.build_ms);
+        record_down(
+            &mut other.history,
+            culprit_version,
+            &culprit,
+            note,
+            build_ms,
+        );
+        other.fresh = None;
+        other.save_history();
+        let Some(good) = other.last_good.as_mut() else {
+            return;
+        };
+        let lane = Lane {
+            module: &module,
+            engine: &mut other.engine,
+            stage: &self.stage,
+        };
+        match restart_lane(lane, good, down.noticed, culprit_version) {
+            Restarted::Serving(staged) => other.serving = *staged,
+            Restarted::Interrupted => self.stopping = true,
+            Restarted::GaveUp => {}
         }
     }
 

@@ -19,14 +19,31 @@ use super::watch::ChangeSet;
 use super::worker_client::WorkerError;
 use crate::swap::served::human_bytes;
 use crate::swap::stage::{Staged, StagingDir};
+use crate::swap::version_files::VersionFiles;
 use crate::worker::protocol::ReplaySummary;
 use crate::workload::timing::Stats;
 
 pub(super) struct LastGood {
     /// A private copy of the last version that passed replay.
     pub(super) copy: PathBuf,
+    /// Its declarations and sources as they were staged: a restart or a
+    /// rollback serves exactly this code, never the workspace's files of
+    /// the moment (a wrong shader saved since would come back with it).
+    pub(super) files: VersionFiles,
     pub(super) version: u64,
     pub(super) timings: BTreeMap<String, Stats>,
+}
+
+impl LastGood {
+    /// Stages the last good version again, as it was: its library copy
+    /// with its own declarations and sources.
+    pub(super) fn stage_again(
+        &self,
+        stage: &StagingDir,
+        module: &str,
+    ) -> Result<Staged, crate::swap::stage::StageError> {
+        stage.stage_with(module, &self.copy, self.files.clone())
+    }
 }
 
 pub(super) struct Session {
@@ -172,7 +189,12 @@ impl Session {
 
     /// Starts a new worker on `staged` with the last good point's state
     /// (no worker was serving), then replays as after a swap.
-    pub(super) fn start_fresh(&mut self, staged: Staged, build_ms: f64) {
+    pub(super) fn start_fresh(
+        &mut self,
+        staged: Staged,
+        build_ms: Option<f64>,
+        swap_ms: Option<f64>,
+    ) {
         let source = self.engine.checkpoint_source();
         match self.engine.start(&staged, source) {
             Ok(started) => {
@@ -188,12 +210,12 @@ impl Session {
                     started.device,
                     started.import
                 );
-                self.after_swap(Some(build_ms), None, false);
+                self.after_swap(build_ms, swap_ms, false);
             }
             Err(WorkerError::Down(down)) => {
                 let tried = (staged.version, staged.label.clone());
                 self.stage.remove(&staged);
-                self.went_down(*down, Some(tried), build_ms);
+                self.went_down(*down, Some(tried), build_ms.unwrap_or_default());
             }
             Err(WorkerError::Interrupted) => self.stopping = true,
             Err(WorkerError::Failed(e)) => {
@@ -223,7 +245,20 @@ impl Session {
             {
                 Ok(report) => Some(report),
                 Err(WorkerError::Down(down)) => {
-                    self.went_down(*down, None, build_ms.unwrap_or_default());
+                    let culprit = down.running.as_ref().map(|r| r.label.clone());
+                    if old_alive
+                        && culprit
+                            .as_ref()
+                            .is_some_and(|l| !l.is_empty() && *l != staged.label)
+                    {
+                        // The previous version, timed against, went down:
+                        // that costs the comparison, not the new version.
+                        self.old_went_down(*down, staged, build_ms, swap_ms);
+                    } else {
+                        // Kept in case the old one was the culprit: not needed.
+                        self.stage.remove(&staged);
+                        self.went_down(*down, None, build_ms.unwrap_or_default());
+                    }
                     return;
                 }
                 Err(WorkerError::Interrupted) => {
@@ -336,6 +371,7 @@ impl Session {
             Ok(copy) => {
                 self.last_good = Some(LastGood {
                     copy,
+                    files: staged.files.clone(),
                     version: staged.version,
                     timings,
                 })
@@ -382,7 +418,7 @@ impl Session {
     pub(super) fn rollback(&mut self) {
         let Some(good) = &self.last_good else { return };
         let good_version = good.version;
-        let staged = match self.stage.stage(&self.module.package, &good.copy) {
+        let staged = match good.stage_again(&self.stage, &self.module.package) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("rollback failed: {e}; keeping {}", self.label());

@@ -320,7 +320,7 @@ impl Session {
         let Some(good) = previous.good else {
             return format!("{why}; no earlier good version to go back to");
         };
-        let staged = match self.stage.stage(&previous.module.package, &good.copy) {
+        let staged = match good.stage_again(&self.stage, &previous.module.package) {
             Ok(s) => s,
             Err(e) => return format!("{why}; cannot go back: {e}"),
         };
@@ -336,6 +336,7 @@ impl Session {
                 self.serve_module(previous.module, staged);
                 self.last_good = Some(LastGood {
                     copy: good.copy,
+                    files: good.files,
                     version: self.serving.version,
                     timings: good.timings,
                 });

@@ -235,7 +235,7 @@ impl Session {
         if !self.engine.is_serving() {
             // The last worker went down and could not be restarted: this
             // version starts a new one, with the state of the last good point.
-            self.start_fresh(staged, build_ms.unwrap_or_default());
+            self.start_fresh(staged, build_ms, None);
             return;
         }
         let from_version = self.version();

@@ -165,6 +165,16 @@ impl ModuleWatcher {
                 path: root.clone(),
                 source,
             })?;
+        // `.cargo/` (config.toml: the flags of every build), when present.
+        let cargo_config = root.join(".cargo");
+        if cargo_config.is_dir() {
+            watcher
+                .watch(&cargo_config, RecursiveMode::NonRecursive)
+                .map_err(|source| WatchError::Watch {
+                    path: cargo_config,
+                    source,
+                })?;
+        }
         // A file watched for itself: its folder, unless already watched.
         let mut parents: Vec<PathBuf> = Vec::new();
         for file in hashes.graph.watched_files() {
@@ -384,7 +394,12 @@ impl SourceHashes {
     /// Records every source file under the watched directories.
     fn scan_all(&mut self) {
         let root = self.graph.workspace_root().to_path_buf();
-        for name in ["Cargo.toml", "Cargo.lock"] {
+        for name in [
+            "Cargo.toml",
+            "Cargo.lock",
+            ".cargo/config.toml",
+            ".cargo/config",
+        ] {
             self.refresh_file(&root.join(name));
         }
         for file in self.graph.watched_files().to_vec() {

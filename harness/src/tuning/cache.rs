@@ -1,7 +1,9 @@
 //! Tuning results on disk: `target/kiln/tuning/KEY.json`, one file per
-//! (declaration hash, kernel source hash, candidate list, device, call dims
-//! and dtypes). An edit of one kernel's declaration or source changes only
-//! that kernel's key.
+//! (declaration hash, the code's hash, candidate list, device, machine, call
+//! dims and dtypes). The code's hash is the staged version's (library bytes,
+//! declarations, run-time sources: `tuner::code_hash`), so any edit that
+//! changes the module's code re-tunes; the machine is the CPU model and its
+//! hardware threads.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +16,10 @@ pub struct TuneKey {
     pub kernel: String,
     pub param: String,
     pub declaration_hash: String,
-    pub source_hash: String,
+    /// The staged version's hash: library bytes, declarations, sources.
+    pub code_hash: String,
+    /// The CPU model and hardware threads it was timed on.
+    pub machine: String,
     pub candidates: Vec<String>,
     pub device: String,
     /// One `dtype[dims]` per call tuned on.

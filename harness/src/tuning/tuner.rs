@@ -5,11 +5,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use shared_state::{Arg, Call, DType, KernelDecl, Scalar, Tensor};
-use xxhash_rust::xxh3::xxh3_64;
 
 use super::cache::{TuneCache, TuneKey, TuneResult};
 use super::{KEEP_PARAM, note_name};
@@ -102,16 +100,16 @@ pub struct Tuner {
 impl Tuner {
     /// The plan for `handle` (after a passing replay of `workload`): one
     /// job per declared tunable of a kernel the workload calls and the
-    /// engine takes. `root`: the workspace (kernel sources for the key).
+    /// engine takes.
     pub fn plan(
         handle: &EngineHandle,
         workload: &Workload,
         options: &ReplayOptions,
         cache: TuneCache,
         config: TuneConfig,
-        root: Option<&Path>,
     ) -> Result<Tuner, String> {
         let info = handle.info().map_err(|e| e.to_string())?;
+        let machine = machine_description();
         let declared = handle.module().staged.files.kernels.clone();
         let module = handle.module().staged.module.clone();
         let residents: BTreeMap<String, (DType, Vec<usize>)> = handle
@@ -142,7 +140,8 @@ impl Tuner {
                     kernel: decl.name.clone(),
                     param: t.name.clone(),
                     declaration_hash: decl.hash.clone(),
-                    source_hash: kernel_source_hash(handle, root, &module, &decl.name),
+                    code_hash: code_hash(handle),
+                    machine: machine.clone(),
                     candidates: t.candidates.iter().map(|c| c.to_string()).collect(),
                     device: info.device.clone(),
                     calls: calls
@@ -553,61 +552,26 @@ fn describe_call(
     )
 }
 
-/// The module's directory: under `kernels/` or `tests/modules/`.
-fn module_dir(root: &Path, package: &str) -> Option<PathBuf> {
-    let wanted = format!("name = \"{package}\"");
-    ["kernels", "tests/modules"].iter().find_map(|base| {
-        std::fs::read_dir(root.join(base))
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|dir| {
-                std::fs::read_to_string(dir.join("Cargo.toml"))
-                    .is_ok_and(|m| m.lines().any(|l| l.trim() == wanted))
-            })
-    })
+/// What a tuned value was chosen for: the code the engine runs. That is
+/// the staged library's bytes (every source file rustc compiled into it,
+/// the dependencies linked in, the compiler, its flags and the profile: a
+/// change of any of them changes the bytes, while an edit that changes no
+/// code, a comment, keeps them) with the version's declarations and the
+/// sources the engine reads at run time (shaders, `.cu`), as staged: the
+/// staged version's hash. Any change to the module's code re-tunes its
+/// kernels: a tile that suits one matmul says nothing of another, and code
+/// shared by several kernels (a common file) is code of each of them.
+pub fn code_hash(handle: &EngineHandle) -> String {
+    handle.module().staged.version_hash.clone()
 }
 
-/// A hash of the kernel's own source files: every file of the module named
-/// after the kernel (`src/declared/matmul.rs`, `shaders/matmul.wgsl`,
-/// `kernels/matmul.cu`), from the staged version's sources and the module's
-/// directory. Code shared by several kernels (a common file) is not in it.
-pub fn kernel_source_hash(
-    handle: &EngineHandle,
-    root: Option<&Path>,
-    package: &str,
-    kernel: &str,
-) -> String {
-    let stem_is = |p: &Path| p.file_stem().is_some_and(|s| s == kernel);
-    let mut parts: Vec<(String, String)> = handle
-        .module()
-        .staged
-        .files
-        .sources
-        .iter()
-        .filter(|s| stem_is(Path::new(&s.path)))
-        .map(|s| (s.path.clone(), s.hash.clone()))
-        .collect();
-    if let Some(dir) = root.and_then(|r| module_dir(r, package)) {
-        let mut stack = vec![dir.clone()];
-        while let Some(d) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let p = e.path();
-                if p.is_dir() && p.file_name().is_some_and(|n| n != "target") {
-                    stack.push(p);
-                } else if stem_is(&p) {
-                    if let Ok(bytes) = std::fs::read(&p) {
-                        let rel = p.strip_prefix(&dir).unwrap_or(&p).display().to_string();
-                        parts.push((rel, format!("{:016x}", xxh3_64(&bytes))));
-                    }
-                }
-            }
-        }
-    }
-    parts.sort();
-    let joined: String = parts.iter().map(|(p, h)| format!("{p}={h};")).collect();
-    format!("{:016x}", xxh3_64(joined.as_bytes()))
+/// The machine a tuned value was timed on: the CPU's model and how many
+/// hardware threads this process may run on (the engine's own thread count
+/// is in its device description).
+pub fn machine_description() -> String {
+    let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "{} ({threads} hardware threads)",
+        crate::machine::key::cpu_model()
+    )
 }

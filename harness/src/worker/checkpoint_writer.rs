@@ -9,7 +9,7 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use shared_state::Snapshot;
+use shared_state::{Scalar, Section, Snapshot};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::protocol::{Checkpointed, SLOT_FDS};
@@ -23,17 +23,15 @@ pub fn slot_path(slot: usize) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("no checkpoint slot {slot}"))
 }
 
-/// A writer that hashes what passes through.
-struct Hashing<W> {
+/// A writer that counts what passes through.
+struct Counting<W> {
     inner: W,
-    hasher: Xxh3,
     bytes: u64,
 }
 
-impl<W: Write> Write for Hashing<W> {
+impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
         Ok(n)
     }
@@ -43,20 +41,63 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Encodes `snapshot` into `out`, hashing it.
+/// The hash of the *state* in `snapshot`: every section but the caches an
+/// engine rebuilds ([`shared_state::CACHE_SECTION_PREFIX`]: compiled
+/// pipelines, PTX), each by name, kind, dtype, shape and bytes. Two engines
+/// hold the same state when these agree, whatever they have compiled yet.
+pub fn state_hash(snapshot: &Snapshot) -> String {
+    let mut hasher = Xxh3::new();
+    hasher.update(snapshot.module.as_bytes());
+    hasher.update(&[0]);
+    for (name, section) in snapshot.sections() {
+        if Snapshot::is_cache_section(name) {
+            continue;
+        }
+        hasher.update(name.as_bytes());
+        hasher.update(&[0]);
+        match section {
+            Section::Tensor(t) => {
+                hasher.update(b"tensor");
+                hasher.update(t.dtype().name().as_bytes());
+                for d in t.shape() {
+                    hasher.update(&(*d as u64).to_le_bytes());
+                }
+                let bytes = t.data().as_bytes();
+                hasher.update(&(bytes.len() as u64).to_le_bytes());
+                hasher.update(bytes);
+            }
+            Section::Scalar(Scalar::I64(v)) => {
+                hasher.update(b"i64");
+                hasher.update(&v.to_le_bytes());
+            }
+            Section::Scalar(Scalar::F64(v)) => {
+                hasher.update(b"f64");
+                hasher.update(&v.to_bits().to_le_bytes());
+            }
+            Section::Scalar(Scalar::Bool(v)) => {
+                hasher.update(b"bool");
+                hasher.update(&[*v as u8]);
+            }
+            Section::Scalar(Scalar::Text(v)) => {
+                hasher.update(b"text");
+                hasher.update(&(v.len() as u64).to_le_bytes());
+                hasher.update(v.as_bytes());
+            }
+        }
+    }
+    format!("{:032x}", hasher.digest128())
+}
+
+/// Encodes `snapshot` into `out`; returns the state's hash
+/// ([`state_hash`]) and the bytes written.
 fn encode<W: Write>(snapshot: &Snapshot, out: W) -> std::io::Result<(W, String, u64)> {
-    let mut hashing = Hashing {
+    let mut counting = Counting {
         inner: out,
-        hasher: Xxh3::new(),
         bytes: 0,
     };
-    snapshot_file::write_to(snapshot, &mut hashing)?;
-    hashing.flush()?;
-    Ok((
-        hashing.inner,
-        format!("{:032x}", hashing.hasher.digest128()),
-        hashing.bytes,
-    ))
+    snapshot_file::write_to(snapshot, &mut counting)?;
+    counting.flush()?;
+    Ok((counting.inner, state_hash(snapshot), counting.bytes))
 }
 
 /// Writes `snapshot` into checkpoint slot `slot`.

@@ -201,7 +201,8 @@ pub struct Swapped {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Checkpointed {
     pub bytes: u64,
-    /// xxh3-128 of the snapshot file bytes, hex.
+    /// xxh3-128 of the state (every section but the caches an engine
+    /// rebuilds: `checkpoint_writer::state_hash`), hex.
     pub hash: String,
     pub ms: f64,
 }

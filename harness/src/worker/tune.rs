@@ -40,14 +40,7 @@ pub fn plan(
     }
     let root = root(config);
     let cache = TuneCache::in_target(&crate::workspace::target_dir(&root));
-    match Tuner::plan(
-        handle,
-        workload,
-        options,
-        cache,
-        TuneConfig::default(),
-        Some(&root),
-    ) {
+    match Tuner::plan(handle, workload, options, cache, TuneConfig::default()) {
         Ok(t) => Some(t),
         Err(e) => {
             tracing::warn!("cannot plan the tuning of {}: {e}", handle.label());

@@ -15,7 +15,8 @@
 //!   crashing version): `none`, `segv` (a write through a bad pointer),
 //!   `abort`, `stack_overflow` (unbounded recursion), `infinite_loop`,
 //!   `oom` (allocates and touches `bytes` bytes, default 4 GiB, as a
-//!   runaway allocation would), `panic`;
+//!   runaway allocation would), `panic`, `loop_if_file:PATH` (loops once
+//!   PATH exists: a version that served well until then hangs);
 //! - engine option `misbehave_in_create=MODE` does it in the factory;
 //! - environment variable `KILN_TEST_PROBE_MISBEHAVE=MODE` does it in the
 //!   device probe.
@@ -86,6 +87,16 @@ fn misbehave(mode: &str, bytes: usize, depth: u64) -> Result<(), EngineError> {
             Ok(())
         }
         "panic" => panic!("deliberate panic in misbehave"),
+        // Loops like `infinite_loop` once the file exists: a version that
+        // served well until then (the old version of an interleaved
+        // replay, say) hangs.
+        other if other.starts_with("loop_if_file:") => {
+            let path = &other["loop_if_file:".len()..];
+            match std::path::Path::new(path).exists() {
+                true => misbehave("infinite_loop", bytes, depth),
+                false => Ok(()),
+            }
+        }
         other => Err(EngineError::bad_call(format!(
             "misbehave: unknown mode {other:?}"
         ))),

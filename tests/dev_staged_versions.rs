@@ -1,0 +1,337 @@
+//! A version is what was staged: a restart after a hang, a rollback after a
+//! failed replay and a restart of a second served backend all serve the
+//! last good version's own library, declarations and shaders, never the
+//! workspace's files of the moment (which hold the bad edit). End to end
+//! through the real `kiln dev` on lavapipe, with a one-saxpy workload
+//! recorded by `kiln record` (the bundled workload takes a minute there).
+//!
+//! - a spinning WGSL shader is reported as hung, the restarted worker
+//!   serves the last good shader (read back from its staged files) with the
+//!   checkpoint's state, and the next good save swaps in, is judged and
+//!   serves;
+//! - a wrong shader is rolled back and stays rolled back: the rolled-back
+//!   version's files hold the good shader and a replay of it passes;
+//! - a declaration edit that makes the GPU pass fail (no workgroups) is
+//!   rolled back to the version with the old declaration, and stays so;
+//! - an *old* version that hangs while it is timed against the new one
+//!   (the interleaved replay) costs the comparison, not the new version:
+//!   the new one starts again in a new worker, is judged on its own and
+//!   serves (the misbehaving test module, on the CPU);
+//! - under `--backends cpu,vulkan` a hang of the second backend restarts
+//!   that backend at once on its last good version (no save needed), with
+//!   its checkpoint's state.
+//!
+//! Restart and rollback stage the last good version through one function
+//! for every backend and lane (`LastGood::stage_again`); the CPU module's
+//! crash, hang and rollback paths are tested end to end in `dev_crash.rs`
+//! and `dev_edits.rs`.
+//!
+//! Run with `cargo test --release -p kiln-e2e --test dev_staged_versions`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kiln_e2e::dev_session::{
+    BUILD_DEADLINE, DevSession, Event, WorkspaceCopy, kiln_ctl, record_small_saxpy, replace_once,
+    save_in_place, save_via_rename,
+};
+use kiln_e2e::misbehaving::MisbehavingWorkspace;
+
+const SAXPY_WGSL: &str = "kernels/vulkan/shaders/saxpy.wgsl";
+const SAXPY_TOML: &str = "kernels/declarations/saxpy.toml";
+const SAXPY_LOOP: &str = "    for (var i = gid.x; i < n; i += stride) {";
+/// The spinning loop: never ends for n > 0.
+const SPIN: &str = "    loop { out[gid.x % n] = out[gid.x % n] + 1.0; if (n == 0u) { break; } }";
+const SAXPY_BODY: &str = "out[i] = a * x[i] + y[i];";
+const WRONG_BODY: &str = "out[i] = a * x[i] + y[i] + 1.0;";
+const WORKGROUPS: &str = "workgroups = [\"min(ceil_div(n, 256), 65535)\"]";
+const NO_WORKGROUPS: &str = "workgroups = [\"0\"]";
+const QUIET: Duration = Duration::from_millis(1500);
+
+fn module_of(e: &Event) -> &str {
+    e.str("module").unwrap_or_default()
+}
+
+/// The staged files (`.files.json`) of `module`'s version `version` in the
+/// session's staging directory, as text.
+fn staged_files(session: &DevSession, module: &str, version: u64) -> String {
+    let prefix = format!("{module}-v{version}-");
+    let dir = session.stage_dir();
+    let path: PathBuf = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".files.json"))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no staged files of {module}-v{version} in {}",
+                dir.display()
+            )
+        });
+    std::fs::read_to_string(&path).expect("read staged files")
+}
+
+/// The replay event of saxpy for `version`, waiting for it.
+fn saxpy_replay_of(session: &mut DevSession, version: u64) -> Event {
+    session.wait_for(
+        &format!("the saxpy replay of v{version}"),
+        BUILD_DEADLINE,
+        |e| e.is_replay_of("saxpy") && e.u64("version") == Some(version),
+    )
+}
+
+/// `kiln ctl replay` on the serving version: its saxpy call passes.
+fn replay_passes(copy: &WorkspaceCopy, session: &mut DevSession, version: u64) {
+    let (ok, out) = kiln_ctl(copy, &["replay"]);
+    assert!(ok, "kiln ctl replay: {out}");
+    let replay = saxpy_replay_of(session, version);
+    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.json);
+}
+
+#[test]
+fn a_hung_shader_restarts_on_the_last_good_shader_and_bad_edits_stay_rolled_back() {
+    let copy = WorkspaceCopy::new();
+    let workload = record_small_saxpy(&copy);
+    let mut session = DevSession::start(
+        &copy,
+        &[
+            "--backend",
+            "vulkan",
+            "--call-timeout",
+            "3",
+            "--no-tune",
+            "--workload",
+            &workload,
+        ],
+    );
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+    let shader = copy.root().join(SAXPY_WGSL);
+    let pristine = copy.read(SAXPY_WGSL);
+
+    // 1. The spinning shader: hung, and the restart serves v1's shader.
+    let mark = session.mark();
+    save_via_rename(
+        &shader,
+        &replace_once(&pristine, SAXPY_LOOP, &format!("{SPIN}\n{SAXPY_LOOP}")),
+    );
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    let spinning = swapped.u64("version").expect("version");
+    let hung = session.wait_event("hung", BUILD_DEADLINE);
+    assert_eq!(hung.u64("version"), Some(spinning), "{}", hung.json);
+    let restarted = session.wait_event("restarted", BUILD_DEADLINE);
+    assert_eq!(
+        restarted.bool("state_matches"),
+        Some(true),
+        "the restarted engine's state is the checkpoint's: {}",
+        restarted.json
+    );
+    let serving = restarted.u64("version").expect("version");
+    let files = staged_files(&session, "kernel-vulkan", serving);
+    assert!(
+        !files.contains("out[gid.x % n] = out[gid.x % n] + 1.0"),
+        "the restarted version carries the spinning shader: {files}"
+    );
+    assert!(files.contains(SAXPY_BODY), "{files}");
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+    assert_eq!(
+        session.named_since(mark, "hung").len(),
+        1,
+        "the restarted version hung too"
+    );
+    replay_passes(&copy, &mut session, serving);
+
+    // 2. A good shader (the restarted version already serves the pristine
+    // one, which would be "identical, not swapped"): swapped in, judged,
+    // serving.
+    let mark = session.mark();
+    save_in_place(&shader, &format!("{pristine}// saved again\n"));
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    let good = swapped.u64("version").expect("version");
+    let replay = saxpy_replay_of(&mut session, good);
+    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.json);
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+    for name in ["hung", "crashed", "rolled_back", "restarted"] {
+        assert!(
+            session.named_since(mark, name).is_empty(),
+            "{name} after the good save: {:?}",
+            session.named_since(mark, name)
+        );
+    }
+    let (ok, status) = kiln_ctl(&copy, &["status"]);
+    assert!(ok, "{status}");
+    assert!(
+        status.contains(&format!("kernel-vulkan-v{good}")),
+        "v{good} serves: {status}"
+    );
+
+    // 3. A wrong shader: rolled back, and it stays rolled back.
+    save_via_rename(&shader, &replace_once(&pristine, SAXPY_BODY, WRONG_BODY));
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    let wrong = swapped.u64("version").expect("version");
+    let replay = saxpy_replay_of(&mut session, wrong);
+    assert_eq!(replay.bool("pass"), Some(false), "{}", replay.json);
+    let rolled = session.wait_event("rolled_back", BUILD_DEADLINE);
+    let back = rolled.u64("version").expect("version");
+    let files = staged_files(&session, "kernel-vulkan", back);
+    assert!(
+        !files.contains(WRONG_BODY),
+        "the rolled-back version carries the wrong shader"
+    );
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+    replay_passes(&copy, &mut session, back);
+    save_in_place(&shader, &pristine);
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    let fixed = swapped.u64("version").expect("version");
+    assert_eq!(
+        saxpy_replay_of(&mut session, fixed).bool("pass"),
+        Some(true)
+    );
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+
+    // 4. A declaration edit that makes the GPU pass fail: no workgroups.
+    let declaration = copy.root().join(SAXPY_TOML);
+    let toml = copy.read(SAXPY_TOML);
+    save_in_place(
+        &declaration,
+        &replace_once(&toml, WORKGROUPS, NO_WORKGROUPS),
+    );
+    let rolled = session.wait_event("rolled_back", BUILD_DEADLINE);
+    let back = rolled.u64("version").expect("version");
+    let files = staged_files(&session, "kernel-vulkan", back);
+    assert!(
+        !files.contains("workgroups = [\\\"0\\\"]"),
+        "the rolled-back version carries the edited declaration"
+    );
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+    replay_passes(&copy, &mut session, back);
+    let _ = session.stop();
+}
+
+#[test]
+fn a_hung_second_backend_restarts_at_once_on_its_last_good_version() {
+    let copy = WorkspaceCopy::new();
+    let workload = record_small_saxpy(&copy);
+    let mut session = DevSession::start(
+        &copy,
+        &[
+            "--backends",
+            "cpu,vulkan",
+            "--call-timeout",
+            "3",
+            "--no-tune",
+            "--workload",
+            &workload,
+        ],
+    );
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+    let vulkan_checkpoint = session
+        .named_since(0, "checkpoint")
+        .into_iter()
+        .rfind(|e| module_of(e) == "kernel-vulkan")
+        .map(|e| e.str("state_hash").unwrap_or_default().to_string());
+    let shader = copy.root().join(SAXPY_WGSL);
+    let pristine = copy.read(SAXPY_WGSL);
+    let mark = session.mark();
+    save_via_rename(
+        &shader,
+        &replace_once(&pristine, SAXPY_LOOP, &format!("{SPIN}\n{SAXPY_LOOP}")),
+    );
+    let hung = session.wait_event("hung", BUILD_DEADLINE);
+    assert_eq!(module_of(&hung), "kernel-vulkan", "{}", hung.json);
+    // Restarted at once: no save in between.
+    let restarted = session.wait_event("restarted", BUILD_DEADLINE);
+    assert_eq!(module_of(&restarted), "kernel-vulkan", "{}", restarted.json);
+    assert_eq!(
+        restarted.bool("state_matches"),
+        Some(true),
+        "{}",
+        restarted.json
+    );
+    if let Some(hash) = vulkan_checkpoint {
+        assert_eq!(restarted.str("checkpoint_hash"), Some(hash.as_str()));
+    }
+    let serving = restarted.u64("version").expect("version");
+    let files = staged_files(&session, "kernel-vulkan", serving);
+    assert!(!files.contains("out[gid.x % n] = out[gid.x % n] + 1.0"));
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+    assert_eq!(session.named_since(mark, "hung").len(), 1);
+    // The cpu backend went on serving its version in its own worker.
+    assert!(
+        session
+            .named_since(mark, "restarted")
+            .iter()
+            .all(|e| module_of(e) == "kernel-vulkan")
+    );
+    // A good shader swaps in on vulkan and passes (the pristine one is what
+    // the restarted version serves already: identical, not swapped).
+    save_in_place(&shader, &format!("{pristine}// saved again\n"));
+    let swapped = session.wait_for("vulkan swapped", BUILD_DEADLINE, |e| {
+        e.name() == "swapped" && module_of(e) == "kernel-vulkan"
+    });
+    let good = swapped.u64("version").expect("version");
+    let replay = session.wait_for("the vulkan saxpy replay", BUILD_DEADLINE, |e| {
+        e.is_replay_of("saxpy") && e.u64("version") == Some(good) && module_of(e) == "kernel-vulkan"
+    });
+    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.json);
+    let _ = session.stop();
+}
+
+#[test]
+fn an_old_version_that_hangs_while_timed_costs_the_comparison_not_the_new_version() {
+    let ws = MisbehavingWorkspace::new();
+    let flag = ws.root().join("old-version-hangs");
+    // v1 serves well until the flag file exists, then its `misbehave` loops.
+    ws.save(&format!("loop_if_file:{}", flag.display()), 1);
+    let mut session = ws.start_session(&["--call-timeout", "3", "--no-tune"]);
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+    let v1 = session
+        .named_since(0, "replay")
+        .first()
+        .and_then(|e| e.u64("version"))
+        .expect("a first replay");
+
+    std::fs::write(&flag, b"").expect("write the flag file");
+    let mark = session.mark();
+    ws.save("none", 2);
+    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    let v2 = swapped.u64("version").expect("version");
+    let hung = session.wait_event("hung", BUILD_DEADLINE);
+    assert_eq!(
+        hung.u64("version"),
+        Some(v1),
+        "the old version is named: {}",
+        hung.json
+    );
+    assert_eq!(hung.bool("old"), Some(true), "{}", hung.json);
+    assert!(
+        hung.message().contains("judged on its own"),
+        "{}",
+        hung.message()
+    );
+    let started = session.wait_event("worker_started", BUILD_DEADLINE);
+    assert_eq!(started.u64("version"), Some(v2), "{}", started.json);
+    let misbehave = session.wait_for("the new version's misbehave call", BUILD_DEADLINE, |e| {
+        e.is_replay_of("misbehave") && e.u64("version") == Some(v2)
+    });
+    assert_eq!(misbehave.bool("pass"), Some(true), "{}", misbehave.json);
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+    for name in ["rolled_back", "restarted", "replay_failed"] {
+        assert!(
+            session.named_since(mark, name).is_empty(),
+            "{name}: {:?}",
+            session.named_since(mark, name)
+        );
+    }
+    assert_eq!(session.named_since(mark, "hung").len(), 1);
+    let (ok, status) = kiln_ctl(&ws.copy, &["status"]);
+    assert!(ok, "{status}");
+    assert!(
+        status.contains(&format!("kiln-test-misbehaving-v{v2}")),
+        "v{v2} serves: {status}"
+    );
+    let _ = session.stop();
+}
