@@ -16,7 +16,7 @@
 //!
 //! Run with `cargo test --release -p kiln-e2e --test dev_backends`.
 
-use kiln::supervisor::history::History;
+use kiln::history::History;
 use kiln_e2e::dev_session::{
     BUILD_DEADLINE, DevSession, Event, WorkspaceCopy, kiln_ctl, record_small_saxpy, save_in_place,
     with_chunk, with_wrong_saxpy,

@@ -166,7 +166,7 @@ fn crash_and_recover(expect: Expect, extra: &[&str]) {
     );
 
     // The history marks the crashed version.
-    let history = kiln::supervisor::history::History::load(
+    let history = kiln::history::History::load(
         &ws.root()
             .join("target/kiln/history/kiln-test-misbehaving.json"),
     )

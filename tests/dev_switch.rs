@@ -13,7 +13,7 @@
 //!
 //! Run with `cargo test --release -p kiln-e2e --test dev_switch`.
 
-use kiln::supervisor::history::History;
+use kiln::history::History;
 use kiln::swap::snapshot_file;
 use kiln::workload::Step;
 use kiln_e2e::dev_session::{

@@ -10,9 +10,9 @@
 
 use std::collections::BTreeMap;
 
+use kiln::isolation::isolated::{IsolatedEngine, IsolationOptions};
+use kiln::isolation::worker_process::SpawnOptions;
 use kiln::logging::LogFormat;
-use kiln::supervisor::isolated::{IsolatedEngine, IsolationOptions};
-use kiln::supervisor::worker_process::SpawnOptions;
 use kiln::swap::snapshot_file;
 use kiln::worker::protocol::{StagedWire, StateSource, WorkerConfig};
 use kiln::workload::{Workload, write};

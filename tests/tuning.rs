@@ -290,9 +290,9 @@ fn a_slow_candidate_and_a_wrong_one_are_never_picked() {
 /// (the workspace's `target/kiln/tuning/`, as in `kiln dev`).
 #[test]
 fn the_worker_tunes_after_a_passing_replay_and_then_from_the_cache() {
+    use kiln::isolation::isolated::{IsolatedEngine, IsolationOptions};
+    use kiln::isolation::worker_process::SpawnOptions;
     use kiln::logging::LogFormat;
-    use kiln::supervisor::isolated::{IsolatedEngine, IsolationOptions};
-    use kiln::supervisor::worker_process::SpawnOptions;
     use kiln::worker::protocol::{StateSource, WorkerConfig};
     use kiln_e2e::dev_session::kiln_binary;
 

@@ -12,11 +12,11 @@
 
 use std::path::Path;
 
+use kiln::isolation::isolated::{IsolatedEngine, IsolationOptions};
+use kiln::isolation::worker_client::WorkerError;
+use kiln::isolation::worker_process::SpawnOptions;
 use kiln::logging::LogFormat;
 use kiln::process::{rss_bytes, thread_count};
-use kiln::supervisor::isolated::{IsolatedEngine, IsolationOptions};
-use kiln::supervisor::worker_client::WorkerError;
-use kiln::supervisor::worker_process::SpawnOptions;
 use kiln::worker::protocol::{StateSource, WorkerConfig};
 use kiln::workload::{Workload, write};
 use kiln_e2e::dev_session::kiln_binary;

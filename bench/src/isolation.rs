@@ -22,10 +22,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kiln::isolation::isolated::{IsolatedEngine, IsolationOptions};
+use kiln::isolation::worker_client::WorkerError;
+use kiln::isolation::worker_process::SpawnOptions;
 use kiln::logging::LogFormat;
-use kiln::supervisor::isolated::{IsolatedEngine, IsolationOptions};
-use kiln::supervisor::worker_client::WorkerError;
-use kiln::supervisor::worker_process::SpawnOptions;
 use kiln::worker::protocol::{StateSource, WorkerConfig};
 use kiln::workload::replay::{self, ReplayOptions};
 use kiln::workload::{Workload, write};

@@ -4,14 +4,14 @@
 
 use std::path::Path;
 
+use crate::build::module_build::ModuleBuilder;
+use crate::build::module_graph::{KernelModule, ModuleGraph};
+use crate::history::History;
+use crate::isolation::isolated::{IsolatedEngine, IsolationOptions};
+use crate::isolation::worker_client::WorkerError;
+use crate::isolation::worker_process::SpawnOptions;
 use crate::logging::LogFormat;
 use crate::supervisor::build_now;
-use crate::supervisor::history::History;
-use crate::supervisor::isolated::{IsolatedEngine, IsolationOptions};
-use crate::supervisor::module_build::ModuleBuilder;
-use crate::supervisor::module_graph::{KernelModule, ModuleGraph};
-use crate::supervisor::worker_client::WorkerError;
-use crate::supervisor::worker_process::SpawnOptions;
 use crate::swap::engine_handle::EngineOptions;
 use crate::swap::load::LoadedModule;
 use crate::swap::stage::{Staged, StagingDir};
@@ -75,7 +75,7 @@ fn isolation(log_format: LogFormat, worker: WorkerConfig) -> IsolationOptions {
             program: None,
             log_format,
             forward_output: true,
-            memory_limit: crate::supervisor::memory_limit::default_limit(),
+            memory_limit: crate::isolation::memory_limit::default_limit(),
         },
         worker,
         call_timeout: None,
@@ -273,7 +273,7 @@ pub fn replay(file: &Path, options: &ReplayCommand) -> Result<(), String> {
 /// `kiln report`.
 pub fn report(module: &str, svg: Option<&Path>) -> Result<(), String> {
     let root = workspace_root();
-    let path = crate::supervisor::history::default_path(&workspace::target_dir(&root), module);
+    let path = crate::history::default_path(&workspace::target_dir(&root), module);
     let history = History::load(&path).map_err(|e| {
         format!("{e}\n(no kiln dev session of {module} recorded yet? run `kiln dev` first)")
     })?;

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use shared_state::KernelSet;
 
+use crate::build::module_build::ModuleBuilder;
+use crate::build::module_graph::{KernelModule, ModuleGraph};
 use crate::supervisor::build_now;
-use crate::supervisor::module_build::ModuleBuilder;
-use crate::supervisor::module_graph::{KernelModule, ModuleGraph};
 use crate::swap::engine_handle::{EngineHandle, EngineOptions};
 use crate::swap::load::LoadedModule;
 use crate::swap::stage::StagingDir;

@@ -6,8 +6,14 @@
 //!   handoff -> retire (threads joined, library closed).
 //! - [`workload`]: workloads (model, file format, generator), replay,
 //!   correctness, timing and the reference backend.
-//! - [`supervisor`]: `kiln dev`: watch, build, history, the session loop,
-//!   and the worker processes module code runs in (start, watch, restart).
+//! - [`build`]: which modules exist, building one (cargo or the recorded
+//!   rustc command), the build thread.
+//! - [`isolation`]: the worker processes module code runs in, seen from
+//!   the side that starts them (start, watch each request, checkpoint,
+//!   deadlines, kill).
+//! - [`history`]: a session's versions, for `kiln report`.
+//! - [`supervisor`]: `kiln dev`: watch, the session loop (lanes, swaps,
+//!   replays, rollback, recovery).
 //! - [`worker`]: the worker process (`kiln worker`): the engine host, the
 //!   only place module code runs in a `kiln dev` session.
 //! - [`control`]: driving a running `kiln dev`: keys, the control socket,
@@ -17,8 +23,11 @@
 //!   (`new kernel`) for declared kernels.
 //! - [`logging`], [`process`], [`workspace`]: shared helpers.
 
+pub mod build;
 pub mod commands;
 pub mod control;
+pub mod history;
+pub mod isolation;
 pub mod kernel_commands;
 pub mod logging;
 pub mod machine;

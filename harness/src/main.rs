@@ -276,8 +276,8 @@ fn main() -> ExitCode {
             no_tune,
         } => {
             let worker_memory = match worker_memory.as_deref() {
-                None => Ok(kiln::supervisor::memory_limit::default_limit()),
-                Some(text) => kiln::supervisor::memory_limit::parse(text),
+                None => Ok(kiln::isolation::memory_limit::default_limit()),
+                Some(text) => kiln::isolation::memory_limit::parse(text),
             };
             let call_timeout = match call_timeout {
                 Some(secs) if !(secs > 0.0 && secs.is_finite()) => Err(format!(

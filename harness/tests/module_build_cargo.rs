@@ -3,8 +3,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kiln::supervisor::module_build::{BuildOutcome, BuildProgress, ModuleBuilder};
-use kiln::supervisor::module_graph::{KernelModule, ModuleGraph};
+use kiln::build::module_build::{BuildOutcome, BuildProgress, ModuleBuilder};
+use kiln::build::module_graph::{KernelModule, ModuleGraph};
 
 fn write(path: &Path, text: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();

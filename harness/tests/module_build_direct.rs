@@ -7,8 +7,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kiln::supervisor::module_build::{BuildOutcome, ModuleBuilder};
-use kiln::supervisor::module_graph::{KernelModule, ModuleGraph};
+use kiln::build::module_build::{BuildOutcome, ModuleBuilder};
+use kiln::build::module_graph::{KernelModule, ModuleGraph};
 
 fn write(path: &Path, text: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use kiln::supervisor::build_queue::{BuildEvent, BuildQueue, BuildReport, UnknownModule};
-use kiln::supervisor::module_build::{BuildOutcome, ModuleBuilder};
-use kiln::supervisor::module_graph::ModuleGraph;
+use kiln::build::module_build::{BuildOutcome, ModuleBuilder};
+use kiln::build::module_graph::ModuleGraph;
+use kiln::build::queue::{BuildEvent, BuildQueue, BuildReport, UnknownModule};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const GRACE: Duration = Duration::from_millis(500);

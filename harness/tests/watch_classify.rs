@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use kiln::supervisor::module_graph::{Classified, ModuleGraph};
+use kiln::build::module_graph::{Classified, ModuleGraph};
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use kiln::supervisor::module_graph::ModuleGraph;
+use kiln::build::module_graph::ModuleGraph;
 use kiln::supervisor::watch::{ChangeSet, ModuleWatcher, WatchOptions};
 
 /// How long to wait for an expected change set.

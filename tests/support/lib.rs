@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use kiln::supervisor::module_build::{BuildOutcome, ModuleBuilder};
+use kiln::build::module_build::{BuildOutcome, ModuleBuilder};
 use kiln::workspace;
 use kiln::{LoadedModule, Staged, StagingDir};
 

@@ -60,7 +60,7 @@ pub fn main(
         run(&target_dir, threads, remeasure)?;
     }
     let graph =
-        crate::supervisor::module_graph::ModuleGraph::discover(&root).map_err(|e| e.to_string())?;
+        crate::build::module_graph::ModuleGraph::discover(&root).map_err(|e| e.to_string())?;
     let gpu: Vec<_> = graph
         .modules()
         .iter()

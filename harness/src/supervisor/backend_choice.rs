@@ -170,7 +170,8 @@ pub fn resolve(root: &std::path::Path, backend: &str) -> Result<String, String> 
     if backend != "auto" {
         return Ok(backend.to_string());
     }
-    let graph = super::module_graph::ModuleGraph::discover(root).map_err(|e| e.to_string())?;
+    let graph =
+        crate::build::module_graph::ModuleGraph::discover(root).map_err(|e| e.to_string())?;
     let have: Vec<&str> = graph.modules().iter().map(|m| m.backend.as_str()).collect();
     let choice = choose(&probe_in_child(), &have)?;
     tracing::info!(event = "backend_chosen", backend = %choice.backend, "{}", choice.describe());

@@ -10,9 +10,9 @@ use serde_json::json;
 
 use super::good_versions::GoodVersions;
 use super::session::Session;
-use super::worker_client::WorkerError;
 use crate::control::Request;
 use crate::control::protocol::{Answer, Command};
+use crate::isolation::worker_client::WorkerError;
 use crate::swap::served::human_bytes;
 
 /// What the control commands keep in the session.

@@ -12,17 +12,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 
-use super::build_queue::{BuildEvent, BuildQueue};
 use super::control_commands::ControlQueue;
-use super::history::History;
-use super::isolated::{IsolatedEngine, IsolationOptions};
-use super::module_build::strip_ansi;
-use super::module_build::{BuildOutcome, ModuleBuilder};
-use super::module_graph::{KernelModule, ModuleGraph};
 use super::session::Session;
 use super::spinner::Spinner;
 use super::watch::{ModuleWatcher, WatchOptions};
-use super::worker_process::SpawnOptions;
+use crate::build::module_build::strip_ansi;
+use crate::build::module_build::{BuildOutcome, ModuleBuilder};
+use crate::build::module_graph::{KernelModule, ModuleGraph};
+use crate::build::queue::{BuildEvent, BuildQueue};
+use crate::history::History;
+use crate::isolation::isolated::{IsolatedEngine, IsolationOptions};
+use crate::isolation::worker_process::SpawnOptions;
 use crate::logging::LogFormat;
 use crate::swap::stage::StagingDir;
 use crate::worker::protocol::{StateSource, WorkerConfig};
@@ -349,7 +349,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             workload: workload.name.clone(),
             versions: Vec::new(),
         },
-        history_path: crate::supervisor::history::default_path(&target, &module.package),
+        history_path: crate::history::default_path(&target, &module.package),
         module,
         stage,
         engine,

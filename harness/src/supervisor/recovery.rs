@@ -6,10 +6,10 @@
 
 use std::time::Instant;
 
-use super::history::{History, VersionRecord};
-use super::isolated::IsolatedEngine;
 use super::session::{LastGood, Session};
-use super::worker_client::{Down, DownKind, WorkerError};
+use crate::history::{History, VersionRecord};
+use crate::isolation::isolated::IsolatedEngine;
+use crate::isolation::worker_client::{Down, DownKind, WorkerError};
 use crate::swap::served::human_bytes;
 use crate::swap::stage::{Staged, StagingDir};
 

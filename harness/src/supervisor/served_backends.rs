@@ -33,18 +33,18 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
-use super::build_queue::{BuildQueue, BuildReport};
 use super::dev_loop::{DevError, OnFail, build_now};
-use super::history::{History, VersionRecord};
-use super::isolated::{IsolatedEngine, IsolationOptions};
-use super::module_build::strip_ansi;
-use super::module_build::{BuildOutcome, ModuleBuilder};
-use super::module_graph::KernelModule;
 use super::recovery::{Lane, Restarted, record_down, restart_lane, version_of};
 use super::session::{LastGood, Session, print_table};
 use super::version_change::{ModuleChange, is_in};
 use super::watch::ChangeSet;
-use super::worker_client::{Down, DownKind, WorkerError};
+use crate::build::module_build::strip_ansi;
+use crate::build::module_build::{BuildOutcome, ModuleBuilder};
+use crate::build::module_graph::KernelModule;
+use crate::build::queue::{BuildQueue, BuildReport};
+use crate::history::{History, VersionRecord};
+use crate::isolation::isolated::{IsolatedEngine, IsolationOptions};
+use crate::isolation::worker_client::{Down, DownKind, WorkerError};
 use crate::swap::stage::{Staged, StagingDir};
 use crate::worker::protocol::{ReplaySummary, StateSource};
 use crate::workload::backend_columns::{BackendColumn, table};
@@ -182,7 +182,7 @@ pub(super) fn start_others(setup: OthersSetup<'_>) -> Result<Vec<OtherBackend>, 
                 workload: setup.workload_name.to_string(),
                 versions: Vec::new(),
             },
-            history_path: super::history::default_path(setup.target, &module.package),
+            history_path: crate::history::default_path(setup.target, &module.package),
             module,
             engine,
             serving: staged,

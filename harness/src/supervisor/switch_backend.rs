@@ -36,12 +36,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::backend_choice;
-use super::history::History;
-use super::module_build::strip_ansi;
-use super::module_build::{BuildOutcome, ModuleBuilder};
-use super::module_graph::KernelModule;
 use super::session::{LastGood, Session};
-use super::worker_client::WorkerError;
+use crate::build::module_build::strip_ansi;
+use crate::build::module_build::{BuildOutcome, ModuleBuilder};
+use crate::build::module_graph::KernelModule;
+use crate::history::History;
+use crate::isolation::worker_client::WorkerError;
 use crate::swap::served::human_bytes;
 use crate::swap::stage::Staged;
 use crate::workspace;

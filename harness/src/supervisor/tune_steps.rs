@@ -3,7 +3,7 @@
 //! the kept values recorded in the history and checkpointed with the state.
 
 use super::session::Session;
-use super::worker_client::WorkerError;
+use crate::isolation::worker_client::WorkerError;
 
 /// How long one tuning step may run before the loop looks at events again.
 pub const STEP_MS: u64 = 150;

@@ -16,13 +16,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use super::build_queue::{BuildQueue, BuildReport};
-use super::module_build::BuildOutcome;
-use super::module_build::strip_ansi;
-use super::module_graph::KernelModule;
 use super::session::{Session, print_table};
 use super::watch::ChangeSet;
-use super::worker_client::WorkerError;
+use crate::build::module_build::BuildOutcome;
+use crate::build::module_build::strip_ansi;
+use crate::build::module_graph::KernelModule;
+use crate::build::queue::{BuildQueue, BuildReport};
+use crate::isolation::worker_client::WorkerError;
 use crate::swap::served::human_bytes;
 use crate::swap::stage::{StageError, Staged};
 use crate::swap::version_files::SOURCE_EXTENSIONS;

@@ -41,7 +41,7 @@ use crossbeam_channel::{Receiver, Sender};
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher};
 
-use crate::supervisor::module_graph::{Classified, ModuleGraph};
+use crate::build::module_graph::{Classified, ModuleGraph};
 
 /// Default debounce window: how long a burst with an unsettled source
 /// must stay quiet before that source is re-hashed.

@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use crate::supervisor::module_build::{BuildError, BuildOutcome, BuildProgress, ModuleBuilder};
-use crate::supervisor::module_graph::KernelModule;
+use crate::build::module_build::{BuildError, BuildOutcome, BuildProgress, ModuleBuilder};
+use crate::build::module_graph::KernelModule;
 
 /// What the build thread reports.
 #[derive(Debug)]

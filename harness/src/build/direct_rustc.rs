@@ -44,15 +44,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::supervisor::module_build::{BuildOutcome, BuildProgress, strip_ansi};
-use crate::supervisor::module_graph::KernelModule;
+use crate::build::module_build::{BuildOutcome, BuildProgress, strip_ansi};
+use crate::build::module_graph::KernelModule;
 
 /// Directory of the target dir holding the wrapper and the recordings.
 const DIR: &str = "kiln-direct";
 
 /// The wrapper cargo runs rustc through (see the module docs).
 const WRAPPER: &str = r#"#!/bin/sh
-# kiln's RUSTC_WRAPPER for module builds (harness/src/supervisor/direct_rustc.rs).
+# kiln's RUSTC_WRAPPER for module builds (harness/src/build/direct_rustc.rs).
 # Runs rustc unchanged; for the cdylib (the module crate) it first records the
 # working directory, the arguments and the environment, so that kiln can re-run
 # exactly this command when only the crate's own sources change.

@@ -22,9 +22,9 @@ use std::time::Instant;
 
 use cargo_metadata::{CrateType, Message};
 
-use crate::supervisor::build_provenance as provenance;
-use crate::supervisor::direct_rustc::{CargoResult, Recorder};
-use crate::supervisor::module_graph::{KernelModule, ModuleGraph};
+use crate::build::direct_rustc::{CargoResult, Recorder};
+use crate::build::module_graph::{KernelModule, ModuleGraph};
+use crate::build::provenance;
 
 /// Subdirectory of the workspace target dir that module builds use, so they
 /// never wait on the lock of the host's own build.

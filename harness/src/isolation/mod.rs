@@ -1,0 +1,18 @@
+//! Module code in a worker process, seen from the process that starts it:
+//! [`isolated`] (`IsolatedEngine`: the engine in a worker; start, swap,
+//! replay, checkpoint, restart), [`worker_process`] (spawn `kiln worker` in
+//! its own process group under a memory limit, kill it, its last words),
+//! [`worker_client`] (one request, watched: reply, crash, hang, Ctrl-C),
+//! [`checkpoint`] (the last good point's state in shared memory),
+//! [`deadlines`] (how long a call may take) and [`memory_limit`]
+//! (`--worker-memory`).
+//!
+//! `kiln dev`, `kiln replay` and `kiln backends` run module code only
+//! through this layer; it knows nothing of sessions or versions' history.
+
+pub mod checkpoint;
+pub mod deadlines;
+pub mod isolated;
+pub mod memory_limit;
+pub mod worker_client;
+pub mod worker_process;
