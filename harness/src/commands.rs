@@ -11,7 +11,7 @@ use crate::isolation::isolated::{IsolatedEngine, IsolationOptions};
 use crate::isolation::worker_client::WorkerError;
 use crate::isolation::worker_process::SpawnOptions;
 use crate::logging::LogFormat;
-use crate::supervisor::build_now;
+use crate::supervisor::build_at_start;
 use crate::swap::engine_handle::EngineOptions;
 use crate::swap::load::LoadedModule;
 use crate::swap::stage::{Staged, StagingDir};
@@ -104,7 +104,7 @@ pub fn backends(names: &[String], log_format: LogFormat) -> Result<(), String> {
         .map_err(|e| format!("cannot set up a worker: {e}"))?;
     let mut unavailable = Vec::new();
     for module in &modules {
-        let result = build_now(&builder, module)
+        let result = build_at_start(&builder, module)
             .map_err(|e| e.to_string())
             .and_then(|(artifact, _)| {
                 stage

@@ -10,7 +10,7 @@ use shared_state::KernelSet;
 
 use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::{KernelModule, ModuleGraph};
-use crate::supervisor::build_now;
+use crate::supervisor::build_at_start;
 use crate::swap::engine_handle::{EngineHandle, EngineOptions};
 use crate::swap::load::LoadedModule;
 use crate::swap::stage::StagingDir;
@@ -95,7 +95,7 @@ pub fn stage_backend(
             let module = module_for(&graph, backend)?;
             let builder = ModuleBuilder::new(root, workspace::module_target_dir(root))
                 .with_profile(workspace::HOST_PROFILE);
-            let (artifact, _) = build_now(&builder, &module).map_err(|e| e.to_string())?;
+            let (artifact, _) = build_at_start(&builder, &module).map_err(|e| e.to_string())?;
             (module.package, artifact)
         }
     };

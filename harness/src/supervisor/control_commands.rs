@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::good_versions::GoodVersions;
+use super::lane::Fresh;
 use super::session::Session;
 use crate::control::Request;
 use crate::control::protocol::{Answer, Command};
@@ -45,7 +46,7 @@ impl ControlQueue {
         if waits && let Some(why) = session.busy() {
             tracing::info!(
                 event = "control_queued",
-                module = %session.module.package,
+                module = %session.own().module.package,
                 version = session.version(),
                 command = request.command.name(),
                 "{}: queued ({why})",
@@ -78,18 +79,18 @@ impl ControlQueue {
                 // `--backends`: each served backend's own history, in turn.
                 let mut message = format!(
                     "history of {} ({} versions)",
-                    session.module.package,
-                    session.history.versions.len()
+                    session.own().module.package,
+                    session.own().history.versions.len()
                 );
-                let mut table = session.history.table();
-                for other in &session.others {
+                let mut table = session.own().history.table();
+                for other in &session.lanes[1..] {
                     message.push_str(&format!(
                         ", {} ({} versions)",
                         other.module.package,
-                        other.history().versions.len()
+                        other.history.versions.len()
                     ));
                     table.push('\n');
-                    table.push_str(&other.history().table());
+                    table.push_str(&other.history.table());
                 }
                 Answer::Done {
                     message,
@@ -129,7 +130,7 @@ impl ControlQueue {
         };
         tracing::info!(
             event = "control",
-            module = %session.module.package,
+            module = %session.own().module.package,
             version = session.version(),
             command = request.command.name(),
             outcome,
@@ -144,33 +145,36 @@ impl ControlQueue {
 impl Session {
     /// Why a command must wait now (`None`: it can be applied).
     pub(super) fn busy(&self) -> Option<String> {
-        let building = if self.build_pending {
-            Some(self.module.package.as_str())
-        } else {
-            self.other_build_pending()
-        };
+        let building = self
+            .lanes
+            .iter()
+            .find(|l| l.pending.is_some())
+            .map(|l| l.package());
         building.map(|module| format!("a build of {module} is under way; applied after its swap"))
     }
 
     fn status_answer(&mut self) -> Answer {
-        let last = self.history.versions.last();
-        let state_hash = match self.engine.is_serving() {
-            true => self.engine.state_hash().ok().map(|h| h.hash),
+        let state_hash = match self.lanes[0].engine.is_serving() {
+            true => self.lanes[0].engine.state_hash().ok().map(|h| h.hash),
             false => None,
         };
+        let last = self.lanes[0].history.versions.last();
         let undo_to = self
             .control
             .good
-            .undo_target(&self.serving.module, &self.serving.version_hash)
+            .undo_target(
+                &self.lanes[0].serving.module,
+                &self.lanes[0].serving.version_hash,
+            )
             .map(|g| g.label.clone());
         let data = json!({
             "kiln": env!("CARGO_PKG_VERSION"),
-            "module": self.module.package,
-            "backend": self.module.backend,
+            "module": self.lanes[0].module.package,
+            "backend": self.lanes[0].module.backend,
             "serving": self.label(),
             "version": self.version(),
-            "worker_pid": self.engine.worker_pid(),
-            "workload": self.history.workload,
+            "worker_pid": self.lanes[0].engine.worker_pid(),
+            "workload": self.lanes[0].history.workload,
             "verdict": last.map(|v| format!(
                 "v{} {}{}",
                 v.version,
@@ -187,10 +191,9 @@ impl Session {
             "state_hash": state_hash,
             "socket": self.control.socket.as_ref().map(|p| p.display().to_string()),
             // `--backends`: the backends served beside this one.
-            "also_serving": self.others.iter().map(|o| o.label()).collect::<Vec<_>>(),
+            "also_serving": self.lanes[1..].iter().map(|o| o.label()).collect::<Vec<_>>(),
         });
-        let also: String = self
-            .others
+        let also: String = self.lanes[1..]
             .iter()
             .map(|o| format!(", and {}", o.label()))
             .collect();
@@ -199,7 +202,7 @@ impl Session {
                 "{} serving {} ({} backend){also}",
                 env!("CARGO_PKG_NAME"),
                 self.label(),
-                self.module.backend
+                self.lanes[0].module.backend
             ),
             data: Some(data),
         }
@@ -209,7 +212,7 @@ impl Session {
         if !self.replay {
             return Answer::refused("replays are off in this session (--no-replay)");
         }
-        if !self.engine.is_serving() {
+        if !self.lanes[0].engine.is_serving() {
             return Answer::refused("no worker serves a version now");
         }
         let label = self.label();
@@ -231,20 +234,19 @@ impl Session {
 
     /// Back to the previous good version, without a build, with the state.
     fn undo(&mut self) -> Answer {
-        if !self.engine.is_serving() {
+        if !self.lanes[0].engine.is_serving() {
             return Answer::refused("no worker serves a version now");
         }
-        let Some((target, dropped)) = self
-            .control
-            .good
-            .take_undo_target(&self.serving.module, &self.serving.version_hash)
-        else {
+        let Some((target, dropped)) = self.control.good.take_undo_target(
+            &self.lanes[0].serving.module,
+            &self.lanes[0].serving.version_hash,
+        ) else {
             return Answer::refused(format!(
                 "no earlier good version to go back to ({} is the only one kept)",
                 self.label()
             ));
         };
-        let module = self.module.package.clone();
+        let module = self.lanes[0].module.package.clone();
         let staged = match self
             .stage
             .stage_with(&module, &target.copy, target.files.clone())
@@ -256,13 +258,12 @@ impl Session {
                 return Answer::refused(why);
             }
         };
-        let before = self.engine.state_hash().ok().map(|h| h.hash);
+        let before = self.lanes[0].engine.state_hash().ok().map(|h| h.hash);
         let from = self.label();
-        match self.engine.swap(&staged, false) {
+        match self.lanes[0].engine.swap(&staged, false) {
             Ok(swap) => {
-                self.current_hash = staged.hash.clone();
-                self.serving = staged;
-                let after = self.engine.state_hash().ok().map(|h| h.hash);
+                self.lanes[0].serving = staged;
+                let after = self.lanes[0].engine.state_hash().ok().map(|h| h.hash);
                 tracing::warn!(
                     event = "undone",
                     module = %module,
@@ -274,15 +275,20 @@ impl Session {
                     target.version,
                     human_bytes(swap.bytes)
                 );
-                self.after_swap(None, Some(swap.paused_ms), false);
-                if let Some(last) = self.history.versions.last_mut()
+                self.lanes[0].fresh = Some(Fresh {
+                    build_ms: None,
+                    swap_ms: Some(swap.paused_ms),
+                    old_alive: false,
+                });
+                self.replay_all();
+                if let Some(last) = self.lanes[0].history.versions.last_mut()
                     && last.note.is_none()
                 {
                     last.note = Some(format!("undo: code of v{}", target.version));
                     self.save_history();
                 }
-                let passed = self.history.versions.last().map(|v| v.passed);
-                let keep = self.last_good.as_ref().map(|g| g.copy.clone());
+                let passed = self.lanes[0].history.versions.last().map(|v| v.passed);
+                let keep = self.lanes[0].last_good.as_ref().map(|g| g.copy.clone());
                 for old in dropped {
                     if Some(&old.copy) != keep.as_ref() {
                         let _ = std::fs::remove_file(&old.copy);
@@ -320,14 +326,10 @@ impl Session {
                     WorkerError::Failed(why) => {
                         Answer::refused(format!("cannot swap {label} back in: {why}"))
                     }
-                    WorkerError::Down(down) => {
-                        let why = down.describe();
-                        self.went_down(*down, None, 0.0);
-                        Answer::refused(format!("the worker went down during the undo: {why}"))
-                    }
-                    WorkerError::Interrupted => {
-                        self.stopping = true;
-                        Answer::refused("interrupted")
+                    other => {
+                        let why = other.to_string();
+                        self.lane_failed(0, other, "undo failed");
+                        Answer::refused(format!("the undo did not finish: {why}"))
                     }
                 }
             }
@@ -339,7 +341,7 @@ impl Session {
     /// `target/kiln/workloads/NAME.kiln`); the previous file is kept as
     /// `FILE.prev`; the session replays the new file from now on.
     fn bless(&mut self, path: Option<&str>) -> Answer {
-        if !self.engine.is_serving() {
+        if !self.lanes[0].engine.is_serving() {
             return Answer::refused("no worker serves a version now");
         }
         if !self.replay {
@@ -347,14 +349,17 @@ impl Session {
                 "replays are off in this session (--no-replay): there are no outputs to bless",
             );
         }
-        let workspace = self.stage.workspace_for(&self.serving.path);
+        let workspace = self.stage.workspace_for(&self.lanes[0].serving.path);
         let path = match path {
             Some(p) if Path::new(p).is_absolute() => PathBuf::from(p),
             Some(p) => workspace.join(p),
             None => crate::workspace::target_dir(&workspace)
                 .join("kiln")
                 .join("workloads")
-                .join(format!("{}.kiln", file_name_of(&self.history.workload))),
+                .join(format!(
+                    "{}.kiln",
+                    file_name_of(&self.lanes[0].history.workload)
+                )),
         };
         if let Some(dir) = path.parent()
             && let Err(e) = std::fs::create_dir_all(dir)
@@ -371,7 +376,7 @@ impl Session {
             ));
         }
         let label = self.label();
-        let description = match self.engine.bless(&path) {
+        let description = match self.lanes[0].engine.bless(&path) {
             Ok(d) => d,
             Err(e) => {
                 if had_previous {
@@ -379,7 +384,7 @@ impl Session {
                 }
                 if let WorkerError::Down(down) = e {
                     let why = down.describe();
-                    self.went_down(*down, None, 0.0);
+                    self.went_down(0, *down, None, 0.0);
                     return Answer::refused(format!("the worker went down: {why}"));
                 }
                 return Answer::refused(format!("cannot bless {label}: {e}"));
@@ -387,7 +392,7 @@ impl Session {
         };
         tracing::info!(
             event = "blessed",
-            module = %self.module.package,
+            module = %self.lanes[0].module.package,
             version = self.version(),
             path = %path.display(),
             "blessed {label}'s outputs as the expected outputs: {description}; written to {}{}; the session replays it from now on",

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, select};
 
 use super::control_commands::ControlQueue;
+use super::lane::{Fresh, Lane};
 use super::session::Session;
 use super::spinner::Spinner;
-use super::watch::{ModuleWatcher, WatchOptions};
+use super::watch::{ChangeSet, ModuleWatcher, WatchOptions};
 use crate::build::module_build::strip_ansi;
 use crate::build::module_build::{BuildOutcome, ModuleBuilder};
 use crate::build::module_graph::{KernelModule, ModuleGraph};
 use crate::build::queue::{BuildEvent, BuildQueue};
-use crate::history::History;
 use crate::isolation::isolated::{IsolatedEngine, IsolationOptions};
 use crate::isolation::worker_process::SpawnOptions;
 use crate::logging::LogFormat;
@@ -133,32 +133,62 @@ fn choose_backend(graph: &ModuleGraph) -> Result<String, DevError> {
     Ok(choice.backend)
 }
 
-/// Builds `module` now, on this thread, with a spinner on a terminal.
+/// Builds `module` now, on this thread, with `spinner` on a terminal, and
+/// logs `build_started` and `build_finished` or `build_failed` (with the
+/// compiler's messages); `version`: what the session serves meanwhile.
+/// The one synchronous build of `kiln dev` (start-up, `--backends`, a
+/// switch) and the one-shot commands; saves build on the build thread.
 pub fn build_now(
     builder: &ModuleBuilder,
     module: &KernelModule,
-) -> Result<(PathBuf, f64), DevError> {
-    let mut spinner = Spinner::new();
+    spinner: &mut Spinner,
+    version: u64,
+) -> Result<(PathBuf, f64), String> {
     spinner.start(&module.package);
-    tracing::info!(event = "build_started", module = %module.package, version = 0u64, "building {}", module.package);
-    let outcome = builder
-        .build(module, &mut |p| spinner.progress(&p.step))
-        .map_err(|e| err(format!("cannot build {}: {e}", module.package)));
+    tracing::info!(event = "build_started", module = %module.package, version, "building {}", module.package);
+    let outcome = builder.build(module, &mut |p| spinner.progress(&p.step));
     spinner.clear();
-    match outcome? {
+    match outcome.map_err(|e| format!("cannot build {}: {e}", module.package))? {
         BuildOutcome::Built { artifact, ms, .. } => {
-            tracing::info!(event = "build_finished", module = %module.package, version = 0u64, ms, "built {} in {ms} ms", module.package);
+            tracing::info!(event = "build_finished", module = %module.package, version, ms, "built {} in {ms} ms", module.package);
             Ok((artifact, ms as f64))
         }
         BuildOutcome::Failed { rendered, ms } => {
             eprint!("{rendered}");
-            tracing::error!(event = "build_failed", module = %module.package, version = 0u64, ms, diagnostics = %strip_ansi(&rendered), "build of {} failed", module.package);
-            Err(err(format!(
-                "{} does not build (see the compiler's messages above); fix it and start kiln dev again",
+            tracing::error!(event = "build_failed", module = %module.package, version, ms, diagnostics = %strip_ansi(&rendered), "build of {} failed", module.package);
+            Err(format!(
+                "{} does not build (see the compiler's messages above)",
                 module.package
-            )))
+            ))
         }
     }
+}
+
+/// [`build_now`] at start-up: a module that does not build stops `kiln dev`.
+pub fn build_at_start(
+    builder: &ModuleBuilder,
+    module: &KernelModule,
+) -> Result<(PathBuf, f64), DevError> {
+    build_now(builder, module, &mut Spinner::new(), 0)
+        .map_err(|e| err(format!("{e}; fix it and start kiln dev again")))
+}
+
+/// What the dev loop reacts to, one at a time.
+enum LoopEvent {
+    /// Ctrl-C, SIGTERM or SIGHUP.
+    Shutdown,
+    /// A channel the loop needs closed: the session ends with the reason.
+    Stopped(&'static str),
+    /// A burst of saves.
+    Change(ChangeSet),
+    /// The build thread started, progressed or finished a build.
+    Build(BuildEvent),
+    /// A key or `kiln ctl` command.
+    Control(crate::control::Request),
+    /// The spinner's tick.
+    Tick,
+    /// One bounded autotuning step (only while nothing else is ready).
+    Tune,
 }
 
 /// Ready at once while tuning is under way (one bounded step runs between
@@ -217,7 +247,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
 
     let builder = ModuleBuilder::new(&root, workspace::module_target_dir(&root))
         .with_profile(workspace::HOST_PROFILE);
-    let (artifact, build_ms) = build_now(&builder, &module)?;
+    let (artifact, build_ms) = build_at_start(&builder, &module)?;
     let stage = StagingDir::create(&stage_root)
         .map_err(|e| err(e.to_string()))?
         .for_workspace(&root);
@@ -342,29 +372,23 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         target: &target,
         workload_name: &workload.name,
     })?;
+    let mut own = Lane::new(module, engine, staged, &workload.name, &target);
+    own.fresh = Some(Fresh {
+        build_ms: Some(build_ms),
+        swap_ms: None,
+        old_alive: false,
+    });
     let mut session = Session {
-        history: History {
-            module: module.package.clone(),
-            backend: module.backend.clone(),
-            workload: workload.name.clone(),
-            versions: Vec::new(),
-        },
-        history_path: crate::history::default_path(&target, &module.package),
-        module,
+        lanes: std::iter::once(own).chain(others).collect(),
         stage,
-        engine,
-        current_hash: staged.hash.clone(),
-        serving: staged,
         replay: options.replay,
         on_fail: options.on_fail,
         state_path,
         explicit_state: options.state.clone(),
-        last_good: None,
         spinner: Spinner::new(),
         record: options.record.clone(),
         stopping: false,
         reference_module,
-        build_pending: false,
         tuning: false,
         tune: options.tune && options.replay,
         control: super::control_commands::ControlState {
@@ -372,12 +396,13 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             ..Default::default()
         },
         backends: super::switch_backend::Backends::new(root.clone(), all_modules.clone()),
-        others,
     };
     // The last good point starts here: the loaded state, before any replay.
-    session.checkpoint();
+    for i in 0..session.lanes.len() {
+        session.checkpoint(i);
+    }
     if !session.stopping {
-        session.after_swap(Some(build_ms), None, false);
+        session.replay_all();
     }
 
     let watcher = ModuleWatcher::start(
@@ -392,58 +417,56 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         .map_err(|e| err(format!("cannot start the build thread: {e}")))?;
     tracing::info!(
         "watching {} (and its path dependencies); save a kernel to rebuild. Ctrl-C to stop.",
-        std::iter::once(&session.module)
-            .chain(session.others.iter().map(|o| &o.module))
-            .map(|m| m.dir.display().to_string())
+        session
+            .lanes
+            .iter()
+            .map(|l| l.module.dir.display().to_string())
             .collect::<Vec<_>>()
             .join(", ")
     );
 
     let ticker = crossbeam_channel::tick(Duration::from_millis(100));
-    let mut pending_change: Option<(Instant, Instant)> = None; // (first event, seen)
     let mut stopped_by: Option<&str> = None;
     let mut commands = ControlQueue::default();
     while !session.stopping {
-        select! {
-            recv(shutdown) -> _ => break,
-            recv(watcher.changes()) -> change => {
-                let Ok(change) = change else {
-                    stopped_by = Some("the file watcher stopped");
-                    break;
-                };
-                if let Some(seen) = session.on_change(&change, &queue) {
-                    pending_change.get_or_insert(seen);
-                }
+        let event = select! {
+            recv(shutdown) -> _ => LoopEvent::Shutdown,
+            recv(watcher.changes()) -> change => match change {
+                Ok(change) => LoopEvent::Change(change),
+                Err(_) => LoopEvent::Stopped("the file watcher stopped"),
+            },
+            recv(queue.events()) -> event => match event {
+                Ok(event) => LoopEvent::Build(event),
+                Err(_) => LoopEvent::Stopped("the build thread stopped"),
+            },
+            recv(control.requests()) -> request => match request {
+                Ok(request) => LoopEvent::Control(request),
+                Err(_) => LoopEvent::Tick,
+            },
+            recv(ticker) -> _ => LoopEvent::Tick,
+            recv(tune_now(&session)) -> _ => LoopEvent::Tune,
+        };
+        match event {
+            LoopEvent::Shutdown => break,
+            LoopEvent::Stopped(why) => {
+                stopped_by = Some(why);
+                break;
             }
-            recv(queue.events()) -> event => {
-                let Ok(event) = event else {
-                    stopped_by = Some("the build thread stopped");
-                    break;
-                };
-                match event {
-                    BuildEvent::Started { module, requests } => {
-                        tracing::info!(event = "build_started", module = %module, version = session.version(), requests, "building {module}");
-                        session.spinner.start(&module);
-                    }
-                    BuildEvent::Progress { progress, .. } => session.spinner.progress(&progress.step),
-                    BuildEvent::Finished(report) => {
-                        session.spinner.clear();
-                        let change = if report.module == session.module.package {
-                            pending_change.take()
-                        } else {
-                            None
-                        };
-                        session.on_built(report, change);
-                    }
-                }
+            LoopEvent::Change(change) => session.on_change(&change, &queue),
+            LoopEvent::Build(BuildEvent::Started { module, requests }) => {
+                tracing::info!(event = "build_started", module = %module, version = session.version(), requests, "building {module}");
+                session.spinner.start(&module);
             }
-            recv(control.requests()) -> request => {
-                if let Ok(request) = request {
-                    commands.receive(&mut session, request);
-                }
+            LoopEvent::Build(BuildEvent::Progress { progress, .. }) => {
+                session.spinner.progress(&progress.step)
             }
-            recv(ticker) -> _ => session.spinner.tick(),
-            recv(tune_now(&session)) -> _ => session.tune_step(),
+            LoopEvent::Build(BuildEvent::Finished(report)) => {
+                session.spinner.clear();
+                session.on_built(report);
+            }
+            LoopEvent::Control(request) => commands.receive(&mut session, request),
+            LoopEvent::Tick => session.spinner.tick(),
+            LoopEvent::Tune => session.tune_step(),
         }
         commands.apply_waiting(&mut session);
         if session.stopping || commands.quit {
@@ -452,7 +475,6 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     }
     drop(watcher);
     queue.shutdown();
-    session.stop_others();
     session.finish();
     match stopped_by {
         None => Ok(()),

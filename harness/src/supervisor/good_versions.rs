@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::swap::stage::Staged;
 use crate::swap::version_files::VersionFiles;
 
-/// How many good versions are kept.
+/// How many good versions of each module are kept.
 pub(super) const KEEP: usize = 4;
 
 /// One kept good version.
@@ -46,8 +46,18 @@ impl GoodVersions {
             files: staged.files.clone(),
             version_hash: staged.version_hash.clone(),
         });
-        while self.kept.len() > KEEP {
-            if let Some(old) = self.kept.pop_front() {
+        // At most KEEP of each module: another served backend's last good
+        // copy is never dropped for this one's.
+        while self
+            .kept
+            .iter()
+            .filter(|g| g.module == staged.module)
+            .count()
+            > KEEP
+        {
+            if let Some(at) = self.kept.iter().position(|g| g.module == staged.module)
+                && let Some(old) = self.kept.remove(at)
+            {
                 let _ = std::fs::remove_file(&old.copy);
             }
         }

@@ -27,6 +27,8 @@ mod control_commands;
 pub mod declarations;
 pub mod dev_loop;
 mod good_versions;
+mod lane;
+mod plan;
 mod recovery;
 mod served_backends;
 mod session;
@@ -37,4 +39,4 @@ mod tune_steps;
 mod version_change;
 pub mod watch;
 
-pub use dev_loop::{DevError, DevOptions, OnFail, build_now, run};
+pub use dev_loop::{DevError, DevOptions, OnFail, build_at_start, build_now, run};

@@ -1,17 +1,21 @@
-//! When a worker goes down (a crash, or a call past its deadline): say what
-//! happened and where, mark the version that ran it in the history, and
-//! start a new worker on the last good version with the state of the last
-//! good point (the checkpoint), checking that the restarted engine's state
-//! is the checkpoint's, bit for bit.
+//! Where a worker's failure becomes the session's decision, for every lane:
+//! a request that failed is logged ([`Session::lane_failed`]); a worker
+//! that went down (a crash, or a call past its deadline) is named with what
+//! ran and where, the version that ran it is marked in the lane's history,
+//! and a new worker starts at once on the lane's last good version (its own
+//! library, declarations and sources) with the state of the last good point
+//! (the checkpoint), checking that the restarted engine's state is the
+//! checkpoint's, bit for bit. An *old* version that goes down while it is
+//! timed against a new one costs the comparison, not the new version.
 
 use std::time::Instant;
 
-use super::session::{LastGood, Session};
+use super::lane::Fresh;
+use super::session::Session;
 use crate::history::{History, VersionRecord};
-use crate::isolation::isolated::IsolatedEngine;
 use crate::isolation::worker_client::{Down, DownKind, WorkerError};
 use crate::swap::served::human_bytes;
-use crate::swap::stage::{Staged, StagingDir};
+use crate::worker::protocol::ReplaySummary;
 
 /// Restart attempts after a worker went down.
 const RESTART_ATTEMPTS: usize = 3;
@@ -21,10 +25,60 @@ pub(super) fn version_of(label: &str) -> Option<u64> {
     label.rsplit_once("-v").and_then(|(_, v)| v.parse().ok())
 }
 
+/// `crashed` or `hung`.
+fn event_of(down: &Down) -> &'static str {
+    match &down.kind {
+        DownKind::Crashed(_) => "crashed",
+        DownKind::Hung { .. } => "hung",
+    }
+}
+
 impl Session {
-    /// The worker went down while running something; `tried` is the
+    /// The one place a failed request to lane `i`'s worker is decided: a
+    /// refusal is logged (the version keeps serving), a worker that went
+    /// down is recovered, Ctrl-C ends the session.
+    pub(super) fn lane_failed(&mut self, i: usize, error: WorkerError, what: &str) {
+        match error {
+            WorkerError::Interrupted => self.stopping = true,
+            WorkerError::Failed(e) => {
+                let lane = &self.lanes[i];
+                tracing::error!(event = "refused", module = %lane.package(), version = lane.version(), "{what}: {e}; {} keeps serving", lane.label());
+            }
+            WorkerError::Down(down) => self.went_down(i, *down, None, 0.0),
+        }
+    }
+
+    /// As [`Session::lane_failed`], while bringing in version `tried`.
+    pub(super) fn lane_failed_trying(
+        &mut self,
+        i: usize,
+        error: WorkerError,
+        tried: (u64, String),
+        build_ms: f64,
+    ) {
+        match error {
+            WorkerError::Interrupted => self.stopping = true,
+            WorkerError::Failed(e) => {
+                let lane = &self.lanes[i];
+                tracing::error!(event = "refused", module = %lane.package(), version = tried.0, "{e}; {} keeps serving", lane.label());
+            }
+            WorkerError::Down(down) => self.went_down(i, *down, Some(tried), build_ms),
+        }
+    }
+
+    /// Lane `i`'s worker went down while running something; `tried` is the
     /// version being brought in at the time, if any.
-    pub(super) fn went_down(&mut self, down: Down, tried: Option<(u64, String)>, build_ms: f64) {
+    pub(super) fn went_down(
+        &mut self,
+        i: usize,
+        down: Down,
+        tried: Option<(u64, String)>,
+        build_ms: f64,
+    ) {
+        if i == 0 {
+            self.tuning = false;
+        }
+        let lane = &mut self.lanes[i];
         // What ran is who is blamed: the status record names it (the new
         // version, or another engine the replay used).
         let culprit = down
@@ -33,16 +87,13 @@ impl Session {
             .map(|r| r.label.clone())
             .filter(|l| !l.is_empty())
             .or_else(|| tried.as_ref().map(|(_, l)| l.clone()))
-            .unwrap_or_else(|| self.serving.label.clone());
-        let culprit_version = version_of(&culprit).unwrap_or(self.serving.version);
-        let event = match &down.kind {
-            DownKind::Crashed(_) => "crashed",
-            DownKind::Hung { .. } => "hung",
-        };
+            .unwrap_or_else(|| lane.serving.label.clone());
+        let culprit_version = version_of(&culprit).unwrap_or(lane.serving.version);
+        let event = event_of(&down);
         // How long the call (or operation) had run when it went down.
         let elapsed_ms = down.running.as_ref().map(|r| r.elapsed.as_secs_f64() * 1e3);
         let call = down.running.as_ref().and_then(|r| r.call.clone());
-        let next = match &self.last_good {
+        let next = match &lane.last_good {
             Some(good) => format!(
                 "restarting on the code of v{} with the state of the last good point",
                 good.version
@@ -52,7 +103,7 @@ impl Session {
         let what = down.describe();
         tracing::error!(
             event,
-            module = %self.module.package,
+            module = %lane.package(),
             version = culprit_version,
             signal = down.signal(),
             call = call.as_ref().map(|(i, _)| *i as u64),
@@ -67,52 +118,52 @@ impl Session {
             DownKind::Crashed(_) => format!("{event}: {what}"),
             DownKind::Hung { .. } => what.clone(),
         };
+        lane.fresh = None;
         record_down(
-            &mut self.history,
+            &mut lane.history,
             culprit_version,
             &culprit,
             note,
             Some(build_ms),
         );
-        self.save_history();
-        self.restart(down.noticed, culprit_version);
+        lane.save_history();
+        self.restart(i, down.noticed, culprit_version);
     }
 
-    /// The previous version, kept alive to be timed against `fresh` during
-    /// the interleaved replay, crashed or hung: the comparison is lost, not
-    /// the new version. `fresh` starts again in a new worker with the state
-    /// of the last good point and is judged on its own (against the last
-    /// good version's recorded timings).
+    /// Lane `i`'s previous version, kept alive to be timed against `fresh`
+    /// during the interleaved replay, crashed or hung: the comparison is
+    /// lost, not the new version. The new version starts again in a new
+    /// worker with the state of the last good point and is judged on its
+    /// own (against the last good version's recorded timings); its replay
+    /// is returned.
     pub(super) fn old_went_down(
         &mut self,
+        i: usize,
         down: Down,
-        fresh: Staged,
-        build_ms: Option<f64>,
-        swap_ms: Option<f64>,
-    ) {
+        fresh: Fresh,
+    ) -> Option<ReplaySummary> {
+        let lane = &mut self.lanes[i];
         let old = down
             .running
             .as_ref()
             .map(|r| r.label.clone())
             .unwrap_or_default();
         let old_version = version_of(&old).unwrap_or_default();
-        let event = match &down.kind {
-            DownKind::Crashed(_) => "crashed",
-            DownKind::Hung { .. } => "hung",
-        };
-        let what = down.describe();
+        let event = event_of(&down);
+        let new = lane.serving.clone();
         tracing::error!(
             event,
-            module = %self.module.package,
+            module = %lane.package(),
             version = old_version,
             signal = down.signal(),
             old = true,
             last_words = %down.last_words.join("\n"),
-            "{old} (the previous version, timed against {}) {what}; the comparison is lost: {} is judged on its own, in a new worker with the state of the last good point",
-            fresh.label,
-            fresh.label
+            "{old} (the previous version, timed against {}) {}; the comparison is lost: {} is judged on its own, in a new worker with the state of the last good point",
+            new.label,
+            down.describe(),
+            new.label
         );
-        if let Some(record) = self
+        if let Some(record) = lane
             .history
             .versions
             .iter_mut()
@@ -120,35 +171,119 @@ impl Session {
             .find(|v| v.version == old_version)
             && record.note.is_none()
         {
-            record.note = Some(format!("{event} while timed against v{}", fresh.version));
+            record.note = Some(format!("{event} while timed against v{}", new.version));
         }
-        self.start_fresh(fresh, build_ms, swap_ms);
+        match self.start_worker(i, new, fresh.build_ms, fresh.swap_ms) {
+            true => self.replay_lane(i),
+            false => None,
+        }
     }
 
-    /// Starts a new worker on the last good version with the checkpoint.
-    pub(super) fn restart(&mut self, noticed: Instant, crashed: u64) {
-        let Some(good) = self.last_good.as_mut() else {
-            return;
-        };
-        let lane = Lane {
-            module: &self.module.package,
-            engine: &mut self.engine,
-            stage: &self.stage,
-        };
-        match restart_lane(lane, good, noticed, crashed) {
-            Restarted::Serving(staged) => {
-                self.current_hash = staged.hash.clone();
-                self.serving = *staged;
+    /// Starts a new worker for lane `i` on its last good version with the
+    /// checkpoint (a few attempts).
+    pub(super) fn restart(&mut self, i: usize, noticed: Instant, crashed: u64) {
+        for _ in 0..RESTART_ATTEMPTS {
+            let lane = &mut self.lanes[i];
+            let Some(good) = &lane.last_good else {
+                return;
+            };
+            let good_version = good.version;
+            let staged = match good.stage_again(&self.stage, &lane.module.package) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot restart {}: {e}", lane.package());
+                    return;
+                }
+            };
+            let source = lane.engine.checkpoint_source();
+            match lane.engine.start(&staged, source) {
+                Ok(started) => {
+                    lane.serving = staged;
+                    if let Some(good) = &mut lane.last_good {
+                        good.version = started.version;
+                    }
+                    self.report_restart(i, noticed, crashed, good_version, &started.label);
+                    return;
+                }
+                Err(WorkerError::Down(again)) => {
+                    self.stage.remove(&staged);
+                    tracing::error!("the restarted worker went down too: {}", again.describe());
+                }
+                Err(WorkerError::Interrupted) => {
+                    self.stopping = true;
+                    return;
+                }
+                Err(WorkerError::Failed(e)) => {
+                    self.stage.remove(&staged);
+                    tracing::error!("cannot restart {} on v{good_version}: {e}", lane.package());
+                    return;
+                }
             }
-            Restarted::Interrupted => self.stopping = true,
-            Restarted::GaveUp => {}
+        }
+        tracing::error!(
+            "gave up restarting {} after {RESTART_ATTEMPTS} attempts; the next save starts a new worker",
+            self.lanes[i].package()
+        );
+    }
+
+    /// Logs `restarted` with the state check.
+    fn report_restart(
+        &mut self,
+        i: usize,
+        noticed: Instant,
+        crashed: u64,
+        good_version: u64,
+        label: &str,
+    ) {
+        let lane = &mut self.lanes[i];
+        let checkpoint = lane.engine.checkpoint().cloned();
+        let now = match lane.engine.state_hash() {
+            Ok(h) => Some(h),
+            Err(WorkerError::Interrupted) => {
+                self.stopping = true;
+                return;
+            }
+            Err(e) => {
+                tracing::error!("cannot read the restarted engine's state: {e}");
+                None
+            }
+        };
+        let matches = match (&checkpoint, &now) {
+            (Some(c), Some(n)) => Some(c.hash == n.hash),
+            (None, _) => None,
+            _ => Some(false),
+        };
+        let ms = noticed.elapsed().as_secs_f64() * 1e3;
+        let state = match (&checkpoint, matches) {
+            (Some(c), Some(true)) => format!(
+                "its state is the checkpoint's, bit for bit ({})",
+                human_bytes(c.bytes as usize)
+            ),
+            (Some(_), _) => "its state differs from the checkpoint's".to_string(),
+            (None, _) => "no checkpoint was taken yet: it starts empty".to_string(),
+        };
+        tracing::warn!(
+            event = "restarted",
+            module = %lane.package(),
+            version = lane.engine.version(),
+            from_version = crashed,
+            pid = lane.engine.worker_pid(),
+            ms,
+            state_bytes = now.as_ref().map(|n| n.bytes),
+            state_hash = now.as_ref().map(|n| n.hash.as_str()),
+            checkpoint_hash = checkpoint.as_ref().map(|c| c.hash.as_str()),
+            state_matches = matches,
+            "restarted: {label} (the code of v{good_version}) serves in a new worker, {ms:.0} ms after the crash; {state}"
+        );
+        if matches == Some(false) {
+            tracing::error!("the restarted engine's state does not match the checkpoint");
         }
     }
 }
 
 /// Marks `version` (`label`) crashed in `history` with `note`, adding its
 /// record if its replay never got to make one.
-pub(super) fn record_down(
+fn record_down(
     history: &mut History,
     version: u64,
     label: &str,
@@ -181,115 +316,4 @@ pub(super) fn record_down(
             basis: None,
         }),
     }
-}
-
-/// The parts of a served backend a restart works on (the session's own
-/// backend and every `--backends` one recover through [`restart_lane`]).
-pub(super) struct Lane<'a> {
-    pub(super) module: &'a str,
-    pub(super) engine: &'a mut IsolatedEngine,
-    pub(super) stage: &'a StagingDir,
-}
-
-pub(super) enum Restarted {
-    /// A new worker serves this staged copy of the last good version.
-    Serving(Box<Staged>),
-    Interrupted,
-    GaveUp,
-}
-
-/// Starts a new worker on the last good version (its library with its own
-/// declarations and sources, as staged) with the checkpoint's state, and
-/// checks that the restarted engine's state is the checkpoint's.
-pub(super) fn restart_lane(
-    lane: Lane<'_>,
-    good: &mut LastGood,
-    noticed: Instant,
-    crashed: u64,
-) -> Restarted {
-    for _ in 0..RESTART_ATTEMPTS {
-        let good_version = good.version;
-        let staged = match good.stage_again(lane.stage, lane.module) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot restart {}: {e}", lane.module);
-                return Restarted::GaveUp;
-            }
-        };
-        let source = lane.engine.checkpoint_source();
-        match lane.engine.start(&staged, source) {
-            Ok(started) => {
-                good.version = started.version;
-                return match report_restart(lane, noticed, crashed, good_version, &started.label) {
-                    true => Restarted::Serving(Box::new(staged)),
-                    false => Restarted::Interrupted,
-                };
-            }
-            Err(WorkerError::Down(again)) => {
-                lane.stage.remove(&staged);
-                tracing::error!("the restarted worker went down too: {}", again.describe());
-            }
-            Err(WorkerError::Interrupted) => return Restarted::Interrupted,
-            Err(WorkerError::Failed(e)) => {
-                lane.stage.remove(&staged);
-                tracing::error!("cannot restart {} on v{good_version}: {e}", lane.module);
-                return Restarted::GaveUp;
-            }
-        }
-    }
-    tracing::error!(
-        "gave up restarting {} after {RESTART_ATTEMPTS} attempts; the next save starts a new worker",
-        lane.module
-    );
-    Restarted::GaveUp
-}
-
-/// Logs `restarted` with the state check; false when Ctrl-C came.
-fn report_restart(
-    lane: Lane<'_>,
-    noticed: Instant,
-    crashed: u64,
-    good_version: u64,
-    label: &str,
-) -> bool {
-    let checkpoint = lane.engine.checkpoint().cloned();
-    let now = match lane.engine.state_hash() {
-        Ok(h) => Some(h),
-        Err(WorkerError::Interrupted) => return false,
-        Err(e) => {
-            tracing::error!("cannot read the restarted engine's state: {e}");
-            None
-        }
-    };
-    let matches = match (&checkpoint, &now) {
-        (Some(c), Some(n)) => Some(c.hash == n.hash),
-        (None, _) => None,
-        _ => Some(false),
-    };
-    let ms = noticed.elapsed().as_secs_f64() * 1e3;
-    let state = match (&checkpoint, matches) {
-        (Some(c), Some(true)) => format!(
-            "its state is the checkpoint's, bit for bit ({})",
-            human_bytes(c.bytes as usize)
-        ),
-        (Some(_), _) => "its state differs from the checkpoint's".to_string(),
-        (None, _) => "no checkpoint was taken yet: it starts empty".to_string(),
-    };
-    tracing::warn!(
-        event = "restarted",
-        module = %lane.module,
-        version = lane.engine.version(),
-        from_version = crashed,
-        pid = lane.engine.worker_pid(),
-        ms,
-        state_bytes = now.as_ref().map(|n| n.bytes),
-        state_hash = now.as_ref().map(|n| n.hash.as_str()),
-        checkpoint_hash = checkpoint.as_ref().map(|c| c.hash.as_str()),
-        state_matches = matches,
-        "restarted: {label} (the code of v{good_version}) serves in a new worker, {ms:.0} ms after the crash; {state}"
-    );
-    if matches == Some(false) {
-        tracing::error!("the restarted engine's state does not match the checkpoint");
-    }
-    true
 }

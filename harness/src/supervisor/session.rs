@@ -1,128 +1,172 @@
-//! One `kiln dev` session: the module served from its worker, the history,
-//! and what happens on a change, a finished build, a swap, a failed replay
-//! (rollback). The end of a session is in [`super::session_end`]; what
-//! happens when a worker goes down, in [`super::recovery`].
+//! One `kiln dev` session: its lanes (one per served backend, lane 0 the
+//! backend it was started for) and the life cycle every lane goes through,
+//! written once: a change is routed ([`super::plan`]), a build is staged
+//! and swapped in, the workload is replayed on every lane, each new version
+//! is judged (kept as the last good one with a checkpoint, or rolled back).
+//! A worker that goes down is handled in [`super::recovery`]; the end of a
+//! session in [`super::session_end`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::control_commands::ControlState;
 use super::dev_loop::OnFail;
+use super::lane::{Fresh, Lane, LastGood};
+use super::plan::{ChangePlan, Verdict, plan_change, verdict};
 use super::spinner::Spinner;
+use super::switch_backend::Backends;
 use super::watch::ChangeSet;
-use crate::build::module_build::BuildOutcome;
-use crate::build::module_build::strip_ansi;
+use crate::build::module_build::{BuildOutcome, strip_ansi};
 use crate::build::module_graph::KernelModule;
 use crate::build::queue::{BuildQueue, BuildReport};
-use crate::history::{History, VersionRecord};
-use crate::isolation::isolated::IsolatedEngine;
+use crate::history::VersionRecord;
 use crate::isolation::worker_client::WorkerError;
 use crate::swap::served::human_bytes;
 use crate::swap::stage::{Staged, StagingDir};
-use crate::swap::version_files::VersionFiles;
-use crate::worker::protocol::ReplaySummary;
+use crate::worker::protocol::{CallFailure, ReplaySummary};
 use crate::workload::timing::Stats;
 
-pub(super) struct LastGood {
-    /// A private copy of the last version that passed replay.
-    pub(super) copy: PathBuf,
-    /// Its declarations and sources as they were staged: a restart or a
-    /// rollback serves exactly this code, never the workspace's files of
-    /// the moment (a wrong shader saved since would come back with it).
-    pub(super) files: VersionFiles,
-    pub(super) version: u64,
-    pub(super) timings: BTreeMap<String, Stats>,
-}
-
-impl LastGood {
-    /// Stages the last good version again, as it was: its library copy
-    /// with its own declarations and sources.
-    pub(super) fn stage_again(
-        &self,
-        stage: &StagingDir,
-        module: &str,
-    ) -> Result<Staged, crate::swap::stage::StageError> {
-        stage.stage_with(module, &self.copy, self.files.clone())
-    }
-}
-
 pub(super) struct Session {
-    pub(super) module: KernelModule,
+    /// The served backends; lane 0 is the session's own (keys, `kiln ctl`
+    /// undo/bless/switch, tuning and the state file act on it).
+    pub(super) lanes: Vec<Lane>,
     pub(super) stage: StagingDir,
-    pub(super) engine: IsolatedEngine,
-    /// The staged copy the worker serves.
-    pub(super) serving: Staged,
     /// Replay the workload after every swap.
     pub(super) replay: bool,
     pub(super) on_fail: OnFail,
-    pub(super) history: History,
-    pub(super) history_path: PathBuf,
     pub(super) state_path: PathBuf,
     pub(super) explicit_state: Option<PathBuf>,
-    pub(super) last_good: Option<LastGood>,
-    pub(super) current_hash: String,
     pub(super) spinner: Spinner,
     pub(super) record: Option<PathBuf>,
     /// Ctrl-C arrived while a worker was busy: the session ends.
     pub(super) stopping: bool,
-    /// The reference module (rebuilt and swapped in the worker when edited).
+    /// The reference module (rebuilt and swapped in the workers when edited).
     pub(super) reference_module: Option<KernelModule>,
-    /// A build of the served module was requested and has not ended.
-    pub(super) build_pending: bool,
-    /// Autotuning of the serving version is under way (`--no-tune`: never).
+    /// Autotuning of lane 0's serving version is under way.
     pub(super) tuning: bool,
+    /// `--no-tune` leaves it false.
     pub(super) tune: bool,
     /// What `kiln ctl` and the keys keep (good versions for undo, ...).
-    pub(super) control: super::control_commands::ControlState,
+    pub(super) control: ControlState,
     /// The backends this session may switch to (`switch_backend.rs`).
-    pub(super) backends: super::switch_backend::Backends,
-    /// `--backends`: the backends served beside this one, each in its own
-    /// worker (`served_backends.rs`).
-    pub(super) others: Vec<super::served_backends::OtherBackend>,
+    pub(super) backends: Backends,
+}
+
+/// How long a build took, from its report.
+fn build_ms(report: &BuildReport) -> f64 {
+    report
+        .finished_at
+        .duration_since(report.started_at)
+        .as_secs_f64()
+        * 1e3
+}
+
+/// The file names of `change`'s paths, for the log.
+fn names(change: &ChangeSet) -> Vec<String> {
+    change
+        .paths
+        .iter()
+        .map(|p| {
+            p.file_name().map_or(p.display().to_string(), |n| {
+                n.to_string_lossy().into_owned()
+            })
+        })
+        .collect()
 }
 
 impl Session {
+    pub(super) fn own(&self) -> &Lane {
+        &self.lanes[0]
+    }
+
+    /// Lane 0's serving version.
     pub(super) fn version(&self) -> u64 {
-        self.serving.version
+        self.own().version()
     }
 
+    /// Lane 0's serving label.
     pub(super) fn label(&self) -> String {
-        self.engine.label()
+        self.own().label()
     }
 
-    /// Handles a change set; returns (first event, seen) if a build of the
-    /// served module was requested.
-    pub(super) fn on_change(
-        &mut self,
-        change: &ChangeSet,
-        queue: &BuildQueue,
-    ) -> Option<(Instant, Instant)> {
+    /// The lane serving `package`.
+    pub(super) fn lane_of(&self, package: &str) -> Option<usize> {
+        self.lanes.iter().position(|l| l.module.package == package)
+    }
+
+    /// Handles a change set: each lane whose module changed builds or is
+    /// staged again, workloads are read again, the reference rebuilt.
+    pub(super) fn on_change(&mut self, change: &ChangeSet, queue: &BuildQueue) {
         let seen = Instant::now();
-        let names: Vec<String> = change
-            .paths
-            .iter()
-            .map(|p| {
-                p.file_name().map_or(p.display().to_string(), |n| {
-                    n.to_string_lossy().into_owned()
-                })
-            })
-            .collect();
-        if change.contract_changed {
+        let plan: ChangePlan = {
+            let modules: Vec<&KernelModule> = self.lanes.iter().map(|l| &l.module).collect();
+            plan_change(change, &modules, self.reference_module.as_ref())
+        };
+        if plan.contract {
             self.restart_required();
-            return None;
+            return;
         }
         // A save stops the tuning; the next passing version tunes again.
         self.tuning = false;
-        self.route_others(change, queue, seen);
-        self.route_change(change, queue, &names, seen)
+        let names = names(change);
+        let debounce_ms = seen.duration_since(change.first_event_at).as_secs_f64() * 1e3;
+        for (i, lane_change) in plan.lanes.iter().enumerate() {
+            let announced =
+                lane_change.new_version() || (i == 0 && (plan.reference || change.watched_changed));
+            if !announced {
+                continue;
+            }
+            let lane = &self.lanes[i];
+            tracing::info!(
+                event = "change",
+                module = %lane.package(),
+                version = lane.version(),
+                ms = debounce_ms,
+                paths = %names.join(","),
+                build = lane_change.build,
+                "change seen: {} ({debounce_ms:.0} ms after the save){}{}",
+                names.join(", "),
+                if i == 0 { String::new() } else { format!(" in {}", lane.package()) },
+                if lane_change.restage {
+                    "; no Rust source changed: re-staging without a build"
+                } else {
+                    ""
+                }
+            );
+        }
+        // The workloads first: the replay after the swap uses the new ones.
+        for (i, lane_change) in plan.lanes.iter().enumerate() {
+            if lane_change.reload_workload && self.lanes[i].engine.is_serving() {
+                self.reload_workload(i, change.watched_changed);
+            }
+        }
+        // The reference before the served modules: the build queue builds
+        // in the order of the requests, so a swap that needs the new
+        // reference (a signature change) is replayed against it.
+        if plan.reference
+            && let Some(reference) = &self.reference_module
+        {
+            let _ = queue.request(&reference.package, change.first_event_at);
+        }
+        for (i, lane_change) in plan.lanes.iter().enumerate() {
+            if lane_change.build {
+                let lane = &mut self.lanes[i];
+                lane.pending.get_or_insert((change.first_event_at, seen));
+                let _ = queue.request_changed(lane.package(), change.first_event_at, &change.paths);
+            } else if lane_change.restage {
+                self.restage(i, change.first_event_at, seen);
+            }
+        }
+        if plan.recheck && self.own().engine.is_serving() {
+            let _ = self.recheck("the workload changed");
+        }
     }
 
-    pub(super) fn on_built(&mut self, report: BuildReport, change: Option<(Instant, Instant)>) {
-        if let Some(i) = self.other_index(&report.module) {
-            self.on_other_built(i, report);
-            return;
-        }
-        if report.module != self.module.package {
+    /// A build ended: the reference module's, a lane's (staged and swapped
+    /// into that lane), or one that is no longer served.
+    pub(super) fn on_built(&mut self, report: BuildReport) {
+        let Some(i) = self.lane_of(&report.module) else {
             if self
                 .reference_module
                 .as_ref()
@@ -131,51 +175,27 @@ impl Session {
                 self.on_reference_built(report);
             } else {
                 // Started before a switch to another backend.
-                self.build_pending = false;
                 tracing::info!(
                     "built {}, which is no longer served ({} is); not swapped",
                     report.module,
-                    self.module.package
+                    self.own().package()
                 );
             }
             return;
-        }
-        self.build_pending = false;
-        let module = self.module.package.clone();
-        let build_ms = report
-            .finished_at
-            .duration_since(report.started_at)
-            .as_secs_f64()
-            * 1e3;
-        let outcome = match report.result {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                tracing::error!(event = "build_failed", module = %module, version = self.version(), ms = build_ms, "cannot run cargo: {e}");
-                return;
-            }
         };
-        let artifact = match outcome {
-            BuildOutcome::Failed { rendered, .. } => {
-                eprint!("{rendered}");
-                tracing::error!(
-                    event = "build_failed",
-                    module = %module,
-                    version = self.version(),
-                    ms = build_ms,
-                    diagnostics = %strip_ansi(&rendered),
-                    "build of {module} failed after {build_ms:.0} ms; {} keeps serving",
-                    self.label()
-                );
-                return;
-            }
-            BuildOutcome::Built { artifact, .. } => artifact,
+        let change = self.lanes[i].pending.take();
+        let build_ms = build_ms(&report);
+        let keeps = self.lanes[i].label();
+        let Some(artifact) = self.built_artifact(report, build_ms, &keeps) else {
+            return;
         };
-        tracing::info!(event = "build_finished", module = %module, version = self.version(), ms = build_ms, "built {module} in {build_ms:.0} ms");
+        let module = self.lanes[i].package().to_string();
         let stage_start = Instant::now();
         let Some(staged) = self.stage_or_report(&module, &artifact) else {
             return;
         };
-        if staged.version_hash == self.serving.version_hash && self.engine.is_serving() {
+        let lane = &self.lanes[i];
+        if staged.version_hash == lane.serving.version_hash && lane.engine.is_serving() {
             tracing::info!(
                 "{} is identical to the serving build; not swapping",
                 staged.label
@@ -184,112 +204,269 @@ impl Session {
             return;
         }
         let stage_load_ms = stage_start.elapsed().as_secs_f64() * 1e3;
-        self.swap_in(staged, Some(build_ms), change, stage_load_ms);
+        self.swap_in(i, staged, Some(build_ms), change, stage_load_ms);
     }
 
-    /// Starts a new worker on `staged` with the last good point's state
-    /// (no worker was serving), then replays as after a swap.
+    /// The artifact of a finished build, or `None` after logging why there
+    /// is none (`keeps`: what keeps serving).
+    pub(super) fn built_artifact(
+        &self,
+        report: BuildReport,
+        build_ms: f64,
+        keeps: &str,
+    ) -> Option<PathBuf> {
+        let module = report.module;
+        let version = self
+            .lane_of(&module)
+            .map_or(self.version(), |i| self.lanes[i].version());
+        match report.result {
+            Err(e) => {
+                tracing::error!(event = "build_failed", module = %module, version, ms = build_ms, "cannot run cargo: {e}");
+                None
+            }
+            Ok(BuildOutcome::Failed { rendered, .. }) => {
+                eprint!("{rendered}");
+                tracing::error!(
+                    event = "build_failed",
+                    module = %module,
+                    version,
+                    ms = build_ms,
+                    diagnostics = %strip_ansi(&rendered),
+                    "build of {module} failed after {build_ms:.0} ms; {keeps} keeps serving"
+                );
+                None
+            }
+            Ok(BuildOutcome::Built { artifact, .. }) => {
+                tracing::info!(event = "build_finished", module = %module, version, ms = build_ms, "built {module} in {build_ms:.0} ms");
+                Some(artifact)
+            }
+        }
+    }
+
+    /// Swaps lane `i`'s worker to `staged` (built in `build_ms`, or staged
+    /// again without a build), then replays on every lane; a lane whose
+    /// worker went down starts a new one on `staged`.
+    pub(super) fn swap_in(
+        &mut self,
+        i: usize,
+        staged: Staged,
+        build_ms: Option<f64>,
+        change: Option<(Instant, Instant)>,
+        stage_load_ms: f64,
+    ) {
+        if !self.lanes[i].engine.is_serving() {
+            // The last worker went down and could not be restarted: this
+            // version starts a new one, with the state of the last good point.
+            self.start_fresh(i, staged, build_ms, None);
+            return;
+        }
+        let lane = &mut self.lanes[i];
+        let module = lane.package().to_string();
+        let from_version = lane.version();
+        let from_label = lane.label();
+        match lane.engine.swap(&staged, self.replay) {
+            Ok(swap) => {
+                lane.serving = staged;
+                let total_ms = change.map(|(first, _)| first.elapsed().as_secs_f64() * 1e3);
+                let debounce_ms =
+                    change.map(|(first, seen)| seen.duration_since(first).as_secs_f64() * 1e3);
+                tracing::info!(
+                    event = "swapped",
+                    module = %module,
+                    version = lane.version(),
+                    from_version,
+                    ms = total_ms.unwrap_or(stage_load_ms + swap.paused_ms),
+                    debounce_ms,
+                    build_ms,
+                    stage_load_ms,
+                    handoff_ms = swap.paused_ms,
+                    handoff_bytes = swap.bytes,
+                    restaged = build_ms.is_none(),
+                    "swapped {} -> {}: {} from save to serving (debounce {}, build {}, stage+load {stage_load_ms:.1}, handoff {:.1} ms for {})",
+                    swap.from,
+                    swap.to,
+                    total_ms.map_or("-".to_string(), |t| format!("{t:.0} ms")),
+                    debounce_ms.map_or("-".to_string(), |d| format!("{d:.0}")),
+                    build_ms.map_or("none: same library, new declarations/sources".to_string(), |b| format!("{b:.0}")),
+                    swap.paused_ms,
+                    human_bytes(swap.bytes)
+                );
+                // The old version stays alive in the worker through the
+                // replay so both are timed interleaved; it retires after.
+                lane.fresh = Some(Fresh {
+                    build_ms,
+                    swap_ms: Some(swap.paused_ms),
+                    old_alive: self.replay,
+                });
+                self.replay_all();
+            }
+            Err(WorkerError::Failed(e)) => {
+                self.stage.remove(&staged);
+                tracing::error!(event = "refused", module = %module, version = from_version, "{e}; {from_label} keeps serving");
+                // A fingerprint that differs in a contract field: the
+                // contract changed under the serving host.
+                if e.starts_with("refused ") && e.contains("contract") {
+                    self.restart_required();
+                }
+            }
+            Err(e) => {
+                self.stage.remove(&staged);
+                let tried = (staged.version, staged.label.clone());
+                self.lane_failed_trying(i, e, tried, build_ms.unwrap_or_default());
+            }
+        }
+    }
+
+    /// Starts a new worker for lane `i` on `staged` with the last good
+    /// point's state (no worker was serving), then replays as after a swap.
     pub(super) fn start_fresh(
         &mut self,
+        i: usize,
         staged: Staged,
         build_ms: Option<f64>,
         swap_ms: Option<f64>,
     ) {
-        let source = self.engine.checkpoint_source();
-        match self.engine.start(&staged, source) {
+        if self.start_worker(i, staged, build_ms, swap_ms) {
+            self.replay_all();
+        }
+    }
+
+    /// Starts lane `i`'s worker on `staged` with the last good point's
+    /// state; the version is fresh (to be judged). False if it did not.
+    pub(super) fn start_worker(
+        &mut self,
+        i: usize,
+        staged: Staged,
+        build_ms: Option<f64>,
+        swap_ms: Option<f64>,
+    ) -> bool {
+        let lane = &mut self.lanes[i];
+        let source = lane.engine.checkpoint_source();
+        match lane.engine.start(&staged, source) {
             Ok(started) => {
-                self.current_hash = staged.hash.clone();
-                self.serving = staged;
                 tracing::info!(
                     event = "worker_started",
-                    module = %self.module.package,
+                    module = %lane.package(),
                     version = started.version,
-                    pid = self.engine.worker_pid(),
+                    pid = lane.engine.worker_pid(),
                     "{} serving on {} in a new worker, with the state of the last good point ({})",
                     started.label,
                     started.device,
                     started.import
                 );
-                self.after_swap(build_ms, swap_ms, false);
+                lane.serving = staged;
+                lane.fresh = Some(Fresh {
+                    build_ms,
+                    swap_ms,
+                    old_alive: false,
+                });
+                true
             }
-            Err(WorkerError::Down(down)) => {
+            Err(e) => {
+                self.stage.remove(&staged);
                 let tried = (staged.version, staged.label.clone());
-                self.stage.remove(&staged);
-                self.went_down(*down, Some(tried), build_ms.unwrap_or_default());
-            }
-            Err(WorkerError::Interrupted) => self.stopping = true,
-            Err(WorkerError::Failed(e)) => {
-                self.stage.remove(&staged);
-                tracing::error!(event = "refused", module = %self.module.package, version = staged.version, "{e}");
+                self.lane_failed_trying(i, e, tried, build_ms.unwrap_or_default());
+                false
             }
         }
     }
 
-    /// Replays after a swap (or at start), records the version, and rolls
-    /// back if it failed and rollback is on. `old_alive`: the replaced
-    /// version is alive in the worker, to be timed against.
-    pub(super) fn after_swap(
-        &mut self,
-        build_ms: Option<f64>,
-        swap_ms: Option<f64>,
-        old_alive: bool,
-    ) {
-        let staged = self.serving.clone();
-        let report: Option<ReplaySummary> = if self.replay {
-            let recorded = self.last_good.as_ref().map(|g| g.timings.clone());
-            self.engine
-                .set_previous_timings(&recorded.clone().unwrap_or_default());
-            match self
-                .engine
-                .replay(if old_alive { None } else { recorded.as_ref() })
-            {
-                Ok(report) => Some(report),
-                Err(WorkerError::Down(down)) => {
-                    let culprit = down.running.as_ref().map(|r| r.label.clone());
-                    if old_alive
-                        && culprit
-                            .as_ref()
-                            .is_some_and(|l| !l.is_empty() && *l != staged.label)
-                    {
-                        // The previous version, timed against, went down:
-                        // that costs the comparison, not the new version.
-                        self.old_went_down(*down, staged, build_ms, swap_ms);
-                    } else {
-                        // Kept in case the old one was the culprit: not needed.
-                        self.stage.remove(&staged);
-                        self.went_down(*down, None, build_ms.unwrap_or_default());
-                    }
-                    return;
+    /// Replays the workload on every lane (a fresh version is judged: kept
+    /// or rolled back), then, with several lanes, cross-compares their
+    /// outputs and prints one table with a column per backend.
+    pub(super) fn replay_all(&mut self) {
+        if !self.replay {
+            for i in 0..self.lanes.len() {
+                if let Some(fresh) = self.lanes[i].fresh.take() {
+                    self.judge(i, None, fresh);
                 }
-                Err(WorkerError::Interrupted) => {
-                    self.stopping = true;
-                    return;
-                }
-                Err(WorkerError::Failed(why)) => Some(ReplaySummary {
-                    label: staged.label.clone(),
-                    passed: false,
-                    first_failure: Some(crate::worker::protocol::CallFailure {
-                        index: 0,
-                        kernel: "-".into(),
-                        why,
-                    }),
-                    timings: BTreeMap::new(),
-                    table: String::new(),
-                    ms: 0.0,
-                    skipped: Vec::new(),
-                    rates: Default::default(),
-                    calls: Vec::new(),
-                }),
             }
-        } else {
-            None
-        };
-        let passed = report.as_ref().is_none_or(|r| r.passed);
-        if report.is_some() {
-            self.control.last_replay = Some((staged.version, passed));
+            return;
         }
+        let mut summaries = Vec::new();
+        for i in 0..self.lanes.len() {
+            summaries.push(self.replay_lane(i));
+            if self.stopping {
+                return;
+            }
+        }
+        if self.lanes.len() > 1 {
+            self.compare_lanes(&summaries);
+        }
+    }
+
+    /// Replays lane `i`: a fresh version against its predecessor (alive in
+    /// the worker) or the last good version's timings, and judges it.
+    pub(super) fn replay_lane(&mut self, i: usize) -> Option<ReplaySummary> {
+        let lane = &mut self.lanes[i];
+        if !lane.engine.is_serving() {
+            return None;
+        }
+        let fresh = lane.fresh.take();
+        let old_alive = fresh.is_some_and(|f| f.old_alive);
+        let recorded = lane.last_good.as_ref().map(|g| g.timings.clone());
+        lane.engine
+            .set_previous_timings(&recorded.clone().unwrap_or_default());
+        let staged = lane.serving.clone();
+        let report = match lane
+            .engine
+            .replay(if old_alive { None } else { recorded.as_ref() })
+        {
+            Ok(report) => report,
+            Err(WorkerError::Down(down)) => {
+                let culprit = down.running.as_ref().map(|r| r.label.clone());
+                if let Some(fresh) = fresh
+                    && fresh.old_alive
+                    && culprit.is_some_and(|l| !l.is_empty() && l != staged.label)
+                {
+                    // The previous version, timed against, went down: that
+                    // costs the comparison, not the new version.
+                    return self.old_went_down(i, *down, fresh);
+                }
+                if old_alive {
+                    // Kept in case the old one was the culprit: not needed.
+                    self.stage.remove(&staged);
+                }
+                let build_ms = fresh.and_then(|f| f.build_ms).unwrap_or_default();
+                self.went_down(i, *down, None, build_ms);
+                return None;
+            }
+            Err(WorkerError::Interrupted) => {
+                self.stopping = true;
+                return None;
+            }
+            // A replay that cannot run is a failed replay.
+            Err(WorkerError::Failed(why)) => ReplaySummary {
+                label: staged.label.clone(),
+                passed: false,
+                first_failure: Some(CallFailure {
+                    index: 0,
+                    kernel: "-".into(),
+                    why,
+                }),
+                timings: BTreeMap::new(),
+                table: String::new(),
+                ms: 0.0,
+                skipped: Vec::new(),
+                rates: Default::default(),
+                calls: Vec::new(),
+            },
+        };
+        print_table(&report.table);
+        self.log_skipped(i, &report);
+        if i == 0 {
+            self.control.last_replay = Some((staged.version, report.passed));
+        }
+        if let Some(fresh) = fresh {
+            self.judge(i, Some(&report), fresh);
+        }
+        Some(report)
+    }
+
+    /// Records lane `i`'s fresh version in its history and acts on the
+    /// verdict: the last good version with a checkpoint, or a rollback.
+    fn judge(&mut self, i: usize, report: Option<&ReplaySummary>, fresh: Fresh) {
         let timings: BTreeMap<String, Stats> = report
-            .as_ref()
             .map(|r| {
                 r.timings
                     .iter()
@@ -297,79 +474,70 @@ impl Session {
                     .collect()
             })
             .unwrap_or_default();
-        if let Some(report) = &report {
-            print_table(&report.table);
-            self.log_skipped(report);
-        }
-        self.history.versions.push(VersionRecord {
+        let lane = &mut self.lanes[i];
+        let staged = lane.serving.clone();
+        let passed = report.is_none_or(|r| r.passed);
+        lane.history.versions.push(VersionRecord {
             version: staged.version,
             label: staged.label.clone(),
             source_hash: staged.hash.clone(),
-            build_ms,
-            swap_ms,
+            build_ms: fresh.build_ms,
+            swap_ms: fresh.swap_ms,
             medians: timings.iter().map(|(k, s)| (k.clone(), s.median)).collect(),
             passed,
             crashed: false,
             note: None,
             tuning: Default::default(),
-            rates: report
-                .as_ref()
-                .map(|r| r.rates.calls.clone())
-                .unwrap_or_default(),
-            basis: report.as_ref().and_then(|r| r.rates.basis.clone()),
+            rates: report.map(|r| r.rates.calls.clone()).unwrap_or_default(),
+            basis: report.and_then(|r| r.rates.basis.clone()),
         });
-        if passed {
-            self.keep_last_good(&staged, timings);
-            self.checkpoint();
-            self.tuning = self.tune && report.is_some();
-        } else if let Some(failure) = report.as_ref().and_then(|r| r.first_failure.clone()) {
-            let why = failure.why;
-            match (self.on_fail, &self.last_good) {
-                (OnFail::Rollback, Some(good)) => {
-                    tracing::error!(
-                        event = "replay_failed",
-                        module = %staged.module,
-                        version = staged.version,
-                        "{} failed replay at call {} ({}): {why}; rolling back to v{}",
-                        staged.label, failure.index, failure.kernel, good.version
-                    );
-                    self.rollback();
+        let failure = report.and_then(|r| r.first_failure.clone());
+        let good_version = lane.last_good.as_ref().map(|g| g.version);
+        let failed = |how: String| {
+            let f = failure.clone().unwrap_or(CallFailure {
+                index: 0,
+                kernel: "-".into(),
+                why: "failed".into(),
+            });
+            format!(
+                "{} failed replay at call {} ({}): {}; {how}",
+                staged.label, f.index, f.kernel, f.why
+            )
+        };
+        match verdict(Some(passed), self.on_fail, good_version.is_some()) {
+            Verdict::Good => {
+                self.keep_last_good(i, &staged, timings);
+                self.checkpoint(i);
+                if i == 0 {
+                    self.tuning = self.tune && report.is_some();
                 }
-                (OnFail::Rollback, None) => tracing::error!(
-                    event = "replay_failed",
-                    module = %staged.module,
-                    version = staged.version,
-                    "{} failed replay at call {} ({}): {why}; no earlier good version to roll back to, keeping it",
-                    staged.label, failure.index, failure.kernel
-                ),
-                (OnFail::Keep, _) => tracing::warn!(
-                    event = "replay_failed",
-                    module = %staged.module,
-                    version = staged.version,
-                    "{} failed replay at call {} ({}): {why}; keeping it (--on-fail keep)",
-                    staged.label, failure.index, failure.kernel
-                ),
+            }
+            Verdict::RollBack => {
+                let to = good_version.unwrap_or_default();
+                tracing::error!(event = "replay_failed", module = %staged.module, version = staged.version, "{}", failed(format!("rolling back to v{to}")));
+                self.rollback(i);
+            }
+            Verdict::NoGoodToRollBackTo => {
+                tracing::error!(event = "replay_failed", module = %staged.module, version = staged.version, "{}", failed("no earlier good version to roll back to, keeping it".into()));
+            }
+            Verdict::KeptFailing => {
+                tracing::warn!(event = "replay_failed", module = %staged.module, version = staged.version, "{}", failed("keeping it (--on-fail keep)".into()));
             }
         }
-        self.save_history();
-        // `--backends`: the workload runs on every served backend.
-        self.replay_on_others(report.as_ref());
+        self.lanes[i].save_history();
     }
 
+    /// Lane 0's history, saved.
     pub(super) fn save_history(&self) {
-        if let Err(e) = self.history.save(&self.history_path) {
-            tracing::warn!(
-                "cannot save history to {}: {e}",
-                self.history_path.display()
-            );
-        }
+        self.own().save_history();
     }
 
-    fn keep_last_good(&mut self, staged: &Staged, timings: BTreeMap<String, Stats>) {
-        // The copy is also kept for `undo` (the last few good versions).
+    fn keep_last_good(&mut self, i: usize, staged: &Staged, timings: BTreeMap<String, Stats>) {
+        // The copy is also kept for `undo` (the last few good versions of
+        // each module).
         match self.control.good.keep(self.stage.path(), staged) {
             Ok(copy) => {
-                self.last_good = Some(LastGood {
+                self.lanes[i].last_good = Some(LastGood {
                     copy,
                     files: staged.files.clone(),
                     version: staged.version,
@@ -380,80 +548,75 @@ impl Session {
                 tracing::warn!("cannot keep a copy of {} for rollback: {e}", staged.label)
             }
         }
-        if let Some(best) = self.history.best() {
+        let history = &self.lanes[i].history;
+        if let Some(best) = history.best() {
             tracing::info!(
-                "best version so far: v{} of {}",
+                "best version so far: v{} of {} ({})",
                 best.version,
-                self.history.versions.len()
+                history.versions.len(),
+                history.module
             );
         }
     }
 
-    /// Checkpoints the engine's state outside the worker: the last good
+    /// Checkpoints lane `i`'s state outside the worker: the last good
     /// point is now.
-    pub(super) fn checkpoint(&mut self) {
-        match self.engine.take_checkpoint() {
+    pub(super) fn checkpoint(&mut self, i: usize) {
+        let lane = &mut self.lanes[i];
+        match lane.engine.take_checkpoint() {
             Ok(c) => tracing::info!(
                 event = "checkpoint",
-                module = %self.module.package,
-                version = self.version(),
+                module = %lane.package(),
+                version = lane.version(),
                 bytes = c.bytes,
                 ms = c.ms,
                 state_hash = %c.hash,
                 "checkpoint of {}'s state: {} in {:.1} ms",
-                self.label(),
+                lane.label(),
                 human_bytes(c.bytes as usize),
                 c.ms
             ),
-            Err(WorkerError::Down(down)) => {
-                self.went_down(*down, None, 0.0);
-            }
-            Err(WorkerError::Interrupted) => self.stopping = true,
-            Err(WorkerError::Failed(e)) => {
-                tracing::error!("cannot checkpoint {}'s state: {e}", self.label())
-            }
+            Err(e) => self.lane_failed(i, e, "cannot checkpoint the state"),
         }
     }
 
-    pub(super) fn rollback(&mut self) {
-        let Some(good) = &self.last_good else { return };
+    /// Back to lane `i`'s last good version (its own files), with the state.
+    pub(super) fn rollback(&mut self, i: usize) {
+        let lane = &self.lanes[i];
+        let Some(good) = &lane.last_good else { return };
         let good_version = good.version;
-        let staged = match good.stage_again(&self.stage, &self.module.package) {
+        let module = lane.package().to_string();
+        let staged = match good.stage_again(&self.stage, &module) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!("rollback failed: {e}; keeping {}", self.label());
+                tracing::error!("rollback failed: {e}; keeping {}", lane.label());
                 return;
             }
         };
-        match self.engine.swap(&staged, false) {
+        let lane = &mut self.lanes[i];
+        match lane.engine.swap(&staged, false) {
             Ok(swap) => {
-                self.current_hash = staged.hash.clone();
-                self.serving = staged;
-                if let Some(last) = self.history.versions.last_mut() {
+                lane.serving = staged;
+                if let Some(last) = lane.history.versions.last_mut() {
                     last.note = Some(format!("rolled back to v{good_version}"));
                 }
                 tracing::warn!(
                     event = "rolled_back",
-                    module = %self.module.package,
-                    version = self.version(),
+                    module = %module,
+                    version = lane.version(),
                     ms = swap.paused_ms,
                     "rolled back: {} now serves the code of v{good_version}, with the state ({})",
                     swap.to,
                     human_bytes(swap.bytes)
                 );
-                if let Some(good) = &mut self.last_good {
-                    good.version = self.serving.version;
+                if let Some(good) = &mut lane.last_good {
+                    good.version = lane.serving.version;
                 }
             }
-            Err(WorkerError::Failed(e)) => {
+            Err(e) => {
                 self.stage.remove(&staged);
-                tracing::error!("rollback failed: {e}; keeping {}", self.label())
+                self.lane_failed(i, e, "rollback failed");
             }
-            Err(WorkerError::Down(down)) => {
-                self.stage.remove(&staged);
-                self.went_down(*down, None, 0.0);
-            }
-            Err(WorkerError::Interrupted) => self.stopping = true,
         }
     }
 }

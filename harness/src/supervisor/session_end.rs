@@ -9,7 +9,9 @@ impl Session {
         let saved = self.state_path.parent().map_or(Ok(()), |dir| {
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())
         });
-        let state = match saved.and_then(|()| self.engine.write_state_file(&self.state_path)) {
+        let state = match saved
+            .and_then(|()| self.lanes[0].engine.write_state_file(&self.state_path))
+        {
             Ok(bytes) => format!(
                 "the state of the last good point ({}) is saved in {} and will be restored when kiln dev starts again",
                 human_bytes(bytes as usize),
@@ -19,7 +21,7 @@ impl Session {
         };
         tracing::warn!(
             event = "restart_required",
-            module = %self.module.package,
+            module = %self.lanes[0].module.package,
             version = self.version(),
             "shared-state (the contract between host and modules) changed: it cannot be hot-swapped. \
              Restart kiln dev (Ctrl-C, then `cargo dev`); {state}. Still serving {}.",
@@ -29,10 +31,10 @@ impl Session {
 
     pub(super) fn finish(mut self) {
         if let Some(path) = &self.explicit_state {
-            match self.engine.write_state_file(path) {
+            match self.lanes[0].engine.write_state_file(path) {
                 Ok(bytes) => tracing::info!(
                     event = "state_saved",
-                    module = %self.module.package,
+                    module = %self.lanes[0].module.package,
                     version = self.version(),
                     bytes,
                     "state saved to {} ({}, the last good point)",
@@ -43,13 +45,13 @@ impl Session {
             }
         }
         if let Some(path) = &self.record {
-            if self.stopping || !self.engine.is_serving() {
+            if self.stopping || !self.lanes[0].engine.is_serving() {
                 tracing::error!(
                     "cannot record the session to {}: no worker serves",
                     path.display()
                 );
             } else {
-                match self.engine.record(path) {
+                match self.lanes[0].engine.record(path) {
                     Ok(description) => {
                         tracing::info!("recorded the session to {}: {description}", path.display())
                     }
@@ -59,17 +61,20 @@ impl Session {
                 }
             }
         }
-        if let Some(best) = self.history.best() {
-            tracing::info!(
-                "session over: {} versions, best v{} ({}); history in {}",
-                self.history.versions.len(),
-                best.version,
-                best.label,
-                self.history_path.display()
-            );
+        for mut lane in self.lanes.drain(..) {
+            lane.save_history();
+            if let Some(best) = lane.history.best() {
+                tracing::info!(
+                    "session over: {} versions, best v{} ({}); history in {}",
+                    lane.history.versions.len(),
+                    best.version,
+                    best.label,
+                    lane.history_path.display()
+                );
+            }
+            // Workers end before the staging directory goes.
+            lane.engine.stop_worker(std::time::Duration::from_secs(1));
         }
-        self.engine.stop_worker(std::time::Duration::from_secs(1));
-        drop(self.engine);
         drop(self.stage);
         tracing::info!("kiln dev stopped; staged files removed");
     }

@@ -36,9 +36,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::backend_choice;
-use super::session::{LastGood, Session};
-use crate::build::module_build::strip_ansi;
-use crate::build::module_build::{BuildOutcome, ModuleBuilder};
+use super::lane::{Fresh, LastGood};
+use super::session::Session;
+use super::dev_loop::build_now;
+use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::KernelModule;
 use crate::history::History;
 use crate::isolation::worker_client::WorkerError;
@@ -111,7 +112,10 @@ impl Session {
         let probe = backend_choice::probe_in_child();
         let next;
         let backend = match backend.trim() {
-            "" => match self.backends.next_after(&self.module.package, &probe) {
+            "" => match self
+                .backends
+                .next_after(&self.lanes[0].module.package, &probe)
+            {
                 Some(b) => {
                     next = b;
                     next.as_str()
@@ -137,10 +141,10 @@ impl Session {
                 self.backends.names()
             ));
         };
-        if target.package == self.module.package {
+        if target.package == self.lanes[0].module.package {
             return refuse(format!("{from_label} already serves {}", target.backend));
         }
-        if !self.engine.is_serving() {
+        if !self.lanes[0].engine.is_serving() {
             return refuse(
                 "no worker serves now (the last one went down); save a fix first".into(),
             );
@@ -164,7 +168,7 @@ impl Session {
                 ));
             }
         };
-        let swap = match self.engine.swap(&staged, false) {
+        let swap = match self.lanes[0].engine.swap(&staged, false) {
             Ok(swap) => swap,
             Err(WorkerError::Failed(e)) => {
                 self.stage.remove(&staged);
@@ -173,7 +177,7 @@ impl Session {
             Err(WorkerError::Down(down)) => {
                 let tried = (staged.version, staged.label.clone());
                 self.stage.remove(&staged);
-                self.went_down(*down, Some(tried), build_ms);
+                self.went_down(0, *down, Some(tried), build_ms);
                 return refuse(format!(
                     "the worker went down while {} took the state; {} serves",
                     staged.label,
@@ -215,11 +219,16 @@ impl Session {
         );
         let previous = self.serve_module(target.clone(), staged);
         self.tuning = false;
-        self.after_swap(Some(build_ms), Some(swap.paused_ms), false);
+        self.lanes[0].fresh = Some(Fresh {
+            build_ms: Some(build_ms),
+            swap_ms: Some(swap.paused_ms),
+            old_alive: false,
+        });
+        self.replay_all();
         if self.stopping {
             return Err("interrupted (Ctrl-C) during the replay".into());
         }
-        let passed = self
+        let passed = self.lanes[0]
             .history
             .versions
             .last()
@@ -235,7 +244,7 @@ impl Session {
                 format!("; defaulted: {}", swap.defaulted.join(", "))
             }
         );
-        if !self.engine.is_serving() {
+        if !self.lanes[0].engine.is_serving() {
             let why = format!("the worker went down on {}", swap.to);
             return Err(self.switch_back(previous, &why, true));
         }
@@ -260,57 +269,39 @@ impl Session {
         let builder = ModuleBuilder::new(&root, workspace::module_target_dir(&root))
             .with_profile(workspace::HOST_PROFILE);
         let version = self.version();
-        tracing::info!(event = "build_started", module = %module.package, version, "building {} to switch to it", module.package);
-        self.spinner.start(&module.package);
-        let started = Instant::now();
-        let spinner = &mut self.spinner;
-        let outcome = builder.build(module, &mut |p| spinner.progress(&p.step));
-        self.spinner.clear();
-        let ms = started.elapsed().as_secs_f64() * 1e3;
-        match outcome {
-            Err(e) => Err(format!("cannot build {}: {e}", module.package)),
-            Ok(BuildOutcome::Failed { rendered, .. }) => {
-                eprint!("{rendered}");
-                tracing::error!(event = "build_failed", module = %module.package, version, ms, diagnostics = %strip_ansi(&rendered), "build of {} failed", module.package);
-                Err(format!(
-                    "{} does not build (the compiler's messages are in the log)",
-                    module.package
-                ))
-            }
-            Ok(BuildOutcome::Built { artifact, .. }) => {
-                tracing::info!(event = "build_finished", module = %module.package, version, ms, "built {} in {ms:.0} ms", module.package);
-                Ok((artifact, ms))
-            }
-        }
+        build_now(&builder, module, &mut self.spinner, version)
     }
 
     /// Makes `module` (whose version `staged` the worker now serves) the
     /// session's module: its history, its state file, a new timing
     /// baseline. Returns what served before.
     fn serve_module(&mut self, module: KernelModule, staged: Staged) -> Previous {
-        self.current_hash = staged.hash.clone();
-        self.serving = staged;
-        let previous_module = std::mem::replace(&mut self.module, module);
+        self.lanes[0].serving = staged;
+        let previous_module = std::mem::replace(&mut self.lanes[0].module, module);
         self.save_history();
         let history = self
             .backends
             .histories
-            .remove(&self.module.package)
+            .remove(&self.lanes[0].module.package)
             .unwrap_or_else(|| History {
-                module: self.module.package.clone(),
-                backend: self.module.backend.clone(),
-                workload: self.history.workload.clone(),
+                module: self.lanes[0].module.package.clone(),
+                backend: self.lanes[0].module.backend.clone(),
+                workload: self.lanes[0].history.workload.clone(),
                 versions: Vec::new(),
             });
-        let old_history = std::mem::replace(&mut self.history, history);
+        let old_history = std::mem::replace(&mut self.lanes[0].history, history);
         self.backends
             .histories
             .insert(previous_module.package.clone(), old_history);
-        self.history_path = sibling(&self.history_path, &self.module.package, "json");
-        self.state_path = sibling(&self.state_path, &self.module.package, "snapshot");
+        self.lanes[0].history_path = sibling(
+            &self.lanes[0].history_path,
+            &self.lanes[0].module.package,
+            "json",
+        );
+        self.state_path = sibling(&self.state_path, &self.lanes[0].module.package, "snapshot");
         Previous {
             module: previous_module,
-            good: self.last_good.take(),
+            good: self.lanes[0].last_good.take(),
         }
     }
 
@@ -324,29 +315,29 @@ impl Session {
             Ok(s) => s,
             Err(e) => return format!("{why}; cannot go back: {e}"),
         };
-        let failed_module = self.module.package.clone();
+        let failed_module = self.lanes[0].module.package.clone();
         let result = if worker_down {
-            let source = self.engine.checkpoint_source();
-            self.engine.start(&staged, source).map(|s| s.label)
+            let source = self.lanes[0].engine.checkpoint_source();
+            self.lanes[0].engine.start(&staged, source).map(|s| s.label)
         } else {
-            self.engine.swap(&staged, false).map(|s| s.to)
+            self.lanes[0].engine.swap(&staged, false).map(|s| s.to)
         };
         match result {
             Ok(label) => {
                 self.serve_module(previous.module, staged);
-                self.last_good = Some(LastGood {
+                self.lanes[0].last_good = Some(LastGood {
                     copy: good.copy,
                     files: good.files,
-                    version: self.serving.version,
+                    version: self.lanes[0].serving.version,
                     timings: good.timings,
                 });
                 tracing::warn!(
                     event = "switched_back",
-                    module = %self.module.package,
-                    version = self.serving.version,
+                    module = %self.lanes[0].module.package,
+                    version = self.lanes[0].serving.version,
                     "{why}; switched back: {label} serves again, with the state"
                 );
-                self.checkpoint();
+                self.checkpoint(0);
                 format!("{why}; switched back to {label} with the state")
             }
             Err(e) => {

@@ -10,20 +10,16 @@ pub const STEP_MS: u64 = 150;
 
 impl Session {
     pub(super) fn tune_step(&mut self) {
-        let progress = match self.engine.tune_step(STEP_MS) {
+        let progress = match self.lanes[0].engine.tune_step(STEP_MS) {
             Ok(p) => p,
-            Err(WorkerError::Down(down)) => {
-                self.tuning = false;
-                self.went_down(*down, None, 0.0);
-                return;
-            }
-            Err(WorkerError::Interrupted) => {
-                self.stopping = true;
-                return;
-            }
             Err(WorkerError::Failed(e)) => {
                 self.tuning = false;
                 tracing::warn!("tuning stopped: {e}");
+                return;
+            }
+            Err(e) => {
+                self.tuning = false;
+                self.lane_failed(0, e, "tuning failed");
                 return;
             }
         };
@@ -38,7 +34,7 @@ impl Session {
         for (tunable, value) in &progress.kept {
             tracing::info!(
                 event = "tuned",
-                module = %self.module.package,
+                module = %self.lanes[0].module.package,
                 version = self.version(),
                 tunable = %tunable,
                 value = %value,
@@ -48,12 +44,12 @@ impl Session {
             );
         }
         if !progress.kept.is_empty() {
-            if let Some(last) = self.history.versions.last_mut() {
+            if let Some(last) = self.lanes[0].history.versions.last_mut() {
                 last.tuning.extend(progress.kept.clone());
             }
             self.save_history();
             // The kept values are engine state: the last good point has them.
-            self.checkpoint();
+            self.checkpoint(0);
         }
         self.tuning = progress.more && !self.stopping;
     }
