@@ -33,12 +33,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use super::backend_choice;
+use super::dev_loop::build_now;
 use super::lane::{Fresh, LastGood};
 use super::session::Session;
-use super::dev_loop::build_now;
 use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::KernelModule;
 use crate::history::History;
