@@ -18,6 +18,7 @@
 
 use std::time::{Duration, Instant};
 
+use kiln_stats::median;
 use shared_state::{Call, ErrorKind, ModuleInfo, Scalar, Tensor};
 
 use super::key::{self, METHOD_VERSION, MachineKey};
@@ -26,7 +27,6 @@ use super::peak_kernels::{
     FMA, FMA_CHAINS, PeakEngine, TRIAD, TRIAD_LONG, TRIAD_LONG_PASSES, TRIAD_PASSES, TRIAD_X,
 };
 use super::peaks::{DevicePeaks, PeakProbe, Rate, load_average, unix_now};
-use super::timing_stats::median;
 use crate::swap::engine_handle::{EngineHandle, EngineOptions};
 use crate::swap::load::LoadedModule;
 

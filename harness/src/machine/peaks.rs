@@ -5,12 +5,12 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use kiln_stats::median;
 use serde::{Deserialize, Serialize};
 
 use super::flush::CacheFlush;
 use super::key::{self, METHOD_VERSION, MachineKey};
 use super::llc::{self, LlcChoice};
-use super::timing_stats::median;
 use super::{fma, threads, triad};
 
 /// One measured peak rate.
