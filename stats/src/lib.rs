@@ -1,12 +1,15 @@
 //! The statistics kiln computes over measured samples (median, quantiles,
-//! median absolute deviation): one definition for the whole workspace (the
-//! host, the benchmarks, the end-to-end tests, the modules' tests).
+//! median absolute deviation) and the byte sizes it prints
+//! ([`bytes::human`]): one definition for the whole workspace (the host,
+//! the benchmarks, the end-to-end tests, the modules' tests).
 //!
 //! Quantiles interpolate linearly between the two closest ranks: the value
 //! at `q` of `n` sorted values sits at position `q * (n - 1)` (Hyndman and
 //! Fan's type 7, NumPy's and R's default). The median is the quantile at
 //! 0.5: the middle value, or midway between the two middle ones. No values
 //! give NaN.
+
+pub mod bytes;
 
 /// `values` sorted ascending (`f64::total_cmp`: NaN last).
 pub fn sorted(values: &[f64]) -> Vec<f64> {

@@ -5,7 +5,7 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use kiln_stats::median;
+use kiln_stats::{bytes, median};
 use serde::{Deserialize, Serialize};
 
 use super::flush::CacheFlush;
@@ -159,7 +159,7 @@ impl PeakProbe for CpuProbe {
             format!(
                 "triad a = b + s*c, 3 f64 arrays of {} each, {}, best of {} passes; \
                  24 bytes/element (STREAM's count: no write-allocate read)",
-                llc::human_bytes(t.array_bytes as u64),
+                bytes::human(t.array_bytes as u64),
                 threads::count_words(self.threads),
                 t.rates_gbs.len()
             ),

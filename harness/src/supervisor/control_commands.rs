@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use kiln_stats::bytes;
 use serde_json::json;
 
 use super::good_versions::GoodVersions;
@@ -13,7 +14,6 @@ use super::session::Session;
 use super::worker_client::WorkerError;
 use crate::control::Request;
 use crate::control::protocol::{Answer, Command};
-use crate::swap::served::human_bytes;
 
 /// What the control commands keep in the session.
 #[derive(Debug, Default)]
@@ -272,7 +272,7 @@ impl Session {
                     "undo: {} now serves the code of v{} (was {from}), with the state ({})",
                     swap.to,
                     target.version,
-                    human_bytes(swap.bytes)
+                    bytes::human(swap.bytes as u64)
                 );
                 self.after_swap(None, Some(swap.paused_ms), false);
                 if let Some(last) = self.history.versions.last_mut()

@@ -6,11 +6,12 @@
 
 use std::time::Instant;
 
+use kiln_stats::bytes;
+
 use super::history::{History, VersionRecord};
 use super::isolated::IsolatedEngine;
 use super::session::{LastGood, Session};
 use super::worker_client::{Down, DownKind, WorkerError};
-use crate::swap::served::human_bytes;
 use crate::swap::stage::{Staged, StagingDir};
 
 /// Restart attempts after a worker went down.
@@ -270,7 +271,7 @@ fn report_restart(
     let state = match (&checkpoint, matches) {
         (Some(c), Some(true)) => format!(
             "its state is the checkpoint's, bit for bit ({})",
-            human_bytes(c.bytes as usize)
+            bytes::human(c.bytes)
         ),
         (Some(_), _) => "its state differs from the checkpoint's".to_string(),
         (None, _) => "no checkpoint was taken yet: it starts empty".to_string(),

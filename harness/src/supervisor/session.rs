@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use kiln_stats::bytes;
+
 use super::build_queue::{BuildQueue, BuildReport};
 use super::dev_loop::OnFail;
 use super::history::{History, VersionRecord};
@@ -17,7 +19,6 @@ use super::module_graph::KernelModule;
 use super::spinner::Spinner;
 use super::watch::ChangeSet;
 use super::worker_client::WorkerError;
-use crate::swap::served::human_bytes;
 use crate::swap::stage::{Staged, StagingDir};
 use crate::swap::version_files::VersionFiles;
 use crate::worker::protocol::ReplaySummary;
@@ -402,7 +403,7 @@ impl Session {
                 state_hash = %c.hash,
                 "checkpoint of {}'s state: {} in {:.1} ms",
                 self.label(),
-                human_bytes(c.bytes as usize),
+                bytes::human(c.bytes),
                 c.ms
             ),
             Err(WorkerError::Down(down)) => {
@@ -439,7 +440,7 @@ impl Session {
                     ms = swap.paused_ms,
                     "rolled back: {} now serves the code of v{good_version}, with the state ({})",
                     swap.to,
-                    human_bytes(swap.bytes)
+                    bytes::human(swap.bytes as u64)
                 );
                 if let Some(good) = &mut self.last_good {
                     good.version = self.serving.version;

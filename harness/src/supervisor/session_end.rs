@@ -2,7 +2,6 @@
 //! contract changed (the host must restart) and at Ctrl-C.
 
 use super::session::Session;
-use crate::swap::served::human_bytes;
 
 impl Session {
     pub(super) fn restart_required(&mut self) {
@@ -12,7 +11,7 @@ impl Session {
         let state = match saved.and_then(|()| self.engine.write_state_file(&self.state_path)) {
             Ok(bytes) => format!(
                 "the state of the last good point ({}) is saved in {} and will be restored when kiln dev starts again",
-                human_bytes(bytes as usize),
+                kiln_stats::bytes::human(bytes),
                 self.state_path.display()
             ),
             Err(e) => format!("saving the engine's state failed: {e}"),
@@ -37,7 +36,7 @@ impl Session {
                     bytes,
                     "state saved to {} ({}, the last good point)",
                     path.display(),
-                    human_bytes(bytes as usize)
+                    kiln_stats::bytes::human(bytes)
                 ),
                 Err(e) => tracing::error!("cannot save state to {}: {e}", path.display()),
             }

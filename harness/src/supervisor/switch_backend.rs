@@ -35,6 +35,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use kiln_stats::bytes;
+
 use super::backend_choice;
 use super::history::History;
 use super::module_build::strip_ansi;
@@ -42,7 +44,6 @@ use super::module_build::{BuildOutcome, ModuleBuilder};
 use super::module_graph::KernelModule;
 use super::session::{LastGood, Session};
 use super::worker_client::WorkerError;
-use crate::swap::served::human_bytes;
 use crate::swap::stage::Staged;
 use crate::workspace;
 
@@ -204,7 +205,7 @@ impl Session {
             "switched {} -> {} with the state ({} in {:.1} ms); not carried over (unknown to {}): {not_carried}{}; a new timing baseline starts",
             swap.from,
             swap.to,
-            human_bytes(swap.bytes),
+            bytes::human(swap.bytes as u64),
             swap.paused_ms,
             target.backend,
             if swap.defaulted.is_empty() {
@@ -228,7 +229,7 @@ impl Session {
             "switched {} -> {} with the state ({}); not carried over: {not_carried}{}",
             swap.from,
             swap.to,
-            human_bytes(swap.bytes),
+            bytes::human(swap.bytes as u64),
             if swap.defaulted.is_empty() {
                 String::new()
             } else {

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
+use kiln_stats::bytes;
+
 use super::build_queue::{BuildQueue, BuildReport};
 use super::module_build::BuildOutcome;
 use super::module_build::strip_ansi;
@@ -23,7 +25,6 @@ use super::module_graph::KernelModule;
 use super::session::{Session, print_table};
 use super::watch::ChangeSet;
 use super::worker_client::WorkerError;
-use crate::swap::served::human_bytes;
 use crate::swap::stage::{StageError, Staged};
 use crate::swap::version_files::SOURCE_EXTENSIONS;
 use crate::worker::protocol::ReplaySummary;
@@ -266,7 +267,7 @@ impl Session {
                     debounce_ms.map_or("-".to_string(), |d| format!("{d:.0}")),
                     build_ms.map_or("none: same library, new declarations/sources".to_string(), |b| format!("{b:.0}")),
                     swap.paused_ms,
-                    human_bytes(swap.bytes)
+                    bytes::human(swap.bytes as u64)
                 );
                 // The old version stays alive in the worker through the
                 // replay so both are timed interleaved; it retires after.
