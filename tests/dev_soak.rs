@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use kiln::process::{mapped_files_under, thread_count};
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, QUIET, WorkspaceCopy, median, save_in_place, with_chunk,
+    BUILD_DEADLINE, DevSession, QUIET, WorkspaceCopy, save_in_place, with_chunk,
 };
+use kiln_stats::median;
 
 const SWAPS: usize = 20;
 
@@ -105,8 +106,8 @@ fn twenty_swaps_leave_one_module_mapped_and_no_extra_threads() {
     ];
     eprintln!("kiln dev over {SWAPS} swaps (medians):");
     for (j, name) in names.iter().enumerate() {
-        let mut column: Vec<f64> = figures.iter().map(|f| f[j]).collect();
-        eprintln!("  {name:32} {:10.1}", median(&mut column));
+        let column: Vec<f64> = figures.iter().map(|f| f[j]).collect();
+        eprintln!("  {name:32} {:10.1}", median(&column));
     }
     eprintln!("  threads after first swap {baseline}, after {SWAPS}: {threads}");
     drop(session.stop());

@@ -1,8 +1,9 @@
 //! An SVG chart of the report's main time ratios, written by hand: one
 //! horizontal bar per ratio on a log scale, with a line at parity.
 
+use kiln_stats::bytes;
+
 use crate::report::Report;
-use crate::table::size;
 
 /// One bar: a label and a time ratio (`X ÷ Y`; below 1: X takes less time).
 pub struct Bar {
@@ -18,14 +19,20 @@ pub fn bars(report: &Report) -> Vec<Bar> {
     if let Some(k) = s.kiln.first() {
         bars.push(Bar {
             group: "artifact to serving",
-            label: format!("kiln ({}) ÷ hot-lib-reloader update()", size(k.state_bytes)),
+            label: format!(
+                "kiln ({}) ÷ hot-lib-reloader update()",
+                bytes::human(k.state_bytes as u64)
+            ),
             ratio: k.ready_ms.median / s.hot_update_ms.median,
         });
     }
     for (k, r) in s.kiln.iter().zip(&s.restart) {
         bars.push(Bar {
             group: "artifact to serving",
-            label: format!("kiln ÷ process restart, {} state", size(k.state_bytes)),
+            label: format!(
+                "kiln ÷ process restart, {} state",
+                bytes::human(k.state_bytes as u64)
+            ),
             ratio: k.ready_ms.median / r.ready_ms.median,
         });
     }
@@ -50,7 +57,7 @@ pub fn bars(report: &Report) -> Vec<Bar> {
     for h in &report.handoff.sizes {
         bars.push(Bar {
             group: "state handoff",
-            label: format!("kiln handoff ÷ memcpy, {}", size(h.bytes)),
+            label: format!("kiln handoff ÷ memcpy, {}", bytes::human(h.bytes as u64)),
             ratio: h.memcpy_gbps.median / h.handoff_gbps.median,
         });
     }

@@ -1,6 +1,7 @@
 //! The whole run's figures: the printed table, `report.json` and the
 //! targets the product card sets.
 
+use kiln_stats::bytes;
 use serde_json::{Value, json};
 
 use crate::calls::{Calls, WAYS};
@@ -8,7 +9,7 @@ use crate::handoff::Handoff;
 use crate::save_serving::SaveToServing;
 use crate::serving::Serving;
 use crate::soak::Soak;
-use crate::table::{Table, num, size};
+use crate::table::{Table, num};
 
 /// "A few ms": kiln's artifact-to-serving budget on top of the state copy.
 pub const SERVING_BUDGET_MS: f64 = 5.0;
@@ -74,7 +75,7 @@ impl Report {
             let copy = self.memcpy_ms(k.state_bytes);
             let over = k.ready_ms.median - copy;
             targets.push(Target {
-                name: format!("artifact to serving, {} of state", size(k.state_bytes)),
+                name: format!("artifact to serving, {} of state", bytes::human(k.state_bytes as u64)),
                 met: over <= SERVING_BUDGET_MS,
                 detail: format!(
                     "{} ms = one state memcpy ({} ms) + {} ms; budget {SERVING_BUDGET_MS} ms + copy",
@@ -90,7 +91,7 @@ impl Report {
             targets.push(Target {
                 name: format!(
                     "handoff >= {HANDOFF_MIN_FRACTION} x memcpy, {}",
-                    size(s.bytes)
+                    bytes::human(s.bytes as u64)
                 ),
                 met: ratio >= HANDOFF_MIN_FRACTION,
                 detail: format!(
@@ -196,7 +197,7 @@ impl Report {
         for k in &s.kiln {
             t.row(vec![
                 "kiln stage+load+handoff+promote+call".into(),
-                size(k.state_bytes),
+                bytes::human(k.state_bytes as u64),
                 pm(&k.ready_ms),
                 "1".into(),
                 format!(
@@ -230,7 +231,7 @@ impl Report {
         for r in &s.restart {
             t.row(vec![
                 "process restart, state read from file".into(),
-                size(r.state_bytes),
+                bytes::human(r.state_bytes as u64),
                 pm(&r.ready_ms),
                 num(r.ready_ms.median / kiln_ms(r.state_bytes)),
                 "spawn to first answer; file in page cache".into(),
@@ -271,7 +272,7 @@ impl Report {
         ]);
         for h in &self.handoff.sizes {
             t.row(vec![
-                size(h.bytes),
+                bytes::human(h.bytes as u64),
                 pm(&h.handoff_gbps),
                 num(h.export_ms.median),
                 num(h.export_gbps.median),

@@ -22,11 +22,10 @@ impl Summary {
         if samples.is_empty() || samples.iter().any(|v| !v.is_finite()) {
             return None;
         }
-        let median = median(samples);
-        let deviations: Vec<f64> = samples.iter().map(|v| (v - median).abs()).collect();
+        let median = kiln_stats::median(samples);
         Some(Summary {
             median,
-            mad: median_of(deviations),
+            mad: kiln_stats::mad(samples, median),
             min: samples.iter().copied().fold(f64::INFINITY, f64::min),
             max: samples.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             runs: samples.len(),
@@ -54,24 +53,6 @@ impl Summary {
             max: self.max * factor,
             runs: self.runs,
         }
-    }
-}
-
-/// Median of `samples` (mean of the two middle values for an even count).
-pub fn median(samples: &[f64]) -> f64 {
-    median_of(samples.to_vec())
-}
-
-fn median_of(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
     }
 }
 
@@ -113,7 +94,6 @@ mod tests {
         assert_eq!(s.min, 9.0);
         assert_eq!(s.max, 1000.0);
         assert_eq!(s.runs, 5);
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
     }
 
     #[test]

@@ -51,17 +51,6 @@ impl Table {
     }
 }
 
-/// `1 MiB`, `256 MiB`, `1 GiB`.
-pub fn size(bytes: usize) -> String {
-    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
-        format!("{} GiB", bytes >> 30)
-    } else if bytes >= 1 << 20 {
-        format!("{} MiB", bytes >> 20)
-    } else {
-        format!("{} KiB", bytes >> 10)
-    }
-}
-
 /// A number with about three significant digits.
 pub fn num(v: f64) -> String {
     let a = v.abs();
@@ -92,8 +81,6 @@ mod tests {
         assert_eq!(lines[0], "   name    value");
         assert_eq!(lines[1], "   a           1");
         assert_eq!(lines[2], "   longer   1000");
-        assert_eq!(size(1 << 30), "1 GiB");
-        assert_eq!(size(256 << 20), "256 MiB");
         assert_eq!(num(1234.4), "1234");
         assert_eq!(num(0.01234), "0.012");
     }

@@ -293,7 +293,8 @@ pub fn check_swap(
     device: Option<String>,
     mib: usize,
 ) -> Result<(), String> {
-    use crate::swap::served::{ServedModule, human_bytes};
+    use crate::swap::served::ServedModule;
+    use kiln_stats::bytes;
     use shared_state::{Call, Tensor};
     let root = workspace_root();
     let stage = StagingDir::create(&workspace::staging_root(&root))
@@ -342,7 +343,7 @@ pub fn check_swap(
         "swap {} -> {}: {} handed over; calls paused {:.1} ms (export {:.1} ms, create+import {:.1} ms, {gbps:.2} GB/s); old version retired in {:.1} ms",
         report.from,
         report.to,
-        human_bytes(report.bytes),
+        bytes::human(report.bytes as u64),
         report.paused_ms,
         report.export_ms,
         report.import_ms,

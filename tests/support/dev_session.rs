@@ -588,20 +588,6 @@ impl Drop for DevSession {
     }
 }
 
-/// Median of `values` (NaN when empty).
-pub fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
 /// The chunk-size line of `kernels/cpu/src/kernels.rs`: changing it changes
 /// the build but not the results.
 pub const CHUNK_LINE: &str = "const MIN_CHUNK: usize = 4096;";

@@ -3,6 +3,8 @@
 //! one call (saxpy on one element) and exits.
 //!
 //! Usage: `kiln-bench-restart STATE_FILE`; prints `answer 3.5 state BYTES`.
+//! The argument is read by hand, not with clap: this program's start-up is
+//! what the benchmark times.
 
 use std::process::ExitCode;
 

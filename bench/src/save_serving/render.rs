@@ -1,11 +1,12 @@
 //! Section 2 as printed and as JSON.
 
+use kiln_stats::bytes;
 use serde_json::{Value, json};
 
 use super::cu_compile::{self, CuCompile};
 use super::{DEBOUNCE_MS, Row, SaveToServing, ShaderSave};
 use crate::stats::Summary;
-use crate::table::{Table, num, size};
+use crate::table::{Table, num};
 
 fn pm(s: &Summary) -> String {
     format!("{} ± {}", num(s.median), num(s.mad))
@@ -80,7 +81,7 @@ impl SaveToServing {
         let none = String::new;
         t.row(vec![
             format!("kiln dev ({DEBOUNCE_MS} ms debounce)"),
-            size(k.handoff_bytes as usize),
+            bytes::human(k.handoff_bytes),
             num(k.debounce_ms.median),
             pm(&k.build_ms),
             num(k.stage_load_ms.median),
@@ -92,7 +93,7 @@ impl SaveToServing {
         ]);
         t.row(vec![
             "restart loop: cargo build, start, read state".into(),
-            size(r.state_bytes),
+            bytes::human(r.state_bytes as u64),
             none(),
             pm(&r.build_ms),
             none(),

@@ -540,24 +540,10 @@ fn status_line(line: &str) -> Option<&str> {
     is_status.then(|| line.trim_start())
 }
 
-/// Removes ANSI escape sequences (`ESC [ ... letter`).
+/// Removes ANSI escape sequences (colours, hyperlinks) and the control
+/// characters that are not whitespace.
 pub(crate) fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    anstream::adapter::strip_str(line).to_string()
 }
 
 /// Whether incremental compilation for `profile` is already decided by the
@@ -622,6 +608,13 @@ mod tests {
         assert_eq!(
             strip_ansi("\u{1b}[1m\u{1b}[32m   Compiling\u{1b}[0m foo"),
             "   Compiling foo"
+        );
+        // A progress line's erase-to-end keeps its carriage return; a
+        // hyperlink (OSC 8) keeps its text only.
+        assert_eq!(strip_ansi("\r\u{1b}[K  Building"), "\r  Building");
+        assert_eq!(
+            strip_ansi("see \u{1b}]8;;file:///src/lib.rs\u{1b}\\lib.rs\u{1b}]8;;\u{1b}\\ now"),
+            "see lib.rs now"
         );
     }
 

@@ -10,7 +10,8 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -18,6 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
+use rustix::process::{
+    Pid, Resource, Rlimit, Signal, kill_process_group, set_parent_process_death_signal, setrlimit,
+};
 
 use crate::logging::LogFormat;
 use crate::worker::protocol::{Message, Request, SLOT_FDS, STATUS_FD};
@@ -117,44 +121,56 @@ impl WorkerProcess {
             (slots[1].as_raw_fd(), SLOT_FDS[1]),
         ];
         let limit = options.memory_limit;
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe system calls (fcntl, dup2, setrlimit,
-        // prctl) on descriptors that are open in the parent (the memfds are
-        // borrowed for the duration of this call), allocating nothing.
-        unsafe {
-            command.pre_exec(move || {
-                // Move the sources out of the way first: one of them may sit
-                // on a target number.
-                let mut moved = [0i32; 3];
-                for (i, (from, _)) in sources.iter().enumerate() {
-                    moved[i] = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, 64);
-                    if moved[i] < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                for (i, (_, to)) in sources.iter().enumerate() {
-                    // dup2 clears close-on-exec on the target.
-                    if libc::dup2(moved[i], *to) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                let no_core = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
+        // Runs in the forked child before exec.
+        let set_up_child = move || -> std::io::Result<()> {
+            // Move the sources out of the way first: one of them may sit on
+            // a target number. The copies are close-on-exec, and closed when
+            // `moved` drops after the dup2s.
+            let move_up = |fd: RawFd| {
+                // SAFETY: `fd` is one of the memfds `spawn` borrows for the
+                // whole call: open in the parent, so open in this child
+                // (inherited) until exec.
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                rustix::io::fcntl_dupfd_cloexec(fd, 64)
+            };
+            let moved = [
+                move_up(sources[0].0)?,
+                move_up(sources[1].0)?,
+                move_up(sources[2].0)?,
+            ];
+            for (fd, (_, to)) in moved.iter().zip(sources) {
+                // SAFETY: `target` only names descriptor number `to` (3, 4
+                // or 5) for dup2, which closes whatever is open there and
+                // puts the copy in its place (rustix's own `dup2_stdin` does
+                // the same for 0); `ManuallyDrop` keeps it from ever being
+                // closed here, so no descriptor gets a second owner.
+                let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(to) });
+                // dup2 clears close-on-exec on the target.
+                rustix::io::dup2(fd, &mut target)?;
+            }
+            drop(moved);
+            let no_core = Rlimit {
+                current: Some(0),
+                maximum: Some(0),
+            };
+            let _ = setrlimit(Resource::Core, no_core);
+            if let Some(bytes) = limit {
+                let data = Rlimit {
+                    current: Some(bytes),
+                    maximum: Some(bytes),
                 };
-                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-                if let Some(bytes) = limit {
-                    let data = libc::rlimit {
-                        rlim_cur: bytes as libc::rlim_t,
-                        rlim_max: bytes as libc::rlim_t,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_DATA, &data) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
+                setrlimit(Resource::Data, data)?;
+            }
+            let _ = set_parent_process_death_signal(Some(Signal::KILL));
+            Ok(())
+        };
+        // SAFETY: `set_up_child` runs in the forked child before exec and is
+        // async-signal-safe: it only makes system calls (fcntl, dup2, close,
+        // setrlimit, prctl) through rustix's thin wrappers, which keep no
+        // state, allocates nothing and takes no lock (an error is an errno
+        // value, not a boxed one).
+        unsafe {
+            command.pre_exec(set_up_child);
         }
         let mut child = command.spawn().map_err(|e| {
             std::io::Error::new(
@@ -259,13 +275,10 @@ impl WorkerProcess {
         if let Some(status) = self.exit {
             return status;
         }
-        let pgid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) with the negated pid of a child we spawned with
-        // process_group(0) and have not reaped: its group id is its pid and
-        // cannot have been reused while the child is a zombie or alive.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
+        // kill(2) of the group of a child we spawned with process_group(0)
+        // and have not reaped: its group id is its pid, which cannot have
+        // been reused while the child is a zombie or alive.
+        let _ = kill_process_group(Pid::from_child(&self.child), Signal::KILL);
         self.wait()
     }
 

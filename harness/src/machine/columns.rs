@@ -1,7 +1,8 @@
 //! The replay table's roofline columns and its timing-mode header line,
 //! rendered as text for the replay table to place.
 
-use super::llc::human_bytes;
+use kiln_stats::bytes;
+
 use super::peaks::{DevicePeaks, FlushCost};
 use super::roofline::Achieved;
 use crate::workload::timing::human_secs;
@@ -49,7 +50,7 @@ pub fn timing_header(cold: Option<&FlushCost>, peaks: Option<&DevicePeaks>) -> S
         Some(f) => format!(
             "timing on cold caches: flushed before every timed run by touching {} (flush {}, \
              not timed)",
-            human_bytes(f.buffer_bytes),
+            bytes::human(f.buffer_bytes),
             human_secs(f.seconds)
         ),
     };

@@ -11,10 +11,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kiln_stats::bytes;
+
 use super::build_gate;
 use super::columns::rate;
 use super::engine_peaks::EngineProbe;
-use super::llc::human_bytes;
 use super::peaks::{CpuProbe, DevicePeaks, PeakProbe, unix_now};
 use super::store::{Lookup, PeakStore, Policy};
 use crate::swap::engine_handle::{EngineOptions, probe_devices};
@@ -262,7 +263,7 @@ pub fn describe(p: &DevicePeaks, just_measured: bool, now_unix: u64) -> String {
             format!(
                 "{} per flush (touches {}; not timed)",
                 human_secs(f.seconds),
-                human_bytes(f.buffer_bytes)
+                bytes::human(f.buffer_bytes)
             ),
         );
     }

@@ -18,15 +18,15 @@
 
 use std::time::{Duration, Instant};
 
+use kiln_stats::{bytes, median};
 use shared_state::{Call, ErrorKind, ModuleInfo, Scalar, Tensor};
 
 use super::key::{self, METHOD_VERSION, MachineKey};
-use super::llc::{self, human_bytes};
+use super::llc;
 use super::peak_kernels::{
     FMA, FMA_CHAINS, PeakEngine, TRIAD, TRIAD_LONG, TRIAD_LONG_PASSES, TRIAD_PASSES, TRIAD_X,
 };
 use super::peaks::{DevicePeaks, PeakProbe, Rate, load_average, unix_now};
-use super::timing_stats::median;
 use crate::swap::engine_handle::{EngineHandle, EngineOptions};
 use crate::swap::load::LoadedModule;
 
@@ -297,7 +297,7 @@ fn measure_triad(
                 "triad a = b + s*c, 3 f32 arrays of {} each on the device, {passes} \
                  passes minus 1 per pair of calls, fastest of {pairs} pairs; \
                  12 bytes/element (STREAM's count)",
-                human_bytes(array_bytes as u64),
+                bytes::human(array_bytes as u64),
             )
         },
     )

@@ -7,11 +7,11 @@
 
 use std::time::Instant;
 
+use kiln_stats::median;
 use rayon::ThreadPool;
 use rayon::prelude::*;
 
 use super::threads;
-use super::timing_stats::median;
 
 /// Cache line size assumed (x86-64 and most ARM cores: 64 bytes).
 const LINE_WORDS: usize = 64 / 8;

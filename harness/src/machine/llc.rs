@@ -18,6 +18,7 @@
 use std::fmt;
 use std::path::Path;
 
+use kiln_stats::bytes;
 use serde::{Deserialize, Serialize};
 
 pub const MIB: u64 = 1024 * 1024;
@@ -53,21 +54,7 @@ pub struct LlcChoice {
 
 impl fmt::Display for LlcChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", human_bytes(self.used_bytes), self.reason)
-    }
-}
-
-/// `32 MiB`, `512 KiB`, `1.5 GiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    let b = bytes as f64;
-    if bytes >= 1 << 30 {
-        format!("{:.1} GiB", b / (1u64 << 30) as f64)
-    } else if bytes >= MIB && bytes.is_multiple_of(MIB) {
-        format!("{} MiB", bytes / MIB)
-    } else if bytes >= MIB {
-        format!("{:.1} MiB", b / MIB as f64)
-    } else {
-        format!("{} KiB", bytes / 1024)
+        write!(f, "{} ({})", bytes::human(self.used_bytes), self.reason)
     }
 }
 
@@ -129,13 +116,13 @@ pub fn choose(caches: &[CacheLevel], ram_bytes: Option<u64>) -> LlcChoice {
             used_bytes: ASSUMED_LLC,
             reason: format!(
                 "no cache size reported: assuming {}",
-                human_bytes(ASSUMED_LLC)
+                bytes::human(ASSUMED_LLC)
             ),
         };
     };
     let ram_cap = ram_bytes.map(|r| r / RAM_FRACTION);
     let (reported_level, reported_bytes) = (Some(llc.level), Some(llc.bytes));
-    let name = format!("L{} {}", llc.level, human_bytes(llc.bytes));
+    let name = format!("L{} {}", llc.level, bytes::human(llc.bytes));
     if llc.bytes > MAX_PLAUSIBLE_LLC {
         let used = llc
             .bytes
@@ -148,8 +135,8 @@ pub fn choose(caches: &[CacheLevel], ram_bytes: Option<u64>) -> LlcChoice {
             reason: format!(
                 "reported {name}, implausible (above {} per cache; no core reaches more at \
                  L3 speed): using {}",
-                human_bytes(MAX_PLAUSIBLE_LLC),
-                human_bytes(used)
+                bytes::human(MAX_PLAUSIBLE_LLC),
+                bytes::human(used)
             ),
         };
     }
@@ -160,7 +147,7 @@ pub fn choose(caches: &[CacheLevel], ram_bytes: Option<u64>) -> LlcChoice {
             used_bytes: cap,
             reason: format!(
                 "reported {name}, implausible (above 1/{RAM_FRACTION} of the RAM): using {}",
-                human_bytes(cap)
+                bytes::human(cap)
             ),
         };
     }

@@ -35,7 +35,6 @@ pub mod replay_roof;
 pub mod roofline;
 pub mod store;
 pub mod threads;
-pub mod timing_stats;
 pub mod triad;
 
 pub use flush::CacheFlush;

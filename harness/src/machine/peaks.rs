@@ -5,12 +5,12 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use kiln_stats::{bytes, median};
 use serde::{Deserialize, Serialize};
 
 use super::flush::CacheFlush;
 use super::key::{self, METHOD_VERSION, MachineKey};
 use super::llc::{self, LlcChoice};
-use super::timing_stats::median;
 use super::{fma, threads, triad};
 
 /// One measured peak rate.
@@ -159,7 +159,7 @@ impl PeakProbe for CpuProbe {
             format!(
                 "triad a = b + s*c, 3 f64 arrays of {} each, {}, best of {} passes; \
                  24 bytes/element (STREAM's count: no write-allocate read)",
-                llc::human_bytes(t.array_bytes as u64),
+                bytes::human(t.array_bytes as u64),
                 threads::count_words(self.threads),
                 t.rates_gbs.len()
             ),

@@ -14,7 +14,7 @@ use super::session::Session;
 use crate::control::Request;
 use crate::control::protocol::{Answer, Command};
 use crate::isolation::worker_client::WorkerError;
-use crate::swap::served::human_bytes;
+use kiln_stats::bytes;
 
 /// What the control commands keep in the session.
 #[derive(Debug, Default)]
@@ -273,7 +273,7 @@ impl Session {
                     "undo: {} now serves the code of v{} (was {from}), with the state ({})",
                     swap.to,
                     target.version,
-                    human_bytes(swap.bytes)
+                    bytes::human(swap.bytes as u64)
                 );
                 self.lanes[0].fresh = Some(Fresh {
                     build_ms: None,

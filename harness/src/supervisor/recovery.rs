@@ -14,8 +14,8 @@ use super::lane::Fresh;
 use super::session::Session;
 use crate::history::{History, VersionRecord};
 use crate::isolation::worker_client::{Down, DownKind, WorkerError};
-use crate::swap::served::human_bytes;
 use crate::worker::protocol::ReplaySummary;
+use kiln_stats::bytes;
 
 /// Restart attempts after a worker went down.
 const RESTART_ATTEMPTS: usize = 3;
@@ -257,7 +257,7 @@ impl Session {
         let state = match (&checkpoint, matches) {
             (Some(c), Some(true)) => format!(
                 "its state is the checkpoint's, bit for bit ({})",
-                human_bytes(c.bytes as usize)
+                bytes::human(c.bytes)
             ),
             (Some(_), _) => "its state differs from the checkpoint's".to_string(),
             (None, _) => "no checkpoint was taken yet: it starts empty".to_string(),

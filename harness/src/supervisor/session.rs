@@ -22,10 +22,10 @@ use crate::build::module_graph::KernelModule;
 use crate::build::queue::{BuildQueue, BuildReport};
 use crate::history::VersionRecord;
 use crate::isolation::worker_client::WorkerError;
-use crate::swap::served::human_bytes;
 use crate::swap::stage::{Staged, StagingDir};
 use crate::worker::protocol::{CallFailure, ReplaySummary};
 use crate::workload::timing::Stats;
+use kiln_stats::bytes;
 
 pub(super) struct Session {
     /// The served backends; lane 0 is the session's own (keys, `kiln ctl`
@@ -289,7 +289,7 @@ impl Session {
                     debounce_ms.map_or("-".to_string(), |d| format!("{d:.0}")),
                     build_ms.map_or("none: same library, new declarations/sources".to_string(), |b| format!("{b:.0}")),
                     swap.paused_ms,
-                    human_bytes(swap.bytes)
+                    bytes::human(swap.bytes as u64)
                 );
                 // The old version stays alive in the worker through the
                 // replay so both are timed interleaved; it retires after.
@@ -573,7 +573,7 @@ impl Session {
                 state_hash = %c.hash,
                 "checkpoint of {}'s state: {} in {:.1} ms",
                 lane.label(),
-                human_bytes(c.bytes as usize),
+                bytes::human(c.bytes),
                 c.ms
             ),
             Err(e) => self.lane_failed(i, e, "cannot checkpoint the state"),
@@ -607,7 +607,7 @@ impl Session {
                     ms = swap.paused_ms,
                     "rolled back: {} now serves the code of v{good_version}, with the state ({})",
                     swap.to,
-                    human_bytes(swap.bytes)
+                    bytes::human(swap.bytes as u64)
                 );
                 if let Some(good) = &mut lane.last_good {
                     good.version = lane.serving.version;

@@ -2,7 +2,6 @@
 //! contract changed (the host must restart) and at Ctrl-C.
 
 use super::session::Session;
-use crate::swap::served::human_bytes;
 
 impl Session {
     pub(super) fn restart_required(&mut self) {
@@ -14,7 +13,7 @@ impl Session {
         {
             Ok(bytes) => format!(
                 "the state of the last good point ({}) is saved in {} and will be restored when kiln dev starts again",
-                human_bytes(bytes as usize),
+                kiln_stats::bytes::human(bytes),
                 self.state_path.display()
             ),
             Err(e) => format!("saving the engine's state failed: {e}"),
@@ -39,7 +38,7 @@ impl Session {
                     bytes,
                     "state saved to {} ({}, the last good point)",
                     path.display(),
-                    human_bytes(bytes as usize)
+                    kiln_stats::bytes::human(bytes)
                 ),
                 Err(e) => tracing::error!("cannot save state to {}: {e}", path.display()),
             }

@@ -42,9 +42,9 @@ use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::KernelModule;
 use crate::history::History;
 use crate::isolation::worker_client::WorkerError;
-use crate::swap::served::human_bytes;
 use crate::swap::stage::Staged;
 use crate::workspace;
+use kiln_stats::bytes;
 
 /// The session's other backends: the modules it may switch to, and the
 /// histories of those it served earlier.
@@ -207,7 +207,7 @@ impl Session {
             "switched {} -> {} with the state ({} in {:.1} ms); not carried over (unknown to {}): {not_carried}{}; a new timing baseline starts",
             swap.from,
             swap.to,
-            human_bytes(swap.bytes),
+            bytes::human(swap.bytes as u64),
             swap.paused_ms,
             target.backend,
             if swap.defaulted.is_empty() {
@@ -236,7 +236,7 @@ impl Session {
             "switched {} -> {} with the state ({}); not carried over: {not_carried}{}",
             swap.from,
             swap.to,
-            human_bytes(swap.bytes),
+            bytes::human(swap.bytes as u64),
             if swap.defaulted.is_empty() {
                 String::new()
             } else {

@@ -13,6 +13,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use kiln_stats::bytes;
 use shared_state::{Call, ImportReport, Output, Snapshot};
 
 use crate::swap::engine_handle::{CallError, EngineHandle, EngineOptions};
@@ -164,7 +165,7 @@ impl ServedModule {
             "handoff {} -> {}: {} in {:.1} ms (export {:.1}, import {:.1}); {}",
             report.from,
             report.to,
-            human_bytes(report.bytes),
+            bytes::human(report.bytes as u64),
             report.export_ms + report.import_ms,
             report.export_ms,
             report.import_ms,
@@ -181,21 +182,5 @@ impl ServedModule {
             );
         }
         Ok((report, old))
-    }
-}
-
-/// `12.0 MiB`-style sizes.
-pub fn human_bytes(bytes: usize) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }

@@ -21,6 +21,7 @@ pub mod timing;
 
 use std::collections::BTreeSet;
 
+use kiln_stats::bytes;
 use shared_state::{Arg, Call, Tensor};
 
 pub use format::{FORMAT_VERSION, MAGIC, WorkloadError, WorkloadErrorKind, read, write};
@@ -251,25 +252,9 @@ impl Workload {
             self.steps.len(),
             self.call_count(),
             kernels.join(", "),
-            human_bytes(self.input_bytes()),
-            human_bytes(self.expected_bytes()),
+            bytes::human(self.input_bytes()),
+            bytes::human(self.expected_bytes()),
         )
-    }
-}
-
-/// `1.5 MiB`-style size.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
 
@@ -306,7 +291,5 @@ mod tests {
             w.external_residents().into_iter().collect::<Vec<_>>(),
             ["later"]
         );
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(12), "12 B");
     }
 }

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use kiln_stats::quantile_sorted;
+
 /// How long and how often to measure.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TimingConfig {
@@ -73,13 +75,6 @@ pub struct Stats {
     pub max: f64,
 }
 
-/// The value at quantile `q` of sorted values (linear interpolation).
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
-
 impl Stats {
     /// Statistics of `samples`; `None` when there are none.
     pub fn from_samples(samples: &[Duration]) -> Option<Stats> {
@@ -97,16 +92,16 @@ impl Stats {
         if samples.is_empty() || samples.iter().any(|s| !s.is_finite()) {
             return None;
         }
-        let mut sorted = samples.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let median = quantile(&sorted, 0.5);
-        let mut dev: Vec<f64> = sorted.iter().map(|s| (s - median).abs()).collect();
-        dev.sort_by(f64::total_cmp);
-        let (q1, q3) = (quantile(&sorted, 0.25), quantile(&sorted, 0.75));
+        let sorted = kiln_stats::sorted(samples);
+        let median = quantile_sorted(&sorted, 0.5);
+        let (q1, q3) = (
+            quantile_sorted(&sorted, 0.25),
+            quantile_sorted(&sorted, 0.75),
+        );
         Some(Stats {
             runs: sorted.len(),
             median,
-            mad: quantile(&dev, 0.5),
+            mad: kiln_stats::mad(&sorted, median),
             q1,
             q3,
             iqr: q3 - q1,

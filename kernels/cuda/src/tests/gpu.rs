@@ -3,7 +3,7 @@
 //! Without a GPU each test prints `skipped: no CUDA device (...)` and
 //! passes, unless `KILN_REQUIRE_CUDA=1`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use shared_state::{Call, Engine, ErrorKind, KernelSet, Output, Scalar, Snapshot, Tensor};
 
@@ -495,11 +495,6 @@ fn an_edited_cu_file_takes_effect_in_the_next_engine_with_the_state() {
     assert_eq!(value(&mut new, call), want);
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
 /// Prints per-kernel timings on resident data (upload and download not
 /// included; every call waits for the GPU). Asserts only that the calls
 /// succeed: never wall-clock speed.
@@ -568,26 +563,20 @@ fn per_kernel_timings() {
         for _ in 0..3 {
             e.run(call.clone()).unwrap();
         }
-        let samples = (0..20)
+        let samples: Vec<f64> = (0..20)
             .map(|_| {
                 let t = Instant::now();
                 e.run(call.clone()).unwrap();
-                t.elapsed()
+                t.elapsed().as_secs_f64()
             })
             .collect();
-        let m = median(samples);
+        let secs = kiln_stats::median(&samples);
         let rate = if bytes > 0.0 {
-            format!("{:.0} GB/s", bytes / m.as_secs_f64() / 1e9)
+            format!("{:.0} GB/s", bytes / secs / 1e9)
         } else {
-            format!(
-                "{:.0} GFLOP/s",
-                2.0 * (mm as f64).powi(3) / m.as_secs_f64() / 1e9
-            )
+            format!("{:.0} GFLOP/s", 2.0 * (mm as f64).powi(3) / secs / 1e9)
         };
-        println!(
-            "timing {name:<22} {:>9.3} ms  {rate}",
-            m.as_secs_f64() * 1e3
-        );
+        println!("timing {name:<22} {:>9.3} ms  {rate}", secs * 1e3);
     }
     // The outputs are right too.
     let dot = e.read_resident("o2").unwrap();
