@@ -4,7 +4,7 @@
 use super::llc::human_bytes;
 use super::peaks::{DevicePeaks, FlushCost};
 use super::roofline::Achieved;
-use crate::workload::timing::human_secs;
+use crate::units::human_secs;
 
 /// Column headers, in order: achieved GB/s, achieved GFLOP/s, arithmetic
 /// intensity (flop/byte), percentage of the roofline bound.
