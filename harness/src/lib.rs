@@ -16,6 +16,9 @@
 //!   [`kernel_commands`] (`kernels`, `record`, `replay`) and [`scaffold`]
 //!   (`new kernel`) for declared kernels; [`machine_command`] (`machine`).
 //! - [`logging`], [`process`], [`workspace`], [`units`]: shared helpers.
+//!
+//! Each sits in a layer and imports only its own and lower ones
+//! (ARCHITECTURE.md, "Layers"; checked by harness/tests/layers.rs).
 
 pub mod commands;
 pub mod control;
