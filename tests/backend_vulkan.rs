@@ -11,10 +11,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use kiln::process::{mapped_files_under, rss_bytes};
-use kiln::supervisor::declarations::bundled_workload;
 use kiln::swap::engine_handle::probe_devices;
 use kiln::swap::version_files::read_declarations;
 use kiln::workload::compare::{Tolerances, compare};
+use kiln::workload::generate::workspace_bundled_workload as bundled_workload;
 use kiln::workload::replay::{self, ReplayOptions, quick_timing};
 use kiln::workload::timing::human_secs;
 use kiln::workload::{GenSpec, Step, Workload, generate};

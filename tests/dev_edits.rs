@@ -59,7 +59,7 @@ fn saxpy_passed(session: &mut DevSession, version: u64) -> bool {
 }
 
 fn assert_all_pass(replay: &[Event]) {
-    let bundled = kiln::supervisor::declarations::bundled_workload(&kiln_e2e::workspace_root())
+    let bundled = kiln::workload::generate::workspace_bundled_workload(&kiln_e2e::workspace_root())
         .expect("the bundled workload")
         .call_count();
     assert_eq!(

@@ -18,7 +18,7 @@ const QUIET_MAX: Duration = Duration::from_secs(240);
 const RESIDENT_BYTES: u64 = (256 * 256 + 512 * 512) * 4;
 
 fn assert_all_pass(replay: &[Event]) {
-    let bundled = kiln::supervisor::declarations::bundled_workload(&kiln_e2e::workspace_root())
+    let bundled = kiln::workload::generate::workspace_bundled_workload(&kiln_e2e::workspace_root())
         .expect("the bundled workload")
         .call_count();
     assert_eq!(

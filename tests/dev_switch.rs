@@ -177,8 +177,8 @@ fn switch_cpu_vulkan_cpu_keeps_every_resident_bit_for_bit() {
     // through the device (replays never write residents).
     let snapshot = snapshot_file::load(&state).expect("state file");
     assert_eq!(snapshot.module, "kernel-cpu");
-    let workload =
-        kiln::supervisor::declarations::bundled_workload(copy.root()).expect("bundled workload");
+    let workload = kiln::workload::generate::workspace_bundled_workload(copy.root())
+        .expect("bundled workload");
     let mut checked = 0;
     for step in &workload.steps {
         if let Step::Load { name, tensor } = step {

@@ -42,12 +42,12 @@ fn quick() -> TuneConfig {
 /// Generated calls of `kernel` at `dims`, with the reference module's
 /// outputs as expected values.
 fn workload_of(stage: &kiln::StagingDir, kernel: &str, dims: &str) -> Workload {
-    let set = kiln::kernel_commands::declarations(&workspace_root()).unwrap();
+    let set = kiln::swap::version_files::declarations(&workspace_root()).unwrap();
     let spec = GenSpec::new(kernel, GenSpec::parse_dims(dims).unwrap(), 7, 2);
     let mut w = workload::generate(set.get(kernel).unwrap(), &spec).unwrap();
     let (reference, _) =
         EngineHandle::start(Arc::new(load_fresh(stage, REFERENCE)), &options(), None).unwrap();
-    kiln::workload::reference::fill_expected(&mut w, &reference).unwrap();
+    kiln::workload::replay::fill_expected(&mut w, &reference).unwrap();
     w
 }
 
@@ -210,7 +210,7 @@ fn a_slow_candidate_and_a_wrong_one_are_never_picked() {
     let decls = root.path().join("kernels/declarations");
     std::fs::create_dir_all(&decls).unwrap();
     std::fs::write(decls.join("tuned_double.toml"), TUNED_DOUBLE).unwrap();
-    let set = kiln::kernel_commands::declarations(root.path()).unwrap();
+    let set = kiln::swap::version_files::declarations(root.path()).unwrap();
     let decl = set
         .get("tuned_double")
         .expect("the test declaration parses");

@@ -22,13 +22,13 @@ const REFERENCE: &str = "kernel-reference-module";
 
 /// The declarations of the workspace.
 fn declared() -> shared_state::KernelSet {
-    kiln::kernel_commands::declarations(&workspace_root()).unwrap()
+    kiln::swap::version_files::declarations(&workspace_root()).unwrap()
 }
 
 /// The bundled workload (inputs only: expected outputs come from the
 /// reference module).
 fn bundled() -> Workload {
-    kiln::supervisor::declarations::bundled_workload(&workspace_root()).unwrap()
+    kiln::workload::generate::workspace_bundled_workload(&workspace_root()).unwrap()
 }
 
 /// One generated call of `kernel` at `dims` (`n=100003`), seed 7, 2 trials.
@@ -258,7 +258,7 @@ fn record_then_replay_round_trips_for_every_kernel() {
         } else {
             generated(kernel, shape)
         };
-        kiln::workload::reference::fill_expected(&mut made, &reference(&stage)).unwrap();
+        kiln::workload::replay::fill_expected(&mut made, &reference(&stage)).unwrap();
         let strip = |w: &Workload| {
             let mut w = w.clone();
             for s in &mut w.steps {

@@ -270,7 +270,7 @@ pub fn compare(pair: &ArtifactPair) -> Result<Comparison, String> {
 pub fn run(options: &CompareOptions) -> Result<Comparison, String> {
     let workload = match &options.workload {
         Some(path) => kiln::workload::read(path).map_err(|e| e.to_string())?,
-        None => kiln::supervisor::declarations::bundled_workload(&options.workspace)?,
+        None => kiln::workload::generate::workspace_bundled_workload(&options.workspace)?,
     };
     let candidate = match &options.candidate {
         Some(path) => path.clone(),

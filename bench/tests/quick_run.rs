@@ -108,7 +108,7 @@ fn a_quick_run_reports_every_section_with_finite_numbers() {
     assert!(kiln_save["replay_calls"].as_u64().unwrap() > 0);
     // The call table timed every call of the bundled workload on both
     // builds (in the quick run, the same build on both sides).
-    let workload = kiln::supervisor::declarations::bundled_workload(&config_workspace)
+    let workload = kiln::workload::generate::workspace_bundled_workload(&config_workspace)
         .unwrap_or_else(|e| panic!("{e}"));
     let calls = save["call_table"]["calls"]
         .as_array()

@@ -54,7 +54,7 @@ fn stage_module(
     backend: &str,
     module_file: Option<&Path>,
 ) -> Result<Staged, String> {
-    crate::kernel_commands::stage_backend(root, stage, backend, module_file)
+    crate::supervisor::declarations::stage_backend(root, stage, backend, module_file)
 }
 
 /// Builds (or takes) a module file, stages and loads it (in this process).
@@ -186,7 +186,7 @@ pub fn replay(file: &Path, options: &ReplayCommand) -> Result<(), String> {
         (None, true) => Some(stage_module(
             &root,
             &stage,
-            crate::kernel_commands::REFERENCE_BACKEND,
+            crate::workspace::REFERENCE_BACKEND,
             None,
         )?),
         _ => None,

@@ -6,23 +6,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use shared_state::KernelSet;
-
-use crate::build::module_build::ModuleBuilder;
-use crate::build::module_graph::{KernelModule, ModuleGraph};
-use crate::supervisor::build_at_start;
+use crate::build::module_graph::ModuleGraph;
+use crate::supervisor::declarations::stage_backend;
 use crate::swap::engine_handle::{EngineHandle, EngineOptions};
 use crate::swap::load::LoadedModule;
 use crate::swap::stage::StagingDir;
-use crate::swap::version_files::{self, read_declarations};
+use crate::swap::version_files::declarations;
 use crate::workload::generate::{self, GenSpec};
-use crate::workload::reference::fill_expected;
+use crate::workload::replay::fill_expected;
 
 use crate::workload::{self, Step, Workload};
-use crate::workspace;
-
-/// Backend name of the reference module (its directory under `kernels/`).
-pub const REFERENCE_BACKEND: &str = "reference";
+use crate::workspace::{self, REFERENCE_BACKEND};
 
 /// The workspace the command runs in: the one containing the current
 /// directory, else the one the binary was built from.
@@ -31,31 +25,6 @@ pub fn workspace_root() -> PathBuf {
         .ok()
         .and_then(|d| workspace::find_workspace_root(&d))
         .unwrap_or_else(workspace::built_workspace_root)
-}
-
-/// The declarations of the workspace; any that does not parse is an error
-/// naming file and line.
-pub fn declarations(root: &Path) -> Result<KernelSet, String> {
-    let (decls, errors) = read_declarations(root);
-    if !errors.is_empty() {
-        return Err(format!(
-            "the kernel declarations do not parse:\n{}",
-            version_files::describe_errors(&errors)
-        ));
-    }
-    Ok(KernelSet::new(decls))
-}
-
-fn module_for(graph: &ModuleGraph, backend: &str) -> Result<KernelModule, String> {
-    graph
-        .modules()
-        .iter()
-        .find(|m| m.backend == backend || m.package == backend)
-        .cloned()
-        .ok_or_else(|| {
-            let have: Vec<&str> = graph.modules().iter().map(|m| m.backend.as_str()).collect();
-            format!("no backend {backend:?} (have: {})", have.join(", "))
-        })
 }
 
 /// Builds (or takes) a backend's module file, stages it with the
@@ -68,38 +37,6 @@ pub fn load_backend(
 ) -> Result<LoadedModule, String> {
     let staged = stage_backend(root, stage, backend, module_file)?;
     LoadedModule::open(staged).map_err(|e| e.to_string())
-}
-
-/// Builds (or takes) a backend's module file and stages it with the
-/// workspace's declarations and its sources.
-pub fn stage_backend(
-    root: &Path,
-    stage: &StagingDir,
-    backend: &str,
-    module_file: Option<&Path>,
-) -> Result<crate::swap::stage::Staged, String> {
-    let (name, artifact) = match module_file {
-        Some(path) => {
-            let stem = path
-                .file_stem()
-                .map(|s| {
-                    s.to_string_lossy()
-                        .trim_start_matches("lib")
-                        .replace('_', "-")
-                })
-                .unwrap_or_else(|| "module".to_string());
-            (stem, path.to_path_buf())
-        }
-        None => {
-            let graph = ModuleGraph::discover(root).map_err(|e| e.to_string())?;
-            let module = module_for(&graph, backend)?;
-            let builder = ModuleBuilder::new(root, workspace::module_target_dir(root))
-                .with_profile(workspace::HOST_PROFILE);
-            let (artifact, _) = build_at_start(&builder, &module).map_err(|e| e.to_string())?;
-            (module.package, artifact)
-        }
-    };
-    stage.stage(&name, &artifact).map_err(|e| e.to_string())
 }
 
 /// Builds, loads and starts a backend's engine.

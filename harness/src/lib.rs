@@ -20,8 +20,11 @@
 //!   `kiln ctl`.
 //! - [`commands`]: the one-shot commands (`backends`, `report`, ...);
 //!   [`kernel_commands`] (`kernels`, `record`, `replay`) and [`scaffold`]
-//!   (`new kernel`) for declared kernels.
-//! - [`logging`], [`process`], [`workspace`]: shared helpers.
+//!   (`new kernel`) for declared kernels; [`machine_command`] (`machine`).
+//! - [`logging`], [`process`], [`workspace`], [`units`]: shared helpers.
+//!
+//! Each sits in a layer and imports only its own and lower ones
+//! (ARCHITECTURE.md, "Layers"; checked by harness/tests/layers.rs).
 
 pub mod build;
 pub mod commands;
@@ -31,11 +34,13 @@ pub mod isolation;
 pub mod kernel_commands;
 pub mod logging;
 pub mod machine;
+pub mod machine_command;
 pub mod process;
 pub mod scaffold;
 pub mod supervisor;
 pub mod swap;
 pub mod tuning;
+pub mod units;
 pub mod worker;
 pub mod workload;
 pub mod workspace;

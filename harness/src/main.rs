@@ -377,7 +377,7 @@ fn main() -> ExitCode {
             remeasure,
             backends,
             module,
-        } => kiln::machine::command::main(threads, remeasure, &backends, module.as_deref()),
+        } => kiln::machine_command::main(threads, remeasure, &backends, module.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

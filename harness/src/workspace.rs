@@ -3,6 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+/// Backend name of the reference module (its directory under `kernels/`):
+/// the expected outputs of calls whose workload stores none.
+pub const REFERENCE_BACKEND: &str = "reference";
+
 /// The cargo profile this host binary was built with (`dev`, `release`, or
 /// a custom profile name). Modules are built with the same one.
 pub const HOST_PROFILE: &str = env!("KILN_HOST_PROFILE");

@@ -463,10 +463,11 @@ impl DevSession {
         let start = self.next;
         // The bundled workload follows the declarations: a full replay ends
         // with the replay event of its last call.
-        let last_call = kiln::supervisor::declarations::bundled_workload(&crate::workspace_root())
-            .expect("the bundled workload")
-            .call_count()
-            .saturating_sub(1) as u64;
+        let last_call =
+            kiln::workload::generate::workspace_bundled_workload(&crate::workspace_root())
+                .expect("the bundled workload")
+                .call_count()
+                .saturating_sub(1) as u64;
         let last = self.wait_for("a full replay", deadline, |e| {
             e.name() == "replay" && e.u64("call") == Some(last_call)
         });

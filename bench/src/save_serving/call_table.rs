@@ -221,7 +221,7 @@ pub fn measure(config: &Config, after: &Path) -> Result<CallTable, String> {
             )
         }
     };
-    let workload = kiln::supervisor::declarations::bundled_workload(&config.workspace)?;
+    let workload = kiln::workload::generate::workspace_bundled_workload(&config.workspace)?;
     let timing = if config.quick {
         TimingConfig {
             warmup_runs: 1,

@@ -13,7 +13,7 @@ use crossbeam_channel::Sender;
 use rustix::termios::{self, LocalModes, OptionalActions, SpecialCodeIndex, Termios};
 
 use super::protocol::Command;
-use super::{Origin, Request};
+use super::request::{Origin, Request};
 
 /// The key line, shown at start and on `?`.
 pub const KEY_LINE: &str =

@@ -26,7 +26,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use super::protocol::{Answer, Command};
-use super::{Origin, Request};
+use super::request::{Origin, Request};
 
 /// The longest socket path `sun_path` holds (108 bytes with the NUL).
 const SUN_PATH_MAX: usize = 107;

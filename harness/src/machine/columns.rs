@@ -5,7 +5,7 @@ use kiln_stats::bytes;
 
 use super::peaks::{DevicePeaks, FlushCost};
 use super::roofline::Achieved;
-use crate::workload::timing::human_secs;
+use crate::units::human_secs;
 
 /// Column headers, in order: achieved GB/s, achieved GFLOP/s, arithmetic
 /// intensity (flop/byte), percentage of the roofline bound.

@@ -18,11 +18,11 @@
 //! - [`roofline`]: achieved rates, intensity, % of the roofline bound;
 //!   [`columns`]: the replay table's columns for them; [`recorded`]: what
 //!   a version's history keeps of them.
-//! - [`command`]: `kiln machine`.
+//!
+//! `kiln machine` is a command, a layer up: [`crate::machine_command`].
 
 pub mod build_gate;
 pub mod columns;
-pub mod command;
 pub mod engine_peaks;
 pub mod flush;
 pub mod fma;

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use super::peaks::DevicePeaks;
 use super::roofline::{Achieved, Bound};
-use crate::workload::replay::{ReplayOptions, ReplayReport};
 
 /// What one call achieved.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -96,11 +95,12 @@ pub struct RateBasis {
 }
 
 impl RateBasis {
-    /// The basis of a replay made with `options`.
-    pub fn of(options: &ReplayOptions) -> RateBasis {
-        let peaks = options.roof.peaks();
+    /// The basis of a replay timed on cold caches or not, judged against
+    /// `peaks` (none measured: `None`). A replay's own is
+    /// `ReplayReport::rates` (workload/replay.rs).
+    pub fn new(cold: bool, peaks: Option<&DevicePeaks>) -> RateBasis {
         RateBasis {
-            cold: options.cold.is_some(),
+            cold,
             bandwidth_gbs: peaks.and_then(|p| finite(Some(p.bandwidth.best))),
             compute_gflops: peaks.and_then(|p| finite(Some(p.compute.best))),
             device: peaks.map(DevicePeaks::device_words),
@@ -128,17 +128,9 @@ impl RateBasis {
     }
 }
 
-/// Each timed call's rates, by call key.
-pub fn rates_of(report: &ReplayReport) -> BTreeMap<String, CallRate> {
-    report
-        .calls
-        .iter()
-        .filter_map(|c| Some((c.key.clone(), CallRate::of(c.point.as_ref()?))))
-        .collect()
-}
-
-/// A replay's rates and their basis, as the worker sends them to the
-/// supervisor for the history (boxed there: the reply stays small).
+/// A replay's rates and their basis (`ReplayReport::rates`), as the worker
+/// sends them to the supervisor for the history (boxed there: the reply
+/// stays small).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReplayRates {
     #[serde(default)]
@@ -146,15 +138,6 @@ pub struct ReplayRates {
     /// `None` for an untimed replay.
     #[serde(default)]
     pub basis: Option<RateBasis>,
-}
-
-impl ReplayRates {
-    pub fn of(report: &ReplayReport, options: &ReplayOptions) -> ReplayRates {
-        ReplayRates {
-            calls: rates_of(report),
-            basis: options.timing.is_some().then(|| RateBasis::of(options)),
-        }
-    }
 }
 
 #[cfg(test)]

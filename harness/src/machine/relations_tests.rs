@@ -13,7 +13,7 @@ fn dims(pairs: &[(&str, u64)]) -> Dims {
 }
 
 fn intensity(kernel: &str, at: &Dims) -> f64 {
-    let set = crate::kernel_commands::declarations(&crate::workspace::built_workspace_root())
+    let set = crate::swap::version_files::declarations(&crate::workspace::built_workspace_root())
         .expect("the bundled declarations parse");
     let decl = set.get(kernel).expect("bundled kernel declared");
     let work = work_of(decl, at).expect("work declared");
@@ -45,8 +45,8 @@ fn a_large_matmul_is_more_arithmetically_intense_than_a_saxpy() {
         bandwidth_gbs: 20.0,
         compute_gflops: 200.0,
     };
-    let set =
-        crate::kernel_commands::declarations(&crate::workspace::built_workspace_root()).unwrap();
+    let set = crate::swap::version_files::declarations(&crate::workspace::built_workspace_root())
+        .unwrap();
     let point = |kernel: &str, at: &Dims| {
         let work = work_of(set.get(kernel).unwrap(), at).unwrap();
         achieved(1e-3, work, roof).unwrap()

@@ -1,19 +1,64 @@
 //! What `kiln dev` needs of the kernel declarations and the reference
 //! module at start: the bundled workload (generated from the declarations
 //! and `kernels/workload.toml`) and the reference module's engine, which
-//! gives the expected outputs of calls whose workload stores none.
+//! gives the expected outputs of calls whose workload stores none. Staging
+//! a backend's module (built with [`build_at_start`]) is here too; the commands
+//! (`kiln record`, `kiln replay`, `kiln machine --module`) use it.
 
 use std::path::Path;
 
-use crate::kernel_commands::{REFERENCE_BACKEND, declarations, stage_backend};
+use super::dev_loop::build_at_start;
+use crate::build::module_build::ModuleBuilder;
+use crate::build::module_graph::{KernelModule, ModuleGraph};
 use crate::swap::stage::{Staged, StagingDir};
-use crate::workload::Workload;
-use crate::workload::generate::bundled_workload_at;
+use crate::workspace::{self, REFERENCE_BACKEND};
 
-/// The bundled workload of the workspace at `root`.
-pub fn bundled_workload(root: &Path) -> Result<Workload, String> {
-    let kernels = declarations(root)?;
-    bundled_workload_at(root, &kernels).map_err(|e| e.to_string())
+/// The bundled workload of the workspace at `root` (in `workload`, where
+/// the worker takes it from too).
+pub use crate::workload::generate::workspace_bundled_workload as bundled_workload;
+
+fn module_for(graph: &ModuleGraph, backend: &str) -> Result<KernelModule, String> {
+    graph
+        .modules()
+        .iter()
+        .find(|m| m.backend == backend || m.package == backend)
+        .cloned()
+        .ok_or_else(|| {
+            let have: Vec<&str> = graph.modules().iter().map(|m| m.backend.as_str()).collect();
+            format!("no backend {backend:?} (have: {})", have.join(", "))
+        })
+}
+
+/// Builds (or takes) a backend's module file and stages it with the
+/// workspace's declarations and its sources.
+pub fn stage_backend(
+    root: &Path,
+    stage: &StagingDir,
+    backend: &str,
+    module_file: Option<&Path>,
+) -> Result<Staged, String> {
+    let (name, artifact) = match module_file {
+        Some(path) => {
+            let stem = path
+                .file_stem()
+                .map(|s| {
+                    s.to_string_lossy()
+                        .trim_start_matches("lib")
+                        .replace('_', "-")
+                })
+                .unwrap_or_else(|| "module".to_string());
+            (stem, path.to_path_buf())
+        }
+        None => {
+            let graph = ModuleGraph::discover(root).map_err(|e| e.to_string())?;
+            let module = module_for(&graph, backend)?;
+            let builder = ModuleBuilder::new(root, workspace::module_target_dir(root))
+                .with_profile(workspace::HOST_PROFILE);
+            let (artifact, _) = build_at_start(&builder, &module).map_err(|e| e.to_string())?;
+            (module.package, artifact)
+        }
+    };
+    stage.stage(&name, &artifact).map_err(|e| e.to_string())
 }
 
 /// Builds and stages the reference module (`kernels/reference`); the

@@ -257,8 +257,8 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         .flatten();
     let cross_reference = match (&options.reference, options.replay) {
         (Some(backend), true) => {
-            let staged = crate::kernel_commands::stage_backend(&root, &stage, backend, None)
-                .map_err(|e| {
+            let staged =
+                super::declarations::stage_backend(&root, &stage, backend, None).map_err(|e| {
                     err(format!(
                         "--reference {backend}: cannot build its module: {e}"
                     ))
@@ -275,7 +275,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     let reference_module = graph
         .modules()
         .iter()
-        .find(|m| m.backend == crate::kernel_commands::REFERENCE_BACKEND)
+        .find(|m| m.backend == crate::workspace::REFERENCE_BACKEND)
         .filter(|m| reference.is_some() && m.package != module.package)
         .cloned();
     if let Some(path) = &workload_path {

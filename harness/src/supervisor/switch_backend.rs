@@ -78,7 +78,7 @@ impl Backends {
         (1..n)
             .map(|i| &self.modules[(at + i) % n])
             .find(|m| {
-                m.backend != crate::kernel_commands::REFERENCE_BACKEND
+                m.backend != crate::workspace::REFERENCE_BACKEND
                     && backend_choice::can_run(probe, &m.backend).is_ok()
             })
             .map(|m| m.backend.clone())

@@ -111,6 +111,19 @@ impl VersionFiles {
     }
 }
 
+/// The declarations of the workspace at `root`; any that does not parse is
+/// an error naming file and line.
+pub fn declarations(root: &Path) -> Result<KernelSet, String> {
+    let (decls, errors) = read_declarations(root);
+    if !errors.is_empty() {
+        return Err(format!(
+            "the kernel declarations do not parse:\n{}",
+            describe_errors(&errors)
+        ));
+    }
+    Ok(KernelSet::new(decls))
+}
+
 /// Every declaration under `root/kernels/declarations` that parses, and
 /// every error (file, line, column, what is wrong). A workspace with no
 /// declarations folder has no kernels (and no error).

@@ -307,10 +307,7 @@ impl Host {
                     why: c.skipped.clone().unwrap_or_default(),
                 })
                 .collect(),
-            rates: Box::new(crate::machine::recorded::ReplayRates::of(
-                &report,
-                &self.replay_options,
-            )),
+            rates: Box::new(report.rates(&self.replay_options)),
             calls: crate::workload::backend_columns::CallLine::of(&report),
         };
         self.tuner = match report.passed() {
@@ -429,7 +426,7 @@ impl Host {
 fn read_workload(config: &WorkerConfig) -> Result<Workload, String> {
     match (&config.workload, &config.workspace) {
         (Some(path), _) => crate::workload::read(path).map_err(|e| e.to_string()),
-        (None, Some(root)) => crate::supervisor::declarations::bundled_workload(root),
+        (None, Some(root)) => crate::workload::generate::workspace_bundled_workload(root),
         (None, None) => Err("no workload and no workspace to build the bundled one from".into()),
     }
 }

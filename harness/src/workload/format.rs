@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use shared_state::{Arg, Buffer, Call, DType, Scalar, Tensor, element_count, format_shape};
 
-use super::{CallStep, Step, Trial, Workload};
+use super::model::{CallStep, Step, Trial, Workload};
 
 /// First eight bytes of every workload file.
 pub const MAGIC: [u8; 8] = *b"KILNWKLD";

@@ -22,7 +22,7 @@ use shared_state::{
     element_count, f16,
 };
 
-use super::{CallStep, Trial, Workload};
+use super::model::{CallStep, Step, Trial, Workload};
 
 /// A generator spec that does not make sense.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -453,9 +453,9 @@ pub fn bundled_workload(kernels: &KernelSet, spec: &str) -> Result<Workload, Gen
             Err(e) => tracing::warn!("bundled workload: {} left out: {e}", decl.name),
         }
     }
-    let mut steps: Vec<super::Step> = loads
+    let mut steps: Vec<Step> = loads
         .into_iter()
-        .map(|(name, tensor)| super::Step::Load { name, tensor })
+        .map(|(name, tensor)| Step::Load { name, tensor })
         .collect();
     steps.append(&mut w.steps);
     w.steps = steps;
@@ -476,6 +476,13 @@ pub fn bundled_workload_at(
         Err(e) => return Err(GenerateError(format!("{}: {e}", path.display()))),
     };
     bundled_workload(kernels, &text)
+}
+
+/// The bundled workload of the workspace at `root`, from its declarations
+/// (any that does not parse is an error) and `kernels/workload.toml`.
+pub fn workspace_bundled_workload(root: &std::path::Path) -> Result<Workload, String> {
+    let kernels = crate::swap::version_files::declarations(root)?;
+    bundled_workload_at(root, &kernels).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

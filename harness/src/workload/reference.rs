@@ -3,7 +3,7 @@
 //! 1. `--reference BACKEND`: another backend's module, run on the same
 //!    inputs (backends checked against each other);
 //! 2. the expected outputs stored in the workload (written from numpy, or
-//!    recorded from a version you trust);
+//!    recorded from a version you trust: `replay::fill_expected`);
 //! 3. the reference module (`kernels/reference`, a kernel module like the
 //!    others: built, staged, loaded, hot-swapped).
 //!
@@ -16,8 +16,6 @@ use std::fmt;
 use shared_state::{Output, Tensor};
 
 use crate::swap::engine_handle::{CallError, EngineHandle};
-use crate::workload::replay::load_state;
-use crate::workload::{Step, Workload};
 
 /// Which reference a verdict used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,31 +48,4 @@ pub fn outputs_of(handle: &EngineHandle, output: Output) -> Result<Vec<Tensor>, 
         Output::Values(v) => Ok(v),
         Output::Stored { name, .. } => Ok(vec![handle.read_resident(&name)?]),
     }
-}
-
-/// Runs every trial of every call of `workload` on `reference` (its loads
-/// first) and stores the outputs as the expected ones. A call with
-/// `store_as` gets the value the resident holds after it. An error names
-/// the step.
-pub fn fill_expected(workload: &mut Workload, reference: &EngineHandle) -> Result<(), String> {
-    load_state(reference, workload).map_err(|e| format!("reference: {e}"))?;
-    for (i, step) in workload.steps.iter_mut().enumerate() {
-        let Step::Call(c) = step else { continue };
-        for t in 0..c.trial_count() {
-            let (mut call, _) = c.trial(t);
-            if t > 0 && call.store_as.is_some() {
-                call.store_as = Some(format!("reference-trial/{i}"));
-            }
-            let out = reference
-                .run(call)
-                .and_then(|o| outputs_of(reference, o))
-                .map_err(|e| format!("step {i} ({}), trial {t}: {e}", c.call.kernel))?;
-            if t == 0 {
-                c.expected = out;
-            } else {
-                c.trials[t - 1].expected = out;
-            }
-        }
-    }
-    Ok(())
 }

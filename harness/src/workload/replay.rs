@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use shared_state::{Arg, Call, DType, KernelDecl, Tensor};
 
+use crate::machine::recorded::{CallRate, RateBasis, ReplayRates};
 use crate::machine::replay_roof::{ColdFlush, RoofSource};
 use crate::machine::{Achieved, Work};
 use crate::swap::engine_handle::{CallError, EngineHandle};
@@ -185,6 +186,23 @@ impl ReplayReport {
             .collect()
     }
 
+    /// What a version's history keeps of this replay's rates: each timed
+    /// call's, by call key, and (a timed replay only) what they were judged
+    /// against. `options` are the replay's own.
+    pub fn rates(&self, options: &ReplayOptions) -> ReplayRates {
+        ReplayRates {
+            calls: self
+                .calls
+                .iter()
+                .filter_map(|c| Some((c.key.clone(), CallRate::of(c.point.as_ref()?))))
+                .collect(),
+            basis: options
+                .timing
+                .is_some()
+                .then(|| RateBasis::new(options.cold.is_some(), options.roof.peaks())),
+        }
+    }
+
     /// A readable table, one row per call.
     pub fn table(&self) -> String {
         let mut out = String::new();
@@ -315,6 +333,33 @@ pub fn load_state(handle: &EngineHandle, workload: &Workload) -> Result<usize, C
         }
     }
     Ok(loaded)
+}
+
+/// Runs every trial of every call of `workload` on `reference` (its loads
+/// first) and stores the outputs as the expected ones. A call with
+/// `store_as` gets the value the resident holds after it. An error names
+/// the step.
+pub fn fill_expected(workload: &mut Workload, reference: &EngineHandle) -> Result<(), String> {
+    load_state(reference, workload).map_err(|e| format!("reference: {e}"))?;
+    for (i, step) in workload.steps.iter_mut().enumerate() {
+        let Step::Call(c) = step else { continue };
+        for t in 0..c.trial_count() {
+            let (mut call, _) = c.trial(t);
+            if t > 0 && call.store_as.is_some() {
+                call.store_as = Some(format!("reference-trial/{i}"));
+            }
+            let out = reference
+                .run(call)
+                .and_then(|o| outputs_of(reference, o))
+                .map_err(|e| format!("step {i} ({}), trial {t}: {e}", c.call.kernel))?;
+            if t == 0 {
+                c.expected = out;
+            } else {
+                c.trials[t - 1].expected = out;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the timings of a replay are compared with.

@@ -6,6 +6,10 @@ use std::time::{Duration, Instant};
 
 use kiln_stats::quantile_sorted;
 
+/// Timings are written with it. It lives in [`crate::units`], a layer
+/// below, where `machine` (the replay table's columns) reaches it too.
+pub use crate::units::human_secs;
+
 /// How long and how often to measure.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TimingConfig {
@@ -125,17 +129,6 @@ impl Stats {
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.summary())
-    }
-}
-
-/// `1.23 ms`, `456 µs`, `2.50 s`.
-pub fn human_secs(s: f64) -> String {
-    if s >= 1.0 {
-        format!("{s:.2} s")
-    } else if s >= 1e-3 {
-        format!("{:.2} ms", s * 1e3)
-    } else {
-        format!("{:.1} µs", s * 1e6)
     }
 }
 

@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 
 use kiln_stats::bytes;
 
-use super::build_gate;
-use super::columns::rate;
-use super::engine_peaks::EngineProbe;
-use super::peaks::{CpuProbe, DevicePeaks, PeakProbe, unix_now};
-use super::store::{Lookup, PeakStore, Policy};
+use crate::machine::build_gate;
+use crate::machine::columns::rate;
+use crate::machine::engine_peaks::EngineProbe;
+use crate::machine::peaks::{CpuProbe, DevicePeaks, PeakProbe, unix_now};
+use crate::machine::store::{Lookup, PeakStore, Policy};
+use crate::machine::{peak_kernels, threads};
 use crate::swap::engine_handle::{EngineOptions, probe_devices};
 use crate::swap::stage::StagingDir;
-use crate::workload::timing::human_secs;
+use crate::units::human_secs;
 
 /// How long `kiln machine` waits for a build before giving up.
 const BUILD_WAIT: Duration = Duration::from_secs(600);
@@ -65,7 +66,7 @@ pub fn main(
     let gpu: Vec<_> = graph
         .modules()
         .iter()
-        .filter(|m| super::peak_kernels::has_peak_kernels(&m.backend) && wanted(&m.backend))
+        .filter(|m| peak_kernels::has_peak_kernels(&m.backend) && wanted(&m.backend))
         .collect();
     for b in backends {
         let b = b.strip_prefix("kernel-").unwrap_or(b);
@@ -119,7 +120,7 @@ fn gpu_devices(
     policy: Policy,
 ) -> Result<(), String> {
     let store = PeakStore::in_target(target_dir);
-    let backend = super::peak_kernels::backend_of(&module.staged.module).to_string();
+    let backend = peak_kernels::backend_of(&module.staged.module).to_string();
     let devices = probe_devices(module).map_err(|e| e.message)?;
     if devices.is_empty() {
         return Err("the module found no device".into());
@@ -170,7 +171,7 @@ pub fn run(target_dir: &Path, threads: usize, remeasure: bool) -> Result<(), Str
         wait_for_builds(target_dir)?;
         eprintln!(
             "measuring the CPU's peaks with {} (a second or two)...",
-            super::threads::count_words(probe.threads)
+            threads::count_words(probe.threads)
         );
     }
     let lookup = store.peaks(&probe, policy)?;
@@ -219,7 +220,7 @@ pub fn describe(p: &DevicePeaks, just_measured: bool, now_unix: u64) -> String {
             "{}: {}, {}, CPU quota {}\n",
             p.key.backend,
             p.key.device,
-            super::threads::count_words(p.key.threads),
+            threads::count_words(p.key.threads),
             p.key.cpu_quota
         )
     } else {
