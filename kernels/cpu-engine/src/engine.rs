@@ -1,37 +1,40 @@
-//! The CPU engine: resident buffers, tuning and counters, a rayon pool whose
-//! threads the host starts and joins.
+//! The engine of the CPU and reference modules: resident buffers, calls
+//! checked against their declarations and run by the kernel registered
+//! under their name, the state handoff. The CPU module's engine
+//! ([`CpuEngine::create`]) adds a rayon pool whose threads the host starts
+//! and joins, tuning and counters ([`Pooled`]); the reference module's
+//! ([`CpuEngine::create_reference`]) runs its kernels one at a time on the
+//! engine thread and keeps nothing but the residents.
 
 use std::collections::BTreeMap;
-
-use rayon::ThreadPool;
 use std::sync::Arc;
 
 use shared_state::{
     Arg, Call, DType, Engine, EngineContext, EngineError, ErrorKind, KernelSet, ModuleInfo, Output,
-    ResidentInfo, Scalar, Snapshot, Tensor,
+    ResidentInfo, Snapshot, Tensor,
 };
 
-use crate::registry::{Args, Entry};
+#[cfg(feature = "rayon")]
+use crate::pooled::Pooled;
+use crate::registry::{CallArgs, Entry, KernelFn};
 
-/// Default row/column tile of the blocked matmul.
-const DEFAULT_TILE: usize = 64;
+/// Which module's engine this is.
+enum Flavour {
+    /// The CPU module (backend `cpu`).
+    #[cfg(feature = "rayon")]
+    Pooled(Box<Pooled>),
+    /// The reference module (backend `reference`): plain kernels, one
+    /// thread, no tuning, no counters.
+    Reference,
+}
 
 pub struct CpuEngine {
     /// The module's package name (`kernel-cpu`), for `info` and snapshots.
     module: &'static str,
     label: String,
-    threads: usize,
-    pool: ThreadPool,
+    flavour: Flavour,
     /// Named buffers that stay loaded between calls.
     resident: BTreeMap<String, Tensor>,
-    /// Matmul tile size: a tuning parameter that moves with the state.
-    tile: usize,
-    /// Tunable values kept by the host's tuner (`KERNEL/PARAM` -> value;
-    /// snapshot scalars `tuning/KERNEL/PARAM`): used for calls that do not
-    /// give the parameter.
-    tuned: BTreeMap<String, Scalar>,
-    /// Calls served per kernel, across versions.
-    calls: BTreeMap<String, i64>,
     /// This version's kernel declarations (staged with it).
     declared: Arc<KernelSet>,
     /// The kernel functions of this module, by declared name.
@@ -39,61 +42,25 @@ pub struct CpuEngine {
 }
 
 impl CpuEngine {
-    /// The module's factory: builds the pool on host-spawned threads and
-    /// takes over what it knows of the prior state. `module` is the
-    /// module's package name and `entries` its kernels (one per file).
+    /// The CPU module's factory: builds the pool on host-spawned threads
+    /// and takes over what it knows of the prior state (residents, tuning,
+    /// counters). `module` is the module's package name and `entries` its
+    /// kernels (one per file).
+    #[cfg(feature = "rayon")]
     pub fn create(
         ctx: EngineContext,
         prior: Option<&mut Snapshot>,
         module: &'static str,
         entries: Vec<Entry>,
     ) -> Result<(CpuEngine, Vec<String>), EngineError> {
-        let threads = ctx.threads.max(1);
-        let label = ctx.label.clone();
-        let spawn_ctx = ctx.clone();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(move |i| format!("{label}-rayon-{i}"))
-            .spawn_handler(move |thread| {
-                let name = thread.name().unwrap_or("kiln-rayon").to_string();
-                spawn_ctx.spawn(name, move || thread.run())
-            })
-            .build()
-            .map_err(|e| EngineError::internal(format!("cannot start the rayon pool: {e}")))?;
-        let mut engine = CpuEngine {
-            module,
-            label: ctx.label.clone(),
-            threads,
-            pool,
-            resident: BTreeMap::new(),
-            tile: DEFAULT_TILE,
-            tuned: BTreeMap::new(),
-            calls: BTreeMap::new(),
-            declared: ctx.kernels.clone(),
-            registry: entries.into_iter().map(|e| (e.name, e)).collect(),
-        };
+        let pooled = Pooled::start(&ctx)?;
+        let threads = pooled.threads;
+        let mut engine = CpuEngine::new(&ctx, module, Flavour::Pooled(Box::new(pooled)), entries);
         let mut defaulted = Vec::new();
         if let Some(snapshot) = prior {
-            engine.resident = snapshot
-                .take_tensors_with_prefix("resident/")
-                .into_iter()
-                .collect();
-            match snapshot.take_scalar("tuning/tile").and_then(|s| s.as_i64()) {
-                Some(tile) if tile > 0 => engine.tile = tile as usize,
-                _ => defaulted.push("tuning/tile".to_string()),
-            }
-            for name in snapshot.section_names() {
-                if let Some(key) = name.strip_prefix("tuning/").filter(|k| k.contains('/')) {
-                    if let Some(v) = snapshot.take_scalar(&name) {
-                        engine.tuned.insert(key.to_string(), v);
-                    }
-                    continue;
-                }
-                if let Some(kernel) = name.strip_prefix("counters/calls/") {
-                    if let Some(n) = snapshot.take_scalar(&name).and_then(|s| s.as_i64()) {
-                        engine.calls.insert(kernel.to_string(), n);
-                    }
-                }
+            engine.take_residents(snapshot);
+            if let Flavour::Pooled(pooled) = &mut engine.flavour {
+                defaulted = pooled.import(snapshot);
             }
         }
         shared_state::tracing::debug!(
@@ -104,6 +71,54 @@ impl CpuEngine {
             "cpu engine created"
         );
         Ok((engine, defaulted))
+    }
+
+    /// The reference module's factory: the residents of the prior state,
+    /// nothing else; it spawns no thread.
+    pub fn create_reference(
+        ctx: EngineContext,
+        prior: Option<&mut Snapshot>,
+        module: &'static str,
+        entries: Vec<Entry>,
+    ) -> Result<(CpuEngine, Vec<String>), EngineError> {
+        let mut engine = CpuEngine::new(&ctx, module, Flavour::Reference, entries);
+        if let Some(snapshot) = prior {
+            engine.take_residents(snapshot);
+        }
+        shared_state::tracing::debug!(target: "kernel_reference", label = %engine.label, "reference engine created");
+        Ok((engine, Vec::new()))
+    }
+
+    fn new(
+        ctx: &EngineContext,
+        module: &'static str,
+        flavour: Flavour,
+        entries: Vec<Entry>,
+    ) -> CpuEngine {
+        CpuEngine {
+            module,
+            label: ctx.label.clone(),
+            flavour,
+            resident: BTreeMap::new(),
+            declared: ctx.kernels.clone(),
+            registry: entries.into_iter().map(|e| (e.name, e)).collect(),
+        }
+    }
+
+    fn take_residents(&mut self, snapshot: &mut Snapshot) {
+        self.resident = snapshot
+            .take_tensors_with_prefix("resident/")
+            .into_iter()
+            .collect();
+    }
+
+    /// The backend's name.
+    fn backend(&self) -> &'static str {
+        match self.flavour {
+            #[cfg(feature = "rayon")]
+            Flavour::Pooled(_) => "cpu",
+            Flavour::Reference => "reference",
+        }
     }
 
     fn tensor<'a>(&'a self, arg: &'a Arg) -> Result<&'a Tensor, EngineError> {
@@ -128,9 +143,14 @@ impl CpuEngine {
             .get(call.kernel.as_str())
             .filter(|e| e.implemented)
             .ok_or_else(|| {
+                let place = match self.flavour {
+                    #[cfg(feature = "rayon")]
+                    Flavour::Pooled(_) => "on cpu",
+                    Flavour::Reference => "in the reference module",
+                };
                 EngineError::new(
                     ErrorKind::UnknownKernel,
-                    format!("{} is declared but not on cpu yet", call.kernel),
+                    format!("{} is declared but not {place} yet", call.kernel),
                 )
             })?;
         let inputs = call
@@ -140,17 +160,36 @@ impl CpuEngine {
             .collect::<Result<Vec<_>, _>>()?;
         let shapes: Vec<(DType, &[usize])> =
             inputs.iter().map(|t| (t.dtype(), t.shape())).collect();
-        let params = self.params_of(call, decl);
+        // The CPU engine binds without the host's directives and with the
+        // kept tunables; the reference engine binds the call as it is.
+        let params = match &self.flavour {
+            #[cfg(feature = "rayon")]
+            Flavour::Pooled(pooled) => pooled.params_of(call, decl),
+            Flavour::Reference => call.params.clone(),
+        };
         let bound = decl
             .bind(&shapes, &params)
             .map_err(|e| EngineError::bad_call(e.0))?;
-        let args = Args {
+        let args = CallArgs {
             bound: &bound,
             inputs,
-            pool: &self.pool,
-            tile: self.tile,
         };
-        let outputs = (entry.run)(&args)?;
+        let outputs = match (&entry.run, &self.flavour) {
+            (KernelFn::Plain(run), _) => run(&args)?,
+            #[cfg(feature = "rayon")]
+            (KernelFn::Pooled(run), Flavour::Pooled(pooled)) => run(&crate::registry::Args {
+                call: args,
+                pool: &pooled.pool,
+                tile: pooled.tile,
+            })?,
+            #[cfg(feature = "rayon")]
+            (KernelFn::Pooled(_), Flavour::Reference) => {
+                return Err(EngineError::internal(format!(
+                    "{} runs on a rayon pool, and the reference engine has none",
+                    call.kernel
+                )));
+            }
+        };
         if outputs.len() != bound.outputs.len() {
             return Err(EngineError::internal(format!(
                 "{} returned {} output(s), its declaration has {}",
@@ -163,79 +202,23 @@ impl CpuEngine {
     }
 }
 
-impl CpuEngine {
-    /// The call's parameters for binding: host directives (`kiln.*`)
-    /// removed, and each tunable the call does not give taken from the
-    /// kept values.
-    fn params_of(&self, call: &Call, decl: &shared_state::KernelDecl) -> BTreeMap<String, Scalar> {
-        let mut params: BTreeMap<String, Scalar> = call
-            .params
-            .iter()
-            .filter(|(k, _)| !k.starts_with("kiln."))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for t in &decl.tunables {
-            if let Some(v) = self.tuned.get(&format!("{}/{}", decl.name, t.name)) {
-                params.entry(t.name.clone()).or_insert_with(|| v.clone());
-            }
-        }
-        params
-    }
-
-    /// `kiln.keep_tuning = true`: keep the call's explicit tunable values.
-    fn keep_tuning(&mut self, call: &Call) {
-        if call.params.get(KEEP_TUNING) != Some(&Scalar::Bool(true)) {
-            return;
-        }
-        if let Some(decl) = self.declared.get(&call.kernel) {
-            for t in &decl.tunables {
-                if let Some(v) = call.params.get(&t.name) {
-                    self.tuned
-                        .insert(format!("{}/{}", decl.name, t.name), v.clone());
-                }
-            }
-        }
-    }
-
-    /// `tuning/KERNEL/PARAM` for every tunable of an implemented kernel:
-    /// the kept value, else the declared default. The host tunes the
-    /// tunables listed here.
-    fn tuning_notes(&self) -> BTreeMap<String, Scalar> {
-        let mut notes = BTreeMap::new();
-        for decl in self.declared.iter() {
-            if !self
-                .registry
-                .get(decl.name.as_str())
-                .is_some_and(|e| e.implemented)
-            {
-                continue;
-            }
-            for t in &decl.tunables {
-                let key = format!("{}/{}", decl.name, t.name);
-                let v = self.tuned.get(&key).cloned().unwrap_or(t.default.clone());
-                notes.insert(format!("tuning/{key}"), v);
-            }
-        }
-        notes
-    }
-}
-
-/// The call parameter telling the engine to keep the call's tunable values.
-const KEEP_TUNING: &str = "kiln.keep_tuning";
-
 impl Engine for CpuEngine {
     fn info(&self) -> Result<ModuleInfo, EngineError> {
-        let mut notes = BTreeMap::new();
-        notes.insert("tuning/tile".to_string(), Scalar::I64(self.tile as i64));
-        notes.insert("threads".to_string(), Scalar::I64(self.threads as i64));
-        notes.extend(self.tuning_notes());
-        for (kernel, n) in &self.calls {
-            notes.insert(format!("counters/calls/{kernel}"), Scalar::I64(*n));
-        }
+        let (device, notes) = match &self.flavour {
+            #[cfg(feature = "rayon")]
+            Flavour::Pooled(pooled) => (
+                format!("cpu ({} rayon threads)", pooled.threads),
+                pooled.notes(&self.declared, &self.registry),
+            ),
+            Flavour::Reference => (
+                "cpu (plain reference kernels, one thread)".to_string(),
+                BTreeMap::new(),
+            ),
+        };
         Ok(ModuleInfo {
             name: self.module.to_string(),
-            backend: "cpu".to_string(),
-            device: format!("cpu ({} rayon threads)", self.threads),
+            backend: self.backend().to_string(),
+            device,
             kernels: self
                 .registry
                 .values()
@@ -248,8 +231,10 @@ impl Engine for CpuEngine {
 
     fn run(&mut self, call: Call) -> Result<Output, EngineError> {
         let mut outs = self.compute(&call)?;
-        self.keep_tuning(&call);
-        *self.calls.entry(call.kernel.clone()).or_insert(0) += 1;
+        #[cfg(feature = "rayon")]
+        if let Flavour::Pooled(pooled) = &mut self.flavour {
+            pooled.served(&call, &self.declared);
+        }
         match call.store_as {
             Some(name) if outs.len() == 1 => {
                 let out = outs.remove(0);
@@ -289,16 +274,13 @@ impl Engine for CpuEngine {
     }
 
     fn export_state(&self) -> Result<Snapshot, EngineError> {
-        let mut snapshot = Snapshot::new(self.module, "cpu");
+        let mut snapshot = Snapshot::new(self.module, self.backend());
         for (name, t) in &self.resident {
             snapshot.insert_tensor(format!("resident/{name}"), t.clone());
         }
-        snapshot.insert_scalar("tuning/tile", Scalar::I64(self.tile as i64));
-        for (key, v) in &self.tuned {
-            snapshot.insert_scalar(format!("tuning/{key}"), v.clone());
-        }
-        for (kernel, n) in &self.calls {
-            snapshot.insert_scalar(format!("counters/calls/{kernel}"), Scalar::I64(*n));
+        #[cfg(feature = "rayon")]
+        if let Flavour::Pooled(pooled) = &self.flavour {
+            pooled.export(&mut snapshot);
         }
         Ok(snapshot)
     }

@@ -242,24 +242,13 @@ mod par {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kernel_reference::{self as reference, test_values};
+    use kernel_reference::{self as reference, assert_close, test_values};
 
     fn pool(threads: usize) -> ThreadPool {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .unwrap()
-    }
-
-    fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
-        assert_eq!(got.len(), want.len(), "{what}: length");
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            let err = (g - w).abs();
-            assert!(
-                err <= tol * (1.0 + w.abs()),
-                "{what}: element {i}: got {g}, want {w} (error {err})"
-            );
-        }
     }
 
     // 0, 1, primes, and sizes around the chunk and tile sizes.

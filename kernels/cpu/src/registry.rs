@@ -6,19 +6,11 @@ pub use kernel_cpu_engine::registry::{Args, Entry, KernelFn};
 
 /// Declares the kernel files and registers them by file name:
 /// `kernels! { saxpy, dot }` is `mod saxpy; mod dot;` plus a table of
-/// `saxpy::run`, `dot::run` with their `IMPLEMENTED` flags.
+/// `saxpy::run`, `dot::run` (each taking [`Args`]: the call and the rayon
+/// pool) with their `IMPLEMENTED` flags.
 #[macro_export]
 macro_rules! kernels {
     ($($name:ident),* $(,)?) => {
-        $(mod $name;)*
-
-        /// Every kernel file of this module.
-        pub fn entries() -> Vec<$crate::registry::Entry> {
-            vec![$($crate::registry::Entry {
-                name: stringify!($name),
-                run: $name::run,
-                implemented: $name::IMPLEMENTED,
-            }),*]
-        }
+        kernel_cpu_engine::kernel_table! { Pooled; $($name),* }
     };
 }

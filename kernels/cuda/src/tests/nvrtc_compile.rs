@@ -1,39 +1,27 @@
-//! The staged-source compile path without a GPU: every declared kernel's
-//! `.cu` file compiles to PTX with NVRTC and has the functions and
-//! parameters its declaration asks for; errors name file and line.
+//! NVRTC specifics of the staged-source compile path, without a GPU: every
+//! declared kernel's `.cu` file compiles to PTX for each architecture with
+//! the entry points its declaration asks for; NVRTC's errors name file and
+//! line; PTX parameters that do not fit the convention are clear errors;
+//! the peak kernels compile. Which sources compile, stubs, undeclared and
+//! broken sources are the conformance suite's (`kernels/conformance`).
 
 use std::path::Path;
 use std::time::Duration;
 
-use shared_state::{ErrorKind, KernelDecl, KernelSet};
+use kernel_conformance::support::{
+    BUNDLED_KERNELS, compiler_or_skip, decl, declarations, source, sources,
+};
+use shared_state::ErrorKind;
 
-use super::support::{cuda_sources, declarations, nvrtc_required, source};
-use crate::availability;
+use super::Cuda;
 use crate::compile;
 
-/// `true` when NVRTC is there; otherwise prints the skip line (or panics
-/// under `KILN_REQUIRE_NVRTC=1`).
 fn nvrtc_or_skip(test: &str) -> bool {
-    match availability::require_nvrtc() {
-        Ok(()) => true,
-        Err(err) => {
-            assert!(
-                !nvrtc_required(),
-                "{test}: KILN_REQUIRE_NVRTC=1 but {}",
-                err.message
-            );
-            println!("{test}: skipped: no NVRTC ({})", err.message);
-            false
-        }
-    }
+    compiler_or_skip::<Cuda>(test)
 }
 
-fn decl(name: &str, text: &str) -> KernelDecl {
-    kiln_decl::parse(
-        Path::new(&format!("kernels/declarations/{name}.toml")),
-        text,
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
+fn cuda_sources() -> Vec<shared_state::SourceFile> {
+    sources::<Cuda>()
 }
 
 #[test]
@@ -50,23 +38,7 @@ fn every_declared_kernel_compiles_to_ptx_with_its_entry_points() {
             .unwrap_or_else(|e| panic!("{arch}: {e}"));
         assert!(undeclared.is_empty(), "{undeclared:?}");
         let names: Vec<&str> = compiled.iter().map(|c| c.kernel.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "dot",
-                "dot_i8",
-                "layer_norm",
-                "matmul",
-                "matmul_bf16",
-                "matmul_f16",
-                "matmul_i8",
-                "prefix_sum",
-                "saxpy",
-                "softmax",
-                "softmax_bf16",
-                "stencil2d"
-            ]
-        );
+        assert_eq!(names, BUNDLED_KERNELS);
         let mut total = Duration::ZERO;
         for c in &compiled {
             let ptx = c.ptx.to_src();
@@ -130,35 +102,8 @@ fn a_compile_error_carries_nvrtcs_log_with_file_and_line() {
         "no file(line) in the error: {err}"
     );
     assert!(err.message.contains("not_declared"), "{err}");
-    // Through the staged-source path: the path relative to the module.
-    let sources: Vec<_> = cuda_sources()
-        .into_iter()
-        .map(|s| {
-            if s.path == "kernels/saxpy.cu" {
-                source(&s.path, &s.text.replace("y[i]", "z[i]"))
-            } else {
-                s
-            }
-        })
-        .collect();
-    let err = match compile::compile_all(&declarations(), &sources, "compute_80") {
-        Ok(_) => panic!("a broken saxpy.cu compiled"),
-        Err(err) => err,
-    };
-    let line = sources
-        .iter()
-        .find(|s| s.path == "kernels/saxpy.cu")
-        .unwrap()
-        .text
-        .lines()
-        .position(|l| l.contains("z[i]"))
-        .unwrap()
-        + 1;
-    assert!(
-        err.message
-            .contains(&format!("kernels/saxpy.cu({line}): error")),
-        "{err}"
-    );
+    // Through the staged-source path: the conformance suite's
+    // `a_broken_source_is_refused_naming_file_and_line`.
 }
 
 const NEG_DECL: &str = r#"
@@ -218,22 +163,9 @@ fn a_source_that_does_not_fit_its_declaration_is_a_clear_error() {
         assert_eq!(err.kind, ErrorKind::BadCall);
         assert!(err.message.contains(want), "want {want:?}\ngot {err}");
     }
-    // A declared kernel without a source is simply not compiled; a source
-    // without a declaration is listed apart.
-    let mut sources = cuda_sources();
-    sources.retain(|s| s.path != "kernels/prefix_sum.cu");
-    sources.push(source("kernels/neg.cu", NEG_CU));
-    let (compiled, undeclared) =
-        compile::compile_all(&declarations(), &sources, "compute_80").unwrap();
-    assert!(!compiled.iter().any(|c| c.kernel == "prefix_sum"));
-    assert_eq!(undeclared, ["kernels/neg.cu"]);
-    let (compiled, _) = compile::compile_all(
-        &KernelSet::new([d.clone()]),
-        &[source("kernels/neg.cu", NEG_CU)],
-        "compute_80",
-    )
-    .unwrap();
-    assert_eq!(compiled.len(), 1);
+    // A declared kernel without a source, and a source without a
+    // declaration: the conformance suite's
+    // `a_source_without_a_declaration_is_listed_apart`.
 }
 
 #[test]

@@ -5,26 +5,22 @@
 
 use shared_state::{Scalar, Snapshot, SourceFile};
 
-use super::support::{cuda_sources, declarations, nvrtc_required, source};
-use crate::availability;
+use kernel_conformance::support::{compiler_or_skip, declarations, source, sources};
+
+use super::{ARCH, Cuda};
 use crate::compile::{self, CompiledKernel};
 use crate::ptx_cache::{self, PtxCache};
 
-const ARCH: &str = "compute_90";
-
+/// NVRTC's version, or `None` after the skip rule.
 fn nvrtc_or_skip(test: &str) -> Option<(i32, i32)> {
-    match availability::require_nvrtc().and_then(|()| compile::nvrtc_version()) {
-        Ok(v) => Some(v),
-        Err(err) => {
-            assert!(
-                !nvrtc_required(),
-                "{test}: KILN_REQUIRE_NVRTC=1 but {}",
-                err.message
-            );
-            println!("{test}: skipped: no NVRTC ({})", err.message);
-            None
-        }
+    if !compiler_or_skip::<Cuda>(test) {
+        return None;
     }
+    Some(compile::nvrtc_version().unwrap_or_else(|e| panic!("{test}: {e}")))
+}
+
+fn cuda_sources() -> Vec<SourceFile> {
+    sources::<Cuda>()
 }
 
 /// Compiles `sources` with `cache`, as an engine would.

@@ -31,4 +31,4 @@ pub use kernels::{dot, layer_norm, matmul, prefix_sum, saxpy, softmax, stencil2d
 pub use low_precision::{
     dot_i8, matmul_bf16, matmul_f16, matmul_i8, softmax_bf16, softmax_bf16_row,
 };
-pub use values::test_values;
+pub use values::{assert_close, test_values};

@@ -1,4 +1,5 @@
-//! Deterministic pseudo-random test values.
+//! Deterministic pseudo-random test values, and the closeness check the
+//! backends' tests compare with.
 
 /// `n` deterministic pseudo-random values in [-1, 1), from a xorshift64
 /// generator seeded by `seed`: the same `(n, seed)` always gives the same
@@ -19,6 +20,20 @@ pub fn test_values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Fails unless `|got - want| <= tol * (1 + |want|)` element by element
+/// (and the lengths agree), naming `what` and the first element that is
+/// off.
+pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        assert!(
+            err <= tol * (1.0 + w.abs()),
+            "{what}: element {i}: got {g}, want {w} (error {err})"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,6 +47,15 @@ mod tests {
         // Both signs and a spread of magnitudes, not a constant.
         assert!(a.iter().any(|&v| v < -0.5) && a.iter().any(|&v| v > 0.5));
         assert!(test_values(0, 7).is_empty());
+    }
+
+    #[test]
+    fn assert_close_is_relative_to_the_wanted_value() {
+        assert_close(&[1.0, 100.5], &[1.0, 100.0], 0.005, "within");
+        let off = std::panic::catch_unwind(|| assert_close(&[100.6], &[100.0], 0.005, "off"));
+        assert!(off.is_err());
+        let short = std::panic::catch_unwind(|| assert_close(&[1.0], &[1.0, 2.0], 1.0, "short"));
+        assert!(short.is_err());
     }
 
     #[test]

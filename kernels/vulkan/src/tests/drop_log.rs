@@ -10,7 +10,9 @@ use shared_state::{Call, Engine, Tensor};
 
 use kernel_reference::test_values;
 
-use super::support::{assert_child, engine, run_child};
+use kernel_conformance::support::{assert_child, engine, run_child, test_path};
+
+use super::Vulkan;
 
 /// Records every event as `field=value` text.
 struct Capture(Arc<Mutex<Vec<String>>>);
@@ -46,14 +48,14 @@ impl Subscriber for Capture {
 /// would race with this one's scoped subscriber.
 #[test]
 fn logs_the_device_and_only_residents_live_at_drop() {
-    let stdout = run_child(CHILD, &[]);
+    let stdout = run_child(&test_path(module_path!(), CHILD), &[]);
     assert!(
         stdout.contains("checked logs") || stdout.contains("skipped: "),
         "{stdout}"
     );
 }
 
-const CHILD: &str = "tests::drop_log::child_logs_the_device_and_live_allocations";
+const CHILD: &str = "child_logs_the_device_and_live_allocations";
 
 #[test]
 #[ignore = "run by logs_the_device_and_only_residents_live_at_drop in a child process"]
@@ -61,7 +63,9 @@ fn child_logs_the_device_and_live_allocations() {
     assert_child("logs_the_device_and_only_residents_live_at_drop");
     let lines = Arc::new(Mutex::new(Vec::new()));
     let ran = tracing::subscriber::with_default(Capture(lines.clone()), || {
-        let Some(mut e) = engine() else { return false };
+        let Some(mut e) = engine::<Vulkan>(CHILD) else {
+            return false;
+        };
         e.put_resident("a", Tensor::from_f32(&[100], test_values(100, 1)))
             .unwrap();
         e.put_resident("b", Tensor::from_f32(&[100], test_values(100, 2)))

@@ -6,10 +6,12 @@
 
 use shared_state::{Call, Engine, Scalar, Section, Snapshot, SourceFile, Tensor};
 
-use super::support::{
-    SAXPY, assert_close, context_with, declarations, dot_scale, engine_with_context, run_value,
-    shader_sources, source,
+use kernel_conformance::support::{
+    self, SAXPY, assert_close, context_with, declarations, dot_scale, engine, run_value,
+    saxpy_replaced,
 };
+
+use super::Vulkan;
 use crate::engine::VulkanEngine;
 use crate::pipeline_cache::{self, BLOB_KEY_SECTION, BLOB_SECTION, Handoff, KNOWN_SECTION};
 use kernel_reference::{self as reference, test_values};
@@ -35,22 +37,17 @@ fn counts(engine: &VulkanEngine) -> (i64, i64, i64) {
     )
 }
 
+fn shader_sources() -> Vec<SourceFile> {
+    support::sources::<Vulkan>()
+}
+
 fn with_saxpy(from: &str, to: &str) -> Vec<SourceFile> {
-    shader_sources()
-        .into_iter()
-        .map(|s| {
-            if s.path == "shaders/saxpy.wgsl" {
-                assert!(s.text.contains(from));
-                source(&s.path, &s.text.replace(from, to))
-            } else {
-                s
-            }
-        })
-        .collect()
+    saxpy_replaced::<Vulkan>((from, to))
 }
 
 fn next(sources: Vec<SourceFile>, prior: &mut Snapshot) -> VulkanEngine {
-    VulkanEngine::create(context_with(&[], declarations(), sources), Some(prior))
+    let ctx = context_with::<Vulkan>("pipeline-cache-next", &[], declarations(), sources);
+    VulkanEngine::create(ctx, Some(prior))
         .unwrap_or_else(|e| panic!("{e}"))
         .0
 }
@@ -83,7 +80,8 @@ fn check_dot(engine: &mut VulkanEngine) {
 
 #[test]
 fn unchanged_kernels_are_not_built_again_and_an_edited_one_is() {
-    let Some(first) = engine_with_context(context_with(&[], declarations(), shader_sources()))
+    let Some(first) =
+        engine::<Vulkan>("unchanged_kernels_are_not_built_again_and_an_edited_one_is")
     else {
         return;
     };
@@ -135,8 +133,7 @@ fn set_text(snapshot: &mut Snapshot, name: &str, edit: impl Fn(&str) -> String) 
 
 #[test]
 fn a_handoff_from_another_device_or_driver_is_ignored() {
-    let Some(first) = engine_with_context(context_with(&[], declarations(), shader_sources()))
-    else {
+    let Some(first) = engine::<Vulkan>("a_handoff_from_another_device_or_driver_is_ignored") else {
         return;
     };
     let kernels = first.info().unwrap().kernels.len() as i64;
@@ -180,8 +177,7 @@ fn a_damaged_or_stale_handoff_never_changes_what_runs() {
 
     // A stale list from a real engine: it knows the *old* saxpy. The edited
     // saxpy is built from its own SPIR-V, and dot, deferred, is right.
-    let Some(first) = engine_with_context(context_with(&[], declarations(), shader_sources()))
-    else {
+    let Some(first) = engine::<Vulkan>("a_damaged_or_stale_handoff_never_changes_what_runs") else {
         return;
     };
     let mut state = first.export_state().unwrap();
@@ -196,8 +192,7 @@ fn a_damaged_or_stale_handoff_never_changes_what_runs() {
 /// one with the handoff, median of 5 edits; against creation without it.
 #[test]
 fn a_one_line_edit_reports_its_engine_swap_time() {
-    let Some(mut old) = engine_with_context(context_with(&[], declarations(), shader_sources()))
-    else {
+    let Some(mut old) = engine::<Vulkan>("a_one_line_edit_reports_its_engine_swap_time") else {
         return;
     };
     let median = |mut v: Vec<f64>| {

@@ -1,15 +1,17 @@
-//! The f16, bf16 and i8 shaders (packed in 32-bit words) against the plain
-//! reference, at lengths that are odd (a half-used last word), not multiples
-//! of 4 (i8) and not multiples of the workgroup sizes. i8 results are
-//! exact, including i32 wrap-around; matmuls are f32 sums in the
-//! reference's order, so they differ at most by the f32 -> f16/bf16
-//! rounding of the device (checked at 1 ulp); softmax in f32 vs f64 within
-//! 2 ulp.
+//! The f16, bf16 and i8 kernels against the plain reference, at lengths
+//! that are odd (a half-used last 32-bit word where a backend packs them),
+//! not multiples of 4 (i8) and not multiples of the workgroup or block
+//! sizes. i8 results are exact, including i32 wrap-around; matmuls are f32
+//! sums in the reference's order, so they differ at most by the backend's
+//! f32 -> f16/bf16 rounding (checked at 1 ulp; bf16 rounds to nearest even
+//! as `half` does: the same bits); softmax in f32 vs f64 within 2 ulp.
 
 use shared_state::{Call, Tensor, bf16, f16};
 
-use super::support::{engine, run_value};
 use kernel_reference::{self as reference, test_values};
+
+use crate::Backend;
+use crate::support::{engine, run_value};
 
 const DIMS: &[(usize, usize, usize)] = &[
     (1, 1, 1),
@@ -33,9 +35,10 @@ fn ulps16(a: u16, b: u16) -> u32 {
     key(a).abs_diff(key(b))
 }
 
-#[test]
-fn half_matmuls_match_the_reference_within_one_rounding() {
-    let Some(mut e) = engine() else { return };
+pub fn half_matmuls_match_the_reference_within_one_rounding<B: Backend>() {
+    let Some(mut e) = engine::<B>("half_matmuls_match_the_reference_within_one_rounding") else {
+        return;
+    };
     for &(m, k, n) in DIMS {
         let a = test_values(m * k, 21);
         let b = test_values(k * n, 22);
@@ -64,7 +67,7 @@ fn half_matmuls_match_the_reference_within_one_rounding() {
                 .arg(Tensor::from_vec(&[k, n], bb.clone())),
         );
         let want = reference::matmul_bf16(&ab, &bb, (m, k, n));
-        // The shader rounds f32 -> bf16 to nearest even, as `half` does:
+        // The kernel rounds f32 -> bf16 to nearest even, as `half` does:
         // the same bits.
         let got: Vec<u16> = got
             .as_slice::<bf16>()
@@ -77,9 +80,10 @@ fn half_matmuls_match_the_reference_within_one_rounding() {
     }
 }
 
-#[test]
-fn softmax_bf16_matches_the_reference_on_odd_rows() {
-    let Some(mut e) = engine() else { return };
+pub fn softmax_bf16_matches_the_reference_on_odd_rows<B: Backend>() {
+    let Some(mut e) = engine::<B>("softmax_bf16_matches_the_reference_on_odd_rows") else {
+        return;
+    };
     for &(rows, cols) in &[
         (1, 1),
         (3, 1),
@@ -113,9 +117,10 @@ fn softmax_bf16_matches_the_reference_on_odd_rows() {
     }
 }
 
-#[test]
-fn i8_kernels_are_exact_and_wrap() {
-    let Some(mut e) = engine() else { return };
+pub fn i8_kernels_are_exact_and_wrap<B: Backend>() {
+    let Some(mut e) = engine::<B>("i8_kernels_are_exact_and_wrap") else {
+        return;
+    };
     let i8s = |n: usize, seed: u64| -> Vec<i8> {
         test_values(n, seed)
             .iter()
@@ -159,17 +164,20 @@ fn i8_kernels_are_exact_and_wrap() {
             "matmul_i8 {m}x{k}x{n}"
         );
     }
-    // k = 65535 products of (-128)*(-128) = 1_073_725_440, exact. A
-    // matmul_i8 output cannot wrap on lavapipe: that needs k > 2^17, and
-    // llvmpipe ends an invocation's loops after 65535 iterations in all
-    // (measured: k = 2^18 + 1 gave 65535 * 2^14). dot_i8 above wraps.
-    let k = 65_535;
-    let a = vec![-128i8; k];
-    let got = run_value(
-        &mut e,
-        Call::new("matmul_i8")
-            .arg(Tensor::from_vec(&[1, k], a.clone()))
-            .arg(Tensor::from_vec(&[k, 1], a)),
-    );
-    assert_eq!(got.as_slice::<i32>().unwrap(), [1_073_725_440]);
+    // A long k of products of (-128)*(-128) = 16384, each backend as far as
+    // it can loop: k = 65535 is 1_073_725_440, exact; past 2^17 the sum
+    // wraps in i32 (k = 2^18 + 1 gives 2^14). llvmpipe (lavapipe) ends an
+    // invocation's loops after 65535 iterations in all (measured: k = 2^18 +
+    // 1 gave 65535 * 2^14), so there dot_i8 above is the wrapping check.
+    for &k in B::CASES.matmul_i8_long_k {
+        let a = vec![-128i8; k];
+        let got = run_value(
+            &mut e,
+            Call::new("matmul_i8")
+                .arg(Tensor::from_vec(&[1, k], a.clone()))
+                .arg(Tensor::from_vec(&[k, 1], a)),
+        );
+        let want = (k as i64 * 16_384) as i32;
+        assert_eq!(got.as_slice::<i32>().unwrap(), [want], "matmul_i8 k={k}");
+    }
 }
