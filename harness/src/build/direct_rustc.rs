@@ -44,8 +44,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::build::module_build::{BuildOutcome, BuildProgress, strip_ansi};
 use crate::build::module_graph::KernelModule;
+use crate::build::outcome::{BuildOutcome, BuildProgress, strip_ansi};
 
 /// Directory of the target dir holding the wrapper and the recordings.
 const DIR: &str = "kiln-direct";

@@ -11,5 +11,6 @@
 pub mod direct_rustc;
 pub mod module_build;
 pub mod module_graph;
+pub mod outcome;
 pub mod provenance;
 pub mod queue;

@@ -8,25 +8,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::good_versions::GoodVersions;
 use super::lane::Fresh;
 use super::session::Session;
 use crate::control::Request;
 use crate::control::protocol::{Answer, Command};
 use crate::isolation::worker_client::WorkerError;
 use kiln_stats::bytes;
-
-/// What the control commands keep in the session.
-#[derive(Debug, Default)]
-pub(super) struct ControlState {
-    /// Good versions for `undo`.
-    pub(super) good: GoodVersions,
-    /// The last replay of the served module (after a swap or a recheck):
-    /// version and whether it passed.
-    pub(super) last_replay: Option<(u64, bool)>,
-    /// Where the socket is (for `status`).
-    pub(super) socket: Option<PathBuf>,
-}
 
 /// Commands waiting for the build under way.
 #[derive(Default)]

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::dev_loop::build_at_start;
+use super::sync_build::build_at_start;
 use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::{KernelModule, ModuleGraph};
 use crate::swap::stage::{Staged, StagingDir};

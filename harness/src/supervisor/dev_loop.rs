@@ -14,91 +14,20 @@ use crossbeam_channel::{Receiver, select};
 
 use super::control_commands::ControlQueue;
 use super::lane::{Fresh, Lane};
+use super::options::{DevError, DevOptions, err};
 use super::session::Session;
 use super::spinner::Spinner;
+use super::sync_build::build_at_start;
 use super::watch::{ChangeSet, ModuleWatcher, WatchOptions};
-use crate::build::module_build::strip_ansi;
-use crate::build::module_build::{BuildOutcome, ModuleBuilder};
+use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::{KernelModule, ModuleGraph};
 use crate::build::queue::{BuildEvent, BuildQueue};
 use crate::isolation::isolated::{IsolatedEngine, IsolationOptions};
 use crate::isolation::worker_process::SpawnOptions;
-use crate::logging::LogFormat;
 use crate::swap::stage::StagingDir;
 use crate::worker::protocol::{StateSource, WorkerConfig};
 use crate::workload::compare::Tolerances;
 use crate::workspace;
-
-/// What to do with a version whose replay fails correctness.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnFail {
-    /// Swap the last good version back in, with the state.
-    Rollback,
-    /// Keep serving it and warn.
-    Keep,
-}
-
-impl std::str::FromStr for OnFail {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "rollback" => Ok(OnFail::Rollback),
-            "keep" => Ok(OnFail::Keep),
-            other => Err(format!("unknown --on-fail {other:?} (rollback or keep)")),
-        }
-    }
-}
-
-/// Options of `kiln dev`.
-#[derive(Clone, Debug)]
-pub struct DevOptions {
-    pub backend: String,
-    /// `--backends cpu,vulkan`: backends served beside `backend`, each from
-    /// its own module and worker (empty: `backend` only).
-    pub other_backends: Vec<String>,
-    pub workload: Option<PathBuf>,
-    pub device: Option<String>,
-    pub threads: usize,
-    pub on_fail: OnFail,
-    /// Replay the workload after every swap.
-    pub replay: bool,
-    /// Load state from this snapshot file at start (if it exists) and save
-    /// it there at exit.
-    pub state: Option<PathBuf>,
-    pub debounce: Duration,
-    /// Workspace to serve (default: the one containing the current dir).
-    pub workspace: Option<PathBuf>,
-    /// At exit, write the session as a workload: the engine's resident
-    /// buffers and the calls of the last passing replay, with the outputs
-    /// that version produced as expected values.
-    pub record: Option<PathBuf>,
-    /// How the worker formats its log lines (as the supervisor does).
-    pub log_format: LogFormat,
-    /// `--call-timeout`: every kernel call's deadline (default: the larger
-    /// of 10 s and 50 times the previous version's median).
-    pub call_timeout: Option<Duration>,
-    /// `--worker-memory`: the worker's data-size limit in bytes (`None`: no
-    /// limit).
-    pub worker_memory: Option<u64>,
-    /// `--reference BACKEND`: every call's expected outputs come from this
-    /// backend's module, run on the same inputs.
-    pub reference: Option<String>,
-    /// `--cold`: time on cold caches.
-    pub cold: bool,
-    /// Autotune declared tunables after a version passes (`--no-tune`: off).
-    pub tune: bool,
-}
-
-/// Why `kiln dev` could not start (once running, problems are logged and
-/// the current version keeps serving).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct DevError(pub String);
-
-fn err(message: impl Into<String>) -> DevError {
-    DevError(message.into())
-}
 
 /// The state file written when the host must restart.
 fn restart_state_path(target: &Path, module: &str) -> PathBuf {
@@ -131,46 +60,6 @@ fn choose_backend(graph: &ModuleGraph) -> Result<String, DevError> {
     let choice = super::backend_choice::choose(&probe, &have).map_err(err)?;
     tracing::info!(event = "backend_chosen", backend = %choice.backend, "{}", choice.describe());
     Ok(choice.backend)
-}
-
-/// Builds `module` now, on this thread, with `spinner` on a terminal, and
-/// logs `build_started` and `build_finished` or `build_failed` (with the
-/// compiler's messages); `version`: what the session serves meanwhile.
-/// The one synchronous build of `kiln dev` (start-up, `--backends`, a
-/// switch) and the one-shot commands; saves build on the build thread.
-pub fn build_now(
-    builder: &ModuleBuilder,
-    module: &KernelModule,
-    spinner: &mut Spinner,
-    version: u64,
-) -> Result<(PathBuf, f64), String> {
-    spinner.start(&module.package);
-    tracing::info!(event = "build_started", module = %module.package, version, "building {}", module.package);
-    let outcome = builder.build(module, &mut |p| spinner.progress(&p.step));
-    spinner.clear();
-    match outcome.map_err(|e| format!("cannot build {}: {e}", module.package))? {
-        BuildOutcome::Built { artifact, ms, .. } => {
-            tracing::info!(event = "build_finished", module = %module.package, version, ms, "built {} in {ms} ms", module.package);
-            Ok((artifact, ms as f64))
-        }
-        BuildOutcome::Failed { rendered, ms } => {
-            eprint!("{rendered}");
-            tracing::error!(event = "build_failed", module = %module.package, version, ms, diagnostics = %strip_ansi(&rendered), "build of {} failed", module.package);
-            Err(format!(
-                "{} does not build (see the compiler's messages above)",
-                module.package
-            ))
-        }
-    }
-}
-
-/// [`build_now`] at start-up: a module that does not build stops `kiln dev`.
-pub fn build_at_start(
-    builder: &ModuleBuilder,
-    module: &KernelModule,
-) -> Result<(PathBuf, f64), DevError> {
-    build_now(builder, module, &mut Spinner::new(), 0)
-        .map_err(|e| err(format!("{e}; fix it and start kiln dev again")))
 }
 
 /// What the dev loop reacts to, one at a time.
@@ -391,11 +280,11 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         reference_module,
         tuning: false,
         tune: options.tune && options.replay,
-        control: super::control_commands::ControlState {
+        control: super::control_state::ControlState {
             socket: Some(control.socket()),
             ..Default::default()
         },
-        backends: super::switch_backend::Backends::new(root.clone(), all_modules.clone()),
+        backends: super::backends::Backends::new(root.clone(), all_modules.clone()),
     };
     // The last good point starts here: the loaded state, before any replay.
     for i in 0..session.lanes.len() {

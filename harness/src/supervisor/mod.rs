@@ -1,9 +1,14 @@
 //! The supervisor: `kiln dev`'s side of a session. It watches the sources,
-//! builds modules, keeps the history and the log, and drives the served
-//! module through swaps, replays and rollbacks.
+//! builds modules, keeps the history and the log, and drives each served
+//! backend (a lane: `lane`) through swaps, replays and rollbacks, the same
+//! way for every lane.
 //!
-//! - [`dev_loop`]: `kiln dev`'s options and main loop (wires the stages)
-//! - [`session`]: what happens on a change, a build, a swap, a failed replay
+//! - [`dev_loop`]: start-up and the loop (one `LoopEvent` at a time);
+//!   `options`: what `kiln dev` takes
+//! - `session`: the life cycle of every lane (change, build, swap, replay,
+//!   verdict, rollback), with `plan` (routing and verdicts as plain
+//!   functions) and `recovery` (the one place a worker's failure is
+//!   decided)
 //! - `version_change`: changes that need no cargo build of the served
 //!   module (declarations, shaders, `.cu`: a re-stage), the reference
 //!   module's edits, the watched workload file
@@ -23,11 +28,14 @@
 //!   replays)
 
 pub mod backend_choice;
+mod backends;
 mod control_commands;
+mod control_state;
 pub mod declarations;
 pub mod dev_loop;
 mod good_versions;
 mod lane;
+mod options;
 mod plan;
 mod recovery;
 mod served_backends;
@@ -35,8 +43,11 @@ mod session;
 mod session_end;
 mod spinner;
 mod switch_backend;
+mod sync_build;
 mod tune_steps;
 mod version_change;
 pub mod watch;
 
-pub use dev_loop::{DevError, DevOptions, OnFail, build_at_start, build_now, run};
+pub use dev_loop::run;
+pub use options::{DevError, DevOptions, OnFail};
+pub use sync_build::{build_at_start, build_now};

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::dev_loop::OnFail;
+use super::options::OnFail;
 use super::watch::ChangeSet;
 use crate::build::module_graph::KernelModule;
 use crate::swap::version_files::SOURCE_EXTENSIONS;

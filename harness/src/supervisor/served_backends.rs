@@ -32,9 +32,10 @@ use std::path::Path;
 
 use crossbeam_channel::Receiver;
 
-use super::dev_loop::{DevError, build_at_start};
 use super::lane::{Fresh, Lane};
+use super::options::DevError;
 use super::session::{Session, print_table};
+use super::sync_build::build_at_start;
 use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::KernelModule;
 use crate::isolation::isolated::{IsolatedEngine, IsolationOptions};

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::control_commands::ControlState;
-use super::dev_loop::OnFail;
+use super::backends::Backends;
+use super::control_state::ControlState;
 use super::lane::{Fresh, Lane, LastGood};
+use super::options::OnFail;
 use super::plan::{ChangePlan, Verdict, plan_change, verdict};
 use super::spinner::Spinner;
-use super::switch_backend::Backends;
 use super::watch::ChangeSet;
 use crate::build::module_build::{BuildOutcome, strip_ansi};
 use crate::build::module_graph::KernelModule;

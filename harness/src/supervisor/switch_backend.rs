@@ -31,13 +31,12 @@
 //! a CPU-only tuning value) is listed in the log (`switched`,
 //! `state_dropped`) and in the answer; it is never silently dropped.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::backend_choice;
-use super::dev_loop::build_now;
 use super::lane::{Fresh, LastGood};
 use super::session::Session;
+use super::sync_build::build_now;
 use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::KernelModule;
 use crate::history::History;
@@ -45,53 +44,6 @@ use crate::isolation::worker_client::WorkerError;
 use crate::swap::stage::Staged;
 use crate::workspace;
 use kiln_stats::bytes;
-
-/// The session's other backends: the modules it may switch to, and the
-/// histories of those it served earlier.
-pub(super) struct Backends {
-    root: PathBuf,
-    modules: Vec<KernelModule>,
-    /// History of each backend served earlier in this session, by package.
-    histories: BTreeMap<String, History>,
-}
-
-impl Backends {
-    pub(super) fn new(root: PathBuf, modules: Vec<KernelModule>) -> Backends {
-        Backends {
-            root,
-            modules,
-            histories: BTreeMap::new(),
-        }
-    }
-
-    fn find(&self, backend: &str) -> Option<&KernelModule> {
-        self.modules
-            .iter()
-            .find(|m| m.backend == backend || m.package == backend)
-    }
-
-    /// The first backend after `served` (in module order, wrapping) that
-    /// the probe does not rule out; never the reference module.
-    fn next_after(&self, served: &str, probe: &backend_choice::Probe) -> Option<String> {
-        let at = self.modules.iter().position(|m| m.package == served)?;
-        let n = self.modules.len();
-        (1..n)
-            .map(|i| &self.modules[(at + i) % n])
-            .find(|m| {
-                m.backend != crate::workspace::REFERENCE_BACKEND
-                    && backend_choice::can_run(probe, &m.backend).is_ok()
-            })
-            .map(|m| m.backend.clone())
-    }
-
-    fn names(&self) -> String {
-        self.modules
-            .iter()
-            .map(|m| m.backend.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
 
 /// What the session served before a switch, to go back to.
 struct Previous {
@@ -249,7 +201,7 @@ impl Session {
         }
         if !passed && self.replay {
             let why = format!("{} failed the replay", swap.to);
-            if self.on_fail == super::dev_loop::OnFail::Rollback && previous.good.is_some() {
+            if self.on_fail == super::options::OnFail::Rollback && previous.good.is_some() {
                 return Err(self.switch_back(previous, &why, false));
             }
             return Ok(format!("{answer}; {why}, kept (--on-fail keep)"));
