@@ -19,5 +19,13 @@ fn main() {
         profile_dir
     };
     println!("cargo:rustc-env=KILN_HOST_PROFILE={profile}");
+    // The flags rustc got for this host, space-separated: `kiln dev` checks
+    // that the loop alignment the verdicts rely on is among them
+    // (src/loop_alignment.rs).
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS")
+        .unwrap_or_default()
+        .replace('\x1f', " ");
+    println!("cargo:rustc-env=KILN_HOST_RUSTFLAGS={flags}");
+    println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -8,10 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use kiln::process::{mapped_files_under, rss_bytes};
-use kiln::swap::engine_handle::probe_devices;
 use kiln::swap::version_files::read_declarations;
 use kiln::workload::compare::{Tolerances, compare};
 use kiln::workload::generate::workspace_bundled_workload as bundled_workload;
@@ -44,34 +43,7 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 /// and running its probe (once per process). Without one, prints why and
 /// returns false; with `KILN_REQUIRE_VULKAN=1` that is a failure instead.
 fn vulkan_device_present() -> bool {
-    static PROBE: OnceLock<Result<String, String>> = OnceLock::new();
-    let probe = PROBE.get_or_init(|| {
-        let stage = staging("vulkan-probe");
-        let module = Arc::new(load_fresh(&stage, VULKAN));
-        match probe_devices(&module) {
-            Ok(devices) if !devices.is_empty() => Ok(devices
-                .iter()
-                .map(|d| format!("[{}] {} ({}, {})", d.index, d.name, d.kind, d.driver))
-                .collect::<Vec<_>>()
-                .join("; ")),
-            Ok(_) => Err("the probe found no device".to_string()),
-            Err(e) => Err(e.message),
-        }
-    });
-    match probe {
-        Ok(devices) => {
-            println!("vulkan devices: {devices}");
-            true
-        }
-        Err(reason) => {
-            assert!(
-                std::env::var("KILN_REQUIRE_VULKAN").as_deref() != Ok("1"),
-                "KILN_REQUIRE_VULKAN=1 but there is no Vulkan device: {reason}"
-            );
-            println!("skipped: no Vulkan device ({reason})");
-            false
-        }
-    }
+    vulkan_present()
 }
 
 /// The workspace's declarations.

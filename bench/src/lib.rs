@@ -10,7 +10,8 @@
 //! serving, through the real `kiln dev`), [`calls`] (call overhead),
 //! [`handoff`] (state handoff throughput), [`soak`] (memory over many
 //! reloads), [`isolation`] (the worker process: call cost, crash to
-//! serving, checkpoint cost). `hot-lib-reloader` is a dev-dependency of the benchmark only:
+//! serving, checkpoint cost), and [`machine_relations`] (timing relations
+//! between the machine's measurements, printed, never asserted). `hot-lib-reloader` is a dev-dependency of the benchmark only:
 //! its side comes in through the [`hot_reloader::HotLibReloader`] trait,
 //! implemented in the bench target.
 
@@ -23,6 +24,7 @@ pub mod handoff;
 pub mod hot_reloader;
 pub mod isolation;
 pub mod kiln_side;
+pub mod machine_relations;
 pub mod report;
 pub mod save_serving;
 pub mod serving;

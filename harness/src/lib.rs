@@ -33,6 +33,7 @@ pub mod history;
 pub mod isolation;
 pub mod kernel_commands;
 pub mod logging;
+pub mod loop_alignment;
 pub mod machine;
 pub mod machine_command;
 pub mod process;

@@ -293,10 +293,11 @@ fn main() -> ExitCode {
                 }
             };
             let (tx, rx) = crossbeam_channel::bounded(1);
+            // Ctrl-C, SIGTERM and SIGHUP all end the session the same way.
             if let Err(e) = ctrlc::set_handler(move || {
                 let _ = tx.try_send(());
             }) {
-                eprintln!("kiln: cannot handle Ctrl-C: {e}");
+                eprintln!("kiln: cannot handle Ctrl-C, SIGTERM and SIGHUP: {e}");
             }
             kiln::supervisor::run(
                 DevOptions {

@@ -30,6 +30,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("process.rs", 0),
     ("logging.rs", 0),
     ("units.rs", 0),
+    ("loop_alignment.rs", 0),
     // Driving a running `kiln dev` from outside: the socket, keys, `kiln ctl`.
     ("control/", 1),
     // The swap core, in-process.

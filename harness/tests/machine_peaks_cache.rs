@@ -55,10 +55,11 @@ fn reused_when_the_key_matches_remeasured_when_threads_change() {
     };
     assert_eq!(two.measured.get(), 1);
     assert_eq!(peaks.key.threads, 2);
-    assert!(
-        peaks.bandwidth.best > 0.1 && peaks.compute.best > 0.1,
-        "{peaks:?}"
-    );
+    // Measured as configured: the triad's passes (at least 5) and the FMA
+    // rounds, the peak the best of them.
+    assert!(peaks.bandwidth.samples >= 5, "{peaks:?}");
+    assert!(peaks.compute.samples >= 1, "{peaks:?}");
+    assert!(peaks.compute.best >= peaks.compute.median, "{peaks:?}");
     assert!(peaks.bandwidth.best >= peaks.bandwidth.median);
     let file = store.path(&peaks.key);
     assert!(

@@ -512,24 +512,31 @@ impl DevSession {
         );
     }
 
-    fn interrupt(&self) {
+    fn signal(&self, signal: i32) {
         // SAFETY: kill(2) with a pid we spawned and still own (not yet
         // reaped, so it cannot have been reused) and a valid signal number.
         unsafe {
-            libc::kill(self.pid as libc::pid_t, libc::SIGINT);
+            libc::kill(self.pid as libc::pid_t, signal);
         }
     }
 
     /// Stops the session with SIGINT (Ctrl-C), waits for it to exit and for
     /// its output to end, and checks its staged files are gone.
-    pub fn stop(mut self) -> Stopped {
+    pub fn stop(self) -> Stopped {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// [`DevSession::stop`] with another signal (SIGTERM, SIGHUP).
+    pub fn stop_with(mut self, signal: i32) -> Stopped {
         let mut child = self.child.take().expect("running");
         let interrupted = Instant::now();
-        self.interrupt();
+        self.signal(signal);
         let status = wait_with_deadline(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
             let _ = child.kill();
             let _ = child.wait();
-            self.fail("kiln dev did not exit within 60 s of SIGINT")
+            self.fail(&format!(
+                "kiln dev did not exit within 60 s of signal {signal}"
+            ))
         });
         let exited_after = interrupted.elapsed();
         // The reader ends at EOF; collect everything it read.
@@ -580,7 +587,7 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatu
 impl Drop for DevSession {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            self.interrupt();
+            self.signal(libc::SIGINT);
             if wait_with_deadline(&mut child, Duration::from_secs(30)).is_none() {
                 let _ = child.kill();
                 let _ = child.wait();

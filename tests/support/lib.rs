@@ -68,6 +68,42 @@ pub fn module_artifact(package: &str) -> PathBuf {
 }
 
 /// A staging directory private to one test.
+/// Whether a Vulkan device is here (its names, printed once). The one
+/// reason to skip a Vulkan test: the module's probe answers `Unavailable`
+/// (no loader, no driver) or finds no device. Any other error is a failure,
+/// and so is a skip under `KILN_REQUIRE_VULKAN=1` (CI installs lavapipe).
+pub fn vulkan_present() -> bool {
+    static PROBE: OnceLock<Result<String, String>> = OnceLock::new();
+    let probe = PROBE.get_or_init(|| {
+        let stage = staging("vulkan-probe");
+        let module = std::sync::Arc::new(load_fresh(&stage, "kernel-vulkan"));
+        match kiln::swap::engine_handle::probe_devices(&module) {
+            Ok(devices) if !devices.is_empty() => Ok(devices
+                .iter()
+                .map(|d| format!("[{}] {} ({}, {})", d.index, d.name, d.kind, d.driver))
+                .collect::<Vec<_>>()
+                .join("; ")),
+            Ok(_) => Err("the probe found no device".to_string()),
+            Err(e) if e.kind == shared_state::ErrorKind::Unavailable => Err(e.message),
+            Err(e) => panic!("the Vulkan probe failed, and not for want of a driver: {e:?}"),
+        }
+    });
+    match probe {
+        Ok(devices) => {
+            println!("vulkan devices: {devices}");
+            true
+        }
+        Err(reason) => {
+            assert!(
+                std::env::var("KILN_REQUIRE_VULKAN").as_deref() != Ok("1"),
+                "KILN_REQUIRE_VULKAN=1 but there is no Vulkan device: {reason}"
+            );
+            println!("skipped: no Vulkan device ({reason})");
+            false
+        }
+    }
+}
+
 pub fn staging(test: &str) -> StagingDir {
     let root = workspace::staging_root(&workspace_root()).join(format!("test-{test}"));
     StagingDir::create(&root).expect("staging dir")

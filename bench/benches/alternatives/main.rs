@@ -3,7 +3,9 @@
 //! writes `target/kiln-bench/report.json` and `report.svg`.
 //! `KILN_BENCH_QUICK=1` makes it a smoke run of a few seconds.
 //! `cargo bench -p kiln-bench -- save` runs section 2 (save to serving)
-//! alone and writes `target/kiln-bench/save-to-serving.json`.
+//! alone and writes `target/kiln-bench/save-to-serving.json`;
+//! `cargo bench -p kiln-bench -- relations` prints the machine's timing
+//! relations alone.
 
 mod hot_lib_reloader_side;
 
@@ -27,6 +29,10 @@ fn main() -> ExitCode {
     config.module_unify_with = ["-p", "kiln-bench", "--bench", "alternatives"]
         .map(String::from)
         .to_vec();
+    if std::env::args().skip(1).any(|a| a == "relations") {
+        print!("{}", kiln_bench::machine_relations::measure());
+        return ExitCode::SUCCESS;
+    }
     if std::env::args().skip(1).any(|a| a == "save") {
         return match kiln_bench::run_save(&config) {
             Ok(text) => {
@@ -48,6 +54,7 @@ fn main() -> ExitCode {
     match result {
         Ok(report) => {
             print!("{}", report.render());
+            print!("{}", kiln_bench::machine_relations::measure());
             println!(
                 "raw figures: {}\nchart: {}",
                 out_dir.join("report.json").display(),

@@ -39,7 +39,7 @@ const MIN_ARRAY_BYTES: usize = 4 << 20;
 const GPU_FMA_INVOCATIONS: usize = 1 << 21;
 const SOFTWARE_FMA_INVOCATIONS: usize = 1 << 16;
 /// Rounds: at least 3 pairs, then until the budget is spent or 12 pairs.
-const ROUNDS: (usize, usize) = (3, 12);
+pub const ROUNDS: (usize, usize) = (3, 12);
 const BUDGET: Duration = Duration::from_millis(1200);
 /// The FMA call with `k` rounds is calibrated to about this long.
 const FMA_CALL_SECS: f64 = 0.02;

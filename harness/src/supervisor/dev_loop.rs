@@ -99,6 +99,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             .and_then(|d| workspace::find_workspace_root(&d))
             .unwrap_or_else(workspace::built_workspace_root),
     };
+    crate::loop_alignment::warn_at_start(&root);
     let mut graph = ModuleGraph::discover(&root).map_err(|e| err(e.to_string()))?;
     let backend = match options.backend.as_str() {
         "auto" => choose_backend(&graph)?,
