@@ -20,7 +20,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use kiln::isolation::isolated::{IsolatedEngine, IsolationOptions};
 use kiln::isolation::worker_client::WorkerError;
@@ -151,24 +150,21 @@ impl Isolation {
     }
 }
 
-/// Builds `package` for the worker (plain release, like `kiln dev` does).
+/// Builds `package` for the worker as `kiln dev` does: kiln's module
+/// builder, the host's profile, a target dir of the bench's own.
 fn build_for_worker(workspace: &Path, package: &str) -> Result<PathBuf, String> {
+    use kiln::build::module_build::{BuildOutcome, ModuleBuilder};
     let target = kiln::workspace::target_dir(workspace).join("kiln-bench-worker");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let out = Command::new(&cargo)
-        .current_dir(workspace)
-        .args(["build", "--quiet", "-p", package, "--release"])
-        .arg("--target-dir")
-        .arg(&target)
-        .output()
-        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "cargo build -p {package} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+    let builder = ModuleBuilder::new(workspace, &target)
+        .with_profile(kiln::workspace::HOST_PROFILE)
+        .with_color(false);
+    match builder.build_package(package, &mut |_| {}) {
+        Ok(BuildOutcome::Built { artifact, .. }) => Ok(artifact),
+        Ok(BuildOutcome::Failed { rendered, .. }) => {
+            Err(format!("cargo build -p {package} failed:\n{rendered}"))
+        }
+        Err(e) => Err(format!("cannot build {package}: {e}")),
     }
-    Ok(crate::artifacts::artifact_path(&target, "release", package))
 }
 
 fn options(kiln: &Path, workload: &Path, timing: bool) -> IsolationOptions {
