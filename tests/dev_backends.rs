@@ -18,12 +18,12 @@
 
 use kiln::history::History;
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, WorkspaceCopy, kiln_ctl, record_small_saxpy, save_in_place,
-    with_chunk, with_wrong_saxpy,
+    BUILD_DEADLINE, DevSession, Event, EventKind, WorkspaceCopy, kiln_ctl, record_small_saxpy,
+    save_in_place, with_chunk, with_wrong_saxpy,
 };
 
 fn module_of(e: &Event) -> &str {
-    e.str("module").unwrap_or_default()
+    e.module().unwrap_or_default()
 }
 
 #[test]
@@ -48,7 +48,7 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
     );
 
     // Both serve, each in its own worker; the first replays are compared.
-    let started = session.named_since(0, "worker_started");
+    let started = session.named_since(0, EventKind::WorkerStarted);
     let pid_of = |module: &str| {
         started
             .iter()
@@ -59,22 +59,27 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
     let (cpu_pid, vulkan_pid) = (pid_of("kernel-cpu"), pid_of("kernel-vulkan"));
     assert_ne!(cpu_pid, vulkan_pid, "one worker per backend");
     // (Started means serving: the first replays are done.)
-    let first = session.named_since(0, "backends_replayed");
+    let first = session.named_since(0, EventKind::BackendsReplayed);
     assert_eq!(first.len(), 1, "{first:?}");
-    assert_eq!(first[0].bool("agree"), Some(true), "{}", first[0].json);
+    assert_eq!(first[0].bool("agree"), Some(true), "{}", first[0].line);
 
     // A save in kernels/cpu: cpu only is built and swapped.
     let pristine = copy.read("kernels/cpu/src/kernels.rs");
     let mark = session.mark();
     save_in_place(&copy.kernels_rs(), &with_chunk(&pristine, 8192));
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    assert_eq!(module_of(&swapped), "kernel-cpu", "{}", swapped.json);
-    let replayed = session.wait_event("backends_replayed", BUILD_DEADLINE);
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    assert_eq!(module_of(&swapped), "kernel-cpu", "{}", swapped.line);
+    let replayed = session.wait_event(EventKind::BackendsReplayed, BUILD_DEADLINE);
     let since = session.since(mark);
-    for name in ["build_started", "swapped", "worker_started", "change"] {
+    for name in [
+        EventKind::BuildStarted,
+        EventKind::Swapped,
+        EventKind::WorkerStarted,
+        EventKind::Change,
+    ] {
         let vulkan: Vec<_> = since
             .iter()
-            .filter(|e| e.name() == name && module_of(e) == "kernel-vulkan")
+            .filter(|e| e.is(name) && module_of(e) == "kernel-vulkan")
             .collect();
         assert!(
             vulkan.is_empty(),
@@ -84,14 +89,14 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
     assert!(
         since
             .iter()
-            .any(|e| e.name() == "build_started" && module_of(e) == "kernel-cpu"),
+            .any(|e| e.is(EventKind::BuildStarted) && module_of(e) == "kernel-cpu"),
         "the cpu module was built"
     );
     // The workload ran on both backends after the swap.
     for module in ["kernel-cpu", "kernel-vulkan"] {
         let replays: Vec<_> = since
             .iter()
-            .filter(|e| e.name() == "replay" && module_of(e) == module)
+            .filter(|e| e.is(EventKind::Replay) && module_of(e) == module)
             .collect();
         assert!(!replays.is_empty(), "no replay on {module} after the save");
         assert!(
@@ -100,10 +105,10 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
         );
     }
     // Cross-compared: vulkan's outputs against cpu's new version's.
-    let cpu_label = format!("kernel-cpu-v{}", swapped.u64("version").unwrap_or(0));
+    let cpu_label = format!("kernel-cpu-v{}", swapped.version().unwrap_or(0));
     let compared: Vec<_> = since
         .iter()
-        .filter(|e| e.name() == "cross_compared")
+        .filter(|e| e.is(EventKind::CrossCompared))
         .collect();
     assert_eq!(compared.len(), 1, "{compared:?}");
     let check = compared[0];
@@ -112,17 +117,17 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
             .str("backend")
             .is_some_and(|b| b.starts_with("kernel-vulkan-v")),
         "{}",
-        check.json
+        check.line
     );
     assert_eq!(
         check.str("against"),
         Some(cpu_label.as_str()),
         "{}",
-        check.json
+        check.line
     );
-    assert_eq!(check.bool("agree"), Some(true), "{}", check.json);
-    assert!(check.u64("compared").unwrap_or(0) > 0, "{}", check.json);
-    assert_eq!(check.u64("compared"), check.u64("agreed"), "{}", check.json);
+    assert_eq!(check.bool("agree"), Some(true), "{}", check.line);
+    assert!(check.u64("compared").unwrap_or(0) > 0, "{}", check.line);
+    assert_eq!(check.u64("compared"), check.u64("agreed"), "{}", check.line);
     // The table: a column per backend, and the agreement.
     let table = replayed.str("table").unwrap_or_default().to_string();
     println!("{table}");
@@ -141,28 +146,28 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
     // vulkan on the saxpy call (kept: --on-fail keep).
     let mark = session.mark();
     save_in_place(&copy.kernels_rs(), &with_wrong_saxpy(&pristine));
-    session.wait_event("replay_failed", BUILD_DEADLINE);
-    let check = session.wait_event("cross_compared", BUILD_DEADLINE);
-    assert_eq!(check.bool("agree"), Some(false), "{}", check.json);
+    session.wait_event(EventKind::ReplayFailed, BUILD_DEADLINE);
+    let check = session.wait_event(EventKind::CrossCompared, BUILD_DEADLINE);
+    assert_eq!(check.bool("agree"), Some(false), "{}", check.line);
     assert!(
         check.message().contains("DISAGREES") && check.message().contains("(saxpy)"),
         "{}",
-        check.json
+        check.line
     );
-    let replayed = session.wait_event("backends_replayed", BUILD_DEADLINE);
+    let replayed = session.wait_event(EventKind::BackendsReplayed, BUILD_DEADLINE);
     assert!(
         replayed.str("table").is_some_and(|t| t
             .lines()
             .any(|l| l.contains("saxpy") && l.ends_with("| NO"))),
         "{}",
-        replayed.json
+        replayed.line
     );
     assert!(
         session
             .since(mark)
             .iter()
             .all(|e| module_of(e) != "kernel-vulkan"
-                || !matches!(e.name(), "swapped" | "build_started")),
+                || !e.is_any(&[EventKind::Swapped, EventKind::BuildStarted])),
         "the vulkan module is never rebuilt or swapped"
     );
 
@@ -172,21 +177,22 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
     let wgsl = copy.root().join("kernels/vulkan/shaders/saxpy.wgsl");
     let shader = copy.read("kernels/vulkan/shaders/saxpy.wgsl");
     save_in_place(&wgsl, &format!("{shader}\n// edited beside cpu\n"));
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    assert_eq!(module_of(&swapped), "kernel-vulkan", "{}", swapped.json);
-    let replayed = session.wait_event("backends_replayed", BUILD_DEADLINE);
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    assert_eq!(module_of(&swapped), "kernel-vulkan", "{}", swapped.line);
+    let replayed = session.wait_event(EventKind::BackendsReplayed, BUILD_DEADLINE);
     assert!(
         replayed
             .str("backends")
             .is_some_and(|b| b.contains("kernel-cpu-v") && b.contains("kernel-vulkan-v2")),
         "{}",
-        replayed.json
+        replayed.line
     );
     assert!(
-        session.since(mark).iter().all(|e| !matches!(
-            e.name(),
-            "swapped" | "build_started" | "worker_started"
-        ) || module_of(e) == "kernel-vulkan"),
+        session.since(mark).iter().all(|e| !e.is_any(&[
+            EventKind::Swapped,
+            EventKind::BuildStarted,
+            EventKind::WorkerStarted
+        ]) || module_of(e) == "kernel-vulkan"),
         "a vulkan save touched the cpu module"
     );
 

@@ -16,7 +16,7 @@
 use std::path::Path;
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, replace_once, save_in_place, save_via_rename,
+    BUILD_DEADLINE, DevSession, Event, EventKind, replace_once, save_in_place, save_via_rename,
 };
 use kiln_e2e::misbehaving::{MISBEHAVE_CALL, MisbehavingWorkspace, REVISION_LINE, SOURCE};
 
@@ -65,9 +65,9 @@ fn misbehave_replay(session: &mut DevSession, version: u64) -> Event {
     let replay = session.wait_for(
         &format!("the replay of v{version}'s misbehave call"),
         BUILD_DEADLINE,
-        |e| e.is_replay_of("misbehave") && e.u64("version") == Some(version),
+        |e| e.is_replay_of("misbehave") && e.version() == Some(version),
     );
-    assert_eq!(replay.u64("call"), Some(MISBEHAVE_CALL), "{}", replay.json);
+    assert_eq!(replay.u64("call"), Some(MISBEHAVE_CALL), "{}", replay.line);
     replay
 }
 
@@ -81,7 +81,7 @@ fn first_misbehave(session: &DevSession) -> (u64, Event) {
         .cloned()
         .unwrap_or_else(|| session.fail("no first replay of misbehave"));
     let version = replay
-        .u64("version")
+        .version()
         .unwrap_or_else(|| session.fail("a replay event without a version"));
     (version, replay)
 }
@@ -89,7 +89,7 @@ fn first_misbehave(session: &DevSession) -> (u64, Event) {
 fn all_json(events: &[Event]) -> String {
     events
         .iter()
-        .map(|e| e.json.to_string())
+        .map(|e| e.line.to_string())
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -120,7 +120,7 @@ fn an_edit_of_a_crate_with_a_build_script_goes_through_cargo_and_regenerates() {
     // recorded the crate's rustc command.
     let mut session = start(&ws);
     let (v1, first) = first_misbehave(&session);
-    assert_eq!(first.bool("pass"), Some(true), "{}", first.json);
+    assert_eq!(first.bool("pass"), Some(true), "{}", first.line);
 
     // An edit of the source the build script reads.
     let mark = session.mark();
@@ -129,41 +129,41 @@ fn an_edit_of_a_crate_with_a_build_script_goes_through_cargo_and_regenerates() {
         &replace_once(&source, REVISION_LINE, "pub const REVISION: i64 = 2;"),
     );
     let path = session.wait_for("the build path of the edit", BUILD_DEADLINE, |e| {
-        e.name() == "build_path" && e.str("module") == Some(MODULE)
+        e.is(EventKind::BuildPath) && e.module() == Some(MODULE)
     });
     assert_eq!(
         path.str("via"),
         Some("cargo"),
         "a crate with a build script is built by cargo: {}",
-        path.json
+        path.line
     );
     let why = path.str("why").unwrap_or_default();
     assert!(
         why.contains("build script"),
         "the reason names the build script: {}",
-        path.json
+        path.line
     );
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    assert_eq!(swapped.u64("from_version"), Some(v1), "{}", swapped.json);
-    let v2 = swapped.u64("version").expect("swapped.version");
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    assert_eq!(swapped.u64("from_version"), Some(v1), "{}", swapped.line);
+    let v2 = swapped.version().expect("swapped.version");
     let replay = misbehave_replay(&mut session, v2);
     assert_eq!(
         replay.bool("pass"),
         Some(true),
         "the generated code is fresh (GENERATED_REVISION == REVISION): {}",
-        replay.json
+        replay.line
     );
     let since = session.since(mark);
     assert!(
         !since
             .iter()
-            .any(|e| matches!(e.name(), "replay_failed" | "rolled_back")),
+            .any(|e| e.is_any(&[EventKind::ReplayFailed, EventKind::RolledBack])),
         "the new version neither failed nor was rolled back:\n{}",
         all_json(since)
     );
     let builds = since
         .iter()
-        .filter(|e| e.name() == "build_path" && e.str("module") == Some(MODULE))
+        .filter(|e| e.is(EventKind::BuildPath) && e.module() == Some(MODULE))
         .count();
     assert_eq!(builds, 1, "one build:\n{}", all_json(since));
     let stopped = session.stop();
@@ -189,52 +189,56 @@ fn saving_a_data_file_the_module_includes_builds_a_version_that_serves_it() {
 
     let mut session = start(&ws);
     let (v1, first) = first_misbehave(&session);
-    assert_eq!(first.bool("pass"), Some(true), "{}", first.json);
+    assert_eq!(first.bool("pass"), Some(true), "{}", first.line);
 
     // Only the data file changes: a build, and the new data served.
     let mark = session.mark();
     save_via_rename(&data, "1\n");
-    let change = session.wait_event("change", BUILD_DEADLINE);
+    let change = session.wait_event(EventKind::Change, BUILD_DEADLINE);
     assert!(
         change
             .str("paths")
             .unwrap_or_default()
             .contains("offset.txt"),
         "{}",
-        change.json
+        change.line
     );
-    assert_eq!(change.bool("build"), Some(true), "{}", change.json);
+    assert_eq!(change.bool("build"), Some(true), "{}", change.line);
     session.wait_for("the build of the data change", BUILD_DEADLINE, |e| {
-        e.name() == "build_started" && e.str("module") == Some(MODULE)
+        e.is(EventKind::BuildStarted) && e.module() == Some(MODULE)
     });
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    assert_eq!(swapped.u64("from_version"), Some(v1), "{}", swapped.json);
-    let v2 = swapped.u64("version").expect("swapped.version");
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    assert_eq!(swapped.u64("from_version"), Some(v1), "{}", swapped.line);
+    let v2 = swapped.version().expect("swapped.version");
     let replay = misbehave_replay(&mut session, v2);
     assert_eq!(
         replay.bool("pass"),
         Some(false),
         "v{v2} serves the new data (1.0, not the expected 0.0): {}",
-        replay.json
+        replay.line
     );
     assert_eq!(
         replay.f64("max_abs_err"),
         Some(1.0),
         "the output is 1.0: {}",
-        replay.json
+        replay.line
     );
-    let rolled = session.wait_event("rolled_back", BUILD_DEADLINE);
-    let v3 = rolled.u64("version").expect("rolled_back.version");
+    let rolled = session.wait_event(EventKind::RolledBack, BUILD_DEADLINE);
+    let v3 = rolled.version().expect("rolled_back.version");
     assert!(
         rolled.message().contains(&format!("code of v{v1}")),
         "{}",
-        rolled.json
+        rolled.line
     );
-    for (name, n) in [("change", 1), ("build_started", 1), ("swapped", 1)] {
+    for (name, n) in [
+        (EventKind::Change, 1),
+        (EventKind::BuildStarted, 1),
+        (EventKind::Swapped, 1),
+    ] {
         let of_module = session
             .named_since(mark, name)
             .into_iter()
-            .filter(|e| e.str("module") == Some(MODULE))
+            .filter(|e| e.module() == Some(MODULE))
             .count();
         assert_eq!(
             of_module,
@@ -248,16 +252,16 @@ fn saving_a_data_file_the_module_includes_builds_a_version_that_serves_it() {
     // v1's, which kiln would rightly not swap in): a new version that passes.
     let mark = session.mark();
     save_via_rename(&data, "0.0\n");
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    assert_eq!(swapped.u64("from_version"), Some(v3), "{}", swapped.json);
-    let v4 = swapped.u64("version").expect("swapped.version");
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    assert_eq!(swapped.u64("from_version"), Some(v3), "{}", swapped.line);
+    let v4 = swapped.version().expect("swapped.version");
     let replay = misbehave_replay(&mut session, v4);
-    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.json);
+    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.line);
     let since = session.since(mark);
     assert!(
         !since
             .iter()
-            .any(|e| matches!(e.name(), "replay_failed" | "rolled_back")),
+            .any(|e| e.is_any(&[EventKind::ReplayFailed, EventKind::RolledBack])),
         "{}",
         all_json(since)
     );

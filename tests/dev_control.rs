@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 
 use kiln::workspace;
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, SAXPY_LINE, WorkspaceCopy, kiln_binary, replace_once,
+    BUILD_DEADLINE, DevSession, EventKind, SAXPY_LINE, WorkspaceCopy, kiln_binary, replace_once,
     save_in_place, with_wrong_saxpy,
 };
 use kiln_e2e::workspace_root;
@@ -144,7 +144,7 @@ fn kiln_ctl_drives_a_session() {
         session
             .events
             .iter()
-            .any(|e| e.name() == "stale_socket_replaced"),
+            .any(|e| e.is(EventKind::StaleSocketReplaced)),
         "the stale socket is replaced and said so"
     );
 
@@ -259,7 +259,7 @@ fn kiln_ctl_drives_a_session() {
     let lock = CargoLock::take();
     let mark = session.mark();
     save_in_place(&kernels, &with_wrong_saxpy(&pristine));
-    session.wait_event("build_started", BUILD_DEADLINE);
+    session.wait_event(EventKind::BuildStarted, BUILD_DEADLINE);
     let mut replay = ctl_command(&copy, &["replay", "--json"])
         .stdout(Stdio::piped())
         .spawn()
@@ -282,15 +282,15 @@ fn kiln_ctl_drives_a_session() {
         "the queued replay, applied after the swap",
         BUILD_DEADLINE,
         |e| {
-            e.name() == "control"
+            e.is(EventKind::Control)
                 && e.str("command") == Some("replay")
                 && e.str("outcome") == Some("done")
         },
     );
     let v2 = session
-        .named_since(mark, "swapped")
+        .named_since(mark, EventKind::Swapped)
         .first()
-        .and_then(|e| e.u64("version"))
+        .and_then(|e| e.version())
         .expect("the wrong saxpy was swapped in");
     assert_eq!(second["data"], json!({"version": v2, "passed": false}));
 
@@ -312,15 +312,17 @@ fn kiln_ctl_drives_a_session() {
     );
     let replay = session.wait_replay(BUILD_DEADLINE);
     let saxpy = replay.iter().find(|e| e.is_replay_of("saxpy"));
-    assert_eq!(saxpy.and_then(|e| e.u64("version")), Some(v3));
+    assert_eq!(saxpy.and_then(|e| e.version()), Some(v3));
     assert_eq!(
         saxpy.and_then(|e| e.bool("pass")),
         Some(true),
         "saxpy is right again"
     );
-    assert_eq!(session.named_since(mark, "undone").len(), 1);
+    assert_eq!(session.named_since(mark, EventKind::Undone).len(), 1);
     assert!(
-        session.named_since(mark, "build_started").is_empty(),
+        session
+            .named_since(mark, EventKind::BuildStarted)
+            .is_empty(),
         "no build"
     );
     let status = ctl(&copy, &["status", "--json"]).data();
@@ -358,20 +360,20 @@ fn kiln_ctl_drives_a_session() {
         written.describe()
     );
     session.wait_for("the blessed file's replay", BUILD_DEADLINE, |e| {
-        e.name() == "control" && e.str("command") == Some("bless")
+        e.is(EventKind::Control) && e.str("command") == Some("bless")
     });
     let rechecked = session
         .since(mark)
         .iter()
-        .filter(|e| e.name() == "replay")
+        .filter(|e| e.is(EventKind::Replay))
         .count();
     assert!(rechecked > 0, "the blessed file was replayed");
     let off: Vec<String> = session
         .since(mark)
         .iter()
-        .filter(|e| e.name() == "replay")
+        .filter(|e| e.is(EventKind::Replay))
         .filter(|e| e.str("reference") != Some("vs stored outputs") || e.bool("pass") != Some(true))
-        .map(|e| e.json.to_string())
+        .map(|e| e.line.to_string())
         .collect();
     assert!(
         off.is_empty(),
@@ -383,7 +385,7 @@ fn kiln_ctl_drives_a_session() {
         &replace_once(&pristine, SAXPY_LINE, "*o = a * xi + yi + 2.0)"),
     );
     let failed = session.wait_for("the wrong saxpy's replay", BUILD_DEADLINE, |e| {
-        e.is_replay_of("saxpy") && e.u64("version").is_some_and(|v| v > v3)
+        e.is_replay_of("saxpy") && e.version().is_some_and(|v| v > v3)
     });
     assert_eq!(
         failed.bool("pass"),

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use kiln_e2e::dev_session::{BUILD_DEADLINE, DevSession, Event, QUIET};
+use kiln_e2e::dev_session::{BUILD_DEADLINE, DevSession, Event, EventKind, QUIET};
 use kiln_e2e::misbehaving::{self, MISBEHAVE_CALL, MisbehavingWorkspace, state_tensor};
 use shared_state::{Call, Scalar};
 
@@ -29,7 +29,7 @@ fn last_checkpoint(session: &DevSession) -> Event {
         .events
         .iter()
         .rev()
-        .find(|e| e.name() == "checkpoint")
+        .find(|e| e.is(EventKind::Checkpoint))
         .cloned()
         .unwrap_or_else(|| session.fail("no checkpoint event"))
 }
@@ -38,8 +38,8 @@ fn first_version(session: &DevSession) -> u64 {
     session
         .events
         .iter()
-        .find(|e| e.name() == "replay")
-        .and_then(|e| e.u64("version"))
+        .find(|e| e.is(EventKind::Replay))
+        .and_then(|e| e.version())
         .unwrap_or_else(|| session.fail("no first replay"))
 }
 
@@ -47,7 +47,7 @@ fn first_version(session: &DevSession) -> u64 {
 struct Expect {
     mode: &'static str,
     /// `crashed` or `hung`.
-    event: &'static str,
+    event: EventKind,
     signal: Option<&'static str>,
     /// Words the `crashed`/`hung` message must contain (last words too).
     says: &'static [&'static str],
@@ -74,8 +74,8 @@ fn crash_and_recover(expect: Expect, extra: &[&str]) {
 
     // The misbehaving version: built, swapped in, and down in its replay.
     ws.save(expect.mode, 1);
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    let v2 = swapped.u64("version").expect("version");
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    let v2 = swapped.version().expect("version");
     assert_eq!(swapped.u64("from_version"), Some(v1));
     if expect.save_during {
         session.wait_for("the module misbehaving", BUILD_DEADLINE, |e| {
@@ -86,14 +86,14 @@ fn crash_and_recover(expect: Expect, extra: &[&str]) {
     let down = session.wait_event(expect.event, BUILD_DEADLINE);
     let message = down.message().to_string();
     assert_eq!(
-        down.u64("version"),
+        down.version(),
         Some(v2),
         "the new version is named: {}",
-        down.json
+        down.line
     );
-    assert_eq!(down.u64("call"), Some(MISBEHAVE_CALL), "{}", down.json);
-    assert_eq!(down.str("kernel"), Some("misbehave"), "{}", down.json);
-    assert_eq!(down.str("signal"), expect.signal, "{}", down.json);
+    assert_eq!(down.u64("call"), Some(MISBEHAVE_CALL), "{}", down.line);
+    assert_eq!(down.str("kernel"), Some("misbehave"), "{}", down.line);
+    assert_eq!(down.str("signal"), expect.signal, "{}", down.line);
     assert!(
         message.contains(&format!("kiln-test-misbehaving-v{v2}")),
         "the message names the version: {message}"
@@ -106,26 +106,26 @@ fn crash_and_recover(expect: Expect, extra: &[&str]) {
         assert!(message.contains(word), "{word:?} in: {message}");
     }
     // A new worker on the last good version's code, with the checkpoint.
-    let restarted = session.wait_event("restarted", BUILD_DEADLINE);
-    let v3 = restarted.u64("version").expect("version");
-    assert!(v3 > v2, "{}", restarted.json);
+    let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
+    let v3 = restarted.version().expect("version");
+    assert!(v3 > v2, "{}", restarted.line);
     assert_eq!(restarted.u64("from_version"), Some(v2));
     assert!(
         restarted.message().contains(&format!("the code of v{v1}")),
         "{}",
-        restarted.json
+        restarted.line
     );
     assert_eq!(
         restarted.str("checkpoint_hash"),
         Some(checkpoint_hash.as_str()),
         "restarted from the last checkpoint taken: {}",
-        restarted.json
+        restarted.line
     );
     assert_eq!(
         restarted.str("state_hash"),
         Some(checkpoint_hash.as_str()),
         "the restarted engine's state is the checkpoint's, bit for bit: {}",
-        restarted.json
+        restarted.line
     );
     assert_eq!(restarted.bool("state_matches"), Some(true));
     let second_worker = session.worker_pid();
@@ -145,23 +145,23 @@ fn crash_and_recover(expect: Expect, extra: &[&str]) {
         ws.save("none", 2);
     }
     let swapped = session.wait_for("the good version's swap", BUILD_DEADLINE, |e| {
-        e.name() == "swapped"
+        e.is(EventKind::Swapped)
     });
-    assert_eq!(swapped.u64("from_version"), Some(v3), "{}", swapped.json);
-    let v4 = swapped.u64("version").expect("version");
+    assert_eq!(swapped.u64("from_version"), Some(v3), "{}", swapped.line);
+    let v4 = swapped.version().expect("version");
     let replayed = session.wait_for("the good version's replay", BUILD_DEADLINE, |e| {
-        e.is_replay_of("misbehave") && e.u64("version") == Some(v4)
+        e.is_replay_of("misbehave") && e.version() == Some(v4)
     });
-    assert_eq!(replayed.bool("pass"), Some(true), "{}", replayed.json);
+    assert_eq!(replayed.bool("pass"), Some(true), "{}", replayed.line);
     session.wait_for("its checkpoint", BUILD_DEADLINE, |e| {
-        e.name() == "checkpoint" && e.u64("version") == Some(v4)
+        e.is(EventKind::Checkpoint) && e.version() == Some(v4)
     });
     session.wait_quiet(QUIET, QUIET_MAX);
     assert!(
         !session
             .events
             .iter()
-            .any(|e| e.name() == "replay" && e.bool("pass") == Some(false)),
+            .any(|e| e.is(EventKind::Replay) && e.bool("pass") == Some(false)),
         "no replay failed"
     );
 
@@ -195,7 +195,7 @@ fn a_write_through_a_bad_pointer_costs_one_version() {
     crash_and_recover(
         Expect {
             mode: "segv",
-            event: "crashed",
+            event: EventKind::Crashed,
             signal: Some("SIGSEGV"),
             says: &["killed by SIGSEGV", "segmentation fault"],
             save_during: false,
@@ -209,7 +209,7 @@ fn an_abort_costs_one_version() {
     crash_and_recover(
         Expect {
             mode: "abort",
-            event: "crashed",
+            event: EventKind::Crashed,
             signal: Some("SIGABRT"),
             says: &["killed by SIGABRT"],
             save_during: false,
@@ -223,7 +223,7 @@ fn a_stack_overflow_costs_one_version_and_its_last_words_are_kept() {
     crash_and_recover(
         Expect {
             mode: "stack_overflow",
-            event: "crashed",
+            event: EventKind::Crashed,
             signal: Some("SIGABRT"),
             says: &["has overflowed its stack"],
             save_during: false,
@@ -237,7 +237,7 @@ fn an_allocation_past_the_worker_limit_fails_in_the_worker() {
     crash_and_recover(
         Expect {
             mode: "oom",
-            event: "crashed",
+            event: EventKind::Crashed,
             signal: Some("SIGABRT"),
             says: &["memory allocation of 4294967296 bytes failed"],
             save_during: false,
@@ -251,7 +251,7 @@ fn an_infinite_loop_is_killed_at_its_deadline_and_a_save_made_meanwhile_is_tried
     crash_and_recover(
         Expect {
             mode: "infinite_loop",
-            event: "hung",
+            event: EventKind::Hung,
             signal: None,
             says: &["past its 2.0 s deadline"],
             save_during: true,
@@ -334,10 +334,10 @@ fn a_crash_after_a_workload_change_restarts_with_the_state_it_loaded() {
     workload.call(Call::new("read").resident("extra"), Some(extra_tensor()));
     kiln::workload::write(&workload, &ws.workload).expect("write the workload");
 
-    let rechecked = session.wait_event("rechecked", BUILD_DEADLINE);
-    assert_eq!(rechecked.bool("pass"), Some(true), "{}", rechecked.json);
+    let rechecked = session.wait_event(EventKind::Rechecked, BUILD_DEADLINE);
+    assert_eq!(rechecked.bool("pass"), Some(true), "{}", rechecked.line);
     let after = session
-        .wait_event("checkpoint", BUILD_DEADLINE)
+        .wait_event(EventKind::Checkpoint, BUILD_DEADLINE)
         .str("state_hash")
         .expect("hash")
         .to_string();
@@ -348,18 +348,18 @@ fn a_crash_after_a_workload_change_restarts_with_the_state_it_loaded() {
     session.wait_quiet(QUIET, QUIET_MAX);
 
     ws.save("abort", 1);
-    let restarted = session.wait_event("restarted", BUILD_DEADLINE);
+    let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
     assert_eq!(
         restarted.str("checkpoint_hash"),
         Some(after.as_str()),
         "restarted from the checkpoint taken after the recheck: {}",
-        restarted.json
+        restarted.line
     );
     assert_eq!(
         restarted.bool("state_matches"),
         Some(true),
         "{}",
-        restarted.json
+        restarted.line
     );
     session.wait_quiet(QUIET, QUIET_MAX);
     let stopped = session.stop();

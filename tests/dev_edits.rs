@@ -10,25 +10,25 @@
 use std::time::Duration;
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, QUIET, WorkspaceCopy, first_version, save_in_place,
-    save_via_rename, with_chunk, with_wrong_saxpy,
+    BUILD_DEADLINE, DevSession, Event, EventKind, QUIET, WorkspaceCopy, first_version,
+    save_in_place, save_via_rename, with_chunk, with_wrong_saxpy,
 };
 
 const QUIET_MAX: Duration = Duration::from_secs(240);
 
-fn count(events: &[Event], name: &str) -> usize {
-    events.iter().filter(|e| e.name() == name).count()
+fn count(events: &[Event], kind: EventKind) -> usize {
+    events.iter().filter(|e| e.is(kind)).count()
 }
 
-fn assert_counts(events: &[Event], expected: &[(&str, usize)]) {
-    for (name, n) in expected {
+fn assert_counts(events: &[Event], expected: &[(EventKind, usize)]) {
+    for &(name, n) in expected {
         assert_eq!(
             count(events, name),
-            *n,
+            n,
             "expected exactly {n} `{name}` event(s) after the save; got:\n{}",
             events
                 .iter()
-                .map(|e| e.json.to_string())
+                .map(|e| e.line.to_string())
                 .collect::<Vec<_>>()
                 .join("\n")
         );
@@ -40,7 +40,7 @@ fn assert_counts(events: &[Event], expected: &[(&str, usize)]) {
 fn build_paths(events: &[Event]) -> Vec<String> {
     events
         .iter()
-        .filter(|e| e.name() == "build_path")
+        .filter(|e| e.is(EventKind::BuildPath))
         .map(|e| e.str("via").unwrap_or_default().to_string())
         .collect()
 }
@@ -50,11 +50,7 @@ fn saxpy_passed(session: &mut DevSession, version: u64) -> bool {
     let replay = session.wait_replay(BUILD_DEADLINE);
     let saxpy: Vec<&Event> = replay.iter().filter(|e| e.is_replay_of("saxpy")).collect();
     assert_eq!(saxpy.len(), 1, "one saxpy call per replay: {replay:?}");
-    assert_eq!(
-        saxpy[0].u64("version"),
-        Some(version),
-        "replay of {version}"
-    );
+    assert_eq!(saxpy[0].version(), Some(version), "replay of {version}");
     saxpy[0].bool("pass").expect("replay events carry `pass`")
 }
 
@@ -68,7 +64,7 @@ fn assert_all_pass(replay: &[Event]) {
         "one replay event per call of the bundled workload: {replay:?}"
     );
     for e in replay {
-        assert_eq!(e.bool("pass"), Some(true), "call failed: {}", e.json);
+        assert_eq!(e.bool("pass"), Some(true), "call failed: {}", e.line);
     }
 }
 
@@ -82,8 +78,8 @@ fn in_place_save_swaps_once_and_a_wrong_saxpy_is_rolled_back() {
     // A deliberately wrong saxpy, saved in place.
     let mark = session.mark();
     save_in_place(&copy.kernels_rs(), &with_wrong_saxpy(&pristine));
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    let v2 = swapped.u64("version").expect("swapped.version");
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    let v2 = swapped.version().expect("swapped.version");
     assert_eq!(swapped.u64("from_version"), Some(v1));
     assert!(v2 > v1);
     assert!(
@@ -97,26 +93,26 @@ fn in_place_save_swaps_once_and_a_wrong_saxpy_is_rolled_back() {
         ["rustc direct"],
         "the edit is built by rustc directly"
     );
-    let failed = session.wait_event("replay_failed", BUILD_DEADLINE);
-    assert_eq!(failed.u64("version"), Some(v2));
-    let rolled = session.wait_event("rolled_back", BUILD_DEADLINE);
-    let v3 = rolled.u64("version").expect("rolled_back.version");
+    let failed = session.wait_event(EventKind::ReplayFailed, BUILD_DEADLINE);
+    assert_eq!(failed.version(), Some(v2));
+    let rolled = session.wait_event(EventKind::RolledBack, BUILD_DEADLINE);
+    let v3 = rolled.version().expect("rolled_back.version");
     assert!(v3 > v2, "the rollback loads a fresh copy of v{v1}'s code");
     assert!(
         rolled.message().contains(&format!("code of v{v1}")),
         "{}",
-        rolled.json
+        rolled.line
     );
     session.wait_quiet(QUIET, QUIET_MAX);
     assert_counts(
         session.since(mark),
         &[
-            ("change", 1),
-            ("build_started", 1),
-            ("build_finished", 1),
-            ("swapped", 1),
-            ("replay_failed", 1),
-            ("rolled_back", 1),
+            (EventKind::Change, 1),
+            (EventKind::BuildStarted, 1),
+            (EventKind::BuildFinished, 1),
+            (EventKind::Swapped, 1),
+            (EventKind::ReplayFailed, 1),
+            (EventKind::RolledBack, 1),
         ],
     );
 
@@ -124,20 +120,20 @@ fn in_place_save_swaps_once_and_a_wrong_saxpy_is_rolled_back() {
     // from it, carries the resident buffers, and its replay passes again.
     let mark = session.mark();
     save_in_place(&copy.kernels_rs(), &with_chunk(&pristine, 8192));
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    assert_eq!(swapped.u64("from_version"), Some(v3), "{}", swapped.json);
-    let v4 = swapped.u64("version").expect("version");
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    assert_eq!(swapped.u64("from_version"), Some(v3), "{}", swapped.line);
+    let v4 = swapped.version().expect("version");
     let replay = session.wait_replay(BUILD_DEADLINE);
-    assert!(replay.iter().all(|e| e.u64("version") == Some(v4)));
+    assert!(replay.iter().all(|e| e.version() == Some(v4)));
     assert_all_pass(&replay);
     session.wait_quiet(QUIET, QUIET_MAX);
     assert_counts(
         session.since(mark),
         &[
-            ("build_started", 1),
-            ("swapped", 1),
-            ("replay_failed", 0),
-            ("rolled_back", 0),
+            (EventKind::BuildStarted, 1),
+            (EventKind::Swapped, 1),
+            (EventKind::ReplayFailed, 0),
+            (EventKind::RolledBack, 0),
         ],
     );
     let stopped = session.stop();
@@ -153,39 +149,39 @@ fn rename_save_swaps_once_and_keep_keeps_the_wrong_version() {
 
     let mark = session.mark();
     save_via_rename(&copy.kernels_rs(), &with_wrong_saxpy(&pristine));
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
     assert_eq!(swapped.u64("from_version"), Some(v1));
-    let v2 = swapped.u64("version").expect("version");
+    let v2 = swapped.version().expect("version");
     assert!(!saxpy_passed(&mut session, v2), "a*x+y+1 must fail replay");
-    let failed = session.wait_event("replay_failed", BUILD_DEADLINE);
+    let failed = session.wait_event(EventKind::ReplayFailed, BUILD_DEADLINE);
     assert!(
         failed.message().contains("--on-fail keep"),
         "{}",
-        failed.json
+        failed.line
     );
     session.wait_quiet(QUIET, QUIET_MAX);
     assert_counts(
         session.since(mark),
         &[
-            ("change", 1),
-            ("build_started", 1),
-            ("build_finished", 1),
-            ("swapped", 1),
-            ("rolled_back", 0),
-            ("unloaded", 1), // v1 only
+            (EventKind::Change, 1),
+            (EventKind::BuildStarted, 1),
+            (EventKind::BuildFinished, 1),
+            (EventKind::Swapped, 1),
+            (EventKind::RolledBack, 0),
+            (EventKind::Unloaded, 1), // v1 only
         ],
     );
-    let unloaded = session.named_since(mark, "unloaded");
-    assert_eq!(unloaded[0].u64("version"), Some(v1));
+    let unloaded = session.named_since(mark, EventKind::Unloaded);
+    assert_eq!(unloaded[0].version(), Some(v1));
 
     // The wrong version still serves: the next swap comes from it.
     save_via_rename(
         &copy.kernels_rs(),
         &with_chunk(&with_wrong_saxpy(&pristine), 8192),
     );
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    assert_eq!(swapped.u64("from_version"), Some(v2), "{}", swapped.json);
-    let v3 = swapped.u64("version").expect("version");
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    assert_eq!(swapped.u64("from_version"), Some(v2), "{}", swapped.line);
+    let v3 = swapped.version().expect("version");
     assert!(!saxpy_passed(&mut session, v3));
     drop(session.stop());
 }
@@ -201,7 +197,7 @@ fn syntax_error_keeps_the_old_version_serving_and_the_fix_swaps_in() {
     let broken = pristine.replacen("*o = a * xi + yi)", "*o = a * xi + yi +)", 1);
     assert_ne!(broken, pristine);
     save_in_place(&copy.kernels_rs(), &broken);
-    let failed = session.wait_event("build_failed", BUILD_DEADLINE);
+    let failed = session.wait_event(EventKind::BuildFailed, BUILD_DEADLINE);
     let diagnostics = failed.str("diagnostics").unwrap_or_default();
     // Built by rustc directly, reported as cargo reports it: the file, the
     // line and the column of the stray `)`.
@@ -227,31 +223,35 @@ fn syntax_error_keeps_the_old_version_serving_and_the_fix_swaps_in() {
         !diagnostics.contains('\x1b'),
         "no colour codes in JSON: {diagnostics:?}"
     );
-    assert_eq!(failed.u64("version"), Some(v1), "v{v1} keeps serving");
+    assert_eq!(failed.version(), Some(v1), "v{v1} keeps serving");
     session.wait_quiet(QUIET, QUIET_MAX);
     assert_counts(
         session.since(mark),
         &[
-            ("build_started", 1),
-            ("build_failed", 1),
-            ("swapped", 0),
-            ("staged", 0),
-            ("retired", 0),
-            ("unloaded", 0),
+            (EventKind::BuildStarted, 1),
+            (EventKind::BuildFailed, 1),
+            (EventKind::Swapped, 0),
+            (EventKind::Staged, 0),
+            (EventKind::Retired, 0),
+            (EventKind::Unloaded, 0),
         ],
     );
 
     // The fix swaps in, from the last good version.
     let mark = session.mark();
     save_in_place(&copy.kernels_rs(), &with_chunk(&pristine, 2048));
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    assert_eq!(swapped.u64("from_version"), Some(v1), "{}", swapped.json);
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    assert_eq!(swapped.u64("from_version"), Some(v1), "{}", swapped.line);
     let replay = session.wait_replay(BUILD_DEADLINE);
     assert_all_pass(&replay);
     session.wait_quiet(QUIET, QUIET_MAX);
     assert_counts(
         session.since(mark),
-        &[("build_started", 1), ("build_failed", 0), ("swapped", 1)],
+        &[
+            (EventKind::BuildStarted, 1),
+            (EventKind::BuildFailed, 0),
+            (EventKind::Swapped, 1),
+        ],
     );
     assert_eq!(build_paths(session.since(mark)), ["rustc direct"]);
 
@@ -260,7 +260,7 @@ fn syntax_error_keeps_the_old_version_serving_and_the_fix_swaps_in() {
     let manifest = copy.root().join("kernels/cpu/Cargo.toml");
     let text = std::fs::read_to_string(&manifest).expect("the module's manifest");
     save_in_place(&manifest, &format!("{text}# edited by a test\n"));
-    session.wait_event("build_finished", BUILD_DEADLINE);
+    session.wait_event(EventKind::BuildFinished, BUILD_DEADLINE);
     assert_eq!(build_paths(session.since(mark)), ["cargo"]);
     drop(session.stop());
 }
@@ -274,7 +274,7 @@ fn five_quick_saves_during_a_build_give_at_most_two_builds_and_end_on_the_last()
     let path = copy.kernels_rs();
 
     save_in_place(&path, &with_chunk(&pristine, 1024));
-    session.wait_event("build_started", BUILD_DEADLINE);
+    session.wait_event(EventKind::BuildStarted, BUILD_DEADLINE);
     // Four more saves while that build runs; the last one breaks saxpy.
     save_in_place(&path, &with_chunk(&pristine, 2048));
     save_via_rename(&path, &with_chunk(&pristine, 8192));
@@ -287,21 +287,21 @@ fn five_quick_saves_during_a_build_give_at_most_two_builds_and_end_on_the_last()
     });
     session.wait_quiet(QUIET, QUIET_MAX);
     let events = session.since(mark);
-    let builds = count(events, "build_started");
+    let builds = count(events, EventKind::BuildStarted);
     assert!(
         (1..=2).contains(&builds),
         "five quick saves gave {builds} builds"
     );
-    let swaps: Vec<&Event> = events.iter().filter(|e| e.name() == "swapped").collect();
+    let swaps: Vec<&Event> = events.iter().filter(|e| e.is(EventKind::Swapped)).collect();
     eprintln!(
         "five quick saves: {} change set(s), {builds} build(s), {} swap(s)",
-        count(events, "change"),
+        count(events, EventKind::Change),
         swaps.len()
     );
     assert!(!swaps.is_empty() && swaps.len() <= builds);
-    let final_version = swaps.last().and_then(|e| e.u64("version"));
+    let final_version = swaps.last().and_then(|e| e.version());
     assert_eq!(
-        last.u64("version"),
+        last.version(),
         final_version,
         "the failing replay is of the last swapped version"
     );
@@ -312,6 +312,6 @@ fn five_quick_saves_during_a_build_give_at_most_two_builds_and_end_on_the_last()
         .find(|e| e.is_replay_of("saxpy"))
         .expect("a saxpy replay");
     assert_eq!(last_replay.bool("pass"), Some(false));
-    assert_eq!(last_replay.u64("version"), final_version);
+    assert_eq!(last_replay.version(), final_version);
     drop(session.stop());
 }

@@ -12,8 +12,8 @@
 use std::time::Duration;
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, WorkspaceCopy, kiln_in, readme_blocks, replace_once,
-    save_in_place, shell_words,
+    BUILD_DEADLINE, DevSession, Event, EventKind, WorkspaceCopy, kiln_in, readme_blocks,
+    replace_once, save_in_place, shell_words,
 };
 
 const SECTION: &str = "Writing your own kernel";
@@ -47,7 +47,9 @@ fn implement(copy: &WorkspaceCopy, rel: &str, body: &str) {
 
 fn no_restart(session: &DevSession, mark: usize) {
     assert!(
-        session.named_since(mark, "restart_required").is_empty(),
+        session
+            .named_since(mark, EventKind::RestartRequired)
+            .is_empty(),
         "a kernel edit must never require a restart"
     );
 }
@@ -92,7 +94,7 @@ fn the_readme_kernel_swaps_in_is_checked_rolled_back_when_wrong_and_survives_a_b
     // 2. Scaffold: the stubs swap in, replay skips nothing it cannot run.
     let mark = session.mark();
     kiln_in(&copy, &blocks[1][0]);
-    session.wait_event("swapped", BUILD_DEADLINE);
+    session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
     session.wait_quiet(Duration::from_millis(3000), BUILD_DEADLINE);
     no_restart(&session, mark);
 
@@ -100,22 +102,22 @@ fn the_readme_kernel_swaps_in_is_checked_rolled_back_when_wrong_and_survives_a_b
     let mark = session.mark();
     implement(&copy, "kernels/reference/src/declared/relu.rs", &rust);
     implement(&copy, "kernels/cpu/src/declared/relu.rs", &rust);
-    session.wait_event("swapped", BUILD_DEADLINE);
+    session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
     session.wait_quiet(Duration::from_millis(3000), BUILD_DEADLINE);
     no_restart(&session, mark);
 
     // 4. Record relu into the watched workload: replayed and checked at once.
     let mark = session.mark();
     kiln_in(&copy, &blocks[2][0]);
-    session.wait_event("workload_reloaded", BUILD_DEADLINE);
+    session.wait_event(EventKind::WorkloadReloaded, BUILD_DEADLINE);
     let call = wait_calls_of(&mut session, "relu", true);
     assert_eq!(
         call.str("reference"),
         Some("vs stored outputs"),
         "{}",
-        call.json
+        call.line
     );
-    let rechecked = session.wait_event("rechecked", BUILD_DEADLINE);
+    let rechecked = session.wait_event(EventKind::Rechecked, BUILD_DEADLINE);
     assert_eq!(rechecked.bool("pass"), Some(true));
     no_restart(&session, mark);
 
@@ -124,7 +126,7 @@ fn the_readme_kernel_swaps_in_is_checked_rolled_back_when_wrong_and_survives_a_b
     let wrong = replace_once(&rust, "v.max(0.0)", "v.max(0.0) + 1.0");
     implement(&copy, "kernels/cpu/src/declared/relu.rs", &wrong);
     wait_calls_of(&mut session, "relu", false);
-    session.wait_event("rolled_back", BUILD_DEADLINE);
+    session.wait_event(EventKind::RolledBack, BUILD_DEADLINE);
     no_restart(&session, mark);
 
     // 6. A broken declaration: file and line, the old version serves on,
@@ -136,22 +138,26 @@ fn the_readme_kernel_swaps_in_is_checked_rolled_back_when_wrong_and_survives_a_b
         &decl_path,
         &good_decl.replacen("inputs = [", "inputs = [[[ oops", 1),
     );
-    let invalid = session.wait_event("declaration_invalid", BUILD_DEADLINE);
+    let invalid = session.wait_event(EventKind::DeclarationInvalid, BUILD_DEADLINE);
     assert!(
         invalid
             .str("file")
             .is_some_and(|f| f.ends_with("relu.toml")),
         "names the file: {}",
-        invalid.json
+        invalid.line
     );
     assert!(
         invalid.u64("line").is_some_and(|l| l > 0),
         "{}",
-        invalid.json
+        invalid.line
     );
     session.wait_quiet(Duration::from_millis(1500), BUILD_DEADLINE);
-    assert!(session.named_since(mark, "swapped").is_empty());
-    assert!(session.named_since(mark, "build_started").is_empty());
+    assert!(session.named_since(mark, EventKind::Swapped).is_empty());
+    assert!(
+        session
+            .named_since(mark, EventKind::BuildStarted)
+            .is_empty()
+    );
     no_restart(&session, mark);
 
     // 7. Signature change (declaration, reference and cpu together): a swap;
@@ -176,9 +182,9 @@ fn the_readme_kernel_swaps_in_is_checked_rolled_back_when_wrong_and_survives_a_b
     );
     implement(&copy, "kernels/cpu/src/declared/relu.rs", &right_again);
     save_in_place(&decl_path, &new_decl);
-    session.wait_event("swapped", BUILD_DEADLINE);
-    let stale = session.wait_event("replay_skipped", BUILD_DEADLINE);
-    assert_eq!(stale.str("kernel"), Some("relu"), "{}", stale.json);
+    session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    let stale = session.wait_event(EventKind::ReplaySkipped, BUILD_DEADLINE);
+    assert_eq!(stale.str("kernel"), Some("relu"), "{}", stale.line);
     let why = stale.str("why").unwrap_or_default();
     assert!(why.contains("old signature"), "{why}");
     assert!(
@@ -187,7 +193,7 @@ fn the_readme_kernel_swaps_in_is_checked_rolled_back_when_wrong_and_survives_a_b
     );
     session.wait_quiet(Duration::from_millis(1500), BUILD_DEADLINE);
     assert!(
-        session.named_since(mark, "rolled_back").is_empty(),
+        session.named_since(mark, EventKind::RolledBack).is_empty(),
         "stale calls must not roll the version back"
     );
     no_restart(&session, start);
@@ -211,17 +217,17 @@ fn editing_the_reference_module_swaps_the_reference_and_rechecks() {
             "let out: Vec<f32> = kernel_reference::saxpy(a, args.input(0)?, args.input(1)?).into_iter().map(|v| v + 1.0).collect();",
         ),
     );
-    let swapped = session.wait_event("reference_swapped", BUILD_DEADLINE);
-    assert!(swapped.message().contains("reference"), "{}", swapped.json);
-    session.wait_event("recheck", BUILD_DEADLINE);
+    let swapped = session.wait_event(EventKind::ReferenceSwapped, BUILD_DEADLINE);
+    assert!(swapped.message().contains("reference"), "{}", swapped.line);
+    session.wait_event(EventKind::Recheck, BUILD_DEADLINE);
     let saxpy = session.wait_for("the re-checked saxpy call", BUILD_DEADLINE, |e| {
         e.is_replay_of("saxpy")
     });
-    assert_eq!(saxpy.bool("pass"), Some(false), "{}", saxpy.json);
-    let rechecked = session.wait_event("rechecked", BUILD_DEADLINE);
+    assert_eq!(saxpy.bool("pass"), Some(false), "{}", saxpy.line);
+    let rechecked = session.wait_event(EventKind::Rechecked, BUILD_DEADLINE);
     assert_eq!(rechecked.bool("pass"), Some(false));
     assert!(
-        session.named_since(mark, "swapped").is_empty(),
+        session.named_since(mark, EventKind::Swapped).is_empty(),
         "the served module is not rebuilt or swapped"
     );
     no_restart(&session, mark);

@@ -11,6 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln::events::{EventKind, LogLine};
 use kiln_e2e::dev_session::{WorkspaceCopy, kiln_binary};
 
 #[test]
@@ -49,12 +50,12 @@ fn rustflags_without_the_loop_alignment_are_named_at_start() {
                 seen.join("\n")
             );
         };
-        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if value["event"] == "loop_alignment" {
-            break value;
+        let parsed = LogLine::parse(&line);
+        if parsed.is(EventKind::LoopAlignment) {
+            break parsed;
         }
         // It comes first: before any build.
-        assert_ne!(value["event"], "build_started", "{}", seen.join("\n"));
+        assert!(!parsed.is(EventKind::BuildStarted), "{}", seen.join("\n"));
         seen.push(line);
     };
     // The start-up build would run to its end before Ctrl-C is seen: the
@@ -65,8 +66,8 @@ fn rustflags_without_the_loop_alignment_are_named_at_start() {
         libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
     }
     let _ = child.wait();
-    assert_eq!(warning["level"], "WARN", "{warning}");
-    let message = warning["message"].as_str().unwrap_or_default();
+    assert_eq!(warning.level.as_deref(), Some("WARN"), "{warning}");
+    let message = warning.message.as_str();
     assert!(
         message.starts_with("RUSTFLAGS (`-Copt-level=3`) replaces"),
         "{message}"

@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, WorkspaceCopy, replace_once, save_in_place, save_via_rename,
+    BUILD_DEADLINE, DevSession, EventKind, WorkspaceCopy, replace_once, save_in_place,
+    save_via_rename,
 };
 
 const SAXPY_WGSL: &str = "kernels/vulkan/shaders/saxpy.wgsl";
@@ -30,16 +31,18 @@ fn a_wgsl_edit_swaps_without_cargo_and_a_broken_shader_keeps_serving() {
         &path,
         &replace_once(&pristine, SAXPY_BODY, "out[i] = a * x[i] + y[i] + 1.0;"),
     );
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    assert_eq!(swapped.bool("restaged"), Some(true), "{}", swapped.json);
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    assert_eq!(swapped.bool("restaged"), Some(true), "{}", swapped.line);
     let saxpy = session.wait_for("the saxpy call of the new shader", BUILD_DEADLINE, |e| {
         e.is_replay_of("saxpy")
     });
-    assert_eq!(saxpy.u64("version"), swapped.u64("version"));
-    assert_eq!(saxpy.bool("pass"), Some(false), "{}", saxpy.json);
-    session.wait_event("rolled_back", BUILD_DEADLINE);
+    assert_eq!(saxpy.version(), swapped.version());
+    assert_eq!(saxpy.bool("pass"), Some(false), "{}", saxpy.line);
+    session.wait_event(EventKind::RolledBack, BUILD_DEADLINE);
     assert!(
-        session.named_since(mark, "build_started").is_empty(),
+        session
+            .named_since(mark, EventKind::BuildStarted)
+            .is_empty(),
         "a shader edit needs no cargo build"
     );
 
@@ -49,7 +52,7 @@ fn a_wgsl_edit_swaps_without_cargo_and_a_broken_shader_keeps_serving() {
         &path,
         &replace_once(&pristine, SAXPY_BODY, "out[i] = a * x[i] + ;"),
     );
-    let refused = session.wait_event("refused", BUILD_DEADLINE);
+    let refused = session.wait_event(EventKind::Refused, BUILD_DEADLINE);
     let message = refused.message().to_string();
     assert!(
         message.contains("saxpy.wgsl:"),
@@ -57,8 +60,12 @@ fn a_wgsl_edit_swaps_without_cargo_and_a_broken_shader_keeps_serving() {
     );
     assert!(message.contains("keeps serving"), "{message}");
     session.wait_quiet(Duration::from_millis(1500), BUILD_DEADLINE);
-    assert!(session.named_since(mark, "swapped").is_empty());
-    assert!(session.named_since(mark, "build_started").is_empty());
+    assert!(session.named_since(mark, EventKind::Swapped).is_empty());
+    assert!(
+        session
+            .named_since(mark, EventKind::BuildStarted)
+            .is_empty()
+    );
 
     // The pristine shader again: the rolled-back version serves exactly it
     // (a version is what was staged, not the workspace's files), so it is
@@ -70,16 +77,16 @@ fn a_wgsl_edit_swaps_without_cargo_and_a_broken_shader_keeps_serving() {
             .contains("has the same library, declarations and sources")
     });
     session.wait_quiet(Duration::from_millis(1500), BUILD_DEADLINE);
-    assert!(session.named_since(mark, "swapped").is_empty());
+    assert!(session.named_since(mark, EventKind::Swapped).is_empty());
 
     // An edited good shader: swaps in and passes.
     save_in_place(&path, &format!("{pristine}// edited again\n"));
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
     let saxpy = session.wait_for("the saxpy call of the fixed shader", BUILD_DEADLINE, |e| {
         e.is_replay_of("saxpy")
     });
-    assert_eq!(saxpy.u64("version"), swapped.u64("version"));
-    assert_eq!(saxpy.bool("pass"), Some(true), "{}", saxpy.json);
+    assert_eq!(saxpy.version(), swapped.version());
+    assert_eq!(saxpy.bool("pass"), Some(true), "{}", saxpy.line);
     let _ = session.stop();
 }
 
@@ -90,7 +97,7 @@ fn reference_cpu_checks_every_vulkan_call_against_the_cpu_module() {
     let replay: Vec<_> = session
         .since(0)
         .iter()
-        .filter(|e| e.name() == "replay")
+        .filter(|e| e.is(EventKind::Replay))
         .collect();
     assert!(!replay.is_empty(), "the first replay ran");
     let declared = std::fs::read_dir(copy.root().join("kernels/declarations"))
@@ -104,9 +111,9 @@ fn reference_cpu_checks_every_vulkan_call_against_the_cpu_module() {
         "every declared kernel: {kernels:?}"
     );
     for e in replay {
-        assert_eq!(e.bool("pass"), Some(true), "{}", e.json);
+        assert_eq!(e.bool("pass"), Some(true), "{}", e.line);
         let reference = e.str("reference").unwrap_or_default();
-        assert!(reference.starts_with("vs backend kernel-cpu"), "{}", e.json);
+        assert!(reference.starts_with("vs backend kernel-cpu"), "{}", e.line);
     }
     let _ = session.stop();
 }

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use kiln::events::EventKind;
 use kiln_e2e::dev_session::{BUILD_DEADLINE, QUIET};
 use kiln_e2e::misbehaving::MisbehavingWorkspace;
 
@@ -20,7 +21,7 @@ fn ends_like_ctrl_c(signal: i32, name: &str) {
     let mut session = ws.start_session(&["--state", state_file.to_str().expect("utf-8 path")]);
     session.wait_quiet(QUIET, BUILD_DEADLINE);
     let checkpoint = session
-        .named_since(0, "checkpoint")
+        .named_since(0, EventKind::Checkpoint)
         .last()
         .and_then(|e| e.str("state_hash"))
         .expect("a checkpoint")
@@ -42,9 +43,9 @@ fn ends_like_ctrl_c(signal: i32, name: &str) {
     let saved = stopped
         .events
         .iter()
-        .find(|e| e.name() == "state_saved")
+        .find(|e| e.is(EventKind::StateSaved))
         .unwrap_or_else(|| panic!("{name}: no state_saved event"));
-    assert!(saved.u64("bytes").unwrap_or(0) > 0, "{}", saved.json);
+    assert!(saved.u64("bytes").unwrap_or(0) > 0, "{}", saved.line);
     let snapshot = kiln::swap::snapshot_file::load(&state_file)
         .unwrap_or_else(|e| panic!("{name}: the state file does not load: {e}"));
     assert_eq!(

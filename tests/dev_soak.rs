@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kiln::process::{mapped_files_under, thread_count};
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, QUIET, WorkspaceCopy, save_in_place, with_chunk,
+    BUILD_DEADLINE, DevSession, EventKind, QUIET, WorkspaceCopy, save_in_place, with_chunk,
 };
 use kiln_stats::median;
 
@@ -30,10 +30,10 @@ fn twenty_swaps_leave_one_module_mapped_and_no_extra_threads() {
         // Alternate two versions: every save changes the build.
         let chunk = if i % 2 == 0 { 8192 } else { 2048 };
         save_in_place(&copy.kernels_rs(), &with_chunk(&pristine, chunk));
-        let swapped = session.wait_event("swapped", BUILD_DEADLINE);
+        let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
         let replay = session.wait_replay(BUILD_DEADLINE);
         for e in &replay {
-            assert_eq!(e.bool("pass"), Some(true), "swap {i}: {}", e.json);
+            assert_eq!(e.bool("pass"), Some(true), "swap {i}: {}", e.line);
         }
         let replay_ms = replay
             .last()
@@ -45,7 +45,7 @@ fn twenty_swaps_leave_one_module_mapped_and_no_extra_threads() {
         session.wait_for(
             "the replaced version's `unloaded` event",
             BUILD_DEADLINE,
-            |e| e.name() == "unloaded" && e.u64("version") == old_version,
+            |e| e.is(EventKind::Unloaded) && e.version() == old_version,
         );
         let field = |k: &str| swapped.f64(k).unwrap_or(f64::NAN);
         figures.push([
@@ -91,7 +91,7 @@ fn twenty_swaps_leave_one_module_mapped_and_no_extra_threads() {
     let retired = session
         .events
         .iter()
-        .filter(|e| e.name() == "retired")
+        .filter(|e| e.is(EventKind::Retired))
         .count();
     assert_eq!(retired, SWAPS, "every replaced version was retired");
 

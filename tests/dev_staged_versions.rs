@@ -32,8 +32,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, WorkspaceCopy, kiln_ctl, record_small_saxpy, replace_once,
-    save_in_place, save_via_rename,
+    BUILD_DEADLINE, DevSession, Event, EventKind, WorkspaceCopy, kiln_ctl, record_small_saxpy,
+    replace_once, save_in_place, save_via_rename,
 };
 use kiln_e2e::misbehaving::MisbehavingWorkspace;
 
@@ -49,7 +49,7 @@ const NO_WORKGROUPS: &str = "workgroups = [\"0\"]";
 const QUIET: Duration = Duration::from_millis(1500);
 
 fn module_of(e: &Event) -> &str {
-    e.str("module").unwrap_or_default()
+    e.module().unwrap_or_default()
 }
 
 /// The staged files (`.files.json`) of `module`'s version `version` in the
@@ -80,7 +80,7 @@ fn saxpy_replay_of(session: &mut DevSession, version: u64) -> Event {
     session.wait_for(
         &format!("the saxpy replay of v{version}"),
         BUILD_DEADLINE,
-        |e| e.is_replay_of("saxpy") && e.u64("version") == Some(version),
+        |e| e.is_replay_of("saxpy") && e.version() == Some(version),
     )
 }
 
@@ -89,7 +89,7 @@ fn replay_passes(copy: &WorkspaceCopy, session: &mut DevSession, version: u64) {
     let (ok, out) = kiln_ctl(copy, &["replay"]);
     assert!(ok, "kiln ctl replay: {out}");
     let replay = saxpy_replay_of(session, version);
-    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.json);
+    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.line);
 }
 
 #[test]
@@ -118,18 +118,18 @@ fn a_hung_shader_restarts_on_the_last_good_shader_and_bad_edits_stay_rolled_back
         &shader,
         &replace_once(&pristine, SAXPY_LOOP, &format!("{SPIN}\n{SAXPY_LOOP}")),
     );
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    let spinning = swapped.u64("version").expect("version");
-    let hung = session.wait_event("hung", BUILD_DEADLINE);
-    assert_eq!(hung.u64("version"), Some(spinning), "{}", hung.json);
-    let restarted = session.wait_event("restarted", BUILD_DEADLINE);
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    let spinning = swapped.version().expect("version");
+    let hung = session.wait_event(EventKind::Hung, BUILD_DEADLINE);
+    assert_eq!(hung.version(), Some(spinning), "{}", hung.line);
+    let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
     assert_eq!(
         restarted.bool("state_matches"),
         Some(true),
         "the restarted engine's state is the checkpoint's: {}",
-        restarted.json
+        restarted.line
     );
-    let serving = restarted.u64("version").expect("version");
+    let serving = restarted.version().expect("version");
     let files = staged_files(&session, "kernel-vulkan", serving);
     assert!(
         !files.contains("out[gid.x % n] = out[gid.x % n] + 1.0"),
@@ -138,7 +138,7 @@ fn a_hung_shader_restarts_on_the_last_good_shader_and_bad_edits_stay_rolled_back
     assert!(files.contains(SAXPY_BODY), "{files}");
     session.wait_quiet(QUIET, BUILD_DEADLINE);
     assert_eq!(
-        session.named_since(mark, "hung").len(),
+        session.named_since(mark, EventKind::Hung).len(),
         1,
         "the restarted version hung too"
     );
@@ -149,12 +149,17 @@ fn a_hung_shader_restarts_on_the_last_good_shader_and_bad_edits_stay_rolled_back
     // serving.
     let mark = session.mark();
     save_in_place(&shader, &format!("{pristine}// saved again\n"));
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    let good = swapped.u64("version").expect("version");
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    let good = swapped.version().expect("version");
     let replay = saxpy_replay_of(&mut session, good);
-    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.json);
+    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.line);
     session.wait_quiet(QUIET, BUILD_DEADLINE);
-    for name in ["hung", "crashed", "rolled_back", "restarted"] {
+    for name in [
+        EventKind::Hung,
+        EventKind::Crashed,
+        EventKind::RolledBack,
+        EventKind::Restarted,
+    ] {
         assert!(
             session.named_since(mark, name).is_empty(),
             "{name} after the good save: {:?}",
@@ -170,12 +175,12 @@ fn a_hung_shader_restarts_on_the_last_good_shader_and_bad_edits_stay_rolled_back
 
     // 3. A wrong shader: rolled back, and it stays rolled back.
     save_via_rename(&shader, &replace_once(&pristine, SAXPY_BODY, WRONG_BODY));
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    let wrong = swapped.u64("version").expect("version");
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    let wrong = swapped.version().expect("version");
     let replay = saxpy_replay_of(&mut session, wrong);
-    assert_eq!(replay.bool("pass"), Some(false), "{}", replay.json);
-    let rolled = session.wait_event("rolled_back", BUILD_DEADLINE);
-    let back = rolled.u64("version").expect("version");
+    assert_eq!(replay.bool("pass"), Some(false), "{}", replay.line);
+    let rolled = session.wait_event(EventKind::RolledBack, BUILD_DEADLINE);
+    let back = rolled.version().expect("version");
     let files = staged_files(&session, "kernel-vulkan", back);
     assert!(
         !files.contains(WRONG_BODY),
@@ -184,8 +189,8 @@ fn a_hung_shader_restarts_on_the_last_good_shader_and_bad_edits_stay_rolled_back
     session.wait_quiet(QUIET, BUILD_DEADLINE);
     replay_passes(&copy, &mut session, back);
     save_in_place(&shader, &pristine);
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    let fixed = swapped.u64("version").expect("version");
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    let fixed = swapped.version().expect("version");
     assert_eq!(
         saxpy_replay_of(&mut session, fixed).bool("pass"),
         Some(true)
@@ -199,8 +204,8 @@ fn a_hung_shader_restarts_on_the_last_good_shader_and_bad_edits_stay_rolled_back
         &declaration,
         &replace_once(&toml, WORKGROUPS, NO_WORKGROUPS),
     );
-    let rolled = session.wait_event("rolled_back", BUILD_DEADLINE);
-    let back = rolled.u64("version").expect("version");
+    let rolled = session.wait_event(EventKind::RolledBack, BUILD_DEADLINE);
+    let back = rolled.version().expect("version");
     let files = staged_files(&session, "kernel-vulkan", back);
     assert!(
         !files.contains("workgroups = [\\\"0\\\"]"),
@@ -229,7 +234,7 @@ fn a_hung_second_backend_restarts_at_once_on_its_last_good_version() {
     );
     session.wait_quiet(QUIET, BUILD_DEADLINE);
     let vulkan_checkpoint = session
-        .named_since(0, "checkpoint")
+        .named_since(0, EventKind::Checkpoint)
         .into_iter()
         .rfind(|e| module_of(e) == "kernel-vulkan")
         .map(|e| e.str("state_hash").unwrap_or_default().to_string());
@@ -240,29 +245,29 @@ fn a_hung_second_backend_restarts_at_once_on_its_last_good_version() {
         &shader,
         &replace_once(&pristine, SAXPY_LOOP, &format!("{SPIN}\n{SAXPY_LOOP}")),
     );
-    let hung = session.wait_event("hung", BUILD_DEADLINE);
-    assert_eq!(module_of(&hung), "kernel-vulkan", "{}", hung.json);
+    let hung = session.wait_event(EventKind::Hung, BUILD_DEADLINE);
+    assert_eq!(module_of(&hung), "kernel-vulkan", "{}", hung.line);
     // Restarted at once: no save in between.
-    let restarted = session.wait_event("restarted", BUILD_DEADLINE);
-    assert_eq!(module_of(&restarted), "kernel-vulkan", "{}", restarted.json);
+    let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
+    assert_eq!(module_of(&restarted), "kernel-vulkan", "{}", restarted.line);
     assert_eq!(
         restarted.bool("state_matches"),
         Some(true),
         "{}",
-        restarted.json
+        restarted.line
     );
     if let Some(hash) = vulkan_checkpoint {
         assert_eq!(restarted.str("checkpoint_hash"), Some(hash.as_str()));
     }
-    let serving = restarted.u64("version").expect("version");
+    let serving = restarted.version().expect("version");
     let files = staged_files(&session, "kernel-vulkan", serving);
     assert!(!files.contains("out[gid.x % n] = out[gid.x % n] + 1.0"));
     session.wait_quiet(QUIET, BUILD_DEADLINE);
-    assert_eq!(session.named_since(mark, "hung").len(), 1);
+    assert_eq!(session.named_since(mark, EventKind::Hung).len(), 1);
     // The cpu backend went on serving its version in its own worker.
     assert!(
         session
-            .named_since(mark, "restarted")
+            .named_since(mark, EventKind::Restarted)
             .iter()
             .all(|e| module_of(e) == "kernel-vulkan")
     );
@@ -270,13 +275,13 @@ fn a_hung_second_backend_restarts_at_once_on_its_last_good_version() {
     // the restarted version serves already: identical, not swapped).
     save_in_place(&shader, &format!("{pristine}// saved again\n"));
     let swapped = session.wait_for("vulkan swapped", BUILD_DEADLINE, |e| {
-        e.name() == "swapped" && module_of(e) == "kernel-vulkan"
+        e.is(EventKind::Swapped) && module_of(e) == "kernel-vulkan"
     });
-    let good = swapped.u64("version").expect("version");
+    let good = swapped.version().expect("version");
     let replay = session.wait_for("the vulkan saxpy replay", BUILD_DEADLINE, |e| {
-        e.is_replay_of("saxpy") && e.u64("version") == Some(good) && module_of(e) == "kernel-vulkan"
+        e.is_replay_of("saxpy") && e.version() == Some(good) && module_of(e) == "kernel-vulkan"
     });
-    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.json);
+    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.line);
     let _ = session.stop();
 }
 
@@ -289,44 +294,48 @@ fn an_old_version_that_hangs_while_timed_costs_the_comparison_not_the_new_versio
     let mut session = ws.start_session(&["--call-timeout", "3", "--no-tune"]);
     session.wait_quiet(QUIET, BUILD_DEADLINE);
     let v1 = session
-        .named_since(0, "replay")
+        .named_since(0, EventKind::Replay)
         .first()
-        .and_then(|e| e.u64("version"))
+        .and_then(|e| e.version())
         .expect("a first replay");
 
     std::fs::write(&flag, b"").expect("write the flag file");
     let mark = session.mark();
     ws.save("none", 2);
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    let v2 = swapped.u64("version").expect("version");
-    let hung = session.wait_event("hung", BUILD_DEADLINE);
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    let v2 = swapped.version().expect("version");
+    let hung = session.wait_event(EventKind::Hung, BUILD_DEADLINE);
     assert_eq!(
-        hung.u64("version"),
+        hung.version(),
         Some(v1),
         "the old version is named: {}",
-        hung.json
+        hung.line
     );
-    assert_eq!(hung.bool("old"), Some(true), "{}", hung.json);
+    assert_eq!(hung.bool("old"), Some(true), "{}", hung.line);
     assert!(
         hung.message().contains("judged on its own"),
         "{}",
         hung.message()
     );
-    let started = session.wait_event("worker_started", BUILD_DEADLINE);
-    assert_eq!(started.u64("version"), Some(v2), "{}", started.json);
+    let started = session.wait_event(EventKind::WorkerStarted, BUILD_DEADLINE);
+    assert_eq!(started.version(), Some(v2), "{}", started.line);
     let misbehave = session.wait_for("the new version's misbehave call", BUILD_DEADLINE, |e| {
-        e.is_replay_of("misbehave") && e.u64("version") == Some(v2)
+        e.is_replay_of("misbehave") && e.version() == Some(v2)
     });
-    assert_eq!(misbehave.bool("pass"), Some(true), "{}", misbehave.json);
+    assert_eq!(misbehave.bool("pass"), Some(true), "{}", misbehave.line);
     session.wait_quiet(QUIET, BUILD_DEADLINE);
-    for name in ["rolled_back", "restarted", "replay_failed"] {
+    for name in [
+        EventKind::RolledBack,
+        EventKind::Restarted,
+        EventKind::ReplayFailed,
+    ] {
         assert!(
             session.named_since(mark, name).is_empty(),
             "{name}: {:?}",
             session.named_since(mark, name)
         );
     }
-    assert_eq!(session.named_since(mark, "hung").len(), 1);
+    assert_eq!(session.named_since(mark, EventKind::Hung).len(), 1);
     let (ok, status) = kiln_ctl(&ws.copy, &["status"]);
     assert!(ok, "{status}");
     assert!(

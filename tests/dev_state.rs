@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, QUIET, WorkspaceCopy, first_version, save_in_place,
-    with_chunk,
+    BUILD_DEADLINE, DevSession, Event, EventKind, QUIET, WorkspaceCopy, first_version,
+    save_in_place, with_chunk,
 };
 
 const QUIET_MAX: Duration = Duration::from_secs(240);
@@ -27,7 +27,7 @@ fn assert_all_pass(replay: &[Event]) {
         "one replay event per call of the bundled workload: {replay:?}"
     );
     for e in replay {
-        assert_eq!(e.bool("pass"), Some(true), "call failed: {}", e.json);
+        assert_eq!(e.bool("pass"), Some(true), "call failed: {}", e.line);
     }
 }
 
@@ -49,16 +49,16 @@ fn resident_state_is_handed_over_on_every_swap() {
     for chunk in [2048, 4096, 8192] {
         let mark = session.mark();
         save_in_place(&copy.kernels_rs(), &with_chunk(&pristine, chunk));
-        let handoff = session.wait_event("handoff", BUILD_DEADLINE);
-        let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-        let to = swapped.u64("version").expect("version");
+        let handoff = session.wait_event(EventKind::Handoff, BUILD_DEADLINE);
+        let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+        let to = swapped.version().expect("version");
         assert_eq!(swapped.u64("from_version"), Some(from));
         let bytes = handoff.u64("bytes").expect("handoff.bytes");
         assert_eq!(
             swapped.u64("handoff_bytes"),
             Some(bytes),
             "{}",
-            swapped.json
+            swapped.line
         );
         assert!(
             bytes >= RESIDENT_BYTES,
@@ -67,12 +67,12 @@ fn resident_state_is_handed_over_on_every_swap() {
         assert!(
             handoff.message().contains(&format!("v{from} -> ")),
             "{}",
-            handoff.json
+            handoff.line
         );
         // matmul reads `weights`, stencil2d iterates `grid`: both pass on
         // the new version without any reload.
         let replay = session.wait_replay(BUILD_DEADLINE);
-        assert!(replay.iter().all(|e| e.u64("version") == Some(to)));
+        assert!(replay.iter().all(|e| e.version() == Some(to)));
         assert_all_pass(&replay);
         assert!(
             !session
@@ -128,7 +128,7 @@ fn state_file_is_saved_at_exit_and_restored_at_start() {
     assert!(
         restoring.message().contains(&state_arg),
         "{}",
-        restoring.json
+        restoring.line
     );
     assert!(
         session
@@ -141,7 +141,7 @@ fn state_file_is_saved_at_exit_and_restored_at_start() {
     let replay: Vec<Event> = session
         .events
         .iter()
-        .filter(|e| e.name() == "replay")
+        .filter(|e| e.is(EventKind::Replay))
         .cloned()
         .collect();
     assert_all_pass(&replay);
@@ -161,8 +161,8 @@ fn contract_change_asks_for_a_restart_and_keeps_serving() {
     let lib = copy.root().join("shared-state/src/lib.rs");
     let source = std::fs::read_to_string(&lib).expect("read contract");
     save_in_place(&lib, &format!("{source}\n// a comment\n"));
-    let restart = session.wait_event("restart_required", BUILD_DEADLINE);
-    assert_eq!(restart.u64("version"), Some(serving));
+    let restart = session.wait_event(EventKind::RestartRequired, BUILD_DEADLINE);
+    assert_eq!(restart.version(), Some(serving));
     let message = restart.message();
     assert!(
         message.contains(&restart_state.display().to_string()),
@@ -171,8 +171,17 @@ fn contract_change_asks_for_a_restart_and_keeps_serving() {
     );
     assert!(restart_state.exists(), "{} exists", restart_state.display());
     session.wait_quiet(QUIET, QUIET_MAX);
-    let after: Vec<&str> = session.since(mark).iter().map(Event::name).collect();
-    for name in ["build_started", "swapped", "retired", "unloaded"] {
+    let after: Vec<EventKind> = session
+        .since(mark)
+        .iter()
+        .filter_map(|e| e.kind())
+        .collect();
+    for name in [
+        EventKind::BuildStarted,
+        EventKind::Swapped,
+        EventKind::Retired,
+        EventKind::Unloaded,
+    ] {
         assert!(
             !after.contains(&name),
             "no {name} after a contract change: {after:?}"
@@ -188,11 +197,11 @@ fn contract_change_asks_for_a_restart_and_keeps_serving() {
     let stopped = session.stop();
     assert!(stopped.status.success(), "exit: {:?}", stopped.status);
     let tail = &stopped.events[mark..];
-    for name in ["retired", "unloaded"] {
+    for name in [EventKind::Retired, EventKind::Unloaded] {
         let e = tail
             .iter()
-            .find(|e| e.name() == name)
+            .find(|e| e.is(name))
             .unwrap_or_else(|| panic!("no {name} at exit of {pid}"));
-        assert_eq!(e.u64("version"), Some(serving), "{}", e.json);
+        assert_eq!(e.version(), Some(serving), "{}", e.line);
     }
 }

@@ -17,7 +17,7 @@ use kiln::history::History;
 use kiln::swap::snapshot_file;
 use kiln::workload::Step;
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, WorkspaceCopy, kiln_binary, kiln_ctl, save_in_place,
+    BUILD_DEADLINE, DevSession, EventKind, WorkspaceCopy, kiln_binary, kiln_ctl, save_in_place,
 };
 use shared_state::Section;
 use std::process::Command;
@@ -42,15 +42,15 @@ fn auto_serves_cpu_without_a_gpu_and_says_why_not_the_others() {
     let copy = WorkspaceCopy::new();
     // Started means serving: its events up to the watcher are all here.
     let session = DevSession::start(&copy, &["--backend", "auto"]);
-    let chosen = session.named_since(0, "backend_chosen");
+    let chosen = session.named_since(0, EventKind::BackendChosen);
     assert_eq!(chosen.len(), 1, "one backend_chosen event");
     let chosen = chosen[0].clone();
     let line = chosen.message().to_string();
     println!("{line}");
-    let started = session.named_since(0, "worker_started");
+    let started = session.named_since(0, EventKind::WorkerStarted);
     let served = started
         .first()
-        .and_then(|e| e.str("module"))
+        .and_then(|e| e.module())
         .unwrap_or_default()
         .to_string();
     assert_eq!(
@@ -111,31 +111,30 @@ fn switch_cpu_vulkan_cpu_keeps_every_resident_bit_for_bit() {
         answer.contains("not carried over: ") && answer.contains("tuning/"),
         "{answer}"
     );
-    let switched = session.wait_event("switched", BUILD_DEADLINE);
+    let switched = session.wait_event(EventKind::Switched, BUILD_DEADLINE);
     assert_eq!(
-        switched.str("module"),
+        switched.module(),
         Some("kernel-vulkan"),
         "{}",
-        switched.json
+        switched.line
     );
     let replays = session.wait_replay(BUILD_DEADLINE);
     assert!(
         replays.iter().all(|e| e.bool("pass") == Some(true)),
         "{replays:?}"
     );
-    assert!(session.named_since(mark, "replay_failed").is_empty());
+    assert!(
+        session
+            .named_since(mark, EventKind::ReplayFailed)
+            .is_empty()
+    );
 
     // Saves now go to the served module: a shader edit re-stages vulkan.
     let wgsl = copy.root().join("kernels/vulkan/shaders/saxpy.wgsl");
     let shader = copy.read("kernels/vulkan/shaders/saxpy.wgsl");
     save_in_place(&wgsl, &format!("{shader}\n// edited after the switch\n"));
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    assert_eq!(
-        swapped.str("module"),
-        Some("kernel-vulkan"),
-        "{}",
-        swapped.json
-    );
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    assert_eq!(swapped.module(), Some("kernel-vulkan"), "{}", swapped.line);
     let replays = session.wait_replay(BUILD_DEADLINE);
     assert!(
         replays.iter().all(|e| e.bool("pass") == Some(true)),

@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, QUIET, WorkspaceCopy, kiln_in, replace_once, save_in_place,
+    BUILD_DEADLINE, DevSession, Event, EventKind, QUIET, WorkspaceCopy, kiln_in, replace_once,
+    save_in_place,
 };
 
 /// Tuning the matmul tile on a loaded 2-core machine, then going quiet.
@@ -67,15 +68,15 @@ fn lines(replay: &[Event]) -> String {
 /// interleaved with the version it replaces); returns that replay's events.
 fn save_and_replay(session: &mut DevSession, copy: &WorkspaceCopy, contents: &str) -> Vec<Event> {
     save_in_place(&copy.kernels_rs(), contents);
-    let swapped = session.wait_event("swapped", BUILD_DEADLINE);
-    let version = swapped.u64("version");
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    let version = swapped.version();
     let replay = session.wait_replay(BUILD_DEADLINE);
     assert!(
-        replay.iter().all(|e| e.u64("version") == version),
+        replay.iter().all(|e| e.version() == version),
         "replay of another version: {replay:?}"
     );
     for e in &replay {
-        assert_eq!(e.bool("pass"), Some(true), "call failed: {}", e.json);
+        assert_eq!(e.bool("pass"), Some(true), "call failed: {}", e.line);
     }
     replay
 }
@@ -83,7 +84,7 @@ fn save_and_replay(session: &mut DevSession, copy: &WorkspaceCopy, contents: &st
 /// Waits for the tuner to keep a setting, then for the session to go quiet
 /// (tuning done), so the next save swaps a tuned, idle version.
 fn settle(session: &mut DevSession) {
-    session.wait_event("tuned", SETTLE_MAX);
+    session.wait_event(EventKind::Tuned, SETTLE_MAX);
     session.wait_quiet(QUIET, SETTLE_MAX);
 }
 

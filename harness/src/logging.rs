@@ -2,7 +2,8 @@
 //! object per line (`json`) with the fields `event`, `module`, `version`
 //! and `ms` at the top level, for tools and tests to follow a session.
 //!
-//! Events are ordinary `tracing` events with an `event` field; modules'
+//! Events are ordinary `tracing` events with an `event` field, named by
+//! [`crate::events::EventKind`] (`event = %EventKind::Swapped`); modules'
 //! own events arrive here too (the host hands its dispatcher to every
 //! module it loads). `RUST_LOG` filters as usual (default: `info`).
 

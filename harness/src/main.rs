@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use kiln::events::EventKind;
 use kiln::logging::LogFormat;
 use kiln::supervisor::{DevOptions, OnFail};
 
@@ -384,7 +385,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             if json {
-                tracing::error!(event = "error", "{message}");
+                tracing::error!(event = %EventKind::Error, "{message}");
             }
             eprintln!("kiln: {message}");
             ExitCode::FAILURE

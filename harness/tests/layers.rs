@@ -29,6 +29,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("workspace.rs", 0),
     ("process.rs", 0),
     ("logging.rs", 0),
+    ("events.rs", 0),
     ("units.rs", 0),
     ("loop_alignment.rs", 0),
     // Driving a running `kiln dev` from outside: the socket, keys, `kiln ctl`.

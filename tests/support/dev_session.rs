@@ -1,66 +1,27 @@
 //! Drive the real `kiln dev` binary: copy the workspace to a temporary
-//! directory, start `kiln dev --log-format json` there, follow its JSON event
-//! stream on a reader thread, and edit kernel sources the way editors do.
+//! directory, start `kiln dev --log-format json` there through the shared
+//! driver (kiln-dev-driver: the JSON event stream followed on a reader
+//! thread, typed), and edit kernel sources the way editors do.
 //!
 //! Sessions in one test process run one at a time (they share one module
 //! target directory, and cargo's uplifted artifact in it; see
 //! [`DevSession::start`]), and each is stopped with SIGINT on drop.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use crate::{cargo, workspace_root};
 use kiln::workspace;
+pub use kiln_dev_driver::{DevCommand, Event, EventKind, LogLine, Session, Stopped};
 
 /// How long a module build may take on a busy 2-core machine.
 pub const BUILD_DEADLINE: Duration = Duration::from_secs(180);
 /// How long the session must stay silent to count as quiet.
 pub const QUIET: Duration = Duration::from_millis(1500);
-
-/// One line of the event stream, with the time the test received it.
-#[derive(Clone, Debug)]
-pub struct Event {
-    pub json: Value,
-    pub at: Instant,
-}
-
-impl Event {
-    /// The `event` field (`""` for plain log lines).
-    pub fn name(&self) -> &str {
-        self.str("event").unwrap_or("")
-    }
-
-    pub fn str(&self, key: &str) -> Option<&str> {
-        self.json.get(key).and_then(Value::as_str)
-    }
-
-    pub fn u64(&self, key: &str) -> Option<u64> {
-        self.json.get(key).and_then(Value::as_u64)
-    }
-
-    pub fn f64(&self, key: &str) -> Option<f64> {
-        self.json.get(key).and_then(Value::as_f64)
-    }
-
-    pub fn bool(&self, key: &str) -> Option<bool> {
-        self.json.get(key).and_then(Value::as_bool)
-    }
-
-    /// The human message.
-    pub fn message(&self) -> &str {
-        self.str("message").unwrap_or("")
-    }
-
-    /// A `replay` event of `kernel`.
-    pub fn is_replay_of(&self, kernel: &str) -> bool {
-        self.name() == "replay" && self.str("kernel") == Some(kernel)
-    }
-}
 
 /// A temporary copy of the workspace's tracked sources.
 pub struct WorkspaceCopy {
@@ -270,28 +231,26 @@ fn session_lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A running `kiln dev --log-format json`.
+/// A running `kiln dev --log-format json` in a workspace copy: the driver's
+/// [`Session`] (waits, events, stop), one at a time per test process.
 pub struct DevSession {
-    child: Option<Child>,
-    pid: u32,
-    root: PathBuf,
-    events_rx: crossbeam_channel::Receiver<Event>,
-    /// Every event received so far, in order.
-    pub events: Vec<Event>,
-    /// Where the next [`DevSession::wait_for`] starts looking.
-    next: usize,
-    stderr: Arc<Mutex<String>>,
+    // Dropped first: the session is interrupted before the lock is freed.
+    session: Session,
     _lock: MutexGuard<'static, ()>,
 }
 
-/// What a stopped session left.
-#[derive(Debug)]
-pub struct Stopped {
-    pub status: ExitStatus,
-    /// From SIGINT to the process's exit (to within the 20 ms poll).
-    pub exited_after: Duration,
-    pub events: Vec<Event>,
-    pub stderr: String,
+impl Deref for DevSession {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl DerefMut for DevSession {
+    fn deref_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
 }
 
 impl DevSession {
@@ -310,157 +269,29 @@ impl DevSession {
         env: &[(&str, &std::ffi::OsStr)],
     ) -> DevSession {
         let lock = session_lock();
-        let bin = kiln_binary();
-        let mut cmd = Command::new(&bin);
-        cmd.current_dir(copy.root())
-            .args(["dev", "--log-format", "json"])
+        let mut command = DevCommand::new(&kiln_binary(), copy.root())
             .args(args)
-            .env(
-                "KILN_MODULE_TARGET_DIR",
-                workspace::module_target_dir(&workspace_root()),
-            )
+            .module_target_dir(&workspace::module_target_dir(&workspace_root()))
             // The copy's own target/ holds staging, history and state.
-            .env_remove("CARGO_TARGET_DIR")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env_remove("CARGO_TARGET_DIR");
         for (k, v) in env {
-            cmd.env(k, v);
+            command = command.env(k, v);
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let pid = child.id();
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let stdout = child.stdout.take().expect("piped stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let json = serde_json::from_str(&line).unwrap_or(Value::String(line));
-                if tx
-                    .send(Event {
-                        json,
-                        at: Instant::now(),
-                    })
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err_pipe = child.stderr.take().expect("piped stderr");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = err_pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let session = command.spawn().unwrap_or_else(|e| panic!("{e}"));
         let mut session = DevSession {
-            child: Some(child),
-            pid,
-            root: copy.root().to_path_buf(),
-            events_rx: rx,
-            events: Vec::new(),
-            next: 0,
-            stderr,
+            session,
             _lock: lock,
         };
         session.wait_for("the watcher to start", BUILD_DEADLINE, |e| {
-            e.message().starts_with("watching ")
+            kiln_dev_driver::is_watching(e)
         });
         session
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// The pid of the worker process serving now (module code runs there):
-    /// from the last `worker_started` or `restarted` event.
-    pub fn worker_pid(&self) -> u32 {
-        self.events
-            .iter()
-            .rev()
-            .find(|e| matches!(e.name(), "worker_started" | "restarted"))
-            .and_then(|e| e.u64("pid"))
-            .unwrap_or_else(|| self.fail("no worker_started event with a pid")) as u32
-    }
-
-    /// `<copy>/target/kiln-stage/<pid>`.
-    pub fn stage_dir(&self) -> PathBuf {
-        workspace::staging_root(&self.root).join(self.pid.to_string())
-    }
-
-    /// The index the next event will get (a mark for [`DevSession::since`]).
-    pub fn mark(&self) -> usize {
-        self.events.len()
-    }
-
-    /// Events received from `mark` on.
-    pub fn since(&self, mark: usize) -> &[Event] {
-        &self.events[mark.min(self.events.len())..]
-    }
-
-    /// Events named `name` received from `mark` on.
-    pub fn named_since(&self, mark: usize, name: &str) -> Vec<&Event> {
-        self.since(mark)
-            .iter()
-            .filter(|e| e.name() == name)
-            .collect()
-    }
-
-    fn receive(&mut self, timeout: Duration) -> Option<Event> {
-        match self.events_rx.recv_timeout(timeout) {
-            Ok(event) => {
-                self.events.push(event.clone());
-                Some(event)
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                self.fail("kiln dev closed its output (it exited)")
-            }
-        }
-    }
-
-    /// Waits until an event from the last match on satisfies `pred`, for at
-    /// most `deadline`; returns it. Panics with the session's log otherwise.
-    pub fn wait_for(
-        &mut self,
-        what: &str,
-        deadline: Duration,
-        pred: impl Fn(&Event) -> bool,
-    ) -> Event {
-        let end = Instant::now() + deadline;
-        loop {
-            if let Some(i) = (self.next..self.events.len()).find(|&i| pred(&self.events[i])) {
-                self.next = i + 1;
-                return self.events[i].clone();
-            }
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.fail(&format!("no {what} within {deadline:?}"));
-            }
-            self.receive(left);
-        }
-    }
-
-    /// Waits for the next event named `name`.
-    pub fn wait_event(&mut self, name: &str, deadline: Duration) -> Event {
-        self.wait_for(&format!("`{name}` event"), deadline, |e| e.name() == name)
     }
 
     /// Waits until a whole replay (the last call of the default workload,
     /// softmax) has been logged; returns that replay's events.
     pub fn wait_replay(&mut self, deadline: Duration) -> Vec<Event> {
-        let start = self.next;
+        let start = self.next_index();
         // The bundled workload follows the declarations: a full replay ends
         // with the replay event of its last call.
         let last_call =
@@ -469,55 +300,14 @@ impl DevSession {
                 .call_count()
                 .saturating_sub(1) as u64;
         let last = self.wait_for("a full replay", deadline, |e| {
-            e.name() == "replay" && e.u64("call") == Some(last_call)
+            e.is(EventKind::Replay) && e.u64("call") == Some(last_call)
         });
-        let version = last.u64("version");
-        self.events[start..self.next]
+        let version = last.version();
+        self.events[start..self.next_index()]
             .iter()
-            .filter(|e| e.name() == "replay" && e.u64("version") == version)
+            .filter(|e| e.is(EventKind::Replay) && e.version() == version)
             .cloned()
             .collect()
-    }
-
-    /// Receives until nothing arrives for `quiet` (bounded by `max`).
-    pub fn wait_quiet(&mut self, quiet: Duration, max: Duration) {
-        let end = Instant::now() + max;
-        while Instant::now() < end {
-            if self.receive(quiet).is_none() {
-                return;
-            }
-        }
-        self.fail(&format!("the session never went quiet within {max:?}"));
-    }
-
-    /// Panics with the event log and standard error.
-    pub fn fail(&self, why: &str) -> ! {
-        let tail: Vec<String> = self
-            .events
-            .iter()
-            .rev()
-            .take(60)
-            .rev()
-            .map(|e| e.json.to_string())
-            .collect();
-        let stderr = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
-        let skip = stderr.len().saturating_sub(4000);
-        let skip = (skip..stderr.len())
-            .find(|&i| stderr.is_char_boundary(i))
-            .unwrap_or(0);
-        panic!(
-            "{why}\n--- last events ---\n{}\n--- stderr (tail) ---\n{}",
-            tail.join("\n"),
-            &stderr[skip..]
-        );
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) with a pid we spawned and still own (not yet
-        // reaped, so it cannot have been reused) and a valid signal number.
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, signal);
-        }
     }
 
     /// Stops the session with SIGINT (Ctrl-C), waits for it to exit and for
@@ -527,72 +317,20 @@ impl DevSession {
     }
 
     /// [`DevSession::stop`] with another signal (SIGTERM, SIGHUP).
-    pub fn stop_with(mut self, signal: i32) -> Stopped {
-        let mut child = self.child.take().expect("running");
-        let interrupted = Instant::now();
-        self.signal(signal);
-        let status = wait_with_deadline(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
-            let _ = child.kill();
-            let _ = child.wait();
-            self.fail(&format!(
-                "kiln dev did not exit within 60 s of signal {signal}"
-            ))
-        });
-        let exited_after = interrupted.elapsed();
-        // The reader ends at EOF; collect everything it read.
-        let end = Instant::now() + Duration::from_secs(10);
-        while let Ok(event) = self
-            .events_rx
-            .recv_timeout(end.saturating_duration_since(Instant::now()))
-        {
-            self.events.push(event);
-        }
-        let stage = self.stage_dir();
+    pub fn stop_with(self, signal: i32) -> Stopped {
+        let DevSession { session, _lock } = self;
+        let stage = session.stage_dir();
+        let stopped = session.stop_with(signal);
         let left: Vec<PathBuf> = std::fs::read_dir(&stage)
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         if stage.exists() {
-            self.fail(&format!(
+            stopped.fail(&format!(
                 "staging dir {} still exists after exit (holds {left:?})",
                 stage.display()
             ));
         }
-        let stderr = self
-            .stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        Stopped {
-            status,
-            exited_after,
-            events: std::mem::take(&mut self.events),
-            stderr,
-        }
-    }
-}
-
-fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-impl Drop for DevSession {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            self.signal(libc::SIGINT);
-            if wait_with_deadline(&mut child, Duration::from_secs(30)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+        stopped
     }
 }
 
@@ -618,8 +356,8 @@ pub fn with_wrong_saxpy(source: &str) -> String {
 pub fn first_version(events: &[Event]) -> u64 {
     events
         .iter()
-        .find(|e| e.name() == "replay")
-        .and_then(|e| e.u64("version"))
+        .find(|e| e.is(EventKind::Replay))
+        .and_then(|e| e.version())
         .expect("a first replay with a version")
 }
 

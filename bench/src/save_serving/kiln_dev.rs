@@ -1,32 +1,24 @@
 //! The kiln side of "save to serving": the real `kiln dev` binary serving
-//! a copy of the workspace, followed through its JSON log (one object per
+//! a copy of the workspace, followed through its JSON log with the driver
+//! the end-to-end tests use (kiln-dev-driver: typed events, one object per
 //! line on stdout, fields at the top level).
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use kiln_dev_driver::{DevCommand, Event, EventKind, OnDrop, Session, WaitError};
 
 use super::edit::ConstantEdit;
 
 /// Events that mean the edit will not be served: the run stops on them.
-const FAILURE_EVENTS: [&str; 6] = [
-    "build_failed",
-    "refused",
-    "replay_failed",
-    "rolled_back",
-    "restart_required",
-    "error",
+const FAILURE_EVENTS: [EventKind; 6] = [
+    EventKind::BuildFailed,
+    EventKind::Refused,
+    EventKind::ReplayFailed,
+    EventKind::RolledBack,
+    EventKind::RestartRequired,
+    EventKind::Error,
 ];
-
-/// One log line and when it arrived.
-struct Line {
-    at: Instant,
-    value: Value,
-}
 
 /// What one edit cost, from the `swapped` event (kiln's own timings) and
 /// from this side (the write, the arrival of events).
@@ -77,7 +69,7 @@ pub struct RestagedEdit {
 
 /// The `swapped` event of an edit and what this side saw around it.
 struct Swap {
-    swapped: Value,
+    swapped: Event,
     total_ms: f64,
     replay_ms: f64,
     builds: usize,
@@ -86,8 +78,7 @@ struct Swap {
 
 /// A running `kiln dev`, killed when dropped.
 pub struct DevSession {
-    child: Child,
-    lines: Receiver<Line>,
+    session: Session,
     log: PathBuf,
     /// Calls per replay (counted in the replay at start).
     pub replay_calls: usize,
@@ -129,20 +120,22 @@ pub fn copy_sources(from: &Path, to: &Path) -> Result<(), String> {
     copy_dir(from, to, true)
 }
 
-fn field_f64(value: &Value, name: &str) -> Result<f64, String> {
-    value[name].as_f64().ok_or_else(|| {
+fn field_f64(event: &Event, name: &str) -> Result<f64, String> {
+    event.f64(name).ok_or_else(|| {
         format!(
-            "kiln dev's `{}` event has no number `{name}`: {value}",
-            value["event"]
+            "kiln dev's `{}` event has no number `{name}`: {}",
+            event.kind().map_or("?", EventKind::as_str),
+            event.line
         )
     })
 }
 
 impl DevSession {
-    /// Starts `kiln --log-format json dev` in `workspace` (a copy), with
+    /// Starts `kiln dev --log-format json` in `workspace` (a copy), with
     /// modules built into `module_target_dir` (shared with the real
     /// workspace, so dependencies are not rebuilt). Its log is also
-    /// written to `log`. Returns at once: see [`DevSession::wait_ready`].
+    /// written to `log` (standard error next to it). Returns at once: see
+    /// [`DevSession::wait_ready`].
     pub fn spawn(
         kiln_exe: &Path,
         workspace: &Path,
@@ -152,42 +145,17 @@ impl DevSession {
         extra_args: &[&str],
         log: &Path,
     ) -> Result<DevSession, String> {
-        let stderr_path = log.with_extension("stderr");
-        let stderr = std::fs::File::create(&stderr_path)
-            .map_err(|e| format!("cannot create {}: {e}", stderr_path.display()))?;
-        let mut log_file = std::fs::File::create(log)
-            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let mut child = Command::new(kiln_exe)
-            .args(["--log-format", "json", "dev", "--threads"])
-            .arg(threads.to_string())
-            .arg("--debounce-ms")
-            .arg(debounce_ms.to_string())
+        let session = DevCommand::new(kiln_exe, workspace)
+            .args(["--threads".to_string(), threads.to_string()])
+            .args(["--debounce-ms".to_string(), debounce_ms.to_string()])
             .args(extra_args)
-            .current_dir(workspace)
-            .env("KILN_MODULE_TARGET_DIR", module_target_dir)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", kiln_exe.display()))?;
-        let stdout = child.stdout.take().ok_or("kiln dev has no stdout")?;
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let at = Instant::now();
-                let Ok(line) = line else { break };
-                let _ = writeln!(log_file, "{line}");
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(Line { at, value }).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
+            .module_target_dir(module_target_dir)
+            .log_to(log)
+            .stderr_to(&log.with_extension("stderr"))
+            .on_drop(OnDrop::Kill)
+            .spawn()?;
         Ok(DevSession {
-            child,
-            lines,
+            session,
             log: log.to_path_buf(),
             replay_calls: 0,
             version: 0,
@@ -196,33 +164,31 @@ impl DevSession {
 
     /// The next log line, or an error if kiln dev stops, reports a failure
     /// or says nothing more before `deadline`.
-    fn next(&mut self, deadline: Instant, waiting_for: &str) -> Result<Line, String> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = match self.lines.recv_timeout(left) {
-            Ok(line) => line,
-            Err(RecvTimeoutError::Timeout) => {
+    fn next(&mut self, deadline: Instant, waiting_for: &str) -> Result<Event, String> {
+        let event = match self.session.try_next(deadline) {
+            Ok(event) => event,
+            Err(WaitError::TimedOut) => {
                 return Err(format!(
                     "kiln dev: no {waiting_for} in time (log: {})",
                     self.log.display()
                 ));
             }
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+            Err(exited @ WaitError::Exited(_)) => {
                 return Err(format!(
-                    "kiln dev exited ({status}) while the benchmark waited for {waiting_for} (log: {}, stderr next to it)",
+                    "{exited} while the benchmark waited for {waiting_for} (log: {}, stderr next to it)",
                     self.log.display()
                 ));
             }
         };
-        let event = line.value["event"].as_str().unwrap_or("");
-        if FAILURE_EVENTS.contains(&event) {
+        if event.is_any(&FAILURE_EVENTS) {
             return Err(format!(
-                "kiln dev reported {event}: {} (log: {})",
-                line.value["message"].as_str().unwrap_or(""),
+                "kiln dev reported {}: {} (log: {})",
+                event.kind().map_or("?", EventKind::as_str),
+                event.message(),
                 self.log.display()
             ));
         }
-        Ok(line)
+        Ok(event)
     }
 
     /// Waits for the first build, load and replay and for the watcher to
@@ -230,17 +196,13 @@ impl DevSession {
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let line = self.next(deadline, "start (first build, replay, watcher)")?;
-            let v = &line.value;
-            match v["event"].as_str() {
-                Some("replay") => self.replay_calls += 1,
-                Some("loaded") => self.version = v["version"].as_u64().unwrap_or(0),
+            let event = self.next(deadline, "start (first build, replay, watcher)")?;
+            match event.kind() {
+                Some(EventKind::Replay) => self.replay_calls += 1,
+                Some(EventKind::Loaded) => self.version = event.version().unwrap_or(0),
                 _ => {}
             }
-            if v["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("watching "))
-            {
+            if kiln_dev_driver::is_watching(&event) {
                 break;
             }
         }
@@ -270,7 +232,7 @@ impl DevSession {
             build_ms: field_f64(&swapped, "build_ms")?,
             stage_load_ms: field_f64(&swapped, "stage_load_ms")?,
             handoff_ms: field_f64(&swapped, "handoff_ms")?,
-            handoff_bytes: swapped["handoff_bytes"].as_u64().unwrap_or(0),
+            handoff_bytes: swapped.u64("handoff_bytes").unwrap_or(0),
             reported_total_ms: field_f64(&swapped, "ms")?,
             total_ms,
             replay_ms,
@@ -301,7 +263,7 @@ impl DevSession {
             total_ms,
             replay_ms,
             builds,
-            restaged: swapped["restaged"].as_bool().unwrap_or(false),
+            restaged: swapped.bool("restaged").unwrap_or(false),
         })
     }
 
@@ -313,35 +275,36 @@ impl DevSession {
         edit.save_next()?;
         let mut builds = 0;
         let mut build_paths = Vec::new();
-        let (swapped_at, swapped) = loop {
-            let line = self.next(deadline, "swap of the edited version")?;
-            let v = &line.value;
-            if v["event"] == "build_started" {
-                builds += 1;
-            }
-            if v["event"] == "build_path" {
-                build_paths.push(v["via"].as_str().unwrap_or("?").to_string());
-            }
-            if v["event"] == "swapped" && v["version"].as_u64().is_some_and(|n| n > self.version) {
-                break (line.at, line.value);
+        let swapped = loop {
+            let event = self.next(deadline, "swap of the edited version")?;
+            match event.kind() {
+                Some(EventKind::BuildStarted) => builds += 1,
+                Some(EventKind::BuildPath) => {
+                    build_paths.push(event.str("via").unwrap_or("?").to_string())
+                }
+                Some(EventKind::Swapped) if event.version().is_some_and(|n| n > self.version) => {
+                    break event;
+                }
+                _ => {}
             }
         };
-        let version = swapped["version"].as_u64().unwrap_or(0);
+        let swapped_at = swapped.at;
+        let version = swapped.version().unwrap_or(0);
         self.version = version;
         let mut replayed = 0;
         let mut last_replay = swapped_at;
         while replayed < self.replay_calls {
-            let line = self.next(deadline, "replay of the edited version")?;
-            let v = &line.value;
-            if v["event"] == "replay" && v["version"].as_u64() == Some(version) {
-                if v["pass"] != Value::Bool(true) {
+            let event = self.next(deadline, "replay of the edited version")?;
+            if event.is(EventKind::Replay) && event.version() == Some(version) {
+                if event.bool("pass") != Some(true) {
                     return Err(format!(
-                        "kiln dev: v{version} failed replay after the edit: {v} (log: {})",
+                        "kiln dev: v{version} failed replay after the edit: {} (log: {})",
+                        event.line,
                         self.log.display()
                     ));
                 }
                 replayed += 1;
-                last_replay = line.at;
+                last_replay = event.at;
             }
         }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -352,12 +315,5 @@ impl DevSession {
             builds,
             build_paths,
         })
-    }
-}
-
-impl Drop for DevSession {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -24,6 +24,7 @@ use cargo_metadata::{CrateType, Message};
 use crate::build::direct_rustc::{CargoResult, Recorder};
 use crate::build::module_graph::{KernelModule, ModuleGraph};
 use crate::build::provenance;
+use crate::events::EventKind;
 
 /// Subdirectory of the workspace target dir that module builds use, so they
 /// never wait on the lock of the host's own build.
@@ -316,7 +317,7 @@ impl ModuleBuilder {
                 Ok(direct) => match direct.run(package, self.color, progress) {
                     Ok(outcome) => {
                         tracing::info!(
-                            event = "build_path",
+                            event = %EventKind::BuildPath,
                             module = %package,
                             via = "rustc direct",
                             "{package}: rustc direct (only the crate's own sources changed)"
@@ -328,7 +329,7 @@ impl ModuleBuilder {
             },
         };
         tracing::info!(
-            event = "build_path",
+            event = %EventKind::BuildPath,
             module = %package,
             via = "cargo",
             why = %why_cargo,

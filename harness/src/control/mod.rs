@@ -20,6 +20,7 @@ pub mod socket;
 
 use std::path::{Path, PathBuf};
 
+use crate::events::EventKind;
 use crossbeam_channel::Receiver;
 
 pub use request::{Origin, Request};
@@ -40,7 +41,7 @@ impl Control {
         let (tx, rx) = crossbeam_channel::unbounded();
         let server = socket::serve(workspace, tx.clone())?;
         tracing::info!(
-            event = "control",
+            event = %EventKind::Control,
             socket = %server.socket().display(),
             "drive this session with `kiln ctl status|replay|history|undo|bless|switch|quit` (socket {})",
             server.socket().display()

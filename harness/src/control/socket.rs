@@ -27,6 +27,7 @@ use crossbeam_channel::Sender;
 
 use super::protocol::{Answer, Command};
 use super::request::{Origin, Request};
+use crate::events::EventKind;
 
 /// The longest socket path `sun_path` holds (108 bytes with the NUL).
 const SUN_PATH_MAX: usize = 107;
@@ -97,7 +98,7 @@ pub fn serve(workspace: &Path, requests: Sender<Request>) -> Result<ControlServe
             )
         })?;
         tracing::info!(
-            event = "stale_socket_replaced",
+            event = %EventKind::StaleSocketReplaced,
             "replaced the control socket {} left by a session that did not exit cleanly",
             paths.socket.display()
         );
@@ -219,7 +220,7 @@ fn serve_client(
     let uid = peer.uid.as_raw();
     if uid != owner {
         tracing::warn!(
-            event = "control_refused",
+            event = %EventKind::ControlRefused,
             "refused a control connection from uid {uid} (pid {}): this session belongs to uid {owner}",
             peer.pid.as_raw_nonzero()
         );
@@ -237,7 +238,7 @@ fn serve_client(
     let command = match Command::from_line(line.trim()) {
         Ok(c) => c,
         Err(why) => {
-            tracing::warn!(event = "control_refused", "kiln ctl: {why}");
+            tracing::warn!(event = %EventKind::ControlRefused, "kiln ctl: {why}");
             return send(&mut stream, &Answer::refused(why));
         }
     };

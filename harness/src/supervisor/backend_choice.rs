@@ -15,6 +15,7 @@
 
 use std::process::Command;
 
+use crate::events::EventKind;
 use serde::{Deserialize, Serialize};
 
 /// What kind of device a Vulkan driver says it is.
@@ -174,7 +175,7 @@ pub fn resolve(root: &std::path::Path, backend: &str) -> Result<String, String> 
         crate::build::module_graph::ModuleGraph::discover(root).map_err(|e| e.to_string())?;
     let have: Vec<&str> = graph.modules().iter().map(|m| m.backend.as_str()).collect();
     let choice = choose(&probe_in_child(), &have)?;
-    tracing::info!(event = "backend_chosen", backend = %choice.backend, "{}", choice.describe());
+    tracing::info!(event = %EventKind::BackendChosen, backend = %choice.backend, "{}", choice.describe());
     Ok(choice.backend)
 }
 

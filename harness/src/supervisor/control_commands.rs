@@ -12,6 +12,7 @@ use super::lane::Fresh;
 use super::session::Session;
 use crate::control::Request;
 use crate::control::protocol::{Answer, Command};
+use crate::events::EventKind;
 use crate::isolation::worker_client::WorkerError;
 use kiln_stats::bytes;
 
@@ -32,7 +33,7 @@ impl ControlQueue {
         );
         if waits && let Some(why) = session.busy() {
             tracing::info!(
-                event = "control_queued",
+                event = %EventKind::ControlQueued,
                 module = %session.own().module.package,
                 version = session.version(),
                 command = request.command.name(),
@@ -116,7 +117,7 @@ impl ControlQueue {
             Answer::Queued { reason } => ("queued", reason.as_str()),
         };
         tracing::info!(
-            event = "control",
+            event = %EventKind::Control,
             module = %session.own().module.package,
             version = session.version(),
             command = request.command.name(),
@@ -252,7 +253,7 @@ impl Session {
                 self.lanes[0].serving = staged;
                 let after = self.lanes[0].engine.state_hash().ok().map(|h| h.hash);
                 tracing::warn!(
-                    event = "undone",
+                    event = %EventKind::Undone,
                     module = %module,
                     version = self.version(),
                     code_of = target.version,
@@ -378,7 +379,7 @@ impl Session {
             }
         };
         tracing::info!(
-            event = "blessed",
+            event = %EventKind::Blessed,
             module = %self.lanes[0].module.package,
             version = self.version(),
             path = %path.display(),

@@ -10,6 +10,7 @@ use std::path::Path;
 use super::sync_build::build_at_start;
 use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::{KernelModule, ModuleGraph};
+use crate::events::EventKind;
 use crate::swap::stage::{Staged, StagingDir};
 use crate::workspace::{self, REFERENCE_BACKEND};
 
@@ -68,7 +69,7 @@ pub fn stage_reference(root: &Path, stage: &StagingDir) -> Option<Staged> {
     match stage_backend(root, stage, REFERENCE_BACKEND, None) {
         Ok(staged) => {
             tracing::info!(
-                event = "reference",
+                event = %EventKind::Reference,
                 "expected outputs not stored in the workload come from {}",
                 staged.label
             );
@@ -76,7 +77,7 @@ pub fn stage_reference(root: &Path, stage: &StagingDir) -> Option<Staged> {
         }
         Err(e) => {
             tracing::warn!(
-                event = "reference",
+                event = %EventKind::Reference,
                 "no reference module ({e}): calls without stored expected outputs are unchecked"
             );
             None

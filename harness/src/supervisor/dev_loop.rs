@@ -22,6 +22,7 @@ use super::watch::{ChangeSet, ModuleWatcher, WatchOptions};
 use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::{KernelModule, ModuleGraph};
 use crate::build::queue::{BuildEvent, BuildQueue};
+use crate::events::EventKind;
 use crate::isolation::isolated::{IsolatedEngine, IsolationOptions};
 use crate::isolation::worker_process::SpawnOptions;
 use crate::swap::stage::StagingDir;
@@ -58,7 +59,7 @@ fn choose_backend(graph: &ModuleGraph) -> Result<String, DevError> {
     let have: Vec<&str> = graph.modules().iter().map(|m| m.backend.as_str()).collect();
     let probe = super::backend_choice::probe_in_child();
     let choice = super::backend_choice::choose(&probe, &have).map_err(err)?;
-    tracing::info!(event = "backend_chosen", backend = %choice.backend, "{}", choice.describe());
+    tracing::info!(event = %EventKind::BackendChosen, backend = %choice.backend, "{}", choice.describe());
     Ok(choice.backend)
 }
 
@@ -154,7 +155,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
                     ))
                 })?;
             tracing::info!(
-                event = "reference",
+                event = %EventKind::Reference,
                 "--reference {backend}: every call's expected outputs come from {}",
                 staged.label
             );
@@ -229,7 +230,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         }
     }
     tracing::info!(
-        event = "worker_started",
+        event = %EventKind::WorkerStarted,
         module = %module.package,
         version = started.version,
         pid = engine.worker_pid(),
@@ -344,7 +345,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             }
             LoopEvent::Change(change) => session.on_change(&change, &queue),
             LoopEvent::Build(BuildEvent::Started { module, requests }) => {
-                tracing::info!(event = "build_started", module = %module, version = session.version(), requests, "building {module}");
+                tracing::info!(event = %EventKind::BuildStarted, module = %module, version = session.version(), requests, "building {module}");
                 session.spinner.start(&module);
             }
             LoopEvent::Build(BuildEvent::Progress { progress, .. }) => {

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use super::lane::Fresh;
 use super::session::Session;
+use crate::events::EventKind;
 use crate::history::{History, VersionRecord};
 use crate::isolation::worker_client::{Down, DownKind, WorkerError};
 use crate::worker::protocol::ReplaySummary;
@@ -26,10 +27,10 @@ pub(super) fn version_of(label: &str) -> Option<u64> {
 }
 
 /// `crashed` or `hung`.
-fn event_of(down: &Down) -> &'static str {
+fn event_of(down: &Down) -> EventKind {
     match &down.kind {
-        DownKind::Crashed(_) => "crashed",
-        DownKind::Hung { .. } => "hung",
+        DownKind::Crashed(_) => EventKind::Crashed,
+        DownKind::Hung { .. } => EventKind::Hung,
     }
 }
 
@@ -42,7 +43,7 @@ impl Session {
             WorkerError::Interrupted => self.stopping = true,
             WorkerError::Failed(e) => {
                 let lane = &self.lanes[i];
-                tracing::error!(event = "refused", module = %lane.package(), version = lane.version(), "{what}: {e}; {} keeps serving", lane.label());
+                tracing::error!(event = %EventKind::Refused, module = %lane.package(), version = lane.version(), "{what}: {e}; {} keeps serving", lane.label());
             }
             WorkerError::Down(down) => self.went_down(i, *down, None, 0.0),
         }
@@ -60,7 +61,7 @@ impl Session {
             WorkerError::Interrupted => self.stopping = true,
             WorkerError::Failed(e) => {
                 let lane = &self.lanes[i];
-                tracing::error!(event = "refused", module = %lane.package(), version = tried.0, "{e}; {} keeps serving", lane.label());
+                tracing::error!(event = %EventKind::Refused, module = %lane.package(), version = tried.0, "{e}; {} keeps serving", lane.label());
             }
             WorkerError::Down(down) => self.went_down(i, *down, Some(tried), build_ms),
         }
@@ -102,7 +103,7 @@ impl Session {
         };
         let what = down.describe();
         tracing::error!(
-            event,
+            event = %event,
             module = %lane.package(),
             version = culprit_version,
             signal = down.signal(),
@@ -152,7 +153,7 @@ impl Session {
         let event = event_of(&down);
         let new = lane.serving.clone();
         tracing::error!(
-            event,
+            event = %event,
             module = %lane.package(),
             version = old_version,
             signal = down.signal(),
@@ -263,7 +264,7 @@ impl Session {
             (None, _) => "no checkpoint was taken yet: it starts empty".to_string(),
         };
         tracing::warn!(
-            event = "restarted",
+            event = %EventKind::Restarted,
             module = %lane.package(),
             version = lane.engine.version(),
             from_version = crashed,

@@ -38,6 +38,7 @@ use super::session::{Session, print_table};
 use super::sync_build::build_at_start;
 use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::KernelModule;
+use crate::events::EventKind;
 use crate::isolation::isolated::{IsolatedEngine, IsolationOptions};
 use crate::swap::stage::StagingDir;
 use crate::worker::protocol::{ReplaySummary, StateSource};
@@ -101,7 +102,7 @@ pub(super) fn start_others(setup: OthersSetup<'_>) -> Result<Vec<Lane>, DevError
             .start(&staged, setup.state.clone())
             .map_err(|e| DevError(format!("cannot start {}: {e}", module.package)))?;
         tracing::info!(
-            event = "worker_started",
+            event = %EventKind::WorkerStarted,
             module = %module.package,
             version = started.version,
             pid = engine.worker_pid(),
@@ -174,7 +175,7 @@ impl Session {
         print_table(&text);
         let backends: Vec<&str> = columns.iter().map(|c| c.label).collect();
         tracing::info!(
-            event = "backends_replayed",
+            event = %EventKind::BackendsReplayed,
             module = %self.own().package(),
             version = self.version(),
             backends = %backends.join(","),
@@ -201,7 +202,7 @@ impl Session {
         let path = self.stage.path().join(format!("{}.outputs", own.label));
         if let Err(e) = self.lanes[0].engine.write_outputs(&path) {
             tracing::warn!(
-                event = "cross_compare_failed",
+                event = %EventKind::CrossCompareFailed,
                 module = %self.own().package(),
                 "cannot cross-compare the backends: {} did not write its outputs: {e}",
                 own.label
@@ -220,9 +221,9 @@ impl Session {
                     let module = self.lanes[i + 1].package().to_string();
                     let event_fields = (check.label.clone(), check.against.clone());
                     if all {
-                        tracing::info!(event = "cross_compared", module = %module, backend = %event_fields.0, against = %event_fields.1, agree = true, compared = check.compared(), agreed = check.agreed(), "{line}");
+                        tracing::info!(event = %EventKind::CrossCompared, module = %module, backend = %event_fields.0, against = %event_fields.1, agree = true, compared = check.compared(), agreed = check.agreed(), "{line}");
                     } else {
-                        tracing::warn!(event = "cross_compared", module = %module, backend = %event_fields.0, against = %event_fields.1, agree = false, compared = check.compared(), agreed = check.agreed(), "{line}");
+                        tracing::warn!(event = %EventKind::CrossCompared, module = %module, backend = %event_fields.0, against = %event_fields.1, agree = false, compared = check.compared(), agreed = check.agreed(), "{line}");
                     }
                     checks.push(check);
                 }

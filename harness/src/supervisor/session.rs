@@ -20,6 +20,7 @@ use super::watch::ChangeSet;
 use crate::build::module_build::{BuildOutcome, strip_ansi};
 use crate::build::module_graph::KernelModule;
 use crate::build::queue::{BuildQueue, BuildReport};
+use crate::events::EventKind;
 use crate::history::VersionRecord;
 use crate::isolation::worker_client::WorkerError;
 use crate::swap::stage::{Staged, StagingDir};
@@ -119,7 +120,7 @@ impl Session {
             }
             let lane = &self.lanes[i];
             tracing::info!(
-                event = "change",
+                event = %EventKind::Change,
                 module = %lane.package(),
                 version = lane.version(),
                 ms = debounce_ms,
@@ -221,13 +222,13 @@ impl Session {
             .map_or(self.version(), |i| self.lanes[i].version());
         match report.result {
             Err(e) => {
-                tracing::error!(event = "build_failed", module = %module, version, ms = build_ms, "cannot run cargo: {e}");
+                tracing::error!(event = %EventKind::BuildFailed, module = %module, version, ms = build_ms, "cannot run cargo: {e}");
                 None
             }
             Ok(BuildOutcome::Failed { rendered, .. }) => {
                 eprint!("{rendered}");
                 tracing::error!(
-                    event = "build_failed",
+                    event = %EventKind::BuildFailed,
                     module = %module,
                     version,
                     ms = build_ms,
@@ -237,7 +238,7 @@ impl Session {
                 None
             }
             Ok(BuildOutcome::Built { artifact, .. }) => {
-                tracing::info!(event = "build_finished", module = %module, version, ms = build_ms, "built {module} in {build_ms:.0} ms");
+                tracing::info!(event = %EventKind::BuildFinished, module = %module, version, ms = build_ms, "built {module} in {build_ms:.0} ms");
                 Some(artifact)
             }
         }
@@ -271,7 +272,7 @@ impl Session {
                 let debounce_ms =
                     change.map(|(first, seen)| seen.duration_since(first).as_secs_f64() * 1e3);
                 tracing::info!(
-                    event = "swapped",
+                    event = %EventKind::Swapped,
                     module = %module,
                     version = lane.version(),
                     from_version,
@@ -302,7 +303,7 @@ impl Session {
             }
             Err(WorkerError::Failed(e)) => {
                 self.stage.remove(&staged);
-                tracing::error!(event = "refused", module = %module, version = from_version, "{e}; {from_label} keeps serving");
+                tracing::error!(event = %EventKind::Refused, module = %module, version = from_version, "{e}; {from_label} keeps serving");
                 // A fingerprint that differs in a contract field: the
                 // contract changed under the serving host.
                 if e.starts_with("refused ") && e.contains("contract") {
@@ -345,7 +346,7 @@ impl Session {
         match lane.engine.start(&staged, source) {
             Ok(started) => {
                 tracing::info!(
-                    event = "worker_started",
+                    event = %EventKind::WorkerStarted,
                     module = %lane.package(),
                     version = started.version,
                     pid = lane.engine.worker_pid(),
@@ -514,14 +515,14 @@ impl Session {
             }
             Verdict::RollBack => {
                 let to = good_version.unwrap_or_default();
-                tracing::error!(event = "replay_failed", module = %staged.module, version = staged.version, "{}", failed(format!("rolling back to v{to}")));
+                tracing::error!(event = %EventKind::ReplayFailed, module = %staged.module, version = staged.version, "{}", failed(format!("rolling back to v{to}")));
                 self.rollback(i);
             }
             Verdict::NoGoodToRollBackTo => {
-                tracing::error!(event = "replay_failed", module = %staged.module, version = staged.version, "{}", failed("no earlier good version to roll back to, keeping it".into()));
+                tracing::error!(event = %EventKind::ReplayFailed, module = %staged.module, version = staged.version, "{}", failed("no earlier good version to roll back to, keeping it".into()));
             }
             Verdict::KeptFailing => {
-                tracing::warn!(event = "replay_failed", module = %staged.module, version = staged.version, "{}", failed("keeping it (--on-fail keep)".into()));
+                tracing::warn!(event = %EventKind::ReplayFailed, module = %staged.module, version = staged.version, "{}", failed("keeping it (--on-fail keep)".into()));
             }
         }
         self.lanes[i].save_history();
@@ -565,7 +566,7 @@ impl Session {
         let lane = &mut self.lanes[i];
         match lane.engine.take_checkpoint() {
             Ok(c) => tracing::info!(
-                event = "checkpoint",
+                event = %EventKind::Checkpoint,
                 module = %lane.package(),
                 version = lane.version(),
                 bytes = c.bytes,
@@ -601,7 +602,7 @@ impl Session {
                     last.note = Some(format!("rolled back to v{good_version}"));
                 }
                 tracing::warn!(
-                    event = "rolled_back",
+                    event = %EventKind::RolledBack,
                     module = %module,
                     version = lane.version(),
                     ms = swap.paused_ms,

@@ -2,6 +2,7 @@
 //! contract changed (the host must restart) and at Ctrl-C.
 
 use super::session::Session;
+use crate::events::EventKind;
 
 impl Session {
     pub(super) fn restart_required(&mut self) {
@@ -19,7 +20,7 @@ impl Session {
             Err(e) => format!("saving the engine's state failed: {e}"),
         };
         tracing::warn!(
-            event = "restart_required",
+            event = %EventKind::RestartRequired,
             module = %self.lanes[0].module.package,
             version = self.version(),
             "shared-state (the contract between host and modules) changed: it cannot be hot-swapped. \
@@ -32,7 +33,7 @@ impl Session {
         if let Some(path) = &self.explicit_state {
             match self.lanes[0].engine.write_state_file(path) {
                 Ok(bytes) => tracing::info!(
-                    event = "state_saved",
+                    event = %EventKind::StateSaved,
                     module = %self.lanes[0].module.package,
                     version = self.version(),
                     bytes,

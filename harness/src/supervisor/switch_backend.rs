@@ -39,6 +39,7 @@ use super::session::Session;
 use super::sync_build::build_now;
 use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::KernelModule;
+use crate::events::EventKind;
 use crate::history::History;
 use crate::isolation::worker_client::WorkerError;
 use crate::swap::stage::Staged;
@@ -76,14 +77,14 @@ impl Session {
                         "no other backend can run here (modules: {}); {from_label} keeps serving",
                         self.backends.names()
                     );
-                    tracing::warn!(event = "switch_refused", "{why}");
+                    tracing::warn!(event = %EventKind::SwitchRefused, "{why}");
                     return Err(why);
                 }
             },
             named => named,
         };
         let refuse = |why: String| {
-            tracing::warn!(event = "switch_refused", backend = %backend, "switch to {backend} refused: {why}");
+            tracing::warn!(event = %EventKind::SwitchRefused, backend = %backend, "switch to {backend} refused: {why}");
             Err(why)
         };
         let Some(target) = self.backends.find(backend).cloned() else {
@@ -146,7 +147,7 @@ impl Session {
             swap.dropped.join(", ")
         };
         tracing::info!(
-            event = "switched",
+            event = %EventKind::Switched,
             module = %target.package,
             version = staged.version,
             from = %swap.from,
@@ -283,7 +284,7 @@ impl Session {
                     timings: good.timings,
                 });
                 tracing::warn!(
-                    event = "switched_back",
+                    event = %EventKind::SwitchedBack,
                     module = %self.lanes[0].module.package,
                     version = self.lanes[0].serving.version,
                     "{why}; switched back: {label} serves again, with the state"
@@ -293,7 +294,7 @@ impl Session {
             }
             Err(e) => {
                 self.stage.remove(&staged);
-                tracing::error!(event = "refused", module = %failed_module, "{why}; cannot go back to {}: {e}", previous.module.package);
+                tracing::error!(event = %EventKind::Refused, module = %failed_module, "{why}; cannot go back to {}: {e}", previous.module.package);
                 format!("{why}; cannot go back to {}: {e}", previous.module.package)
             }
         }

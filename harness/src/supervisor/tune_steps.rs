@@ -3,6 +3,7 @@
 //! the kept values recorded in the history and checkpointed with the state.
 
 use super::session::Session;
+use crate::events::EventKind;
 use crate::isolation::worker_client::WorkerError;
 
 /// How long one tuning step may run before the loop looks at events again.
@@ -33,7 +34,7 @@ impl Session {
         }
         for (tunable, value) in &progress.kept {
             tracing::info!(
-                event = "tuned",
+                event = %EventKind::Tuned,
                 module = %self.lanes[0].module.package,
                 version = self.version(),
                 tunable = %tunable,

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use super::session::{Session, print_table};
 use crate::build::queue::BuildReport;
+use crate::events::EventKind;
 use crate::isolation::worker_client::WorkerError;
 use crate::swap::stage::{StageError, Staged};
 use crate::worker::protocol::ReplaySummary;
@@ -28,7 +29,7 @@ impl Session {
         let lane = &mut self.lanes[i];
         match lane.engine.reload_workload() {
             Ok(description) => tracing::info!(
-                event = "workload_reloaded",
+                event = %EventKind::WorkloadReloaded,
                 module = %lane.package(),
                 version = lane.version(),
                 "{}: {description}",
@@ -39,7 +40,7 @@ impl Session {
                 }
             ),
             Err(WorkerError::Failed(e)) => tracing::error!(
-                event = "workload_invalid",
+                event = %EventKind::WorkloadInvalid,
                 module = %lane.package(),
                 version = lane.version(),
                 "cannot read the workload again: {e}; replays keep the last one"
@@ -57,7 +58,7 @@ impl Session {
             Err(StageError::Declarations { errors, .. }) => {
                 for e in &errors {
                     tracing::error!(
-                        event = "declaration_invalid",
+                        event = %EventKind::DeclarationInvalid,
                         module = %module,
                         version = self.version(),
                         file = %e.file.display(),
@@ -69,7 +70,7 @@ impl Session {
                 None
             }
             Err(e) => {
-                tracing::error!(event = "refused", module = %module, version = self.version(), "{e}; {} keeps serving", self.label());
+                tracing::error!(event = %EventKind::Refused, module = %module, version = self.version(), "{e}; {} keeps serving", self.label());
                 None
             }
         }
@@ -128,7 +129,7 @@ impl Session {
             return;
         };
         tracing::info!(
-            event = "reference_swapped",
+            event = %EventKind::ReferenceSwapped,
             module = %self.own().package(),
             version = self.version(),
             reference = %label,
@@ -149,12 +150,12 @@ impl Session {
         }
         let lane = &mut self.lanes[0];
         let (module, version, label) = (lane.package().to_string(), lane.version(), lane.label());
-        tracing::info!(event = "recheck", module = %module, version, "re-checking {label} ({why})");
+        tracing::info!(event = %EventKind::Recheck, module = %module, version, "re-checking {label} ({why})");
         let recorded = lane.last_good.as_ref().map(|g| g.timings.clone());
         let report = match lane.engine.replay(recorded.as_ref()) {
             Ok(report) => report,
             Err(WorkerError::Failed(e)) => {
-                tracing::error!(event = "rechecked", module = %module, version, pass = false, "cannot re-check {label}: {e}");
+                tracing::error!(event = %EventKind::Rechecked, module = %module, version, pass = false, "cannot re-check {label}: {e}");
                 return None;
             }
             Err(e) => {
@@ -165,7 +166,7 @@ impl Session {
         print_table(&report.table);
         self.log_skipped(0, &report);
         if report.passed {
-            tracing::info!(event = "rechecked", module = %module, version, pass = true, "{} passes ({why})", report.label);
+            tracing::info!(event = %EventKind::Rechecked, module = %module, version, pass = true, "{} passes ({why})", report.label);
             // A workload read again loaded its residents into the engine:
             // the state changed, and it passed, so it is the last good point
             // (a crash must not restart on the state from before).
@@ -173,7 +174,7 @@ impl Session {
         } else {
             let failure = report.first_failure.clone();
             tracing::error!(
-                event = "rechecked",
+                event = %EventKind::Rechecked,
                 module = %module,
                 version,
                 pass = false,
@@ -215,7 +216,7 @@ impl Session {
         for ((kernel, why), calls) in by_reason {
             let list: Vec<String> = calls.iter().map(ToString::to_string).collect();
             tracing::warn!(
-                event = "replay_skipped",
+                event = %EventKind::ReplaySkipped,
                 module = %lane.package(),
                 version = lane.version(),
                 kernel,

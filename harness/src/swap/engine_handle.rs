@@ -19,6 +19,7 @@ use shared_state::{
     ResidentInfo, Snapshot, Tensor,
 };
 
+use crate::events::EventKind;
 use crate::swap::load::LoadedModule;
 use crate::swap::version_threads::{JOIN_DEADLINE, VersionThreads};
 
@@ -343,7 +344,7 @@ impl Drop for Version {
         let ms = start.elapsed().as_secs_f64() * 1e3;
         let module = self.module.take().expect("module present until drop");
         tracing::info!(
-            event = "retired",
+            event = %EventKind::Retired,
             module = %module.staged.module,
             version = module.staged.version,
             ms,

@@ -12,6 +12,7 @@ use shared_state::export::{
 };
 use shared_state::{Difference, Fingerprint};
 
+use crate::events::EventKind;
 use crate::swap::stage::{StageError, Staged};
 
 /// Why a module was not loaded.
@@ -139,7 +140,7 @@ impl LoadedModule {
         };
         let ms = start.elapsed().as_secs_f64() * 1e3;
         tracing::info!(
-            event = "loaded",
+            event = %EventKind::Loaded,
             module = %staged.module,
             version = staged.version,
             ms,
@@ -206,7 +207,7 @@ impl Drop for LoadedModule {
         let _ = std::fs::remove_file(&self.staged.files_path);
         let ms = start.elapsed().as_secs_f64() * 1e3;
         tracing::info!(
-            event = "unloaded",
+            event = %EventKind::Unloaded,
             module = %self.staged.module,
             version = self.staged.version,
             ms,

@@ -16,6 +16,7 @@ use std::time::Instant;
 use kiln_stats::bytes;
 use shared_state::{Call, ImportReport, Output, Snapshot};
 
+use crate::events::EventKind;
 use crate::swap::engine_handle::{CallError, EngineHandle, EngineOptions};
 use crate::swap::load::LoadedModule;
 
@@ -157,7 +158,7 @@ impl ServedModule {
             import,
         };
         tracing::info!(
-            event = "handoff",
+            event = %EventKind::Handoff,
             module = %module_name,
             version = new_version,
             bytes = report.bytes,
@@ -173,7 +174,7 @@ impl ServedModule {
         );
         if !report.import.dropped.is_empty() {
             tracing::warn!(
-                event = "state_dropped",
+                event = %EventKind::StateDropped,
                 module = %module_name,
                 "{} does not know these state sections of {}; they were not carried over: {}",
                 report.to,

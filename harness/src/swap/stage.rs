@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::events::EventKind;
 use crate::swap::version_files::{self, VersionFiles};
 
 /// A staged copy of a module, ready to load.
@@ -156,7 +157,7 @@ impl StagingDir {
                 continue;
             };
             if pid != std::process::id() && !pid_alive(pid) {
-                tracing::info!(event = "stale_stage_removed", dir = %entry.path().display(), "removed staging dir of dead process {pid}");
+                tracing::info!(event = %EventKind::StaleStageRemoved, dir = %entry.path().display(), "removed staging dir of dead process {pid}");
                 remove_dir_writable(&entry.path());
             }
         }
@@ -222,7 +223,7 @@ impl StagingDir {
             files_path,
         };
         tracing::info!(
-            event = "staged",
+            event = %EventKind::Staged,
             module = %staged.module,
             version = staged.version,
             bytes = staged.bytes,

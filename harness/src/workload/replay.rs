@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use shared_state::{Arg, Call, DType, KernelDecl, Tensor};
 
+use crate::events::EventKind;
 use crate::machine::recorded::{CallRate, RateBasis, ReplayRates};
 use crate::machine::replay_roof::{ColdFlush, RoofSource};
 use crate::machine::{Achieved, Work};
@@ -827,7 +828,7 @@ pub fn log_events(report: &ReplayReport, module: &str, version: u64) {
         let cmp = c.comparison.as_ref();
         tracing::info!(
             target: "kiln::workload::replay",
-            event = "replay",
+            event = %EventKind::Replay,
             module,
             version,
             call = c.index,
