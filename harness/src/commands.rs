@@ -31,15 +31,7 @@ fn graph(root: &Path) -> Result<ModuleGraph, String> {
 }
 
 fn module_for(graph: &ModuleGraph, backend: &str) -> Result<KernelModule, String> {
-    graph
-        .modules()
-        .iter()
-        .find(|m| m.backend == backend || m.package == backend)
-        .cloned()
-        .ok_or_else(|| {
-            let have: Vec<&str> = graph.modules().iter().map(|m| m.backend.as_str()).collect();
-            format!("no backend {backend:?} (have: {})", have.join(", "))
-        })
+    graph.module_for_backend(backend)
 }
 
 fn builder(root: &Path) -> ModuleBuilder {

@@ -304,6 +304,22 @@ impl ModuleGraph {
         outer
     }
 
+    /// The module serving `backend` (its directory name, `cpu`, or its
+    /// package, `kernel-cpu`); the error lists the backends there are.
+    pub fn module_for_backend(&self, backend: &str) -> Result<KernelModule, String> {
+        self.modules
+            .iter()
+            .find(|m| m.backend == backend || m.package == backend)
+            .cloned()
+            .ok_or_else(|| {
+                let have: Vec<&str> = self.modules.iter().map(|m| m.backend.as_str()).collect();
+                format!(
+                    "no kernel module for backend {backend:?} under kernels/ (have: {})",
+                    have.join(", ")
+                )
+            })
+    }
+
     /// What a change to `path` (absolute, or relative to the workspace root)
     /// means: which modules to rebuild, a contract change, or nothing.
     pub fn classify(&self, path: &Path) -> Classified {

@@ -19,15 +19,7 @@ use crate::workspace::{self, REFERENCE_BACKEND};
 pub use crate::workload::generate::workspace_bundled_workload as bundled_workload;
 
 fn module_for(graph: &ModuleGraph, backend: &str) -> Result<KernelModule, String> {
-    graph
-        .modules()
-        .iter()
-        .find(|m| m.backend == backend || m.package == backend)
-        .cloned()
-        .ok_or_else(|| {
-            let have: Vec<&str> = graph.modules().iter().map(|m| m.backend.as_str()).collect();
-            format!("no backend {backend:?} (have: {})", have.join(", "))
-        })
+    graph.module_for_backend(backend)
 }
 
 /// Builds (or takes) a backend's module file and stages it with the

@@ -39,18 +39,7 @@ fn restart_state_path(target: &Path, module: &str) -> PathBuf {
 }
 
 fn select_module(graph: &ModuleGraph, backend: &str) -> Result<KernelModule, DevError> {
-    graph
-        .modules()
-        .iter()
-        .find(|m| m.backend == backend || m.package == backend)
-        .cloned()
-        .ok_or_else(|| {
-            let have: Vec<&str> = graph.modules().iter().map(|m| m.backend.as_str()).collect();
-            err(format!(
-                "no kernel module for backend {backend:?} under kernels/ (have: {})",
-                have.join(", ")
-            ))
-        })
+    graph.module_for_backend(backend).map_err(err)
 }
 
 /// `--backend auto`: probes the drivers (in a child process, no module
