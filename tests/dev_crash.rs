@@ -370,3 +370,46 @@ fn a_crash_after_a_workload_change_restarts_with_the_state_it_loaded() {
         .expect("the new resident survived the crash");
     assert!(extra.bit_eq(&extra_tensor()), "bit for bit");
 }
+
+/// A worker killed between requests (the OOM killer, `kill -9`) is noticed
+/// when its output ends, not at the next save: the lane restarts at once
+/// on the serving version's code with the checkpoint's state. (The same
+/// for a second backend on lavapipe: `dev_staged_versions.rs`.)
+#[test]
+fn a_worker_killed_while_idle_is_restarted_at_once() {
+    let ws = MisbehavingWorkspace::new();
+    let mut session = start(&ws, &[]);
+    let v1 = first_version(&session);
+    session.wait_quiet(QUIET, QUIET_MAX);
+    let checkpoint_hash = last_checkpoint(&session)
+        .str("state_hash")
+        .expect("hash")
+        .to_string();
+    let worker = session.worker_pid();
+    let mark = session.mark();
+    // SAFETY: kill(2) with the pid of this session's worker, read from its
+    // own log (a child of kiln dev).
+    assert_eq!(
+        unsafe { libc::kill(worker as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    let crashed = session.wait_event(EventKind::Crashed, BUILD_DEADLINE);
+    assert_eq!(crashed.str("signal"), Some("SIGKILL"), "{}", crashed.line);
+    let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
+    assert_eq!(
+        restarted.u64("from_version"),
+        Some(v1),
+        "{}",
+        restarted.line
+    );
+    assert_eq!(restarted.bool("state_matches"), Some(true));
+    assert_eq!(
+        restarted.str("checkpoint_hash"),
+        Some(checkpoint_hash.as_str())
+    );
+    assert_ne!(session.worker_pid(), worker);
+    session.wait_quiet(QUIET, QUIET_MAX);
+    assert!(session.named_since(mark, EventKind::Swapped).is_empty());
+    assert_eq!(session.named_since(mark, EventKind::Restarted).len(), 1);
+    let _ = session.stop();
+}

@@ -19,7 +19,10 @@
 //!   serves (the misbehaving test module, on the CPU);
 //! - under `--backends cpu,vulkan` a hang of the second backend restarts
 //!   that backend at once on its last good version (no save needed), with
-//!   its checkpoint's state.
+//!   its checkpoint's state;
+//! - under `--backends cpu,vulkan` a second backend's worker killed by
+//!   SIGABRT while idle is noticed and restarted at once on its last good
+//!   version with its checkpoint's state, and the cpu worker serves on.
 //!
 //! Restart and rollback stage the last good version through one function
 //! for every backend and lane (`LastGood::stage_again`); the CPU module's
@@ -280,6 +283,114 @@ fn a_hung_second_backend_restarts_at_once_on_its_last_good_version() {
     let good = swapped.version().expect("version");
     let replay = session.wait_for("the vulkan saxpy replay", BUILD_DEADLINE, |e| {
         e.is_replay_of("saxpy") && e.version() == Some(good) && module_of(e) == "kernel-vulkan"
+    });
+    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.line);
+    let _ = session.stop();
+}
+
+/// The pid of `module`'s worker serving now: its last `worker_started` or
+/// `restarted` event.
+fn worker_of(session: &DevSession, module: &str) -> u32 {
+    session
+        .named_since(0, EventKind::WorkerStarted)
+        .into_iter()
+        .chain(session.named_since(0, EventKind::Restarted))
+        .filter(|e| module_of(e) == module)
+        .max_by_key(|e| e.at)
+        .and_then(|e| e.u64("pid"))
+        .unwrap_or_else(|| panic!("no worker of {module} with a pid")) as u32
+}
+
+#[test]
+fn a_crashed_second_backend_restarts_at_once_on_its_last_good_version() {
+    let copy = WorkspaceCopy::new();
+    let workload = record_small_saxpy(&copy);
+    let mut session = DevSession::start(
+        &copy,
+        &[
+            "--backends",
+            "cpu,vulkan",
+            "--no-tune",
+            "--workload",
+            &workload,
+        ],
+    );
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+    let checkpoint = session
+        .named_since(0, EventKind::Checkpoint)
+        .into_iter()
+        .rfind(|e| module_of(e) == "kernel-vulkan")
+        .expect("a checkpoint of the vulkan lane");
+    let checkpoint_hash = checkpoint
+        .str("state_hash")
+        .expect("state_hash")
+        .to_string();
+    let serving = checkpoint.version().expect("version");
+    let vulkan_worker = worker_of(&session, "kernel-vulkan");
+    let cpu_worker = worker_of(&session, "kernel-cpu");
+    assert_ne!(vulkan_worker, cpu_worker, "one worker per lane");
+
+    let mark = session.mark();
+    // SIGABRT, as a module's abort() would: a SIGSEGV sent with kill(2) is
+    // not a fault, and Rust's stack-overflow handler in the worker returns
+    // from the first one (only a second one would end it).
+    // SAFETY: kill(2) with a pid read from this session's own log; the
+    // process is the vulkan lane's worker, a child of kiln dev.
+    let killed = unsafe { libc::kill(vulkan_worker as libc::pid_t, libc::SIGABRT) };
+    assert_eq!(killed, 0, "kill -ABRT {vulkan_worker}");
+
+    // Noticed and restarted with no save in between.
+    let crashed = session.wait_event(EventKind::Crashed, BUILD_DEADLINE);
+    assert_eq!(module_of(&crashed), "kernel-vulkan", "{}", crashed.line);
+    assert_eq!(crashed.str("signal"), Some("SIGABRT"), "{}", crashed.line);
+    let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
+    assert_eq!(module_of(&restarted), "kernel-vulkan", "{}", restarted.line);
+    // The code of the version that served, as a new version number.
+    assert_eq!(
+        restarted.u64("from_version"),
+        Some(serving),
+        "{}",
+        restarted.line
+    );
+    let restarted_version = restarted.version().expect("version");
+    assert_eq!(
+        restarted.bool("state_matches"),
+        Some(true),
+        "{}",
+        restarted.line
+    );
+    assert_eq!(
+        restarted.str("checkpoint_hash"),
+        Some(checkpoint_hash.as_str()),
+        "{}",
+        restarted.line
+    );
+    let new_worker = worker_of(&session, "kernel-vulkan");
+    assert_ne!(new_worker, vulkan_worker);
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+    assert!(
+        session
+            .named_since(mark, EventKind::Swapped)
+            .iter()
+            .all(|e| module_of(e) != "kernel-vulkan"),
+        "a restart, not a new version"
+    );
+    // The cpu lane was not touched: same worker, alive.
+    assert_eq!(worker_of(&session, "kernel-cpu"), cpu_worker);
+    assert!(std::path::Path::new(&format!("/proc/{cpu_worker}")).exists());
+    assert!(
+        session
+            .named_since(mark, EventKind::Crashed)
+            .iter()
+            .all(|e| module_of(e) == "kernel-vulkan")
+    );
+    // The restarted worker serves: a replay of the vulkan lane passes.
+    let (ok, out) = kiln_ctl(&copy, &["replay"]);
+    assert!(ok, "kiln ctl replay: {out}");
+    let replay = session.wait_for("the vulkan saxpy replay", BUILD_DEADLINE, |e| {
+        e.is_replay_of("saxpy")
+            && e.version() == Some(restarted_version)
+            && module_of(e) == "kernel-vulkan"
     });
     assert_eq!(replay.bool("pass"), Some(true), "{}", replay.line);
     let _ = session.stop();

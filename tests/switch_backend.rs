@@ -106,6 +106,7 @@ fn cpu_to_vulkan_to_cpu_keeps_every_resident_bit_for_bit() {
             log_format: LogFormat::Human,
             forward_output: true,
             memory_limit: None,
+            ..SpawnOptions::default()
         },
         worker: WorkerConfig {
             workload: Some(file),

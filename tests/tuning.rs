@@ -308,6 +308,7 @@ fn the_worker_tunes_after_a_passing_replay_and_then_from_the_cache() {
             log_format: LogFormat::Human,
             forward_output: false,
             memory_limit: Some(4 << 30),
+            ..SpawnOptions::default()
         },
         worker: WorkerConfig {
             workload: Some(file),

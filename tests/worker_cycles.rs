@@ -94,6 +94,7 @@ fn two_hundred_crashes_and_restarts_leak_nothing() {
             log_format: LogFormat::Human,
             forward_output: false,
             memory_limit: Some(1 << 30),
+            ..SpawnOptions::default()
         },
         worker: WorkerConfig {
             workload: Some(file),

@@ -174,6 +174,7 @@ fn options(kiln: &Path, workload: &Path, timing: bool) -> IsolationOptions {
             log_format: LogFormat::Human,
             forward_output: false,
             memory_limit: None,
+            exits: None,
         },
         worker: WorkerConfig {
             threads: THREADS,

@@ -68,6 +68,7 @@ fn isolation(log_format: LogFormat, worker: WorkerConfig) -> IsolationOptions {
             log_format,
             forward_output: true,
             memory_limit: crate::isolation::memory_limit::default_limit(),
+            exits: None,
         },
         worker,
         call_timeout: None,

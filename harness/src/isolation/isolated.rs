@@ -132,6 +132,20 @@ impl IsolatedEngine {
         }
     }
 
+    /// The worker with `pid` reported its output ended (see
+    /// `SpawnOptions::exits`): if it is this engine's worker and nothing was
+    /// waiting on it, it went down while idle, and this says how; the
+    /// engine then has no worker, as after a request that found it down.
+    /// `None` for another engine's worker, or one already retired.
+    pub fn worker_exited(&mut self, pid: u32) -> Option<WorkerError> {
+        let worker = self.worker.as_mut().filter(|w| w.pid() == pid)?;
+        let down = worker.exited_while_idle()?;
+        self.worker = None;
+        self.serving = None;
+        self.remove_staged();
+        Some(down)
+    }
+
     fn remove_staged(&mut self) {
         for path in self.staged.drain(..) {
             if !self.unjudged.contains(&path) {

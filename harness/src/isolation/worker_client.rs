@@ -181,6 +181,27 @@ impl Worker {
         }
     }
 
+    /// The worker's output ended between requests (it exited or was
+    /// killed while idle): what happened, as a request would have found it.
+    /// `None` when it is not gone (a message is still pending) or was
+    /// already reported.
+    pub fn exited_while_idle(&mut self) -> Option<WorkerError> {
+        if self.gone {
+            return None;
+        }
+        // Whatever it said before it went (log lines are printed by the
+        // reader): only a disconnected channel means the output ended.
+        loop {
+            match self.process.messages().try_recv() {
+                Ok(_) => continue,
+                Err(crossbeam_channel::TryRecvError::Empty) => return None,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    return Some(self.crashed());
+                }
+            }
+        }
+    }
+
     fn crashed(&mut self) -> WorkerError {
         self.gone = true;
         let noticed = Instant::now();

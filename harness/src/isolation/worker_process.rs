@@ -44,6 +44,10 @@ pub struct SpawnOptions {
     pub forward_output: bool,
     /// `RLIMIT_DATA` in bytes (`None`: no limit).
     pub memory_limit: Option<u64>,
+    /// Told each worker's pid when its output ends (it exited or died), so
+    /// that a worker dying between requests is noticed at once (`kiln
+    /// dev`'s loop); `None`: noticed at the next request.
+    pub exits: Option<crossbeam_channel::Sender<u32>>,
 }
 
 impl Default for SpawnOptions {
@@ -53,6 +57,7 @@ impl Default for SpawnOptions {
             log_format: LogFormat::Human,
             forward_output: true,
             memory_limit: None,
+            exits: None,
         }
     }
 }
@@ -181,6 +186,7 @@ impl WorkerProcess {
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let forward = options.forward_output;
+        let (pid, exits) = (child.id(), options.exits.clone());
         let (tx, messages) = crossbeam_channel::unbounded();
         let out_reader = std::thread::Builder::new()
             .name("kiln-worker-out".into())
@@ -206,6 +212,10 @@ impl WorkerProcess {
                             )));
                         }
                     }
+                }
+                drop(tx);
+                if let Some(exits) = exits {
+                    let _ = exits.send(pid);
                 }
             })?;
         let last_words = Arc::new(Mutex::new(VecDeque::new()));

@@ -68,6 +68,9 @@ enum LoopEvent {
     Tick,
     /// One bounded autotuning step (only while nothing else is ready).
     Tune,
+    /// A worker's output ended (pid): if a lane was not waiting on it, it
+    /// went down while idle.
+    WorkerExited(u32),
 }
 
 /// Ready at once while tuning is under way (one bounded step runs between
@@ -175,6 +178,9 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     if let Some(path) = &prior_path {
         tracing::info!("restoring state from {}", path.display());
     }
+    // Workers tell the loop when they end, so that one killed between
+    // requests is recovered at once, not at the next save.
+    let (exits, worker_exits) = crossbeam_channel::unbounded();
     let mut engine_options = BTreeMap::new();
     if let Some(device) = &options.device {
         engine_options.insert("device".to_string(), device.clone());
@@ -185,6 +191,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             log_format: options.log_format,
             forward_output: true,
             memory_limit: options.worker_memory,
+            exits: Some(exits),
         },
         worker: WorkerConfig {
             threads: options.threads,
@@ -323,6 +330,10 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
                 Ok(request) => LoopEvent::Control(request),
                 Err(_) => LoopEvent::Tick,
             },
+            recv(worker_exits) -> pid => match pid {
+                Ok(pid) => LoopEvent::WorkerExited(pid),
+                Err(_) => LoopEvent::Tick,
+            },
             recv(ticker) -> _ => LoopEvent::Tick,
             recv(tune_now(&session)) -> _ => LoopEvent::Tune,
         };
@@ -347,6 +358,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             LoopEvent::Control(request) => commands.receive(&mut session, request),
             LoopEvent::Tick => session.spinner.tick(),
             LoopEvent::Tune => session.tune_step(),
+            LoopEvent::WorkerExited(pid) => session.on_worker_exited(pid),
         }
         commands.apply_waiting(&mut session);
         if session.stopping || commands.quit {

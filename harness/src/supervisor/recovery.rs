@@ -49,6 +49,21 @@ impl Session {
         }
     }
 
+    /// A worker's output ended while the loop was not waiting on it (killed
+    /// by a signal, the OOM killer, or a thread of its module that crashed
+    /// between calls): the lane that owns it recovers now, as from a crash
+    /// during a request. A worker already retired or reported is ignored.
+    pub(super) fn on_worker_exited(&mut self, pid: u32) {
+        let down = self
+            .lanes
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, lane)| lane.engine.worker_exited(pid).map(|down| (i, down)));
+        if let Some((i, down)) = down {
+            self.lane_failed(i, down, "the worker exited between requests");
+        }
+    }
+
     /// As [`Session::lane_failed`], while bringing in version `tried`.
     pub(super) fn lane_failed_trying(
         &mut self,
