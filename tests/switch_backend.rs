@@ -123,7 +123,7 @@ fn cpu_to_vulkan_to_cpu_keeps_every_resident_bit_for_bit() {
     assert_eq!(engine.load_workload_state().expect("load"), 4);
     let before = residents(&mut engine, dir.path());
     assert_eq!(before.len(), 4);
-    assert!(engine.replay(None).expect("replay on cpu").passed);
+    assert!(engine.replay(None).expect("replay on cpu").passed());
 
     // cpu -> vulkan: every resident moves to the device.
     let vulkan = stage
@@ -151,8 +151,8 @@ fn cpu_to_vulkan_to_cpu_keeps_every_resident_bit_for_bit() {
     let on_vulkan = residents(&mut engine, dir.path());
     assert_bit_equal(&before, &on_vulkan, "cpu -> vulkan");
     let replay = engine.replay(None).expect("replay on vulkan");
-    assert!(replay.passed, "{:?}", replay.first_failure);
-    assert!(replay.label.starts_with(VULKAN), "{}", replay.label);
+    assert!(replay.passed(), "{:?}", replay.first_failure);
+    assert!(replay.label().starts_with(VULKAN), "{}", replay.label());
 
     // vulkan -> cpu: back from the device, and Vulkan's pipeline cache is
     // listed as what the CPU module does not take.
@@ -167,6 +167,6 @@ fn cpu_to_vulkan_to_cpu_keeps_every_resident_bit_for_bit() {
     let after = residents(&mut engine, dir.path());
     assert_bit_equal(&before, &after, "cpu -> vulkan -> cpu");
     let replay = engine.replay(None).expect("replay on cpu again");
-    assert!(replay.passed, "{:?}", replay.first_failure);
+    assert!(replay.passed(), "{:?}", replay.first_failure);
     engine.stop_worker(std::time::Duration::from_secs(2));
 }

@@ -342,7 +342,7 @@ fn the_worker_tunes_after_a_passing_replay_and_then_from_the_cache() {
     };
 
     let summary = engine.replay(None).expect("replay");
-    assert!(summary.passed, "{}", summary.table);
+    assert!(summary.passed(), "{}", summary.table);
     let (kept, _) = tune_all(&mut engine);
     let tile = kept.get("matmul/tile").expect("matmul/tile tuned").clone();
     assert!(
@@ -351,7 +351,7 @@ fn the_worker_tunes_after_a_passing_replay_and_then_from_the_cache() {
     );
 
     let summary = engine.replay(None).expect("second replay");
-    assert!(summary.passed, "{}", summary.table);
+    assert!(summary.passed(), "{}", summary.table);
     let (kept, from_cache) = tune_all(&mut engine);
     assert!(
         from_cache,

@@ -223,13 +223,13 @@ pub fn replay(file: &Path, options: &ReplayCommand) -> Result<(), String> {
     engine.load_workload_state().map_err(went_down)?;
     match engine.replay(None) {
         Ok(report) => {
-            print!("{}", report.table);
-            if report.passed {
+            print!("{}", report.table.render());
+            if report.passed() {
                 Ok(())
             } else {
                 Err(format!(
                     "{} failed replay of {}",
-                    report.label,
+                    report.label(),
                     file.display()
                 ))
             }

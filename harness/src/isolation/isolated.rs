@@ -41,7 +41,9 @@ pub struct IsolatedEngine {
     worker: Option<Worker>,
     interrupt: Receiver<()>,
     deadlines: Deadlines,
-    serving: Option<(String, u64)>,
+    /// A version was started or swapped in, and the worker has not gone
+    /// down since.
+    serving: bool,
     /// Staged files the current worker loaded (removed if it goes down).
     staged: Vec<PathBuf>,
     /// The files of a version swapped in beside its predecessor and not yet
@@ -73,26 +75,16 @@ impl IsolatedEngine {
             worker: None,
             interrupt,
             deadlines,
-            serving: None,
+            serving: false,
             staged: Vec::new(),
             unjudged: Vec::new(),
         })
     }
 
-    /// `kernel-cpu-v3`, or `-` when no worker serves.
-    pub fn label(&self) -> String {
-        self.serving
-            .as_ref()
-            .map_or_else(|| "-".to_string(), |(l, _)| l.clone())
-    }
-
-    /// The serving version (0 when none).
-    pub fn version(&self) -> u64 {
-        self.serving.as_ref().map_or(0, |(_, v)| *v)
-    }
-
+    /// Whether a worker serves a version (which one is the caller's to
+    /// know: the `Staged` it started or swapped in).
     pub fn is_serving(&self) -> bool {
-        self.worker.is_some() && self.serving.is_some()
+        self.worker.is_some() && self.serving
     }
 
     pub fn worker_pid(&self) -> Option<u32> {
@@ -124,7 +116,7 @@ impl IsolatedEngine {
         match worker.request(&request, &|running| deadlines.of(running)) {
             Err(e @ (WorkerError::Down(_) | WorkerError::Interrupted)) => {
                 self.worker = None;
-                self.serving = None;
+                self.serving = false;
                 self.remove_staged();
                 Err(e)
             }
@@ -141,7 +133,7 @@ impl IsolatedEngine {
         let worker = self.worker.as_mut().filter(|w| w.pid() == pid)?;
         let down = worker.exited_while_idle()?;
         self.worker = None;
-        self.serving = None;
+        self.serving = false;
         self.remove_staged();
         Some(down)
     }
@@ -178,7 +170,7 @@ impl IsolatedEngine {
         });
         match reply {
             Ok(Reply::Started(started)) => {
-                self.serving = Some((started.label.clone(), started.version));
+                self.serving = true;
                 Ok(started)
             }
             Ok(other) => Err(unexpected(other)),
@@ -214,7 +206,7 @@ impl IsolatedEngine {
                 if keep_old {
                     self.unjudged = vec![staged.path.clone(), staged.files_path.clone()];
                 }
-                self.serving = Some((swapped.to.clone(), staged.version));
+                self.serving = true;
                 Ok(swapped)
             }
             other => Err(unexpected(other)),
@@ -226,8 +218,9 @@ impl IsolatedEngine {
         &mut self,
         recorded: Option<&BTreeMap<String, Stats>>,
     ) -> Result<ReplaySummary, WorkerError> {
-        let recorded = recorded.map(|m| m.iter().map(|(k, s)| (k.clone(), s.into())).collect());
-        let reply = self.request(Request::Replay { recorded });
+        let reply = self.request(Request::Replay {
+            recorded: recorded.cloned(),
+        });
         // Judged (or gone down: its files, if kept, are the caller's now).
         self.unjudged.clear();
         match reply? {
@@ -382,7 +375,7 @@ impl IsolatedEngine {
         if let Some(worker) = self.worker.take() {
             worker.shutdown(deadline);
         }
-        self.serving = None;
+        self.serving = false;
         self.remove_staged();
     }
 }

@@ -98,7 +98,10 @@ impl Lane {
 
     /// `kernel-cpu-v3`, or `-` when no worker serves.
     pub(super) fn label(&self) -> String {
-        self.engine.label()
+        match self.engine.is_serving() {
+            true => self.serving.label.clone(),
+            false => "-".to_string(),
+        }
     }
 
     pub(super) fn version(&self) -> u64 {

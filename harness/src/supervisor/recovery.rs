@@ -281,7 +281,7 @@ impl Session {
         tracing::warn!(
             event = %EventKind::Restarted,
             module = %lane.package(),
-            version = lane.engine.version(),
+            version = lane.version(),
             from_version = crashed,
             pid = lane.engine.worker_pid(),
             ms,

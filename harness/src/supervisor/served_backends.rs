@@ -164,11 +164,9 @@ impl Session {
             .iter()
             .zip(&labels)
             .map(|(summary, label)| BackendColumn {
-                label: summary
-                    .as_ref()
-                    .map_or(label.as_str(), |s| s.label.as_str()),
-                passed: summary.as_ref().is_some_and(|s| s.passed),
-                lines: summary.as_ref().map_or(&empty, |s| &s.calls),
+                label: summary.as_ref().map_or(label.as_str(), |s| s.label()),
+                passed: summary.as_ref().is_some_and(|s| s.passed()),
+                lines: summary.as_ref().map_or(&empty, |s| &s.table.lines),
             })
             .collect();
         let text = table(&columns, &checks);
@@ -199,13 +197,13 @@ impl Session {
         let Some(own) = own else {
             return Vec::new();
         };
-        let path = self.stage.path().join(format!("{}.outputs", own.label));
+        let path = self.stage.path().join(format!("{}.outputs", own.label()));
         if let Err(e) = self.lanes[0].engine.write_outputs(&path) {
             tracing::warn!(
                 event = %EventKind::CrossCompareFailed,
                 module = %self.own().package(),
                 "cannot cross-compare the backends: {} did not write its outputs: {e}",
-                own.label
+                own.label()
             );
             return Vec::new();
         }
@@ -214,7 +212,7 @@ impl Session {
             if summary.is_none() {
                 continue;
             }
-            match self.lanes[i + 1].engine.compare_outputs(&path, &own.label) {
+            match self.lanes[i + 1].engine.compare_outputs(&path, own.label()) {
                 Ok(check) => {
                     let all = check.all_agree();
                     let line = check.describe();

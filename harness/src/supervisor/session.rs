@@ -438,25 +438,24 @@ impl Session {
             }
             // A replay that cannot run is a failed replay.
             Err(WorkerError::Failed(why)) => ReplaySummary {
-                label: staged.label.clone(),
-                passed: false,
+                table: crate::workload::replay_table::ReplayTable {
+                    label: staged.label.clone(),
+                    ..Default::default()
+                },
                 first_failure: Some(CallFailure {
                     index: 0,
                     kernel: "-".into(),
                     why,
                 }),
                 timings: BTreeMap::new(),
-                table: String::new(),
-                ms: 0.0,
                 skipped: Vec::new(),
                 rates: Default::default(),
-                calls: Vec::new(),
             },
         };
-        print_table(&report.table);
+        print_table(&report.table.render());
         self.log_skipped(i, &report);
         if i == 0 {
-            self.control.last_replay = Some((staged.version, report.passed));
+            self.control.last_replay = Some((staged.version, report.passed()));
         }
         if let Some(fresh) = fresh {
             self.judge(i, Some(&report), fresh);
@@ -467,17 +466,11 @@ impl Session {
     /// Records lane `i`'s fresh version in its history and acts on the
     /// verdict: the last good version with a checkpoint, or a rollback.
     fn judge(&mut self, i: usize, report: Option<&ReplaySummary>, fresh: Fresh) {
-        let timings: BTreeMap<String, Stats> = report
-            .map(|r| {
-                r.timings
-                    .iter()
-                    .map(|(k, s)| (k.clone(), s.into()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let timings: BTreeMap<String, Stats> =
+            report.map(|r| r.timings.clone()).unwrap_or_default();
         let lane = &mut self.lanes[i];
         let staged = lane.serving.clone();
-        let passed = report.is_none_or(|r| r.passed);
+        let passed = report.is_none_or(|r| r.passed());
         lane.history.versions.push(VersionRecord {
             version: staged.version,
             label: staged.label.clone(),

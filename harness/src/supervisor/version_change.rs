@@ -163,10 +163,10 @@ impl Session {
                 return None;
             }
         };
-        print_table(&report.table);
+        print_table(&report.table.render());
         self.log_skipped(0, &report);
-        if report.passed {
-            tracing::info!(event = %EventKind::Rechecked, module = %module, version, pass = true, "{} passes ({why})", report.label);
+        if report.passed() {
+            tracing::info!(event = %EventKind::Rechecked, module = %module, version, pass = true, "{} passes ({why})", report.label());
             // A workload read again loaded its residents into the engine:
             // the state changed, and it passed, so it is the last good point
             // (a crash must not restart on the state from before).
@@ -179,15 +179,15 @@ impl Session {
                 version,
                 pass = false,
                 "{} fails ({why}){}",
-                report.label,
+                report.label(),
                 failure.map_or(String::new(), |f| format!(
                     " at call {} ({}): {}",
                     f.index, f.kernel, f.why
                 ))
             );
         }
-        self.control.last_replay = Some((version, report.passed));
-        let passed = report.passed;
+        self.control.last_replay = Some((version, report.passed()));
+        let passed = report.passed();
         // `--backends`: every served backend replays, compared.
         if self.lanes.len() > 1 {
             let mut summaries = vec![Some(report)];
@@ -223,7 +223,7 @@ impl Session {
                 calls = calls.len(),
                 why,
                 "{}: {kernel}: {} call(s) skipped ({}): {why}",
-                report.label,
+                report.label(),
                 calls.len(),
                 list.join(", ")
             );

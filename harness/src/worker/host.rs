@@ -10,7 +10,7 @@ use shared_state::Snapshot;
 use super::checkpoint_writer::{hash_only, slot_path, write_slot};
 use super::protocol::{
     CallFailure, DeviceWire, ReplaySummary, Reply, Request, StagedWire, Started, StateSource,
-    StatsWire, Swapped, WorkerConfig,
+    Swapped, WorkerConfig,
 };
 use super::status::StatusRecord;
 use crate::swap::engine_handle::{EngineHandle, probe_devices};
@@ -260,11 +260,9 @@ impl Host {
 
     fn replay(
         &mut self,
-        recorded: Option<std::collections::BTreeMap<String, StatsWire>>,
+        recorded: Option<std::collections::BTreeMap<String, crate::workload::timing::Stats>>,
     ) -> Result<Reply, String> {
         let handle = self.served()?.handle();
-        let recorded: Option<std::collections::BTreeMap<String, crate::workload::timing::Stats>> =
-            recorded.map(|m| m.iter().map(|(k, s)| (k.clone(), s.into())).collect());
         let old = self.old.take();
         let baseline = match (&old, &recorded) {
             (Some(old), _) => Baseline::Interleaved(old),
@@ -281,8 +279,7 @@ impl Host {
         // replay's events, as in-process).
         drop(old);
         let summary = ReplaySummary {
-            label: report.label.clone(),
-            passed: report.passed(),
+            table: crate::workload::replay_table::ReplayTable::of(&report),
             first_failure: report.first_failure().map(|f| CallFailure {
                 index: f.index,
                 kernel: f.kernel.clone(),
@@ -292,13 +289,7 @@ impl Host {
                     .or_else(|| f.comparison.as_ref().map(|c| c.summary()))
                     .unwrap_or_default(),
             }),
-            timings: report
-                .timings()
-                .iter()
-                .map(|(k, s)| (k.clone(), s.into()))
-                .collect(),
-            table: report.table(),
-            ms: report.ms,
+            timings: report.timings(),
             skipped: report
                 .skipped()
                 .map(|c| CallFailure {
@@ -308,7 +299,6 @@ impl Host {
                 })
                 .collect(),
             rates: Box::new(report.rates(&self.replay_options)),
-            calls: crate::workload::backend_columns::CallLine::of(&report),
         };
         self.tuner = match report.passed() {
             true => super::tune::plan(

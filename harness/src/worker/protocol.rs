@@ -38,7 +38,7 @@ pub enum Request {
     /// Replay the workload on the serving version (timed interleaved with
     /// the version it replaced, if alive; else against `recorded`).
     Replay {
-        recorded: Option<BTreeMap<String, StatsWire>>,
+        recorded: Option<BTreeMap<String, Stats>>,
     },
     /// Export the engine's state into checkpoint slot `slot`.
     Checkpoint { slot: usize },
@@ -211,13 +211,13 @@ pub struct Checkpointed {
 /// events itself).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReplaySummary {
-    pub label: String,
-    pub passed: bool,
+    /// Every call's result, figures and verdict, with the version's label,
+    /// whether it passed and the replay's time: rendered by the
+    /// supervisor as the one-backend table, or as a column beside other
+    /// backends'.
+    pub table: crate::workload::replay_table::ReplayTable,
     pub first_failure: Option<CallFailure>,
-    pub timings: BTreeMap<String, StatsWire>,
-    /// The readable table.
-    pub table: String,
-    pub ms: f64,
+    pub timings: BTreeMap<String, Stats>,
     /// Calls not run, with why (recorded for an old signature, kernel not
     /// declared, not on this backend yet).
     #[serde(default)]
@@ -226,10 +226,16 @@ pub struct ReplaySummary {
     /// what they were judged against (for the history).
     #[serde(default)]
     pub rates: Box<crate::machine::recorded::ReplayRates>,
-    /// Every call's result, median and verdict (the table of several
-    /// backends served at once).
-    #[serde(default)]
-    pub calls: Vec<crate::workload::backend_columns::CallLine>,
+}
+
+impl ReplaySummary {
+    pub fn label(&self) -> &str {
+        &self.table.label
+    }
+
+    pub fn passed(&self) -> bool {
+        self.table.passed
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -310,49 +316,6 @@ impl StagedWire {
             version_hash,
             files_path: self.files_path,
         })
-    }
-}
-
-/// [`Stats`] on the wire.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct StatsWire {
-    pub runs: usize,
-    pub median: f64,
-    pub mad: f64,
-    pub q1: f64,
-    pub q3: f64,
-    pub iqr: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl From<&Stats> for StatsWire {
-    fn from(s: &Stats) -> Self {
-        StatsWire {
-            runs: s.runs,
-            median: s.median,
-            mad: s.mad,
-            q1: s.q1,
-            q3: s.q3,
-            iqr: s.iqr,
-            min: s.min,
-            max: s.max,
-        }
-    }
-}
-
-impl From<&StatsWire> for Stats {
-    fn from(s: &StatsWire) -> Self {
-        Stats {
-            runs: s.runs,
-            median: s.median,
-            mad: s.mad,
-            q1: s.q1,
-            q3: s.q3,
-            iqr: s.iqr,
-            min: s.min,
-            max: s.max,
-        }
     }
 }
 

@@ -6,48 +6,9 @@
 
 use std::fmt::Write as _;
 
-use serde::{Deserialize, Serialize};
-
 use crate::workload::cross_compare::CrossCheck;
-use crate::workload::replay::ReplayReport;
+pub use crate::workload::replay_table::CallLine;
 use crate::workload::timing::human_secs;
-
-/// One call of one backend's replay, as the table shows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct CallLine {
-    pub index: usize,
-    pub kernel: String,
-    /// `ok`, `FAIL`, `ERROR`, `SKIP` or `-` (not checked).
-    pub result: String,
-    /// Median time in seconds (timed replays).
-    pub median: Option<f64>,
-    /// Against this backend's previous version (`faster`, ...).
-    pub verdict: Option<String>,
-}
-
-impl CallLine {
-    /// The lines of every call of `report`.
-    pub fn of(report: &ReplayReport) -> Vec<CallLine> {
-        report
-            .calls
-            .iter()
-            .map(|c| CallLine {
-                index: c.index,
-                kernel: c.kernel.clone(),
-                result: match (&c.skipped, &c.error, &c.comparison) {
-                    (Some(_), _, _) => "SKIP",
-                    (None, Some(_), _) => "ERROR",
-                    (None, None, Some(cmp)) if cmp.passed() => "ok",
-                    (None, None, Some(_)) => "FAIL",
-                    (None, None, None) => "-",
-                }
-                .to_string(),
-                median: c.stats.as_ref().map(|s| s.median),
-                verdict: c.verdict.map(|v| v.to_string()),
-            })
-            .collect()
-    }
-}
 
 /// One served backend's column: its label and its replay's lines.
 pub struct BackendColumn<'a> {
@@ -138,7 +99,7 @@ mod tests {
             kernel: kernel.into(),
             result: result.into(),
             median: Some(median),
-            verdict: None,
+            ..CallLine::default()
         }
     }
 

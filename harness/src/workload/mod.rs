@@ -18,6 +18,7 @@ pub mod generate;
 pub mod model;
 pub mod reference;
 pub mod replay;
+pub mod replay_table;
 pub mod timing;
 
 pub use format::{FORMAT_VERSION, MAGIC, WorkloadError, WorkloadErrorKind, read, write};

@@ -11,7 +11,6 @@
 //! starts from the loaded value each time.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use shared_state::{Arg, Call, DType, KernelDecl, Tensor};
@@ -24,7 +23,7 @@ use crate::swap::engine_handle::{CallError, EngineHandle};
 use crate::workload::compare::{Comparison, Tolerance, Tolerances, compare};
 use crate::workload::reference::{ExpectedFrom, outputs_of};
 use crate::workload::timing::{
-    Stats, TimingConfig, Verdict, human_secs, verdict_interleaved, verdict_recorded,
+    Stats, TimingConfig, Verdict, verdict_interleaved, verdict_recorded,
 };
 use crate::workload::{CallStep, Step, Workload};
 
@@ -206,102 +205,7 @@ impl ReplayReport {
 
     /// A readable table, one row per call.
     pub fn table(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "replay of {} ({} calls, {:.0} ms): {}",
-            self.label,
-            self.calls.len(),
-            self.ms,
-            if self.passed() { "PASS" } else { "FAIL" }
-        );
-        if let Some(header) = &self.timing_header {
-            let _ = writeln!(out, "  {header}");
-        }
-        let [gbs, gflops, intensity, roof] = crate::machine::columns::HEADERS;
-        let _ = writeln!(
-            out,
-            "  {:<4} {:<10} {:<34} {:<6} {:>10} {:>10} {:>10} {:>8} {:>8} {:>7} {:>9}  vs previous",
-            "#",
-            "kernel",
-            "call",
-            "result",
-            "max abs",
-            "median",
-            "spread",
-            gbs,
-            gflops,
-            intensity,
-            roof
-        );
-        for c in &self.calls {
-            let (result, abs) = match (&c.error, &c.comparison) {
-                _ if c.skipped.is_some() => ("SKIP".to_string(), String::new()),
-                (Some(_), _) => ("ERROR".to_string(), String::new()),
-                (None, Some(cmp)) => (
-                    if cmp.passed() { "ok" } else { "FAIL" }.to_string(),
-                    format!("{:.2e}", cmp.max_abs),
-                ),
-                (None, None) => ("-".to_string(), String::new()),
-            };
-            let (median, spread) = match &c.stats {
-                Some(s) => (human_secs(s.median), format!("±{}", human_secs(s.mad))),
-                None => (String::new(), String::new()),
-            };
-            let versus = match (&c.verdict, c.previous_median, &c.stats) {
-                (Some(v), Some(prev), Some(s)) => {
-                    format!("{v} ({:+.1}%)", (s.median / prev - 1.0) * 100.0)
-                }
-                _ => String::new(),
-            };
-            let mut description = c.description.clone();
-            if description.len() > 34 {
-                description.truncate(33);
-                description.push('…');
-            }
-            let [gbs, gflops, intensity, mut roof] =
-                crate::machine::columns::cells(c.point.as_ref());
-            let above = c.point.filter(|p| p.percent.is_finite() && p.above_roof());
-            if c.point.is_some_and(|p| !p.percent.is_finite()) {
-                roof = "-".into();
-            } else if above.is_some() {
-                roof = format!("{:.0}%*", c.point.map_or(0.0, |p| p.percent));
-            }
-            let _ = writeln!(
-                out,
-                "  {:<4} {:<10} {:<34} {:<6} {:>10} {:>10} {:>10} {:>8} {:>8} {:>7} {:>9}  {}",
-                c.index,
-                c.kernel,
-                description,
-                result,
-                abs,
-                median,
-                spread,
-                gbs,
-                gflops,
-                intensity,
-                roof,
-                versus
-            );
-            if let Some(p) = above {
-                let _ = writeln!(out, "       roofline: {}", p.roofline_text());
-            }
-            if let Some(why) = &c.skipped {
-                let _ = writeln!(out, "       skipped: {why}");
-                continue;
-            }
-            let _ = writeln!(
-                out,
-                "       {} trial(s) passed of {}, {}",
-                c.trials.0, c.trials.1, c.expected_from
-            );
-            if let Some(e) = &c.error {
-                let _ = writeln!(out, "       error: {e}");
-            } else if let Some(cmp) = c.comparison.as_ref().filter(|c| !c.passed()) {
-                let _ = writeln!(out, "       {}", cmp.summary());
-            }
-        }
-        out
+        crate::workload::replay_table::ReplayTable::of(self).render()
     }
 }
 

@@ -64,8 +64,9 @@ pub fn measure<T, E>(
     }
 }
 
-/// Robust statistics of a set of samples, in seconds.
-#[derive(Clone, Debug, PartialEq)]
+/// Robust statistics of a set of samples, in seconds (the same value in
+/// the worker, on the pipe and in the supervisor's last good point).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub runs: usize,
     pub median: f64,
