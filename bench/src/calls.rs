@@ -8,7 +8,7 @@
 //! (matmul, size calibrated on this machine), last.
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use shared_state::{Call, Scalar, Tensor};
@@ -16,20 +16,28 @@ use shared_state::{Call, Scalar, Tensor};
 use crate::config::Config;
 use crate::hot_reloader::HotLibReloader;
 use crate::kiln_side::{KilnSide, THREADS, output_f32, saxpy_call};
+use crate::report::Target;
 use crate::static_kernels;
 use crate::stats::{Summary, interleaved};
+use crate::table::{Table, num};
 
 /// Tile of every matmul (kiln's default).
 const TILE: usize = 64;
 
 /// The ways a kernel is called, in table order.
-pub const WAYS: [&str; 5] = [
+pub const WAYS: [&str; 6] = [
     "static",
     "hot-lib-reloader",
     "kiln EngineHandle::run",
     "kiln ServedModule::call",
     "kiln ServedModule::call, resident args",
+    "kiln replay's time (engine thread), resident args",
 ];
+
+/// The way whose time is what `kiln dev` and `kiln replay` report for a
+/// call: measured on the engine thread around the call
+/// (`EngineHandle::run_timed`), as the replay does.
+pub const REPLAY_WAY: &str = WAYS[5];
 
 /// Per-call times of one kernel, one summary per way (ns per call).
 #[derive(Clone, Debug)]
@@ -65,7 +73,56 @@ pub struct Calls {
     pub matmul_n: usize,
 }
 
+/// What a replay reports for a call, at most this times the static call
+/// (every call of the bundled workload within 5%).
+pub const REPLAY_MAX_RATIO: f64 = 1.05;
+
 impl Calls {
+    /// Section 3 of the report.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "\n3. Call overhead (ns per call; matmul is {n}x{n} @ {n}x{n}, tile 64)\n",
+            n = self.matmul_n
+        );
+        let pm = |s: &Summary| format!("{} ± {}", num(s.median), num(s.mad));
+        let mut t = Table::new(&["kernel", "way", "ns/call", "x static", "+us"]);
+        for k in &self.kernels {
+            for (way, summary) in &k.ns {
+                t.row(vec![
+                    k.kernel.clone(),
+                    way.clone(),
+                    pm(summary),
+                    format!("{:.3}", k.ratio(way)),
+                    num(k.overhead_ns(way) / 1e3),
+                ]);
+            }
+        }
+        out.push_str(&t.render());
+        out
+    }
+
+    /// What a replay reports for a call (timed on the engine thread)
+    /// against the same kernel linked statically, for every call at the
+    /// bundled workload's sizes (the saxpy rows are tiny calls).
+    pub fn replay_targets(&self) -> Vec<Target> {
+        self.kernels
+            .iter()
+            .filter(|k| !k.kernel.starts_with("saxpy"))
+            .map(|kernel| {
+                let ratio = kernel.ratio(REPLAY_WAY);
+                Target {
+                    name: format!("replay's time of {} vs static", kernel.kernel),
+                    met: ratio <= REPLAY_MAX_RATIO,
+                    detail: format!(
+                        "{:+.2}% (budget +{:.0}%)",
+                        (ratio - 1.0) * 100.0,
+                        (REPLAY_MAX_RATIO - 1.0) * 100.0
+                    ),
+                }
+            })
+            .collect()
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "matmul_n": self.matmul_n,
@@ -83,7 +140,14 @@ impl Calls {
     }
 }
 
-type CallFn<'a> = Box<dyn FnMut() -> Result<Vec<f32>, String> + 'a>;
+/// A call: its output and, where the call timed itself (the replay's
+/// way), how long it took; otherwise the caller's clock times it.
+type CallFn<'a> = Box<dyn FnMut() -> Result<(Vec<f32>, Option<Duration>), String> + 'a>;
+
+/// A call timed by the caller's clock.
+fn plain<'a>(mut f: impl FnMut() -> Result<Vec<f32>, String> + 'a) -> CallFn<'a> {
+    Box::new(move || Ok((f()?, None)))
+}
 /// A way of calling a kernel (one of [`WAYS`]) and the call.
 type Way<'a> = (&'static str, CallFn<'a>);
 
@@ -111,9 +175,9 @@ fn batch_size(f: &mut CallFn<'_>, batch_ms: f64) -> Result<usize, String> {
 /// first way's (static).
 fn measure_ways(kernel: &str, ways: Vec<Way<'_>>, config: &Config) -> Result<KernelCalls, String> {
     let (names, mut ways): (Vec<&str>, Vec<CallFn<'_>>) = ways.into_iter().unzip();
-    let want = ways[0]()?;
+    let want = ways[0]()?.0;
     for (name, way) in names.iter().zip(ways.iter_mut()) {
-        let got = way()?;
+        let got = way()?.0;
         if !close(&got, &want) {
             return Err(format!("{kernel}: {name} computed a different result"));
         }
@@ -128,10 +192,14 @@ fn measure_ways(kernel: &str, ways: Vec<Way<'_>>, config: &Config) -> Result<Ker
         .map(|(way, &count)| {
             Box::new(move || {
                 let t0 = Instant::now();
+                let mut inner = Some(Duration::ZERO);
                 for _ in 0..count {
-                    black_box(way()?);
+                    let (out, took) = way()?;
+                    black_box(out);
+                    inner = inner.zip(took).map(|(a, b)| a + b);
                 }
-                Ok(t0.elapsed().as_nanos() as f64 / count as f64)
+                let total = inner.unwrap_or_else(|| t0.elapsed());
+                Ok(total.as_nanos() as f64 / count as f64)
             }) as Box<dyn FnMut() -> Result<f64, String>>
         })
         .collect();
@@ -155,7 +223,7 @@ fn measure_ways(kernel: &str, ways: Vec<Way<'_>>, config: &Config) -> Result<Ker
     })
 }
 
-/// The kiln ways of calling `call` (the three of [`WAYS`] after
+/// The kiln ways of calling `call` (the four of [`WAYS`] after
 /// hot-lib-reloader); `resident` is the same call on resident arguments.
 fn kiln_ways<'a>(
     call: Call,
@@ -164,18 +232,26 @@ fn kiln_ways<'a>(
     handle: &'a kiln::EngineHandle,
 ) -> Vec<Way<'a>> {
     let by_value = call.clone();
+    let timed = resident.clone();
     vec![
         (
             WAYS[2],
-            Box::new(move || output_f32(handle.run(call.clone()).map_err(|e| e.to_string())?)),
+            plain(move || output_f32(handle.run(call.clone()).map_err(|e| e.to_string())?)),
         ),
         (
             WAYS[3],
-            Box::new(move || output_f32(served.call(by_value.clone()).map_err(|e| e.to_string())?)),
+            plain(move || output_f32(served.call(by_value.clone()).map_err(|e| e.to_string())?)),
         ),
         (
             WAYS[4],
-            Box::new(move || output_f32(served.call(resident.clone()).map_err(|e| e.to_string())?)),
+            plain(move || output_f32(served.call(resident.clone()).map_err(|e| e.to_string())?)),
+        ),
+        (
+            REPLAY_WAY,
+            Box::new(move || {
+                let (out, took) = handle.run_timed(timed.clone()).map_err(|e| e.to_string())?;
+                Ok((output_f32(out)?, Some(took)))
+            }),
         ),
     ]
 }
@@ -203,7 +279,7 @@ fn other_kernels(
     let resident = Call::new("dot").resident("oa").resident("ob");
     let mut ways: Vec<Way<'_>> = vec![(
         WAYS[0],
-        Box::new(|| Ok(vec![static_kernels::dot(pool, &x, &y)])),
+        plain(|| Ok(vec![static_kernels::dot(pool, &x, &y)])),
     )];
     ways.extend(kiln_ways(call, resident, served, handle));
     kernels.push(measure_ways(&format!("dot, {n} elements"), ways, config)?);
@@ -220,7 +296,7 @@ fn other_kernels(
         .param("alpha", Scalar::F64(alpha));
     let mut ways: Vec<Way<'_>> = vec![(
         WAYS[0],
-        Box::new(|| Ok(static_kernels::stencil2d(pool, &grid, (h, w), alpha as f32))),
+        plain(|| Ok(static_kernels::stencil2d(pool, &grid, (h, w), alpha as f32))),
     )];
     ways.extend(kiln_ways(call, resident, served, handle));
     kernels.push(measure_ways(&format!("stencil2d {h}x{w}"), ways, config)?);
@@ -232,7 +308,7 @@ fn other_kernels(
     let resident = Call::new("softmax").resident("oa");
     let mut ways: Vec<Way<'_>> = vec![(
         WAYS[0],
-        Box::new(|| Ok(static_kernels::softmax(pool, &m, (rows, cols)))),
+        plain(|| Ok(static_kernels::softmax(pool, &m, (rows, cols)))),
     )];
     ways.extend(kiln_ways(call, resident, served, handle));
     kernels.push(measure_ways(
@@ -279,9 +355,9 @@ fn saxpy_ways<'a>(
     let mut ways: Vec<Way<'a>> = vec![
         (
             WAYS[0],
-            Box::new(move || Ok(static_kernels::saxpy(pool, 1.5, x, y))),
+            plain(move || Ok(static_kernels::saxpy(pool, 1.5, x, y))),
         ),
-        (WAYS[1], Box::new(move || hot.saxpy(1.5, x, y))),
+        (WAYS[1], plain(move || hot.saxpy(1.5, x, y))),
     ];
     ways.extend(kiln_ways(saxpy_call(x, y), resident, served, handle));
     ways
@@ -310,9 +386,9 @@ fn matmul_ways<'a>(
     let mut ways: Vec<Way<'a>> = vec![
         (
             WAYS[0],
-            Box::new(move || Ok(static_kernels::matmul(pool, a, b, (n, n, n), TILE))),
+            plain(move || Ok(static_kernels::matmul(pool, a, b, (n, n, n), TILE))),
         ),
-        (WAYS[1], Box::new(move || hot.matmul(a, b, (n, n, n), TILE))),
+        (WAYS[1], plain(move || hot.matmul(a, b, (n, n, n), TILE))),
     ];
     ways.extend(kiln_ways(matmul_call(a, b, n), resident, served, handle));
     ways

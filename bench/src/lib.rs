@@ -67,6 +67,31 @@ fn prepare(config: &Config) -> Result<PathBuf, String> {
 /// Section 2 alone (`cargo bench -p kiln-bench -- save`): builds the CPU
 /// module, measures save to serving, writes `save-to-serving.json` into
 /// `config.out_dir` and returns the printed section with the load average.
+/// Section 3 (call overhead) alone: the table and the replay's targets.
+pub fn run_calls(
+    config: &Config,
+    hot: &dyn hot_reloader::HotLibReloader,
+) -> Result<String, String> {
+    let load_start = report::load_average();
+    let artifact = prepare(config)?;
+    eprintln!("kiln-bench: call overhead (section 3 alone)");
+    let calls = calls::measure(config, &artifact, hot)?;
+    let mut out = calls.render();
+    for t in calls.replay_targets() {
+        out.push_str(&format!(
+            "  [{}] {}: {}\n",
+            if t.met { "met" } else { "MISSED" },
+            t.name,
+            t.detail
+        ));
+    }
+    out.push_str(&format!(
+        "(load average {load_start:.1} at the start, {:.1} at the end)\n",
+        report::load_average()
+    ));
+    Ok(out)
+}
+
 pub fn run_save(config: &Config) -> Result<String, String> {
     let start = Instant::now();
     let load_start = report::load_average();

@@ -130,6 +130,7 @@ impl Report {
                 });
             }
         }
+        targets.extend(self.calls.replay_targets());
         let k = &self.soak.kiln;
         let last = k.checkpoints.last();
         let from = k.checkpoints.get(1).map_or(0, |c| c.reloads);
@@ -241,23 +242,7 @@ impl Report {
 
         out.push_str(&self.save.render());
 
-        out.push_str(&format!(
-            "\n3. Call overhead (ns per call; matmul is {n}x{n} @ {n}x{n}, tile 64)\n",
-            n = self.calls.matmul_n
-        ));
-        let mut t = Table::new(&["kernel", "way", "ns/call", "x static", "+us"]);
-        for k in &self.calls.kernels {
-            for (way, summary) in &k.ns {
-                t.row(vec![
-                    k.kernel.clone(),
-                    way.clone(),
-                    pm(summary),
-                    format!("{:.3}", k.ratio(way)),
-                    num(k.overhead_ns(way) / 1e3),
-                ]);
-            }
-        }
-        out.push_str(&t.render());
+        out.push_str(&self.calls.render());
 
         out.push_str("\n4. Handoff throughput (export + import of resident state in a swap; GB/s = 10^9 B/s)\n");
         let mut t = Table::new(&[

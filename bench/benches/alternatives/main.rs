@@ -5,7 +5,8 @@
 //! `cargo bench -p kiln-bench -- save` runs section 2 (save to serving)
 //! alone and writes `target/kiln-bench/save-to-serving.json`;
 //! `cargo bench -p kiln-bench -- relations` prints the machine's timing
-//! relations alone.
+//! relations alone; `-- calls` the call overhead (section 3) alone, with
+//! what a replay reports for each call against the static call.
 
 mod hot_lib_reloader_side;
 
@@ -41,6 +42,21 @@ fn main() -> ExitCode {
                     "raw figures: {}",
                     out_dir.join("save-to-serving.json").display()
                 );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kiln-bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if std::env::args().skip(1).any(|a| a == "calls") {
+        let result =
+            hot_lib_reloader_side::HotSide::prepare(&config.workspace, &config.module_profile)
+                .and_then(|hot| kiln_bench::run_calls(&config, &hot));
+        return match result {
+            Ok(text) => {
+                print!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => {

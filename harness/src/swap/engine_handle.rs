@@ -291,6 +291,19 @@ impl EngineHandle {
         self.exec(move |e| e.run(call))
     }
 
+    /// Runs one kernel call on this version and returns how long the
+    /// engine took, measured on the engine thread around the call: the
+    /// hand-off to that thread and back (tens of microseconds on a busy VM,
+    /// and not the kernel's) is outside the interval. What a replay reports
+    /// as a call's time (`workload::replay`).
+    pub fn run_timed(&self, call: Call) -> Result<(Output, Duration), CallError> {
+        self.exec(move |e| {
+            let started = Instant::now();
+            let output = e.run(call)?;
+            Ok((output, started.elapsed()))
+        })
+    }
+
     pub fn info(&self) -> Result<ModuleInfo, CallError> {
         self.exec(|e| e.info())
     }
