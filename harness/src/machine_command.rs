@@ -248,6 +248,17 @@ pub fn describe(p: &DevicePeaks, just_measured: bool, now_unix: u64) -> String {
         ),
     );
     line("", p.compute.method.clone());
+    if let Some(i8) = &p.compute_i8 {
+        line(
+            "compute (i8)",
+            format!(
+                "{} GOP/s (median {}): the roof of calls with i8 inputs",
+                rate(i8.best),
+                rate(i8.median)
+            ),
+        );
+        line("", i8.method.clone());
+    }
     line(
         "ridge point",
         format!(

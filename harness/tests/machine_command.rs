@@ -49,6 +49,16 @@ fn prints_the_peaks_measures_once_and_again_on_request() {
     ] {
         assert!(first.contains(needle), "no {needle:?} in:\n{first}");
     }
+    // The FMA loop's instructions, and the i8 peak where there is an i8 loop.
+    assert!(
+        first.contains(kiln::machine::fma::instructions()),
+        "{first}"
+    );
+    assert_eq!(
+        first.contains("compute (i8)"),
+        kiln::machine::i8dot::I8Isa::detected().is_some(),
+        "{first}"
+    );
     let files: Vec<_> = std::fs::read_dir(target.path().join("kiln/machine"))
         .unwrap()
         .flatten()

@@ -4,7 +4,9 @@
 
 use std::cell::Cell;
 
-use kiln::machine::{CpuProbe, DevicePeaks, Lookup, MachineKey, PeakProbe, PeakStore, Policy};
+use kiln::machine::{
+    CpuProbe, DevicePeaks, Lookup, MachineKey, PeakProbe, PeakStore, Policy, fma, key,
+};
 
 /// The real CPU probe, counting how often it measures.
 struct Counting {
@@ -60,6 +62,20 @@ fn reused_when_the_key_matches_remeasured_when_threads_change() {
     assert!(peaks.bandwidth.samples >= 5, "{peaks:?}");
     assert!(peaks.compute.samples >= 1, "{peaks:?}");
     assert!(peaks.compute.best >= peaks.compute.median, "{peaks:?}");
+    // The compute peak names the instructions it ran on, and the key holds
+    // them (peaks measured on other instructions are another key's); the
+    // i8 peak is there where the CPU has an i8 loop.
+    assert!(
+        peaks.compute.method.contains(fma::instructions()),
+        "{}",
+        peaks.compute.method
+    );
+    assert_eq!(peaks.key.instructions, key::cpu_instructions());
+    assert_eq!(
+        peaks.compute_i8.is_some(),
+        kiln::machine::i8dot::I8Isa::detected().is_some(),
+        "{peaks:?}"
+    );
     assert!(peaks.bandwidth.best >= peaks.bandwidth.median);
     let file = store.path(&peaks.key);
     assert!(

@@ -43,7 +43,9 @@ pub fn cells(point: Option<&Achieved>) -> [String; 4] {
 }
 
 /// The line above the table: which caches the timing ran on, the flush
-/// (not timed, its cost said once), and the roof used.
+/// (not timed, its cost said once), and the roof used (the f32 compute
+/// peak, and the i8 one where measured: see [`super::roofline`] for which
+/// calls each judges).
 pub fn timing_header(cold: Option<&FlushCost>, peaks: Option<&DevicePeaks>) -> String {
     let mode = match cold {
         None => "timing on warm caches".to_string(),
@@ -56,9 +58,12 @@ pub fn timing_header(cold: Option<&FlushCost>, peaks: Option<&DevicePeaks>) -> S
     };
     match peaks {
         Some(p) => format!(
-            "{mode}; roofline: {} GB/s, {} GFLOP/s ({})",
+            "{mode}; roofline: {} GB/s, {} GFLOP/s f32{} ({})",
             rate(p.bandwidth.best),
             rate(p.compute.best),
+            p.compute_i8
+                .as_ref()
+                .map_or(String::new(), |r| format!(", {} GOP/s i8", rate(r.best))),
             p.device_words()
         ),
         None => format!("{mode}; roofline: peaks not measured yet"),
@@ -68,17 +73,19 @@ pub fn timing_header(cold: Option<&FlushCost>, peaks: Option<&DevicePeaks>) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::roofline::{Roof, Work, achieved};
+    use crate::machine::roofline::{Arithmetic, Roof, Work, achieved};
 
     #[test]
     fn cells_of_a_saxpy_and_of_nothing() {
         let roof = Roof {
             bandwidth_gbs: 20.0,
             compute_gflops: 100.0,
+            compute_i8_gops: None,
         };
         let w = Work {
             flops: Some(2.0 * 1048576.0),
             bytes: Some(12.0 * 1048576.0),
+            arithmetic: Arithmetic::F32,
         };
         let p = achieved(1e-3, w, roof).unwrap();
         assert_eq!(cells(Some(&p)), ["12.6", "2.10", "0.167", "63% mem"]);

@@ -78,6 +78,11 @@ pub fn key_of(info: &ModuleInfo) -> MachineKey {
         } else {
             0
         },
+        instructions: if software {
+            key::cpu_instructions()
+        } else {
+            "n/a".to_string()
+        },
         method: METHOD_VERSION,
     }
 }
@@ -172,6 +177,7 @@ impl PeakProbe for EngineProbe<'_> {
             key: self.key.clone(),
             bandwidth,
             compute,
+            compute_i8: None,
             llc: None,
             flush: None,
             measured_unix: unix_now(),

@@ -1,16 +1,19 @@
 //! What measured peaks depend on: when any of it changes they are measured
 //! again. For the CPU: its model, the thread count, the process's CPU quota
-//! (cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us`/`cpu.cfs_period_us`) and
-//! the LLC size used (it sizes the arrays); for a GPU device: its name and
-//! driver. [`METHOD_VERSION`] is in every key, so that a change to how kiln
-//! measures invalidates old results.
+//! (cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us`/`cpu.cfs_period_us`), the
+//! LLC size used (it sizes the arrays) and the instructions the compute
+//! loops run on (a VM of the same model name may hide AVX-512); for a GPU
+//! device: its name and driver. [`METHOD_VERSION`] is in every key, so that
+//! a change to how kiln measures invalidates old results.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 /// Bump when a measurement changes in a way that changes its numbers.
-pub const METHOD_VERSION: u32 = 1;
+/// 2: the FMA loop runs on AVX-512 where the CPU has it (it was AVX2 at
+/// most), and the i8 peak is measured.
+pub const METHOD_VERSION: u32 = 2;
 
 /// Everything a device's peaks depend on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +30,9 @@ pub struct MachineKey {
     pub cpu_quota: String,
     /// The LLC size used for the array sizes, bytes.
     pub llc_used_bytes: u64,
+    /// The instructions the CPU's compute loops run on
+    /// ([`cpu_instructions`]; `n/a` for a GPU device).
+    pub instructions: String,
     pub method: u32,
 }
 
@@ -57,6 +63,16 @@ pub fn cpu_model() -> String {
         .or_else(|| field("Hardware"))
         .or_else(|| field("CPU part").map(|p| format!("CPU part {p}")))
         .unwrap_or_else(|| format!("unknown {} CPU", std::env::consts::ARCH))
+}
+
+/// The instructions the CPU's compute loops run on here: the FMA loop's,
+/// and the i8 loop's when there is one.
+pub fn cpu_instructions() -> String {
+    let fma = super::fma::Isa::detected().words();
+    match super::i8dot::I8Isa::detected() {
+        Some(i8) => format!("{fma}; {}", i8.words()),
+        None => fma.to_string(),
+    }
 }
 
 /// The CPU quota of this process in words, from the cgroup files under
@@ -164,6 +180,7 @@ mod tests {
             threads: 2,
             cpu_quota: "none".into(),
             llc_used_bytes: 32 << 20,
+            instructions: "AVX2 FMA, 8 f32 lanes".into(),
             method: METHOD_VERSION,
         };
         let other = MachineKey {
@@ -173,6 +190,19 @@ mod tests {
         assert!(key.file_stem().starts_with("cpu-"));
         assert_eq!(key.file_stem(), key.clone().file_stem());
         assert_ne!(key.file_stem(), other.file_stem());
+        // Peaks measured on other instructions (or by an older method) are
+        // not this machine's now.
+        let wider = MachineKey {
+            instructions: "AVX-512F FMA, 16 f32 lanes".into(),
+            ..key.clone()
+        };
+        assert_ne!(key.file_stem(), wider.file_stem());
+        let older = MachineKey {
+            method: 1,
+            ..key.clone()
+        };
+        assert_ne!(key.file_stem(), older.file_stem());
+        assert!(cpu_instructions().starts_with(crate::machine::fma::instructions()));
         assert!(!cpu_model().is_empty());
     }
 }

@@ -1,11 +1,13 @@
 //! The machine kiln runs on: its measured peaks (memory bandwidth by a
-//! STREAM-like triad, f32 compute by an FMA loop) on the CPU and on each
+//! STREAM-like triad, f32 compute by an FMA loop, on the CPU also i8
+//! compute by a dot-product loop) on the CPU and on each
 //! Vulkan or CUDA device, cached under
 //! `target/kiln/machine/`; the roofline a call is judged against; the
 //! last-level cache and the flush that makes a timing cold.
 //!
 //! - [`llc`]: the LLC size reported, judged, and the size used.
-//! - [`triad`], [`fma`]: the CPU measurements; [`threads`]: their pool.
+//! - [`triad`], [`fma`], [`i8dot`]: the CPU measurements (bandwidth, f32
+//!   and i8 compute); [`threads`]: their pool.
 //! - [`flush`]: the cold-cache flush and its cost.
 //! - [`peaks`]: a device's peaks, the [`peaks::PeakProbe`] trait a backend
 //!   implements to measure its devices, and the CPU's probe.
@@ -26,6 +28,7 @@ pub mod columns;
 pub mod engine_peaks;
 pub mod flush;
 pub mod fma;
+pub mod i8dot;
 pub mod key;
 pub mod llc;
 pub mod peak_kernels;
@@ -41,7 +44,7 @@ pub use flush::CacheFlush;
 pub use key::MachineKey;
 pub use llc::LlcChoice;
 pub use peaks::{CpuProbe, DevicePeaks, FlushCost, PeakProbe, Rate};
-pub use roofline::{Achieved, Bound, Roof, Work, achieved};
+pub use roofline::{Achieved, Arithmetic, Bound, ComputePeak, Roof, Work, achieved};
 pub use store::{Lookup, PeakStore, Policy};
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::flush::CacheFlush;
 use super::key::{self, METHOD_VERSION, MachineKey};
 use super::llc::{self, LlcChoice};
-use super::{fma, threads, triad};
+use super::{fma, i8dot, threads, triad};
 
 /// One measured peak rate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,6 +53,11 @@ pub struct DevicePeaks {
     pub bandwidth: Rate,
     /// f32 compute, GFLOP/s (an FMA is 2 flops).
     pub compute: Rate,
+    /// i8 compute: i8 products summed in i32, GOP/s (a product and its add
+    /// are 2 operations). `None` where it is not measured (GPU devices, a
+    /// CPU without AVX2): i8 calls are then judged against `compute`.
+    #[serde(default)]
+    pub compute_i8: Option<Rate>,
     /// The LLC used and why (CPU devices).
     pub llc: Option<LlcChoice>,
     pub flush: Option<FlushCost>,
@@ -133,6 +138,8 @@ impl CpuProbe {
 const FMA_ROUND_SECS: f64 = 0.003;
 const FMA_ROUNDS: (usize, usize) = (10, 100);
 const FMA_BUDGET_SECS: f64 = 0.3;
+/// i8 rounds of 3 ms: 10 to 60 of them within 0.2 s.
+const I8_ROUNDS: (f64, usize, usize, f64) = (0.003, 10, 60, 0.2);
 const FLUSH_RUNS: usize = 5;
 
 impl PeakProbe for CpuProbe {
@@ -144,6 +151,7 @@ impl PeakProbe for CpuProbe {
             threads: self.threads,
             cpu_quota: key::cpu_quota(),
             llc_used_bytes: self.llc.used_bytes,
+            instructions: key::cpu_instructions(),
             method: METHOD_VERSION,
         }
     }
@@ -171,16 +179,30 @@ impl PeakProbe for CpuProbe {
             FMA_ROUNDS.1,
             FMA_BUDGET_SECS,
         );
+        let isa = fma::Isa::detected();
         let compute = Rate::of(
             &samples,
             format!(
-                "f32 FMA loop, 80 chains per thread ({}), {}, best of {} rounds; \
+                "f32 FMA loop, {} chains per thread ({}), {}, best of {} rounds; \
                  FMA = 2 flops",
-                fma::instructions(),
+                isa.chains(),
+                isa.words(),
                 threads::count_words(self.threads),
                 samples.len()
             ),
         );
+        let compute_i8 = i8dot::measure(&pool, I8_ROUNDS).map(|(isa, samples)| {
+            Rate::of(
+                &samples,
+                format!(
+                    "i8 dot-product loop into i32 ({}), {}, best of {} rounds; \
+                     a product and its add = 2 ops",
+                    isa.words(),
+                    threads::count_words(self.threads),
+                    samples.len()
+                ),
+            )
+        });
         drop(pool);
         let mut flush = CacheFlush::new(self.llc.used_bytes, self.threads)?;
         let flush = FlushCost {
@@ -191,6 +213,7 @@ impl PeakProbe for CpuProbe {
             key: self.key(),
             bandwidth,
             compute,
+            compute_i8,
             llc: Some(self.llc.clone()),
             flush: Some(flush),
             measured_unix: unix_now(),

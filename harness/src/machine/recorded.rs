@@ -143,19 +143,21 @@ pub struct ReplayRates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::roofline::{Roof, Work, achieved};
+    use crate::machine::roofline::{Arithmetic, Roof, Work, achieved};
 
     #[test]
     fn a_call_rate_keeps_finite_values_and_says_its_bound() {
         let roof = Roof {
             bandwidth_gbs: 10.0,
             compute_gflops: 100.0,
+            compute_i8_gops: None,
         };
         // 1e9 bytes, 0.25e9 flops in 0.5 s: 2 GB/s, 0.5 GFLOP/s, I = 0.25,
         // memory roof 2.5 GFLOP/s -> 20%.
         let work = Work {
             flops: Some(0.25e9),
             bytes: Some(1e9),
+            arithmetic: Arithmetic::F32,
         };
         let rate = CallRate::of(&achieved(0.5, work, roof).unwrap());
         assert_eq!(rate.gbs, Some(2.0));
@@ -168,6 +170,7 @@ mod tests {
         let nan = Roof {
             bandwidth_gbs: f64::NAN,
             compute_gflops: f64::NAN,
+            compute_i8_gops: None,
         };
         let bare = CallRate::of(&achieved(0.5, work, nan).unwrap());
         assert_eq!((bare.percent, bare.bound.as_deref()), (None, None));
@@ -181,6 +184,7 @@ mod tests {
         let dense = Work {
             flops: Some(100e9),
             bytes: Some(1e9),
+            arithmetic: Arithmetic::F32,
         };
         let rate = CallRate::of(&achieved(2.0, dense, roof).unwrap());
         assert_eq!(rate.bound.as_deref(), Some("compute"));

@@ -84,6 +84,7 @@ impl RoofSource {
         let roof = Roof {
             bandwidth_gbs: f64::NAN,
             compute_gflops: f64::NAN,
+            compute_i8_gops: None,
         };
         achieved(seconds, work, roof)
     }

@@ -145,10 +145,12 @@ mod tests {
                 threads: 2,
                 cpu_quota: "none".into(),
                 llc_used_bytes: 1,
+                instructions: "test".into(),
                 method: METHOD_VERSION,
             },
             bandwidth: rate.clone(),
             compute: rate,
+            compute_i8: None,
             llc: None,
             flush: None,
             measured_unix: 0,
@@ -183,6 +185,7 @@ mod tests {
                 threads: 1,
                 cpu_quota: "n/a".into(),
                 llc_used_bytes: 0,
+                instructions: "n/a".into(),
                 method: METHOD_VERSION,
             }
         }
@@ -194,6 +197,7 @@ mod tests {
                 key: self.key(),
                 bandwidth: rate.clone(),
                 compute: rate,
+                compute_i8: None,
                 llc: None,
                 flush: None,
                 measured_unix: 0,

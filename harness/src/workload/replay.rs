@@ -18,7 +18,7 @@ use shared_state::{Arg, Call, DType, KernelDecl, Tensor};
 use crate::events::EventKind;
 use crate::machine::recorded::{CallRate, RateBasis, ReplayRates};
 use crate::machine::replay_roof::{ColdFlush, RoofSource};
-use crate::machine::{Achieved, Work};
+use crate::machine::{Achieved, Arithmetic, Work};
 use crate::swap::engine_handle::{CallError, EngineHandle};
 use crate::workload::compare::{Comparison, Tolerance, Tolerances, compare};
 use crate::workload::reference::{ExpectedFrom, outputs_of};
@@ -500,7 +500,9 @@ pub fn replay_with(
 }
 
 /// The flops and bytes of a call from its declaration's `work`
-/// expressions over the call's dims (`None` when neither is declared).
+/// expressions over the call's dims (`None` when neither is declared), and
+/// the arithmetic of its flops by its inputs' dtypes (which compute peak
+/// judges it).
 pub fn work_of(decl: &KernelDecl, dims: &shared_state::Dims) -> Option<Work> {
     let eval = |e: &Option<shared_state::Expr>| {
         e.as_ref().and_then(|e| e.eval(dims).ok()).map(|v| v as f64)
@@ -508,6 +510,7 @@ pub fn work_of(decl: &KernelDecl, dims: &shared_state::Dims) -> Option<Work> {
     let work = Work {
         flops: eval(&decl.work.flops),
         bytes: eval(&decl.work.bytes),
+        arithmetic: Arithmetic::of_inputs(decl.inputs.iter().map(|t| t.dtype)),
     };
     (work.flops.is_some() || work.bytes.is_some()).then_some(work)
 }
