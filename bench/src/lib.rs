@@ -31,6 +31,7 @@ pub mod serving;
 pub mod soak;
 pub mod stats;
 pub mod table;
+pub mod verdict_soak;
 
 /// The CPU kernels, the very source the `kernel-cpu` module compiles,
 /// linked statically into the benchmark: the baseline of the call overhead.

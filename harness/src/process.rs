@@ -1,7 +1,8 @@
 //! Facts about this process read from /proc: which module files are mapped
 //! (and whether executable), how many threads run, how many pthread keys
 //! are left. Used by the tests that prove unloading, and by `kiln dev`'s
-//! soak diagnostics.
+//! soak diagnostics. And one about the machine: how long runnable tasks
+//! waited for a CPU ([`cpu_stall`], for the replay's "machine too busy").
 
 use std::path::{Path, PathBuf};
 
@@ -133,5 +134,39 @@ pub fn configure_malloc() {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+    }
+}
+
+/// How long, in total since boot, at least one runnable task of this
+/// machine waited for a CPU: the `some total=` of `/proc/pressure/cpu`
+/// (Linux pressure stall information). `None` where the kernel does not
+/// provide it. Two readings around a measurement give the share of its
+/// time during which something else wanted the CPUs it used.
+pub fn cpu_stall() -> Option<std::time::Duration> {
+    let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    parse_cpu_stall(&text)
+}
+
+fn parse_cpu_stall(text: &str) -> Option<std::time::Duration> {
+    let some = text.lines().find(|l| l.starts_with("some "))?;
+    let total = some
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?;
+    total.parse().ok().map(std::time::Duration::from_micros)
+}
+
+#[cfg(test)]
+mod pressure_tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_stall_is_the_some_line_total_in_microseconds() {
+        let text = "some avg10=3.44 avg60=30.22 avg300=49.43 total=4232367530\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(
+            parse_cpu_stall(text),
+            Some(std::time::Duration::from_micros(4_232_367_530))
+        );
+        assert_eq!(parse_cpu_stall("full avg10=0.00 total=5\n"), None);
+        assert_eq!(parse_cpu_stall(""), None);
     }
 }

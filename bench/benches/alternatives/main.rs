@@ -6,7 +6,8 @@
 //! alone and writes `target/kiln-bench/save-to-serving.json`;
 //! `cargo bench -p kiln-bench -- relations` prints the machine's timing
 //! relations alone; `-- calls` the call overhead (section 3) alone, with
-//! what a replay reports for each call against the static call.
+//! what a replay reports for each call against the static call; `--
+//! verdicts` the same-code soak (`KILN_BENCH_SESSIONS`, default 20).
 
 mod hot_lib_reloader_side;
 
@@ -42,6 +43,22 @@ fn main() -> ExitCode {
                     "raw figures: {}",
                     out_dir.join("save-to-serving.json").display()
                 );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kiln-bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if std::env::args().skip(1).any(|a| a == "verdicts") {
+        let sessions = std::env::var("KILN_BENCH_SESSIONS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20);
+        return match kiln_bench::verdict_soak::measure(&config, sessions) {
+            Ok(text) => {
+                print!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => {

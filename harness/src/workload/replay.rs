@@ -444,13 +444,17 @@ pub fn replay_with(
         result.comparison = first_failure.or(first);
         calls.push(result);
     }
+    let mut cpu_stall_share = None;
     if let Some(timing) = &options.timing {
         let old = match baseline {
             Baseline::Interleaved(old) => Some(old),
             _ => None,
         };
         let cold = options.cold.as_ref();
-        for (index, timed) in time_calls(handle, old, &to_time, timing, &options.watch, cold) {
+        let (timed_calls, stall_share) =
+            time_calls(handle, old, &to_time, timing, &options.watch, cold);
+        cpu_stall_share = stall_share;
+        for (index, timed) in timed_calls {
             let result = &mut calls[index];
             match timed {
                 Ok((stats, old_stats)) => {
@@ -463,10 +467,11 @@ pub fn replay_with(
                         _ => old_stats,
                     };
                     if let (Some(s), Some(p)) = (&stats, &prev) {
-                        result.verdict = Some(match baseline {
+                        let verdict = match baseline {
                             Baseline::Interleaved(_) => verdict_interleaved(p, s),
                             _ => verdict_recorded(p, s),
-                        });
+                        };
+                        result.verdict = Some(verdict.unless_busy(stall_share));
                         result.previous_median = Some(p.median);
                     }
                     result.point = stats.as_ref().zip(result.work).and_then(|(s, w)| {
@@ -486,9 +491,21 @@ pub fn replay_with(
             options.cold.as_ref().map(|c| &c.cost),
             options.roof.peaks(),
         );
-        match &options.roof {
+        let header = match &options.roof {
             RoofSource::Missing(why) => header.replace("peaks not measured yet", why),
             RoofSource::Measured(_) => header,
+        };
+        match cpu_stall_share {
+            Some(share) => format!(
+                "{header}; CPUs wanted by other work {:.0}% of the time{}",
+                share * 100.0,
+                if share > crate::workload::timing::BUSY_STALL_SHARE {
+                    " (machine too busy to judge changes)"
+                } else {
+                    ""
+                }
+            ),
+            None => header,
         }
     });
     ReplayReport {
@@ -518,6 +535,9 @@ pub fn work_of(decl: &KernelDecl, dims: &shared_state::Dims) -> Option<Work> {
 /// Timing statistics of one call: on the new version, and on the old one
 /// when it was timed interleaved.
 type TimedStats = (Option<Stats>, Option<Stats>);
+
+/// A call's index and its timing statistics (or why it could not be timed).
+type TimedCall = (usize, Result<TimedStats, CallError>);
 
 /// One call being timed: the call as run on each engine (its tensor
 /// arguments loaded as scratch residents, its output kept on the engine in
@@ -567,7 +587,9 @@ fn sample(engine: &EngineHandle, call: &Call, into: &mut Vec<Duration>) -> Resul
 /// spreads each call's samples over the whole measurement, so a transient
 /// slow spell of the machine (seen here lasting tens of milliseconds, long
 /// enough to swallow all of one call's back-to-back runs) shifts no median.
-/// Returns `(call index, (new stats, old stats))`.
+/// Returns `(call index, (new stats, old stats))`, and the share of the
+/// measurement's time during which runnable tasks waited for a CPU (`None`
+/// where the kernel does not say: `process::cpu_stall`).
 fn time_calls(
     handle: &EngineHandle,
     old: Option<&EngineHandle>,
@@ -575,7 +597,7 @@ fn time_calls(
     config: &TimingConfig,
     watch: &CallWatch,
     cold: Option<&ColdFlush>,
-) -> Vec<(usize, Result<TimedStats, CallError>)> {
+) -> (Vec<TimedCall>, Option<f64>) {
     let mut scratch_new = Vec::new();
     let mut scratch_old = Vec::new();
     let mut timed: Vec<Timed> = Vec::new();
@@ -595,7 +617,10 @@ fn time_calls(
                 .read_resident(name)
                 .and_then(|t| old.put_resident(name, t))
             {
-                return calls.iter().map(|(i, _)| (*i, Err(e.clone()))).collect();
+                return (
+                    calls.iter().map(|(i, _)| (*i, Err(e.clone()))).collect(),
+                    None,
+                );
             }
         }
     }
@@ -669,6 +694,7 @@ fn time_calls(
     let slots = (timed.len().max(1) * engines) as u32;
     let budget = |per_call: Duration| per_call * slots;
     let started = Instant::now();
+    let stall_before = crate::process::cpu_stall();
     for round in 0usize.. {
         run_round(&mut timed, true, round % 2 == 1);
         let runs = round + 1;
@@ -680,6 +706,11 @@ fn time_calls(
             break;
         }
     }
+    let measured = started.elapsed();
+    let stall_share = stall_before
+        .zip(crate::process::cpu_stall())
+        .filter(|_| !measured.is_zero())
+        .map(|(before, after)| after.saturating_sub(before).as_secs_f64() / measured.as_secs_f64());
     let release = |engine: &EngineHandle, scratch: &[String]| {
         for name in scratch {
             let _ = engine.put_resident(name, Tensor::from_f32(&[0], Vec::new()));
@@ -689,7 +720,7 @@ fn time_calls(
     if let Some(old) = old {
         release(old, &scratch_old);
     }
-    timed
+    let timed = timed
         .into_iter()
         .map(|t| {
             let result = match t.error {
@@ -701,7 +732,8 @@ fn time_calls(
             };
             (t.index, result)
         })
-        .collect()
+        .collect();
+    (timed, stall_share)
 }
 
 /// A workload of what `handle` holds and serves: its resident buffers (the

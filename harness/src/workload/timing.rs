@@ -139,6 +139,34 @@ pub enum Verdict {
     Faster,
     Slower,
     NoClearChange,
+    /// The measurements differ, but other work wanted the CPUs for more
+    /// than [`BUSY_STALL_SHARE`] of the time they were taken: no verdict.
+    TooBusy,
+}
+
+/// The share of a measurement's time during which runnable tasks waited
+/// for a CPU (Linux pressure stall information, `process::cpu_stall`)
+/// above which a change between two engines is not reported: on a machine
+/// that busy, one engine's threads wait for CPUs the other's did not
+/// (a concurrent two-job cargo build here read false verdicts in 3 of 4
+/// sessions). kiln's own timing keeps at most as many threads runnable as
+/// the engine's pool has (the replay's thread waits), so an otherwise idle
+/// machine stalls for much less.
+pub const BUSY_STALL_SHARE: f64 = 0.10;
+
+impl Verdict {
+    /// `self`, or [`Verdict::TooBusy`] in place of a change measured while
+    /// the CPUs were stalled for `stall_share` of the time.
+    pub fn unless_busy(self, stall_share: Option<f64>) -> Verdict {
+        match self {
+            Verdict::Faster | Verdict::Slower
+                if stall_share.is_some_and(|s| s > BUSY_STALL_SHARE) =>
+            {
+                Verdict::TooBusy
+            }
+            v => v,
+        }
+    }
 }
 
 impl fmt::Display for Verdict {
@@ -147,6 +175,7 @@ impl fmt::Display for Verdict {
             Verdict::Faster => "faster",
             Verdict::Slower => "slower",
             Verdict::NoClearChange => "no clear change",
+            Verdict::TooBusy => "machine too busy",
         })
     }
 }
