@@ -280,7 +280,7 @@ fn a_vulkan_swap_keeps_device_state_bit_for_bit() {
             .unwrap();
     }
     let bytes: Vec<u8> = (0..1001u32).map(|i| (i * 37 % 251) as u8).collect();
-    let raw = Tensor::new(vec![7, 143], shared_state::Buffer::U8(bytes)).unwrap();
+    let raw = Tensor::new(vec![7, 143], shared_state::Buffer::U8(bytes.into())).unwrap();
     served.handle().put_resident("raw", raw.clone()).unwrap();
     let before = served.handle().export_state().unwrap();
     let grid_before = served.handle().read_resident("grid").unwrap();

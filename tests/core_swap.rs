@@ -48,13 +48,33 @@ fn state_survives_a_handoff_bit_for_bit_including_64_mib() {
     assert_eq!(served.label(), "kernel-cpu-v2");
     let after = served.handle().export_state().unwrap();
     assert!(after.bit_eq(&before), "state changed across the swap");
-    assert!(served.handle().read_resident("big").unwrap().bit_eq(&big));
+    let big_after = served.handle().read_resident("big").unwrap();
+    assert!(big_after.bit_eq(&big));
+    // Handed over, not copied: the new version serves the very bytes the
+    // test put into the old one (a handoff that copied would hold others).
+    assert!(
+        big_after.data().same_as(big.data()),
+        "the 64 MiB resident was copied in the handoff"
+    );
+    // The new version replacing a handed-over resident leaves the bytes the
+    // old one exported as they were.
+    let grid_of = |s: &Snapshot| match s.get("resident/grid") {
+        Some(shared_state::Section::Tensor(t)) => t.clone(),
+        other => panic!("no grid tensor: {other:?}"),
+    };
+    let old_grid = grid_of(&before);
     // The stencil counter moved over too: 3 calls before, 1 now.
     served
         .call(Call::new("stencil2d").resident("grid").store_as("grid"))
         .unwrap();
     let notes = served.handle().info().unwrap().notes;
     assert_eq!(notes["counters/calls/stencil2d"], Scalar::I64(4));
+    let new_grid = served.handle().read_resident("grid").unwrap();
+    assert!(!new_grid.bit_eq(&old_grid), "the stencil changed the grid");
+    assert!(
+        grid_of(&after).bit_eq(&old_grid),
+        "the state exported before is unchanged"
+    );
 }
 
 #[test]

@@ -89,7 +89,7 @@ fn cpu_to_vulkan_to_cpu_keeps_every_resident_bit_for_bit() {
     let bytes: Vec<u8> = (0..1001u32).map(|i| (i * 37 % 251) as u8).collect();
     workload.load(
         "raw",
-        Tensor::new(vec![7, 143], Buffer::U8(bytes)).expect("u8"),
+        Tensor::new(vec![7, 143], Buffer::U8(bytes.into())).expect("u8"),
     );
     // A call the replay checks on each backend (expected outputs from the
     // cpu module, run on the same inputs in the worker).

@@ -125,7 +125,7 @@ fn shape_and_dtype_mismatches_are_reported() {
     let c = compare(&want, &t(&[3, 2], &[0.0; 6]), &TIGHT);
     assert!(!c.passed());
     assert_eq!(c.summary(), "FAIL: output is f32[3x2], expected f32[2x3]");
-    let f64s = Tensor::new(vec![2, 3], Buffer::F64(vec![0.0; 6])).unwrap();
+    let f64s = Tensor::new(vec![2, 3], Buffer::F64(vec![0.0; 6].into())).unwrap();
     let c = compare(&want, &f64s, &TIGHT);
     assert_eq!(c.summary(), "FAIL: output is f64[2x3], expected f32[2x3]");
 }
@@ -144,15 +144,15 @@ fn dims(pairs: &[(&str, u64)]) -> Dims {
 
 #[test]
 fn integers_compare_exactly() {
-    let want = Tensor::new(vec![3], Buffer::I32(vec![1, 2, 3])).unwrap();
-    let got = Tensor::new(vec![3], Buffer::I32(vec![1, 2, 4])).unwrap();
+    let want = Tensor::new(vec![3], Buffer::I32(vec![1, 2, 3].into())).unwrap();
+    let got = Tensor::new(vec![3], Buffer::I32(vec![1, 2, 4].into())).unwrap();
     let tol = Tolerances::default().get("anything", None, DType::I32);
     assert_eq!(tol, Tolerance::EXACT);
     let c = compare(&want, &got, &tol);
     assert_eq!((c.mismatches, c.max_abs), (1, 1.0));
     assert_eq!(c.first_mismatch, Some((2, 4.0, 3.0)));
     assert!(compare(&want, &want.clone(), &tol).passed());
-    let i8s = |v: Vec<i8>| Tensor::new(vec![2], Buffer::I8(v)).unwrap();
+    let i8s = |v: Vec<i8>| Tensor::new(vec![2], Buffer::I8(v.into())).unwrap();
     let c = compare(&i8s(vec![-128, 127]), &i8s(vec![-128, -128]), &tol);
     assert_eq!((c.mismatches, c.max_abs), (1, 255.0));
 }

@@ -212,12 +212,16 @@ pub trait Engine {
     fn run(&mut self, call: Call) -> Result<Output, EngineError>;
     /// Load (or replace) a named resident buffer.
     fn put_resident(&mut self, name: &str, tensor: Tensor) -> Result<(), EngineError>;
-    /// Copy a resident buffer out.
+    /// A resident buffer (a clone: shares the elements, see
+    /// [`crate::Shared`]).
     fn read_resident(&self, name: &str) -> Result<Tensor, EngineError>;
     /// List resident buffers.
     fn residents(&self) -> Result<Vec<ResidentInfo>, EngineError>;
     /// Export the whole state. Must leave the engine unchanged: if the next
-    /// version fails to start, this engine keeps serving.
+    /// version fails to start, this engine keeps serving. Cloning a
+    /// resident [`crate::Tensor`] into the snapshot shares its elements
+    /// (no copy: [`crate::Shared`]); whoever writes them later writes its
+    /// own copy, so export by clone.
     fn export_state(&self) -> Result<Snapshot, EngineError>;
 }
 

@@ -73,20 +73,109 @@ impl fmt::Display for DType {
     }
 }
 
-/// Owned, typed, contiguous element storage (little-endian on every supported
-/// target). Typed vectors keep the alignment each element type needs, so a
-/// buffer can be viewed as bytes and back without copying.
+/// Elements shared by every holder until one writes: cloning shares them
+/// (a reference count, no copy of the bytes), reading goes through
+/// [`Deref`](std::ops::Deref) to `[T]`, and writing through
+/// [`DerefMut`](std::ops::DerefMut) first gives the writer its own copy if
+/// anyone else still holds them (copy on write). So an engine's state
+/// handed to the next version as a [`crate::Snapshot`] moves no bytes, and
+/// the new version writing a handed-over buffer leaves the old version's
+/// unchanged.
+///
+/// What is shared is plain data: a reference count and a `Vec` of `Pod`
+/// elements, freed by whichever holder drops it last with the `Vec`'s own
+/// allocator (the system allocator every module and the host use): no
+/// trait object, closure or function pointer of a module rides along, so a
+/// module's library can be closed while the buffers it made live on in the
+/// next version (ARCHITECTURE.md, invariant 7).
+pub struct Shared<T>(std::sync::Arc<Vec<T>>);
+
+impl<T> Shared<T> {
+    /// Whether another holder shares these elements (a write would copy).
+    pub fn is_shared(&self) -> bool {
+        std::sync::Arc::strong_count(&self.0) > 1
+    }
+
+    /// Whether `self` and `other` are the same elements (not merely equal).
+    pub fn same_as(&self, other: &Shared<T>) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl<T: Clone> Shared<T> {
+    /// The elements as an owned vector: taken if no one else holds them,
+    /// copied otherwise.
+    pub fn into_vec(self) -> Vec<T> {
+        std::sync::Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> From<Vec<T>> for Shared<T> {
+    fn from(v: Vec<T>) -> Self {
+        Shared(std::sync::Arc::new(v))
+    }
+}
+
+impl<T> FromIterator<T> for Shared<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        Shared::from(iter.into_iter().collect::<Vec<T>>())
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Shared<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        self.0.as_slice()
+    }
+}
+
+impl<T: Clone> std::ops::DerefMut for Shared<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        std::sync::Arc::make_mut(&mut self.0).as_mut_slice()
+    }
+}
+
+impl<T: PartialEq> PartialEq for Shared<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_slice() == other.0.as_slice()
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_slice().fmt(f)
+    }
+}
+
+/// Typed, contiguous element storage (little-endian on every supported
+/// target), shared on clone and copied on write ([`Shared`]). Typed
+/// vectors keep the alignment each element type needs, so a buffer can be
+/// viewed as bytes and back without copying.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Buffer {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    I32(Vec<i32>),
-    I64(Vec<i64>),
-    U32(Vec<u32>),
-    U8(Vec<u8>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-    I8(Vec<i8>),
+    F32(Shared<f32>),
+    F64(Shared<f64>),
+    I32(Shared<i32>),
+    I64(Shared<i64>),
+    U32(Shared<u32>),
+    U8(Shared<u8>),
+    F16(Shared<f16>),
+    BF16(Shared<bf16>),
+    I8(Shared<i8>),
 }
 
 /// Element types that are plain bytes: every bit pattern is a valid value,
@@ -135,15 +224,15 @@ impl Buffer {
     /// A buffer of `len` zero elements.
     pub fn zeros(dtype: DType, len: usize) -> Buffer {
         match dtype {
-            DType::F32 => Buffer::F32(vec![0.0; len]),
-            DType::F64 => Buffer::F64(vec![0.0; len]),
-            DType::I32 => Buffer::I32(vec![0; len]),
-            DType::I64 => Buffer::I64(vec![0; len]),
-            DType::U32 => Buffer::U32(vec![0; len]),
-            DType::U8 => Buffer::U8(vec![0; len]),
-            DType::F16 => Buffer::F16(vec![f16::ZERO; len]),
-            DType::BF16 => Buffer::BF16(vec![bf16::ZERO; len]),
-            DType::I8 => Buffer::I8(vec![0; len]),
+            DType::F32 => Buffer::F32(vec![0.0; len].into()),
+            DType::F64 => Buffer::F64(vec![0.0; len].into()),
+            DType::I32 => Buffer::I32(vec![0; len].into()),
+            DType::I64 => Buffer::I64(vec![0; len].into()),
+            DType::U32 => Buffer::U32(vec![0; len].into()),
+            DType::U8 => Buffer::U8(vec![0; len].into()),
+            DType::F16 => Buffer::F16(vec![f16::ZERO; len].into()),
+            DType::BF16 => Buffer::BF16(vec![bf16::ZERO; len].into()),
+            DType::I8 => Buffer::I8(vec![0; len].into()),
         }
     }
 
@@ -186,11 +275,36 @@ impl Buffer {
 
     /// The elements as raw (native = little-endian) bytes, without copying.
     pub fn as_bytes(&self) -> &[u8] {
-        each_buffer!(self, v => pod_bytes(v.as_slice()))
+        each_buffer!(self, v => pod_bytes(v))
     }
 
+    /// The elements as bytes to write; copied first if another holder
+    /// shares them ([`Shared`]).
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
-        each_buffer!(self, v => pod_bytes_mut(v.as_mut_slice()))
+        each_buffer!(self, v => pod_bytes_mut(v))
+    }
+
+    /// Whether another holder shares these elements (a write would copy
+    /// them first).
+    pub fn is_shared(&self) -> bool {
+        each_buffer!(self, v => v.is_shared())
+    }
+
+    /// Whether `self` and `other` hold the same elements in memory (a clone
+    /// of one another not written since), not merely equal ones.
+    pub fn same_as(&self, other: &Buffer) -> bool {
+        match (self, other) {
+            (Buffer::F32(a), Buffer::F32(b)) => a.same_as(b),
+            (Buffer::F64(a), Buffer::F64(b)) => a.same_as(b),
+            (Buffer::I32(a), Buffer::I32(b)) => a.same_as(b),
+            (Buffer::I64(a), Buffer::I64(b)) => a.same_as(b),
+            (Buffer::U32(a), Buffer::U32(b)) => a.same_as(b),
+            (Buffer::U8(a), Buffer::U8(b)) => a.same_as(b),
+            (Buffer::F16(a), Buffer::F16(b)) => a.same_as(b),
+            (Buffer::BF16(a), Buffer::BF16(b)) => a.same_as(b),
+            (Buffer::I8(a), Buffer::I8(b)) => a.same_as(b),
+            _ => false,
+        }
     }
 
     pub fn as_f32(&self) -> Option<&[f32]> {
@@ -237,7 +351,7 @@ macro_rules! element {
                 }
             }
             fn into_buffer(v: Vec<Self>) -> Buffer {
-                Buffer::$variant(v)
+                Buffer::$variant(v.into())
             }
         }
     };
@@ -297,7 +411,7 @@ impl Tensor {
     /// An f32 tensor; panics if the shape does not match (for tests and
     /// generators where it is known to match).
     pub fn from_f32(shape: &[usize], data: Vec<f32>) -> Tensor {
-        Tensor::new(shape.to_vec(), Buffer::F32(data)).expect("shape matches data")
+        Tensor::new(shape.to_vec(), Buffer::F32(data.into())).expect("shape matches data")
     }
 
     pub fn zeros(dtype: DType, shape: &[usize]) -> Result<Tensor, ShapeError> {
@@ -384,10 +498,10 @@ mod tests {
 
     #[test]
     fn shape_must_match_data() {
-        assert!(Tensor::new(vec![2, 3], Buffer::F32(vec![0.0; 6])).is_ok());
-        let err = Tensor::new(vec![2, 3], Buffer::F32(vec![0.0; 5])).unwrap_err();
+        assert!(Tensor::new(vec![2, 3], Buffer::F32(vec![0.0; 6].into())).is_ok());
+        let err = Tensor::new(vec![2, 3], Buffer::F32(vec![0.0; 5].into())).unwrap_err();
         assert!(err.0.contains("needs 6 elements, data has 5"), "{err}");
-        let err = Tensor::new(vec![usize::MAX, 3], Buffer::F32(vec![])).unwrap_err();
+        let err = Tensor::new(vec![usize::MAX, 3], Buffer::F32(vec![].into())).unwrap_err();
         assert!(err.0.contains("overflows"), "{err}");
     }
 
@@ -404,6 +518,27 @@ mod tests {
             assert_eq!(DType::from_name(dtype.name()), Some(dtype));
         }
         assert!(Buffer::from_le_bytes(DType::F64, &[0; 7]).is_err());
+    }
+
+    #[test]
+    fn a_clone_shares_the_bytes_and_a_write_copies_them_first() {
+        let a = Tensor::from_f32(&[3], vec![1.0, 2.0, 3.0]);
+        let mut b = a.clone();
+        assert!(a.data().same_as(b.data()), "a clone moves no bytes");
+        assert!(a.data().is_shared());
+        b.data_mut().as_f32_mut().unwrap()[1] = 20.0;
+        assert!(!a.data().same_as(b.data()), "the writer got its own copy");
+        assert_eq!(
+            a.as_f32(),
+            Some(&[1.0, 2.0, 3.0][..]),
+            "the first holder's bytes are unchanged"
+        );
+        assert_eq!(b.as_f32(), Some(&[1.0, 20.0, 3.0][..]));
+        // No one else holds them now: a write does not copy again.
+        let before = b.as_f32().unwrap().as_ptr();
+        b.data_mut().as_f32_mut().unwrap()[0] = 10.0;
+        assert_eq!(b.as_f32().unwrap().as_ptr(), before);
+        assert!(!a.data().is_shared());
     }
 
     #[test]

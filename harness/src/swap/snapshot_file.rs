@@ -257,7 +257,7 @@ mod tests {
         );
         s.insert_tensor(
             "resident/ids",
-            Tensor::new(vec![3], Buffer::I64(vec![1, -2, 3])).unwrap(),
+            Tensor::new(vec![3], Buffer::I64(vec![1, -2, 3].into())).unwrap(),
         );
         s.insert_tensor("resident/empty", Tensor::from_f32(&[0, 5], vec![]));
         s.insert_scalar("tuning/tile", Scalar::I64(64));

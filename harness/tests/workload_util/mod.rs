@@ -42,7 +42,7 @@ pub fn small_workload() -> Workload {
     );
     w.load(
         "ids",
-        Tensor::new(vec![3], Buffer::I64(vec![-1, 0, i64::MAX])).unwrap(),
+        Tensor::new(vec![3], Buffer::I64(vec![-1, 0, i64::MAX].into())).unwrap(),
     );
     w
 }

@@ -99,7 +99,7 @@ pub fn store_as_keeps_outputs_on_the_device_and_chains_calls<B: Backend>() {
 
     // Any dtype can be resident and comes back bit for bit; a kernel does
     // not take it where its declaration wants f32.
-    let ints = Tensor::new(vec![3], Buffer::I64(vec![-1, 0, i64::MAX])).unwrap();
+    let ints = Tensor::new(vec![3], Buffer::I64(vec![-1, 0, i64::MAX].into())).unwrap();
     e.put_resident("ints", ints.clone()).unwrap();
     assert!(e.read_resident("ints").unwrap().bit_eq(&ints));
     let err = e
@@ -138,24 +138,24 @@ fn odd_tensors() -> Vec<(&'static str, Tensor)> {
         ),
         (
             "f64",
-            Tensor::new(vec![3], Buffer::F64(vec![1.0 / 3.0, -2.5, f64::NAN])).unwrap(),
+            Tensor::new(vec![3], Buffer::F64(vec![1.0 / 3.0, -2.5, f64::NAN].into())).unwrap(),
         ),
         (
             "i64",
-            Tensor::new(vec![2], Buffer::I64(vec![i64::MIN, 42])).unwrap(),
+            Tensor::new(vec![2], Buffer::I64(vec![i64::MIN, 42].into())).unwrap(),
         ),
         (
             "u8",
-            Tensor::new(vec![3], Buffer::U8(vec![1, 2, 255])).unwrap(),
+            Tensor::new(vec![3], Buffer::U8(vec![1, 2, 255].into())).unwrap(),
         ),
         (
             "u32",
-            Tensor::new(vec![1, 1], Buffer::U32(vec![0xdead_beef])).unwrap(),
+            Tensor::new(vec![1, 1], Buffer::U32(vec![0xdead_beef].into())).unwrap(),
         ),
         ("i32-empty", Tensor::zeros(DType::I32, &[0, 4]).unwrap()),
         (
             "scalar",
-            Tensor::new(vec![], Buffer::F32(vec![3.25])).unwrap(),
+            Tensor::new(vec![], Buffer::F32(vec![3.25].into())).unwrap(),
         ),
     ]
 }
