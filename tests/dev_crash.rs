@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use kiln_e2e::dev_session::{BUILD_DEADLINE, DevSession, Event, EventKind, QUIET};
+use kiln_e2e::dev_session::{BUILD_DEADLINE, DevSession, Event, EventKind, QUIET, kiln_ctl};
 use kiln_e2e::misbehaving::{self, MISBEHAVE_CALL, MisbehavingWorkspace, state_tensor};
 use shared_state::{Call, Scalar};
 
@@ -411,5 +411,60 @@ fn a_worker_killed_while_idle_is_restarted_at_once() {
     session.wait_quiet(QUIET, QUIET_MAX);
     assert!(session.named_since(mark, EventKind::Swapped).is_empty());
     assert_eq!(session.named_since(mark, EventKind::Restarted).len(), 1);
+    let _ = session.stop();
+}
+
+/// `state_hash` of the serving version, from `kiln ctl status --json`.
+fn serving_state_hash(ws: &MisbehavingWorkspace) -> String {
+    let (ok, out) = kiln_ctl(&ws.copy, &["status", "--json"]);
+    assert!(ok, "kiln ctl status: {out}");
+    let json = &out[out.find('{').expect("a JSON answer")..=out.rfind('}').expect("json")];
+    let data: serde_json::Value = serde_json::from_str(json).expect("status JSON");
+    data["data"]["state_hash"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no state_hash: {data}"))
+        .to_string()
+}
+
+/// The state is handed to a new version without a copy (shared, copied on
+/// write). A version that writes over every byte of the buffers it was
+/// handed, and counts, then fails its replay is rolled back with the last
+/// good point's state: bit for bit what the good version held, not the
+/// failed version's writes.
+#[test]
+fn a_version_that_writes_over_its_handed_over_state_and_fails_leaves_the_state_as_it_was() {
+    let ws = MisbehavingWorkspace::new();
+    let mut session = start(&ws, &[]);
+    let v1 = first_version(&session);
+    session.wait_quiet(QUIET, QUIET_MAX);
+    let before = serving_state_hash(&ws);
+    assert_eq!(before, last_checkpoint(&session).str("state_hash").unwrap());
+
+    ws.save("scribble", 1);
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    assert_eq!(swapped.u64("from_version"), Some(v1));
+    let failed = session.wait_event(EventKind::ReplayFailed, BUILD_DEADLINE);
+    assert_eq!(failed.version(), swapped.version(), "{}", failed.line);
+    let rolled = session.wait_event(EventKind::RolledBack, BUILD_DEADLINE);
+    assert!(
+        rolled
+            .message()
+            .contains("the state of the last good point"),
+        "{}",
+        rolled.line
+    );
+    session.wait_quiet(QUIET, QUIET_MAX);
+    assert_eq!(
+        serving_state_hash(&ws),
+        before,
+        "the rolled-back version's state is the good version's, bit for bit"
+    );
+    // And it serves: the resident reads back as the workload loaded it.
+    let (ok, out) = kiln_ctl(&ws.copy, &["replay"]);
+    assert!(ok, "kiln ctl replay: {out}");
+    let read = session.wait_for("the read call's replay", BUILD_DEADLINE, |e| {
+        e.is_replay_of("read") && e.version() == rolled.version()
+    });
+    assert_eq!(read.bool("pass"), Some(true), "{}", read.line);
     let _ = session.stop();
 }

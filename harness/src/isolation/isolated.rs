@@ -195,12 +195,34 @@ impl IsolatedEngine {
     /// replaced version stays alive until the next replay (to be timed
     /// against); otherwise it retires now.
     pub fn swap(&mut self, staged: &Staged, keep_old: bool) -> Result<Swapped, WorkerError> {
+        self.swap_from(staged, keep_old, None)
+    }
+
+    /// Swaps to `staged` starting from the last good point's state (the
+    /// checkpoint), not the serving version's: a rollback, so that what a
+    /// failed version wrote into its state is not carried back. Without a
+    /// checkpoint, the serving version's state (a plain swap).
+    pub fn swap_to_checkpoint(&mut self, staged: &Staged) -> Result<Swapped, WorkerError> {
+        let state = match self.checkpoint_source() {
+            StateSource::Empty => None,
+            source => Some(source),
+        };
+        self.swap_from(staged, false, state)
+    }
+
+    fn swap_from(
+        &mut self,
+        staged: &Staged,
+        keep_old: bool,
+        state: Option<StateSource>,
+    ) -> Result<Swapped, WorkerError> {
         self.staged.push(staged.path.clone());
         self.staged.push(staged.files_path.clone());
         self.unjudged.clear();
         match self.request(Request::Swap {
             staged: StagedWire::from(staged),
             keep_old,
+            state,
         })? {
             Reply::Swapped(swapped) => {
                 if keep_old {

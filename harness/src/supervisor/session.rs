@@ -588,7 +588,9 @@ impl Session {
             }
         };
         let lane = &mut self.lanes[i];
-        match lane.engine.swap(&staged, false) {
+        // The last good point's state: what the failed version wrote into
+        // the state it was handed is not carried back.
+        match lane.engine.swap_to_checkpoint(&staged) {
             Ok(swap) => {
                 lane.serving = staged;
                 if let Some(last) = lane.history.versions.last_mut() {
@@ -599,7 +601,7 @@ impl Session {
                     module = %module,
                     version = lane.version(),
                     ms = swap.paused_ms,
-                    "rolled back: {} now serves the code of v{good_version}, with the state ({})",
+                    "rolled back: {} now serves the code of v{good_version}, with the state of the last good point ({})",
                     swap.to,
                     bytes::human(swap.bytes as u64)
                 );

@@ -122,16 +122,38 @@ impl ServedModule {
         &self,
         module: LoadedModule,
     ) -> Result<(SwapReport, EngineHandle), SwapError> {
+        self.swap_with(module, None)
+    }
+
+    /// Swaps to `module` like [`ServedModule::swap_keeping_old`], the new
+    /// engine starting from `state` instead of the serving engine's export
+    /// (a rollback: the last good point's state, not the failed version's).
+    pub fn swap_to_state(
+        &self,
+        module: LoadedModule,
+        state: Snapshot,
+    ) -> Result<(SwapReport, EngineHandle), SwapError> {
+        self.swap_with(module, Some(state))
+    }
+
+    fn swap_with(
+        &self,
+        module: LoadedModule,
+        state: Option<Snapshot>,
+    ) -> Result<(SwapReport, EngineHandle), SwapError> {
         let to = module.label().to_string();
         let module = Arc::new(module);
         let paused = Instant::now();
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         let from = current.label().to_string();
-        let snapshot = current.export_state().map_err(|error| SwapError::Export {
-            from: from.clone(),
-            to: to.clone(),
-            error,
-        })?;
+        let snapshot = match state {
+            Some(state) => state,
+            None => current.export_state().map_err(|error| SwapError::Export {
+                from: from.clone(),
+                to: to.clone(),
+                error,
+            })?,
+        };
         let export_ms = paused.elapsed().as_secs_f64() * 1e3;
         let bytes = snapshot.byte_len();
         let import_start = Instant::now();

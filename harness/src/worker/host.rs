@@ -82,17 +82,27 @@ impl Host {
                     .map_err(|e| format!("cannot load the workload's buffers: {e}"))?;
                 Ok(Reply::Loaded { count })
             }
-            Request::Swap { staged, keep_old } => {
+            Request::Swap {
+                staged,
+                keep_old,
+                state,
+            } => {
+                let state = match &state {
+                    Some(source) => load_state(source)?,
+                    None => None,
+                };
                 let loaded =
                     LoadedModule::open(staged.into_staged()?).map_err(|e| e.to_string())?;
                 let other_module = self
                     .served
                     .as_ref()
                     .is_some_and(|s| s.handle().module().staged.module != loaded.staged.module);
-                let (report, old) = self
-                    .served()?
-                    .swap_keeping_old(loaded)
-                    .map_err(|e| e.to_string())?;
+                let served = self.served()?;
+                let (report, old) = match state {
+                    Some(state) => served.swap_to_state(loaded, state),
+                    None => served.swap_keeping_old(loaded),
+                }
+                .map_err(|e| e.to_string())?;
                 // A version kept from an earlier swap retires now.
                 self.old = None;
                 self.tuner = None;
@@ -227,13 +237,7 @@ impl Host {
         staged: crate::swap::stage::Staged,
         state: StateSource,
     ) -> Result<Reply, String> {
-        let prior: Option<Snapshot> = match &state {
-            StateSource::Empty => None,
-            StateSource::File(path) => Some(snapshot_file::load(path).map_err(|e| e.to_string())?),
-            StateSource::Checkpoint { slot, .. } => {
-                Some(snapshot_file::load(&slot_path(*slot)?).map_err(|e| e.to_string())?)
-            }
-        };
+        let prior = load_state(&state)?;
         let loaded = LoadedModule::open(staged).map_err(|e| e.to_string())?;
         self.status.begin("start", loaded.label(), None);
         let (served, import) = ServedModule::start(loaded, self.config.engine_options(), prior)
@@ -450,4 +454,15 @@ fn op_name(request: &Request) -> &'static str {
         Request::TuneStep { .. } => "tune",
         Request::Shutdown => "shutdown",
     }
+}
+
+/// The snapshot `source` names (`None` for an empty start).
+fn load_state(source: &StateSource) -> Result<Option<Snapshot>, String> {
+    Ok(match source {
+        StateSource::Empty => None,
+        StateSource::File(path) => Some(snapshot_file::load(path).map_err(|e| e.to_string())?),
+        StateSource::Checkpoint { slot, .. } => {
+            Some(snapshot_file::load(&slot_path(*slot)?).map_err(|e| e.to_string())?)
+        }
+    })
 }

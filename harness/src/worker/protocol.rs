@@ -34,7 +34,15 @@ pub enum Request {
     /// Swap to `staged` with the state handoff. With `keep_old`, the old
     /// version stays alive (calls no longer go there) until the next replay
     /// is done, to be timed against; otherwise it retires now.
-    Swap { staged: StagedWire, keep_old: bool },
+    Swap {
+        staged: StagedWire,
+        keep_old: bool,
+        /// The state the new version starts from; `None`: the serving
+        /// version's (the handoff). A rollback gives the last good point's
+        /// checkpoint, so what a failed version wrote is not carried back.
+        #[serde(default)]
+        state: Option<StateSource>,
+    },
     /// Replay the workload on the serving version (timed interleaved with
     /// the version it replaced, if alive; else against `recorded`).
     Replay {

@@ -16,7 +16,10 @@
 //!   `abort`, `stack_overflow` (unbounded recursion), `infinite_loop`,
 //!   `oom` (allocates and touches `bytes` bytes, default 4 GiB, as a
 //!   runaway allocation would), `panic`, `loop_if_file:PATH` (loops once
-//!   PATH exists: a version that served well until then hangs);
+//!   PATH exists: a version that served well until then hangs),
+//!   `scribble` (writes 0x5a over every byte of every resident buffer it
+//!   holds, in place, then fails the call: a version that corrupts the
+//!   state it was handed);
 //! - engine option `misbehave_in_create=MODE` does it in the factory;
 //! - environment variable `KILN_TEST_PROBE_MISBEHAVE=MODE` does it in the
 //!   device probe.
@@ -221,6 +224,19 @@ impl Engine for Misbehaving {
             }
             "misbehave" => {
                 let mode = text(&call, "mode").unwrap_or(BUILT_MODE);
+                if mode == "scribble" {
+                    shared_state::tracing::warn!(
+                        target: "kiln_test_misbehaving",
+                        mode,
+                        "misbehaving: {mode}"
+                    );
+                    for tensor in self.residents.values_mut() {
+                        tensor.data_mut().as_bytes_mut().fill(0x5a);
+                    }
+                    return Err(EngineError::bad_call(
+                        "misbehave: scribbled over every resident buffer, then failed",
+                    ));
+                }
                 let bytes = match call.params.get("bytes") {
                     Some(Scalar::I64(n)) if *n > 0 => *n as usize,
                     _ => 4 << 30,
