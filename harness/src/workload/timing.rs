@@ -314,6 +314,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_change_measured_on_a_busy_machine_is_no_verdict() {
+        for v in [Verdict::Faster, Verdict::Slower] {
+            assert_eq!(
+                v.unless_busy(Some(BUSY_STALL_SHARE + 0.01)),
+                Verdict::TooBusy
+            );
+            assert_eq!(v.unless_busy(Some(BUSY_STALL_SHARE - 0.01)), v);
+            assert_eq!(
+                v.unless_busy(None),
+                v,
+                "no pressure information: as measured"
+            );
+        }
+        // "No clear change" stays: load only ever adds noise.
+        assert_eq!(
+            Verdict::NoClearChange.unless_busy(Some(0.9)),
+            Verdict::NoClearChange
+        );
+        assert_eq!(Verdict::TooBusy.to_string(), "machine too busy");
+    }
+
+    #[test]
     fn stats_of_a_known_set() {
         let s = Stats::from_secs(&[5.0, 1.0, 3.0, 2.0, 4.0, 100.0]).unwrap();
         assert_eq!(s.runs, 6);
