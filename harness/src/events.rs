@@ -104,6 +104,18 @@ event_kinds! {
     Restarted = "restarted",
     /// Ctrl-C: the state was saved to a file (`bytes`).
     StateSaved = "state_saved",
+    /// A checkpoint reached its file under `target/kiln/state/`, behind
+    /// the session (debug level: `path`, `bytes`, `state_hash`, `ms`,
+    /// `sync_ms`).
+    StateKept = "state_kept",
+    /// At start: the previous session did not end cleanly, and its last
+    /// good point's state, kept on disk, was restored (`path`, `bytes`,
+    /// `state_hash`).
+    StateRecovered = "state_recovered",
+    /// At start: a kept last good point was not restored (`path`, `reason`:
+    /// `ended_cleanly`, `state_given`, `restart_state`, `fresh`, `damaged`,
+    /// `refused`; `kept`: where the file is now).
+    StateNotRecovered = "state_not_recovered",
     /// A kernel declaration does not parse (`file`, `line`, ...).
     DeclarationInvalid = "declaration_invalid",
     /// The workload file was read again.

@@ -80,6 +80,11 @@ enum Command {
         /// it exists) and save it there when kiln dev stops.
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
+        /// Start from the workload: restore no state kept under
+        /// target/kiln/state/ (the last good point of a session that was
+        /// killed, or the state saved for a restart). The files are kept.
+        #[arg(long)]
+        fresh: bool,
         /// How long file events must be quiet before a rebuild starts.
         #[arg(long, default_value_t = 50, value_name = "MS")]
         debounce_ms: u64,
@@ -268,6 +273,7 @@ fn main() -> ExitCode {
             on_fail,
             no_replay,
             state,
+            fresh,
             debounce_ms,
             record,
             call_timeout,
@@ -310,6 +316,7 @@ fn main() -> ExitCode {
                     on_fail,
                     replay: !no_replay,
                     state,
+                    fresh,
                     debounce: Duration::from_millis(debounce_ms),
                     workspace: None,
                     record,

@@ -316,6 +316,14 @@ impl DevSession {
         self.stop_with(libc::SIGINT)
     }
 
+    /// Kills the session outright (SIGKILL: no clean end, as the OOM killer
+    /// or a power cut would), waits for it to exit and for its output to
+    /// end. Its staging directory stays (the next start removes it).
+    pub fn kill(self) -> Stopped {
+        let DevSession { session, _lock } = self;
+        session.stop_with(libc::SIGKILL)
+    }
+
     /// [`DevSession::stop`] with another signal (SIGTERM, SIGHUP).
     pub fn stop_with(self, signal: i32) -> Stopped {
         let DevSession { session, _lock } = self;

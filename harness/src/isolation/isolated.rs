@@ -391,6 +391,18 @@ impl IsolatedEngine {
         self.checkpoint.write_file(path)
     }
 
+    /// From now on every checkpoint is also copied to `path`, behind the
+    /// session (`disk_copy.rs`); `module` names it in the log.
+    pub fn keep_on_disk(&mut self, path: &Path, module: &str) -> std::io::Result<()> {
+        self.checkpoint.keep_on_disk(path, module)
+    }
+
+    /// Waits until the last checkpoint is on disk and stops copying; the
+    /// last copy's outcome (`None`: not kept on disk, or nothing copied).
+    pub fn stop_keeping(&mut self) -> Option<Result<crate::isolation::disk_copy::Kept, String>> {
+        self.checkpoint.stop_keeping()
+    }
+
     /// Ends the worker: asks it to retire everything, kills it after
     /// `deadline`.
     pub fn stop_worker(&mut self, deadline: Duration) {

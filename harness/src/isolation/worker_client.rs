@@ -125,7 +125,7 @@ impl Worker {
     pub fn spawn(
         options: &SpawnOptions,
         status_file: &File,
-        slots: &[File; 2],
+        slots: &[File; crate::worker::protocol::SLOT_FDS.len()],
         interrupt: Receiver<()>,
     ) -> std::io::Result<Worker> {
         let status = StatusRecord::map(status_file)?;

@@ -86,12 +86,12 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts `kiln worker` with `status` and `slots` as its descriptors 3,
-    /// 4 and 5.
+    /// Starts `kiln worker` with `status` and `slots` as its descriptors 3
+    /// to 6.
     pub fn spawn(
         options: &SpawnOptions,
         status: &File,
-        slots: &[File; 2],
+        slots: &[File; SLOT_FDS.len()],
     ) -> std::io::Result<WorkerProcess> {
         let program = options.program()?;
         let format = match options.log_format {
@@ -124,8 +124,10 @@ impl WorkerProcess {
             (status.as_raw_fd(), STATUS_FD),
             (slots[0].as_raw_fd(), SLOT_FDS[0]),
             (slots[1].as_raw_fd(), SLOT_FDS[1]),
+            (slots[2].as_raw_fd(), SLOT_FDS[2]),
         ];
         let limit = options.memory_limit;
+        let parent = rustix::process::getpid();
         // Runs in the forked child before exec.
         let set_up_child = move || -> std::io::Result<()> {
             // Move the sources out of the way first: one of them may sit on
@@ -142,10 +144,11 @@ impl WorkerProcess {
                 move_up(sources[0].0)?,
                 move_up(sources[1].0)?,
                 move_up(sources[2].0)?,
+                move_up(sources[3].0)?,
             ];
             for (fd, (_, to)) in moved.iter().zip(sources) {
-                // SAFETY: `target` only names descriptor number `to` (3, 4
-                // or 5) for dup2, which closes whatever is open there and
+                // SAFETY: `target` only names descriptor number `to` (3 to
+                // 6) for dup2, which closes whatever is open there and
                 // puts the copy in its place (rustix's own `dup2_stdin` does
                 // the same for 0); `ManuallyDrop` keeps it from ever being
                 // closed here, so no descriptor gets a second owner.
@@ -167,11 +170,17 @@ impl WorkerProcess {
                 setrlimit(Resource::Data, data)?;
             }
             let _ = set_parent_process_death_signal(Some(Signal::KILL));
+            // A supervisor that died before the line above (SIGKILL between
+            // fork and here) never sends that signal: the child is then
+            // another process's already, and must not run on alone.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(rustix::io::Errno::SRCH.into());
+            }
             Ok(())
         };
         // SAFETY: `set_up_child` runs in the forked child before exec and is
         // async-signal-safe: it only makes system calls (fcntl, dup2, close,
-        // setrlimit, prctl) through rustix's thin wrappers, which keep no
+        // setrlimit, prctl, getppid) through rustix's thin wrappers, which keep no
         // state, allocates nothing and takes no lock (an error is an errno
         // value, not a boxed one).
         unsafe {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, select};
 
 use super::control_commands::ControlQueue;
+use super::kept_state::{Given, KeptState, NotRestored};
 use super::lane::{Fresh, Lane};
 use super::options::{DevError, DevOptions, err};
 use super::session::Session;
@@ -26,7 +27,7 @@ use crate::events::EventKind;
 use crate::isolation::isolated::{IsolatedEngine, IsolationOptions};
 use crate::isolation::worker_process::SpawnOptions;
 use crate::swap::stage::StagingDir;
-use crate::worker::protocol::{StateSource, WorkerConfig};
+use crate::worker::protocol::WorkerConfig;
 use crate::workload::compare::Tolerances;
 use crate::workspace;
 
@@ -168,16 +169,25 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         .stage(&module.package, &artifact)
         .map_err(|e| err(e.to_string()))?;
 
-    // State: an explicit --state file, or the one saved for a restart.
+    // State: an explicit --state file, or the one saved for a restart,
+    // else the last good point kept on disk by a session that died
+    // (`kept_state.rs`), else the workload's buffers.
     let state_path = restart_state_path(&target, &module.package);
-    let prior_path = options
-        .state
-        .clone()
-        .filter(|p| p.exists())
-        .or_else(|| state_path.exists().then(|| state_path.clone()));
-    if let Some(path) = &prior_path {
-        tracing::info!("restoring state from {}", path.display());
-    }
+    let explicit = options.state.clone().filter(|p| p.exists());
+    let given = match &explicit {
+        Some(path) => Some(Given {
+            path: path.clone(),
+            why: NotRestored::StateGiven,
+        }),
+        None => (state_path.exists() && !options.fresh).then(|| Given {
+            path: state_path.clone(),
+            why: NotRestored::RestartState,
+        }),
+    };
+    let restoring_restart_state = given
+        .as_ref()
+        .is_some_and(|g| g.why == NotRestored::RestartState);
+    let kept = KeptState::new(&target, &module.package);
     // Workers tell the loop when they end, so that one killed between
     // requests is recovered at once, not at the next save.
     let (exits, worker_exits) = crossbeam_channel::unbounded();
@@ -213,17 +223,11 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     let other_isolation = isolation.clone();
     let mut engine = IsolatedEngine::new(isolation, Some(shutdown.clone()))
         .map_err(|e| err(format!("cannot set up the worker's shared memory: {e}")))?;
-    let source = prior_path
-        .clone()
-        .map_or(StateSource::Empty, StateSource::File);
-    let started = engine
-        .start(&staged, source)
+    let started = kept
+        .start(&mut engine, &staged, given, options.fresh)
         .map_err(|e| err(format!("cannot start {}: {e}", module.package)))?;
-    if prior_path.is_some() {
-        tracing::info!("state restored: {}", started.import);
-        if prior_path.as_ref() == Some(&state_path) {
-            let _ = std::fs::remove_file(&state_path);
-        }
+    if restoring_restart_state {
+        let _ = std::fs::remove_file(&state_path);
     }
     tracing::info!(
         event = %EventKind::WorkerStarted,
@@ -250,16 +254,16 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         stage: &stage,
         isolation: &other_isolation,
         shutdown: &shutdown,
-        // The `--state` file (backend-neutral), else the workload's buffers.
-        state: options
-            .state
-            .clone()
-            .filter(|p| p.exists())
-            .map_or(StateSource::Empty, StateSource::File),
+        // The `--state` file (backend-neutral), else each backend's own
+        // kept last good point if its session died, else the workload's
+        // buffers.
+        state: explicit.clone(),
+        fresh: options.fresh,
         target: &target,
         workload_name: &workload.name,
     })?;
     let mut own = Lane::new(module, engine, staged, &workload.name, &target);
+    own.kept = Some(kept);
     own.fresh = Some(Fresh {
         build_ms: Some(build_ms),
         swap_ms: None,

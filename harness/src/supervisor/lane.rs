@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::kept_state::KeptState;
 use crate::build::module_graph::KernelModule;
 use crate::history::History;
 use crate::isolation::isolated::IsolatedEngine;
@@ -68,6 +69,9 @@ pub(super) struct Lane {
     pub(super) pending: Option<(Instant, Instant)>,
     /// The serving version, not judged yet.
     pub(super) fresh: Option<Fresh>,
+    /// Where its last good point is kept on disk (named after the module it
+    /// started with, kept across a switch).
+    pub(super) kept: Option<KeptState>,
 }
 
 impl Lane {
@@ -93,6 +97,7 @@ impl Lane {
             last_good: None,
             pending: None,
             fresh: None,
+            kept: None,
         }
     }
 

@@ -16,6 +16,8 @@
 //!   [`crate::build::module_graph`]); builds run off the serving path in
 //!   [`crate::build`]
 //! - the session's versions are kept in [`crate::history`]
+//! - `kept_state`: each lane's last good point kept on disk behind the
+//!   session, and what a start does with the one a previous session left
 //! - the engine runs in a worker process ([`crate::isolation`]: module code
 //!   never runs in the supervisor); `recovery` restarts a lane on its last
 //!   good version
@@ -34,6 +36,7 @@ mod control_state;
 pub mod declarations;
 pub mod dev_loop;
 mod good_versions;
+mod kept_state;
 mod lane;
 mod options;
 mod plan;

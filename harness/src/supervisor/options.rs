@@ -42,6 +42,9 @@ pub struct DevOptions {
     /// Load state from this snapshot file at start (if it exists) and save
     /// it there at exit.
     pub state: Option<PathBuf>,
+    /// `--fresh`: restore no state kept under `target/kiln/state/` (the last
+    /// good point of a session that died, the state saved for a restart).
+    pub fresh: bool,
     pub debounce: Duration,
     /// Workspace to serve (default: the one containing the current dir).
     pub workspace: Option<PathBuf>,

@@ -1,8 +1,9 @@
 //! Several backends served at once (`kiln dev --backends cpu,vulkan`).
 //!
 //! Each backend is a lane of the session (`lane.rs`): its own module, its
-//! own worker process (started with the same state: the `--state` file or
-//! the workload's buffers), its own versions, history file and last good
+//! own worker process (started with the `--state` file, else its own last
+//! good point kept on disk if the session that served it died, else the
+//! workload's buffers: `kept_state.rs`), its own versions, history file and last good
 //! version. The first backend named is lane 0, the session's own (keys and
 //! `kiln ctl` act on it as with one backend). Every lane goes through the
 //! same life cycle (`session.rs`, `recovery.rs`); what is particular to
@@ -28,10 +29,11 @@
 //!   refused while several are served (see
 //!   [`Session::several_backends_refusal`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crossbeam_channel::Receiver;
 
+use super::kept_state::{Given, KeptState, NotRestored};
 use super::lane::{Fresh, Lane};
 use super::options::DevError;
 use super::session::{Session, print_table};
@@ -41,7 +43,7 @@ use crate::build::module_graph::KernelModule;
 use crate::events::EventKind;
 use crate::isolation::isolated::{IsolatedEngine, IsolationOptions};
 use crate::swap::stage::StagingDir;
-use crate::worker::protocol::{ReplaySummary, StateSource};
+use crate::worker::protocol::ReplaySummary;
 use crate::workload::backend_columns::{BackendColumn, table};
 use crate::workload::cross_compare::CrossCheck;
 
@@ -54,8 +56,10 @@ pub(super) struct OthersSetup<'a> {
     pub stage: &'a StagingDir,
     pub isolation: &'a IsolationOptions,
     pub shutdown: &'a Receiver<()>,
-    /// The state the session's own backend started from.
-    pub state: StateSource,
+    /// An explicit `--state` file that exists: every backend starts from it.
+    pub state: Option<PathBuf>,
+    /// `--fresh`: no kept last good point is restored.
+    pub fresh: bool,
     pub target: &'a Path,
     pub workload_name: &'a str,
 }
@@ -98,8 +102,13 @@ pub(super) fn start_others(setup: OthersSetup<'_>) -> Result<Vec<Lane>, DevError
             .map_err(|e| DevError(e.to_string()))?;
         let mut engine = IsolatedEngine::new(setup.isolation.clone(), Some(setup.shutdown.clone()))
             .map_err(|e| DevError(format!("cannot set up a worker for {name}: {e}")))?;
-        let started = engine
-            .start(&staged, setup.state.clone())
+        let kept = KeptState::new(setup.target, &module.package);
+        let given = setup.state.clone().map(|path| Given {
+            path,
+            why: NotRestored::StateGiven,
+        });
+        let started = kept
+            .start(&mut engine, &staged, given, setup.fresh)
             .map_err(|e| DevError(format!("cannot start {}: {e}", module.package)))?;
         tracing::info!(
             event = %EventKind::WorkerStarted,
@@ -125,6 +134,7 @@ pub(super) fn start_others(setup: OthersSetup<'_>) -> Result<Vec<Lane>, DevError
             );
         }
         let mut lane = Lane::new(module, engine, staged, setup.workload_name, setup.target);
+        lane.kept = Some(kept);
         lane.fresh = Some(Fresh {
             build_ms: Some(build_ms),
             swap_ms: None,

@@ -1,5 +1,8 @@
 //! How a session saves the state of its last good point and ends: when the
-//! contract changed (the host must restart) and at Ctrl-C.
+//! contract changed (the host must restart) and at Ctrl-C, SIGTERM, SIGHUP
+//! or `q` (a clean end: each lane's last checkpoint is on disk and its
+//! `running` marker removed, so the next start does not resume it:
+//! `kept_state.rs`).
 
 use super::session::Session;
 use crate::events::EventKind;
@@ -71,6 +74,10 @@ impl Session {
                     best.label,
                     lane.history_path.display()
                 );
+            }
+            // A clean end: the last checkpoint on disk, the marker gone.
+            if let Some(kept) = &lane.kept {
+                kept.end(&mut lane.engine);
             }
             // Workers end before the staging directory goes.
             lane.engine.stop_worker(std::time::Duration::from_secs(1));

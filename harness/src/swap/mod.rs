@@ -6,12 +6,14 @@
 //! check, entry points) -> [`engine_handle`] (one engine per version on its
 //! own thread, [`version_threads`] for its workers) -> [`served`] (routing
 //! and the state handoff) -> retire (drop on the engine thread, join
-//! threads, close the library). [`snapshot_file`] keeps state on disk.
+//! threads, close the library). [`snapshot_file`] keeps state on disk;
+//! [`state_hash`] says whether two snapshots hold the same state.
 
 pub mod engine_handle;
 pub mod load;
 pub mod served;
 pub mod snapshot_file;
 pub mod stage;
+pub mod state_hash;
 pub mod version_files;
 pub mod version_threads;

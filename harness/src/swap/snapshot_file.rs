@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use shared_state::{Buffer, DType, Scalar, Section, Snapshot, Tensor, element_count};
 
+use super::state_hash::StateHasher;
+
 const MAGIC: &[u8; 8] = b"KILNSNAP";
 const FILE_VERSION: u32 = 1;
 const ALIGN: u64 = 64;
@@ -150,10 +152,9 @@ pub fn write_to(snapshot: &Snapshot, out: &mut impl Write) -> std::io::Result<u6
     Ok(pos)
 }
 
-/// Reads a snapshot written by [`save`]. A damaged file is refused with a
-/// message naming the problem; nothing is allocated beyond what the file
-/// can back.
-pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
+/// Opens the snapshot file at `path` and reads its preamble and header:
+/// the file, the header, where the data starts, and the file's length.
+fn open_snapshot(path: &Path) -> Result<(File, Header, u64, u64), SnapshotFileError> {
     let err = |message: String| SnapshotFileError {
         path: path.to_path_buf(),
         message,
@@ -190,7 +191,127 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
     }
     let header: Header =
         serde_json::from_slice(&header_bytes).map_err(|e| err(format!("malformed header: {e}")))?;
-    let data_start = align(PREAMBLE + header_len);
+    Ok((file, header, align(PREAMBLE + header_len), file_len))
+}
+
+/// Where a tensor section's bytes start in the file, and its element count
+/// and dtype, checked against the file's length and the section's shape.
+fn tensor_place(
+    name: &str,
+    dtype: &str,
+    shape: &[usize],
+    offset: u64,
+    bytes: u64,
+    data_start: u64,
+    file_len: u64,
+) -> Result<(u64, usize, DType), String> {
+    let dtype = DType::from_name(dtype)
+        .ok_or_else(|| format!("section {name}: unknown dtype {dtype:?}"))?;
+    let start = data_start
+        .checked_add(offset)
+        .filter(|s| s.checked_add(bytes).is_some_and(|end| end <= file_len))
+        .ok_or_else(|| {
+            format!("section {name}: {bytes} bytes at offset {offset} run past the end of the file")
+        })?;
+    let count = element_count(shape)
+        .filter(|n| n.checked_mul(dtype.size()) == Some(bytes as usize))
+        .ok_or_else(|| {
+            format!("section {name}: shape {shape:?} of {dtype} does not match {bytes} bytes")
+        })?;
+    Ok((start, count, dtype))
+}
+
+/// What [`verify`] found in a whole, undamaged snapshot file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The file's length.
+    pub bytes: u64,
+    pub module: String,
+    pub backend: String,
+    /// The state's hash ([`crate::swap::state_hash::state_hash`] of the
+    /// snapshot [`load`] would return).
+    pub state_hash: String,
+}
+
+/// Reads the whole snapshot file at `path` in 1 MiB pieces (nothing the
+/// size of the state is allocated), checks every checksum and returns its
+/// state's hash: a damaged file is refused with the same reasons as
+/// [`load`].
+pub fn verify(path: &Path) -> Result<Verified, SnapshotFileError> {
+    let err = |message: String| SnapshotFileError {
+        path: path.to_path_buf(),
+        message,
+    };
+    let (mut file, header, data_start, file_len) = open_snapshot(path)?;
+    let mut hasher = StateHasher::new(&header.module);
+    let mut piece = vec![0u8; 1 << 20];
+    for section in &header.sections {
+        match section {
+            SectionHeader::Tensor {
+                name,
+                dtype,
+                shape,
+                offset,
+                bytes,
+                crc32,
+            } => {
+                let (start, _, dtype) =
+                    tensor_place(name, dtype, shape, *offset, *bytes, data_start, file_len)
+                        .map_err(err)?;
+                let state = !Snapshot::is_cache_section(name);
+                if state {
+                    hasher.tensor(name, dtype.name(), shape, *bytes);
+                }
+                file.seek(SeekFrom::Start(start))
+                    .map_err(|e| err(format!("section {name}: cannot read: {e}")))?;
+                let mut crc = crc32fast::Hasher::new();
+                let mut left = *bytes;
+                while left > 0 {
+                    let n = left.min(piece.len() as u64) as usize;
+                    file.read_exact(&mut piece[..n])
+                        .map_err(|e| err(format!("section {name}: cannot read: {e}")))?;
+                    crc.update(&piece[..n]);
+                    if state {
+                        hasher.bytes(&piece[..n]);
+                    }
+                    left -= n as u64;
+                }
+                if crc.finalize() != *crc32 {
+                    return Err(err(format!(
+                        "section {name}: checksum mismatch (data at byte {start})"
+                    )));
+                }
+            }
+            SectionHeader::I64 { name, .. }
+            | SectionHeader::F64 { name, .. }
+            | SectionHeader::Bool { name, .. }
+            | SectionHeader::Text { name, .. }
+                if Snapshot::is_cache_section(name) => {}
+            SectionHeader::I64 { name, value } => hasher.scalar(name, &Scalar::I64(*value)),
+            SectionHeader::F64 { name, value } => hasher.scalar(name, &Scalar::F64(*value)),
+            SectionHeader::Bool { name, value } => hasher.scalar(name, &Scalar::Bool(*value)),
+            SectionHeader::Text { name, value } => {
+                hasher.scalar(name, &Scalar::Text(value.clone()))
+            }
+        }
+    }
+    Ok(Verified {
+        bytes: file_len,
+        module: header.module,
+        backend: header.backend,
+        state_hash: hasher.finish(),
+    })
+}
+
+/// Reads a snapshot written by [`save`]. A damaged file is refused with a
+/// message naming the problem; nothing is allocated beyond what the file
+/// can back.
+pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
+    let err = |message: String| SnapshotFileError {
+        path: path.to_path_buf(),
+        message,
+    };
+    let (mut file, header, data_start, file_len) = open_snapshot(path)?;
     let mut snapshot = Snapshot::new(&header.module, &header.backend);
     snapshot.format = header.snapshot_format;
     for section in header.sections {
@@ -203,23 +324,9 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
                 bytes,
                 crc32,
             } => {
-                let dtype = DType::from_name(&dtype)
-                    .ok_or_else(|| err(format!("section {name}: unknown dtype {dtype:?}")))?;
-                let start = data_start
-                    .checked_add(offset)
-                    .filter(|s| s.checked_add(bytes).is_some_and(|end| end <= file_len))
-                    .ok_or_else(|| {
-                        err(format!(
-                            "section {name}: {bytes} bytes at offset {offset} run past the end of the file"
-                        ))
-                    })?;
-                let count = element_count(&shape)
-                    .filter(|n| n.checked_mul(dtype.size()) == Some(bytes as usize))
-                    .ok_or_else(|| {
-                        err(format!(
-                            "section {name}: shape {shape:?} of {dtype} does not match {bytes} bytes"
-                        ))
-                    })?;
+                let (start, count, dtype) =
+                    tensor_place(&name, &dtype, &shape, offset, bytes, data_start, file_len)
+                        .map_err(err)?;
                 let mut buffer = Buffer::zeros(dtype, count);
                 file.seek(SeekFrom::Start(start))
                     .and_then(|_| file.read_exact(buffer.as_bytes_mut()))
@@ -280,6 +387,49 @@ mod tests {
     }
 
     #[test]
+    fn verify_hashes_the_state_as_the_loaded_snapshot_would() {
+        let dir = std::env::temp_dir().join(format!("kiln-snap-verify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.snapshot");
+        let mut snapshot = sample();
+        // Larger than verify's 1 MiB piece, and a cache section (not state).
+        snapshot.insert_tensor(
+            "resident/big",
+            Tensor::from_f32(&[300_000], (0..300_000).map(|i| i as f32).collect()),
+        );
+        snapshot.insert_tensor(
+            "cache/vulkan/pipeline-cache",
+            Tensor::new(vec![3], Buffer::U8(vec![1, 2, 3].into())).unwrap(),
+        );
+        snapshot.insert_scalar(
+            "cache/vulkan/pipeline-cache-key",
+            Scalar::Text("vendor=1 len=3".into()),
+        );
+        let bytes = save(&snapshot, &path).unwrap();
+        let verified = verify(&path).unwrap();
+        assert_eq!(verified.bytes, bytes);
+        assert_eq!(verified.module, "kernel-cpu");
+        assert_eq!(verified.backend, "cpu");
+        let hash = crate::swap::state_hash::state_hash(&snapshot);
+        assert_eq!(verified.state_hash, hash);
+        assert_eq!(
+            crate::swap::state_hash::state_hash(&load(&path).unwrap()),
+            hash
+        );
+        // The cache is not state; a resident's bit is.
+        let mut other_cache = snapshot.clone();
+        other_cache.insert_tensor(
+            "cache/vulkan/pipeline-cache",
+            Tensor::new(vec![1], Buffer::U8(vec![9].into())).unwrap(),
+        );
+        other_cache.insert_scalar("cache/vulkan/pipeline-cache-key", Scalar::Text("x".into()));
+        assert_eq!(crate::swap::state_hash::state_hash(&other_cache), hash);
+        snapshot.insert_scalar("tuning/tile", Scalar::I64(32));
+        assert_ne!(crate::swap::state_hash::state_hash(&snapshot), hash);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn damage_is_refused_with_a_reason() {
         let dir = std::env::temp_dir().join(format!("kiln-snap-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -332,6 +482,10 @@ mod tests {
             let e = load(&path).unwrap_err().to_string();
             assert!(e.contains(want), "want {want:?}, got {e}");
             assert!(e.contains("a.snapshot"), "{e}");
+            // Verifying without loading refuses it for the same reason.
+            let v = verify(&path).unwrap_err().to_string();
+            assert!(v.contains(want), "verify: want {want:?}, got {v}");
+            assert!(v.contains("a.snapshot"), "{v}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -9,8 +9,7 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use shared_state::{Scalar, Section, Snapshot};
-use xxhash_rust::xxh3::Xxh3;
+use shared_state::Snapshot;
 
 use super::protocol::{Checkpointed, SLOT_FDS};
 use crate::swap::snapshot_file;
@@ -41,52 +40,9 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// The hash of the *state* in `snapshot`: every section but the caches an
-/// engine rebuilds ([`shared_state::CACHE_SECTION_PREFIX`]: compiled
-/// pipelines, PTX), each by name, kind, dtype, shape and bytes. Two engines
-/// hold the same state when these agree, whatever they have compiled yet.
-pub fn state_hash(snapshot: &Snapshot) -> String {
-    let mut hasher = Xxh3::new();
-    hasher.update(snapshot.module.as_bytes());
-    hasher.update(&[0]);
-    for (name, section) in snapshot.sections() {
-        if Snapshot::is_cache_section(name) {
-            continue;
-        }
-        hasher.update(name.as_bytes());
-        hasher.update(&[0]);
-        match section {
-            Section::Tensor(t) => {
-                hasher.update(b"tensor");
-                hasher.update(t.dtype().name().as_bytes());
-                for d in t.shape() {
-                    hasher.update(&(*d as u64).to_le_bytes());
-                }
-                let bytes = t.data().as_bytes();
-                hasher.update(&(bytes.len() as u64).to_le_bytes());
-                hasher.update(bytes);
-            }
-            Section::Scalar(Scalar::I64(v)) => {
-                hasher.update(b"i64");
-                hasher.update(&v.to_le_bytes());
-            }
-            Section::Scalar(Scalar::F64(v)) => {
-                hasher.update(b"f64");
-                hasher.update(&v.to_bits().to_le_bytes());
-            }
-            Section::Scalar(Scalar::Bool(v)) => {
-                hasher.update(b"bool");
-                hasher.update(&[*v as u8]);
-            }
-            Section::Scalar(Scalar::Text(v)) => {
-                hasher.update(b"text");
-                hasher.update(&(v.len() as u64).to_le_bytes());
-                hasher.update(v.as_bytes());
-            }
-        }
-    }
-    format!("{:032x}", hasher.digest128())
-}
+/// The hash of the *state* in `snapshot` (caches left out): see
+/// [`crate::swap::state_hash`].
+pub use crate::swap::state_hash::state_hash;
 
 /// Encodes `snapshot` into `out`; returns the state's hash
 /// ([`state_hash`]) and the bytes written.

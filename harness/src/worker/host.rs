@@ -249,6 +249,7 @@ impl Host {
             version: handle.module().staged.version,
             device: info.device,
             import: import.to_string(),
+            dropped: import.dropped.clone(),
         };
         drop(handle);
         self.served = Some(served);

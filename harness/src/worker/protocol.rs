@@ -15,8 +15,9 @@ use crate::workload::timing::Stats;
 
 /// File descriptor of the status record (shared memory) in the worker.
 pub const STATUS_FD: i32 = 3;
-/// File descriptors of the two checkpoint slots (shared memory) in the worker.
-pub const SLOT_FDS: [i32; 2] = [4, 5];
+/// File descriptors of the three checkpoint slots (shared memory) in the
+/// worker (`isolation/checkpoint.rs`).
+pub const SLOT_FDS: [i32; 3] = [4, 5, 6];
 
 /// A request from the supervisor.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -189,6 +190,9 @@ pub struct Started {
     pub device: String,
     /// The import report, readable.
     pub import: String,
+    /// Sections of the state given that the engine did not take.
+    #[serde(default)]
+    pub dropped: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1,0 +1,501 @@
+//! The last good point kept on disk, behind the session: a thread copies
+//! each committed checkpoint slot to a file, so that a supervisor killed
+//! outright (SIGKILL, the OOM killer) leaves its last good point's state
+//! recoverable by the next `kiln dev`.
+//!
+//! - **Never waited for.** A commit only hands the slot over
+//!   ([`State::submit`]); the session goes on writing checkpoints into the
+//!   other two slots while the copy reads this one ([`State::pinned`]).
+//! - **Coalesced.** While a copy runs, newer checkpoints replace each other:
+//!   only the newest is copied after it.
+//! - **Whole or not at all.** The copy goes to a temporary file in the same
+//!   directory, its data is synced (`fdatasync`, on this thread: the
+//!   session never waits for it), then it is renamed over the file. A kill
+//!   mid-copy leaves the previous file complete; a power cut leaves the
+//!   previous file or the new one, never a torn one (the data is on disk
+//!   before the rename; the rename itself may be lost).
+//!
+//! The bytes are a snapshot file (`swap/snapshot_file.rs`), so the file
+//! checks itself when it is read back: a header checksum and one per
+//! tensor.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::events::EventKind;
+use crate::worker::protocol::{Checkpointed, SLOT_FDS};
+
+/// The checkpoint slots (`isolation/checkpoint.rs`).
+const SLOTS: usize = SLOT_FDS.len();
+
+/// A checkpoint handed to the copy.
+#[derive(Clone, Debug)]
+struct Job {
+    slot: usize,
+    written: Checkpointed,
+}
+
+/// What the session and the copy share, under one lock.
+#[derive(Debug, Default)]
+pub struct State {
+    /// The slot holding the current checkpoint.
+    pub current: Option<usize>,
+    /// The slot the copy reads now: no checkpoint may go there.
+    pub pinned: Option<usize>,
+    /// The newest checkpoint not yet copied.
+    pending: Option<Job>,
+    /// Finish the pending copy, then end.
+    stop: bool,
+    /// The last copy's outcome.
+    last: Option<Result<Kept, String>>,
+    /// Copies completed (renamed into place).
+    pub copies: u64,
+}
+
+impl State {
+    /// The checkpoint in `slot` is the newest: copy it next (replacing any
+    /// older one still waiting).
+    pub fn submit(&mut self, slot: usize, written: Checkpointed) {
+        self.pending = Some(Job { slot, written });
+    }
+
+    /// A new copy starts: the outcome of an earlier one is not its own.
+    pub fn forget_last(&mut self) {
+        self.last = None;
+    }
+}
+
+/// The slots' use, shared by the session's [`super::checkpoint::Checkpoint`]
+/// and its copy thread.
+#[derive(Debug, Default)]
+pub struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn wake(&self) {
+        self.changed.notify_all();
+    }
+}
+
+/// One checkpoint on disk.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kept {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub state_hash: String,
+    /// Copy, sync and rename.
+    pub ms: f64,
+    /// Of which the sync.
+    pub sync_ms: f64,
+}
+
+/// The copy thread.
+pub struct DiskCopy {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The temporary file a copy to `path` is written to (hidden, in the same
+/// directory so that the rename is atomic).
+pub fn temporary_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.writing"))
+}
+
+/// Copies `written.bytes` bytes of `slot` (a memfd: read from its start,
+/// through a description of our own) to `path` via its temporary file.
+/// `before_rename` runs between the sync and the rename (tests hold the
+/// copy there).
+fn copy_slot(
+    slot: &File,
+    written: &Checkpointed,
+    path: &Path,
+    before_rename: &dyn Fn(),
+) -> Result<Kept, String> {
+    let start = Instant::now();
+    let tmp = temporary_path(path);
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", tmp.display());
+    let mut from = File::open(format!("/proc/self/fd/{}", slot.as_raw_fd())).map_err(fail)?;
+    let mut to = File::create(&tmp).map_err(fail)?;
+    let n =
+        std::io::copy(&mut std::io::Read::take(&mut from, written.bytes), &mut to).map_err(fail)?;
+    if n != written.bytes {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!(
+            "the checkpoint slot holds {n} bytes, {} were written",
+            written.bytes
+        ));
+    }
+    to.flush().map_err(fail)?;
+    let sync = Instant::now();
+    to.sync_data().map_err(fail)?;
+    let sync_ms = sync.elapsed().as_secs_f64() * 1e3;
+    drop(to);
+    before_rename();
+    std::fs::rename(&tmp, path)
+        .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))?;
+    Ok(Kept {
+        path: path.to_path_buf(),
+        bytes: n,
+        state_hash: written.hash.clone(),
+        ms: start.elapsed().as_secs_f64() * 1e3,
+        sync_ms,
+    })
+}
+
+impl DiskCopy {
+    /// Starts the copy thread for `path` (its directory is created);
+    /// `slots` are the session's slots (copies of the descriptors).
+    pub fn start(
+        path: &Path,
+        module: &str,
+        slots: [File; SLOTS],
+        shared: Arc<Shared>,
+    ) -> std::io::Result<DiskCopy> {
+        Self::start_with(path, module, slots, shared, Box::new(|| {}))
+    }
+
+    fn start_with(
+        path: &Path,
+        module: &str,
+        slots: [File; SLOTS],
+        shared: Arc<Shared>,
+        before_rename: Box<dyn Fn() + Send>,
+    ) -> std::io::Result<DiskCopy> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let path = path.to_path_buf();
+        let module = module.to_string();
+        let theirs = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("kiln-state-disk".into())
+            .spawn(move || copy_loop(&theirs, &slots, &path, &module, &*before_rename))?;
+        Ok(DiskCopy {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits for the pending copy, if any, ends the thread and returns the
+    /// last copy's outcome.
+    pub fn finish(mut self) -> Option<Result<Kept, String>> {
+        self.stop();
+        self.shared.lock().last.clone()
+    }
+
+    fn stop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.shared.lock().stop = false;
+    }
+}
+
+impl Drop for DiskCopy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn copy_loop(
+    shared: &Shared,
+    slots: &[File; SLOTS],
+    path: &Path,
+    module: &str,
+    before_rename: &dyn Fn(),
+) {
+    let mut last_error: Option<String> = None;
+    loop {
+        let job = {
+            let mut state = shared.lock();
+            loop {
+                if let Some(job) = state.pending.take() {
+                    state.pinned = Some(job.slot);
+                    break job;
+                }
+                if state.stop {
+                    return;
+                }
+                state = shared
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let outcome = copy_slot(&slots[job.slot], &job.written, path, before_rename);
+        {
+            let mut state = shared.lock();
+            state.pinned = None;
+            if state.current != Some(job.slot) {
+                // A newer checkpoint is current: nothing reads this slot now.
+                let _ = slots[job.slot].set_len(0);
+            }
+            if outcome.is_ok() {
+                state.copies += 1;
+            }
+            state.last = Some(outcome.clone());
+        }
+        shared.wake();
+        match outcome {
+            Ok(kept) => {
+                last_error = None;
+                tracing::debug!(
+                    event = %EventKind::StateKept,
+                    module = %module,
+                    path = %kept.path.display(),
+                    bytes = kept.bytes,
+                    state_hash = %kept.state_hash,
+                    ms = kept.ms,
+                    sync_ms = kept.sync_ms,
+                    "the last good point is on disk: {} ({}) in {:.1} ms (sync {:.1} ms)",
+                    kept.path.display(),
+                    kiln_stats::bytes::human(kept.bytes),
+                    kept.ms,
+                    kept.sync_ms
+                );
+            }
+            Err(e) => {
+                // Once per kind of failure, not at every checkpoint.
+                if last_error.as_ref() != Some(&e) {
+                    tracing::warn!(
+                        module = %module,
+                        "cannot keep the last good point on disk: {e}; a kill of kiln dev now \
+                         loses what changed since the last copy that was kept"
+                    );
+                }
+                last_error = Some(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isolation::checkpoint::Checkpoint;
+    use crate::swap::snapshot_file;
+    use shared_state::{Scalar, Snapshot, Tensor};
+    use std::io::{Seek, SeekFrom};
+    use std::time::Duration;
+
+    /// A snapshot whose resident and counter say `n`, of `elements` f32.
+    fn state(n: i64, elements: usize) -> Snapshot {
+        let mut s = Snapshot::new("kernel-test", "cpu");
+        s.insert_tensor(
+            "resident/x",
+            Tensor::from_f32(&[elements], vec![n as f32; elements]),
+        );
+        s.insert_scalar("counters/calls/x", Scalar::I64(n));
+        s
+    }
+
+    /// Writes `snapshot` into the slot `checkpoint` would use next, as a
+    /// worker does, and commits it.
+    fn take(checkpoint: &mut Checkpoint, snapshot: &Snapshot) -> Checkpointed {
+        let slot = checkpoint.next_slot();
+        let mut file = checkpoint.slots()[slot].try_clone().unwrap();
+        file.set_len(0).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let bytes = snapshot_file::write_to(snapshot, &mut file).unwrap();
+        let written = Checkpointed {
+            bytes,
+            hash: crate::swap::state_hash::state_hash(snapshot),
+            ms: 0.0,
+        };
+        checkpoint.commit(slot, written.clone());
+        written
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("kiln-disk-copy-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn on_disk(path: &Path) -> String {
+        snapshot_file::verify(path).unwrap().state_hash
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let end = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < end, "{what} did not happen in time");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// A checkpoint on disk with the copy held just before its rename by
+    /// `hold`: each message lets one copy through.
+    fn held(
+        checkpoint: &mut Checkpoint,
+        path: &Path,
+    ) -> (
+        crossbeam_channel::Sender<()>,
+        crossbeam_channel::Receiver<()>,
+    ) {
+        let (let_through, hold) = crossbeam_channel::unbounded::<()>();
+        let (arrive, arrived) = crossbeam_channel::unbounded::<()>();
+        let slots = [
+            checkpoint.slots()[0].try_clone().unwrap(),
+            checkpoint.slots()[1].try_clone().unwrap(),
+            checkpoint.slots()[2].try_clone().unwrap(),
+        ];
+        let copy = DiskCopy::start_with(
+            path,
+            "kernel-test",
+            slots,
+            checkpoint.shared(),
+            Box::new(move || {
+                let _ = arrive.send(());
+                let _ = hold.recv();
+            }),
+        )
+        .unwrap();
+        checkpoint.attach(copy);
+        (let_through, arrived)
+    }
+
+    #[test]
+    fn every_checkpoint_reaches_the_file_and_the_session_never_waits() {
+        let dir = dir("each");
+        let path = dir.join("kernel-test.last-good.snapshot");
+        let mut checkpoint = Checkpoint::create().unwrap();
+        checkpoint.keep_on_disk(&path, "kernel-test").unwrap();
+        for n in 0..5 {
+            let written = take(&mut checkpoint, &state(n, 1000));
+            wait_for("the copy", || {
+                path.exists() && on_disk(&path) == written.hash
+            });
+        }
+        let last = checkpoint.stop_keeping().expect("copied").unwrap();
+        assert_eq!(
+            last.state_hash,
+            crate::swap::state_hash::state_hash(&state(4, 1000))
+        );
+        assert_eq!(last.bytes, std::fs::metadata(&path).unwrap().len());
+        assert!(!temporary_path(&path).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn checkpoints_during_a_copy_coalesce_into_the_newest() {
+        let dir = dir("coalesce");
+        let path = dir.join("kernel-test.last-good.snapshot");
+        let mut checkpoint = Checkpoint::create().unwrap();
+        let (let_through, arrived) = held(&mut checkpoint, &path);
+        let first = take(&mut checkpoint, &state(1, 1000));
+        // The copy of the first holds its slot (written and synced, not yet
+        // renamed): checkpoints go elsewhere, without waiting for it.
+        arrived.recv_timeout(Duration::from_secs(20)).unwrap();
+        let pinned = checkpoint.shared().lock().pinned;
+        assert!(pinned.is_some());
+        let started = Instant::now();
+        let mut newest = first.clone();
+        for n in 2..=6 {
+            assert_ne!(Some(checkpoint.next_slot()), pinned);
+            newest = take(&mut checkpoint, &state(n, 1000));
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // Mid-copy: the file is not there yet, the temporary one is whole.
+        assert!(!path.exists());
+        assert_eq!(on_disk(&temporary_path(&path)), first.hash);
+        let_through.send(()).unwrap();
+        wait_for("the first copy", || path.exists());
+        assert_eq!(on_disk(&path), first.hash);
+        // Then only the newest of the five that came meanwhile.
+        let_through.send(()).unwrap();
+        wait_for("the second copy", || checkpoint.shared().lock().copies == 2);
+        assert_eq!(on_disk(&path), newest.hash);
+        drop(let_through);
+        let last = checkpoint.stop_keeping().unwrap().unwrap();
+        assert_eq!(last.state_hash, newest.hash);
+        assert_eq!(
+            checkpoint.shared().lock().copies,
+            2,
+            "two copies for six checkpoints"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_copy_cut_short_leaves_the_previous_file_whole() {
+        let dir = dir("cut");
+        let path = dir.join("kernel-test.last-good.snapshot");
+        let mut checkpoint = Checkpoint::create().unwrap();
+        checkpoint.keep_on_disk(&path, "kernel-test").unwrap();
+        let kept = take(&mut checkpoint, &state(1, 1000));
+        wait_for("the copy", || path.exists() && on_disk(&path) == kept.hash);
+        checkpoint.stop_keeping();
+        // A copy killed mid-write (the process died) leaves its temporary
+        // file half written; the file itself is the previous one, whole.
+        let newer = dir.join("newer.snapshot");
+        snapshot_file::save(&state(2, 1000), &newer).unwrap();
+        let bytes = std::fs::read(&newer).unwrap();
+        std::fs::write(temporary_path(&path), &bytes[..bytes.len() / 2]).unwrap();
+        assert_eq!(on_disk(&path), kept.hash);
+        // The next copy writes over the leftover.
+        checkpoint.keep_on_disk(&path, "kernel-test").unwrap();
+        let next = take(&mut checkpoint, &state(3, 1000));
+        wait_for("the next copy", || on_disk(&path) == next.hash);
+        checkpoint.stop_keeping();
+        assert!(!temporary_path(&path).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn slots_no_one_reads_are_emptied() {
+        let mut checkpoint = Checkpoint::create().unwrap();
+        for n in 0..4 {
+            take(&mut checkpoint, &state(n, 100_000));
+        }
+        let lens: Vec<u64> = checkpoint
+            .slots()
+            .iter()
+            .map(|f| f.metadata().unwrap().len())
+            .collect();
+        assert_eq!(
+            lens.iter().filter(|l| **l > 0).count(),
+            1,
+            "only the current slot holds a checkpoint: {lens:?}"
+        );
+    }
+
+    /// How long keeping a checkpoint on disk takes at a few sizes (printed:
+    /// `cargo test -p kiln --release disk_copy -- --nocapture`).
+    #[test]
+    fn copy_times_are_printed() {
+        let dir = dir("times");
+        let path = dir.join("kernel-test.last-good.snapshot");
+        for elements in [1 << 16, 1 << 20, 1 << 24] {
+            let mut checkpoint = Checkpoint::create().unwrap();
+            checkpoint.keep_on_disk(&path, "kernel-test").unwrap();
+            take(&mut checkpoint, &state(7, elements));
+            let kept = checkpoint.stop_keeping().unwrap().unwrap();
+            println!(
+                "kept {} on disk in {:.1} ms (sync {:.1} ms)",
+                kiln_stats::bytes::human(kept.bytes),
+                kept.ms,
+                kept.sync_ms
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,445 @@
+//! The last good point kept on disk, per lane: every checkpoint of the
+//! lane is copied behind the session to
+//! `target/kiln/state/<module>.last-good.snapshot` (`isolation/disk_copy.rs`),
+//! named after the module the lane started with (a switch keeps the name:
+//! the same `kiln dev` command finds it again). While the session runs,
+//! `<module>.running` says so; a clean end (Ctrl-C, SIGTERM, SIGHUP, `q`)
+//! waits for the last copy and removes it.
+//!
+//! At start, what the previous session left decides ([`plan`]):
+//! - it **died** (the marker is there, so it never ended cleanly: SIGKILL,
+//!   the OOM killer, a power cut; the workspace's lock says no session
+//!   runs): its file is checked (every checksum, [`snapshot_file::verify`])
+//!   and restored, unless `--state FILE`, the state saved for a restart or
+//!   `--fresh` says otherwise;
+//! - it **ended cleanly**: its file is not restored (a normal start never
+//!   resumes stale state silently);
+//! - a file not restored is moved to `<module>.previous.snapshot` and the
+//!   log says where (`--state` restores it); a damaged one to
+//!   `<module>.damaged.snapshot`. Nothing is deleted.
+
+use std::path::{Path, PathBuf};
+
+use crate::events::EventKind;
+use crate::isolation::isolated::IsolatedEngine;
+use crate::isolation::worker_client::WorkerError;
+use crate::swap::snapshot_file;
+use crate::swap::stage::Staged;
+use crate::worker::protocol::{Started, StateSource};
+use kiln_stats::bytes;
+
+/// Where one lane's last good point is kept.
+#[derive(Clone, Debug)]
+pub(super) struct KeptState {
+    pub(super) module: String,
+    /// The last good point, copied behind the session.
+    pub(super) file: PathBuf,
+    /// There while a session serving this lane runs.
+    pub(super) running: PathBuf,
+    /// A kept file that a start did not restore.
+    pub(super) previous: PathBuf,
+    /// A kept file that did not pass its checks.
+    pub(super) damaged: PathBuf,
+}
+
+/// What the previous session of a lane left on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Left {
+    /// No kept file.
+    Nothing,
+    /// A kept file, and the session ended cleanly.
+    EndedCleanly,
+    /// A kept file, and the session did not end cleanly.
+    Died,
+}
+
+/// Why a kept file is not restored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NotRestored {
+    EndedCleanly,
+    /// `--state FILE` names a file that exists: it wins.
+    StateGiven,
+    /// The state saved when the contract changed is restored instead.
+    RestartState,
+    /// `--fresh`.
+    Fresh,
+}
+
+impl NotRestored {
+    pub(super) fn reason(self) -> &'static str {
+        match self {
+            NotRestored::EndedCleanly => "ended_cleanly",
+            NotRestored::StateGiven => "state_given",
+            NotRestored::RestartState => "restart_state",
+            NotRestored::Fresh => "fresh",
+        }
+    }
+}
+
+/// What a start does with the kept file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Plan {
+    /// Nothing is kept.
+    Nothing,
+    /// Restore it (after checking it).
+    Restore,
+    /// Keep it aside, not restored.
+    SetAside(NotRestored),
+}
+
+/// What to do with what the previous session `left`, when `given` (an
+/// explicit `--state` file or the restart state) would be restored, and
+/// with `--fresh`.
+pub(super) fn plan(left: Left, given: Option<NotRestored>, fresh: bool) -> Plan {
+    match left {
+        Left::Nothing => Plan::Nothing,
+        Left::EndedCleanly => Plan::SetAside(NotRestored::EndedCleanly),
+        Left::Died if fresh => Plan::SetAside(NotRestored::Fresh),
+        Left::Died => given.map_or(Plan::Restore, Plan::SetAside),
+    }
+}
+
+/// Checks the kept file at `path` whole (every checksum) without loading
+/// it; the error names the file and the damage.
+pub(super) fn check(path: &Path) -> Result<snapshot_file::Verified, String> {
+    snapshot_file::verify(path).map_err(|e| format!("the kept last good point {e}"))
+}
+
+/// A state file a start restores instead of the kept one, and why.
+pub(super) struct Given {
+    pub(super) path: PathBuf,
+    pub(super) why: NotRestored,
+}
+
+impl KeptState {
+    /// The files of the lane that started with `module`, under `target`.
+    pub(super) fn new(target: &Path, module: &str) -> KeptState {
+        let dir = target.join("kiln").join("state");
+        KeptState {
+            module: module.to_string(),
+            file: dir.join(format!("{module}.last-good.snapshot")),
+            running: dir.join(format!("{module}.running")),
+            previous: dir.join(format!("{module}.previous.snapshot")),
+            damaged: dir.join(format!("{module}.damaged.snapshot")),
+        }
+    }
+
+    /// What the previous session of this lane left. Called while holding
+    /// the workspace's lock: a marker found is a dead session's.
+    pub(super) fn left(&self) -> Left {
+        match (self.file.exists(), self.running.exists()) {
+            (false, _) => Left::Nothing,
+            (true, false) => Left::EndedCleanly,
+            (true, true) => Left::Died,
+        }
+    }
+
+    /// Starts `engine` on `staged` with its state: `given` if any, else the
+    /// kept file of a session that died (checked first), else none (the
+    /// workload's buffers are loaded after). Then marks the session as
+    /// running and keeps every checkpoint of it on disk.
+    pub(super) fn start(
+        &self,
+        engine: &mut IsolatedEngine,
+        staged: &Staged,
+        given: Option<Given>,
+        fresh: bool,
+    ) -> Result<Started, WorkerError> {
+        let plan = plan(self.left(), given.as_ref().map(|g| g.why), fresh);
+        let mut restoring = None;
+        let source = match (&given, plan) {
+            (Some(g), _) => {
+                tracing::info!("restoring state from {}", g.path.display());
+                StateSource::File(g.path.clone())
+            }
+            (None, Plan::Restore) => match check(&self.file) {
+                Ok(verified) => {
+                    restoring = Some(verified);
+                    StateSource::File(self.file.clone())
+                }
+                Err(e) => {
+                    self.cannot_restore("damaged", &self.damaged, &e);
+                    StateSource::Empty
+                }
+            },
+            (None, _) => StateSource::Empty,
+        };
+        let started = match engine.start(staged, source) {
+            Err(WorkerError::Failed(e)) if restoring.is_some() => {
+                restoring = None;
+                self.cannot_restore(
+                    "refused",
+                    &self.previous,
+                    &format!(
+                        "{} cannot start with its last good point ({e})",
+                        staged.label
+                    ),
+                );
+                engine.start(staged, StateSource::Empty)?
+            }
+            other => other?,
+        };
+        if let Some(verified) = &restoring {
+            self.restored(verified, &started);
+        } else if given.is_some() {
+            tracing::info!("state restored: {}", started.import);
+        }
+        if let Plan::SetAside(why) = plan {
+            self.not_restored(why, given.as_ref());
+        }
+        self.begin(engine);
+        Ok(started)
+    }
+
+    fn restored(&self, verified: &snapshot_file::Verified, started: &Started) {
+        tracing::info!(
+            event = %EventKind::StateRecovered,
+            module = %self.module,
+            version = started.version,
+            path = %self.file.display(),
+            bytes = verified.bytes,
+            state_hash = %verified.state_hash,
+            "the previous session did not end cleanly: restored its last good point from {} ({}, state {}): {}",
+            self.file.display(),
+            bytes::human(verified.bytes),
+            verified.state_hash,
+            started.import
+        );
+        let lost: Vec<&str> = started
+            .dropped
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !shared_state::Snapshot::is_cache_section(s))
+            .collect();
+        if !lost.is_empty() {
+            // The session's first checkpoint replaces the file: keep it.
+            let kept = self.copy_aside();
+            tracing::warn!(
+                event = %EventKind::StateDropped,
+                module = %self.module,
+                "{} does not know these state sections of the restored last good point; they were \
+                 not carried over: {}. The file is kept in {}",
+                started.label,
+                lost.join(", "),
+                kept.display()
+            );
+        }
+    }
+
+    fn not_restored(&self, why: NotRestored, given: Option<&Given>) {
+        let kept = self.set_aside(&self.previous);
+        let given = given.map_or_else(String::new, |g| g.path.display().to_string());
+        let message = match why {
+            NotRestored::EndedCleanly => format!(
+                "the previous session ended cleanly: its last good point is not restored; kept in {} \
+                 (`--state {}` restores it)",
+                kept.display(),
+                kept.display()
+            ),
+            NotRestored::StateGiven => format!(
+                "the previous session did not end cleanly, but --state {given} was restored instead \
+                 of its last good point, which is kept in {}",
+                kept.display()
+            ),
+            NotRestored::RestartState => format!(
+                "the previous session did not end cleanly, but the state it saved for the restart \
+                 ({given}) was restored instead of its last good point, which is kept in {}",
+                kept.display()
+            ),
+            NotRestored::Fresh => format!(
+                "--fresh: the last good point of the previous session (which did not end cleanly) is \
+                 not restored; kept in {}",
+                kept.display()
+            ),
+        };
+        tracing::info!(
+            event = %EventKind::StateNotRecovered,
+            module = %self.module,
+            path = %self.file.display(),
+            reason = why.reason(),
+            kept = %kept.display(),
+            "{message}"
+        );
+    }
+
+    /// The kept file of a session that died cannot be restored (`reason`:
+    /// `damaged`, `refused`, `why`): it is moved to `to` and the session
+    /// starts from the workload.
+    fn cannot_restore(&self, reason: &'static str, to: &Path, why: &str) {
+        let kept = self.set_aside(to);
+        tracing::error!(
+            event = %EventKind::StateNotRecovered,
+            module = %self.module,
+            path = %self.file.display(),
+            reason,
+            kept = %kept.display(),
+            "the previous session did not end cleanly, but {why}; starting from the workload \
+             instead. The file is kept as {}",
+            kept.display()
+        );
+    }
+
+    /// Moves the kept file to `to`; returns where it is now.
+    fn set_aside(&self, to: &Path) -> PathBuf {
+        match std::fs::rename(&self.file, to) {
+            Ok(()) => to.to_path_buf(),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot move {} to {}: {e}; this session's checkpoints will replace it",
+                    self.file.display(),
+                    to.display()
+                );
+                self.file.clone()
+            }
+        }
+    }
+
+    /// Copies the kept file to the `previous` name (it stays in use).
+    fn copy_aside(&self) -> PathBuf {
+        match std::fs::copy(&self.file, &self.previous) {
+            Ok(_) => self.previous.clone(),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot copy {} to {}: {e}; this session's checkpoints will replace it",
+                    self.file.display(),
+                    self.previous.display()
+                );
+                self.file.clone()
+            }
+        }
+    }
+
+    /// The session runs: the marker, and every checkpoint on disk.
+    fn begin(&self, engine: &mut IsolatedEngine) {
+        let marked = self
+            .running
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&self.running, format!("pid {}\n", std::process::id())));
+        if let Err(e) = marked.and_then(|()| engine.keep_on_disk(&self.file, &self.module)) {
+            tracing::warn!(
+                module = %self.module,
+                "cannot keep the last good point on disk in {}: {e}; a kill of kiln dev loses it",
+                self.file.display()
+            );
+        }
+    }
+
+    /// A clean end: waits for the last checkpoint to be on disk, then
+    /// removes the marker (the next start will not restore the file).
+    pub(super) fn end(&self, engine: &mut IsolatedEngine) {
+        match engine.stop_keeping() {
+            Some(Ok(kept)) => tracing::info!(
+                module = %self.module,
+                "the last good point is kept in {} ({}); the next kiln dev starts from the workload \
+                 (`--state {}` restores it)",
+                kept.path.display(),
+                bytes::human(kept.bytes),
+                kept.path.display()
+            ),
+            Some(Err(e)) => tracing::error!(
+                module = %self.module,
+                "the last good point could not be kept on disk: {e}"
+            ),
+            None => {}
+        }
+        if let Err(e) = std::fs::remove_file(&self.running)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot remove {}: {e}", self.running.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_state::{Scalar, Snapshot, Tensor};
+
+    #[test]
+    fn a_start_restores_only_what_a_session_that_died_left() {
+        use NotRestored::*;
+        assert_eq!(plan(Left::Nothing, None, false), Plan::Nothing);
+        assert_eq!(plan(Left::Nothing, Some(StateGiven), true), Plan::Nothing);
+        assert_eq!(plan(Left::Died, None, false), Plan::Restore);
+        // A clean end is never resumed by a normal start.
+        assert_eq!(
+            plan(Left::EndedCleanly, None, false),
+            Plan::SetAside(EndedCleanly)
+        );
+        assert_eq!(
+            plan(Left::EndedCleanly, Some(StateGiven), false),
+            Plan::SetAside(EndedCleanly)
+        );
+        // An explicit --state file wins, and so does the restart state;
+        // --fresh ignores the kept file.
+        assert_eq!(
+            plan(Left::Died, Some(StateGiven), false),
+            Plan::SetAside(StateGiven)
+        );
+        assert_eq!(
+            plan(Left::Died, Some(RestartState), false),
+            Plan::SetAside(RestartState)
+        );
+        assert_eq!(plan(Left::Died, None, true), Plan::SetAside(Fresh));
+    }
+
+    #[test]
+    fn the_files_are_named_after_the_lanes_module_and_the_marker_says_who_died() {
+        let dir = std::env::temp_dir().join(format!("kiln-kept-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let kept = KeptState::new(&dir, "kernel-cpu");
+        assert_eq!(
+            kept.file,
+            dir.join("kiln/state/kernel-cpu.last-good.snapshot")
+        );
+        assert_eq!(kept.running, dir.join("kiln/state/kernel-cpu.running"));
+        assert_eq!(kept.left(), Left::Nothing);
+        std::fs::create_dir_all(kept.file.parent().unwrap()).unwrap();
+        std::fs::write(&kept.running, "pid 1\n").unwrap();
+        assert_eq!(kept.left(), Left::Nothing, "died before its first copy");
+        std::fs::write(&kept.file, b"x").unwrap();
+        assert_eq!(kept.left(), Left::Died);
+        std::fs::remove_file(&kept.running).unwrap();
+        assert_eq!(kept.left(), Left::EndedCleanly);
+        assert_eq!(KeptState::new(&dir, "kernel-vulkan").left(), Left::Nothing);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_kept_file_is_named_with_its_damage() {
+        let dir = std::env::temp_dir().join(format!("kiln-kept-bad-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let kept = KeptState::new(&dir, "kernel-cpu");
+        std::fs::create_dir_all(kept.file.parent().unwrap()).unwrap();
+        let mut state = Snapshot::new("kernel-cpu", "cpu");
+        state.insert_tensor("resident/x", Tensor::from_f32(&[4096], vec![1.5; 4096]));
+        state.insert_scalar("counters/calls/saxpy", Scalar::I64(3));
+        snapshot_file::save(&state, &kept.file).unwrap();
+        let good = std::fs::read(&kept.file).unwrap();
+        assert_eq!(
+            check(&kept.file).unwrap().state_hash,
+            crate::swap::state_hash::state_hash(&state)
+        );
+        let name = kept.file.display().to_string();
+        // Cut short (a copy that a power cut tore, say).
+        std::fs::write(&kept.file, &good[..good.len() - 100]).unwrap();
+        let e = check(&kept.file).unwrap_err();
+        assert!(e.contains(&name) && e.contains("run past the end"), "{e}");
+        // One bit of a resident flipped.
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x10;
+        std::fs::write(&kept.file, &flipped).unwrap();
+        let e = check(&kept.file).unwrap_err();
+        assert!(
+            e.contains(&name) && e.contains("section resident/x: checksum mismatch"),
+            "{e}"
+        );
+        // Empty (written, never synced).
+        std::fs::write(&kept.file, b"").unwrap();
+        let e = check(&kept.file).unwrap_err();
+        assert!(e.contains(&name) && e.contains("truncated"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
