@@ -284,7 +284,7 @@ impl Host {
         // replay's events, as in-process).
         drop(old);
         let summary = ReplaySummary {
-            table: crate::workload::replay_table::ReplayTable::of(&report),
+            table: report.table_data(),
             first_failure: report.first_failure().map(|f| CallFailure {
                 index: f.index,
                 kernel: f.kernel.clone(),

@@ -22,6 +22,7 @@ use crate::machine::{Achieved, Arithmetic, Work};
 use crate::swap::engine_handle::{CallError, EngineHandle};
 use crate::workload::compare::{Comparison, Tolerance, Tolerances, compare};
 use crate::workload::reference::{ExpectedFrom, outputs_of};
+use crate::workload::replay_table::{CallLine, ReplayTable};
 use crate::workload::timing::{
     Stats, TimingConfig, Verdict, verdict_interleaved, verdict_recorded,
 };
@@ -203,9 +204,73 @@ impl ReplayReport {
         }
     }
 
+    /// The table as data (sent to the supervisor, rendered there).
+    pub fn table_data(&self) -> ReplayTable {
+        ReplayTable {
+            label: self.label.clone(),
+            ms: self.ms,
+            passed: self.passed(),
+            timing_header: self.timing_header.clone(),
+            lines: self.lines(),
+        }
+    }
+
+    /// The table's line of every call.
+    pub fn lines(&self) -> Vec<CallLine> {
+        self.calls
+            .iter()
+            .map(|c| {
+                let result = match (&c.skipped, &c.error, &c.comparison) {
+                    (Some(_), _, _) => "SKIP",
+                    (None, Some(_), _) => "ERROR",
+                    (None, None, Some(cmp)) if cmp.passed() => "ok",
+                    (None, None, Some(_)) => "FAIL",
+                    (None, None, None) => "-",
+                };
+                let [gbs, gflops, intensity, mut roof] =
+                    crate::machine::columns::cells(c.point.as_ref());
+                let above = c.point.filter(|p| p.percent.is_finite() && p.above_roof());
+                if c.point.is_some_and(|p| !p.percent.is_finite()) {
+                    roof = "-".into();
+                } else if let Some(p) = above {
+                    roof = format!("{:.0}%*", p.percent);
+                }
+                let detail = match (&c.error, &c.comparison) {
+                    (Some(e), _) => Some(format!("error: {e}")),
+                    (None, Some(cmp)) if !cmp.passed() => Some(cmp.summary()),
+                    _ => None,
+                };
+                CallLine {
+                    index: c.index,
+                    kernel: c.kernel.clone(),
+                    description: c.description.clone(),
+                    result: result.to_string(),
+                    max_abs: c
+                        .comparison
+                        .as_ref()
+                        .filter(|_| c.skipped.is_none() && c.error.is_none())
+                        .map(|cmp| cmp.max_abs),
+                    median: c.stats.as_ref().map(|s| s.median),
+                    mad: c.stats.as_ref().map(|s| s.mad),
+                    verdict: c.verdict.map(|v| v.to_string()),
+                    change_percent: match (c.previous_median, &c.stats) {
+                        (Some(prev), Some(s)) => Some((s.median / prev - 1.0) * 100.0),
+                        _ => None,
+                    },
+                    rates: [gbs, gflops, intensity, roof],
+                    above_roof: above.map(|p| p.roofline_text()),
+                    skipped: c.skipped.clone(),
+                    trials: c.trials,
+                    expected_from: c.expected_from.to_string(),
+                    detail,
+                }
+            })
+            .collect()
+    }
+
     /// A readable table, one row per call.
     pub fn table(&self) -> String {
-        crate::workload::replay_table::ReplayTable::of(self).render()
+        self.table_data().render()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The replay table as data: one [`CallLine`] per call with every figure
-//! the table shows, made once from a [`ReplayReport`] where the replay ran
-//! (the worker), sent to the supervisor as it is, and rendered there (the
+//! the table shows, made once from a replay's report where the replay ran
+//! (the worker: `ReplayReport::table_data`), sent to the supervisor as it
+//! is, and rendered there (the
 //! one-backend table, [`ReplayTable::render`]) or beside other backends'
 //! lines (`backend_columns::table`). Nothing is rendered twice or parsed
 //! back.
@@ -9,7 +10,6 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::workload::replay::ReplayReport;
 use crate::workload::timing::human_secs;
 
 /// One call of one replay, as the tables show it.
@@ -45,62 +45,6 @@ pub struct CallLine {
     pub detail: Option<String>,
 }
 
-impl CallLine {
-    /// The lines of every call of `report`.
-    pub fn of(report: &ReplayReport) -> Vec<CallLine> {
-        report
-            .calls
-            .iter()
-            .map(|c| {
-                let result = match (&c.skipped, &c.error, &c.comparison) {
-                    (Some(_), _, _) => "SKIP",
-                    (None, Some(_), _) => "ERROR",
-                    (None, None, Some(cmp)) if cmp.passed() => "ok",
-                    (None, None, Some(_)) => "FAIL",
-                    (None, None, None) => "-",
-                };
-                let [gbs, gflops, intensity, mut roof] =
-                    crate::machine::columns::cells(c.point.as_ref());
-                let above = c.point.filter(|p| p.percent.is_finite() && p.above_roof());
-                if c.point.is_some_and(|p| !p.percent.is_finite()) {
-                    roof = "-".into();
-                } else if let Some(p) = above {
-                    roof = format!("{:.0}%*", p.percent);
-                }
-                let detail = match (&c.error, &c.comparison) {
-                    (Some(e), _) => Some(format!("error: {e}")),
-                    (None, Some(cmp)) if !cmp.passed() => Some(cmp.summary()),
-                    _ => None,
-                };
-                CallLine {
-                    index: c.index,
-                    kernel: c.kernel.clone(),
-                    description: c.description.clone(),
-                    result: result.to_string(),
-                    max_abs: c
-                        .comparison
-                        .as_ref()
-                        .filter(|_| c.skipped.is_none() && c.error.is_none())
-                        .map(|cmp| cmp.max_abs),
-                    median: c.stats.as_ref().map(|s| s.median),
-                    mad: c.stats.as_ref().map(|s| s.mad),
-                    verdict: c.verdict.map(|v| v.to_string()),
-                    change_percent: match (c.previous_median, &c.stats) {
-                        (Some(prev), Some(s)) => Some((s.median / prev - 1.0) * 100.0),
-                        _ => None,
-                    },
-                    rates: [gbs, gflops, intensity, roof],
-                    above_roof: above.map(|p| p.roofline_text()),
-                    skipped: c.skipped.clone(),
-                    trials: c.trials,
-                    expected_from: c.expected_from.to_string(),
-                    detail,
-                }
-            })
-            .collect()
-    }
-}
-
 /// One backend's replay table, as data.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ReplayTable {
@@ -113,16 +57,6 @@ pub struct ReplayTable {
 }
 
 impl ReplayTable {
-    pub fn of(report: &ReplayReport) -> ReplayTable {
-        ReplayTable {
-            label: report.label.clone(),
-            ms: report.ms,
-            passed: report.passed(),
-            timing_header: report.timing_header.clone(),
-            lines: CallLine::of(report),
-        }
-    }
-
     /// The readable table, one row per call.
     pub fn render(&self) -> String {
         let mut out = String::new();
