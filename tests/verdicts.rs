@@ -98,40 +98,33 @@ fn the_same_code_saved_again_reads_no_clear_change_for_every_call() {
 
     // 1. The same code, saved again. A comment alone builds an identical
     // library, which kiln does not swap; a kept static changes the file
-    // and not one instruction of the kernels.
-    // A call that reads a change here once in a dozen sessions (the new
-    // engine's prefix_sum, 1.5-1.6x, cause not known: ARCHITECTURE.md,
-    // "Verdicts") gets one more chance: the same code saved once more, a
-    // third engine. A call that reads a change twice in a row fails, and so
-    // does any bias tied to the code, which both comparisons share.
-    let mut same = String::new();
-    let mut versions = 1;
-    for attempt in 1..=2 {
-        same = format!(
-            "{pristine}\n/// The same code, saved again.\n#[used]\nstatic SAVED_AGAIN: [u8; 16] = *b\"the same code v{attempt}\";\n"
-        );
-        let replay = save_and_replay(&mut session, &copy, &same);
-        versions += 1;
-        let table = lines(&replay);
-        println!("same code, cold, tuned (attempt {attempt}):\n{table}");
-        let timed: Vec<&Event> = replay
-            .iter()
-            .filter(|e| e.str("skipped").is_none())
-            .collect();
-        assert!(timed.len() >= 5, "too few timed calls:\n{table}");
-        let changed = timed
-            .iter()
-            .filter(|e| e.str("verdict") != Some("no clear change"))
-            .count();
-        settle(&mut session);
-        if changed == 0 {
-            break;
-        }
+    // and not one instruction of the kernels. Every call reads "no clear
+    // change", or "machine too busy" where other work took the CPUs during
+    // the measurement (no verdict, never a false one). One save, no second
+    // chance: the same-code soak in the bench (`cargo bench -p kiln-bench
+    // -- verdicts`, 20 sessions) measures the false-verdict rate.
+    let same = format!(
+        "{pristine}\n/// The same code, saved again.\n#[used]\nstatic SAVED_AGAIN: [u8; 16] = *b\"the same code v1\";\n"
+    );
+    let replay = save_and_replay(&mut session, &copy, &same);
+    let mut versions = 2;
+    let table = lines(&replay);
+    println!("same code, cold, tuned:\n{table}");
+    let timed: Vec<&Event> = replay
+        .iter()
+        .filter(|e| e.str("skipped").is_none())
+        .collect();
+    assert!(timed.len() >= 5, "too few timed calls:\n{table}");
+    for e in &timed {
         assert!(
-            attempt < 2,
-            "the same code replayed against itself, twice:\n{table}"
+            matches!(
+                e.str("verdict"),
+                Some("no clear change" | "machine too busy")
+            ),
+            "the same code replayed against itself:\n{table}"
         );
     }
+    settle(&mut session);
 
     // 2. saxpy exactly twice as slow reads "slower". The other calls, whose
     // code did not change (the edit moved it in the library), are printed,
@@ -148,7 +141,12 @@ fn the_same_code_saved_again_reads_no_clear_change_for_every_call() {
         .iter()
         .find(|e| e.str("kernel") == Some("saxpy"))
         .expect("saxpy was replayed");
-    assert_eq!(saxpy.str("verdict"), Some("slower"), "{table}");
+    // Or no verdict at all where other work took the CPUs meanwhile: never
+    // "no clear change", never "faster".
+    assert!(
+        matches!(saxpy.str("verdict"), Some("slower" | "machine too busy")),
+        "{table}"
+    );
     // Its history record is written (and the tuner done) before stopping.
     settle(&mut session);
     let stopped = session.stop();
