@@ -18,8 +18,8 @@
 
 use kiln::history::History;
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, EventKind, WorkspaceCopy, kiln_ctl, record_small_saxpy,
-    save_in_place, with_chunk, with_wrong_saxpy,
+    BUILD_DEADLINE, DevSession, Event, EventKind, WorkspaceCopy, events, kiln_ctl,
+    record_small_saxpy, save_in_place, with_chunk, with_wrong_saxpy,
 };
 
 fn module_of(e: &Event) -> &str {
@@ -53,7 +53,7 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
         started
             .iter()
             .find(|e| module_of(e) == module)
-            .and_then(|e| e.u64("pid"))
+            .and_then(|e| e.fields::<events::WorkerStarted>().pid)
             .unwrap_or_else(|| panic!("no worker_started for {module}: {started:?}"))
     };
     let (cpu_pid, vulkan_pid) = (pid_of("kernel-cpu"), pid_of("kernel-vulkan"));
@@ -61,7 +61,11 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
     // (Started means serving: the first replays are done.)
     let first = session.named_since(0, EventKind::BackendsReplayed);
     assert_eq!(first.len(), 1, "{first:?}");
-    assert_eq!(first[0].bool("agree"), Some(true), "{}", first[0].line);
+    assert!(
+        first[0].fields::<events::BackendsReplayed>().agree,
+        "{}",
+        first[0].line
+    );
 
     // A save in kernels/cpu: cpu only is built and swapped.
     let pristine = copy.read("kernels/cpu/src/kernels.rs");
@@ -100,7 +104,7 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
             .collect();
         assert!(!replays.is_empty(), "no replay on {module} after the save");
         assert!(
-            replays.iter().all(|e| e.bool("pass") == Some(true)),
+            replays.iter().all(|e| e.fields::<events::Replay>().pass),
             "{replays:?}"
         );
     }
@@ -112,24 +116,18 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
         .collect();
     assert_eq!(compared.len(), 1, "{compared:?}");
     let check = compared[0];
+    let fields = check.fields::<events::CrossCompared>();
     assert!(
-        check
-            .str("backend")
-            .is_some_and(|b| b.starts_with("kernel-vulkan-v")),
+        fields.backend.starts_with("kernel-vulkan-v"),
         "{}",
         check.line
     );
-    assert_eq!(
-        check.str("against"),
-        Some(cpu_label.as_str()),
-        "{}",
-        check.line
-    );
-    assert_eq!(check.bool("agree"), Some(true), "{}", check.line);
-    assert!(check.u64("compared").unwrap_or(0) > 0, "{}", check.line);
-    assert_eq!(check.u64("compared"), check.u64("agreed"), "{}", check.line);
+    assert_eq!(fields.against, cpu_label, "{}", check.line);
+    assert!(fields.agree, "{}", check.line);
+    assert!(fields.compared > 0, "{}", check.line);
+    assert_eq!(fields.compared, fields.agreed, "{}", check.line);
     // The table: a column per backend, and the agreement.
-    let table = replayed.str("table").unwrap_or_default().to_string();
+    let table = replayed.fields::<events::BackendsReplayed>().table.clone();
     println!("{table}");
     let header = table.lines().nth(1).unwrap_or_default();
     assert!(
@@ -148,7 +146,11 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
     save_in_place(&copy.kernels_rs(), &with_wrong_saxpy(&pristine));
     session.wait_event(EventKind::ReplayFailed, BUILD_DEADLINE);
     let check = session.wait_event(EventKind::CrossCompared, BUILD_DEADLINE);
-    assert_eq!(check.bool("agree"), Some(false), "{}", check.line);
+    assert!(
+        !check.fields::<events::CrossCompared>().agree,
+        "{}",
+        check.line
+    );
     assert!(
         check.message().contains("DISAGREES") && check.message().contains("(saxpy)"),
         "{}",
@@ -156,9 +158,11 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
     );
     let replayed = session.wait_event(EventKind::BackendsReplayed, BUILD_DEADLINE);
     assert!(
-        replayed.str("table").is_some_and(|t| t
+        replayed
+            .fields::<events::BackendsReplayed>()
+            .table
             .lines()
-            .any(|l| l.contains("saxpy") && l.ends_with("| NO"))),
+            .any(|l| l.contains("saxpy") && l.ends_with("| NO")),
         "{}",
         replayed.line
     );
@@ -181,9 +185,10 @@ fn a_cpu_save_swaps_cpu_only_and_both_backends_replay_and_agree() {
     assert_eq!(module_of(&swapped), "kernel-vulkan", "{}", swapped.line);
     let replayed = session.wait_event(EventKind::BackendsReplayed, BUILD_DEADLINE);
     assert!(
-        replayed
-            .str("backends")
-            .is_some_and(|b| b.contains("kernel-cpu-v") && b.contains("kernel-vulkan-v2")),
+        {
+            let backends = &replayed.fields::<events::BackendsReplayed>().backends;
+            backends.contains("kernel-cpu-v") && backends.contains("kernel-vulkan-v2")
+        },
         "{}",
         replayed.line
     );

@@ -16,7 +16,8 @@
 use std::path::Path;
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, EventKind, replace_once, save_in_place, save_via_rename,
+    BUILD_DEADLINE, DevSession, Event, EventKind, events, replace_once, save_in_place,
+    save_via_rename,
 };
 use kiln_e2e::misbehaving::{MISBEHAVE_CALL, MisbehavingWorkspace, REVISION_LINE, SOURCE};
 
@@ -67,7 +68,12 @@ fn misbehave_replay(session: &mut DevSession, version: u64) -> Event {
         BUILD_DEADLINE,
         |e| e.is_replay_of("misbehave") && e.version() == Some(version),
     );
-    assert_eq!(replay.u64("call"), Some(MISBEHAVE_CALL), "{}", replay.line);
+    assert_eq!(
+        replay.fields::<events::Replay>().call,
+        MISBEHAVE_CALL,
+        "{}",
+        replay.line
+    );
     replay
 }
 
@@ -120,7 +126,7 @@ fn an_edit_of_a_crate_with_a_build_script_goes_through_cargo_and_regenerates() {
     // recorded the crate's rustc command.
     let mut session = start(&ws);
     let (v1, first) = first_misbehave(&session);
-    assert_eq!(first.bool("pass"), Some(true), "{}", first.line);
+    assert!(first.fields::<events::Replay>().pass, "{}", first.line);
 
     // An edit of the source the build script reads.
     let mark = session.mark();
@@ -131,25 +137,29 @@ fn an_edit_of_a_crate_with_a_build_script_goes_through_cargo_and_regenerates() {
     let path = session.wait_for("the build path of the edit", BUILD_DEADLINE, |e| {
         e.is(EventKind::BuildPath) && e.module() == Some(MODULE)
     });
+    let build_path = path.fields::<events::BuildPath>();
     assert_eq!(
-        path.str("via"),
-        Some("cargo"),
+        build_path.via, "cargo",
         "a crate with a build script is built by cargo: {}",
         path.line
     );
-    let why = path.str("why").unwrap_or_default();
+    let why = build_path.why.as_deref().unwrap_or_default();
     assert!(
         why.contains("build script"),
         "the reason names the build script: {}",
         path.line
     );
     let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
-    assert_eq!(swapped.u64("from_version"), Some(v1), "{}", swapped.line);
+    assert_eq!(
+        swapped.fields::<events::Swapped>().from_version,
+        v1,
+        "{}",
+        swapped.line
+    );
     let v2 = swapped.version().expect("swapped.version");
     let replay = misbehave_replay(&mut session, v2);
-    assert_eq!(
-        replay.bool("pass"),
-        Some(true),
+    assert!(
+        replay.fields::<events::Replay>().pass,
         "the generated code is fresh (GENERATED_REVISION == REVISION): {}",
         replay.line
     );
@@ -189,36 +199,35 @@ fn saving_a_data_file_the_module_includes_builds_a_version_that_serves_it() {
 
     let mut session = start(&ws);
     let (v1, first) = first_misbehave(&session);
-    assert_eq!(first.bool("pass"), Some(true), "{}", first.line);
+    assert!(first.fields::<events::Replay>().pass, "{}", first.line);
 
     // Only the data file changes: a build, and the new data served.
     let mark = session.mark();
     save_via_rename(&data, "1\n");
     let change = session.wait_event(EventKind::Change, BUILD_DEADLINE);
-    assert!(
-        change
-            .str("paths")
-            .unwrap_or_default()
-            .contains("offset.txt"),
-        "{}",
-        change.line
-    );
-    assert_eq!(change.bool("build"), Some(true), "{}", change.line);
+    let fields = change.fields::<events::Change>();
+    assert!(fields.paths.contains("offset.txt"), "{}", change.line);
+    assert!(fields.build, "{}", change.line);
     session.wait_for("the build of the data change", BUILD_DEADLINE, |e| {
         e.is(EventKind::BuildStarted) && e.module() == Some(MODULE)
     });
     let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
-    assert_eq!(swapped.u64("from_version"), Some(v1), "{}", swapped.line);
+    assert_eq!(
+        swapped.fields::<events::Swapped>().from_version,
+        v1,
+        "{}",
+        swapped.line
+    );
     let v2 = swapped.version().expect("swapped.version");
     let replay = misbehave_replay(&mut session, v2);
-    assert_eq!(
-        replay.bool("pass"),
-        Some(false),
+    let fields = replay.fields::<events::Replay>();
+    assert!(
+        !fields.pass,
         "v{v2} serves the new data (1.0, not the expected 0.0): {}",
         replay.line
     );
     assert_eq!(
-        replay.f64("max_abs_err"),
+        fields.max_abs_err,
         Some(1.0),
         "the output is 1.0: {}",
         replay.line
@@ -253,10 +262,15 @@ fn saving_a_data_file_the_module_includes_builds_a_version_that_serves_it() {
     let mark = session.mark();
     save_via_rename(&data, "0.0\n");
     let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
-    assert_eq!(swapped.u64("from_version"), Some(v3), "{}", swapped.line);
+    assert_eq!(
+        swapped.fields::<events::Swapped>().from_version,
+        v3,
+        "{}",
+        swapped.line
+    );
     let v4 = swapped.version().expect("swapped.version");
     let replay = misbehave_replay(&mut session, v4);
-    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.line);
+    assert!(replay.fields::<events::Replay>().pass, "{}", replay.line);
     let since = session.since(mark);
     assert!(
         !since

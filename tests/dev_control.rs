@@ -19,8 +19,8 @@ use std::process::{Command, Stdio};
 
 use kiln::workspace;
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, EventKind, SAXPY_LINE, WorkspaceCopy, kiln_binary, replace_once,
-    save_in_place, with_wrong_saxpy,
+    BUILD_DEADLINE, DevSession, EventKind, SAXPY_LINE, WorkspaceCopy, events, kiln_binary,
+    replace_once, save_in_place, with_wrong_saxpy,
 };
 use kiln_e2e::workspace_root;
 use serde_json::{Value, json};
@@ -282,9 +282,9 @@ fn kiln_ctl_drives_a_session() {
         "the queued replay, applied after the swap",
         BUILD_DEADLINE,
         |e| {
-            e.is(EventKind::Control)
-                && e.str("command") == Some("replay")
-                && e.str("outcome") == Some("done")
+            e.get::<events::Control>().is_some_and(|c| {
+                c.command.as_deref() == Some("replay") && c.outcome.as_deref() == Some("done")
+            })
         },
     );
     let v2 = session
@@ -314,7 +314,7 @@ fn kiln_ctl_drives_a_session() {
     let saxpy = replay.iter().find(|e| e.is_replay_of("saxpy"));
     assert_eq!(saxpy.and_then(|e| e.version()), Some(v3));
     assert_eq!(
-        saxpy.and_then(|e| e.bool("pass")),
+        saxpy.map(|e| e.fields::<events::Replay>().pass),
         Some(true),
         "saxpy is right again"
     );
@@ -360,7 +360,8 @@ fn kiln_ctl_drives_a_session() {
         written.describe()
     );
     session.wait_for("the blessed file's replay", BUILD_DEADLINE, |e| {
-        e.is(EventKind::Control) && e.str("command") == Some("bless")
+        e.get::<events::Control>()
+            .is_some_and(|c| c.command.as_deref() == Some("bless"))
     });
     let rechecked = session
         .since(mark)
@@ -371,8 +372,9 @@ fn kiln_ctl_drives_a_session() {
     let off: Vec<String> = session
         .since(mark)
         .iter()
-        .filter(|e| e.is(EventKind::Replay))
-        .filter(|e| e.str("reference") != Some("vs stored outputs") || e.bool("pass") != Some(true))
+        .filter_map(|e| Some((e, e.get::<events::Replay>()?)))
+        .filter(|(_, r)| r.reference != "vs stored outputs" || !r.pass)
+        .map(|(e, _)| e)
         .map(|e| e.line.to_string())
         .collect();
     assert!(
@@ -387,12 +389,9 @@ fn kiln_ctl_drives_a_session() {
     let failed = session.wait_for("the wrong saxpy's replay", BUILD_DEADLINE, |e| {
         e.is_replay_of("saxpy") && e.version().is_some_and(|v| v > v3)
     });
-    assert_eq!(
-        failed.bool("pass"),
-        Some(false),
-        "fails against the blessed outputs"
-    );
-    assert_eq!(failed.str("reference"), Some("vs stored outputs"));
+    let fields = failed.fields::<events::Replay>();
+    assert!(!fields.pass, "fails against the blessed outputs");
+    assert_eq!(fields.reference, "vs stored outputs");
     let _ = session.wait_replay(BUILD_DEADLINE);
     let first_bytes = std::fs::read(&blessed_path).unwrap();
     let rebless = ctl(&copy, &["bless", "--json"]).data();

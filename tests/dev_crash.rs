@@ -13,7 +13,9 @@
 
 use std::time::Duration;
 
-use kiln_e2e::dev_session::{BUILD_DEADLINE, DevSession, Event, EventKind, QUIET, kiln_ctl};
+use kiln_e2e::dev_session::{
+    BUILD_DEADLINE, DevSession, Event, EventKind, QUIET, events, kiln_ctl,
+};
 use kiln_e2e::misbehaving::{self, MISBEHAVE_CALL, MisbehavingWorkspace, state_tensor};
 use shared_state::{Call, Scalar};
 
@@ -69,14 +71,14 @@ fn crash_and_recover(expect: Expect, extra: &[&str]) {
     let v1 = first_version(&session);
     session.wait_quiet(QUIET, QUIET_MAX);
     let checkpoint = last_checkpoint(&session);
-    let checkpoint_hash = checkpoint.str("state_hash").expect("hash").to_string();
+    let checkpoint_hash = checkpoint.fields::<events::Checkpoint>().state_hash.clone();
     let first_worker = session.worker_pid();
 
     // The misbehaving version: built, swapped in, and down in its replay.
     ws.save(expect.mode, 1);
     let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
     let v2 = swapped.version().expect("version");
-    assert_eq!(swapped.u64("from_version"), Some(v1));
+    assert_eq!(swapped.fields::<events::Swapped>().from_version, v1);
     if expect.save_during {
         session.wait_for("the module misbehaving", BUILD_DEADLINE, |e| {
             e.message() == format!("misbehaving: {}", expect.mode)
@@ -91,9 +93,15 @@ fn crash_and_recover(expect: Expect, extra: &[&str]) {
         "the new version is named: {}",
         down.line
     );
-    assert_eq!(down.u64("call"), Some(MISBEHAVE_CALL), "{}", down.line);
-    assert_eq!(down.str("kernel"), Some("misbehave"), "{}", down.line);
-    assert_eq!(down.str("signal"), expect.signal, "{}", down.line);
+    let went_down = down.fields::<events::WentDown>();
+    assert_eq!(went_down.call, Some(MISBEHAVE_CALL), "{}", down.line);
+    assert_eq!(
+        went_down.kernel.as_deref(),
+        Some("misbehave"),
+        "{}",
+        down.line
+    );
+    assert_eq!(went_down.signal.as_deref(), expect.signal, "{}", down.line);
     assert!(
         message.contains(&format!("kiln-test-misbehaving-v{v2}")),
         "the message names the version: {message}"
@@ -109,25 +117,26 @@ fn crash_and_recover(expect: Expect, extra: &[&str]) {
     let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
     let v3 = restarted.version().expect("version");
     assert!(v3 > v2, "{}", restarted.line);
-    assert_eq!(restarted.u64("from_version"), Some(v2));
+    let fields = restarted.fields::<events::Restarted>();
+    assert_eq!(fields.from_version, v2);
     assert!(
         restarted.message().contains(&format!("the code of v{v1}")),
         "{}",
         restarted.line
     );
     assert_eq!(
-        restarted.str("checkpoint_hash"),
+        fields.checkpoint_hash.as_deref(),
         Some(checkpoint_hash.as_str()),
         "restarted from the last checkpoint taken: {}",
         restarted.line
     );
     assert_eq!(
-        restarted.str("state_hash"),
+        fields.state_hash.as_deref(),
         Some(checkpoint_hash.as_str()),
         "the restarted engine's state is the checkpoint's, bit for bit: {}",
         restarted.line
     );
-    assert_eq!(restarted.bool("state_matches"), Some(true));
+    assert_eq!(fields.state_matches, Some(true));
     let second_worker = session.worker_pid();
     assert_ne!(second_worker, first_worker);
     assert!(
@@ -147,12 +156,21 @@ fn crash_and_recover(expect: Expect, extra: &[&str]) {
     let swapped = session.wait_for("the good version's swap", BUILD_DEADLINE, |e| {
         e.is(EventKind::Swapped)
     });
-    assert_eq!(swapped.u64("from_version"), Some(v3), "{}", swapped.line);
+    assert_eq!(
+        swapped.fields::<events::Swapped>().from_version,
+        v3,
+        "{}",
+        swapped.line
+    );
     let v4 = swapped.version().expect("version");
     let replayed = session.wait_for("the good version's replay", BUILD_DEADLINE, |e| {
         e.is_replay_of("misbehave") && e.version() == Some(v4)
     });
-    assert_eq!(replayed.bool("pass"), Some(true), "{}", replayed.line);
+    assert!(
+        replayed.fields::<events::Replay>().pass,
+        "{}",
+        replayed.line
+    );
     session.wait_for("its checkpoint", BUILD_DEADLINE, |e| {
         e.is(EventKind::Checkpoint) && e.version() == Some(v4)
     });
@@ -161,7 +179,7 @@ fn crash_and_recover(expect: Expect, extra: &[&str]) {
         !session
             .events
             .iter()
-            .any(|e| e.is(EventKind::Replay) && e.bool("pass") == Some(false)),
+            .any(|e| e.get::<events::Replay>().is_some_and(|r| !r.pass)),
         "no replay failed"
     );
 
@@ -275,9 +293,9 @@ fn ctrl_c_during_an_infinite_loop_ends_the_session_within_two_seconds() {
     );
     session.wait_quiet(QUIET, QUIET_MAX);
     let checkpoint_hash = last_checkpoint(&session)
-        .str("state_hash")
-        .expect("hash")
-        .to_string();
+        .fields::<events::Checkpoint>()
+        .state_hash
+        .clone();
     let worker = session.worker_pid();
     ws.save("infinite_loop", 1);
     // The module says so (through the worker's log) as it starts looping.
@@ -322,9 +340,9 @@ fn a_crash_after_a_workload_change_restarts_with_the_state_it_loaded() {
     let mut session = start(&ws, &["--state", state_file.to_str().expect("utf-8 path")]);
     session.wait_quiet(QUIET, QUIET_MAX);
     let before = last_checkpoint(&session)
-        .str("state_hash")
-        .expect("hash")
-        .to_string();
+        .fields::<events::Checkpoint>()
+        .state_hash
+        .clone();
 
     // The workload file rewritten (as `kiln record` does): the same calls,
     // the `misbehave` call still at its index, and a new resident read back
@@ -335,12 +353,16 @@ fn a_crash_after_a_workload_change_restarts_with_the_state_it_loaded() {
     kiln::workload::write(&workload, &ws.workload).expect("write the workload");
 
     let rechecked = session.wait_event(EventKind::Rechecked, BUILD_DEADLINE);
-    assert_eq!(rechecked.bool("pass"), Some(true), "{}", rechecked.line);
+    assert!(
+        rechecked.fields::<events::Rechecked>().pass,
+        "{}",
+        rechecked.line
+    );
     let after = session
         .wait_event(EventKind::Checkpoint, BUILD_DEADLINE)
-        .str("state_hash")
-        .expect("hash")
-        .to_string();
+        .fields::<events::Checkpoint>()
+        .state_hash
+        .clone();
     assert_ne!(
         after, before,
         "the checkpoint after the recheck holds the new resident"
@@ -349,18 +371,14 @@ fn a_crash_after_a_workload_change_restarts_with_the_state_it_loaded() {
 
     ws.save("abort", 1);
     let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
+    let fields = restarted.fields::<events::Restarted>();
     assert_eq!(
-        restarted.str("checkpoint_hash"),
+        fields.checkpoint_hash.as_deref(),
         Some(after.as_str()),
         "restarted from the checkpoint taken after the recheck: {}",
         restarted.line
     );
-    assert_eq!(
-        restarted.bool("state_matches"),
-        Some(true),
-        "{}",
-        restarted.line
-    );
+    assert_eq!(fields.state_matches, Some(true), "{}", restarted.line);
     session.wait_quiet(QUIET, QUIET_MAX);
     let stopped = session.stop();
     assert!(stopped.status.success(), "exit: {:?}", stopped.status);

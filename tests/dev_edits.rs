@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, EventKind, QUIET, WorkspaceCopy, first_version,
+    BUILD_DEADLINE, DevSession, Event, EventKind, QUIET, WorkspaceCopy, events, first_version,
     save_in_place, save_via_rename, with_chunk, with_wrong_saxpy,
 };
 
@@ -41,7 +41,7 @@ fn build_paths(events: &[Event]) -> Vec<String> {
     events
         .iter()
         .filter(|e| e.is(EventKind::BuildPath))
-        .map(|e| e.str("via").unwrap_or_default().to_string())
+        .map(|e| e.fields::<events::BuildPath>().via.clone())
         .collect()
 }
 
@@ -51,7 +51,7 @@ fn saxpy_passed(session: &mut DevSession, version: u64) -> bool {
     let saxpy: Vec<&Event> = replay.iter().filter(|e| e.is_replay_of("saxpy")).collect();
     assert_eq!(saxpy.len(), 1, "one saxpy call per replay: {replay:?}");
     assert_eq!(saxpy[0].version(), Some(version), "replay of {version}");
-    saxpy[0].bool("pass").expect("replay events carry `pass`")
+    saxpy[0].fields::<events::Replay>().pass
 }
 
 fn assert_all_pass(replay: &[Event]) {
@@ -64,7 +64,7 @@ fn assert_all_pass(replay: &[Event]) {
         "one replay event per call of the bundled workload: {replay:?}"
     );
     for e in replay {
-        assert_eq!(e.bool("pass"), Some(true), "call failed: {}", e.line);
+        assert!(e.fields::<events::Replay>().pass, "call failed: {}", e.line);
     }
 }
 
@@ -80,7 +80,7 @@ fn in_place_save_swaps_once_and_a_wrong_saxpy_is_rolled_back() {
     save_in_place(&copy.kernels_rs(), &with_wrong_saxpy(&pristine));
     let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
     let v2 = swapped.version().expect("swapped.version");
-    assert_eq!(swapped.u64("from_version"), Some(v1));
+    assert_eq!(swapped.fields::<events::Swapped>().from_version, v1);
     assert!(v2 > v1);
     assert!(
         !saxpy_passed(&mut session, v2),
@@ -121,7 +121,12 @@ fn in_place_save_swaps_once_and_a_wrong_saxpy_is_rolled_back() {
     let mark = session.mark();
     save_in_place(&copy.kernels_rs(), &with_chunk(&pristine, 8192));
     let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
-    assert_eq!(swapped.u64("from_version"), Some(v3), "{}", swapped.line);
+    assert_eq!(
+        swapped.fields::<events::Swapped>().from_version,
+        v3,
+        "{}",
+        swapped.line
+    );
     let v4 = swapped.version().expect("version");
     let replay = session.wait_replay(BUILD_DEADLINE);
     assert!(replay.iter().all(|e| e.version() == Some(v4)));
@@ -150,7 +155,7 @@ fn rename_save_swaps_once_and_keep_keeps_the_wrong_version() {
     let mark = session.mark();
     save_via_rename(&copy.kernels_rs(), &with_wrong_saxpy(&pristine));
     let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
-    assert_eq!(swapped.u64("from_version"), Some(v1));
+    assert_eq!(swapped.fields::<events::Swapped>().from_version, v1);
     let v2 = swapped.version().expect("version");
     assert!(!saxpy_passed(&mut session, v2), "a*x+y+1 must fail replay");
     let failed = session.wait_event(EventKind::ReplayFailed, BUILD_DEADLINE);
@@ -180,7 +185,12 @@ fn rename_save_swaps_once_and_keep_keeps_the_wrong_version() {
         &with_chunk(&with_wrong_saxpy(&pristine), 8192),
     );
     let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
-    assert_eq!(swapped.u64("from_version"), Some(v2), "{}", swapped.line);
+    assert_eq!(
+        swapped.fields::<events::Swapped>().from_version,
+        v2,
+        "{}",
+        swapped.line
+    );
     let v3 = swapped.version().expect("version");
     assert!(!saxpy_passed(&mut session, v3));
     drop(session.stop());
@@ -198,7 +208,11 @@ fn syntax_error_keeps_the_old_version_serving_and_the_fix_swaps_in() {
     assert_ne!(broken, pristine);
     save_in_place(&copy.kernels_rs(), &broken);
     let failed = session.wait_event(EventKind::BuildFailed, BUILD_DEADLINE);
-    let diagnostics = failed.str("diagnostics").unwrap_or_default();
+    let diagnostics = failed
+        .fields::<events::BuildFailed>()
+        .diagnostics
+        .as_deref()
+        .unwrap_or_default();
     // Built by rustc directly, reported as cargo reports it: the file, the
     // line and the column of the stray `)`.
     let (line, col) = broken
@@ -241,7 +255,12 @@ fn syntax_error_keeps_the_old_version_serving_and_the_fix_swaps_in() {
     let mark = session.mark();
     save_in_place(&copy.kernels_rs(), &with_chunk(&pristine, 2048));
     let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
-    assert_eq!(swapped.u64("from_version"), Some(v1), "{}", swapped.line);
+    assert_eq!(
+        swapped.fields::<events::Swapped>().from_version,
+        v1,
+        "{}",
+        swapped.line
+    );
     let replay = session.wait_replay(BUILD_DEADLINE);
     assert_all_pass(&replay);
     session.wait_quiet(QUIET, QUIET_MAX);
@@ -283,7 +302,8 @@ fn five_quick_saves_during_a_build_give_at_most_two_builds_and_end_on_the_last()
 
     // Wait for the wrong saxpy to be served (only the fifth save has it).
     let last = session.wait_for("a failing saxpy replay", BUILD_DEADLINE * 2, |e| {
-        e.is_replay_of("saxpy") && e.bool("pass") == Some(false)
+        e.get::<events::Replay>()
+            .is_some_and(|r| r.kernel == "saxpy" && !r.pass)
     });
     session.wait_quiet(QUIET, QUIET_MAX);
     let events = session.since(mark);
@@ -311,7 +331,7 @@ fn five_quick_saves_during_a_build_give_at_most_two_builds_and_end_on_the_last()
         .rev()
         .find(|e| e.is_replay_of("saxpy"))
         .expect("a saxpy replay");
-    assert_eq!(last_replay.bool("pass"), Some(false));
+    assert!(!last_replay.fields::<events::Replay>().pass);
     assert_eq!(last_replay.version(), final_version);
     drop(session.stop());
 }

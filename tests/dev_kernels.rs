@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, EventKind, WorkspaceCopy, kiln_in, readme_blocks,
+    BUILD_DEADLINE, DevSession, Event, EventKind, WorkspaceCopy, events, kiln_in, readme_blocks,
     replace_once, save_in_place, shell_words,
 };
 
@@ -63,7 +63,10 @@ fn wait_calls_of(session: &mut DevSession, kernel: &str, pass: bool) -> Event {
             if pass { "passes" } else { "fails" }
         ),
         BUILD_DEADLINE,
-        |e| e.is_replay_of(kernel) && e.bool("pass") == Some(pass) && e.str("skipped").is_none(),
+        |e| {
+            e.get::<events::Replay>()
+                .is_some_and(|r| r.kernel == kernel && r.pass == pass && r.skipped.is_none())
+        },
     )
 }
 
@@ -112,13 +115,13 @@ fn the_readme_kernel_swaps_in_is_checked_rolled_back_when_wrong_and_survives_a_b
     session.wait_event(EventKind::WorkloadReloaded, BUILD_DEADLINE);
     let call = wait_calls_of(&mut session, "relu", true);
     assert_eq!(
-        call.str("reference"),
-        Some("vs stored outputs"),
+        call.fields::<events::Replay>().reference,
+        "vs stored outputs",
         "{}",
         call.line
     );
     let rechecked = session.wait_event(EventKind::Rechecked, BUILD_DEADLINE);
-    assert_eq!(rechecked.bool("pass"), Some(true));
+    assert!(rechecked.fields::<events::Rechecked>().pass);
     no_restart(&session, mark);
 
     // 5. A wrong relu is rolled back.
@@ -139,18 +142,13 @@ fn the_readme_kernel_swaps_in_is_checked_rolled_back_when_wrong_and_survives_a_b
         &good_decl.replacen("inputs = [", "inputs = [[[ oops", 1),
     );
     let invalid = session.wait_event(EventKind::DeclarationInvalid, BUILD_DEADLINE);
+    let fields = invalid.fields::<events::DeclarationInvalid>();
     assert!(
-        invalid
-            .str("file")
-            .is_some_and(|f| f.ends_with("relu.toml")),
+        fields.file.ends_with("relu.toml"),
         "names the file: {}",
         invalid.line
     );
-    assert!(
-        invalid.u64("line").is_some_and(|l| l > 0),
-        "{}",
-        invalid.line
-    );
+    assert!(fields.line > 0, "{}", invalid.line);
     session.wait_quiet(Duration::from_millis(1500), BUILD_DEADLINE);
     assert!(session.named_since(mark, EventKind::Swapped).is_empty());
     assert!(
@@ -184,8 +182,9 @@ fn the_readme_kernel_swaps_in_is_checked_rolled_back_when_wrong_and_survives_a_b
     save_in_place(&decl_path, &new_decl);
     session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
     let stale = session.wait_event(EventKind::ReplaySkipped, BUILD_DEADLINE);
-    assert_eq!(stale.str("kernel"), Some("relu"), "{}", stale.line);
-    let why = stale.str("why").unwrap_or_default();
+    let fields = stale.fields::<events::ReplaySkipped>();
+    assert_eq!(fields.kernel, "relu", "{}", stale.line);
+    let why = fields.why.as_str();
     assert!(why.contains("old signature"), "{why}");
     assert!(
         why.contains("kiln record --kernel relu"),
@@ -223,9 +222,9 @@ fn editing_the_reference_module_swaps_the_reference_and_rechecks() {
     let saxpy = session.wait_for("the re-checked saxpy call", BUILD_DEADLINE, |e| {
         e.is_replay_of("saxpy")
     });
-    assert_eq!(saxpy.bool("pass"), Some(false), "{}", saxpy.line);
+    assert!(!saxpy.fields::<events::Replay>().pass, "{}", saxpy.line);
     let rechecked = session.wait_event(EventKind::Rechecked, BUILD_DEADLINE);
-    assert_eq!(rechecked.bool("pass"), Some(false));
+    assert!(!rechecked.fields::<events::Rechecked>().pass);
     assert!(
         session.named_since(mark, EventKind::Swapped).is_empty(),
         "the served module is not rebuilt or swapped"

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use kiln::events::EventKind;
+use kiln::events::{self, EventKind};
 use kiln_e2e::dev_session::{BUILD_DEADLINE, QUIET};
 use kiln_e2e::misbehaving::MisbehavingWorkspace;
 
@@ -23,9 +23,8 @@ fn ends_like_ctrl_c(signal: i32, name: &str) {
     let checkpoint = session
         .named_since(0, EventKind::Checkpoint)
         .last()
-        .and_then(|e| e.str("state_hash"))
-        .expect("a checkpoint")
-        .to_string();
+        .map(|e| e.fields::<events::Checkpoint>().state_hash.clone())
+        .expect("a checkpoint");
     let worker = session.worker_pid();
     assert!(!state_file.exists());
     // `stop_with` fails the test if the staging directory is left behind.
@@ -45,7 +44,11 @@ fn ends_like_ctrl_c(signal: i32, name: &str) {
         .iter()
         .find(|e| e.is(EventKind::StateSaved))
         .unwrap_or_else(|| panic!("{name}: no state_saved event"));
-    assert!(saved.u64("bytes").unwrap_or(0) > 0, "{}", saved.line);
+    assert!(
+        saved.fields::<events::StateSaved>().bytes > 0,
+        "{}",
+        saved.line
+    );
     let snapshot = kiln::swap::snapshot_file::load(&state_file)
         .unwrap_or_else(|e| panic!("{name}: the state file does not load: {e}"));
     assert_eq!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kiln::process::{mapped_files_under, thread_count};
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, EventKind, QUIET, WorkspaceCopy, save_in_place, with_chunk,
+    BUILD_DEADLINE, DevSession, EventKind, QUIET, WorkspaceCopy, events, save_in_place, with_chunk,
 };
 use kiln_stats::median;
 
@@ -33,7 +33,7 @@ fn twenty_swaps_leave_one_module_mapped_and_no_extra_threads() {
         let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
         let replay = session.wait_replay(BUILD_DEADLINE);
         for e in &replay {
-            assert_eq!(e.bool("pass"), Some(true), "swap {i}: {}", e.line);
+            assert!(e.fields::<events::Replay>().pass, "swap {i}: {}", e.line);
         }
         let replay_ms = replay
             .last()
@@ -41,7 +41,7 @@ fn twenty_swaps_leave_one_module_mapped_and_no_extra_threads() {
             .unwrap_or(f64::NAN);
         // The replaced version is kept alive through the replay (its timings
         // are interleaved with the new one's) and unloaded right after.
-        let old_version = swapped.u64("from_version");
+        let old_version = Some(swapped.fields::<events::Swapped>().from_version);
         session.wait_for(
             "the replaced version's `unloaded` event",
             BUILD_DEADLINE,

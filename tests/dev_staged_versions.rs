@@ -35,8 +35,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, EventKind, WorkspaceCopy, kiln_ctl, record_small_saxpy,
-    replace_once, save_in_place, save_via_rename,
+    BUILD_DEADLINE, DevSession, Event, EventKind, WorkspaceCopy, events, kiln_ctl,
+    record_small_saxpy, replace_once, save_in_place, save_via_rename,
 };
 use kiln_e2e::misbehaving::MisbehavingWorkspace;
 
@@ -92,7 +92,7 @@ fn replay_passes(copy: &WorkspaceCopy, session: &mut DevSession, version: u64) {
     let (ok, out) = kiln_ctl(copy, &["replay"]);
     assert!(ok, "kiln ctl replay: {out}");
     let replay = saxpy_replay_of(session, version);
-    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.line);
+    assert!(replay.fields::<events::Replay>().pass, "{}", replay.line);
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn a_hung_shader_restarts_on_the_last_good_shader_and_bad_edits_stay_rolled_back
     assert_eq!(hung.version(), Some(spinning), "{}", hung.line);
     let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
     assert_eq!(
-        restarted.bool("state_matches"),
+        restarted.fields::<events::Restarted>().state_matches,
         Some(true),
         "the restarted engine's state is the checkpoint's: {}",
         restarted.line
@@ -155,7 +155,7 @@ fn a_hung_shader_restarts_on_the_last_good_shader_and_bad_edits_stay_rolled_back
     let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
     let good = swapped.version().expect("version");
     let replay = saxpy_replay_of(&mut session, good);
-    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.line);
+    assert!(replay.fields::<events::Replay>().pass, "{}", replay.line);
     session.wait_quiet(QUIET, BUILD_DEADLINE);
     for name in [
         EventKind::Hung,
@@ -181,7 +181,7 @@ fn a_hung_shader_restarts_on_the_last_good_shader_and_bad_edits_stay_rolled_back
     let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
     let wrong = swapped.version().expect("version");
     let replay = saxpy_replay_of(&mut session, wrong);
-    assert_eq!(replay.bool("pass"), Some(false), "{}", replay.line);
+    assert!(!replay.fields::<events::Replay>().pass, "{}", replay.line);
     let rolled = session.wait_event(EventKind::RolledBack, BUILD_DEADLINE);
     let back = rolled.version().expect("version");
     let files = staged_files(&session, "kernel-vulkan", back);
@@ -194,9 +194,10 @@ fn a_hung_shader_restarts_on_the_last_good_shader_and_bad_edits_stay_rolled_back
     save_in_place(&shader, &pristine);
     let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
     let fixed = swapped.version().expect("version");
-    assert_eq!(
-        saxpy_replay_of(&mut session, fixed).bool("pass"),
-        Some(true)
+    assert!(
+        saxpy_replay_of(&mut session, fixed)
+            .fields::<events::Replay>()
+            .pass
     );
     session.wait_quiet(QUIET, BUILD_DEADLINE);
 
@@ -240,7 +241,7 @@ fn a_hung_second_backend_restarts_at_once_on_its_last_good_version() {
         .named_since(0, EventKind::Checkpoint)
         .into_iter()
         .rfind(|e| module_of(e) == "kernel-vulkan")
-        .map(|e| e.str("state_hash").unwrap_or_default().to_string());
+        .map(|e| e.fields::<events::Checkpoint>().state_hash.clone());
     let shader = copy.root().join(SAXPY_WGSL);
     let pristine = copy.read(SAXPY_WGSL);
     let mark = session.mark();
@@ -253,14 +254,10 @@ fn a_hung_second_backend_restarts_at_once_on_its_last_good_version() {
     // Restarted at once: no save in between.
     let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
     assert_eq!(module_of(&restarted), "kernel-vulkan", "{}", restarted.line);
-    assert_eq!(
-        restarted.bool("state_matches"),
-        Some(true),
-        "{}",
-        restarted.line
-    );
+    let fields = restarted.fields::<events::Restarted>();
+    assert_eq!(fields.state_matches, Some(true), "{}", restarted.line);
     if let Some(hash) = vulkan_checkpoint {
-        assert_eq!(restarted.str("checkpoint_hash"), Some(hash.as_str()));
+        assert_eq!(fields.checkpoint_hash, Some(hash));
     }
     let serving = restarted.version().expect("version");
     let files = staged_files(&session, "kernel-vulkan", serving);
@@ -284,7 +281,7 @@ fn a_hung_second_backend_restarts_at_once_on_its_last_good_version() {
     let replay = session.wait_for("the vulkan saxpy replay", BUILD_DEADLINE, |e| {
         e.is_replay_of("saxpy") && e.version() == Some(good) && module_of(e) == "kernel-vulkan"
     });
-    assert_eq!(replay.bool("pass"), Some(true), "{}", replay.line);
+    assert!(replay.fields::<events::Replay>().pass, "{}", replay.line);
     let _ = session.stop();
 }
 
@@ -422,7 +419,7 @@ fn an_old_version_that_hangs_while_timed_costs_the_comparison_not_the_new_versio
         "the old version is named: {}",
         hung.line
     );
-    assert_eq!(hung.bool("old"), Some(true), "{}", hung.line);
+    assert!(hung.fields::<events::WentDown>().old, "{}", hung.line);
     assert!(
         hung.message().contains("judged on its own"),
         "{}",
@@ -433,7 +430,11 @@ fn an_old_version_that_hangs_while_timed_costs_the_comparison_not_the_new_versio
     let misbehave = session.wait_for("the new version's misbehave call", BUILD_DEADLINE, |e| {
         e.is_replay_of("misbehave") && e.version() == Some(v2)
     });
-    assert_eq!(misbehave.bool("pass"), Some(true), "{}", misbehave.line);
+    assert!(
+        misbehave.fields::<events::Replay>().pass,
+        "{}",
+        misbehave.line
+    );
     session.wait_quiet(QUIET, BUILD_DEADLINE);
     for name in [
         EventKind::RolledBack,

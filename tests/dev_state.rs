@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, EventKind, QUIET, WorkspaceCopy, first_version,
+    BUILD_DEADLINE, DevSession, Event, EventKind, QUIET, WorkspaceCopy, events, first_version,
     save_in_place, with_chunk,
 };
 
@@ -27,7 +27,7 @@ fn assert_all_pass(replay: &[Event]) {
         "one replay event per call of the bundled workload: {replay:?}"
     );
     for e in replay {
-        assert_eq!(e.bool("pass"), Some(true), "call failed: {}", e.line);
+        assert!(e.fields::<events::Replay>().pass, "call failed: {}", e.line);
     }
 }
 
@@ -52,11 +52,11 @@ fn resident_state_is_handed_over_on_every_swap() {
         let handoff = session.wait_event(EventKind::Handoff, BUILD_DEADLINE);
         let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
         let to = swapped.version().expect("version");
-        assert_eq!(swapped.u64("from_version"), Some(from));
-        let bytes = handoff.u64("bytes").expect("handoff.bytes");
+        assert_eq!(swapped.fields::<events::Swapped>().from_version, from);
+        let bytes = handoff.fields::<events::Handoff>().bytes;
         assert_eq!(
-            swapped.u64("handoff_bytes"),
-            Some(bytes),
+            swapped.fields::<events::Swapped>().handoff_bytes,
+            bytes,
             "{}",
             swapped.line
         );

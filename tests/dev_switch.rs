@@ -17,7 +17,8 @@ use kiln::history::History;
 use kiln::swap::snapshot_file;
 use kiln::workload::Step;
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, EventKind, WorkspaceCopy, kiln_binary, kiln_ctl, save_in_place,
+    BUILD_DEADLINE, DevSession, EventKind, WorkspaceCopy, events, kiln_binary, kiln_ctl,
+    save_in_place,
 };
 use shared_state::Section;
 use std::process::Command;
@@ -54,7 +55,10 @@ fn auto_serves_cpu_without_a_gpu_and_says_why_not_the_others() {
         .unwrap_or_default()
         .to_string();
     assert_eq!(
-        format!("kernel-{}", chosen.str("backend").unwrap_or_default()),
+        format!(
+            "kernel-{}",
+            chosen.fields::<events::BackendChosen>().backend
+        ),
         served,
         "the log says what it chose, and that is what serves"
     );
@@ -120,7 +124,7 @@ fn switch_cpu_vulkan_cpu_keeps_every_resident_bit_for_bit() {
     );
     let replays = session.wait_replay(BUILD_DEADLINE);
     assert!(
-        replays.iter().all(|e| e.bool("pass") == Some(true)),
+        replays.iter().all(|e| e.fields::<events::Replay>().pass),
         "{replays:?}"
     );
     assert!(
@@ -137,7 +141,7 @@ fn switch_cpu_vulkan_cpu_keeps_every_resident_bit_for_bit() {
     assert_eq!(swapped.module(), Some("kernel-vulkan"), "{}", swapped.line);
     let replays = session.wait_replay(BUILD_DEADLINE);
     assert!(
-        replays.iter().all(|e| e.bool("pass") == Some(true)),
+        replays.iter().all(|e| e.fields::<events::Replay>().pass),
         "{replays:?}"
     );
 

@@ -21,9 +21,9 @@
 //! - [`commands`]: the one-shot commands (`backends`, `report`, ...);
 //!   [`kernel_commands`] (`kernels`, `record`, `replay`) and [`scaffold`]
 //!   (`new kernel`) for declared kernels; [`machine_command`] (`machine`).
-//! - [`logging`], [`events`] (the log's event kinds, [`events::EventKind`],
-//!   and a reader of its JSON lines), [`process`], [`workspace`], [`units`]:
-//!   shared helpers.
+//! - [`logging`], [`events`] (the log's events with their fields,
+//!   [`events::Event`], emitted with [`events::emit!`], and a reader of its
+//!   JSON lines), [`process`], [`workspace`], [`units`]: shared helpers.
 //!
 //! Each sits in a layer and imports only its own and lower ones
 //! (ARCHITECTURE.md, "Layers"; checked by harness/tests/layers.rs).

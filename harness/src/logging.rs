@@ -2,21 +2,29 @@
 //! object per line (`json`) with the fields `event`, `module`, `version`
 //! and `ms` at the top level, for tools and tests to follow a session.
 //!
-//! Events are ordinary `tracing` events with an `event` field, named by
-//! [`crate::events::EventKind`] (`event = %EventKind::Swapped`); modules'
-//! own events arrive here too (the host hands its dispatcher to every
-//! module it loads). `RUST_LOG` filters as usual (default: `info`).
+//! kiln's events are ordinary `tracing` events emitted with
+//! [`crate::events::emit!`]: the message is for people, and the event's
+//! typed fields ([`crate::events::Event`]) travel as one JSON object in the
+//! field [`EVENT_FIELD`], which [`JsonLine`] splices into the line (the
+//! human lines print the message alone). Modules' own events arrive here
+//! too (the host hands its dispatcher to every module it loads), their
+//! fields written as they come. `RUST_LOG` filters as usual (default:
+//! `info`).
 
 use std::fmt;
 use std::io::IsTerminal;
 use std::time::Instant;
 
+use serde::Serialize;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::events::EVENT_FIELD;
 
 /// How log lines look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -115,6 +123,114 @@ where
     }
 }
 
+/// JSON lines: one object per event with the keys `tracing-subscriber`'s
+/// flattened JSON format wrote (`timestamp`, `level`, the event's fields in
+/// order, the message first, then `target`), a kiln event's fields
+/// ([`EVENT_FIELD`], a JSON object) spliced in at the top level.
+pub struct JsonLine;
+
+impl<S, N> FormatEvent<S, N> for JsonLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut timestamp = String::new();
+        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+        let meta = event.metadata();
+        let mut line = JsonObject::default();
+        line.entry("timestamp", timestamp.as_str());
+        line.entry("level", meta.level().as_str());
+        event.record(&mut line);
+        line.entry("target", meta.target());
+        writeln!(writer, "{}}}", line.text)
+    }
+}
+
+/// A JSON object being written (without its closing brace).
+struct JsonObject {
+    text: String,
+}
+
+impl Default for JsonObject {
+    fn default() -> JsonObject {
+        JsonObject {
+            text: String::from("{"),
+        }
+    }
+}
+
+impl JsonObject {
+    fn entry(&mut self, key: &str, value: impl Serialize) {
+        // Strings, numbers and booleans always serialize (a float that is
+        // not finite as `null`).
+        let (Ok(key), Ok(value)) = (serde_json::to_string(key), serde_json::to_string(&value))
+        else {
+            return;
+        };
+        self.members(&format!("{key}:{value}"));
+    }
+
+    /// Appends `members` (`"key":value,...`) after those written so far.
+    fn members(&mut self, members: &str) {
+        if self.text.len() > 1 {
+            self.text.push(',');
+        }
+        self.text.push_str(members);
+    }
+
+    /// Writes the members of `object` (a JSON object's text) as this
+    /// object's; `false` if it is not a JSON object.
+    fn splice(&mut self, object: &str) -> bool {
+        let object = object.trim();
+        let is_object = object.starts_with('{')
+            && serde_json::from_str::<serde::de::IgnoredAny>(object).is_ok();
+        if !is_object {
+            return false;
+        }
+        let members = object[1..object.len() - 1].trim();
+        if !members.is_empty() {
+            self.members(members);
+        }
+        true
+    }
+}
+
+impl Visit for JsonObject {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let text = format!("{value:?}");
+        if field.name() == EVENT_FIELD && self.splice(&text) {
+            return;
+        }
+        self.entry(field.name(), text);
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.entry(field.name(), value);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.entry(field.name(), value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.entry(field.name(), value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.entry(field.name(), value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.entry(field.name(), value);
+    }
+}
+
 /// When this process's log started (human lines count from here).
 pub fn started_at() -> Instant {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -131,12 +247,26 @@ pub fn init(format: LogFormat) {
     );
 }
 
+/// The subscriber of `--log-format json` writing lines to `writer`, with
+/// `filter` (the replay table, for people, is left out: tools get one
+/// `replay` event per call).
+pub fn json_subscriber<W>(writer: W, filter: EnvFilter) -> impl Subscriber + Send + Sync
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter.add_directive("kiln::table=off".parse().expect("valid directive")))
+        .with_writer(writer)
+        .event_format(JsonLine)
+        .finish()
+}
+
 /// Installs the global subscriber writing lines to `writer` (a `kiln dev`
-/// worker's go to its supervisor, which prints them); human lines count
-/// seconds from `start`.
+/// worker's go to its supervisor, which prints them as they come); human
+/// lines count seconds from `start`.
 pub fn init_with<W>(format: LogFormat, writer: W, ansi: bool, start: Instant)
 where
-    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let result = match format {
@@ -145,17 +275,8 @@ where
             .with_writer(writer)
             .event_format(HumanLine { start, ansi })
             .try_init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            // The replay table is for people; tools get one `replay` event per call.
-            .with_env_filter(
-                filter.add_directive("kiln::table=off".parse().expect("valid directive")),
-            )
-            .with_writer(writer)
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => tracing::subscriber::set_global_default(json_subscriber(writer, filter))
+            .map_err(Into::into),
     };
     if let Err(e) = result {
         eprintln!("kiln: logging already initialised: {e}");

@@ -103,7 +103,11 @@ fn host_triple() -> String {
 pub fn warn_at_start(root: &std::path::Path) {
     let config = std::fs::read_to_string(root.join(".cargo/config.toml")).ok();
     if let Some(why) = problem(host_flags(), &|v| std::env::var(v).ok(), config.as_deref()) {
-        tracing::warn!(event = %crate::events::EventKind::LoopAlignment, "{why}");
+        crate::events::emit!(
+            tracing::Level::WARN,
+            crate::events::LoopAlignment {},
+            "{why}"
+        );
     }
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kiln::events::EventKind;
+use kiln::events::{self, emit};
 use kiln::logging::LogFormat;
 use kiln::supervisor::{DevOptions, OnFail};
 
@@ -392,7 +392,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             if json {
-                tracing::error!(event = %EventKind::Error, "{message}");
+                emit!(tracing::Level::ERROR, events::Error {}, "{message}");
             }
             eprintln!("kiln: {message}");
             ExitCode::FAILURE

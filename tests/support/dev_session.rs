@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::{cargo, workspace_root};
 use kiln::workspace;
-pub use kiln_dev_driver::{DevCommand, Event, EventKind, LogLine, Session, Stopped};
+pub use kiln_dev_driver::{DevCommand, Event, EventKind, LogLine, Session, Stopped, events};
 
 /// How long a module build may take on a busy 2-core machine.
 pub const BUILD_DEADLINE: Duration = Duration::from_secs(180);
@@ -300,7 +300,8 @@ impl DevSession {
                 .call_count()
                 .saturating_sub(1) as u64;
         let last = self.wait_for("a full replay", deadline, |e| {
-            e.is(EventKind::Replay) && e.u64("call") == Some(last_call)
+            e.get::<events::Replay>()
+                .is_some_and(|replay| replay.call == last_call)
         });
         let version = last.version();
         self.events[start..self.next_index()]

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kiln_dev_driver::{DevCommand, Event, EventKind, OnDrop, Session, WaitError};
+use kiln_dev_driver::{DevCommand, Event, EventKind, OnDrop, Session, WaitError, events};
 
 use super::edit::ConstantEdit;
 
@@ -69,7 +69,7 @@ pub struct RestagedEdit {
 
 /// The `swapped` event of an edit and what this side saw around it.
 struct Swap {
-    swapped: Event,
+    swapped: events::Swapped,
     total_ms: f64,
     replay_ms: f64,
     builds: usize,
@@ -120,14 +120,9 @@ pub fn copy_sources(from: &Path, to: &Path) -> Result<(), String> {
     copy_dir(from, to, true)
 }
 
-fn field_f64(event: &Event, name: &str) -> Result<f64, String> {
-    event.f64(name).ok_or_else(|| {
-        format!(
-            "kiln dev's `{}` event has no number `{name}`: {}",
-            event.kind().map_or("?", EventKind::as_str),
-            event.line
-        )
-    })
+/// A field of a `swapped` event that this edit must have.
+fn present(value: Option<f64>, name: &str, swapped: &events::Swapped) -> Result<f64, String> {
+    value.ok_or_else(|| format!("kiln dev's `swapped` event has no `{name}`: {swapped:?}"))
 }
 
 impl DevSession {
@@ -228,12 +223,12 @@ impl DevSession {
         } = self.swap_after(edit, timeout)?;
         Ok(KilnEdit {
             version: self.version,
-            debounce_ms: field_f64(&swapped, "debounce_ms")?,
-            build_ms: field_f64(&swapped, "build_ms")?,
-            stage_load_ms: field_f64(&swapped, "stage_load_ms")?,
-            handoff_ms: field_f64(&swapped, "handoff_ms")?,
-            handoff_bytes: swapped.u64("handoff_bytes").unwrap_or(0),
-            reported_total_ms: field_f64(&swapped, "ms")?,
+            debounce_ms: present(swapped.debounce_ms, "debounce_ms", &swapped)?,
+            build_ms: present(swapped.build_ms, "build_ms", &swapped)?,
+            stage_load_ms: swapped.stage_load_ms,
+            handoff_ms: swapped.handoff_ms,
+            handoff_bytes: swapped.handoff_bytes,
+            reported_total_ms: swapped.ms,
             total_ms,
             replay_ms,
             build_path: build_paths.join(","),
@@ -256,14 +251,14 @@ impl DevSession {
         } = self.swap_after(edit, timeout)?;
         Ok(RestagedEdit {
             version: self.version,
-            debounce_ms: field_f64(&swapped, "debounce_ms")?,
-            stage_ms: field_f64(&swapped, "stage_load_ms")?,
-            swap_ms: field_f64(&swapped, "handoff_ms")?,
-            reported_total_ms: field_f64(&swapped, "ms")?,
+            debounce_ms: present(swapped.debounce_ms, "debounce_ms", &swapped)?,
+            stage_ms: swapped.stage_load_ms,
+            swap_ms: swapped.handoff_ms,
+            reported_total_ms: swapped.ms,
             total_ms,
             replay_ms,
             builds,
-            restaged: swapped.bool("restaged").unwrap_or(false),
+            restaged: swapped.restaged,
         })
     }
 
@@ -279,9 +274,12 @@ impl DevSession {
             let event = self.next(deadline, "swap of the edited version")?;
             match event.kind() {
                 Some(EventKind::BuildStarted) => builds += 1,
-                Some(EventKind::BuildPath) => {
-                    build_paths.push(event.str("via").unwrap_or("?").to_string())
-                }
+                Some(EventKind::BuildPath) => build_paths.push(
+                    event
+                        .get::<events::BuildPath>()
+                        .map_or("?", |path| path.via.as_str())
+                        .to_string(),
+                ),
                 Some(EventKind::Swapped) if event.version().is_some_and(|n| n > self.version) => {
                     break event;
                 }
@@ -289,14 +287,24 @@ impl DevSession {
             }
         };
         let swapped_at = swapped.at;
-        let version = swapped.version().unwrap_or(0);
+        let swapped = swapped.get::<events::Swapped>().cloned().ok_or_else(|| {
+            format!(
+                "kiln dev's `swapped` event does not read as one: {} (log: {})",
+                swapped.line,
+                self.log.display()
+            )
+        })?;
+        let version = swapped.version;
         self.version = version;
         let mut replayed = 0;
         let mut last_replay = swapped_at;
         while replayed < self.replay_calls {
             let event = self.next(deadline, "replay of the edited version")?;
             if event.is(EventKind::Replay) && event.version() == Some(version) {
-                if event.bool("pass") != Some(true) {
+                if !event
+                    .get::<events::Replay>()
+                    .is_some_and(|replay| replay.pass)
+                {
                     return Err(format!(
                         "kiln dev: v{version} failed replay after the edit: {} (log: {})",
                         event.line,

@@ -24,7 +24,7 @@ use cargo_metadata::{CrateType, Message};
 use crate::build::direct_rustc::{CargoResult, Recorder};
 use crate::build::module_graph::{KernelModule, ModuleGraph};
 use crate::build::provenance;
-use crate::events::EventKind;
+use crate::events::{self, emit};
 
 /// Subdirectory of the workspace target dir that module builds use, so they
 /// never wait on the lock of the host's own build.
@@ -316,10 +316,13 @@ impl ModuleBuilder {
                 Err(why) => why,
                 Ok(direct) => match direct.run(package, self.color, progress) {
                     Ok(outcome) => {
-                        tracing::info!(
-                            event = %EventKind::BuildPath,
-                            module = %package,
-                            via = "rustc direct",
+                        emit!(
+                            tracing::Level::INFO,
+                            events::BuildPath {
+                                module: package.clone(),
+                                via: "rustc direct".into(),
+                                why: None,
+                            },
                             "{package}: rustc direct (only the crate's own sources changed)"
                         );
                         return Some(outcome);
@@ -328,11 +331,13 @@ impl ModuleBuilder {
                 },
             },
         };
-        tracing::info!(
-            event = %EventKind::BuildPath,
-            module = %package,
-            via = "cargo",
-            why = %why_cargo,
+        emit!(
+            tracing::Level::INFO,
+            events::BuildPath {
+                module: package.clone(),
+                via: "cargo".into(),
+                why: Some(why_cargo.clone()),
+            },
             "{package}: cargo ({why_cargo})"
         );
         None

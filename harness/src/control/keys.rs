@@ -14,7 +14,7 @@ use rustix::termios::{self, LocalModes, OptionalActions, SpecialCodeIndex, Termi
 
 use super::protocol::Command;
 use super::request::{Origin, Request};
-use crate::events::EventKind;
+use crate::events::{self, emit};
 
 /// The key line, shown at start and on `?`.
 pub const KEY_LINE: &str =
@@ -98,7 +98,7 @@ pub fn start(requests: Sender<Request>) -> Option<Keys> {
         tracing::warn!("keys are off: cannot start the key thread: {e}");
         return None;
     }
-    tracing::info!(event = %EventKind::Keys, "{KEY_LINE}");
+    emit!(tracing::Level::INFO, events::Keys {}, "{KEY_LINE}");
     Some(keys)
 }
 
@@ -111,7 +111,7 @@ fn read_keys(requests: Sender<Request>) {
             Ok(_) => {}
         }
         if byte[0] == b'?' {
-            tracing::info!(event = %EventKind::Keys, "{KEY_LINE}");
+            emit!(tracing::Level::INFO, events::Keys {}, "{KEY_LINE}");
             continue;
         }
         let Some(command) = command_of(byte[0]) else {

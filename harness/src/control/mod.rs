@@ -20,7 +20,7 @@ pub mod socket;
 
 use std::path::{Path, PathBuf};
 
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crossbeam_channel::Receiver;
 
 pub use request::{Origin, Request};
@@ -40,9 +40,15 @@ impl Control {
     pub fn start(workspace: &Path, keys: bool) -> Result<Control, String> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let server = socket::serve(workspace, tx.clone())?;
-        tracing::info!(
-            event = %EventKind::Control,
-            socket = %server.socket().display(),
+        emit!(
+            tracing::Level::INFO,
+            events::Control {
+                module: None,
+                version: None,
+                command: None,
+                outcome: None,
+                socket: Some(server.socket().display().to_string()),
+            },
             "drive this session with `kiln ctl status|replay|history|undo|bless|switch|quit` (socket {})",
             server.socket().display()
         );

@@ -27,7 +27,7 @@ use crossbeam_channel::Sender;
 
 use super::protocol::{Answer, Command};
 use super::request::{Origin, Request};
-use crate::events::EventKind;
+use crate::events::{self, emit};
 
 /// The longest socket path `sun_path` holds (108 bytes with the NUL).
 const SUN_PATH_MAX: usize = 107;
@@ -97,8 +97,9 @@ pub fn serve(workspace: &Path, requests: Sender<Request>) -> Result<ControlServe
                 paths.socket.display()
             )
         })?;
-        tracing::info!(
-            event = %EventKind::StaleSocketReplaced,
+        emit!(
+            tracing::Level::INFO,
+            events::StaleSocketReplaced {},
             "replaced the control socket {} left by a session that did not exit cleanly",
             paths.socket.display()
         );
@@ -219,8 +220,9 @@ fn serve_client(
     let peer = rustix::net::sockopt::socket_peercred(&stream)?;
     let uid = peer.uid.as_raw();
     if uid != owner {
-        tracing::warn!(
-            event = %EventKind::ControlRefused,
+        emit!(
+            tracing::Level::WARN,
+            events::ControlRefused {},
             "refused a control connection from uid {uid} (pid {}): this session belongs to uid {owner}",
             peer.pid.as_raw_nonzero()
         );
@@ -238,7 +240,11 @@ fn serve_client(
     let command = match Command::from_line(line.trim()) {
         Ok(c) => c,
         Err(why) => {
-            tracing::warn!(event = %EventKind::ControlRefused, "kiln ctl: {why}");
+            emit!(
+                tracing::Level::WARN,
+                events::ControlRefused {},
+                "kiln ctl: {why}"
+            );
             return send(&mut stream, &Answer::refused(why));
         }
     };

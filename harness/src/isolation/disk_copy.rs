@@ -27,7 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::worker::protocol::{Checkpointed, SLOT_FDS};
 
 /// The checkpoint slots (`isolation/checkpoint.rs`).
@@ -255,14 +255,16 @@ fn copy_loop(
         match outcome {
             Ok(kept) => {
                 last_error = None;
-                tracing::debug!(
-                    event = %EventKind::StateKept,
-                    module = %module,
-                    path = %kept.path.display(),
-                    bytes = kept.bytes,
-                    state_hash = %kept.state_hash,
-                    ms = kept.ms,
-                    sync_ms = kept.sync_ms,
+                emit!(
+                    tracing::Level::DEBUG,
+                    events::StateKept {
+                        module: module.to_string(),
+                        path: kept.path.display().to_string(),
+                        bytes: kept.bytes,
+                        state_hash: kept.state_hash.clone(),
+                        ms: kept.ms,
+                        sync_ms: kept.sync_ms,
+                    },
                     "the last good point is on disk: {} ({}) in {:.1} ms (sync {:.1} ms)",
                     kept.path.display(),
                     kiln_stats::bytes::human(kept.bytes),

@@ -15,7 +15,7 @@
 
 use std::process::Command;
 
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use serde::{Deserialize, Serialize};
 
 /// What kind of device a Vulkan driver says it is.
@@ -173,9 +173,23 @@ pub fn resolve(root: &std::path::Path, backend: &str) -> Result<String, String> 
     }
     let graph =
         crate::build::module_graph::ModuleGraph::discover(root).map_err(|e| e.to_string())?;
+    choose_among(&graph)
+}
+
+/// `--backend auto` among the modules of `graph`: probes the drivers (in a
+/// child process, no module built) and logs what it chose and why not the
+/// others.
+pub fn choose_among(graph: &crate::build::module_graph::ModuleGraph) -> Result<String, String> {
     let have: Vec<&str> = graph.modules().iter().map(|m| m.backend.as_str()).collect();
     let choice = choose(&probe_in_child(), &have)?;
-    tracing::info!(event = %EventKind::BackendChosen, backend = %choice.backend, "{}", choice.describe());
+    emit!(
+        tracing::Level::INFO,
+        events::BackendChosen {
+            backend: choice.backend.to_string(),
+        },
+        "{}",
+        choice.describe()
+    );
     Ok(choice.backend)
 }
 

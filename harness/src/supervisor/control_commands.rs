@@ -12,7 +12,7 @@ use super::lane::Fresh;
 use super::session::Session;
 use crate::control::Request;
 use crate::control::protocol::{Answer, Command};
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::isolation::worker_client::WorkerError;
 use kiln_stats::bytes;
 
@@ -32,11 +32,13 @@ impl ControlQueue {
             Command::Status | Command::History | Command::Quit
         );
         if waits && let Some(why) = session.busy() {
-            tracing::info!(
-                event = %EventKind::ControlQueued,
-                module = %session.own().module.package,
-                version = session.version(),
-                command = request.command.name(),
+            emit!(
+                tracing::Level::INFO,
+                events::ControlQueued {
+                    module: session.own().module.package.clone(),
+                    version: session.version(),
+                    command: request.command.name().to_string(),
+                },
                 "{}: queued ({why})",
                 request.describe()
             );
@@ -116,12 +118,15 @@ impl ControlQueue {
             Answer::Refused { reason } => ("refused", reason.as_str()),
             Answer::Queued { reason } => ("queued", reason.as_str()),
         };
-        tracing::info!(
-            event = %EventKind::Control,
-            module = %session.own().module.package,
-            version = session.version(),
-            command = request.command.name(),
-            outcome,
+        emit!(
+            tracing::Level::INFO,
+            events::Control {
+                module: Some(session.own().module.package.clone()),
+                version: Some(session.version()),
+                command: Some(request.command.name().to_string()),
+                outcome: Some(outcome.to_string()),
+                socket: None,
+            },
             "{}: {outcome}: {}",
             request.describe(),
             detail.lines().next().unwrap_or_default()
@@ -252,12 +257,14 @@ impl Session {
             Ok(swap) => {
                 self.lanes[0].serving = staged;
                 let after = self.lanes[0].engine.state_hash().ok().map(|h| h.hash);
-                tracing::warn!(
-                    event = %EventKind::Undone,
-                    module = %module,
-                    version = self.version(),
-                    code_of = target.version,
-                    ms = swap.paused_ms,
+                emit!(
+                    tracing::Level::WARN,
+                    events::Undone {
+                        module: module.to_string(),
+                        version: self.version(),
+                        code_of: target.version,
+                        ms: swap.paused_ms,
+                    },
                     "undo: {} now serves the code of v{} (was {from}), with the state ({})",
                     swap.to,
                     target.version,
@@ -378,14 +385,20 @@ impl Session {
                 return Answer::refused(format!("cannot bless {label}: {e}"));
             }
         };
-        tracing::info!(
-            event = %EventKind::Blessed,
-            module = %self.lanes[0].module.package,
-            version = self.version(),
-            path = %path.display(),
+        emit!(
+            tracing::Level::INFO,
+            events::Blessed {
+                module: self.lanes[0].module.package.clone(),
+                version: self.version(),
+                path: path.display().to_string(),
+            },
             "blessed {label}'s outputs as the expected outputs: {description}; written to {}{}; the session replays it from now on",
             path.display(),
-            if had_previous { format!(" (the previous file kept as {})", prev.display()) } else { String::new() }
+            if had_previous {
+                format!(" (the previous file kept as {})", prev.display())
+            } else {
+                String::new()
+            }
         );
         let passed = self.recheck(&format!("against the blessed {}", path.display()));
         Answer::Done {

@@ -10,7 +10,7 @@ use std::path::Path;
 use super::sync_build::build_at_start;
 use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::{KernelModule, ModuleGraph};
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::swap::stage::{Staged, StagingDir};
 use crate::workspace::{self, REFERENCE_BACKEND};
 
@@ -60,16 +60,18 @@ pub fn stage_backend(
 pub fn stage_reference(root: &Path, stage: &StagingDir) -> Option<Staged> {
     match stage_backend(root, stage, REFERENCE_BACKEND, None) {
         Ok(staged) => {
-            tracing::info!(
-                event = %EventKind::Reference,
+            emit!(
+                tracing::Level::INFO,
+                events::Reference {},
                 "expected outputs not stored in the workload come from {}",
                 staged.label
             );
             Some(staged)
         }
         Err(e) => {
-            tracing::warn!(
-                event = %EventKind::Reference,
+            emit!(
+                tracing::Level::WARN,
+                events::Reference {},
                 "no reference module ({e}): calls without stored expected outputs are unchecked"
             );
             None

@@ -23,7 +23,7 @@ use super::watch::{ChangeSet, ModuleWatcher, WatchOptions};
 use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::{KernelModule, ModuleGraph};
 use crate::build::queue::{BuildEvent, BuildQueue};
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::isolation::isolated::{IsolatedEngine, IsolationOptions};
 use crate::isolation::worker_process::SpawnOptions;
 use crate::swap::stage::StagingDir;
@@ -46,11 +46,7 @@ fn select_module(graph: &ModuleGraph, backend: &str) -> Result<KernelModule, Dev
 /// `--backend auto`: probes the drivers (in a child process, no module
 /// built) and logs what it chose and why not the others.
 fn choose_backend(graph: &ModuleGraph) -> Result<String, DevError> {
-    let have: Vec<&str> = graph.modules().iter().map(|m| m.backend.as_str()).collect();
-    let probe = super::backend_choice::probe_in_child();
-    let choice = super::backend_choice::choose(&probe, &have).map_err(err)?;
-    tracing::info!(event = %EventKind::BackendChosen, backend = %choice.backend, "{}", choice.describe());
-    Ok(choice.backend)
+    super::backend_choice::choose_among(graph).map_err(err)
 }
 
 /// What the dev loop reacts to, one at a time.
@@ -147,8 +143,9 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
                         "--reference {backend}: cannot build its module: {e}"
                     ))
                 })?;
-            tracing::info!(
-                event = %EventKind::Reference,
+            emit!(
+                tracing::Level::INFO,
+                events::Reference {},
                 "--reference {backend}: every call's expected outputs come from {}",
                 staged.label
             );
@@ -229,11 +226,13 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     if restoring_restart_state {
         let _ = std::fs::remove_file(&state_path);
     }
-    tracing::info!(
-        event = %EventKind::WorkerStarted,
-        module = %module.package,
-        version = started.version,
-        pid = engine.worker_pid(),
+    emit!(
+        tracing::Level::INFO,
+        events::WorkerStarted {
+            module: module.package.clone(),
+            version: started.version,
+            pid: engine.worker_pid(),
+        },
         "{} serving on {} (worker pid {})",
         started.label,
         started.device,
@@ -349,7 +348,15 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             }
             LoopEvent::Change(change) => session.on_change(&change, &queue),
             LoopEvent::Build(BuildEvent::Started { module, requests }) => {
-                tracing::info!(event = %EventKind::BuildStarted, module = %module, version = session.version(), requests, "building {module}");
+                emit!(
+                    tracing::Level::INFO,
+                    events::BuildStarted {
+                        module: module.clone(),
+                        version: session.version(),
+                        requests: Some(requests as u64),
+                    },
+                    "building {module}"
+                );
                 session.spinner.start(&module);
             }
             LoopEvent::Build(BuildEvent::Progress { progress, .. }) => {

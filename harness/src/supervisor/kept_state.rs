@@ -20,7 +20,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::isolation::isolated::IsolatedEngine;
 use crate::isolation::worker_client::WorkerError;
 use crate::swap::snapshot_file;
@@ -192,13 +192,15 @@ impl KeptState {
     }
 
     fn restored(&self, verified: &snapshot_file::Verified, started: &Started) {
-        tracing::info!(
-            event = %EventKind::StateRecovered,
-            module = %self.module,
-            version = started.version,
-            path = %self.file.display(),
-            bytes = verified.bytes,
-            state_hash = %verified.state_hash,
+        emit!(
+            tracing::Level::INFO,
+            events::StateRecovered {
+                module: self.module.clone(),
+                version: started.version,
+                path: self.file.display().to_string(),
+                bytes: verified.bytes,
+                state_hash: verified.state_hash.clone(),
+            },
             "the previous session did not end cleanly: restored its last good point from {} ({}, state {}): {}",
             self.file.display(),
             bytes::human(verified.bytes),
@@ -214,9 +216,11 @@ impl KeptState {
         if !lost.is_empty() {
             // The session's first checkpoint replaces the file: keep it.
             let kept = self.copy_aside();
-            tracing::warn!(
-                event = %EventKind::StateDropped,
-                module = %self.module,
+            emit!(
+                tracing::Level::WARN,
+                events::StateDropped {
+                    module: self.module.clone(),
+                },
                 "{} does not know these state sections of the restored last good point; they were \
                  not carried over: {}. The file is kept in {}",
                 started.label,
@@ -252,12 +256,14 @@ impl KeptState {
                 kept.display()
             ),
         };
-        tracing::info!(
-            event = %EventKind::StateNotRecovered,
-            module = %self.module,
-            path = %self.file.display(),
-            reason = why.reason(),
-            kept = %kept.display(),
+        emit!(
+            tracing::Level::INFO,
+            events::StateNotRecovered {
+                module: self.module.clone(),
+                path: self.file.display().to_string(),
+                reason: why.reason().to_string(),
+                kept: kept.display().to_string(),
+            },
             "{message}"
         );
     }
@@ -267,12 +273,14 @@ impl KeptState {
     /// starts from the workload.
     fn cannot_restore(&self, reason: &'static str, to: &Path, why: &str) {
         let kept = self.set_aside(to);
-        tracing::error!(
-            event = %EventKind::StateNotRecovered,
-            module = %self.module,
-            path = %self.file.display(),
-            reason,
-            kept = %kept.display(),
+        emit!(
+            tracing::Level::ERROR,
+            events::StateNotRecovered {
+                module: self.module.clone(),
+                path: self.file.display().to_string(),
+                reason: reason.to_string(),
+                kept: kept.display().to_string(),
+            },
             "the previous session did not end cleanly, but {why}; starting from the workload \
              instead. The file is kept as {}",
             kept.display()

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::lane::Fresh;
 use super::session::Session;
-use crate::events::EventKind;
+use crate::events::{self, Event, EventKind, WentDown, emit};
 use crate::history::{History, VersionRecord};
 use crate::isolation::worker_client::{Down, DownKind, WorkerError};
 use crate::worker::protocol::ReplaySummary;
@@ -34,6 +34,29 @@ fn event_of(down: &Down) -> EventKind {
     }
 }
 
+/// The `crashed` or `hung` event of `down`, blaming `module`'s `version`:
+/// the previous version timed against the new one (`old`), or what was
+/// running (the call or operation, and for how long).
+fn went_down_event(down: &Down, module: &str, version: u64, old: bool) -> Event {
+    let running = down.running.as_ref().filter(|_| !old);
+    let call = running.and_then(|r| r.call.as_ref());
+    let fields = WentDown {
+        module: module.to_string(),
+        version,
+        signal: down.signal().map(str::to_string),
+        call: call.map(|(i, _)| *i as u64),
+        kernel: call.map(|(_, k)| k.clone()),
+        op: running.map(|r| r.op.clone()),
+        elapsed_ms: running.map(|r| r.elapsed.as_secs_f64() * 1e3),
+        last_words: down.last_words.join("\n"),
+        old,
+    };
+    match &down.kind {
+        DownKind::Crashed(_) => Event::Crashed(fields),
+        DownKind::Hung { .. } => Event::Hung(fields),
+    }
+}
+
 impl Session {
     /// The one place a failed request to lane `i`'s worker is decided: a
     /// refusal is logged (the version keeps serving), a worker that went
@@ -43,7 +66,15 @@ impl Session {
             WorkerError::Interrupted => self.stopping = true,
             WorkerError::Failed(e) => {
                 let lane = &self.lanes[i];
-                tracing::error!(event = %EventKind::Refused, module = %lane.package(), version = lane.version(), "{what}: {e}; {} keeps serving", lane.label());
+                emit!(
+                    tracing::Level::ERROR,
+                    events::Refused {
+                        module: lane.package().to_string(),
+                        version: Some(lane.version()),
+                    },
+                    "{what}: {e}; {} keeps serving",
+                    lane.label()
+                );
             }
             WorkerError::Down(down) => self.went_down(i, *down, None, 0.0),
         }
@@ -76,7 +107,15 @@ impl Session {
             WorkerError::Interrupted => self.stopping = true,
             WorkerError::Failed(e) => {
                 let lane = &self.lanes[i];
-                tracing::error!(event = %EventKind::Refused, module = %lane.package(), version = tried.0, "{e}; {} keeps serving", lane.label());
+                emit!(
+                    tracing::Level::ERROR,
+                    events::Refused {
+                        module: lane.package().to_string(),
+                        version: Some(tried.0),
+                    },
+                    "{e}; {} keeps serving",
+                    lane.label()
+                );
             }
             WorkerError::Down(down) => self.went_down(i, *down, Some(tried), build_ms),
         }
@@ -106,9 +145,6 @@ impl Session {
             .unwrap_or_else(|| lane.serving.label.clone());
         let culprit_version = version_of(&culprit).unwrap_or(lane.serving.version);
         let event = event_of(&down);
-        // How long the call (or operation) had run when it went down.
-        let elapsed_ms = down.running.as_ref().map(|r| r.elapsed.as_secs_f64() * 1e3);
-        let call = down.running.as_ref().and_then(|r| r.call.clone());
         let next = match &lane.last_good {
             Some(good) => format!(
                 "restarting on the code of v{} with the state of the last good point",
@@ -117,16 +153,9 @@ impl Session {
             None => "no good version to restart on: fix it and save".to_string(),
         };
         let what = down.describe();
-        tracing::error!(
-            event = %event,
-            module = %lane.package(),
-            version = culprit_version,
-            signal = down.signal(),
-            call = call.as_ref().map(|(i, _)| *i as u64),
-            kernel = call.as_ref().map(|(_, k)| k.as_str()),
-            op = down.running.as_ref().map(|r| r.op.as_str()),
-            elapsed_ms,
-            last_words = %down.last_words.join("\n"),
+        emit!(
+            tracing::Level::ERROR,
+            went_down_event(&down, lane.package(), culprit_version, false),
             "{culprit} {what}; {next}"
         );
         // A hang's description already says "hung:".
@@ -167,13 +196,9 @@ impl Session {
         let old_version = version_of(&old).unwrap_or_default();
         let event = event_of(&down);
         let new = lane.serving.clone();
-        tracing::error!(
-            event = %event,
-            module = %lane.package(),
-            version = old_version,
-            signal = down.signal(),
-            old = true,
-            last_words = %down.last_words.join("\n"),
+        emit!(
+            tracing::Level::ERROR,
+            went_down_event(&down, lane.package(), old_version, true),
             "{old} (the previous version, timed against {}) {}; the comparison is lost: {} is judged on its own, in a new worker with the state of the last good point",
             new.label,
             down.describe(),
@@ -278,17 +303,19 @@ impl Session {
             (Some(_), _) => "its state differs from the checkpoint's".to_string(),
             (None, _) => "no checkpoint was taken yet: it starts empty".to_string(),
         };
-        tracing::warn!(
-            event = %EventKind::Restarted,
-            module = %lane.package(),
-            version = lane.version(),
-            from_version = crashed,
-            pid = lane.engine.worker_pid(),
-            ms,
-            state_bytes = now.as_ref().map(|n| n.bytes),
-            state_hash = now.as_ref().map(|n| n.hash.as_str()),
-            checkpoint_hash = checkpoint.as_ref().map(|c| c.hash.as_str()),
-            state_matches = matches,
+        emit!(
+            tracing::Level::WARN,
+            events::Restarted {
+                module: lane.package().to_string(),
+                version: lane.version(),
+                from_version: crashed,
+                pid: lane.engine.worker_pid(),
+                ms,
+                state_bytes: now.as_ref().map(|n| n.bytes),
+                state_hash: now.as_ref().map(|n| n.hash.clone()),
+                checkpoint_hash: checkpoint.as_ref().map(|c| c.hash.clone()),
+                state_matches: matches,
+            },
             "restarted: {label} (the code of v{good_version}) serves in a new worker, {ms:.0} ms after the crash; {state}"
         );
         if matches == Some(false) {

@@ -40,7 +40,7 @@ use super::session::{Session, print_table};
 use super::sync_build::build_at_start;
 use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::KernelModule;
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::isolation::isolated::{IsolatedEngine, IsolationOptions};
 use crate::swap::stage::StagingDir;
 use crate::worker::protocol::ReplaySummary;
@@ -110,11 +110,13 @@ pub(super) fn start_others(setup: OthersSetup<'_>) -> Result<Vec<Lane>, DevError
         let started = kept
             .start(&mut engine, &staged, given, setup.fresh)
             .map_err(|e| DevError(format!("cannot start {}: {e}", module.package)))?;
-        tracing::info!(
-            event = %EventKind::WorkerStarted,
-            module = %module.package,
-            version = started.version,
-            pid = engine.worker_pid(),
+        emit!(
+            tracing::Level::INFO,
+            events::WorkerStarted {
+                module: module.package.clone(),
+                version: started.version,
+                pid: engine.worker_pid(),
+            },
             "{} serving on {} (worker pid {}), beside {}",
             started.label,
             started.device,
@@ -182,14 +184,16 @@ impl Session {
         let text = table(&columns, &checks);
         print_table(&text);
         let backends: Vec<&str> = columns.iter().map(|c| c.label).collect();
-        tracing::info!(
-            event = %EventKind::BackendsReplayed,
-            module = %self.own().package(),
-            version = self.version(),
-            backends = %backends.join(","),
-            passed = columns.iter().all(|c| c.passed),
-            agree = !checks.is_empty() && checks.iter().all(CrossCheck::all_agree),
-            table = %text,
+        emit!(
+            tracing::Level::INFO,
+            events::BackendsReplayed {
+                module: self.own().package().to_string(),
+                version: self.version(),
+                backends: backends.join(","),
+                passed: columns.iter().all(|c| c.passed),
+                agree: !checks.is_empty() && checks.iter().all(CrossCheck::all_agree),
+                table: text.clone(),
+            },
             "replayed on {} backends: {}",
             columns.len(),
             backends.join(", ")
@@ -209,9 +213,11 @@ impl Session {
         };
         let path = self.stage.path().join(format!("{}.outputs", own.label()));
         if let Err(e) = self.lanes[0].engine.write_outputs(&path) {
-            tracing::warn!(
-                event = %EventKind::CrossCompareFailed,
-                module = %self.own().package(),
+            emit!(
+                tracing::Level::WARN,
+                events::CrossCompareFailed {
+                    module: self.own().package().to_string(),
+                },
                 "cannot cross-compare the backends: {} did not write its outputs: {e}",
                 own.label()
             );
@@ -226,12 +232,18 @@ impl Session {
                 Ok(check) => {
                     let all = check.all_agree();
                     let line = check.describe();
-                    let module = self.lanes[i + 1].package().to_string();
-                    let event_fields = (check.label.clone(), check.against.clone());
+                    let compared = events::CrossCompared {
+                        module: self.lanes[i + 1].package().to_string(),
+                        backend: check.label.clone(),
+                        against: check.against.clone(),
+                        agree: all,
+                        compared: check.compared() as u64,
+                        agreed: check.agreed() as u64,
+                    };
                     if all {
-                        tracing::info!(event = %EventKind::CrossCompared, module = %module, backend = %event_fields.0, against = %event_fields.1, agree = true, compared = check.compared(), agreed = check.agreed(), "{line}");
+                        emit!(tracing::Level::INFO, compared, "{line}");
                     } else {
-                        tracing::warn!(event = %EventKind::CrossCompared, module = %module, backend = %event_fields.0, against = %event_fields.1, agree = false, compared = check.compared(), agreed = check.agreed(), "{line}");
+                        emit!(tracing::Level::WARN, compared, "{line}");
                     }
                     checks.push(check);
                 }

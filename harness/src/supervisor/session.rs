@@ -20,7 +20,7 @@ use super::watch::ChangeSet;
 use crate::build::module_build::{BuildOutcome, strip_ansi};
 use crate::build::module_graph::KernelModule;
 use crate::build::queue::{BuildQueue, BuildReport};
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::history::VersionRecord;
 use crate::isolation::worker_client::WorkerError;
 use crate::swap::stage::{Staged, StagingDir};
@@ -119,16 +119,22 @@ impl Session {
                 continue;
             }
             let lane = &self.lanes[i];
-            tracing::info!(
-                event = %EventKind::Change,
-                module = %lane.package(),
-                version = lane.version(),
-                ms = debounce_ms,
-                paths = %names.join(","),
-                build = lane_change.build,
+            emit!(
+                tracing::Level::INFO,
+                events::Change {
+                    module: lane.package().to_string(),
+                    version: lane.version(),
+                    ms: debounce_ms,
+                    paths: names.join(","),
+                    build: lane_change.build,
+                },
                 "change seen: {} ({debounce_ms:.0} ms after the save){}{}",
                 names.join(", "),
-                if i == 0 { String::new() } else { format!(" in {}", lane.package()) },
+                if i == 0 {
+                    String::new()
+                } else {
+                    format!(" in {}", lane.package())
+                },
                 if lane_change.restage {
                     "; no Rust source changed: re-staging without a build"
                 } else {
@@ -220,25 +226,40 @@ impl Session {
         let version = self
             .lane_of(&module)
             .map_or(self.version(), |i| self.lanes[i].version());
+        let build_failed = |diagnostics| events::BuildFailed {
+            module: module.clone(),
+            version,
+            ms: build_ms,
+            diagnostics,
+        };
         match report.result {
             Err(e) => {
-                tracing::error!(event = %EventKind::BuildFailed, module = %module, version, ms = build_ms, "cannot run cargo: {e}");
+                emit!(
+                    tracing::Level::ERROR,
+                    build_failed(None),
+                    "cannot run cargo: {e}"
+                );
                 None
             }
             Ok(BuildOutcome::Failed { rendered, .. }) => {
                 eprint!("{rendered}");
-                tracing::error!(
-                    event = %EventKind::BuildFailed,
-                    module = %module,
-                    version,
-                    ms = build_ms,
-                    diagnostics = %strip_ansi(&rendered),
+                emit!(
+                    tracing::Level::ERROR,
+                    build_failed(Some(strip_ansi(&rendered))),
                     "build of {module} failed after {build_ms:.0} ms; {keeps} keeps serving"
                 );
                 None
             }
             Ok(BuildOutcome::Built { artifact, .. }) => {
-                tracing::info!(event = %EventKind::BuildFinished, module = %module, version, ms = build_ms, "built {module} in {build_ms:.0} ms");
+                emit!(
+                    tracing::Level::INFO,
+                    events::BuildFinished {
+                        module: module.clone(),
+                        version,
+                        ms: build_ms,
+                    },
+                    "built {module} in {build_ms:.0} ms"
+                );
                 Some(artifact)
             }
         }
@@ -271,24 +292,29 @@ impl Session {
                 let total_ms = change.map(|(first, _)| first.elapsed().as_secs_f64() * 1e3);
                 let debounce_ms =
                     change.map(|(first, seen)| seen.duration_since(first).as_secs_f64() * 1e3);
-                tracing::info!(
-                    event = %EventKind::Swapped,
-                    module = %module,
-                    version = lane.version(),
-                    from_version,
-                    ms = total_ms.unwrap_or(stage_load_ms + swap.paused_ms),
-                    debounce_ms,
-                    build_ms,
-                    stage_load_ms,
-                    handoff_ms = swap.paused_ms,
-                    handoff_bytes = swap.bytes,
-                    restaged = build_ms.is_none(),
+                emit!(
+                    tracing::Level::INFO,
+                    events::Swapped {
+                        module: module.clone(),
+                        version: lane.version(),
+                        from_version,
+                        ms: total_ms.unwrap_or(stage_load_ms + swap.paused_ms),
+                        debounce_ms,
+                        build_ms,
+                        stage_load_ms,
+                        handoff_ms: swap.paused_ms,
+                        handoff_bytes: swap.bytes as u64,
+                        restaged: build_ms.is_none(),
+                    },
                     "swapped {} -> {}: {} from save to serving (debounce {}, build {}, stage+load {stage_load_ms:.1}, handoff {:.1} ms for {})",
                     swap.from,
                     swap.to,
                     total_ms.map_or("-".to_string(), |t| format!("{t:.0} ms")),
                     debounce_ms.map_or("-".to_string(), |d| format!("{d:.0}")),
-                    build_ms.map_or("none: same library, new declarations/sources".to_string(), |b| format!("{b:.0}")),
+                    build_ms.map_or(
+                        "none: same library, new declarations/sources".to_string(),
+                        |b| format!("{b:.0}")
+                    ),
                     swap.paused_ms,
                     bytes::human(swap.bytes as u64)
                 );
@@ -303,7 +329,14 @@ impl Session {
             }
             Err(WorkerError::Failed(e)) => {
                 self.stage.remove(&staged);
-                tracing::error!(event = %EventKind::Refused, module = %module, version = from_version, "{e}; {from_label} keeps serving");
+                emit!(
+                    tracing::Level::ERROR,
+                    events::Refused {
+                        module: module.clone(),
+                        version: Some(from_version),
+                    },
+                    "{e}; {from_label} keeps serving"
+                );
                 // A fingerprint that differs in a contract field: the
                 // contract changed under the serving host.
                 if e.starts_with("refused ") && e.contains("contract") {
@@ -345,11 +378,13 @@ impl Session {
         let source = lane.engine.checkpoint_source();
         match lane.engine.start(&staged, source) {
             Ok(started) => {
-                tracing::info!(
-                    event = %EventKind::WorkerStarted,
-                    module = %lane.package(),
-                    version = started.version,
-                    pid = lane.engine.worker_pid(),
+                emit!(
+                    tracing::Level::INFO,
+                    events::WorkerStarted {
+                        module: lane.package().to_string(),
+                        version: started.version,
+                        pid: lane.engine.worker_pid(),
+                    },
                     "{} serving on {} in a new worker, with the state of the last good point ({})",
                     started.label,
                     started.device,
@@ -498,6 +533,10 @@ impl Session {
                 staged.label, f.index, f.kernel, f.why
             )
         };
+        let replay_failed = || events::ReplayFailed {
+            module: staged.module.clone(),
+            version: staged.version,
+        };
         match verdict(Some(passed), self.on_fail, good_version.is_some()) {
             Verdict::Good => {
                 self.keep_last_good(i, &staged, timings);
@@ -508,14 +547,29 @@ impl Session {
             }
             Verdict::RollBack => {
                 let to = good_version.unwrap_or_default();
-                tracing::error!(event = %EventKind::ReplayFailed, module = %staged.module, version = staged.version, "{}", failed(format!("rolling back to v{to}")));
+                emit!(
+                    tracing::Level::ERROR,
+                    replay_failed(),
+                    "{}",
+                    failed(format!("rolling back to v{to}"))
+                );
                 self.rollback(i);
             }
             Verdict::NoGoodToRollBackTo => {
-                tracing::error!(event = %EventKind::ReplayFailed, module = %staged.module, version = staged.version, "{}", failed("no earlier good version to roll back to, keeping it".into()));
+                emit!(
+                    tracing::Level::ERROR,
+                    replay_failed(),
+                    "{}",
+                    failed("no earlier good version to roll back to, keeping it".into())
+                );
             }
             Verdict::KeptFailing => {
-                tracing::warn!(event = %EventKind::ReplayFailed, module = %staged.module, version = staged.version, "{}", failed("keeping it (--on-fail keep)".into()));
+                emit!(
+                    tracing::Level::WARN,
+                    replay_failed(),
+                    "{}",
+                    failed("keeping it (--on-fail keep)".into())
+                );
             }
         }
         self.lanes[i].save_history();
@@ -558,13 +612,15 @@ impl Session {
     pub(super) fn checkpoint(&mut self, i: usize) {
         let lane = &mut self.lanes[i];
         match lane.engine.take_checkpoint() {
-            Ok(c) => tracing::info!(
-                event = %EventKind::Checkpoint,
-                module = %lane.package(),
-                version = lane.version(),
-                bytes = c.bytes,
-                ms = c.ms,
-                state_hash = %c.hash,
+            Ok(c) => emit!(
+                tracing::Level::INFO,
+                events::Checkpoint {
+                    module: lane.package().to_string(),
+                    version: lane.version(),
+                    bytes: c.bytes,
+                    ms: c.ms,
+                    state_hash: c.hash.clone(),
+                },
                 "checkpoint of {}'s state: {} in {:.1} ms",
                 lane.label(),
                 bytes::human(c.bytes),
@@ -596,11 +652,13 @@ impl Session {
                 if let Some(last) = lane.history.versions.last_mut() {
                     last.note = Some(format!("rolled back to v{good_version}"));
                 }
-                tracing::warn!(
-                    event = %EventKind::RolledBack,
-                    module = %module,
-                    version = lane.version(),
-                    ms = swap.paused_ms,
+                emit!(
+                    tracing::Level::WARN,
+                    events::RolledBack {
+                        module: module.clone(),
+                        version: lane.version(),
+                        ms: swap.paused_ms,
+                    },
                     "rolled back: {} now serves the code of v{good_version}, with the state of the last good point ({})",
                     swap.to,
                     bytes::human(swap.bytes as u64)

@@ -5,7 +5,7 @@
 //! `kept_state.rs`).
 
 use super::session::Session;
-use crate::events::EventKind;
+use crate::events::{self, emit};
 
 impl Session {
     pub(super) fn restart_required(&mut self) {
@@ -22,10 +22,12 @@ impl Session {
             ),
             Err(e) => format!("saving the engine's state failed: {e}"),
         };
-        tracing::warn!(
-            event = %EventKind::RestartRequired,
-            module = %self.lanes[0].module.package,
-            version = self.version(),
+        emit!(
+            tracing::Level::WARN,
+            events::RestartRequired {
+                module: self.lanes[0].module.package.clone(),
+                version: self.version(),
+            },
             "shared-state (the contract between host and modules) changed: it cannot be hot-swapped. \
              Restart kiln dev (Ctrl-C, then `cargo dev`); {state}. Still serving {}.",
             self.label()
@@ -35,11 +37,13 @@ impl Session {
     pub(super) fn finish(mut self) {
         if let Some(path) = &self.explicit_state {
             match self.lanes[0].engine.write_state_file(path) {
-                Ok(bytes) => tracing::info!(
-                    event = %EventKind::StateSaved,
-                    module = %self.lanes[0].module.package,
-                    version = self.version(),
-                    bytes,
+                Ok(bytes) => emit!(
+                    tracing::Level::INFO,
+                    events::StateSaved {
+                        module: self.lanes[0].module.package.clone(),
+                        version: self.version(),
+                        bytes,
+                    },
                     "state saved to {} ({}, the last good point)",
                     path.display(),
                     kiln_stats::bytes::human(bytes)

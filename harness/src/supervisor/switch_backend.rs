@@ -39,7 +39,7 @@ use super::session::Session;
 use super::sync_build::build_now;
 use crate::build::module_build::ModuleBuilder;
 use crate::build::module_graph::KernelModule;
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::history::History;
 use crate::isolation::worker_client::WorkerError;
 use crate::swap::stage::Staged;
@@ -77,14 +77,24 @@ impl Session {
                         "no other backend can run here (modules: {}); {from_label} keeps serving",
                         self.backends.names()
                     );
-                    tracing::warn!(event = %EventKind::SwitchRefused, "{why}");
+                    emit!(
+                        tracing::Level::WARN,
+                        events::SwitchRefused { backend: None },
+                        "{why}"
+                    );
                     return Err(why);
                 }
             },
             named => named,
         };
         let refuse = |why: String| {
-            tracing::warn!(event = %EventKind::SwitchRefused, backend = %backend, "switch to {backend} refused: {why}");
+            emit!(
+                tracing::Level::WARN,
+                events::SwitchRefused {
+                    backend: Some(backend.to_string()),
+                },
+                "switch to {backend} refused: {why}"
+            );
             Err(why)
         };
         let Some(target) = self.backends.find(backend).cloned() else {
@@ -146,17 +156,19 @@ impl Session {
         } else {
             swap.dropped.join(", ")
         };
-        tracing::info!(
-            event = %EventKind::Switched,
-            module = %target.package,
-            version = staged.version,
-            from = %swap.from,
-            to = %swap.to,
-            handoff_bytes = swap.bytes,
-            handoff_ms = swap.paused_ms,
-            build_ms,
-            dropped = %swap.dropped.join(","),
-            defaulted = %swap.defaulted.join(","),
+        emit!(
+            tracing::Level::INFO,
+            events::Switched {
+                module: target.package.clone(),
+                version: staged.version,
+                from: swap.from.clone(),
+                to: swap.to.clone(),
+                handoff_bytes: swap.bytes as u64,
+                handoff_ms: swap.paused_ms,
+                build_ms,
+                dropped: swap.dropped.join(","),
+                defaulted: swap.defaulted.join(","),
+            },
             "switched {} -> {} with the state ({} in {:.1} ms); not carried over (unknown to {}): {not_carried}{}; a new timing baseline starts",
             swap.from,
             swap.to,
@@ -283,10 +295,12 @@ impl Session {
                     version: self.lanes[0].serving.version,
                     timings: good.timings,
                 });
-                tracing::warn!(
-                    event = %EventKind::SwitchedBack,
-                    module = %self.lanes[0].module.package,
-                    version = self.lanes[0].serving.version,
+                emit!(
+                    tracing::Level::WARN,
+                    events::SwitchedBack {
+                        module: self.lanes[0].module.package.clone(),
+                        version: self.lanes[0].serving.version,
+                    },
                     "{why}; switched back: {label} serves again, with the state"
                 );
                 self.checkpoint(0);
@@ -294,7 +308,15 @@ impl Session {
             }
             Err(e) => {
                 self.stage.remove(&staged);
-                tracing::error!(event = %EventKind::Refused, module = %failed_module, "{why}; cannot go back to {}: {e}", previous.module.package);
+                emit!(
+                    tracing::Level::ERROR,
+                    events::Refused {
+                        module: failed_module.to_string(),
+                        version: None,
+                    },
+                    "{why}; cannot go back to {}: {e}",
+                    previous.module.package
+                );
                 format!("{why}; cannot go back to {}: {e}", previous.module.package)
             }
         }

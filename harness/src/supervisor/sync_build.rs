@@ -8,7 +8,7 @@ use super::options::{DevError, err};
 use super::spinner::Spinner;
 use crate::build::module_build::{BuildOutcome, ModuleBuilder, strip_ansi};
 use crate::build::module_graph::KernelModule;
-use crate::events::EventKind;
+use crate::events::{self, emit};
 
 /// Builds `module` now, on this thread, with `spinner` on a terminal, and
 /// logs `build_started` and `build_finished` or `build_failed` (with the
@@ -22,17 +22,45 @@ pub fn build_now(
     version: u64,
 ) -> Result<(PathBuf, f64), String> {
     spinner.start(&module.package);
-    tracing::info!(event = %EventKind::BuildStarted, module = %module.package, version, "building {}", module.package);
+    emit!(
+        tracing::Level::INFO,
+        events::BuildStarted {
+            module: module.package.clone(),
+            version,
+            requests: None,
+        },
+        "building {}",
+        module.package
+    );
     let outcome = builder.build(module, &mut |p| spinner.progress(&p.step));
     spinner.clear();
     match outcome.map_err(|e| format!("cannot build {}: {e}", module.package))? {
         BuildOutcome::Built { artifact, ms, .. } => {
-            tracing::info!(event = %EventKind::BuildFinished, module = %module.package, version, ms, "built {} in {ms} ms", module.package);
+            emit!(
+                tracing::Level::INFO,
+                events::BuildFinished {
+                    module: module.package.clone(),
+                    version,
+                    ms: ms as f64,
+                },
+                "built {} in {ms} ms",
+                module.package
+            );
             Ok((artifact, ms as f64))
         }
         BuildOutcome::Failed { rendered, ms } => {
             eprint!("{rendered}");
-            tracing::error!(event = %EventKind::BuildFailed, module = %module.package, version, ms, diagnostics = %strip_ansi(&rendered), "build of {} failed", module.package);
+            emit!(
+                tracing::Level::ERROR,
+                events::BuildFailed {
+                    module: module.package.clone(),
+                    version,
+                    ms: ms as f64,
+                    diagnostics: Some(strip_ansi(&rendered)),
+                },
+                "build of {} failed",
+                module.package
+            );
             Err(format!(
                 "{} does not build (see the compiler's messages above)",
                 module.package

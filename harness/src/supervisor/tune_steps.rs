@@ -3,7 +3,7 @@
 //! the kept values recorded in the history and checkpointed with the state.
 
 use super::session::Session;
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::isolation::worker_client::WorkerError;
 
 /// How long one tuning step may run before the loop looks at events again.
@@ -33,15 +33,21 @@ impl Session {
             }
         }
         for (tunable, value) in &progress.kept {
-            tracing::info!(
-                event = %EventKind::Tuned,
-                module = %self.lanes[0].module.package,
-                version = self.version(),
-                tunable = %tunable,
-                value = %value,
-                cached = progress.from_cache,
+            emit!(
+                tracing::Level::INFO,
+                events::Tuned {
+                    module: self.lanes[0].module.package.clone(),
+                    version: self.version(),
+                    tunable: tunable.to_string(),
+                    value: value.to_string(),
+                    cached: progress.from_cache,
+                },
                 "tuned {tunable} = {value}{}",
-                if progress.from_cache { " (from the tuning cache)" } else { "" }
+                if progress.from_cache {
+                    " (from the tuning cache)"
+                } else {
+                    ""
+                }
             );
         }
         if !progress.kept.is_empty() {

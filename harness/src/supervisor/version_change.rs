@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use super::session::{Session, print_table};
 use crate::build::queue::BuildReport;
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::isolation::worker_client::WorkerError;
 use crate::swap::stage::{StageError, Staged};
 use crate::worker::protocol::ReplaySummary;
@@ -28,10 +28,12 @@ impl Session {
     pub(super) fn reload_workload(&mut self, i: usize, file_changed: bool) {
         let lane = &mut self.lanes[i];
         match lane.engine.reload_workload() {
-            Ok(description) => tracing::info!(
-                event = %EventKind::WorkloadReloaded,
-                module = %lane.package(),
-                version = lane.version(),
+            Ok(description) => emit!(
+                tracing::Level::INFO,
+                events::WorkloadReloaded {
+                    module: lane.package().to_string(),
+                    version: lane.version(),
+                },
                 "{}: {description}",
                 if file_changed {
                     "the workload file changed; the next replay uses it"
@@ -39,10 +41,12 @@ impl Session {
                     "the declarations changed; the next replay uses the workload as they make it"
                 }
             ),
-            Err(WorkerError::Failed(e)) => tracing::error!(
-                event = %EventKind::WorkloadInvalid,
-                module = %lane.package(),
-                version = lane.version(),
+            Err(WorkerError::Failed(e)) => emit!(
+                tracing::Level::ERROR,
+                events::WorkloadInvalid {
+                    module: lane.package().to_string(),
+                    version: lane.version(),
+                },
                 "cannot read the workload again: {e}; replays keep the last one"
             ),
             Err(e) => self.lane_failed(i, e, "cannot read the workload again"),
@@ -57,12 +61,14 @@ impl Session {
             Ok(s) => Some(s),
             Err(StageError::Declarations { errors, .. }) => {
                 for e in &errors {
-                    tracing::error!(
-                        event = %EventKind::DeclarationInvalid,
-                        module = %module,
-                        version = self.version(),
-                        file = %e.file.display(),
-                        line = e.line,
+                    emit!(
+                        tracing::Level::ERROR,
+                        events::DeclarationInvalid {
+                            module: module.to_string(),
+                            version: self.version(),
+                            file: e.file.display().to_string(),
+                            line: e.line as u64,
+                        },
                         "{e}; {} keeps serving",
                         self.label()
                     );
@@ -70,7 +76,15 @@ impl Session {
                 None
             }
             Err(e) => {
-                tracing::error!(event = %EventKind::Refused, module = %module, version = self.version(), "{e}; {} keeps serving", self.label());
+                emit!(
+                    tracing::Level::ERROR,
+                    events::Refused {
+                        module: module.to_string(),
+                        version: Some(self.version()),
+                    },
+                    "{e}; {} keeps serving",
+                    self.label()
+                );
                 None
             }
         }
@@ -128,11 +142,13 @@ impl Session {
         let Some(label) = label else {
             return;
         };
-        tracing::info!(
-            event = %EventKind::ReferenceSwapped,
-            module = %self.own().package(),
-            version = self.version(),
-            reference = %label,
+        emit!(
+            tracing::Level::INFO,
+            events::ReferenceSwapped {
+                module: self.own().package().to_string(),
+                version: self.version(),
+                reference: label.to_string(),
+            },
             "the reference module changed: expected outputs not stored in the workload now come from {label}"
         );
         if self.own().pending.is_none() {
@@ -150,12 +166,28 @@ impl Session {
         }
         let lane = &mut self.lanes[0];
         let (module, version, label) = (lane.package().to_string(), lane.version(), lane.label());
-        tracing::info!(event = %EventKind::Recheck, module = %module, version, "re-checking {label} ({why})");
+        emit!(
+            tracing::Level::INFO,
+            events::Recheck {
+                module: module.clone(),
+                version,
+            },
+            "re-checking {label} ({why})"
+        );
+        let rechecked = |pass| events::Rechecked {
+            module: module.clone(),
+            version,
+            pass,
+        };
         let recorded = lane.last_good.as_ref().map(|g| g.timings.clone());
         let report = match lane.engine.replay(recorded.as_ref()) {
             Ok(report) => report,
             Err(WorkerError::Failed(e)) => {
-                tracing::error!(event = %EventKind::Rechecked, module = %module, version, pass = false, "cannot re-check {label}: {e}");
+                emit!(
+                    tracing::Level::ERROR,
+                    rechecked(false),
+                    "cannot re-check {label}: {e}"
+                );
                 return None;
             }
             Err(e) => {
@@ -166,18 +198,21 @@ impl Session {
         print_table(&report.table.render());
         self.log_skipped(0, &report);
         if report.passed() {
-            tracing::info!(event = %EventKind::Rechecked, module = %module, version, pass = true, "{} passes ({why})", report.label());
+            emit!(
+                tracing::Level::INFO,
+                rechecked(true),
+                "{} passes ({why})",
+                report.label()
+            );
             // A workload read again loaded its residents into the engine:
             // the state changed, and it passed, so it is the last good point
             // (a crash must not restart on the state from before).
             self.checkpoint(0);
         } else {
             let failure = report.first_failure.clone();
-            tracing::error!(
-                event = %EventKind::Rechecked,
-                module = %module,
-                version,
-                pass = false,
+            emit!(
+                tracing::Level::ERROR,
+                rechecked(false),
                 "{} fails ({why}){}",
                 report.label(),
                 failure.map_or(String::new(), |f| format!(
@@ -215,13 +250,15 @@ impl Session {
         }
         for ((kernel, why), calls) in by_reason {
             let list: Vec<String> = calls.iter().map(ToString::to_string).collect();
-            tracing::warn!(
-                event = %EventKind::ReplaySkipped,
-                module = %lane.package(),
-                version = lane.version(),
-                kernel,
-                calls = calls.len(),
-                why,
+            emit!(
+                tracing::Level::WARN,
+                events::ReplaySkipped {
+                    module: lane.package().to_string(),
+                    version: lane.version(),
+                    kernel: kernel.to_string(),
+                    calls: calls.len() as u64,
+                    why: why.to_string(),
+                },
                 "{}: {kernel}: {} call(s) skipped ({}): {why}",
                 report.label(),
                 calls.len(),

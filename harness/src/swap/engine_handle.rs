@@ -19,7 +19,7 @@ use shared_state::{
     ResidentInfo, Snapshot, Tensor,
 };
 
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::swap::load::LoadedModule;
 use crate::swap::version_threads::{JOIN_DEADLINE, VersionThreads};
 
@@ -356,11 +356,13 @@ impl Drop for Version {
         }
         let ms = start.elapsed().as_secs_f64() * 1e3;
         let module = self.module.take().expect("module present until drop");
-        tracing::info!(
-            event = %EventKind::Retired,
-            module = %module.staged.module,
-            version = module.staged.version,
-            ms,
+        emit!(
+            tracing::Level::INFO,
+            events::Retired {
+                module: module.staged.module.clone(),
+                version: module.staged.version,
+                ms,
+            },
             "retired {} (engine dropped, threads joined in {ms:.1} ms)",
             self.label
         );

@@ -12,7 +12,7 @@ use shared_state::export::{
 };
 use shared_state::{Difference, Fingerprint};
 
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::swap::stage::{StageError, Staged};
 
 /// Why a module was not loaded.
@@ -139,11 +139,13 @@ impl LoadedModule {
             )
         };
         let ms = start.elapsed().as_secs_f64() * 1e3;
-        tracing::info!(
-            event = %EventKind::Loaded,
-            module = %staged.module,
-            version = staged.version,
-            ms,
+        emit!(
+            tracing::Level::INFO,
+            events::Loaded {
+                module: staged.module.clone(),
+                version: staged.version,
+                ms,
+            },
             "loaded {label} (fingerprint ok) in {ms:.1} ms"
         );
         Ok(LoadedModule {
@@ -206,11 +208,13 @@ impl Drop for LoadedModule {
         let _ = std::fs::remove_file(&self.staged.path);
         let _ = std::fs::remove_file(&self.staged.files_path);
         let ms = start.elapsed().as_secs_f64() * 1e3;
-        tracing::info!(
-            event = %EventKind::Unloaded,
-            module = %self.staged.module,
-            version = self.staged.version,
-            ms,
+        emit!(
+            tracing::Level::INFO,
+            events::Unloaded {
+                module: self.staged.module.clone(),
+                version: self.staged.version,
+                ms,
+            },
             "unloaded {} (dlclose {ms:.1} ms)",
             self.staged.label
         );

@@ -16,7 +16,7 @@ use std::time::Instant;
 use kiln_stats::bytes;
 use shared_state::{Call, ImportReport, Output, Snapshot};
 
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::swap::engine_handle::{CallError, EngineHandle, EngineOptions};
 use crate::swap::load::LoadedModule;
 
@@ -179,12 +179,14 @@ impl ServedModule {
             retire_ms: 0.0,
             import,
         };
-        tracing::info!(
-            event = %EventKind::Handoff,
-            module = %module_name,
-            version = new_version,
-            bytes = report.bytes,
-            ms = report.export_ms + report.import_ms,
+        emit!(
+            tracing::Level::INFO,
+            events::Handoff {
+                module: module_name.clone(),
+                version: new_version,
+                bytes: report.bytes as u64,
+                ms: report.export_ms + report.import_ms,
+            },
             "handoff {} -> {}: {} in {:.1} ms (export {:.1}, import {:.1}); {}",
             report.from,
             report.to,
@@ -195,9 +197,11 @@ impl ServedModule {
             report.import
         );
         if !report.import.dropped.is_empty() {
-            tracing::warn!(
-                event = %EventKind::StateDropped,
-                module = %module_name,
+            emit!(
+                tracing::Level::WARN,
+                events::StateDropped {
+                    module: module_name.clone(),
+                },
                 "{} does not know these state sections of {}; they were not carried over: {}",
                 report.to,
                 report.from,

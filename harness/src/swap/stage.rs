@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::swap::version_files::{self, VersionFiles};
 
 /// A staged copy of a module, ready to load.
@@ -157,7 +157,13 @@ impl StagingDir {
                 continue;
             };
             if pid != std::process::id() && !pid_alive(pid) {
-                tracing::info!(event = %EventKind::StaleStageRemoved, dir = %entry.path().display(), "removed staging dir of dead process {pid}");
+                emit!(
+                    tracing::Level::INFO,
+                    events::StaleStageRemoved {
+                        dir: entry.path().display().to_string(),
+                    },
+                    "removed staging dir of dead process {pid}"
+                );
                 remove_dir_writable(&entry.path());
             }
         }
@@ -222,12 +228,14 @@ impl StagingDir {
             version_hash,
             files_path,
         };
-        tracing::info!(
-            event = %EventKind::Staged,
-            module = %staged.module,
-            version = staged.version,
-            bytes = staged.bytes,
-            ms = staged.ms,
+        emit!(
+            tracing::Level::INFO,
+            events::Staged {
+                module: staged.module.clone(),
+                version: staged.version,
+                bytes: staged.bytes,
+                ms: staged.ms,
+            },
             "staged {} ({} KiB, {} kernel declarations, {} source files) in {:.1} ms",
             staged.label,
             staged.bytes / 1024,

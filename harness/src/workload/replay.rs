@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use shared_state::{Arg, Call, DType, KernelDecl, Tensor};
 
-use crate::events::EventKind;
+use crate::events::{self, emit};
 use crate::machine::recorded::{CallRate, RateBasis, ReplayRates};
 use crate::machine::replay_roof::{ColdFlush, RoofSource};
 use crate::machine::{Achieved, Arithmetic, Work};
@@ -830,27 +830,29 @@ pub fn session_workload(
 pub fn log_events(report: &ReplayReport, module: &str, version: u64) {
     for c in &report.calls {
         let cmp = c.comparison.as_ref();
-        tracing::info!(
+        emit!(
             target: "kiln::workload::replay",
-            event = %EventKind::Replay,
-            module,
-            version,
-            call = c.index,
-            kernel = %c.kernel,
-            pass = c.passed(),
-            max_abs_err = cmp.map(|c| c.max_abs),
-            max_rel_err = cmp.map(|c| c.max_rel),
-            max_ulps = cmp.map(|c| c.max_ulps),
-            mismatches = cmp.map(|c| c.mismatches),
-            ms = c.stats.as_ref().map(|s| s.median * 1e3),
-            mad_ms = c.stats.as_ref().map(|s| s.mad * 1e3),
-            verdict = c.verdict.map(|v| v.to_string()),
-            previous_ms = c.previous_median.map(|m| m * 1e3),
-            error = c.error.as_deref(),
-            reference = %c.expected_from,
-            trials_passed = c.trials.0,
-            trials = c.trials.1,
-            skipped = c.skipped.as_deref(),
+            tracing::Level::INFO,
+            events::Replay {
+                module: module.to_string(),
+                version,
+                call: c.index as u64,
+                kernel: c.kernel.to_string(),
+                pass: c.passed(),
+                max_abs_err: cmp.map(|c| c.max_abs),
+                max_rel_err: cmp.map(|c| c.max_rel),
+                max_ulps: cmp.map(|c| c.max_ulps),
+                mismatches: cmp.map(|c| c.mismatches as u64),
+                ms: c.stats.as_ref().map(|s| s.median * 1e3),
+                mad_ms: c.stats.as_ref().map(|s| s.mad * 1e3),
+                verdict: c.verdict.map(|v| v.to_string()),
+                previous_ms: c.previous_median.map(|m| m * 1e3),
+                error: c.error.clone(),
+                reference: c.expected_from.to_string(),
+                trials_passed: c.trials.0 as u64,
+                trials: c.trials.1 as u64,
+                skipped: c.skipped.clone(),
+            },
             "replay {} call {} {}: {} ({})",
             report.label,
             c.index,

@@ -1,8 +1,10 @@
 //! The one driver of a real `kiln dev` for the end-to-end tests (kiln-e2e)
 //! and the benchmarks (kiln-bench): start `kiln dev --log-format json` in a
 //! workspace, follow its JSON log on a reader thread as typed
-//! [`LogLine`]s ([`Event`]: a line and when it arrived), wait for events,
-//! and stop it with SIGINT (Ctrl-C) or kill it.
+//! [`LogLine`]s ([`Event`]: a line and when it arrived; its kiln event's
+//! fields typed with [`Event::fields`] or [`LogLine::get`], the structs of
+//! [`events`]), wait for events, and stop it with SIGINT (Ctrl-C) or kill
+//! it.
 //!
 //! Waiting comes in two forms: `try_*` methods return a [`WaitError`]
 //! (the benchmarks turn it into their report's error), the others panic
@@ -21,7 +23,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use kiln::events::{EventKind, LogLine};
+pub use kiln::events::{self, EventFields, EventKind, LogLine};
 
 /// One line of the log and when this side received it.
 #[derive(Clone, Debug)]
@@ -30,7 +32,8 @@ pub struct Event {
     pub at: Instant,
 }
 
-/// An event reads as its line (`e.kind()`, `e.u64("call")`, ...).
+/// An event reads as its line (`e.kind()`, `e.get::<events::Replay>()`,
+/// `e.u64("call")`, ...).
 impl Deref for Event {
     type Target = LogLine;
 
@@ -42,7 +45,26 @@ impl Deref for Event {
 impl Event {
     /// A `replay` event of `kernel`.
     pub fn is_replay_of(&self, kernel: &str) -> bool {
-        self.is(EventKind::Replay) && self.str("kernel") == Some(kernel)
+        self.get::<events::Replay>()
+            .is_some_and(|replay| replay.kernel == kernel)
+    }
+
+    /// The typed fields of this event (`e.fields::<events::Swapped>()`);
+    /// panics with the line if it is not an event that carries `T` or its
+    /// fields do not read as `T` (for tests: the event was waited for by
+    /// kind).
+    pub fn fields<T: EventFields>(&self) -> &T {
+        self.get::<T>().unwrap_or_else(|| {
+            panic!(
+                "not a {} event with its fields: {}",
+                T::KINDS
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                self.line
+            )
+        })
     }
 }
 
@@ -303,8 +325,12 @@ impl Session {
             .iter()
             .rev()
             .find(|e| e.is_any(&[EventKind::WorkerStarted, EventKind::Restarted]))
-            .and_then(|e| e.u64("pid"))
-            .unwrap_or_else(|| self.fail("no worker_started event with a pid")) as u32
+            .and_then(|e| match e.event_typed()? {
+                events::Event::WorkerStarted(started) => started.pid,
+                events::Event::Restarted(restarted) => restarted.pid,
+                _ => None,
+            })
+            .unwrap_or_else(|| self.fail("no worker_started event with a pid"))
     }
 
     /// The index the next event will get (a mark for [`Session::since`]).
@@ -539,11 +565,21 @@ while true; do sleep 0.05; done"#,
             (first.module(), first.version()),
             (Some("kernel-cpu"), Some(1))
         );
+        assert_eq!(
+            first.fields::<events::BuildStarted>(),
+            &events::BuildStarted {
+                module: "kernel-cpu".into(),
+                version: 1,
+                requests: None,
+            }
+        );
         let text = session.try_next(deadline).unwrap();
         assert_eq!((text.kind(), text.message()), (None, "plain text"));
         session.try_wait_watching(deadline).unwrap();
         let swapped = session.wait_event(EventKind::Swapped, Duration::from_secs(30));
         assert_eq!(swapped.ms(), Some(3.5));
+        // Not all of `swapped`'s fields: the kind reads, the fields do not.
+        assert_eq!(swapped.get::<events::Swapped>(), None);
         assert_eq!(session.named_since(0, EventKind::Swapped).len(), 1);
         assert!(matches!(
             session.try_next(Instant::now() + Duration::from_millis(100)),
