@@ -29,6 +29,7 @@ pub mod report;
 pub mod save_serving;
 pub mod serving;
 pub mod soak;
+pub mod state_scale;
 pub mod stats;
 pub mod table;
 pub mod verdict_soak;

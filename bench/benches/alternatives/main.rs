@@ -7,7 +7,10 @@
 //! `cargo bench -p kiln-bench -- relations` prints the machine's timing
 //! relations alone; `-- calls` the call overhead (section 3) alone, with
 //! what a replay reports for each call against the static call; `--
-//! verdicts` the same-code soak (`KILN_BENCH_SESSIONS`, default 20).
+//! verdicts` the same-code soak (`KILN_BENCH_SESSIONS`, default 20); `--
+//! state` what each size of resident state costs a `kiln dev` session
+//! (`KILN_BENCH_STATE_MIB`, default 1,64,1024,4096) and writes
+//! `target/kiln-bench/state-scale.json`.
 
 mod hot_lib_reloader_side;
 
@@ -15,6 +18,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use kiln_bench::Config;
+
+/// Prints a section's text (success) or its error (failure).
+fn printed(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kiln-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 fn main() -> ExitCode {
     // The kiln binary sets malloc up for timing (see `configure_malloc`); the
@@ -56,31 +73,16 @@ fn main() -> ExitCode {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(20);
-        return match kiln_bench::verdict_soak::measure(&config, sessions) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("kiln-bench: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return printed(kiln_bench::verdict_soak::measure(&config, sessions));
+    }
+    if std::env::args().skip(1).any(|a| a == "state") {
+        return printed(kiln_bench::state_scale::measure(&config));
     }
     if std::env::args().skip(1).any(|a| a == "calls") {
         let result =
             hot_lib_reloader_side::HotSide::prepare(&config.workspace, &config.module_profile)
                 .and_then(|hot| kiln_bench::run_calls(&config, &hot));
-        return match result {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("kiln-bench: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return printed(result);
     }
     let result = hot_lib_reloader_side::HotSide::prepare(&config.workspace, &config.module_profile)
         .and_then(|hot| kiln_bench::run(&config, &hot));
