@@ -1,8 +1,9 @@
 //! Facts about this process read from /proc: which module files are mapped
 //! (and whether executable), how many threads run, how many pthread keys
 //! are left. Used by the tests that prove unloading, and by `kiln dev`'s
-//! soak diagnostics. And one about the machine: how long runnable tasks
-//! waited for a CPU ([`cpu_stall`], for the replay's "machine too busy").
+//! soak diagnostics. And one about the machine: how much of its CPU time
+//! other processes used ([`other_work_share`], for the replay's "machine
+//! too busy").
 
 use std::path::{Path, PathBuf};
 
@@ -137,36 +138,108 @@ pub fn configure_malloc() {
     }
 }
 
-/// How long, in total since boot, at least one runnable task of this
-/// machine waited for a CPU: the `some total=` of `/proc/pressure/cpu`
-/// (Linux pressure stall information). `None` where the kernel does not
-/// provide it. Two readings around a measurement give the share of its
-/// time during which something else wanted the CPUs it used.
-pub fn cpu_stall() -> Option<std::time::Duration> {
-    let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
-    parse_cpu_stall(&text)
+/// CPU time used since boot, in clock ticks: by the whole machine (every
+/// CPU's user, system, interrupt and steal time: `/proc/stat`) and by this
+/// process (all its threads: `/proc/self/stat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuTicks {
+    pub machine_busy: u64,
+    pub own: u64,
 }
 
-fn parse_cpu_stall(text: &str) -> Option<std::time::Duration> {
-    let some = text.lines().find(|l| l.starts_with("some "))?;
-    let total = some
+/// The CPU time used so far (`None` where /proc does not say).
+pub fn cpu_ticks() -> Option<CpuTicks> {
+    let machine = std::fs::read_to_string("/proc/stat").ok()?;
+    let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+    Some(CpuTicks {
+        machine_busy: parse_machine_busy(&machine)?,
+        own: parse_own_ticks(&own)?,
+    })
+}
+
+/// The share of the machine's CPU capacity that *other* processes used
+/// (and the hypervisor took: steal) between two readings `wall` apart: 0
+/// on an otherwise idle machine, 1 when other work kept every CPU busy.
+/// What a timing needs to know: this process's own threads (an engine's
+/// pool, the replay's thread) are not counted.
+pub fn other_work_share(before: CpuTicks, after: CpuTicks, wall: std::time::Duration) -> f64 {
+    let ticks_per_sec = rustix::param::clock_ticks_per_second() as f64;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let capacity = wall.as_secs_f64() * ticks_per_sec * cpus;
+    let busy = after.machine_busy.saturating_sub(before.machine_busy);
+    let own = after.own.saturating_sub(before.own);
+    if capacity <= 0.0 {
+        return 0.0;
+    }
+    (busy.saturating_sub(own) as f64 / capacity).clamp(0.0, 1.0)
+}
+
+/// user + nice + system + irq + softirq + steal of the `cpu` line (guest
+/// time is already in user).
+fn parse_machine_busy(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
         .split_whitespace()
-        .find_map(|f| f.strip_prefix("total="))?;
-    total.parse().ok().map(std::time::Duration::from_micros)
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal ...
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    (v.len() >= 4).then(|| at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
+}
+
+/// utime + stime of `/proc/self/stat` (fields 14 and 15; the command name
+/// in parentheses may hold spaces, so fields are counted after its `)`).
+fn parse_own_ticks(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state): utime is field 14, stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 #[cfg(test)]
-mod pressure_tests {
+mod cpu_time_tests {
     use super::*;
 
     #[test]
-    fn the_cpu_stall_is_the_some_line_total_in_microseconds() {
-        let text = "some avg10=3.44 avg60=30.22 avg300=49.43 total=4232367530\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
-        assert_eq!(
-            parse_cpu_stall(text),
-            Some(std::time::Duration::from_micros(4_232_367_530))
-        );
-        assert_eq!(parse_cpu_stall("full avg10=0.00 total=5\n"), None);
-        assert_eq!(parse_cpu_stall(""), None);
+    fn machine_busy_time_is_every_kind_but_idle_and_iowait() {
+        let text = "cpu  100 2 30 5000 40 6 7 8 0 0\ncpu0 50 1 15 2500 20 3 3 4 0 0\n";
+        assert_eq!(parse_machine_busy(text), Some(100 + 2 + 30 + 6 + 7 + 8));
+        assert_eq!(parse_machine_busy("intr 5\n"), None);
+    }
+
+    #[test]
+    fn own_time_is_utime_plus_stime_whatever_the_command_name() {
+        let text = "4242 (kiln (worker) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 56 0 0 20 0 7 0 100 0 0";
+        assert_eq!(parse_own_ticks(text), Some(1234 + 56));
+        assert_eq!(parse_own_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn only_other_processes_count_as_other_work() {
+        let ticks = rustix::param::clock_ticks_per_second();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let before = CpuTicks {
+            machine_busy: 1000,
+            own: 100,
+        };
+        // One second: this process used every CPU, nothing else ran.
+        let mine = CpuTicks {
+            machine_busy: 1000 + ticks * cpus,
+            own: 100 + ticks * cpus,
+        };
+        let second = std::time::Duration::from_secs(1);
+        assert_eq!(other_work_share(before, mine, second), 0.0);
+        // Other processes used half the machine beside this one's half.
+        let half = CpuTicks {
+            machine_busy: 1000 + ticks * cpus,
+            own: 100 + ticks * cpus / 2,
+        };
+        assert!((other_work_share(before, half, second) - 0.5).abs() < 0.01);
+        // The real counters move, and this process is part of the machine.
+        let now = cpu_ticks().expect("/proc/stat and /proc/self/stat");
+        assert!(now.machine_busy >= now.own);
     }
 }

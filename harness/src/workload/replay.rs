@@ -509,16 +509,16 @@ pub fn replay_with(
         result.comparison = first_failure.or(first);
         calls.push(result);
     }
-    let mut cpu_stall_share = None;
+    let mut other_work_share = None;
     if let Some(timing) = &options.timing {
         let old = match baseline {
             Baseline::Interleaved(old) => Some(old),
             _ => None,
         };
         let cold = options.cold.as_ref();
-        let (timed_calls, stall_share) =
+        let (timed_calls, other_share) =
             time_calls(handle, old, &to_time, timing, &options.watch, cold);
-        cpu_stall_share = stall_share;
+        other_work_share = other_share;
         for (index, timed) in timed_calls {
             let result = &mut calls[index];
             match timed {
@@ -536,7 +536,7 @@ pub fn replay_with(
                             Baseline::Interleaved(_) => verdict_interleaved(p, s),
                             _ => verdict_recorded(p, s),
                         };
-                        result.verdict = Some(verdict.unless_busy(stall_share));
+                        result.verdict = Some(verdict.unless_busy(other_share));
                         result.previous_median = Some(p.median);
                     }
                     result.point = stats.as_ref().zip(result.work).and_then(|(s, w)| {
@@ -560,11 +560,11 @@ pub fn replay_with(
             RoofSource::Missing(why) => header.replace("peaks not measured yet", why),
             RoofSource::Measured(_) => header,
         };
-        match cpu_stall_share {
+        match other_work_share {
             Some(share) => format!(
-                "{header}; CPUs wanted by other work {:.0}% of the time{}",
+                "{header}; other work used {:.0}% of the CPUs meanwhile{}",
                 share * 100.0,
-                if share > crate::workload::timing::BUSY_STALL_SHARE {
+                if share > crate::workload::timing::BUSY_SHARE {
                     " (machine too busy to judge changes)"
                 } else {
                     ""
@@ -653,8 +653,8 @@ fn sample(engine: &EngineHandle, call: &Call, into: &mut Vec<Duration>) -> Resul
 /// slow spell of the machine (seen here lasting tens of milliseconds, long
 /// enough to swallow all of one call's back-to-back runs) shifts no median.
 /// Returns `(call index, (new stats, old stats))`, and the share of the
-/// measurement's time during which runnable tasks waited for a CPU (`None`
-/// where the kernel does not say: `process::cpu_stall`).
+/// machine's CPU capacity other processes used during the measurement
+/// (`None` where /proc does not say: `process::other_work_share`).
 fn time_calls(
     handle: &EngineHandle,
     old: Option<&EngineHandle>,
@@ -759,7 +759,7 @@ fn time_calls(
     let slots = (timed.len().max(1) * engines) as u32;
     let budget = |per_call: Duration| per_call * slots;
     let started = Instant::now();
-    let stall_before = crate::process::cpu_stall();
+    let ticks_before = crate::process::cpu_ticks();
     for round in 0usize.. {
         run_round(&mut timed, true, round % 2 == 1);
         let runs = round + 1;
@@ -772,10 +772,9 @@ fn time_calls(
         }
     }
     let measured = started.elapsed();
-    let stall_share = stall_before
-        .zip(crate::process::cpu_stall())
-        .filter(|_| !measured.is_zero())
-        .map(|(before, after)| after.saturating_sub(before).as_secs_f64() / measured.as_secs_f64());
+    let other_share = ticks_before
+        .zip(crate::process::cpu_ticks())
+        .map(|(before, after)| crate::process::other_work_share(before, after, measured));
     let release = |engine: &EngineHandle, scratch: &[String]| {
         for name in scratch {
             let _ = engine.put_resident(name, Tensor::from_f32(&[0], Vec::new()));
@@ -798,7 +797,7 @@ fn time_calls(
             (t.index, result)
         })
         .collect();
-    (timed, stall_share)
+    (timed, other_share)
 }
 
 /// A workload of what `handle` holds and serves: its resident buffers (the
