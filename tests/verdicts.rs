@@ -98,33 +98,47 @@ fn the_same_code_saved_again_reads_no_clear_change_for_every_call() {
 
     // 1. The same code, saved again. A comment alone builds an identical
     // library, which kiln does not swap; a kept static changes the file
-    // and not one instruction of the kernels. Every call reads "no clear
-    // change", or "machine too busy" where other work took the CPUs during
-    // the measurement (no verdict, never a false one). One save, no second
-    // chance: the same-code soak in the bench (`cargo bench -p kiln-bench
-    // -- verdicts`, 20 sessions) measures the false-verdict rate.
-    let same = format!(
-        "{pristine}\n/// The same code, saved again.\n#[used]\nstatic SAVED_AGAIN: [u8; 16] = *b\"the same code v1\";\n"
-    );
-    let replay = save_and_replay(&mut session, &copy, &same);
-    let mut versions = 2;
-    let table = lines(&replay);
-    println!("same code, cold, tuned:\n{table}");
-    let timed: Vec<&Event> = replay
-        .iter()
-        .filter(|e| e.str("skipped").is_none())
-        .collect();
-    assert!(timed.len() >= 5, "too few timed calls:\n{table}");
-    for e in &timed {
+    // and not one instruction of the kernels.
+    // A call that reads a change here in about one session of 30 under
+    // --cold (the bench's same-code soak: 2 false verdicts in 60 sessions,
+    // 900 calls, since pool threads are pinned; see ARCHITECTURE.md,
+    // "Verdicts") gets one more chance: the same code saved once more, a
+    // third engine. A call that reads a change twice in a row fails, and so
+    // does any bias tied to the code, which both comparisons share.
+    let mut same = String::new();
+    let mut versions = 1;
+    for attempt in 1..=2 {
+        same = format!(
+            "{pristine}\n/// The same code, saved again.\n#[used]\nstatic SAVED_AGAIN: [u8; 16] = *b\"the same code v{attempt}\";\n"
+        );
+        let replay = save_and_replay(&mut session, &copy, &same);
+        versions += 1;
+        let table = lines(&replay);
+        println!("same code, cold, tuned (attempt {attempt}):\n{table}");
+        let timed: Vec<&Event> = replay
+            .iter()
+            .filter(|e| e.str("skipped").is_none())
+            .collect();
+        assert!(timed.len() >= 5, "too few timed calls:\n{table}");
+        // "machine too busy" is no verdict (other work took the CPUs).
+        let changed = timed
+            .iter()
+            .filter(|e| {
+                !matches!(
+                    e.str("verdict"),
+                    Some("no clear change" | "machine too busy")
+                )
+            })
+            .count();
+        settle(&mut session);
+        if changed == 0 {
+            break;
+        }
         assert!(
-            matches!(
-                e.str("verdict"),
-                Some("no clear change" | "machine too busy")
-            ),
-            "the same code replayed against itself:\n{table}"
+            attempt < 2,
+            "the same code replayed against itself, twice:\n{table}"
         );
     }
-    settle(&mut session);
 
     // 2. saxpy exactly twice as slow reads "slower". The other calls, whose
     // code did not change (the edit moved it in the library), are printed,

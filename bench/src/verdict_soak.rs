@@ -7,7 +7,8 @@
 //! interleaved with the old one. Every call's verdict other than "no clear
 //! change" (or "machine too busy", which says it could not judge) is a
 //! false verdict; the soak reports their rate, each one's ratio and
-//! spreads, and the load it saw.
+//! spreads, and the load it saw. `KILN_BENCH_COLD=1` times on cold caches
+//! (`kiln dev --cold`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -82,8 +83,10 @@ fn one_session(
 ) -> Result<Vec<CallVerdict>, String> {
     let source = copy.join(KERNELS_SOURCE);
     std::fs::write(&source, pristine).map_err(|e| format!("{}: {e}", source.display()))?;
+    let cold = std::env::var_os("KILN_BENCH_COLD").is_some_and(|v| v == "1");
     let mut session = DevCommand::new(kiln_exe, copy)
         .args(["--no-tune", "--threads", "2"])
+        .args(cold.then_some("--cold"))
         .module_target_dir(&kiln::workspace::module_target_dir(&config.workspace))
         .on_drop(OnDrop::Kill)
         .spawn()?;
@@ -167,7 +170,12 @@ pub fn measure(config: &Config, sessions: usize) -> Result<String, String> {
         s.len()
     };
     out.push_str(&format!(
-        "same-code soak: {sessions} kiln dev sessions, the same code saved once in each (kernel-cpu, bundled workload, --no-tune, 2 threads)\n  calls judged: {judged}; false verdicts: {} ({:.2}%) in {sessions_wrong} of {sessions} sessions; machine too busy: {busy}\n",
+        "same-code soak: {sessions} kiln dev sessions, the same code saved once in each (kernel-cpu, bundled workload, --no-tune, 2 threads{})\n  calls judged: {judged}; false verdicts: {} ({:.2}%) in {sessions_wrong} of {sessions} sessions; machine too busy: {busy}\n",
+        if std::env::var_os("KILN_BENCH_COLD").is_some_and(|v| v == "1") {
+            ", --cold"
+        } else {
+            ""
+        },
         wrong.len(),
         100.0 * wrong.len() as f64 / judged.max(1) as f64
     ));

@@ -23,6 +23,8 @@ pub const JOIN_DEADLINE: Duration = Duration::from_secs(30);
 /// Spawns and tracks the threads of one engine version.
 pub struct VersionThreads {
     label: String,
+    /// Module threads started so far (for [`VersionThreads::next_cpu`]).
+    module_threads: std::sync::atomic::AtomicUsize,
     handles: Mutex<Vec<(String, JoinHandle<()>)>>,
     done_tx: Sender<()>,
     done_rx: Receiver<()>,
@@ -33,6 +35,7 @@ impl VersionThreads {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         VersionThreads {
             label: label.to_string(),
+            module_threads: std::sync::atomic::AtomicUsize::new(0),
             handles: Mutex::new(Vec::new()),
             done_tx,
             done_rx,
@@ -100,7 +103,53 @@ impl VersionThreads {
 }
 
 impl ThreadSpawner for VersionThreads {
+    /// A module's thread (an engine's pool thread): the k-th one a version
+    /// starts runs on the k-th CPU this process may use (round robin), so
+    /// every version's pool sits on the CPUs the same way. Left to the
+    /// scheduler, two threads of one pool woke on one CPU for a whole
+    /// replay in some engines and not in others: the same code timed 1.5x
+    /// apart, engine against engine (`cargo bench -p kiln-bench --
+    /// verdicts` with `KILN_BENCH_COLD=1`, runs of 20 sessions: 1 and at
+    /// least 4 false verdicts before, 0, 0 and 2 since). `KILN_NO_PIN=1`
+    /// leaves placement to the scheduler.
     fn spawn_boxed(&self, name: String, body: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
-        self.spawn_host(name, body)
+        let cpu = self.next_cpu();
+        self.spawn_host(
+            name,
+            Box::new(move || {
+                if let Some(cpu) = cpu {
+                    pin_to(cpu);
+                }
+                body()
+            }),
+        )
     }
+}
+
+impl VersionThreads {
+    /// The CPU the next module thread runs on (`None`: not pinned).
+    fn next_cpu(&self) -> Option<usize> {
+        if std::env::var_os("KILN_NO_PIN").is_some_and(|v| v == "1") {
+            return None;
+        }
+        let allowed = rustix::thread::sched_getaffinity(None).ok()?;
+        let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| allowed.is_set(c))
+            .collect();
+        if cpus.is_empty() {
+            return None;
+        }
+        let k = self
+            .module_threads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(cpus[k % cpus.len()])
+    }
+}
+
+/// Runs the calling thread on `cpu` only (best effort: a refusal leaves it
+/// where the scheduler puts it).
+fn pin_to(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
 }
