@@ -34,54 +34,47 @@ pub fn artifact_path(target_dir: &Path, profile: &str, package: &str) -> PathBuf
 }
 
 /// Builds `package` with cargo profile `profile` (see
-/// [`host_cargo_profile`]) into the workspace's module target directory and
-/// returns its cdylib.
-///
-/// `unify_with` are extra cargo arguments naming what the host was built
-/// together with (e.g. `-p kiln-bench --lib --bench alternatives`): cargo
-/// unifies features across everything one invocation builds, and a
-/// dev-dependency of the host (here hot-lib-reloader, whose macro enables
-/// more `syn` features) changes the features, hence the crate metadata and
-/// the `TypeId`s, of the contract's dependencies (`tracing` through
-/// `tracing-attributes`). Building the module in the same invocation gives
-/// it the very same contract build, which the fingerprint checks.
+/// [`host_cargo_profile`]) into the workspace's module target directory,
+/// through kiln's own module builder (`ModuleBuilder::with_unify`:
+/// `unify_with` names what the benchmark host was built with, e.g. `-p
+/// kiln-bench --lib --bench alternatives`, so the module gets the same
+/// contract build), and returns its cdylib (a private copy: stage it before
+/// the next build).
 pub fn build_module(
     workspace_root: &Path,
     package: &str,
     profile: &str,
     unify_with: &[String],
 ) -> Result<PathBuf, String> {
-    let target_dir = workspace::module_target_dir(workspace_root);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut lib_only = Vec::new();
-    if !unify_with.is_empty() {
-        // Target filters apply to every selected package: keep the
-        // module's library in.
-        lib_only.push("--lib");
+    build_module_into(
+        workspace_root,
+        &workspace::module_target_dir(workspace_root),
+        package,
+        profile,
+        unify_with,
+    )
+}
+
+/// [`build_module`] into `target_dir`.
+pub fn build_module_into(
+    workspace_root: &Path,
+    target_dir: &Path,
+    package: &str,
+    profile: &str,
+    unify_with: &[String],
+) -> Result<PathBuf, String> {
+    use kiln::build::module_build::{BuildOutcome, ModuleBuilder};
+    let builder = ModuleBuilder::new(workspace_root, target_dir)
+        .with_profile(profile)
+        .with_color(false)
+        .with_unify(unify_with);
+    match builder.build_package(package, &mut |_| {}) {
+        Ok(BuildOutcome::Built { artifact, .. }) => Ok(artifact),
+        Ok(BuildOutcome::Failed { rendered, .. }) => Err(format!(
+            "cargo build -p {package} --profile {profile} failed:\n{rendered}"
+        )),
+        Err(e) => Err(format!("cannot build {package}: {e}")),
     }
-    let out = Command::new(&cargo)
-        .current_dir(workspace_root)
-        .args(["build", "--quiet", "-p", package, "--profile", profile])
-        .args(&lib_only)
-        .args(unify_with)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .output()
-        .map_err(|e| format!("cannot run {cargo} to build {package}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "cargo build -p {package} --profile {profile} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let artifact = artifact_path(&target_dir, profile, package);
-    if !artifact.is_file() {
-        return Err(format!(
-            "cargo built {package} but there is no {}",
-            artifact.display()
-        ));
-    }
-    Ok(artifact)
 }
 
 /// Builds the `kiln` binary (`cargo build --release -p kiln`) in the

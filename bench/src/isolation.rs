@@ -153,18 +153,14 @@ impl Isolation {
 /// Builds `package` for the worker as `kiln dev` does: kiln's module
 /// builder, the host's profile, a target dir of the bench's own.
 fn build_for_worker(workspace: &Path, package: &str) -> Result<PathBuf, String> {
-    use kiln::build::module_build::{BuildOutcome, ModuleBuilder};
     let target = kiln::workspace::target_dir(workspace).join("kiln-bench-worker");
-    let builder = ModuleBuilder::new(workspace, &target)
-        .with_profile(kiln::workspace::HOST_PROFILE)
-        .with_color(false);
-    match builder.build_package(package, &mut |_| {}) {
-        Ok(BuildOutcome::Built { artifact, .. }) => Ok(artifact),
-        Ok(BuildOutcome::Failed { rendered, .. }) => {
-            Err(format!("cargo build -p {package} failed:\n{rendered}"))
-        }
-        Err(e) => Err(format!("cannot build {package}: {e}")),
-    }
+    crate::artifacts::build_module_into(
+        workspace,
+        &target,
+        package,
+        kiln::workspace::HOST_PROFILE,
+        &[],
+    )
 }
 
 fn options(kiln: &Path, workload: &Path, timing: bool) -> IsolationOptions {

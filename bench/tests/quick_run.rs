@@ -188,7 +188,18 @@ fn a_quick_run_reports_every_section_with_finite_numbers() {
             .unwrap()
             .iter()
             .any(|w| w["way"] == "hot-lib-reloader");
-        assert_eq!(ways, if hot { 5 } else { 4 }, "{}", k["kernel"]);
+        assert_eq!(ways, if hot { 6 } else { 5 }, "{}", k["kernel"]);
+        // What a replay reports for the call (timed on the engine thread).
+        assert!(
+            k["ways"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["way"] == kiln_bench::calls::REPLAY_WAY
+                    && w["ns_per_call"]["median"].as_f64().is_some_and(|v| v > 0.0)),
+            "{}",
+            k["kernel"]
+        );
     }
     let sizes: Vec<u64> = json["handoff"]["sizes"]
         .as_array()

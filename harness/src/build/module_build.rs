@@ -47,6 +47,9 @@ pub struct ModuleBuilder {
     /// Whether such a build may run rustc directly (`KILN_DIRECT_RUSTC=0`
     /// turns it off).
     direct_rustc: bool,
+    /// Extra cargo arguments naming what the host was built together with
+    /// ([`ModuleBuilder::with_unify`]).
+    unify_with: Vec<String>,
 }
 
 impl ModuleBuilder {
@@ -67,6 +70,7 @@ impl ModuleBuilder {
             env: Vec::new(),
             changed: None,
             direct_rustc: std::env::var_os("KILN_DIRECT_RUSTC").is_none_or(|v| v != "0"),
+            unify_with: Vec::new(),
         }
     }
 
@@ -88,6 +92,23 @@ impl ModuleBuilder {
     /// Forces colour on or off (`--color=always|never`, `CARGO_TERM_COLOR`).
     pub fn with_color(mut self, color: bool) -> Self {
         self.color = color;
+        self
+    }
+
+    /// Builds the module in one cargo invocation with `args` (e.g. `-p
+    /// kiln-bench --bench alternatives`: what a host other than `kiln` was
+    /// built with), the module's library only. Cargo unifies features across
+    /// everything one invocation builds, so a dev-dependency of that host
+    /// (hot-lib-reloader's macro enables more `syn` features) changes the
+    /// features, hence the metadata and the `TypeId`s, of the contract's
+    /// dependencies; built together, the module gets the very contract build
+    /// the host has, which the fingerprint checks. Never through the direct
+    /// rustc path.
+    pub fn with_unify(mut self, args: &[String]) -> Self {
+        self.unify_with = args.to_vec();
+        if !args.is_empty() {
+            self.direct_rustc = false;
+        }
         self
     }
 
@@ -207,7 +228,10 @@ impl ModuleBuilder {
         }
         let mut command = self.command(&module.package);
         let own_wrapper = self.env.iter().any(|(k, _)| k.contains("RUSTC_WRAPPER"));
-        if !own_wrapper {
+        // The recording wrapper is for the direct rustc path, which a build
+        // together with another host's targets never takes (and whose
+        // integration tests need cargo's own `CARGO_BIN_EXE_*` set up).
+        if !own_wrapper && self.unify_with.is_empty() {
             recorder.prepare(&mut command);
         }
         let describe = || {
@@ -361,6 +385,11 @@ impl ModuleBuilder {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if !self.unify_with.is_empty() {
+            // Target filters apply to every selected package: keep the
+            // module's library in.
+            command.arg("--lib").args(&self.unify_with);
+        }
         for (key, value) in &self.env {
             command.env(key, value);
         }
