@@ -48,7 +48,7 @@ use serde_json::{Value, json};
 use shared_state::{Call, Tensor};
 
 use crate::config::Config;
-use crate::save_serving::kiln_dev::copy_sources;
+use crate::save_serving::kiln_dev::scratch_copy;
 use crate::stats::Summary;
 use crate::table::{Table, num};
 
@@ -62,15 +62,8 @@ const STEP: Duration = Duration::from_secs(600);
 const QUIET: Duration = Duration::from_millis(1500);
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
-/// Events that end a size's measurement.
-const FAILURE_EVENTS: [EventKind; 6] = [
-    EventKind::BuildFailed,
-    EventKind::Refused,
-    EventKind::ReplayFailed,
-    EventKind::RolledBack,
-    EventKind::RestartRequired,
-    EventKind::Error,
-];
+/// Events that end a size's measurement: those that end a save's.
+use crate::save_serving::kiln_dev::FAILURE_EVENTS;
 
 /// The sizes measured: `KILN_BENCH_STATE_MIB` (MiB, comma separated), else
 /// 1 MiB and 8 MiB for a quick run, else 1 MiB, 64 MiB, 1 GiB and 4 GiB.
@@ -937,14 +930,7 @@ pub fn measure(config: &Config) -> Result<String, String> {
         .map_err(|e| format!("cannot create {}: {e}", config.out_dir.display()))?;
     let sizes = sizes(config)?;
     let kiln_exe = crate::artifacts::build_kiln(&config.workspace)?;
-    // Outside the workspace (see save_serving: cargo merges parent
-    // `.cargo/config.toml` files).
-    let scratch = tempfile::Builder::new()
-        .prefix("kiln-bench-state-")
-        .tempdir()
-        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let copy = scratch.path().join("workspace");
-    copy_sources(&config.workspace, &copy)?;
+    let (scratch, copy) = scratch_copy(&config.workspace, "kiln-bench-state-")?;
     let pristine = std::fs::read_to_string(copy.join(KERNELS_SOURCE))
         .map_err(|e| format!("{KERNELS_SOURCE}: {e}"))?;
     eprintln!("kiln-bench: state scale: warm-up session (module build, CPU peaks)");

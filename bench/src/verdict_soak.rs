@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use kiln_dev_driver::{DevCommand, Event, EventKind, OnDrop, Session, WaitError};
 
 use crate::config::Config;
-use crate::save_serving::kiln_dev::copy_sources;
+use crate::save_serving::kiln_dev::scratch_copy;
 
 const KERNELS_SOURCE: &str = "kernels/cpu/src/kernels.rs";
 const START: Duration = Duration::from_secs(600);
@@ -130,14 +130,7 @@ pub fn measure(config: &Config, sessions: usize) -> Result<String, String> {
     let load_start = crate::report::load_average();
     let started = Instant::now();
     let kiln_exe = crate::artifacts::build_kiln(&config.workspace)?;
-    // Outside the workspace (see save_serving: cargo merges parent
-    // `.cargo/config.toml` files).
-    let scratch = tempfile::Builder::new()
-        .prefix("kiln-bench-verdicts-")
-        .tempdir()
-        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let copy = scratch.path().join("workspace");
-    copy_sources(&config.workspace, &copy)?;
+    let (_scratch, copy) = scratch_copy(&config.workspace, "kiln-bench-verdicts-")?;
     let pristine = std::fs::read_to_string(copy.join(KERNELS_SOURCE))
         .map_err(|e| format!("{KERNELS_SOURCE}: {e}"))?;
     let mut all = Vec::new();

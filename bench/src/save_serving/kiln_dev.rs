@@ -11,7 +11,7 @@ use kiln_dev_driver::{DevCommand, Event, EventKind, OnDrop, Session, WaitError, 
 use super::edit::ConstantEdit;
 
 /// Events that mean the edit will not be served: the run stops on them.
-const FAILURE_EVENTS: [EventKind; 6] = [
+pub(crate) const FAILURE_EVENTS: [EventKind; 6] = [
     EventKind::BuildFailed,
     EventKind::Refused,
     EventKind::ReplayFailed,
@@ -83,6 +83,24 @@ pub struct DevSession {
     /// Calls per replay (counted in the replay at start).
     pub replay_calls: usize,
     version: u64,
+}
+
+/// A copy of `workspace`'s sources in a new temporary directory named
+/// `prefix...`, outside the workspace (cargo merges the `.cargo/config.toml`
+/// of every parent directory: a copy under `target/` got the workspace's
+/// rustflags twice). Returns the directory (removed when dropped) and the
+/// copy's root.
+pub fn scratch_copy(
+    workspace: &Path,
+    prefix: &str,
+) -> Result<(tempfile::TempDir, PathBuf), String> {
+    let scratch = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let copy = scratch.path().join("workspace");
+    copy_sources(workspace, &copy)?;
+    Ok((scratch, copy))
 }
 
 /// Copies `from` into `to` (created), all but `from/target` and
