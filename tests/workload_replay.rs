@@ -482,35 +482,92 @@ fn replay_twice(stage: &kiln::StagingDir) -> (ServedModule, ReplayReport) {
     (served, second)
 }
 
-/// The same version replayed twice against a recorded baseline (timings
-/// taken at another time): no call may be called faster or slower.
-/// Recorded baselines use `timing::verdict_recorded`, which allows for the
-/// load drift between two measurements (on this loaded machine medians of
-/// one version moved 2-14% between consecutive replays with tight MADs,
-/// which the within-run verdict flagged).
+/// A baseline recorded at another time is judged with its own load.
+///
+/// Whether the same version replayed twice reads "no clear change" against
+/// its own recorded timings depends on the machine: CI saw every call 5-49%
+/// faster in the second replay of one engine (the first was timed on a
+/// slower moment), so that rate is measured in the bench
+/// (`cargo bench -p kiln-bench -- verdicts`), not asserted here. What this
+/// test asserts cannot depend on the load: against a baseline a thousand
+/// times slower than this machine, with no spread, every call is judged
+/// (and "faster", by a margin no noise reaches: the change is ~1000x the
+/// median, the bar three of this replay's own MADs), unless this
+/// measurement itself saw other work take the CPUs; and against the same
+/// baseline recorded while other work used half the CPUs, no call is
+/// judged at all.
 #[test]
-fn the_same_version_twice_gives_no_clear_change() {
+fn a_recorded_baseline_is_judged_and_a_busy_one_is_not() {
     let _serial = one_at_a_time();
-    let stage = staging("verdict-same");
-    let (_served, second) = replay_twice(&stage);
-    let lines = verdict_lines(&second);
-    println!("same version twice:\n{lines}");
-    // "machine too busy" is no verdict: given only when the measurement's
-    // own CPU stall share (in the header) says other work took the CPUs.
-    let busy = second
+    let stage = staging("verdict-recorded");
+    let (served, _) = ServedModule::start(load_fresh(&stage, CPU), options(), None).unwrap();
+    let workload = bundled();
+    replay::load_state(&served.handle(), &workload).unwrap();
+    let replay_options = ReplayOptions {
+        reference: Some(reference(&stage)),
+        ..ReplayOptions::default()
+    };
+    let first = replay::replay(&served.handle(), &workload, &replay_options, None);
+    assert!(first.passed(), "{}", first.table());
+    let measured = first.timings();
+    assert!(
+        measured.other_work_share.is_some(),
+        "a timed replay records the load it was measured under"
+    );
+    let mut slow = measured.clone();
+    for stats in slow.calls.values_mut() {
+        for v in [
+            &mut stats.median,
+            &mut stats.q1,
+            &mut stats.q3,
+            &mut stats.min,
+            &mut stats.max,
+        ] {
+            *v *= 1000.0;
+        }
+        stats.mad = 0.0;
+        stats.iqr = stats.q3 - stats.q1;
+    }
+    slow.other_work_share = Some(0.0);
+    let mut busy = slow.clone();
+    busy.other_work_share = Some(0.5);
+
+    let against_slow = replay::replay(&served.handle(), &workload, &replay_options, Some(&slow));
+    assert!(against_slow.passed(), "{}", against_slow.table());
+    let lines = verdict_lines(&against_slow);
+    println!("against a baseline 1000x slower:\n{lines}");
+    let now_busy = against_slow
         .timing_header
         .as_deref()
         .is_some_and(|h| h.contains("machine too busy"));
-    for c in &second.calls {
-        let allowed = match busy {
-            true => matches!(c.verdict, Some(Verdict::NoClearChange | Verdict::TooBusy)),
-            false => c.verdict == Some(Verdict::NoClearChange),
+    assert_eq!(against_slow.calls.len(), slow.calls.len(), "{lines}");
+    for c in &against_slow.calls {
+        let want = if now_busy {
+            Verdict::TooBusy
+        } else {
+            Verdict::Faster
         };
-        assert!(
-            allowed,
-            "same version replayed twice: {} read {:?}\n{lines}",
-            c.key, c.verdict
+        assert_eq!(c.verdict, Some(want), "{}: {lines}", c.key);
+        assert_eq!(
+            c.previous_median,
+            slow.get(&c.key).map(|s| s.median),
+            "{}",
+            c.key
         );
+    }
+
+    let against_busy = replay::replay(&served.handle(), &workload, &replay_options, Some(&busy));
+    assert!(against_busy.passed(), "{}", against_busy.table());
+    let lines = verdict_lines(&against_busy);
+    println!("against the same baseline, recorded busy:\n{lines}");
+    let header = against_busy.timing_header.clone().unwrap_or_default();
+    assert!(
+        header.contains("the previous timings were taken while other work used 50% of the CPUs")
+            && header.contains("machine too busy to judge changes"),
+        "{header}"
+    );
+    for c in &against_busy.calls {
+        assert_eq!(c.verdict, Some(Verdict::TooBusy), "{}: {lines}", c.key);
     }
 }
 

@@ -234,7 +234,7 @@ pub fn measure(config: &Config, artifact: &Path) -> Result<Isolation, String> {
         let t = report.timings();
         keys.iter()
             .map(|k| {
-                t.get(*k)
+                t.get(k)
                     .map(|s| s.median * 1e9)
                     .ok_or("no timing".to_string())
             })
@@ -246,7 +246,7 @@ pub fn measure(config: &Config, artifact: &Path) -> Result<Isolation, String> {
             .map(|k| {
                 report
                     .timings
-                    .get(*k)
+                    .get(k)
                     .map(|s| s.median * 1e9)
                     .ok_or("no timing".to_string())
             })

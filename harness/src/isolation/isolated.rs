@@ -22,7 +22,6 @@ use crate::worker::protocol::{
     Swapped, WorkerConfig,
 };
 use crate::worker::status::StatusRecord;
-use crate::workload::timing::Stats;
 
 /// How to run isolated engines.
 #[derive(Clone, Debug, Default)]
@@ -102,8 +101,12 @@ impl IsolatedEngine {
     }
 
     /// The previous good version's medians, for the calls' deadlines.
-    pub fn set_previous_timings(&mut self, timings: &BTreeMap<String, Stats>) {
-        self.deadlines.previous = timings.iter().map(|(k, s)| (k.clone(), s.median)).collect();
+    pub fn set_previous_timings(&mut self, timings: &crate::workload::timing::Timings) {
+        self.deadlines.previous = timings
+            .calls
+            .iter()
+            .map(|(k, s)| (k.clone(), s.median))
+            .collect();
     }
 
     fn request(&mut self, request: Request) -> Result<Reply, WorkerError> {
@@ -238,7 +241,7 @@ impl IsolatedEngine {
     /// Replays the workload on the serving version.
     pub fn replay(
         &mut self,
-        recorded: Option<&BTreeMap<String, Stats>>,
+        recorded: Option<&crate::workload::timing::Timings>,
     ) -> Result<ReplaySummary, WorkerError> {
         let reply = self.request(Request::Replay {
             recorded: recorded.cloned(),

@@ -9,7 +9,6 @@
 //! `recovery.rs`: build -> stage -> swap -> replay -> verdict ->
 //! rollback / recover.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -19,7 +18,6 @@ use crate::history::History;
 use crate::isolation::isolated::IsolatedEngine;
 use crate::swap::stage::{StageError, Staged, StagingDir};
 use crate::swap::version_files::VersionFiles;
-use crate::workload::timing::Stats;
 
 /// The last version of a lane that passed its replay.
 pub(super) struct LastGood {
@@ -32,7 +30,7 @@ pub(super) struct LastGood {
     /// The version that serves its code now (a rollback or a restart
     /// stages it again under a new number).
     pub(super) version: u64,
-    pub(super) timings: BTreeMap<String, Stats>,
+    pub(super) timings: crate::workload::timing::Timings,
 }
 
 impl LastGood {

@@ -6,7 +6,6 @@
 //! A worker that goes down is handled in [`super::recovery`]; the end of a
 //! session in [`super::session_end`].
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -25,7 +24,7 @@ use crate::history::VersionRecord;
 use crate::isolation::worker_client::WorkerError;
 use crate::swap::stage::{Staged, StagingDir};
 use crate::worker::protocol::{CallFailure, ReplaySummary};
-use crate::workload::timing::Stats;
+use crate::workload::timing::Timings;
 use kiln_stats::bytes;
 
 pub(super) struct Session {
@@ -482,7 +481,7 @@ impl Session {
                     kernel: "-".into(),
                     why,
                 }),
-                timings: BTreeMap::new(),
+                timings: Default::default(),
                 skipped: Vec::new(),
                 rates: Default::default(),
             },
@@ -501,8 +500,7 @@ impl Session {
     /// Records lane `i`'s fresh version in its history and acts on the
     /// verdict: the last good version with a checkpoint, or a rollback.
     fn judge(&mut self, i: usize, report: Option<&ReplaySummary>, fresh: Fresh) {
-        let timings: BTreeMap<String, Stats> =
-            report.map(|r| r.timings.clone()).unwrap_or_default();
+        let timings: Timings = report.map(|r| r.timings.clone()).unwrap_or_default();
         let lane = &mut self.lanes[i];
         let staged = lane.serving.clone();
         let passed = report.is_none_or(|r| r.passed());
@@ -512,7 +510,11 @@ impl Session {
             source_hash: staged.hash.clone(),
             build_ms: fresh.build_ms,
             swap_ms: fresh.swap_ms,
-            medians: timings.iter().map(|(k, s)| (k.clone(), s.median)).collect(),
+            medians: timings
+                .calls
+                .iter()
+                .map(|(k, s)| (k.clone(), s.median))
+                .collect(),
             passed,
             crashed: false,
             note: None,
@@ -580,7 +582,7 @@ impl Session {
         self.own().save_history();
     }
 
-    fn keep_last_good(&mut self, i: usize, staged: &Staged, timings: BTreeMap<String, Stats>) {
+    fn keep_last_good(&mut self, i: usize, staged: &Staged, timings: Timings) {
         // The copy is also kept for `undo` (the last few good versions of
         // each module).
         match self.control.good.keep(self.stage.path(), staged) {

@@ -265,7 +265,7 @@ impl Host {
 
     fn replay(
         &mut self,
-        recorded: Option<std::collections::BTreeMap<String, crate::workload::timing::Stats>>,
+        recorded: Option<crate::workload::timing::Timings>,
     ) -> Result<Reply, String> {
         let handle = self.served()?.handle();
         let old = self.old.take();

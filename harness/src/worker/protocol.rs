@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::swap::engine_handle::EngineOptions;
 use crate::swap::stage::Staged;
-use crate::workload::timing::Stats;
 
 /// File descriptor of the status record (shared memory) in the worker.
 pub const STATUS_FD: i32 = 3;
@@ -47,7 +46,7 @@ pub enum Request {
     /// Replay the workload on the serving version (timed interleaved with
     /// the version it replaced, if alive; else against `recorded`).
     Replay {
-        recorded: Option<BTreeMap<String, Stats>>,
+        recorded: Option<crate::workload::timing::Timings>,
     },
     /// Export the engine's state into checkpoint slot `slot`.
     Checkpoint { slot: usize },
@@ -229,7 +228,7 @@ pub struct ReplaySummary {
     /// backends'.
     pub table: crate::workload::replay_table::ReplayTable,
     pub first_failure: Option<CallFailure>,
-    pub timings: BTreeMap<String, Stats>,
+    pub timings: crate::workload::timing::Timings,
     /// Calls not run, with why (recorded for an old signature, kernel not
     /// declared, not on this backend yet).
     #[serde(default)]

@@ -240,6 +240,7 @@ mod tests {
             calls: (0..4).map(|i| result(i, Some(vec![0.0; 8]))).collect(),
             ms: 0.0,
             timing_header: None,
+            other_work_share: None,
         };
         let workload = Workload {
             name: "w".into(),
@@ -261,6 +262,7 @@ mod tests {
             ],
             ms: 0.0,
             timing_header: None,
+            other_work_share: None,
         };
         let check = cross_compare(
             &ours,

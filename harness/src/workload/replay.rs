@@ -24,7 +24,7 @@ use crate::workload::compare::{Comparison, Tolerance, Tolerances, compare};
 use crate::workload::reference::{ExpectedFrom, outputs_of};
 use crate::workload::replay_table::{CallLine, ReplayTable};
 use crate::workload::timing::{
-    Stats, TimingConfig, Verdict, verdict_interleaved, verdict_recorded,
+    Stats, TimingConfig, Timings, Verdict, busier, verdict_interleaved, verdict_recorded,
 };
 use crate::workload::{CallStep, Step, Workload};
 
@@ -163,6 +163,9 @@ pub struct ReplayReport {
     pub ms: f64,
     /// Warm or cold, the flush, the roof (timed replays only).
     pub timing_header: Option<String>,
+    /// The share of the CPUs other work used while the calls were timed
+    /// (timed replays only; `None` where /proc does not say).
+    pub other_work_share: Option<f64>,
 }
 
 impl ReplayReport {
@@ -179,12 +182,17 @@ impl ReplayReport {
         self.calls.iter().filter(|c| c.skipped.is_some())
     }
 
-    /// Per-call timing statistics, by call key.
-    pub fn timings(&self) -> BTreeMap<String, Stats> {
-        self.calls
-            .iter()
-            .filter_map(|c| Some((c.key.clone(), c.stats.clone()?)))
-            .collect()
+    /// Per-call timing statistics, by call key, with the load they were
+    /// measured under.
+    pub fn timings(&self) -> Timings {
+        Timings {
+            calls: self
+                .calls
+                .iter()
+                .filter_map(|c| Some((c.key.clone(), c.stats.clone()?)))
+                .collect(),
+            other_work_share: self.other_work_share,
+        }
     }
 
     /// What a version's history keeps of this replay's rates: each timed
@@ -338,8 +346,9 @@ pub enum Baseline<'a> {
     /// Nothing: no verdicts.
     None,
     /// Timings recorded earlier (by call key). Drift of the machine between
-    /// the two measurements shows up as a change.
-    Recorded(&'a BTreeMap<String, Stats>),
+    /// the two measurements shows up as a change; a baseline measured
+    /// while the machine was busy gives no verdicts.
+    Recorded(&'a Timings),
     /// The previous version, still alive: each call is timed on both,
     /// interleaved (old, new, old, new, ...), so drift hits both alike.
     Interleaved(&'a EngineHandle),
@@ -351,7 +360,7 @@ pub fn replay(
     handle: &EngineHandle,
     workload: &Workload,
     options: &ReplayOptions,
-    previous: Option<&BTreeMap<String, Stats>>,
+    previous: Option<&Timings>,
 ) -> ReplayReport {
     let baseline = previous.map_or(Baseline::None, Baseline::Recorded);
     replay_with(handle, workload, options, baseline)
@@ -510,6 +519,11 @@ pub fn replay_with(
         calls.push(result);
     }
     let mut other_work_share = None;
+    // A recorded baseline's own load: judged as busy as the busier side.
+    let baseline_share = match baseline {
+        Baseline::Recorded(p) => p.other_work_share,
+        _ => None,
+    };
     if let Some(timing) = &options.timing {
         let old = match baseline {
             Baseline::Interleaved(old) => Some(old),
@@ -536,7 +550,8 @@ pub fn replay_with(
                             Baseline::Interleaved(_) => verdict_interleaved(p, s),
                             _ => verdict_recorded(p, s),
                         };
-                        result.verdict = Some(verdict.unless_busy(other_share));
+                        result.verdict =
+                            Some(verdict.unless_busy(busier(other_share, baseline_share)));
                         result.previous_median = Some(p.median);
                     }
                     result.point = stats.as_ref().zip(result.work).and_then(|(s, w)| {
@@ -560,17 +575,23 @@ pub fn replay_with(
             RoofSource::Missing(why) => header.replace("peaks not measured yet", why),
             RoofSource::Measured(_) => header,
         };
-        match other_work_share {
+        let busy = |share: f64| share > crate::workload::timing::BUSY_SHARE;
+        let too_busy = " (machine too busy to judge changes)";
+        let header = match other_work_share {
             Some(share) => format!(
                 "{header}; other work used {:.0}% of the CPUs meanwhile{}",
                 share * 100.0,
-                if share > crate::workload::timing::BUSY_SHARE {
-                    " (machine too busy to judge changes)"
-                } else {
-                    ""
-                }
+                if busy(share) { too_busy } else { "" }
             ),
             None => header,
+        };
+        match baseline_share {
+            Some(share) if busy(share) => format!(
+                "{header}; the previous timings were taken while other work used {:.0}% \
+                 of the CPUs{too_busy}",
+                share * 100.0
+            ),
+            _ => header,
         }
     });
     ReplayReport {
@@ -578,6 +599,7 @@ pub fn replay_with(
         calls,
         ms: start.elapsed().as_secs_f64() * 1e3,
         timing_header,
+        other_work_share,
     }
 }
 

@@ -64,6 +64,36 @@ pub fn measure<T, E>(
     }
 }
 
+/// A replay's timings, kept to judge a later replay against (a recorded
+/// baseline), with the load they were measured under: a baseline timed
+/// while other work took the CPUs is as slow as a busy measurement, and a
+/// change read against it is no more a verdict (CI saw every call of the
+/// same version "faster", up to 1.5x, against a baseline timed on a
+/// slower moment).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Timings {
+    /// Each timed call's statistics, by call key.
+    pub calls: std::collections::BTreeMap<String, Stats>,
+    /// The share of the CPUs other work used while they were measured
+    /// (`process::other_work_share`; `None` where /proc did not say).
+    pub other_work_share: Option<f64>,
+}
+
+impl Timings {
+    pub fn get(&self, key: &str) -> Option<&Stats> {
+        self.calls.get(key)
+    }
+}
+
+/// The larger of two measurements' other-work shares: a comparison is as
+/// busy as its busier side.
+pub fn busier(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Robust statistics of a set of samples, in seconds (the same value in
 /// the worker, on the pipe and in the supervisor's last good point).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
