@@ -122,7 +122,7 @@ fn kill_when_kept(mut session: DevSession) -> String {
         "{:?}",
         killed.status
     );
-    let end = Instant::now() + Duration::from_secs(10);
+    let end = Instant::now() + Duration::from_secs(60);
     while !gone(worker) {
         if Instant::now() > end {
             killed.fail(&format!(

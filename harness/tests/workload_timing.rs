@@ -95,7 +95,9 @@ fn a_real_closure_with_an_added_spin_is_slower() {
     let before = Stats::from_samples(&measure(&config, work).unwrap()).unwrap();
     let after = Stats::from_samples(
         &measure(&config, || {
-            spin(Duration::from_millis(3));
+            // 30 ms against ~20 us of work: the MAD would have to reach
+            // ~10 ms (most runs preempted for that long) to hide it.
+            spin(Duration::from_millis(30));
             work()
         })
         .unwrap(),

@@ -337,7 +337,7 @@ mod tests {
     }
 
     fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-        let end = Instant::now() + Duration::from_secs(20);
+        let end = Instant::now() + Duration::from_secs(120);
         while !done() {
             assert!(Instant::now() < end, "{what} did not happen in time");
             std::thread::sleep(Duration::from_millis(2));
@@ -406,16 +406,16 @@ mod tests {
         let first = take(&mut checkpoint, &state(1, 1000));
         // The copy of the first holds its slot (written and synced, not yet
         // renamed): checkpoints go elsewhere, without waiting for it.
-        arrived.recv_timeout(Duration::from_secs(20)).unwrap();
+        arrived.recv_timeout(Duration::from_secs(120)).unwrap();
         let pinned = checkpoint.shared().lock().pinned;
         assert!(pinned.is_some());
-        let started = Instant::now();
         let mut newest = first.clone();
         for n in 2..=6 {
             assert_ne!(Some(checkpoint.next_slot()), pinned);
             newest = take(&mut checkpoint, &state(n, 1000));
         }
-        assert!(started.elapsed() < Duration::from_secs(5));
+        // (That they did not wait is the pinned-slot asserts above: a
+        // wall-clock bound here would only measure the machine.)
         // Mid-copy: the file is not there yet, the temporary one is whole.
         assert!(!path.exists());
         assert_eq!(on_disk(&temporary_path(&path)), first.hash);

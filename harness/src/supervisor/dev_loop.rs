@@ -299,6 +299,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         graph,
         WatchOptions {
             debounce: options.debounce,
+            ..WatchOptions::default()
         },
     )
     .map_err(|e| err(format!("cannot watch the sources: {e}")))?;

@@ -75,12 +75,16 @@ pub struct WatchOptions {
     /// How long a burst with an unfinished save (a delete, a rename away,
     /// a write not yet closed) must stay quiet before it is taken.
     pub debounce: Duration,
+    /// How long a burst whose saves are all complete must stay quiet
+    /// before it is taken (at most `debounce`; [`SETTLE`] by default).
+    pub settle: Duration,
 }
 
 impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
             debounce: DEFAULT_DEBOUNCE,
+            settle: SETTLE,
         }
     }
 }
@@ -140,7 +144,7 @@ impl ModuleWatcher {
     /// `Cargo.toml`) non-recursively.
     pub fn start(graph: ModuleGraph, options: WatchOptions) -> Result<ModuleWatcher, WatchError> {
         let debounce = options.debounce.max(Duration::from_millis(1));
-        let settle = SETTLE.min(debounce);
+        let settle = options.settle.min(debounce);
         let (raw_tx, raw_rx) = crossbeam_channel::unbounded::<Raw>();
         let (changes_tx, changes_rx) = crossbeam_channel::unbounded();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
