@@ -12,15 +12,12 @@
 
 use std::path::Path;
 
-use kiln::isolation::isolated::{IsolatedEngine, IsolationOptions};
+use kiln::isolation::isolated::IsolatedEngine;
 use kiln::isolation::worker_client::WorkerError;
-use kiln::isolation::worker_process::SpawnOptions;
-use kiln::logging::LogFormat;
 use kiln::process::{rss_bytes, thread_count};
-use kiln::worker::protocol::{StateSource, WorkerConfig};
+use kiln::worker::protocol::StateSource;
 use kiln::workload::{Workload, write};
-use kiln_e2e::dev_session::kiln_binary;
-use kiln_e2e::misbehaving::state_tensor;
+use kiln_e2e::misbehaving::{state_tensor, worker_options};
 use kiln_e2e::{module_artifact, staging};
 use shared_state::{Call, Scalar, Tensor};
 
@@ -88,21 +85,7 @@ fn two_hundred_crashes_and_restarts_leak_nothing() {
 
     let artifact = module_artifact(MODULE);
     let stage = staging("worker-cycles");
-    let options = IsolationOptions {
-        spawn: SpawnOptions {
-            program: Some(kiln_binary()),
-            log_format: LogFormat::Human,
-            forward_output: false,
-            memory_limit: Some(1 << 30),
-            ..SpawnOptions::default()
-        },
-        worker: WorkerConfig {
-            workload: Some(file),
-            timing: false,
-            ..WorkerConfig::default()
-        },
-        call_timeout: None,
-    };
+    let options = worker_options(file, Some(1 << 30));
     let mut engine = IsolatedEngine::new(options, None).expect("shared memory");
     let staged = stage.stage(MODULE, &artifact).expect("stage");
     engine

@@ -493,6 +493,9 @@ event_fields! {
         pub bytes: u64,
         pub ms: f64,
         pub state_hash: String,
+        /// The state was the current checkpoint's: nothing was written.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pub unchanged: bool,
     }
 
     /// `crashed` and `hung`: a worker went down.
@@ -1286,6 +1289,7 @@ mod tests {
                 bytes: 8192,
                 ms: 1.0,
                 state_hash: s("ab12"),
+                unchanged: true,
             }
             .into(),
             Event::Crashed(down(false)),

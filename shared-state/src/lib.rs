@@ -28,7 +28,8 @@ pub use snapshot::{
     CACHE_SECTION_PREFIX, ImportReport, SNAPSHOT_FORMAT, Scalar, Section, Snapshot,
 };
 pub use tensor::{
-    Buffer, DType, Element, ShapeError, Shared, Tensor, bf16, element_count, f16, format_shape,
+    Buffer, DType, Element, Mark, ShapeError, Shared, Tensor, bf16, element_count, f16,
+    format_shape,
 };
 
 /// Re-exported so `export_module!` and modules use the very `tracing` the

@@ -102,6 +102,43 @@ impl<T> Shared<T> {
     }
 }
 
+impl<T: Send + Sync + 'static> Shared<T> {
+    /// A mark of these elements that neither keeps them alive nor stops a
+    /// write in place: [`Mark::is`] later says whether a buffer still holds
+    /// them, unwritten since.
+    pub fn mark(&self) -> Mark {
+        let weak: std::sync::Weak<Vec<T>> = std::sync::Arc::downgrade(&self.0);
+        Mark(weak)
+    }
+
+    fn address(&self) -> *const () {
+        std::sync::Arc::as_ptr(&self.0).cast()
+    }
+}
+
+/// Which elements a buffer held when it was marked ([`Buffer::mark`]).
+///
+/// Holds a weak reference: the elements are freed when the last buffer
+/// holding them goes, and a write to them moves them first
+/// (`Arc::make_mut` with weak references only leaves the weak ones behind,
+/// so their allocation is never the buffer's again), which is what makes
+/// [`Mark::is`] sound: the marked allocation cannot be reused while the
+/// mark holds it, so an equal address is the same, unwritten elements.
+pub struct Mark(std::sync::Weak<dyn std::any::Any + Send + Sync>);
+
+impl Mark {
+    /// Whether `buffer` holds the marked elements, not written since.
+    pub fn is(&self, buffer: &Buffer) -> bool {
+        self.0.strong_count() > 0 && std::ptr::eq(self.0.as_ptr().cast::<()>(), buffer.address())
+    }
+}
+
+impl std::fmt::Debug for Mark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mark({:p})", self.0.as_ptr().cast::<()>())
+    }
+}
+
 impl<T: Clone> Shared<T> {
     /// The elements as an owned vector: taken if no one else holds them,
     /// copied otherwise.
@@ -288,6 +325,15 @@ impl Buffer {
     /// them first).
     pub fn is_shared(&self) -> bool {
         each_buffer!(self, v => v.is_shared())
+    }
+
+    /// A mark of the elements this buffer holds now (see [`Mark`]).
+    pub fn mark(&self) -> Mark {
+        each_buffer!(self, v => v.mark())
+    }
+
+    fn address(&self) -> *const () {
+        each_buffer!(self, v => v.address())
     }
 
     /// Whether `self` and `other` hold the same elements in memory (a clone
@@ -539,6 +585,32 @@ mod tests {
         b.data_mut().as_f32_mut().unwrap()[0] = 10.0;
         assert_eq!(b.as_f32().unwrap().as_ptr(), before);
         assert!(!a.data().is_shared());
+    }
+
+    #[test]
+    fn a_mark_sees_a_write_without_making_it_copy() {
+        let mut a = Tensor::from_f32(&[3], vec![1.0, 2.0, 3.0]);
+        let mark = a.data().mark();
+        assert!(mark.is(a.data()));
+        assert!(
+            mark.is(a.clone().data()),
+            "a clone holds the marked elements"
+        );
+        assert!(!a.data().is_shared(), "a mark is no holder");
+        let elements = a.as_f32().unwrap().as_ptr();
+        a.data_mut().as_f32_mut().unwrap()[1] = 20.0;
+        assert_eq!(
+            a.as_f32().unwrap().as_ptr(),
+            elements,
+            "the write went in place, no copy"
+        );
+        assert!(!mark.is(a.data()), "the mark sees the write");
+        // Equal elements elsewhere are not the marked ones.
+        let b = Tensor::from_f32(&[3], vec![1.0, 20.0, 3.0]);
+        let mark = a.data().mark();
+        assert!(!mark.is(b.data()));
+        drop(a);
+        assert!(!mark.is(b.data()));
     }
 
     #[test]

@@ -6,6 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
+use kiln::isolation::isolated::IsolationOptions;
+use kiln::isolation::worker_process::SpawnOptions;
+use kiln::logging::LogFormat;
+use kiln::worker::protocol::WorkerConfig;
 use kiln::workload::{Workload, write};
 use shared_state::{Call, Tensor};
 
@@ -137,4 +141,25 @@ impl Default for MisbehavingWorkspace {
 /// the misbehaving module never replace the artifact other tests load.
 pub fn module_target_dir() -> PathBuf {
     kiln::workspace::target_dir(&workspace_root()).join("kiln-e2e-misbehaving")
+}
+
+/// Options for an `IsolatedEngine` whose workers are this build's
+/// `kiln worker` on `workload`: calls untimed, output not forwarded, under
+/// `memory_limit` bytes if given.
+pub fn worker_options(workload: PathBuf, memory_limit: Option<u64>) -> IsolationOptions {
+    IsolationOptions {
+        spawn: SpawnOptions {
+            program: Some(crate::dev_session::kiln_binary()),
+            log_format: LogFormat::Human,
+            forward_output: false,
+            memory_limit,
+            ..SpawnOptions::default()
+        },
+        worker: WorkerConfig {
+            workload: Some(workload),
+            timing: false,
+            ..WorkerConfig::default()
+        },
+        call_timeout: None,
+    }
 }

@@ -319,6 +319,7 @@ mod tests {
             bytes,
             hash: crate::swap::state_hash::state_hash(snapshot),
             ms: 0.0,
+            unchanged: false,
         };
         checkpoint.commit(slot, written.clone());
         written

@@ -298,7 +298,10 @@ impl IsolatedEngine {
     /// Checkpoints the engine's state (the last good point is now).
     pub fn take_checkpoint(&mut self) -> Result<Checkpointed, WorkerError> {
         let slot = self.checkpoint.next_slot();
-        match self.request(Request::Checkpoint { slot })? {
+        let current = self.checkpoint.current().map(|c| c.hash.clone());
+        match self.request(Request::Checkpoint { slot, current })? {
+            // The current checkpoint holds this very state: it stays.
+            Reply::Checkpointed(written) if written.unchanged => Ok(written),
             Reply::Checkpointed(written) => {
                 self.checkpoint.commit(slot, written.clone());
                 Ok(written)

@@ -622,11 +622,17 @@ impl Session {
                     bytes: c.bytes,
                     ms: c.ms,
                     state_hash: c.hash.clone(),
+                    unchanged: c.unchanged,
                 },
-                "checkpoint of {}'s state: {} in {:.1} ms",
+                "checkpoint of {}'s state: {} in {:.1} ms{}",
                 lane.label(),
                 bytes::human(c.bytes),
-                c.ms
+                c.ms,
+                if c.unchanged {
+                    " (unchanged since the last one: nothing copied)"
+                } else {
+                    ""
+                }
             ),
             Err(e) => self.lane_failed(i, e, "cannot checkpoint the state"),
         }

@@ -72,6 +72,7 @@ pub fn write_slot(snapshot: &Snapshot, slot: usize) -> Result<Checkpointed, Stri
         bytes,
         hash,
         ms: start.elapsed().as_secs_f64() * 1e3,
+        unchanged: false,
     })
 }
 
@@ -83,5 +84,6 @@ pub fn hash_only(snapshot: &Snapshot) -> Result<Checkpointed, String> {
         bytes,
         hash,
         ms: start.elapsed().as_secs_f64() * 1e3,
+        unchanged: false,
     })
 }

@@ -9,8 +9,8 @@ use shared_state::Snapshot;
 
 use super::checkpoint_writer::{hash_only, slot_path, write_slot};
 use super::protocol::{
-    CallFailure, DeviceWire, ReplaySummary, Reply, Request, StagedWire, Started, StateSource,
-    Swapped, WorkerConfig,
+    CallFailure, Checkpointed, DeviceWire, ReplaySummary, Reply, Request, StagedWire, Started,
+    StateSource, Swapped, WorkerConfig,
 };
 use super::status::StatusRecord;
 use crate::swap::engine_handle::{EngineHandle, probe_devices};
@@ -35,6 +35,8 @@ pub struct Host {
     last_replay: Option<Arc<ReplayReport>>,
     /// Autotuning of the serving version (planned after a passing replay).
     tuner: Option<crate::tuning::tuner::Tuner>,
+    /// The last checkpoint this worker wrote, and what it held.
+    checkpointed: Option<(Checkpointed, super::state_marks::StateMarks)>,
 }
 
 impl Host {
@@ -49,6 +51,7 @@ impl Host {
             last_passing: None,
             last_replay: None,
             tuner: None,
+            checkpointed: None,
         }
     }
 
@@ -127,10 +130,7 @@ impl Host {
                 }))
             }
             Request::Replay { recorded } => self.replay(recorded),
-            Request::Checkpoint { slot } => {
-                let snapshot = self.export()?;
-                write_slot(&snapshot, slot).map(Reply::Checkpointed)
-            }
+            Request::Checkpoint { slot, current } => self.checkpoint(slot, current),
             Request::StateHash => {
                 let snapshot = self.export()?;
                 hash_only(&snapshot).map(Reply::StateHash)
@@ -254,6 +254,28 @@ impl Host {
         drop(handle);
         self.served = Some(served);
         Ok(Reply::Started(started))
+    }
+
+    /// Writes the state into `slot`, or nothing when it is exactly what
+    /// this worker last wrote and that is still the current checkpoint.
+    fn checkpoint(&mut self, slot: usize, current: Option<String>) -> Result<Reply, String> {
+        let start = std::time::Instant::now();
+        let snapshot = self.export()?;
+        if let (Some(current), Some((written, marks))) = (&current, &self.checkpointed)
+            && written.hash == *current
+            && marks.unchanged(&snapshot)
+        {
+            return Ok(Reply::Checkpointed(Checkpointed {
+                ms: start.elapsed().as_secs_f64() * 1e3,
+                unchanged: true,
+                ..written.clone()
+            }));
+        }
+        self.checkpointed = None;
+        let written = write_slot(&snapshot, slot)?;
+        let marks = super::state_marks::StateMarks::of(&snapshot);
+        self.checkpointed = Some((written.clone(), marks));
+        Ok(Reply::Checkpointed(written))
     }
 
     fn export(&self) -> Result<Snapshot, String> {

@@ -12,12 +12,15 @@
 //! - [`status`]: the status record the supervisor's watchdog reads (shared)
 //! - [`host`]: what each request does
 //! - [`checkpoint_writer`]: the engine's state into a checkpoint slot
+//! - [`state_marks`]: what the last checkpoint held (an unchanged state is
+//!   not written again)
 //! - [`outbox`]: messages and log lines to the supervisor
 
 pub mod checkpoint_writer;
 pub mod host;
 pub mod outbox;
 pub mod protocol;
+pub mod state_marks;
 pub mod status;
 pub mod tune;
 

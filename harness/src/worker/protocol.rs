@@ -48,8 +48,15 @@ pub enum Request {
     Replay {
         recorded: Option<crate::workload::timing::Timings>,
     },
-    /// Export the engine's state into checkpoint slot `slot`.
-    Checkpoint { slot: usize },
+    /// Export the engine's state into checkpoint slot `slot`, unless it is
+    /// exactly what this worker last wrote and that checkpoint, whose hash
+    /// is `current`, is still the supervisor's current one (then nothing is
+    /// written: [`Checkpointed::unchanged`]).
+    Checkpoint {
+        slot: usize,
+        #[serde(default)]
+        current: Option<String>,
+    },
     /// Export the engine's state and hash it (after a restart: is it the
     /// checkpoint's, bit for bit?).
     StateHash,
@@ -216,6 +223,10 @@ pub struct Checkpointed {
     /// rebuilds: `checkpoint_writer::state_hash`), hex.
     pub hash: String,
     pub ms: f64,
+    /// The state is the current checkpoint's, section for section: nothing
+    /// was written, the current slot stays current.
+    #[serde(default)]
+    pub unchanged: bool,
 }
 
 /// What the supervisor needs of a replay (the worker logs the per-call

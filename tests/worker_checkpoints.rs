@@ -1,0 +1,88 @@
+//! A checkpoint of state that has not changed since the last one copies
+//! nothing: the worker marks what it last wrote (large buffers by identity,
+//! `shared_state::Mark`; small sections by value) and, when the state is
+//! still exactly that and that checkpoint is still the supervisor's current
+//! one, says so instead of writing the slot again. A new version whose
+//! handoff shared every buffer holds the same state; a call that changes
+//! any of it gets a full checkpoint; a restarted worker (a new process)
+//! writes its first checkpoint in full.
+//!
+//! A real worker process on the test module, with a 256 KiB resident.
+//! Run with `cargo test --release -p kiln-e2e --test worker_checkpoints`.
+
+use std::time::Duration;
+
+use kiln::isolation::isolated::IsolatedEngine;
+use kiln::worker::protocol::StateSource;
+use kiln::workload::{Workload, write};
+use kiln_e2e::misbehaving::{state_tensor, worker_options};
+use kiln_e2e::{module_artifact, staging};
+use shared_state::Call;
+
+const MODULE: &str = "kiln-test-misbehaving";
+
+#[test]
+fn a_checkpoint_of_unchanged_state_writes_nothing_and_a_change_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut workload = Workload::new("count-once");
+    workload.load("state", state_tensor());
+    workload.call(Call::new("count"), None);
+    let file = dir.path().join("count.kiln");
+    write(&workload, &file).expect("write workload");
+
+    let artifact = module_artifact(MODULE);
+    let stage = staging("worker-checkpoints");
+    let options = worker_options(file, None);
+    let mut engine = IsolatedEngine::new(options, None).expect("shared memory");
+    let staged = stage.stage(MODULE, &artifact).expect("stage");
+    engine.start(&staged, StateSource::Empty).expect("worker");
+    assert_eq!(engine.load_workload_state().expect("load"), 1);
+
+    let first = engine.take_checkpoint().expect("checkpoint");
+    let state_bytes = state_tensor().byte_len() as u64;
+    assert!(!first.unchanged, "the first checkpoint is written");
+    assert!(first.bytes > state_bytes, "{first:?}");
+
+    // Nothing ran since: nothing is written, the current checkpoint stays.
+    let again = engine.take_checkpoint().expect("checkpoint");
+    assert!(again.unchanged, "{again:?}");
+    assert_eq!(
+        (again.hash.as_str(), again.bytes),
+        (first.hash.as_str(), first.bytes)
+    );
+    assert_eq!(
+        engine.checkpoint().map(|c| c.hash.as_str()),
+        Some(first.hash.as_str())
+    );
+
+    // A new version, the state handed over shared: the same state.
+    let v2 = stage.stage(MODULE, &artifact).expect("stage");
+    engine.swap(&v2, false).expect("swap");
+    let after_swap = engine.take_checkpoint().expect("checkpoint");
+    assert!(after_swap.unchanged, "{after_swap:?}");
+    assert_eq!(after_swap.hash, first.hash);
+
+    // `count` changes the state: written in full.
+    let replay = engine.replay(None).expect("replay");
+    assert!(replay.passed(), "{}", replay.table.render());
+    let counted = engine.take_checkpoint().expect("checkpoint");
+    assert!(!counted.unchanged, "{counted:?}");
+    assert_ne!(counted.hash, first.hash);
+    assert_eq!(engine.state_hash().expect("hash").hash, counted.hash);
+
+    // A restarted worker starts from that checkpoint, bit for bit, and,
+    // knowing nothing of what was written before it, writes its first
+    // checkpoint in full.
+    engine.stop_worker(Duration::from_secs(60));
+    assert!(!engine.is_serving());
+    let v3 = stage.stage(MODULE, &artifact).expect("stage");
+    engine
+        .start(&v3, engine.checkpoint_source())
+        .expect("restart");
+    assert_eq!(engine.state_hash().expect("hash").hash, counted.hash);
+    let restarted = engine.take_checkpoint().expect("checkpoint");
+    assert!(!restarted.unchanged, "{restarted:?}");
+    assert_eq!(restarted.hash, counted.hash);
+    let unchanged = engine.take_checkpoint().expect("checkpoint");
+    assert!(unchanged.unchanged, "{unchanged:?}");
+}
