@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, EventKind, QUIET, events, kiln_ctl,
+    BUILD_DEADLINE, DevSession, Event, EventKind, QUIET, events, kiln_ctl, serving_state_hash,
 };
 use kiln_e2e::misbehaving::{self, MISBEHAVE_CALL, MisbehavingWorkspace, state_tensor};
 use shared_state::{Call, Scalar};
@@ -432,18 +432,6 @@ fn a_worker_killed_while_idle_is_restarted_at_once() {
     let _ = session.stop();
 }
 
-/// `state_hash` of the serving version, from `kiln ctl status --json`.
-fn serving_state_hash(ws: &MisbehavingWorkspace) -> String {
-    let (ok, out) = kiln_ctl(&ws.copy, &["status", "--json"]);
-    assert!(ok, "kiln ctl status: {out}");
-    let json = &out[out.find('{').expect("a JSON answer")..=out.rfind('}').expect("json")];
-    let data: serde_json::Value = serde_json::from_str(json).expect("status JSON");
-    data["data"]["state_hash"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no state_hash: {data}"))
-        .to_string()
-}
-
 /// The state is handed to a new version without a copy (shared, copied on
 /// write). A version that writes over every byte of the buffers it was
 /// handed, and counts, then fails its replay is rolled back with the last
@@ -455,7 +443,7 @@ fn a_version_that_writes_over_its_handed_over_state_and_fails_leaves_the_state_a
     let mut session = start(&ws, &[]);
     let v1 = first_version(&session);
     session.wait_quiet(QUIET, QUIET_MAX);
-    let before = serving_state_hash(&ws);
+    let before = serving_state_hash(&ws.copy);
     assert_eq!(before, last_checkpoint(&session).str("state_hash").unwrap());
 
     ws.save("scribble", 1);
@@ -473,7 +461,7 @@ fn a_version_that_writes_over_its_handed_over_state_and_fails_leaves_the_state_a
     );
     session.wait_quiet(QUIET, QUIET_MAX);
     assert_eq!(
-        serving_state_hash(&ws),
+        serving_state_hash(&ws.copy),
         before,
         "the rolled-back version's state is the good version's, bit for bit"
     );

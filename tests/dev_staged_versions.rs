@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use kiln_e2e::dev_session::{
     BUILD_DEADLINE, DevSession, Event, EventKind, WorkspaceCopy, events, kiln_ctl,
-    record_small_saxpy, replace_once, save_in_place, save_via_rename,
+    record_small_saxpy, replace_once, save_in_place, save_via_rename, serving_state_hash,
 };
 use kiln_e2e::misbehaving::MisbehavingWorkspace;
 
@@ -455,4 +455,112 @@ fn an_old_version_that_hangs_while_timed_costs_the_comparison_not_the_new_versio
         "v{v2} serves: {status}"
     );
     let _ = session.stop();
+}
+
+/// Elements of the resident `x` of [`saxpy_on_a_resident`].
+const X_LEN: usize = 65536;
+/// saxpy's `x` binding, read-only as declared, and as the scribbling
+/// shader declares it: written.
+const X_READ: &str = "var<storage, read> x: array<f32>;";
+const X_WRITTEN: &str = "var<storage, read_write> x: array<f32>;";
+/// A body that writes over every element of `x` it reads, and is wrong.
+const SCRIBBLE_BODY: &str = "out[i] = a * x[i] + y[i] + 1.0; x[i] = 90.0;";
+
+/// A one-saxpy workload whose `x` is the engine's resident `x` (state),
+/// with its expected output, in `copy`; returns its path.
+fn saxpy_on_a_resident(copy: &WorkspaceCopy) -> String {
+    use shared_state::{Call, Tensor};
+    let x: Vec<f32> = (0..X_LEN)
+        .map(|i| (i % 1000) as f32 / 1024.0 - 0.5)
+        .collect();
+    let y: Vec<f32> = (0..X_LEN).map(|i| (i % 7) as f32).collect();
+    // a = 2 (the declared default): 2x is exact, so is the sum's rounding.
+    let out: Vec<f32> = x.iter().zip(&y).map(|(x, y)| 2.0 * x + y).collect();
+    let mut workload = kiln::workload::Workload::new("saxpy-on-a-resident");
+    workload.load("x", Tensor::from_f32(&[X_LEN], x));
+    workload.call(
+        Call::new("saxpy")
+            .resident("x")
+            .arg(Tensor::from_f32(&[X_LEN], y)),
+        Some(Tensor::from_f32(&[X_LEN], out)),
+    );
+    let path = copy.root().join("target/saxpy-on-a-resident.kiln");
+    std::fs::create_dir_all(copy.root().join("target")).expect("target dir");
+    kiln::workload::write(&workload, &path).expect("write the workload");
+    path.display().to_string()
+}
+
+/// The Vulkan variant of `dev_crash.rs`'s scribbling version: a shader
+/// that writes over the resident it was handed (its `x`) and computes a
+/// wrong result. Once with `--on-fail keep`, to show its writes reach the
+/// state it serves (the state hash changes: what a rollback must not carry
+/// back); then with the default rollback, after which the serving state is
+/// the good version's, bit for bit, and replays right.
+#[test]
+fn a_shader_that_writes_over_its_handed_over_state_and_fails_leaves_the_state_as_it_was() {
+    let copy = WorkspaceCopy::new();
+    let workload = saxpy_on_a_resident(&copy);
+    let shader = copy.root().join(SAXPY_WGSL);
+    let pristine = copy.read(SAXPY_WGSL);
+    let scribbling = replace_once(
+        &replace_once(&pristine, X_READ, X_WRITTEN),
+        SAXPY_BODY,
+        SCRIBBLE_BODY,
+    );
+    let args = |on_fail: &'static str| {
+        [
+            "--backend",
+            "vulkan",
+            "--no-tune",
+            "--on-fail",
+            on_fail,
+            "--workload",
+            &workload,
+        ]
+        .map(String::from)
+    };
+    let start = |on_fail: &'static str| {
+        let args = args(on_fail);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut session = DevSession::start(&copy, &args);
+        session.wait_quiet(QUIET, BUILD_DEADLINE);
+        session
+    };
+
+    // 1. Kept: the failed version's state is not the good one's.
+    let mut session = start("keep");
+    let good = serving_state_hash(&copy);
+    save_via_rename(&shader, &scribbling);
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    let failed = session.wait_event(EventKind::ReplayFailed, BUILD_DEADLINE);
+    assert_eq!(failed.version(), swapped.version(), "{}", failed.line);
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+    assert_ne!(
+        serving_state_hash(&copy),
+        good,
+        "the scribbling shader's writes reach the state it serves"
+    );
+    drop(session.stop());
+
+    // 2. Rolled back: the good version's state, bit for bit.
+    save_via_rename(&shader, &pristine);
+    let mut session = start("rollback");
+    let before = serving_state_hash(&copy);
+    save_via_rename(&shader, &scribbling);
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    let failed = session.wait_event(EventKind::ReplayFailed, BUILD_DEADLINE);
+    assert_eq!(failed.version(), swapped.version(), "{}", failed.line);
+    let rolled = session.wait_event(EventKind::RolledBack, BUILD_DEADLINE);
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+    assert_eq!(
+        serving_state_hash(&copy),
+        before,
+        "the rolled-back version's state is the good version's, bit for bit: {}",
+        rolled.line
+    );
+    let serving = rolled.version().expect("version");
+    let files = staged_files(&session, "kernel-vulkan", serving);
+    assert!(!files.contains("x[i] = 90.0"), "{files}");
+    replay_passes(&copy, &mut session, serving);
+    drop(session.stop());
 }

@@ -189,6 +189,19 @@ pub fn kiln_ctl(copy: &WorkspaceCopy, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The state hash of the version `kiln dev` serves in `copy` now (`kiln
+/// ctl status --json`, `data.state_hash`).
+pub fn serving_state_hash(copy: &WorkspaceCopy) -> String {
+    let (ok, out) = kiln_ctl(copy, &["status", "--json"]);
+    assert!(ok, "kiln ctl status: {out}");
+    let json = &out[out.find('{').expect("a JSON answer")..=out.rfind('}').expect("json")];
+    let data: serde_json::Value = serde_json::from_str(json).expect("status JSON");
+    data["data"]["state_hash"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no state_hash: {data}"))
+        .to_string()
+}
+
 /// The `kiln` binary of this test run's profile, next to the test
 /// executable (`<target>/<profile>/kiln`); built (or confirmed fresh) with
 /// cargo once per test process.
