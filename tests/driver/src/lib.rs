@@ -525,6 +525,16 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// Held by each test from writing its script until its process runs:
+    /// a fork by another test thread while a script is open for writing
+    /// gives the child a copy of that descriptor, and exec'ing the script
+    /// then fails with ETXTBSY ("Text file busy", seen in CI).
+    static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn spawning() -> std::sync::MutexGuard<'static, ()> {
+        SPAWNING.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A stand-in for `kiln`: a shell script in its own directory that
     /// checks its arguments and prints `body`'s lines.
     fn fake_kiln(name: &str, body: &str) -> PathBuf {
@@ -542,6 +552,7 @@ mod tests {
 
     #[test]
     fn events_are_typed_waited_for_in_order_and_a_stop_collects_the_rest() {
+        let spawning = spawning();
         let exe = fake_kiln(
             "stop",
             r#"trap 'echo "{\"level\":\"INFO\",\"message\":\"saved\",\"event\":\"state_saved\"}"; exit 0' INT
@@ -558,6 +569,7 @@ while true; do sleep 0.05; done"#,
             .log_to(&log)
             .spawn()
             .unwrap();
+        drop(spawning);
         let deadline = Instant::now() + Duration::from_secs(30);
         let first = session.try_next(deadline).unwrap();
         assert!(first.is(EventKind::BuildStarted));
@@ -596,12 +608,14 @@ while true; do sleep 0.05; done"#,
 
     #[test]
     fn an_exit_ends_a_wait_with_its_status() {
+        let spawning = spawning();
         let exe = fake_kiln("exit", "echo '{\"message\":\"m\"}'\nexit 7");
         let mut session = DevCommand::new(&exe, exe.parent().unwrap())
             .args(["--x"])
             .on_drop(OnDrop::Kill)
             .spawn()
             .unwrap();
+        drop(spawning);
         let waited = session.try_wait_for(Instant::now() + Duration::from_secs(30), |e| {
             e.is(EventKind::Swapped)
         });
