@@ -119,6 +119,12 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         None => crate::supervisor::declarations::bundled_workload(&root).map_err(err)?,
     };
     tracing::info!("{}", workload.describe());
+    // Read whole to check it before a build; the worker loads the buffers
+    // and replays, so the supervisor keeps only the name (a GiB-sized
+    // workload held here for the whole session was one more copy of the
+    // state in the peak memory).
+    let workload_name = workload.name.clone();
+    drop(workload);
     let tolerances_path = root.join("kiln.toml");
     // Check the tolerances now: a bad kiln.toml stops us before a build.
     if tolerances_path.exists() {
@@ -259,9 +265,9 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         state: explicit.clone(),
         fresh: options.fresh,
         target: &target,
-        workload_name: &workload.name,
+        workload_name: &workload_name,
     })?;
-    let mut own = Lane::new(module, engine, staged, &workload.name, &target);
+    let mut own = Lane::new(module, engine, staged, &workload_name, &target);
     own.kept = Some(kept);
     own.fresh = Some(Fresh {
         build_ms: Some(build_ms),

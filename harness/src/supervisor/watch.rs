@@ -31,7 +31,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::fs;
-use std::hash::{DefaultHasher, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -513,11 +512,8 @@ impl SourceHashes {
         if self.graph.classify(path) == Classified::Ignored {
             return None;
         }
-        match fs::read(path) {
-            Ok(bytes) => {
-                let mut hasher = DefaultHasher::new();
-                hasher.write(&bytes);
-                let hash = hasher.finish();
+        match content_hash(path) {
+            Ok(hash) => {
                 let previous = self.hashes.insert(path.to_path_buf(), hash);
                 (previous != Some(hash)).then(|| path.to_path_buf())
             }
@@ -572,5 +568,23 @@ impl SourceHashes {
             paths: changed.into_iter().collect(),
             first_event_at,
         })
+    }
+}
+
+/// The hash of a file's content, read in pieces (a watched workload file
+/// can hold GiBs of resident data: it is never held in memory whole), with
+/// xxh3 (several GB/s).
+fn content_hash(path: &Path) -> io::Result<u64> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut piece = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut piece) {
+            Ok(0) => return Ok(hasher.digest()),
+            Ok(n) => hasher.update(&piece[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
