@@ -232,3 +232,63 @@ fn editing_the_reference_module_swaps_the_reference_and_rechecks() {
     no_restart(&session, mark);
     let _ = session.stop();
 }
+
+/// A kernel recorded before its cpu implementation exists (the order the
+/// README's "replay skips them until it is written" allows): when the
+/// implementation is saved, the version it replaces cannot run the call, so
+/// the call is timed on the new version alone and not compared; the new
+/// version passes and serves (it was rolled back: "while timing: ... relu
+/// is declared but not on cpu yet" counted the old version's lack against
+/// it, and every save of the fix did the same).
+#[test]
+fn a_kernel_recorded_before_it_is_implemented_serves_when_it_is_written() {
+    let copy = WorkspaceCopy::new();
+    let blocks = readme_commands();
+    let rust = readme_blocks(SECTION)
+        .into_iter()
+        .find(|(lang, _)| lang == "rust")
+        .expect("the README shows the kernel body")
+        .1;
+    let (record, dev) = (&blocks[0][0], &blocks[0][1]);
+    kiln_in(&copy, record);
+    let dev_args: Vec<&str> = dev[1..].iter().map(String::as_str).collect();
+    let mut session = DevSession::start(&copy, &dev_args);
+    // Scaffold, the reference implemented, then relu recorded into the
+    // watched workload while the cpu module has only the stub.
+    kiln_in(&copy, &blocks[1][0]);
+    session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    session.wait_quiet(Duration::from_millis(3000), BUILD_DEADLINE);
+    implement(&copy, "kernels/reference/src/declared/relu.rs", &rust);
+    session.wait_quiet(Duration::from_millis(3000), BUILD_DEADLINE);
+    kiln_in(&copy, &blocks[2][0]);
+    session.wait_event(EventKind::WorkloadReloaded, BUILD_DEADLINE);
+    session.wait_quiet(Duration::from_millis(3000), BUILD_DEADLINE);
+
+    // The cpu implementation: swapped in, checked, timed alone, serving.
+    let mark = session.mark();
+    implement(&copy, "kernels/cpu/src/declared/relu.rs", &rust);
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    let call = wait_calls_of(&mut session, "relu", true);
+    assert_eq!(call.version(), swapped.version(), "{}", call.line);
+    assert!(
+        call.fields::<events::Replay>().verdict.is_none(),
+        "no comparison with a version that cannot run it: {}",
+        call.line
+    );
+    session.wait_quiet(Duration::from_millis(3000), BUILD_DEADLINE);
+    assert!(
+        session.named_since(mark, EventKind::RolledBack).is_empty()
+            && session
+                .named_since(mark, EventKind::ReplayFailed)
+                .is_empty(),
+        "the new version is not failed for what the old one lacks"
+    );
+    let why = session
+        .events
+        .iter()
+        .skip(mark)
+        .find(|e| e.message().contains("cannot run it"))
+        .unwrap_or_else(|| session.fail("no word of the old version lacking relu"));
+    assert!(why.message().contains("not compared"), "{}", why.line);
+    let _ = session.stop();
+}

@@ -637,6 +637,11 @@ struct Timed {
     new_samples: Vec<Duration>,
     old_samples: Vec<Duration>,
     error: Option<CallError>,
+    /// Why the previous version could not run the call (a kernel it does
+    /// not have yet, a failure of its own): the call is timed on the new
+    /// version alone, with no verdict. The previous version's failure
+    /// costs the comparison, never the new version.
+    old_error: Option<CallError>,
 }
 
 fn timing_call(
@@ -712,16 +717,18 @@ fn time_calls(
         }
     }
     for (index, call) in calls {
-        let prepared = timing_call(handle, call, *index, &mut scratch_new).and_then(|new_call| {
-            let old_call = match old {
-                Some(old) => Some(timing_call(old, call, *index, &mut scratch_old)?),
-                None => None,
-            };
-            Ok((new_call, old_call))
-        });
-        let (new_call, old_call, error) = match prepared {
-            Ok((n, o)) => (n, o, None),
-            Err(e) => (call.clone(), None, Some(e)),
+        let (new_call, error) = match timing_call(handle, call, *index, &mut scratch_new) {
+            Ok(c) => (c, None),
+            Err(e) => (call.clone(), Some(e)),
+        };
+        let (old_call, old_error) = match old {
+            Some(old) if error.is_none() => {
+                match timing_call(old, call, *index, &mut scratch_old) {
+                    Ok(c) => (Some(c), None),
+                    Err(e) => (None, Some(e)),
+                }
+            }
+            _ => (None, None),
         };
         timed.push(Timed {
             index: *index,
@@ -730,6 +737,7 @@ fn time_calls(
             new_samples: Vec::new(),
             old_samples: Vec::new(),
             error,
+            old_error,
         });
     }
     let run_round = |timed: &mut [Timed], record: bool, new_first: bool| {
@@ -758,19 +766,26 @@ fn time_calls(
                 watch.before(old.label(), index, kernel);
                 sample(old, call, into)
             };
+            let mut old_failed = None;
             let result = (|| match (old, &t.old_call) {
                 (Some(old), Some(old_call)) if !new_first => {
-                    on_old(old, old_call, old_into)?;
+                    old_failed = on_old(old, old_call, old_into).err();
                     on_new(new_into)
                 }
                 (Some(old), Some(old_call)) => {
                     on_new(new_into)?;
-                    on_old(old, old_call, old_into)
+                    old_failed = on_old(old, old_call, old_into).err();
+                    Ok(())
                 }
                 _ => on_new(new_into),
             })();
             if let Err(e) = result {
                 t.error = Some(e);
+            }
+            if let Some(e) = old_failed {
+                t.old_call = None;
+                t.old_samples.clear();
+                t.old_error = Some(e);
             }
         }
     };
@@ -809,6 +824,15 @@ fn time_calls(
     let timed = timed
         .into_iter()
         .map(|t| {
+            if let (Some(e), Some(old)) = (&t.old_error, old) {
+                tracing::warn!(
+                    "call {} ({}): {} cannot run it ({e}); timed on {} alone, not compared",
+                    t.index,
+                    t.new_call.kernel,
+                    old.label(),
+                    handle.label()
+                );
+            }
             let result = match t.error {
                 Some(e) => Err(e),
                 None => Ok((
