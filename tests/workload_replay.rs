@@ -492,10 +492,11 @@ fn replay_twice(stage: &kiln::StagingDir) -> (ServedModule, ReplayReport) {
 /// test asserts cannot depend on the load: against a baseline a thousand
 /// times slower than this machine, with no spread, every call is judged
 /// (and "faster", by a margin no noise reaches: the change is ~1000x the
-/// median, the bar three of this replay's own MADs), unless this
-/// measurement itself saw other work take the CPUs; and against the same
-/// baseline recorded while other work used half the CPUs, no call is
-/// judged at all.
+/// median, the bar three of this replay's own MADs; and beyond what any
+/// load can cause, `timing::BUSY_MAX_RATIO`, so whatever this measurement
+/// saw); and against a baseline 2x slower (within what load can cause)
+/// recorded while other work used half the CPUs, no call reads "faster"
+/// or "slower".
 #[test]
 fn a_recorded_baseline_is_judged_and_a_busy_one_is_not() {
     let _serial = one_at_a_time();
@@ -507,6 +508,9 @@ fn a_recorded_baseline_is_judged_and_a_busy_one_is_not() {
         reference: Some(reference(&stage)),
         ..ReplayOptions::default()
     };
+    // Warm first (the first replay of a process runs on fresh pages).
+    let warm_up = replay::replay(&served.handle(), &workload, &replay_options, None);
+    assert!(warm_up.passed(), "{}", warm_up.table());
     let first = replay::replay(&served.handle(), &workload, &replay_options, None);
     assert!(first.passed(), "{}", first.table());
     let measured = first.timings();
@@ -529,25 +533,27 @@ fn a_recorded_baseline_is_judged_and_a_busy_one_is_not() {
         stats.iqr = stats.q3 - stats.q1;
     }
     slow.other_work_share = Some(0.0);
-    let mut busy = slow.clone();
+    let mut busy = measured.clone();
+    for stats in busy.calls.values_mut() {
+        for v in [
+            &mut stats.median,
+            &mut stats.q1,
+            &mut stats.q3,
+            &mut stats.min,
+            &mut stats.max,
+        ] {
+            *v *= 2.0;
+        }
+    }
     busy.other_work_share = Some(0.5);
 
     let against_slow = replay::replay(&served.handle(), &workload, &replay_options, Some(&slow));
     assert!(against_slow.passed(), "{}", against_slow.table());
     let lines = verdict_lines(&against_slow);
     println!("against a baseline 1000x slower:\n{lines}");
-    let now_busy = against_slow
-        .timing_header
-        .as_deref()
-        .is_some_and(|h| h.contains("machine too busy"));
     assert_eq!(against_slow.calls.len(), slow.calls.len(), "{lines}");
     for c in &against_slow.calls {
-        let want = if now_busy {
-            Verdict::TooBusy
-        } else {
-            Verdict::Faster
-        };
-        assert_eq!(c.verdict, Some(want), "{}: {lines}", c.key);
+        assert_eq!(c.verdict, Some(Verdict::Faster), "{}: {lines}", c.key);
         assert_eq!(
             c.previous_median,
             slow.get(&c.key).map(|s| s.median),
@@ -559,7 +565,7 @@ fn a_recorded_baseline_is_judged_and_a_busy_one_is_not() {
     let against_busy = replay::replay(&served.handle(), &workload, &replay_options, Some(&busy));
     assert!(against_busy.passed(), "{}", against_busy.table());
     let lines = verdict_lines(&against_busy);
-    println!("against the same baseline, recorded busy:\n{lines}");
+    println!("against a baseline 2x slower, recorded busy:\n{lines}");
     let header = against_busy.timing_header.clone().unwrap_or_default();
     assert!(
         header.contains("the previous timings were taken while other work used 50% of the CPUs")
@@ -567,7 +573,11 @@ fn a_recorded_baseline_is_judged_and_a_busy_one_is_not() {
         "{header}"
     );
     for c in &against_busy.calls {
-        assert_eq!(c.verdict, Some(Verdict::TooBusy), "{}: {lines}", c.key);
+        assert!(
+            matches!(c.verdict, Some(Verdict::TooBusy | Verdict::NoClearChange)),
+            "{}: {lines}",
+            c.key
+        );
     }
 }
 

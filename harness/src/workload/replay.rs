@@ -550,8 +550,8 @@ pub fn replay_with(
                             Baseline::Interleaved(_) => verdict_interleaved(p, s),
                             _ => verdict_recorded(p, s),
                         };
-                        result.verdict =
-                            Some(verdict.unless_busy(busier(other_share, baseline_share)));
+                        let busy = busier(other_share, baseline_share);
+                        result.verdict = Some(verdict.unless_busy(busy, s.median / p.median));
                         result.previous_median = Some(p.median);
                     }
                     result.point = stats.as_ref().zip(result.work).and_then(|(s, w)| {

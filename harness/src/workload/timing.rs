@@ -185,12 +185,24 @@ pub enum Verdict {
 /// own pool threads waiting for each other.
 pub const BUSY_SHARE: f64 = 0.10;
 
+/// A change this large (a ratio of medians beyond it either way) is
+/// reported even on a busy machine: other work can at worst take half of a
+/// CPU from a thread that shares it (2x), and an interleaved comparison
+/// exposes both engines to it alike. A new-user session read a saxpy made
+/// 16,000x slower as "machine too busy" before.
+pub const BUSY_MAX_RATIO: f64 = 3.0;
+
 impl Verdict {
-    /// `self`, or [`Verdict::TooBusy`] in place of a change measured while
-    /// other processes used `other_share` of the machine's CPUs.
-    pub fn unless_busy(self, other_share: Option<f64>) -> Verdict {
+    /// `self`, or [`Verdict::TooBusy`] in place of a change by `ratio`
+    /// (current over previous median) measured while other processes used
+    /// `other_share` of the machine's CPUs, unless the change is beyond
+    /// what that load could cause ([`BUSY_MAX_RATIO`]).
+    pub fn unless_busy(self, other_share: Option<f64>, ratio: f64) -> Verdict {
+        let beyond_load = !(1.0 / BUSY_MAX_RATIO..=BUSY_MAX_RATIO).contains(&ratio);
         match self {
-            Verdict::Faster | Verdict::Slower if other_share.is_some_and(|s| s > BUSY_SHARE) => {
+            Verdict::Faster | Verdict::Slower
+                if other_share.is_some_and(|s| s > BUSY_SHARE) && !beyond_load =>
+            {
                 Verdict::TooBusy
             }
             v => v,
@@ -344,18 +356,30 @@ mod tests {
 
     #[test]
     fn a_change_measured_on_a_busy_machine_is_no_verdict() {
-        for v in [Verdict::Faster, Verdict::Slower] {
-            assert_eq!(v.unless_busy(Some(BUSY_SHARE + 0.01)), Verdict::TooBusy);
-            assert_eq!(v.unless_busy(Some(BUSY_SHARE - 0.01)), v);
+        for (v, ratio) in [(Verdict::Faster, 0.5), (Verdict::Slower, 2.0)] {
             assert_eq!(
-                v.unless_busy(None),
+                v.unless_busy(Some(BUSY_SHARE + 0.01), ratio),
+                Verdict::TooBusy
+            );
+            assert_eq!(v.unless_busy(Some(BUSY_SHARE - 0.01), ratio), v);
+            assert_eq!(
+                v.unless_busy(None, ratio),
                 v,
                 "no pressure information: as measured"
             );
         }
+        // Beyond what load can do: reported however busy the machine was.
+        assert_eq!(
+            Verdict::Slower.unless_busy(Some(0.9), BUSY_MAX_RATIO * 1.01),
+            Verdict::Slower
+        );
+        assert_eq!(
+            Verdict::Faster.unless_busy(Some(0.9), 1.0 / (BUSY_MAX_RATIO * 1.01)),
+            Verdict::Faster
+        );
         // "No clear change" stays: load only ever adds noise.
         assert_eq!(
-            Verdict::NoClearChange.unless_busy(Some(0.9)),
+            Verdict::NoClearChange.unless_busy(Some(0.9), 1.0),
             Verdict::NoClearChange
         );
         assert_eq!(Verdict::TooBusy.to_string(), "machine too busy");
