@@ -482,6 +482,28 @@ fn replay_twice(stage: &kiln::StagingDir) -> (ServedModule, ReplayReport) {
     (served, second)
 }
 
+/// `timings` with every call's times (not its spread) `factor` times
+/// longer.
+fn scaled(
+    timings: &kiln::workload::timing::Timings,
+    factor: f64,
+) -> kiln::workload::timing::Timings {
+    let mut scaled = timings.clone();
+    for stats in scaled.calls.values_mut() {
+        for v in [
+            &mut stats.median,
+            &mut stats.q1,
+            &mut stats.q3,
+            &mut stats.min,
+            &mut stats.max,
+        ] {
+            *v *= factor;
+        }
+        stats.iqr = stats.q3 - stats.q1;
+    }
+    scaled
+}
+
 /// A baseline recorded at another time is judged with its own load.
 ///
 /// Whether the same version replayed twice reads "no clear change" against
@@ -518,33 +540,13 @@ fn a_recorded_baseline_is_judged_and_a_busy_one_is_not() {
         measured.other_work_share.is_some(),
         "a timed replay records the load it was measured under"
     );
-    let mut slow = measured.clone();
+    // 1000x, with no spread.
+    let mut slow = scaled(&measured, 1000.0);
     for stats in slow.calls.values_mut() {
-        for v in [
-            &mut stats.median,
-            &mut stats.q1,
-            &mut stats.q3,
-            &mut stats.min,
-            &mut stats.max,
-        ] {
-            *v *= 1000.0;
-        }
         stats.mad = 0.0;
-        stats.iqr = stats.q3 - stats.q1;
     }
     slow.other_work_share = Some(0.0);
-    let mut busy = measured.clone();
-    for stats in busy.calls.values_mut() {
-        for v in [
-            &mut stats.median,
-            &mut stats.q1,
-            &mut stats.q3,
-            &mut stats.min,
-            &mut stats.max,
-        ] {
-            *v *= 2.0;
-        }
-    }
+    let mut busy = scaled(&measured, 2.0);
     busy.other_work_share = Some(0.5);
 
     let against_slow = replay::replay(&served.handle(), &workload, &replay_options, Some(&slow));
