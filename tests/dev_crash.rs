@@ -474,3 +474,33 @@ fn a_version_that_writes_over_its_handed_over_state_and_fails_leaves_the_state_a
     assert_eq!(read.bool("pass"), Some(true), "{}", read.line);
     let _ = session.stop();
 }
+
+/// Two bad versions in a row: each restart serves the last good code, and
+/// the log names the version that code came from (v1), not the previous
+/// restart's number (it read "the code of v3", then "of v5", ... a chain
+/// a user had to follow back by hand).
+#[test]
+fn restarts_in_a_row_name_the_version_the_code_came_from() {
+    let ws = MisbehavingWorkspace::new();
+    let mut session = start(&ws, &[]);
+    let v1 = first_version(&session);
+    session.wait_quiet(QUIET, QUIET_MAX);
+    let mut restarts = Vec::new();
+    for revision in [2, 3] {
+        ws.save("abort", revision);
+        session.wait_event(EventKind::Crashed, BUILD_DEADLINE);
+        let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
+        assert!(
+            restarted.message().contains(&format!("the code of v{v1})")),
+            "{}",
+            restarted.line
+        );
+        restarts.push(restarted.version().expect("version"));
+        session.wait_quiet(QUIET, QUIET_MAX);
+    }
+    assert!(
+        restarts[1] > restarts[0] && restarts[0] > v1,
+        "{restarts:?}"
+    );
+    let _ = session.stop();
+}

@@ -30,6 +30,10 @@ pub(super) struct LastGood {
     /// The version that serves its code now (a rollback or a restart
     /// stages it again under a new number).
     pub(super) version: u64,
+    /// The version that first served this code (the one the user saved and
+    /// that passed): what the log names after any number of restarts and
+    /// rollbacks ("the code of v3", never "the code of v11").
+    pub(super) code_of: u64,
     pub(super) timings: crate::workload::timing::Timings,
 }
 

@@ -148,7 +148,7 @@ impl Session {
         let next = match &lane.last_good {
             Some(good) => format!(
                 "restarting on the code of v{} with the state of the last good point",
-                good.version
+                good.code_of
             ),
             None => "no good version to restart on: fix it and save".to_string(),
         };
@@ -228,7 +228,7 @@ impl Session {
             let Some(good) = &lane.last_good else {
                 return;
             };
-            let good_version = good.version;
+            let good_version = good.code_of;
             let staged = match good.stage_again(&self.stage, &lane.module.package) {
                 Ok(s) => s,
                 Err(e) => {

@@ -523,7 +523,7 @@ impl Session {
             basis: report.and_then(|r| r.rates.basis.clone()),
         });
         let failure = report.and_then(|r| r.first_failure.clone());
-        let good_version = lane.last_good.as_ref().map(|g| g.version);
+        let good_version = lane.last_good.as_ref().map(|g| g.code_of);
         let failed = |how: String| {
             let f = failure.clone().unwrap_or(CallFailure {
                 index: 0,
@@ -591,6 +591,7 @@ impl Session {
                     copy,
                     files: staged.files.clone(),
                     version: staged.version,
+                    code_of: staged.version,
                     timings,
                 })
             }
@@ -642,7 +643,7 @@ impl Session {
     pub(super) fn rollback(&mut self, i: usize) {
         let lane = &self.lanes[i];
         let Some(good) = &lane.last_good else { return };
-        let good_version = good.version;
+        let good_version = good.code_of;
         let module = lane.package().to_string();
         let staged = match good.stage_again(&self.stage, &module) {
             Ok(s) => s,

@@ -293,6 +293,7 @@ impl Session {
                     copy: good.copy,
                     files: good.files,
                     version: self.lanes[0].serving.version,
+                    code_of: good.code_of,
                     timings: good.timings,
                 });
                 emit!(
