@@ -340,10 +340,11 @@ impl KeptState {
             Some(Ok(kept)) => tracing::info!(
                 module = %self.module,
                 "the last good point is kept in {} ({}); the next kiln dev starts from the workload \
-                 (`--state {}` restores it)",
+                 and moves it to {} (`--state {}` restores it from there)",
                 kept.path.display(),
                 bytes::human(kept.bytes),
-                kept.path.display()
+                self.previous.display(),
+                self.previous.display()
             ),
             Some(Err(e)) => tracing::error!(
                 module = %self.module,

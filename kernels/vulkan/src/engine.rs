@@ -469,7 +469,7 @@ impl Drop for VulkanEngine {
             allocations = count,
             bytes,
             residents = self.residents.len(),
-            "vulkan engine dropped: {count} device allocations ({bytes} bytes) live before freeing"
+            "vulkan engine dropped: freeing its {count} device allocations ({bytes} bytes)"
         );
         for (_, r) in std::mem::take(&mut self.residents) {
             self.gpu.free_buffer(r.buffer);
