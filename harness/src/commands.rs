@@ -264,16 +264,30 @@ pub fn replay(file: &Path, options: &ReplayCommand) -> Result<(), String> {
 }
 
 /// `kiln report`.
-pub fn report(module: &str, svg: Option<&Path>) -> Result<(), String> {
+pub fn report(module: &str, svg: Option<&Path>, file: Option<&Path>) -> Result<(), String> {
     let root = workspace_root();
-    let path = crate::history::default_path(&workspace::target_dir(&root), module);
-    let history = History::load(&path).map_err(|e| {
-        format!("{e}\n(no kiln dev session of {module} recorded yet? run `kiln dev` first)")
+    let last = crate::history::default_path(&workspace::target_dir(&root), module);
+    let path = file.unwrap_or(&last);
+    let history = History::load(path).map_err(|e| match file {
+        Some(_) => e,
+        None => {
+            format!("{e}\n(no kiln dev session of {module} recorded yet? run `kiln dev` first)")
+        }
     })?;
     print!("{}", history.table());
     let svg_path = svg.map_or_else(|| path.with_extension("svg"), Path::to_path_buf);
     std::fs::write(&svg_path, history.svg()).map_err(|e| format!("{}: {e}", svg_path.display()))?;
     println!("chart: {}", svg_path.display());
+    if file.is_none() {
+        let earlier = crate::history::earlier(&last);
+        if let Some(newest) = earlier.last() {
+            println!(
+                "earlier sessions: {} kept (the newest: `kiln report --file {}`)",
+                earlier.len(),
+                newest.display()
+            );
+        }
+    }
     Ok(())
 }
 

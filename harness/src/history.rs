@@ -415,8 +415,98 @@ pub fn default_path(target_dir: &Path, module: &str) -> PathBuf {
         .join(format!("{module}.json"))
 }
 
+/// How many earlier sessions' histories are kept per module.
+pub const EARLIER_KEPT: usize = 10;
+
+/// The earlier sessions' histories kept next to `path`
+/// (`MODULE.session-NNNN.json`), oldest first.
+pub fn earlier(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(stem)) = (path.parent(), path.file_stem().and_then(|s| s.to_str())) else {
+        return Vec::new();
+    };
+    let prefix = format!("{stem}.session-");
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let n = name
+                .strip_prefix(&prefix)?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()?;
+            Some((n, dir.join(name)))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Moves the history at `path` (an earlier session's) aside as the next
+/// `MODULE.session-NNNN.json`, so a new session does not overwrite it, and
+/// removes the oldest beyond [`EARLIER_KEPT`]; returns where it went
+/// (`None`: there was none).
+pub fn keep_earlier(path: &Path) -> std::io::Result<Option<PathBuf>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let kept = earlier(path);
+    let next = kept
+        .last()
+        .and_then(|p| {
+            p.file_stem()?
+                .to_str()?
+                .rsplit_once(".session-")?
+                .1
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(1, |n| n + 1);
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("history");
+    let to = path.with_file_name(format!("{stem}.session-{next:04}.json"));
+    std::fs::rename(path, &to)?;
+    let all = earlier(path);
+    for old in &all[..all.len().saturating_sub(EARLIER_KEPT)] {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(Some(to))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_earlier_session_is_kept_aside_and_only_the_newest_ten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = default_path(dir.path(), "kernel-cpu");
+        assert_eq!(keep_earlier(&path).unwrap(), None, "nothing to keep");
+        let session = |n: u64| History {
+            module: "kernel-cpu".into(),
+            backend: "cpu".into(),
+            workload: format!("session {n}"),
+            versions: Vec::new(),
+        };
+        for n in 1..=12 {
+            session(n).save(&path).unwrap();
+            let kept = keep_earlier(&path).unwrap().expect("kept");
+            assert!(!path.exists());
+            assert_eq!(
+                History::load(&kept).unwrap().workload,
+                format!("session {n}")
+            );
+        }
+        let kept = earlier(&path);
+        assert_eq!(kept.len(), EARLIER_KEPT);
+        let oldest = History::load(&kept[0]).unwrap();
+        let newest = History::load(kept.last().unwrap()).unwrap();
+        assert_eq!(
+            (oldest.workload.as_str(), newest.workload.as_str()),
+            ("session 3", "session 12")
+        );
+    }
+
     use super::*;
 
     fn record(version: u64, passed: bool, ms: f64) -> VersionRecord {

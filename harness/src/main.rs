@@ -221,6 +221,10 @@ enum Command {
         /// Where to write the chart (default: next to the history file).
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
+        /// A history file to show instead of the module's last session (an
+        /// earlier session's: `target/kiln/history/MODULE.session-NNNN.json`).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
     },
     /// Print this machine's measured peaks (memory bandwidth, compute), the
     /// last-level cache size used and the cold-cache flush cost.
@@ -380,7 +384,9 @@ fn main() -> ExitCode {
             device,
             state_mib,
         } => kiln::commands::check_swap(&backend, module.as_deref(), device, state_mib),
-        Command::Report { module, svg } => kiln::commands::report(&module, svg.as_deref()),
+        Command::Report { module, svg, file } => {
+            kiln::commands::report(&module, svg.as_deref(), file.as_deref())
+        }
         Command::Machine {
             threads,
             remeasure,

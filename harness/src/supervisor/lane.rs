@@ -85,6 +85,19 @@ impl Lane {
         workload: &str,
         target: &std::path::Path,
     ) -> Lane {
+        let history_path = crate::history::default_path(target, &module.package);
+        match crate::history::keep_earlier(&history_path) {
+            Ok(Some(kept)) => tracing::info!(
+                "the previous session's history of {} is kept in {} (`kiln report --file` shows it)",
+                module.package,
+                kept.display()
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                "cannot keep the previous session's history {}: {e} (this session's replaces it)",
+                history_path.display()
+            ),
+        }
         Lane {
             history: History {
                 module: module.package.clone(),
@@ -92,7 +105,7 @@ impl Lane {
                 workload: workload.to_string(),
                 versions: Vec::new(),
             },
-            history_path: crate::history::default_path(target, &module.package),
+            history_path,
             module,
             engine,
             serving,
