@@ -36,7 +36,10 @@ pub struct CallVerdict {
 
 impl CallVerdict {
     fn is_false(&self) -> bool {
-        self.verdict != "no clear change" && self.verdict != "machine too busy"
+        !matches!(
+            self.verdict.as_str(),
+            "no clear change" | "machine too busy" | "too short to compare"
+        )
     }
 }
 

@@ -551,7 +551,11 @@ pub fn replay_with(
                             _ => verdict_recorded(p, s),
                         };
                         let busy = busier(other_share, baseline_share);
-                        result.verdict = Some(verdict.unless_busy(busy, s.median / p.median));
+                        result.verdict = Some(
+                            verdict
+                                .unless_busy(busy, s.median / p.median)
+                                .unless_too_short(p.median, s.median),
+                        );
                         result.previous_median = Some(p.median);
                     }
                     result.point = stats.as_ref().zip(result.work).and_then(|(s, w)| {

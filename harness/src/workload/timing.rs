@@ -173,7 +173,17 @@ pub enum Verdict {
     /// [`BUSY_SHARE`] of the machine's CPUs while they were taken: no
     /// verdict.
     TooBusy,
+    /// The measurements differ, but both calls take less than
+    /// [`SHORTEST_JUDGED`]: a thread's wake-up and the cache's state move
+    /// them more than most changes of their code. No verdict.
+    TooShort,
 }
+
+/// Calls whose medians are both below this (20 us) get no verdict within
+/// [`BUSY_MAX_RATIO`]: the same saxpy of 4096 elements read "faster"
+/// (-36%) and then "slower" (+164%) in one new-user session, on an idle
+/// machine. Larger dims measure the kernel; a change beyond 3x is reported.
+pub const SHORTEST_JUDGED: f64 = 20e-6;
 
 /// The share of the machine's CPU capacity other processes may use during a
 /// measurement (`process::other_work_share`) for a change between two
@@ -208,6 +218,22 @@ impl Verdict {
             v => v,
         }
     }
+
+    /// `self`, or [`Verdict::TooShort`] in place of a change between two
+    /// medians (seconds) both below [`SHORTEST_JUDGED`], unless the change
+    /// is beyond [`BUSY_MAX_RATIO`] either way.
+    pub fn unless_too_short(self, previous: f64, current: f64) -> Verdict {
+        let ratio = current / previous;
+        let beyond = !(1.0 / BUSY_MAX_RATIO..=BUSY_MAX_RATIO).contains(&ratio);
+        match self {
+            Verdict::Faster | Verdict::Slower
+                if previous < SHORTEST_JUDGED && current < SHORTEST_JUDGED && !beyond =>
+            {
+                Verdict::TooShort
+            }
+            v => v,
+        }
+    }
 }
 
 impl fmt::Display for Verdict {
@@ -217,6 +243,7 @@ impl fmt::Display for Verdict {
             Verdict::Slower => "slower",
             Verdict::NoClearChange => "no clear change",
             Verdict::TooBusy => "machine too busy",
+            Verdict::TooShort => "too short to compare",
         })
     }
 }
@@ -383,6 +410,26 @@ mod tests {
             Verdict::NoClearChange
         );
         assert_eq!(Verdict::TooBusy.to_string(), "machine too busy");
+    }
+
+    #[test]
+    fn a_change_between_two_very_short_calls_is_no_verdict_within_3x() {
+        let us = 1e-6;
+        for (verdict, previous, current, want) in [
+            (Verdict::Slower, 5.0, 13.0, Verdict::TooShort),
+            (Verdict::Faster, 13.0, 5.0, Verdict::TooShort),
+            // Beyond 3x, or one side long enough to measure: as judged.
+            (Verdict::Slower, 5.0, 16.0, Verdict::Slower),
+            (Verdict::Slower, 15.0, 30.0, Verdict::Slower),
+            (Verdict::NoClearChange, 5.0, 6.0, Verdict::NoClearChange),
+        ] {
+            assert_eq!(
+                verdict.unless_too_short(previous * us, current * us),
+                want,
+                "{verdict:?} {previous} us -> {current} us"
+            );
+        }
+        assert_eq!(Verdict::TooShort.to_string(), "too short to compare");
     }
 
     #[test]
