@@ -282,6 +282,8 @@ event_set! {
     LoopAlignment = "loop_alignment",
     /// A command failed (`--log-format json`): the message says why.
     Error = "error",
+    /// `kiln dev --ui`: the live page serves (`url`, with its token).
+    Ui = "ui",
 }
 
 /// Declares the field structs with the derives every one needs. An
@@ -441,6 +443,28 @@ event_fields! {
         /// Why the call was not run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub skipped: Option<String>,
+        /// The call's dims (`n=1024`), for the roofline's hover.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub dims: Option<String>,
+        /// Achieved GFLOP/s at the median time (declared flops).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub gflops: Option<f64>,
+        /// Achieved GB/s at the median time (declared bytes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub gbs: Option<f64>,
+        /// flop/byte.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub intensity: Option<f64>,
+        /// Achieved / roofline bound x 100.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub percent: Option<f64>,
+        /// The memory roof the call was judged against (measured GB/s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub roof_gbs: Option<f64>,
+        /// The compute roof of the call's arithmetic (measured GFLOP/s,
+        /// GOP/s for i8).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub roof_gflops: Option<f64>,
     }
 
     /// `replay_failed`: the message says what follows.
@@ -767,6 +791,12 @@ event_fields! {
 
     /// `error`: the message says why.
     Error {}
+
+    /// `ui`: the live page of `kiln dev --ui` serves at `url` (its token
+    /// in the query).
+    Ui {
+        pub url: String,
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -1247,6 +1277,13 @@ mod tests {
                 trials_passed: 0,
                 trials: 3,
                 skipped: None,
+                dims: Some(s("n=1024")),
+                gflops: Some(2.5),
+                gbs: Some(30.0),
+                intensity: Some(0.083),
+                percent: Some(61.5),
+                roof_gbs: Some(48.75),
+                roof_gflops: Some(512.0),
             }
             .into(),
             ReplayFailed {
@@ -1467,6 +1504,10 @@ mod tests {
             CrossCompareFailed { module: m() }.into(),
             LoopAlignment {}.into(),
             Error {}.into(),
+            Ui {
+                url: s("http://127.0.0.1:40123/?token=00ff"),
+            }
+            .into(),
         ]
     }
 

@@ -22,7 +22,9 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::events::EVENT_FIELD;
 
@@ -140,15 +142,65 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut timestamp = String::new();
-        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let meta = event.metadata();
-        let mut line = JsonObject::default();
-        line.entry("timestamp", timestamp.as_str());
-        line.entry("level", meta.level().as_str());
-        event.record(&mut line);
-        line.entry("target", meta.target());
-        writeln!(writer, "{}}}", line.text)
+        writeln!(writer, "{}", json_of(event)?)
+    }
+}
+
+/// One event as the JSON object of its line (no newline).
+fn json_of(event: &Event<'_>) -> Result<String, fmt::Error> {
+    let mut timestamp = String::new();
+    SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+    let meta = event.metadata();
+    let mut line = JsonObject::default();
+    line.entry("timestamp", timestamp.as_str());
+    line.entry("level", meta.level().as_str());
+    event.record(&mut line);
+    line.entry("target", meta.target());
+    line.text.push('}');
+    Ok(line.text)
+}
+
+/// Where a copy of every event goes as a JSON line, whatever the log's
+/// format (`kiln dev --ui`'s live feed): set once per process.
+type Tap = Box<dyn Fn(&str) + Send + Sync>;
+
+static TAP: std::sync::OnceLock<Tap> = std::sync::OnceLock::new();
+
+/// Sends a copy of every later event of this process (and of its workers'
+/// JSON lines, [`tap_lines`]) to `tap`, one JSON object each; `false` if a
+/// tap was set already.
+pub fn set_tap(tap: impl Fn(&str) + Send + Sync + 'static) -> bool {
+    TAP.set(Box::new(tap)).is_ok()
+}
+
+/// Whether a tap is set (a worker's lines are then wanted as JSON).
+pub fn tapped() -> bool {
+    TAP.get().is_some()
+}
+
+/// Hands `text`'s JSON-object lines (a worker's log lines) to the tap.
+pub fn tap_lines(text: &str) {
+    let Some(tap) = TAP.get() else { return };
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('{') && line.ends_with('}') {
+            tap(line);
+        }
+    }
+}
+
+/// The layer that feeds the tap (present in every subscriber; idle
+/// without a tap). The replay table, for people, is left out.
+struct TapLayer;
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for TapLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(tap) = TAP.get() else { return };
+        if event.metadata().target() == "kiln::table" {
+            return;
+        }
+        if let Ok(line) = json_of(event) {
+            tap(&line);
+        }
     }
 }
 
@@ -259,6 +311,7 @@ where
         .with_writer(writer)
         .event_format(JsonLine)
         .finish()
+        .with(TapLayer)
 }
 
 /// Installs the global subscriber writing lines to `writer` (a `kiln dev`
@@ -274,9 +327,10 @@ where
             .with_env_filter(filter)
             .with_writer(writer)
             .event_format(HumanLine { start, ansi })
+            .finish()
+            .with(TapLayer)
             .try_init(),
-        LogFormat::Json => tracing::subscriber::set_global_default(json_subscriber(writer, filter))
-            .map_err(Into::into),
+        LogFormat::Json => json_subscriber(writer, filter).try_init(),
     };
     if let Err(e) = result {
         eprintln!("kiln: logging already initialised: {e}");

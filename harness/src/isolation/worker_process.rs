@@ -204,6 +204,7 @@ impl WorkerProcess {
                     let Ok(line) = line else { break };
                     match serde_json::from_str::<Message>(&line) {
                         Ok(Message::Log(text)) => {
+                            crate::logging::tap_lines(&text);
                             if forward {
                                 let mut out = std::io::stdout().lock();
                                 let _ = out.write_all(text.as_bytes());

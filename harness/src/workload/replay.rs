@@ -18,7 +18,7 @@ use shared_state::{Arg, Call, DType, KernelDecl, Tensor};
 use crate::events::{self, emit};
 use crate::machine::recorded::{CallRate, RateBasis, ReplayRates};
 use crate::machine::replay_roof::{ColdFlush, RoofSource};
-use crate::machine::{Achieved, Arithmetic, Work};
+use crate::machine::{Achieved, Arithmetic, ComputePeak, Roof, Work};
 use crate::swap::engine_handle::{CallError, EngineHandle};
 use crate::workload::compare::{Comparison, Tolerance, Tolerances, compare};
 use crate::workload::reference::{ExpectedFrom, outputs_of};
@@ -166,6 +166,9 @@ pub struct ReplayReport {
     /// The share of the CPUs other work used while the calls were timed
     /// (timed replays only; `None` where /proc does not say).
     pub other_work_share: Option<f64>,
+    /// The peaks the calls were judged against (timed replays with
+    /// measured peaks only).
+    pub roof: Option<Roof>,
 }
 
 impl ReplayReport {
@@ -600,6 +603,11 @@ pub fn replay_with(
         ms: start.elapsed().as_secs_f64() * 1e3,
         timing_header,
         other_work_share,
+        roof: options
+            .timing
+            .as_ref()
+            .and(options.roof.peaks())
+            .map(Roof::of),
     }
 }
 
@@ -851,6 +859,11 @@ pub fn session_workload(
 pub fn log_events(report: &ReplayReport, module: &str, version: u64) {
     for c in &report.calls {
         let cmp = c.comparison.as_ref();
+        let point = c.point.as_ref();
+        let compute_roof = |roof: &Roof| match point.map(|p| p.compute_peak) {
+            Some(ComputePeak::I8) => roof.compute_i8_gops,
+            _ => Some(roof.compute_gflops),
+        };
         emit!(
             target: "kiln::workload::replay",
             tracing::Level::INFO,
@@ -873,6 +886,13 @@ pub fn log_events(report: &ReplayReport, module: &str, version: u64) {
                 trials_passed: c.trials.0 as u64,
                 trials: c.trials.1 as u64,
                 skipped: c.skipped.clone(),
+                dims: Some(c.description.clone()).filter(|d| !d.is_empty()),
+                gflops: point.and_then(|p| p.gflops).filter(|v| v.is_finite()),
+                gbs: point.and_then(|p| p.gbs).filter(|v| v.is_finite()),
+                intensity: point.and_then(|p| p.intensity).filter(|v| v.is_finite()),
+                percent: point.map(|p| p.percent).filter(|v| v.is_finite()),
+                roof_gbs: report.roof.as_ref().map(|r| r.bandwidth_gbs),
+                roof_gflops: report.roof.as_ref().and_then(compute_roof),
             },
             "replay {} call {} {}: {} ({})",
             report.label,
