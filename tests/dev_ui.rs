@@ -1,0 +1,214 @@
+//! `kiln dev --ui`: the live page of a real session, spoken to over plain
+//! HTTP (a `TcpStream`): a request without the session's token, or with
+//! another `Host`, is refused (403); the page is served with the token and
+//! loads nothing from elsewhere; `/events` (Server-Sent Events) delivers
+//! the `swapped` and `replay` events of an edit as they happen; the page's
+//! replay button (`POST /control/replay`) reaches the session through its
+//! control socket (a `replay` event follows).
+//!
+//! Real binary, real cargo, real sockets; one session for the file. Run
+//! with `cargo test --release -p kiln-e2e --test dev_ui`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use kiln_e2e::dev_session::{
+    BUILD_DEADLINE, CHUNK_LINE, DevSession, WorkspaceCopy, events, first_version, replace_once,
+    save_in_place,
+};
+use serde_json::Value;
+
+/// Generous: the machine may be busy with builds.
+const IO_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One HTTP/1.1 request; the status and the body.
+fn request(
+    port: u16,
+    method: &str,
+    target: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the page");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut text = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// `/events` read on a thread: each `data:` line's JSON, in order.
+fn subscribe(port: u16, token: &str) -> crossbeam_channel::Receiver<Value> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to /events");
+    let head = format!(
+        "GET /events?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stream).lines();
+        let status = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "/events answered {status:?}"
+        );
+        for line in lines {
+            let Ok(line) = line else { break };
+            if let Some(data) = line.strip_prefix("data: ") {
+                let value: Value = serde_json::from_str(data)
+                    .unwrap_or_else(|e| panic!("/events sent {data:?}: {e}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The next event from `feed` that `pred` accepts, within `deadline`.
+fn next_where(
+    feed: &crossbeam_channel::Receiver<Value>,
+    what: &str,
+    deadline: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let end = Instant::now() + deadline;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match feed.recv_timeout(left) {
+            Ok(event) if pred(&event) => return event,
+            Ok(_) => {}
+            Err(e) => panic!("/events: no {what} within {deadline:?} ({e})"),
+        }
+    }
+}
+
+#[test]
+fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
+    let copy = WorkspaceCopy::new();
+    let mut session = DevSession::start(&copy, &["--ui"]);
+    let first = first_version(&session.events);
+    let url = session
+        .events
+        .iter()
+        .find_map(|e| e.get::<events::Ui>())
+        .expect("a `ui` event with the page's URL")
+        .url
+        .clone();
+    let rest = url
+        .strip_prefix("http://127.0.0.1:")
+        .unwrap_or_else(|| panic!("the page is on 127.0.0.1: {url}"));
+    let (port, token) = rest.split_once("/?token=").expect("PORT/?token=TOKEN");
+    let port: u16 = port.parse().expect("a port");
+    assert!(token.len() >= 32, "a long random token: {token}");
+    let host = format!("127.0.0.1:{port}");
+
+    // Refused: no token, a wrong token, another Host (DNS rebinding).
+    assert_eq!(request(port, "GET", "/", &host, &[]).0, 403);
+    assert_eq!(request(port, "GET", "/?token=0000", &host, &[]).0, 403);
+    assert_eq!(request(port, "GET", "/events", &host, &[]).0, 403);
+    let with_token = format!("/?token={token}");
+    for other in [
+        format!("localhost:{port}"),
+        format!("evil.example:{port}"),
+        "127.0.0.1".into(),
+    ] {
+        assert_eq!(
+            request(port, "GET", &with_token, &other, &[]).0,
+            403,
+            "Host {other}"
+        );
+    }
+    assert_eq!(request(port, "POST", "/control/replay", &host, &[]).0, 403);
+
+    // The page: served with the token (in the query or the header), no
+    // asset from elsewhere.
+    let (status, page) = request(port, "GET", &with_token, &host, &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("<svg id=\"roofline\""),
+        "the roofline: {page}"
+    );
+    assert!(page.contains("/events"), "the page follows /events");
+    for external in ["http://", "https://", "//cdn", "@import"] {
+        assert!(!page.contains(external), "the page refers to {external}");
+    }
+    assert_eq!(
+        request(port, "GET", "/", &host, &[("X-Kiln-Token", token)]).0,
+        200
+    );
+
+    // Live: an edit's `swapped` and its replay's events come over /events.
+    let feed = subscribe(port, token);
+    let kernels = copy.kernels_rs();
+    let source = std::fs::read_to_string(&kernels).unwrap();
+    save_in_place(
+        &kernels,
+        &replace_once(&source, CHUNK_LINE, "const MIN_CHUNK: usize = 8192;"),
+    );
+    let swapped = next_where(&feed, "swapped after the edit", BUILD_DEADLINE * 2, |e| {
+        e["event"] == "swapped" && e["version"].as_u64().is_some_and(|v| v > first)
+    });
+    let version = swapped["version"].as_u64().unwrap();
+    let replay = next_where(&feed, "a replay of the new version", BUILD_DEADLINE, |e| {
+        e["event"] == "replay" && e["version"] == version && e["kernel"] == "saxpy"
+    });
+    // The figures the roofline plots (saxpy declares its flops and bytes).
+    if replay.get("ms").is_some() {
+        for key in ["gflops", "gbs", "intensity"] {
+            assert!(
+                replay[key].as_f64().is_some_and(|v| v > 0.0),
+                "{key} in {replay}"
+            );
+        }
+    }
+    let _ = session.wait_replay(BUILD_DEADLINE);
+
+    // The replay button: through the control socket, as `kiln ctl replay`.
+    let (status, answer) = request(
+        port,
+        "POST",
+        "/control/replay",
+        &host,
+        &[("X-Kiln-Token", token)],
+    );
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{answer}: {e}"));
+    assert_eq!(answer["answer"], "done", "{answer}");
+    next_where(
+        &feed,
+        "the replay the button asked for",
+        BUILD_DEADLINE,
+        |e| e["event"] == "replay" && e["version"] == version,
+    );
+    // A command the page does not send is refused with why.
+    let (_, refused) = request(
+        port,
+        "POST",
+        "/control/quit",
+        &host,
+        &[("X-Kiln-Token", token)],
+    );
+    assert!(refused.contains("refused"), "{refused}");
+    session.stop();
+}
