@@ -158,6 +158,25 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
         200
     );
 
+    // Undo with one good version: refused, and the page gets why.
+    let (status, refused) = request(
+        port,
+        "POST",
+        "/control/undo",
+        &host,
+        &[("X-Kiln-Token", token)],
+    );
+    assert_eq!(status, 200, "{refused}");
+    let refused: Value =
+        serde_json::from_str(&refused).unwrap_or_else(|e| panic!("{refused}: {e}"));
+    assert_eq!(refused["answer"], "refused", "{refused}");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no earlier good version")),
+        "{refused}"
+    );
+
     // Live: an edit's `swapped` and its replay's events come over /events.
     let feed = subscribe(port, token);
     let kernels = copy.kernels_rs();
@@ -201,6 +220,17 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
         BUILD_DEADLINE,
         |e| e["event"] == "replay" && e["version"] == version,
     );
+    // Undo now has an earlier good version: done, an `undone` event follows.
+    let (_, undone) = request(
+        port,
+        "POST",
+        "/control/undo",
+        &host,
+        &[("X-Kiln-Token", token)],
+    );
+    let undone: Value = serde_json::from_str(&undone).unwrap_or_else(|e| panic!("{undone}: {e}"));
+    assert_eq!(undone["answer"], "done", "{undone}");
+    next_where(&feed, "undone", BUILD_DEADLINE, |e| e["event"] == "undone");
     // A command the page does not send is refused with why.
     let (_, refused) = request(
         port,
