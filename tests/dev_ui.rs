@@ -189,18 +189,28 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
         e["event"] == "swapped" && e["version"].as_u64().is_some_and(|v| v > first)
     });
     let version = swapped["version"].as_u64().unwrap();
-    let replay = next_where(&feed, "a replay of the new version", BUILD_DEADLINE, |e| {
+    next_where(&feed, "a replay of the new version", BUILD_DEADLINE, |e| {
         e["event"] == "replay" && e["version"] == version && e["kernel"] == "saxpy"
     });
     // The figures the roofline plots (saxpy declares its flops and bytes).
-    if replay.get("ms").is_some() {
-        for key in ["gflops", "gbs", "intensity"] {
-            assert!(
-                replay[key].as_f64().is_some_and(|v| v > 0.0),
-                "{key} in {replay}"
-            );
-        }
+    let roofline = next_where(&feed, "the new version's roofline", BUILD_DEADLINE, |e| {
+        e["event"] == "roofline" && e["version"] == version
+    });
+    let calls = roofline["calls"].as_array().expect("calls");
+    let saxpy = calls
+        .iter()
+        .find(|c| c["kernel"] == "saxpy")
+        .unwrap_or_else(|| panic!("saxpy on the roofline: {roofline}"));
+    for key in ["ms", "gflops", "gbs", "intensity"] {
+        assert!(
+            saxpy[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key} in {saxpy}"
+        );
     }
+    assert!(
+        saxpy["dims"].as_str().is_some_and(|d| d.contains("f32[")),
+        "{saxpy}"
+    );
     let _ = session.wait_replay(BUILD_DEADLINE);
 
     // The replay button: through the control socket, as `kiln ctl replay`.

@@ -186,6 +186,10 @@ event_set! {
     /// One call of a replay (`call`, `kernel`, `pass`, errors, `ms`,
     /// `verdict`, `reference`, `skipped`, ...).
     Replay = "replay",
+    /// After a timed replay's `replay` events: each call's achieved rates
+    /// and the roofs they were judged against (`roof_gbs`, `roof_gflops`,
+    /// `calls`).
+    Roofline = "roofline",
     /// A version failed its replay (rolled back, or kept).
     ReplayFailed = "replay_failed",
     /// The last good version serves again (`ms`: the pause).
@@ -443,28 +447,23 @@ event_fields! {
         /// Why the call was not run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub skipped: Option<String>,
-        /// The call's dims (`n=1024`), for the roofline's hover.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub dims: Option<String>,
-        /// Achieved GFLOP/s at the median time (declared flops).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub gflops: Option<f64>,
-        /// Achieved GB/s at the median time (declared bytes).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub gbs: Option<f64>,
-        /// flop/byte.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub intensity: Option<f64>,
-        /// Achieved / roofline bound x 100.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub percent: Option<f64>,
-        /// The memory roof the call was judged against (measured GB/s).
+    }
+
+    /// `roofline`: a replay's calls on the roofline (those timed with
+    /// declared work), and the peaks of the device that ran them.
+    Roofline {
+        pub module: String,
+        pub version: u64,
+        /// The memory roof (measured GB/s); `None` without measured peaks.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub roof_gbs: Option<f64>,
-        /// The compute roof of the call's arithmetic (measured GFLOP/s,
-        /// GOP/s for i8).
+        /// The f32 compute roof (measured GFLOP/s).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub roof_gflops: Option<f64>,
+        /// The i8 compute roof (GOP/s), where measured.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub roof_i8_gops: Option<f64>,
+        pub calls: Vec<RooflinePoint>,
     }
 
     /// `replay_failed`: the message says what follows.
@@ -797,6 +796,28 @@ event_fields! {
     Ui {
         pub url: String,
     }
+}
+
+/// One call of a [`Roofline`] event: what it achieved at its median time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RooflinePoint {
+    pub call: u64,
+    pub kernel: String,
+    /// The call's arguments (`f32[1048576] f32[1048576]`).
+    pub dims: String,
+    pub ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gflops: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gbs: Option<f64>,
+    /// flop/byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intensity: Option<f64>,
+    /// Achieved / roofline bound x 100; `None` without measured peaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// `f32` or `i8`: the compute roof that judges it.
+    pub compute: String,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -1277,13 +1298,25 @@ mod tests {
                 trials_passed: 0,
                 trials: 3,
                 skipped: None,
-                dims: Some(s("n=1024")),
-                gflops: Some(2.5),
-                gbs: Some(30.0),
-                intensity: Some(0.083),
-                percent: Some(61.5),
+            }
+            .into(),
+            Roofline {
+                module: m(),
+                version: 2,
                 roof_gbs: Some(48.75),
                 roof_gflops: Some(512.0),
+                roof_i8_gops: None,
+                calls: vec![RooflinePoint {
+                    call: 3,
+                    kernel: s("saxpy"),
+                    dims: s("f32[1024] f32[1024]"),
+                    ms: 0.125,
+                    gflops: Some(0.016),
+                    gbs: Some(0.098),
+                    intensity: Some(1.0 / 6.0),
+                    percent: Some(0.2),
+                    compute: s("f32"),
+                }],
             }
             .into(),
             ReplayFailed {

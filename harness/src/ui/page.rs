@@ -1,10 +1,11 @@
 //! The page: one HTML document with its script and style inline (no
 //! external asset). It reads `/events` (the token from its own URL) and
 //! draws from the events alone: the state (serving version, last
-//! verdict), the roofline of the serving version (log-log, flop/byte
-//! across, GFLOP/s up, the roofs from the `replay` events' `roof_gbs` and
-//! `roof_gflops`, one dot per call, an arrow from the previous version's
-//! dot), the log; its buttons POST `/control/NAME`.
+//! verdict), the roofline of the last replayed version (log-log,
+//! flop/byte across, GFLOP/s up, the roofs and one dot per call from its
+//! `roofline` event, an arrow from the previous version's dot, a hover
+//! naming the call, its dims and figures), the log; its buttons POST
+//! `/control/NAME` and show a refusal's reason.
 
 pub const HTML: &str = r##"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>kiln dev</title>
@@ -31,17 +32,17 @@ line.arrow{stroke:#888;stroke-width:1.2;marker-end:url(#head)}
 const token=new URLSearchParams(location.search).get("token")||"";
 const NS=document.getElementById("roofline").namespaceURI;
 const el=id=>document.getElementById(id);
-// Per version: call -> replay event; the roofs last seen.
+// Per version: call -> its roofline point; the roofs last seen.
 const versions=new Map();let serving=null,roof={gbs:null,gflops:null};
 function text(e){return (e.event?("["+e.event+"] "):"")+(e.message||"")}
 function log(e){const d=el("log");const at=d.scrollTop+d.clientHeight>=d.scrollHeight-4;
  d.append((e.timestamp||"")+" "+text(e)+"\n");if(at)d.scrollTop=d.scrollHeight}
 function onEvent(e){log(e);
  if(e.event==="swapped"||e.event==="rolled_back"||e.event==="undone"||e.event==="restarted"){serving=e.module+" v"+e.version;el("serving").textContent=serving}
- if(e.event==="replay"){
-  if(!versions.has(e.version))versions.set(e.version,new Map());
-  versions.get(e.version).set(e.call,e);
-  if(e.verdict)el("verdict").textContent=e.kernel+" call "+e.call+": "+e.verdict;
+ if(e.event==="replay"&&e.verdict)el("verdict").textContent="v"+e.version+" "+e.kernel+" call "+e.call+": "+e.verdict;
+ if(e.event==="roofline"){
+  const calls=new Map();for(const c of e.calls)calls.set(c.call,Object.assign({version:e.version},c));
+  versions.set(e.version,calls);
   if(e.roof_gbs)roof.gbs=e.roof_gbs;if(e.roof_gflops)roof.gflops=e.roof_gflops;
   if(serving===null){serving=e.module+" v"+e.version;el("serving").textContent=serving}
   draw()}}

@@ -18,7 +18,7 @@ use shared_state::{Arg, Call, DType, KernelDecl, Tensor};
 use crate::events::{self, emit};
 use crate::machine::recorded::{CallRate, RateBasis, ReplayRates};
 use crate::machine::replay_roof::{ColdFlush, RoofSource};
-use crate::machine::{Achieved, Arithmetic, ComputePeak, Roof, Work};
+use crate::machine::{Achieved, Arithmetic, Roof, Work};
 use crate::swap::engine_handle::{CallError, EngineHandle};
 use crate::workload::compare::{Comparison, Tolerance, Tolerances, compare};
 use crate::workload::reference::{ExpectedFrom, outputs_of};
@@ -859,11 +859,6 @@ pub fn session_workload(
 pub fn log_events(report: &ReplayReport, module: &str, version: u64) {
     for c in &report.calls {
         let cmp = c.comparison.as_ref();
-        let point = c.point.as_ref();
-        let compute_roof = |roof: &Roof| match point.map(|p| p.compute_peak) {
-            Some(ComputePeak::I8) => roof.compute_i8_gops,
-            _ => Some(roof.compute_gflops),
-        };
         emit!(
             target: "kiln::workload::replay",
             tracing::Level::INFO,
@@ -886,13 +881,6 @@ pub fn log_events(report: &ReplayReport, module: &str, version: u64) {
                 trials_passed: c.trials.0 as u64,
                 trials: c.trials.1 as u64,
                 skipped: c.skipped.clone(),
-                dims: Some(c.description.clone()).filter(|d| !d.is_empty()),
-                gflops: point.and_then(|p| p.gflops).filter(|v| v.is_finite()),
-                gbs: point.and_then(|p| p.gbs).filter(|v| v.is_finite()),
-                intensity: point.and_then(|p| p.intensity).filter(|v| v.is_finite()),
-                percent: point.map(|p| p.percent).filter(|v| v.is_finite()),
-                roof_gbs: report.roof.as_ref().map(|r| r.bandwidth_gbs),
-                roof_gflops: report.roof.as_ref().and_then(compute_roof),
             },
             "replay {} call {} {}: {} ({})",
             report.label,
@@ -908,6 +896,49 @@ pub fn log_events(report: &ReplayReport, module: &str, version: u64) {
             c.skipped.clone().unwrap_or_else(|| c.expected_from.to_string())
         );
     }
+    log_roofline(report, module, version);
+}
+
+/// Emits one `roofline` event for a replay with timed calls of declared
+/// work: each call's point and the roofs it was judged against.
+fn log_roofline(report: &ReplayReport, module: &str, version: u64) {
+    let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
+    let calls: Vec<events::RooflinePoint> = report
+        .calls
+        .iter()
+        .filter_map(|c| {
+            let (point, stats) = (c.point.as_ref()?, c.stats.as_ref()?);
+            Some(events::RooflinePoint {
+                call: c.index as u64,
+                kernel: c.kernel.clone(),
+                dims: c.description.clone(),
+                ms: stats.median * 1e3,
+                gflops: finite(point.gflops),
+                gbs: finite(point.gbs),
+                intensity: finite(point.intensity),
+                percent: finite(Some(point.percent)),
+                compute: point.compute_peak.name().to_string(),
+            })
+        })
+        .collect();
+    if calls.is_empty() {
+        return;
+    }
+    let (roof, points) = (report.roof.as_ref(), calls.len());
+    emit!(
+        target: "kiln::workload::replay",
+        tracing::Level::INFO,
+        events::Roofline {
+            module: module.to_string(),
+            version,
+            roof_gbs: roof.map(|r| r.bandwidth_gbs),
+            roof_gflops: roof.map(|r| r.compute_gflops),
+            roof_i8_gops: roof.and_then(|r| r.compute_i8_gops),
+            calls,
+        },
+        "roofline of {}: {points} call(s)",
+        report.label
+    );
 }
 
 /// The first expected output a workload step stores.
