@@ -186,10 +186,6 @@ event_set! {
     /// One call of a replay (`call`, `kernel`, `pass`, errors, `ms`,
     /// `verdict`, `reference`, `skipped`, ...).
     Replay = "replay",
-    /// After a timed replay's `replay` events: each call's achieved rates
-    /// and the roofs they were judged against (`roof_gbs`, `roof_gflops`,
-    /// `calls`).
-    Roofline = "roofline",
     /// A version failed its replay (rolled back, or kept).
     ReplayFailed = "replay_failed",
     /// The last good version serves again (`ms`: the pause).
@@ -288,6 +284,10 @@ event_set! {
     Error = "error",
     /// `kiln dev --ui`: the live page serves (`url`, with its token).
     Ui = "ui",
+    /// After a timed replay's `replay` events: each call's achieved rates
+    /// and the roofs they were judged against (`roof_gbs`, `roof_gflops`,
+    /// `calls`).
+    Roofline = "roofline",
 }
 
 /// Declares the field structs with the derives every one needs. An
@@ -1300,25 +1300,6 @@ mod tests {
                 skipped: None,
             }
             .into(),
-            Roofline {
-                module: m(),
-                version: 2,
-                roof_gbs: Some(48.75),
-                roof_gflops: Some(512.0),
-                roof_i8_gops: None,
-                calls: vec![RooflinePoint {
-                    call: 3,
-                    kernel: s("saxpy"),
-                    dims: s("f32[1024] f32[1024]"),
-                    ms: 0.125,
-                    gflops: Some(0.016),
-                    gbs: Some(0.098),
-                    intensity: Some(1.0 / 6.0),
-                    percent: Some(0.2),
-                    compute: s("f32"),
-                }],
-            }
-            .into(),
             ReplayFailed {
                 module: m(),
                 version: 2,
@@ -1539,6 +1520,25 @@ mod tests {
             Error {}.into(),
             Ui {
                 url: s("http://127.0.0.1:40123/?token=00ff"),
+            }
+            .into(),
+            Roofline {
+                module: m(),
+                version: 2,
+                roof_gbs: Some(48.75),
+                roof_gflops: Some(512.0),
+                roof_i8_gops: None,
+                calls: vec![RooflinePoint {
+                    call: 3,
+                    kernel: s("saxpy"),
+                    dims: s("f32[1024] f32[1024]"),
+                    ms: 0.125,
+                    gflops: Some(0.016),
+                    gbs: Some(0.098),
+                    intensity: Some(1.0 / 6.0),
+                    percent: Some(0.2),
+                    compute: s("f32"),
+                }],
             }
             .into(),
         ]
