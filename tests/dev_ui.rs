@@ -56,6 +56,16 @@ fn request(
     (status, body)
 }
 
+/// A button of the page: `POST /control/NAME` with the token; its JSON
+/// answer (`answer`: `done` or `refused`, with `message` or `reason`).
+fn press(port: u16, token: &str, name: &str) -> Value {
+    let host = format!("127.0.0.1:{port}");
+    let target = format!("/control/{name}");
+    let (status, body) = request(port, "POST", &target, &host, &[("X-Kiln-Token", token)]);
+    assert_eq!(status, 200, "{name}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name}: {body}: {e}"))
+}
+
 /// `/events` read on a thread: each `data:` line's JSON, in order.
 fn subscribe(port: u16, token: &str) -> crossbeam_channel::Receiver<Value> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to /events");
@@ -85,6 +95,31 @@ fn subscribe(port: u16, token: &str) -> crossbeam_channel::Receiver<Value> {
     rx
 }
 
+/// The events from `feed` up to the first that `pred` accepts (that one
+/// last), within `deadline`.
+fn until(
+    feed: &crossbeam_channel::Receiver<Value>,
+    what: &str,
+    deadline: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let end = Instant::now() + deadline;
+    let mut seen = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match feed.recv_timeout(left) {
+            Ok(event) => {
+                let done = pred(&event);
+                seen.push(event);
+                if done {
+                    return seen;
+                }
+            }
+            Err(e) => panic!("/events: no {what} within {deadline:?} ({e})"),
+        }
+    }
+}
+
 /// The next event from `feed` that `pred` accepts, within `deadline`.
 fn next_where(
     feed: &crossbeam_channel::Receiver<Value>,
@@ -92,15 +127,13 @@ fn next_where(
     deadline: Duration,
     pred: impl Fn(&Value) -> bool,
 ) -> Value {
-    let end = Instant::now() + deadline;
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        match feed.recv_timeout(left) {
-            Ok(event) if pred(&event) => return event,
-            Ok(_) => {}
-            Err(e) => panic!("/events: no {what} within {deadline:?} ({e})"),
-        }
-    }
+    until(feed, what, deadline, pred).pop().expect("the match")
+}
+
+/// Reads `feed` until it has been silent for `quiet` (at most `max`).
+fn drain_until_quiet(feed: &crossbeam_channel::Receiver<Value>, quiet: Duration, max: Duration) {
+    let end = Instant::now() + max;
+    while Instant::now() < end && feed.recv_timeout(quiet).is_ok() {}
 }
 
 #[test]
@@ -159,16 +192,7 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
     );
 
     // Undo with one good version: refused, and the page gets why.
-    let (status, refused) = request(
-        port,
-        "POST",
-        "/control/undo",
-        &host,
-        &[("X-Kiln-Token", token)],
-    );
-    assert_eq!(status, 200, "{refused}");
-    let refused: Value =
-        serde_json::from_str(&refused).unwrap_or_else(|e| panic!("{refused}: {e}"));
+    let refused = press(port, token, "undo");
     assert_eq!(refused["answer"], "refused", "{refused}");
     assert!(
         refused["reason"]
@@ -213,42 +237,30 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
     );
     let _ = session.wait_replay(BUILD_DEADLINE);
 
-    // The replay button: through the control socket, as `kiln ctl replay`.
-    let (status, answer) = request(
-        port,
-        "POST",
-        "/control/replay",
-        &host,
-        &[("X-Kiln-Token", token)],
-    );
-    assert_eq!(status, 200, "{answer}");
-    let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{answer}: {e}"));
+    // The replay button: through the control socket, as `kiln ctl replay`;
+    // the session's `control` event for it follows that replay's events.
+    drain_until_quiet(&feed, Duration::from_secs(3), BUILD_DEADLINE);
+    let answer = press(port, token, "replay");
     assert_eq!(answer["answer"], "done", "{answer}");
-    next_where(
+    let applied = until(
         &feed,
-        "the replay the button asked for",
+        "the control event of the replay",
         BUILD_DEADLINE,
-        |e| e["event"] == "replay" && e["version"] == version,
+        |e| e["event"] == "control" && e["command"] == "replay",
+    );
+    assert_eq!(applied.last().unwrap()["outcome"], "done");
+    assert!(
+        applied
+            .iter()
+            .any(|e| e["event"] == "replay" && e["version"] == version),
+        "the button's replay: {applied:?}"
     );
     // Undo now has an earlier good version: done, an `undone` event follows.
-    let (_, undone) = request(
-        port,
-        "POST",
-        "/control/undo",
-        &host,
-        &[("X-Kiln-Token", token)],
-    );
-    let undone: Value = serde_json::from_str(&undone).unwrap_or_else(|e| panic!("{undone}: {e}"));
+    let undone = press(port, token, "undo");
     assert_eq!(undone["answer"], "done", "{undone}");
     next_where(&feed, "undone", BUILD_DEADLINE, |e| e["event"] == "undone");
     // A command the page does not send is refused with why.
-    let (_, refused) = request(
-        port,
-        "POST",
-        "/control/quit",
-        &host,
-        &[("X-Kiln-Token", token)],
-    );
-    assert!(refused.contains("refused"), "{refused}");
+    let refused = press(port, token, "quit");
+    assert_eq!(refused["answer"], "refused", "{refused}");
     session.stop();
 }
