@@ -4,19 +4,26 @@
 //! loads nothing from elsewhere; `/events` (Server-Sent Events) delivers
 //! the `swapped` and `replay` events of an edit as they happen; the page's
 //! replay button (`POST /control/replay`) reaches the session through its
-//! control socket (a `replay` event follows).
+//! control socket (its replay's events, then the session's `control`
+//! event), undo is refused with why and then done. Then a session in the
+//! default (human) log format: its workers' events still reach the page
+//! (a `roofline` event) while the terminal gets human lines only.
 //!
 //! Real binary, real cargo, real sockets; one session for the file. Run
 //! with `cargo test --release -p kiln-e2e --test dev_ui`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln::workspace;
+use kiln_e2e::dev_session::kiln_binary;
 use kiln_e2e::dev_session::{
     BUILD_DEADLINE, CHUNK_LINE, DevSession, WorkspaceCopy, events, first_version, replace_once,
     save_in_place,
 };
+use kiln_e2e::workspace_root;
 use serde_json::Value;
 
 /// Generous: the machine may be busy with builds.
@@ -263,4 +270,77 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
     let refused = press(port, token, "quit");
     assert_eq!(refused["answer"], "refused", "{refused}");
     session.stop();
+    human_lines_and_the_workers_events(&copy);
+}
+
+/// In the default (human) log format the page still gets the workers'
+/// events (the session's workers log JSON lines, which kiln prints as human
+/// lines): the `roofline` event of the first replay, and no JSON on the
+/// terminal.
+fn human_lines_and_the_workers_events(copy: &WorkspaceCopy) {
+    let mut child = Command::new(kiln_binary())
+        .current_dir(copy.root())
+        .args(["dev", "--ui"])
+        .env(
+            "KILN_MODULE_TARGET_DIR",
+            workspace::module_target_dir(&workspace_root()),
+        )
+        .env_remove("CARGO_TARGET_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kiln dev --ui");
+    let (tx, lines) = crossbeam_channel::unbounded();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    let url = loop {
+        let line = lines
+            .recv_timeout(BUILD_DEADLINE)
+            .expect("kiln dev --ui prints its URL");
+        printed.push(line.clone());
+        if let Some(at) = line.find("ui: http://127.0.0.1:") {
+            break line[at + "ui: ".len()..].trim().to_string();
+        }
+    };
+    let rest = url.strip_prefix("http://127.0.0.1:").unwrap();
+    let (port, token) = rest.split_once("/?token=").expect("PORT/?token=TOKEN");
+    let feed = subscribe(port.parse().unwrap(), token);
+    let roofline = next_where(&feed, "the first replay's roofline", BUILD_DEADLINE, |e| {
+        e["event"] == "roofline"
+    });
+    assert!(
+        roofline["calls"].as_array().is_some_and(|c| !c.is_empty()),
+        "{roofline}"
+    );
+    // SIGINT ends it as Ctrl-C does.
+    let pid = child.id() as i32;
+    // SAFETY: kill(2) on the child this test started and has not reaped.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = child.wait().expect("kiln dev exits");
+    reader.join().unwrap();
+    printed.extend(lines.try_iter());
+    assert!(
+        status.success(),
+        "kiln dev --ui: {status}\n{}",
+        printed.join("\n")
+    );
+    let json: Vec<&String> = printed
+        .iter()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .collect();
+    assert!(json.is_empty(), "JSON on a human log: {json:?}");
+    // The worker loads the module: its `loaded` line, as people read it.
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("s  loaded kernel-cpu-v") && l.contains("(fingerprint ok)")),
+        "the worker's human lines: {}",
+        printed.join("\n")
+    );
 }
