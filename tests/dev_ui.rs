@@ -73,11 +73,23 @@ fn press(port: u16, token: &str, name: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name}: {body}: {e}"))
 }
 
-/// `/events` read on a thread: each `data:` line's JSON, in order.
+/// `/events` read on a thread: each `data:` line's JSON, in order, with
+/// its `id:` added as `_id`.
 fn subscribe(port: u16, token: &str) -> crossbeam_channel::Receiver<Value> {
+    subscribe_after(port, token, None)
+}
+
+/// [`subscribe`] as a page that reconnects having seen up to `last_id`.
+fn subscribe_after(
+    port: u16,
+    token: &str,
+    last_id: Option<u64>,
+) -> crossbeam_channel::Receiver<Value> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to /events");
+    let resume = last_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
     let head = format!(
-        "GET /events?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
+        "GET /events?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Accept: text/event-stream\r\n{resume}\r\n"
     );
     stream.write_all(head.as_bytes()).unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -88,11 +100,15 @@ fn subscribe(port: u16, token: &str) -> crossbeam_channel::Receiver<Value> {
             status.starts_with("HTTP/1.1 200"),
             "/events answered {status:?}"
         );
+        let mut id = None;
         for line in lines {
             let Ok(line) = line else { break };
-            if let Some(data) = line.strip_prefix("data: ") {
-                let value: Value = serde_json::from_str(data)
+            if let Some(n) = line.strip_prefix("id: ") {
+                id = n.parse::<u64>().ok();
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                let mut value: Value = serde_json::from_str(data)
                     .unwrap_or_else(|e| panic!("/events sent {data:?}: {e}"));
+                value["_id"] = id.into();
                 if tx.send(value).is_err() {
                     break;
                 }
@@ -227,6 +243,12 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
     let roofline = next_where(&feed, "the new version's roofline", BUILD_DEADLINE, |e| {
         e["event"] == "roofline" && e["version"] == version
     });
+    // A page that reconnects gets what came after what it had.
+    let id = roofline["_id"].as_u64().expect("an id");
+    let resumed = subscribe_after(port, token, Some(id - 1));
+    let again = resumed.recv_timeout(IO_TIMEOUT).expect("a resumed stream");
+    assert_eq!(again["_id"], id, "{again}");
+    assert_eq!(again["event"], "roofline", "{again}");
     let calls = roofline["calls"].as_array().expect("calls");
     let saxpy = calls
         .iter()

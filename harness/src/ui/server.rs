@@ -128,7 +128,16 @@ fn handle(request: Request, allowed: &Allowed, workspace: &std::path::Path, feed
                     )),
             );
         }
-        (Method::Get, "/events") => stream(request, feed),
+        (Method::Get, "/events") => {
+            // A page that reconnects says what it has (EventSource does).
+            let seen = request
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv("Last-Event-ID"))
+                .and_then(|h| h.value.as_str().trim().parse().ok())
+                .unwrap_or(0);
+            stream(request, feed, seen)
+        }
         (Method::Post, route) if route.starts_with("/control/") => {
             let name = &route["/control/".len()..];
             let body = control(workspace, name);
@@ -163,10 +172,10 @@ fn control(workspace: &std::path::Path, name: &str) -> serde_json::Value {
     }
 }
 
-/// `/events`: every kept event, then each new one as it comes, one SSE
-/// message each (`id:` its number, `data:` its JSON), a comment every 15 s
-/// so a closed page is noticed; ends when the page goes.
-fn stream(request: Request, feed: &Feed) {
+/// `/events`: every kept event after `seen`, then each new one as it
+/// comes, one SSE message each (`id:` its number, `data:` its JSON), a
+/// comment every 15 s so a closed page is noticed; ends when the page goes.
+fn stream(request: Request, feed: &Feed, mut seen: u64) {
     let mut out = request.into_writer();
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
                 Cache-Control: no-store\r\nConnection: close\r\n\r\n";
@@ -177,7 +186,6 @@ fn stream(request: Request, feed: &Feed) {
     {
         return;
     }
-    let mut seen = 0;
     loop {
         let lines = feed.after(seen, Duration::from_secs(15));
         let mut text = String::new();
