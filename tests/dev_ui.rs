@@ -14,16 +14,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use kiln::workspace;
-use kiln_e2e::dev_session::kiln_binary;
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, CHUNK_LINE, DevSession, WorkspaceCopy, events, first_version, replace_once,
-    save_in_place,
+    BUILD_DEADLINE, CHUNK_LINE, DevSession, WorkspaceCopy, events, first_version, kiln_command,
+    replace_once, save_in_place,
 };
-use kiln_e2e::workspace_root;
 use serde_json::Value;
 
 /// Generous: the machine may be busy with builds.
@@ -300,14 +297,7 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
 /// lines): the `roofline` event of the first replay, and no JSON on the
 /// terminal.
 fn human_lines_and_the_workers_events(copy: &WorkspaceCopy) {
-    let mut child = Command::new(kiln_binary())
-        .current_dir(copy.root())
-        .args(["dev", "--ui"])
-        .env(
-            "KILN_MODULE_TARGET_DIR",
-            workspace::module_target_dir(&workspace_root()),
-        )
-        .env_remove("CARGO_TARGET_DIR")
+    let mut child = kiln_command(copy, &["dev", "--ui"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
