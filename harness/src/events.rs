@@ -818,6 +818,9 @@ pub struct RooflinePoint {
     pub percent: Option<f64>,
     /// `f32` or `i8`: the compute roof that judges it.
     pub compute: String,
+    /// `memory` or `compute`: the roof that bounds it (above a memory
+    /// roof: the data stayed in a cache).
+    pub bound: String,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -1538,6 +1541,7 @@ mod tests {
                     intensity: Some(1.0 / 6.0),
                     percent: Some(0.2),
                     compute: s("f32"),
+                    bound: s("memory"),
                 }],
             }
             .into(),

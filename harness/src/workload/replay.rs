@@ -18,7 +18,7 @@ use shared_state::{Arg, Call, DType, KernelDecl, Tensor};
 use crate::events::{self, emit};
 use crate::machine::recorded::{CallRate, RateBasis, ReplayRates};
 use crate::machine::replay_roof::{ColdFlush, RoofSource};
-use crate::machine::{Achieved, Arithmetic, Roof, Work};
+use crate::machine::{Achieved, Arithmetic, Bound, Roof, Work};
 use crate::swap::engine_handle::{CallError, EngineHandle};
 use crate::workload::compare::{Comparison, Tolerance, Tolerances, compare};
 use crate::workload::reference::{ExpectedFrom, outputs_of};
@@ -918,6 +918,11 @@ fn log_roofline(report: &ReplayReport, module: &str, version: u64) {
                 intensity: finite(point.intensity),
                 percent: finite(Some(point.percent)),
                 compute: point.compute_peak.name().to_string(),
+                bound: match point.bound {
+                    Bound::Memory => "memory",
+                    Bound::Compute => "compute",
+                }
+                .to_string(),
             })
         })
         .collect();
