@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use kiln::workspace;
 use kiln_e2e::dev_session::{
     BUILD_DEADLINE, DevSession, EventKind, SAXPY_LINE, WorkspaceCopy, events, kiln_binary,
-    replace_once, save_in_place, with_wrong_saxpy,
+    kiln_command, replace_once, save_in_place, with_wrong_saxpy,
 };
 use kiln_e2e::workspace_root;
 use serde_json::{Value, json};
@@ -174,14 +174,7 @@ fn kiln_ctl_drives_a_session() {
     );
 
     // A second session in the same workspace is refused at once.
-    let second = Command::new(kiln_binary())
-        .current_dir(copy.root())
-        .args(["dev", "--no-tune"])
-        .env(
-            "KILN_MODULE_TARGET_DIR",
-            workspace::module_target_dir(&workspace_root()),
-        )
-        .env_remove("CARGO_TARGET_DIR")
+    let second = kiln_command(&copy, &["dev", "--no-tune"])
         .stdin(Stdio::null())
         .output()
         .expect("kiln dev runs");

@@ -355,6 +355,7 @@ mod tests {
             ms: 10.0,
             timing_header: None,
             other_work_share: None,
+            roof: None,
         };
         let slower = slower_calls(&report);
         assert_eq!(slower.len(), 1);

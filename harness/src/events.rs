@@ -282,6 +282,12 @@ event_set! {
     LoopAlignment = "loop_alignment",
     /// A command failed (`--log-format json`): the message says why.
     Error = "error",
+    /// `kiln dev --ui`: the live page serves (`url`, with its token).
+    Ui = "ui",
+    /// After a timed replay's `replay` events: each call's achieved rates
+    /// and the roofs they were judged against (`roof_gbs`, `roof_gflops`,
+    /// `calls`).
+    Roofline = "roofline",
 }
 
 /// Declares the field structs with the derives every one needs. An
@@ -441,6 +447,23 @@ event_fields! {
         /// Why the call was not run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub skipped: Option<String>,
+    }
+
+    /// `roofline`: a replay's calls on the roofline (those timed with
+    /// declared work), and the peaks of the device that ran them.
+    Roofline {
+        pub module: String,
+        pub version: u64,
+        /// The memory roof (measured GB/s); `None` without measured peaks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub roof_gbs: Option<f64>,
+        /// The f32 compute roof (measured GFLOP/s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub roof_gflops: Option<f64>,
+        /// The i8 compute roof (GOP/s), where measured.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub roof_i8_gops: Option<f64>,
+        pub calls: Vec<RooflinePoint>,
     }
 
     /// `replay_failed`: the message says what follows.
@@ -767,6 +790,37 @@ event_fields! {
 
     /// `error`: the message says why.
     Error {}
+
+    /// `ui`: the live page of `kiln dev --ui` serves at `url` (its token
+    /// in the query).
+    Ui {
+        pub url: String,
+    }
+}
+
+/// One call of a [`Roofline`] event: what it achieved at its median time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RooflinePoint {
+    pub call: u64,
+    pub kernel: String,
+    /// The call's arguments (`f32[1048576] f32[1048576]`).
+    pub dims: String,
+    pub ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gflops: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gbs: Option<f64>,
+    /// flop/byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intensity: Option<f64>,
+    /// Achieved / roofline bound x 100; `None` without measured peaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// `f32` or `i8`: the compute roof that judges it.
+    pub compute: String,
+    /// `memory` or `compute`: the roof that bounds it (above a memory
+    /// roof: the data stayed in a cache).
+    pub bound: String,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -1467,6 +1521,30 @@ mod tests {
             CrossCompareFailed { module: m() }.into(),
             LoopAlignment {}.into(),
             Error {}.into(),
+            Ui {
+                url: s("http://127.0.0.1:40123/?token=00ff"),
+            }
+            .into(),
+            Roofline {
+                module: m(),
+                version: 2,
+                roof_gbs: Some(48.75),
+                roof_gflops: Some(512.0),
+                roof_i8_gops: None,
+                calls: vec![RooflinePoint {
+                    call: 3,
+                    kernel: s("saxpy"),
+                    dims: s("f32[1024] f32[1024]"),
+                    ms: 0.125,
+                    gflops: Some(0.016),
+                    gbs: Some(0.098),
+                    intensity: Some(1.0 / 6.0),
+                    percent: Some(0.2),
+                    compute: s("f32"),
+                    bound: s("memory"),
+                }],
+            }
+            .into(),
         ]
     }
 

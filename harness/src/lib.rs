@@ -44,6 +44,7 @@ pub mod scaffold;
 pub mod supervisor;
 pub mod swap;
 pub mod tuning;
+pub mod ui;
 pub mod units;
 pub mod worker;
 pub mod workload;

@@ -22,7 +22,9 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::events::EVENT_FIELD;
 
@@ -91,36 +93,58 @@ where
         let mut visitor = MessageOnly::default();
         event.record(&mut visitor);
         let secs = self.start.elapsed().as_secs_f64();
-        let level = *event.metadata().level();
-        let (tag, colour) = match level {
-            Level::ERROR => ("error: ", "\x1b[1;31m"),
-            Level::WARN => ("warning: ", "\x1b[1;33m"),
-            Level::INFO => ("", ""),
-            Level::DEBUG => ("debug: ", "\x1b[2m"),
-            Level::TRACE => ("trace: ", "\x1b[2m"),
-        };
-        let target = event.metadata().target();
-        let origin = if target.starts_with("kiln") {
-            String::new()
-        } else {
-            format!("[{target}] ")
-        };
-        if self.ansi && !colour.is_empty() {
-            writeln!(
-                writer,
-                "\x1b[2m{secs:8.3}s\x1b[0m  {colour}{tag}\x1b[0m{origin}{}",
-                visitor.message
-            )
-        } else if self.ansi {
-            writeln!(
-                writer,
-                "\x1b[2m{secs:8.3}s\x1b[0m  {origin}{}",
-                visitor.message
-            )
-        } else {
-            writeln!(writer, "{secs:8.3}s  {tag}{origin}{}", visitor.message)
-        }
+        let meta = event.metadata();
+        writer.write_str(&human_text(
+            secs,
+            *meta.level(),
+            meta.target(),
+            &visitor.message,
+            self.ansi,
+        ))
     }
+}
+
+/// One human line (with its newline): `  1.234s  message`, the level when
+/// it is not INFO, the target when it is not kiln's.
+fn human_text(secs: f64, level: Level, target: &str, message: &str, ansi: bool) -> String {
+    let (tag, colour) = match level {
+        Level::ERROR => ("error: ", "\x1b[1;31m"),
+        Level::WARN => ("warning: ", "\x1b[1;33m"),
+        Level::INFO => ("", ""),
+        Level::DEBUG => ("debug: ", "\x1b[2m"),
+        Level::TRACE => ("trace: ", "\x1b[2m"),
+    };
+    let origin = if target.starts_with("kiln") {
+        String::new()
+    } else {
+        format!("[{target}] ")
+    };
+    if ansi && !colour.is_empty() {
+        format!("\x1b[2m{secs:8.3}s\x1b[0m  {colour}{tag}\x1b[0m{origin}{message}\n")
+    } else if ansi {
+        format!("\x1b[2m{secs:8.3}s\x1b[0m  {origin}{message}\n")
+    } else {
+        format!("{secs:8.3}s  {tag}{origin}{message}\n")
+    }
+}
+
+/// The human line of a JSON line (a worker's, when the tap wants its
+/// events as JSON and people read human lines), timed now on this
+/// process's clock; `None` for a line people do not read (per-call replay
+/// events) or one that is not a JSON object.
+pub fn human_of_json(line: &str, ansi: bool) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let target = value.get("target")?.as_str()?;
+    if target == "kiln::workload::replay" {
+        return None;
+    }
+    let level = value
+        .get("level")
+        .and_then(|l| l.as_str()?.parse::<Level>().ok())
+        .unwrap_or(Level::INFO);
+    let message = value.get("message").and_then(|m| m.as_str()).unwrap_or("");
+    let secs = started_at().elapsed().as_secs_f64();
+    Some(human_text(secs, level, target, message, ansi))
 }
 
 /// JSON lines: one object per event with the keys `tracing-subscriber`'s
@@ -140,15 +164,65 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut timestamp = String::new();
-        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let meta = event.metadata();
-        let mut line = JsonObject::default();
-        line.entry("timestamp", timestamp.as_str());
-        line.entry("level", meta.level().as_str());
-        event.record(&mut line);
-        line.entry("target", meta.target());
-        writeln!(writer, "{}}}", line.text)
+        writeln!(writer, "{}", json_of(event)?)
+    }
+}
+
+/// One event as the JSON object of its line (no newline).
+fn json_of(event: &Event<'_>) -> Result<String, fmt::Error> {
+    let mut timestamp = String::new();
+    SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+    let meta = event.metadata();
+    let mut line = JsonObject::default();
+    line.entry("timestamp", timestamp.as_str());
+    line.entry("level", meta.level().as_str());
+    event.record(&mut line);
+    line.entry("target", meta.target());
+    line.text.push('}');
+    Ok(line.text)
+}
+
+/// Where a copy of every event goes as a JSON line, whatever the log's
+/// format (`kiln dev --ui`'s live feed): set once per process.
+type Tap = Box<dyn Fn(&str) + Send + Sync>;
+
+static TAP: std::sync::OnceLock<Tap> = std::sync::OnceLock::new();
+
+/// Sends a copy of every later event of this process (and of its workers'
+/// JSON lines, [`tap_lines`]) to `tap`, one JSON object each; `false` if a
+/// tap was set already.
+pub fn set_tap(tap: impl Fn(&str) + Send + Sync + 'static) -> bool {
+    TAP.set(Box::new(tap)).is_ok()
+}
+
+/// Whether a tap is set (a worker's lines are then wanted as JSON).
+pub fn tapped() -> bool {
+    TAP.get().is_some()
+}
+
+/// Hands `text`'s JSON-object lines (a worker's log lines) to the tap.
+pub fn tap_lines(text: &str) {
+    let Some(tap) = TAP.get() else { return };
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('{') && line.ends_with('}') {
+            tap(line);
+        }
+    }
+}
+
+/// The layer that feeds the tap (present in every subscriber; idle
+/// without a tap). The replay table, for people, is left out.
+struct TapLayer;
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for TapLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(tap) = TAP.get() else { return };
+        if event.metadata().target() == "kiln::table" {
+            return;
+        }
+        if let Ok(line) = json_of(event) {
+            tap(&line);
+        }
     }
 }
 
@@ -259,6 +333,7 @@ where
         .with_writer(writer)
         .event_format(JsonLine)
         .finish()
+        .with(TapLayer)
 }
 
 /// Installs the global subscriber writing lines to `writer` (a `kiln dev`
@@ -274,11 +349,34 @@ where
             .with_env_filter(filter)
             .with_writer(writer)
             .event_format(HumanLine { start, ansi })
+            .finish()
+            .with(TapLayer)
             .try_init(),
-        LogFormat::Json => tracing::subscriber::set_global_default(json_subscriber(writer, filter))
-            .map_err(Into::into),
+        LogFormat::Json => json_subscriber(writer, filter).try_init(),
     };
     if let Err(e) = result {
         eprintln!("kiln: logging already initialised: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_line_reads_as_the_human_line_of_its_event() {
+        let line = r#"{"timestamp":"t","level":"WARN","message":"slow","event":"x","target":"kiln::worker"}"#;
+        let human = human_of_json(line, false).expect("a line");
+        assert!(human.ends_with("s  warning: slow\n"), "{human:?}");
+        let module = r#"{"level":"INFO","message":"hi","target":"kernel_cpu"}"#;
+        assert!(
+            human_of_json(module, false)
+                .unwrap()
+                .ends_with("s  [kernel_cpu] hi\n")
+        );
+        // Per-call replay events are for tools; text is no JSON line.
+        let replay = r#"{"level":"INFO","message":"m","target":"kiln::workload::replay"}"#;
+        assert_eq!(human_of_json(replay, false), None);
+        assert_eq!(human_of_json("plain text", false), None);
     }
 }

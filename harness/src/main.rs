@@ -114,6 +114,11 @@ enum Command {
         /// Do not autotune the declared tunables after a version passes.
         #[arg(long)]
         no_tune: bool,
+        /// Serve a live page (log, state, roofline, buttons) on
+        /// 127.0.0.1, on a port the system picks; its URL, printed at
+        /// start, carries the token every request needs.
+        #[arg(long)]
+        ui: bool,
     },
     /// Drive the running `kiln dev` session of this workspace (the same
     /// commands as its keys): status, replay, history, undo, bless [FILE],
@@ -285,7 +290,18 @@ fn main() -> ExitCode {
             reference,
             cold,
             no_tune,
+            ui,
         } => {
+            if ui {
+                let root = std::env::current_dir()
+                    .ok()
+                    .and_then(|d| kiln::workspace::find_workspace_root(&d))
+                    .unwrap_or_else(kiln::workspace::built_workspace_root);
+                if let Err(e) = kiln::ui::start(root) {
+                    eprintln!("kiln: --ui: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             let worker_memory = match worker_memory.as_deref() {
                 None => Ok(kiln::isolation::memory_limit::default_limit()),
                 Some(text) => kiln::isolation::memory_limit::parse(text),

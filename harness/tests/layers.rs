@@ -38,6 +38,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("swap/", 1),
     // Building a module: cargo, the recorded rustc command, the build thread.
     ("build/", 1),
+    // `kiln dev --ui`: the live page, fed by the log, driving through control/.
+    ("ui/", 1),
     // The machine's peaks and the roofline a call is judged against.
     ("machine/", 2),
     // Workloads, replay, correctness, timing.

@@ -383,18 +383,26 @@ pub fn first_version(events: &[Event]) -> u64 {
         .expect("a first replay with a version")
 }
 
-/// Runs `kiln ARGS` in `copy` (as a user would in another terminal while
-/// `kiln dev` serves), with the shared module target directory; panics
-/// with its output if it fails.
-pub fn kiln_in(copy: &WorkspaceCopy, args: &[String]) -> String {
-    let output = Command::new(kiln_binary())
+/// `kiln ARGS` to run in `copy`, with the shared module target directory
+/// (no session lock: for a session started by hand, or a command).
+pub fn kiln_command<S: AsRef<std::ffi::OsStr>>(copy: &WorkspaceCopy, args: &[S]) -> Command {
+    let mut command = Command::new(kiln_binary());
+    command
         .current_dir(copy.root())
         .args(args)
         .env(
             "KILN_MODULE_TARGET_DIR",
             workspace::module_target_dir(&workspace_root()),
         )
-        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_TARGET_DIR");
+    command
+}
+
+/// Runs `kiln ARGS` in `copy` (as a user would in another terminal while
+/// `kiln dev` serves), with the shared module target directory; panics
+/// with its output if it fails.
+pub fn kiln_in(copy: &WorkspaceCopy, args: &[String]) -> String {
+    let output = kiln_command(copy, args)
         .env("RUST_LOG", "warn")
         .output()
         .expect("run kiln");

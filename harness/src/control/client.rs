@@ -46,59 +46,91 @@ pub fn run(workspace: &Path, name: &str, args: &[String], json: bool) -> u8 {
         }
     };
     let paths = session_paths(workspace);
-    let mut stream = match UnixStream::connect(&paths.socket) {
-        Ok(s) => s,
-        Err(e) => {
-            let why = match e.kind() {
-                std::io::ErrorKind::NotFound => "no such socket".to_string(),
-                std::io::ErrorKind::ConnectionRefused => {
-                    "nothing listens there (a stale socket: its session is gone)".to_string()
-                }
-                _ => e.to_string(),
-            };
+    let outcome = exchange(workspace, &command, |line, answer| {
+        if json {
+            println!("{line}");
+        } else {
+            print_answer(answer);
+        }
+    });
+    match outcome {
+        Ok(Answer::Done { .. }) => DONE,
+        Ok(_) => REFUSED,
+        Err(Unanswered::NoSocket(why)) => {
             eprintln!(
                 "kiln ctl: no kiln dev session is running in {} (tried {}: {why}); start one with `kiln dev`",
                 workspace.display(),
                 paths.socket.display()
             );
-            return NO_SESSION;
+            NO_SESSION
         }
-    };
-    let mut line = serde_json::to_string(&command).expect("commands encode");
+        Err(Unanswered::Other(why)) => {
+            eprintln!("kiln ctl: {why}");
+            NO_SESSION
+        }
+    }
+}
+
+/// Why a command got no final answer.
+#[derive(Debug)]
+pub enum Unanswered {
+    /// No session listens on the workspace's socket (why).
+    NoSocket(String),
+    /// The session's answer could not be read, or it closed first.
+    Other(String),
+}
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unanswered::NoSocket(why) => write!(f, "no kiln dev session is running ({why})"),
+            Unanswered::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Sends `command` to the session of `workspace` over its socket and
+/// hands every answer (its line and itself) to `each` until the final one
+/// (`done` or `refused`), which is returned. `kiln ctl` and the live page
+/// (`kiln dev --ui`) both go through here.
+pub fn exchange(
+    workspace: &Path,
+    command: &Command,
+    mut each: impl FnMut(&str, &Answer),
+) -> Result<Answer, Unanswered> {
+    let paths = session_paths(workspace);
+    let mut stream = UnixStream::connect(&paths.socket).map_err(|e| {
+        Unanswered::NoSocket(match e.kind() {
+            std::io::ErrorKind::NotFound => "no such socket".to_string(),
+            std::io::ErrorKind::ConnectionRefused => {
+                "nothing listens there (a stale socket: its session is gone)".to_string()
+            }
+            _ => e.to_string(),
+        })
+    })?;
+    let mut line = serde_json::to_string(command).expect("commands encode");
     line.push('\n');
-    // A session that refuses the connection itself (another uid) answers
-    // at once and closes without reading, so the write can fail with a
-    // broken pipe while the refusal waits to be read: read before giving up.
     let sent = stream.write_all(line.as_bytes());
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
-        let answer: Answer = match serde_json::from_str(&line) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("kiln ctl: cannot read the session's answer {line:?}: {e}");
-                return NO_SESSION;
-            }
-        };
-        if json {
-            println!("{line}");
-        } else {
-            print_answer(&answer);
-        }
-        match answer {
-            Answer::Done { .. } => return DONE,
-            Answer::Refused { .. } => return REFUSED,
-            Answer::Queued { .. } => {}
+        let answer: Answer = serde_json::from_str(&line).map_err(|e| {
+            Unanswered::Other(format!("cannot read the session's answer {line:?}: {e}"))
+        })?;
+        each(&line, &answer);
+        if answer.is_final() {
+            return Ok(answer);
         }
     }
     if let Err(e) = sent {
-        eprintln!("kiln ctl: cannot send to {}: {e}", paths.socket.display());
-        return NO_SESSION;
+        return Err(Unanswered::Other(format!(
+            "cannot send to {}: {e}",
+            paths.socket.display()
+        )));
     }
-    eprintln!(
-        "kiln ctl: the session closed the connection without a final answer ({})",
+    Err(Unanswered::Other(format!(
+        "the session closed the connection without a final answer ({})",
         paths.socket.display()
-    );
-    NO_SESSION
+    )))
 }
 
 fn print_answer(answer: &Answer) {

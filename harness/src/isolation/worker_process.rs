@@ -94,10 +94,14 @@ impl WorkerProcess {
         slots: &[File; SLOT_FDS.len()],
     ) -> std::io::Result<WorkerProcess> {
         let program = options.program()?;
+        // A tapped log (`kiln dev --ui`) wants the worker's events as JSON;
+        // people still read human lines, made here from them.
+        let humanize = options.log_format == LogFormat::Human && crate::logging::tapped();
         let format = match options.log_format {
-            LogFormat::Human => "human",
-            LogFormat::Json => "json",
+            LogFormat::Human if !humanize => "human",
+            _ => "json",
         };
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
         let mut command = Command::new(&program);
         command
             .args(["--log-format", format, "worker"])
@@ -108,14 +112,7 @@ impl WorkerProcess {
                     .as_secs_f64()
                     .to_string(),
             )
-            .env(
-                LOG_ANSI_ENV,
-                if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                    "1"
-                } else {
-                    "0"
-                },
-            )
+            .env(LOG_ANSI_ENV, if ansi { "1" } else { "0" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -204,7 +201,15 @@ impl WorkerProcess {
                     let Ok(line) = line else { break };
                     match serde_json::from_str::<Message>(&line) {
                         Ok(Message::Log(text)) => {
+                            crate::logging::tap_lines(&text);
                             if forward {
+                                let text = if humanize {
+                                    text.lines()
+                                        .filter_map(|l| crate::logging::human_of_json(l, ansi))
+                                        .collect()
+                                } else {
+                                    text
+                                };
                                 let mut out = std::io::stdout().lock();
                                 let _ = out.write_all(text.as_bytes());
                                 let _ = out.flush();

@@ -241,6 +241,7 @@ mod tests {
             ms: 0.0,
             timing_header: None,
             other_work_share: None,
+            roof: None,
         };
         let workload = Workload {
             name: "w".into(),
@@ -263,6 +264,7 @@ mod tests {
             ms: 0.0,
             timing_header: None,
             other_work_share: None,
+            roof: None,
         };
         let check = cross_compare(
             &ours,

@@ -18,7 +18,7 @@ use shared_state::{Arg, Call, DType, KernelDecl, Tensor};
 use crate::events::{self, emit};
 use crate::machine::recorded::{CallRate, RateBasis, ReplayRates};
 use crate::machine::replay_roof::{ColdFlush, RoofSource};
-use crate::machine::{Achieved, Arithmetic, Work};
+use crate::machine::{Achieved, Arithmetic, Bound, Roof, Work};
 use crate::swap::engine_handle::{CallError, EngineHandle};
 use crate::workload::compare::{Comparison, Tolerance, Tolerances, compare};
 use crate::workload::reference::{ExpectedFrom, outputs_of};
@@ -166,6 +166,9 @@ pub struct ReplayReport {
     /// The share of the CPUs other work used while the calls were timed
     /// (timed replays only; `None` where /proc does not say).
     pub other_work_share: Option<f64>,
+    /// The peaks the calls were judged against (timed replays with
+    /// measured peaks only).
+    pub roof: Option<Roof>,
 }
 
 impl ReplayReport {
@@ -604,6 +607,11 @@ pub fn replay_with(
         ms: start.elapsed().as_secs_f64() * 1e3,
         timing_header,
         other_work_share,
+        roof: options
+            .timing
+            .as_ref()
+            .and(options.roof.peaks())
+            .map(Roof::of),
     }
 }
 
@@ -916,6 +924,54 @@ pub fn log_events(report: &ReplayReport, module: &str, version: u64) {
             c.skipped.clone().unwrap_or_else(|| c.expected_from.to_string())
         );
     }
+    log_roofline(report, module, version);
+}
+
+/// Emits one `roofline` event for a replay with timed calls of declared
+/// work: each call's point and the roofs it was judged against.
+fn log_roofline(report: &ReplayReport, module: &str, version: u64) {
+    let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
+    let calls: Vec<events::RooflinePoint> = report
+        .calls
+        .iter()
+        .filter_map(|c| {
+            let (point, stats) = (c.point.as_ref()?, c.stats.as_ref()?);
+            Some(events::RooflinePoint {
+                call: c.index as u64,
+                kernel: c.kernel.clone(),
+                dims: c.description.clone(),
+                ms: stats.median * 1e3,
+                gflops: finite(point.gflops),
+                gbs: finite(point.gbs),
+                intensity: finite(point.intensity),
+                percent: finite(Some(point.percent)),
+                compute: point.compute_peak.name().to_string(),
+                bound: match point.bound {
+                    Bound::Memory => "memory",
+                    Bound::Compute => "compute",
+                }
+                .to_string(),
+            })
+        })
+        .collect();
+    if calls.is_empty() {
+        return;
+    }
+    let (roof, points) = (report.roof.as_ref(), calls.len());
+    emit!(
+        target: "kiln::workload::replay",
+        tracing::Level::INFO,
+        events::Roofline {
+            module: module.to_string(),
+            version,
+            roof_gbs: roof.map(|r| r.bandwidth_gbs),
+            roof_gflops: roof.map(|r| r.compute_gflops),
+            roof_i8_gops: roof.and_then(|r| r.compute_i8_gops),
+            calls,
+        },
+        "roofline of {}: {points} call(s)",
+        report.label
+    );
 }
 
 /// The first expected output a workload step stores.
