@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::machine::recorded::{CallRate, RateBasis};
+use crate::workload::timing::Ratio;
 
 /// One version of a module in a session.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -37,6 +38,13 @@ pub struct VersionRecord {
     /// Warm or cold caches, and the peaks the rates were judged against.
     #[serde(default)]
     pub basis: Option<RateBasis>,
+    /// Per-call median over the previous version's with its 95% interval
+    /// and how the previous one was timed (interleaved, or its recorded
+    /// timings), by call key: what the verdict looked at (absent in
+    /// histories written before ratios were kept, and for a version with
+    /// nothing to compare with).
+    #[serde(default)]
+    pub ratios: BTreeMap<String, Ratio>,
 }
 
 /// A session's history.
@@ -527,6 +535,7 @@ mod tests {
             tuning: Default::default(),
             rates: Default::default(),
             basis: None,
+            ratios: Default::default(),
         }
     }
 
@@ -639,6 +648,7 @@ mod tests {
              "medians":{"0:saxpy":0.001},"passed":true,"note":null}]}"#;
         let h: History = serde_json::from_str(old).unwrap();
         assert!(h.versions[0].rates.is_empty() && h.versions[0].basis.is_none());
+        assert!(h.versions[0].ratios.is_empty());
         let table = h.table();
         assert!(!table.contains("achieved rate"), "{table}");
         assert_eq!(h.svg().matches("<polyline").count(), 1);
