@@ -69,6 +69,11 @@ pub fn bars(report: &Report) -> Vec<Bar> {
 
 /// The chart as an SVG document (kiln's chart writer: `kiln::chart`).
 pub fn svg(report: &Report) -> String {
+    svg_of(&bars(report), report.quick)
+}
+
+/// The chart of `bars` (`quick`: a smoke run's, said in the subtitle).
+fn svg_of(bars: &[Bar], quick: bool) -> String {
     const WIDTH: f64 = 960.0;
     const LABEL_W: f64 = 420.0;
     const ROW_H: f64 = 22.0;
@@ -80,10 +85,9 @@ pub fn svg(report: &Report) -> String {
         let f = axis.fraction(ratio.clamp(axis.lo, axis.hi));
         LABEL_W + f * plot_w
     };
-    let bars = bars(report);
     let mut groups_seen = Vec::new();
     let mut rows = 0.0;
-    for b in &bars {
+    for b in bars {
         if !groups_seen.contains(&b.group) {
             groups_seen.push(b.group);
             rows += 1.0;
@@ -104,7 +108,7 @@ pub fn svg(report: &Report) -> String {
     );
     let note = format!(
         "medians{}",
-        if report.quick {
+        if quick {
             " (QUICK smoke run: not meaningful)"
         } else {
             ""
@@ -127,7 +131,7 @@ pub fn svg(report: &Report) -> String {
     }
     let mut y = TOP;
     let mut current_group = "";
-    for b in &bars {
+    for b in bars {
         if b.group != current_group {
             current_group = b.group;
             out.text(
@@ -177,5 +181,48 @@ fn format_ratio(r: f64) -> String {
         format!("{r:.2}x")
     } else {
         format!("{r:.3}x")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_text_is_inside_and_a_bar_per_ratio() {
+        let bar = |group, label: &str, ratio| Bar {
+            group,
+            label: label.to_string(),
+            ratio,
+        };
+        let bars = vec![
+            bar(
+                "artifact to serving",
+                "kiln (256 MiB) ÷ hot-lib-reloader update()",
+                0.02,
+            ),
+            bar(
+                "artifact to serving",
+                "kiln ÷ process restart, 256 MiB state",
+                0.5,
+            ),
+            bar(
+                "call time",
+                &format!("a very long label {}", "x".repeat(80)),
+                3.0,
+            ),
+            bar("state handoff", "kiln handoff ÷ memcpy, 1 GiB", 1000.0),
+            bar("state handoff", "kiln handoff ÷ memcpy, 0 B", f64::NAN),
+        ];
+        let svg = svg_of(&bars, true);
+        assert_eq!(
+            kiln::chart::bounds::text_outside(&svg),
+            Vec::<String>::new(),
+            "{svg}"
+        );
+        assert_eq!(svg.matches("<rect x=").count(), bars.len());
+        for tick in [">0.1<", ">1<", ">10<", ">100<"] {
+            assert!(svg.contains(tick), "{tick}: {svg}");
+        }
     }
 }
