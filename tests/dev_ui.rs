@@ -2,7 +2,9 @@
 //! HTTP (a `TcpStream`): a request without the session's token, or with
 //! another `Host`, is refused (403); the page is served with the token and
 //! loads nothing from elsewhere; `/events` (Server-Sent Events) delivers
-//! the `swapped` and `replay` events of an edit as they happen; the page's
+//! the `swapped` and `replay` events of an edit as they happen (the replay's
+//! ratio to the previous version with its interval, and `/ratios`, the
+//! chart of them, behind the token too); the page's
 //! replay button (`POST /control/replay`) reaches the session through its
 //! control socket (its replay's events, then the session's `control`
 //! event), undo is refused with why and then done. Then a session in the
@@ -233,9 +235,23 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
         e["event"] == "swapped" && e["version"].as_u64().is_some_and(|v| v > first)
     });
     let version = swapped["version"].as_u64().unwrap();
-    next_where(&feed, "a replay of the new version", BUILD_DEADLINE, |e| {
+    let replayed = next_where(&feed, "a replay of the new version", BUILD_DEADLINE, |e| {
         e["event"] == "replay" && e["version"] == version && e["kernel"] == "saxpy"
     });
+    // Timed against the previous version: the ratio and its interval.
+    let (ratio, low, high) = (
+        replayed["ratio"].as_f64(),
+        replayed["ratio_low"].as_f64(),
+        replayed["ratio_high"].as_f64(),
+    );
+    assert!(
+        matches!((ratio, low, high), (Some(r), Some(l), Some(h)) if 0.0 < l && l <= r && r <= h),
+        "{replayed}"
+    );
+    assert!(
+        ["interleaved", "recorded"].contains(&replayed["ratio_against"].as_str().unwrap_or("")),
+        "{replayed}"
+    );
     // The figures the roofline plots (saxpy declares its flops and bytes).
     let roofline = next_where(&feed, "the new version's roofline", BUILD_DEADLINE, |e| {
         e["event"] == "roofline" && e["version"] == version
@@ -262,6 +278,19 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
         "{saxpy}"
     );
     let _ = session.wait_replay(BUILD_DEADLINE);
+    // The per-call ratio chart the page fetches: the token is required,
+    // and the new version's saxpy is on it.
+    assert_eq!(request(port, "GET", "/ratios", &host, &[]).0, 403);
+    let (status, ratios) = request(port, "GET", "/ratios", &host, &[("X-Kiln-Token", token)]);
+    assert_eq!(status, 200, "{ratios}");
+    assert!(
+        ratios.contains("<svg") && ratios.contains(&format!("v{version} ")),
+        "{ratios}"
+    );
+    assert!(
+        page.contains("id=\"ratios\""),
+        "the page has the ratio chart's place"
+    );
 
     // The replay button: through the control socket, as `kiln ctl replay`;
     // the session's `control` event for it follows that replay's events.

@@ -1,6 +1,9 @@
-//! An SVG chart of the report's main time ratios, written by hand: one
-//! horizontal bar per ratio on a log scale, with a line at parity.
+//! An SVG chart of the report's main time ratios: one horizontal bar per
+//! ratio on a log scale, with a line at parity, written with kiln's chart
+//! writer (`kiln::chart`: the document, the log axis and its ticks).
 
+use kiln::chart::document::{Anchor, Svg, fit};
+use kiln::chart::ticks::{Axis, Scale, label};
 use kiln_stats::bytes;
 
 use crate::report::Report;
@@ -64,30 +67,27 @@ pub fn bars(report: &Report) -> Vec<Bar> {
     bars
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// The chart as an SVG document (kiln's chart writer: `kiln::chart`).
+pub fn svg(report: &Report) -> String {
+    svg_of(&bars(report), report.quick)
 }
 
-/// The chart as an SVG document.
-pub fn svg(report: &Report) -> String {
+/// The chart of `bars` (`quick`: a smoke run's, said in the subtitle).
+fn svg_of(bars: &[Bar], quick: bool) -> String {
     const WIDTH: f64 = 960.0;
     const LABEL_W: f64 = 420.0;
     const ROW_H: f64 = 22.0;
     const TOP: f64 = 56.0;
-    // log10 range of the axis
-    const LO: f64 = -1.0;
-    const HI: f64 = 2.0;
+    // The axis's range of ratios (bars beyond it stop at its ends).
+    let axis = Axis::new(0.1, 100.0, Scale::Log);
     let plot_w = WIDTH - LABEL_W - 80.0;
     let x_of = |ratio: f64| {
-        let l = ratio.log10().clamp(LO, HI);
-        LABEL_W + (l - LO) / (HI - LO) * plot_w
+        let f = axis.fraction(ratio.clamp(axis.lo, axis.hi));
+        LABEL_W + f * plot_w
     };
-    let bars = bars(report);
     let mut groups_seen = Vec::new();
     let mut rows = 0.0;
-    for b in &bars {
+    for b in bars {
         if !groups_seen.contains(&b.group) {
             groups_seen.push(b.group);
             rows += 1.0;
@@ -95,42 +95,53 @@ pub fn svg(report: &Report) -> String {
         rows += 1.0;
     }
     let height = TOP + rows * ROW_H + 40.0;
-    let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" \
-         font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"10\" y=\"20\" font-size=\"15\" font-weight=\"bold\">kiln vs the alternatives: time ratios (log scale; left of 1 = the first takes less time)</text>\n\
-         <text x=\"10\" y=\"38\" fill=\"#555\">medians{}</text>\n",
-        if report.quick {
+    let mut out = Svg::new(WIDTH, height);
+    let title =
+        "kiln vs the alternatives: time ratios (log scale; left of 1 = the first takes less time)";
+    out.text(
+        10.0,
+        20.0,
+        15.0,
+        Anchor::Start,
+        &fit(title, 15.0, WIDTH - 20.0),
+        r#" font-weight="bold""#,
+    );
+    let note = format!(
+        "medians{}",
+        if quick {
             " (QUICK smoke run: not meaningful)"
         } else {
             ""
         }
     );
-    // axis ticks
+    out.text(10.0, 38.0, 12.0, Anchor::Start, &note, r##" fill="#555""##);
     let axis_bottom = TOP + rows * ROW_H;
-    for e in (LO as i32)..=(HI as i32) {
-        let r = 10f64.powi(e);
-        let x = x_of(r);
-        let stroke = if e == 0 { "#000" } else { "#ddd" };
-        out.push_str(&format!(
-            "<line x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{axis_bottom:.1}\" stroke=\"{stroke}\"/>\n\
-             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{}</text>\n",
-            TOP - 4.0,
+    for tick in axis.ticks() {
+        let x = x_of(tick);
+        let stroke = if tick == 1.0 { "#000" } else { "#ddd" };
+        out.line((x, TOP - 4.0), (x, axis_bottom), stroke, "");
+        out.text(
+            x,
             axis_bottom + 14.0,
-            if e >= 0 { format!("{}", r as u64) } else { format!("{r}") }
-        ));
+            12.0,
+            Anchor::Middle,
+            &label(tick),
+            r##" fill="#555""##,
+        );
     }
     let mut y = TOP;
     let mut current_group = "";
-    for b in &bars {
+    for b in bars {
         if b.group != current_group {
             current_group = b.group;
-            out.push_str(&format!(
-                "<text x=\"10\" y=\"{:.1}\" font-weight=\"bold\">{}</text>\n",
+            out.text(
+                10.0,
                 y + 15.0,
-                escape(b.group)
-            ));
+                12.0,
+                Anchor::Start,
+                b.group,
+                r#" font-weight="bold""#,
+            );
             y += ROW_H;
         }
         let x1 = x_of(1.0);
@@ -145,23 +156,20 @@ pub fn svg(report: &Report) -> String {
             (x2, x1 - x2)
         };
         let color = if b.ratio <= 1.0 { "#3a7d44" } else { "#c0503a" };
-        out.push_str(&format!(
-            "<text x=\"20\" y=\"{:.1}\">{}</text>\n\
-             <rect x=\"{left:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"/>\n\
-             <text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
-            y + 15.0,
-            escape(&b.label),
-            y + 4.0,
-            w.max(1.0),
-            ROW_H - 8.0,
+        let text = fit(&b.label, 12.0, LABEL_W - 30.0);
+        out.text(20.0, y + 15.0, 12.0, Anchor::Start, &text, "");
+        out.rect((left, y + 4.0), (w.max(1.0), ROW_H - 8.0), color, "");
+        out.text(
             x1.max(x2) + 4.0,
             y + 15.0,
-            format_ratio(b.ratio)
-        ));
+            12.0,
+            Anchor::Start,
+            &format_ratio(b.ratio),
+            "",
+        );
         y += ROW_H;
     }
-    out.push_str("</svg>\n");
-    out
+    out.finish()
 }
 
 fn format_ratio(r: f64) -> String {
@@ -173,5 +181,48 @@ fn format_ratio(r: f64) -> String {
         format!("{r:.2}x")
     } else {
         format!("{r:.3}x")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_text_is_inside_and_a_bar_per_ratio() {
+        let bar = |group, label: &str, ratio| Bar {
+            group,
+            label: label.to_string(),
+            ratio,
+        };
+        let bars = vec![
+            bar(
+                "artifact to serving",
+                "kiln (256 MiB) ÷ hot-lib-reloader update()",
+                0.02,
+            ),
+            bar(
+                "artifact to serving",
+                "kiln ÷ process restart, 256 MiB state",
+                0.5,
+            ),
+            bar(
+                "call time",
+                &format!("a very long label {}", "x".repeat(80)),
+                3.0,
+            ),
+            bar("state handoff", "kiln handoff ÷ memcpy, 1 GiB", 1000.0),
+            bar("state handoff", "kiln handoff ÷ memcpy, 0 B", f64::NAN),
+        ];
+        let svg = svg_of(&bars, true);
+        assert_eq!(
+            kiln::chart::bounds::text_outside(&svg),
+            Vec::<String>::new(),
+            "{svg}"
+        );
+        assert_eq!(svg.matches("<rect x=").count(), bars.len());
+        for tick in [">0.1<", ">1<", ">10<", ">100<"] {
+            assert!(svg.contains(tick), "{tick}: {svg}");
+        }
     }
 }

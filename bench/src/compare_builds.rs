@@ -333,6 +333,7 @@ mod tests {
             stats: Stats::from_secs(&[median; 5]),
             verdict: Some(verdict),
             previous_median: Some(previous),
+            ratio: None,
             error: None,
             recorded: None,
             expected_from: kiln::workload::reference::ExpectedFrom::Unchecked,

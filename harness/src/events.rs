@@ -438,6 +438,18 @@ event_fields! {
         /// The previous version's median, when it was timed against it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub previous_ms: Option<f64>,
+        /// The median over the previous version's (below 1: faster), when
+        /// it was timed against it, with its 95% interval.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub ratio: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub ratio_low: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub ratio_high: Option<f64>,
+        /// How the previous version was timed: `interleaved` (alive, timed
+        /// alternately with this one) or `recorded` (its earlier timings).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub ratio_against: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub error: Option<String>,
         /// Where the expected outputs came from.
@@ -1295,7 +1307,11 @@ mod tests {
                 ms: Some(0.125),
                 mad_ms: Some(0.01),
                 verdict: Some(s("slower")),
-                previous_ms: None,
+                previous_ms: Some(0.1),
+                ratio: Some(1.25),
+                ratio_low: Some(1.125),
+                ratio_high: Some(1.375),
+                ratio_against: Some(s("interleaved")),
                 error: None,
                 reference: s("vs stored outputs"),
                 trials_passed: 0,

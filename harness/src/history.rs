@@ -8,7 +8,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::chart::document::{Anchor, Svg, wrap};
+use crate::chart::frame::{BELOW, Frame, Outcome, VersionMark};
+use crate::chart::legend::{Entry, Swatch, legend};
+use crate::chart::ratios::{LEGEND_W, PALETTE, RatioChart, RatioPoint, RatioSeries};
+use crate::chart::ticks::{Axis, Scale};
 use crate::machine::recorded::{CallRate, RateBasis};
+use crate::workload::timing::{Against, Ratio};
 
 /// One version of a module in a session.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -37,6 +43,13 @@ pub struct VersionRecord {
     /// Warm or cold caches, and the peaks the rates were judged against.
     #[serde(default)]
     pub basis: Option<RateBasis>,
+    /// Per-call median over the previous version's with its 95% interval
+    /// and how the previous one was timed (interleaved, or its recorded
+    /// timings), by call key: what the verdict looked at (absent in
+    /// histories written before ratios were kept, and for a version with
+    /// nothing to compare with).
+    #[serde(default)]
+    pub ratios: BTreeMap<String, Ratio>,
 }
 
 /// A session's history.
@@ -184,226 +197,185 @@ impl History {
         keys
     }
 
-    /// An SVG chart by version, one line per call: the median time (log
-    /// scale) and, below it when rates were kept, the percentage of the
-    /// roofline bound (or, without peaks, the achieved rate, log scale).
-    pub fn svg(&self) -> String {
-        let keys = self.call_keys();
-        let with_rates = self.versions.iter().any(|v| !v.rates.is_empty());
-        let panel_h = 380.0;
-        let h = if with_rates {
-            2.0 * panel_h + 40.0
-        } else {
-            panel_h + 40.0
-        };
-        let mut svg = String::new();
-        let _ = writeln!(
-            svg,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{CHART_W}" height="{h}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        let time = Panel {
-            top: 40.0,
-            height: panel_h - 70.0,
-            title: format!(
-                "{} per-call median time by version (log scale)",
-                self.module
-            ),
-            log: true,
-            label: crate::workload::timing::human_secs,
-        };
-        self.panel(&mut svg, &keys, &time, |v, k| v.medians.get(k).copied());
-        if with_rates {
-            let percent = self
-                .versions
-                .iter()
-                .any(|v| v.rates.values().any(|r| r.percent.is_some()));
-            let basis = self
-                .versions
-                .iter()
-                .rev()
-                .find_map(|v| v.basis.as_ref())
-                .map_or(String::new(), |b| format!(" ({})", b.describe()));
-            let top = panel_h + 40.0;
-            if percent {
-                let rates = Panel {
-                    top,
-                    height: panel_h - 70.0,
-                    title: format!("% of the roofline bound by version{basis}"),
-                    log: false,
-                    label: |p| format!("{p:.0}%"),
-                };
-                self.panel(&mut svg, &keys, &rates, |v, k| {
-                    v.rates.get(k).and_then(|r| r.percent)
-                });
-            } else {
-                let rates = Panel {
-                    top,
-                    height: panel_h - 70.0,
-                    title: format!("achieved GB/s or GFLOP/s by version (log scale){basis}"),
-                    log: true,
-                    label: crate::machine::columns::rate,
-                };
-                self.panel(&mut svg, &keys, &rates, |v, k| {
-                    v.rates.get(k).and_then(|r| r.headline()).map(|(x, _)| x)
-                });
-            }
-        }
-        svg.push_str("</svg>\n");
-        svg
+    /// How each version ended, for the charts.
+    fn marks(&self) -> Vec<VersionMark> {
+        self.versions
+            .iter()
+            .map(|v| VersionMark {
+                version: v.version,
+                outcome: if v.crashed {
+                    // A hang's note says "hung: ...", a crash's "crashed: ...".
+                    if v.note.as_deref().is_some_and(|n| n.starts_with("hung")) {
+                        Outcome::Hung
+                    } else {
+                        Outcome::Crashed
+                    }
+                } else if v.passed {
+                    Outcome::Passed
+                } else {
+                    Outcome::Failed
+                },
+            })
+            .collect()
     }
 
-    /// One panel of the chart: a line per call key of `value` by version.
-    fn panel(
-        &self,
-        svg: &mut String,
-        keys: &[String],
-        panel: &Panel,
-        value: impl Fn(&VersionRecord, &str) -> Option<f64>,
-    ) {
-        let (left, right) = (70.0, 170.0);
-        let (top, plot_h) = (panel.top, panel.height);
-        let plot_w = CHART_W - left - right;
-        let values: Vec<f64> = self
+    /// The ratio chart's data: per call, each version's ratio to the
+    /// previous version with its interval.
+    pub fn ratio_chart(&self) -> RatioChart {
+        RatioChart {
+            title: format!(
+                "{}: each call's time over the previous version's (log scale; below 1x: faster)",
+                self.module
+            ),
+            versions: self.marks(),
+            series: self
+                .call_keys()
+                .into_iter()
+                .map(|key| RatioSeries {
+                    points: self
+                        .versions
+                        .iter()
+                        .filter_map(|v| {
+                            let r = v.ratios.get(&key)?;
+                            Some(RatioPoint {
+                                version: v.version,
+                                ratio: r.ratio,
+                                low: r.low,
+                                high: r.high,
+                                interleaved: r.against == Against::Interleaved,
+                            })
+                        })
+                        .collect(),
+                    name: key,
+                })
+                .collect(),
+        }
+    }
+
+    /// An SVG chart by version: each call's time over the previous
+    /// version's with its interval (never absolute times: a slow spell of
+    /// the machine is not every call regressing), failed, crashed and hung
+    /// versions shaded; below it when rates were kept, each call's % of the
+    /// roofline bound (or, without peaks, its achieved rate, log scale).
+    pub fn svg(&self) -> String {
+        let ratios = self.ratio_chart();
+        let with_rates = self.versions.iter().any(|v| !v.rates.is_empty());
+        let ratio_h = ratios.height(CHART_W);
+        let rates_h = if with_rates {
+            self.rates_title_lines().len() as f64 * 18.0 + 14.0 + RATES_H + BELOW + 8.0
+        } else {
+            0.0
+        };
+        let mut svg = Svg::new(CHART_W, ratio_h + rates_h);
+        let bottom = ratios.draw(&mut svg, 0.0);
+        if with_rates {
+            self.rates_panel(&mut svg, bottom);
+        }
+        svg.finish()
+    }
+
+    /// The rates panel's title, wrapped.
+    fn rates_title_lines(&self) -> Vec<String> {
+        let basis = self
             .versions
             .iter()
-            .flat_map(|v| keys.iter().filter_map(|k| value(v, k)))
-            .filter(|s| s.is_finite() && (*s > 0.0 || !panel.log))
-            .collect();
-        let (lo, hi) = values.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
-        let (lo, hi) = match (values.is_empty(), panel.log) {
-            (true, true) => (1e-6, 1.0),
-            (true, false) => (0.0, 100.0),
-            (false, true) => (lo / 1.5, hi * 1.5),
-            // Percentages from 0, and 100% always in view.
-            (false, false) => (0.0, hi.max(100.0) * 1.1),
-        };
-        let n = self.versions.len().max(2) as f64 - 1.0;
-        let x = |i: usize| left + plot_w * i as f64 / n;
-        let y = |s: f64| {
-            let f = if panel.log {
-                (s.ln() - lo.ln()) / (hi.ln() - lo.ln())
-            } else {
-                (s - lo) / (hi - lo)
-            };
-            top + plot_h * (1.0 - f)
-        };
-        let colours = [
-            "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-        ];
-        let _ = writeln!(
-            svg,
-            r#"<text x="{left}" y="{}" font-size="15">{}</text>"#,
-            top - 18.0,
-            xml(&panel.title)
-        );
-        let _ = writeln!(
-            svg,
-            r##"<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>"##
-        );
-        let ticks: Vec<f64> = if panel.log {
-            let mut t = 10f64.powf(lo.log10().floor());
-            let mut out = Vec::new();
-            while t <= hi {
-                if t >= lo {
-                    out.push(t);
-                }
-                t *= 10.0;
-            }
-            out
+            .rev()
+            .find_map(|v| v.basis.as_ref())
+            .map_or(String::new(), |b| format!(" ({})", b.describe()));
+        let title = if self.any_percent() {
+            format!("% of the roofline bound by version{basis}")
         } else {
-            let step = if hi > 250.0 { 50.0 } else { 25.0 };
-            (0..)
-                .map(|i| i as f64 * step)
-                .take_while(|t| *t <= hi)
-                .collect()
+            format!("achieved GB/s or GFLOP/s by version (log scale){basis}")
         };
-        for tick in ticks {
-            let _ = writeln!(
-                svg,
-                r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-                left + plot_w,
-                left - 6.0,
-                y(tick) + 4.0,
-                xml(&(panel.label)(tick)),
-                y = y(tick)
-            );
+        wrap(&title, 14.0, CHART_W - 16.0)
+    }
+
+    fn any_percent(&self) -> bool {
+        self.versions
+            .iter()
+            .any(|v| v.rates.values().any(|r| r.percent.is_some()))
+    }
+
+    /// The rates panel from `top`: a line per call across versions.
+    fn rates_panel(&self, svg: &mut Svg, top: f64) {
+        let lines = self.rates_title_lines();
+        for (i, line) in lines.iter().enumerate() {
+            let y = top + 18.0 + 18.0 * i as f64;
+            svg.text(8.0, y, 14.0, Anchor::Start, line, r#" font-weight="bold""#);
         }
-        for (i, v) in self.versions.iter().enumerate() {
-            let colour = if v.passed { "#333" } else { "#d62728" };
-            let _ = writeln!(
-                svg,
-                r#"<text x="{:.1}" y="{}" text-anchor="middle" fill="{colour}">v{}</text>"#,
-                x(i),
-                top + plot_h + 18.0,
-                v.version
-            );
-        }
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="middle">version (red: failed replay)</text>"#,
-            left + plot_w / 2.0,
-            top + plot_h + 36.0
-        );
+        let frame = Frame {
+            left: 64.0,
+            top: top + lines.len() as f64 * 18.0 + 14.0,
+            width: CHART_W - 64.0 - LEGEND_W - 16.0,
+            height: RATES_H,
+        };
+        let percent = self.any_percent();
+        let value = |v: &VersionRecord, k: &str| -> Option<f64> {
+            let r = v.rates.get(k)?;
+            let x = if percent {
+                r.percent
+            } else {
+                r.headline().map(|(x, _)| x)
+            };
+            x.filter(|x| x.is_finite() && (percent || *x > 0.0))
+        };
+        let keys = self.call_keys();
+        let values = self
+            .versions
+            .iter()
+            .flat_map(|v| keys.iter().filter_map(|k| value(v, k)));
+        let axis = if percent {
+            // From 0, with 100% always in view (never capped at it).
+            let hi = values.fold(100.0f64, f64::max) * 1.1;
+            Axis::new(0.0, hi, Scale::Linear)
+        } else {
+            Axis::fit(values, Scale::Log)
+                .unwrap_or_else(|| Axis::new(1.0, 10.0, Scale::Log))
+                .padded(0.08)
+        };
+        let marks = self.marks();
+        frame.shade_failures(svg, &marks);
+        let label: fn(f64) -> String = if percent {
+            |p| format!("{}%", crate::chart::ticks::label(p))
+        } else {
+            crate::machine::columns::rate
+        };
+        frame.y_axis(svg, &axis, &label);
+        let n = marks.len();
+        let mut entries = Vec::new();
         for (k, key) in keys.iter().enumerate() {
-            let colour = colours[k % colours.len()];
-            let points: Vec<String> = self
+            let colour = PALETTE[k % PALETTE.len()];
+            let points: Vec<(f64, f64)> = self
                 .versions
                 .iter()
                 .enumerate()
-                .filter_map(|(i, v)| {
-                    value(v, key)
-                        .filter(|s| s.is_finite() && (*s > 0.0 || !panel.log))
-                        .map(|s| format!("{:.1},{:.1}", x(i), y(s)))
-                })
+                .filter_map(|(i, v)| Some((frame.slot_x(i, n), frame.y(&axis, value(v, key)?))))
                 .collect();
-            let _ = writeln!(
-                svg,
-                r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
-                points.join(" ")
-            );
+            svg.polyline(&points, colour, r#" stroke-width="2""#);
             for p in &points {
-                let (px, py) = p.split_once(',').unwrap_or(("0", "0"));
-                let _ = writeln!(
-                    svg,
-                    r#"<circle cx="{px}" cy="{py}" r="3" fill="{colour}"/>"#
-                );
+                svg.circle(*p, 3.0, &format!(r#" fill="{colour}""#), None);
             }
-            let ly = top + 14.0 + 18.0 * k as f64;
-            let _ = writeln!(
-                svg,
-                r#"<rect x="{}" y="{}" width="12" height="12" fill="{colour}"/><text x="{}" y="{}">{}</text>"#,
-                left + plot_w + 12.0,
-                ly - 10.0,
-                left + plot_w + 30.0,
-                ly,
-                xml(key)
-            );
+            entries.push(Entry {
+                swatch: Swatch::Line(colour.into()),
+                text: key.clone(),
+            });
         }
+        frame.versions(svg, &marks);
+        legend(
+            svg,
+            (frame.right() + 16.0, frame.top),
+            (LEGEND_W - 8.0, frame.height + BELOW - 8.0),
+            &entries,
+        );
     }
 }
 
 const CHART_W: f64 = 760.0;
-
-/// One panel of the chart.
-struct Panel {
-    top: f64,
-    height: f64,
-    title: String,
-    log: bool,
-    label: fn(f64) -> String,
-}
+/// The rates panel's data area's height.
+const RATES_H: f64 = 240.0;
 
 fn total(v: &VersionRecord) -> f64 {
     v.medians.values().sum()
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// Where a session's history is kept: `<target>/kiln/history/<module>.json`
@@ -508,6 +480,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::chart::bounds::text_outside;
 
     fn record(version: u64, passed: bool, ms: f64) -> VersionRecord {
         VersionRecord {
@@ -527,6 +500,7 @@ mod tests {
             tuning: Default::default(),
             rates: Default::default(),
             basis: None,
+            ratios: Default::default(),
         }
     }
 
@@ -548,7 +522,8 @@ mod tests {
         assert!(table.contains("v3*"), "{table}");
         assert!(table.contains("FAIL"), "{table}");
         let svg = h.svg();
-        assert!(svg.starts_with("<svg") && svg.contains("polyline") && svg.contains("1:matmul"));
+        assert!(svg.starts_with("<svg") && svg.contains("1:matmul"), "{svg}");
+        assert_eq!(text_outside(&svg), Vec::<String>::new(), "{svg}");
         let dir = std::env::temp_dir().join(format!("kiln-history-{}", std::process::id()));
         let path = dir.join("h.json");
         h.save(&path).unwrap();
@@ -618,12 +593,15 @@ mod tests {
             ),
             "{table}"
         );
-        // The chart: a time panel and a % of roofline panel, each with a
-        // line per call; the % axis goes past 130 (never capped at 100).
+        // The chart: the ratio panel (no ratios kept here) and a % of
+        // roofline panel with a line per call; the % axis goes past 130
+        // (never capped at 100); the long title wraps inside the image.
         let svg = h.svg();
         assert!(svg.contains("% of the roofline bound"), "{svg}");
-        assert_eq!(svg.matches("<polyline").count(), 4, "{svg}");
+        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
         assert!(svg.contains(">125%<"), "{svg}");
+        assert!(svg.contains(">failed<"), "v2 failed: {svg}");
+        assert_eq!(text_outside(&svg), Vec::<String>::new(), "{svg}");
         // Saved and read back with the rates.
         let dir = std::env::temp_dir().join(format!("kiln-history-rates-{}", std::process::id()));
         let path = dir.join("h.json");
@@ -639,8 +617,77 @@ mod tests {
              "medians":{"0:saxpy":0.001},"passed":true,"note":null}]}"#;
         let h: History = serde_json::from_str(old).unwrap();
         assert!(h.versions[0].rates.is_empty() && h.versions[0].basis.is_none());
+        assert!(h.versions[0].ratios.is_empty());
         let table = h.table();
         assert!(!table.contains("achieved rate"), "{table}");
-        assert_eq!(h.svg().matches("<polyline").count(), 1);
+        let svg = h.svg();
+        assert!(
+            svg.contains("no ratio yet") && !svg.contains("<polyline"),
+            "{svg}"
+        );
+    }
+
+    /// Ratios are kept, read back and charted: a dot per call and version
+    /// with a previous one, crashed and hung versions named, every text
+    /// inside the image with many versions, long call names and a long
+    /// basis, and the rates panel's log axis has three labelled ticks
+    /// within one decade.
+    #[test]
+    fn ratios_are_kept_and_charted_with_every_text_inside() {
+        let ratio = |r: f64, against| Ratio {
+            ratio: r,
+            low: r * 0.97,
+            high: r / 0.97,
+            against,
+        };
+        let mut versions = Vec::new();
+        for v in 1..=30u64 {
+            let mut r = with_rates(v, 5.0, 60.0 + v as f64, v % 2 == 0);
+            if v > 1 {
+                r.ratios = [
+                    ("0:saxpy".to_string(), ratio(1.0, Against::Interleaved)),
+                    ("1:matmul".to_string(), ratio(0.8, Against::Recorded)),
+                ]
+                .into();
+            }
+            if v == 7 {
+                r.crashed = true;
+                r.passed = false;
+                r.note = Some("hung: past its 10.0 s deadline, killed".into());
+            }
+            if v == 9 {
+                r.crashed = true;
+                r.passed = false;
+                r.note = Some("crashed: SIGSEGV".into());
+            }
+            versions.push(r);
+        }
+        let h = History {
+            module: "kernel-cpu-with-a-long-module-name".into(),
+            backend: "cpu".into(),
+            workload: "default".into(),
+            versions,
+        };
+        let svg = h.svg();
+        assert_eq!(text_outside(&svg), Vec::<String>::new(), "{svg}");
+        assert_eq!(svg.matches(r#"class="ratio""#).count(), 2 * 29, "{svg}");
+        assert!(
+            svg.contains("x0.800 [0.776, 0.825] (against recorded timings)"),
+            "{svg}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.json");
+        h.save(&path).unwrap();
+        assert_eq!(History::load(&path).unwrap(), h);
+        // Rates without peaks: a log axis over less than a decade.
+        let mut no_peaks = h.clone();
+        for v in &mut no_peaks.versions {
+            for r in v.rates.values_mut() {
+                r.percent = None;
+            }
+        }
+        let svg = no_peaks.svg();
+        assert!(svg.contains("achieved GB/s or GFLOP/s"), "{svg}");
+        assert_eq!(text_outside(&svg), Vec::<String>::new(), "{svg}");
     }
 }

@@ -12,6 +12,8 @@
 //!   the side that starts them (start, watch each request, checkpoint,
 //!   deadlines, kill).
 //! - [`history`]: a session's versions, for `kiln report`.
+//! - [`chart`]: SVG charts (axes and ticks, the document, text bounds, the
+//!   per-call ratio chart) for `kiln report`, the live page and the bench.
 //! - [`supervisor`]: `kiln dev`: watch, the session loop (lanes, swaps,
 //!   replays, rollback, recovery).
 //! - [`worker`]: the worker process (`kiln worker`): the engine host, the
@@ -29,6 +31,7 @@
 //! (ARCHITECTURE.md, "Layers"; checked by harness/tests/layers.rs).
 
 pub mod build;
+pub mod chart;
 pub mod commands;
 pub mod control;
 pub mod events;

@@ -32,6 +32,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("events.rs", 0),
     ("units.rs", 0),
     ("loop_alignment.rs", 0),
+    // SVG charts: axes, ticks, the document, the ratio chart.
+    ("chart/", 0),
     // Driving a running `kiln dev` from outside: the socket, keys, `kiln ctl`.
     ("control/", 1),
     // The swap core, in-process.

@@ -357,6 +357,7 @@ fn record_down(
             tuning: Default::default(),
             rates: Default::default(),
             basis: None,
+            ratios: Default::default(),
         }),
     }
 }

@@ -521,6 +521,7 @@ impl Session {
             tuning: Default::default(),
             rates: report.map(|r| r.rates.calls.clone()).unwrap_or_default(),
             basis: report.and_then(|r| r.rates.basis.clone()),
+            ratios: report.map(ReplaySummary::ratios).unwrap_or_default(),
         });
         let failure = report.and_then(|r| r.first_failure.clone());
         let good_version = lane.last_good.as_ref().map(|g| g.code_of);

@@ -1,16 +1,19 @@
 //! `kiln dev --ui`: a live page on 127.0.0.1 (a random port, a token per
-//! session) with the log, the state and the roofline of the serving
-//! version, fed by kiln's events alone (a tap on the log,
-//! [`crate::logging::set_tap`]: the supervisor's events and its workers'
-//! JSON lines), its buttons sent through the control socket as `kiln ctl`
+//! session) with the log, the state, the roofline of the serving version
+//! and each call's ratio to the previous version, fed by kiln's events
+//! alone (a tap on the log, [`crate::logging::set_tap`]: the supervisor's
+//! events and its workers' JSON lines), its buttons sent through the control socket as `kiln ctl`
 //! sends them. Nothing here knows the supervisor.
 //!
 //! - [`server`]: binding, the token and `Host` checks, the routes
 //! - [`feed`]: the events kept and streamed (`/events`)
 //! - [`page`]: the page (inline script and style; no external asset)
+//! - [`ratios`]: the per-call chart across versions (`/ratios`), drawn by
+//!   the code of `kiln report`'s chart
 
 pub mod feed;
 pub mod page;
+pub mod ratios;
 pub mod server;
 
 use std::path::PathBuf;

@@ -5,8 +5,11 @@
 //! (log-log, flop/byte across, GFLOP/s up, the roofs and one dot per call
 //! from its `roofline` event: the f32 roof, the i8 one dashed where an i8
 //! call is plotted; an arrow from the previous version's dot; a dot above
-//! its roof hollow; a hover naming the call, its dims and figures), the
-//! log; its buttons POST `/control/NAME` and show a refusal's reason.
+//! its roof hollow; a hover naming the call, its dims and figures), each
+//! call's time over the previous version's with its interval (the chart of
+//! `/ratios`, drawn by the server with `kiln report`'s code, fetched again
+//! after each replay, failure, crash or hang), the log; its buttons POST
+//! `/control/NAME` and show a refusal's reason.
 
 pub const HTML: &str = r##"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>kiln dev</title>
@@ -28,6 +31,7 @@ line.arrow{stroke:#888;stroke-width:1.2;marker-end:url(#head)}
 <div id="state"><span>serving: <b id="serving">-</b></span><span>build: <b id="build">none</b></span><span>last verdict: <b id="verdict">-</b></span><span id="conn">connecting</span></div>
 <p><button id="replay">replay</button> <button id="undo">undo</button><span id="answer"></span></p>
 <svg id="roofline" width="640" height="400" role="img" aria-label="roofline"></svg>
+<h2>per call across versions</h2><div id="ratios">no replay yet</div>
 <h2>log</h2><div id="log"></div>
 <script>
 "use strict";
@@ -52,7 +56,14 @@ function onEvent(e){log(e);
   versions.set(e.version,calls);
   if(e.roof_gbs)roof.gbs=e.roof_gbs;if(e.roof_gflops)roof.gflops=e.roof_gflops;if(e.roof_i8_gops)roof.i8=e.roof_i8_gops;
   if(serving===null){serving=e.module+" v"+e.version;el("serving").textContent=serving}
-  draw()}}
+  draw()}
+ if(e.event==="replay"||e.event==="replay_failed"||e.event==="crashed"||e.event==="hung")ratiosSoon()}
+// The ratio charts, drawn by the server from the same events; fetched once
+// a burst of events is over.
+let ratiosTimer=null;
+function ratiosSoon(){clearTimeout(ratiosTimer);ratiosTimer=setTimeout(ratios,300)}
+async function ratios(){try{const r=await fetch("/ratios",{headers:{"X-Kiln-Token":token}});
+ if(r.ok)el("ratios").innerHTML=await r.text()}catch(_){}}
 function node(name,attrs,parent){const n=document.createElementNS(NS,name);
  for(const k in attrs)n.setAttribute(k,attrs[k]);parent.append(n);return n}
 function ticks(lo,hi){const t=[];for(let p=Math.floor(Math.log10(lo));p<=Math.ceil(Math.log10(hi));p++)

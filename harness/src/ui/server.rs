@@ -2,7 +2,8 @@
 //! every request checked (the session's token, in the query `token=` or
 //! the header `X-Kiln-Token`; a `Host` of exactly `127.0.0.1:PORT`, against
 //! DNS rebinding) before its route: `/` the page, `/events` the live feed
-//! (Server-Sent Events), `POST /control/NAME` a command to the session
+//! (Server-Sent Events), `/ratios` the per-call ratio charts (HTML with
+//! inline SVG, drawn from the feed's events), `POST /control/NAME` a command to the session
 //! through the control socket, as `kiln ctl NAME` sends it.
 
 use std::io::{Read, Write};
@@ -19,6 +20,8 @@ use crate::control::protocol::{Answer, Command};
 
 /// The header a request may carry its token in.
 pub const TOKEN_HEADER: &str = "X-Kiln-Token";
+/// The width of the page's ratio charts.
+const RATIOS_WIDTH: f64 = 760.0;
 /// The commands the page's buttons send.
 pub const COMMANDS: &[&str] = &["replay", "undo", "status"];
 
@@ -126,6 +129,18 @@ fn handle(request: Request, allowed: &Allowed, workspace: &std::path::Path, feed
                         "default-src 'none'; script-src 'unsafe-inline'; \
                          style-src 'unsafe-inline'; connect-src 'self'",
                     )),
+            );
+        }
+        (Method::Get, "/ratios") => {
+            let events: Vec<String> = feed
+                .after(0, Duration::ZERO)
+                .into_iter()
+                .map(|(_, line)| line)
+                .collect();
+            let _ = request.respond(
+                Response::from_string(super::ratios::charts(&events, RATIOS_WIDTH))
+                    .with_header(header("Content-Type", "text/html; charset=utf-8"))
+                    .with_header(header("Cache-Control", "no-store")),
             );
         }
         (Method::Get, "/events") => {

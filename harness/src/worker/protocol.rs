@@ -258,6 +258,17 @@ impl ReplaySummary {
     pub fn passed(&self) -> bool {
         self.table.passed
     }
+
+    /// Each call's ratio to the previous version (timed calls with a
+    /// previous version to compare with), by call key (`3:matmul`), for
+    /// the history.
+    pub fn ratios(&self) -> BTreeMap<String, crate::workload::timing::Ratio> {
+        self.table
+            .lines
+            .iter()
+            .filter_map(|l| Some((format!("{}:{}", l.index, l.kernel), l.ratio?)))
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

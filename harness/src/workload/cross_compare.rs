@@ -219,6 +219,7 @@ mod tests {
             stats: None,
             verdict: None,
             previous_median: None,
+            ratio: None,
             error: output.is_none().then(|| "trial 0: boom".to_string()),
             recorded: output.map(|o| (Call::new("saxpy"), Tensor::from_f32(&[o.len()], o))),
             expected_from: ExpectedFrom::Unchecked,

@@ -24,7 +24,8 @@ use crate::workload::compare::{Comparison, Tolerance, Tolerances, compare};
 use crate::workload::reference::{ExpectedFrom, outputs_of};
 use crate::workload::replay_table::{CallLine, ReplayTable};
 use crate::workload::timing::{
-    Stats, TimingConfig, Timings, Verdict, busier, verdict_interleaved, verdict_recorded,
+    Against, Ratio, Stats, TimingConfig, Timings, Verdict, busier, verdict_interleaved,
+    verdict_recorded,
 };
 use crate::workload::{CallStep, Step, Workload};
 
@@ -129,6 +130,9 @@ pub struct CallResult {
     pub verdict: Option<Verdict>,
     /// Median of the previous version, for the table.
     pub previous_median: Option<f64>,
+    /// The median over the previous version's, with its interval, and how
+    /// the previous one was timed (what the verdict looked at).
+    pub ratio: Option<Ratio>,
     pub error: Option<String>,
     /// The call as the workload has it, and what it produced (only with
     /// [`ReplayOptions::keep_outputs`]).
@@ -268,6 +272,7 @@ impl ReplayReport {
                         (Some(prev), Some(s)) => Some((s.median / prev - 1.0) * 100.0),
                         _ => None,
                     },
+                    ratio: c.ratio,
                     rates: [gbs, gflops, intensity, roof],
                     above_roof: above.map(|p| p.roofline_text()),
                     skipped: c.skipped.clone(),
@@ -423,6 +428,7 @@ pub fn replay_with(
             stats: None,
             verdict: None,
             previous_median: None,
+            ratio: None,
             error: None,
             recorded: None,
             expected_from: ExpectedFrom::Unchecked,
@@ -560,6 +566,11 @@ pub fn replay_with(
                                 .unless_too_short(p.median, s.median),
                         );
                         result.previous_median = Some(p.median);
+                        let against = match baseline {
+                            Baseline::Interleaved(_) => Against::Interleaved,
+                            _ => Against::Recorded,
+                        };
+                        result.ratio = Ratio::of(p, s, against);
                     }
                     result.point = stats.as_ref().zip(result.work).and_then(|(s, w)| {
                         options
@@ -904,6 +915,10 @@ pub fn log_events(report: &ReplayReport, module: &str, version: u64) {
                 mad_ms: c.stats.as_ref().map(|s| s.mad * 1e3),
                 verdict: c.verdict.map(|v| v.to_string()),
                 previous_ms: c.previous_median.map(|m| m * 1e3),
+                ratio: c.ratio.map(|r| r.ratio),
+                ratio_low: c.ratio.map(|r| r.low),
+                ratio_high: c.ratio.map(|r| r.high),
+                ratio_against: c.ratio.map(|r| r.against.as_str().to_string()),
                 error: c.error.clone(),
                 reference: c.expected_from.to_string(),
                 trials_passed: c.trials.0 as u64,

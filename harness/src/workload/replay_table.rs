@@ -31,6 +31,10 @@ pub struct CallLine {
     pub verdict: Option<String>,
     /// The median's change from the previous version's, in percent.
     pub change_percent: Option<f64>,
+    /// The median over the previous version's with its 95% interval, and
+    /// how the previous one was timed (absent in lines sent before it was).
+    #[serde(default)]
+    pub ratio: Option<crate::workload::timing::Ratio>,
     /// GB/s, GFLOP/s, flop/byte and % of the roofline, as printed.
     pub rates: [String; 4],
     /// The roofline's words for a call above the DRAM roof.

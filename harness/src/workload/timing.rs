@@ -262,11 +262,84 @@ const MAD_TO_SIGMA: f64 = 1.4826;
 /// many runs do not make noise look significant) and by more than
 /// [`VERDICT_MIN_RELATIVE`] of the previous median.
 pub fn verdict(previous: &Stats, current: &Stats) -> Verdict {
-    let spread = |s: &Stats| {
-        let sigma = s.mad * MAD_TO_SIGMA;
-        (sigma / (s.runs.max(1) as f64).sqrt()).max(sigma / 20.0)
-    };
-    judge(previous, current, spread, VERDICT_MIN_RELATIVE)
+    judge(previous, current, median_error, VERDICT_MIN_RELATIVE)
+}
+
+/// The standard error of a median as the verdicts take it: the MAD scaled
+/// to a standard deviation, over the square root of the run count, but
+/// never less than a twentieth of that deviation (so many runs do not make
+/// noise look significant).
+pub fn median_error(s: &Stats) -> f64 {
+    let sigma = s.mad * MAD_TO_SIGMA;
+    (sigma / (s.runs.max(1) as f64).sqrt()).max(sigma / 20.0)
+}
+
+/// How the previous version's timings behind a [`Ratio`] were taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Against {
+    /// The previous version was alive and timed interleaved with the new
+    /// one: drift of the machine hits both alike.
+    Interleaved,
+    /// Its timings were recorded earlier (the last good version's): drift
+    /// between the two times is in the ratio and not in its interval.
+    Recorded,
+}
+
+impl Against {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Against::Interleaved => "interleaved",
+            Against::Recorded => "recorded",
+        }
+    }
+}
+
+/// z of a two-sided 95% normal interval.
+const Z95: f64 = 1.96;
+
+/// A call's median time over the previous version's (below 1: faster),
+/// with a 95% interval: the ratio a verdict looked at.
+///
+/// The interval is a normal approximation on the log of the ratio (the
+/// delta method, no bootstrap): `ln(current / previous) ± 1.96 ×
+/// sqrt((se_p / previous)² + (se_c / current)²)`, each `se` the median's
+/// standard error as [`verdict_interleaved`] takes it ([`median_error`]).
+/// It is symmetric on a log axis. For [`Against::Recorded`] it covers the
+/// noise within each measurement only, not the machine's drift between
+/// the two times.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Ratio {
+    pub ratio: f64,
+    pub low: f64,
+    pub high: f64,
+    pub against: Against,
+}
+
+impl Ratio {
+    /// `current` over `previous`; `None` unless both medians are positive
+    /// and finite.
+    pub fn of(previous: &Stats, current: &Stats, against: Against) -> Option<Ratio> {
+        let (p, c) = (previous.median, current.median);
+        if !(p > 0.0 && c > 0.0 && p.is_finite() && c.is_finite()) {
+            return None;
+        }
+        let relative =
+            ((median_error(previous) / p).powi(2) + (median_error(current) / c).powi(2)).sqrt();
+        let ratio = c / p;
+        let factor = (Z95 * relative).exp();
+        Some(Ratio {
+            ratio,
+            low: ratio / factor,
+            high: ratio * factor,
+            against,
+        })
+    }
+
+    /// `x1.02 [0.97, 1.07]`.
+    pub fn text(&self) -> String {
+        format!("x{:.2} [{:.2}, {:.2}]", self.ratio, self.low, self.high)
+    }
 }
 
 /// The smallest ratio of medians reported between two engines or two times
@@ -306,11 +379,7 @@ pub const RECORDED_MIN_RATIO: f64 = 1.1;
 /// threshold 4.4 ms); 25% and 1.5x floors with the two other bars caught it
 /// but read an unchanged softmax (1.3x, then 1.73x apart) as "slower".
 pub fn verdict_interleaved(previous: &Stats, current: &Stats) -> Verdict {
-    let error = |s: &Stats| {
-        let sigma = s.mad * MAD_TO_SIGMA;
-        (sigma / (s.runs.max(1) as f64).sqrt()).max(sigma / 20.0)
-    };
-    let combined = (error(previous).powi(2) + error(current).powi(2)).sqrt();
+    let combined = (median_error(previous).powi(2) + median_error(current).powi(2)).sqrt();
     let spread = (VERDICT_SIGMAS * combined).max(previous.mad + current.mad);
     let change = current.median - previous.median;
     if !(previous.median > 0.0 && current.median > 0.0) {
@@ -430,6 +499,33 @@ mod tests {
             );
         }
         assert_eq!(Verdict::TooShort.to_string(), "too short to compare");
+    }
+
+    #[test]
+    fn a_ratio_has_the_interval_of_the_medians_standard_errors() {
+        let before = around(2.0e-3, 0.1e-3, 25);
+        let after = around(3.0e-3, 0.1e-3, 25);
+        let r = Ratio::of(&before, &after, Against::Interleaved).unwrap();
+        assert!((r.ratio - 1.5).abs() < 1e-12);
+        // Symmetric on a log scale, around the ratio.
+        assert!(((r.high / r.ratio) - (r.ratio / r.low)).abs() < 1e-12);
+        let relative = ((median_error(&before) / 2.0e-3).powi(2)
+            + (median_error(&after) / 3.0e-3).powi(2))
+        .sqrt();
+        assert!(((r.high / r.ratio).ln() - 1.96 * relative).abs() < 1e-12);
+        assert!(r.low > 1.4 && r.high < 1.6, "{}", r.text());
+        // Wider with fewer runs and wider spreads.
+        let wide = Ratio::of(
+            &around(2.0e-3, 0.5e-3, 5),
+            &around(3.0e-3, 0.5e-3, 5),
+            Against::Recorded,
+        )
+        .unwrap();
+        assert!(wide.high - wide.low > r.high - r.low);
+        assert!(Ratio::of(&before, &around(0.0, 0.0, 5), Against::Recorded).is_none());
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"against\":\"interleaved\""), "{json}");
+        assert_eq!(serde_json::from_str::<Ratio>(&json).unwrap(), r);
     }
 
     #[test]
