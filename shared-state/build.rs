@@ -18,6 +18,16 @@ fn fnv1a(hash: &mut u64, bytes: &[u8]) {
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
+/// Tells cargo to run this script again when `path` changes, naming it
+/// relative to this crate's folder: cargo keeps the path in the build's
+/// fingerprint, and an absolute one made every copy of the workspace at
+/// another path (the remote mirror, the tests' workspace copies sharing one
+/// module target dir) rebuild this crate and everything above it.
+fn rerun_if_changed(manifest_dir: &Path, path: &Path) {
+    let relative = path.strip_prefix(manifest_dir).unwrap_or(path);
+    println!("cargo:rerun-if-changed={}", relative.display());
+}
+
 fn emit(key: &str, value: &str) {
     println!("cargo:rustc-env={key}={value}");
 }
@@ -58,7 +68,10 @@ fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Hash of this crate's sources, build script and manifest.
+/// Hash of this crate's sources, build script and manifest. Each file is
+/// watched, not the `src` folder: a copy of the workspace made with its
+/// files' times kept has new folder times, and a file added or removed
+/// that the crate uses changes `lib.rs` too.
 fn contract_source_hash(manifest_dir: &Path) -> String {
     let mut files = Vec::new();
     source_files(&manifest_dir.join("src"), &mut files);
@@ -67,15 +80,11 @@ fn contract_source_hash(manifest_dir: &Path) -> String {
     files.sort();
     let mut hash = FNV_OFFSET;
     for file in &files {
-        println!("cargo:rerun-if-changed={}", file.display());
+        rerun_if_changed(manifest_dir, file);
         let rel = file.strip_prefix(manifest_dir).unwrap_or(file);
         fnv1a(&mut hash, rel.to_string_lossy().as_bytes());
         fnv1a(&mut hash, &fs::read(file).unwrap_or_default());
     }
-    println!(
-        "cargo:rerun-if-changed={}",
-        manifest_dir.join("src").display()
-    );
     format!("{hash:016x}")
 }
 
@@ -83,7 +92,7 @@ fn contract_source_hash(manifest_dir: &Path) -> String {
 /// (registry crates only: path crates are covered by their sources).
 fn contract_crates(manifest_dir: &Path) -> String {
     let lock_path = manifest_dir.join("../Cargo.lock");
-    println!("cargo:rerun-if-changed={}", lock_path.display());
+    println!("cargo:rerun-if-changed=../Cargo.lock");
     let Ok(lock) = fs::read_to_string(&lock_path) else {
         return "unknown".to_string();
     };
@@ -158,7 +167,7 @@ fn overflow_checks(profile: &str, manifest_dir: &Path) -> String {
         "[profile.release]"
     };
     let manifest = manifest_dir.join("../Cargo.toml");
-    println!("cargo:rerun-if-changed={}", manifest.display());
+    println!("cargo:rerun-if-changed=../Cargo.toml");
     if let Ok(text) = fs::read_to_string(manifest) {
         let mut in_section = false;
         for line in text.lines().map(str::trim) {
