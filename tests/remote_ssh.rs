@@ -350,6 +350,20 @@ fn backends_on_prints_the_remote_machines_cpu_and_vulkan_lines() {
         "the first run sends the workspace, and says so: {stderr}"
     );
 
+    // The agent's working files lie under the mirror: the staged
+    // libraries in its own target directory.
+    let mirrors: Vec<PathBuf> = fs::read_dir(remote.mirrors.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(mirrors.len(), 1, "{mirrors:?}");
+    assert!(
+        mirrors[0].join("target/kiln-stage").is_dir(),
+        "staged under {}",
+        mirrors[0].display()
+    );
+
     // Again: the mirror is there, nothing is sent; an unknown backend is
     // refused by the remote kiln, which says why.
     let (ok, stdout, stderr) = backends_on(&remote, &root, &["nosuch"]);

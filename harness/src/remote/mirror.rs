@@ -280,3 +280,93 @@ fn remove_empty_parents(tree: &Path, removed: &Path) {
         dir = d.parent();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, contents: &[u8]) -> FileEntry {
+        FileEntry {
+            path: path.to_string(),
+            hash: hash_text(xxhash_rust::xxh3::xxh3_64(contents)),
+            len: contents.len() as u64,
+            mtime_ns: 1_700_000_000_000_000_000,
+            executable: false,
+        }
+    }
+
+    #[test]
+    fn paths_outside_the_tree_and_bad_ids_are_refused_by_name() {
+        let root = tempfile::tempdir().unwrap();
+        for id in ["", "..", "a/b", ".hidden"] {
+            let err = Mirror::open(root.path(), id).err().expect(id);
+            assert!(err.contains("workspace id"), "{err}");
+        }
+        let mut mirror = Mirror::open(root.path(), "ws").unwrap();
+        for path in ["../escape", "/etc/passwd", "a/../../b", "", "./a"] {
+            let err = mirror.want(vec![entry(path, b"x")]).unwrap_err();
+            assert!(err.contains("expected a relative path"), "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_blob_must_be_asked_for_and_whole_and_a_commit_needs_every_one() {
+        let root = tempfile::tempdir().unwrap();
+        let mut mirror = Mirror::open(root.path(), "ws").unwrap();
+        let (a, b) = (b"first file\n".as_slice(), b"second\n".as_slice());
+        let wanted = mirror.want(vec![entry("a", a), entry("d/b", b)]).unwrap();
+        assert_eq!(wanted.len(), 2);
+        let err = mirror
+            .receive(&"0".repeat(16), 1, &mut io::Cursor::new(b"z"))
+            .unwrap_err();
+        assert!(err.contains("not asked for"), "{err}");
+        // The right hash but other bytes: refused, nothing kept.
+        let hash_a = entry("a", a).hash;
+        let err = mirror
+            .receive(
+                &hash_a,
+                a.len() as u64,
+                &mut io::Cursor::new(b"other file\n"),
+            )
+            .unwrap_err();
+        assert!(err.contains("changed while it was sent"), "{err}");
+        mirror
+            .receive(&hash_a, a.len() as u64, &mut io::Cursor::new(a))
+            .unwrap();
+        let err = mirror.commit().unwrap_err();
+        assert!(err.contains("never sent"), "{err}");
+        assert!(!mirror.tree().join("a").exists(), "nothing committed");
+        // Cut mid-body: no file, no .part left.
+        let mut mirror = Mirror::open(root.path(), "ws").unwrap();
+        mirror.want(vec![entry("a", a), entry("d/b", b)]).unwrap();
+        let hash_b = entry("d/b", b).hash;
+        let err = mirror
+            .receive(&hash_b, b.len() as u64, &mut io::Cursor::new(&b[..3]))
+            .unwrap_err();
+        assert!(err.contains("closed"), "{err}");
+        let left: Vec<_> = fs::read_dir(mirror.incoming())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            left,
+            [std::ffi::OsString::from(&hash_a)],
+            "the whole blob stays"
+        );
+        mirror
+            .receive(&hash_b, b.len() as u64, &mut io::Cursor::new(b))
+            .unwrap();
+        assert_eq!(mirror.commit().unwrap(), (2, 0));
+        assert_eq!(fs::read(mirror.tree().join("d/b")).unwrap(), b);
+        // Reopened: the record holds; nothing wanted.
+        let mut mirror = Mirror::open(root.path(), "ws").unwrap();
+        assert!(
+            mirror
+                .want(vec![entry("a", a), entry("d/b", b)])
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(mirror.commit().unwrap(), (0, 0));
+    }
+}
