@@ -9,7 +9,9 @@
 //!   command that updates it;
 //! - a transfer cut half-way (ssh killed) leaves the mirror as it was, no
 //!   file half-written; the next sync completes it;
-//! - `kiln backends --on` prints the remote's cpu and vulkan lines.
+//! - `kiln backends --on` prints the remote's cpu and vulkan lines; the
+//!   binary says why it cannot use a remote (another version, no kiln
+//!   there, nothing listening).
 //!
 //! Skipped without /usr/sbin/sshd unless KILN_REQUIRE_SSHD is set.
 //! Run with `cargo test --release -p kiln-e2e --test remote_ssh`.
@@ -373,4 +375,73 @@ fn backends_on_prints_the_remote_machines_cpu_and_vulkan_lines() {
         "{stderr}"
     );
     assert!(stderr.contains("nosuch"), "{stderr}");
+}
+
+#[test]
+fn the_binary_says_why_it_cannot_use_the_remote() {
+    let Some(remote) = Remote::start() else {
+        return;
+    };
+    let root = workspace_root();
+    let run = |config: &Path, remote_kiln: &str| {
+        let out = std::process::Command::new(kiln_binary())
+            .current_dir(&root)
+            .args(["backends", "--on", HOST, "--ssh-config"])
+            .arg(config)
+            .arg("--remote-kiln")
+            .arg(remote_kiln)
+            .output()
+            .expect("kiln runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        eprintln!("{stderr}");
+        assert!(!out.status.success(), "{stderr}");
+        stderr
+    };
+    let config = remote.sshd.ssh_config();
+
+    // Another version: both named, the update command, exit status 1.
+    let other = "0.0.2+fp.00000000feedface";
+    let target = remote.target_with(&[(version::PRETEND_VERSION_ENV, other)]);
+    let stderr = run(&config, &target.remote_kiln);
+    assert!(
+        stderr.contains(other) && stderr.contains(&version::own()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cargo install --locked"), "{stderr}");
+
+    // No such kiln there: the shell's exit 127, explained.
+    let stderr = run(&config, "/nonexistent/kiln");
+    assert!(
+        stderr.contains("has no `/nonexistent/kiln` to run") && stderr.contains("--remote-kiln"),
+        "{stderr}"
+    );
+
+    // Nothing listening: ssh's own message, and what it means.
+    let dir = tempfile::tempdir().unwrap();
+    let closed = dir.path().join("ssh_config");
+    let text = fs::read_to_string(&config).unwrap().replace(
+        &format!("Port {}", remote.sshd.port),
+        &format!("Port {}", unused_port()),
+    );
+    fs::write(&closed, text).unwrap();
+    let stderr = run(&closed, &target.remote_kiln);
+    assert!(
+        stderr.contains(&format!("ssh could not reach {HOST}")),
+        "{stderr}"
+    );
+    assert!(
+        fs::read_dir(remote.mirrors.path())
+            .unwrap()
+            .next()
+            .is_none(),
+        "no mirror was opened"
+    );
+}
+
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
