@@ -48,7 +48,8 @@ pub fn serve(input: &mut impl BufRead, out: &mut impl Write) -> Result<(), Strin
     }
     let mut mirror = match next(input)? {
         Some(Message::Open { workspace }) => {
-            match mirror_root().and_then(|root| Mirror::open(&root, &workspace)) {
+            match mirror_root().and_then(|root| Mirror::open(&root, &workspace, Mirror::LOCK_WAIT))
+            {
                 Ok(mirror) => mirror,
                 Err(reason) => {
                     refuse(out, &reason).map_err(io_err)?;

@@ -6,7 +6,8 @@
 //! - `target/`: its cargo target directory (kept between sessions, so that
 //!   a second session does not build cold);
 //! - `incoming/`: blobs received, by hash, and every temporary file;
-//! - `manifest.json`: what `tree/` holds, by path.
+//! - `manifest.json`: what `tree/` holds, by path;
+//! - `lock`: `flock`ed by the agent that has it open (one at a time).
 //!
 //! A blob is written to `incoming/<hash>.part` and renamed to
 //! `incoming/<hash>` once complete and its hash checked; a commit copies
@@ -19,7 +20,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::protocol::{FileEntry, hash_text, receive_body};
 
@@ -43,9 +44,11 @@ pub fn mirror_root() -> Result<PathBuf, String> {
     }
 }
 
-/// One workspace's mirror, open.
+/// One workspace's mirror, open: one agent at a time (`lock`, `flock`ed).
 pub struct Mirror {
     dir: PathBuf,
+    /// Held while open; the lock goes with the descriptor.
+    _lock: File,
     /// What `tree/` holds, by path.
     record: BTreeMap<String, FileEntry>,
     /// The manifest being synced, and the hashes still wanted.
@@ -53,8 +56,13 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// Opens (creating) the mirror of workspace `id` under `root`.
-    pub fn open(root: &Path, id: &str) -> Result<Mirror, String> {
+    /// How long an agent waits for the mirror's previous agent to exit (one
+    /// whose connection was just cut sees the end of its input promptly).
+    pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+    /// Opens (creating) the mirror of workspace `id` under `root`, waiting
+    /// up to `lock_wait` for another agent to leave it.
+    pub fn open(root: &Path, id: &str, lock_wait: Duration) -> Result<Mirror, String> {
         let valid = !id.is_empty()
             && id.len() <= 100
             && !id.starts_with('.')
@@ -71,6 +79,25 @@ impl Mirror {
             fs::create_dir_all(dir.join(sub))
                 .map_err(|e| format!("cannot create {}: {e}", dir.join(sub).display()))?;
         }
+        let lock_path = dir.join("lock");
+        let lock = File::create(&lock_path)
+            .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+        let since = Instant::now();
+        loop {
+            match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::WOULDBLOCK) if since.elapsed() < lock_wait => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(format!(
+                        "the mirror {} is in use by another kiln session on this machine",
+                        dir.display()
+                    ));
+                }
+                Err(e) => return Err(format!("cannot lock {}: {e}", lock_path.display())),
+            }
+        }
         let record_path = dir.join("manifest.json");
         let record = match fs::read(&record_path) {
             Ok(bytes) => serde_json::from_slice::<Vec<FileEntry>>(&bytes)
@@ -83,6 +110,7 @@ impl Mirror {
         };
         let mirror = Mirror {
             dir,
+            _lock: lock,
             record,
             pending: None,
         };
@@ -299,10 +327,16 @@ mod tests {
     fn paths_outside_the_tree_and_bad_ids_are_refused_by_name() {
         let root = tempfile::tempdir().unwrap();
         for id in ["", "..", "a/b", ".hidden"] {
-            let err = Mirror::open(root.path(), id).err().expect(id);
+            let err = Mirror::open(root.path(), id, Duration::ZERO)
+                .err()
+                .expect(id);
             assert!(err.contains("workspace id"), "{err}");
         }
-        let mut mirror = Mirror::open(root.path(), "ws").unwrap();
+        let mut mirror = Mirror::open(root.path(), "ws", Duration::ZERO).unwrap();
+        let err = Mirror::open(root.path(), "ws", Duration::ZERO)
+            .err()
+            .expect("one agent at a time");
+        assert!(err.contains("in use by another kiln session"), "{err}");
         for path in ["../escape", "/etc/passwd", "a/../../b", "", "./a"] {
             let err = mirror.want(vec![entry(path, b"x")]).unwrap_err();
             assert!(err.contains("expected a relative path"), "{path}: {err}");
@@ -312,7 +346,7 @@ mod tests {
     #[test]
     fn a_blob_must_be_asked_for_and_whole_and_a_commit_needs_every_one() {
         let root = tempfile::tempdir().unwrap();
-        let mut mirror = Mirror::open(root.path(), "ws").unwrap();
+        let mut mirror = Mirror::open(root.path(), "ws", Duration::ZERO).unwrap();
         let (a, b) = (b"first file\n".as_slice(), b"second\n".as_slice());
         let wanted = mirror.want(vec![entry("a", a), entry("d/b", b)]).unwrap();
         assert_eq!(wanted.len(), 2);
@@ -337,7 +371,8 @@ mod tests {
         assert!(err.contains("never sent"), "{err}");
         assert!(!mirror.tree().join("a").exists(), "nothing committed");
         // Cut mid-body: no file, no .part left.
-        let mut mirror = Mirror::open(root.path(), "ws").unwrap();
+        drop(mirror);
+        let mut mirror = Mirror::open(root.path(), "ws", Duration::ZERO).unwrap();
         mirror.want(vec![entry("a", a), entry("d/b", b)]).unwrap();
         let hash_b = entry("d/b", b).hash;
         let err = mirror
@@ -360,7 +395,8 @@ mod tests {
         assert_eq!(mirror.commit().unwrap(), (2, 0));
         assert_eq!(fs::read(mirror.tree().join("d/b")).unwrap(), b);
         // Reopened: the record holds; nothing wanted.
-        let mut mirror = Mirror::open(root.path(), "ws").unwrap();
+        drop(mirror);
+        let mut mirror = Mirror::open(root.path(), "ws", Duration::ZERO).unwrap();
         assert!(
             mirror
                 .want(vec![entry("a", a), entry("d/b", b)])
