@@ -14,6 +14,8 @@
 //! - [`history`]: a session's versions, for `kiln report`.
 //! - [`chart`]: SVG charts (axes and ticks, the document, text bounds, the
 //!   per-call ratio chart) for `kiln report`, the live page and the bench.
+//! - [`remote`]: another machine over ssh: `kiln agent --stdio`, the
+//!   workspace's mirror there, the local side (`kiln backends --on`).
 //! - [`supervisor`]: `kiln dev`: watch, the session loop (lanes, swaps,
 //!   replays, rollback, recovery).
 //! - [`worker`]: the worker process (`kiln worker`): the engine host, the
@@ -43,6 +45,7 @@ pub mod loop_alignment;
 pub mod machine;
 pub mod machine_command;
 pub mod process;
+pub mod remote;
 pub mod scaffold;
 pub mod supervisor;
 pub mod swap;

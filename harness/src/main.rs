@@ -28,6 +28,7 @@ use kiln::supervisor::{DevOptions, OnFail};
                   kiln new kernel relu --inputs \"x: f32[n]\" --outputs \"y: f32[n]\"\n  \
                   kiln kernels\n  \
                   kiln backends\n  \
+                  kiln backends --on gpu-box                 what another machine can run (ssh)\n  \
                   kiln report"
 )]
 struct Cli {
@@ -145,6 +146,26 @@ enum Command {
     Backends {
         /// Only these backends; exit non-zero if one of them cannot run.
         names: Vec<String>,
+        /// Ask another machine, over ssh: mirror this workspace there,
+        /// build and probe the backends with its toolchain and drivers.
+        /// DEST is an ssh destination (`host`, `user@host`, a Host of your
+        /// ssh config).
+        #[arg(long, value_name = "DEST")]
+        on: Option<String>,
+        /// With --on: the ssh config file to use instead of ~/.ssh/config.
+        #[arg(long, value_name = "FILE", requires = "on")]
+        ssh_config: Option<PathBuf>,
+        /// With --on: the command that runs kiln on DEST (the same build
+        /// as this one).
+        #[arg(long, value_name = "COMMAND", default_value = "kiln", requires = "on")]
+        remote_kiln: String,
+    },
+    /// The remote side of `--on DEST` (started by kiln over ssh): speaks
+    /// kiln's protocol on stdin and stdout.
+    Agent {
+        /// Speak on stdin and stdout (the only transport).
+        #[arg(long, required = true)]
+        stdio: bool,
     },
     /// Record a call of a declared kernel into a workload file: inputs from
     /// its declaration, expected outputs from the reference module. An
@@ -258,6 +279,10 @@ fn main() -> ExitCode {
         // The worker sets up its own log (its lines go to the supervisor).
         return kiln::worker::main(cli.log_format);
     }
+    if matches!(cli.command, Command::Agent { .. }) {
+        // stdout carries the protocol: no log on it.
+        return kiln::remote::agent::main();
+    }
     if matches!(cli.command, Command::ProbeDevices) {
         kiln::supervisor::backend_choice::print_probe();
         return ExitCode::SUCCESS;
@@ -351,10 +376,27 @@ fn main() -> ExitCode {
             )
             .map_err(|e| e.to_string())
         }
-        Command::Worker | Command::ProbeDevices | Command::Ctl { .. } => {
+        Command::Worker | Command::ProbeDevices | Command::Ctl { .. } | Command::Agent { .. } => {
             unreachable!("handled above")
         }
-        Command::Backends { names } => kiln::commands::backends(&names, cli.log_format),
+        Command::Backends {
+            names,
+            on: Some(destination),
+            ssh_config,
+            remote_kiln,
+        } => kiln::remote::backends::main(
+            &kiln::remote::ssh::SshTarget {
+                destination,
+                config: ssh_config,
+                remote_kiln,
+            },
+            &std::env::current_dir()
+                .ok()
+                .and_then(|d| kiln::workspace::find_workspace_root(&d))
+                .unwrap_or_else(kiln::workspace::built_workspace_root),
+            &names,
+        ),
+        Command::Backends { names, .. } => kiln::commands::backends(&names, cli.log_format),
         Command::Record {
             kernel,
             dims,

@@ -54,6 +54,9 @@ const LAYERS: &[(&str, u32)] = &[
     ("worker/", 5),
     // Module code in a worker, from the side that starts it.
     ("isolation/", 6),
+    // Running on another machine over ssh: the agent, the mirror, the
+    // client side (the agent will host isolation/'s workers).
+    ("remote/", 6),
     // `kiln dev`: watch, the session loop and its lanes.
     ("supervisor/", 7),
     // The one-shot commands.

@@ -1,0 +1,204 @@
+//! `kiln agent --stdio`: the remote side of a connection, started by the
+//! local kiln through ssh. It speaks the protocol on stdin and stdout
+//! (nothing else may write to stdout: its own messages go to stderr, which
+//! ssh carries back to the user's terminal) and ends at the end of stdin.
+
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::process::{Command, ExitCode, Stdio};
+
+use super::mirror::{Mirror, mirror_root};
+use super::protocol::{Message, PROTOCOL, ReadError, receive, send};
+use super::version;
+
+/// Runs the agent on this process's stdin and stdout.
+pub fn main() -> ExitCode {
+    let stdin = io::stdin().lock();
+    let stdout = io::stdout().lock();
+    match serve(&mut BufReader::new(stdin), &mut BufWriter::new(stdout)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("kiln agent: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Answers requests until the stream ends.
+pub fn serve(input: &mut impl BufRead, out: &mut impl Write) -> Result<(), String> {
+    let io_err = |e: io::Error| format!("cannot write to the connection: {e}");
+    let own = version::reported_by_agent();
+    send(
+        out,
+        &Message::Hello {
+            version: own.clone(),
+            protocol: PROTOCOL,
+        },
+    )
+    .and_then(|()| out.flush())
+    .map_err(io_err)?;
+    match next(input)? {
+        Some(Message::Hello { version, .. }) if version == own => {}
+        Some(Message::Hello { version, .. }) => {
+            let reason = format!("this agent is kiln {own}, the local side is kiln {version}");
+            refuse(out, &reason).map_err(io_err)?;
+            return Err(reason);
+        }
+        None => return Ok(()), // the local side saw the mismatch and left
+        Some(other) => return Err(format!("expected a hello, got {other:?}")),
+    }
+    let mut mirror = match next(input)? {
+        Some(Message::Open { workspace }) => {
+            match mirror_root().and_then(|root| Mirror::open(&root, &workspace, Mirror::LOCK_WAIT))
+            {
+                Ok(mirror) => mirror,
+                Err(reason) => {
+                    refuse(out, &reason).map_err(io_err)?;
+                    return Err(reason);
+                }
+            }
+        }
+        None => return Ok(()),
+        Some(other) => return Err(format!("expected an open, got {other:?}")),
+    };
+    answer(
+        out,
+        &Message::Ready {
+            mirror: mirror.dir().display().to_string(),
+        },
+    )
+    .map_err(io_err)?;
+    while let Some(message) = next(input)? {
+        let result = match message {
+            Message::Manifest { files } => mirror
+                .want(files)
+                .map(|hashes| Some(Message::Wanted { hashes })),
+            Message::Blob { hash, len } => mirror.receive(&hash, len, input).map(|()| None),
+            Message::Commit => mirror
+                .commit()
+                .map(|(written, deleted)| Some(Message::Synced { written, deleted })),
+            Message::Backends { names } => run_backends(&mirror, &names, out)
+                .map_err(io_err)
+                .map(|code| Some(Message::Exit { code })),
+            other => Err(format!("unexpected message {other:?}")),
+        };
+        match result {
+            Ok(Some(reply)) => answer(out, &reply).map_err(io_err)?,
+            Ok(None) => {}
+            Err(message) => {
+                // A blob that did not arrive whole leaves the stream out of
+                // step: report and stop.
+                let _ = answer(
+                    out,
+                    &Message::Error {
+                        message: message.clone(),
+                    },
+                );
+                return Err(message);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The next message, or `None` at the end of the stream.
+fn next(input: &mut impl BufRead) -> Result<Option<Message>, String> {
+    match receive(input) {
+        Ok(message) => Ok(Some(message)),
+        Err(ReadError::Closed) => Ok(None),
+        Err(e) => Err(format!("reading the connection: {e}")),
+    }
+}
+
+fn answer(out: &mut impl Write, message: &Message) -> io::Result<()> {
+    send(out, message)?;
+    out.flush()
+}
+
+fn refuse(out: &mut impl Write, reason: &str) -> io::Result<()> {
+    answer(
+        out,
+        &Message::Refused {
+            reason: reason.to_string(),
+        },
+    )
+}
+
+/// Runs `kiln backends NAMES` (this very binary) in the mirror, with the
+/// mirror's target directory, sending its lines as they come; returns its
+/// exit code.
+fn run_backends(mirror: &Mirror, names: &[String], out: &mut impl Write) -> io::Result<i32> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg("backends")
+        .args(names)
+        .current_dir(mirror.tree())
+        .env("CARGO_TARGET_DIR", mirror.target())
+        .env("PATH", path_with_cargo())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (tx, rx) = crossbeam_channel::unbounded::<(&'static str, String)>();
+    let readers: Vec<_> = [
+        (
+            "stdout",
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn io::Read + Send>),
+        ),
+        (
+            "stderr",
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn io::Read + Send>),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, pipe)| pipe.map(|p| (name, p)))
+    .map(|(name, pipe)| {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((name, line)).is_err() {
+                    break;
+                }
+            }
+        })
+    })
+    .collect();
+    drop(tx);
+    for (stream, line) in rx {
+        answer(
+            out,
+            &Message::Output {
+                stream: stream.to_string(),
+                line,
+            },
+        )?;
+    }
+    for reader in readers {
+        let _ = reader.join();
+    }
+    let status = child.wait()?;
+    Ok(status.code().unwrap_or(128))
+}
+
+/// `PATH` with `~/.cargo/bin` added when it exists and is missing: a
+/// non-interactive ssh login often reads no profile that would add it.
+fn path_with_cargo() -> std::ffi::OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")))
+        .map(|d| d.join("bin"));
+    match cargo_bin {
+        Some(bin) if bin.is_dir() && !std::env::split_paths(&path).any(|p| p == bin) => {
+            std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)))
+                .unwrap_or(path)
+        }
+        _ => path,
+    }
+}
