@@ -12,6 +12,7 @@ use crate::chart::document::{Anchor, Svg, wrap};
 use crate::chart::frame::{BELOW, Frame, Outcome, VersionMark};
 use crate::chart::legend::{Entry, Swatch, legend};
 use crate::chart::ratios::{LEGEND_W, PALETTE, RatioChart, RatioPoint, RatioSeries};
+use crate::chart::roofline::{RoofDot, RooflineChart, Roofs};
 use crate::chart::ticks::{Axis, Scale};
 use crate::machine::recorded::{CallRate, RateBasis};
 use crate::workload::timing::{Against, Ratio};
@@ -250,6 +251,49 @@ impl History {
                 })
                 .collect(),
         }
+    }
+
+    /// The roofline of the last version that kept rates, with arrows from
+    /// the one before it that kept rates; the roofs from its basis's
+    /// peaks. `None` when no version kept rates.
+    pub fn roofline_chart(&self) -> Option<RooflineChart> {
+        let mut timed = self.versions.iter().rev().filter(|v| !v.rates.is_empty());
+        let last = timed.next()?;
+        let dots = |v: &VersionRecord| -> Vec<RoofDot> {
+            v.rates
+                .iter()
+                .filter_map(|(key, r)| {
+                    Some(RoofDot {
+                        call: key.clone(),
+                        dims: None,
+                        intensity: r.intensity?,
+                        gflops: r.gflops?,
+                        gbs: r.gbs,
+                        ms: v.medians.get(key).map(|s| s * 1e3),
+                        percent: r.percent,
+                        bound: r.bound.clone(),
+                        compute: r.compute.clone(),
+                    })
+                })
+                .collect()
+        };
+        let basis = last.basis.clone().unwrap_or_default();
+        Some(RooflineChart {
+            title: format!(
+                "{} v{} on the roofline ({})",
+                self.module,
+                last.version,
+                basis.describe()
+            ),
+            roofs: Roofs {
+                gbs: basis.bandwidth_gbs,
+                gflops: basis.compute_gflops,
+                i8_gops: basis.compute_i8_gops,
+            },
+            version: last.version,
+            dots: dots(last),
+            previous: timed.next().map(|v| (v.version, dots(v))),
+        })
     }
 
     /// An SVG chart by version: each call's time over the previous
@@ -544,6 +588,7 @@ mod tests {
                     intensity: Some(0.125),
                     percent: Some(percent),
                     bound: Some("memory".into()),
+                    compute: Some("f32".into()),
                 },
             ),
             (
@@ -554,6 +599,7 @@ mod tests {
                     intensity: Some(40.0),
                     percent: Some(percent / 2.0),
                     bound: Some("compute".into()),
+                    compute: Some("f32".into()),
                 },
             ),
         ]
@@ -562,6 +608,7 @@ mod tests {
             cold,
             bandwidth_gbs: Some(10.0),
             compute_gflops: Some(100.0),
+            compute_i8_gops: None,
             device: Some("Test CPU, 2 threads".into()),
         });
         r
@@ -602,6 +649,14 @@ mod tests {
         assert!(svg.contains(">125%<"), "{svg}");
         assert!(svg.contains(">failed<"), "v2 failed: {svg}");
         assert_eq!(text_outside(&svg), Vec::<String>::new(), "{svg}");
+        // The roofline: v3's two calls, arrows from v1's (v2 kept none).
+        let roofline = h.roofline_chart().expect("rates kept");
+        assert_eq!(roofline.version, 3);
+        assert_eq!(roofline.previous.as_ref().map(|p| p.0), Some(1));
+        let plot = roofline.svg(760.0);
+        assert_eq!(plot.matches(r#"class="arrow""#).count(), 2, "{plot}");
+        assert!(plot.contains(r#"data-gbs="10" data-peak="100""#), "{plot}");
+        assert!(plot.contains("dot above"), "v3's saxpy at 130%: {plot}");
         // Saved and read back with the rates.
         let dir = std::env::temp_dir().join(format!("kiln-history-rates-{}", std::process::id()));
         let path = dir.join("h.json");
@@ -618,6 +673,7 @@ mod tests {
         let h: History = serde_json::from_str(old).unwrap();
         assert!(h.versions[0].rates.is_empty() && h.versions[0].basis.is_none());
         assert!(h.versions[0].ratios.is_empty());
+        assert!(h.roofline_chart().is_none());
         let table = h.table();
         assert!(!table.contains("achieved rate"), "{table}");
         let svg = h.svg();

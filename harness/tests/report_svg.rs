@@ -4,12 +4,16 @@
 //! draws as ratios near 1, not as every call regressing; a regression
 //! draws above; failed and crashed versions are marked; every text lies
 //! inside the image and the ratio axis has at least three labelled ticks.
+//! The roofline plot it writes next to it: at least three labelled ticks
+//! per axis, every text inside, each dot and roof where its numbers put it
+//! on the axes' own ticks, an arrow from the previous version's dot.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
 use kiln::chart::bounds::text_outside;
 use kiln::history::{History, VersionRecord};
+use kiln::machine::recorded::{CallRate, RateBasis};
 use kiln::workload::timing::{Against, Ratio};
 
 fn version(v: u64, scale: f64, ratio: Option<f64>) -> VersionRecord {
@@ -147,4 +151,159 @@ fn a_slow_spell_draws_as_ratios_near_one() {
     );
     // The table still has the medians.
     assert!(stdout.contains("v2"), "{stdout}");
+}
+
+/// The value of attribute `name` of the element on `line`.
+fn attr_of(line: &str, name: &str) -> String {
+    let key = format!(" {name}=\"");
+    let at = line
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name}: {line}"))
+        + key.len();
+    line[at..at + line[at..].find('"').unwrap()].to_string()
+}
+
+fn number(line: &str, name: &str) -> f64 {
+    attr_of(line, name).parse().unwrap()
+}
+
+/// A log axis read back from its labelled ticks (`class` `xtick` or
+/// `ytick`): (value, position) of the first and last, and their count.
+fn ticks(svg: &str, class: &str, coordinate: &str) -> (usize, (f64, f64), (f64, f64)) {
+    let ticks: Vec<(f64, f64)> = svg
+        .lines()
+        .filter(|l| l.contains(&format!(r#"class="{class}""#)))
+        .map(|l| {
+            let text = &l[l.find('>').unwrap() + 1..l.find("</text>").unwrap()];
+            let mut at = number(l, coordinate);
+            if coordinate == "y" {
+                at -= 4.0; // labels sit 4 below their tick
+            }
+            (text.parse().unwrap(), at)
+        })
+        .collect();
+    (ticks.len(), ticks[0], *ticks.last().unwrap())
+}
+
+/// Where `v` falls between two ticks of a log axis.
+fn on_log((v0, p0): (f64, f64), (v1, p1): (f64, f64), v: f64) -> f64 {
+    p0 + (p1 - p0) * (v.ln() - v0.ln()) / (v1.ln() - v0.ln())
+}
+
+fn rated(v: u64, saxpy_gbs: f64, matmul_gflops: f64) -> VersionRecord {
+    let mut r = version(v, 1.0, None);
+    let rate = |gbs: f64, gflops: f64, intensity: f64, percent: f64, bound: &str| CallRate {
+        gbs: Some(gbs),
+        gflops: Some(gflops),
+        intensity: Some(intensity),
+        percent: Some(percent),
+        bound: Some(bound.into()),
+        compute: Some("f32".into()),
+    };
+    r.rates = [
+        // saxpy: 2 flops per 12 bytes, against a 10 GB/s roof.
+        (
+            "0:saxpy".to_string(),
+            rate(
+                saxpy_gbs,
+                saxpy_gbs / 6.0,
+                1.0 / 6.0,
+                saxpy_gbs * 10.0,
+                "memory",
+            ),
+        ),
+        (
+            "1:matmul".to_string(),
+            rate(1.0, matmul_gflops, 50.0, matmul_gflops, "compute"),
+        ),
+    ]
+    .into();
+    r.basis = Some(RateBasis {
+        cold: false,
+        bandwidth_gbs: Some(10.0),
+        compute_gflops: Some(100.0),
+        compute_i8_gops: None,
+        device: Some("Test CPU, 2 threads".into()),
+    });
+    r
+}
+
+#[test]
+fn the_roofline_plot_has_its_dots_and_roofs_where_the_numbers_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = History {
+        module: "kernel-cpu".into(),
+        backend: "cpu".into(),
+        workload: "default".into(),
+        // v2: saxpy above the memory roof (cache-resident), matmul 3x.
+        versions: vec![rated(1, 6.0, 20.0), rated(2, 12.0, 60.0)],
+    };
+    let file = dir.path().join("kernel-cpu.json");
+    history.save(&file).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["report", "--file"])
+        .arg(&file)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let path = dir.path().join("kernel-cpu.roofline.svg");
+    assert!(stdout.contains("kernel-cpu.roofline.svg"), "{stdout}");
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text_outside(&svg), Vec::<String>::new(), "{svg}");
+    let (nx, x0, x1) = ticks(&svg, "xtick", "x");
+    let (ny, y0, y1) = ticks(&svg, "ytick", "y");
+    assert!(nx >= 3 && ny >= 3, "three labelled ticks per axis: {svg}");
+    let near = |a: f64, b: f64, what: &str| {
+        assert!((a - b).abs() < 1.0, "{what}: at {a}, the ticks say {b}")
+    };
+    // Each dot at its intensity and GFLOP/s; the hollow one above its roof.
+    let dots: Vec<&str> = svg
+        .lines()
+        .filter(|l| l.contains(r#"class="dot"#))
+        .collect();
+    assert_eq!(dots.len(), 2, "{svg}");
+    for (call, intensity, gflops, hollow) in [
+        ("0:saxpy", 1.0 / 6.0, 2.0, true),
+        ("1:matmul", 50.0, 60.0, false),
+    ] {
+        let dot = dots
+            .iter()
+            .find(|l| attr_of(l, "data-call") == call)
+            .unwrap_or_else(|| panic!("no dot of {call}: {svg}"));
+        near(number(dot, "cx"), on_log(x0, x1, intensity), call);
+        near(number(dot, "cy"), on_log(y0, y1, gflops), call);
+        assert_eq!(dot.contains("dot above"), hollow, "{dot}");
+        assert!(dot.contains(&format!("<title>v2 call {call}")), "{dot}");
+    }
+    assert!(svg.contains("cache-resident"), "{svg}");
+    assert_eq!(svg.matches(r#"class="arrow""#).count(), 2, "{svg}");
+    // The roof: the memory slope up to the knee at 10 flop/byte, flat at
+    // 100 GFLOP/s after it.
+    let roof = svg
+        .lines()
+        .find(|l| l.contains(r#"class="roof""#))
+        .expect("a roof");
+    assert_eq!(
+        (attr_of(roof, "data-gbs"), attr_of(roof, "data-peak")),
+        ("10".to_string(), "100".to_string())
+    );
+    let points: Vec<(f64, f64)> = attr_of(roof, "points")
+        .split(' ')
+        .map(|p| {
+            let (x, y) = p.split_once(',').unwrap();
+            (x.parse().unwrap(), y.parse().unwrap())
+        })
+        .collect();
+    let knee = points
+        .iter()
+        .find(|(x, _)| (x - on_log(x0, x1, 10.0)).abs() < 1.0)
+        .unwrap_or_else(|| panic!("no knee at 10 flop/byte: {points:?}"));
+    near(knee.1, on_log(y0, y1, 100.0), "the knee");
+    near(
+        points.last().unwrap().1,
+        on_log(y0, y1, 100.0),
+        "the flat roof",
+    );
 }
