@@ -11,6 +11,7 @@ use kiln::{LoadedModule, Staged, StagingDir};
 
 pub mod edited_module;
 pub mod misbehaving;
+pub mod ui_page;
 
 /// The workspace these tests belong to.
 pub fn workspace_root() -> PathBuf {

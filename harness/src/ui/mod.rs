@@ -8,12 +8,15 @@
 //! - [`server`]: binding, the token and `Host` checks, the routes
 //! - [`feed`]: the events kept and streamed (`/events`)
 //! - [`page`]: the page (inline script and style; no external asset)
+//! - [`roofline`]: the roofline plot of each served backend
+//!   (`/roofline`), drawn by the code of `kiln report`'s plot
 //! - [`ratios`]: the per-call chart across versions (`/ratios`), drawn by
 //!   the code of `kiln report`'s chart
 
 pub mod feed;
 pub mod page;
 pub mod ratios;
+pub mod roofline;
 pub mod server;
 
 use std::path::PathBuf;
