@@ -259,9 +259,12 @@ impl History {
     pub fn roofline_chart(&self) -> Option<RooflineChart> {
         let mut timed = self.versions.iter().rev().filter(|v| !v.rates.is_empty());
         let last = timed.next()?;
+        let order = self.call_keys();
         let dots = |v: &VersionRecord| -> Vec<RoofDot> {
-            v.rates
+            // In call order (`2:matmul` before `10:dot_i8`).
+            order
                 .iter()
+                .filter_map(|key| Some((key, v.rates.get(key)?)))
                 .filter_map(|(key, r)| {
                     Some(RoofDot {
                         call: key.clone(),
