@@ -7,9 +7,14 @@
 //! The roofline plot it writes next to it: at least three labelled ticks
 //! per axis, every text inside, each dot and roof where its numbers put it
 //! on the axes' own ticks, an arrow from the previous version's dot.
+//! `kiln report --ui` serves the finished session's page: the token and
+//! the `Host` required, its roofline and ratio charts drawn from the
+//! history, its buttons refused (no session).
 
 use std::collections::BTreeMap;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 
 use kiln::chart::bounds::text_outside;
 use kiln::history::{History, VersionRecord};
@@ -228,18 +233,26 @@ fn rated(v: u64, saxpy_gbs: f64, matmul_gflops: f64) -> VersionRecord {
     r
 }
 
-#[test]
-fn the_roofline_plot_has_its_dots_and_roofs_where_the_numbers_say() {
-    let dir = tempfile::tempdir().unwrap();
+/// Two versions with rates; v2: saxpy above the memory roof
+/// (cache-resident), matmul 3x faster. Saved in `dir`.
+fn rated_history(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut v2 = rated(2, 12.0, 60.0);
+    v2.ratios = version(2, 1.0, Some(0.5)).ratios;
     let history = History {
         module: "kernel-cpu".into(),
         backend: "cpu".into(),
         workload: "default".into(),
-        // v2: saxpy above the memory roof (cache-resident), matmul 3x.
-        versions: vec![rated(1, 6.0, 20.0), rated(2, 12.0, 60.0)],
+        versions: vec![rated(1, 6.0, 20.0), v2],
     };
-    let file = dir.path().join("kernel-cpu.json");
+    let file = dir.join("kernel-cpu.json");
     history.save(&file).unwrap();
+    file
+}
+
+#[test]
+fn the_roofline_plot_has_its_dots_and_roofs_where_the_numbers_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = rated_history(dir.path());
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["report", "--file"])
         .arg(&file)
@@ -305,5 +318,91 @@ fn the_roofline_plot_has_its_dots_and_roofs_where_the_numbers_say() {
         points.last().unwrap().1,
         on_log(y0, y1, 100.0),
         "the flat roof",
+    );
+}
+
+/// One HTTP/1.1 request (the connection closed after it): status, body.
+fn request(
+    port: u16,
+    method: &str,
+    target: &str,
+    host: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let token = token.map_or(String::new(), |t| format!("X-Kiln-Token: {t}\r\n"));
+    write!(
+        stream,
+        "{method} {target} HTTP/1.1\r\nHost: {host}\r\n{token}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {response:?}"));
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+/// Kills the served page's process when the test ends, passed or not.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn report_ui_serves_the_finished_sessions_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = rated_history(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["report", "--ui", "--file"])
+        .arg(&file)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _serving = Serving(child);
+    let url = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("ui: ")
+                .map(|u| u.split_whitespace().next().unwrap_or("").to_string())
+        })
+        .expect("kiln report --ui prints its URL");
+    let (port, token) = url
+        .strip_prefix("http://127.0.0.1:")
+        .and_then(|r| r.split_once("/?token="))
+        .unwrap_or_else(|| panic!("the page's URL: {url}"));
+    let port: u16 = port.parse().unwrap();
+    let host = format!("127.0.0.1:{port}");
+    assert_eq!(request(port, "GET", "/", &host, None).0, 403);
+    let other = format!("localhost:{port}");
+    assert_eq!(request(port, "GET", "/", &other, Some(token)).0, 403);
+    let (status, page) = request(port, "GET", "/", &host, Some(token));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("id=\"roofline\""), "{page}");
+    let (status, plot) = request(port, "GET", "/roofline", &host, Some(token));
+    assert_eq!(status, 200, "{plot}");
+    assert!(plot.contains("<title>v2 call 0:saxpy"), "{plot}");
+    assert_eq!(plot.matches(r#"class="arrow""#).count(), 2, "{plot}");
+    assert!(plot.contains(r#"data-gbs="10" data-peak="100""#), "{plot}");
+    let (_, ratios) = request(port, "GET", "/ratios", &host, Some(token));
+    assert_eq!(ratios.matches(r#"class="ratio""#).count(), 3, "{ratios}");
+    let (status, undo) = request(port, "POST", "/control/undo", &host, Some(token));
+    assert_eq!(status, 200, "{undo}");
+    assert!(
+        undo.contains("refused") && undo.contains("finished session"),
+        "{undo}"
     );
 }

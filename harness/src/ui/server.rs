@@ -34,7 +34,9 @@ pub struct Started {
 
 /// Binds 127.0.0.1:0 and serves on a thread of its own until the process
 /// ends.
-pub fn start(workspace: PathBuf, feed: Arc<Feed>) -> Result<Started, String> {
+/// `workspace`: the session the buttons drive (`None`: a finished
+/// session's page, whose buttons are refused).
+pub fn start(workspace: Option<PathBuf>, feed: Arc<Feed>) -> Result<Started, String> {
     let token = random_token()?;
     let server = Server::http("127.0.0.1:0").map_err(|e| format!("cannot bind 127.0.0.1: {e}"))?;
     let port = server
@@ -113,7 +115,7 @@ fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("an ASCII header")
 }
 
-fn handle(request: Request, allowed: &Allowed, workspace: &std::path::Path, feed: &Feed) {
+fn handle(request: Request, allowed: &Allowed, workspace: &Option<PathBuf>, feed: &Feed) {
     if let Some(why) = allowed.refusal(&request) {
         let _ = request.respond(Response::from_string(why).with_status_code(403));
         return;
@@ -156,7 +158,11 @@ fn handle(request: Request, allowed: &Allowed, workspace: &std::path::Path, feed
                 .split('&')
                 .find_map(|pair| pair.strip_prefix("arg="))
                 .map(str::to_string);
-            let body = control(workspace, name, arg);
+            let body = match workspace {
+                Some(w) => control(w, name, arg),
+                None => serde_json::json!({"answer": "refused",
+                    "reason": "a finished session's page (kiln report --ui): no session to send it to"}),
+            };
             let _ = request.respond(
                 Response::from_string(body.to_string())
                     .with_header(header("Content-Type", "application/json")),
