@@ -7,7 +7,9 @@
 //! chart of them, behind the token too); the page's
 //! replay button (`POST /control/replay`) reaches the session through its
 //! control socket (its replay's events, then the session's `control`
-//! event), undo is refused with why and then done. Then a session in the
+//! event), undo is refused with why and then done; switch is refused
+//! with the session's reason, bless done; `/roofline`, the plot the page
+//! shows, is behind the token and has the new version's dots and arrows. Then a session in the
 //! default (human) log format: its workers' events still reach the page
 //! (a `roofline` event) while the terminal gets human lines only.
 //!
@@ -20,9 +22,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, CHUNK_LINE, DevSession, WorkspaceCopy, events, first_version, kiln_command,
+    BUILD_DEADLINE, CHUNK_LINE, DevSession, WorkspaceCopy, first_version, kiln_command,
     replace_once, save_in_place,
 };
+use kiln_e2e::ui_page::{parse, ui_address};
 use serde_json::Value;
 
 /// Generous: the machine may be busy with builds.
@@ -60,6 +63,12 @@ fn request(
         .map_or("", |(_, b)| b)
         .to_string();
     (status, body)
+}
+
+/// The switch button with `backend` typed beside it: `POST
+/// /control/switch?arg=BACKEND`; its JSON answer.
+fn press_with(port: u16, token: &str, name: &str, arg: &str) -> Value {
+    press(port, token, &format!("{name}?arg={arg}"))
 }
 
 /// A button of the page: `POST /control/NAME` with the token; its JSON
@@ -163,20 +172,9 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
     let copy = WorkspaceCopy::new();
     let mut session = DevSession::start(&copy, &["--ui"]);
     let first = first_version(&session.events);
-    let url = session
-        .events
-        .iter()
-        .find_map(|e| e.get::<events::Ui>())
-        .expect("a `ui` event with the page's URL")
-        .url
-        .clone();
-    let rest = url
-        .strip_prefix("http://127.0.0.1:")
-        .unwrap_or_else(|| panic!("the page is on 127.0.0.1: {url}"));
-    let (port, token) = rest.split_once("/?token=").expect("PORT/?token=TOKEN");
-    let port: u16 = port.parse().expect("a port");
+    let page_at = ui_address(&session);
+    let (port, token, host) = (page_at.port, page_at.token.as_str(), page_at.host());
     assert!(token.len() >= 32, "a long random token: {token}");
-    let host = format!("127.0.0.1:{port}");
 
     // Refused: no token, a wrong token, another Host (DNS rebinding).
     assert_eq!(request(port, "GET", "/", &host, &[]).0, 403);
@@ -201,8 +199,8 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
     let (status, page) = request(port, "GET", &with_token, &host, &[]);
     assert_eq!(status, 200, "{page}");
     assert!(
-        page.contains("<svg id=\"roofline\""),
-        "the roofline: {page}"
+        page.contains("id=\"roofline\""),
+        "the roofline's place: {page}"
     );
     assert!(page.contains("/events"), "the page follows /events");
     for external in ["http://", "https://", "//cdn", "@import"] {
@@ -291,6 +289,26 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
         page.contains("id=\"ratios\""),
         "the page has the ratio chart's place"
     );
+    // The roofline plot the page fetches, drawn by the server: behind the
+    // token; the new version's dots with arrows from the previous one's,
+    // the roofs at the peaks of the roofline event.
+    assert_eq!(request(port, "GET", "/roofline", &host, &[]).0, 403);
+    let (status, plot) = request(port, "GET", "/roofline", &host, &[("X-Kiln-Token", token)]);
+    assert_eq!(status, 200, "{plot}");
+    assert!(
+        plot.contains(&format!("<title>v{version} call ")),
+        "the new version's dots: {plot}"
+    );
+    assert!(plot.contains(r#"class="arrow""#), "arrows: {plot}");
+    if let (Some(gbs), Some(peak)) = (
+        roofline["roof_gbs"].as_f64(),
+        roofline["roof_gflops"].as_f64(),
+    ) {
+        assert!(
+            plot.contains(&format!(r#"data-gbs="{gbs}" data-peak="{peak}""#)),
+            "the roof at {gbs} GB/s, {peak} GFLOP/s: {plot}"
+        );
+    }
 
     // The replay button: through the control socket, as `kiln ctl replay`;
     // the session's `control` event for it follows that replay's events.
@@ -317,6 +335,32 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
     // A command the page does not send is refused with why.
     let refused = press(port, token, "quit");
     assert_eq!(refused["answer"], "refused", "{refused}");
+    // Switch, as `kiln ctl switch`: refused with the session's reason (an
+    // unknown backend, the one already served), or the page's own (no
+    // backend name).
+    let unknown = press_with(port, token, "switch", "no-such-backend");
+    assert_eq!(unknown["answer"], "refused", "{unknown}");
+    assert!(
+        unknown["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("unknown backend")),
+        "{unknown}"
+    );
+    let same = press_with(port, token, "switch", "cpu");
+    assert!(
+        same["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("already serves")),
+        "{same}"
+    );
+    let odd = press_with(port, token, "switch", "../cpu");
+    assert_eq!(odd["answer"], "refused", "{odd}");
+    // Bless, as `kiln ctl bless`: done, the session logs it.
+    let blessed = press(port, token, "bless");
+    assert_eq!(blessed["answer"], "done", "{blessed}");
+    next_where(&feed, "bless's control event", BUILD_DEADLINE, |e| {
+        e["event"] == "control" && e["command"] == "bless" && e["outcome"] == "done"
+    });
     session.stop();
     human_lines_and_the_workers_events(&copy);
 }
@@ -349,9 +393,8 @@ fn human_lines_and_the_workers_events(copy: &WorkspaceCopy) {
             break line[at + "ui: ".len()..].trim().to_string();
         }
     };
-    let rest = url.strip_prefix("http://127.0.0.1:").unwrap();
-    let (port, token) = rest.split_once("/?token=").expect("PORT/?token=TOKEN");
-    let feed = subscribe(port.parse().unwrap(), token);
+    let page_at = parse(&url).unwrap_or_else(|| panic!("the page's URL: {url}"));
+    let feed = subscribe(page_at.port, &page_at.token);
     let roofline = next_where(&feed, "the first replay's roofline", BUILD_DEADLINE, |e| {
         e["event"] == "roofline"
     });

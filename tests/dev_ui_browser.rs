@@ -4,7 +4,8 @@
 //! its roofs at the measured peaks (read back from the page's SVG); an edit
 //! makes the new version's dots and arrows from the previous ones appear
 //! without a reload; the undo button undoes (the session logs `undone`),
-//! and a second undo is refused with the reason on the page; the page
+//! and a second undo is refused with the reason on the page, as is a
+//! switch to an unknown backend; the page
 //! without its token is refused.
 //!
 //! Needs `chromium` on PATH (Debian: `apt-get install chromium`, which
@@ -22,6 +23,7 @@ use kiln_e2e::dev_session::{
     BUILD_DEADLINE, CHUNK_LINE, DevSession, EventKind, WorkspaceCopy, events, replace_once,
     save_in_place,
 };
+use kiln_e2e::ui_page::ui_address;
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket, stream::MaybeTlsStream};
 
@@ -212,13 +214,8 @@ fn the_page_in_a_browser_plots_the_calls_follows_an_edit_and_its_buttons_work() 
     };
     let copy = WorkspaceCopy::new();
     let mut session = DevSession::start(&copy, &["--ui"]);
-    let url = session
-        .events
-        .iter()
-        .find_map(|e| e.get::<events::Ui>())
-        .expect("a `ui` event with the page's URL")
-        .url
-        .clone();
+    let page_at = ui_address(&session);
+    let url = page_at.url.clone();
     let first = session
         .events
         .iter()
@@ -229,8 +226,7 @@ fn the_page_in_a_browser_plots_the_calls_follows_an_edit_and_its_buttons_work() 
     let mut browser = Browser::start(&program);
 
     // Without the token: refused, in the browser too.
-    let bare = url.split("/?token=").next().expect("the page's address");
-    browser.open(&format!("{bare}/"));
+    browser.open(&page_at.bare());
     browser.wait_for(
         "the refusal",
         "document.body && document.body.innerText.includes('token')",
@@ -312,6 +308,17 @@ fn the_page_in_a_browser_plots_the_calls_follows_an_edit_and_its_buttons_work() 
         "a refused undo",
         "document.getElementById('answer').className === 'refused' && \
          document.getElementById('answer').textContent.startsWith('refused: ')",
+    );
+    // Switch to the backend typed beside it: refused, the session's reason
+    // on the page.
+    browser.eval(
+        "document.getElementById('backend').value = 'no-such-backend'; \
+         document.getElementById('switch').click()",
+    );
+    browser.wait_for(
+        "a refused switch with its reason",
+        "document.getElementById('answer').className === 'refused' && \
+         document.getElementById('answer').textContent.includes('unknown backend')",
     );
     drop(browser);
     let _ = session.stop();

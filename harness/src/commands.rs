@@ -263,8 +263,18 @@ pub fn replay(file: &Path, options: &ReplayCommand) -> Result<(), String> {
     }
 }
 
+/// The width of `kiln report`'s roofline plot.
+const ROOFLINE_W: f64 = 760.0;
+
 /// `kiln report`.
-pub fn report(module: &str, svg: Option<&Path>, file: Option<&Path>) -> Result<(), String> {
+/// With `ui`, then serves the session's page from its history (`kiln
+/// report --ui`) until interrupted.
+pub fn report(
+    module: &str,
+    svg: Option<&Path>,
+    file: Option<&Path>,
+    ui: bool,
+) -> Result<(), String> {
     let root = workspace_root();
     let last = crate::history::default_path(&workspace::target_dir(&root), module);
     let path = file.unwrap_or(&last);
@@ -278,6 +288,20 @@ pub fn report(module: &str, svg: Option<&Path>, file: Option<&Path>) -> Result<(
     let svg_path = svg.map_or_else(|| path.with_extension("svg"), Path::to_path_buf);
     std::fs::write(&svg_path, history.svg()).map_err(|e| format!("{}: {e}", svg_path.display()))?;
     println!("chart: {}", svg_path.display());
+    if let Some(roofline) = history.roofline_chart() {
+        let roofline_path = svg_path.with_extension("roofline.svg");
+        std::fs::write(&roofline_path, roofline.svg(ROOFLINE_W))
+            .map_err(|e| format!("{}: {e}", roofline_path.display()))?;
+        println!("roofline: {}", roofline_path.display());
+    }
+    if ui {
+        let url = crate::ui::serve_events(&history.events())?;
+        println!("ui: {url}  (the session's page from its history; Ctrl-C ends it)");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        loop {
+            std::thread::park();
+        }
+    }
     if file.is_none() {
         let earlier = crate::history::earlier(&last);
         if let Some(newest) = earlier.last() {

@@ -12,7 +12,9 @@ use crate::chart::document::{Anchor, Svg, wrap};
 use crate::chart::frame::{BELOW, Frame, Outcome, VersionMark};
 use crate::chart::legend::{Entry, Swatch, legend};
 use crate::chart::ratios::{LEGEND_W, PALETTE, RatioChart, RatioPoint, RatioSeries};
+use crate::chart::roofline::{RoofDot, RooflineChart, Roofs};
 use crate::chart::ticks::{Axis, Scale};
+use crate::events::{Roofline, RooflinePoint};
 use crate::machine::recorded::{CallRate, RateBasis};
 use crate::workload::timing::{Against, Ratio};
 
@@ -252,6 +254,64 @@ impl History {
         }
     }
 
+    /// The roofline of the last version that kept rates, with arrows from
+    /// the one before it that kept rates; the roofs from its basis's
+    /// peaks. `None` when no version kept rates.
+    pub fn roofline_chart(&self) -> Option<RooflineChart> {
+        let mut timed = self.versions.iter().rev().filter(|v| !v.rates.is_empty());
+        let last = timed.next()?;
+        let order = self.call_keys();
+        let dots = |v: &VersionRecord| -> Vec<RoofDot> {
+            // In call order (`2:matmul` before `10:dot_i8`).
+            order
+                .iter()
+                .filter_map(|key| Some((key, v.rates.get(key)?)))
+                .filter_map(|(key, r)| {
+                    Some(RoofDot {
+                        call: key.clone(),
+                        dims: None,
+                        intensity: r.intensity?,
+                        gflops: r.gflops?,
+                        gbs: r.gbs,
+                        ms: v.medians.get(key).map(|s| s * 1e3),
+                        percent: r.percent,
+                        bound: r.bound.clone(),
+                        compute: r.compute.clone(),
+                    })
+                })
+                .collect()
+        };
+        let basis = last.basis.clone().unwrap_or_default();
+        Some(RooflineChart {
+            title: format!(
+                "{} v{} on the roofline ({})",
+                self.module,
+                last.version,
+                basis.describe()
+            ),
+            roofs: Roofs {
+                gbs: basis.bandwidth_gbs,
+                gflops: basis.compute_gflops,
+                i8_gops: basis.compute_i8_gops,
+            },
+            version: last.version,
+            dots: dots(last),
+            previous: timed.next().map(|v| (v.version, dots(v))),
+        })
+    }
+
+    /// Every version as the events a live session logged for it (JSON
+    /// lines, oldest first): a `replay` per call with its ratio, a
+    /// `roofline` from its kept rates and peaks, `replay_failed`, `crashed`
+    /// or `hung` where it ended so; what `kiln report --ui` serves the
+    /// page from, so its charts are the live page's.
+    pub fn events(&self) -> Vec<String> {
+        self.versions
+            .iter()
+            .flat_map(|v| version_events(&self.module, v))
+            .collect()
+    }
+
     /// An SVG chart by version: each call's time over the previous
     /// version's with its interval (never absolute times: a slow spell of
     /// the machine is not every call regressing), failed, crashed and hung
@@ -368,6 +428,108 @@ impl History {
             &entries,
         );
     }
+}
+
+/// A kiln event's JSON line: `fields` with its `event` name, a message for
+/// the log.
+fn line(event: &str, message: String, mut fields: serde_json::Value) -> String {
+    fields["event"] = event.into();
+    fields["message"] = message.into();
+    fields["timestamp"] = "history".into();
+    fields.to_string()
+}
+
+/// `3:matmul` -> (3, `matmul`).
+fn split_key(key: &str) -> Option<(u64, &str)> {
+    let (call, kernel) = key.split_once(':')?;
+    Some((call.parse().ok()?, kernel))
+}
+
+/// The events of one version.
+fn version_events(module: &str, v: &VersionRecord) -> Vec<String> {
+    let mut lines = Vec::new();
+    let version = v.version;
+    for (key, median) in &v.medians {
+        let Some((call, kernel)) = split_key(key) else {
+            continue;
+        };
+        let mut fields = serde_json::json!({
+            "module": module, "version": version, "call": call, "kernel": kernel,
+            "pass": v.passed, "ms": median * 1e3,
+        });
+        let mut message = format!("v{version} {key}: {:.3} ms", median * 1e3);
+        if let Some(r) = v.ratios.get(key) {
+            fields["ratio"] = r.ratio.into();
+            fields["ratio_low"] = r.low.into();
+            fields["ratio_high"] = r.high.into();
+            fields["ratio_against"] = r.against.as_str().into();
+            message.push_str(&format!(
+                ", x{:.3} [{:.3}, {:.3}] the previous version",
+                r.ratio, r.low, r.high
+            ));
+        }
+        lines.push(line("replay", message, fields));
+    }
+    let note = v.note.clone().unwrap_or_default();
+    if v.crashed {
+        let kind = if note.starts_with("hung") {
+            "hung"
+        } else {
+            "crashed"
+        };
+        let fields = serde_json::json!({"module": module, "version": version, "last_words": ""});
+        lines.push(line(kind, format!("v{version}: {note}"), fields));
+    } else if !v.passed {
+        let fields = serde_json::json!({"module": module, "version": version});
+        lines.push(line(
+            "replay_failed",
+            format!("v{version} failed its replay {note}"),
+            fields,
+        ));
+    }
+    if let Some(roofline) = roofline(module, v)
+        && let Ok(fields) = serde_json::to_value(&roofline)
+    {
+        let message = format!("roofline of v{version}: {} call(s)", roofline.calls.len());
+        lines.push(line("roofline", message, fields));
+    }
+    lines
+}
+
+/// A version's `roofline` event from its kept rates and peaks.
+fn roofline(module: &str, v: &VersionRecord) -> Option<Roofline> {
+    let mut calls: Vec<RooflinePoint> = v
+        .rates
+        .iter()
+        .filter_map(|(key, r)| {
+            let (call, kernel) = split_key(key)?;
+            Some(RooflinePoint {
+                call,
+                kernel: kernel.to_string(),
+                dims: String::new(),
+                ms: v.medians.get(key)? * 1e3,
+                gflops: r.gflops,
+                gbs: r.gbs,
+                intensity: r.intensity,
+                percent: r.percent,
+                compute: r.compute.clone().unwrap_or_else(|| "f32".into()),
+                bound: r.bound.clone().unwrap_or_else(|| "memory".into()),
+            })
+        })
+        .collect();
+    if calls.is_empty() {
+        return None;
+    }
+    calls.sort_by_key(|c| c.call);
+    let basis = v.basis.clone().unwrap_or_default();
+    Some(Roofline {
+        module: module.to_string(),
+        version: v.version,
+        roof_gbs: basis.bandwidth_gbs,
+        roof_gflops: basis.compute_gflops,
+        roof_i8_gops: basis.compute_i8_gops,
+        calls,
+    })
 }
 
 const CHART_W: f64 = 760.0;
@@ -544,6 +706,7 @@ mod tests {
                     intensity: Some(0.125),
                     percent: Some(percent),
                     bound: Some("memory".into()),
+                    compute: Some("f32".into()),
                 },
             ),
             (
@@ -554,6 +717,7 @@ mod tests {
                     intensity: Some(40.0),
                     percent: Some(percent / 2.0),
                     bound: Some("compute".into()),
+                    compute: Some("f32".into()),
                 },
             ),
         ]
@@ -562,6 +726,7 @@ mod tests {
             cold,
             bandwidth_gbs: Some(10.0),
             compute_gflops: Some(100.0),
+            compute_i8_gops: None,
             device: Some("Test CPU, 2 threads".into()),
         });
         r
@@ -602,6 +767,14 @@ mod tests {
         assert!(svg.contains(">125%<"), "{svg}");
         assert!(svg.contains(">failed<"), "v2 failed: {svg}");
         assert_eq!(text_outside(&svg), Vec::<String>::new(), "{svg}");
+        // The roofline: v3's two calls, arrows from v1's (v2 kept none).
+        let roofline = h.roofline_chart().expect("rates kept");
+        assert_eq!(roofline.version, 3);
+        assert_eq!(roofline.previous.as_ref().map(|p| p.0), Some(1));
+        let plot = roofline.svg(760.0);
+        assert_eq!(plot.matches(r#"class="arrow""#).count(), 2, "{plot}");
+        assert!(plot.contains(r#"data-gbs="10" data-peak="100""#), "{plot}");
+        assert!(plot.contains("dot above"), "v3's saxpy at 130%: {plot}");
         // Saved and read back with the rates.
         let dir = std::env::temp_dir().join(format!("kiln-history-rates-{}", std::process::id()));
         let path = dir.join("h.json");
@@ -618,6 +791,7 @@ mod tests {
         let h: History = serde_json::from_str(old).unwrap();
         assert!(h.versions[0].rates.is_empty() && h.versions[0].basis.is_none());
         assert!(h.versions[0].ratios.is_empty());
+        assert!(h.roofline_chart().is_none());
         let table = h.table();
         assert!(!table.contains("achieved rate"), "{table}");
         let svg = h.svg();
@@ -689,5 +863,69 @@ mod tests {
         let svg = no_peaks.svg();
         assert!(svg.contains("achieved GB/s or GFLOP/s"), "{svg}");
         assert_eq!(text_outside(&svg), Vec::<String>::new(), "{svg}");
+    }
+
+    #[test]
+    fn a_history_reads_as_the_events_the_page_draws_from() {
+        let version_of = |v: u64, passed: bool, crashed: bool| VersionRecord {
+            version: v,
+            label: format!("kernel-cpu-v{v}"),
+            source_hash: "h".into(),
+            build_ms: None,
+            swap_ms: None,
+            medians: [("0:saxpy".to_string(), 1e-3)].into(),
+            passed,
+            crashed,
+            note: crashed.then(|| "hung: past its deadline".to_string()),
+            tuning: Default::default(),
+            rates: [(
+                "0:saxpy".to_string(),
+                CallRate {
+                    gbs: Some(10.0),
+                    gflops: Some(1.0),
+                    intensity: Some(0.1),
+                    percent: Some(50.0),
+                    bound: Some("memory".into()),
+                    compute: Some("f32".into()),
+                },
+            )]
+            .into(),
+            basis: Some(RateBasis {
+                cold: false,
+                bandwidth_gbs: Some(20.0),
+                compute_gflops: Some(200.0),
+                compute_i8_gops: None,
+                device: None,
+            }),
+            ratios: if v > 1 {
+                let r = Ratio {
+                    ratio: 0.9,
+                    low: 0.8,
+                    high: 1.0,
+                    against: Against::Interleaved,
+                };
+                [("0:saxpy".to_string(), r)].into()
+            } else {
+                Default::default()
+            },
+        };
+        let history = History {
+            module: "kernel-cpu".into(),
+            backend: "cpu".into(),
+            workload: "default".into(),
+            versions: vec![
+                version_of(1, true, false),
+                version_of(2, true, false),
+                version_of(3, false, true),
+            ],
+        };
+        let lines = history.events();
+        let ratios = crate::ui::ratios::charts(&lines, 760.0);
+        assert_eq!(ratios.matches(r#"class="ratio""#).count(), 2, "{ratios}");
+        assert!(ratios.contains(">hung<"), "{ratios}");
+        let plot = crate::ui::roofline::charts(&lines, 760.0);
+        assert!(plot.contains("<title>v3 call 0:saxpy"), "{plot}");
+        assert_eq!(plot.matches(r#"class="arrow""#).count(), 1, "{plot}");
+        assert!(plot.contains(r#"data-gbs="20" data-peak="200""#), "{plot}");
     }
 }

@@ -251,6 +251,10 @@ enum Command {
         /// earlier session's: `target/kiln/history/MODULE.session-NNNN.json`).
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
+        /// Then serve the session's page from its history on 127.0.0.1
+        /// (as `kiln dev --ui`: a token, the Host checked) until Ctrl-C.
+        #[arg(long)]
+        ui: bool,
     },
     /// Print this machine's measured peaks (memory bandwidth, compute), the
     /// last-level cache size used and the cold-cache flush cost.
@@ -442,9 +446,12 @@ fn main() -> ExitCode {
             device,
             state_mib,
         } => kiln::commands::check_swap(&backend, module.as_deref(), device, state_mib),
-        Command::Report { module, svg, file } => {
-            kiln::commands::report(&module, svg.as_deref(), file.as_deref())
-        }
+        Command::Report {
+            module,
+            svg,
+            file,
+            ui,
+        } => kiln::commands::report(&module, svg.as_deref(), file.as_deref(), ui),
         Command::Machine {
             threads,
             remeasure,

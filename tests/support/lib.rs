@@ -12,6 +12,7 @@ use kiln::{LoadedModule, Staged, StagingDir};
 pub mod edited_module;
 pub mod misbehaving;
 pub mod sshd;
+pub mod ui_page;
 
 /// The workspace these tests belong to.
 pub fn workspace_root() -> PathBuf {

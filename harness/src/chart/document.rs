@@ -59,6 +59,23 @@ pub fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A title's font size.
+pub const TITLE_SIZE: f64 = 14.0;
+
+/// The height of `title` wrapped to a document `width` wide.
+pub fn title_height(title: &str, width: f64) -> f64 {
+    18.0 * wrap(title, TITLE_SIZE, width - 16.0).len() as f64
+}
+
+/// `x,y x,y ...` of `points`.
+fn coordinates(points: &[(f64, f64)]) -> String {
+    let points: Vec<String> = points
+        .iter()
+        .map(|(x, y)| format!("{x:.1},{y:.1}"))
+        .collect();
+    points.join(" ")
+}
+
 /// Where a text's `x` is: its start, middle or end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Anchor {
@@ -133,14 +150,51 @@ impl Svg {
     }
 
     pub fn polyline(&mut self, points: &[(f64, f64)], stroke: &str, extra: &str) {
-        let points: Vec<String> = points
-            .iter()
-            .map(|(x, y)| format!("{x:.1},{y:.1}"))
-            .collect();
         let _ = writeln!(
             self.body,
             r#"<polyline fill="none" stroke="{stroke}" points="{}"{extra}/>"#,
-            points.join(" ")
+            coordinates(points)
+        );
+    }
+
+    /// A filled polygon through `points`.
+    pub fn polygon(&mut self, points: &[(f64, f64)], fill: &str) {
+        let _ = writeln!(
+            self.body,
+            r#"<polygon fill="{fill}" points="{}"/>"#,
+            coordinates(points)
+        );
+    }
+
+    /// A bold title wrapped to the document's width, from `top`;
+    /// returns its height ([`title_height`]).
+    pub fn title(&mut self, top: f64, title: &str) -> f64 {
+        let lines = wrap(title, TITLE_SIZE, self.width - 16.0);
+        for (i, line) in lines.iter().enumerate() {
+            let y = top + 18.0 + 18.0 * i as f64;
+            self.text(
+                8.0,
+                y,
+                TITLE_SIZE,
+                Anchor::Start,
+                line,
+                r#" font-weight="bold""#,
+            );
+        }
+        18.0 * lines.len() as f64
+    }
+
+    /// A grey note in the middle of a data area (`left`, `top`, `width`)
+    /// when it has nothing to show, cut to fit it.
+    pub fn note(&mut self, (left, top, width): (f64, f64, f64), text: &str) {
+        let note = fit(text, 11.0, width - 8.0);
+        self.text(
+            left + width / 2.0,
+            top + 20.0,
+            11.0,
+            Anchor::Middle,
+            &note,
+            r##" fill="#666""##,
         );
     }
 

@@ -8,6 +8,8 @@
 //! - [`frame`]: a data area: the value axis, the versions along the bottom
 //!   (failed, crashed, hung ones shaded)
 //! - [`legend`]: a legend column beside the data area
+//! - [`roofline`]: one version's calls on the roofline, arrows from the
+//!   previous version's (`kiln report` and the live page)
 //! - [`ratios`]: each call's time over the previous version's, by version
 //!   (`kiln report` and the live page)
 //!
@@ -19,4 +21,5 @@ pub mod document;
 pub mod frame;
 pub mod legend;
 pub mod ratios;
+pub mod roofline;
 pub mod ticks;

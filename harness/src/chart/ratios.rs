@@ -8,7 +8,7 @@
 //! and draws as ratios near 1, not as every call regressing. `kiln report`
 //! and the live page draw it from the same code.
 
-use super::document::{Anchor, Svg, fit, wrap};
+use super::document::{Svg, title_height};
 use super::frame::{BELOW, Frame, Outcome, VersionMark};
 use super::legend::{Entry, Swatch, legend};
 use super::ticks::{Axis, Scale, label};
@@ -51,7 +51,6 @@ pub struct RatioChart {
 pub const LEGEND_W: f64 = 190.0;
 const LEFT: f64 = 64.0;
 const PLOT_H: f64 = 240.0;
-const TITLE_SIZE: f64 = 14.0;
 
 impl RatioChart {
     /// The chart alone, `width` wide.
@@ -63,27 +62,15 @@ impl RatioChart {
 
     /// Its height at `width`.
     pub fn height(&self, width: f64) -> f64 {
-        title_height(&self.title, width) + PLOT_H + BELOW + 8.0
+        title_height(&self.title, width) + 14.0 + PLOT_H + BELOW + 8.0
     }
 
     /// Draws it into `svg` (its full width) from `top`; returns its bottom.
     pub fn draw(&self, svg: &mut Svg, top: f64) -> f64 {
         let width = svg.width;
-        let lines = wrap(&self.title, TITLE_SIZE, width - 16.0);
-        for (i, line) in lines.iter().enumerate() {
-            let y = top + 18.0 + 18.0 * i as f64;
-            svg.text(
-                8.0,
-                y,
-                TITLE_SIZE,
-                Anchor::Start,
-                line,
-                r#" font-weight="bold""#,
-            );
-        }
         let frame = Frame {
             left: LEFT,
-            top: top + title_height(&self.title, width),
+            top: top + svg.title(top, &self.title) + 14.0,
             width: width - LEFT - LEGEND_W - 16.0,
             height: PLOT_H,
         };
@@ -152,18 +139,9 @@ impl RatioChart {
             }
         }
         if drawn == 0 {
-            let note = fit(
+            svg.note(
+                (frame.left, frame.top, frame.width),
                 "no ratio yet: a call needs a previous version to compare with",
-                11.0,
-                frame.width - 8.0,
-            );
-            svg.text(
-                frame.left + frame.width / 2.0,
-                frame.top + 20.0,
-                11.0,
-                Anchor::Middle,
-                &note,
-                r##" fill="#666""##,
             );
         }
         frame.versions(svg, &versions);
@@ -215,11 +193,6 @@ impl RatioChart {
         versions.dedup_by_key(|v| v.version);
         versions
     }
-}
-
-/// The height of a title wrapped to `width` and the gap under it.
-fn title_height(title: &str, width: f64) -> f64 {
-    18.0 * wrap(title, TITLE_SIZE, width - 16.0).len() as f64 + 14.0
 }
 
 #[cfg(test)]

@@ -29,6 +29,10 @@ pub struct CallRate {
     /// peaks).
     #[serde(default)]
     pub bound: Option<String>,
+    /// `f32` or `i8`: the compute peak that judged the call (`None` in
+    /// histories written before it was kept).
+    #[serde(default)]
+    pub compute: Option<String>,
 }
 
 fn finite(v: Option<f64>) -> Option<f64> {
@@ -50,6 +54,7 @@ impl CallRate {
                 }
                 .to_string()
             }),
+            compute: Some(point.compute_peak.name().to_string()),
         }
     }
 
@@ -89,6 +94,9 @@ pub struct RateBasis {
     pub bandwidth_gbs: Option<f64>,
     #[serde(default)]
     pub compute_gflops: Option<f64>,
+    /// The i8 compute peak (GOP/s), where measured.
+    #[serde(default)]
+    pub compute_i8_gops: Option<f64>,
     /// The device they were measured on, and with how many threads.
     #[serde(default)]
     pub device: Option<String>,
@@ -103,6 +111,9 @@ impl RateBasis {
             cold,
             bandwidth_gbs: peaks.and_then(|p| finite(Some(p.bandwidth.best))),
             compute_gflops: peaks.and_then(|p| finite(Some(p.compute.best))),
+            compute_i8_gops: peaks
+                .and_then(|p| p.compute_i8.as_ref())
+                .and_then(|r| finite(Some(r.best))),
             device: peaks.map(DevicePeaks::device_words),
         }
     }

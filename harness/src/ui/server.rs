@@ -2,8 +2,9 @@
 //! every request checked (the session's token, in the query `token=` or
 //! the header `X-Kiln-Token`; a `Host` of exactly `127.0.0.1:PORT`, against
 //! DNS rebinding) before its route: `/` the page, `/events` the live feed
-//! (Server-Sent Events), `/ratios` the per-call ratio charts (HTML with
-//! inline SVG, drawn from the feed's events), `POST /control/NAME` a command to the session
+//! (Server-Sent Events), `/ratios` the per-call ratio charts and
+//! `/roofline` the roofline plots (HTML with inline SVG, drawn from the
+//! feed's events), `POST /control/NAME` a command to the session
 //! through the control socket, as `kiln ctl NAME` sends it.
 
 use std::io::{Read, Write};
@@ -20,10 +21,10 @@ use crate::control::protocol::{Answer, Command};
 
 /// The header a request may carry its token in.
 pub const TOKEN_HEADER: &str = "X-Kiln-Token";
-/// The width of the page's ratio charts.
-const RATIOS_WIDTH: f64 = 760.0;
+/// The width of the page's charts.
+const CHART_WIDTH: f64 = 760.0;
 /// The commands the page's buttons send.
-pub const COMMANDS: &[&str] = &["replay", "undo", "status"];
+pub const COMMANDS: &[&str] = &["replay", "undo", "bless", "switch", "status"];
 
 /// A started server: its address and token.
 pub struct Started {
@@ -33,7 +34,9 @@ pub struct Started {
 
 /// Binds 127.0.0.1:0 and serves on a thread of its own until the process
 /// ends.
-pub fn start(workspace: PathBuf, feed: Arc<Feed>) -> Result<Started, String> {
+/// `workspace`: the session the buttons drive (`None`: a finished
+/// session's page, whose buttons are refused).
+pub fn start(workspace: Option<PathBuf>, feed: Arc<Feed>) -> Result<Started, String> {
     let token = random_token()?;
     let server = Server::http("127.0.0.1:0").map_err(|e| format!("cannot bind 127.0.0.1: {e}"))?;
     let port = server
@@ -112,7 +115,7 @@ fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("an ASCII header")
 }
 
-fn handle(request: Request, allowed: &Allowed, workspace: &std::path::Path, feed: &Feed) {
+fn handle(request: Request, allowed: &Allowed, workspace: &Option<PathBuf>, feed: &Feed) {
     if let Some(why) = allowed.refusal(&request) {
         let _ = request.respond(Response::from_string(why).with_status_code(403));
         return;
@@ -132,16 +135,12 @@ fn handle(request: Request, allowed: &Allowed, workspace: &std::path::Path, feed
             );
         }
         (Method::Get, "/ratios") => {
-            let events: Vec<String> = feed
-                .after(0, Duration::ZERO)
-                .into_iter()
-                .map(|(_, line)| line)
-                .collect();
-            let _ = request.respond(
-                Response::from_string(super::ratios::charts(&events, RATIOS_WIDTH))
-                    .with_header(header("Content-Type", "text/html; charset=utf-8"))
-                    .with_header(header("Cache-Control", "no-store")),
-            );
+            let html = super::ratios::charts(&kept(feed), CHART_WIDTH);
+            respond_html(request, html);
+        }
+        (Method::Get, "/roofline") => {
+            let html = super::roofline::charts(&kept(feed), CHART_WIDTH);
+            respond_html(request, html);
         }
         (Method::Get, "/events") => {
             // A page that reconnects says what it has (EventSource does).
@@ -155,7 +154,15 @@ fn handle(request: Request, allowed: &Allowed, workspace: &std::path::Path, feed
         }
         (Method::Post, route) if route.starts_with("/control/") => {
             let name = &route["/control/".len()..];
-            let body = control(workspace, name);
+            let arg = query(request.url())
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("arg="))
+                .map(str::to_string);
+            let body = match workspace {
+                Some(w) => control(w, name, arg),
+                None => serde_json::json!({"answer": "refused",
+                    "reason": "a finished session's page (kiln report --ui): no session to send it to"}),
+            };
             let _ = request.respond(
                 Response::from_string(body.to_string())
                     .with_header(header("Content-Type", "application/json")),
@@ -167,23 +174,51 @@ fn handle(request: Request, allowed: &Allowed, workspace: &std::path::Path, feed
     }
 }
 
-/// Sends `name` to the session as `kiln ctl` does: `{"answer": "done" |
+/// Every event the feed keeps, oldest first.
+fn kept(feed: &Feed) -> Vec<String> {
+    feed.after(0, Duration::ZERO)
+        .into_iter()
+        .map(|(_, line)| line)
+        .collect()
+}
+
+/// A chart's HTML, never cached.
+fn respond_html(request: Request, html: String) {
+    let _ = request.respond(
+        Response::from_string(html)
+            .with_header(header("Content-Type", "text/html; charset=utf-8"))
+            .with_header(header("Cache-Control", "no-store")),
+    );
+}
+
+/// Sends `name` (with `arg`, the query's `arg=`: a backend to switch to)
+/// to the session as `kiln ctl NAME [ARG]` does: `{"answer": "done" |
 /// "refused", "message" | "reason": ...}`, refused with why when no
-/// session answers.
-fn control(workspace: &std::path::Path, name: &str) -> serde_json::Value {
+/// session answers. The page blesses the session's own workload file (no
+/// path) and names a backend in letters, digits, `-`, `_` and `.`.
+fn control(workspace: &std::path::Path, name: &str, arg: Option<String>) -> serde_json::Value {
+    let refused = |reason: String| serde_json::json!({"answer": "refused", "reason": reason});
     if !COMMANDS.contains(&name) {
-        return serde_json::json!({"answer": "refused", "reason": format!("the page sends no {name:?}")});
+        return refused(format!("the page sends no {name:?}"));
     }
-    let outcome = Command::from_args(name, &[])
+    if let Some(a) = &arg
+        && !a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return refused(format!(
+            "{a:?} is no backend name (letters, digits, '-', '_', '.')"
+        ));
+    }
+    let args: Vec<String> = arg.into_iter().filter(|a| !a.is_empty()).collect();
+    let outcome = Command::from_args(name, &args)
         .map_err(|why| why.to_string())
         .and_then(|c| exchange(workspace, &c, |_, _| {}).map_err(|e| e.to_string()));
     match outcome {
         Ok(answer @ (Answer::Done { .. } | Answer::Refused { .. })) => {
             serde_json::to_value(&answer).unwrap_or_default()
         }
-        Ok(Answer::Queued { reason }) | Err(reason) => {
-            serde_json::json!({"answer": "refused", "reason": reason})
-        }
+        Ok(Answer::Queued { reason }) | Err(reason) => refused(reason),
     }
 }
 
