@@ -22,6 +22,11 @@ use crate::shaders;
 
 const BACKEND: &str = "vulkan";
 
+/// Notes (`info`) with the bytes copied host -> device and device -> host
+/// over the engine's life.
+pub const TO_DEVICE_NOTE: &str = "transfers/host_to_device_bytes";
+pub const TO_HOST_NOTE: &str = "transfers/device_to_host_bytes";
+
 /// A named buffer kept on the device between calls, any dtype.
 struct Resident {
     dtype: DType,
@@ -145,6 +150,8 @@ impl VulkanEngine {
             gpu,
         };
         if let Some(snapshot) = prior {
+            // Residents the host carried (another backend, a file, an
+            // older version's host export) are uploaded.
             for (name, tensor) in snapshot.take_tensors_with_prefix("resident/") {
                 engine.put_resident(&name, tensor)?;
             }
@@ -170,12 +177,15 @@ impl VulkanEngine {
             pipelines_created = engine.gpu.created_eagerly,
             pipelines_deferred = engine.gpu.deferred(),
             pipeline_cache_bytes = handoff.blob.as_ref().map_or(0, Vec::len),
-            "vulkan engine created on {} ({}): {} kernels, {} built now, {} unchanged ones at their first call",
+            uploaded_bytes = engine.gpu.transfers().0,
+            "vulkan engine created on {} ({}): {} kernels, {} built now, {} unchanged ones at their first call; {} residents, {} bytes uploaded",
             d.name,
             d.driver,
             engine.layouts.len(),
             engine.gpu.created_eagerly,
-            engine.gpu.deferred()
+            engine.gpu.deferred(),
+            engine.residents.len(),
+            engine.gpu.transfers().0
         );
         Ok((engine, Vec::new()))
     }
@@ -370,6 +380,9 @@ impl Engine for VulkanEngine {
         for (kernel, n) in &self.calls {
             notes.insert(format!("counters/calls/{kernel}"), Scalar::I64(*n));
         }
+        let (to_device, to_host) = self.gpu.transfers();
+        notes.insert(TO_DEVICE_NOTE.to_string(), Scalar::I64(to_device as i64));
+        notes.insert(TO_HOST_NOTE.to_string(), Scalar::I64(to_host as i64));
         for (what, time) in &self.compile_times {
             notes.insert(
                 format!("compile_ms/{what}"),
@@ -443,9 +456,19 @@ impl Engine for VulkanEngine {
 
     fn export_state(&self) -> Result<Snapshot, EngineError> {
         let mut snapshot = Snapshot::new(env!("CARGO_PKG_NAME"), BACKEND);
+        let before = self.gpu.transfers().1;
         for (name, r) in &self.residents {
             snapshot.insert_tensor(format!("resident/{name}"), self.download(r)?);
         }
+        let downloaded = self.gpu.transfers().1 - before;
+        tracing::debug!(
+            target: "kernel_vulkan",
+            label = %self.label,
+            residents = self.residents.len(),
+            downloaded_bytes = downloaded,
+            "vulkan state exported through the host: {} residents, {downloaded} bytes downloaded",
+            self.residents.len()
+        );
         for (kernel, n) in &self.calls {
             snapshot.insert_scalar(format!("counters/calls/{kernel}"), Scalar::I64(*n));
         }

@@ -112,6 +112,7 @@ impl Gpu {
             memory: Memory {
                 types,
                 counter: Default::default(),
+                transfers: Default::default(),
             },
             kernels: BTreeMap::new(),
             queue,
@@ -291,6 +292,11 @@ impl Gpu {
     /// Live device allocations: (count, bytes).
     pub fn live_allocations(&self) -> (u64, u64) {
         self.memory.counter.live()
+    }
+
+    /// Bytes copied (host -> device, device -> host) so far.
+    pub fn transfers(&self) -> (u64, u64) {
+        self.memory.transfers.totals()
     }
 
     pub fn create_buffer(&self, len: u64) -> Result<DeviceBuffer, EngineError> {

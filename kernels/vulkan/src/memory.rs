@@ -42,6 +42,32 @@ impl AllocationCounter {
     }
 }
 
+/// Bytes copied between host and device memory, each way, over the
+/// device's life: uploads of call arguments, uniform blocks and residents,
+/// downloads of outputs and exported residents. Tests read them to show
+/// what a swap or a checkpoint moves (on lavapipe device memory is host
+/// memory, so they count rather than time).
+#[derive(Default)]
+pub struct TransferCounter {
+    to_device: Cell<u64>,
+    to_host: Cell<u64>,
+}
+
+impl TransferCounter {
+    /// (host -> device, device -> host) bytes so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.to_device.get(), self.to_host.get())
+    }
+
+    fn uploaded(&self, bytes: usize) {
+        self.to_device.set(self.to_device.get() + bytes as u64);
+    }
+
+    fn downloaded(&self, bytes: usize) {
+        self.to_host.set(self.to_host.get() + bytes as u64);
+    }
+}
+
 /// Memory property sets to try, best first: device-local memory the host
 /// can map (integrated GPUs, resizable BAR, lavapipe), then any host-visible
 /// coherent memory.
@@ -61,6 +87,7 @@ const PREFERRED: [vk::MemoryPropertyFlags; 2] = [
 pub struct Memory {
     pub types: vk::PhysicalDeviceMemoryProperties,
     pub counter: AllocationCounter,
+    pub transfers: TransferCounter,
 }
 
 impl Memory {
@@ -174,6 +201,7 @@ impl Memory {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len());
             device.unmap_memory(buf.memory);
         }
+        self.transfers.uploaded(bytes.len());
         Ok(())
     }
 
@@ -191,6 +219,7 @@ impl Memory {
             std::ptr::copy_nonoverlapping(ptr.cast_const(), out.as_mut_ptr(), out.len());
             device.unmap_memory(buf.memory);
         }
+        self.transfers.downloaded(out.len());
         Ok(out)
     }
 
