@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use shared_state::tracing;
 use shared_state::{
-    Arg, Buffer, Call, DType, Engine, EngineContext, EngineError, ErrorKind, KernelSet, ModuleInfo,
-    Output, ResidentInfo, Scalar, Snapshot, Tensor, format_shape,
+    Arg, Buffer, Call, DType, DeviceHandle, DeviceSection, Engine, EngineContext, EngineError,
+    ErrorKind, KernelSet, ModuleInfo, Output, ResidentInfo, Scalar, Snapshot, Tensor, format_shape,
 };
 
 use crate::convention::Layout;
@@ -150,6 +150,11 @@ impl VulkanEngine {
             gpu,
         };
         if let Some(snapshot) = prior {
+            // Residents the previous version left on the device are
+            // imported, no byte copied.
+            for (name, section) in snapshot.take_device_with_prefix("resident/") {
+                engine.import_resident(&name, section)?;
+            }
             // Residents the host carried (another backend, a file, an
             // older version's host export) are uploaded.
             for (name, tensor) in snapshot.take_tensors_with_prefix("resident/") {
@@ -348,6 +353,48 @@ impl VulkanEngine {
         }
     }
 
+    /// Takes over a resident the previous version left on the device.
+    fn import_resident(&mut self, name: &str, section: DeviceSection) -> Result<(), EngineError> {
+        let here = self.gpu.handoff_identity();
+        if here != Some(section.device.as_str()) {
+            return Err(EngineError::new(
+                ErrorKind::State,
+                format!(
+                    "resident {name:?} was handed over on device {} and this engine runs on {}: \
+                     it cannot import it",
+                    section.device,
+                    here.unwrap_or("a device without VK_KHR_external_memory_fd")
+                ),
+            ));
+        }
+        let DeviceHandle::OpaqueFd(fd) = &section.handle;
+        // The section keeps its fd (it may be cloned); the import takes a
+        // duplicate.
+        let fd = fd.try_clone().map_err(|e| {
+            EngineError::internal(format!("duplicating the fd of resident {name:?}: {e}"))
+        })?;
+        let buffer =
+            self.gpu
+                .import_buffer(fd, section.bytes, section.allocation, section.memory_kind)?;
+        self.store(name, section.dtype, section.shape, buffer);
+        Ok(())
+    }
+
+    /// The sections every export has besides the residents: call counters
+    /// and the pipeline cache.
+    fn export_rest(&self, snapshot: &mut Snapshot) -> Result<(), EngineError> {
+        for (kernel, n) in &self.calls {
+            snapshot.insert_scalar(format!("counters/calls/{kernel}"), Scalar::I64(*n));
+        }
+        pipeline_cache::insert(
+            snapshot,
+            &self.gpu.identity,
+            self.gpu.pipeline_cache_data()?,
+            self.gpu.known_kernels(),
+        );
+        Ok(())
+    }
+
     fn download(&self, r: &Resident) -> Result<Tensor, EngineError> {
         let bytes = self.gpu.read(&r.buffer)?;
         tensor_from_bytes(r.dtype, r.shape.clone(), &bytes)
@@ -469,15 +516,46 @@ impl Engine for VulkanEngine {
             "vulkan state exported through the host: {} residents, {downloaded} bytes downloaded",
             self.residents.len()
         );
-        for (kernel, n) in &self.calls {
-            snapshot.insert_scalar(format!("counters/calls/{kernel}"), Scalar::I64(*n));
+        self.export_rest(&mut snapshot)?;
+        Ok(snapshot)
+    }
+
+    /// Residents stay on the device: each one's memory as an fd. Neither
+    /// engine writes a resident in place afterwards (inputs are read-only,
+    /// see `shaders::check_bindings`; a stored output gets a new buffer),
+    /// so the two share them safely.
+    fn export_handoff(&self) -> Result<Snapshot, EngineError> {
+        let Some(device) = self.gpu.handoff_identity() else {
+            return self.export_state();
+        };
+        let mut snapshot = Snapshot::new(env!("CARGO_PKG_NAME"), BACKEND);
+        let mut bytes = 0;
+        for (name, r) in &self.residents {
+            let fd = self.gpu.export_fd(&r.buffer)?;
+            bytes += r.buffer.len;
+            snapshot.insert_device(
+                format!("resident/{name}"),
+                DeviceSection {
+                    handle: DeviceHandle::OpaqueFd(Arc::new(fd)),
+                    bytes: r.buffer.len,
+                    allocation: r.buffer.allocated,
+                    memory_kind: r.buffer.memory_type,
+                    dtype: r.dtype,
+                    shape: r.shape.clone(),
+                    device: device.to_string(),
+                },
+            );
         }
-        pipeline_cache::insert(
-            &mut snapshot,
-            &self.gpu.identity,
-            self.gpu.pipeline_cache_data()?,
-            self.gpu.known_kernels(),
+        tracing::info!(
+            target: "kernel_vulkan",
+            label = %self.label,
+            residents = self.residents.len(),
+            bytes,
+            downloaded_bytes = 0,
+            "vulkan state handed over on the device: {} residents ({bytes} bytes), none copied through the host",
+            self.residents.len()
         );
+        self.export_rest(&mut snapshot)?;
         Ok(snapshot)
     }
 }

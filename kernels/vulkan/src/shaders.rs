@@ -204,6 +204,14 @@ pub fn check_bindings(
                     role.name()
                 )));
             };
+            // An input may be a resident shared with another version of
+            // the module (handed over on the device): never written.
+            if *role == Role::Input && access.contains(StorageAccess::STORE) {
+                return Err(err(format!(
+                    "{at}: input {tensor} must be var<storage, read>: inputs may be resident buffers \
+                     shared with another version, which a kernel never writes"
+                )));
+            }
             if *role != Role::Input && !access.contains(StorageAccess::STORE) {
                 return Err(err(format!(
                     "{at}: {} {tensor} must be var<storage, read_write>",

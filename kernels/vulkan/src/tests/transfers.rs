@@ -1,10 +1,14 @@
 //! What a swap copies between host and device, counted by the engine
 //! (`transfers/*` notes): on lavapipe device memory is host memory, so the
-//! tests count bytes rather than time them.
+//! tests count bytes rather than time them. A swap between versions
+//! (`export_handoff`) leaves the residents on the device; the host path
+//! (`export_state`: a backend switch, a checkpoint, `--state`) copies them.
 
-use shared_state::{Engine, Tensor};
+use shared_state::{Call, Engine, ErrorKind, Tensor};
 
-use kernel_conformance::support::{context, engine, engine_from, note};
+use kernel_conformance::support::{
+    SAXPY, context, context_with, declarations, engine, engine_from, note, saxpy_replaced,
+};
 use kernel_reference::test_values;
 
 use super::Vulkan;
@@ -45,4 +49,105 @@ fn a_host_export_downloads_every_resident_and_the_next_engine_uploads_it() {
             .unwrap()
             .bit_eq(&old.read_resident("weights").unwrap())
     );
+}
+
+/// The next version's engine, created from the old one's handoff.
+fn handed_over(test: &str, old: &VulkanEngine) -> VulkanEngine {
+    let mut snapshot = old.export_handoff().unwrap();
+    assert!(
+        snapshot.has_device_sections(),
+        "lavapipe exports opaque fds: the residents stay on the device"
+    );
+    let new = engine_from::<Vulkan>(test, context::<Vulkan>(test, &[]), Some(&mut snapshot))
+        .expect("a device for the old engine has one for the new");
+    assert!(snapshot.is_empty(), "left: {:?}", snapshot.section_names());
+    new
+}
+
+/// saxpy of `weights` with itself, stored over `into`.
+fn store_saxpy(engine: &mut VulkanEngine, into: &str) {
+    let call = Call::new(SAXPY)
+        .resident("weights")
+        .resident("weights")
+        .param("a", shared_state::Scalar::F64(2.0))
+        .store_as(into);
+    engine.run(call).unwrap();
+}
+
+#[test]
+fn a_swap_between_versions_moves_no_byte_through_the_host_and_keeps_the_state() {
+    let test = "transfers-handoff";
+    let Some(mut old) = with_resident(test) else {
+        return;
+    };
+    store_saxpy(&mut old, "sum");
+    let old_moved = transfers(&old);
+    let new = handed_over(test, &old);
+    assert_eq!(transfers(&old), old_moved, "the export copied nothing");
+    assert_eq!(transfers(&new), (0, 0), "the import copied nothing");
+    let (old_state, new_state) = (old.export_state().unwrap(), new.export_state().unwrap());
+    for name in ["resident/weights", "resident/sum", "counters/calls/saxpy"] {
+        assert_eq!(
+            old_state.get(name),
+            new_state.get(name),
+            "{name} is the same after the swap"
+        );
+    }
+    // The new version keeps the buffers after the old one is gone.
+    let weights = old.read_resident("weights").unwrap();
+    drop(old);
+    assert!(new.read_resident("weights").unwrap().bit_eq(&weights));
+}
+
+#[test]
+fn a_new_version_that_overwrites_a_resident_leaves_the_old_versions_bytes() {
+    let test = "transfers-overwrite";
+    let Some(old) = with_resident(test) else {
+        return;
+    };
+    let before = old.read_resident("weights").unwrap();
+    let mut new = handed_over(test, &old);
+    store_saxpy(&mut new, "weights");
+    let doubled = new.read_resident("weights").unwrap();
+    assert!(!doubled.bit_eq(&before), "the new version wrote its own");
+    // The new version fails its replay and is dropped: the old one serves
+    // on with its bytes as they were.
+    drop(new);
+    assert!(old.read_resident("weights").unwrap().bit_eq(&before));
+}
+
+#[test]
+fn a_shader_that_declares_an_input_writable_is_refused() {
+    let test = "transfers-writable-input";
+    let sources = saxpy_replaced::<Vulkan>(("var<storage, read> x", "var<storage, read_write> x"));
+    let ctx = context_with::<Vulkan>(test, &[], declarations(), sources);
+    let err = match VulkanEngine::create(ctx, None) {
+        Ok(_) => panic!("a writable input was accepted"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind, ErrorKind::BadCall, "{err}");
+    assert!(
+        err.message.contains("shaders/saxpy.wgsl")
+            && err.message.contains("must be var<storage, read>"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_handoff_to_another_device_is_refused_as_state() {
+    let test = "transfers-other-device";
+    let Some(old) = with_resident(test) else {
+        return;
+    };
+    let mut snapshot = old.export_handoff().unwrap();
+    let mut moved = snapshot.take_device_with_prefix("resident/");
+    let (name, mut section) = moved.pop().unwrap();
+    section.device = "device=00 driver=00".to_string();
+    snapshot.insert_device(format!("resident/{name}"), section);
+    let err = match VulkanEngine::create(context::<Vulkan>(test, &[]), Some(&mut snapshot)) {
+        Ok(_) => panic!("memory of another device was imported"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind, ErrorKind::State, "{err}");
+    assert!(err.message.contains("cannot import"), "{err}");
 }
