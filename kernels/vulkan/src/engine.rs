@@ -3,6 +3,7 @@
 //! per-kernel call counters, and the [`Gpu`] everything runs on. A call is
 //! dispatched from its declaration alone (see [`crate::convention`]).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,14 @@ struct Resident {
     dtype: DType,
     shape: Vec<usize>,
     buffer: DeviceBuffer,
+    /// The buffer's bytes in host memory, once uploaded from or downloaded
+    /// to there: no kernel writes a resident in place (inputs are
+    /// read-only, a stored output gets a new buffer), so it stays true
+    /// while the resident lives, and the next export shares its elements
+    /// instead of downloading again (a checkpoint of unchanged state copies
+    /// nothing: the worker's state marks see the same elements). Costs host
+    /// memory as large as the resident.
+    host: RefCell<Option<Tensor>>,
 }
 
 pub struct VulkanEngine {
@@ -338,14 +347,23 @@ impl VulkanEngine {
         }
     }
 
-    /// Stores `buffer` under `name`, freeing what was there.
-    fn store(&mut self, name: &str, dtype: DType, shape: Vec<usize>, buffer: DeviceBuffer) {
+    /// Stores `buffer` under `name` (with its bytes in host memory where
+    /// they are known), freeing what was there.
+    fn store(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: Vec<usize>,
+        buffer: DeviceBuffer,
+        host: Option<Tensor>,
+    ) {
         let old = self.residents.insert(
             name.to_string(),
             Resident {
                 dtype,
                 shape,
                 buffer,
+                host: RefCell::new(host),
             },
         );
         if let Some(old) = old {
@@ -376,7 +394,7 @@ impl VulkanEngine {
         let buffer =
             self.gpu
                 .import_buffer(fd, section.bytes, section.allocation, section.memory_kind)?;
-        self.store(name, section.dtype, section.shape, buffer);
+        self.store(name, section.dtype, section.shape, buffer, None);
         Ok(())
     }
 
@@ -395,9 +413,16 @@ impl VulkanEngine {
         Ok(())
     }
 
+    /// The resident's bytes in host memory: downloaded the first time
+    /// only (see [`Resident::host`]).
     fn download(&self, r: &Resident) -> Result<Tensor, EngineError> {
+        if let Some(t) = r.host.borrow().as_ref() {
+            return Ok(t.clone());
+        }
         let bytes = self.gpu.read(&r.buffer)?;
-        tensor_from_bytes(r.dtype, r.shape.clone(), &bytes)
+        let tensor = tensor_from_bytes(r.dtype, r.shape.clone(), &bytes)?;
+        *r.host.borrow_mut() = Some(tensor.clone());
+        Ok(tensor)
     }
 }
 
@@ -468,7 +493,7 @@ impl Engine for VulkanEngine {
             Produced::Downloaded(tensors) => Ok(Output::Values(tensors)),
             Produced::OnDevice(buffer, dtype, shape) => {
                 let name = call.store_as.expect("stored only when asked");
-                self.store(&name, dtype, shape.clone(), buffer);
+                self.store(&name, dtype, shape.clone(), buffer, None);
                 Ok(Output::Stored { name, shape })
             }
         }
@@ -481,7 +506,8 @@ impl Engine for VulkanEngine {
             self.gpu.free_buffer(buffer);
             return Err(e);
         }
-        self.store(name, tensor.dtype(), tensor.shape().to_vec(), buffer);
+        let (dtype, shape) = (tensor.dtype(), tensor.shape().to_vec());
+        self.store(name, dtype, shape, buffer, Some(tensor));
         Ok(())
     }
 

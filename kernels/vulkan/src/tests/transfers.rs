@@ -4,7 +4,7 @@
 //! (`export_handoff`) leaves the residents on the device; the host path
 //! (`export_state`: a backend switch, a checkpoint, `--state`) copies them.
 
-use shared_state::{Call, Engine, ErrorKind, Tensor};
+use shared_state::{Call, Engine, ErrorKind, Section, Tensor};
 
 use kernel_conformance::support::{
     SAXPY, context, context_with, declarations, engine, engine_from, note, saxpy_replaced,
@@ -34,21 +34,71 @@ fn with_resident(test: &str) -> Option<VulkanEngine> {
 }
 
 #[test]
-fn a_host_export_downloads_every_resident_and_the_next_engine_uploads_it() {
+fn a_host_export_downloads_what_the_host_lacks_and_the_next_engine_uploads_it() {
     let test = "transfers-host-export";
-    let Some(old) = with_resident(test) else {
+    let Some(mut old) = with_resident(test) else {
         return;
     };
+    // `weights` came from the host; `sum` was computed on the device.
+    store_saxpy(&mut old, "sum");
+    let before = transfers(&old);
     let mut snapshot = old.export_state().unwrap();
-    assert_eq!(transfers(&old), (BYTES, BYTES));
+    assert_eq!(
+        transfers(&old).1 - before.1,
+        BYTES,
+        "only the computed resident is downloaded"
+    );
     let new = engine_from::<Vulkan>(test, context::<Vulkan>(test, &[]), Some(&mut snapshot))
         .expect("a device for the old engine has one for the new");
-    assert_eq!(transfers(&new), (BYTES, 0));
-    assert!(
-        new.read_resident("weights")
-            .unwrap()
-            .bit_eq(&old.read_resident("weights").unwrap())
-    );
+    assert_eq!(transfers(&new), (2 * BYTES, 0), "both are uploaded");
+    for name in ["weights", "sum"] {
+        assert!(
+            new.read_resident(name)
+                .unwrap()
+                .bit_eq(&old.read_resident(name).unwrap())
+        );
+    }
+}
+
+#[test]
+fn an_export_of_unchanged_residents_downloads_nothing_and_shares_the_last_ones_elements() {
+    let test = "transfers-unchanged-export";
+    let Some(mut engine) = with_resident(test) else {
+        return;
+    };
+    store_saxpy(&mut engine, "sum");
+    let first = engine.export_state().unwrap();
+    let moved = transfers(&engine);
+    // A replay that stores nothing: its output is downloaded, no resident.
+    let out = engine
+        .run(
+            Call::new(SAXPY)
+                .resident("weights")
+                .resident("sum")
+                .param("a", shared_state::Scalar::F64(1.0)),
+        )
+        .unwrap();
+    assert_eq!(out.into_tensor().unwrap().byte_len() as i64, BYTES);
+    let after_call = transfers(&engine);
+    assert_eq!(after_call.1 - moved.1, BYTES, "the call's output only");
+    let second = engine.export_state().unwrap();
+    assert_eq!(transfers(&engine), after_call, "nothing moved");
+    for name in ["resident/weights", "resident/sum"] {
+        let (Some(Section::Tensor(a)), Some(Section::Tensor(b))) =
+            (first.get(name), second.get(name))
+        else {
+            panic!("{name} missing");
+        };
+        assert!(
+            a.data().mark().is(b.data()),
+            "{name}: the same elements, so a checkpoint sees it unchanged"
+        );
+    }
+    // A resident stored over is downloaded again, and only it.
+    store_saxpy(&mut engine, "sum");
+    let before = transfers(&engine);
+    engine.export_state().unwrap();
+    assert_eq!(transfers(&engine).1 - before.1, BYTES);
 }
 
 /// The next version's engine, created from the old one's handoff.
