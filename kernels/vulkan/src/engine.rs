@@ -557,7 +557,19 @@ impl Engine for VulkanEngine {
         let mut snapshot = Snapshot::new(env!("CARGO_PKG_NAME"), BACKEND);
         let mut bytes = 0;
         for (name, r) in &self.residents {
-            let fd = self.gpu.export_fd(&r.buffer)?;
+            let fd = match self.gpu.export_fd(&r.buffer) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    // This one goes through host memory; the rest stay.
+                    tracing::warn!(
+                        target: "kernel_vulkan",
+                        label = %self.label,
+                        "resident {name:?} cannot be handed over on the device ({e}): copied through host memory"
+                    );
+                    snapshot.insert_tensor(format!("resident/{name}"), self.download(r)?);
+                    continue;
+                }
+            };
             bytes += r.buffer.len;
             snapshot.insert_device(
                 format!("resident/{name}"),

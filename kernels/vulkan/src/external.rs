@@ -78,7 +78,10 @@ pub fn export_fd(
     // SAFETY: `memory` is live memory of this device, allocated exportable
     // as `HANDLE` (every allocation is, where the device supports it).
     let fd = unsafe { fd_device.get_memory_fd(&info) }?;
-    // SAFETY: vkGetMemoryFdKHR returns a new fd that the caller owns and
-    // nothing else closes.
+    if fd < 0 {
+        return Err(vk::Result::ERROR_INVALID_EXTERNAL_HANDLE);
+    }
+    // SAFETY: vkGetMemoryFdKHR returns a new fd (checked valid above) that
+    // the caller owns and nothing else closes.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -165,10 +165,13 @@ impl Memory {
         let mut import = vk::ImportMemoryFdInfoKHR::default()
             .handle_type(external::HANDLE)
             .fd(raw);
+        // Exportable again, for the swap after next.
+        let mut export = vk::ExportMemoryAllocateInfo::default().handle_types(external::HANDLE);
         let alloc = vk::MemoryAllocateInfo::default()
             .allocation_size(allocation)
             .memory_type_index(memory_type)
-            .push_next(&mut import);
+            .push_next(&mut import)
+            .push_next(&mut export);
         // SAFETY: `raw` is an opaque fd exported by the same physical device
         // and driver (the caller checked their UUIDs) with this size and
         // memory type; the import info outlives the call.
