@@ -3,7 +3,7 @@
 //! per-kernel call counters, and the [`Gpu`] everything runs on. A call is
 //! dispatched from its declaration alone (see [`crate::convention`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,9 @@ const BACKEND: &str = "vulkan";
 /// over the engine's life.
 pub const TO_DEVICE_NOTE: &str = "transfers/host_to_device_bytes";
 pub const TO_HOST_NOTE: &str = "transfers/device_to_host_bytes";
+/// Note with the bytes copied buffer to buffer on the device (a shared
+/// resident a kernel writes in place).
+pub const DEVICE_COPY_NOTE: &str = "transfers/device_copy_bytes";
 
 /// A named buffer kept on the device between calls, any dtype.
 struct Resident {
@@ -34,13 +37,17 @@ struct Resident {
     shape: Vec<usize>,
     buffer: DeviceBuffer,
     /// The buffer's bytes in host memory, once uploaded from or downloaded
-    /// to there: no kernel writes a resident in place (inputs are
-    /// read-only, a stored output gets a new buffer), so it stays true
-    /// while the resident lives, and the next export shares its elements
+    /// to there: dropped when a kernel may write the resident in place
+    /// (`before_writes`; a stored output gets a new resident), so it stays
+    /// true while it is here, and the next export shares its elements
     /// instead of downloading again (a checkpoint of unchanged state copies
     /// nothing: the worker's state marks see the same elements). Costs host
     /// memory as large as the resident.
     host: RefCell<Option<Tensor>>,
+    /// Its memory is also another version's (handed over on the device,
+    /// either way): never written in place (see
+    /// [`VulkanEngine::before_writes`]).
+    shared: Cell<bool>,
 }
 
 pub struct VulkanEngine {
@@ -364,6 +371,7 @@ impl VulkanEngine {
                 shape,
                 buffer,
                 host: RefCell::new(host),
+                shared: Cell::new(false),
             },
         );
         if let Some(old) = old {
@@ -395,6 +403,53 @@ impl VulkanEngine {
             self.gpu
                 .import_buffer(fd, section.bytes, section.allocation, section.memory_kind)?;
         self.store(name, section.dtype, section.shape, buffer, None);
+        if let Some(r) = self.residents.get(name) {
+            r.shared.set(true);
+        }
+        Ok(())
+    }
+
+    /// Readies the residents `call` may write in place (inputs its shader
+    /// declares `read_write`): their host copy is dropped, and one whose
+    /// memory another version shares is first copied on the device and
+    /// the copy becomes the resident, so the other version's bytes stay as
+    /// they were.
+    fn before_writes(&mut self, call: &Call) -> Result<(), EngineError> {
+        let Some(layout) = self.layouts.get(&call.kernel) else {
+            return Ok(());
+        };
+        let written: Vec<String> = layout
+            .written_inputs
+            .iter()
+            .filter_map(|&i| match call.args.get(i) {
+                Some(Arg::Resident(name)) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        for name in written {
+            // An unknown name is reported by `compute`.
+            let Some(r) = self.residents.get_mut(&name) else {
+                continue;
+            };
+            r.host.get_mut().take();
+            if !r.shared.get() {
+                continue;
+            }
+            let copy = self.gpu.create_buffer(r.buffer.len)?;
+            if let Err(e) = self.gpu.copy_buffer(&r.buffer, &copy) {
+                self.gpu.free_buffer(copy);
+                return Err(e);
+            }
+            let handed = std::mem::replace(&mut r.buffer, copy);
+            r.shared.set(false);
+            self.gpu.free_buffer(handed);
+            tracing::debug!(
+                target: "kernel_vulkan",
+                label = %self.label,
+                "resident {name:?} copied on the device before {} writes it: its memory is shared with another version",
+                call.kernel
+            );
+        }
         Ok(())
     }
 
@@ -455,6 +510,10 @@ impl Engine for VulkanEngine {
         let (to_device, to_host) = self.gpu.transfers();
         notes.insert(TO_DEVICE_NOTE.to_string(), Scalar::I64(to_device as i64));
         notes.insert(TO_HOST_NOTE.to_string(), Scalar::I64(to_host as i64));
+        notes.insert(
+            DEVICE_COPY_NOTE.to_string(),
+            Scalar::I64(self.gpu.device_copy_bytes() as i64),
+        );
         for (what, time) in &self.compile_times {
             notes.insert(
                 format!("compile_ms/{what}"),
@@ -484,6 +543,7 @@ impl Engine for VulkanEngine {
         if self.layouts.contains_key(&call.kernel) {
             self.gpu.ensure_kernel(&call.kernel)?;
         }
+        self.before_writes(&call)?;
         let produced = self.compute(&call)?;
         *self.calls.entry(call.kernel.clone()).or_insert(0) += 1;
         match produced {
@@ -547,9 +607,9 @@ impl Engine for VulkanEngine {
     }
 
     /// Residents stay on the device: each one's memory as an fd. Neither
-    /// engine writes a resident in place afterwards (inputs are read-only,
-    /// see `shaders::check_bindings`; a stored output gets a new buffer),
-    /// so the two share them safely.
+    /// engine writes shared memory afterwards (a stored output gets a new
+    /// buffer; a kernel that writes a resident input writes a device copy,
+    /// see `before_writes`), so the two share them safely.
     fn export_handoff(&self) -> Result<Snapshot, EngineError> {
         let Some(device) = self.gpu.handoff_identity() else {
             return self.export_state();
@@ -571,6 +631,7 @@ impl Engine for VulkanEngine {
                 }
             };
             bytes += r.buffer.len;
+            r.shared.set(true);
             snapshot.insert_device(
                 format!("resident/{name}"),
                 DeviceSection {

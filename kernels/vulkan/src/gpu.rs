@@ -40,6 +40,8 @@ pub struct Gpu {
     /// extension's functions.
     handoff: Option<(String, ash::khr::external_memory_fd::Device)>,
     memory: Memory,
+    /// Bytes copied buffer to buffer on the device ([`Gpu::copy_buffer`]).
+    device_copies: std::cell::Cell<u64>,
     /// Pipelines of every implemented kernel created so far, by name.
     kernels: BTreeMap<String, KernelPipelines>,
     /// Kernels known to build on this device (the previous engine built the
@@ -118,6 +120,7 @@ impl Gpu {
         let mut gpu = Gpu {
             identity,
             handoff,
+            device_copies: Default::default(),
             pending: BTreeMap::new(),
             known: BTreeSet::new(),
             created_eagerly: 0,
@@ -478,7 +481,72 @@ impl Gpu {
                 .end_command_buffer(cmd)
                 .map_err(|e| fail("vkEndCommandBuffer", e))?;
         }
-        let cmds = [cmd];
+        self.submit_and_wait()
+    }
+
+    /// Copies `src`'s bytes into `dst` on the device (no host memory
+    /// involved) and waits until the copy is visible to shaders and host.
+    pub fn copy_buffer(&self, src: &DeviceBuffer, dst: &DeviceBuffer) -> Result<(), EngineError> {
+        let size = src.len.max(4).next_multiple_of(4);
+        if size > dst.allocated {
+            return Err(EngineError::internal(format!(
+                "device copy of {size} bytes into a {}-byte buffer",
+                dst.allocated
+            )));
+        }
+        let fail = |what: &str, e: vk::Result| {
+            EngineError::internal(format!("Vulkan: {what} failed: {e:?}"))
+        };
+        let device = &self.device;
+        let cmd = self.command_buffer;
+        let begin = vk::CommandBufferBeginInfo::default()
+            .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
+        let region = vk::BufferCopy::default().size(size);
+        let barrier = vk::MemoryBarrier::default()
+            .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
+            .dst_access_mask(
+                vk::AccessFlags::SHADER_READ
+                    | vk::AccessFlags::SHADER_WRITE
+                    | vk::AccessFlags::HOST_READ,
+            );
+        // SAFETY: the command buffer is not pending (every submission is
+        // waited for); both buffers are live buffers of this device with
+        // transfer usage and at least `size` bytes; nothing else uses them.
+        unsafe {
+            device
+                .begin_command_buffer(cmd, &begin)
+                .map_err(|e| fail("vkBeginCommandBuffer", e))?;
+            device.cmd_copy_buffer(cmd, src.buffer, dst.buffer, &[region]);
+            device.cmd_pipeline_barrier(
+                cmd,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::PipelineStageFlags::COMPUTE_SHADER | vk::PipelineStageFlags::HOST,
+                vk::DependencyFlags::empty(),
+                &[barrier],
+                &[],
+                &[],
+            );
+            device
+                .end_command_buffer(cmd)
+                .map_err(|e| fail("vkEndCommandBuffer", e))?;
+        }
+        self.submit_and_wait()?;
+        self.device_copies.set(self.device_copies.get() + size);
+        Ok(())
+    }
+
+    /// Bytes copied from buffer to buffer on the device so far.
+    pub fn device_copy_bytes(&self) -> u64 {
+        self.device_copies.get()
+    }
+
+    /// Submits the recorded command buffer and waits for its fence.
+    fn submit_and_wait(&self) -> Result<(), EngineError> {
+        let fail = |what: &str, e: vk::Result| {
+            EngineError::internal(format!("Vulkan: {what} failed: {e:?}"))
+        };
+        let device = &self.device;
+        let cmds = [self.command_buffer];
         let submit = [vk::SubmitInfo::default().command_buffers(&cmds)];
         // SAFETY: the command buffer is fully recorded; the fence is
         // unsignaled (reset after every wait) and not in use.

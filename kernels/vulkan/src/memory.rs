@@ -203,8 +203,9 @@ impl Memory {
             vk::ExternalMemoryBufferCreateInfo::default().handle_types(external::HANDLE);
         let mut info = vk::BufferCreateInfo::default()
             .size(size)
-            // Every buffer can be bound either way: storage for tensors,
-            // uniform for a call's block of dims and parameters.
+            // Every buffer can be bound either way (storage for tensors,
+            // uniform for a call's block of dims and parameters) and copied
+            // on the device.
             .usage(external::USAGE)
             .sharing_mode(vk::SharingMode::EXCLUSIVE);
         if self.external {

@@ -7,12 +7,12 @@
 use shared_state::{Call, Engine, ErrorKind, Section, Tensor};
 
 use kernel_conformance::support::{
-    SAXPY, context, context_with, declarations, engine, engine_from, note, saxpy_replaced,
+    SAXPY, context, context_with, declarations, edited, engine, engine_from, note,
 };
 use kernel_reference::test_values;
 
 use super::Vulkan;
-use crate::engine::{TO_DEVICE_NOTE, TO_HOST_NOTE, VulkanEngine};
+use crate::engine::{DEVICE_COPY_NOTE, TO_DEVICE_NOTE, TO_HOST_NOTE, VulkanEngine};
 
 /// Elements of the resident the tests hand over (256 KiB of f32).
 const N: usize = 1 << 16;
@@ -166,21 +166,76 @@ fn a_new_version_that_overwrites_a_resident_leaves_the_old_versions_bytes() {
     assert!(old.read_resident("weights").unwrap().bit_eq(&before));
 }
 
+/// Saxpy's sources with a shader that also writes 90 over every `x[i]` it
+/// reads (`x` declared `read_write`).
+fn scribbling_saxpy() -> Vec<shared_state::SourceFile> {
+    edited::<Vulkan>(SAXPY, |text| {
+        text.replace("var<storage, read> x", "var<storage, read_write> x")
+            .replace(
+                "out[i] = a * x[i] + y[i];",
+                "out[i] = a * x[i] + y[i]; x[i] = 90.0;",
+            )
+    })
+}
+
+/// Runs saxpy(weights, weights), the output returned.
+fn saxpy_in_place(engine: &mut VulkanEngine) {
+    let call = Call::new(SAXPY)
+        .resident("weights")
+        .resident("weights")
+        .param("a", shared_state::Scalar::F64(1.0));
+    engine.run(call).unwrap();
+}
+
 #[test]
-fn a_shader_that_declares_an_input_writable_is_refused() {
-    let test = "transfers-writable-input";
-    let sources = saxpy_replaced::<Vulkan>(("var<storage, read> x", "var<storage, read_write> x"));
-    let ctx = context_with::<Vulkan>(test, &[], declarations(), sources);
-    let err = match VulkanEngine::create(ctx, None) {
-        Ok(_) => panic!("a writable input was accepted"),
-        Err(e) => e,
+fn a_new_version_that_writes_a_shared_resident_in_place_writes_a_device_copy() {
+    let test = "transfers-in-place";
+    let Some(old) = with_resident(test) else {
+        return;
     };
-    assert_eq!(err.kind, ErrorKind::BadCall, "{err}");
-    assert!(
-        err.message.contains("shaders/saxpy.wgsl")
-            && err.message.contains("must be var<storage, read>"),
-        "{err}"
+    let before = old.read_resident("weights").unwrap();
+    let mut snapshot = old.export_handoff().unwrap();
+    let ctx = context_with::<Vulkan>(test, &[], declarations(), scribbling_saxpy());
+    let mut new = engine_from::<Vulkan>(test, ctx, Some(&mut snapshot)).unwrap();
+    saxpy_in_place(&mut new);
+    assert_eq!(
+        note(&new, DEVICE_COPY_NOTE),
+        BYTES,
+        "copied once, on the device"
     );
+    let written = new.read_resident("weights").unwrap();
+    assert!(
+        written.as_f32().unwrap().iter().all(|&v| v == 90.0),
+        "the new version's writes reach its own resident"
+    );
+    // Its second call writes its own copy: no second device copy.
+    saxpy_in_place(&mut new);
+    assert_eq!(note(&new, DEVICE_COPY_NOTE), BYTES);
+    drop(new);
+    assert!(
+        old.read_resident("weights").unwrap().bit_eq(&before),
+        "the old version's bytes are as they were"
+    );
+    assert_eq!(note(&old, DEVICE_COPY_NOTE), 0);
+}
+
+#[test]
+fn a_kernel_that_writes_a_resident_in_place_drops_its_host_copy() {
+    let test = "transfers-in-place-host-copy";
+    let ctx = context_with::<Vulkan>(test, &[], declarations(), scribbling_saxpy());
+    let Some(mut engine) = engine_from::<Vulkan>(test, ctx, None) else {
+        return;
+    };
+    engine
+        .put_resident("weights", Tensor::from_f32(&[N], test_values(N, 5)))
+        .unwrap();
+    saxpy_in_place(&mut engine);
+    let exported = engine.export_state().unwrap();
+    let Some(Section::Tensor(t)) = exported.get("resident/weights") else {
+        panic!("no weights");
+    };
+    assert!(t.as_f32().unwrap().iter().all(|&v| v == 90.0), "not stale");
+    assert_eq!(note(&engine, DEVICE_COPY_NOTE), 0, "nothing shared");
 }
 
 #[test]
