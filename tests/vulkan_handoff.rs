@@ -196,3 +196,34 @@ fn a_switch_to_the_cpu_module_carries_the_state_through_host_memory() {
     }
     assert!(served.handle().read_resident("y").unwrap().bit_eq(&y));
 }
+
+/// The interleaved timing runs the old and the new version at once, each
+/// on its own engine thread: each engine has its own device, queue,
+/// command pool and fence, and the memory they share is only read.
+#[test]
+fn old_and_new_versions_run_at_once_on_the_shared_buffers() {
+    if !vulkan_present() {
+        return;
+    }
+    let stage = staging("vulkan-handoff-interleaved");
+    let served = served_with_residents(&stage);
+    let (_, old) = served.swap_keeping_old(load_fresh(&stage, VULKAN)).unwrap();
+    let call = || {
+        Call::new("saxpy")
+            .resident("x")
+            .resident("y")
+            .param("a", Scalar::F64(0.25))
+    };
+    let want = old.run(call()).unwrap();
+    std::thread::scope(|s| {
+        let old_side = s.spawn(|| {
+            for _ in 0..6 {
+                assert_eq!(old.run(call()).unwrap(), want);
+            }
+        });
+        for _ in 0..6 {
+            assert_eq!(served.call(call()).unwrap(), want);
+        }
+        old_side.join().unwrap();
+    });
+}
