@@ -163,6 +163,7 @@ impl ServedModule {
         let bytes = snapshot.byte_len();
         let import_start = Instant::now();
         let on_device = snapshot.has_device_sections();
+        let mut device_bytes: u64 = snapshot.device_sections().map(|(_, d)| d.bytes).sum();
         let started = match EngineHandle::start(module.clone(), &self.options, Some(snapshot)) {
             // The new engine cannot import the device's buffers (another
             // device or driver): hand the state over through host memory.
@@ -173,6 +174,7 @@ impl ServedModule {
                     "{to} cannot take {from}'s buffers on the device ({error}); handing them over through host memory"
                 );
                 let snapshot = current.export_state().map_err(export_error)?;
+                device_bytes = 0;
                 EngineHandle::start(module, &self.options, Some(snapshot))
             }
             other => other,
@@ -206,13 +208,17 @@ impl ServedModule {
                 bytes: report.bytes as u64,
                 ms: report.export_ms + report.import_ms,
             },
-            "handoff {} -> {}: {} in {:.1} ms (export {:.1}, import {:.1}); {}",
+            "handoff {} -> {}: {} in {:.1} ms (export {:.1}, import {:.1}){}; {}",
             report.from,
             report.to,
             bytes::human(report.bytes as u64),
             report.export_ms + report.import_ms,
             report.export_ms,
             report.import_ms,
+            match device_bytes {
+                0 => String::new(),
+                n => format!(", {} of it left on the device", bytes::human(n)),
+            },
             report.import
         );
         if !report.import.dropped.is_empty() {
