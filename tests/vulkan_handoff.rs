@@ -227,3 +227,56 @@ fn old_and_new_versions_run_at_once_on_the_shared_buffers() {
         old_side.join().unwrap();
     });
 }
+
+/// Through a real worker process: a checkpoint of residents nothing
+/// changed is seen unchanged (the export shares the last one's elements,
+/// no download); a replay changes only the call counters; a swap hands the
+/// residents over on the device and keeps the state hash.
+#[test]
+fn a_vulkan_workers_checkpoints_after_unchanged_replays_and_swaps() {
+    if !vulkan_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut workload = kiln::workload::Workload::new("vulkan-resident");
+    workload.load(
+        "x",
+        Tensor::from_f32(&[1 << 18], (0..1 << 18).map(|i| i as f32).collect()),
+    );
+    workload.call(
+        Call::new("saxpy")
+            .resident("x")
+            .resident("x")
+            .param("a", Scalar::F64(2.0)),
+        None,
+    );
+    let file = dir.path().join("resident.kiln");
+    kiln::workload::write(&workload, &file).expect("write workload");
+    let artifact = module_artifact(VULKAN);
+    let stage = staging("vulkan-handoff-worker");
+    let options = kiln_e2e::misbehaving::worker_options(file, None);
+    let mut engine = kiln::isolation::isolated::IsolatedEngine::new(options, None).unwrap();
+    let staged = stage.stage(VULKAN, &artifact).expect("stage");
+    engine
+        .start(&staged, kiln::worker::protocol::StateSource::Empty)
+        .expect("worker");
+    engine.load_workload_state().expect("load");
+    let first = engine.take_checkpoint().expect("checkpoint");
+    assert!(!first.unchanged, "the first checkpoint is written");
+    let again = engine.take_checkpoint().expect("checkpoint");
+    assert!(again.unchanged, "{again:?}");
+
+    let replay = engine.replay(None).expect("replay");
+    assert!(replay.passed(), "{}", replay.table.render());
+    let counted = engine.take_checkpoint().expect("checkpoint");
+    assert_ne!(counted.hash, first.hash, "the saxpy counter moved");
+    let again = engine.take_checkpoint().expect("checkpoint");
+    assert!(again.unchanged, "{again:?}");
+
+    let v2 = stage.stage(VULKAN, &artifact).expect("stage");
+    engine.swap(&v2, false).expect("swap");
+    let after_swap = engine.take_checkpoint().expect("checkpoint");
+    assert_eq!(after_swap.hash, counted.hash, "the state crossed the swap");
+    let again = engine.take_checkpoint().expect("checkpoint");
+    assert!(again.unchanged, "{again:?}");
+}
