@@ -24,7 +24,8 @@ pub const USAGE: vk::BufferUsageFlags = vk::BufferUsageFlags::from_raw(
 /// The device extension to enable where [`supported`].
 pub const EXTENSION: &std::ffi::CStr = ash::khr::external_memory_fd::NAME;
 
-/// Whether `physical` (Vulkan 1.1 or later) has the extension and can both
+/// Whether `physical` has the extension (`api`: the lower of the
+/// instance's and the device's versions, 1.1 or later) and can both
 /// export and import storage buffers as opaque fds without dedicated
 /// allocations.
 pub fn supported(instance: &ash::Instance, physical: vk::PhysicalDevice, api: u32) -> bool {

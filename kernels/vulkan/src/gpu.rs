@@ -72,8 +72,10 @@ impl Gpu {
         let opened = instance::choose_device(&found.devices, wanted).and_then(|i| {
             let physical = found.devices[i].physical;
             // SAFETY: `physical` belongs to the live instance.
-            let api =
+            let device_api =
                 unsafe { found.instance.get_physical_device_properties(physical) }.api_version;
+            // The instance's functions and the device both must be 1.1+.
+            let api = device_api.min(found.api);
             let external = external::supported(&found.instance, physical, api);
             open_device(&found.instance, &found.devices[i], external).map(|d| (i, d, external))
         });
