@@ -223,6 +223,18 @@ pub trait Engine {
     /// (no copy: [`crate::Shared`]); whoever writes them later writes its
     /// own copy, so export by clone.
     fn export_state(&self) -> Result<Snapshot, EngineError>;
+    /// Export the state for the next version of the same module, started
+    /// in this process while this engine is alive: resident buffers may be
+    /// left on the device ([`crate::DeviceSection`], handles and sizes, no
+    /// copy through host memory). Like [`Engine::export_state`] it leaves
+    /// the engine unchanged and serving; buffers it hands over are shared
+    /// from then on, so neither engine writes them in place. The host asks
+    /// for it only for a swap between versions of one module; a switch of
+    /// backend, a checkpoint and `--state` take [`Engine::export_state`].
+    /// By default the same as [`Engine::export_state`].
+    fn export_handoff(&self) -> Result<Snapshot, EngineError> {
+        self.export_state()
+    }
 }
 
 /// Starts threads on behalf of a module. Implemented by the host: a module

@@ -265,6 +265,10 @@ impl<E: Engine> Engine for Guarded<E> {
     fn export_state(&self) -> Result<Snapshot, EngineError> {
         guard(|| self.inner.export_state())
     }
+
+    fn export_handoff(&self) -> Result<Snapshot, EngineError> {
+        guard(|| self.inner.export_handoff())
+    }
 }
 
 impl<E: Engine> Drop for Guarded<E> {

@@ -7,6 +7,7 @@
 //! kernel: kernels are declared as data under `kernels/declarations/`.
 
 pub mod decl;
+pub mod device_section;
 pub mod engine;
 pub mod export;
 pub mod expr;
@@ -18,6 +19,7 @@ pub use decl::{
     BindError, Bound, GPU_STUB_MARKER, KernelDecl, KernelSet, LaunchDecl, ParamDecl, PassDecl,
     SourceFile, TensorDecl, ToleranceDecl, TunableDecl, WorkDecl,
 };
+pub use device_section::{DeviceHandle, DeviceSection};
 pub use engine::{
     Arg, Call, Created, DeviceInfo, Engine, EngineContext, EngineError, ErrorKind, ModuleInfo,
     Output, ResidentInfo, ThreadSpawner,

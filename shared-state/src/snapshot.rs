@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::device_section::DeviceSection;
 use crate::tensor::Tensor;
 
 /// Version of the snapshot layout (sections and their kinds).
@@ -102,6 +103,9 @@ pub struct Snapshot {
     /// The backend it came from (`cpu`, `vulkan`, `cuda`).
     pub backend: String,
     sections: BTreeMap<String, Section>,
+    /// Sections left on the device ([`crate::Engine::export_handoff`]):
+    /// not among [`Snapshot::sections`], so never written or hashed.
+    device: BTreeMap<String, DeviceSection>,
     taken: Vec<String>,
 }
 
@@ -117,6 +121,7 @@ impl Snapshot {
             module: module.to_string(),
             backend: backend.to_string(),
             sections: BTreeMap::new(),
+            device: BTreeMap::new(),
             taken: Vec::new(),
         }
     }
@@ -185,13 +190,52 @@ impl Snapshot {
             .collect()
     }
 
-    /// Sections still present, in name order.
+    /// Adds a section left on the device (see [`DeviceSection`]).
+    pub fn insert_device(&mut self, name: impl Into<String>, section: DeviceSection) {
+        self.device.insert(name.into(), section);
+    }
+
+    /// Moves out every device section whose name starts with `prefix`,
+    /// recording them as taken: `(name without prefix, section)`.
+    pub fn take_device_with_prefix(&mut self, prefix: &str) -> Vec<(String, DeviceSection)> {
+        let names: Vec<String> = self
+            .device
+            .keys()
+            .filter(|n| n.starts_with(prefix))
+            .cloned()
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|n| {
+                let section = self.device.remove(&n)?;
+                self.taken.push(n.clone());
+                Some((n[prefix.len()..].to_string(), section))
+            })
+            .collect()
+    }
+
+    /// Sections still on the device, in name order.
+    pub fn device_sections(&self) -> impl Iterator<Item = (&str, &DeviceSection)> {
+        self.device.iter().map(|(n, s)| (n.as_str(), s))
+    }
+
+    /// Whether any section is still on the device: such a snapshot only
+    /// goes to the next version of the same module, never to a file.
+    pub fn has_device_sections(&self) -> bool {
+        !self.device.is_empty()
+    }
+
+    /// Sections still present (not those on the device), in name order.
     pub fn sections(&self) -> impl Iterator<Item = (&str, &Section)> {
         self.sections.iter().map(|(n, s)| (n.as_str(), s))
     }
 
+    /// Names of every section still present, those on the device too.
     pub fn section_names(&self) -> Vec<String> {
-        self.sections.keys().cloned().collect()
+        let mut names: Vec<String> = self.sections.keys().cloned().collect();
+        names.extend(self.device.keys().cloned());
+        names.sort();
+        names
     }
 
     /// Names taken so far with [`Snapshot::take`] and friends.
@@ -200,21 +244,28 @@ impl Snapshot {
     }
 
     pub fn len(&self) -> usize {
-        self.sections.len()
+        self.sections.len() + self.device.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sections.is_empty()
+        self.sections.is_empty() && self.device.is_empty()
     }
 
-    /// Total payload bytes (tensor data, scalars count 8 bytes).
+    /// Total payload bytes (tensor data, scalars count 8 bytes, device
+    /// sections their data's bytes, which stay on the device).
     pub fn byte_len(&self) -> usize {
-        self.sections.values().map(Section::byte_len).sum()
+        self.sections.values().map(Section::byte_len).sum::<usize>()
+            + self
+                .device
+                .values()
+                .map(|d| d.bytes as usize)
+                .sum::<usize>()
     }
 
     /// Same sections with the same bytes (tensors compared bit for bit).
     pub fn bit_eq(&self, other: &Snapshot) -> bool {
-        self.sections.len() == other.sections.len()
+        self.device == other.device
+            && self.sections.len() == other.sections.len()
             && self
                 .sections
                 .iter()

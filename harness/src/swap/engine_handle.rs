@@ -326,6 +326,12 @@ impl EngineHandle {
     pub fn export_state(&self) -> Result<Snapshot, CallError> {
         self.exec(|e| e.export_state())
     }
+
+    /// Exports this version's state for the next version of the same
+    /// module: buffers may stay on the device (`Engine::export_handoff`).
+    pub fn export_handoff(&self) -> Result<Snapshot, CallError> {
+        self.exec(|e| e.export_handoff())
+    }
 }
 
 impl Drop for Version {

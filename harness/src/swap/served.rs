@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use kiln_stats::bytes;
-use shared_state::{Call, ImportReport, Output, Snapshot};
+use shared_state::{Call, ErrorKind, ImportReport, Output, Snapshot};
 
 use crate::events::{self, emit};
 use crate::swap::engine_handle::{CallError, EngineHandle, EngineOptions};
@@ -146,23 +146,44 @@ impl ServedModule {
         let paused = Instant::now();
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         let from = current.label().to_string();
+        // A new version of the same module may take the buffers on the
+        // device; another module (a backend switch) gets them in host memory.
+        let same_module = current.module().staged.module == module.staged.module;
+        let export_error = |error| SwapError::Export {
+            from: from.clone(),
+            to: to.clone(),
+            error,
+        };
         let snapshot = match state {
             Some(state) => state,
-            None => current.export_state().map_err(|error| SwapError::Export {
-                from: from.clone(),
-                to: to.clone(),
-                error,
-            })?,
+            None if same_module => current.export_handoff().map_err(export_error)?,
+            None => current.export_state().map_err(export_error)?,
         };
         let export_ms = paused.elapsed().as_secs_f64() * 1e3;
         let bytes = snapshot.byte_len();
         let import_start = Instant::now();
-        let (new_handle, import) = EngineHandle::start(module, &self.options, Some(snapshot))
-            .map_err(|error| SwapError::Create {
-                from: from.clone(),
-                to: to.clone(),
-                error,
-            })?;
+        let on_device = snapshot.has_device_sections();
+        let mut device_bytes: u64 = snapshot.device_sections().map(|(_, d)| d.bytes).sum();
+        let started = match EngineHandle::start(module.clone(), &self.options, Some(snapshot)) {
+            // The new engine cannot import the device's buffers (another
+            // device or driver): hand the state over through host memory.
+            Err(error)
+                if on_device && error.engine_error().map(|e| e.kind) == Some(ErrorKind::State) =>
+            {
+                tracing::warn!(
+                    "{to} cannot take {from}'s buffers on the device ({error}); handing them over through host memory"
+                );
+                let snapshot = current.export_state().map_err(export_error)?;
+                device_bytes = 0;
+                EngineHandle::start(module, &self.options, Some(snapshot))
+            }
+            other => other,
+        };
+        let (new_handle, import) = started.map_err(|error| SwapError::Create {
+            from: from.clone(),
+            to: to.clone(),
+            error,
+        })?;
         let import_ms = import_start.elapsed().as_secs_f64() * 1e3;
         let new_version = new_handle.module().staged.version;
         let old = std::mem::replace(&mut *current, new_handle);
@@ -187,13 +208,17 @@ impl ServedModule {
                 bytes: report.bytes as u64,
                 ms: report.export_ms + report.import_ms,
             },
-            "handoff {} -> {}: {} in {:.1} ms (export {:.1}, import {:.1}); {}",
+            "handoff {} -> {}: {} in {:.1} ms (export {:.1}, import {:.1}){}; {}",
             report.from,
             report.to,
             bytes::human(report.bytes as u64),
             report.export_ms + report.import_ms,
             report.export_ms,
             report.import_ms,
+            match device_bytes {
+                0 => String::new(),
+                n => format!(", {} of it left on the device", bytes::human(n)),
+            },
             report.import
         );
         if !report.import.dropped.is_empty() {

@@ -83,6 +83,10 @@ pub struct Layout {
     pub storage: Vec<(Role, TensorDecl)>,
     /// The uniform block's fields, in order.
     pub fields: Vec<Field>,
+    /// Inputs (by index) the shader declares `read_write`: a resident
+    /// bound there is written in place, so one shared with another
+    /// version is first copied on the device (see the engine's `run`).
+    pub written_inputs: Vec<usize>,
 }
 
 /// Bytes of one uniform field.
@@ -127,7 +131,11 @@ impl Layout {
                 });
             }
         }
-        Layout { storage, fields }
+        Layout {
+            storage,
+            fields,
+            written_inputs: Vec::new(),
+        }
     }
 
     /// The binding of the uniform block (after every storage binding).

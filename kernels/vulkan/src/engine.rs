@@ -3,14 +3,15 @@
 //! per-kernel call counters, and the [`Gpu`] everything runs on. A call is
 //! dispatched from its declaration alone (see [`crate::convention`]).
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use shared_state::tracing;
 use shared_state::{
-    Arg, Buffer, Call, DType, Engine, EngineContext, EngineError, ErrorKind, KernelSet, ModuleInfo,
-    Output, ResidentInfo, Scalar, Snapshot, Tensor, format_shape,
+    Arg, Buffer, Call, DType, DeviceHandle, DeviceSection, Engine, EngineContext, EngineError,
+    ErrorKind, KernelSet, ModuleInfo, Output, ResidentInfo, Scalar, Snapshot, Tensor, format_shape,
 };
 
 use crate::convention::Layout;
@@ -22,11 +23,31 @@ use crate::shaders;
 
 const BACKEND: &str = "vulkan";
 
+/// Notes (`info`) with the bytes copied host -> device and device -> host
+/// over the engine's life.
+pub const TO_DEVICE_NOTE: &str = "transfers/host_to_device_bytes";
+pub const TO_HOST_NOTE: &str = "transfers/device_to_host_bytes";
+/// Note with the bytes copied buffer to buffer on the device (a shared
+/// resident a kernel writes in place).
+pub const DEVICE_COPY_NOTE: &str = "transfers/device_copy_bytes";
+
 /// A named buffer kept on the device between calls, any dtype.
 struct Resident {
     dtype: DType,
     shape: Vec<usize>,
     buffer: DeviceBuffer,
+    /// The buffer's bytes in host memory, once uploaded from or downloaded
+    /// to there: dropped when a kernel may write the resident in place
+    /// (`before_writes`; a stored output gets a new resident), so it stays
+    /// true while it is here, and the next export shares its elements
+    /// instead of downloading again (a checkpoint of unchanged state copies
+    /// nothing: the worker's state marks see the same elements). Costs host
+    /// memory as large as the resident.
+    host: RefCell<Option<Tensor>>,
+    /// Its memory is also another version's (handed over on the device,
+    /// either way): never written in place (see
+    /// [`VulkanEngine::before_writes`]).
+    shared: Cell<bool>,
 }
 
 pub struct VulkanEngine {
@@ -145,6 +166,13 @@ impl VulkanEngine {
             gpu,
         };
         if let Some(snapshot) = prior {
+            // Residents the previous version left on the device are
+            // imported, no byte copied.
+            for (name, section) in snapshot.take_device_with_prefix("resident/") {
+                engine.import_resident(&name, section)?;
+            }
+            // Residents the host carried (another backend, a file, an
+            // older version's host export) are uploaded.
             for (name, tensor) in snapshot.take_tensors_with_prefix("resident/") {
                 engine.put_resident(&name, tensor)?;
             }
@@ -170,12 +198,15 @@ impl VulkanEngine {
             pipelines_created = engine.gpu.created_eagerly,
             pipelines_deferred = engine.gpu.deferred(),
             pipeline_cache_bytes = handoff.blob.as_ref().map_or(0, Vec::len),
-            "vulkan engine created on {} ({}): {} kernels, {} built now, {} unchanged ones at their first call",
+            uploaded_bytes = engine.gpu.transfers().0,
+            "vulkan engine created on {} ({}): {} kernels, {} built now, {} unchanged ones at their first call; {} residents, {} bytes uploaded",
             d.name,
             d.driver,
             engine.layouts.len(),
             engine.gpu.created_eagerly,
-            engine.gpu.deferred()
+            engine.gpu.deferred(),
+            engine.residents.len(),
+            engine.gpu.transfers().0
         );
         Ok((engine, Vec::new()))
     }
@@ -323,14 +354,24 @@ impl VulkanEngine {
         }
     }
 
-    /// Stores `buffer` under `name`, freeing what was there.
-    fn store(&mut self, name: &str, dtype: DType, shape: Vec<usize>, buffer: DeviceBuffer) {
+    /// Stores `buffer` under `name` (with its bytes in host memory where
+    /// they are known), freeing what was there.
+    fn store(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: Vec<usize>,
+        buffer: DeviceBuffer,
+        host: Option<Tensor>,
+    ) {
         let old = self.residents.insert(
             name.to_string(),
             Resident {
                 dtype,
                 shape,
                 buffer,
+                host: RefCell::new(host),
+                shared: Cell::new(false),
             },
         );
         if let Some(old) = old {
@@ -338,9 +379,105 @@ impl VulkanEngine {
         }
     }
 
+    /// Takes over a resident the previous version left on the device.
+    fn import_resident(&mut self, name: &str, section: DeviceSection) -> Result<(), EngineError> {
+        let here = self.gpu.handoff_identity();
+        if here != Some(section.device.as_str()) {
+            return Err(EngineError::new(
+                ErrorKind::State,
+                format!(
+                    "resident {name:?} was handed over on device {} and this engine runs on {}: \
+                     it cannot import it",
+                    section.device,
+                    here.unwrap_or("a device without VK_KHR_external_memory_fd")
+                ),
+            ));
+        }
+        let DeviceHandle::OpaqueFd(fd) = &section.handle;
+        // The section keeps its fd (it may be cloned); the import takes a
+        // duplicate.
+        let fd = fd.try_clone().map_err(|e| {
+            EngineError::internal(format!("duplicating the fd of resident {name:?}: {e}"))
+        })?;
+        let buffer =
+            self.gpu
+                .import_buffer(fd, section.bytes, section.allocation, section.memory_kind)?;
+        self.store(name, section.dtype, section.shape, buffer, None);
+        if let Some(r) = self.residents.get(name) {
+            r.shared.set(true);
+        }
+        Ok(())
+    }
+
+    /// Readies the residents `call` may write in place (inputs its shader
+    /// declares `read_write`): their host copy is dropped, and one whose
+    /// memory another version shares is first copied on the device and
+    /// the copy becomes the resident, so the other version's bytes stay as
+    /// they were.
+    fn before_writes(&mut self, call: &Call) -> Result<(), EngineError> {
+        let Some(layout) = self.layouts.get(&call.kernel) else {
+            return Ok(());
+        };
+        let written: Vec<String> = layout
+            .written_inputs
+            .iter()
+            .filter_map(|&i| match call.args.get(i) {
+                Some(Arg::Resident(name)) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        for name in written {
+            // An unknown name is reported by `compute`.
+            let Some(r) = self.residents.get_mut(&name) else {
+                continue;
+            };
+            r.host.get_mut().take();
+            if !r.shared.get() {
+                continue;
+            }
+            let copy = self.gpu.create_buffer(r.buffer.len)?;
+            if let Err(e) = self.gpu.copy_buffer(&r.buffer, &copy) {
+                self.gpu.free_buffer(copy);
+                return Err(e);
+            }
+            let handed = std::mem::replace(&mut r.buffer, copy);
+            r.shared.set(false);
+            self.gpu.free_buffer(handed);
+            tracing::debug!(
+                target: "kernel_vulkan",
+                label = %self.label,
+                "resident {name:?} copied on the device before {} writes it: its memory is shared with another version",
+                call.kernel
+            );
+        }
+        Ok(())
+    }
+
+    /// The sections every export has besides the residents: call counters
+    /// and the pipeline cache.
+    fn export_rest(&self, snapshot: &mut Snapshot) -> Result<(), EngineError> {
+        for (kernel, n) in &self.calls {
+            snapshot.insert_scalar(format!("counters/calls/{kernel}"), Scalar::I64(*n));
+        }
+        pipeline_cache::insert(
+            snapshot,
+            &self.gpu.identity,
+            self.gpu.pipeline_cache_data()?,
+            self.gpu.known_kernels(),
+        );
+        Ok(())
+    }
+
+    /// The resident's bytes in host memory: downloaded the first time
+    /// only (see [`Resident::host`]).
     fn download(&self, r: &Resident) -> Result<Tensor, EngineError> {
+        if let Some(t) = r.host.borrow().as_ref() {
+            return Ok(t.clone());
+        }
         let bytes = self.gpu.read(&r.buffer)?;
-        tensor_from_bytes(r.dtype, r.shape.clone(), &bytes)
+        let tensor = tensor_from_bytes(r.dtype, r.shape.clone(), &bytes)?;
+        *r.host.borrow_mut() = Some(tensor.clone());
+        Ok(tensor)
     }
 }
 
@@ -370,6 +507,13 @@ impl Engine for VulkanEngine {
         for (kernel, n) in &self.calls {
             notes.insert(format!("counters/calls/{kernel}"), Scalar::I64(*n));
         }
+        let (to_device, to_host) = self.gpu.transfers();
+        notes.insert(TO_DEVICE_NOTE.to_string(), Scalar::I64(to_device as i64));
+        notes.insert(TO_HOST_NOTE.to_string(), Scalar::I64(to_host as i64));
+        notes.insert(
+            DEVICE_COPY_NOTE.to_string(),
+            Scalar::I64(self.gpu.device_copy_bytes() as i64),
+        );
         for (what, time) in &self.compile_times {
             notes.insert(
                 format!("compile_ms/{what}"),
@@ -399,6 +543,7 @@ impl Engine for VulkanEngine {
         if self.layouts.contains_key(&call.kernel) {
             self.gpu.ensure_kernel(&call.kernel)?;
         }
+        self.before_writes(&call)?;
         let produced = self.compute(&call)?;
         *self.calls.entry(call.kernel.clone()).or_insert(0) += 1;
         match produced {
@@ -408,7 +553,7 @@ impl Engine for VulkanEngine {
             Produced::Downloaded(tensors) => Ok(Output::Values(tensors)),
             Produced::OnDevice(buffer, dtype, shape) => {
                 let name = call.store_as.expect("stored only when asked");
-                self.store(&name, dtype, shape.clone(), buffer);
+                self.store(&name, dtype, shape.clone(), buffer, None);
                 Ok(Output::Stored { name, shape })
             }
         }
@@ -421,7 +566,8 @@ impl Engine for VulkanEngine {
             self.gpu.free_buffer(buffer);
             return Err(e);
         }
-        self.store(name, tensor.dtype(), tensor.shape().to_vec(), buffer);
+        let (dtype, shape) = (tensor.dtype(), tensor.shape().to_vec());
+        self.store(name, dtype, shape, buffer, Some(tensor));
         Ok(())
     }
 
@@ -443,18 +589,72 @@ impl Engine for VulkanEngine {
 
     fn export_state(&self) -> Result<Snapshot, EngineError> {
         let mut snapshot = Snapshot::new(env!("CARGO_PKG_NAME"), BACKEND);
+        let before = self.gpu.transfers().1;
         for (name, r) in &self.residents {
             snapshot.insert_tensor(format!("resident/{name}"), self.download(r)?);
         }
-        for (kernel, n) in &self.calls {
-            snapshot.insert_scalar(format!("counters/calls/{kernel}"), Scalar::I64(*n));
-        }
-        pipeline_cache::insert(
-            &mut snapshot,
-            &self.gpu.identity,
-            self.gpu.pipeline_cache_data()?,
-            self.gpu.known_kernels(),
+        let downloaded = self.gpu.transfers().1 - before;
+        tracing::debug!(
+            target: "kernel_vulkan",
+            label = %self.label,
+            residents = self.residents.len(),
+            downloaded_bytes = downloaded,
+            "vulkan state exported through the host: {} residents, {downloaded} bytes downloaded",
+            self.residents.len()
         );
+        self.export_rest(&mut snapshot)?;
+        Ok(snapshot)
+    }
+
+    /// Residents stay on the device: each one's memory as an fd. Neither
+    /// engine writes shared memory afterwards (a stored output gets a new
+    /// buffer; a kernel that writes a resident input writes a device copy,
+    /// see `before_writes`), so the two share them safely.
+    fn export_handoff(&self) -> Result<Snapshot, EngineError> {
+        let Some(device) = self.gpu.handoff_identity() else {
+            return self.export_state();
+        };
+        let mut snapshot = Snapshot::new(env!("CARGO_PKG_NAME"), BACKEND);
+        let mut bytes = 0;
+        for (name, r) in &self.residents {
+            let fd = match self.gpu.export_fd(&r.buffer) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    // This one goes through host memory; the rest stay.
+                    tracing::warn!(
+                        target: "kernel_vulkan",
+                        label = %self.label,
+                        "resident {name:?} cannot be handed over on the device ({e}): copied through host memory"
+                    );
+                    snapshot.insert_tensor(format!("resident/{name}"), self.download(r)?);
+                    continue;
+                }
+            };
+            bytes += r.buffer.len;
+            r.shared.set(true);
+            snapshot.insert_device(
+                format!("resident/{name}"),
+                DeviceSection {
+                    handle: DeviceHandle::OpaqueFd(Arc::new(fd)),
+                    bytes: r.buffer.len,
+                    allocation: r.buffer.allocated,
+                    memory_kind: r.buffer.memory_type,
+                    dtype: r.dtype,
+                    shape: r.shape.clone(),
+                    device: device.to_string(),
+                },
+            );
+        }
+        tracing::info!(
+            target: "kernel_vulkan",
+            label = %self.label,
+            residents = self.residents.len(),
+            bytes,
+            downloaded_bytes = 0,
+            "vulkan state handed over on the device: {} residents ({bytes} bytes), none copied through the host",
+            self.residents.len()
+        );
+        self.export_rest(&mut snapshot)?;
         Ok(snapshot)
     }
 }

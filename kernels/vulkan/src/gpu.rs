@@ -8,10 +8,12 @@
 //! loader library (`entry`) is closed last.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::OwnedFd;
 
 use ash::vk;
 use shared_state::{EngineError, KernelDecl};
 
+use crate::external;
 use crate::instance::{self, ComputeDevice};
 use crate::memory::{DeviceBuffer, Memory};
 use crate::pipeline_cache::{self, Handoff};
@@ -33,7 +35,13 @@ pub struct Gpu {
     /// Vendor, device, driver version and pipeline-cache UUID: what a
     /// handed-over cache must have been made by.
     pub identity: String,
+    /// Where buffers can be handed to another engine on the device
+    /// ([`crate::external`]): the device's and driver's UUIDs, and the
+    /// extension's functions.
+    handoff: Option<(String, ash::khr::external_memory_fd::Device)>,
     memory: Memory,
+    /// Bytes copied buffer to buffer on the device ([`Gpu::copy_buffer`]).
+    device_copies: std::cell::Cell<u64>,
     /// Pipelines of every implemented kernel created so far, by name.
     kernels: BTreeMap<String, KernelPipelines>,
     /// Kernels known to build on this device (the previous engine built the
@@ -61,9 +69,17 @@ impl Gpu {
     /// Opens the device chosen by `wanted` (see [`instance::choose_device`]).
     pub fn open(wanted: Option<&str>) -> Result<Gpu, EngineError> {
         let found = instance::discover()?;
-        let opened = instance::choose_device(&found.devices, wanted)
-            .and_then(|i| open_device(&found.instance, &found.devices[i]).map(|d| (i, d)));
-        let (index, device) = match opened {
+        let opened = instance::choose_device(&found.devices, wanted).and_then(|i| {
+            let physical = found.devices[i].physical;
+            // SAFETY: `physical` belongs to the live instance.
+            let device_api =
+                unsafe { found.instance.get_physical_device_properties(physical) }.api_version;
+            // The instance's functions and the device both must be 1.1+.
+            let api = device_api.min(found.api);
+            let external = external::supported(&found.instance, physical, api);
+            open_device(&found.instance, &found.devices[i], external).map(|d| (i, d, external))
+        });
+        let (index, device, external) = match opened {
             Ok(v) => v,
             Err(e) => {
                 // SAFETY: no device was created from the instance.
@@ -97,8 +113,16 @@ impl Gpu {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         );
+        let handoff = external.then(|| {
+            (
+                external::identity(&found.instance, chosen.physical),
+                ash::khr::external_memory_fd::Device::new(&found.instance, &device),
+            )
+        });
         let mut gpu = Gpu {
             identity,
+            handoff,
+            device_copies: Default::default(),
             pending: BTreeMap::new(),
             known: BTreeSet::new(),
             created_eagerly: 0,
@@ -112,6 +136,8 @@ impl Gpu {
             memory: Memory {
                 types,
                 counter: Default::default(),
+                transfers: Default::default(),
+                external,
             },
             kernels: BTreeMap::new(),
             queue,
@@ -293,6 +319,38 @@ impl Gpu {
         self.memory.counter.live()
     }
 
+    /// Bytes copied (host -> device, device -> host) so far.
+    pub fn transfers(&self) -> (u64, u64) {
+        self.memory.transfers.totals()
+    }
+
+    /// The device's and driver's UUIDs where buffers can be handed over on
+    /// the device; `None` where they go through host memory.
+    pub fn handoff_identity(&self) -> Option<&str> {
+        self.handoff.as_ref().map(|(id, _)| id.as_str())
+    }
+
+    /// Exports `buf`'s memory as an opaque fd (see [`crate::external`]).
+    pub fn export_fd(&self, buf: &DeviceBuffer) -> Result<OwnedFd, EngineError> {
+        let (_, fd_device) = self.handoff.as_ref().ok_or_else(|| {
+            EngineError::internal("this device cannot hand buffers over on the device")
+        })?;
+        external::export_fd(fd_device, buf.memory)
+            .map_err(|e| EngineError::internal(format!("vkGetMemoryFdKHR failed: {e:?}")))
+    }
+
+    /// A buffer over memory another engine exported (see [`Memory::import`]).
+    pub fn import_buffer(
+        &self,
+        fd: OwnedFd,
+        len: u64,
+        allocation: u64,
+        memory_type: u32,
+    ) -> Result<DeviceBuffer, EngineError> {
+        self.memory
+            .import(&self.device, fd, len, allocation, memory_type)
+    }
+
     pub fn create_buffer(&self, len: u64) -> Result<DeviceBuffer, EngineError> {
         self.memory.create(&self.device, len)
     }
@@ -425,7 +483,72 @@ impl Gpu {
                 .end_command_buffer(cmd)
                 .map_err(|e| fail("vkEndCommandBuffer", e))?;
         }
-        let cmds = [cmd];
+        self.submit_and_wait()
+    }
+
+    /// Copies `src`'s bytes into `dst` on the device (no host memory
+    /// involved) and waits until the copy is visible to shaders and host.
+    pub fn copy_buffer(&self, src: &DeviceBuffer, dst: &DeviceBuffer) -> Result<(), EngineError> {
+        let size = src.len.max(4).next_multiple_of(4);
+        if size > dst.allocated {
+            return Err(EngineError::internal(format!(
+                "device copy of {size} bytes into a {}-byte buffer",
+                dst.allocated
+            )));
+        }
+        let fail = |what: &str, e: vk::Result| {
+            EngineError::internal(format!("Vulkan: {what} failed: {e:?}"))
+        };
+        let device = &self.device;
+        let cmd = self.command_buffer;
+        let begin = vk::CommandBufferBeginInfo::default()
+            .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
+        let region = vk::BufferCopy::default().size(size);
+        let barrier = vk::MemoryBarrier::default()
+            .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
+            .dst_access_mask(
+                vk::AccessFlags::SHADER_READ
+                    | vk::AccessFlags::SHADER_WRITE
+                    | vk::AccessFlags::HOST_READ,
+            );
+        // SAFETY: the command buffer is not pending (every submission is
+        // waited for); both buffers are live buffers of this device with
+        // transfer usage and at least `size` bytes; nothing else uses them.
+        unsafe {
+            device
+                .begin_command_buffer(cmd, &begin)
+                .map_err(|e| fail("vkBeginCommandBuffer", e))?;
+            device.cmd_copy_buffer(cmd, src.buffer, dst.buffer, &[region]);
+            device.cmd_pipeline_barrier(
+                cmd,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::PipelineStageFlags::COMPUTE_SHADER | vk::PipelineStageFlags::HOST,
+                vk::DependencyFlags::empty(),
+                &[barrier],
+                &[],
+                &[],
+            );
+            device
+                .end_command_buffer(cmd)
+                .map_err(|e| fail("vkEndCommandBuffer", e))?;
+        }
+        self.submit_and_wait()?;
+        self.device_copies.set(self.device_copies.get() + size);
+        Ok(())
+    }
+
+    /// Bytes copied from buffer to buffer on the device so far.
+    pub fn device_copy_bytes(&self) -> u64 {
+        self.device_copies.get()
+    }
+
+    /// Submits the recorded command buffer and waits for its fence.
+    fn submit_and_wait(&self) -> Result<(), EngineError> {
+        let fail = |what: &str, e: vk::Result| {
+            EngineError::internal(format!("Vulkan: {what} failed: {e:?}"))
+        };
+        let device = &self.device;
+        let cmds = [self.command_buffer];
         let submit = [vk::SubmitInfo::default().command_buffers(&cmds)];
         // SAFETY: the command buffer is fully recorded; the fence is
         // unsignaled (reset after every wait) and not in use.
@@ -478,15 +601,21 @@ unsafe fn memory_barrier(
 }
 
 /// Creates a logical device with one compute queue.
+/// With `external`, enables [`external::EXTENSION`].
 fn open_device(
     instance: &ash::Instance,
     chosen: &ComputeDevice,
+    external: bool,
 ) -> Result<ash::Device, EngineError> {
     let priorities = [1.0f32];
     let queues = [vk::DeviceQueueCreateInfo::default()
         .queue_family_index(chosen.queue_family)
         .queue_priorities(&priorities)];
-    let info = vk::DeviceCreateInfo::default().queue_create_infos(&queues);
+    let extensions = [external::EXTENSION.as_ptr()];
+    let enabled: &[_] = if external { &extensions } else { &[] };
+    let info = vk::DeviceCreateInfo::default()
+        .queue_create_infos(&queues)
+        .enabled_extension_names(enabled);
     // SAFETY: `chosen.physical` belongs to the live `instance`, the queue
     // family has a compute queue, and the create infos outlive the call.
     unsafe { instance.create_device(chosen.physical, &info, None) }.map_err(|e| {

@@ -222,6 +222,8 @@ fn driver_text(
 pub struct Discovery {
     pub entry: ash::Entry,
     pub instance: ash::Instance,
+    /// The instance's API version.
+    pub api: u32,
     pub devices: Vec<ComputeDevice>,
 }
 
@@ -250,6 +252,7 @@ pub fn discover() -> Result<Discovery, EngineError> {
     Ok(Discovery {
         entry,
         instance,
+        api,
         devices,
     })
 }

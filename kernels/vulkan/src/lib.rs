@@ -12,6 +12,7 @@
 
 mod convention;
 mod engine;
+mod external;
 mod gpu;
 mod instance;
 mod memory;

@@ -62,9 +62,9 @@ pub fn compile_all(
 pub fn compile(decl: &KernelDecl, source: &SourceFile) -> Result<Shader, EngineError> {
     let start = Instant::now();
     let (module, info) = parse_and_validate(&source.path, &source.text)?;
-    let layout = Layout::of(decl);
+    let mut layout = Layout::of(decl);
     check_entry_points(decl, &source.path, &module)?;
-    check_bindings(decl, &layout, &source.path, &module)?;
+    layout.written_inputs = check_bindings(decl, &layout, &source.path, &module)?;
     let options = spv::Options {
         // Vulkan 1.0 accepts SPIR-V 1.0; compute needs no coordinate fix-ups.
         lang_version: (1, 0),
@@ -175,13 +175,15 @@ fn check_entry_points(
 /// storage buffers of the declared element types at the storage bindings
 /// (outputs and scratch writable); at the last binding a uniform struct
 /// whose fields are a prefix of the convention's, by name and type.
+/// Returns the inputs (storage binding indexes) declared `read_write`.
 pub fn check_bindings(
     decl: &KernelDecl,
     layout: &Layout,
     path: &str,
     module: &naga::Module,
-) -> Result<(), EngineError> {
+) -> Result<Vec<usize>, EngineError> {
     let err = |what: String| EngineError::bad_call(format!("{path}: {what}"));
+    let mut written = Vec::new();
     for (_, var) in module.global_variables.iter() {
         let Some(binding) = &var.binding else {
             continue;
@@ -204,6 +206,9 @@ pub fn check_bindings(
                     role.name()
                 )));
             };
+            if *role == Role::Input && access.contains(StorageAccess::STORE) {
+                written.push(b);
+            }
             if *role != Role::Input && !access.contains(StorageAccess::STORE) {
                 return Err(err(format!(
                     "{at}: {} {tensor} must be var<storage, read_write>",
@@ -247,7 +252,7 @@ pub fn check_bindings(
             )));
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 fn check_uniform(

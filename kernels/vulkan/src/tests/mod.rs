@@ -21,6 +21,7 @@ mod device_choice;
 mod drop_log;
 mod pipeline_cache;
 mod sources;
+mod transfers;
 
 /// The Vulkan module, as the conformance suite sees it.
 pub struct Vulkan;
