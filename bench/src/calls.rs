@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shared_state::{Call, Scalar, Tensor};
+use shared_state::{Call, Output, Scalar, Tensor};
 
 use crate::config::Config;
 use crate::hot_reloader::HotLibReloader;
@@ -140,13 +140,45 @@ impl Calls {
     }
 }
 
-/// A call: its output and, where the call timed itself (the replay's
-/// way), how long it took; otherwise the caller's clock times it.
-type CallFn<'a> = Box<dyn FnMut() -> Result<(Vec<f32>, Option<Duration>), String> + 'a>;
+/// What one call gave back: its values when asked for (the check before the
+/// timed rounds) and, where the call timed itself (the replay's way), how
+/// long it took; otherwise the caller's clock times it.
+struct Ran {
+    values: Option<Vec<f32>>,
+    took: Option<Duration>,
+}
 
-/// A call timed by the caller's clock.
+/// A call; `true` asks for its values. In the timed rounds nothing is
+/// asked: every way drops its output there (a kiln output is not copied
+/// into a `Vec`, which cost a 1 MiB stencil2d call +45 us, as a static one
+/// is not), so each way's time is the call and the freeing of its output.
+type CallFn<'a> = Box<dyn FnMut(bool) -> Result<Ran, String> + 'a>;
+
+/// A static call, timed by the caller's clock.
 fn plain<'a>(mut f: impl FnMut() -> Result<Vec<f32>, String> + 'a) -> CallFn<'a> {
-    Box::new(move || Ok((f()?, None)))
+    Box::new(move |_| {
+        Ok(Ran {
+            values: Some(f()?),
+            took: None,
+        })
+    })
+}
+
+/// A kiln call: its output, and its time where it timed itself.
+fn kiln_call<'a>(
+    mut f: impl FnMut() -> Result<(Output, Option<Duration>), String> + 'a,
+) -> CallFn<'a> {
+    Box::new(move |values| {
+        let (out, took) = f()?;
+        let values = match values {
+            true => Some(output_f32(out)?),
+            false => {
+                black_box(out);
+                None
+            }
+        };
+        Ok(Ran { values, took })
+    })
 }
 /// A way of calling a kernel (one of [`WAYS`]) and the call.
 type Way<'a> = (&'static str, CallFn<'a>);
@@ -164,7 +196,7 @@ fn batch_size(f: &mut CallFn<'_>, batch_ms: f64) -> Result<usize, String> {
     let t0 = Instant::now();
     let mut n = 0usize;
     while n < 3 || t0.elapsed().as_secs_f64() * 1e3 < batch_ms / 4.0 {
-        black_box(f()?);
+        black_box(f(false)?);
         n += 1;
     }
     let per_call_ms = t0.elapsed().as_secs_f64() * 1e3 / n as f64;
@@ -175,9 +207,14 @@ fn batch_size(f: &mut CallFn<'_>, batch_ms: f64) -> Result<usize, String> {
 /// first way's (static).
 fn measure_ways(kernel: &str, ways: Vec<Way<'_>>, config: &Config) -> Result<KernelCalls, String> {
     let (names, mut ways): (Vec<&str>, Vec<CallFn<'_>>) = ways.into_iter().unzip();
-    let want = ways[0]()?.0;
+    let values = |way: &mut CallFn<'_>| -> Result<Vec<f32>, String> {
+        way(true)?
+            .values
+            .ok_or_else(|| format!("{kernel}: a call gave no values"))
+    };
+    let want = values(&mut ways[0])?;
     for (name, way) in names.iter().zip(ways.iter_mut()) {
-        let got = way()?.0;
+        let got = values(way)?;
         if !close(&got, &want) {
             return Err(format!("{kernel}: {name} computed a different result"));
         }
@@ -194,9 +231,8 @@ fn measure_ways(kernel: &str, ways: Vec<Way<'_>>, config: &Config) -> Result<Ker
                 let t0 = Instant::now();
                 let mut inner = Some(Duration::ZERO);
                 for _ in 0..count {
-                    let (out, took) = way()?;
-                    black_box(out);
-                    inner = inner.zip(took).map(|(a, b)| a + b);
+                    let ran = way(false)?;
+                    inner = inner.zip(ran.took).map(|(a, b)| a + b);
                 }
                 let total = inner.unwrap_or_else(|| t0.elapsed());
                 Ok(total.as_nanos() as f64 / count as f64)
@@ -236,21 +272,31 @@ fn kiln_ways<'a>(
     vec![
         (
             WAYS[2],
-            plain(move || output_f32(handle.run(call.clone()).map_err(|e| e.to_string())?)),
+            kiln_call(move || Ok((handle.run(call.clone()).map_err(|e| e.to_string())?, None))),
         ),
         (
             WAYS[3],
-            plain(move || output_f32(served.call(by_value.clone()).map_err(|e| e.to_string())?)),
+            kiln_call(move || {
+                Ok((
+                    served.call(by_value.clone()).map_err(|e| e.to_string())?,
+                    None,
+                ))
+            }),
         ),
         (
             WAYS[4],
-            plain(move || output_f32(served.call(resident.clone()).map_err(|e| e.to_string())?)),
+            kiln_call(move || {
+                Ok((
+                    served.call(resident.clone()).map_err(|e| e.to_string())?,
+                    None,
+                ))
+            }),
         ),
         (
             REPLAY_WAY,
-            Box::new(move || {
+            kiln_call(move || {
                 let (out, took) = handle.run_timed(timed.clone()).map_err(|e| e.to_string())?;
-                Ok((output_f32(out)?, Some(took)))
+                Ok((out, Some(took)))
             }),
         ),
     ]
@@ -401,6 +447,7 @@ pub fn measure(
 ) -> Result<Calls, String> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(THREADS)
+        .start_handler(pin_as_kiln_does)
         .build()
         .map_err(|e| format!("cannot start the static rayon pool: {e}"))?;
     let side = KilnSide::new(&config.workspace, artifact, "calls")?;
@@ -438,4 +485,26 @@ pub fn measure(
         kernels,
         matmul_n: n,
     })
+}
+
+/// Pins the static pool's `k`-th thread to the `k`-th CPU this process may
+/// run on, as kiln pins a version's module threads (`KILN_NO_PIN=1` leaves
+/// both to the scheduler): the static side runs the same kernel source on
+/// the same number of threads, placed the same way.
+fn pin_as_kiln_does(k: usize) {
+    if std::env::var_os("KILN_NO_PIN").is_some_and(|v| v == "1") {
+        return;
+    }
+    let Ok(allowed) = rustix::thread::sched_getaffinity(None) else {
+        return;
+    };
+    let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| allowed.is_set(c))
+        .collect();
+    if let Some(&cpu) = cpus.get(k % cpus.len().max(1)) {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        // Best effort, as kiln's: a refusal leaves the thread unpinned.
+        let _ = rustix::thread::sched_setaffinity(None, &set);
+    }
 }
