@@ -71,6 +71,19 @@ pub struct Calls {
     pub kernels: Vec<KernelCalls>,
     /// The matmul is `n x n @ n x n`.
     pub matmul_n: usize,
+    pub stencil_layout: Option<Layout>,
+}
+
+/// Where stencil2d's output lies after its input, modulo 4 KiB (bytes), in
+/// kiln (the replay's way: the same on every call of a run) and in the
+/// static call (a few calls).
+pub type Layout = (usize, Vec<usize>);
+
+/// `(to - from) mod 4096`: how far past `from` within a 4 KiB page `to`
+/// lies. Two streams this close (a store trailing a load by less than a few
+/// hundred bytes) can falsely look dependent to the CPU (4K aliasing).
+pub fn page_distance(from: *const f32, to: *const f32) -> usize {
+    (to as usize).wrapping_sub(from as usize) % 4096
 }
 
 /// What a replay reports for a call, at most this times the static call
@@ -98,6 +111,11 @@ impl Calls {
             }
         }
         out.push_str(&t.render());
+        if let Some((kiln, static_calls)) = &self.stencil_layout {
+            out.push_str(&format!(
+                "  stencil2d's output lies {kiln} B past its input modulo 4 KiB in kiln (every call of this run), {static_calls:?} B in static calls\n"
+            ));
+        }
         out
     }
 
@@ -127,6 +145,10 @@ impl Calls {
         json!({
             "matmul_n": self.matmul_n,
             "threads": THREADS,
+            "stencil2d_output_past_input_mod_4k": self.stencil_layout.as_ref().map(|(kiln, static_calls)| json!({
+                "kiln": kiln,
+                "static": static_calls,
+            })),
             "kernels": self.kernels.iter().map(|k| json!({
                 "kernel": k.kernel,
                 "ways": k.ns.iter().map(|(way, s)| json!({
@@ -310,7 +332,7 @@ fn other_kernels(
     pool: &rayon::ThreadPool,
     served: &kiln::ServedModule,
     handle: &kiln::EngineHandle,
-) -> Result<Vec<KernelCalls>, String> {
+) -> Result<(Vec<KernelCalls>, Option<Layout>), String> {
     let put = |name: &str, t: Tensor| handle.put_resident(name, t).map_err(|e| e.to_string());
     let mut kernels = Vec::new();
 
@@ -346,6 +368,27 @@ fn other_kernels(
     )];
     ways.extend(kiln_ways(call, resident, served, handle));
     kernels.push(measure_ways(&format!("stencil2d {h}x{w}"), ways, config)?);
+    let grid_ptr = handle
+        .read_resident("oa")
+        .map_err(|e| e.to_string())?
+        .as_f32()
+        .map(<[f32]>::as_ptr);
+    let stencil = Call::new("stencil2d")
+        .resident("oa")
+        .param("alpha", Scalar::F64(alpha));
+    let out = handle.run_timed(stencil).map_err(|e| e.to_string())?.0;
+    let out_ptr = out
+        .into_tensor()
+        .and_then(|t| t.as_f32().map(<[f32]>::as_ptr));
+    let static_calls: Vec<usize> = (0..4)
+        .map(|_| {
+            let out = static_kernels::stencil2d(pool, &grid, (h, w), alpha as f32);
+            page_distance(grid.as_ptr(), out.as_ptr())
+        })
+        .collect();
+    let layout = grid_ptr
+        .zip(out_ptr)
+        .map(|(g, o)| (page_distance(g, o), static_calls));
 
     let (rows, cols) = (512, 1024);
     let m = kernel_reference::test_values(rows * cols, 6);
@@ -362,7 +405,7 @@ fn other_kernels(
         ways,
         config,
     )?);
-    Ok(kernels)
+    Ok((kernels, layout))
 }
 
 /// The smallest square matmul that takes at least 1 ms statically here.
@@ -468,7 +511,8 @@ pub fn measure(
         };
         kernels.push(measure_ways(&kernel, ways, config)?);
     }
-    kernels.extend(other_kernels(config, &pool, &served, &handle)?);
+    let (others, stencil_layout) = other_kernels(config, &pool, &served, &handle)?;
+    kernels.extend(others);
     // Last: the report's "about 1 ms" target reads the last kernel.
     let n = calibrate_matmul(&pool);
     let a = kernel_reference::test_values(n * n, 3);
@@ -484,6 +528,7 @@ pub fn measure(
     Ok(Calls {
         kernels,
         matmul_n: n,
+        stencil_layout,
     })
 }
 
