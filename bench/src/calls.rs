@@ -553,3 +553,18 @@ fn pin_as_kiln_does(k: usize) {
         let _ = rustix::thread::sched_setaffinity(None, &set);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::page_distance;
+
+    #[test]
+    fn page_distance_is_how_far_past_within_a_page_wrapping_around() {
+        let v = vec![0f32; 2048];
+        let p = v.as_ptr();
+        assert_eq!(page_distance(p, p.wrapping_add(4)), 16);
+        // An output 16 bytes before its input lies 4080 bytes past it.
+        assert_eq!(page_distance(p.wrapping_add(4), p), 4080);
+        assert_eq!(page_distance(p, p.wrapping_add(1024)), 0);
+    }
+}
