@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shared_state::{Call, Scalar, Tensor};
+use shared_state::{Call, Output, Scalar, Tensor};
 
 use crate::config::Config;
 use crate::hot_reloader::HotLibReloader;
@@ -71,6 +71,19 @@ pub struct Calls {
     pub kernels: Vec<KernelCalls>,
     /// The matmul is `n x n @ n x n`.
     pub matmul_n: usize,
+    pub stencil_layout: Option<Layout>,
+}
+
+/// Where stencil2d's output lies after its input, modulo 4 KiB (bytes), in
+/// kiln (the replay's way: the same on every call of a run) and in the
+/// static call (a few calls).
+pub type Layout = (usize, Vec<usize>);
+
+/// `(to - from) mod 4096`: how far past `from` within a 4 KiB page `to`
+/// lies. Two streams this close (a store trailing a load by less than a few
+/// hundred bytes) can falsely look dependent to the CPU (4K aliasing).
+pub fn page_distance(from: *const f32, to: *const f32) -> usize {
+    (to as usize).wrapping_sub(from as usize) % 4096
 }
 
 /// What a replay reports for a call, at most this times the static call
@@ -98,6 +111,11 @@ impl Calls {
             }
         }
         out.push_str(&t.render());
+        if let Some((kiln, static_calls)) = &self.stencil_layout {
+            out.push_str(&format!(
+                "  stencil2d's output lies {kiln} B past its input modulo 4 KiB in kiln (every call of this run), {static_calls:?} B in static calls\n"
+            ));
+        }
         out
     }
 
@@ -127,6 +145,10 @@ impl Calls {
         json!({
             "matmul_n": self.matmul_n,
             "threads": THREADS,
+            "stencil2d_output_past_input_mod_4k": self.stencil_layout.as_ref().map(|(kiln, static_calls)| json!({
+                "kiln": kiln,
+                "static": static_calls,
+            })),
             "kernels": self.kernels.iter().map(|k| json!({
                 "kernel": k.kernel,
                 "ways": k.ns.iter().map(|(way, s)| json!({
@@ -140,13 +162,45 @@ impl Calls {
     }
 }
 
-/// A call: its output and, where the call timed itself (the replay's
-/// way), how long it took; otherwise the caller's clock times it.
-type CallFn<'a> = Box<dyn FnMut() -> Result<(Vec<f32>, Option<Duration>), String> + 'a>;
+/// What one call gave back: its values when asked for (the check before the
+/// timed rounds) and, where the call timed itself (the replay's way), how
+/// long it took; otherwise the caller's clock times it.
+struct Ran {
+    values: Option<Vec<f32>>,
+    took: Option<Duration>,
+}
 
-/// A call timed by the caller's clock.
+/// A call; `true` asks for its values. In the timed rounds nothing is
+/// asked: every way drops its output there (a kiln output is not copied
+/// into a `Vec`, which cost a 1 MiB stencil2d call +45 us, as a static one
+/// is not), so each way's time is the call and the freeing of its output.
+type CallFn<'a> = Box<dyn FnMut(bool) -> Result<Ran, String> + 'a>;
+
+/// A static call, timed by the caller's clock.
 fn plain<'a>(mut f: impl FnMut() -> Result<Vec<f32>, String> + 'a) -> CallFn<'a> {
-    Box::new(move || Ok((f()?, None)))
+    Box::new(move |_| {
+        Ok(Ran {
+            values: Some(f()?),
+            took: None,
+        })
+    })
+}
+
+/// A kiln call: its output, and its time where it timed itself.
+fn kiln_call<'a>(
+    mut f: impl FnMut() -> Result<(Output, Option<Duration>), String> + 'a,
+) -> CallFn<'a> {
+    Box::new(move |values| {
+        let (out, took) = f()?;
+        let values = match values {
+            true => Some(output_f32(out)?),
+            false => {
+                black_box(out);
+                None
+            }
+        };
+        Ok(Ran { values, took })
+    })
 }
 /// A way of calling a kernel (one of [`WAYS`]) and the call.
 type Way<'a> = (&'static str, CallFn<'a>);
@@ -164,7 +218,7 @@ fn batch_size(f: &mut CallFn<'_>, batch_ms: f64) -> Result<usize, String> {
     let t0 = Instant::now();
     let mut n = 0usize;
     while n < 3 || t0.elapsed().as_secs_f64() * 1e3 < batch_ms / 4.0 {
-        black_box(f()?);
+        black_box(f(false)?);
         n += 1;
     }
     let per_call_ms = t0.elapsed().as_secs_f64() * 1e3 / n as f64;
@@ -175,9 +229,14 @@ fn batch_size(f: &mut CallFn<'_>, batch_ms: f64) -> Result<usize, String> {
 /// first way's (static).
 fn measure_ways(kernel: &str, ways: Vec<Way<'_>>, config: &Config) -> Result<KernelCalls, String> {
     let (names, mut ways): (Vec<&str>, Vec<CallFn<'_>>) = ways.into_iter().unzip();
-    let want = ways[0]()?.0;
+    let values = |way: &mut CallFn<'_>| -> Result<Vec<f32>, String> {
+        way(true)?
+            .values
+            .ok_or_else(|| format!("{kernel}: a call gave no values"))
+    };
+    let want = values(&mut ways[0])?;
     for (name, way) in names.iter().zip(ways.iter_mut()) {
-        let got = way()?.0;
+        let got = values(way)?;
         if !close(&got, &want) {
             return Err(format!("{kernel}: {name} computed a different result"));
         }
@@ -194,9 +253,8 @@ fn measure_ways(kernel: &str, ways: Vec<Way<'_>>, config: &Config) -> Result<Ker
                 let t0 = Instant::now();
                 let mut inner = Some(Duration::ZERO);
                 for _ in 0..count {
-                    let (out, took) = way()?;
-                    black_box(out);
-                    inner = inner.zip(took).map(|(a, b)| a + b);
+                    let ran = way(false)?;
+                    inner = inner.zip(ran.took).map(|(a, b)| a + b);
                 }
                 let total = inner.unwrap_or_else(|| t0.elapsed());
                 Ok(total.as_nanos() as f64 / count as f64)
@@ -236,21 +294,31 @@ fn kiln_ways<'a>(
     vec![
         (
             WAYS[2],
-            plain(move || output_f32(handle.run(call.clone()).map_err(|e| e.to_string())?)),
+            kiln_call(move || Ok((handle.run(call.clone()).map_err(|e| e.to_string())?, None))),
         ),
         (
             WAYS[3],
-            plain(move || output_f32(served.call(by_value.clone()).map_err(|e| e.to_string())?)),
+            kiln_call(move || {
+                Ok((
+                    served.call(by_value.clone()).map_err(|e| e.to_string())?,
+                    None,
+                ))
+            }),
         ),
         (
             WAYS[4],
-            plain(move || output_f32(served.call(resident.clone()).map_err(|e| e.to_string())?)),
+            kiln_call(move || {
+                Ok((
+                    served.call(resident.clone()).map_err(|e| e.to_string())?,
+                    None,
+                ))
+            }),
         ),
         (
             REPLAY_WAY,
-            Box::new(move || {
+            kiln_call(move || {
                 let (out, took) = handle.run_timed(timed.clone()).map_err(|e| e.to_string())?;
-                Ok((output_f32(out)?, Some(took)))
+                Ok((out, Some(took)))
             }),
         ),
     ]
@@ -264,7 +332,7 @@ fn other_kernels(
     pool: &rayon::ThreadPool,
     served: &kiln::ServedModule,
     handle: &kiln::EngineHandle,
-) -> Result<Vec<KernelCalls>, String> {
+) -> Result<(Vec<KernelCalls>, Option<Layout>), String> {
     let put = |name: &str, t: Tensor| handle.put_resident(name, t).map_err(|e| e.to_string());
     let mut kernels = Vec::new();
 
@@ -300,6 +368,27 @@ fn other_kernels(
     )];
     ways.extend(kiln_ways(call, resident, served, handle));
     kernels.push(measure_ways(&format!("stencil2d {h}x{w}"), ways, config)?);
+    let grid_ptr = handle
+        .read_resident("oa")
+        .map_err(|e| e.to_string())?
+        .as_f32()
+        .map(<[f32]>::as_ptr);
+    let stencil = Call::new("stencil2d")
+        .resident("oa")
+        .param("alpha", Scalar::F64(alpha));
+    let out = handle.run_timed(stencil).map_err(|e| e.to_string())?.0;
+    let out_ptr = out
+        .into_tensor()
+        .and_then(|t| t.as_f32().map(<[f32]>::as_ptr));
+    let static_calls: Vec<usize> = (0..4)
+        .map(|_| {
+            let out = static_kernels::stencil2d(pool, &grid, (h, w), alpha as f32);
+            page_distance(grid.as_ptr(), out.as_ptr())
+        })
+        .collect();
+    let layout = grid_ptr
+        .zip(out_ptr)
+        .map(|(g, o)| (page_distance(g, o), static_calls));
 
     let (rows, cols) = (512, 1024);
     let m = kernel_reference::test_values(rows * cols, 6);
@@ -316,7 +405,7 @@ fn other_kernels(
         ways,
         config,
     )?);
-    Ok(kernels)
+    Ok((kernels, layout))
 }
 
 /// The smallest square matmul that takes at least 1 ms statically here.
@@ -401,6 +490,7 @@ pub fn measure(
 ) -> Result<Calls, String> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(THREADS)
+        .start_handler(pin_as_kiln_does)
         .build()
         .map_err(|e| format!("cannot start the static rayon pool: {e}"))?;
     let side = KilnSide::new(&config.workspace, artifact, "calls")?;
@@ -421,7 +511,8 @@ pub fn measure(
         };
         kernels.push(measure_ways(&kernel, ways, config)?);
     }
-    kernels.extend(other_kernels(config, &pool, &served, &handle)?);
+    let (others, stencil_layout) = other_kernels(config, &pool, &served, &handle)?;
+    kernels.extend(others);
     // Last: the report's "about 1 ms" target reads the last kernel.
     let n = calibrate_matmul(&pool);
     let a = kernel_reference::test_values(n * n, 3);
@@ -437,5 +528,43 @@ pub fn measure(
     Ok(Calls {
         kernels,
         matmul_n: n,
+        stencil_layout,
     })
+}
+
+/// Pins the static pool's `k`-th thread to the `k`-th CPU this process may
+/// run on, as kiln pins a version's module threads (`KILN_NO_PIN=1` leaves
+/// both to the scheduler): the static side runs the same kernel source on
+/// the same number of threads, placed the same way.
+fn pin_as_kiln_does(k: usize) {
+    if std::env::var_os("KILN_NO_PIN").is_some_and(|v| v == "1") {
+        return;
+    }
+    let Ok(allowed) = rustix::thread::sched_getaffinity(None) else {
+        return;
+    };
+    let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| allowed.is_set(c))
+        .collect();
+    if let Some(&cpu) = cpus.get(k % cpus.len().max(1)) {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        // Best effort, as kiln's: a refusal leaves the thread unpinned.
+        let _ = rustix::thread::sched_setaffinity(None, &set);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_distance;
+
+    #[test]
+    fn page_distance_is_how_far_past_within_a_page_wrapping_around() {
+        let v = vec![0f32; 2048];
+        let p = v.as_ptr();
+        assert_eq!(page_distance(p, p.wrapping_add(4)), 16);
+        // An output 16 bytes before its input lies 4080 bytes past it.
+        assert_eq!(page_distance(p.wrapping_add(4), p), 4080);
+        assert_eq!(page_distance(p, p.wrapping_add(1024)), 0);
+    }
 }

@@ -109,12 +109,17 @@ pub const TRIM_THRESHOLD: i32 = 256 << 20;
 
 /// glibc malloc settings for a process that runs and times kernels.
 ///
-/// - **Two arenas.** Every engine version runs on new threads, and each new
+/// - **One arena.** Every engine version runs on new threads, and each new
 ///   thread may get a fresh arena that keeps tens of MiB resident after the
 ///   thread is gone: over hundreds of swaps the RSS climbs in steps until
-///   the default cap (8 per core) is reached. A small cap keeps it flat;
-///   kernels allocate little on their hot paths, so contention does not
-///   matter here.
+///   the default cap (8 per core) is reached. And with two arenas, two
+///   engines' threads took different ones, so the same kernel's outputs
+///   of the old and the new engine lay in different heaps, at different
+///   distances from their inputs modulo 4 KiB, and the interleaved
+///   comparison timed two layouts (4K aliasing; see `workload::replay`'s
+///   `sample`). One heap for every thread keeps RSS flat and lets the
+///   replay give both engines the same block; kernels allocate little on
+///   their hot paths, so contention does not matter here.
 /// - **Fixed mmap and trim thresholds.** By default glibc serves a large
 ///   block (a kernel's output: 2-4 MiB in the bundled workload) with a
 ///   fresh mmap or from a heap it then trims, depending on a threshold that
@@ -132,7 +137,7 @@ pub fn configure_malloc() {
     // in its parameter's range (M_ARENA_MAX > 0, M_MMAP_THRESHOLD at most
     // HEAP_MAX_SIZE / 2 = 32 MiB, M_TRIM_THRESHOLD any size).
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
