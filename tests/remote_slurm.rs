@@ -17,6 +17,7 @@
 //! `cargo test --release -p kiln-e2e --test remote_slurm`.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -172,12 +173,10 @@ fn kiln_interrupted_mid_run_releases_the_allocation() {
     // SAFETY: kill() on the pid of our own child, not yet reaped.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let status = child.wait().expect("kiln exits");
-    assert!(!status.success(), "interrupted: {status:?}");
-    assert_eq!(
-        cluster.slurm.jobs(),
-        jobs,
-        "the interrupt, not the build, ends it"
-    );
+    // Killed by the interrupt, not finished before it (the cold build
+    // takes minutes: a queue empty within RELEASED_WITHIN means it was
+    // stopped, not waited for).
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
     cluster.assert_released();
 }
 
