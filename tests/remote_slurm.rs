@@ -6,7 +6,8 @@
 //!
 //! - the remote lines come back through srun, and once kiln exits the
 //!   queue is empty within [`RELEASED_WITHIN`];
-//! - kiln interrupted (SIGINT) while the remote `kiln backends` runs: the
+//! - kiln interrupted (SIGINT to kiln alone, or to kiln and its ssh as
+//!   Ctrl-C in a terminal does) while the remote `kiln backends` runs: the
 //!   agent sees its input hang up, stops the command, the step ends and the
 //!   queue is empty within [`RELEASED_WITHIN`] too;
 //! - a launcher that fails (a partition that does not exist) is reported
@@ -17,7 +18,7 @@
 //! `cargo test --release -p kiln-e2e --test remote_slurm`.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -150,6 +151,19 @@ fn backends_through_srun_prints_the_remote_lines_and_releases_the_allocation() {
 
 #[test]
 fn kiln_interrupted_mid_run_releases_the_allocation() {
+    interrupted_mid_run(false);
+}
+
+/// Ctrl-C in a terminal: SIGINT to kiln and its ssh together (the
+/// foreground process group).
+#[test]
+fn ctrl_c_to_kiln_and_its_ssh_mid_run_releases_the_allocation() {
+    interrupted_mid_run(true);
+}
+
+/// SIGINT to kiln alone (its ssh then sees its input end), or to kiln's
+/// whole process group, once the remote `kiln backends` runs.
+fn interrupted_mid_run(whole_group: bool) {
     let Some(cluster) = Cluster::start() else {
         return;
     };
@@ -159,6 +173,7 @@ fn kiln_interrupted_mid_run_releases_the_allocation() {
         .backends(&["cpu"], "debug", false)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .spawn()
         .expect("kiln runs");
     // `on kiln-test:` is printed once the mirror is synced, as the remote
@@ -170,14 +185,51 @@ fn kiln_interrupted_mid_run_releases_the_allocation() {
     let jobs = cluster.slurm.jobs();
     assert_eq!(jobs.len(), 1, "the agent runs as a job step: {jobs:?}");
     std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: kill() on the pid of our own child, not yet reaped.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    // The group kiln leads (process_group(0)), or kiln alone.
+    let pid = child.id() as libc::pid_t;
+    let target = if whole_group { -pid } else { pid };
+    // SAFETY: kill() on our own child, not yet reaped, or the process
+    // group it leads: the ids still name them.
+    unsafe { libc::kill(target, libc::SIGINT) };
     let status = child.wait().expect("kiln exits");
     // Killed by the interrupt, not finished before it (the cold build
     // takes minutes: a queue empty within RELEASED_WITHIN means it was
     // stopped, not waited for).
     assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
     cluster.assert_released();
+    // The stopped build is gone too (its cargo and rustc name the mirror).
+    let mirrors = cluster.mirrors.path().display().to_string();
+    let start = Instant::now();
+    loop {
+        let left = processes_mentioning(&mirrors);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < RELEASED_WITHIN,
+            "still running after the session: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Command lines of the processes whose arguments contain `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let own = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| e.file_name().to_string_lossy() != own)
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
 }
 
 #[test]
