@@ -79,7 +79,10 @@ pub fn serve(input: &mut impl BufRead, out: &mut impl Write) -> Result<(), Strin
                 .commit()
                 .map(|(written, deleted)| Some(Message::Synced { written, deleted })),
             Message::Backends { names } => run_backends(&mirror, &names, out)
-                .map_err(io_err)
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::ConnectionAborted => e.to_string(),
+                    _ => io_err(e),
+                })
                 .map(|code| Some(Message::Exit { code })),
             other => Err(format!("unexpected message {other:?}")),
         };
@@ -197,7 +200,7 @@ fn run_backends(mirror: &Mirror, names: &[String], out: &mut impl Write) -> io::
                     unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
                     let _ = child.wait();
                     return Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
+                        io::ErrorKind::ConnectionAborted,
                         "the local side left while `kiln backends` ran; stopped it",
                     ));
                 }
