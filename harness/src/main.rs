@@ -159,6 +159,11 @@ enum Command {
         /// as this one).
         #[arg(long, value_name = "COMMAND", default_value = "kiln", requires = "on")]
         remote_kiln: String,
+        /// With --on: start the remote kiln through this command on DEST,
+        /// such as "srun -N1 -n1 -u -p gpu" (a Slurm job step from the
+        /// login node; the allocation ends with the session).
+        #[arg(long, value_name = "COMMAND", requires = "on")]
+        launcher: Option<String>,
     },
     /// The remote side of `--on DEST` (started by kiln over ssh): speaks
     /// kiln's protocol on stdin and stdout.
@@ -388,17 +393,22 @@ fn main() -> ExitCode {
             on: Some(destination),
             ssh_config,
             remote_kiln,
-        } => kiln::remote::backends::main(
-            &kiln::remote::ssh::SshTarget {
-                destination,
-                config: ssh_config,
-                remote_kiln,
+            launcher,
+        } => kiln::remote::launcher::wrap(launcher.as_deref(), &remote_kiln).and_then(
+            |remote_kiln| {
+                kiln::remote::backends::main(
+                    &kiln::remote::ssh::SshTarget {
+                        destination,
+                        config: ssh_config,
+                        remote_kiln,
+                    },
+                    &std::env::current_dir()
+                        .ok()
+                        .and_then(|d| kiln::workspace::find_workspace_root(&d))
+                        .unwrap_or_else(kiln::workspace::built_workspace_root),
+                    &names,
+                )
             },
-            &std::env::current_dir()
-                .ok()
-                .and_then(|d| kiln::workspace::find_workspace_root(&d))
-                .unwrap_or_else(kiln::workspace::built_workspace_root),
-            &names,
         ),
         Command::Backends { names, .. } => kiln::commands::backends(&names, cli.log_format),
         Command::Record {

@@ -11,6 +11,7 @@ use kiln::{LoadedModule, Staged, StagingDir};
 
 pub mod edited_module;
 pub mod misbehaving;
+pub mod slurm;
 pub mod sshd;
 pub mod ui_page;
 

@@ -4,8 +4,10 @@
 //! ssh carries back to the user's terminal) and ends at the end of stdin.
 
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode, Stdio};
 
+use super::hangup;
 use super::mirror::{Mirror, mirror_root};
 use super::protocol::{Message, PROTOCOL, ReadError, receive, send};
 use super::version;
@@ -77,7 +79,10 @@ pub fn serve(input: &mut impl BufRead, out: &mut impl Write) -> Result<(), Strin
                 .commit()
                 .map(|(written, deleted)| Some(Message::Synced { written, deleted })),
             Message::Backends { names } => run_backends(&mirror, &names, out)
-                .map_err(io_err)
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::ConnectionAborted => e.to_string(),
+                    _ => io_err(e),
+                })
                 .map(|code| Some(Message::Exit { code })),
             other => Err(format!("unexpected message {other:?}")),
         };
@@ -123,9 +128,12 @@ fn refuse(out: &mut impl Write, reason: &str) -> io::Result<()> {
     )
 }
 
+/// How often a running command checks that the local side is still there.
+const HANGUP_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Runs `kiln backends NAMES` (this very binary) in the mirror, with the
 /// mirror's target directory, sending its lines as they come; returns its
-/// exit code.
+/// exit code. Stops it when the local side leaves (stdin hung up).
 fn run_backends(mirror: &Mirror, names: &[String], out: &mut impl Write) -> io::Result<i32> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
@@ -137,6 +145,9 @@ fn run_backends(mirror: &Mirror, names: &[String], out: &mut impl Write) -> io::
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so that stopping it stops its cargo and
+        // rustc too.
+        .process_group(0)
         .spawn()?;
     let (tx, rx) = crossbeam_channel::unbounded::<(&'static str, String)>();
     let readers: Vec<_> = [
@@ -170,14 +181,32 @@ fn run_backends(mirror: &Mirror, names: &[String], out: &mut impl Write) -> io::
     })
     .collect();
     drop(tx);
-    for (stream, line) in rx {
-        answer(
-            out,
-            &Message::Output {
-                stream: stream.to_string(),
-                line,
-            },
-        )?;
+    loop {
+        match rx.recv_timeout(HANGUP_CHECK) {
+            Ok((stream, line)) => answer(
+                out,
+                &Message::Output {
+                    stream: stream.to_string(),
+                    line,
+                },
+            )?,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if hangup::stdin_hung_up() {
+                    // The session ended mid-command: stop it and leave
+                    // (under Slurm, the job step and allocation end).
+                    // SAFETY: kill() on the process group our child leads
+                    // (process_group(0) above); the child is not reaped yet,
+                    // so its pid, and the group's id, are still its own.
+                    unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+                    let _ = child.wait();
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the local side left while `kiln backends` ran; stopped it",
+                    ));
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
     }
     for reader in readers {
         let _ = reader.join();

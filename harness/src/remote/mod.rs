@@ -15,11 +15,15 @@
 //!   content-addressed and atomically (temporary name, then rename).
 //! - [`agent`]: `kiln agent --stdio`, the remote side.
 //! - [`ssh`]: starting `ssh DEST kiln agent --stdio`.
+//! - [`launcher`]: `--launcher "srun ..."`: the agent as a Slurm job step.
+//! - [`hangup`]: the agent notices that the local side left mid-command.
 //! - [`session`]: the local side of a connection: handshake, sync, run.
 //! - [`backends`]: `kiln backends --on DEST`.
 
 pub mod agent;
 pub mod backends;
+pub mod hangup;
+pub mod launcher;
 pub mod manifest;
 pub mod mirror;
 pub mod protocol;

@@ -6,6 +6,10 @@
 use std::io::{self, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long [`Connection::finish`] waits for the remote side to end.
+pub const FINISH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Where and how to reach the agent.
 #[derive(Clone, Debug)]
@@ -78,7 +82,8 @@ impl SshTarget {
                 self.destination, self.remote_kiln
             ),
             Some(code) => format!(
-                "`{} agent --stdio` on {} exited with code {code} before answering",
+                "`{} agent --stdio` on {} exited with code {code} before answering \
+                 (its message, or its launcher's, is above)",
                 self.remote_kiln, self.destination
             ),
             None => format!("ssh to {} was killed by a signal", self.destination),
@@ -87,10 +92,25 @@ impl SshTarget {
 }
 
 impl Connection {
-    /// Closes our side and waits for ssh; its exit code.
+    /// Closes our side and waits for ssh (the agent, and under a launcher
+    /// its job step, end at the end of their input) up to
+    /// [`FINISH_DEADLINE`], then ends ssh (SIGTERM); its exit code.
     pub fn finish(mut self) -> Option<i32> {
         let _ = self.output.flush();
         drop(self.output);
+        let start = Instant::now();
+        while start.elapsed() < FINISH_DEADLINE {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.code(),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => return None,
+            }
+        }
+        eprintln!("kiln: the remote side did not end within {FINISH_DEADLINE:?}; ending ssh");
+        // SAFETY: kill() on the pid of our own child, not yet reaped (we
+        // hold its Child and did not wait on it to the end), so the pid
+        // still names that process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         self.child.wait().ok().and_then(|s| s.code())
     }
 
