@@ -119,9 +119,14 @@ pub fn write_to(snapshot: &Snapshot, out: &mut impl Write) -> std::io::Result<u6
     write_version(snapshot, out, FILE_VERSION)
 }
 
-/// Writes `snapshot` in file format `version` (1 only for tests of old
-/// files).
-fn write_version(snapshot: &Snapshot, out: &mut impl Write, version: u32) -> std::io::Result<u64> {
+/// Writes `snapshot` in file format `version`: 2 (today's, what
+/// [`write_to`] writes) or 1 (64-byte aligned, for tests that old files
+/// still read). Panics on another version.
+pub fn write_version(
+    snapshot: &Snapshot,
+    out: &mut impl Write,
+    version: u32,
+) -> std::io::Result<u64> {
     let alignment = alignment_of(version).expect("a format this kiln writes");
     let align = |offset: u64| align_to(offset, alignment);
     let mut sections = Vec::new();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use shared_state::Snapshot;
 
-use super::checkpoint_writer::{hash_only, slot_path, write_slot};
+use super::checkpoint_writer::{hash_only, write_checkpoint};
 use super::protocol::{
     CallFailure, Checkpointed, DeviceWire, ReplaySummary, Reply, Request, StagedWire, Started,
     StateSource, Swapped, WorkerConfig,
@@ -130,7 +130,7 @@ impl Host {
                 }))
             }
             Request::Replay { recorded } => self.replay(recorded),
-            Request::Checkpoint { slot, current } => self.checkpoint(slot, current),
+            Request::Checkpoint { file, current } => self.checkpoint(&file, current),
             Request::StateHash => {
                 let snapshot = self.export()?;
                 hash_only(&snapshot).map(Reply::StateHash)
@@ -256,9 +256,10 @@ impl Host {
         Ok(Reply::Started(started))
     }
 
-    /// Writes the state into `slot`, or nothing when it is exactly what
-    /// this worker last wrote and that is still the current checkpoint.
-    fn checkpoint(&mut self, slot: usize, current: Option<String>) -> Result<Reply, String> {
+    /// Writes the state into the checkpoint at `file`, or nothing when it
+    /// is exactly what this worker last wrote and that is still the current
+    /// checkpoint.
+    fn checkpoint(&mut self, file: &Path, current: Option<String>) -> Result<Reply, String> {
         let start = std::time::Instant::now();
         let snapshot = self.export()?;
         if let (Some(current), Some((written, marks))) = (&current, &self.checkpointed)
@@ -272,7 +273,7 @@ impl Host {
             }));
         }
         self.checkpointed = None;
-        let written = write_slot(&snapshot, slot)?;
+        let (written, _sealed) = write_checkpoint(&snapshot, file)?;
         let marks = super::state_marks::StateMarks::of(&snapshot);
         self.checkpointed = Some((written.clone(), marks));
         Ok(Reply::Checkpointed(written))
@@ -484,8 +485,21 @@ fn load_state(source: &StateSource) -> Result<Option<Snapshot>, String> {
     Ok(match source {
         StateSource::Empty => None,
         StateSource::File(path) => Some(snapshot_file::load(path).map_err(|e| e.to_string())?),
-        StateSource::Checkpoint { slot, .. } => {
-            Some(snapshot_file::load(&slot_path(*slot)?).map_err(|e| e.to_string())?)
-        }
+        StateSource::Checkpoint { file, .. } => Some(map_checkpoint(file)?),
     })
+}
+
+/// The sealed checkpoint at `path`, served in place (mapped, nothing
+/// copied: `snapshot_file::map`); read and copied instead, with a warning,
+/// if it cannot be mapped (not sealed).
+fn map_checkpoint(path: &Path) -> Result<Snapshot, String> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("cannot open the checkpoint {}: {e}", path.display()))?;
+    match snapshot_file::map(&file, path) {
+        Ok(snapshot) => Ok(snapshot),
+        Err(e) => {
+            tracing::warn!("{e}; reading the checkpoint instead");
+            snapshot_file::load(path).map_err(|e| e.to_string())
+        }
+    }
 }
