@@ -5,9 +5,10 @@
 //! one, says so instead of writing the slot again. A new version whose
 //! handoff shared every buffer holds the same state; a call that changes
 //! any of it gets a full checkpoint; a restarted worker (a new process)
-//! writes its first checkpoint in full. A restarted worker serves the
-//! checkpoint it starts with, mapped; a write into a mapped resident
-//! leaves the checkpoint as it was.
+//! writes its first checkpoint in full. A worker serves its residents from
+//! the sealed checkpoint it wrote and a restarted one from the one it
+//! starts with, mapped; a write into a mapped resident leaves the
+//! checkpoint as it was.
 //!
 //! A real worker process on the test module, with a 256 KiB resident.
 //! Run with `cargo test --release -p kiln-e2e --test worker_checkpoints`.
@@ -23,14 +24,21 @@ use shared_state::Call;
 
 const MODULE: &str = "kiln-test-misbehaving";
 
-#[test]
-fn a_checkpoint_of_unchanged_state_writes_nothing_and_a_change_is_written() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// A workload of the 256 KiB `state` resident and one `count` call (which
+/// changes the state), written under `dir`.
+fn count_workload(dir: &std::path::Path) -> std::path::PathBuf {
     let mut workload = Workload::new("count-once");
     workload.load("state", state_tensor());
     workload.call(Call::new("count"), None);
-    let file = dir.path().join("count.kiln");
+    let file = dir.join("count.kiln");
     write(&workload, &file).expect("write workload");
+    file
+}
+
+#[test]
+fn a_checkpoint_of_unchanged_state_writes_nothing_and_a_change_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = count_workload(dir.path());
 
     let artifact = module_artifact(MODULE);
     let stage = staging("worker-checkpoints");
@@ -101,11 +109,7 @@ fn mapped_checkpoints(pid: u32) -> usize {
 #[test]
 fn a_restarted_worker_serves_the_sealed_checkpoint_in_place_and_a_write_leaves_it_whole() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut workload = Workload::new("count-once");
-    workload.load("state", state_tensor());
-    workload.call(Call::new("count"), None);
-    let file = dir.path().join("count.kiln");
-    write(&workload, &file).expect("write workload");
+    let file = count_workload(dir.path());
     let artifact = module_artifact(MODULE);
     let stage = staging("worker-checkpoints-mapped");
     let mut engine = IsolatedEngine::new(worker_options(file, None), None).expect("engine");
@@ -116,10 +120,17 @@ fn a_restarted_worker_serves_the_sealed_checkpoint_in_place_and_a_write_leaves_i
     assert!(replay.passed(), "{}", replay.table.render());
     let good = engine.take_checkpoint().expect("checkpoint");
     let first_pid = engine.worker_pid().expect("pid");
+    // Once written, the checkpoint is what the worker serves its resident
+    // from (its own copy dropped): the state exists once.
     assert_eq!(
         mapped_checkpoints(first_pid),
-        0,
-        "a fresh start maps nothing"
+        1,
+        "served from the checkpoint"
+    );
+    let again = engine.take_checkpoint().expect("checkpoint");
+    assert!(
+        again.unchanged,
+        "the mapped resident is still the checkpoint's"
     );
 
     // Restarted from the checkpoint: mapped, bit for bit.

@@ -273,10 +273,74 @@ impl Host {
             }));
         }
         self.checkpointed = None;
-        let (written, _sealed) = write_checkpoint(&snapshot, file)?;
+        let (written, sealed) = write_checkpoint(&snapshot, file)?;
+        // The snapshot goes here: the engine's own copies with it.
+        if let Err(e) = self.serve_from_checkpoint(snapshot, &sealed, file) {
+            tracing::debug!("the residents stay the engine's own: {e}");
+        }
+        // What the engine holds now (mapped residents), to mark.
+        let snapshot = self.export()?;
         let marks = super::state_marks::StateMarks::of(&snapshot);
         self.checkpointed = Some((written.clone(), marks));
         Ok(Reply::Checkpointed(written))
+    }
+
+    /// After `snapshot` was written into the sealed checkpoint `sealed`:
+    /// every large resident the engine holds as the very buffer written
+    /// (a CPU engine's own elements, not a device's downloaded copy) is
+    /// handed back to it as the checkpoint's mapped bytes, so the engine's
+    /// own copy goes (once no one else, such as a version kept for timing,
+    /// holds it) and the state exists once, in the checkpoint. Returns how
+    /// many residents now serve from the mapping.
+    fn serve_from_checkpoint(
+        &mut self,
+        snapshot: Snapshot,
+        sealed: &std::fs::File,
+        path: &Path,
+    ) -> Result<usize, String> {
+        let mapped = snapshot_file::map(sealed, path).map_err(|e| e.to_string())?;
+        let handle = self.served()?.handle();
+        let mut served = 0;
+        for (name, section) in snapshot.sections() {
+            let (Some(resident), shared_state::Section::Tensor(held)) =
+                (name.strip_prefix("resident/"), section)
+            else {
+                continue;
+            };
+            if held.byte_len() <= super::state_marks::SMALL {
+                continue;
+            }
+            let Some((_, shared_state::Section::Tensor(in_checkpoint))) =
+                mapped.sections().find(|(n, _)| *n == name)
+            else {
+                continue;
+            };
+            let the_engines = handle
+                .read_resident(resident)
+                .is_ok_and(|t| t.data().same_as(held.data()));
+            // The same bytes by construction (written from `held` just now):
+            // checked by type and shape, not read again.
+            if the_engines
+                && in_checkpoint.dtype() == held.dtype()
+                && in_checkpoint.shape() == held.shape()
+            {
+                handle
+                    .put_resident(resident, in_checkpoint.clone())
+                    .map_err(|e| e.to_string())?;
+                // The workload's load of it, when it is the very buffer
+                // (loaded from there, never written since), too: else the
+                // workload would keep the copy alive.
+                for step in self.workload.iter_mut().flat_map(|w| w.steps.iter_mut()) {
+                    if let crate::workload::Step::Load { tensor, .. } = step
+                        && tensor.data().same_as(held.data())
+                    {
+                        *tensor = in_checkpoint.clone();
+                    }
+                }
+                served += 1;
+            }
+        }
+        Ok(served)
     }
 
     fn export(&self) -> Result<Snapshot, String> {
