@@ -2,7 +2,7 @@
 //! nothing: the worker marks what it last wrote (large buffers by identity,
 //! `shared_state::Mark`; small sections by value) and, when the state is
 //! still exactly that and that checkpoint is still the supervisor's current
-//! one, says so instead of writing the slot again. A new version whose
+//! one, says so instead of writing it again. A new version whose
 //! handoff shared every buffer holds the same state; a call that changes
 //! any of it gets a full checkpoint; a restarted worker (a new process)
 //! writes its first checkpoint in full. A worker serves its residents from
