@@ -1,6 +1,7 @@
 //! `kiln dev` end to end: the engine's state survives every swap (the
 //! resident buffers loaded at start are handed over and read correctly by
-//! the next replay), `--state FILE` is saved at exit and restored at start,
+//! the next replay), `--state FILE` is saved at exit and restored at start
+//! (from a file in the old format 1 too),
 //! and a contract change asks for a restart while the host keeps serving.
 //!
 //! Run with `cargo test --release -p kiln-e2e --test dev_state`.
@@ -117,6 +118,13 @@ fn state_file_is_saved_at_exit_and_restored_at_start() {
     );
     let saved = std::fs::metadata(&state).expect("state file written at exit");
     assert!(saved.len() >= RESIDENT_BYTES, "{} bytes", saved.len());
+    // Rewritten in the old file format (1: sections 64-byte aligned, before
+    // they were page-aligned): it still restores.
+    let saved = kiln::swap::snapshot_file::load(&state).expect("the saved state reads");
+    let mut old_format = Vec::new();
+    kiln::swap::snapshot_file::write_version(&saved, &mut old_format, 1).expect("format 1");
+    assert_eq!(&old_format[8..12], &1u32.to_le_bytes());
+    std::fs::write(&state, &old_format).expect("write the old format");
 
     let session = DevSession::start(&copy, &["--state", &state_arg]);
     let restoring = session

@@ -2,10 +2,13 @@
 //! nothing: the worker marks what it last wrote (large buffers by identity,
 //! `shared_state::Mark`; small sections by value) and, when the state is
 //! still exactly that and that checkpoint is still the supervisor's current
-//! one, says so instead of writing the slot again. A new version whose
+//! one, says so instead of writing it again. A new version whose
 //! handoff shared every buffer holds the same state; a call that changes
 //! any of it gets a full checkpoint; a restarted worker (a new process)
-//! writes its first checkpoint in full.
+//! writes its first checkpoint in full. A worker serves its residents from
+//! the sealed checkpoint it wrote and a restarted one from the one it
+//! starts with, mapped; a write into a mapped resident leaves the
+//! checkpoint as it was.
 //!
 //! A real worker process on the test module, with a 256 KiB resident.
 //! Run with `cargo test --release -p kiln-e2e --test worker_checkpoints`.
@@ -21,14 +24,21 @@ use shared_state::Call;
 
 const MODULE: &str = "kiln-test-misbehaving";
 
-#[test]
-fn a_checkpoint_of_unchanged_state_writes_nothing_and_a_change_is_written() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// A workload of the 256 KiB `state` resident and one `count` call (which
+/// changes the state), written under `dir`.
+fn count_workload(dir: &std::path::Path) -> std::path::PathBuf {
     let mut workload = Workload::new("count-once");
     workload.load("state", state_tensor());
     workload.call(Call::new("count"), None);
-    let file = dir.path().join("count.kiln");
+    let file = dir.join("count.kiln");
     write(&workload, &file).expect("write workload");
+    file
+}
+
+#[test]
+fn a_checkpoint_of_unchanged_state_writes_nothing_and_a_change_is_written() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = count_workload(dir.path());
 
     let artifact = module_artifact(MODULE);
     let stage = staging("worker-checkpoints");
@@ -85,4 +95,69 @@ fn a_checkpoint_of_unchanged_state_writes_nothing_and_a_change_is_written() {
     assert_eq!(restarted.hash, counted.hash);
     let unchanged = engine.take_checkpoint().expect("checkpoint");
     assert!(unchanged.unchanged, "{unchanged:?}");
+}
+
+/// The memfd checkpoints worker `pid` maps (`/proc/PID/maps`).
+fn mapped_checkpoints(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .expect("maps")
+        .lines()
+        .filter(|l| l.contains("/memfd:kiln-checkpoint"))
+        .count()
+}
+
+#[test]
+fn a_restarted_worker_serves_the_sealed_checkpoint_in_place_and_a_write_leaves_it_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = count_workload(dir.path());
+    let artifact = module_artifact(MODULE);
+    let stage = staging("worker-checkpoints-mapped");
+    let mut engine = IsolatedEngine::new(worker_options(file, None), None).expect("engine");
+    let staged = stage.stage(MODULE, &artifact).expect("stage");
+    engine.start(&staged, StateSource::Empty).expect("worker");
+    engine.load_workload_state().expect("load");
+    let replay = engine.replay(None).expect("replay");
+    assert!(replay.passed(), "{}", replay.table.render());
+    let good = engine.take_checkpoint().expect("checkpoint");
+    let first_pid = engine.worker_pid().expect("pid");
+    // Once written, the checkpoint is what the worker serves its resident
+    // from (its own copy dropped): the state exists once.
+    assert_eq!(
+        mapped_checkpoints(first_pid),
+        1,
+        "served from the checkpoint"
+    );
+    let again = engine.take_checkpoint().expect("checkpoint");
+    assert!(
+        again.unchanged,
+        "the mapped resident is still the checkpoint's"
+    );
+
+    // Restarted from the checkpoint: mapped, bit for bit.
+    let v2 = stage.stage(MODULE, &artifact).expect("stage");
+    engine
+        .start(&v2, engine.checkpoint_source())
+        .expect("restart");
+    let pid = engine.worker_pid().expect("pid");
+    assert_ne!(pid, first_pid);
+    assert_eq!(mapped_checkpoints(pid), 1, "restarted from the checkpoint");
+    assert_eq!(engine.state_hash().expect("hash").hash, good.hash);
+
+    // `count` writes the mapped resident: the engine writes its own copy
+    // (the mapping is read-only), the sealed checkpoint keeps its bytes.
+    let replay = engine.replay(None).expect("replay");
+    assert!(replay.passed(), "{}", replay.table.render());
+    assert_ne!(engine.state_hash().expect("hash").hash, good.hash);
+    // A worker restarted now (the write was never checkpointed) starts
+    // from the checkpoint's bytes, untouched by that write.
+    engine.stop_worker(Duration::from_secs(60));
+    let v3 = stage.stage(MODULE, &artifact).expect("stage");
+    engine
+        .start(&v3, engine.checkpoint_source())
+        .expect("restart");
+    assert_eq!(engine.state_hash().expect("hash").hash, good.hash);
+    // The next checkpoint is a new memfd, written in full.
+    let again = engine.take_checkpoint().expect("checkpoint");
+    assert!(!again.unchanged);
+    assert_eq!(again.hash, good.hash);
 }

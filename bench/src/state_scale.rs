@@ -17,10 +17,13 @@
 //!   `restarted` (its `ms`, from the crash being noticed);
 //! - Ctrl-C: SIGINT to `kiln dev`, until the state file exists and until
 //!   the process has exited;
-//! - peak memory: the summed Pss of the supervisor and its worker (from
-//!   `/proc/PID/smaps_rollup`, every ~50 ms on a thread) plus the memfds
-//!   the supervisor holds that no process maps (the checkpoint slots are
-//!   written with write(2): their pages are in no Pss);
+//! - peak memory: the summed Pss of the supervisor and its worker less
+//!   their shared-memory part (`Pss - Pss_Shmem` of `/proc/PID/smaps_rollup`,
+//!   every ~50 ms on a thread) plus every memfd once, in full, mapped or
+//!   not (the checkpoints: a worker serving one maps it, and a mapping's
+//!   Pss counts only the pages it touched; one the supervisor holds is
+//!   measured by its allocated blocks, one only mapped by the length of its
+//!   mapping, which is the whole file);
 //!
 //! and next to them a memcpy of the size and the restart loop's way of
 //! getting the state back: reading the state file into memory (from the
@@ -216,8 +219,8 @@ fn state_workload(size: u64) -> Workload {
 
 // ----- memory of the session, sampled -----
 
-/// One reading: Pss of the supervisor and its worker(s), and the memfds the
-/// supervisor holds that no process maps.
+/// One reading: Pss of the supervisor and its worker(s) less their shared
+/// memory, and every memfd they hold or map, once, in full.
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     at: Instant,
@@ -235,9 +238,12 @@ impl Sample {
     }
 }
 
-/// `Pss:` of `/proc/PID/smaps_rollup`, in bytes.
+/// `Pss:` less `Pss_Shmem:` of `/proc/PID/smaps_rollup`, in bytes: what
+/// the process holds but shared memory (counted in full by the memfds).
 fn pss(pid: u32) -> Option<u64> {
-    kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss")
+    let rollup = format!("/proc/{pid}/smaps_rollup");
+    let all = kib_field(&rollup, "Pss")?;
+    Some(all.saturating_sub(kib_field(&rollup, "Pss_Shmem").unwrap_or(0)))
 }
 
 /// The `kiln worker` children of `parent`.
@@ -276,43 +282,54 @@ fn workers_of(parent: u32) -> Vec<u32> {
     workers
 }
 
-/// Inodes of the memfds `pid` maps.
-fn mapped_memfds(pid: u32, into: &mut BTreeSet<u64>) {
+/// The memfds `pid` maps: inode and the mapping's length (the whole file:
+/// kiln maps checkpoints whole).
+fn mapped_memfds(pid: u32, into: &mut std::collections::BTreeMap<u64, u64>) {
     let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
         return;
     };
     for line in maps.lines().filter(|l| l.contains("/memfd:")) {
-        if let Some(inode) = line.split_whitespace().nth(4).and_then(|i| i.parse().ok()) {
-            into.insert(inode);
+        let mut fields = line.split_whitespace();
+        let length = fields.next().and_then(|range| {
+            let (start, end) = range.split_once('-')?;
+            Some(u64::from_str_radix(end, 16).ok()? - u64::from_str_radix(start, 16).ok()?)
+        });
+        if let (Some(length), Some(inode)) = (length, fields.nth(3).and_then(|i| i.parse().ok())) {
+            let known = into.entry(inode).or_insert(0);
+            *known = (*known).max(length);
         }
     }
 }
 
-/// Bytes held by the memfds `supervisor` has open that none of `mappers`
-/// maps (allocated blocks: tmpfs pages in memory).
-fn unmapped_memfd_bytes(supervisor: u32, mappers: &[u32]) -> u64 {
-    let mut mapped = BTreeSet::new();
+/// Bytes of every memfd `supervisor` holds (allocated blocks: tmpfs pages
+/// in memory) or one of `mappers` maps (its mapping's length), each once.
+fn memfd_bytes(supervisor: u32, mappers: &[u32]) -> u64 {
+    let mut mapped = std::collections::BTreeMap::new();
     for &pid in mappers {
         mapped_memfds(pid, &mut mapped);
     }
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{supervisor}/fd")) else {
-        return 0;
-    };
     let mut seen = BTreeSet::new();
     let mut total = 0;
-    for fd in fds.flatten() {
-        let is_memfd =
-            std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:"));
-        if !is_memfd {
-            continue;
-        }
-        if let Ok(meta) = std::fs::metadata(fd.path()) {
-            if !mapped.contains(&meta.ino()) && seen.insert(meta.ino()) {
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{supervisor}/fd")) {
+        for fd in fds.flatten() {
+            let is_memfd = std::fs::read_link(fd.path())
+                .is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:"));
+            if !is_memfd {
+                continue;
+            }
+            if let Ok(meta) = std::fs::metadata(fd.path())
+                && seen.insert(meta.ino())
+            {
                 total += meta.blocks() * 512;
             }
         }
     }
     total
+        + mapped
+            .iter()
+            .filter(|(inode, _)| !seen.contains(inode))
+            .map(|(_, length)| length)
+            .sum::<u64>()
 }
 
 fn sample(supervisor: u32) -> Option<Sample> {
@@ -330,7 +347,7 @@ fn sample(supervisor: u32) -> Option<Sample> {
         workers: mappers.len(),
         memfd: {
             mappers.push(supervisor);
-            unmapped_memfd_bytes(supervisor, &mappers)
+            memfd_bytes(supervisor, &mappers)
         },
     })
 }
@@ -402,14 +419,15 @@ pub struct SizeFigures {
     /// From SIGINT to the process's exit.
     pub ctrl_c_exit_ms: f64,
     pub state_file_bytes: u64,
-    /// The highest sample: Pss of both processes and the unmapped memfds.
+    /// The highest sample: Pss of both processes (less shared memory) and
+    /// every memfd.
     pub peak_pss: u64,
     pub peak_memfd: u64,
     /// The supervisor's part of `peak_pss`.
     pub peak_supervisor_pss: u64,
     /// The phase the peak fell in.
     pub peak_phase: String,
-    /// Each phase's highest sample: (phase, Pss, unmapped memfds).
+    /// Each phase's highest sample: (phase, Pss less shared memory, memfds).
     pub phase_peaks: Vec<(String, u64, u64)>,
     pub samples: usize,
     pub memcpy_gbps: Option<Summary>,
@@ -451,7 +469,7 @@ impl SizeFigures {
             "ctrl_c_to_exit_ms": self.ctrl_c_exit_ms,
             "state_file_bytes": self.state_file_bytes,
             "peak_pss_bytes": self.peak_pss,
-            "peak_unmapped_memfd_bytes": self.peak_memfd,
+            "peak_memfd_bytes": self.peak_memfd,
             "peak_supervisor_pss_bytes": self.peak_supervisor_pss,
             "peak_bytes": self.peak(),
             "peak_over_state": self.peak() as f64 / self.bytes as f64,
@@ -459,7 +477,7 @@ impl SizeFigures {
             "phase_peaks": self.phase_peaks.iter().map(|(phase, pss, memfd)| json!({
                 "phase": phase,
                 "pss_bytes": pss,
-                "unmapped_memfd_bytes": memfd,
+                "memfd_bytes": memfd,
             })).collect::<Vec<_>>(),
             "memory_samples": self.samples,
             "memcpy_gbps": self.memcpy_gbps.map(|s| s.to_json()),
@@ -913,7 +931,7 @@ fn render(outcomes: &[(u64, SizeOutcome)]) -> String {
         }
     }
     format!(
-        "times (kiln's own figures from its JSON events; start-up and Ctrl-C from outside):\n{}\nmemory (peak summed Pss of supervisor + worker, plus checkpoint memfds no process maps; sampled every {} ms) and baselines (medians):\n{}{}",
+        "times (kiln's own figures from its JSON events; start-up and Ctrl-C from outside):\n{}\nmemory (peak summed Pss of supervisor + worker less shared memory, plus every memfd once in full, mapped or not; sampled every {} ms) and baselines (medians):\n{}{}",
         times.render(),
         SAMPLE_EVERY.as_millis(),
         memory.render(),

@@ -221,7 +221,11 @@ pub trait Engine {
     /// version fails to start, this engine keeps serving. Cloning a
     /// resident [`crate::Tensor`] into the snapshot shares its elements
     /// (no copy: [`crate::Shared`]); whoever writes them later writes its
-    /// own copy, so export by clone.
+    /// own copy, so export by clone. Elements may live in a read-only
+    /// mapping of a sealed checkpoint (an engine restarted from one is
+    /// handed mapped tensors): read them in place, write through
+    /// `as_mut_slice`/`data_mut` (which copies first), never cast the
+    /// read-only slice to a mutable one.
     fn export_state(&self) -> Result<Snapshot, EngineError>;
     /// Export the state for the next version of the same module, started
     /// in this process while this engine is alive: resident buffers may be

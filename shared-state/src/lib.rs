@@ -12,6 +12,7 @@ pub mod engine;
 pub mod export;
 pub mod expr;
 pub mod fingerprint;
+pub mod mapped;
 pub mod snapshot;
 pub mod tensor;
 

@@ -77,23 +77,72 @@ impl fmt::Display for DType {
 /// (a reference count, no copy of the bytes), reading goes through
 /// [`Deref`](std::ops::Deref) to `[T]`, and writing through
 /// [`DerefMut`](std::ops::DerefMut) first gives the writer its own copy if
-/// anyone else still holds them (copy on write). So an engine's state
-/// handed to the next version as a [`crate::Snapshot`] moves no bytes, and
-/// the new version writing a handed-over buffer leaves the old version's
-/// unchanged.
+/// anyone else still holds them, or if they are mapped read-only (copy on
+/// write). So an engine's state handed to the next version as a
+/// [`crate::Snapshot`] moves no bytes, and the new version writing a
+/// handed-over buffer leaves the old version's unchanged.
 ///
-/// What is shared is plain data: a reference count and a `Vec` of `Pod`
-/// elements, freed by whichever holder drops it last with the `Vec`'s own
-/// allocator (the system allocator every module and the host use): no
-/// trait object, closure or function pointer of a module rides along, so a
+/// The elements live in a `Vec` of `Pod` elements, or in a read-only
+/// mapping of a sealed checkpoint ([`crate::mapped::Mapping`]: a restarted
+/// engine serves its state from there without copying it). What is shared
+/// is plain data: a reference count and either, freed by whichever holder
+/// drops it last with this crate's code (the `Vec`'s own allocator, the
+/// system allocator every module and the host use; `munmap`): no trait
+/// object, closure or function pointer of a module rides along, so a
 /// module's library can be closed while the buffers it made live on in the
 /// next version (ARCHITECTURE.md, invariant 7).
-pub struct Shared<T>(std::sync::Arc<Vec<T>>);
+pub struct Shared<T>(std::sync::Arc<Elements<T>>);
+
+/// Where a [`Shared`]'s elements live.
+enum Elements<T> {
+    Owned(Vec<T>),
+    /// `len` elements at byte `offset` of a sealed read-only mapping, the
+    /// offset aligned for `T` (checked by [`Buffer::mapped`], the only
+    /// constructor, which also only makes them of `Pod` types).
+    Mapped {
+        mapping: std::sync::Arc<crate::mapped::Mapping>,
+        offset: usize,
+        len: usize,
+    },
+}
+
+impl<T> Elements<T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Elements::Owned(v) => v,
+            Elements::Mapped {
+                mapping,
+                offset,
+                len,
+            } => {
+                let bytes = &mapping.bytes()[*offset..];
+                // SAFETY: `Buffer::mapped` checked that `len` elements of
+                // `T` fit in the mapping after `offset`, that the address is
+                // aligned for `T`, and that `T` is `Pod` (every bit pattern
+                // valid); the mapping is sealed and lives as long as `self`.
+                unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), *len) }
+            }
+        }
+    }
+}
+
+impl<T: Clone> Clone for Elements<T> {
+    /// An owned copy (of mapped elements too: the writer's own).
+    fn clone(&self) -> Self {
+        Elements::Owned(self.as_slice().to_vec())
+    }
+}
 
 impl<T> Shared<T> {
     /// Whether another holder shares these elements (a write would copy).
     pub fn is_shared(&self) -> bool {
         std::sync::Arc::strong_count(&self.0) > 1
+    }
+
+    /// Whether the elements live in a read-only mapping (a write would
+    /// copy them first).
+    pub fn is_mapped(&self) -> bool {
+        matches!(*self.0, Elements::Mapped { .. })
     }
 
     /// Whether `self` and `other` are the same elements (not merely equal).
@@ -107,7 +156,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
     /// write in place: [`Mark::is`] later says whether a buffer still holds
     /// them, unwritten since.
     pub fn mark(&self) -> Mark {
-        let weak: std::sync::Weak<Vec<T>> = std::sync::Arc::downgrade(&self.0);
+        let weak: std::sync::Weak<Elements<T>> = std::sync::Arc::downgrade(&self.0);
         Mark(weak)
     }
 
@@ -140,10 +189,14 @@ impl std::fmt::Debug for Mark {
 }
 
 impl<T: Clone> Shared<T> {
-    /// The elements as an owned vector: taken if no one else holds them,
-    /// copied otherwise.
+    /// The elements as an owned vector: taken if no one else holds them
+    /// and they are not mapped, copied otherwise.
     pub fn into_vec(self) -> Vec<T> {
-        std::sync::Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
+        match std::sync::Arc::try_unwrap(self.0) {
+            Ok(Elements::Owned(v)) => v,
+            Ok(mapped) => mapped.as_slice().to_vec(),
+            Err(shared) => shared.as_slice().to_vec(),
+        }
     }
 }
 
@@ -155,7 +208,7 @@ impl<T> Clone for Shared<T> {
 
 impl<T> From<Vec<T>> for Shared<T> {
     fn from(v: Vec<T>) -> Self {
-        Shared(std::sync::Arc::new(v))
+        Shared(std::sync::Arc::new(Elements::Owned(v)))
     }
 }
 
@@ -169,7 +222,7 @@ impl<'a, T> IntoIterator for &'a Shared<T> {
     type Item = &'a T;
     type IntoIter = std::slice::Iter<'a, T>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.0.as_slice().iter()
     }
 }
 
@@ -182,7 +235,16 @@ impl<T> std::ops::Deref for Shared<T> {
 
 impl<T: Clone> std::ops::DerefMut for Shared<T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        std::sync::Arc::make_mut(&mut self.0).as_mut_slice()
+        // Shared: the writer gets its own copy (`Elements::clone` is an
+        // owned one); held alone but mapped: the copy replaces the mapping.
+        let elements = std::sync::Arc::make_mut(&mut self.0);
+        if let Elements::Mapped { .. } = elements {
+            *elements = elements.clone();
+        }
+        match elements {
+            Elements::Owned(v) => v.as_mut_slice(),
+            Elements::Mapped { .. } => unreachable!("replaced by an owned copy above"),
+        }
     }
 }
 
@@ -285,6 +347,63 @@ impl Buffer {
         let mut buf = Buffer::zeros(dtype, bytes.len() / dtype.size());
         buf.as_bytes_mut().copy_from_slice(bytes);
         Ok(buf)
+    }
+
+    /// `len` elements of `dtype` at byte `offset` of `mapping`, without
+    /// copying them: read from there, copied on the first write
+    /// ([`Shared`]). Errors if they run past the mapping's end or the
+    /// offset is not aligned for the element type.
+    pub fn mapped(
+        dtype: DType,
+        mapping: &std::sync::Arc<crate::mapped::Mapping>,
+        offset: usize,
+        len: usize,
+    ) -> Result<Buffer, ShapeError> {
+        len.checked_mul(dtype.size())
+            .filter(|b| {
+                offset
+                    .checked_add(*b)
+                    .is_some_and(|end| end <= mapping.len())
+            })
+            .ok_or_else(|| {
+                ShapeError(format!(
+                    "{len} {dtype} elements at byte {offset} run past the mapping's {} bytes",
+                    mapping.len()
+                ))
+            })?;
+        let address = mapping.bytes().as_ptr() as usize + offset;
+        if !address.is_multiple_of(dtype.size()) {
+            return Err(ShapeError(format!(
+                "{dtype} elements at byte {offset} are not aligned"
+            )));
+        }
+        fn shared<T: Pod>(
+            mapping: &std::sync::Arc<crate::mapped::Mapping>,
+            offset: usize,
+            len: usize,
+        ) -> Shared<T> {
+            Shared(std::sync::Arc::new(Elements::Mapped {
+                mapping: mapping.clone(),
+                offset,
+                len,
+            }))
+        }
+        Ok(match dtype {
+            DType::F32 => Buffer::F32(shared(mapping, offset, len)),
+            DType::F64 => Buffer::F64(shared(mapping, offset, len)),
+            DType::I32 => Buffer::I32(shared(mapping, offset, len)),
+            DType::I64 => Buffer::I64(shared(mapping, offset, len)),
+            DType::U32 => Buffer::U32(shared(mapping, offset, len)),
+            DType::U8 => Buffer::U8(shared(mapping, offset, len)),
+            DType::F16 => Buffer::F16(shared(mapping, offset, len)),
+            DType::BF16 => Buffer::BF16(shared(mapping, offset, len)),
+            DType::I8 => Buffer::I8(shared(mapping, offset, len)),
+        })
+    }
+
+    /// Whether the elements live in a read-only mapping ([`Buffer::mapped`]).
+    pub fn is_mapped(&self) -> bool {
+        each_buffer!(self, v => v.is_mapped())
     }
 
     pub fn dtype(&self) -> DType {

@@ -1,91 +1,105 @@
-//! The state of the last good point, outside the worker: three
-//! shared-memory slots (memfds the supervisor creates and keeps for the
-//! whole session; every worker gets them as descriptors 4, 5 and 6). The
-//! worker writes a new checkpoint into a slot that neither holds the
-//! current one nor is being copied to disk; only when it says it is done
-//! does that slot become current. A worker that dies mid-write leaves the
-//! current checkpoint whole. The bytes are a snapshot file, so `--state
-//! FILE` is a copy of them.
+//! The state of the last good point, outside the worker: a memfd per
+//! checkpoint, which the supervisor creates, a worker writes (opening it by
+//! a `/proc/<supervisor>/fd/N` path sent with the request), and the
+//! supervisor seals once the worker says it is done (`F_SEAL_WRITE`,
+//! `F_SEAL_SHRINK`, `F_SEAL_GROW`, `F_SEAL_SEAL`): from then on no one can
+//! change, empty or grow it. Only then does it become current. A worker
+//! that dies mid-write leaves the current checkpoint whole. The bytes are
+//! a snapshot file, so `--state FILE` is a copy of them.
+//!
+//! A checkpoint is never emptied or rewritten: a restarted worker maps the
+//! current one and serves it in place (`swap::snapshot_file::map`), so
+//! rewriting it would change pages under the engine or fault (SIGBUS).
+//! The supervisor only drops its descriptor when a newer one is current;
+//! the memory goes when the last holder (a worker's mapping, the disk
+//! copy) lets go.
 //!
 //! With [`Checkpoint::keep_on_disk`], every checkpoint is also copied to a
-//! file behind the session ([`super::disk_copy`]): the copy reads the slot
-//! it was given while the session goes on into the two others, so the
-//! session never waits for the disk. A slot that holds neither the current
-//! checkpoint nor the one being copied is emptied (its memory given back).
+//! file behind the session ([`super::disk_copy`]): the copy holds the
+//! sealed memfd it was given while the session goes on.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustix::fs::{MemfdFlags, SealFlags};
+
 use super::disk_copy::{DiskCopy, Kept, Shared};
-use crate::worker::protocol::{Checkpointed, SLOT_FDS, StateSource};
+use crate::worker::protocol::{Checkpointed, StateSource};
 
-/// How many checkpoint slots there are: the current one, the one the disk
-/// copy reads, the one the next checkpoint goes to.
-pub const SLOTS: usize = SLOT_FDS.len();
-
-/// The checkpoint slots.
+/// The checkpoints.
 pub struct Checkpoint {
-    slots: [File; SLOTS],
-    /// The current slot and what is in it.
-    current: Option<(usize, Checkpointed)>,
-    /// Which slots are current and being copied, shared with the copy.
+    /// The memfd the checkpoint under way is written to (not sealed yet).
+    next: Option<File>,
+    /// The current checkpoint (sealed) and what is in it.
+    current: Option<(Arc<File>, Checkpointed)>,
+    /// What the disk copy is to copy next, shared with it.
     shared: Arc<Shared>,
     /// The copy of every checkpoint to a file, when kept on disk.
     disk: Option<DiskCopy>,
 }
 
+/// The path another process (or this one) opens `file` by: its own open
+/// description, so its own offset.
+fn path_of(file: &File) -> PathBuf {
+    PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        file.as_raw_fd()
+    ))
+}
+
 impl Checkpoint {
     pub fn create() -> std::io::Result<Checkpoint> {
-        let slot = |name: &str| -> std::io::Result<File> {
-            let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
-            Ok(File::from(fd))
-        };
         Ok(Checkpoint {
-            slots: [
-                slot("kiln-checkpoint-a")?,
-                slot("kiln-checkpoint-b")?,
-                slot("kiln-checkpoint-c")?,
-            ],
+            next: None,
             current: None,
             shared: Arc::default(),
             disk: None,
         })
     }
 
-    pub fn slots(&self) -> &[File; SLOTS] {
-        &self.slots
+    /// A fresh memfd for the next checkpoint: the path a worker opens it
+    /// by to write it. Any earlier one that was not committed is dropped.
+    pub fn begin(&mut self) -> std::io::Result<PathBuf> {
+        let fd = rustix::fs::memfd_create(
+            "kiln-checkpoint",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )?;
+        let file = File::from(fd);
+        let path = path_of(&file);
+        self.next = Some(file);
+        Ok(path)
     }
 
-    /// The slot the next checkpoint goes to: neither the current one nor
-    /// the one being copied to disk.
-    pub fn next_slot(&self) -> usize {
-        let used = self.shared.lock();
-        (0..SLOTS)
-            .find(|s| used.current != Some(*s) && used.pinned != Some(*s))
-            .expect("three slots, at most two in use")
-    }
-
-    /// `slot` now holds the last good point (and, when kept on disk, is
-    /// the next one copied there).
-    pub fn commit(&mut self, slot: usize, written: Checkpointed) {
-        let mut used = self.shared.lock();
-        let before = used.current.replace(slot);
+    /// The checkpoint written into the memfd [`Checkpoint::begin`] made
+    /// holds the last good point: sealed, it becomes current (and, when
+    /// kept on disk, the next one copied there). The previous one is let
+    /// go (whoever still maps or copies it keeps it until done).
+    pub fn commit(&mut self, written: Checkpointed) -> Result<(), String> {
+        let file = self
+            .next
+            .take()
+            .ok_or("no checkpoint under way to commit")?;
+        let all = SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL;
+        rustix::fs::fcntl_add_seals(&file, all)
+            .map_err(|e| format!("cannot seal the checkpoint: {e}"))?;
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        if len != written.bytes {
+            return Err(format!(
+                "the checkpoint holds {len} bytes, the worker wrote {}",
+                written.bytes
+            ));
+        }
+        let file = Arc::new(file);
         if self.disk.is_some() {
-            used.submit(slot, written.clone());
+            self.shared.lock().submit(file.clone(), written.clone());
             self.shared.wake();
         }
-        if let Some(old) = before
-            && old != slot
-            && used.pinned != Some(old)
-        {
-            // Nothing reads it any more: give its memory back.
-            let _ = self.slots[old].set_len(0);
-        }
-        drop(used);
-        self.current = Some((slot, written));
+        self.current = Some((file, written));
+        Ok(())
     }
 
     pub fn current(&self) -> Option<&Checkpointed> {
@@ -95,8 +109,8 @@ impl Checkpoint {
     /// Where a restarted engine's state comes from.
     pub fn source(&self) -> StateSource {
         match &self.current {
-            Some((slot, c)) => StateSource::Checkpoint {
-                slot: *slot,
+            Some((file, c)) => StateSource::Checkpoint {
+                file: path_of(file),
                 bytes: c.bytes,
             },
             None => StateSource::Empty,
@@ -107,12 +121,7 @@ impl Checkpoint {
     /// own (the current one first, if any); `module` names it in the log.
     pub fn keep_on_disk(&mut self, path: &Path, module: &str) -> std::io::Result<()> {
         self.stop_keeping();
-        let slots = [
-            self.slots[0].try_clone()?,
-            self.slots[1].try_clone()?,
-            self.slots[2].try_clone()?,
-        ];
-        let copy = DiskCopy::start(path, module, slots, self.shared.clone())?;
+        let copy = DiskCopy::start(path, module, self.shared.clone())?;
         self.attach(copy);
         Ok(())
     }
@@ -124,14 +133,14 @@ impl Checkpoint {
         self.disk = Some(copy);
         let mut used = self.shared.lock();
         used.forget_last();
-        if let Some((slot, written)) = &self.current {
-            used.submit(*slot, written.clone());
+        if let Some((file, written)) = &self.current {
+            used.submit(file.clone(), written.clone());
         }
         drop(used);
         self.shared.wake();
     }
 
-    /// The slots' use, as the disk copy sees it.
+    /// What the disk copy sees.
     #[cfg(test)]
     pub(super) fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
@@ -147,10 +156,10 @@ impl Checkpoint {
     /// Writes the current checkpoint to `path` as a snapshot file (via a
     /// temporary file and a rename). Returns the bytes written.
     pub fn write_file(&self, path: &Path) -> Result<u64, String> {
-        let Some((slot, written)) = &self.current else {
+        let Some((file, written)) = &self.current else {
             return Err("no checkpoint taken yet".into());
         };
-        let source = format!("/proc/self/fd/{}", self.slots[*slot].as_raw_fd());
+        let source = path_of(file);
         let tmp = path.with_extension("partial");
         let copy = || -> std::io::Result<u64> {
             let mut from = File::open(&source)?;

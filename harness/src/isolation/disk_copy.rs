@@ -1,11 +1,11 @@
 //! The last good point kept on disk, behind the session: a thread copies
-//! each committed checkpoint slot to a file, so that a supervisor killed
+//! each committed checkpoint (a sealed memfd) to a file, so that a supervisor killed
 //! outright (SIGKILL, the OOM killer) leaves its last good point's state
 //! recoverable by the next `kiln dev`.
 //!
-//! - **Never waited for.** A commit only hands the slot over
-//!   ([`State::submit`]); the session goes on writing checkpoints into the
-//!   other two slots while the copy reads this one ([`State::pinned`]).
+//! - **Never waited for.** A commit only hands the sealed memfd over
+//!   ([`State::submit`]); the session goes on writing checkpoints into new
+//!   ones while the copy reads this one (it cannot change: sealed).
 //! - **Coalesced.** While a copy runs, newer checkpoints replace each other:
 //!   only the newest is copied after it.
 //! - **Whole or not at all.** The copy goes to a temporary file in the same
@@ -28,25 +28,20 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::events::{self, emit};
-use crate::worker::protocol::{Checkpointed, SLOT_FDS};
+use crate::worker::protocol::Checkpointed;
 
-/// The checkpoint slots (`isolation/checkpoint.rs`).
-const SLOTS: usize = SLOT_FDS.len();
-
-/// A checkpoint handed to the copy.
+/// A checkpoint handed to the copy: its sealed memfd, held until copied.
 #[derive(Clone, Debug)]
 struct Job {
-    slot: usize,
+    file: Arc<File>,
     written: Checkpointed,
 }
 
 /// What the session and the copy share, under one lock.
 #[derive(Debug, Default)]
 pub struct State {
-    /// The slot holding the current checkpoint.
-    pub current: Option<usize>,
-    /// The slot the copy reads now: no checkpoint may go there.
-    pub pinned: Option<usize>,
+    /// Whether a copy is under way.
+    pub copying: bool,
     /// The newest checkpoint not yet copied.
     pending: Option<Job>,
     /// Finish the pending copy, then end.
@@ -58,10 +53,10 @@ pub struct State {
 }
 
 impl State {
-    /// The checkpoint in `slot` is the newest: copy it next (replacing any
+    /// The checkpoint in `file` is the newest: copy it next (replacing any
     /// older one still waiting).
-    pub fn submit(&mut self, slot: usize, written: Checkpointed) {
-        self.pending = Some(Job { slot, written });
+    pub fn submit(&mut self, file: Arc<File>, written: Checkpointed) {
+        self.pending = Some(Job { file, written });
     }
 
     /// A new copy starts: the outcome of an earlier one is not its own.
@@ -70,7 +65,7 @@ impl State {
     }
 }
 
-/// The slots' use, shared by the session's [`super::checkpoint::Checkpoint`]
+/// What to copy, shared by the session's [`super::checkpoint::Checkpoint`]
 /// and its copy thread.
 #[derive(Debug, Default)]
 pub struct Shared {
@@ -115,12 +110,13 @@ pub fn temporary_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.writing"))
 }
 
-/// Copies `written.bytes` bytes of `slot` (a memfd: read from its start,
-/// through a description of our own) to `path` via its temporary file.
+/// Copies `written.bytes` bytes of `checkpoint` (a sealed memfd: read from its
+/// start, through a description of our own) to `path` via its temporary
+/// file.
 /// `before_rename` runs between the sync and the rename (tests hold the
 /// copy there).
-fn copy_slot(
-    slot: &File,
+fn copy_checkpoint(
+    checkpoint: &File,
     written: &Checkpointed,
     path: &Path,
     before_rename: &dyn Fn(),
@@ -128,14 +124,14 @@ fn copy_slot(
     let start = Instant::now();
     let tmp = temporary_path(path);
     let fail = |e: std::io::Error| format!("cannot write {}: {e}", tmp.display());
-    let mut from = File::open(format!("/proc/self/fd/{}", slot.as_raw_fd())).map_err(fail)?;
+    let mut from = File::open(format!("/proc/self/fd/{}", checkpoint.as_raw_fd())).map_err(fail)?;
     let mut to = File::create(&tmp).map_err(fail)?;
     let n =
         std::io::copy(&mut std::io::Read::take(&mut from, written.bytes), &mut to).map_err(fail)?;
     if n != written.bytes {
         let _ = std::fs::remove_file(&tmp);
         return Err(format!(
-            "the checkpoint slot holds {n} bytes, {} were written",
+            "the checkpoint holds {n} bytes, {} were written",
             written.bytes
         ));
     }
@@ -157,21 +153,14 @@ fn copy_slot(
 }
 
 impl DiskCopy {
-    /// Starts the copy thread for `path` (its directory is created);
-    /// `slots` are the session's slots (copies of the descriptors).
-    pub fn start(
-        path: &Path,
-        module: &str,
-        slots: [File; SLOTS],
-        shared: Arc<Shared>,
-    ) -> std::io::Result<DiskCopy> {
-        Self::start_with(path, module, slots, shared, Box::new(|| {}))
+    /// Starts the copy thread for `path` (its directory is created).
+    pub fn start(path: &Path, module: &str, shared: Arc<Shared>) -> std::io::Result<DiskCopy> {
+        Self::start_with(path, module, shared, Box::new(|| {}))
     }
 
     fn start_with(
         path: &Path,
         module: &str,
-        slots: [File; SLOTS],
         shared: Arc<Shared>,
         before_rename: Box<dyn Fn() + Send>,
     ) -> std::io::Result<DiskCopy> {
@@ -183,7 +172,7 @@ impl DiskCopy {
         let theirs = shared.clone();
         let thread = std::thread::Builder::new()
             .name("kiln-state-disk".into())
-            .spawn(move || copy_loop(&theirs, &slots, &path, &module, &*before_rename))?;
+            .spawn(move || copy_loop(&theirs, &path, &module, &*before_rename))?;
         Ok(DiskCopy {
             shared,
             thread: Some(thread),
@@ -213,20 +202,14 @@ impl Drop for DiskCopy {
     }
 }
 
-fn copy_loop(
-    shared: &Shared,
-    slots: &[File; SLOTS],
-    path: &Path,
-    module: &str,
-    before_rename: &dyn Fn(),
-) {
+fn copy_loop(shared: &Shared, path: &Path, module: &str, before_rename: &dyn Fn()) {
     let mut last_error: Option<String> = None;
     loop {
         let job = {
             let mut state = shared.lock();
             loop {
                 if let Some(job) = state.pending.take() {
-                    state.pinned = Some(job.slot);
+                    state.copying = true;
                     break job;
                 }
                 if state.stop {
@@ -238,14 +221,13 @@ fn copy_loop(
                     .unwrap_or_else(|e| e.into_inner());
             }
         };
-        let outcome = copy_slot(&slots[job.slot], &job.written, path, before_rename);
+        let outcome = copy_checkpoint(&job.file, &job.written, path, before_rename);
+        // Let go of the memfd: if a newer checkpoint is current, its memory
+        // goes back now (unless a worker still maps it).
+        drop(job);
         {
             let mut state = shared.lock();
-            state.pinned = None;
-            if state.current != Some(job.slot) {
-                // A newer checkpoint is current: nothing reads this slot now.
-                let _ = slots[job.slot].set_len(0);
-            }
+            state.copying = false;
             if outcome.is_ok() {
                 state.copies += 1;
             }
@@ -293,7 +275,6 @@ mod tests {
     use crate::isolation::checkpoint::Checkpoint;
     use crate::swap::snapshot_file;
     use shared_state::{Scalar, Snapshot, Tensor};
-    use std::io::{Seek, SeekFrom};
     use std::time::Duration;
 
     /// A snapshot whose resident and counter say `n`, of `elements` f32.
@@ -307,21 +288,20 @@ mod tests {
         s
     }
 
-    /// Writes `snapshot` into the slot `checkpoint` would use next, as a
-    /// worker does, and commits it.
+    /// Writes `snapshot` into the memfd `checkpoint` makes next, as a
+    /// worker does (by its path), and commits it.
     fn take(checkpoint: &mut Checkpoint, snapshot: &Snapshot) -> Checkpointed {
-        let slot = checkpoint.next_slot();
-        let mut file = checkpoint.slots()[slot].try_clone().unwrap();
-        file.set_len(0).unwrap();
-        file.seek(SeekFrom::Start(0)).unwrap();
+        let path = checkpoint.begin().unwrap();
+        let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
         let bytes = snapshot_file::write_to(snapshot, &mut file).unwrap();
+        drop(file);
         let written = Checkpointed {
             bytes,
             hash: crate::swap::state_hash::state_hash(snapshot),
             ms: 0.0,
             unchanged: false,
         };
-        checkpoint.commit(slot, written.clone());
+        checkpoint.commit(written.clone()).unwrap();
         written
     }
 
@@ -356,15 +336,9 @@ mod tests {
     ) {
         let (let_through, hold) = crossbeam_channel::unbounded::<()>();
         let (arrive, arrived) = crossbeam_channel::unbounded::<()>();
-        let slots = [
-            checkpoint.slots()[0].try_clone().unwrap(),
-            checkpoint.slots()[1].try_clone().unwrap(),
-            checkpoint.slots()[2].try_clone().unwrap(),
-        ];
         let copy = DiskCopy::start_with(
             path,
             "kernel-test",
-            slots,
             checkpoint.shared(),
             Box::new(move || {
                 let _ = arrive.send(());
@@ -405,18 +379,15 @@ mod tests {
         let mut checkpoint = Checkpoint::create().unwrap();
         let (let_through, arrived) = held(&mut checkpoint, &path);
         let first = take(&mut checkpoint, &state(1, 1000));
-        // The copy of the first holds its slot (written and synced, not yet
-        // renamed): checkpoints go elsewhere, without waiting for it.
+        // The copy of the first holds its memfd (written and synced, not
+        // yet renamed): checkpoints go to new ones, without waiting for it.
         arrived.recv_timeout(Duration::from_secs(120)).unwrap();
-        let pinned = checkpoint.shared().lock().pinned;
-        assert!(pinned.is_some());
+        assert!(checkpoint.shared().lock().copying);
         let mut newest = first.clone();
         for n in 2..=6 {
-            assert_ne!(Some(checkpoint.next_slot()), pinned);
             newest = take(&mut checkpoint, &state(n, 1000));
+            assert!(checkpoint.shared().lock().copying, "still held mid-copy");
         }
-        // (That they did not wait is the pinned-slot asserts above: a
-        // wall-clock bound here would only measure the machine.)
         // Mid-copy: the file is not there yet, the temporary one is whole.
         assert!(!path.exists());
         assert_eq!(on_disk(&temporary_path(&path)), first.hash);
@@ -464,21 +435,42 @@ mod tests {
     }
 
     #[test]
-    fn slots_no_one_reads_are_emptied() {
+    fn a_committed_checkpoint_is_sealed_and_one_not_committed_is_never_current() {
         let mut checkpoint = Checkpoint::create().unwrap();
-        for n in 0..4 {
-            take(&mut checkpoint, &state(n, 100_000));
-        }
-        let lens: Vec<u64> = checkpoint
-            .slots()
-            .iter()
-            .map(|f| f.metadata().unwrap().len())
-            .collect();
-        assert_eq!(
-            lens.iter().filter(|l| **l > 0).count(),
-            1,
-            "only the current slot holds a checkpoint: {lens:?}"
+        let written = take(&mut checkpoint, &state(1, 100_000));
+        let crate::worker::protocol::StateSource::Checkpoint { file, bytes } = checkpoint.source()
+        else {
+            panic!("no checkpoint")
+        };
+        assert_eq!(bytes, written.bytes);
+        // The seal is checked: no one can write, empty or grow it any more.
+        let mut open = std::fs::OpenOptions::new().write(true).open(&file);
+        assert!(
+            open.as_mut()
+                .map_or(true, |f| std::io::Write::write_all(f, b"x").is_err()),
+            "a sealed checkpoint was written"
         );
+        let reader = File::open(&file).unwrap();
+        assert!(
+            reader.set_len(0).is_err(),
+            "a sealed checkpoint was emptied"
+        );
+        let seals = shared_state::mapped::seals(&reader).unwrap();
+        assert_eq!(
+            seals & shared_state::mapped::NEEDED_SEALS,
+            shared_state::mapped::NEEDED_SEALS
+        );
+        // And it is served in place.
+        let mapped = snapshot_file::map(&reader, &file).unwrap();
+        assert!(mapped.bit_eq(&state(1, 100_000)));
+        // A checkpoint under way that is not committed changes nothing.
+        let path = checkpoint.begin().unwrap();
+        std::fs::write(&path, b"half a snapshot").unwrap();
+        assert_eq!(checkpoint.current().unwrap().hash, written.hash);
+        // Committing a memfd whose length is not what was written: refused.
+        let e = checkpoint.commit(written.clone()).unwrap_err();
+        assert!(e.contains("bytes"), "{e}");
+        assert_eq!(checkpoint.current().unwrap().hash, written.hash);
     }
 
     /// How long keeping a checkpoint on disk takes at a few sizes (printed:

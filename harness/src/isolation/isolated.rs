@@ -2,7 +2,7 @@
 //! engine. Requests go to the current worker; when one goes down (crash,
 //! hang, Ctrl-C) it is dropped, the staged files it had loaded are removed,
 //! and [`IsolatedEngine::start`] starts the next one, typically on the last
-//! good version with the checkpoint's state. The checkpoint slots and the
+//! good version with the checkpoint's state. The checkpoints and the
 //! status record belong to this handle and outlive every worker.
 
 use std::collections::BTreeMap;
@@ -156,7 +156,6 @@ impl IsolatedEngine {
         let worker = Worker::spawn(
             &self.options.spawn,
             &self.status_file,
-            self.checkpoint.slots(),
             self.interrupt.clone(),
         )
         .map_err(|e| WorkerError::Failed(format!("cannot start a worker: {e}")))?;
@@ -297,13 +296,18 @@ impl IsolatedEngine {
 
     /// Checkpoints the engine's state (the last good point is now).
     pub fn take_checkpoint(&mut self) -> Result<Checkpointed, WorkerError> {
-        let slot = self.checkpoint.next_slot();
+        let file = self
+            .checkpoint
+            .begin()
+            .map_err(|e| WorkerError::Failed(format!("cannot make a checkpoint: {e}")))?;
         let current = self.checkpoint.current().map(|c| c.hash.clone());
-        match self.request(Request::Checkpoint { slot, current })? {
+        match self.request(Request::Checkpoint { file, current })? {
             // The current checkpoint holds this very state: it stays.
             Reply::Checkpointed(written) if written.unchanged => Ok(written),
             Reply::Checkpointed(written) => {
-                self.checkpoint.commit(slot, written.clone());
+                self.checkpoint
+                    .commit(written.clone())
+                    .map_err(WorkerError::Failed)?;
                 Ok(written)
             }
             other => Err(unexpected(other)),
@@ -375,7 +379,6 @@ impl IsolatedEngine {
         let worker = Worker::spawn(
             &self.options.spawn,
             &self.status_file,
-            self.checkpoint.slots(),
             self.interrupt.clone(),
         )
         .map_err(|e| WorkerError::Failed(format!("cannot start a worker: {e}")))?;

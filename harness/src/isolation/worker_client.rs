@@ -125,12 +125,11 @@ impl Worker {
     pub fn spawn(
         options: &SpawnOptions,
         status_file: &File,
-        slots: &[File; crate::worker::protocol::SLOT_FDS.len()],
         interrupt: Receiver<()>,
     ) -> std::io::Result<Worker> {
         let status = StatusRecord::map(status_file)?;
         status.idle();
-        let process = WorkerProcess::spawn(options, status_file, slots)?;
+        let process = WorkerProcess::spawn(options, status_file)?;
         Ok(Worker {
             process,
             status,

@@ -24,7 +24,7 @@ use rustix::process::{
 };
 
 use crate::logging::LogFormat;
-use crate::worker::protocol::{Message, Request, SLOT_FDS, STATUS_FD};
+use crate::worker::protocol::{Message, Request, STATUS_FD};
 use crate::worker::{LOG_ANSI_ENV, LOG_ELAPSED_ENV};
 
 /// Lines of standard error kept for the crash report (a backtrace can be
@@ -86,13 +86,9 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// Starts `kiln worker` with `status` and `slots` as its descriptors 3
-    /// to 6.
-    pub fn spawn(
-        options: &SpawnOptions,
-        status: &File,
-        slots: &[File; SLOT_FDS.len()],
-    ) -> std::io::Result<WorkerProcess> {
+    /// Starts `kiln worker` with `status` as its descriptor 3 (checkpoints
+    /// it opens by path, as each request names them).
+    pub fn spawn(options: &SpawnOptions, status: &File) -> std::io::Result<WorkerProcess> {
         let program = options.program()?;
         // A tapped log (`kiln dev --ui`) wants the worker's events as JSON;
         // people still read human lines, made here from them.
@@ -117,12 +113,7 @@ impl WorkerProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let sources = [
-            (status.as_raw_fd(), STATUS_FD),
-            (slots[0].as_raw_fd(), SLOT_FDS[0]),
-            (slots[1].as_raw_fd(), SLOT_FDS[1]),
-            (slots[2].as_raw_fd(), SLOT_FDS[2]),
-        ];
+        let sources = [(status.as_raw_fd(), STATUS_FD)];
         let limit = options.memory_limit;
         let parent = rustix::process::getpid();
         // Runs in the forked child before exec.
@@ -131,21 +122,16 @@ impl WorkerProcess {
             // a target number. The copies are close-on-exec, and closed when
             // `moved` drops after the dup2s.
             let move_up = |fd: RawFd| {
-                // SAFETY: `fd` is one of the memfds `spawn` borrows for the
-                // whole call: open in the parent, so open in this child
+                // SAFETY: `fd` is the memfd `spawn` borrows for the whole
+                // call: open in the parent, so open in this child
                 // (inherited) until exec.
                 let fd = unsafe { BorrowedFd::borrow_raw(fd) };
                 rustix::io::fcntl_dupfd_cloexec(fd, 64)
             };
-            let moved = [
-                move_up(sources[0].0)?,
-                move_up(sources[1].0)?,
-                move_up(sources[2].0)?,
-                move_up(sources[3].0)?,
-            ];
+            let moved = [move_up(sources[0].0)?];
             for (fd, (_, to)) in moved.iter().zip(sources) {
-                // SAFETY: `target` only names descriptor number `to` (3 to
-                // 6) for dup2, which closes whatever is open there and
+                // SAFETY: `target` only names descriptor number `to` (3)
+                // for dup2, which closes whatever is open there and
                 // puts the copy in its place (rustix's own `dup2_stdin` does
                 // the same for 0); `ManuallyDrop` keeps it from ever being
                 // closed here, so no descriptor gets a second owner.

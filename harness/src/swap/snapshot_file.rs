@@ -6,15 +6,18 @@
 //!
 //! ```text
 //! 0   8  magic  "KILNSNAP"
-//! 8   4  u32    file format version (1)
+//! 8   4  u32    file format version (2; 1 is still read)
 //! 12  4  u32    crc32 of the header bytes
 //! 16  8  u64    header length H
 //! 24  H         header: JSON (serde_json), see `Header`
-//! ..            data sections, each at a 64-byte aligned offset
+//! ..            data sections, each at a 4096-byte (page) aligned offset
+//!               (format 1: 64-byte aligned)
 //! ```
 //!
 //! Tensor bytes are written and read as raw little-endian memory (one
-//! `read_exact` into the typed vector), each with its own crc32.
+//! `read_exact` into the typed vector), each with its own crc32. Page
+//! alignment (format 2) lets a sealed checkpoint be mapped and served in
+//! place ([`map`]) instead of read.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -26,8 +29,12 @@ use shared_state::{Buffer, DType, Scalar, Section, Snapshot, Tensor, element_cou
 use super::state_hash::StateHasher;
 
 const MAGIC: &[u8; 8] = b"KILNSNAP";
-const FILE_VERSION: u32 = 1;
-const ALIGN: u64 = 64;
+const FILE_VERSION: u32 = 2;
+/// Where data sections start: a page, so that a mapping of the file can
+/// serve them in place (format 2).
+const ALIGN: u64 = 4096;
+/// Format 1's alignment (read only).
+const ALIGN_V1: u64 = 64;
 const PREAMBLE: u64 = 24;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +81,17 @@ enum SectionHeader {
     },
 }
 
-fn align(offset: u64) -> u64 {
-    offset.div_ceil(ALIGN) * ALIGN
+fn align_to(offset: u64, alignment: u64) -> u64 {
+    offset.div_ceil(alignment) * alignment
+}
+
+/// The data alignment of file format `version`, if this kiln reads it.
+fn alignment_of(version: u32) -> Option<u64> {
+    match version {
+        1 => Some(ALIGN_V1),
+        FILE_VERSION => Some(ALIGN),
+        _ => None,
+    }
 }
 
 /// Writes `snapshot` to `path` (via a temporary file and a rename, so a
@@ -100,6 +116,19 @@ pub fn save(snapshot: &Snapshot, path: &Path) -> Result<u64, SnapshotFileError> 
 /// Writes `snapshot` in the file format to `out` (a file, shared memory);
 /// returns the bytes written.
 pub fn write_to(snapshot: &Snapshot, out: &mut impl Write) -> std::io::Result<u64> {
+    write_version(snapshot, out, FILE_VERSION)
+}
+
+/// Writes `snapshot` in file format `version`: 2 (today's, what
+/// [`write_to`] writes) or 1 (64-byte aligned, for tests that old files
+/// still read). Panics on another version.
+pub fn write_version(
+    snapshot: &Snapshot,
+    out: &mut impl Write,
+    version: u32,
+) -> std::io::Result<u64> {
+    let alignment = alignment_of(version).expect("a format this kiln writes");
+    let align = |offset: u64| align_to(offset, alignment);
     let mut sections = Vec::new();
     let mut tensors = Vec::new();
     let mut data_len = 0u64;
@@ -138,7 +167,7 @@ pub fn write_to(snapshot: &Snapshot, out: &mut impl Write) -> std::io::Result<u6
     let header_bytes = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
     let data_start = align(PREAMBLE + header_bytes.len() as u64);
     out.write_all(MAGIC)?;
-    out.write_all(&FILE_VERSION.to_le_bytes())?;
+    out.write_all(&version.to_le_bytes())?;
     out.write_all(&crc32fast::hash(&header_bytes).to_le_bytes())?;
     out.write_all(&(header_bytes.len() as u64).to_le_bytes())?;
     out.write_all(&header_bytes)?;
@@ -161,37 +190,39 @@ fn open_snapshot(path: &Path) -> Result<(File, Header, u64, u64), SnapshotFileEr
     };
     let mut file = File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
     let file_len = file.metadata().map_err(|e| err(e.to_string()))?.len();
+    let (header, data_start) = read_header(&mut file, file_len).map_err(err)?;
+    Ok((file, header, data_start, file_len))
+}
+
+/// Reads the preamble and header from `from` (the start of a snapshot of
+/// `file_len` bytes): the header and where the data starts.
+fn read_header(from: &mut impl Read, file_len: u64) -> Result<(Header, u64), String> {
     let mut preamble = [0u8; PREAMBLE as usize];
-    file.read_exact(&mut preamble).map_err(|_| {
-        err(format!(
-            "truncated: {file_len} bytes, a snapshot starts with {PREAMBLE}"
-        ))
-    })?;
+    from.read_exact(&mut preamble)
+        .map_err(|_| format!("truncated: {file_len} bytes, a snapshot starts with {PREAMBLE}"))?;
     if &preamble[..8] != MAGIC {
-        return Err(err("not a kiln snapshot (bad magic at byte 0)".into()));
+        return Err("not a kiln snapshot (bad magic at byte 0)".into());
     }
     let version = u32::from_le_bytes(preamble[8..12].try_into().expect("4 bytes"));
-    if version != FILE_VERSION {
-        return Err(err(format!(
-            "snapshot file version {version} at byte 8, this kiln reads {FILE_VERSION}"
-        )));
-    }
+    let alignment = alignment_of(version).ok_or_else(|| {
+        format!("snapshot file version {version} at byte 8, this kiln reads 1 to {FILE_VERSION}")
+    })?;
     let header_crc = u32::from_le_bytes(preamble[12..16].try_into().expect("4 bytes"));
     let header_len = u64::from_le_bytes(preamble[16..24].try_into().expect("8 bytes"));
     if header_len > file_len - PREAMBLE {
-        return Err(err(format!(
+        return Err(format!(
             "header length {header_len} at byte 16 runs past the end of the file ({file_len} bytes)"
-        )));
+        ));
     }
     let mut header_bytes = vec![0u8; header_len as usize];
-    file.read_exact(&mut header_bytes)
-        .map_err(|e| err(format!("cannot read header: {e}")))?;
+    from.read_exact(&mut header_bytes)
+        .map_err(|e| format!("cannot read header: {e}"))?;
     if crc32fast::hash(&header_bytes) != header_crc {
-        return Err(err("header checksum mismatch (bytes 24..)".into()));
+        return Err("header checksum mismatch (bytes 24..)".into());
     }
     let header: Header =
-        serde_json::from_slice(&header_bytes).map_err(|e| err(format!("malformed header: {e}")))?;
-    Ok((file, header, align(PREAMBLE + header_len), file_len))
+        serde_json::from_slice(&header_bytes).map_err(|e| format!("malformed header: {e}"))?;
+    Ok((header, align_to(PREAMBLE + header_len, alignment)))
 }
 
 /// Where a tensor section's bytes start in the file, and its element count
@@ -312,6 +343,39 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
         message,
     };
     let (mut file, header, data_start, file_len) = open_snapshot(path)?;
+    build(header, data_start, file_len, |tensor| {
+        let mut buffer = Buffer::zeros(tensor.dtype, tensor.count);
+        file.seek(SeekFrom::Start(tensor.start))
+            .and_then(|_| file.read_exact(buffer.as_bytes_mut()))
+            .map_err(|e| format!("section {}: cannot read: {e}", tensor.name))?;
+        if crc32fast::hash(buffer.as_bytes()) != tensor.crc32 {
+            return Err(format!(
+                "section {}: checksum mismatch (data at byte {})",
+                tensor.name, tensor.start
+            ));
+        }
+        Ok(buffer)
+    })
+    .map_err(err)
+}
+
+/// A tensor section, placed in the file ([`tensor_place`]).
+struct PlacedTensor<'a> {
+    name: &'a str,
+    start: u64,
+    count: usize,
+    dtype: DType,
+    crc32: u32,
+}
+
+/// The snapshot `header` describes, each tensor's elements from
+/// `elements`.
+fn build(
+    header: Header,
+    data_start: u64,
+    file_len: u64,
+    mut elements: impl FnMut(&PlacedTensor) -> Result<Buffer, String>,
+) -> Result<Snapshot, String> {
     let mut snapshot = Snapshot::new(&header.module, &header.backend);
     snapshot.format = header.snapshot_format;
     for section in header.sections {
@@ -325,31 +389,68 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
                 crc32,
             } => {
                 let (start, count, dtype) =
-                    tensor_place(&name, &dtype, &shape, offset, bytes, data_start, file_len)
-                        .map_err(err)?;
-                let mut buffer = Buffer::zeros(dtype, count);
-                file.seek(SeekFrom::Start(start))
-                    .and_then(|_| file.read_exact(buffer.as_bytes_mut()))
-                    .map_err(|e| err(format!("section {name}: cannot read: {e}")))?;
-                if crc32fast::hash(buffer.as_bytes()) != crc32 {
-                    return Err(err(format!(
-                        "section {name}: checksum mismatch (data at byte {start})"
-                    )));
-                }
-                let tensor = Tensor::new(shape, buffer).map_err(|e| err(e.to_string()))?;
+                    tensor_place(&name, &dtype, &shape, offset, bytes, data_start, file_len)?;
+                let buffer = elements(&PlacedTensor {
+                    name: &name,
+                    start,
+                    count,
+                    dtype,
+                    crc32,
+                })?;
+                let tensor = Tensor::new(shape, buffer).map_err(|e| e.to_string())?;
                 snapshot.insert_tensor(name, tensor);
             }
-            SectionHeader::I64 { name, value } => snapshot.insert_scalar(name, Scalar::I64(value)),
-            SectionHeader::F64 { name, value } => snapshot.insert_scalar(name, Scalar::F64(value)),
-            SectionHeader::Bool { name, value } => {
-                snapshot.insert_scalar(name, Scalar::Bool(value))
-            }
-            SectionHeader::Text { name, value } => {
-                snapshot.insert_scalar(name, Scalar::Text(value))
-            }
+            scalar => insert_scalar(&mut snapshot, scalar),
         }
     }
     Ok(snapshot)
+}
+
+/// Inserts a scalar section into `snapshot` (a tensor section is not one).
+fn insert_scalar(snapshot: &mut Snapshot, section: SectionHeader) {
+    match section {
+        SectionHeader::Tensor { .. } => {}
+        SectionHeader::I64 { name, value } => snapshot.insert_scalar(name, Scalar::I64(value)),
+        SectionHeader::F64 { name, value } => snapshot.insert_scalar(name, Scalar::F64(value)),
+        SectionHeader::Bool { name, value } => snapshot.insert_scalar(name, Scalar::Bool(value)),
+        SectionHeader::Text { name, value } => snapshot.insert_scalar(name, Scalar::Text(value)),
+    }
+}
+
+/// The snapshot in `file`, a sealed checkpoint (a memfd that can no longer
+/// be written or shrunk), served in place: every tensor's elements stay in
+/// one read-only shared mapping of the file ([`Buffer::mapped`]), nothing
+/// is copied or read ahead, and a write copies only what it writes to.
+///
+/// The tensors' crc32s are not checked here (that would read every byte
+/// before serving): the bytes are the very ones the worker wrote before the
+/// file was sealed, and a restart checks the state's hash recorded then
+/// against what the new engine serves (`supervisor/recovery.rs`). The
+/// header's checksum and every section's bounds are checked. A file that
+/// is not sealed, or in format 1 (not page-aligned), is refused: read it
+/// with [`load`].
+pub fn map(file: &File, path: &Path) -> Result<Snapshot, SnapshotFileError> {
+    let err = |message: String| SnapshotFileError {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mapping = std::sync::Arc::new(
+        shared_state::mapped::Mapping::of_sealed(file).map_err(|e| err(e.to_string()))?,
+    );
+    let bytes = mapping.bytes();
+    if bytes.get(8..12) != Some(&FILE_VERSION.to_le_bytes()[..]) {
+        return Err(err(format!(
+            "not a format {FILE_VERSION} snapshot (page-aligned): cannot be mapped"
+        )));
+    }
+    let file_len = bytes.len() as u64;
+    let (header, data_start) = read_header(&mut &bytes[..], file_len).map_err(err)?;
+    build(header, data_start, file_len, |tensor| match tensor.count {
+        0 => Ok(Buffer::zeros(tensor.dtype, 0)),
+        _ => Buffer::mapped(tensor.dtype, &mapping, tensor.start as usize, tensor.count)
+            .map_err(|e| format!("section {}: {e}", tensor.name)),
+    })
+    .map_err(err)
 }
 
 #[cfg(test)]
@@ -427,6 +528,78 @@ mod tests {
         snapshot.insert_scalar("tuning/tile", Scalar::I64(32));
         assert_ne!(crate::swap::state_hash::state_hash(&snapshot), hash);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_old_format_file_still_loads() {
+        let dir = std::env::temp_dir().join(format!("kiln-snap-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.snapshot");
+        let mut v1 = Vec::new();
+        write_version(&sample(), &mut v1, 1).unwrap();
+        assert_eq!(&v1[8..12], &1u32.to_le_bytes());
+        std::fs::write(&path, &v1).unwrap();
+        assert!(load(&path).unwrap().bit_eq(&sample()));
+        let verified = verify(&path).unwrap();
+        assert_eq!(
+            verified.state_hash,
+            crate::swap::state_hash::state_hash(&sample())
+        );
+        // Today's files put every section on a page of its own.
+        save(&sample(), &path).unwrap();
+        let v2 = std::fs::read(&path).unwrap();
+        assert_eq!(&v2[8..12], &FILE_VERSION.to_le_bytes());
+        assert!(v2.len() > v1.len());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A memfd holding `snapshot` as a file, sealed if `sealed`.
+    fn memfd_of(snapshot: &Snapshot, version: u32, sealed: bool) -> File {
+        use rustix::fs::{MemfdFlags, SealFlags};
+        let fd = rustix::fs::memfd_create("kiln-test", MemfdFlags::ALLOW_SEALING).unwrap();
+        let mut file = File::from(fd);
+        write_version(snapshot, &mut file, version).unwrap();
+        if sealed {
+            rustix::fs::fcntl_add_seals(
+                &file,
+                SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW,
+            )
+            .unwrap();
+        }
+        file
+    }
+
+    #[test]
+    fn a_sealed_checkpoint_is_served_in_place() {
+        let mut snapshot = sample();
+        snapshot.insert_tensor(
+            "resident/big",
+            Tensor::from_f32(&[5000], (0..5000).map(|i| i as f32).collect()),
+        );
+        let file = memfd_of(&snapshot, FILE_VERSION, true);
+        let path = Path::new("checkpoint");
+        let mapped = map(&file, path).unwrap();
+        assert!(mapped.bit_eq(&snapshot));
+        let tensor = |s: &Snapshot, name: &str| match s.sections().find(|(n, _)| *n == name) {
+            Some((_, Section::Tensor(t))) => t.clone(),
+            _ => panic!("no tensor {name}"),
+        };
+        assert!(tensor(&mapped, "resident/big").data().is_mapped());
+        assert!(tensor(&mapped, "resident/ids").data().is_mapped());
+        // The seal holds: the file cannot be written any more.
+        assert!(std::io::Write::write_all(&mut &file, b"x").is_err());
+        // A write into a mapped tensor copies it; the file is unchanged.
+        let mut big = tensor(&mapped, "resident/big");
+        big.data_mut().as_f32_mut().unwrap()[0] = -1.0;
+        assert!(!big.data().is_mapped());
+        assert!(map(&file, path).unwrap().bit_eq(&snapshot));
+        // Not sealed, or not page-aligned: refused (read it instead).
+        let unsealed = memfd_of(&snapshot, FILE_VERSION, false);
+        let e = map(&unsealed, path).unwrap_err().to_string();
+        assert!(e.contains("not sealed") && e.contains("checkpoint"), "{e}");
+        let old = memfd_of(&snapshot, 1, true);
+        let e = map(&old, path).unwrap_err().to_string();
+        assert!(e.contains("cannot be mapped"), "{e}");
     }
 
     #[test]

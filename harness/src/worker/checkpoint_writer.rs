@@ -1,26 +1,19 @@
-//! Writes the engine's state into a checkpoint slot: a memfd the supervisor
-//! created and owns, so the state of the last good point outlives this
-//! process. The supervisor alternates between two slots and only switches
-//! to the new one once this write has been acknowledged: a worker that dies
-//! mid-write leaves the previous checkpoint whole.
+//! Writes the engine's state into a checkpoint: a fresh memfd the
+//! supervisor created and owns (opened here by its `/proc` path), so the
+//! state of the last good point outlives this process. The supervisor
+//! seals it and makes it current only once this write has been
+//! acknowledged: a worker that dies mid-write leaves the previous
+//! checkpoint whole.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Instant;
 
 use shared_state::Snapshot;
 
-use super::protocol::{Checkpointed, SLOT_FDS};
+use super::protocol::Checkpointed;
 use crate::swap::snapshot_file;
-
-/// The path that opens slot `slot` afresh (its own file offset).
-pub fn slot_path(slot: usize) -> Result<PathBuf, String> {
-    SLOT_FDS
-        .get(slot)
-        .map(|fd| PathBuf::from(format!("/proc/self/fd/{fd}")))
-        .ok_or_else(|| format!("no checkpoint slot {slot}"))
-}
 
 /// A writer that counts what passes through.
 struct Counting<W> {
@@ -56,30 +49,52 @@ fn encode<W: Write>(snapshot: &Snapshot, out: W) -> std::io::Result<(W, String, 
     Ok((counting.inner, state_hash(snapshot), counting.bytes))
 }
 
-/// Writes `snapshot` into checkpoint slot `slot`.
-pub fn write_slot(snapshot: &Snapshot, slot: usize) -> Result<Checkpointed, String> {
+/// Writes `snapshot` into the checkpoint memfd at `path` and seals it
+/// against writing, shrinking and growing (the supervisor adds its own
+/// seals next, and only then makes it current). Returns what was written
+/// and the sealed file (read-only from now on: the worker may serve from a
+/// mapping of it, [`super::host`]).
+pub fn write_checkpoint(snapshot: &Snapshot, path: &Path) -> Result<(Checkpointed, File), String> {
     let start = Instant::now();
-    let path = slot_path(slot)?;
+    let fail =
+        |e: &dyn std::fmt::Display| format!("cannot write the checkpoint {}: {e}", path.display());
+    // Read too: a mapping needs it.
     let file: File = OpenOptions::new()
+        .read(true)
         .write(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open checkpoint slot {slot}: {e}"))?;
-    let (out, hash, bytes) = encode(snapshot, BufWriter::with_capacity(1 << 20, file))
-        .map_err(|e| format!("cannot write checkpoint slot {slot}: {e}"))?;
-    drop(out);
-    Ok(Checkpointed {
+        .open(path)
+        .map_err(|e| format!("cannot open the checkpoint {}: {e}", path.display()))?;
+    let (out, hash, bytes) =
+        encode(snapshot, BufWriter::with_capacity(1 << 20, file)).map_err(|e| fail(&e))?;
+    let file = out.into_inner().map_err(|e| fail(&e))?;
+    rustix::fs::fcntl_add_seals(
+        &file,
+        rustix::fs::SealFlags::WRITE | rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW,
+    )
+    .map_err(|e| format!("cannot seal the checkpoint {}: {e}", path.display()))?;
+    let written = Checkpointed {
         bytes,
         hash,
         ms: start.elapsed().as_secs_f64() * 1e3,
         unchanged: false,
-    })
+    };
+    Ok((written, file))
 }
 
-/// The hash `snapshot` would have as a checkpoint (nothing stored).
+/// The hash `snapshot` would have as a checkpoint, in one pass over its
+/// bytes (nothing encoded or stored: a restarted engine serving a mapped
+/// checkpoint is checked at memory speed); `bytes` is the state's tensor
+/// bytes, not a file's length.
 pub fn hash_only(snapshot: &Snapshot) -> Result<Checkpointed, String> {
     let start = Instant::now();
-    let (_, hash, bytes) = encode(snapshot, std::io::sink()).map_err(|e| e.to_string())?;
+    let hash = state_hash(snapshot);
+    let bytes = snapshot
+        .sections()
+        .map(|(_, s)| match s {
+            shared_state::Section::Tensor(t) => t.byte_len() as u64,
+            shared_state::Section::Scalar(_) => 0,
+        })
+        .sum();
     Ok(Checkpointed {
         bytes,
         hash,

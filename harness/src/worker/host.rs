@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use shared_state::Snapshot;
 
-use super::checkpoint_writer::{hash_only, slot_path, write_slot};
+use super::checkpoint_writer::{hash_only, write_checkpoint};
 use super::protocol::{
     CallFailure, Checkpointed, DeviceWire, ReplaySummary, Reply, Request, StagedWire, Started,
     StateSource, Swapped, WorkerConfig,
@@ -130,7 +130,7 @@ impl Host {
                 }))
             }
             Request::Replay { recorded } => self.replay(recorded),
-            Request::Checkpoint { slot, current } => self.checkpoint(slot, current),
+            Request::Checkpoint { file, current } => self.checkpoint(&file, current),
             Request::StateHash => {
                 let snapshot = self.export()?;
                 hash_only(&snapshot).map(Reply::StateHash)
@@ -256,9 +256,10 @@ impl Host {
         Ok(Reply::Started(started))
     }
 
-    /// Writes the state into `slot`, or nothing when it is exactly what
-    /// this worker last wrote and that is still the current checkpoint.
-    fn checkpoint(&mut self, slot: usize, current: Option<String>) -> Result<Reply, String> {
+    /// Writes the state into the checkpoint at `file`, or nothing when it
+    /// is exactly what this worker last wrote and that is still the current
+    /// checkpoint.
+    fn checkpoint(&mut self, file: &Path, current: Option<String>) -> Result<Reply, String> {
         let start = std::time::Instant::now();
         let snapshot = self.export()?;
         if let (Some(current), Some((written, marks))) = (&current, &self.checkpointed)
@@ -272,10 +273,74 @@ impl Host {
             }));
         }
         self.checkpointed = None;
-        let written = write_slot(&snapshot, slot)?;
+        let (written, sealed) = write_checkpoint(&snapshot, file)?;
+        // The snapshot goes here: the engine's own copies with it.
+        if let Err(e) = self.serve_from_checkpoint(snapshot, &sealed, file) {
+            tracing::debug!("the residents stay the engine's own: {e}");
+        }
+        // What the engine holds now (mapped residents), to mark.
+        let snapshot = self.export()?;
         let marks = super::state_marks::StateMarks::of(&snapshot);
         self.checkpointed = Some((written.clone(), marks));
         Ok(Reply::Checkpointed(written))
+    }
+
+    /// After `snapshot` was written into the sealed checkpoint `sealed`:
+    /// every large resident the engine holds as the very buffer written
+    /// (a CPU engine's own elements, not a device's downloaded copy) is
+    /// handed back to it as the checkpoint's mapped bytes, so the engine's
+    /// own copy goes (once no one else, such as a version kept for timing,
+    /// holds it) and the state exists once, in the checkpoint. Returns how
+    /// many residents now serve from the mapping.
+    fn serve_from_checkpoint(
+        &mut self,
+        snapshot: Snapshot,
+        sealed: &std::fs::File,
+        path: &Path,
+    ) -> Result<usize, String> {
+        let mapped = snapshot_file::map(sealed, path).map_err(|e| e.to_string())?;
+        let handle = self.served()?.handle();
+        let mut served = 0;
+        for (name, section) in snapshot.sections() {
+            let (Some(resident), shared_state::Section::Tensor(held)) =
+                (name.strip_prefix("resident/"), section)
+            else {
+                continue;
+            };
+            if held.byte_len() <= super::state_marks::SMALL {
+                continue;
+            }
+            let Some((_, shared_state::Section::Tensor(in_checkpoint))) =
+                mapped.sections().find(|(n, _)| *n == name)
+            else {
+                continue;
+            };
+            let the_engines = handle
+                .read_resident(resident)
+                .is_ok_and(|t| t.data().same_as(held.data()));
+            // The same bytes by construction (written from `held` just now):
+            // checked by type and shape, not read again.
+            if the_engines
+                && in_checkpoint.dtype() == held.dtype()
+                && in_checkpoint.shape() == held.shape()
+            {
+                handle
+                    .put_resident(resident, in_checkpoint.clone())
+                    .map_err(|e| e.to_string())?;
+                // The workload's load of it, when it is the very buffer
+                // (loaded from there, never written since), too: else the
+                // workload would keep the copy alive.
+                for step in self.workload.iter_mut().flat_map(|w| w.steps.iter_mut()) {
+                    if let crate::workload::Step::Load { tensor, .. } = step
+                        && tensor.data().same_as(held.data())
+                    {
+                        *tensor = in_checkpoint.clone();
+                    }
+                }
+                served += 1;
+            }
+        }
+        Ok(served)
     }
 
     fn export(&self) -> Result<Snapshot, String> {
@@ -484,8 +549,21 @@ fn load_state(source: &StateSource) -> Result<Option<Snapshot>, String> {
     Ok(match source {
         StateSource::Empty => None,
         StateSource::File(path) => Some(snapshot_file::load(path).map_err(|e| e.to_string())?),
-        StateSource::Checkpoint { slot, .. } => {
-            Some(snapshot_file::load(&slot_path(*slot)?).map_err(|e| e.to_string())?)
-        }
+        StateSource::Checkpoint { file, .. } => Some(map_checkpoint(file)?),
     })
+}
+
+/// The sealed checkpoint at `path`, served in place (mapped, nothing
+/// copied: `snapshot_file::map`); read and copied instead, with a warning,
+/// if it cannot be mapped (not sealed).
+fn map_checkpoint(path: &Path) -> Result<Snapshot, String> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("cannot open the checkpoint {}: {e}", path.display()))?;
+    match snapshot_file::map(&file, path) {
+        Ok(snapshot) => Ok(snapshot),
+        Err(e) => {
+            tracing::warn!("{e}; reading the checkpoint instead");
+            snapshot_file::load(path).map_err(|e| e.to_string())
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! What supervisor and worker say to each other: one JSON object per line
 //! (serde_json), requests on the worker's standard input, messages (log
 //! lines and replies) on its standard output. Bulk data never travels here:
-//! state goes through the checkpoint slots (shared memory), workloads are
-//! files both sides read.
+//! state goes through checkpoints (memfds the supervisor creates and seals,
+//! named by a `/proc/<supervisor>/fd/N` path), workloads are files both
+//! sides read.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,9 +15,6 @@ use crate::swap::stage::Staged;
 
 /// File descriptor of the status record (shared memory) in the worker.
 pub const STATUS_FD: i32 = 3;
-/// File descriptors of the three checkpoint slots (shared memory) in the
-/// worker (`isolation/checkpoint.rs`).
-pub const SLOT_FDS: [i32; 3] = [4, 5, 6];
 
 /// A request from the supervisor.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,17 +46,19 @@ pub enum Request {
     Replay {
         recorded: Option<crate::workload::timing::Timings>,
     },
-    /// Export the engine's state into checkpoint slot `slot`, unless it is
-    /// exactly what this worker last wrote and that checkpoint, whose hash
-    /// is `current`, is still the supervisor's current one (then nothing is
+    /// Export the engine's state into the fresh memfd at `file` (the
+    /// supervisor seals it once this is answered), unless it is exactly
+    /// what this worker last wrote and that checkpoint, whose hash is
+    /// `current`, is still the supervisor's current one (then nothing is
     /// written: [`Checkpointed::unchanged`]).
     Checkpoint {
-        slot: usize,
+        file: PathBuf,
         #[serde(default)]
         current: Option<String>,
     },
     /// Export the engine's state and hash it (after a restart: is it the
-    /// checkpoint's, bit for bit?).
+    /// checkpoint's, bit for bit?), in one pass; the reply's `bytes` are
+    /// the state's tensor bytes.
     StateHash,
     /// Write the session as a workload (the last passing replay's calls).
     Record { path: PathBuf },
@@ -95,9 +95,10 @@ pub enum StateSource {
     Empty,
     /// A snapshot file (`--state`).
     File(PathBuf),
-    /// A checkpoint slot holding a snapshot file's bytes.
+    /// A sealed checkpoint memfd holding a snapshot file's bytes, opened
+    /// by this path and served in place (mapped).
     Checkpoint {
-        slot: usize,
+        file: PathBuf,
         bytes: u64,
     },
 }
