@@ -355,6 +355,14 @@ fn the_page_needs_its_token_and_host_and_shows_the_session_live() {
     );
     let odd = press_with(port, token, "switch", "../cpu");
     assert_eq!(odd["answer"], "refused", "{odd}");
+    // Bless from the page takes no path: it would write a workload file
+    // wherever the request names.
+    let elsewhere = press_with(port, token, "bless", "elsewhere.kiln");
+    assert_eq!(elsewhere["answer"], "refused", "{elsewhere}");
+    assert!(
+        !copy.root().join("elsewhere.kiln").exists(),
+        "nothing written"
+    );
     // Bless, as `kiln ctl bless`: done, the session logs it.
     let blessed = press(port, token, "bless");
     assert_eq!(blessed["answer"], "done", "{blessed}");

@@ -12,7 +12,7 @@ use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// Bumped whenever the contract changes in a way the source hash could miss.
-pub const CONTRACT_VERSION: &str = "kiln-contract/4";
+pub const CONTRACT_VERSION: &str = "kiln-contract/5";
 
 /// Collects the fingerprint of the crate that expands this macro.
 #[macro_export]

@@ -29,7 +29,13 @@ pub struct Slurm {
     dir: tempfile::TempDir,
     /// slurmd, slurmctld, munged: stopped in this order.
     daemons: Vec<Child>,
+    /// One cluster at a time in a test binary: on a 2-core machine two
+    /// clusters compete for the CPUs, and each takes two ports chosen
+    /// before its daemons bind them.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Slurm {
     pub fn start() -> Option<Slurm> {
@@ -55,6 +61,9 @@ impl Slurm {
     }
 
     fn start_here() -> Slurm {
+        let one_at_a_time = ONE_CLUSTER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::Builder::new()
             .prefix("kiln-slurm-")
             .tempdir()
@@ -70,6 +79,7 @@ impl Slurm {
         let mut slurm = Slurm {
             dir,
             daemons: Vec::new(),
+            _one_at_a_time: one_at_a_time,
         };
         let socket = d.join("munge/munge.socket");
         slurm.spawn(
@@ -249,6 +259,15 @@ fn config(d: &Path, munge_socket: &Path) -> String {
         .next()
         .unwrap_or_default()
         .to_string();
+    // Two distinct ports (taken one after the other, a port just
+    // released could come back).
+    let ctld = free_port();
+    let ports = loop {
+        let slurmd = free_port();
+        if slurmd != ctld {
+            break (ctld, slurmd);
+        }
+    };
     format!(
         "ClusterName=kilntest\n\
          SlurmctldHost={host}(127.0.0.1)\n\
@@ -266,8 +285,8 @@ fn config(d: &Path, munge_socket: &Path) -> String {
          KillWait=1\nMinJobAge=2\nReturnToService=2\n\
          {node} NodeAddr=127.0.0.1 State=UNKNOWN\n\
          PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP\n",
-        ctld_port = free_port(),
-        slurmd_port = free_port(),
+        ctld_port = ports.0,
+        slurmd_port = ports.1,
         socket = munge_socket.display(),
         d = d.display(),
     )

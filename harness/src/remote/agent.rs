@@ -183,22 +183,27 @@ fn run_backends(mirror: &Mirror, names: &[String], out: &mut impl Write) -> io::
     drop(tx);
     loop {
         match rx.recv_timeout(HANGUP_CHECK) {
-            Ok((stream, line)) => answer(
-                out,
-                &Message::Output {
-                    stream: stream.to_string(),
-                    line,
-                },
-            )?,
+            Ok((stream, line)) => {
+                let sent = answer(
+                    out,
+                    &Message::Output {
+                        stream: stream.to_string(),
+                        line,
+                    },
+                );
+                if let Err(e) = sent {
+                    // The local side is gone (a write fails before the
+                    // hang-up check sees it): the command must not go on
+                    // building in the mirror under the next agent.
+                    stop_group(&mut child);
+                    return Err(e);
+                }
+            }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 if hangup::stdin_hung_up() {
                     // The session ended mid-command: stop it and leave
                     // (under Slurm, the job step and allocation end).
-                    // SAFETY: kill() on the process group our child leads
-                    // (process_group(0) above); the child is not reaped yet,
-                    // so its pid, and the group's id, are still its own.
-                    unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
-                    let _ = child.wait();
+                    stop_group(&mut child);
                     return Err(io::Error::new(
                         io::ErrorKind::ConnectionAborted,
                         "the local side left while `kiln backends` ran; stopped it",
@@ -213,6 +218,16 @@ fn run_backends(mirror: &Mirror, names: &[String], out: &mut impl Write) -> io::
     }
     let status = child.wait()?;
     Ok(status.code().unwrap_or(128))
+}
+
+/// Kills the process group `child` leads (its cargo and rustc with it) and
+/// reaps it.
+fn stop_group(child: &mut std::process::Child) {
+    // SAFETY: kill() on the process group our child leads (spawned with
+    // process_group(0)); the child is not reaped yet, so its pid, and the
+    // group's id, are still its own.
+    unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+    let _ = child.wait();
 }
 
 /// `PATH` with `~/.cargo/bin` added when it exists and is missing: a

@@ -211,8 +211,8 @@ impl Mirror {
         }
     }
 
-    /// Makes `tree/` equal the manifest: changed files renamed in, files
-    /// not in it deleted. Returns (written, deleted).
+    /// Makes `tree/` equal the manifest: files not in it deleted, then
+    /// changed files renamed in. Returns (written, deleted).
     pub fn commit(&mut self) -> Result<(usize, usize), String> {
         let Some((files, wanted)) = self.pending.take() else {
             return Err("a commit before any manifest".to_string());
@@ -224,17 +224,9 @@ impl Mirror {
             ));
         }
         let tree = self.tree();
-        let mut written = 0;
-        for (n, file) in files.iter().enumerate() {
-            if self.holds(file) {
-                continue;
-            }
-            let stage = self.incoming().join(format!("{n}.stage"));
-            let target = tree.join(&file.path);
-            place(&self.incoming().join(&file.hash), &stage, &target, file)
-                .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
-            written += 1;
-        }
+        // Deletions first: a file that became a folder of the same name
+        // (or the other way round) must be gone before its new self is
+        // placed.
         let keep: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
         let mut deleted = 0;
         for path in self.record.keys() {
@@ -246,6 +238,17 @@ impl Mirror {
                 }
                 remove_empty_parents(&tree, &tree.join(path));
             }
+        }
+        let mut written = 0;
+        for (n, file) in files.iter().enumerate() {
+            if self.holds(file) {
+                continue;
+            }
+            let stage = self.incoming().join(format!("{n}.stage"));
+            let target = tree.join(&file.path);
+            place(&self.incoming().join(&file.hash), &stage, &target, file)
+                .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
+            written += 1;
         }
         self.record = files.into_iter().map(|f| (f.path.clone(), f)).collect();
         let record: Vec<&FileEntry> = self.record.values().collect();
@@ -404,5 +407,32 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(mirror.commit().unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn a_file_that_becomes_a_folder_and_back_is_mirrored() {
+        let root = tempfile::tempdir().unwrap();
+        let mut mirror = Mirror::open(root.path(), "ws", Duration::ZERO).unwrap();
+        let sync = |mirror: &mut Mirror, files: Vec<FileEntry>, bodies: &[&[u8]]| {
+            let wanted = mirror.want(files.clone()).unwrap();
+            for (file, body) in files.iter().zip(bodies) {
+                if wanted.contains(&file.hash) {
+                    mirror
+                        .receive(&file.hash, body.len() as u64, &mut io::Cursor::new(body))
+                        .unwrap();
+                }
+            }
+            mirror.commit().unwrap()
+        };
+        sync(&mut mirror, vec![entry("x", b"a file")], &[b"a file"]);
+        assert!(mirror.tree().join("x").is_file());
+        sync(&mut mirror, vec![entry("x/y", b"inside")], &[b"inside"]);
+        assert_eq!(fs::read(mirror.tree().join("x/y")).unwrap(), b"inside");
+        sync(
+            &mut mirror,
+            vec![entry("x", b"a file again")],
+            &[b"a file again"],
+        );
+        assert_eq!(fs::read(mirror.tree().join("x")).unwrap(), b"a file again");
     }
 }

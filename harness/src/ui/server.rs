@@ -201,6 +201,11 @@ fn control(workspace: &std::path::Path, name: &str, arg: Option<String>) -> serd
     if !COMMANDS.contains(&name) {
         return refused(format!("the page sends no {name:?}"));
     }
+    // Only switch takes an argument from the page: bless with a path would
+    // write a workload file wherever the request names.
+    if name != "switch" && arg.as_deref().is_some_and(|a| !a.is_empty()) {
+        return refused(format!("the page's {name} takes no argument"));
+    }
     if let Some(a) = &arg
         && !a
             .chars()

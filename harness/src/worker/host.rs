@@ -298,8 +298,17 @@ impl Host {
         sealed: &std::fs::File,
         path: &Path,
     ) -> Result<usize, String> {
-        let mapped = snapshot_file::map(sealed, path).map_err(|e| e.to_string())?;
         let handle = self.served()?.handle();
+        // Only an engine whose residents live in host memory (cpu, the
+        // reference, test modules) gives its copy up: a GPU engine's
+        // residents are on the device, and handing it
+        // the mapped bytes would upload the whole state again after every
+        // checkpoint (its host copy of them only spares downloads).
+        let backend = handle.info().map_err(|e| e.to_string())?.backend;
+        if matches!(backend.as_str(), "vulkan" | "cuda") {
+            return Ok(0);
+        }
+        let mapped = snapshot_file::map(sealed, path).map_err(|e| e.to_string())?;
         let mut served = 0;
         for (name, section) in snapshot.sections() {
             let (Some(resident), shared_state::Section::Tensor(held)) =

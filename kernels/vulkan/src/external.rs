@@ -27,7 +27,7 @@ pub const EXTENSION: &std::ffi::CStr = ash::khr::external_memory_fd::NAME;
 /// Whether `physical` has the extension (`api`: the lower of the
 /// instance's and the device's versions, 1.1 or later) and can both
 /// export and import storage buffers as opaque fds without dedicated
-/// allocations.
+/// allocations, and export again what it imported.
 pub fn supported(instance: &ash::Instance, physical: vk::PhysicalDevice, api: u32) -> bool {
     if api < vk::API_VERSION_1_1 {
         return false;
@@ -49,10 +49,17 @@ pub fn supported(instance: &ash::Instance, physical: vk::PhysicalDevice, api: u3
     // SAFETY: `physical` belongs to the live Vulkan 1.1+ instance; both
     // structs outlive the call.
     unsafe { instance.get_physical_device_external_buffer_properties(physical, &info, &mut out) };
-    let features = out.external_memory_properties.external_memory_features;
+    let properties = out.external_memory_properties;
+    let features = properties.external_memory_features;
+    // Imported memory is allocated exportable again (`Memory::import`), so
+    // that a version which came in by a handoff hands over in turn: the
+    // driver must allow exporting memory it imported.
     features.contains(
         vk::ExternalMemoryFeatureFlags::EXPORTABLE | vk::ExternalMemoryFeatureFlags::IMPORTABLE,
     ) && !features.contains(vk::ExternalMemoryFeatureFlags::DEDICATED_ONLY)
+        && properties
+            .export_from_imported_handle_types
+            .contains(HANDLE)
 }
 
 /// The device's and the driver's UUIDs, hex: what imported memory must have
