@@ -267,11 +267,13 @@ pub fn replay(file: &Path, options: &ReplayCommand) -> Result<(), String> {
 const ROOFLINE_W: f64 = 760.0;
 
 /// `kiln report`.
+/// With `png`, each chart also as PNG next to its SVG.
 /// With `ui`, then serves the session's page from its history (`kiln
 /// report --ui`) until interrupted.
 pub fn report(
     module: &str,
     svg: Option<&Path>,
+    png: bool,
     file: Option<&Path>,
     ui: bool,
 ) -> Result<(), String> {
@@ -286,13 +288,10 @@ pub fn report(
     })?;
     print!("{}", history.table());
     let svg_path = svg.map_or_else(|| path.with_extension("svg"), Path::to_path_buf);
-    std::fs::write(&svg_path, history.svg()).map_err(|e| format!("{}: {e}", svg_path.display()))?;
-    println!("chart: {}", svg_path.display());
+    write_chart(&svg_path, &history.svg(), png, "chart")?;
     if let Some(roofline) = history.roofline_chart() {
         let roofline_path = svg_path.with_extension("roofline.svg");
-        std::fs::write(&roofline_path, roofline.svg(ROOFLINE_W))
-            .map_err(|e| format!("{}: {e}", roofline_path.display()))?;
-        println!("roofline: {}", roofline_path.display());
+        write_chart(&roofline_path, &roofline.svg(ROOFLINE_W), png, "roofline")?;
     }
     if ui {
         let url = crate::ui::serve_events(&history.events())?;
@@ -311,6 +310,27 @@ pub fn report(
                 newest.display()
             );
         }
+    }
+    Ok(())
+}
+
+/// Writes the chart `svg` to `path`, and with `png` the PNG drawn from
+/// that same text next to it (`path` with `.png`); prints both as `what`.
+fn write_chart(path: &Path, svg: &str, png: bool, what: &str) -> Result<(), String> {
+    let png_path = path.with_extension("png");
+    if png && png_path == path {
+        return Err(format!(
+            "{}: the SVG's name ends in .png; its PNG would overwrite it",
+            path.display()
+        ));
+    }
+    std::fs::write(path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("{what}: {}", path.display());
+    if png {
+        let bytes =
+            crate::chart::png::render(svg).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&png_path, bytes).map_err(|e| format!("{}: {e}", png_path.display()))?;
+        println!("{what} png: {}", png_path.display());
     }
     Ok(())
 }

@@ -252,6 +252,10 @@ enum Command {
         /// Where to write the chart (default: next to the history file).
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
+        /// Also write each chart as PNG next to its SVG (same name, `.png`),
+        /// drawn from the SVG with the font kept in the repository.
+        #[arg(long)]
+        png: bool,
         /// A history file to show instead of the module's last session (an
         /// earlier session's: `target/kiln/history/MODULE.session-NNNN.json`).
         #[arg(long, value_name = "FILE")]
@@ -459,9 +463,10 @@ fn main() -> ExitCode {
         Command::Report {
             module,
             svg,
+            png,
             file,
             ui,
-        } => kiln::commands::report(&module, svg.as_deref(), file.as_deref(), ui),
+        } => kiln::commands::report(&module, svg.as_deref(), png, file.as_deref(), ui),
         Command::Machine {
             threads,
             remeasure,

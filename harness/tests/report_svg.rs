@@ -9,7 +9,8 @@
 //! on the axes' own ticks, an arrow from the previous version's dot.
 //! `kiln report --ui` serves the finished session's page: the token and
 //! the `Host` required, its roofline and ratio charts drawn from the
-//! history, its buttons refused (no session).
+//! history, its buttons refused (no session). `kiln report --png`: each
+//! chart also as PNG of the SVG's size, its title drawn.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -20,6 +21,30 @@ use kiln::chart::bounds::text_outside;
 use kiln::history::{History, VersionRecord};
 use kiln::machine::recorded::{CallRate, RateBasis};
 use kiln::workload::timing::{Against, Ratio};
+
+/// `kiln report --file FILE ARGS` run in `dir`.
+fn report(dir: &std::path::Path, file: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("report")
+        .arg("--file")
+        .arg(file)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// [`report`]'s stdout, having succeeded.
+fn report_ok(dir: &std::path::Path, file: &std::path::Path, args: &[&str]) -> String {
+    let out = report(dir, file, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
 
 fn version(v: u64, scale: f64, ratio: Option<f64>) -> VersionRecord {
     let keys = ["0:saxpy", "1:matmul", "2:softmax"];
@@ -112,21 +137,7 @@ fn a_slow_spell_draws_as_ratios_near_one() {
     let file = dir.path().join("kernel-cpu.json");
     history.save(&file).unwrap();
     let svg_path = dir.path().join("chart.svg");
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("report")
-        .arg("--file")
-        .arg(&file)
-        .arg("--svg")
-        .arg(&svg_path)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = report_ok(dir.path(), &file, &["--svg", "chart.svg"]);
     let svg = std::fs::read_to_string(&svg_path).unwrap();
     assert_eq!(text_outside(&svg), Vec::<String>::new(), "{svg}");
     let (dots, one) = dots_and_one(&svg);
@@ -253,14 +264,7 @@ fn rated_history(dir: &std::path::Path) -> std::path::PathBuf {
 fn the_roofline_plot_has_its_dots_and_roofs_where_the_numbers_say() {
     let dir = tempfile::tempdir().unwrap();
     let file = rated_history(dir.path());
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["report", "--file"])
-        .arg(&file)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let stdout = report_ok(dir.path(), &file, &[]);
     let path = dir.path().join("kernel-cpu.roofline.svg");
     assert!(stdout.contains("kernel-cpu.roofline.svg"), "{stdout}");
     let svg = std::fs::read_to_string(&path).unwrap();
@@ -405,4 +409,53 @@ fn report_ui_serves_the_finished_sessions_page() {
         undo.contains("refused") && undo.contains("finished session"),
         "{undo}"
     );
+}
+
+/// The `width` and `height` of an SVG document, rounded up to pixels.
+fn svg_size(svg: &str) -> (u32, u32) {
+    let head = svg.lines().next().unwrap();
+    let size = |name| number(head, name).ceil() as u32;
+    (size("width"), size("height"))
+}
+
+#[test]
+fn report_png_draws_each_chart_with_its_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = rated_history(dir.path());
+    let stdout = report_ok(dir.path(), &file, &["--png"]);
+    for stem in ["kernel-cpu", "kernel-cpu.roofline"] {
+        let png_path = dir.path().join(format!("{stem}.png"));
+        assert!(stdout.contains(&png_path.display().to_string()), "{stdout}");
+        let svg = std::fs::read_to_string(dir.path().join(format!("{stem}.svg"))).unwrap();
+        let png = std::fs::read(&png_path).unwrap();
+        let pixmap = resvg::tiny_skia::Pixmap::decode_png(&png).unwrap();
+        let (width, height) = svg_size(&svg);
+        assert_eq!((pixmap.width(), pixmap.height()), (width, height), "{stem}");
+        // Not blank: a white background with a good deal drawn on it.
+        let white = pixmap
+            .pixels()
+            .iter()
+            .filter(|p| p.red() == 255 && p.green() == 255 && p.blue() == 255)
+            .count();
+        let drawn = pixmap.pixels().len() - white;
+        assert!(white > 0 && drawn > 2000, "{stem}: {drawn} pixels drawn");
+        // The title was drawn: dark pixels in the top line (none there
+        // without the font: chart::png's unit test).
+        let title = kiln::chart::png::dark_pixels(&png, (0, 0, width, 24)).unwrap();
+        assert!(title > 100, "{stem}: {title} dark pixels in the title");
+    }
+}
+
+#[test]
+fn report_png_refuses_to_overwrite_the_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = rated_history(dir.path());
+    let out = report(dir.path(), &file, &["--png", "--svg", "chart.png"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("chart.png") && stderr.contains("would overwrite"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("chart.png").exists());
 }

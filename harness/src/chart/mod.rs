@@ -12,6 +12,8 @@
 //!   previous version's (`kiln report` and the live page)
 //! - [`ratios`]: each call's time over the previous version's, by version
 //!   (`kiln report` and the live page)
+//! - [`png`]: a chart's SVG rendered to PNG with the font kept in the
+//!   repository (`kiln report --png`)
 //!
 //! Nothing here knows the rest of kiln (layer 0); `kiln-bench` draws its
 //! report with it too.
@@ -20,6 +22,7 @@ pub mod bounds;
 pub mod document;
 pub mod frame;
 pub mod legend;
+pub mod png;
 pub mod ratios;
 pub mod roofline;
 pub mod ticks;
