@@ -77,8 +77,11 @@ pub fn build_module_into(
     }
 }
 
-/// Builds the `kiln` binary (`cargo build --release -p kiln`) in the
-/// workspace's target directory and returns its path.
+/// Builds the `kiln` binary (`cargo build --release -p kiln --features
+/// png`) in the workspace's target directory and returns its path. With
+/// the features the workspace's tests and this crate build it with, so
+/// that a bench section run from `cargo test --workspace` finds it fresh
+/// instead of building it again without them under the running tests.
 pub fn build_kiln(workspace_root: &Path) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let out = Command::new(&cargo)
@@ -91,12 +94,14 @@ pub fn build_kiln(workspace_root: &Path) -> Result<PathBuf, String> {
             "kiln",
             "--bin",
             "kiln",
+            "--features",
+            "png",
         ])
         .output()
         .map_err(|e| format!("cannot run {cargo} to build kiln: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "cargo build --release -p kiln failed:\n{}",
+            "cargo build --release -p kiln --features png failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }

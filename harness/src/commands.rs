@@ -277,6 +277,13 @@ pub fn report(
     file: Option<&Path>,
     ui: bool,
 ) -> Result<(), String> {
+    if png && !cfg!(feature = "png") {
+        return Err(
+            "--png: this kiln was built without PNG output; build it with the `png` \
+             feature: `cargo run --release -p kiln --features png -- report --png`"
+                .to_string(),
+        );
+    }
     let root = workspace_root();
     let last = crate::history::default_path(&workspace::target_dir(&root), module);
     let path = file.unwrap_or(&last);
@@ -326,6 +333,7 @@ fn write_chart(path: &Path, svg: &str, png: bool, what: &str) -> Result<(), Stri
     }
     std::fs::write(path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("{what}: {}", path.display());
+    #[cfg(feature = "png")]
     if png {
         let bytes =
             crate::chart::png::render(svg).map_err(|e| format!("{}: {e}", path.display()))?;

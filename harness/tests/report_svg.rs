@@ -412,12 +412,14 @@ fn report_ui_serves_the_finished_sessions_page() {
 }
 
 /// The `width` and `height` of an SVG document, rounded up to pixels.
+#[cfg(feature = "png")]
 fn svg_size(svg: &str) -> (u32, u32) {
     let head = svg.lines().next().unwrap();
     let size = |name| number(head, name).ceil() as u32;
     (size("width"), size("height"))
 }
 
+#[cfg(feature = "png")]
 #[test]
 fn report_png_draws_each_chart_with_its_text() {
     let dir = tempfile::tempdir().unwrap();
@@ -446,6 +448,7 @@ fn report_png_draws_each_chart_with_its_text() {
     }
 }
 
+#[cfg(feature = "png")]
 #[test]
 fn report_png_refuses_to_overwrite_the_svg() {
     let dir = tempfile::tempdir().unwrap();

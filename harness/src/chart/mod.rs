@@ -13,7 +13,7 @@
 //! - [`ratios`]: each call's time over the previous version's, by version
 //!   (`kiln report` and the live page)
 //! - [`png`]: a chart's SVG rendered to PNG with the font kept in the
-//!   repository (`kiln report --png`)
+//!   repository (`kiln report --png`; cargo feature `png`)
 //!
 //! Nothing here knows the rest of kiln (layer 0); `kiln-bench` draws its
 //! report with it too.
@@ -22,6 +22,7 @@ pub mod bounds;
 pub mod document;
 pub mod frame;
 pub mod legend;
+#[cfg(feature = "png")]
 pub mod png;
 pub mod ratios;
 pub mod roofline;
