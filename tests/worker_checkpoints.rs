@@ -161,3 +161,37 @@ fn a_restarted_worker_serves_the_sealed_checkpoint_in_place_and_a_write_leaves_i
     assert!(!again.unchanged);
     assert_eq!(again.hash, good.hash);
 }
+
+#[test]
+fn a_reference_engine_lets_go_of_a_superseded_checkpoint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = count_workload(dir.path());
+    let artifact = module_artifact(MODULE);
+    let stage = staging("worker-checkpoints-reference");
+    let mut engine = IsolatedEngine::new(worker_options(file, None), None).expect("engine");
+    let staged = stage.stage(MODULE, &artifact).expect("stage");
+    engine.start(&staged, StateSource::Empty).expect("worker");
+    let reference = stage.stage(MODULE, &artifact).expect("stage");
+    engine.set_reference(&reference).expect("reference");
+    engine.load_workload_state().expect("load");
+    // The start-up checkpoint, before the first replay (as in `kiln dev`):
+    // served engine and workload serve the resident from it.
+    engine.take_checkpoint().expect("checkpoint");
+    let pid = engine.worker_pid().expect("pid");
+    assert_eq!(mapped_checkpoints(pid), 1, "served from the checkpoint");
+
+    // The replay gives the reference engine the workload's resident (the
+    // checkpoint's mapped buffer); `count` changes a scalar only. The next
+    // checkpoint is written, the resident's buffer is the same, and every
+    // holder of it (served engine, workload, reference engine) follows it
+    // to the new one: no one maps the superseded checkpoint, its memory
+    // goes.
+    engine.replay(None).expect("replay");
+    let second = engine.take_checkpoint().expect("checkpoint");
+    assert!(!second.unchanged, "{second:?}");
+    assert_eq!(
+        mapped_checkpoints(pid),
+        1,
+        "the superseded checkpoint is still mapped"
+    );
+}

@@ -300,6 +300,7 @@ impl Host {
     ) -> Result<usize, String> {
         let mapped = snapshot_file::map(sealed, path).map_err(|e| e.to_string())?;
         let handle = self.served()?.handle();
+        let references = self.host_memory_references();
         let mut served = 0;
         for (name, section) in snapshot.sections() {
             let (Some(resident), shared_state::Section::Tensor(held)) =
@@ -327,6 +328,20 @@ impl Host {
                 handle
                     .put_resident(resident, in_checkpoint.clone())
                     .map_err(|e| e.to_string())?;
+                // The reference engines' copy of it, when it is the very
+                // buffer (the workload's load, shared), too: else the
+                // reference would keep an older checkpoint mapped for the
+                // whole session (a third checkpoint's memory during a save).
+                for engine in &references {
+                    if engine
+                        .read_resident(resident)
+                        .is_ok_and(|t| t.data().same_as(held.data()))
+                    {
+                        engine
+                            .put_resident(resident, in_checkpoint.clone())
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
                 // The workload's load of it, when it is the very buffer
                 // (loaded from there, never written since), too: else the
                 // workload would keep the copy alive.
@@ -341,6 +356,25 @@ impl Host {
             }
         }
         Ok(served)
+    }
+
+    /// The reference engines (`--reference`, the reference module) that
+    /// may share a buffer with the served engine: all but a device
+    /// backend's (asking one for a resident downloads a copy, which is
+    /// never the served engine's buffer).
+    fn host_memory_references(&self) -> Vec<EngineHandle> {
+        [
+            &self.replay_options.reference,
+            &self.replay_options.cross_reference,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e.info()
+                .is_ok_and(|i| !matches!(i.backend.as_str(), "vulkan" | "cuda"))
+        })
+        .cloned()
+        .collect()
     }
 
     fn export(&self) -> Result<Snapshot, String> {
