@@ -251,9 +251,42 @@ impl Host {
             import: import.to_string(),
             dropped: import.dropped.clone(),
         };
+        if matches!(state, StateSource::Checkpoint { .. }) {
+            self.share_mapped_loads(&handle);
+        }
         drop(handle);
         self.served = Some(served);
         Ok(Reply::Started(started))
+    }
+
+    /// After a start from a mapped checkpoint: each workload load whose
+    /// bytes the engine serves from the mapping (a resident loaded and never
+    /// written since) gives up its own copy, read from the workload file at
+    /// Configure, for the mapped buffer. Checked by value (one pass over
+    /// both), so a resident written since keeps the workload's bytes; else
+    /// the restarted worker would hold the workload's residents twice.
+    fn share_mapped_loads(&mut self, handle: &EngineHandle) {
+        let Some(workload) = &mut self.workload else {
+            return;
+        };
+        for step in workload.steps.iter_mut() {
+            let crate::workload::Step::Load { name, tensor } = step else {
+                continue;
+            };
+            if tensor.byte_len() <= super::state_marks::SMALL || tensor.data().is_mapped() {
+                continue;
+            }
+            let Ok(served) = handle.read_resident(name) else {
+                continue;
+            };
+            if served.data().is_mapped()
+                && served.dtype() == tensor.dtype()
+                && served.shape() == tensor.shape()
+                && served.data().as_bytes() == tensor.data().as_bytes()
+            {
+                *tensor = served;
+            }
+        }
     }
 
     /// Writes the state into the checkpoint at `file`, or nothing when it
