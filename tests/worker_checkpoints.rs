@@ -161,3 +161,92 @@ fn a_restarted_worker_serves_the_sealed_checkpoint_in_place_and_a_write_leaves_i
     assert!(!again.unchanged);
     assert_eq!(again.hash, good.hash);
 }
+
+#[test]
+fn a_reference_engine_lets_go_of_a_superseded_checkpoint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = count_workload(dir.path());
+    let artifact = module_artifact(MODULE);
+    let stage = staging("worker-checkpoints-reference");
+    let mut engine = IsolatedEngine::new(worker_options(file, None), None).expect("engine");
+    let staged = stage.stage(MODULE, &artifact).expect("stage");
+    engine.start(&staged, StateSource::Empty).expect("worker");
+    let reference = stage.stage(MODULE, &artifact).expect("stage");
+    engine.set_reference(&reference).expect("reference");
+    engine.load_workload_state().expect("load");
+    // The start-up checkpoint, before the first replay (as in `kiln dev`):
+    // served engine and workload serve the resident from it.
+    engine.take_checkpoint().expect("checkpoint");
+    let pid = engine.worker_pid().expect("pid");
+    assert_eq!(mapped_checkpoints(pid), 1, "served from the checkpoint");
+
+    // The replay gives the reference engine the workload's resident (the
+    // checkpoint's mapped buffer); `count` changes a scalar only. The next
+    // checkpoint is written, the resident's buffer is the same, and every
+    // holder of it (served engine, workload, reference engine) follows it
+    // to the new one: no one maps the superseded checkpoint, its memory
+    // goes.
+    engine.replay(None).expect("replay");
+    let second = engine.take_checkpoint().expect("checkpoint");
+    assert!(!second.unchanged, "{second:?}");
+    assert_eq!(
+        mapped_checkpoints(pid),
+        1,
+        "the superseded checkpoint is still mapped"
+    );
+}
+
+/// Anonymous (private) memory of process `pid`, in bytes.
+fn anonymous_bytes(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("rollup");
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Anonymous:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("Anonymous: in smaps_rollup")
+        << 10
+}
+
+#[test]
+fn a_restarted_worker_holds_the_workloads_residents_once() {
+    // A 128 MiB resident (32 Mi f32): the workload file's copy of it, read at
+    // Configure, is measurable against the worker's other memory.
+    const BIG: usize = 32 << 20;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut workload = Workload::new("big-and-count");
+    workload.load("state", state_tensor());
+    let values: Vec<f32> = (0..BIG).map(|i| (i % 1031) as f32).collect();
+    workload.load("big", shared_state::Tensor::from_f32(&[BIG], values));
+    workload.call(Call::new("count"), None);
+    let file = dir.path().join("big.kiln");
+    write(&workload, &file).expect("write workload");
+    drop(workload);
+
+    let artifact = module_artifact(MODULE);
+    let stage = staging("worker-checkpoints-once");
+    let mut engine = IsolatedEngine::new(worker_options(file, None), None).expect("engine");
+    let staged = stage.stage(MODULE, &artifact).expect("stage");
+    engine.start(&staged, StateSource::Empty).expect("worker");
+    engine.load_workload_state().expect("load");
+    let good = engine.take_checkpoint().expect("checkpoint");
+
+    // Restarted from the checkpoint: the engine serves `big` from the
+    // mapping, and the workload's load of it (the same bytes) shares that
+    // mapping instead of keeping the copy it read from the file.
+    engine.stop_worker(Duration::from_secs(60));
+    let v2 = stage.stage(MODULE, &artifact).expect("stage");
+    engine
+        .start(&v2, engine.checkpoint_source())
+        .expect("restart");
+    assert_eq!(engine.state_hash().expect("hash").hash, good.hash);
+    let pid = engine.worker_pid().expect("pid");
+    let big_bytes = (BIG * 4) as u64;
+    let anonymous = anonymous_bytes(pid);
+    assert!(
+        anonymous < big_bytes / 2,
+        "the restarted worker holds {anonymous} private bytes: the workload's {big_bytes}-byte resident is held a second time"
+    );
+    // Still the workload's bytes: a replay (its loads) passes.
+    let replay = engine.replay(None).expect("replay");
+    assert!(replay.passed(), "{}", replay.table.render());
+}

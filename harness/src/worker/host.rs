@@ -251,9 +251,42 @@ impl Host {
             import: import.to_string(),
             dropped: import.dropped.clone(),
         };
+        if matches!(state, StateSource::Checkpoint { .. }) {
+            self.share_mapped_loads(&handle);
+        }
         drop(handle);
         self.served = Some(served);
         Ok(Reply::Started(started))
+    }
+
+    /// After a start from a mapped checkpoint: each workload load whose
+    /// bytes the engine serves from the mapping (a resident loaded and never
+    /// written since) gives up its own copy, read from the workload file at
+    /// Configure, for the mapped buffer. Checked by value (one pass over
+    /// both), so a resident written since keeps the workload's bytes; else
+    /// the restarted worker would hold the workload's residents twice.
+    fn share_mapped_loads(&mut self, handle: &EngineHandle) {
+        let Some(workload) = &mut self.workload else {
+            return;
+        };
+        for step in workload.steps.iter_mut() {
+            let crate::workload::Step::Load { name, tensor } = step else {
+                continue;
+            };
+            if tensor.byte_len() <= super::state_marks::SMALL || tensor.data().is_mapped() {
+                continue;
+            }
+            let Ok(served) = handle.read_resident(name) else {
+                continue;
+            };
+            if served.data().is_mapped()
+                && served.dtype() == tensor.dtype()
+                && served.shape() == tensor.shape()
+                && served.data().as_bytes() == tensor.data().as_bytes()
+            {
+                *tensor = served;
+            }
+        }
     }
 
     /// Writes the state into the checkpoint at `file`, or nothing when it
@@ -301,14 +334,15 @@ impl Host {
         let handle = self.served()?.handle();
         // Only an engine whose residents live in host memory (cpu, the
         // reference, test modules) gives its copy up: a GPU engine's
-        // residents are on the device, and handing it
-        // the mapped bytes would upload the whole state again after every
-        // checkpoint (its host copy of them only spares downloads).
+        // residents are on the device, and handing it the mapped bytes
+        // would upload the whole state again after every checkpoint (its
+        // host copy of them only spares downloads).
         let backend = handle.info().map_err(|e| e.to_string())?.backend;
         if matches!(backend.as_str(), "vulkan" | "cuda") {
             return Ok(0);
         }
         let mapped = snapshot_file::map(sealed, path).map_err(|e| e.to_string())?;
+        let references = self.host_memory_references();
         let mut served = 0;
         for (name, section) in snapshot.sections() {
             let (Some(resident), shared_state::Section::Tensor(held)) =
@@ -336,6 +370,20 @@ impl Host {
                 handle
                     .put_resident(resident, in_checkpoint.clone())
                     .map_err(|e| e.to_string())?;
+                // The reference engines' copy of it, when it is the very
+                // buffer (the workload's load, shared), too: else the
+                // reference would keep an older checkpoint mapped for the
+                // whole session (a third checkpoint's memory during a save).
+                for engine in &references {
+                    if engine
+                        .read_resident(resident)
+                        .is_ok_and(|t| t.data().same_as(held.data()))
+                    {
+                        engine
+                            .put_resident(resident, in_checkpoint.clone())
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
                 // The workload's load of it, when it is the very buffer
                 // (loaded from there, never written since), too: else the
                 // workload would keep the copy alive.
@@ -350,6 +398,25 @@ impl Host {
             }
         }
         Ok(served)
+    }
+
+    /// The reference engines (`--reference`, the reference module) that
+    /// may share a buffer with the served engine: all but a device
+    /// backend's (asking one for a resident downloads a copy, which is
+    /// never the served engine's buffer).
+    fn host_memory_references(&self) -> Vec<EngineHandle> {
+        [
+            &self.replay_options.reference,
+            &self.replay_options.cross_reference,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e.info()
+                .is_ok_and(|i| !matches!(i.backend.as_str(), "vulkan" | "cuda"))
+        })
+        .cloned()
+        .collect()
     }
 
     fn export(&self) -> Result<Snapshot, String> {
