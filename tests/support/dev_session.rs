@@ -38,7 +38,7 @@ impl WorkspaceCopy {
             .prefix("kiln-dev-e2e-")
             .tempdir()
             .expect("temporary directory");
-        for rel in tracked_files(&root) {
+        for rel in kiln::remote::manifest::file_set(&root) {
             let from = root.join(&rel);
             if !from.is_file() {
                 continue; // deleted in the worktree but still tracked
@@ -68,50 +68,6 @@ impl WorkspaceCopy {
 impl Default for WorkspaceCopy {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-fn tracked_files(root: &Path) -> Vec<PathBuf> {
-    let out = Command::new("git")
-        .current_dir(root)
-        .args([
-            "ls-files",
-            "-z",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-        ])
-        .output();
-    match out {
-        Ok(out) if out.status.success() && !out.stdout.is_empty() => out
-            .stdout
-            .split(|&b| b == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| PathBuf::from(String::from_utf8_lossy(s).into_owned()))
-            .collect(),
-        _ => {
-            let mut files = Vec::new();
-            walk(root, root, &mut files);
-            files
-        }
-    }
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name();
-        if name == "target" || name == ".git" {
-            continue;
-        }
-        if path.is_dir() {
-            walk(root, &path, out);
-        } else if let Ok(rel) = path.strip_prefix(root) {
-            out.push(rel.to_path_buf());
-        }
     }
 }
 
