@@ -338,7 +338,7 @@ impl Host {
         // would upload the whole state again after every checkpoint (its
         // host copy of them only spares downloads).
         let backend = handle.info().map_err(|e| e.to_string())?.backend;
-        if matches!(backend.as_str(), "vulkan" | "cuda") {
+        if on_a_device(&backend) {
             return Ok(0);
         }
         let mapped = snapshot_file::map(sealed, path).map_err(|e| e.to_string())?;
@@ -411,10 +411,7 @@ impl Host {
         ]
         .into_iter()
         .flatten()
-        .filter(|e| {
-            e.info()
-                .is_ok_and(|i| !matches!(i.backend.as_str(), "vulkan" | "cuda"))
-        })
+        .filter(|e| e.info().is_ok_and(|i| !on_a_device(&i.backend)))
         .cloned()
         .collect()
     }
@@ -642,4 +639,10 @@ fn map_checkpoint(path: &Path) -> Result<Snapshot, String> {
             snapshot_file::load(path).map_err(|e| e.to_string())
         }
     }
+}
+
+/// Whether a backend keeps its residents on a device rather than in host
+/// memory: asking it for one downloads a copy, and handing it one uploads.
+fn on_a_device(backend: &str) -> bool {
+    matches!(backend, "vulkan" | "cuda")
 }
