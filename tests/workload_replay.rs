@@ -705,3 +705,53 @@ fn a_kernel_right_on_one_trial_only_fails() {
         );
     }
 }
+
+/// A timed run's output is released after its sample, outside the timed
+/// span (`replay::sample`): the next run of the call, on either engine,
+/// then allocates its output while no other output of the call lives, and
+/// both engines' outputs lie alike against their inputs. Kept until the
+/// next run replaced it, each engine's outputs took turns between two
+/// blocks, and a call's times split between two memory layouts. The
+/// benchmark's call table times the bundled workload through these same
+/// two functions.
+#[test]
+fn a_timed_sample_releases_its_output_and_keeps_its_arguments() {
+    let _one = one_at_a_time();
+    let stage = staging("sample-release");
+    let (served, _) = ServedModule::start(load_fresh(&stage, CPU), options(), None).unwrap();
+    let handle = served.handle();
+    let n = 1 << 16;
+    let call = shared_state::Call::new("saxpy")
+        .arg(shared_state::Tensor::from_f32(&[n], vec![1.0; n]))
+        .arg(shared_state::Tensor::from_f32(&[n], vec![2.0; n]))
+        .param("a", shared_state::Scalar::F64(1.5));
+    let mut scratch = Vec::new();
+    let timed = replay::timing_call(&handle, &call, 7, &mut scratch).unwrap();
+    let out = timed
+        .store_as
+        .clone()
+        .expect("a timed call stores its output");
+    assert!(scratch.contains(&out), "{scratch:?}");
+    let shape_of = |name: &str| {
+        handle
+            .residents()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.shape)
+    };
+    let mut samples = Vec::new();
+    for run in 1..=3 {
+        replay::sample(&handle, &timed, &mut samples).unwrap();
+        assert_eq!(samples.len(), run);
+        // The output is gone (an empty placeholder), the arguments stay.
+        assert_eq!(shape_of(&out), Some(vec![0]), "after run {run}");
+        for arg in scratch.iter().filter(|s| **s != out) {
+            assert_eq!(shape_of(arg), Some(vec![n]), "{arg} after run {run}");
+        }
+    }
+    // What the call computed is what an untimed run computes.
+    handle.run(timed.clone()).unwrap();
+    let values = handle.read_resident(&out).unwrap();
+    assert_eq!(values.as_f32().unwrap(), vec![3.5f32; n].as_slice());
+}

@@ -5,7 +5,9 @@
 //! (saxpy on 1 and on 1,024 elements), every other kernel of the module at
 //! the bundled workload's sizes (dot, stencil2d, softmax: hot-lib-reloader's
 //! library exports saxpy and matmul only), and one that takes about 1 ms
-//! (matmul, size calibrated on this machine), last.
+//! (matmul, size calibrated on this machine), last. Then every call of
+//! the bundled workload, the replay's time against the static call
+//! ([`crate::workload_calls`]): the calls the replay's targets read.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -20,9 +22,10 @@ use crate::report::Target;
 use crate::static_kernels;
 use crate::stats::{Summary, interleaved};
 use crate::table::{Table, num};
+use crate::workload_calls::WAYS as WORKLOAD_WAYS;
 
 /// Tile of every matmul (kiln's default).
-const TILE: usize = 64;
+use crate::static_module::TILE;
 
 /// The ways a kernel is called, in table order.
 pub const WAYS: [&str; 6] = [
@@ -72,6 +75,9 @@ pub struct Calls {
     /// The matmul is `n x n @ n x n`.
     pub matmul_n: usize,
     pub stencil_layout: Option<Layout>,
+    /// Every call of the bundled workload: static and the replay's time
+    /// ([`crate::workload_calls`]).
+    pub workload: Vec<KernelCalls>,
 }
 
 /// Where stencil2d's output lies after its input, modulo 4 KiB (bytes), in
@@ -116,20 +122,44 @@ impl Calls {
                 "  stencil2d's output lies {kiln} B past its input modulo 4 KiB in kiln (every call of this run), {static_calls:?} B in static calls\n"
             ));
         }
+        out.push_str(
+            "\n3b. Every call of the bundled workload: the replay's time (its own code: resident arguments, \
+             engine thread, output released after each sample) against the same kernel linked statically \
+             (the module's kernel table, the call bound as the engine binds it), interleaved\n",
+        );
+        let mut t = Table::new(&[
+            "call",
+            "static ns",
+            "replay ns",
+            "x static",
+            "static spread",
+        ]);
+        for k in &self.workload {
+            let (Some(s), Some(r)) = (k.get(WORKLOAD_WAYS[0]), k.get(WORKLOAD_WAYS[1])) else {
+                continue;
+            };
+            t.row(vec![
+                k.kernel.clone(),
+                pm(s),
+                pm(r),
+                format!("{:.3}", k.ratio(WORKLOAD_WAYS[1])),
+                format!("{:.1}%", 100.0 * s.mad / s.median),
+            ]);
+        }
+        out.push_str(&t.render());
         out
     }
 
     /// What a replay reports for a call (timed on the engine thread)
-    /// against the same kernel linked statically, for every call at the
-    /// bundled workload's sizes (the saxpy rows are tiny calls).
+    /// against the same kernel linked statically, for every call of the
+    /// bundled workload.
     pub fn replay_targets(&self) -> Vec<Target> {
-        self.kernels
+        self.workload
             .iter()
-            .filter(|k| !k.kernel.starts_with("saxpy"))
             .map(|kernel| {
-                let ratio = kernel.ratio(REPLAY_WAY);
+                let ratio = kernel.ratio(WORKLOAD_WAYS[1]);
                 Target {
-                    name: format!("replay's time of {} vs static", kernel.kernel),
+                    name: format!("replay's time of call {} vs static", kernel.kernel.trim()),
                     met: ratio <= REPLAY_MAX_RATIO,
                     detail: format!(
                         "{:+.2}% (budget +{:.0}%)",
@@ -145,6 +175,14 @@ impl Calls {
         json!({
             "matmul_n": self.matmul_n,
             "threads": THREADS,
+            "bundled_workload": self.workload.iter().map(|k| json!({
+                "call": k.kernel,
+                "ways": k.ns.iter().map(|(way, s)| json!({
+                    "way": way,
+                    "ns_per_call": s.to_json(),
+                    "ratio_to_static": k.ratio(way),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
             "stencil2d_output_past_input_mod_4k": self.stencil_layout.as_ref().map(|(kiln, static_calls)| json!({
                 "kiln": kiln,
                 "static": static_calls,
@@ -165,16 +203,16 @@ impl Calls {
 /// What one call gave back: its values when asked for (the check before the
 /// timed rounds) and, where the call timed itself (the replay's way), how
 /// long it took; otherwise the caller's clock times it.
-struct Ran {
-    values: Option<Vec<f32>>,
-    took: Option<Duration>,
+pub(crate) struct Ran {
+    pub(crate) values: Option<Vec<f32>>,
+    pub(crate) took: Option<Duration>,
 }
 
 /// A call; `true` asks for its values. In the timed rounds nothing is
 /// asked: every way drops its output there (a kiln output is not copied
 /// into a `Vec`, which cost a 1 MiB stencil2d call +45 us, as a static one
 /// is not), so each way's time is the call and the freeing of its output.
-type CallFn<'a> = Box<dyn FnMut(bool) -> Result<Ran, String> + 'a>;
+pub(crate) type CallFn<'a> = Box<dyn FnMut(bool) -> Result<Ran, String> + 'a>;
 
 /// A static call, timed by the caller's clock.
 fn plain<'a>(mut f: impl FnMut() -> Result<Vec<f32>, String> + 'a) -> CallFn<'a> {
@@ -241,6 +279,17 @@ fn measure_ways(kernel: &str, ways: Vec<Way<'_>>, config: &Config) -> Result<Ker
             return Err(format!("{kernel}: {name} computed a different result"));
         }
     }
+    time_ways(kernel, names, ways, config)
+}
+
+/// Interleaved rounds of batches of each way (calibrated to about
+/// `call_batch_ms` each), after warm-up: per-call time of every way.
+pub(crate) fn time_ways(
+    kernel: &str,
+    names: Vec<&str>,
+    mut ways: Vec<CallFn<'_>>,
+    config: &Config,
+) -> Result<KernelCalls, String> {
     let counts: Vec<usize> = ways
         .iter_mut()
         .map(|w| batch_size(w, config.call_batch_ms))
@@ -513,6 +562,7 @@ pub fn measure(
     }
     let (others, stencil_layout) = other_kernels(config, &pool, &served, &handle)?;
     kernels.extend(others);
+    let workload = crate::workload_calls::measure(config, &pool, &handle)?;
     // Last: the report's "about 1 ms" target reads the last kernel.
     let n = calibrate_matmul(&pool);
     let a = kernel_reference::test_values(n * n, 3);
@@ -529,6 +579,7 @@ pub fn measure(
         kernels,
         matmul_n: n,
         stencil_layout,
+        workload,
     })
 }
 

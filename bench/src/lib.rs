@@ -34,10 +34,27 @@ pub mod stats;
 pub mod table;
 pub mod verdict_soak;
 
+pub mod static_module;
+pub mod workload_calls;
+
 /// The CPU kernels, the very source the `kernel-cpu` module compiles,
 /// linked statically into the benchmark: the baseline of the call overhead.
+/// The module's kernel files below reach them as `crate::kernels`.
 #[path = "../../kernels/cpu/src/kernels.rs"]
-pub mod static_kernels;
+pub mod kernels;
+pub use kernels as static_kernels;
+
+// The rest of the CPU module's kernel sources, as `kernels/cpu/src/lib.rs`
+// declares them (everything but its export glue): its kernel table, every
+// declared kernel (`static_module` calls them by name).
+#[path = "../../kernels/cpu/src/declared/mod.rs"]
+mod declared;
+#[path = "../../kernels/cpu/src/low_precision.rs"]
+mod low_precision;
+// The module re-exports the registry's types for its kernels.
+#[allow(unused_imports)]
+#[path = "../../kernels/cpu/src/registry.rs"]
+mod registry;
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -201,6 +201,46 @@ fn a_quick_run_reports_every_section_with_finite_numbers() {
             k["kernel"]
         );
     }
+    // Every call of the bundled workload, in its order, both ways (the
+    // replay's targets read these): the static call and the replay's time.
+    let bundled = json["call_overhead"]["bundled_workload"]
+        .as_array()
+        .unwrap();
+    let kernels_in_order: Vec<String> = workload
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            kiln::workload::Step::Call(c) => Some(c.call.kernel.clone()),
+            _ => None,
+        })
+        .collect();
+    let timed_in_order: Vec<String> = bundled
+        .iter()
+        .map(|c| {
+            c["call"]
+                .as_str()
+                .unwrap()
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        timed_in_order, kernels_in_order,
+        "{}",
+        json["call_overhead"]
+    );
+    for c in bundled {
+        let ways: Vec<&str> = c["ways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["ns_per_call"]["median"].as_f64().is_some_and(|v| v > 0.0))
+            .map(|w| w["way"].as_str().unwrap())
+            .collect();
+        assert_eq!(ways, kiln_bench::workload_calls::WAYS, "{c}");
+    }
     let sizes: Vec<u64> = json["handoff"]["sizes"]
         .as_array()
         .unwrap()

@@ -676,7 +676,11 @@ struct Timed {
 /// compares it with the same kernel linked statically).
 pub const TIMED_SPAN: &str = "each time is the call on the engine's thread, its output's allocation included, the hand-off not";
 
-fn timing_call(
+/// The call as a replay times it on `engine`: its tensor arguments put as
+/// scratch residents (named into `scratch`), its output stored in a
+/// throwaway resident. Public for the benchmark, which times the bundled
+/// workload's calls exactly so against the same kernels linked statically.
+pub fn timing_call(
     engine: &EngineHandle,
     call: &Call,
     index: usize,
@@ -711,7 +715,11 @@ fn timing_call(
 /// bench -p kiln-bench -- calls`, its output 2512 and 2128 bytes past its
 /// input modulo 4 KiB (the suspect, not proven: a standalone copy of the
 /// kernel moved by 5% at most between those distances).
-fn sample(engine: &EngineHandle, call: &Call, into: &mut Vec<Duration>) -> Result<(), CallError> {
+pub fn sample(
+    engine: &EngineHandle,
+    call: &Call,
+    into: &mut Vec<Duration>,
+) -> Result<(), CallError> {
     let (output, took) = engine.run_timed(call.clone())?;
     std::hint::black_box(output);
     into.push(took);
