@@ -535,6 +535,24 @@ fn with_no_vulkan_driver_the_binary_says_so_and_fails() {
     }
     assert!(stderr.contains("cannot run here: vulkan"), "{stderr}");
     assert_no_panic_noise(&stderr);
+    // Standard output is the answer alone: the build's log lines (`0.163s
+    // built kernel-vulkan ...`) go to standard error.
+    let logged = |l: &str| {
+        l.split_whitespace()
+            .next()
+            .and_then(|t| t.strip_suffix('s'))
+            .is_some_and(|t| t.parse::<f64>().is_ok())
+    };
+    assert!(
+        !stdout.lines().any(logged),
+        "log lines on stdout:
+{stdout}"
+    );
+    assert!(
+        stderr.lines().any(logged),
+        "no log lines on stderr:
+{stderr}"
+    );
 
     let (ok, stdout, stderr) = kiln_without_icd(&["dev", "--backend", "vulkan", "--no-replay"]);
     println!("kiln dev --backend vulkan:\n{stdout}{stderr}");

@@ -148,6 +148,20 @@ fn crash_and_recover(expect: Expect, extra: &[&str]) {
         "kiln dev runs on"
     );
 
+    // `kiln ctl status` names the version that went down, in its verdict
+    // and in its last replay alike (not an earlier version's replay).
+    if !expect.save_during {
+        let status = kiln_e2e::dev_session::status(&ws.copy);
+        let failed = format!("v{v2} FAILED");
+        assert!(
+            status["verdict"]
+                .as_str()
+                .is_some_and(|v| v.starts_with(&failed)),
+            "{status}"
+        );
+        assert_eq!(status["last_replay"], failed.as_str(), "{status}");
+    }
+
     // The next good save (or the one made during the hang) swaps in from
     // the restarted version and passes.
     if !expect.save_during {

@@ -38,7 +38,10 @@ impl CallVerdict {
     fn is_false(&self) -> bool {
         !matches!(
             self.verdict.as_str(),
-            "no clear change" | "machine too busy" | "too short to compare"
+            "no clear change"
+                | "machine too busy"
+                | "too short to compare"
+                | "too noisy to compare"
         )
     }
 }

@@ -241,7 +241,7 @@ pub fn replay(file: &Path, options: &ReplayCommand) -> Result<(), String> {
                 .and_then(|r| r.call.clone())
                 .map_or("a call".to_string(), |(i, k)| format!("call {i} ({k})"));
             println!(
-                "replay of {}: {call} FAILED: the module {}",
+                "replay of {}: {call} FAILED: {}",
                 staged.label,
                 down.describe()
             );

@@ -54,6 +54,21 @@ pub struct VersionRecord {
     pub ratios: BTreeMap<String, Ratio>,
 }
 
+impl VersionRecord {
+    /// How the version ended: a hang (its worker killed at the deadline)
+    /// is recorded as a crash whose note says "hung: ...".
+    pub fn outcome(&self) -> Outcome {
+        match (self.crashed, self.passed) {
+            (true, _) if self.note.as_deref().is_some_and(|n| n.starts_with("hung")) => {
+                Outcome::Hung
+            }
+            (true, _) => Outcome::Crashed,
+            (false, true) => Outcome::Passed,
+            (false, false) => Outcome::Failed,
+        }
+    }
+}
+
 /// A session's history.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct History {
@@ -119,12 +134,11 @@ impl History {
                     v.version,
                     if Some(v.version) == best { "*" } else { "" }
                 ),
-                if v.crashed {
-                    "CRASH"
-                } else if v.passed {
-                    "pass"
-                } else {
-                    "FAIL"
+                match v.outcome() {
+                    Outcome::Crashed => "CRASH",
+                    Outcome::Hung => "HUNG",
+                    Outcome::Passed => "pass",
+                    Outcome::Failed => "FAIL",
                 },
                 ms(v.build_ms),
                 ms(v.swap_ms)
@@ -205,18 +219,7 @@ impl History {
             .iter()
             .map(|v| VersionMark {
                 version: v.version,
-                outcome: if v.crashed {
-                    // A hang's note says "hung: ...", a crash's "crashed: ...".
-                    if v.note.as_deref().is_some_and(|n| n.starts_with("hung")) {
-                        Outcome::Hung
-                    } else {
-                        Outcome::Crashed
-                    }
-                } else if v.passed {
-                    Outcome::Passed
-                } else {
-                    Outcome::Failed
-                },
+                outcome: v.outcome(),
             })
             .collect()
     }
@@ -691,6 +694,36 @@ mod tests {
         h.save(&path).unwrap();
         assert_eq!(History::load(&path).unwrap(), h);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The table names each way a version ended as the charts do: a hang
+    /// (recorded as a crash whose note says "hung") is HUNG, not CRASH.
+    #[test]
+    fn the_table_tells_a_hang_from_a_crash() {
+        let mut crashed = record(2, false, 1.0);
+        crashed.crashed = true;
+        crashed.note = Some("crashed: killed by SIGSEGV during call 1 (saxpy)".into());
+        let mut hung = record(3, false, 1.0);
+        hung.crashed = true;
+        hung.note = Some("hung: past its 10.0 s deadline during call 1 (saxpy)".into());
+        let h = History {
+            module: "kernel-cpu".into(),
+            backend: "cpu".into(),
+            workload: "default".into(),
+            versions: vec![record(1, true, 5.0), crashed, hung],
+        };
+        let table = h.table();
+        let row = |v: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(v))
+                .unwrap_or_else(|| panic!("no row {v}: {table}"))
+                .to_string()
+        };
+        assert!(row("v2 ").contains("CRASH"), "{table}");
+        assert!(row("v3 ").contains("HUNG"), "{table}");
+        assert!(!row("v3 ").contains("CRASH"), "{table}");
+        assert_eq!(h.versions[2].outcome(), Outcome::Hung);
     }
 
     /// A version record with rates: saxpy at `percent`% of a 10 GB/s roof

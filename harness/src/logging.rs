@@ -311,12 +311,44 @@ pub fn started_at() -> Instant {
     *START.get_or_init(Instant::now)
 }
 
-/// Installs the global subscriber. Log lines go to standard output.
+/// The log goes to standard error ([`init_on_stderr`]), not standard output.
+static ON_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes lines already formatted elsewhere (a worker's log) where this
+/// process's log goes.
+pub fn write_forwarded(text: &[u8]) {
+    use std::io::Write as _;
+    if ON_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut out = std::io::stderr().lock();
+        let _ = out.write_all(text);
+        let _ = out.flush();
+    } else {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text);
+        let _ = out.flush();
+    }
+}
+
+/// Installs the global subscriber. Log lines go to standard output: in
+/// `kiln dev` the log is what the user watches.
 pub fn init(format: LogFormat) {
     init_with(
         format,
         std::io::stdout,
         std::io::stdout().is_terminal(),
+        started_at(),
+    );
+}
+
+/// Installs the global subscriber with log lines on standard error: for a
+/// command whose standard output is its answer (`kiln backends`, `kiln
+/// kernels`), which a script reads without the build's log lines.
+pub fn init_on_stderr(format: LogFormat) {
+    ON_STDERR.store(true, std::sync::atomic::Ordering::Relaxed);
+    init_with(
+        format,
+        std::io::stderr,
+        std::io::stderr().is_terminal(),
         started_at(),
     );
 }

@@ -309,7 +309,12 @@ fn main() -> ExitCode {
         return ExitCode::from(kiln::control::client::main(command, args, *json));
     }
     let json = cli.log_format == LogFormat::Json;
-    kiln::logging::init(cli.log_format);
+    match cli.command {
+        Command::Backends { .. } | Command::Kernels => {
+            kiln::logging::init_on_stderr(cli.log_format)
+        }
+        _ => kiln::logging::init(cli.log_format),
+    }
     let result = match cli.command {
         Command::Dev {
             backend,

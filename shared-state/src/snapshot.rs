@@ -304,7 +304,10 @@ impl ImportReport {
 
 impl fmt::Display for ImportReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "restored {}", self.restored.len())?;
+        match self.restored.len() {
+            1 => write!(f, "restored 1 section")?,
+            n => write!(f, "restored {n} sections")?,
+        }
         if !self.defaulted.is_empty() {
             write!(f, ", defaulted [{}]", self.defaulted.join(", "))?;
         }

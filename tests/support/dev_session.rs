@@ -145,14 +145,21 @@ pub fn kiln_ctl(copy: &WorkspaceCopy, args: &[&str]) -> (bool, String) {
     )
 }
 
-/// The state hash of the version `kiln dev` serves in `copy` now (`kiln
-/// ctl status --json`, `data.state_hash`).
-pub fn serving_state_hash(copy: &WorkspaceCopy) -> String {
+/// What `kiln ctl status --json` answers for the `kiln dev` of `copy`: its
+/// `data` object.
+pub fn status(copy: &WorkspaceCopy) -> serde_json::Value {
     let (ok, out) = kiln_ctl(copy, &["status", "--json"]);
     assert!(ok, "kiln ctl status: {out}");
     let json = &out[out.find('{').expect("a JSON answer")..=out.rfind('}').expect("json")];
     let data: serde_json::Value = serde_json::from_str(json).expect("status JSON");
-    data["data"]["state_hash"]
+    data["data"].clone()
+}
+
+/// The state hash of the version `kiln dev` serves in `copy` now (`kiln
+/// ctl status --json`, `data.state_hash`).
+pub fn serving_state_hash(copy: &WorkspaceCopy) -> String {
+    let data = status(copy);
+    data["state_hash"]
         .as_str()
         .unwrap_or_else(|| panic!("no state_hash: {data}"))
         .to_string()

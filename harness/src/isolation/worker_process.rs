@@ -196,9 +196,7 @@ impl WorkerProcess {
                                 } else {
                                     text
                                 };
-                                let mut out = std::io::stdout().lock();
-                                let _ = out.write_all(text.as_bytes());
-                                let _ = out.flush();
+                                crate::logging::write_forwarded(text.as_bytes());
                             }
                         }
                         Ok(message) => {

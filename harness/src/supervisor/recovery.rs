@@ -164,6 +164,12 @@ impl Session {
             DownKind::Hung { .. } => what.clone(),
         };
         lane.fresh = None;
+        // A version that went down while running a call failed that run:
+        // `kiln ctl status`'s last replay says so, as its verdict does.
+        if i == 0 && down.running.is_some() {
+            self.control.last_replay = Some((culprit_version, false));
+        }
+        let lane = &mut self.lanes[i];
         record_down(
             &mut lane.history,
             culprit_version,
@@ -316,7 +322,7 @@ impl Session {
                 checkpoint_hash: checkpoint.as_ref().map(|c| c.hash.clone()),
                 state_matches: matches,
             },
-            "restarted: {label} (the code of v{good_version}) serves in a new worker, {ms:.0} ms after the crash; {state}"
+            "restarted: {label} (the code of v{good_version}) serves in a new worker, {ms:.0} ms after the old one went down; {state}"
         );
         if matches == Some(false) {
             tracing::error!("the restarted engine's state does not match the checkpoint");

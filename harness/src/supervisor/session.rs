@@ -305,7 +305,7 @@ impl Session {
                         handoff_bytes: swap.bytes as u64,
                         restaged: build_ms.is_none(),
                     },
-                    "swapped {} -> {}: {} from save to serving (debounce {}, build {}, stage+load {stage_load_ms:.1}, handoff {:.1} ms for {})",
+                    "swapped {} -> {}: {} from save to serving (seen after {}, build {}, stage+load {stage_load_ms:.1}, handoff {:.1} ms for {}{})",
                     swap.from,
                     swap.to,
                     total_ms.map_or("-".to_string(), |t| format!("{t:.0} ms")),
@@ -315,7 +315,16 @@ impl Session {
                         |b| format!("{b:.0}")
                     ),
                     swap.paused_ms,
-                    bytes::human(swap.bytes as u64)
+                    bytes::human(swap.bytes as u64),
+                    unaccounted(
+                        total_ms,
+                        &[
+                            debounce_ms,
+                            build_ms,
+                            Some(stage_load_ms),
+                            Some(swap.paused_ms)
+                        ]
+                    )
                 );
                 // The old version stays alive in the worker through the
                 // replay so both are timed interleaved; it retires after.
@@ -691,5 +700,19 @@ pub(super) fn print_table(table: &str) {
     }
     for line in table.lines() {
         tracing::info!(target: "kiln::table", "{line}");
+    }
+}
+
+/// `, other 569 ms`: the part of a save-to-serving time that its listed
+/// parts leave out (a reference module's build, a wait for the worker),
+/// where it is 1 ms or more.
+fn unaccounted(total_ms: Option<f64>, parts: &[Option<f64>]) -> String {
+    let Some(total) = total_ms else {
+        return String::new();
+    };
+    let rest = total - parts.iter().flatten().sum::<f64>();
+    match rest >= 1.0 {
+        true => format!(", other {rest:.0} ms"),
+        false => String::new(),
     }
 }

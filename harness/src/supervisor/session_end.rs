@@ -72,8 +72,11 @@ impl Session {
             lane.save_history();
             if let Some(best) = lane.history.best() {
                 tracing::info!(
-                    "session over: {} versions, best v{} ({}); history in {}",
-                    lane.history.versions.len(),
+                    "session over: {}, best v{} ({}); history in {}",
+                    match lane.history.versions.len() {
+                        1 => "1 version".to_string(),
+                        n => format!("{n} versions"),
+                    },
                     best.version,
                     best.label,
                     lane.history_path.display()

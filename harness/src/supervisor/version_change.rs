@@ -259,9 +259,9 @@ impl Session {
                     calls: calls.len() as u64,
                     why: why.to_string(),
                 },
-                "{}: {kernel}: {} call(s) skipped ({}): {why}",
+                "{}: {kernel}: {} {} skipped: {why}",
                 report.label(),
-                calls.len(),
+                if calls.len() == 1 { "call" } else { "calls" },
                 list.join(", ")
             );
         }

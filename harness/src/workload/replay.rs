@@ -563,7 +563,8 @@ pub fn replay_with(
                         result.verdict = Some(
                             verdict
                                 .unless_busy(busy, s.median / p.median)
-                                .unless_too_short(p.median, s.median),
+                                .unless_too_short(p.median, s.median)
+                                .unless_too_noisy(s.median / p.median),
                         );
                         result.previous_median = Some(p.median);
                         let against = match baseline {

@@ -177,6 +177,11 @@ pub enum Verdict {
     /// [`SHORTEST_JUDGED`]: a thread's wake-up and the cache's state move
     /// them more than most changes of their code. No verdict.
     TooShort,
+    /// The medians differ beyond [`BUSY_MAX_RATIO`] either way, but the
+    /// samples spread too widely to call it a change (a first call's
+    /// pipeline build landing in a sample, a stall): no verdict, and not
+    /// "no clear change" next to a 15x ratio.
+    TooNoisy,
 }
 
 /// Calls whose medians are both below this (20 us) get no verdict within
@@ -219,6 +224,17 @@ impl Verdict {
         }
     }
 
+    /// `self`, or [`Verdict::TooNoisy`] in place of "no clear change" where
+    /// the medians moved by `ratio` (current over previous) beyond
+    /// [`BUSY_MAX_RATIO`] either way.
+    pub fn unless_too_noisy(self, ratio: f64) -> Verdict {
+        let beyond = !(1.0 / BUSY_MAX_RATIO..=BUSY_MAX_RATIO).contains(&ratio);
+        match self {
+            Verdict::NoClearChange if beyond => Verdict::TooNoisy,
+            v => v,
+        }
+    }
+
     /// `self`, or [`Verdict::TooShort`] in place of a change between two
     /// medians (seconds) both below [`SHORTEST_JUDGED`], unless the change
     /// is beyond [`BUSY_MAX_RATIO`] either way.
@@ -244,6 +260,7 @@ impl fmt::Display for Verdict {
             Verdict::NoClearChange => "no clear change",
             Verdict::TooBusy => "machine too busy",
             Verdict::TooShort => "too short to compare",
+            Verdict::TooNoisy => "too noisy to compare",
         })
     }
 }
@@ -499,6 +516,26 @@ mod tests {
             );
         }
         assert_eq!(Verdict::TooShort.to_string(), "too short to compare");
+    }
+
+    #[test]
+    fn no_clear_change_beyond_3x_is_too_noisy_to_compare() {
+        for (verdict, ratio, want) in [
+            (Verdict::NoClearChange, 14.8, Verdict::TooNoisy),
+            (Verdict::NoClearChange, 1.0 / 3.5, Verdict::TooNoisy),
+            (Verdict::NoClearChange, 2.9, Verdict::NoClearChange),
+            (Verdict::NoClearChange, 1.0, Verdict::NoClearChange),
+            // A change the spread allowed to judge is kept.
+            (Verdict::Slower, 14.8, Verdict::Slower),
+            (Verdict::Faster, 0.1, Verdict::Faster),
+        ] {
+            assert_eq!(
+                verdict.unless_too_noisy(ratio),
+                want,
+                "{verdict:?} x{ratio}"
+            );
+        }
+        assert_eq!(Verdict::TooNoisy.to_string(), "too noisy to compare");
     }
 
     #[test]
