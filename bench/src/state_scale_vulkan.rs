@@ -47,20 +47,9 @@ const CHUNK: u64 = 64 * MIB;
 /// The sizes measured: `KILN_BENCH_STATE_MIB` (MiB, comma separated), else
 /// 1 and 16 MiB for a quick run, else 1 MiB, 64 MiB, 256 MiB and 1 GiB.
 fn sizes(config: &Config) -> Result<Vec<u64>, String> {
-    if let Ok(list) = std::env::var("KILN_BENCH_STATE_MIB") {
-        return list
-            .split(',')
-            .map(|s| {
-                s.trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|&m| m > 0)
-                    .map(|m| m * MIB)
-                    .ok_or_else(|| {
-                        format!("KILN_BENCH_STATE_MIB={list:?}: not a list of MiB counts")
-                    })
-            })
-            .collect();
+    if std::env::var_os("KILN_BENCH_STATE_MIB").is_some() {
+        // The CPU section's parsing of the same list.
+        return crate::state_scale::sizes(config);
     }
     Ok(if config.quick {
         vec![MIB, 16 * MIB]
