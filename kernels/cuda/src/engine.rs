@@ -544,6 +544,7 @@ impl Engine for CudaEngine {
         if !self.handoff_on_device {
             return self.export_state();
         }
+        self.placement.bind()?;
         let mut snapshot = Snapshot::new(env!("CARGO_PKG_NAME"), "cuda");
         let mut bytes = 0;
         for (name, r) in &self.resident {

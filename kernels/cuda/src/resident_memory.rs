@@ -137,7 +137,10 @@ impl Placement {
         }
     }
 
-    fn bind(&self) -> Result<(), EngineError> {
+    /// Makes the engine's context current on this thread (the raw driver
+    /// calls here and in `residents` need it; cudarc's own calls bind it
+    /// themselves).
+    pub fn bind(&self) -> Result<(), EngineError> {
         self.ctx
             .bind_to_thread()
             .map_err(|e| driver_error("make the CUDA context current", e))

@@ -114,6 +114,7 @@ impl Device<'_> {
         let data = match &r.memory {
             None => Buffer::zeros(r.dtype, 0),
             Some(memory) => {
+                self.placement.bind()?;
                 let mut bytes = vec![0u8; memory.len];
                 // SAFETY: the mapping holds `len` bytes; `bytes` is not
                 // moved or read until the stream is synchronized below.
