@@ -14,11 +14,13 @@
 use std::time::Instant;
 
 use kernel_conformance::support::{
-    SAXPY, context, context_with, declarations, edited, engine, engine_from, note,
+    SAXPY, compiler_or_skip, context, context_with, declarations, edited, engine, engine_from,
+    note, sources,
 };
 use shared_state::{Call, Engine, ErrorKind, Scalar, Section, Tensor};
 
-use super::Cuda;
+use super::{ARCH, Cuda};
+use crate::compile;
 use crate::engine::CudaEngine;
 use crate::residents::{DEVICE_COPY_NOTE, TO_DEVICE_NOTE, TO_HOST_NOTE};
 
@@ -181,6 +183,22 @@ fn scribbling_saxpy() -> Vec<shared_state::SourceFile> {
         assert_ne!(edited, text, "saxpy.cu changed: update this edit");
         edited
     })
+}
+
+/// NVRTC only (no GPU): the edit above compiles, and its `x` is taken as
+/// written; the shipped saxpy writes no input.
+#[test]
+fn the_scribbling_saxpy_compiles_and_writes_its_first_input() {
+    if !compiler_or_skip::<Cuda>("cuda-handoff-scribbling-compiles") {
+        return;
+    }
+    let written = |sources: &[shared_state::SourceFile]| {
+        let (compiled, _) = compile::compile_all(&declarations(), sources, ARCH).unwrap();
+        let saxpy = compiled.into_iter().find(|c| c.kernel == SAXPY).unwrap();
+        saxpy.written_inputs
+    };
+    assert_eq!(written(&scribbling_saxpy()), [0]);
+    assert!(written(&sources::<Cuda>()).is_empty());
 }
 
 #[test]
