@@ -10,7 +10,9 @@
 #                                    on the GPU; a kernel added by a declaration and a
 #                                    .cu file; a .cu edit taking effect in the next
 #                                    engine with the state, a broken one refused; state
-#                                    swap bit for bit; no-device stub) and prints
+#                                    swap bit for bit; no-device stub; residents handed
+#                                    over on the device with 0 bytes through the host, at
+#                                    4 MiB, 1 GiB and, where the GPU has room, 8 GiB) and prints
 #                                    per-kernel timings and NVRTC times; then,
 #                                    through the kiln host, replays the bundled workload
 #                                    on the CPU and CUDA modules (per-kernel tables side
@@ -126,8 +128,25 @@ LD_LIBRARY_PATH="$nvrtc_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     KILN_REQUIRE_CUDA=1 KILN_REQUIRE_NVRTC=1 \
     "$tests_bin" --test-threads=1 --nocapture 2>&1 | tee "$log" || status=$?
 
-echo "== per-kernel timings, NVRTC times, and the .cu edit swap (engine with an edited saxpy.cu, state handed over)"
-grep -oE '(timings on|timing |nvrtc 1|engine with an edited).*' "$log" || true
+echo "== CUDA swap with the residents handed over on the device: 1 GiB (and 8 GiB where the GPU has 48 GiB or more)"
+# tests::handoff: bytes moved host<->device counted by the engine (0 for the
+# residents across a swap, 0 for a checkpoint after an unchanged replay), the
+# old version's bytes after a new one stores over or writes a resident in
+# place, and the swap's time printed ("cuda handoff of ...").
+gpu_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1 | tr -dc '0-9' || true)
+for mib in 1024 8192; do
+    if [[ $mib -gt 1024 && ( -z "$gpu_mib" || "$gpu_mib" -lt 49152 ) ]]; then
+        echo "-- skipped the $mib MiB handoff: the GPU has ${gpu_mib:-an unknown number of} MiB"
+        continue
+    fi
+    echo "-- $mib MiB resident"
+    LD_LIBRARY_PATH="$nvrtc_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+        KILN_REQUIRE_CUDA=1 KILN_REQUIRE_NVRTC=1 KILN_HANDOFF_MIB=$mib \
+        "$tests_bin" tests::handoff --test-threads=1 --nocapture 2>&1 | tee -a "$log" || status=$?
+done
+
+echo "== per-kernel timings, NVRTC times, handoff times, and the .cu edit swap (engine with an edited saxpy.cu, state handed over)"
+grep -oE '(timings on|timing |nvrtc 1|engine with an edited|cuda handoff of|cuda checkpoint export).*' "$log" || true
 grep -E 'skipped' "$log" || true
 rm -f "$log"
 

@@ -4,9 +4,10 @@
 //! new version that stores over a resident leaves the old version's bytes
 //! as they were; a checkpoint of state a replay did not change downloads
 //! nothing and is seen unchanged; a switch to the CPU module still goes
-//! through host memory. The engine counts the bytes it copies each way
-//! (`transfers/*` notes): on lavapipe device memory is host memory, so
-//! these tests count rather than time.
+//! through host memory; a checkpoint's mapped bytes handed back become the
+//! engine's host copy with no upload. The engine counts the bytes it copies
+//! each way (`transfers/*` notes): on lavapipe device memory is host
+//! memory, so these tests count rather than time.
 //!
 //! Tests that need a Vulkan device print `skipped: no Vulkan device (...)`
 //! and pass when there is none, unless `KILN_REQUIRE_VULKAN=1` is set.
@@ -176,6 +177,49 @@ fn a_checkpoint_after_an_unchanged_replay_downloads_nothing() {
     assert!(!marks.unchanged(&second), "the saxpy counter moved");
     let third = served.handle().export_state().unwrap();
     assert!(StateMarks::of(&second).unchanged(&third));
+}
+
+/// The host hands a checkpoint's bytes back to the engine the way the
+/// worker does for a CPU engine (`serve_from_checkpoint`: the real
+/// checkpoint writer into a sealed memfd, mapped, `put_resident` of each
+/// large resident): the Vulkan engine adopts them as its host copy, so it
+/// uploads nothing, lets its downloaded copy go (the state is in host
+/// memory once, in the checkpoint), and the next export still downloads
+/// nothing and is seen unchanged.
+#[test]
+fn a_checkpoints_mapped_bytes_become_the_host_copy_without_an_upload() {
+    if !vulkan_present() {
+        return;
+    }
+    let stage = staging("vulkan-handoff-adopt-checkpoint");
+    let served = served_with_residents(&stage);
+    let snapshot = served.handle().export_state().unwrap();
+    let mut checkpoints = kiln::isolation::checkpoint::Checkpoint::create().unwrap();
+    let path = checkpoints.begin().unwrap();
+    let (_, sealed) = kiln::worker::checkpoint_writer::write_checkpoint(&snapshot, &path).unwrap();
+    let mapped = kiln::swap::snapshot_file::map(&sealed, &path).unwrap();
+    let y = served.handle().read_resident("y").unwrap();
+    assert!(y.data().is_shared(), "the engine holds its downloaded copy");
+    drop(snapshot);
+    let moved = transfers(&served.handle());
+    for (name, section) in mapped.sections() {
+        if let (Some(resident), shared_state::Section::Tensor(t)) =
+            (name.strip_prefix("resident/"), section)
+        {
+            served.handle().put_resident(resident, t.clone()).unwrap();
+        }
+    }
+    assert_eq!(transfers(&served.handle()), moved, "nothing uploaded");
+    assert!(!y.data().is_shared(), "the engine let its own copy go");
+    for name in ["x", "y"] {
+        let held = served.handle().read_resident(name).unwrap();
+        assert!(held.data().is_mapped(), "{name}: the checkpoint's bytes");
+    }
+    let again = served.handle().export_state().unwrap();
+    assert_eq!(transfers(&served.handle()), moved, "nothing downloaded");
+    let marks = StateMarks::of(&again);
+    assert!(marks.unchanged(&served.handle().export_state().unwrap()));
+    assert_eq!(state_hash(&again), state_hash(&mapped), "the same state");
 }
 
 #[test]

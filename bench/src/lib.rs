@@ -10,7 +10,9 @@
 //! serving, through the real `kiln dev`), [`calls`] (call overhead),
 //! [`handoff`] (state handoff throughput), [`soak`] (memory over many
 //! reloads), [`isolation`] (the worker process: call cost, crash to
-//! serving, checkpoint cost), and [`machine_relations`] (timing relations
+//! serving, checkpoint cost), [`state_scale_vulkan`] (`-- state-vulkan`:
+//! bytes the Vulkan module moves host <-> device on swaps and checkpoints,
+//! by state size), and [`machine_relations`] (timing relations
 //! between the machine's measurements, printed, never asserted). `hot-lib-reloader` is a dev-dependency of the benchmark only:
 //! its side comes in through the [`hot_reloader::HotLibReloader`] trait,
 //! implemented in the bench target.
@@ -30,6 +32,7 @@ pub mod save_serving;
 pub mod serving;
 pub mod soak;
 pub mod state_scale;
+pub mod state_scale_vulkan;
 pub mod stats;
 pub mod table;
 pub mod verdict_soak;

@@ -19,8 +19,10 @@ use crate::tensor::DType;
 #[derive(Clone, Debug)]
 pub enum DeviceHandle {
     /// A file descriptor for the memory (Vulkan: `VK_KHR_external_memory_fd`,
-    /// opaque fd). Whoever imports it duplicates it first: the section keeps
-    /// its own, closed when the last clone of the section drops.
+    /// opaque fd; CUDA: `cuMemExportToShareableHandle`, POSIX fd, of a
+    /// virtual-memory-management allocation). Whoever imports it duplicates
+    /// it or leaves it open: the section keeps its own, closed when the last
+    /// clone of the section drops.
     OpaqueFd(Arc<OwnedFd>),
 }
 
@@ -42,14 +44,15 @@ pub struct DeviceSection {
     /// Bytes of data (the tensor's `byte_len`).
     pub bytes: u64,
     /// Bytes of device memory behind the handle (an import must ask for
-    /// exactly these).
+    /// exactly these; CUDA: the data rounded up to the allocation
+    /// granularity, 0 for an empty tensor).
     pub allocation: u64,
-    /// The backend's kind of memory (Vulkan: the memory type index).
+    /// The backend's kind of memory (Vulkan: the memory type index; CUDA: 0).
     pub memory_kind: u32,
     pub dtype: DType,
     pub shape: Vec<usize>,
     /// The device and driver that own the memory (Vulkan: device UUID and
-    /// driver UUID, hex). An engine on another device or driver cannot
+    /// driver UUID, hex; CUDA: `cuda device=UUID`). An engine on another device or driver cannot
     /// import it and says so; the host then hands the state over through
     /// host memory.
     pub device: String,

@@ -75,6 +75,9 @@ fn main() -> ExitCode {
             .unwrap_or(20);
         return printed(kiln_bench::verdict_soak::measure(&config, sessions));
     }
+    if std::env::args().skip(1).any(|a| a == "state-vulkan") {
+        return printed(kiln_bench::state_scale_vulkan::measure(&config));
+    }
     if std::env::args().skip(1).any(|a| a == "state") {
         return printed(kiln_bench::state_scale::measure(&config));
     }

@@ -1,8 +1,10 @@
-//! Tensors that live in device memory.
+//! Tensors that live in device memory for one call: its inputs uploaded
+//! for it, its returned outputs and its scratch (resident buffers are
+//! [`crate::residents`], memory the next version can take over).
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use shared_state::{Buffer, DType, EngineError, Tensor, element_count, format_shape};
 
 use crate::availability::driver_error;
@@ -83,16 +85,14 @@ impl DeviceTensor {
             .map_err(|e| EngineError::internal(format!("device buffer: {e}")))
     }
 
-    pub fn dtype(&self) -> DType {
-        self.dtype
+    /// The device address (0 when the tensor is empty). The engine
+    /// disables cudarc's event tracking, so there is nothing to wait for.
+    pub fn ptr(&self, stream: &CudaStream) -> u64 {
+        self.bytes.as_ref().map_or(0, |s| s.device_ptr(stream).0)
     }
 
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    /// The device memory, `None` when the tensor is empty.
-    pub fn slice(&self) -> Option<&CudaSlice<u8>> {
-        self.bytes.as_ref()
+    /// Bytes of data.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.as_ref().map_or(0, |s| s.len())
     }
 }

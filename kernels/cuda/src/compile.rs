@@ -25,6 +25,8 @@ pub struct CompiledKernel {
     pub ptx: Ptx,
     /// One CUDA function per declared pass, in order.
     pub functions: Vec<String>,
+    /// Inputs some pass may write in place ([`crate::written_inputs`]).
+    pub written_inputs: Vec<usize>,
     /// NVRTC's time (zero when the PTX came from the cache).
     pub elapsed: Duration,
     /// What the PTX was compiled from and for (its cache key).
@@ -133,12 +135,19 @@ fn compile_kernel_with(
         })?;
         functions.push(name);
     }
+    let mut written_inputs: Vec<usize> = functions
+        .iter()
+        .flat_map(|f| crate::written_inputs::written_inputs(&source.text, f, decl.inputs.len()))
+        .collect();
+    written_inputs.sort_unstable();
+    written_inputs.dedup();
     Ok(CompiledKernel {
         kernel: decl.name.clone(),
         path: source.path.clone(),
         layout,
         ptx: compiled.ptx,
         functions,
+        written_inputs,
         elapsed: compiled.elapsed,
         key,
         cached: from_cache,

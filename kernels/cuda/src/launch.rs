@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use shared_state::{Bound, EngineError, KernelDecl};
 
 use crate::availability::{driver_error, startup_error};
@@ -21,6 +19,8 @@ const MAX_GRID: [u64; 3] = [(1 << 31) - 1, 65_535, 65_535];
 /// One implemented kernel: its argument layout and one function per pass.
 pub struct LoadedKernel {
     pub layout: Layout,
+    /// Inputs some pass may write in place ([`crate::written_inputs`]).
+    pub written_inputs: Vec<usize>,
     functions: Vec<CudaFunction>,
 }
 
@@ -58,6 +58,7 @@ impl Kernels {
                 c.kernel,
                 LoadedKernel {
                     layout: c.layout,
+                    written_inputs: c.written_inputs,
                     functions,
                 },
             );
@@ -118,13 +119,13 @@ pub fn plan(decl: &KernelDecl, bound: &Bound) -> Result<Vec<PassLaunch>, EngineE
 
 impl LoadedKernel {
     /// Launches the passes on `stream` (queued, not waited for). `tensors`
-    /// are the pointer arguments in convention order (`None`: an empty
-    /// tensor, passed as a null pointer), `values` the scalars.
+    /// are the pointer arguments' device addresses in convention order (0:
+    /// an empty tensor, a null pointer), `values` the scalars.
     pub fn launch(
         &self,
         kernel: &str,
         stream: &Arc<CudaStream>,
-        tensors: &[Option<&CudaSlice<u8>>],
+        tensors: &[u64],
         values: &[Value],
         launches: &[PassLaunch],
     ) -> Result<(), EngineError> {
@@ -137,15 +138,11 @@ impl LoadedKernel {
                 self.layout.fields.len()
             )));
         }
-        let null: u64 = 0;
         for launch in launches {
             let function = &self.functions[launch.pass];
             let mut b = stream.launch_builder(function);
             for t in tensors {
-                match t {
-                    Some(slice) => b.arg(*slice),
-                    None => b.arg(&null),
-                };
+                b.arg(t);
             }
             for v in values {
                 match v {

@@ -25,6 +25,9 @@ mod device;
 mod engine;
 mod launch;
 mod ptx_cache;
+mod resident_memory;
+mod residents;
+mod written_inputs;
 
 #[cfg(test)]
 mod tests;

@@ -42,12 +42,36 @@ struct Resident {
     /// true while it is here, and the next export shares its elements
     /// instead of downloading again (a checkpoint of unchanged state copies
     /// nothing: the worker's state marks see the same elements). Costs host
-    /// memory as large as the resident.
+    /// memory as large as the resident until the host hands back the same
+    /// bytes from a checkpoint it wrote (`put_resident` of equal bytes
+    /// adopts them, see [`Resident::adopt`]): then the host copy is the
+    /// checkpoint's mapped pages, memory the host holds anyway.
     host: RefCell<Option<Tensor>>,
     /// Its memory is also another version's (handed over on the device,
     /// either way): never written in place (see
     /// [`VulkanEngine::before_writes`]).
     shared: Cell<bool>,
+}
+
+impl Resident {
+    /// Takes `tensor` as the host copy instead of the one held, when the
+    /// two are the same bytes of the same dtype and shape: the device
+    /// buffer already holds them, so nothing is uploaded, and the engine's
+    /// own copy goes (the host hands back a checkpoint's mapped bytes after
+    /// writing it from this engine's export). False when there is no host
+    /// copy or the bytes differ; the caller then uploads.
+    fn adopt(&self, tensor: &Tensor) -> bool {
+        let mut host = self.host.borrow_mut();
+        let Some(held) = host.as_ref() else {
+            return false;
+        };
+        let same = (held.data().same_as(tensor.data()) && held.shape() == tensor.shape())
+            || held.bit_eq(tensor);
+        if same {
+            *host = Some(tensor.clone());
+        }
+        same
+    }
 }
 
 pub struct VulkanEngine {
@@ -559,7 +583,13 @@ impl Engine for VulkanEngine {
         }
     }
 
+    /// A tensor of the very bytes the resident holds (its host copy's) is
+    /// adopted as the host copy, nothing uploaded ([`Resident::adopt`]);
+    /// anything else is uploaded into a new buffer.
     fn put_resident(&mut self, name: &str, tensor: Tensor) -> Result<(), EngineError> {
+        if self.residents.get(name).is_some_and(|r| r.adopt(&tensor)) {
+            return Ok(());
+        }
         let bytes = tensor.data().as_bytes();
         let buffer = self.gpu.create_buffer(bytes.len() as u64)?;
         if let Err(e) = self.gpu.write(&buffer, bytes) {

@@ -22,6 +22,7 @@ use crate::compile;
 use crate::engine::CudaEngine;
 
 mod gpu;
+mod handoff;
 mod nvrtc_compile;
 mod ptx_cache;
 mod unavailable;

@@ -256,3 +256,63 @@ fn a_handoff_to_another_device_is_refused_as_state() {
     assert_eq!(err.kind, ErrorKind::State, "{err}");
     assert!(err.message.contains("cannot import"), "{err}");
 }
+
+/// The host writes a checkpoint from an export and hands the bytes back as
+/// the checkpoint's own buffers (a mapping of it, modelled here by a copy
+/// in other memory): the engine adopts them as its host copy, so its own
+/// downloaded copy goes, nothing is uploaded, and the next export of the
+/// unchanged resident still downloads nothing and shares the checkpoint's
+/// elements.
+#[test]
+fn a_checkpoints_bytes_handed_back_replace_the_host_copy_without_an_upload() {
+    let test = "transfers-adopt-checkpoint";
+    let Some(mut engine) = with_resident(test) else {
+        return;
+    };
+    store_saxpy(&mut engine, "sum");
+    let first = engine.export_state().unwrap();
+    let Some(Section::Tensor(downloaded)) = first.get("resident/sum") else {
+        panic!("no sum");
+    };
+    let downloaded = downloaded.clone();
+    drop(first);
+    assert!(downloaded.data().is_shared(), "the engine holds its copy");
+    let checkpoint = Tensor::from_f32(&[N], downloaded.as_f32().unwrap().to_vec());
+    assert!(!checkpoint.data().same_as(downloaded.data()));
+    let moved = transfers(&engine);
+    engine.put_resident("sum", checkpoint.clone()).unwrap();
+    assert_eq!(transfers(&engine), moved, "nothing uploaded");
+    assert!(
+        !downloaded.data().is_shared(),
+        "the engine let its own copy go"
+    );
+    let second = engine.export_state().unwrap();
+    assert_eq!(transfers(&engine), moved, "nothing downloaded");
+    let Some(Section::Tensor(exported)) = second.get("resident/sum") else {
+        panic!("no sum");
+    };
+    assert!(exported.data().same_as(checkpoint.data()));
+    // Other bytes are a new value: uploaded, as before.
+    let other = Tensor::from_f32(&[N], vec![1.5; N]);
+    engine.put_resident("sum", other.clone()).unwrap();
+    assert_eq!(transfers(&engine).0 - moved.0, BYTES, "uploaded");
+    assert!(engine.read_resident("sum").unwrap().bit_eq(&other));
+}
+
+/// A resident a kernel wrote since its last download has no host copy:
+/// bytes handed back for it are uploaded (never trusted as the device's).
+#[test]
+fn bytes_handed_back_for_a_resident_written_since_are_uploaded() {
+    let test = "transfers-adopt-written";
+    let ctx = context_with::<Vulkan>(test, &[], declarations(), scribbling_saxpy());
+    let Some(mut engine) = engine_from::<Vulkan>(test, ctx, None) else {
+        return;
+    };
+    let weights = Tensor::from_f32(&[N], test_values(N, 5));
+    engine.put_resident("weights", weights.clone()).unwrap();
+    saxpy_in_place(&mut engine);
+    let moved = transfers(&engine);
+    engine.put_resident("weights", weights.clone()).unwrap();
+    assert_eq!(transfers(&engine).0 - moved.0, BYTES, "uploaded again");
+    assert!(engine.read_resident("weights").unwrap().bit_eq(&weights));
+}
