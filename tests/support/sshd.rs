@@ -147,3 +147,38 @@ fn is_root() -> bool {
 pub fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
+
+/// The remote command that runs `kiln` for the tests' agent: `env`, the
+/// mirrors under `mirrors`, modules built into `module_target` (warm
+/// builds shared with the other tests), this PATH, `extra` variables (sshd
+/// gives the agent a clean environment), then the quoted binary.
+pub fn agent_command(
+    kiln: &Path,
+    mirrors: &Path,
+    module_target: &Path,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut vars = vec![
+        ("KILN_MIRROR_ROOT", mirrors.display().to_string()),
+        (
+            "KILN_MODULE_TARGET_DIR",
+            module_target.display().to_string(),
+        ),
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let mut command = String::from("env");
+    for (k, v) in vars {
+        command.push_str(&format!(" {k}={}", shell_quote(&v)));
+    }
+    command.push_str(&format!(" {}", shell_quote(&kiln.display().to_string())));
+    command
+}
+
+/// A temporary directory for the agent's mirrors (`KILN_MIRROR_ROOT`).
+pub fn mirrors_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("kiln-mirrors-")
+        .tempdir()
+        .expect("temporary directory")
+}
