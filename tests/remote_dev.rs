@@ -53,7 +53,7 @@ impl Remote {
         let remote_kiln = agent_command(
             &kiln_binary(),
             self.mirrors.path(),
-            &misbehaving::module_target_dir(),
+            Some(misbehaving::module_target_dir().as_path()),
             &[],
         );
         DevCommand::new(&kiln_binary(), self.ws.root())

@@ -50,7 +50,12 @@ impl Remote {
         SshTarget {
             destination: HOST.to_string(),
             config: Some(self.sshd.ssh_config()),
-            remote_kiln: agent_command(&kiln_binary(), self.mirrors.path(), &module_target, extra),
+            remote_kiln: agent_command(
+                &kiln_binary(),
+                self.mirrors.path(),
+                Some(module_target.as_path()),
+                extra,
+            ),
         }
     }
 

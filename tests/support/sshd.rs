@@ -149,23 +149,23 @@ pub fn shell_quote(value: &str) -> String {
 }
 
 /// The remote command that runs `kiln` for the tests' agent: `env`, the
-/// mirrors under `mirrors`, modules built into `module_target` (warm
-/// builds shared with the other tests), this PATH, `extra` variables (sshd
-/// gives the agent a clean environment), then the quoted binary.
+/// mirrors under `mirrors`, modules built into `module_target` if given
+/// (warm builds shared with the other tests; else the mirror's own target
+/// directory, cold), this PATH, `extra` variables (sshd gives the agent a
+/// clean environment), then the quoted binary.
 pub fn agent_command(
     kiln: &Path,
     mirrors: &Path,
-    module_target: &Path,
+    module_target: Option<&Path>,
     extra: &[(&str, &str)],
 ) -> String {
     let mut vars = vec![
         ("KILN_MIRROR_ROOT", mirrors.display().to_string()),
-        (
-            "KILN_MODULE_TARGET_DIR",
-            module_target.display().to_string(),
-        ),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
     ];
+    if let Some(target) = module_target {
+        vars.push(("KILN_MODULE_TARGET_DIR", target.display().to_string()));
+    }
     vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let mut command = String::from("env");
     for (k, v) in vars {
