@@ -236,13 +236,17 @@ pub fn main(dev: RemoteDev, interrupt: Receiver<()>) -> Result<(), String> {
                 let mut session = lock(&session);
                 let before = session.wire_bytes();
                 match session.sync_changes(&dev.root) {
-                    Ok(Some(report)) => eprintln!(
-                        "kiln: sent {} to {destination}: {} file(s), {} of contents, {} on the wire",
-                        report.sent_paths.join(", "),
-                        report.sent_paths.len(),
-                        bytes::human(report.sent_bytes),
-                        bytes::human(session.wire_bytes() - before),
-                    ),
+                    Ok(Some(report)) => {
+                        let wire = session.wire_bytes() - before;
+                        eprintln!(
+                            "kiln: sent {} to {destination}: {} file(s), {} of contents, {} on \
+                             the wire ({wire} bytes)",
+                            report.sent_paths.join(", "),
+                            report.sent_paths.len(),
+                            bytes::human(report.sent_bytes),
+                            bytes::human(wire),
+                        )
+                    }
                     Ok(None) => {}
                     Err(e) => eprintln!("kiln: syncing to {destination}: {e}"),
                 }
