@@ -13,8 +13,10 @@
 //! - a launcher that fails (a partition that does not exist) is reported
 //!   with srun's own message;
 //! - `kiln dev --on --launcher srun`: the session runs under the job step
-//!   (one job while it serves, `kiln ctl` answering here); after Ctrl-C the
-//!   queue is empty within [`RELEASED_WITHIN`].
+//!   (one job while it serves, `kiln ctl` answering here); the ssh client
+//!   killed, the allocation lives on and kiln names the job; `--launcher
+//!   "srun --jobid=ID --overlap -u"` reattaches; after Ctrl-C the queue is
+//!   empty within [`RELEASED_WITHIN`].
 //!
 //! Skipped without Slurm's packages (or when not root) unless
 //! KILN_REQUIRE_SLURM is set. Run with
@@ -253,7 +255,7 @@ fn a_launcher_that_fails_is_reported_with_its_own_message() {
 }
 
 #[test]
-fn a_dev_session_through_srun_serves_and_releases_the_allocation_at_ctrl_c() {
+fn a_dev_session_through_srun_serves_survives_a_cut_through_overlap_and_releases_the_allocation() {
     let Some(cluster) = Cluster::start() else {
         return;
     };
@@ -271,6 +273,54 @@ fn a_dev_session_through_srun_serves_and_releases_the_allocation_at_ctrl_c() {
     assert_eq!(jobs.len(), 1, "the agent runs as a job step: {jobs:?}");
     let (ok, out) = kiln_ctl(&ws.copy, &["status"]);
     assert!(ok, "kiln ctl answers through the job step: {out}");
+
+    // The connection cut: the allocation lives on with the session; kiln
+    // names the job and the launcher that reattaches through it.
+    let job = session
+        .stderr()
+        .lines()
+        .find_map(|l| l.split("srun --jobid=").nth(1).map(|r| r.to_string()));
+    assert!(job.is_none(), "nothing said about a job before the cut");
+    let pid = session.pid();
+    let ssh = ssh_child(pid);
+    // SAFETY: kill(2) on the ssh client read from /proc just before (kiln's
+    // child, not reaped by us) with a valid signal number.
+    unsafe { libc::kill(ssh as libc::pid_t, libc::SIGKILL) };
+    let lost = session.stop();
+    assert!(!lost.status.success(), "{}", lost.stderr);
+    let id = lost
+        .stderr
+        .split("srun --jobid=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the job id named: {}", lost.stderr))
+        .to_string();
+    assert_eq!(cluster.slurm.jobs().len(), 1, "the allocation lives on");
+    let mut on = cluster.on("debug", Some(misbehaving::module_target_dir().as_path()));
+    let last = on.len() - 1;
+    on[last] = format!(
+        "env SLURM_CONF={} srun --jobid={id} --overlap -u",
+        shell_quote(&cluster.slurm.conf().display().to_string())
+    )
+    .into();
+    let session = DevCommand::new(&kiln_binary(), ws.root())
+        .args(ws.args())
+        .args(on)
+        .env_remove("CARGO_TARGET_DIR")
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    while !kiln_ctl(&ws.copy, &["status"]).0 {
+        assert!(start.elapsed() < BUILD_DEADLINE, "{}", session.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        session
+            .stderr()
+            .contains("reattached to the session running on"),
+        "{}",
+        session.stderr()
+    );
     let stopped = session.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
     assert!(
@@ -279,4 +329,17 @@ fn a_dev_session_through_srun_serves_and_releases_the_allocation_at_ctrl_c() {
         stopped.stderr
     );
     cluster.assert_released();
+}
+
+/// The pid of the ssh client the local kiln `pid` started.
+fn ssh_child(pid: u32) -> u32 {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .expect("the children of kiln");
+    children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+        .find(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "ssh")
+        })
+        .unwrap_or_else(|| panic!("kiln {pid} has no ssh child ({children:?})"))
 }

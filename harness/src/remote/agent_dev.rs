@@ -15,9 +15,9 @@
 //! taken for it), `state.kiln` (its `--state`: restored at start, saved at
 //! the end), and `attached.lock`, held by the agent the local side talks
 //! to. When the connection drops while the session runs, the agent stays
-//! as its keeper: until another agent attaches (takes that lock), the
-//! session ends by itself, or the grace period passes; then it interrupts
-//! the session, which saves its state file, and leaves.
+//! as its keeper until the session ends; if the grace period passes with
+//! no other agent attached (none took that lock), it interrupts the
+//! session, which saves its state file, and leaves.
 
 use std::fs::{self, File};
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
@@ -271,6 +271,7 @@ pub fn run(
             reattached,
             state: files.state().display().to_string(),
             log: files.stdout().display().to_string(),
+            job: std::env::var("SLURM_JOB_ID").ok().filter(|j| !j.is_empty()),
         },
     )
     .map_err(|e| format!("cannot write to the connection: {e}"))?;
@@ -439,16 +440,25 @@ fn relay(socket: &Path, id: u64, line: String, tx: Sender<Outgoing>) {
     });
 }
 
-/// After the connection dropped: keeps the session until another agent
-/// attaches, it ends, or `grace` passes (then interrupts it: it saves its
-/// state file and exits).
+/// After the connection dropped: keeps the session until it ends, or
+/// until `grace` passes with no other agent attached (then interrupts it:
+/// it saves its state file and exits). Once another agent attached, the
+/// keeper stays until the session ends: under Slurm the session belongs to
+/// the keeper's job step, and the allocation to the srun that started it,
+/// so leaving earlier would end both.
 fn keep(mut running: Running, files: &SessionFiles, grace: Duration) {
     // SAFETY: signal(2) setting SIGHUP to be ignored: no handler runs, no
     // memory is touched; the keeper must not end with its sshd session.
     unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     let since = Instant::now();
     while since.elapsed() < grace {
-        if !running.alive() || files.someone_attached() {
+        if !running.alive() {
+            return;
+        }
+        if files.someone_attached() {
+            while running.alive() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
             return;
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -172,12 +172,13 @@ pub fn main(dev: RemoteDev, interrupt: Receiver<()>) -> Result<(), String> {
         env,
         fresh: dev.fresh,
     })?;
-    match session.receive()? {
+    let job = match session.receive()? {
         Message::DevStarted {
             pid,
             reattached,
             state,
             log,
+            job,
         } => {
             let how = match reattached {
                 true => "reattached to the session running",
@@ -187,9 +188,10 @@ pub fn main(dev: RemoteDev, interrupt: Receiver<()>) -> Result<(), String> {
                 "kiln: {how} on {destination} (pid {pid}; its log {log}, its state file {state}); \
                  Ctrl-C ends it"
             );
+            job
         }
         other => return Err(session.unexpected(other)),
-    }
+    };
 
     // From here the reader thread holds the input.
     let pending: Pending = Arc::default();
@@ -279,10 +281,16 @@ pub fn main(dev: RemoteDev, interrupt: Receiver<()>) -> Result<(), String> {
     match end {
         End::Lost(why) => {
             session.cut();
+            let again = match &job {
+                Some(id) => format!(
+                    "`kiln dev --on {destination} --launcher \"srun --jobid={id} --overlap -u\"` \
+                     (Slurm job {id}, the allocation kept while the session waits)"
+                ),
+                None => format!("the same `kiln dev --on {destination}` again"),
+            };
             Err(format!(
                 "the connection to {destination} was lost ({why}); the session keeps running there \
-                 for {} with its worker and state: run the same `kiln dev --on {destination}` \
-                 again to reattach",
+                 for {} with its worker and state; to reattach, run {again}",
                 human_duration(dev.grace)
             ))
         }

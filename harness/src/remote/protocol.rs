@@ -87,6 +87,9 @@ pub enum Message {
         reattached: bool,
         state: String,
         log: String,
+        /// The Slurm job the agent runs in (`SLURM_JOB_ID`), if any: a
+        /// reattach goes through `srun --jobid=ID --overlap`.
+        job: Option<String>,
     },
     /// Local: one `kiln ctl` command (the control socket's JSON line) for
     /// the remote session, answered by [`Message::CtlAnswer`]s.
