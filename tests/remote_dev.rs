@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use kiln_e2e::dev_session::{BUILD_DEADLINE, DevCommand, EventKind, Session, kiln_binary};
 use kiln_e2e::misbehaving::{self, MisbehavingWorkspace, REVISION_LINE};
-use kiln_e2e::sshd::{HOST, Sshd, agent_command, mirrors_dir};
+use kiln_e2e::sshd::{HOST, Sshd, agent_command, mirrors_dir, ssh_child};
 
 /// A server, where its agent keeps its mirrors, and the workspace.
 struct Remote {
@@ -102,19 +102,6 @@ fn wait_serving(session: &mut Session) -> u64 {
         .find(|e| e.is(EventKind::Replay))
         .and_then(|e| e.version())
         .unwrap_or_else(|| session.fail("no replay before the watcher"))
-}
-
-/// The pid of the ssh client the local kiln `pid` started.
-fn ssh_child(pid: u32) -> u32 {
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .expect("the children of kiln");
-    children
-        .split_whitespace()
-        .filter_map(|c| c.parse::<u32>().ok())
-        .find(|c| {
-            std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "ssh")
-        })
-        .unwrap_or_else(|| panic!("kiln {pid} has no ssh child ({children:?})"))
 }
 
 fn kill(pid: u32) {

@@ -33,7 +33,7 @@ use kiln::workspace;
 use kiln_e2e::dev_session::{BUILD_DEADLINE, DevCommand, kiln_binary, kiln_ctl};
 use kiln_e2e::misbehaving::{self, MisbehavingWorkspace};
 use kiln_e2e::slurm::Slurm;
-use kiln_e2e::sshd::{HOST, Sshd, agent_command, mirrors_dir, shell_quote};
+use kiln_e2e::sshd::{HOST, Sshd, agent_command, mirrors_dir, shell_quote, ssh_child};
 use kiln_e2e::workspace_root;
 
 /// How soon after kiln exits the allocation must be gone (KillWait=1,
@@ -329,17 +329,4 @@ fn a_dev_session_through_srun_serves_survives_a_cut_through_overlap_and_releases
         stopped.stderr
     );
     cluster.assert_released();
-}
-
-/// The pid of the ssh client the local kiln `pid` started.
-fn ssh_child(pid: u32) -> u32 {
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .expect("the children of kiln");
-    children
-        .split_whitespace()
-        .filter_map(|c| c.parse::<u32>().ok())
-        .find(|c| {
-            std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "ssh")
-        })
-        .unwrap_or_else(|| panic!("kiln {pid} has no ssh child ({children:?})"))
 }

@@ -29,6 +29,7 @@ use kiln::supervisor::{DevOptions, OnFail};
                   kiln kernels\n  \
                   kiln backends\n  \
                   kiln backends --on gpu-box                 what another machine can run (ssh)\n  \
+                  kiln dev --on gpu-box --backend cuda       the session there, your editor here\n  \
                   kiln report"
 )]
 struct Cli {

@@ -182,3 +182,17 @@ pub fn mirrors_dir() -> tempfile::TempDir {
         .tempdir()
         .expect("temporary directory")
 }
+
+/// The pid of the ssh client that the local kiln `pid` started (to cut
+/// its connection as a dropped network would).
+pub fn ssh_child(pid: u32) -> u32 {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .expect("the children of kiln");
+    children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+        .find(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "ssh")
+        })
+        .unwrap_or_else(|| panic!("kiln {pid} has no ssh child ({children:?})"))
+}
