@@ -143,6 +143,9 @@ type Pending = Arc<Mutex<HashMap<u64, Sender<Answer>>>>;
 /// (`kiln ctl quit`, a key), or a lost connection.
 pub fn main(dev: RemoteDev, interrupt: Receiver<()>) -> Result<(), String> {
     let destination = dev.target.destination.clone();
+    // The local socket first: a second session of this workspace is
+    // refused before anything starts on DEST.
+    let control = Control::start(&dev.root, true)?;
     let mut session = Session::connect(&dev.target, &dev.root)?;
     let report = session.sync(&dev.root)?;
     eprintln!(
@@ -203,7 +206,6 @@ pub fn main(dev: RemoteDev, interrupt: Receiver<()>) -> Result<(), String> {
         std::thread::spawn(move || read_loop(input, replies_tx, end_tx, pending))
     };
     let session = Arc::new(Mutex::new(session));
-    let control = Control::start(&dev.root, true)?;
     let relaying = Arc::new(AtomicBool::new(true));
     let relay = {
         let (session, pending, requests, relaying) = (

@@ -9,7 +9,7 @@ use std::path::Path;
 use crossbeam_channel::Receiver;
 
 use super::files;
-use super::manifest::{collect, workspace_id};
+use super::manifest::{collect, collect_since, workspace_id};
 use super::protocol::{self, Message, PROTOCOL, ReadError, receive, send};
 use super::ssh::{Connection, SshTarget};
 use super::version;
@@ -118,7 +118,7 @@ impl Session {
         let Some(before) = self.synced.as_ref() else {
             return self.sync(root).map(Some);
         };
-        let files = collect(root)?;
+        let files = collect_since(root, before)?;
         let old: BTreeMap<&str, &protocol::FileEntry> =
             before.iter().map(|f| (f.path.as_str(), f)).collect();
         let new: BTreeMap<&str, &protocol::FileEntry> =
