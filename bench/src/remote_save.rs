@@ -97,8 +97,9 @@ pub fn measure(config: &Config) -> Result<String, String> {
         .len();
     let timeout = Duration::from_secs(180);
     let (mut local_ms, mut remote_ms, mut wire) = (Vec::new(), Vec::new(), Vec::new());
-    // From the write here to the session's first file event (kiln's own
-    // figure starts there): the watcher, and for --on the sync over ssh.
+    // Beyond kiln's own figure (from the session's first file event to
+    // `swapped`): the way of the save there (the watcher, and for --on the
+    // sync over ssh) and of the `swapped` line back here.
     let (mut local_lead, mut remote_lead) = (Vec::new(), Vec::new());
     for round in 0..config.save_warmup + config.save_rounds {
         let l = local.edit(&mut local_edit, timeout)?;
@@ -139,8 +140,8 @@ pub fn measure(config: &Config) -> Result<String, String> {
          saves, alternating\n  \
          kiln dev (here):                 {:>8.1} ± {:.1} ms\n  \
          kiln dev --on (sshd, loopback):  {:>8.1} ± {:.1} ms  ({:+.1} ms)\n  \
-         of which write here -> file event of the session: {:.1} ± {:.1} ms here, \
-         {:.1} ± {:.1} ms with --on (watcher, sync over ssh, rename there)\n  \
+         of which the way there and back (write -> the session's file event, its `swapped` \
+         line -> here): {:.1} ± {:.1} ms here, {:.1} ± {:.1} ms with --on\n  \
          sent per save:                   {:>8.0} B on the wire (the edited file is {source_bytes} B)\n  \
          session start: {first_sync}\n\
          (load average {load_start:.1} at the start, {load_end:.1} at the end; raw figures: {})\n",

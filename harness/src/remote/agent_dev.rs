@@ -54,8 +54,9 @@ pub const PASSED_ENV: &[&str] = &["RUST_LOG", "RUST_BACKTRACE"];
 /// The session's state file, in `session/`.
 pub const STATE_NAME: &str = "state.kiln";
 
-/// How often the log files are read and the session checked.
-const POLL: Duration = Duration::from_millis(50);
+/// How often the log files are read and the session checked (a log line
+/// waits half of it on average before it travels).
+const POLL: Duration = Duration::from_millis(10);
 /// How long an interrupted session may take to save its state and exit.
 const STOP_DEADLINE: Duration = Duration::from_secs(120);
 
