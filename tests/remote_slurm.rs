@@ -276,11 +276,6 @@ fn a_dev_session_through_srun_serves_survives_a_cut_through_overlap_and_releases
 
     // The connection cut: the allocation lives on with the session; kiln
     // names the job and the launcher that reattaches through it.
-    let job = session
-        .stderr()
-        .lines()
-        .find_map(|l| l.split("srun --jobid=").nth(1).map(|r| r.to_string()));
-    assert!(job.is_none(), "nothing said about a job before the cut");
     let pid = session.pid();
     let ssh = ssh_child(pid);
     // SAFETY: kill(2) on the ssh client read from /proc just before (kiln's
@@ -314,13 +309,13 @@ fn a_dev_session_through_srun_serves_survives_a_cut_through_overlap_and_releases
         assert!(start.elapsed() < BUILD_DEADLINE, "{}", session.stderr());
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(
-        session
-            .stderr()
-            .contains("reattached to the session running on"),
-        "{}",
-        session.stderr()
-    );
+    while !session
+        .stderr()
+        .contains("reattached to the session running on")
+    {
+        assert!(start.elapsed() < BUILD_DEADLINE, "{}", session.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let stopped = session.stop();
     assert!(stopped.status.success(), "{}", stopped.stderr);
     assert!(
