@@ -17,7 +17,9 @@
 //! - the connection cut (the ssh client killed): kiln says so; the remote
 //!   session keeps its worker; started again, kiln reattaches, the state
 //!   hash the same; then the connection cut and never restored with a
-//!   short `--grace`: the remote session saves its state there and ends.
+//!   short `--grace`: the remote session saves its state there and ends;
+//! - a session that cannot start there (no such backend): its message
+//!   here, kiln fails.
 //!
 //! Skipped without /usr/sbin/sshd unless KILN_REQUIRE_SSHD is set.
 //! Run with `cargo test --release -p kiln-e2e --test remote_dev`.
@@ -50,6 +52,13 @@ impl Remote {
     /// `kiln dev --log-format json --on kiln-test ... EXTRA`, serving the
     /// misbehaving module.
     fn dev(&self, extra: &[&str]) -> Session {
+        let mut args = self.ws.args();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        self.dev_with(&args)
+    }
+
+    /// `kiln dev --log-format json --on kiln-test ... ARGS`.
+    fn dev_with(&self, args: &[String]) -> Session {
         let remote_kiln = agent_command(
             &kiln_binary(),
             self.mirrors.path(),
@@ -57,11 +66,10 @@ impl Remote {
             &[],
         );
         DevCommand::new(&kiln_binary(), self.ws.root())
-            .args(self.ws.args())
             .args(["--on", HOST, "--ssh-config"])
             .args([self.sshd.ssh_config()])
             .args(["--remote-kiln", &remote_kiln])
-            .args(extra)
+            .args(args)
             .env_remove("CARGO_TARGET_DIR")
             .spawn()
             .unwrap_or_else(|e| panic!("{e}"))
@@ -289,4 +297,15 @@ fn a_session_on_the_remote_edits_crashes_answers_stops_and_survives_a_cut() {
         "the state saved again at the end"
     );
     assert!(!running(worker), "its worker ended with it");
+
+    // A session that cannot start there: its own message shown here, and
+    // kiln fails with the remote exit code.
+    let session = remote.dev_with(&["--backend".into(), "nosuch".into()]);
+    let failed = wait_exit(session, BUILD_DEADLINE);
+    assert!(!failed.status.success(), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("nosuch") && failed.stderr.contains("exited with code 1"),
+        "{}",
+        failed.stderr
+    );
 }

@@ -177,14 +177,24 @@ fn stat(pid: u32) -> Option<(char, u64)> {
 struct Running {
     pid: Pid,
     child: Option<Child>,
+    /// Its exit code, once this agent collected it.
+    code: Option<i32>,
 }
 
 impl Running {
     fn alive(&mut self) -> bool {
-        if let Some(child) = &mut self.child
-            && !matches!(child.try_wait(), Ok(None))
-        {
-            return false;
+        if let Some(child) = &mut self.child {
+            match child.try_wait() {
+                Ok(None) => {}
+                Ok(Some(status)) => {
+                    // Killed by a signal: 128 + its number, as a shell says.
+                    self.code = status.code().or_else(|| {
+                        std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s)
+                    });
+                    return false;
+                }
+                Err(_) => return false,
+            }
         }
         self.pid.alive()
     }
@@ -233,6 +243,7 @@ fn start(mirror: &Mirror, files: &SessionFiles, request: &DevRequest) -> Result<
     Ok(Running {
         pid,
         child: Some(child),
+        code: None,
     })
 }
 
@@ -254,7 +265,14 @@ pub fn run(
     let files = SessionFiles::new(mirror.session());
     let attached = files.attach()?;
     let (running, reattached) = match files.running() {
-        Some(pid) => (Running { pid, child: None }, true),
+        Some(pid) => (
+            Running {
+                pid,
+                child: None,
+                code: None,
+            },
+            true,
+        ),
         None => (start(&mirror, &files, &request)?, false),
     };
     let from = |path: &Path| match reattached {
@@ -410,6 +428,7 @@ fn follow(
         if !alive {
             let _ = tx.send(Outgoing::Line(Message::DevEnded {
                 state: state.is_file().then(|| state.display().to_string()),
+                code: running.code,
             }));
             return None;
         }

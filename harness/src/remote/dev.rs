@@ -130,8 +130,9 @@ pub fn remote_args(
 
 /// What the reader thread saw end the session.
 enum End {
-    /// The remote session ended; its state file, if saved.
-    Ended(Option<String>),
+    /// The remote session ended; its state file, if saved; its exit code
+    /// if known.
+    Ended(Option<String>, Option<i32>),
     /// The connection was lost (why).
     Lost(String),
 }
@@ -296,7 +297,7 @@ pub fn main(dev: RemoteDev, interrupt: Receiver<()>) -> Result<(), String> {
                 human_duration(dev.grace)
             ))
         }
-        End::Ended(state) => {
+        End::Ended(state, code) => {
             session.restore_input(input);
             if let Some(at) = stopping {
                 eprintln!(
@@ -324,7 +325,12 @@ pub fn main(dev: RemoteDev, interrupt: Receiver<()>) -> Result<(), String> {
                 (None, _) => eprintln!("kiln: the session on {destination} saved no state"),
             }
             session.close();
-            Ok(())
+            match code {
+                Some(0) | None => Ok(()),
+                Some(code) => Err(format!(
+                    "`kiln dev` on {destination} exited with code {code} (its messages are above)"
+                )),
+            }
         }
     }
 }
@@ -362,8 +368,8 @@ fn read_loop(
                     pending.remove(&id);
                 }
             }
-            Ok(Message::DevEnded { state }) => {
-                let _ = end.send(End::Ended(state));
+            Ok(Message::DevEnded { state, code }) => {
+                let _ = end.send(End::Ended(state, code));
                 return input;
             }
             Ok(other) => {

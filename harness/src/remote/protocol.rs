@@ -98,8 +98,13 @@ pub enum Message {
     CtlAnswer { id: u64, line: String },
     /// Local: end the remote session as Ctrl-C does.
     Stop,
-    /// Agent: the remote session ended; its state file, if it saved one.
-    DevEnded { state: Option<String> },
+    /// Agent: the remote session ended; its state file, if it saved one;
+    /// its exit code, when this agent started it (a reattached agent
+    /// cannot collect it).
+    DevEnded {
+        state: Option<String>,
+        code: Option<i32>,
+    },
     /// Local: send this file of the mirror (a relative path).
     Fetch { path: String },
     /// Local: the plain files in this folder of the mirror.
