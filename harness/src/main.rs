@@ -400,27 +400,8 @@ fn main() -> ExitCode {
             }) {
                 eprintln!("kiln: cannot handle Ctrl-C, SIGTERM and SIGHUP: {e}");
             }
-            let options = DevOptions {
-                backend: backends.first().cloned().unwrap_or(backend),
-                other_backends: backends.iter().skip(1).cloned().collect(),
-                workload,
-                device,
-                threads,
-                on_fail,
-                replay: !no_replay,
-                state,
-                fresh,
-                debounce: Duration::from_millis(debounce_ms),
-                workspace: None,
-                record,
-                log_format: cli.log_format,
-                call_timeout,
-                worker_memory,
-                reference,
-                cold,
-                tune: !no_tune,
-            };
-            match on {
+            // `--on DEST`: the session runs there (kiln::remote::dev).
+            let serve = |options: DevOptions, rx| match on {
                 Some(destination) => remote.target(destination).and_then(|target| {
                     remote_dev(
                         &options,
@@ -431,7 +412,30 @@ fn main() -> ExitCode {
                     )
                 }),
                 None => kiln::supervisor::run(options, rx).map_err(|e| e.to_string()),
-            }
+            };
+            serve(
+                DevOptions {
+                    backend: backends.first().cloned().unwrap_or(backend),
+                    other_backends: backends.iter().skip(1).cloned().collect(),
+                    workload,
+                    device,
+                    threads,
+                    on_fail,
+                    replay: !no_replay,
+                    state,
+                    fresh,
+                    debounce: Duration::from_millis(debounce_ms),
+                    workspace: None,
+                    record,
+                    log_format: cli.log_format,
+                    call_timeout,
+                    worker_memory,
+                    reference,
+                    cold,
+                    tune: !no_tune,
+                },
+                rx,
+            )
         }
         Command::Worker | Command::ProbeDevices | Command::Ctl { .. } | Command::Agent { .. } => {
             unreachable!("handled above")

@@ -183,18 +183,20 @@ struct Running {
 
 impl Running {
     fn alive(&mut self) -> bool {
+        // Our own child: its exit status says (a look at /proc could see it
+        // a zombie first and lose the exit code).
         if let Some(child) = &mut self.child {
-            match child.try_wait() {
-                Ok(None) => {}
+            return match child.try_wait() {
+                Ok(None) => true,
                 Ok(Some(status)) => {
                     // Killed by a signal: 128 + its number, as a shell says.
                     self.code = status.code().or_else(|| {
                         std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s)
                     });
-                    return false;
+                    false
                 }
-                Err(_) => return false,
-            }
+                Err(_) => false,
+            };
         }
         self.pid.alive()
     }
