@@ -18,6 +18,8 @@
 //!   session keeps its worker; started again, kiln reattaches, the state
 //!   hash the same; then the connection cut and never restored with a
 //!   short `--grace`: the remote session saves its state there and ends;
+//! - the agent killed outright: the session there saves its state and
+//!   ends (no orphan);
 //! - a session that cannot start there (no such backend): its message
 //!   here, kiln fails.
 //!
@@ -113,8 +115,9 @@ fn wait_serving(session: &mut Session) -> u64 {
 }
 
 fn kill(pid: u32) {
-    // SAFETY: kill(2) with a pid read from /proc just before (the ssh
-    // client, our grandchild, not reaped by us) and a valid signal number.
+    // SAFETY: kill(2) with a pid read from /proc just before (an ssh client
+    // or an agent this test's kiln started, alive) and a valid signal
+    // number.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
 }
 
@@ -123,6 +126,16 @@ fn wait_exit(session: Session, within: Duration) -> kiln_dev_driver::Stopped {
     let pid = session.pid();
     wait_until("kiln exits", within, || !running(pid));
     session.stop()
+}
+
+/// The parent of `pid` (from /proc).
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("ppid")
 }
 
 /// The remote session's pid (from its record in the mirror).
@@ -297,6 +310,27 @@ fn a_session_on_the_remote_edits_crashes_answers_stops_and_survives_a_cut() {
         "the state saved again at the end"
     );
     assert!(!running(worker), "its worker ended with it");
+
+    // The agent killed outright (a cancelled Slurm step does so): the
+    // session there gets SIGTERM, saves its state and ends; kiln here
+    // reports the lost connection.
+    let mut session = remote.dev(&[]);
+    wait_serving(&mut session);
+    let dev_pid = remote_pid(&mirror);
+    let agent = parent_of(dev_pid);
+    let saved_before = std::fs::metadata(&remote_state)
+        .and_then(|m| m.modified())
+        .ok();
+    kill(agent);
+    let lost = wait_exit(session, Duration::from_secs(60));
+    assert!(!lost.status.success(), "{}", lost.stderr);
+    wait_until("the orphaned session ends", BUILD_DEADLINE, || {
+        !running(dev_pid)
+    });
+    let saved = std::fs::metadata(&remote_state)
+        .and_then(|m| m.modified())
+        .ok();
+    assert!(saved != saved_before, "the state saved as it ended");
 
     // A session that cannot start there: its own message shown here, and
     // kiln fails with the remote exit code.

@@ -226,8 +226,24 @@ fn start(mirror: &Mirror, files: &SessionFiles, request: &DevRequest) -> Result<
         .stdout(stdout)
         .stderr(stderr)
         // Its own process group: a hang-up or interrupt meant for the
-        // agent (sshd, srun) does not reach it; it outlives the agent.
+        // agent (sshd, srun) does not reach it; it outlives the connection.
         .process_group(0);
+    // The agent that starts the session stays while it runs (attached, then
+    // as its keeper); if that agent is killed (its Slurm step cancelled or
+    // out of time, a kill -9), the session gets SIGTERM, saves its state
+    // and ends, rather than living on untracked (an orphan escapes
+    // proctrack/linuxproc).
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls prctl(2), a raw system call that allocates nothing and takes
+    // no lock: async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     for (key, value) in &request.env {
         if PASSED_ENV.contains(&key.as_str()) {
             command.env(key, value);
