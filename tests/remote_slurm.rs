@@ -11,21 +11,29 @@
 //!   agent sees its input hang up, stops the command, the step ends and the
 //!   queue is empty within [`RELEASED_WITHIN`] too;
 //! - a launcher that fails (a partition that does not exist) is reported
-//!   with srun's own message.
+//!   with srun's own message;
+//! - `kiln dev --on --launcher srun`: the session runs under the job step
+//!   (one job while it serves, `kiln ctl` answering here); the ssh client
+//!   killed, the allocation lives on and kiln names the job; `--launcher
+//!   "srun --jobid=ID --overlap -u"` reattaches; after Ctrl-C the queue is
+//!   empty within [`RELEASED_WITHIN`].
 //!
 //! Skipped without Slurm's packages (or when not root) unless
 //! KILN_REQUIRE_SLURM is set. Run with
 //! `cargo test --release -p kiln-e2e --test remote_slurm`.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln::workspace;
-use kiln_e2e::dev_session::kiln_binary;
+use kiln_e2e::dev_session::{BUILD_DEADLINE, DevCommand, kiln_binary, kiln_ctl};
+use kiln_e2e::misbehaving::{self, MisbehavingWorkspace};
 use kiln_e2e::slurm::Slurm;
-use kiln_e2e::sshd::{HOST, Sshd, shell_quote};
+use kiln_e2e::sshd::{HOST, Sshd, agent_command, mirrors_dir, shell_quote, ssh_child};
 use kiln_e2e::workspace_root;
 
 /// How soon after kiln exits the allocation must be gone (KillWait=1,
@@ -42,10 +50,7 @@ impl Cluster {
     fn start() -> Option<Cluster> {
         let slurm = Slurm::start()?;
         let sshd = Sshd::start()?;
-        let mirrors = tempfile::Builder::new()
-            .prefix("kiln-mirrors-")
-            .tempdir()
-            .expect("temporary directory");
+        let mirrors = mirrors_dir();
         Some(Cluster {
             slurm,
             sshd,
@@ -53,45 +58,39 @@ impl Cluster {
         })
     }
 
-    /// `kiln backends NAMES --on kiln-test --launcher "srun -N1 -n1 -u
-    /// PARTITION"`: srun reaches the test's cluster through SLURM_CONF;
-    /// `warm` shares the module target directory (a warm build), otherwise
-    /// the mirror's own target directory is cold (a long build).
-    fn backends(&self, names: &[&str], partition: &str, warm: bool) -> Command {
-        let mut vars = vec![
-            (
-                "KILN_MIRROR_ROOT",
-                self.mirrors.path().display().to_string(),
-            ),
-            ("PATH", std::env::var("PATH").unwrap_or_default()),
-        ];
-        if warm {
-            let target = workspace::module_target_dir(&workspace_root());
-            vars.push(("KILN_MODULE_TARGET_DIR", target.display().to_string()));
-        }
-        let mut remote_kiln = String::from("env");
-        for (k, v) in vars {
-            remote_kiln.push_str(&format!(" {k}={}", shell_quote(&v)));
-        }
-        remote_kiln.push_str(&format!(
-            " {}",
-            shell_quote(&kiln_binary().display().to_string())
-        ));
+    /// The ssh options that reach the agent as a job step: `--on
+    /// kiln-test --ssh-config .. --remote-kiln .. --launcher "srun -N1 -n1
+    /// -u PARTITION"`; srun reaches the test's cluster through SLURM_CONF;
+    /// modules build into `module_target` if given (warm), otherwise into
+    /// the mirror's own target directory (cold: a long build).
+    fn on(&self, partition: &str, module_target: Option<&Path>) -> Vec<OsString> {
+        let remote_kiln = agent_command(&kiln_binary(), self.mirrors.path(), module_target, &[]);
         let launcher = format!(
             "env SLURM_CONF={} srun -N1 -n1 -u --partition={partition} --job-name=kiln-agent",
             shell_quote(&self.slurm.conf().display().to_string())
         );
+        vec![
+            "--on".into(),
+            HOST.into(),
+            "--ssh-config".into(),
+            self.sshd.ssh_config().into(),
+            "--remote-kiln".into(),
+            remote_kiln.into(),
+            "--launcher".into(),
+            launcher.into(),
+        ]
+    }
+
+    /// `kiln backends NAMES` through srun; `warm` shares the module target
+    /// directory.
+    fn backends(&self, names: &[&str], partition: &str, warm: bool) -> Command {
+        let target = workspace::module_target_dir(&workspace_root());
         let mut command = Command::new(kiln_binary());
         command
             .current_dir(workspace_root())
             .arg("backends")
             .args(names)
-            .args(["--on", HOST, "--ssh-config"])
-            .arg(self.sshd.ssh_config())
-            .arg("--remote-kiln")
-            .arg(remote_kiln)
-            .arg("--launcher")
-            .arg(launcher);
+            .args(self.on(partition, warm.then_some(target.as_path())));
         command
     }
 
@@ -253,4 +252,76 @@ fn a_launcher_that_fails_is_reported_with_its_own_message() {
         "kiln says the agent never answered: {stderr}"
     );
     assert!(cluster.slurm.jobs().is_empty());
+}
+
+#[test]
+fn a_dev_session_through_srun_serves_survives_a_cut_through_overlap_and_releases_the_allocation() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let ws = MisbehavingWorkspace::new();
+    let mut session = DevCommand::new(&kiln_binary(), ws.root())
+        .args(ws.args())
+        .args(cluster.on("debug", Some(misbehaving::module_target_dir().as_path())))
+        .env_remove("CARGO_TARGET_DIR")
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    session.wait_for("the remote watcher", BUILD_DEADLINE, |e| {
+        kiln_dev_driver::is_watching(e)
+    });
+    let jobs = cluster.slurm.jobs();
+    assert_eq!(jobs.len(), 1, "the agent runs as a job step: {jobs:?}");
+    let (ok, out) = kiln_ctl(&ws.copy, &["status"]);
+    assert!(ok, "kiln ctl answers through the job step: {out}");
+
+    // The connection cut: the allocation lives on with the session; kiln
+    // names the job and the launcher that reattaches through it.
+    let pid = session.pid();
+    let ssh = ssh_child(pid);
+    // SAFETY: kill(2) on the ssh client read from /proc just before (kiln's
+    // child, not reaped by us) with a valid signal number.
+    unsafe { libc::kill(ssh as libc::pid_t, libc::SIGKILL) };
+    let lost = session.stop();
+    assert!(!lost.status.success(), "{}", lost.stderr);
+    let id = lost
+        .stderr
+        .split("srun --jobid=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the job id named: {}", lost.stderr))
+        .to_string();
+    assert_eq!(cluster.slurm.jobs().len(), 1, "the allocation lives on");
+    let mut on = cluster.on("debug", Some(misbehaving::module_target_dir().as_path()));
+    let last = on.len() - 1;
+    on[last] = format!(
+        "env SLURM_CONF={} srun --jobid={id} --overlap -u",
+        shell_quote(&cluster.slurm.conf().display().to_string())
+    )
+    .into();
+    let session = DevCommand::new(&kiln_binary(), ws.root())
+        .args(ws.args())
+        .args(on)
+        .env_remove("CARGO_TARGET_DIR")
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    while !kiln_ctl(&ws.copy, &["status"]).0 {
+        assert!(start.elapsed() < BUILD_DEADLINE, "{}", session.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while !session
+        .stderr()
+        .contains("reattached to the session running on")
+    {
+        assert!(start.elapsed() < BUILD_DEADLINE, "{}", session.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopped = session.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("the state is on kiln-test at"),
+        "{}",
+        stopped.stderr
+    );
+    cluster.assert_released();
 }

@@ -26,7 +26,7 @@ use kiln::remote::ssh::SshTarget;
 use kiln::remote::version;
 use kiln::workspace;
 use kiln_e2e::dev_session::kiln_binary;
-use kiln_e2e::sshd::{HOST, Sshd, shell_quote};
+use kiln_e2e::sshd::{HOST, Sshd, agent_command, mirrors_dir};
 use kiln_e2e::workspace_root;
 
 /// A server, and where its agent keeps its mirrors.
@@ -38,10 +38,7 @@ struct Remote {
 impl Remote {
     fn start() -> Option<Remote> {
         let sshd = Sshd::start()?;
-        let mirrors = tempfile::Builder::new()
-            .prefix("kiln-mirrors-")
-            .tempdir()
-            .expect("temporary directory");
+        let mirrors = mirrors_dir();
         Some(Remote { sshd, mirrors })
     }
 
@@ -50,30 +47,15 @@ impl Remote {
     /// environment), the shared module target directory (warm builds).
     fn target_with(&self, extra: &[(&str, &str)]) -> SshTarget {
         let module_target = workspace::module_target_dir(&workspace_root());
-        let mut vars = vec![
-            (
-                "KILN_MIRROR_ROOT",
-                self.mirrors.path().display().to_string(),
-            ),
-            (
-                "KILN_MODULE_TARGET_DIR",
-                module_target.display().to_string(),
-            ),
-            ("PATH", std::env::var("PATH").unwrap_or_default()),
-        ];
-        vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-        let mut command = String::from("env");
-        for (k, v) in vars {
-            command.push_str(&format!(" {k}={}", shell_quote(&v)));
-        }
-        command.push_str(&format!(
-            " {}",
-            shell_quote(&kiln_binary().display().to_string())
-        ));
         SshTarget {
             destination: HOST.to_string(),
             config: Some(self.sshd.ssh_config()),
-            remote_kiln: command,
+            remote_kiln: agent_command(
+                &kiln_binary(),
+                self.mirrors.path(),
+                Some(module_target.as_path()),
+                extra,
+            ),
         }
     }
 

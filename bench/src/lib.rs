@@ -10,10 +10,11 @@
 //! serving, through the real `kiln dev`), [`calls`] (call overhead),
 //! [`handoff`] (state handoff throughput), [`soak`] (memory over many
 //! reloads), [`isolation`] (the worker process: call cost, crash to
-//! serving, checkpoint cost), [`state_scale_vulkan`] (`-- state-vulkan`:
-//! bytes the Vulkan module moves host <-> device on swaps and checkpoints,
-//! by state size), and [`machine_relations`] (timing relations
-//! between the machine's measurements, printed, never asserted). `hot-lib-reloader` is a dev-dependency of the benchmark only:
+//! serving, checkpoint cost), and [`machine_relations`] (timing relations
+//! between the machine's measurements, printed, never asserted); run
+//! alone: [`state_scale_vulkan`] (`-- state-vulkan`: bytes the Vulkan
+//! module moves host <-> device on swaps and checkpoints, by state size)
+//! and [`remote_save`] (save to serving through `kiln dev --on`). `hot-lib-reloader` is a dev-dependency of the benchmark only:
 //! its side comes in through the [`hot_reloader::HotLibReloader`] trait,
 //! implemented in the bench target.
 
@@ -27,6 +28,7 @@ pub mod hot_reloader;
 pub mod isolation;
 pub mod kiln_side;
 pub mod machine_relations;
+pub mod remote_save;
 pub mod report;
 pub mod save_serving;
 pub mod serving;

@@ -29,6 +29,7 @@ use kiln::supervisor::{DevOptions, OnFail};
                   kiln kernels\n  \
                   kiln backends\n  \
                   kiln backends --on gpu-box                 what another machine can run (ssh)\n  \
+                  kiln dev --on gpu-box --backend cuda       the session there, your editor here\n  \
                   kiln report"
 )]
 struct Cli {
@@ -38,6 +39,34 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How `--on DEST` reaches the remote kiln (`kiln dev`, `kiln backends`).
+#[derive(clap::Args)]
+struct RemoteOptions {
+    /// With --on: the ssh config file to use instead of ~/.ssh/config.
+    #[arg(long, value_name = "FILE", requires = "on")]
+    ssh_config: Option<PathBuf>,
+    /// With --on: the command that runs kiln on DEST (the same build as
+    /// this one).
+    #[arg(long, value_name = "COMMAND", default_value = "kiln", requires = "on")]
+    remote_kiln: String,
+    /// With --on: start the remote kiln through this command on DEST, such
+    /// as "srun -N1 -n1 -u -p gpu" (a Slurm job step from the login node;
+    /// the allocation ends with the session).
+    #[arg(long, value_name = "COMMAND", requires = "on")]
+    launcher: Option<String>,
+}
+
+impl RemoteOptions {
+    /// The ssh target for DEST, the launcher put before the remote kiln.
+    fn target(self, destination: String) -> Result<kiln::remote::ssh::SshTarget, String> {
+        Ok(kiln::remote::ssh::SshTarget {
+            destination,
+            config: self.ssh_config,
+            remote_kiln: kiln::remote::launcher::wrap(self.launcher.as_deref(), &self.remote_kiln)?,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -120,6 +149,19 @@ enum Command {
         /// start, carries the token every request needs.
         #[arg(long)]
         ui: bool,
+        /// Run the session on another machine, over ssh: the workspace is
+        /// mirrored there, built, served and replayed with its toolchain
+        /// and GPUs; saves here send the changed files, the log shows
+        /// here, `kiln ctl` here drives it. DEST: an ssh destination.
+        #[arg(long, value_name = "DEST", conflicts_with = "ui")]
+        on: Option<String>,
+        #[command(flatten)]
+        remote: RemoteOptions,
+        /// With --on: how long the remote session outlives a lost
+        /// connection, waiting to be reattached (then it saves its state
+        /// there and ends).
+        #[arg(long, value_name = "SECS", default_value_t = 600, requires = "on")]
+        grace: u64,
     },
     /// Drive the running `kiln dev` session of this workspace (the same
     /// commands as its keys): status, replay, history, undo, bless [FILE],
@@ -152,18 +194,8 @@ enum Command {
         /// ssh config).
         #[arg(long, value_name = "DEST")]
         on: Option<String>,
-        /// With --on: the ssh config file to use instead of ~/.ssh/config.
-        #[arg(long, value_name = "FILE", requires = "on")]
-        ssh_config: Option<PathBuf>,
-        /// With --on: the command that runs kiln on DEST (the same build
-        /// as this one).
-        #[arg(long, value_name = "COMMAND", default_value = "kiln", requires = "on")]
-        remote_kiln: String,
-        /// With --on: start the remote kiln through this command on DEST,
-        /// such as "srun -N1 -n1 -u -p gpu" (a Slurm job step from the
-        /// login node; the allocation ends with the session).
-        #[arg(long, value_name = "COMMAND", requires = "on")]
-        launcher: Option<String>,
+        #[command(flatten)]
+        remote: RemoteOptions,
     },
     /// The remote side of `--on DEST` (started by kiln over ssh): speaks
     /// kiln's protocol on stdin and stdout.
@@ -334,6 +366,9 @@ fn main() -> ExitCode {
             cold,
             no_tune,
             ui,
+            on,
+            remote,
+            grace,
         } => {
             if ui {
                 let root = std::env::current_dir()
@@ -345,6 +380,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
+            let worker_memory_arg = worker_memory.clone();
             let worker_memory = match worker_memory.as_deref() {
                 None => Ok(kiln::isolation::memory_limit::default_limit()),
                 Some(text) => kiln::isolation::memory_limit::parse(text),
@@ -369,7 +405,20 @@ fn main() -> ExitCode {
             }) {
                 eprintln!("kiln: cannot handle Ctrl-C, SIGTERM and SIGHUP: {e}");
             }
-            kiln::supervisor::run(
+            // `--on DEST`: the session runs there (kiln::remote::dev).
+            let serve = |options: DevOptions, rx| match on {
+                Some(destination) => remote.target(destination).and_then(|target| {
+                    remote_dev(
+                        &options,
+                        target,
+                        worker_memory_arg.as_deref(),
+                        Duration::from_secs(grace),
+                        rx,
+                    )
+                }),
+                None => kiln::supervisor::run(options, rx).map_err(|e| e.to_string()),
+            };
+            serve(
                 DevOptions {
                     backend: backends.first().cloned().unwrap_or(backend),
                     other_backends: backends.iter().skip(1).cloned().collect(),
@@ -392,7 +441,6 @@ fn main() -> ExitCode {
                 },
                 rx,
             )
-            .map_err(|e| e.to_string())
         }
         Command::Worker | Command::ProbeDevices | Command::Ctl { .. } | Command::Agent { .. } => {
             unreachable!("handled above")
@@ -400,25 +448,17 @@ fn main() -> ExitCode {
         Command::Backends {
             names,
             on: Some(destination),
-            ssh_config,
-            remote_kiln,
-            launcher,
-        } => kiln::remote::launcher::wrap(launcher.as_deref(), &remote_kiln).and_then(
-            |remote_kiln| {
-                kiln::remote::backends::main(
-                    &kiln::remote::ssh::SshTarget {
-                        destination,
-                        config: ssh_config,
-                        remote_kiln,
-                    },
-                    &std::env::current_dir()
-                        .ok()
-                        .and_then(|d| kiln::workspace::find_workspace_root(&d))
-                        .unwrap_or_else(kiln::workspace::built_workspace_root),
-                    &names,
-                )
-            },
-        ),
+            remote,
+        } => remote.target(destination).and_then(|target| {
+            kiln::remote::backends::main(
+                &target,
+                &std::env::current_dir()
+                    .ok()
+                    .and_then(|d| kiln::workspace::find_workspace_root(&d))
+                    .unwrap_or_else(kiln::workspace::built_workspace_root),
+                &names,
+            )
+        }),
         Command::Backends { names, .. } => kiln::commands::backends(&names, cli.log_format),
         Command::Record {
             kernel,
@@ -489,4 +529,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `kiln dev --on DEST`: the session on DEST (see kiln::remote::dev).
+fn remote_dev(
+    options: &DevOptions,
+    target: kiln::remote::ssh::SshTarget,
+    worker_memory: Option<&str>,
+    grace: Duration,
+    interrupt: crossbeam_channel::Receiver<()>,
+) -> Result<(), String> {
+    let root = std::env::current_dir()
+        .ok()
+        .and_then(|d| kiln::workspace::find_workspace_root(&d))
+        .unwrap_or_else(kiln::workspace::built_workspace_root);
+    let (args, workload) = kiln::remote::dev::remote_args(options, worker_memory, &root)?;
+    kiln::remote::dev::main(
+        kiln::remote::dev::RemoteDev {
+            target,
+            root,
+            args,
+            workload,
+            state: options.state.clone(),
+            grace,
+            fresh: options.fresh,
+            debounce: options.debounce,
+        },
+        interrupt,
+    )
 }

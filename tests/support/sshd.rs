@@ -147,3 +147,52 @@ fn is_root() -> bool {
 pub fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
+
+/// The remote command that runs `kiln` for the tests' agent: `env`, the
+/// mirrors under `mirrors`, modules built into `module_target` if given
+/// (warm builds shared with the other tests; else the mirror's own target
+/// directory, cold), this PATH, `extra` variables (sshd gives the agent a
+/// clean environment), then the quoted binary.
+pub fn agent_command(
+    kiln: &Path,
+    mirrors: &Path,
+    module_target: Option<&Path>,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut vars = vec![
+        ("KILN_MIRROR_ROOT", mirrors.display().to_string()),
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+    ];
+    if let Some(target) = module_target {
+        vars.push(("KILN_MODULE_TARGET_DIR", target.display().to_string()));
+    }
+    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let mut command = String::from("env");
+    for (k, v) in vars {
+        command.push_str(&format!(" {k}={}", shell_quote(&v)));
+    }
+    command.push_str(&format!(" {}", shell_quote(&kiln.display().to_string())));
+    command
+}
+
+/// A temporary directory for the agent's mirrors (`KILN_MIRROR_ROOT`).
+pub fn mirrors_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("kiln-mirrors-")
+        .tempdir()
+        .expect("temporary directory")
+}
+
+/// The pid of the ssh client that the local kiln `pid` started (to cut
+/// its connection as a dropped network would).
+pub fn ssh_child(pid: u32) -> u32 {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .expect("the children of kiln");
+    children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+        .find(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "ssh")
+        })
+        .unwrap_or_else(|| panic!("kiln {pid} has no ssh child ({children:?})"))
+}

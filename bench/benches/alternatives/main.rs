@@ -10,7 +10,9 @@
 //! verdicts` the same-code soak (`KILN_BENCH_SESSIONS`, default 20); `--
 //! state` what each size of resident state costs a `kiln dev` session
 //! (`KILN_BENCH_STATE_MIB`, default 1,64,1024,4096) and writes
-//! `target/kiln-bench/state-scale.json`.
+//! `target/kiln-bench/state-scale.json`; `-- remote` save to serving
+//! through `kiln dev --on` over a loopback sshd next to a local `kiln dev`,
+//! and the bytes sent per save (`target/kiln-bench/remote-save.json`).
 
 mod hot_lib_reloader_side;
 
@@ -77,6 +79,9 @@ fn main() -> ExitCode {
     }
     if std::env::args().skip(1).any(|a| a == "state-vulkan") {
         return printed(kiln_bench::state_scale_vulkan::measure(&config));
+    }
+    if std::env::args().skip(1).any(|a| a == "remote") {
+        return printed(kiln_bench::remote_save::measure(&config));
     }
     if std::env::args().skip(1).any(|a| a == "state") {
         return printed(kiln_bench::state_scale::measure(&config));

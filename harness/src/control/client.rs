@@ -96,10 +96,18 @@ impl std::fmt::Display for Unanswered {
 pub fn exchange(
     workspace: &Path,
     command: &Command,
+    each: impl FnMut(&str, &Answer),
+) -> Result<Answer, Unanswered> {
+    exchange_at(&session_paths(workspace).socket, command, each)
+}
+
+/// [`exchange`] with the session listening on `socket`.
+pub fn exchange_at(
+    socket: &Path,
+    command: &Command,
     mut each: impl FnMut(&str, &Answer),
 ) -> Result<Answer, Unanswered> {
-    let paths = session_paths(workspace);
-    let mut stream = UnixStream::connect(&paths.socket).map_err(|e| {
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
         Unanswered::NoSocket(match e.kind() {
             std::io::ErrorKind::NotFound => "no such socket".to_string(),
             std::io::ErrorKind::ConnectionRefused => {
@@ -124,12 +132,12 @@ pub fn exchange(
     if let Err(e) = sent {
         return Err(Unanswered::Other(format!(
             "cannot send to {}: {e}",
-            paths.socket.display()
+            socket.display()
         )));
     }
     Err(Unanswered::Other(format!(
         "the session closed the connection without a final answer ({})",
-        paths.socket.display()
+        socket.display()
     )))
 }
 

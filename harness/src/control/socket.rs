@@ -45,7 +45,13 @@ pub struct SessionPaths {
 
 /// The socket and lock paths of `workspace`'s session.
 pub fn session_paths(workspace: &Path) -> SessionPaths {
-    let dir = crate::workspace::target_dir(workspace).join("kiln");
+    session_paths_in(workspace, &crate::workspace::target_dir(workspace))
+}
+
+/// [`session_paths`] for a session whose target directory is `target`
+/// (`kiln agent` reaches the session it started in a mirror this way).
+pub fn session_paths_in(workspace: &Path, target: &Path) -> SessionPaths {
+    let dir = target.join("kiln");
     let lock = dir.join("dev.lock");
     let socket = dir.join("dev.sock");
     if socket.as_os_str().len() <= SUN_PATH_MAX {

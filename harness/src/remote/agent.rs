@@ -7,6 +7,8 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode, Stdio};
 
+use super::agent_dev;
+use super::files;
 use super::hangup;
 use super::mirror::{Mirror, mirror_root};
 use super::protocol::{Message, PROTOCOL, ReadError, receive, send};
@@ -15,8 +17,10 @@ use super::version;
 /// Runs the agent on this process's stdin and stdout.
 pub fn main() -> ExitCode {
     let stdin = io::stdin().lock();
-    let stdout = io::stdout().lock();
-    match serve(&mut BufReader::new(stdin), &mut BufWriter::new(stdout)) {
+    match serve(
+        &mut BufReader::new(stdin),
+        &mut BufWriter::new(io::stdout()),
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("kiln agent: {message}");
@@ -26,7 +30,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Answers requests until the stream ends.
-pub fn serve(input: &mut impl BufRead, out: &mut impl Write) -> Result<(), String> {
+pub fn serve(input: &mut impl BufRead, out: &mut (impl Write + Send)) -> Result<(), String> {
     let io_err = |e: io::Error| format!("cannot write to the connection: {e}");
     let own = version::reported_by_agent();
     send(
@@ -70,14 +74,32 @@ pub fn serve(input: &mut impl BufRead, out: &mut impl Write) -> Result<(), Strin
     )
     .map_err(io_err)?;
     while let Some(message) = next(input)? {
+        let message = match handle_files(&mut mirror, message, input) {
+            Handled::Reply(result) => {
+                reply_or_stop(out, result)?;
+                continue;
+            }
+            Handled::Send(path) => {
+                send_or_error(out, &path).map_err(io_err)?;
+                continue;
+            }
+            Handled::No(message) => message,
+        };
         let result = match message {
-            Message::Manifest { files } => mirror
-                .want(files)
-                .map(|hashes| Some(Message::Wanted { hashes })),
-            Message::Blob { hash, len } => mirror.receive(&hash, len, input).map(|()| None),
-            Message::Commit => mirror
-                .commit()
-                .map(|(written, deleted)| Some(Message::Synced { written, deleted })),
+            Message::Dev {
+                args,
+                grace_s,
+                env,
+                fresh,
+            } => {
+                let request = agent_dev::DevRequest {
+                    args,
+                    grace: std::time::Duration::from_secs(grace_s),
+                    env,
+                    fresh,
+                };
+                return agent_dev::run(mirror, input, out, request);
+            }
             Message::Backends { names } => run_backends(&mirror, &names, out)
                 .map_err(|e| match e.kind() {
                     io::ErrorKind::ConnectionAborted => e.to_string(),
@@ -86,27 +108,108 @@ pub fn serve(input: &mut impl BufRead, out: &mut impl Write) -> Result<(), Strin
                 .map(|code| Some(Message::Exit { code })),
             other => Err(format!("unexpected message {other:?}")),
         };
-        match result {
-            Ok(Some(reply)) => answer(out, &reply).map_err(io_err)?,
-            Ok(None) => {}
-            Err(message) => {
-                // A blob that did not arrive whole leaves the stream out of
-                // step: report and stop.
-                let _ = answer(
-                    out,
-                    &Message::Error {
-                        message: message.clone(),
-                    },
-                );
-                return Err(message);
-            }
-        }
+        reply_or_stop(out, result)?;
     }
     Ok(())
 }
 
+/// Sends the reply, if any; an error is sent and ends the agent (a blob
+/// that did not arrive whole leaves the stream out of step).
+pub(super) fn reply_or_stop(
+    out: &mut impl Write,
+    result: Result<Option<Message>, String>,
+) -> Result<(), String> {
+    match result {
+        Ok(Some(reply)) => {
+            answer(out, &reply).map_err(|e| format!("cannot write to the connection: {e}"))
+        }
+        Ok(None) => Ok(()),
+        Err(message) => {
+            let _ = answer(
+                out,
+                &Message::Error {
+                    message: message.clone(),
+                },
+            );
+            Err(message)
+        }
+    }
+}
+
+/// Sends a file of the mirror, or an error saying why it cannot.
+pub(super) fn send_or_error(out: &mut impl Write, path: &std::path::Path) -> io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => files::send_file(out, path),
+        Ok(_) => answer(
+            out,
+            &Message::Error {
+                message: format!("{} is not a file", path.display()),
+            },
+        ),
+        Err(e) => answer(
+            out,
+            &Message::Error {
+                message: format!("cannot read {}: {e}", path.display()),
+            },
+        ),
+    }
+}
+
+/// What [`handle_files`] made of a message.
+pub(super) enum Handled {
+    /// A sync or file message: its reply (or an error).
+    Reply(Result<Option<Message>, String>),
+    /// A fetch: send this file.
+    Send(std::path::PathBuf),
+    /// Another message: the caller's.
+    No(Message),
+}
+
+/// The messages that keep the mirror and move files, in and out of a
+/// `kiln dev` session alike.
+pub(super) fn handle_files(
+    mirror: &mut Mirror,
+    message: Message,
+    input: &mut impl BufRead,
+) -> Handled {
+    let reply = match message {
+        Message::Manifest { files } => mirror
+            .want(files)
+            .map(|hashes| Some(Message::Wanted { hashes })),
+        Message::Patch { changed, deleted } => {
+            let files = mirror.patched(changed, &deleted);
+            mirror
+                .want(files)
+                .map(|hashes| Some(Message::Wanted { hashes }))
+        }
+        Message::Blob { hash, len } => mirror.receive(&hash, len, input).map(|()| None),
+        Message::Commit => mirror
+            .commit()
+            .map(|(written, deleted)| Some(Message::Synced { written, deleted })),
+        Message::Put { name, hash, len } => files::put(&mirror.session(), &name, &hash, len, input)
+            .map(|path| {
+                Some(Message::Stored {
+                    path: path.display().to_string(),
+                })
+            }),
+        Message::List { dir } => files::resolve(mirror.dir(), &dir).map(|dir| {
+            Some(Message::Listing {
+                files: files::list(&dir),
+            })
+        }),
+        Message::Fetch { path } => {
+            return match files::resolve(mirror.dir(), &path) {
+                Ok(path) => Handled::Send(path),
+                Err(e) => Handled::Reply(Ok(Some(Message::Error { message: e }))),
+            };
+        }
+        other => return Handled::No(other),
+    };
+    Handled::Reply(reply)
+}
+
 /// The next message, or `None` at the end of the stream.
-fn next(input: &mut impl BufRead) -> Result<Option<Message>, String> {
+pub(super) fn next(input: &mut impl BufRead) -> Result<Option<Message>, String> {
     match receive(input) {
         Ok(message) => Ok(Some(message)),
         Err(ReadError::Closed) => Ok(None),
@@ -114,7 +217,7 @@ fn next(input: &mut impl BufRead) -> Result<Option<Message>, String> {
     }
 }
 
-fn answer(out: &mut impl Write, message: &Message) -> io::Result<()> {
+pub(super) fn answer(out: &mut impl Write, message: &Message) -> io::Result<()> {
     send(out, message)?;
     out.flush()
 }
@@ -232,7 +335,7 @@ fn stop_group(child: &mut std::process::Child) {
 
 /// `PATH` with `~/.cargo/bin` added when it exists and is missing: a
 /// non-interactive ssh login often reads no profile that would add it.
-fn path_with_cargo() -> std::ffi::OsString {
+pub(super) fn path_with_cargo() -> std::ffi::OsString {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let cargo_bin = std::env::var_os("CARGO_HOME")
         .map(std::path::PathBuf::from)

@@ -37,6 +37,15 @@ pub fn workspace_id(root: &Path) -> String {
 
 /// Every file of the workspace at `root`, sorted by path, hashed.
 pub fn collect(root: &Path) -> Result<Vec<FileEntry>, String> {
+    collect_since(root, &[])
+}
+
+/// [`collect`], reusing the hash of an entry of `previous` whose size and
+/// modification time (to the nanosecond) are unchanged, without reading
+/// the file (on every save of a `kiln dev --on` session).
+pub fn collect_since(root: &Path, previous: &[FileEntry]) -> Result<Vec<FileEntry>, String> {
+    let known: std::collections::HashMap<&str, &FileEntry> =
+        previous.iter().map(|f| (f.path.as_str(), f)).collect();
     let mut entries = Vec::new();
     for rel in file_set(root) {
         let path = root.join(&rel);
@@ -46,8 +55,6 @@ pub fn collect(root: &Path) -> Result<Vec<FileEntry>, String> {
         if !meta.is_file() {
             continue;
         }
-        let contents =
-            fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let Some(rel) = rel.to_str() else {
             return Err(format!(
                 "{}: the path is not UTF-8; the mirror cannot name it",
@@ -59,12 +66,24 @@ pub fn collect(root: &Path) -> Result<Vec<FileEntry>, String> {
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos() as u64);
+        let executable = meta.permissions().mode() & 0o111 != 0;
+        if let Some(same) = known.get(rel).filter(|f| {
+            f.len == meta.len()
+                && f.mtime_ns == mtime_ns
+                && f.executable == executable
+                && mtime_ns != 0
+        }) {
+            entries.push((*same).clone());
+            continue;
+        }
+        let contents =
+            fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         entries.push(FileEntry {
             path: rel.to_string(),
             hash: hash_text(xxhash_rust::xxh3::xxh3_64(&contents)),
             len: contents.len() as u64,
             mtime_ns,
-            executable: meta.permissions().mode() & 0o111 != 0,
+            executable,
         });
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -114,5 +133,39 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
         } else if let Ok(rel) = path.strip_prefix(root) {
             out.push(rel.to_path_buf());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+
+    #[test]
+    fn an_unchanged_size_and_time_reuse_the_hash_a_new_time_reads_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.rs");
+        fs::write(&path, "fn a() {}\n").unwrap();
+        let first = collect(dir.path()).unwrap();
+        let time = fs::metadata(&path).unwrap().modified().unwrap();
+        // Same size, same time, other bytes: taken as unchanged (not read).
+        fs::write(&path, "fn b() {}\n").unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(time)
+            .unwrap();
+        assert_eq!(collect_since(dir.path(), &first).unwrap(), first);
+        // A save moves the time: read and hashed again.
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(time + std::time::Duration::from_millis(1))
+            .unwrap();
+        let again = collect_since(dir.path(), &first).unwrap();
+        assert_ne!(again[0].hash, first[0].hash);
+        assert_eq!(again, collect(dir.path()).unwrap());
     }
 }

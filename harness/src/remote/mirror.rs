@@ -7,7 +7,9 @@
 //!   a second session does not build cold);
 //! - `incoming/`: blobs received, by hash, and every temporary file;
 //! - `manifest.json`: what `tree/` holds, by path;
-//! - `lock`: `flock`ed by the agent that has it open (one at a time).
+//! - `lock`: `flock`ed by the agent that has it open (one at a time);
+//! - `session/`: a `kiln dev --on` session's files (its log, state file,
+//!   pid), see [`super::agent_dev`].
 //!
 //! A blob is written to `incoming/<hash>.part` and renamed to
 //! `incoming/<hash>` once complete and its hash checked; a commit copies
@@ -75,7 +77,7 @@ impl Mirror {
             ));
         }
         let dir = root.join(id);
-        for sub in ["tree", "target", "incoming"] {
+        for sub in ["tree", "target", "incoming", "session"] {
             fs::create_dir_all(dir.join(sub))
                 .map_err(|e| format!("cannot create {}: {e}", dir.join(sub).display()))?;
         }
@@ -130,6 +132,24 @@ impl Mirror {
     /// Its cargo target directory.
     pub fn target(&self) -> PathBuf {
         self.dir.join("target")
+    }
+
+    /// A `kiln dev --on` session's files.
+    pub fn session(&self) -> PathBuf {
+        self.dir.join("session")
+    }
+
+    /// The manifest of the tree with `changed` in it and `deleted` out of
+    /// it (what a [`super::protocol::Message::Patch`] describes).
+    pub fn patched(&self, changed: Vec<FileEntry>, deleted: &[String]) -> Vec<FileEntry> {
+        let mut files = self.record.clone();
+        for path in deleted {
+            files.remove(path);
+        }
+        for file in changed {
+            files.insert(file.path.clone(), file);
+        }
+        files.into_values().collect()
     }
 
     fn incoming(&self) -> PathBuf {
@@ -268,7 +288,7 @@ impl Mirror {
 }
 
 /// A relative path of plain components: nothing outside the tree.
-fn check_path(path: &str) -> Result<(), String> {
+pub(super) fn check_path(path: &str) -> Result<(), String> {
     let p = Path::new(path);
     let plain = !path.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
     if plain {

@@ -1,5 +1,5 @@
 //! Running kiln's work on another machine over SSH (`kiln backends --on
-//! DEST`; `kiln dev --on DEST` is the next step).
+//! DEST`, `kiln dev --on DEST`).
 //!
 //! The local side starts the system `ssh` (the user's OpenSSH client, their
 //! `~/.ssh/config`, keys, known hosts, ProxyJump) with the remote command
@@ -14,6 +14,11 @@
 //! - [`mirror`]: the agent's persistent copy of the workspace, written
 //!   content-addressed and atomically (temporary name, then rename).
 //! - [`agent`]: `kiln agent --stdio`, the remote side.
+//! - [`agent_dev`]: the agent hosting a `kiln dev` session in the mirror,
+//!   detached from the connection, kept for a grace period when it drops.
+//! - [`files`]: whole files put into a session's folder or fetched back.
+//! - [`dev`]: `kiln dev --on DEST`, the local side: watcher, log, `kiln
+//!   ctl` and keys relayed, history and state fetched at the end.
 //! - [`ssh`]: starting `ssh DEST kiln agent --stdio`.
 //! - [`launcher`]: `--launcher "srun ..."`: the agent as a Slurm job step.
 //! - [`hangup`]: the agent notices that the local side left mid-command.
@@ -21,7 +26,10 @@
 //! - [`backends`]: `kiln backends --on DEST`.
 
 pub mod agent;
+pub mod agent_dev;
 pub mod backends;
+pub mod dev;
+pub mod files;
 pub mod hangup;
 pub mod launcher;
 pub mod manifest;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped when a message changes shape. The version handshake already
 /// refuses another build; this names the protocol in the hello.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// The longest line read (a manifest of tens of thousands of files fits).
 const MAX_LINE: u64 = 64 << 20;
@@ -57,6 +57,60 @@ pub enum Message {
     Exit { code: i32 },
     /// Agent: the request failed.
     Error { message: String },
+    /// Local: the changes since the last sync (the agent completes the
+    /// manifest from its own record): answered like a manifest.
+    Patch {
+        changed: Vec<FileEntry>,
+        deleted: Vec<String>,
+    },
+    /// Local: `len` bytes follow, whose xxh3 is `hash`: a file for the
+    /// session directory (`session/NAME`), written atomically.
+    Put {
+        name: String,
+        hash: String,
+        len: u64,
+    },
+    /// Agent: the file was put.
+    Stored { path: String },
+    /// Local: run `kiln dev ARGS` in the mirror (or reattach to the one
+    /// running there), detached from this connection; `grace_s`: how long
+    /// it outlives a lost connection; `env`: variables for it (RUST_LOG).
+    Dev {
+        args: Vec<String>,
+        grace_s: u64,
+        env: Vec<(String, String)>,
+        fresh: bool,
+    },
+    /// Agent: the session runs (`reattached`: it was running already).
+    DevStarted {
+        pid: u32,
+        reattached: bool,
+        state: String,
+        log: String,
+        /// The Slurm job the agent runs in (`SLURM_JOB_ID`), if any: a
+        /// reattach goes through `srun --jobid=ID --overlap`.
+        job: Option<String>,
+    },
+    /// Local: one `kiln ctl` command (the control socket's JSON line) for
+    /// the remote session, answered by [`Message::CtlAnswer`]s.
+    Ctl { id: u64, line: String },
+    /// Agent: one answer line of the remote session to command `id`.
+    CtlAnswer { id: u64, line: String },
+    /// Local: end the remote session as Ctrl-C does.
+    Stop,
+    /// Agent: the remote session ended; its state file, if it saved one;
+    /// its exit code, when this agent started it (a reattached agent
+    /// cannot collect it).
+    DevEnded {
+        state: Option<String>,
+        code: Option<i32>,
+    },
+    /// Local: send this file of the mirror (a relative path).
+    Fetch { path: String },
+    /// Local: the plain files in this folder of the mirror.
+    List { dir: String },
+    /// Agent: their names.
+    Listing { files: Vec<String> },
 }
 
 /// Writes one message line.

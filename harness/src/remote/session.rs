@@ -3,10 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
-use super::manifest::{collect, workspace_id};
+use crossbeam_channel::Receiver;
+
+use super::files;
+use super::manifest::{collect, collect_since, workspace_id};
 use super::protocol::{self, Message, PROTOCOL, ReadError, receive, send};
 use super::ssh::{Connection, SshTarget};
 use super::version;
@@ -35,6 +38,10 @@ pub struct Session {
     /// The mirror's directory on the remote.
     pub mirror: String,
     cut_after: Option<u64>,
+    /// The manifest last synced (what the mirror holds).
+    synced: Option<Vec<protocol::FileEntry>>,
+    /// While a reader thread holds the input: the messages it hands on.
+    replies: Option<Receiver<Message>>,
 }
 
 impl Session {
@@ -65,6 +72,8 @@ impl Session {
             connection,
             mirror: String::new(),
             cut_after: None,
+            synced: None,
+            replies: None,
         };
         session.send(&Message::Hello {
             version: own,
@@ -96,6 +105,49 @@ impl Session {
     /// then the contents the agent lacks, then commits.
     pub fn sync(&mut self, root: &Path) -> Result<SyncReport, String> {
         let files = collect(root)?;
+        let request = Message::Manifest {
+            files: files.clone(),
+        };
+        self.transfer(root, files, request)
+    }
+
+    /// Like [`Session::sync`] after a first sync: sends only the entries
+    /// that changed since (a patch), then the contents the agent lacks.
+    /// `None` when nothing changed (nothing is sent).
+    pub fn sync_changes(&mut self, root: &Path) -> Result<Option<SyncReport>, String> {
+        let Some(before) = self.synced.as_ref() else {
+            return self.sync(root).map(Some);
+        };
+        let files = collect_since(root, before)?;
+        let old: BTreeMap<&str, &protocol::FileEntry> =
+            before.iter().map(|f| (f.path.as_str(), f)).collect();
+        let new: BTreeMap<&str, &protocol::FileEntry> =
+            files.iter().map(|f| (f.path.as_str(), f)).collect();
+        let changed: Vec<protocol::FileEntry> = files
+            .iter()
+            .filter(|f| old.get(f.path.as_str()) != Some(f))
+            .cloned()
+            .collect();
+        let deleted: Vec<String> = before
+            .iter()
+            .filter(|f| !new.contains_key(f.path.as_str()))
+            .map(|f| f.path.clone())
+            .collect();
+        if changed.is_empty() && deleted.is_empty() {
+            return Ok(None);
+        }
+        let request = Message::Patch { changed, deleted };
+        self.transfer(root, files, request).map(Some)
+    }
+
+    /// Sends `request` (a manifest or a patch leading to `files`), then the
+    /// contents the agent asks for, then commits.
+    fn transfer(
+        &mut self,
+        root: &Path,
+        files: Vec<protocol::FileEntry>,
+        request: Message,
+    ) -> Result<SyncReport, String> {
         let mut report = SyncReport {
             files: files.len(),
             total_bytes: files.iter().map(|f| f.len).sum(),
@@ -103,9 +155,7 @@ impl Session {
         };
         let by_hash: BTreeMap<&str, &protocol::FileEntry> =
             files.iter().rev().map(|f| (f.hash.as_str(), f)).collect();
-        self.send(&Message::Manifest {
-            files: files.clone(),
-        })?;
+        self.send(&request)?;
         let hashes = match self.receive()? {
             Message::Wanted { hashes } => hashes,
             other => return Err(self.unexpected(other)),
@@ -123,10 +173,91 @@ impl Session {
             Message::Synced { written, deleted } => {
                 report.written = written;
                 report.deleted = deleted;
+                self.synced = Some(files);
                 Ok(report)
             }
             other => Err(self.unexpected(other)),
         }
+    }
+
+    /// Puts the local file `path` into the remote session's folder as
+    /// `name`; returns its path there.
+    pub fn put(&mut self, path: &Path, name: &str) -> Result<String, String> {
+        let (hash, len) =
+            files::hash_file(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        self.send(&Message::Put {
+            name: name.to_string(),
+            hash,
+            len,
+        })?;
+        files::copy_body(&mut self.connection.output, path, len)
+            .map_err(|e| format!("sending {}: {e}", path.display()))?;
+        match self.receive()? {
+            Message::Stored { path } => Ok(path),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Fetches the mirror's file `rel` into `to`, showing progress under
+    /// `progress` if given. Needs the input (no reader thread).
+    pub fn fetch(&mut self, rel: &str, to: &Path, progress: Option<&str>) -> Result<u64, String> {
+        self.send(&Message::Fetch {
+            path: rel.to_string(),
+        })?;
+        match self.receive()? {
+            Message::Blob { hash, len } => {
+                files::receive_to(&mut self.connection.input, &hash, len, to, progress)?;
+                Ok(len)
+            }
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// The plain files in the mirror's folder `rel`.
+    pub fn list(&mut self, rel: &str) -> Result<Vec<String>, String> {
+        self.send(&Message::List {
+            dir: rel.to_string(),
+        })?;
+        match self.receive()? {
+            Message::Listing { files } => Ok(files),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Hands the input to a reader thread: from now on [`Session`]'s
+    /// requests take their answers from `replies` (what that thread hands
+    /// on), until [`Session::restore_input`].
+    pub fn take_input(&mut self, replies: Receiver<Message>) -> BufReader<Box<dyn Read + Send>> {
+        self.replies = Some(replies);
+        std::mem::replace(
+            &mut self.connection.input,
+            BufReader::new(Box::new(io::empty())),
+        )
+    }
+
+    /// Takes the input back from the reader thread.
+    pub fn restore_input(&mut self, input: BufReader<Box<dyn Read + Send>>) {
+        self.replies = None;
+        self.connection.input = input;
+    }
+
+    /// Sends one message (for requests answered through the reader thread).
+    pub fn post(&mut self, message: &Message) -> Result<(), String> {
+        self.send(message)
+    }
+
+    /// Cuts the connection now (SIGKILL to ssh).
+    pub fn cut(&mut self) {
+        self.connection.cut();
+    }
+
+    /// The pid of the ssh client.
+    pub fn ssh_pid(&self) -> u32 {
+        self.connection.pid()
+    }
+
+    pub fn destination(&self) -> &str {
+        &self.target.destination
     }
 
     fn send_file(&mut self, root: &Path, file: &protocol::FileEntry) -> Result<(), String> {
@@ -198,7 +329,16 @@ impl Session {
             .map_err(|e| self.lost(e))
     }
 
-    fn receive(&mut self) -> Result<Message, String> {
+    /// The next answer: from the reader thread while it holds the input.
+    pub fn receive(&mut self) -> Result<Message, String> {
+        if let Some(replies) = &self.replies {
+            return replies.recv().map_err(|_| {
+                format!(
+                    "the connection to {} closed (the agent's message, if any, is above)",
+                    self.target.destination
+                )
+            });
+        }
         receive(&mut self.connection.input).map_err(|e| match e {
             ReadError::Closed => format!(
                 "the connection to {} closed (the agent's message, if any, is above)",
@@ -215,7 +355,7 @@ impl Session {
         )
     }
 
-    fn unexpected(&self, message: Message) -> String {
+    pub fn unexpected(&self, message: Message) -> String {
         match message {
             Message::Error { message } | Message::Refused { reason: message } => format!(
                 "the agent on {} refused: {message}",

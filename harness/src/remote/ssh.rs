@@ -3,9 +3,9 @@
 //! rest (config, keys, known hosts, ProxyJump); its messages go to our
 //! stderr. The connection is ssh's stdin and stdout.
 
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long [`Connection::finish`] waits for the remote side to end.
@@ -26,7 +26,9 @@ pub struct SshTarget {
 /// A running `ssh` and its two pipes.
 pub struct Connection {
     child: Child,
-    pub input: BufReader<ChildStdout>,
+    /// ssh's stdout (a reader thread may borrow it: see
+    /// [`super::session::Session::take_input`]).
+    pub input: BufReader<Box<dyn Read + Send>>,
     pub output: Counted<BufWriter<ChildStdin>>,
 }
 
@@ -48,7 +50,10 @@ impl SshTarget {
         }
         let remote = format!("{} agent --stdio", self.remote_kiln);
         let mut child = command
-            .args(["-T", "-e", "none", "-o", "ServerAliveInterval=2"])
+            // A silent network drop (no FIN) ends ssh within 3 to 4 s:
+            // three unanswered keep-alives, one a second.
+            .args(["-T", "-e", "none", "-o", "ServerAliveInterval=1"])
+            .args(["-o", "ServerAliveCountMax=3"])
             .arg(&self.destination)
             .arg(&remote)
             .stdin(Stdio::piped())
@@ -61,7 +66,7 @@ impl SshTarget {
         };
         Ok(Connection {
             child,
-            input: BufReader::with_capacity(256 << 10, stdout),
+            input: BufReader::with_capacity(256 << 10, Box::new(stdout)),
             output: Counted {
                 inner: BufWriter::with_capacity(256 << 10, stdin),
                 bytes: 0,
@@ -112,6 +117,11 @@ impl Connection {
         // still names that process.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// The ssh client's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Cuts the connection now (SIGKILL to ssh), as a dropped network does.
