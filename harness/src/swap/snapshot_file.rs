@@ -225,6 +225,22 @@ fn read_header(from: &mut impl Read, file_len: u64) -> Result<(Header, u64), Str
     Ok((header, align_to(PREAMBLE + header_len, alignment)))
 }
 
+/// The crc32 each tensor section of the snapshot file at `path` records
+/// for its bytes, by section name, from its header alone (no data read).
+pub fn tensor_crcs(
+    path: &Path,
+) -> Result<std::collections::HashMap<String, u32>, SnapshotFileError> {
+    let (_, header, _, _) = open_snapshot(path)?;
+    Ok(header
+        .sections
+        .into_iter()
+        .filter_map(|s| match s {
+            SectionHeader::Tensor { name, crc32, .. } => Some((name, crc32)),
+            _ => None,
+        })
+        .collect())
+}
+
 /// Where a tensor section's bytes start in the file, and its element count
 /// and dtype, checked against the file's length and the section's shape.
 fn tensor_place(

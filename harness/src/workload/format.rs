@@ -397,6 +397,29 @@ fn json_to_scalar(value: &serde_json::Value) -> Option<Scalar> {
 
 /// Reads and checks a workload file.
 pub fn read(path: &Path) -> Result<Workload, WorkloadError> {
+    read_given(path, &mut |_| None).map(|(w, _)| w)
+}
+
+/// What a resident load's section holds, for [`read_given`]: the load's
+/// name, its dtype and shape, and the crc32 the file records for its
+/// bytes.
+pub struct LoadSection<'a> {
+    pub name: &'a str,
+    pub dtype: DType,
+    pub shape: &'a [usize],
+    pub crc32: u32,
+}
+
+/// Reads and checks a workload file like [`read`], except that a resident
+/// load for which `given` returns a tensor (of the section's dtype and
+/// shape) takes that tensor and its section is not read at all: a worker
+/// restarted from a checkpoint that already holds those bytes (the same
+/// crc32) reads only what the checkpoint lacks. Returns the workload and
+/// how many loads were given.
+pub fn read_given(
+    path: &Path,
+    given: &mut dyn FnMut(&LoadSection) -> Option<Tensor>,
+) -> Result<(Workload, usize), WorkloadError> {
     let io_err = |what: &str, e: std::io::Error| {
         WorkloadError::new(
             path,
@@ -407,16 +430,27 @@ pub fn read(path: &Path) -> Result<Workload, WorkloadError> {
     };
     let file = File::open(path).map_err(|e| io_err("open", e))?;
     let len = file.metadata().map_err(|e| io_err("stat", e))?.len();
-    read_from(file, len, path)
+    read_sections(file, len, path, given)
 }
 
 /// Reads a workload from `input`, which holds `len` bytes; `path` only names
 /// it in errors.
 pub fn read_from<R: Read + Seek>(
-    mut input: R,
+    input: R,
     len: u64,
     path: &Path,
 ) -> Result<Workload, WorkloadError> {
+    read_sections(input, len, path, &mut |_| None).map(|(w, _)| w)
+}
+
+/// [`read_from`], with the loads `given` returns taken instead of read
+/// (see [`read_given`]).
+fn read_sections<R: Read + Seek>(
+    mut input: R,
+    len: u64,
+    path: &Path,
+    given: &mut dyn FnMut(&LoadSection) -> Option<Tensor>,
+) -> Result<(Workload, usize), WorkloadError> {
     use WorkloadErrorKind as K;
     let err =
         |kind, offset: u64, message: String| WorkloadError::new(path, kind, Some(offset), message);
@@ -676,9 +710,23 @@ pub fn read_from<R: Read + Seek>(
 
     // Data: one read_exact per section, straight into its typed Vec.
     let mut tensors: Vec<Option<Tensor>> = vec![None; layout.len()];
+    let mut taken = 0;
     for &i in &by_offset {
         let (_, dtype, ref shape, start, end, crc) = layout[i];
-        if used_by[i].is_none() {
+        let Some(step) = used_by[i] else {
+            continue;
+        };
+        if let StepEntry::Load { name, .. } = &header.steps[step]
+            && let Some(tensor) = given(&LoadSection {
+                name,
+                dtype,
+                shape,
+                crc32: crc,
+            })
+            .filter(|t| t.dtype() == dtype && t.shape() == shape.as_slice())
+        {
+            tensors[i] = Some(tensor);
+            taken += 1;
             continue;
         }
         let count = ((end - start) as usize) / dtype.size();
@@ -759,10 +807,13 @@ pub fn read_from<R: Read + Seek>(
             }),
         });
     }
-    Ok(Workload {
-        name: header.name,
-        steps,
-    })
+    Ok((
+        Workload {
+            name: header.name,
+            steps,
+        },
+        taken,
+    ))
 }
 
 /// Asks the kernel to back a large, freshly allocated buffer with
