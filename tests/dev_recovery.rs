@@ -176,16 +176,7 @@ fn workload_with_a_resident(copy: &WorkspaceCopy) -> String {
 
 /// The resident `state` of the snapshot file at `path`, as bits.
 fn resident_in(path: &Path) -> Vec<u32> {
-    let snapshot = kiln::swap::snapshot_file::load(path).unwrap_or_else(|e| panic!("{e}"));
-    match snapshot.get("resident/state") {
-        Some(shared_state::Section::Tensor(t)) => t
-            .as_f32()
-            .expect("f32 resident")
-            .iter()
-            .map(|f| f.to_bits())
-            .collect(),
-        other => panic!("no resident/state in {}: {other:?}", path.display()),
-    }
+    kiln_e2e::resident_bits_in(path, "state")
 }
 
 /// One backend through a SIGKILL: the next start restores the killed

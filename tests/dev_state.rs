@@ -3,6 +3,8 @@
 //! the next replay), `--state FILE` is saved at exit and restored at start
 //! (from a file in the old format 1 too),
 //! and a contract change asks for a restart while the host keeps serving.
+//! A worker restarted from a checkpoint reads from the workload file only
+//! the residents its checkpoint lacks or holds other bytes of.
 //!
 //! Run with `cargo test --release -p kiln-e2e --test dev_state`.
 
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use kiln_e2e::dev_session::{
     BUILD_DEADLINE, DevSession, Event, EventKind, QUIET, WorkspaceCopy, events, first_version,
-    save_in_place, with_chunk,
+    record_small_saxpy, save_in_place, with_chunk,
 };
 
 const QUIET_MAX: Duration = Duration::from_secs(240);
@@ -215,4 +217,120 @@ fn contract_change_asks_for_a_restart_and_keeps_serving() {
             .unwrap_or_else(|| panic!("no {name} at exit of {pid}"));
         assert_eq!(e.version(), Some(serving), "{}", e.line);
     }
+}
+
+/// Elements of each resident of the restart test (1 MiB of f32 bit
+/// patterns, NaN payloads included).
+const RESIDENT_LEN: usize = 1 << 18;
+
+fn bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|f| f.to_bits()).collect()
+}
+
+/// Flips one byte inside `values`' bytes in the file at `path`, in place
+/// (the file's header, and the crc32 it records for them, unchanged).
+fn damage_in_place(path: &std::path::Path, values: &[f32]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let file_bytes = std::fs::read(path).expect("read the workload");
+    let needle: Vec<u8> = values[..16].iter().flat_map(|f| f.to_le_bytes()).collect();
+    let at = file_bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the resident's bytes in the file") as u64
+        + 100;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open the workload");
+    file.seek(SeekFrom::Start(at)).expect("seek");
+    file.write_all(&[file_bytes[at as usize] ^ 0xff])
+        .expect("write");
+    file.sync_all().expect("fsync");
+}
+
+/// A worker restarted from a checkpoint takes the residents the
+/// checkpoint holds (the same bytes as the workload's, by their crc32)
+/// from it and does not read them from the workload file: here the
+/// workload's copy of one is damaged after the start (a worker reading the
+/// whole file would refuse it and the restart would fail), yet the restart
+/// serves the checkpoint bit for bit. A resident the checkpoint holds other
+/// bytes of is served as the checkpoint has it (not the workload file's),
+/// and a resident only the workload file has is loaded at the start.
+#[test]
+fn a_restarted_worker_reads_only_what_its_checkpoint_lacks() {
+    let copy = WorkspaceCopy::new();
+    let workload = record_small_saxpy(&copy);
+    let workload_path = std::path::Path::new(&workload);
+    let recorded = kiln::workload::read(workload_path).expect("read the workload");
+    let resident =
+        |values: &[f32]| shared_state::Tensor::from_f32(&[RESIDENT_LEN], values.to_vec());
+    let state_file = copy.root().join("session.snapshot");
+    let state_arg = state_file.to_str().expect("utf-8 path");
+    let args = [
+        "--backend",
+        "cpu",
+        "--workload",
+        &workload,
+        "--no-tune",
+        "--state",
+        state_arg,
+    ];
+
+    // A first session leaves `state` (its first bytes) in the state file.
+    let first = kiln_e2e::random_bits(RESIDENT_LEN, 31);
+    let mut with_state = recorded.clone();
+    with_state.load("state", resident(&first));
+    kiln::workload::write(&with_state, workload_path).expect("write the workload");
+    let mut session = DevSession::start(&copy, &args);
+    session.wait_quiet(QUIET, QUIET_MAX);
+    assert!(session.stop().status.success());
+    assert_eq!(
+        kiln_e2e::resident_bits_in(&state_file, "state"),
+        bits(&first)
+    );
+
+    // The workload now holds other bytes for `state`, and a new resident.
+    let other = kiln_e2e::random_bits(RESIDENT_LEN, 32);
+    let extra = kiln_e2e::random_bits(RESIDENT_LEN, 33);
+    let mut changed = recorded.clone();
+    changed.load("state", resident(&other));
+    changed.load("extra", resident(&extra));
+    kiln::workload::write(&changed, workload_path).expect("write the workload");
+    let mut session = DevSession::start(&copy, &args);
+    session.wait_quiet(QUIET, QUIET_MAX);
+
+    // `extra` damaged in the workload file: reading it again fails.
+    let mark = session.mark();
+    damage_in_place(workload_path, &extra);
+    let invalid = session.wait_event(EventKind::WorkloadInvalid, BUILD_DEADLINE);
+    assert!(invalid.message().contains("checksum"), "{}", invalid.line);
+    session.wait_quiet(QUIET, QUIET_MAX);
+
+    let worker = session.worker_pid();
+    // SAFETY: kill(2) with the pid of this session's worker, read from its
+    // own log (a child of kiln dev).
+    assert_eq!(
+        unsafe { libc::kill(worker as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
+    assert_eq!(
+        restarted.bool("state_matches"),
+        Some(true),
+        "the restart took `extra` from its checkpoint, not the damaged file: {}",
+        restarted.line
+    );
+    session.wait_quiet(QUIET, QUIET_MAX);
+    assert_eq!(session.named_since(mark, EventKind::Restarted).len(), 1);
+    assert!(session.stop().status.success());
+    assert_eq!(
+        kiln_e2e::resident_bits_in(&state_file, "state"),
+        bits(&first),
+        "the state's bytes, not the workload file's"
+    );
+    assert_eq!(
+        kiln_e2e::resident_bits_in(&state_file, "extra"),
+        bits(&extra),
+        "a resident only the workload had was loaded, and survived the restart"
+    );
 }

@@ -34,6 +34,7 @@ pub mod save_serving;
 pub mod serving;
 pub mod soak;
 pub mod state_scale;
+pub mod state_scale_chart;
 pub mod state_scale_vulkan;
 pub mod stats;
 pub mod table;

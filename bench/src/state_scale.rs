@@ -30,9 +30,10 @@
 //! page cache). A size is skipped, with the reason, when `MemAvailable` or
 //! the free disk space is below three times it, or when the peak a smaller
 //! size reached, scaled, would pass three quarters of `MemAvailable`. Writes
-//! `target/kiln-bench/state-scale.json`; no chart (chart.rs draws the
-//! report's ratios only). `KILN_BENCH_STATE_DEBUG=FILE` writes the memory
-//! samples of the last session to FILE (seconds, phase, MiB).
+//! `target/kiln-bench/state-scale.json` and the chart
+//! `target/kiln-bench/state-scale.svg` ([`crate::state_scale_chart`]).
+//! `KILN_BENCH_STATE_DEBUG=FILE` writes the memory samples of the last
+//! session to FILE (seconds, phase, MiB).
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
@@ -441,6 +442,16 @@ impl SizeFigures {
 
     fn ms_of(&self, gbps: Option<Summary>) -> f64 {
         gbps.map_or(f64::NAN, |g| self.bytes as f64 / (g.median * 1e9) * 1e3)
+    }
+
+    /// The memcpy of the size, in ms (median).
+    pub(crate) fn memcpy_ms(&self) -> f64 {
+        self.ms_of(self.memcpy_gbps)
+    }
+
+    /// The restart loop's read of the state file, in ms (median).
+    pub(crate) fn read_ms(&self) -> f64 {
+        self.ms_of(self.read_gbps)
     }
 
     fn gbps(rate: Option<Summary>) -> f64 {
@@ -998,14 +1009,34 @@ pub fn measure(config: &Config) -> Result<String, String> {
     let text = serde_json::to_string_pretty(&json)
         .map_err(|e| format!("cannot encode the report: {e}"))?;
     std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let measured: Vec<&SizeFigures> = outcomes
+        .iter()
+        .filter_map(|(_, o)| match o {
+            SizeOutcome::Measured(f) => Some(f.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let chart_path = config.out_dir.join("state-scale.svg");
+    let note = format!(
+        "{} cores; load average {load_start:.1} at the start, {load_end:.1} at the end{}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if config.quick {
+            "; QUICK: not meaningful"
+        } else {
+            ""
+        }
+    );
+    std::fs::write(&chart_path, crate::state_scale_chart::svg(&measured, &note))
+        .map_err(|e| format!("cannot write {}: {e}", chart_path.display()))?;
     Ok(format!(
-        "state scale: kiln dev --workload FILE --state FILE --no-tune on the CPU module, a workload of two f32 residents and one dot over them{}\n{}  (run took {seconds:.0} s; load average {load_start:.1} at the start, {load_end:.1} at the end; no chart: chart.rs draws only the report's ratios)\nraw figures: {}\n",
+        "state scale: kiln dev --workload FILE --state FILE --no-tune on the CPU module, a workload of two f32 residents and one dot over them{}\n{}  (run took {seconds:.0} s; load average {load_start:.1} at the start, {load_end:.1} at the end)\nraw figures: {}\nchart: {}\n",
         if config.quick {
             " (QUICK: figures not meaningful)"
         } else {
             ""
         },
         render(&outcomes),
-        path.display()
+        path.display(),
+        chart_path.display()
     ))
 }

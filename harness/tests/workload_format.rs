@@ -486,3 +486,103 @@ fn a_large_section_round_trips_through_a_file() {
     let e = read_bytes(&bytes, "large.kwl").unwrap_err();
     assert_eq!(e.kind, K::SectionChecksum, "{e}");
 }
+
+/// A load `read_given` is given (same dtype and shape) is taken and its
+/// section never read: here that section is damaged, and the read still
+/// succeeds; a load not given is read and checked as usual; a given
+/// tensor of another shape is not taken.
+#[test]
+fn a_given_load_is_taken_instead_of_read() {
+    let dir = std::env::temp_dir().join(format!("kiln-wl-given-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("given.kiln");
+    let big = Tensor::from_f32(&[4096], (0..4096).map(|i| i as f32).collect());
+    let small = Tensor::from_f32(&[4], vec![1.0, 2.0, 3.0, 4.0]);
+    let mut w = Workload::new("given");
+    w.load("big", big.clone());
+    w.load("small", small.clone());
+    write(&w, &path).unwrap();
+    // Damage `big`'s bytes (its crc32 in the header unchanged).
+    let mut bytes = std::fs::read(&path).unwrap();
+    let needle: Vec<u8> = (1000..1004u32)
+        .flat_map(|i| (i as f32).to_le_bytes())
+        .collect();
+    let at = bytes.windows(16).position(|w| w == needle).unwrap();
+    bytes[at] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(read(&path).is_err(), "the damage is seen by a full read");
+
+    let replacement = Tensor::from_f32(&[4096], vec![7.0; 4096]);
+    let mut asked = Vec::new();
+    let (read_back, taken) = format::read_given(&path, &mut |load| {
+        asked.push((load.name.to_string(), load.crc32));
+        (load.name == "big").then(|| replacement.clone())
+    })
+    .unwrap();
+    assert_eq!(taken, 1);
+    assert_eq!(asked.len(), 2, "asked once per load: {asked:?}");
+    let crc_of = |t: &Tensor| crc32fast::hash(t.data().as_bytes());
+    assert!(asked.contains(&("big".to_string(), crc_of(&big))));
+    assert!(asked.contains(&("small".to_string(), crc_of(&small))));
+    let loads: Vec<(&str, &Tensor)> = read_back
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Load { name, tensor } => Some((name.as_str(), tensor)),
+            _ => None,
+        })
+        .collect();
+    assert!(loads[0].1.bit_eq(&replacement));
+    assert!(loads[1].1.bit_eq(&small));
+
+    // Another shape is not taken: the damaged section is read, and refused.
+    let e = format::read_given(&path, &mut |_| Some(Tensor::from_f32(&[1], vec![0.0])))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("checksum mismatch"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `check` refuses what `read` refuses, for the same reason, and describes
+/// the workload as `read` would; its tensors have the file's dtypes and
+/// shapes and hold zeros (the data is checked, not kept).
+#[test]
+fn check_refuses_what_read_refuses_and_keeps_no_data() {
+    let dir = std::env::temp_dir().join(format!("kiln-wl-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("checked.kiln");
+    // Larger than check's 1 MiB piece.
+    let big = Tensor::from_f32(&[300_000], (0..300_000).map(|i| i as f32 + 1.0).collect());
+    let mut w = Workload::new("checked");
+    w.load("big", big.clone());
+    w.call(
+        Call::new("saxpy")
+            .arg(Tensor::from_f32(&[3], vec![1.0, 2.0, 3.0]))
+            .arg(Tensor::from_f32(&[3], vec![4.0, 5.0, 6.0]))
+            .param("a", Scalar::F64(2.0)),
+        Some(Tensor::from_f32(&[3], vec![6.0, 9.0, 12.0])),
+    );
+    write(&w, &path).unwrap();
+    let checked = format::check(&path).unwrap();
+    assert_eq!(checked.describe(), w.describe());
+    let Step::Load { tensor, .. } = &checked.steps[0] else {
+        panic!("a load first");
+    };
+    assert_eq!(tensor.shape(), big.shape());
+    assert_eq!(tensor.dtype(), DType::F32);
+    assert!(tensor.as_f32().unwrap().iter().all(|v| *v == 0.0));
+
+    // One bit of the big section flipped, near its end: both refuse it.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let needle: Vec<u8> = (299_000..299_004u32)
+        .flat_map(|i| (i as f32 + 1.0).to_le_bytes())
+        .collect();
+    let at = bytes.windows(16).position(|w| w == needle).unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let by_read = read(&path).unwrap_err();
+    let by_check = format::check(&path).unwrap_err();
+    assert_eq!(by_check.kind, K::SectionChecksum);
+    assert_eq!(by_check.to_string(), by_read.to_string());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -177,3 +177,17 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
     }
 }
 pub mod dev_session;
+
+/// The f32 resident `name` of the snapshot file at `path`, as bits.
+pub fn resident_bits_in(path: &std::path::Path, name: &str) -> Vec<u32> {
+    let snapshot = kiln::swap::snapshot_file::load(path).unwrap_or_else(|e| panic!("{e}"));
+    match snapshot.get(&format!("resident/{name}")) {
+        Some(shared_state::Section::Tensor(t)) => t
+            .as_f32()
+            .expect("f32 resident")
+            .iter()
+            .map(|f| f.to_bits())
+            .collect(),
+        other => panic!("no resident/{name} in {}: {other:?}", path.display()),
+    }
+}

@@ -115,14 +115,15 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         .as_ref()
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
     let workload = match &workload_path {
-        Some(path) => crate::workload::read(path).map_err(|e| err(e.to_string()))?,
+        Some(path) => crate::workload::format::check(path).map_err(|e| err(e.to_string()))?,
         None => crate::supervisor::declarations::bundled_workload(&root).map_err(err)?,
     };
     tracing::info!("{}", workload.describe());
-    // Read whole to check it before a build; the worker loads the buffers
-    // and replays, so the supervisor keeps only the name (a GiB-sized
-    // workload held here for the whole session was one more copy of the
-    // state in the peak memory).
+    // Checked whole before a build (every checksum, its data streamed, not
+    // kept: `format::check`); the worker loads the buffers and replays, so
+    // the supervisor keeps only the name (a GiB-sized workload held here
+    // for the whole session was one more copy of the state in the peak
+    // memory, and reading it into memory cost 2.4 s per GiB).
     let workload_name = workload.name.clone();
     drop(workload);
     let tolerances_path = root.join("kiln.toml");

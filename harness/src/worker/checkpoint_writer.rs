@@ -6,7 +6,6 @@
 //! checkpoint whole.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
@@ -15,39 +14,9 @@ use shared_state::Snapshot;
 use super::protocol::Checkpointed;
 use crate::swap::snapshot_file;
 
-/// A writer that counts what passes through.
-struct Counting<W> {
-    inner: W,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// The hash of the *state* in `snapshot` (caches left out): see
 /// [`crate::swap::state_hash`].
 pub use crate::swap::state_hash::state_hash;
-
-/// Encodes `snapshot` into `out`; returns the state's hash
-/// ([`state_hash`]) and the bytes written.
-fn encode<W: Write>(snapshot: &Snapshot, out: W) -> std::io::Result<(W, String, u64)> {
-    let mut counting = Counting {
-        inner: out,
-        bytes: 0,
-    };
-    snapshot_file::write_to(snapshot, &mut counting)?;
-    counting.flush()?;
-    Ok((counting.inner, state_hash(snapshot), counting.bytes))
-}
 
 /// Writes `snapshot` into the checkpoint memfd at `path` and seals it
 /// against writing, shrinking and growing (the supervisor adds its own
@@ -64,9 +33,8 @@ pub fn write_checkpoint(snapshot: &Snapshot, path: &Path) -> Result<(Checkpointe
         .write(true)
         .open(path)
         .map_err(|e| format!("cannot open the checkpoint {}: {e}", path.display()))?;
-    let (out, hash, bytes) =
-        encode(snapshot, BufWriter::with_capacity(1 << 20, file)).map_err(|e| fail(&e))?;
-    let file = out.into_inner().map_err(|e| fail(&e))?;
+    let mut file = file;
+    let (bytes, hash) = snapshot_file::write_hashed(snapshot, &mut file).map_err(|e| fail(&e))?;
     rustix::fs::fcntl_add_seals(
         &file,
         rustix::fs::SealFlags::WRITE | rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW,

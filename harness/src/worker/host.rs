@@ -186,8 +186,10 @@ impl Host {
         }
     }
 
+    /// Configures the worker. The workload is read at [`Host::start`], once
+    /// the state is known: its residents that the state already holds are
+    /// not read again.
     fn configure(&mut self, config: WorkerConfig) -> Result<Reply, String> {
-        let workload = read_workload(&config)?;
         // Expected outputs: another backend (`--reference`), else the
         // workload's, else the reference module; both run here, in the
         // worker, like every module.
@@ -221,7 +223,7 @@ impl Host {
                 false => None,
             },
         };
-        self.workload = Some(workload);
+        self.workload = None;
         self.config = config;
         Ok(Reply::Configured)
     }
@@ -237,11 +239,21 @@ impl Host {
         staged: crate::swap::stage::Staged,
         state: StateSource,
     ) -> Result<Reply, String> {
+        let clock = std::time::Instant::now();
         let prior = load_state(&state)?;
+        let state_ms = clock.elapsed().as_secs_f64() * 1e3;
+        let (workload, given) = read_workload_given(&self.config, &state, prior.as_ref())?;
+        let workload_ms = clock.elapsed().as_secs_f64() * 1e3 - state_ms;
+        self.workload = Some(workload);
         let loaded = LoadedModule::open(staged).map_err(|e| e.to_string())?;
         self.status.begin("start", loaded.label(), None);
         let (served, import) = ServedModule::start(loaded, self.config.engine_options(), prior)
             .map_err(|e| format!("cannot start: {e}"))?;
+        tracing::debug!(
+            "worker start: state in {state_ms:.0} ms, workload in {workload_ms:.0} ms \
+             ({given} resident load(s) taken from the state, not read), engine started at {:.0} ms",
+            clock.elapsed().as_secs_f64() * 1e3
+        );
         let handle = served.handle();
         let info = handle.info().map_err(|e| e.to_string())?;
         let started = Started {
@@ -251,42 +263,9 @@ impl Host {
             import: import.to_string(),
             dropped: import.dropped.clone(),
         };
-        if matches!(state, StateSource::Checkpoint { .. }) {
-            self.share_mapped_loads(&handle);
-        }
         drop(handle);
         self.served = Some(served);
         Ok(Reply::Started(started))
-    }
-
-    /// After a start from a mapped checkpoint: each workload load whose
-    /// bytes the engine serves from the mapping (a resident loaded and never
-    /// written since) gives up its own copy, read from the workload file at
-    /// Configure, for the mapped buffer. Checked by value (one pass over
-    /// both), so a resident written since keeps the workload's bytes; else
-    /// the restarted worker would hold the workload's residents twice.
-    fn share_mapped_loads(&mut self, handle: &EngineHandle) {
-        let Some(workload) = &mut self.workload else {
-            return;
-        };
-        for step in workload.steps.iter_mut() {
-            let crate::workload::Step::Load { name, tensor } = step else {
-                continue;
-            };
-            if tensor.byte_len() <= super::state_marks::SMALL || tensor.data().is_mapped() {
-                continue;
-            }
-            let Ok(served) = handle.read_resident(name) else {
-                continue;
-            };
-            if served.data().is_mapped()
-                && served.dtype() == tensor.dtype()
-                && served.shape() == tensor.shape()
-                && served.data().as_bytes() == tensor.data().as_bytes()
-            {
-                *tensor = served;
-            }
-        }
     }
 
     /// Writes the state into the checkpoint at `file`, or nothing when it
@@ -332,15 +311,13 @@ impl Host {
         path: &Path,
     ) -> Result<usize, String> {
         let handle = self.served()?.handle();
-        // Only an engine whose residents live in host memory (cpu, the
-        // reference, test modules) gives its copy up: a GPU engine's
-        // residents are on the device, and handing it the mapped bytes
-        // would upload the whole state again after every checkpoint (its
-        // host copy of them only spares downloads).
-        let backend = handle.info().map_err(|e| e.to_string())?.backend;
-        if on_a_device(&backend) {
-            return Ok(0);
-        }
+        // A GPU engine (vulkan, cuda) reads back its host copy of a
+        // resident as the very tensor its export wrote, so it is handed
+        // the mapped bytes too: given the bytes its host copy holds, it
+        // adopts them as that copy (no upload) and lets its own download
+        // go (`kernels/vulkan/src/tests/transfers.rs`,
+        // `tests/vulkan_handoff.rs`). The state then exists once in host
+        // memory, in the checkpoint, on every backend.
         let mapped = snapshot_file::map(sealed, path).map_err(|e| e.to_string())?;
         let references = self.host_memory_references();
         let mut served = 0;
@@ -584,6 +561,41 @@ fn read_workload(config: &WorkerConfig) -> Result<Workload, String> {
         (None, Some(root)) => crate::workload::generate::workspace_bundled_workload(root),
         (None, None) => Err("no workload and no workspace to build the bundled one from".into()),
     }
+}
+
+/// The workload of `config`, read with the resident loads that the state
+/// `prior` (read from `source`) already holds taken from it instead of
+/// from the file: a load whose section has the crc32 the state's file
+/// recorded for that resident, and its dtype and shape. So a worker
+/// restarted from a 4 GiB checkpoint reads only what the checkpoint lacks,
+/// and its workload shares the checkpoint's (mapped) bytes rather than
+/// holding a second copy. Returns the workload and how many loads were
+/// taken from the state.
+fn read_workload_given(
+    config: &WorkerConfig,
+    source: &StateSource,
+    prior: Option<&Snapshot>,
+) -> Result<(Workload, usize), String> {
+    let (Some(path), Some(prior)) = (&config.workload, prior) else {
+        return read_workload(config).map(|w| (w, 0));
+    };
+    let file = match source {
+        StateSource::File(path) => path,
+        StateSource::Checkpoint { file, .. } => file,
+        StateSource::Empty => return read_workload(config).map(|w| (w, 0)),
+    };
+    let crcs = snapshot_file::tensor_crcs(file).map_err(|e| e.to_string())?;
+    crate::workload::format::read_given(path, &mut |load| {
+        let key = format!("resident/{}", load.name);
+        if crcs.get(&key) != Some(&load.crc32) {
+            return None;
+        }
+        match prior.get(&key) {
+            Some(shared_state::Section::Tensor(t)) => Some(t.clone()),
+            _ => None,
+        }
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// Loads a staged module (hash-checked) and starts its engine: the

@@ -197,14 +197,7 @@ fn align_up(n: u64) -> Option<u64> {
 /// Writes `workload` to `path` (through a temporary file in the same
 /// directory, renamed into place, so a reader never sees half a file).
 pub fn write(workload: &Workload, path: &Path) -> Result<(), WorkloadError> {
-    let io_err = |what: &str, e: std::io::Error| {
-        WorkloadError::new(
-            path,
-            WorkloadErrorKind::Io,
-            None,
-            format!("cannot {what}: {e}"),
-        )
-    };
+    let io_err = |what: &str, e: std::io::Error| io_error(path, what, e);
     let file_name = path
         .file_name()
         .map_or_else(|| "workload".into(), |n| n.to_string_lossy().into_owned());
@@ -397,26 +390,91 @@ fn json_to_scalar(value: &serde_json::Value) -> Option<Scalar> {
 
 /// Reads and checks a workload file.
 pub fn read(path: &Path) -> Result<Workload, WorkloadError> {
-    let io_err = |what: &str, e: std::io::Error| {
-        WorkloadError::new(
-            path,
-            WorkloadErrorKind::Io,
-            None,
-            format!("cannot {what}: {e}"),
-        )
-    };
+    read_given(path, &mut |_| None).map(|(w, _)| w)
+}
+
+/// Checks a workload file as [`read`] does (every checksum, bound and
+/// reference) without keeping its data: each section is read through one
+/// 1 MiB piece, and the workload returned has every tensor's dtype and
+/// shape but zeros for elements (memory the system maps only when
+/// touched). For a check before a build and [`Workload::describe`]: a
+/// GiB-sized workload costs its read from the page cache and its crc32s,
+/// not a GiB of memory faulted in.
+pub fn check(path: &Path) -> Result<Workload, WorkloadError> {
+    let (file, len) = open(path)?;
+    read_sections(file, len, path, &mut |_| None, Data::Check).map(|(w, _)| w)
+}
+
+/// An I/O error on the workload file at `path` while doing `what`.
+fn io_error(path: &Path, what: &str, e: std::io::Error) -> WorkloadError {
+    WorkloadError::new(
+        path,
+        WorkloadErrorKind::Io,
+        None,
+        format!("cannot {what}: {e}"),
+    )
+}
+
+/// The workload file at `path`, opened, and its length.
+fn open(path: &Path) -> Result<(File, u64), WorkloadError> {
+    let io_err = |what: &str, e: std::io::Error| io_error(path, what, e);
     let file = File::open(path).map_err(|e| io_err("open", e))?;
     let len = file.metadata().map_err(|e| io_err("stat", e))?.len();
-    read_from(file, len, path)
+    Ok((file, len))
+}
+
+/// What [`read_sections`] does with each section's bytes once checked.
+#[derive(Clone, Copy, PartialEq)]
+enum Data {
+    /// Keeps them (the workload to replay).
+    Keep,
+    /// Checks them only ([`check`]).
+    Check,
+}
+
+/// What a resident load's section holds, for [`read_given`]: the load's
+/// name, its dtype and shape, and the crc32 the file records for its
+/// bytes.
+pub struct LoadSection<'a> {
+    pub name: &'a str,
+    pub dtype: DType,
+    pub shape: &'a [usize],
+    pub crc32: u32,
+}
+
+/// Reads and checks a workload file like [`read`], except that a resident
+/// load for which `given` returns a tensor (of the section's dtype and
+/// shape) takes that tensor and its section is not read at all: a worker
+/// restarted from a checkpoint that already holds those bytes (the same
+/// crc32) reads only what the checkpoint lacks. Returns the workload and
+/// how many loads were given.
+pub fn read_given(
+    path: &Path,
+    given: &mut dyn FnMut(&LoadSection) -> Option<Tensor>,
+) -> Result<(Workload, usize), WorkloadError> {
+    let (file, len) = open(path)?;
+    read_sections(file, len, path, given, Data::Keep)
 }
 
 /// Reads a workload from `input`, which holds `len` bytes; `path` only names
 /// it in errors.
 pub fn read_from<R: Read + Seek>(
-    mut input: R,
+    input: R,
     len: u64,
     path: &Path,
 ) -> Result<Workload, WorkloadError> {
+    read_sections(input, len, path, &mut |_| None, Data::Keep).map(|(w, _)| w)
+}
+
+/// [`read_from`], with the loads `given` returns taken instead of read
+/// (see [`read_given`]).
+fn read_sections<R: Read + Seek>(
+    mut input: R,
+    len: u64,
+    path: &Path,
+    given: &mut dyn FnMut(&LoadSection) -> Option<Tensor>,
+    data: Data,
+) -> Result<(Workload, usize), WorkloadError> {
     use WorkloadErrorKind as K;
     let err =
         |kind, offset: u64, message: String| WorkloadError::new(path, kind, Some(offset), message);
@@ -676,25 +734,58 @@ pub fn read_from<R: Read + Seek>(
 
     // Data: one read_exact per section, straight into its typed Vec.
     let mut tensors: Vec<Option<Tensor>> = vec![None; layout.len()];
+    let mut taken = 0;
     for &i in &by_offset {
         let (_, dtype, ref shape, start, end, crc) = layout[i];
-        if used_by[i].is_none() {
+        let Some(step) = used_by[i] else {
+            continue;
+        };
+        if let StepEntry::Load { name, .. } = &header.steps[step]
+            && let Some(tensor) = given(&LoadSection {
+                name,
+                dtype,
+                shape,
+                crc32: crc,
+            })
+            .filter(|t| t.dtype() == dtype && t.shape() == shape.as_slice())
+        {
+            tensors[i] = Some(tensor);
+            taken += 1;
             continue;
         }
         let count = ((end - start) as usize) / dtype.size();
         let mut buffer = Buffer::zeros(dtype, count);
-        advise_huge_pages(buffer.as_bytes_mut());
         input
             .seek(SeekFrom::Start(start))
             .map_err(|e| io(start, e))?;
-        input.read_exact(buffer.as_bytes_mut()).map_err(|e| {
+        let cannot_read = |e: std::io::Error| {
             err(
                 K::Io,
                 start,
                 format!("section {i}: cannot read bytes {start}..{end}: {e}"),
             )
-        })?;
-        let computed = crc32fast::hash(buffer.as_bytes());
+        };
+        let computed = match data {
+            Data::Keep => {
+                advise_huge_pages(buffer.as_bytes_mut());
+                input
+                    .read_exact(buffer.as_bytes_mut())
+                    .map_err(cannot_read)?;
+                crc32fast::hash(buffer.as_bytes())
+            }
+            Data::Check => {
+                let mut piece = vec![0u8; (end - start).min(1 << 20) as usize];
+                let mut crc = crc32fast::Hasher::new();
+                let mut left = end - start;
+                while left > 0 {
+                    let n = left.min(piece.len() as u64) as usize;
+                    input.read_exact(&mut piece[..n]).map_err(cannot_read)?;
+                    crc.update(&piece[..n]);
+                    left -= n as u64;
+                }
+                crc.finalize()
+            }
+        };
         if computed != crc {
             return Err(err(
                 K::SectionChecksum,
@@ -759,10 +850,13 @@ pub fn read_from<R: Read + Seek>(
             }),
         });
     }
-    Ok(Workload {
-        name: header.name,
-        steps,
-    })
+    Ok((
+        Workload {
+            name: header.name,
+            steps,
+        },
+        taken,
+    ))
 }
 
 /// Asks the kernel to back a large, freshly allocated buffer with
