@@ -200,6 +200,25 @@ fn a_hung_shader_restarts_on_the_last_good_shader_and_bad_edits_stay_rolled_back
             .pass
     );
     session.wait_quiet(QUIET, BUILD_DEADLINE);
+    // The history tells the versions apart by what they serve: the same
+    // library with another shader is another source hash.
+    let history =
+        kiln::history::History::load(&copy.root().join("target/kiln/history/kernel-vulkan.json"))
+            .expect("history");
+    let hash_of = |v: u64| {
+        history
+            .versions
+            .iter()
+            .find(|r| r.version == v)
+            .map(|r| r.source_hash.clone())
+            .unwrap_or_else(|| panic!("v{v} not in the history: {history:?}"))
+    };
+    assert_ne!(
+        hash_of(good),
+        hash_of(wrong),
+        "a shader edit changes the source hash"
+    );
+    assert_ne!(hash_of(wrong), hash_of(fixed));
 
     // 4. A declaration edit that makes the GPU pass fail: no workgroups.
     let declaration = copy.root().join(SAXPY_TOML);

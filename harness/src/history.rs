@@ -23,7 +23,9 @@ use crate::workload::timing::{Against, Ratio};
 pub struct VersionRecord {
     pub version: u64,
     pub label: String,
-    /// Hash of the module artifact (xxh3-128).
+    /// Hash of what the version serves: its library, declarations and
+    /// sources together (`Staged::version_hash`; a shader edit changes it,
+    /// the library alone would not).
     pub source_hash: String,
     pub build_ms: Option<f64>,
     pub swap_ms: Option<f64>,

@@ -516,7 +516,7 @@ impl Session {
         lane.history.versions.push(VersionRecord {
             version: staged.version,
             label: staged.label.clone(),
-            source_hash: staged.hash.clone(),
+            source_hash: staged.version_hash.clone(),
             build_ms: fresh.build_ms,
             swap_ms: fresh.swap_ms,
             medians: timings
