@@ -220,7 +220,16 @@ impl CudaEngine {
             })?;
             let len = usize::try_from(section.bytes)
                 .map_err(|_| EngineError::internal(format!("resident {name:?}: too large")))?;
-            Some(self.placement.import(fd, size, len)?)
+            // A driver that refuses the fd (a container without the
+            // sharing it needs, a driver that imports only across
+            // processes) is a `State` error: the host then hands the state
+            // over through host memory instead of failing the swap.
+            Some(self.placement.import(fd, size, len).map_err(|e| {
+                EngineError::new(
+                    ErrorKind::State,
+                    format!("resident {name:?}: cannot map the handed-over device memory: {e}"),
+                )
+            })?)
         };
         self.resident.insert(
             name.to_string(),
@@ -545,14 +554,32 @@ impl Engine for CudaEngine {
             return self.export_state();
         }
         self.placement.bind()?;
+        // Every resident's fd first: where the driver refuses to export
+        // one, the state goes through host memory (nothing is marked
+        // shared yet).
+        let mut fds = Vec::with_capacity(self.resident.len());
+        for (name, r) in &self.resident {
+            let fd = match &r.memory {
+                Some(memory) => memory.export(),
+                // An empty tensor has no memory: a handle to nothing.
+                None => empty_fd(),
+            };
+            match fd {
+                Ok(fd) => fds.push(fd),
+                Err(e) => {
+                    shared_state::tracing::warn!(
+                        target: "kernel_cuda",
+                        label = %self.label,
+                        "cannot export resident {name:?} on the device ({e}); handing the state over through host memory"
+                    );
+                    return self.export_state();
+                }
+            }
+        }
         let mut snapshot = Snapshot::new(env!("CARGO_PKG_NAME"), "cuda");
         let mut bytes = 0;
-        for (name, r) in &self.resident {
-            let (fd, allocation) = match &r.memory {
-                Some(memory) => (memory.export()?, memory.size as u64),
-                // An empty tensor has no memory: a handle to nothing.
-                None => (empty_fd()?, 0),
-            };
+        for ((name, r), fd) in self.resident.iter().zip(fds) {
+            let allocation = r.memory.as_ref().map_or(0, |m| m.size as u64);
             let len = r.memory.as_ref().map_or(0, |m| m.len as u64);
             bytes += len;
             r.shared.set(true);
