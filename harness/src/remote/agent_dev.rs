@@ -327,6 +327,10 @@ pub fn run(
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             };
+            // A blob or put that failed may leave its body unread: the
+            // stream is out of step, the connection must end. Any other
+            // error is answered and the agent serves on.
+            let carries_body = matches!(message, Message::Blob { .. } | Message::Put { .. });
             match handle_files(&mut mirror, message, input) {
                 Handled::Reply(Ok(Some(reply))) => {
                     let _ = tx.send(Outgoing::Line(reply));
@@ -336,7 +340,9 @@ pub fn run(
                     let _ = tx.send(Outgoing::Line(Message::Error {
                         message: message.clone(),
                     }));
-                    break Err(message);
+                    if carries_body {
+                        break Err(message);
+                    }
                 }
                 Handled::Send(path) => {
                     let _ = tx.send(Outgoing::File(path));
@@ -348,11 +354,9 @@ pub fn run(
                     }
                 }
                 Handled::No(other) => {
-                    let message = format!("unexpected message in a dev session: {other:?}");
                     let _ = tx.send(Outgoing::Line(Message::Error {
-                        message: message.clone(),
+                        message: format!("unexpected message in a dev session: {other:?}"),
                     }));
-                    break Err(message);
                 }
             }
         };
@@ -365,9 +369,34 @@ pub fn run(
     drop(mirror);
     drop(attached);
     if let Some(running) = running {
+        if let Err(why) = &result {
+            eprintln!("kiln agent: {why}; keeping the session");
+        }
+        // The local side must see the connection end now (it may wait for
+        // an answer), not when the keeper leaves.
+        let _ = out.flush();
+        detach_stdio();
         keep(running, &files, request.grace);
     }
     result
+}
+
+/// Points stdin, stdout and stderr at /dev/null: the connection's pipes
+/// close (ssh and srun end the session's streams), the keeper goes on.
+fn detach_stdio() {
+    let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    else {
+        return;
+    };
+    for fd in 0..=2 {
+        // SAFETY: dup2(2) onto the standard descriptors, from /dev/null,
+        // open for the duration of the call; what read or wrote them
+        // (the agent's stdin and stdout handles) now sees /dev/null.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+    }
 }
 
 /// Writes what comes until [`Outgoing::Quit`]; after a failed write (the

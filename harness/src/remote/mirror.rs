@@ -55,6 +55,10 @@ pub struct Mirror {
     record: BTreeMap<String, FileEntry>,
     /// The manifest being synced, and the hashes still wanted.
     pending: Option<(Vec<FileEntry>, BTreeSet<String>)>,
+    /// Why a blob that arrived whole was not kept (another hash: the file
+    /// changed while it was sent; the disk full): the stream is still in
+    /// step, so the commit refuses with this and the agent serves on.
+    failed: Option<String>,
 }
 
 impl Mirror {
@@ -115,6 +119,7 @@ impl Mirror {
             _lock: lock,
             record,
             pending: None,
+            failed: None,
         };
         mirror.remove_temporaries();
         Ok(mirror)
@@ -185,6 +190,7 @@ impl Mirror {
         }
         let list = wanted.iter().cloned().collect();
         self.pending = Some((files, wanted));
+        self.failed = None;
         Ok(list)
     }
 
@@ -197,6 +203,10 @@ impl Mirror {
     }
 
     /// Receives one blob's body from `input` into `incoming/`.
+    ///
+    /// An error here leaves the stream out of step (the body not read, or
+    /// not whole): the connection must end. A blob read whole but not kept
+    /// is `Ok`, and the next [`Mirror::commit`] says why.
     pub fn receive(&mut self, hash: &str, len: u64, input: &mut impl Read) -> Result<(), String> {
         let Some((_, wanted)) = self.pending.as_mut() else {
             return Err("a blob before any manifest".to_string());
@@ -213,16 +223,23 @@ impl Mirror {
         })();
         match result {
             Ok(got) if got == hash => {
-                fs::rename(&part, self.dir.join("incoming").join(hash))
-                    .map_err(|e| format!("cannot keep blob {hash}: {e}"))?;
-                wanted.remove(hash);
+                match fs::rename(&part, self.dir.join("incoming").join(hash)) {
+                    Ok(()) => {
+                        wanted.remove(hash);
+                    }
+                    Err(e) => {
+                        let _ = fs::remove_file(&part);
+                        self.failed = Some(format!("cannot keep blob {hash}: {e}"));
+                    }
+                }
                 Ok(())
             }
             Ok(got) => {
                 let _ = fs::remove_file(&part);
-                Err(format!(
+                self.failed = Some(format!(
                     "blob {hash} arrived with hash {got}: the file changed while it was sent; sync again"
-                ))
+                ));
+                Ok(())
             }
             Err(e) => {
                 let _ = fs::remove_file(&part);
@@ -237,6 +254,9 @@ impl Mirror {
         let Some((files, wanted)) = self.pending.take() else {
             return Err("a commit before any manifest".to_string());
         };
+        if let Some(why) = self.failed.take() {
+            return Err(why);
+        }
         if let Some(missing) = wanted.first() {
             return Err(format!(
                 "commit with {} blob(s) never sent (first: {missing})",
@@ -377,16 +397,21 @@ mod tests {
             .receive(&"0".repeat(16), 1, &mut io::Cursor::new(b"z"))
             .unwrap_err();
         assert!(err.contains("not asked for"), "{err}");
-        // The right hash but other bytes: refused, nothing kept.
+        // The right hash but other bytes, whole: the stream is in step, so
+        // taken; not kept, and the commit refuses, saying why.
         let hash_a = entry("a", a).hash;
-        let err = mirror
+        mirror
             .receive(
                 &hash_a,
                 a.len() as u64,
                 &mut io::Cursor::new(b"other file\n"),
             )
-            .unwrap_err();
+            .unwrap();
+        let err = mirror.commit().unwrap_err();
         assert!(err.contains("changed while it was sent"), "{err}");
+        assert!(!mirror.incoming().join(&hash_a).exists(), "not kept");
+        // The next sync starts clean.
+        mirror.want(vec![entry("a", a), entry("d/b", b)]).unwrap();
         mirror
             .receive(&hash_a, a.len() as u64, &mut io::Cursor::new(a))
             .unwrap();
