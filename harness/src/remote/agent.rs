@@ -16,9 +16,8 @@ use super::version;
 
 /// Runs the agent on this process's stdin and stdout.
 pub fn main() -> ExitCode {
-    let stdin = io::stdin().lock();
     match serve(
-        &mut BufReader::new(stdin),
+        &mut BufReader::new(hangup::WatchedStdin),
         &mut BufWriter::new(io::stdout()),
     ) {
         Ok(()) => ExitCode::SUCCESS,

@@ -312,6 +312,9 @@ pub fn run(
         },
     )
     .map_err(|e| format!("cannot write to the connection: {e}"))?;
+    // From here the local side sends heartbeats: silence means a lost
+    // connection (the keeper then takes over).
+    super::hangup::limit_stdin_silence(super::protocol::SILENCE_LIMIT);
     let socket = session_paths_in(&mirror.tree(), &mirror.target()).socket;
     let (tx, rx) = crossbeam_channel::unbounded::<Outgoing>();
     let stop_following = AtomicBool::new(false);
@@ -348,6 +351,7 @@ pub fn run(
                     let _ = tx.send(Outgoing::File(path));
                 }
                 Handled::No(Message::Ctl { id, line }) => relay(&socket, id, line, tx.clone()),
+                Handled::No(Message::Heartbeat) => {}
                 Handled::No(Message::Stop) => {
                     if let Some(pid) = files.running() {
                         pid.signal(libc::SIGINT);

@@ -387,7 +387,8 @@ fn read_loop(
     }
 }
 
-/// Relays the local `kiln ctl` commands and keys to the remote session.
+/// Relays the local `kiln ctl` commands and keys to the remote session, and
+/// sends a heartbeat every [`super::protocol::HEARTBEAT`].
 fn relay_requests(
     session: &Mutex<Session>,
     pending: &Pending,
@@ -395,7 +396,13 @@ fn relay_requests(
     relaying: &AtomicBool,
 ) {
     let mut id = 0u64;
+    let mut beat = Instant::now();
     while relaying.load(Ordering::SeqCst) {
+        if beat.elapsed() >= super::protocol::HEARTBEAT {
+            // A failed write: the reader sees the end of the stream.
+            let _ = lock(session).post(&Message::Heartbeat);
+            beat = Instant::now();
+        }
         let Ok(request) = requests.recv_timeout(Duration::from_millis(100)) else {
             continue;
         };
