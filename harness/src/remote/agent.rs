@@ -90,12 +90,14 @@ pub fn serve(input: &mut impl BufRead, out: &mut (impl Write + Send)) -> Result<
                 grace_s,
                 env,
                 fresh,
+                state_sent,
             } => {
                 let request = agent_dev::DevRequest {
                     args,
                     grace: std::time::Duration::from_secs(grace_s),
                     env,
                     fresh,
+                    state_sent,
                 };
                 return agent_dev::run(mirror, input, out, request);
             }

@@ -86,6 +86,11 @@ pub enum Message {
         grace_s: u64,
         env: Vec<(String, String)>,
         fresh: bool,
+        /// `--state FILE` was put as `session/state.sent.kiln`; its
+        /// modification time here (ms after the epoch): it is restored
+        /// unless the remote holds a newer `state.kiln`.
+        #[serde(default)]
+        state_sent: Option<u64>,
     },
     /// Agent: the session runs (`reattached`: it was running already).
     DevStarted {
@@ -96,6 +101,9 @@ pub enum Message {
         /// The Slurm job the agent runs in (`SLURM_JOB_ID`), if any: a
         /// reattach goes through `srun --jobid=ID --overlap`.
         job: Option<String>,
+        /// What of the request the agent did not do, and why.
+        #[serde(default)]
+        notes: Vec<String>,
     },
     /// Local: one `kiln ctl` command (the control socket's JSON line) for
     /// the remote session, answered by [`Message::CtlAnswer`]s.
