@@ -10,6 +10,8 @@
 //! - start: the workspace mirrored, the module built, swapped in and
 //!   replayed there; an edit (a real file write here) is built, swapped
 //!   and replayed there, the mirror holding the edited file;
+//! - a save the remote cannot keep: refused, said here, the session
+//!   serves on;
 //! - a crashing version: named, the worker restarted from the checkpoint;
 //! - `kiln ctl status` here answers for the remote session;
 //! - Ctrl-C: the session ends, its state left on the remote (path said),
@@ -199,6 +201,19 @@ fn a_session_on_the_remote_edits_crashes_answers_stops_and_survives_a_cut() {
         "a save sends that file alone: {}",
         session.stderr()
     );
+
+    // A save the remote cannot keep (its incoming folder a file: nothing
+    // can be written there, as with a full disk): refused and said here;
+    // the session serves on, and the next save goes through (below).
+    let incoming = mirror.join("incoming");
+    std::fs::remove_dir_all(&incoming).unwrap();
+    std::fs::write(&incoming, b"").unwrap();
+    remote.ws.save("none", 20);
+    wait_until("the refused save reported", BUILD_DEADLINE, || {
+        session.stderr().contains("refused: cannot keep blob")
+    });
+    std::fs::remove_file(&incoming).unwrap();
+    std::fs::create_dir(&incoming).unwrap();
 
     // A crashing version: named there, its worker restarted.
     remote.ws.save("abort", 3);

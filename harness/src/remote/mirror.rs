@@ -215,12 +215,19 @@ impl Mirror {
             return Err(format!("blob {hash} was not asked for"));
         }
         let part = self.dir.join("incoming").join(format!("{hash}.part"));
-        let result = (|| {
-            let mut out = BufWriter::new(File::create(&part)?);
-            let got = receive_body(input, len, &mut out)?;
-            out.into_inner().map_err(|e| e.into_error())?.sync_data()?;
-            Ok::<_, io::Error>(hash_text(got))
-        })();
+        // A file that cannot be written (the disk full) does not stop the
+        // body being read: the stream stays in step.
+        let mut out = WriteOrRemember(File::create(&part).map(BufWriter::new));
+        let result = receive_body(input, len, &mut out).map(hash_text);
+        let written = out
+            .0
+            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+            .and_then(|f| f.sync_data());
+        if let (Ok(_), Err(e)) = (&result, written) {
+            let _ = fs::remove_file(&part);
+            self.failed = Some(format!("cannot keep blob {hash}: {e}"));
+            return Ok(());
+        }
         match result {
             Ok(got) if got == hash => {
                 match fs::rename(&part, self.dir.join("incoming").join(hash)) {
@@ -349,6 +356,25 @@ fn remove_empty_parents(tree: &Path, removed: &Path) {
             break;
         }
         dir = d.parent();
+    }
+}
+
+/// A writer that, after its first error, takes and drops the rest (the
+/// error kept for later).
+struct WriteOrRemember<W>(io::Result<W>);
+
+impl<W: io::Write> io::Write for WriteOrRemember<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Ok(out) = &mut self.0 {
+            if let Err(e) = out.write_all(buf) {
+                self.0 = Err(e);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
