@@ -10,6 +10,8 @@
 //! - start: the workspace mirrored, the module built, swapped in and
 //!   replayed there; an edit (a real file write here) is built, swapped
 //!   and replayed there, the mirror holding the edited file;
+//! - a save the remote cannot keep: refused, said here, the session
+//!   serves on;
 //! - a crashing version: named, the worker restarted from the checkpoint;
 //! - `kiln ctl status` here answers for the remote session;
 //! - Ctrl-C: the session ends, its state left on the remote (path said),
@@ -21,7 +23,8 @@
 //! - the agent killed outright: the session there saves its state and
 //!   ends (no orphan);
 //! - a session that cannot start there (no such backend): its message
-//!   here, kiln fails.
+//!   here, kiln fails; its older `--state FILE` does not replace the newer
+//!   state saved there.
 //!
 //! Skipped without /usr/sbin/sshd unless KILN_REQUIRE_SSHD is set.
 //! Run with `cargo test --release -p kiln-e2e --test remote_dev`.
@@ -199,6 +202,19 @@ fn a_session_on_the_remote_edits_crashes_answers_stops_and_survives_a_cut() {
         session.stderr()
     );
 
+    // A save the remote cannot keep (its incoming folder a file: nothing
+    // can be written there, as with a full disk): refused and said here;
+    // the session serves on, and the next save goes through (below).
+    let incoming = mirror.join("incoming");
+    std::fs::remove_dir_all(&incoming).unwrap();
+    std::fs::write(&incoming, b"").unwrap();
+    remote.ws.save("none", 20);
+    wait_until("the refused save reported", BUILD_DEADLINE, || {
+        session.stderr().contains("refused: cannot keep blob")
+    });
+    std::fs::remove_file(&incoming).unwrap();
+    std::fs::create_dir(&incoming).unwrap();
+
     // A crashing version: named there, its worker restarted.
     remote.ws.save("abort", 3);
     let down = session.wait_event(EventKind::Crashed, BUILD_DEADLINE);
@@ -333,8 +349,18 @@ fn a_session_on_the_remote_edits_crashes_answers_stops_and_survives_a_cut() {
     assert!(saved != saved_before, "the state saved as it ended");
 
     // A session that cannot start there: its own message shown here, and
-    // kiln fails with the remote exit code.
-    let session = remote.dev_with(&["--backend".into(), "nosuch".into()]);
+    // kiln fails with the remote exit code. Its `--state FILE` (fetched at
+    // the Ctrl-C above) is older than the state saved there since: sent,
+    // but the newer state there is kept, and kiln says so.
+    let saved_before = std::fs::metadata(&remote_state)
+        .and_then(|m| m.modified())
+        .ok();
+    let session = remote.dev_with(&[
+        "--backend".into(),
+        "nosuch".into(),
+        "--state".into(),
+        state_arg.into(),
+    ]);
     let failed = wait_exit(session, BUILD_DEADLINE);
     assert!(!failed.status.success(), "{}", failed.stderr);
     assert!(
@@ -342,4 +368,14 @@ fn a_session_on_the_remote_edits_crashes_answers_stops_and_survives_a_cut() {
         "{}",
         failed.stderr
     );
+    assert!(
+        failed.stderr.contains("is newer than the one sent"),
+        "{}",
+        failed.stderr
+    );
+    let saved = std::fs::metadata(&remote_state)
+        .and_then(|m| m.modified())
+        .ok();
+    assert_eq!(saved, saved_before, "the newer state there not overwritten");
+    assert!(!mirror.join("session/state.sent.kiln").exists());
 }

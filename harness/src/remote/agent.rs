@@ -16,9 +16,8 @@ use super::version;
 
 /// Runs the agent on this process's stdin and stdout.
 pub fn main() -> ExitCode {
-    let stdin = io::stdin().lock();
     match serve(
-        &mut BufReader::new(stdin),
+        &mut BufReader::new(hangup::WatchedStdin),
         &mut BufWriter::new(io::stdout()),
     ) {
         Ok(()) => ExitCode::SUCCESS,
@@ -91,12 +90,14 @@ pub fn serve(input: &mut impl BufRead, out: &mut (impl Write + Send)) -> Result<
                 grace_s,
                 env,
                 fresh,
+                state_sent,
             } => {
                 let request = agent_dev::DevRequest {
                     args,
                     grace: std::time::Duration::from_secs(grace_s),
                     env,
                     fresh,
+                    state_sent,
                 };
                 return agent_dev::run(mirror, input, out, request);
             }

@@ -46,6 +46,9 @@ pub struct DevRequest {
     pub env: Vec<(String, String)>,
     /// `--fresh`: a state file left by an earlier session is not restored.
     pub fresh: bool,
+    /// The local `--state FILE` was sent (as [`STATE_SENT_NAME`]), with
+    /// its modification time (ms after the epoch).
+    pub state_sent: Option<u64>,
 }
 
 /// The variables the local side may set for the remote session.
@@ -53,6 +56,9 @@ pub const PASSED_ENV: &[&str] = &["RUST_LOG", "RUST_BACKTRACE"];
 
 /// The session's state file, in `session/`.
 pub const STATE_NAME: &str = "state.kiln";
+/// The local `--state FILE` as sent, in `session/`: it becomes
+/// [`STATE_NAME`] at a start unless that is newer.
+pub const STATE_SENT_NAME: &str = "state.sent.kiln";
 
 /// How often the log files are read and the session checked (a log line
 /// waits half of it on average before it travels).
@@ -80,6 +86,42 @@ impl SessionFiles {
 
     pub fn state(&self) -> PathBuf {
         self.dir.join(STATE_NAME)
+    }
+
+    fn state_sent(&self) -> PathBuf {
+        self.dir.join(STATE_SENT_NAME)
+    }
+
+    /// At a start: the sent `--state FILE` (if any) becomes the state file,
+    /// unless the state file saved here is newer (a grace period that
+    /// expired saved it after FILE was written): then that one stays, and
+    /// the returned note says so.
+    fn take_sent_state(&self, sent_mtime: Option<u64>, fresh: bool) -> Option<String> {
+        let sent = self.state_sent();
+        let sent_mtime = sent_mtime.filter(|_| sent.is_file())?;
+        let state = self.state();
+        let here = fs::metadata(&state)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64);
+        match here {
+            Some(here) if !fresh && here > sent_mtime => {
+                let _ = fs::remove_file(&sent);
+                Some(format!(
+                    "the state file here, {}, is newer than the one sent (--state FILE): \
+                     restoring it, the one sent is not used",
+                    state.display()
+                ))
+            }
+            _ => match fs::rename(&sent, &state) {
+                Ok(()) => None,
+                Err(e) => Some(format!(
+                    "cannot use the state file sent ({}): {e}",
+                    sent.display()
+                )),
+            },
+        }
     }
 
     fn pid(&self) -> PathBuf {
@@ -204,7 +246,13 @@ impl Running {
 
 /// Starts `kiln dev ARGS --state session/state.kiln` in the mirror's tree,
 /// its own process group, its output into the log files.
-fn start(mirror: &Mirror, files: &SessionFiles, request: &DevRequest) -> Result<Running, String> {
+fn start(
+    mirror: &Mirror,
+    files: &SessionFiles,
+    request: &DevRequest,
+    notes: &mut Vec<String>,
+) -> Result<Running, String> {
+    notes.extend(files.take_sent_state(request.state_sent, request.fresh));
     if request.fresh {
         let _ = fs::remove_file(files.state());
     }
@@ -233,13 +281,22 @@ fn start(mirror: &Mirror, files: &SessionFiles, request: &DevRequest) -> Result<
     // out of time, a kill -9), the session gets SIGTERM, saves its state
     // and ends, rather than living on untracked (an orphan escapes
     // proctrack/linuxproc).
+    // The signal comes when the *thread* that forked ends: start() must
+    // run on the agent's main thread, which lives as long as the agent.
+    // The agent may die between the fork and the prctl: then the child was
+    // already re-parented, and it refuses to start (getppid changed).
+    let agent = std::process::id();
     // SAFETY: the closure runs in the child between fork and exec and only
-    // calls prctl(2), a raw system call that allocates nothing and takes
-    // no lock: async-signal-safe.
+    // calls prctl(2) and getppid(2), raw system calls that allocate nothing
+    // and take no lock, and builds an io::Error from a raw code (no
+    // allocation): async-signal-safe.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != agent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
@@ -253,16 +310,22 @@ fn start(mirror: &Mirror, files: &SessionFiles, request: &DevRequest) -> Result<
         .spawn()
         .map_err(|e| format!("cannot start kiln dev in the mirror: {e}"))?;
     let pid = Pid::of(child.id()).ok_or("kiln dev exited as it started (its log is above)")?;
-    let record = files.pid();
-    let staged = record.with_extension("stage");
-    fs::write(&staged, format!("{} {}\n", pid.pid, pid.start))
-        .and_then(|()| fs::rename(&staged, &record))
-        .map_err(|e| format!("cannot write {}: {e}", record.display()))?;
-    Ok(Running {
+    let running = Running {
         pid,
         child: Some(child),
         code: None,
-    })
+    };
+    let record = files.pid();
+    let staged = record.with_extension("stage");
+    let recorded = fs::write(&staged, format!("{} {}\n", pid.pid, pid.start))
+        .and_then(|()| fs::rename(&staged, &record));
+    if let Err(e) = recorded {
+        // Untracked, no agent could find it: stopped now (it saves its
+        // state), as a keeper whose grace passed does.
+        keep(running, files, Duration::ZERO);
+        return Err(format!("cannot write {}: {e}", record.display()));
+    }
+    Ok(running)
 }
 
 /// What goes out on the connection, in order, from one writer thread.
@@ -274,6 +337,8 @@ enum Outgoing {
 
 /// Serves a `kiln dev` session for the local side until the connection
 /// ends; then, if the session still runs, keeps it for the grace period.
+/// Runs on the agent's main thread (see [`start`]: the session's
+/// parent-death signal is tied to the thread that spawned it).
 pub fn run(
     mut mirror: Mirror,
     input: &mut impl BufRead,
@@ -282,17 +347,34 @@ pub fn run(
 ) -> Result<(), String> {
     let files = SessionFiles::new(mirror.session());
     let attached = files.attach()?;
+    let mut notes = Vec::new();
     let (running, reattached) = match files.running() {
-        Some(pid) => (
-            Running {
+        Some(pid) => {
+            notes.push(
+                "reattached: this start's arguments (--fresh among them) do not apply to the \
+                 session running there; stop it to start with new ones"
+                    .to_string(),
+            );
+            if request.state_sent.is_some() {
+                let _ = fs::remove_file(files.state_sent());
+                notes.push(
+                    "the state file sent (--state FILE) is not used: the running session \
+                     keeps its state"
+                        .to_string(),
+                );
+            }
+            let running = Running {
                 pid,
                 child: None,
                 code: None,
-            },
-            true,
-        ),
-        None => (start(&mirror, &files, &request)?, false),
+            };
+            (running, true)
+        }
+        None => (start(&mirror, &files, &request, &mut notes)?, false),
     };
+    for note in &notes {
+        eprintln!("kiln agent: {note}");
+    }
     let from = |path: &Path| match reattached {
         true => fs::metadata(path).map_or(0, |m| m.len()),
         false => 0,
@@ -301,7 +383,7 @@ pub fn run(
         ("stdout", files.stdout(), from(&files.stdout())),
         ("stderr", files.stderr(), from(&files.stderr())),
     ];
-    answer(
+    let started = answer(
         out,
         &Message::DevStarted {
             pid: running.pid.pid,
@@ -309,9 +391,21 @@ pub fn run(
             state: files.state().display().to_string(),
             log: files.stdout().display().to_string(),
             job: std::env::var("SLURM_JOB_ID").ok().filter(|j| !j.is_empty()),
+            notes,
         },
-    )
-    .map_err(|e| format!("cannot write to the connection: {e}"))?;
+    );
+    if let Err(e) = started {
+        // The connection is gone already: keep the session as after any
+        // lost connection (invariant 19).
+        drop(mirror);
+        drop(attached);
+        detach_stdio();
+        keep(running, &files, request.grace);
+        return Err(format!("cannot write to the connection: {e}"));
+    }
+    // From here the local side sends heartbeats: silence means a lost
+    // connection (the keeper then takes over).
+    super::hangup::limit_stdin_silence(super::protocol::SILENCE_LIMIT);
     let socket = session_paths_in(&mirror.tree(), &mirror.target()).socket;
     let (tx, rx) = crossbeam_channel::unbounded::<Outgoing>();
     let stop_following = AtomicBool::new(false);
@@ -327,6 +421,10 @@ pub fn run(
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             };
+            // A blob or put that failed may leave its body unread: the
+            // stream is out of step, the connection must end. Any other
+            // error is answered and the agent serves on.
+            let carries_body = matches!(message, Message::Blob { .. } | Message::Put { .. });
             match handle_files(&mut mirror, message, input) {
                 Handled::Reply(Ok(Some(reply))) => {
                     let _ = tx.send(Outgoing::Line(reply));
@@ -336,23 +434,24 @@ pub fn run(
                     let _ = tx.send(Outgoing::Line(Message::Error {
                         message: message.clone(),
                     }));
-                    break Err(message);
+                    if carries_body {
+                        break Err(message);
+                    }
                 }
                 Handled::Send(path) => {
                     let _ = tx.send(Outgoing::File(path));
                 }
                 Handled::No(Message::Ctl { id, line }) => relay(&socket, id, line, tx.clone()),
+                Handled::No(Message::Heartbeat) => {}
                 Handled::No(Message::Stop) => {
                     if let Some(pid) = files.running() {
                         pid.signal(libc::SIGINT);
                     }
                 }
                 Handled::No(other) => {
-                    let message = format!("unexpected message in a dev session: {other:?}");
                     let _ = tx.send(Outgoing::Line(Message::Error {
-                        message: message.clone(),
+                        message: format!("unexpected message in a dev session: {other:?}"),
                     }));
-                    break Err(message);
                 }
             }
         };
@@ -365,9 +464,34 @@ pub fn run(
     drop(mirror);
     drop(attached);
     if let Some(running) = running {
+        if let Err(why) = &result {
+            eprintln!("kiln agent: {why}; keeping the session");
+        }
+        // The local side must see the connection end now (it may wait for
+        // an answer), not when the keeper leaves.
+        let _ = out.flush();
+        detach_stdio();
         keep(running, &files, request.grace);
     }
     result
+}
+
+/// Points stdin, stdout and stderr at /dev/null: the connection's pipes
+/// close (ssh and srun end the session's streams), the keeper goes on.
+fn detach_stdio() {
+    let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    else {
+        return;
+    };
+    for fd in 0..=2 {
+        // SAFETY: dup2(2) onto the standard descriptors, from /dev/null,
+        // open for the duration of the call; what read or wrote them
+        // (the agent's stdin and stdout handles) now sees /dev/null.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+    }
 }
 
 /// Writes what comes until [`Outgoing::Quit`]; after a failed write (the

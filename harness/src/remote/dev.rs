@@ -135,6 +135,8 @@ enum End {
     Ended(Option<String>, Option<i32>),
     /// The connection was lost (why).
     Lost(String),
+    /// A second Ctrl-C: this side leaves without waiting for the end.
+    Interrupted,
 }
 
 /// The `kiln ctl` commands waiting for answers, by id.
@@ -162,9 +164,20 @@ pub fn main(dev: RemoteDev, interrupt: Receiver<()>) -> Result<(), String> {
         let path = session.put(workload, "workload.kiln")?;
         args.extend(["--workload".into(), path]);
     }
+    // Sent under another name: the agent restores it only at a start, and
+    // only when the remote holds no newer state of its own.
+    let mut state_sent = None;
     if let Some(state) = dev.state.as_deref().filter(|s| s.is_file()) {
         eprintln!("kiln: sending the state file {}", state.display());
-        session.put(state, super::agent_dev::STATE_NAME)?;
+        let mtime = std::fs::metadata(state)
+            .and_then(|m| m.modified())
+            .map_err(|e| format!("cannot read {}: {e}", state.display()))?;
+        session.put(state, super::agent_dev::STATE_SENT_NAME)?;
+        state_sent = Some(
+            mtime
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        );
     }
     let env = super::agent_dev::PASSED_ENV
         .iter()
@@ -175,6 +188,7 @@ pub fn main(dev: RemoteDev, interrupt: Receiver<()>) -> Result<(), String> {
         grace_s: dev.grace.as_secs(),
         env,
         fresh: dev.fresh,
+        state_sent,
     })?;
     let job = match session.receive()? {
         Message::DevStarted {
@@ -183,7 +197,11 @@ pub fn main(dev: RemoteDev, interrupt: Receiver<()>) -> Result<(), String> {
             state,
             log,
             job,
+            notes,
         } => {
+            for note in notes {
+                eprintln!("kiln: on {destination}: {note}");
+            }
             let how = match reattached {
                 true => "reattached to the session running",
                 false => "started the session",
@@ -218,15 +236,31 @@ pub fn main(dev: RemoteDev, interrupt: Receiver<()>) -> Result<(), String> {
         std::thread::spawn(move || relay_requests(&session, &pending, &requests, &relaying))
     };
     let (changes_tx, changes_rx) = crossbeam_channel::unbounded();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
             let _ = changes_tx.send(event.paths);
         }
     })
-    .map_err(|e| format!("cannot watch {}: {e}", dev.root.display()))?;
-    watcher
-        .watch(&dev.root, RecursiveMode::Recursive)
-        .map_err(|e| format!("cannot watch {}: {e}", dev.root.display()))?;
+    .and_then(|mut watcher| {
+        watcher
+            .watch(&dev.root, RecursiveMode::Recursive)
+            .map(|()| watcher)
+    });
+    let watcher = match watcher {
+        Ok(watcher) => watcher,
+        Err(e) => {
+            // The remote session is told to stop rather than left running.
+            let stopped = lock(&session).post(&Message::Stop);
+            let there = match stopped {
+                Ok(()) => "the session there was told to stop and saves its state".to_string(),
+                Err(_) => format!(
+                    "the session there keeps running for {}",
+                    human_duration(dev.grace)
+                ),
+            };
+            return Err(format!("cannot watch {}: {e}; {there}", dev.root.display()));
+        }
+    };
     let ignored = [dev.root.join("target"), dev.root.join(".git")];
     let mut stopping: Option<Instant> = None;
     let end = loop {
@@ -258,9 +292,9 @@ pub fn main(dev: RemoteDev, interrupt: Receiver<()>) -> Result<(), String> {
             }
             recv(interrupt) -> _ => {
                 if stopping.is_some() {
-                    // A second Ctrl-C: leave now, the session stays there
-                    // for the grace period.
-                    break End::Lost("interrupted twice".into());
+                    // A second Ctrl-C: leave now; the session there was
+                    // told to stop and ends on its own.
+                    break End::Interrupted;
                 }
                 eprintln!("kiln: stopping the session on {destination}");
                 stopping = Some(Instant::now());
@@ -282,6 +316,13 @@ pub fn main(dev: RemoteDev, interrupt: Receiver<()>) -> Result<(), String> {
         .unwrap_or_else(|e| e.into_inner());
     let input = reader.join().map_err(|_| "the reader thread panicked")?;
     match end {
+        End::Interrupted => {
+            session.cut();
+            Err(format!(
+                "stopping: the remote session on {destination} was told to stop and saves its \
+                 state there (interrupted twice: not waiting for it)"
+            ))
+        }
         End::Lost(why) => {
             session.cut();
             let again = match &job {
@@ -387,7 +428,8 @@ fn read_loop(
     }
 }
 
-/// Relays the local `kiln ctl` commands and keys to the remote session.
+/// Relays the local `kiln ctl` commands and keys to the remote session, and
+/// sends a heartbeat every [`super::protocol::HEARTBEAT`].
 fn relay_requests(
     session: &Mutex<Session>,
     pending: &Pending,
@@ -395,7 +437,13 @@ fn relay_requests(
     relaying: &AtomicBool,
 ) {
     let mut id = 0u64;
+    let mut beat = Instant::now();
     while relaying.load(Ordering::SeqCst) {
+        if beat.elapsed() >= super::protocol::HEARTBEAT {
+            // A failed write: the reader sees the end of the stream.
+            let _ = lock(session).post(&Message::Heartbeat);
+            beat = Instant::now();
+        }
         let Ok(request) = requests.recv_timeout(Duration::from_millis(100)) else {
             continue;
         };
@@ -424,15 +472,34 @@ fn relay_requests(
 fn fetch_history(session: &mut Session, root: &Path) {
     let remote = "target/kiln/history";
     let local = crate::workspace::target_dir(root).join("kiln/history");
-    let names = match session.list(remote) {
-        Ok(names) => names,
+    let names: Vec<String> = match session.list(remote) {
+        // The current histories only: the remote's earlier sessions
+        // (`MODULE.session-NNNN.json`) would overwrite this side's.
+        Ok(names) => names
+            .into_iter()
+            .filter(|n| !n.contains(".session-"))
+            .collect(),
         Err(e) => {
             eprintln!("kiln: cannot list the remote history: {e}");
             return;
         }
     };
     for name in &names {
-        if let Err(e) = session.fetch(&format!("{remote}/{name}"), &local.join(name), None) {
+        let to = local.join(name);
+        // The history here (an earlier session's) is kept aside, as a local
+        // session does, not overwritten.
+        match crate::history::keep_earlier(&to) {
+            Ok(Some(kept)) => eprintln!("kiln: the history here is kept in {}", kept.display()),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!(
+                    "kiln: cannot keep the history {} aside ({e}); not fetching {name}",
+                    to.display()
+                );
+                continue;
+            }
+        }
+        if let Err(e) = session.fetch(&format!("{remote}/{name}"), &to, None) {
             eprintln!("kiln: cannot fetch the history file {name}: {e}");
         }
     }

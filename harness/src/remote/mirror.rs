@@ -55,6 +55,10 @@ pub struct Mirror {
     record: BTreeMap<String, FileEntry>,
     /// The manifest being synced, and the hashes still wanted.
     pending: Option<(Vec<FileEntry>, BTreeSet<String>)>,
+    /// Why a blob that arrived whole was not kept (another hash: the file
+    /// changed while it was sent; the disk full): the stream is still in
+    /// step, so the commit refuses with this and the agent serves on.
+    failed: Option<String>,
 }
 
 impl Mirror {
@@ -115,6 +119,7 @@ impl Mirror {
             _lock: lock,
             record,
             pending: None,
+            failed: None,
         };
         mirror.remove_temporaries();
         Ok(mirror)
@@ -185,6 +190,7 @@ impl Mirror {
         }
         let list = wanted.iter().cloned().collect();
         self.pending = Some((files, wanted));
+        self.failed = None;
         Ok(list)
     }
 
@@ -197,6 +203,10 @@ impl Mirror {
     }
 
     /// Receives one blob's body from `input` into `incoming/`.
+    ///
+    /// An error here leaves the stream out of step (the body not read, or
+    /// not whole): the connection must end. A blob read whole but not kept
+    /// is `Ok`, and the next [`Mirror::commit`] says why.
     pub fn receive(&mut self, hash: &str, len: u64, input: &mut impl Read) -> Result<(), String> {
         let Some((_, wanted)) = self.pending.as_mut() else {
             return Err("a blob before any manifest".to_string());
@@ -205,24 +215,38 @@ impl Mirror {
             return Err(format!("blob {hash} was not asked for"));
         }
         let part = self.dir.join("incoming").join(format!("{hash}.part"));
-        let result = (|| {
-            let mut out = BufWriter::new(File::create(&part)?);
-            let got = receive_body(input, len, &mut out)?;
-            out.into_inner().map_err(|e| e.into_error())?.sync_data()?;
-            Ok::<_, io::Error>(hash_text(got))
-        })();
+        // A file that cannot be written (the disk full) does not stop the
+        // body being read: the stream stays in step.
+        let mut out = WriteOrRemember(File::create(&part).map(BufWriter::new));
+        let result = receive_body(input, len, &mut out).map(hash_text);
+        let written = out
+            .0
+            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+            .and_then(|f| f.sync_data());
+        if let (Ok(_), Err(e)) = (&result, written) {
+            let _ = fs::remove_file(&part);
+            self.failed = Some(format!("cannot keep blob {hash}: {e}"));
+            return Ok(());
+        }
         match result {
             Ok(got) if got == hash => {
-                fs::rename(&part, self.dir.join("incoming").join(hash))
-                    .map_err(|e| format!("cannot keep blob {hash}: {e}"))?;
-                wanted.remove(hash);
+                match fs::rename(&part, self.dir.join("incoming").join(hash)) {
+                    Ok(()) => {
+                        wanted.remove(hash);
+                    }
+                    Err(e) => {
+                        let _ = fs::remove_file(&part);
+                        self.failed = Some(format!("cannot keep blob {hash}: {e}"));
+                    }
+                }
                 Ok(())
             }
             Ok(got) => {
                 let _ = fs::remove_file(&part);
-                Err(format!(
+                self.failed = Some(format!(
                     "blob {hash} arrived with hash {got}: the file changed while it was sent; sync again"
-                ))
+                ));
+                Ok(())
             }
             Err(e) => {
                 let _ = fs::remove_file(&part);
@@ -237,6 +261,9 @@ impl Mirror {
         let Some((files, wanted)) = self.pending.take() else {
             return Err("a commit before any manifest".to_string());
         };
+        if let Some(why) = self.failed.take() {
+            return Err(why);
+        }
         if let Some(missing) = wanted.first() {
             return Err(format!(
                 "commit with {} blob(s) never sent (first: {missing})",
@@ -332,6 +359,25 @@ fn remove_empty_parents(tree: &Path, removed: &Path) {
     }
 }
 
+/// A writer that, after its first error, takes and drops the rest (the
+/// error kept for later).
+struct WriteOrRemember<W>(io::Result<W>);
+
+impl<W: io::Write> io::Write for WriteOrRemember<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Ok(out) = &mut self.0 {
+            if let Err(e) = out.write_all(buf) {
+                self.0 = Err(e);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,16 +423,21 @@ mod tests {
             .receive(&"0".repeat(16), 1, &mut io::Cursor::new(b"z"))
             .unwrap_err();
         assert!(err.contains("not asked for"), "{err}");
-        // The right hash but other bytes: refused, nothing kept.
+        // The right hash but other bytes, whole: the stream is in step, so
+        // taken; not kept, and the commit refuses, saying why.
         let hash_a = entry("a", a).hash;
-        let err = mirror
+        mirror
             .receive(
                 &hash_a,
                 a.len() as u64,
                 &mut io::Cursor::new(b"other file\n"),
             )
-            .unwrap_err();
+            .unwrap();
+        let err = mirror.commit().unwrap_err();
         assert!(err.contains("changed while it was sent"), "{err}");
+        assert!(!mirror.incoming().join(&hash_a).exists(), "not kept");
+        // The next sync starts clean.
+        mirror.want(vec![entry("a", a), entry("d/b", b)]).unwrap();
         mirror
             .receive(&hash_a, a.len() as u64, &mut io::Cursor::new(a))
             .unwrap();

@@ -8,7 +8,13 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped when a message changes shape. The version handshake already
 /// refuses another build; this names the protocol in the hello.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
+
+/// How often the local side of a dev session sends [`Message::Heartbeat`].
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the agent of a dev session waits for any input before it takes
+/// the connection as lost (a silent network drop ends no stream).
+pub const SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The longest line read (a manifest of tens of thousands of files fits).
 const MAX_LINE: u64 = 64 << 20;
@@ -80,6 +86,11 @@ pub enum Message {
         grace_s: u64,
         env: Vec<(String, String)>,
         fresh: bool,
+        /// `--state FILE` was put as `session/state.sent.kiln`; its
+        /// modification time here (ms after the epoch): it is restored
+        /// unless the remote holds a newer `state.kiln`.
+        #[serde(default)]
+        state_sent: Option<u64>,
     },
     /// Agent: the session runs (`reattached`: it was running already).
     DevStarted {
@@ -90,6 +101,9 @@ pub enum Message {
         /// The Slurm job the agent runs in (`SLURM_JOB_ID`), if any: a
         /// reattach goes through `srun --jobid=ID --overlap`.
         job: Option<String>,
+        /// What of the request the agent did not do, and why.
+        #[serde(default)]
+        notes: Vec<String>,
     },
     /// Local: one `kiln ctl` command (the control socket's JSON line) for
     /// the remote session, answered by [`Message::CtlAnswer`]s.
@@ -98,6 +112,10 @@ pub enum Message {
     CtlAnswer { id: u64, line: String },
     /// Local: end the remote session as Ctrl-C does.
     Stop,
+    /// Local, every [`HEARTBEAT`] during a dev session: the connection is
+    /// alive (an agent that hears nothing for [`SILENCE_LIMIT`] takes it as
+    /// lost, see [`super::hangup::WatchedStdin`]).
+    Heartbeat,
     /// Agent: the remote session ended; its state file, if it saved one;
     /// its exit code, when this agent started it (a reattached agent
     /// cannot collect it).

@@ -14,6 +14,10 @@ use super::protocol::{self, Message, PROTOCOL, ReadError, receive, send};
 use super::ssh::{Connection, SshTarget};
 use super::version;
 
+/// How long a request answered through the reader thread waits for its
+/// answer (a commit renames the saved files into place: quick).
+pub const REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What a sync did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
@@ -310,7 +314,7 @@ impl Session {
             names: names.to_vec(),
         })?;
         loop {
-            match self.receive()? {
+            match self.receive_any()? {
                 Message::Output { stream, line: text } => line(&stream, &text),
                 Message::Exit { code } => return Ok(code),
                 other => return Err(self.unexpected(other)),
@@ -329,16 +333,34 @@ impl Session {
             .map_err(|e| self.lost(e))
     }
 
-    /// The next answer: from the reader thread while it holds the input.
+    /// The next answer: from the reader thread while it holds the input
+    /// (waiting at most [`REPLY_WAIT`]: the caller may hold the session's
+    /// lock, and Ctrl-C must get through). Without a reader thread, the log
+    /// lines and `kiln ctl` answers a session sent late are skipped.
     pub fn receive(&mut self) -> Result<Message, String> {
         if let Some(replies) = &self.replies {
-            return replies.recv().map_err(|_| {
-                format!(
+            return replies.recv_timeout(REPLY_WAIT).map_err(|e| match e {
+                crossbeam_channel::RecvTimeoutError::Timeout => format!(
+                    "the agent on {} did not answer within {} s",
+                    self.target.destination,
+                    REPLY_WAIT.as_secs()
+                ),
+                crossbeam_channel::RecvTimeoutError::Disconnected => format!(
                     "the connection to {} closed (the agent's message, if any, is above)",
                     self.target.destination
-                )
+                ),
             });
         }
+        loop {
+            match self.receive_any()? {
+                Message::Output { .. } | Message::CtlAnswer { .. } => continue,
+                message => return Ok(message),
+            }
+        }
+    }
+
+    /// The next message on the input, whatever it is.
+    fn receive_any(&mut self) -> Result<Message, String> {
         receive(&mut self.connection.input).map_err(|e| match e {
             ReadError::Closed => format!(
                 "the connection to {} closed (the agent's message, if any, is above)",
