@@ -615,12 +615,14 @@ fn keep(mut running: Running, files: &SessionFiles, grace: Duration) {
     let since = Instant::now();
     while since.elapsed() < grace {
         if !running.alive() {
+            linger_while_attached(files, grace);
             return;
         }
         if files.someone_attached() {
             while running.alive() {
                 std::thread::sleep(Duration::from_millis(200));
             }
+            linger_while_attached(files, grace);
             return;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -633,6 +635,19 @@ fn keep(mut running: Running, files: &SessionFiles, grace: Duration) {
             break;
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// After the session ended, an agent reattached to it may still be
+/// relaying its last lines and the state and history fetched after it.
+/// Under Slurm that agent is a step of the keeper's job (`srun --jobid=ID
+/// --overlap`): the keeper's step ending ends the job and kills it
+/// mid-reply (kiln then reported a lost connection after a clean Ctrl-C).
+/// So the keeper waits until no agent is attached, at most `grace`.
+fn linger_while_attached(files: &SessionFiles, grace: Duration) {
+    let since = Instant::now();
+    while files.someone_attached() && since.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
