@@ -56,7 +56,6 @@ const LAYERS: &[(&str, u32)] = &[
     ("isolation/", 6),
     // Running on another machine over ssh: the agent, the mirror, the
     // client side (the agent will host isolation/'s workers).
-    ("remote/", 6),
     // `kiln dev`: watch, the session loop and its lanes.
     ("supervisor/", 7),
     // The one-shot commands.
@@ -64,6 +63,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("kernel_commands.rs", 8),
     ("machine_command.rs", 8),
     ("scaffold.rs", 8),
+    ("remote/", 8),
     // The crate roots.
     ("lib.rs", 9),
     ("main.rs", 9),

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::agent::{Handled, answer, handle_files, next, path_with_cargo, send_or_error};
+use super::agent_io::{Handled, answer, handle_files, next, path_with_cargo, send_or_error};
 use super::mirror::Mirror;
 use super::protocol::Message;
 use crate::control::client::exchange_at;

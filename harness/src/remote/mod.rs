@@ -27,6 +27,7 @@
 
 pub mod agent;
 pub mod agent_dev;
+mod agent_io;
 pub mod backends;
 pub mod dev;
 pub mod files;
