@@ -4,7 +4,8 @@
 //! (from a file in the old format 1 too),
 //! and a contract change asks for a restart while the host keeps serving.
 //! A worker restarted from a checkpoint reads from the workload file only
-//! the residents its checkpoint lacks or holds other bytes of.
+//! the residents its checkpoint lacks or holds other bytes of. A checkpoint
+//! after a replay copies only what changed.
 //!
 //! Run with `cargo test --release -p kiln-e2e --test dev_state`.
 
@@ -306,19 +307,9 @@ fn a_restarted_worker_reads_only_what_its_checkpoint_lacks() {
     assert!(invalid.message().contains("checksum"), "{}", invalid.line);
     session.wait_quiet(QUIET, QUIET_MAX);
 
-    let worker = session.worker_pid();
-    // SAFETY: kill(2) with the pid of this session's worker, read from its
-    // own log (a child of kiln dev).
-    assert_eq!(
-        unsafe { libc::kill(worker as libc::pid_t, libc::SIGKILL) },
-        0
-    );
-    let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
-    assert_eq!(
-        restarted.bool("state_matches"),
-        Some(true),
-        "the restart took `extra` from its checkpoint, not the damaged file: {}",
-        restarted.line
+    kill_worker_and_see_the_state_restored(
+        &mut session,
+        "the restart took `extra` from its checkpoint, not the damaged file",
     );
     session.wait_quiet(QUIET, QUIET_MAX);
     assert_eq!(session.named_since(mark, EventKind::Restarted).len(), 1);
@@ -333,4 +324,80 @@ fn a_restarted_worker_reads_only_what_its_checkpoint_lacks() {
         bits(&extra),
         "a resident only the workload had was loaded, and survived the restart"
     );
+}
+
+/// SIGKILLs the session's worker and asserts that the restarted one
+/// serves the last checkpoint's state (`state_matches`); `why` says what
+/// that shows.
+fn kill_worker_and_see_the_state_restored(session: &mut DevSession, why: &str) {
+    let worker = session.worker_pid();
+    // SAFETY: kill(2) with the pid of this session's worker, read from its
+    // own log (a child of kiln dev).
+    assert_eq!(
+        unsafe { libc::kill(worker as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
+    assert_eq!(
+        restarted.bool("state_matches"),
+        Some(true),
+        "{why}: {}",
+        restarted.line
+    );
+}
+
+/// A checkpoint after a replay copies only what changed (the resident the
+/// replay stores, counters; `weights` stays in the part that holds it), its
+/// state hash is the whole state's (a worker restarted from the parts
+/// serves that very state), and the --state file at exit is one whole
+/// snapshot file with that hash.
+#[test]
+fn a_checkpoint_after_a_replay_copies_only_what_changed() {
+    let copy = WorkspaceCopy::new();
+    let state_file = copy.root().join("session.snapshot");
+    let state_arg = state_file.to_str().expect("utf-8 path");
+    let mut session = DevSession::start(
+        &copy,
+        &["--backend", "cpu", "--no-tune", "--state", state_arg],
+    );
+    session.wait_quiet(QUIET, QUIET_MAX);
+    let written: Vec<events::Checkpoint> = session
+        .events
+        .iter()
+        .filter(|e| e.is(EventKind::Checkpoint))
+        .map(|e| e.fields::<events::Checkpoint>().clone())
+        .filter(|c| !c.unchanged)
+        .collect();
+    let first = written
+        .first()
+        .unwrap_or_else(|| session.fail("no checkpoint written"));
+    assert!(first.copied_bytes >= RESIDENT_BYTES, "{first:?}");
+    let after_replay = written
+        .iter()
+        .skip(1)
+        .find(|c| c.state_hash != first.state_hash)
+        .unwrap_or_else(|| session.fail("no checkpoint of a changed state"));
+    // The replay stores stencil2d's output as `grid` (1 MiB: a real
+    // change, copied); `weights` (256 KiB) is only read: not copied again.
+    const GRID_BYTES: u64 = 512 * 512 * 4;
+    assert!(
+        after_replay.copied_bytes >= GRID_BYTES
+            && after_replay.copied_bytes < RESIDENT_BYTES - GRID_BYTES / 8,
+        "weights was copied again, or grid was not: {after_replay:?}"
+    );
+    let last = written.last().expect("one").clone();
+
+    kill_worker_and_see_the_state_restored(&mut session, "restarted from the parts, bit for bit");
+    session.wait_quiet(QUIET, QUIET_MAX);
+    let stopped = session.stop();
+    assert!(stopped.status.success());
+    let newest = stopped
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.is(EventKind::Checkpoint))
+        .map(|e| e.fields::<events::Checkpoint>().state_hash.clone())
+        .unwrap_or(last.state_hash);
+    let verified = kiln::swap::snapshot_file::verify(&state_file).expect("one whole file");
+    assert_eq!(verified.state_hash, newest);
 }

@@ -250,3 +250,85 @@ fn a_restarted_worker_holds_the_workloads_residents_once() {
     let replay = engine.replay(None).expect("replay");
     assert!(replay.passed(), "{}", replay.table.render());
 }
+
+#[test]
+fn a_checkpoint_copies_only_what_changed_and_restores_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = count_workload(dir.path());
+    let artifact = module_artifact(MODULE);
+    let stage = staging("worker-checkpoints-parts");
+    let mut engine = IsolatedEngine::new(worker_options(file.clone(), None), None).expect("engine");
+    let staged = stage.stage(MODULE, &artifact).expect("stage");
+    engine.start(&staged, StateSource::Empty).expect("worker");
+    engine.load_workload_state().expect("load");
+    let state_bytes = state_tensor().byte_len() as u64;
+    let first = engine.take_checkpoint().expect("checkpoint");
+    assert!(first.copied_bytes >= state_bytes, "{first:?}");
+
+    // `count` changes a scalar only: the new part holds no copy of the
+    // 256 KiB resident (it points to the first part), and the state's hash
+    // is the whole state's, as a pass over every byte computes it.
+    let replay = engine.replay(None).expect("replay");
+    assert!(replay.passed(), "{}", replay.table.render());
+    let counted = engine.take_checkpoint().expect("checkpoint");
+    assert!(!counted.unchanged, "{counted:?}");
+    assert!(counted.copied_bytes < state_bytes, "{counted:?}");
+    assert_eq!(counted.parts.len(), 2, "{counted:?}");
+    assert_ne!(counted.hash, first.hash);
+    assert_eq!(engine.state_hash().expect("hash").hash, counted.hash);
+
+    // The --state file and the disk copy: one whole snapshot file each,
+    // assembled from the parts, that restores the same state.
+    let state_file = dir.path().join("saved.snapshot");
+    engine.write_state_file(&state_file).expect("state file");
+    let verified = kiln::swap::snapshot_file::verify(&state_file).expect("whole file");
+    assert_eq!(verified.state_hash, counted.hash);
+    let kept = dir.path().join("kept.snapshot");
+    engine.keep_on_disk(&kept, MODULE).expect("keep");
+    let copy = engine.stop_keeping().expect("copied").expect("copy");
+    assert_eq!(copy.state_hash, counted.hash);
+    let verified = kiln::swap::snapshot_file::verify(&kept).expect("whole file");
+    assert_eq!(verified.state_hash, counted.hash);
+    let restored = kiln::swap::snapshot_file::load(&kept).expect("load");
+    assert!(
+        restored.get("resident/state").is_some_and(|s| matches!(
+            s, shared_state::Section::Tensor(t) if t.bit_eq(&state_tensor())
+        )),
+        "the resident restored bit for bit"
+    );
+
+    // A worker restarted from the two parts serves the state bit for bit,
+    // and so does one started from the --state file.
+    let pid = engine.worker_pid().expect("pid");
+    engine.stop_worker(Duration::from_secs(60));
+    let v2 = stage.stage(MODULE, &artifact).expect("stage");
+    engine
+        .start(&v2, engine.checkpoint_source())
+        .expect("restart");
+    assert_ne!(engine.worker_pid(), Some(pid));
+    assert_eq!(engine.state_hash().expect("hash").hash, counted.hash);
+    let v3 = stage.stage(MODULE, &artifact).expect("stage");
+    engine
+        .start(&v3, StateSource::File(state_file))
+        .expect("from the file");
+    assert_eq!(engine.state_hash().expect("hash").hash, counted.hash);
+
+    // A workload reload with another resident: the resident it adds is a
+    // new buffer, copied into the next checkpoint.
+    let mut workload = Workload::new("count-twice");
+    workload.load("state", state_tensor());
+    workload.load("other", state_tensor());
+    workload.call(Call::new("count"), None);
+    write(&workload, &file).expect("write workload");
+    engine.take_checkpoint().expect("checkpoint");
+    engine.reload_workload().expect("reload");
+    engine.load_workload_state().expect("load");
+    let reloaded = engine.take_checkpoint().expect("checkpoint");
+    assert!(reloaded.copied_bytes >= state_bytes, "{reloaded:?}");
+    assert!(reloaded.parts.len() <= 2, "{reloaded:?}");
+    let replay = engine.replay(None).expect("replay");
+    assert!(replay.passed(), "{}", replay.table.render());
+    let after = engine.take_checkpoint().expect("checkpoint");
+    assert!(after.copied_bytes < state_bytes, "{after:?}");
+    assert_eq!(engine.state_hash().expect("hash").hash, after.hash);
+}

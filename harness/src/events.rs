@@ -531,6 +531,10 @@ event_fields! {
         /// The state was the current checkpoint's: nothing was written.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         pub unchanged: bool,
+        /// Tensor bytes copied: the sections that changed since the last
+        /// checkpoint (the others stay in the parts that hold them).
+        #[serde(default)]
+        pub copied_bytes: u64,
     }
 
     /// `crashed` and `hung`: a worker went down.
@@ -1360,6 +1364,7 @@ mod tests {
                 ms: 1.0,
                 state_hash: s("ab12"),
                 unchanged: true,
+                copied_bytes: 0,
             }
             .into(),
             Event::Crashed(down(false)),

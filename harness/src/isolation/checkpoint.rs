@@ -14,10 +14,19 @@
 //! the memory goes when the last holder (a worker's mapping, the disk
 //! copy) lets go.
 //!
+//! A checkpoint is a list of such memfds, its *parts*: each new one holds
+//! only the sections that changed since the checkpoint before it, and its
+//! header points to the earlier parts for the others
+//! (`swap::snapshot_file::write_part`). The supervisor holds every part
+//! the current checkpoint points to ([`Parts`]) and lets go of the others.
+//! The disk copy and `--state FILE` assemble one whole snapshot file from
+//! the parts.
+//!
 //! With [`Checkpoint::keep_on_disk`], every checkpoint is also copied to a
 //! file behind the session ([`super::disk_copy`]): the copy holds the
 //! sealed memfd it was given while the session goes on.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -27,14 +36,43 @@ use std::sync::Arc;
 use rustix::fs::{MemfdFlags, SealFlags};
 
 use super::disk_copy::{DiskCopy, Kept, Shared};
+use crate::swap::snapshot_file;
 use crate::worker::protocol::{Checkpointed, StateSource};
+
+/// The sealed parts of one checkpoint, by number: its newest part (whose
+/// header lists every section) and every earlier part it points to.
+#[derive(Debug)]
+pub struct Parts {
+    pub newest: u64,
+    pub files: BTreeMap<u64, Arc<File>>,
+}
+
+impl Parts {
+    /// The checkpoint's state, served from mappings of its parts.
+    pub fn map(&self) -> Result<shared_state::Snapshot, String> {
+        let newest = &self.files[&self.newest];
+        let earlier = |part: u64| self.files.get(&part).and_then(|f| f.try_clone().ok());
+        snapshot_file::map_parts(newest, &path_of(newest), &earlier, false)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Writes the checkpoint as one whole snapshot file to `out`; returns
+    /// its length.
+    pub fn write_whole(&self, out: &mut impl Write) -> Result<u64, String> {
+        let snapshot = self.map()?;
+        snapshot_file::write_to(&snapshot, out).map_err(|e| e.to_string())
+    }
+}
 
 /// The checkpoints.
 pub struct Checkpoint {
-    /// The memfd the checkpoint under way is written to (not sealed yet).
-    next: Option<File>,
-    /// The current checkpoint (sealed) and what is in it.
-    current: Option<(Arc<File>, Checkpointed)>,
+    /// The memfd the checkpoint under way is written to (not sealed yet),
+    /// and its part number.
+    next: Option<(u64, File)>,
+    /// The number of the last part made.
+    last_part: u64,
+    /// The current checkpoint (sealed parts) and what is in it.
+    current: Option<(Arc<Parts>, Checkpointed)>,
     /// What the disk copy is to copy next, shared with it.
     shared: Arc<Shared>,
     /// The copy of every checkpoint to a file, when kept on disk.
@@ -55,6 +93,7 @@ impl Checkpoint {
     pub fn create() -> std::io::Result<Checkpoint> {
         Ok(Checkpoint {
             next: None,
+            last_part: 0,
             current: None,
             shared: Arc::default(),
             disk: None,
@@ -70,16 +109,33 @@ impl Checkpoint {
         )?;
         let file = File::from(fd);
         let path = path_of(&file);
-        self.next = Some(file);
+        self.last_part += 1;
+        self.next = Some((self.last_part, file));
         Ok(path)
+    }
+
+    /// The part number of the memfd [`Checkpoint::begin`] made last.
+    pub fn part_under_way(&self) -> u64 {
+        self.next.as_ref().map_or(0, |(part, _)| *part)
+    }
+
+    /// The parts the current checkpoint holds: a new one may point into
+    /// them.
+    pub fn held(&self) -> Vec<u64> {
+        self.current
+            .as_ref()
+            .map(|(parts, _)| parts.files.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The checkpoint written into the memfd [`Checkpoint::begin`] made
     /// holds the last good point: sealed, it becomes current (and, when
     /// kept on disk, the next one copied there). The previous one is let
     /// go (whoever still maps or copies it keeps it until done).
+    /// The earlier parts it points to (`written.parts`) stay held, the
+    /// others are let go.
     pub fn commit(&mut self, written: Checkpointed) -> Result<(), String> {
-        let file = self
+        let (part, file) = self
             .next
             .take()
             .ok_or("no checkpoint under way to commit")?;
@@ -93,12 +149,28 @@ impl Checkpoint {
                 written.bytes
             ));
         }
-        let file = Arc::new(file);
+        let mut files = BTreeMap::from([(part, Arc::new(file))]);
+        for earlier in written.parts.iter().filter(|p| **p != part) {
+            let held = self
+                .current
+                .as_ref()
+                .and_then(|(parts, _)| parts.files.get(earlier))
+                .ok_or_else(|| {
+                    format!(
+                        "the checkpoint points to part {earlier}, which the current one does not hold"
+                    )
+                })?;
+            files.insert(*earlier, held.clone());
+        }
+        let parts = Arc::new(Parts {
+            newest: part,
+            files,
+        });
         if self.disk.is_some() {
-            self.shared.lock().submit(file.clone(), written.clone());
+            self.shared.lock().submit(parts.clone(), written.clone());
             self.shared.wake();
         }
-        self.current = Some((file, written));
+        self.current = Some((parts, written));
         Ok(())
     }
 
@@ -109,9 +181,15 @@ impl Checkpoint {
     /// Where a restarted engine's state comes from.
     pub fn source(&self) -> StateSource {
         match &self.current {
-            Some((file, c)) => StateSource::Checkpoint {
-                file: path_of(file),
+            Some((parts, c)) => StateSource::Checkpoint {
+                file: path_of(&parts.files[&parts.newest]),
                 bytes: c.bytes,
+                parts: parts
+                    .files
+                    .iter()
+                    .filter(|(p, _)| **p != parts.newest)
+                    .map(|(p, f)| (*p, path_of(f)))
+                    .collect(),
             },
             None => StateSource::Empty,
         }
@@ -133,8 +211,8 @@ impl Checkpoint {
         self.disk = Some(copy);
         let mut used = self.shared.lock();
         used.forget_last();
-        if let Some((file, written)) = &self.current {
-            used.submit(file.clone(), written.clone());
+        if let Some((parts, written)) = &self.current {
+            used.submit(parts.clone(), written.clone());
         }
         drop(used);
         self.shared.wake();
@@ -156,26 +234,16 @@ impl Checkpoint {
     /// Writes the current checkpoint to `path` as a snapshot file (via a
     /// temporary file and a rename). Returns the bytes written.
     pub fn write_file(&self, path: &Path) -> Result<u64, String> {
-        let Some((file, written)) = &self.current else {
+        let Some((parts, _)) = &self.current else {
             return Err("no checkpoint taken yet".into());
         };
-        let source = path_of(file);
         let tmp = path.with_extension("partial");
-        let copy = || -> std::io::Result<u64> {
-            let mut from = File::open(&source)?;
-            let mut to = File::create(&tmp)?;
-            let n = std::io::copy(&mut from, &mut to)?;
-            to.flush()?;
-            Ok(n)
-        };
-        let n = copy().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        if n != written.bytes {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(format!(
-                "checkpoint holds {n} bytes, {} were written",
-                written.bytes
-            ));
-        }
+        let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
+        let mut to =
+            std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(|e| fail(&e))?);
+        let n = parts.write_whole(&mut to).map_err(|e| fail(&e))?;
+        to.flush().map_err(|e| fail(&e))?;
+        drop(to);
         std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         Ok(n)
     }

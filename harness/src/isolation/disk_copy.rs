@@ -15,25 +15,28 @@
 //!   previous file or the new one, never a torn one (the data is on disk
 //!   before the rename; the rename itself may be lost).
 //!
+//! A checkpoint may be several sealed memfds (its parts, each holding what
+//! changed since the one before): the copy maps them all and writes one
+//! whole snapshot file from them.
+//!
 //! The bytes are a snapshot file (`swap/snapshot_file.rs`), so the file
 //! checks itself when it is read back: a header checksum and one per
 //! tensor.
 
 use std::fs::File;
-use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::checkpoint::Parts;
 use crate::events::{self, emit};
 use crate::worker::protocol::Checkpointed;
 
-/// A checkpoint handed to the copy: its sealed memfd, held until copied.
+/// A checkpoint handed to the copy: its sealed parts, held until copied.
 #[derive(Clone, Debug)]
 struct Job {
-    file: Arc<File>,
+    parts: Arc<Parts>,
     written: Checkpointed,
 }
 
@@ -55,8 +58,8 @@ pub struct State {
 impl State {
     /// The checkpoint in `file` is the newest: copy it next (replacing any
     /// older one still waiting).
-    pub fn submit(&mut self, file: Arc<File>, written: Checkpointed) {
-        self.pending = Some(Job { file, written });
+    pub fn submit(&mut self, parts: Arc<Parts>, written: Checkpointed) {
+        self.pending = Some(Job { parts, written });
     }
 
     /// A new copy starts: the outcome of an earlier one is not its own.
@@ -110,13 +113,12 @@ pub fn temporary_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.writing"))
 }
 
-/// Copies `written.bytes` bytes of `checkpoint` (a sealed memfd: read from its
-/// start, through a description of our own) to `path` via its temporary
-/// file.
+/// Writes the checkpoint in `parts` (sealed memfds, mapped) as one whole
+/// snapshot file to `path` via its temporary file.
 /// `before_rename` runs between the sync and the rename (tests hold the
 /// copy there).
 fn copy_checkpoint(
-    checkpoint: &File,
+    checkpoint: &Parts,
     written: &Checkpointed,
     path: &Path,
     before_rename: &dyn Fn(),
@@ -124,18 +126,16 @@ fn copy_checkpoint(
     let start = Instant::now();
     let tmp = temporary_path(path);
     let fail = |e: std::io::Error| format!("cannot write {}: {e}", tmp.display());
-    let mut from = File::open(format!("/proc/self/fd/{}", checkpoint.as_raw_fd())).map_err(fail)?;
-    let mut to = File::create(&tmp).map_err(fail)?;
-    let n =
-        std::io::copy(&mut std::io::Read::take(&mut from, written.bytes), &mut to).map_err(fail)?;
-    if n != written.bytes {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!(
-            "the checkpoint holds {n} bytes, {} were written",
-            written.bytes
-        ));
-    }
-    to.flush().map_err(fail)?;
+    let mut to = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(fail)?);
+    let n = match checkpoint.write_whole(&mut to) {
+        Ok(n) => n,
+        Err(e) => {
+            drop(to);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("cannot write {}: {e}", tmp.display()));
+        }
+    };
+    let to = to.into_inner().map_err(|e| fail(e.into_error()))?;
     let sync = Instant::now();
     to.sync_data().map_err(fail)?;
     let sync_ms = sync.elapsed().as_secs_f64() * 1e3;
@@ -221,7 +221,7 @@ fn copy_loop(shared: &Shared, path: &Path, module: &str, before_rename: &dyn Fn(
                     .unwrap_or_else(|e| e.into_inner());
             }
         };
-        let outcome = copy_checkpoint(&job.file, &job.written, path, before_rename);
+        let outcome = copy_checkpoint(&job.parts, &job.written, path, before_rename);
         // Let go of the memfd: if a newer checkpoint is current, its memory
         // goes back now (unless a worker still maps it).
         drop(job);
@@ -299,7 +299,7 @@ mod tests {
             bytes,
             hash: crate::swap::state_hash::state_hash(snapshot),
             ms: 0.0,
-            unchanged: false,
+            ..Default::default()
         };
         checkpoint.commit(written.clone()).unwrap();
         written
@@ -438,7 +438,8 @@ mod tests {
     fn a_committed_checkpoint_is_sealed_and_one_not_committed_is_never_current() {
         let mut checkpoint = Checkpoint::create().unwrap();
         let written = take(&mut checkpoint, &state(1, 100_000));
-        let crate::worker::protocol::StateSource::Checkpoint { file, bytes } = checkpoint.source()
+        let crate::worker::protocol::StateSource::Checkpoint { file, bytes, .. } =
+            checkpoint.source()
         else {
             panic!("no checkpoint")
         };

@@ -301,7 +301,14 @@ impl IsolatedEngine {
             .begin()
             .map_err(|e| WorkerError::Failed(format!("cannot make a checkpoint: {e}")))?;
         let current = self.checkpoint.current().map(|c| c.hash.clone());
-        match self.request(Request::Checkpoint { file, current })? {
+        let part = self.checkpoint.part_under_way();
+        let held = self.checkpoint.held();
+        match self.request(Request::Checkpoint {
+            file,
+            current,
+            part,
+            held,
+        })? {
             // The current checkpoint holds this very state: it stays.
             Reply::Checkpointed(written) if written.unchanged => Ok(written),
             Reply::Checkpointed(written) => {

@@ -634,15 +634,16 @@ impl Session {
                     ms: c.ms,
                     state_hash: c.hash.clone(),
                     unchanged: c.unchanged,
+                    copied_bytes: c.copied_bytes,
                 },
                 "checkpoint of {}'s state: {} in {:.1} ms{}",
                 lane.label(),
                 bytes::human(c.bytes),
                 c.ms,
                 if c.unchanged {
-                    " (unchanged since the last one: nothing copied)"
+                    " (unchanged since the last one: nothing copied)".to_string()
                 } else {
-                    ""
+                    format!(" ({} copied)", bytes::human(c.copied_bytes))
                 }
             ),
             Err(e) => self.lane_failed(i, e, "cannot checkpoint the state"),

@@ -62,6 +62,11 @@ enum SectionHeader {
         offset: u64,
         bytes: u64,
         crc32: u32,
+        /// Only in a checkpoint part (a memfd, never a file on disk): the
+        /// bytes are in this earlier part, `offset` from its data start
+        /// ([`write_part`], [`map_parts`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        part: Option<u64>,
     },
     I64 {
         name: String,
@@ -147,17 +152,83 @@ pub fn write_hashed(
     snapshot: &Snapshot,
     out: &mut (impl Write + Seek),
 ) -> std::io::Result<(u64, String)> {
+    let written = write_part(snapshot, out, 0, &|_, _| None)?;
+    Ok((written.bytes, written.hash))
+}
+
+/// Where a tensor section's bytes are in a checkpoint's parts, and what
+/// they hash to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placed {
+    /// The part (a sealed memfd) that holds them.
+    pub part: u64,
+    /// From that part's data start.
+    pub offset: u64,
+    pub bytes: u64,
+    pub crc32: u32,
+    /// The section's digest in the state's hash
+    /// ([`super::state_hash::StateHasher::end_tensor`]); `None` for a cache
+    /// section (not state).
+    pub digest: Option<u128>,
+}
+
+/// What [`write_part`] wrote.
+#[derive(Debug)]
+pub struct PartWritten {
+    /// The part's length.
+    pub bytes: u64,
+    /// The hash of the whole state (as a full write records it).
+    pub hash: String,
+    /// Tensor bytes copied into this part.
+    pub copied: u64,
+    /// Where every tensor section is, by name.
+    pub placed: std::collections::BTreeMap<String, Placed>,
+}
+
+/// Writes checkpoint part `part` of `snapshot` to `out`: a snapshot file
+/// (format 2) whose header lists every section, holding the bytes of each
+/// tensor section but those `earlier` says an earlier part already holds
+/// (the header points there: `part`). With no earlier sections it is a
+/// whole snapshot file. The state's hash is the whole state's: an earlier
+/// section's recorded digest is folded in without reading its bytes.
+pub fn write_part(
+    snapshot: &Snapshot,
+    out: &mut (impl Write + Seek),
+    part: u64,
+    earlier: &dyn Fn(&str, &Section) -> Option<Placed>,
+) -> std::io::Result<PartWritten> {
     let align = |offset: u64| align_to(offset, ALIGN);
-    // The header with every crc32 at its longest, to reserve its length.
+    // Where each tensor section goes: here (None) or an earlier part.
+    let plan: Vec<Option<Placed>> = snapshot
+        .sections()
+        .map(|(name, section)| match section {
+            Section::Tensor(_) => earlier(name, section).filter(|p| {
+                p.part != part && (Snapshot::is_cache_section(name) || p.digest.is_some())
+            }),
+            Section::Scalar(_) => None,
+        })
+        .collect();
+    // The header with every crc32 unknown here at its longest, to reserve
+    // its length.
     let header_of = |crcs: &[u32]| {
         let mut crcs = crcs.iter();
         let mut data_len = 0u64;
         let sections = snapshot
             .sections()
-            .map(|(name, section)| {
+            .zip(&plan)
+            .map(|((name, section), plan)| {
                 let name = name.to_string();
-                match section {
-                    Section::Tensor(t) => {
+                match (section, plan) {
+                    (Section::Tensor(t), Some(p)) => SectionHeader::Tensor {
+                        name,
+                        dtype: t.dtype().name().to_string(),
+                        shape: t.shape().to_vec(),
+                        offset: p.offset,
+                        bytes: p.bytes,
+                        crc32: p.crc32,
+                        part: Some(p.part),
+                    },
+                    (Section::Tensor(t), None) => {
                         let bytes = t.byte_len() as u64;
                         let offset = data_len;
                         data_len = align(data_len + bytes);
@@ -168,9 +239,10 @@ pub fn write_hashed(
                             offset,
                             bytes,
                             crc32: crcs.next().copied().unwrap_or(u32::MAX),
+                            part: None,
                         }
                     }
-                    Section::Scalar(v) => scalar_header(name, v),
+                    (Section::Scalar(v), _) => scalar_header(name, v),
                 }
             })
             .collect();
@@ -186,12 +258,20 @@ pub fn write_hashed(
     let data_start = align(PREAMBLE + reserved as u64);
     let mut hasher = StateHasher::new(&snapshot.module);
     let mut crcs = Vec::new();
+    let mut placed = std::collections::BTreeMap::new();
+    let mut copied = 0u64;
     let mut pos = data_start;
     out.seek(SeekFrom::Start(data_start))?;
-    for (name, section) in snapshot.sections() {
+    for ((name, section), plan) in snapshot.sections().zip(&plan) {
         let state = !Snapshot::is_cache_section(name);
-        match section {
-            Section::Tensor(t) => {
+        match (section, plan) {
+            (Section::Tensor(_), Some(p)) => {
+                if let (true, Some(digest)) = (state, p.digest) {
+                    hasher.tensor_digest(digest);
+                }
+                placed.insert(name.to_string(), p.clone());
+            }
+            (Section::Tensor(t), None) => {
                 let bytes = t.data().as_bytes();
                 if state {
                     hasher.tensor(name, t.dtype().name(), t.shape(), bytes.len() as u64);
@@ -206,11 +286,23 @@ pub fn write_hashed(
                     }
                     out.write_all(piece)?;
                 }
-                crcs.push(crc.finalize());
+                let crc32 = crc.finalize();
+                crcs.push(crc32);
+                placed.insert(
+                    name.to_string(),
+                    Placed {
+                        part,
+                        offset: start - data_start,
+                        bytes: bytes.len() as u64,
+                        crc32,
+                        digest: if state { hasher.end_tensor() } else { None },
+                    },
+                );
+                copied += bytes.len() as u64;
                 pos = start + bytes.len() as u64;
             }
-            Section::Scalar(v) if state => hasher.scalar(name, v),
-            Section::Scalar(_) => {}
+            (Section::Scalar(v), _) if state => hasher.scalar(name, v),
+            (Section::Scalar(_), _) => {}
         }
     }
     let mut header = header_of(&crcs)?;
@@ -226,7 +318,12 @@ pub fn write_hashed(
         0u8;
         (data_start - PREAMBLE - reserved as u64) as usize
     ])?;
-    Ok((pos.max(data_start), hasher.finish()))
+    Ok(PartWritten {
+        bytes: pos.max(data_start),
+        hash: hasher.finish(),
+        copied,
+        placed,
+    })
 }
 
 /// Writes `snapshot` in file format `version`: 2 (today's, what
@@ -257,6 +354,7 @@ pub fn write_version(
                     offset,
                     bytes: bytes.len() as u64,
                     crc32: crc32fast::hash(bytes),
+                    part: None,
                 }
             }
             Section::Scalar(v) => scalar_header(name, v),
@@ -405,7 +503,14 @@ pub fn verify(path: &Path) -> Result<Verified, SnapshotFileError> {
                 offset,
                 bytes,
                 crc32,
+                part,
             } => {
+                if let Some(part) = part {
+                    return Err(err(format!(
+                        "section {name}: its bytes are in checkpoint part {part}, not in this \
+                         file (not a whole snapshot file)"
+                    )));
+                }
                 let (start, _, dtype) =
                     tensor_place(name, dtype, shape, *offset, *bytes, data_start, file_len)
                         .map_err(err)?;
@@ -463,7 +568,7 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
         message,
     };
     let (mut file, header, data_start, file_len) = open_snapshot(path)?;
-    build(header, data_start, file_len, |tensor| {
+    build(header, &mut whole(data_start, file_len), |tensor| {
         let mut buffer = Buffer::zeros(tensor.dtype, tensor.count);
         file.seek(SeekFrom::Start(tensor.start))
             .and_then(|_| file.read_exact(buffer.as_bytes_mut()))
@@ -482,18 +587,34 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
 /// A tensor section, placed in the file ([`tensor_place`]).
 struct PlacedTensor<'a> {
     name: &'a str,
+    /// The checkpoint part holding it (`None`: this file).
+    part: Option<u64>,
     start: u64,
     count: usize,
     dtype: DType,
     crc32: u32,
 }
 
-/// The snapshot `header` describes, each tensor's elements from
-/// `elements`.
-fn build(
-    header: Header,
+/// Where the data of a whole snapshot file (`data_start`, `file_len`)
+/// is, for [`build`]: a section in another checkpoint part is refused.
+fn whole(
     data_start: u64,
     file_len: u64,
+) -> impl FnMut(Option<u64>) -> Result<Option<(u64, u64)>, String> {
+    move |part| match part {
+        None => Ok(Some((data_start, file_len))),
+        Some(part) => Err(format!(
+            "its bytes are in checkpoint part {part}, not in this file (not a whole snapshot file)"
+        )),
+    }
+}
+
+/// The snapshot `header` describes, each tensor's elements from
+/// `elements`; `place` says where the data of the part holding a section
+/// starts and how long that part is (`None`: leave the section out).
+fn build(
+    header: Header,
+    place: &mut dyn FnMut(Option<u64>) -> Result<Option<(u64, u64)>, String>,
     mut elements: impl FnMut(&PlacedTensor) -> Result<Buffer, String>,
 ) -> Result<Snapshot, String> {
     let mut snapshot = Snapshot::new(&header.module, &header.backend);
@@ -507,11 +628,18 @@ fn build(
                 offset,
                 bytes,
                 crc32,
+                part,
             } => {
+                let Some((data_start, file_len)) =
+                    place(part).map_err(|e| format!("section {name}: {e}"))?
+                else {
+                    continue;
+                };
                 let (start, count, dtype) =
                     tensor_place(&name, &dtype, &shape, offset, bytes, data_start, file_len)?;
                 let buffer = elements(&PlacedTensor {
                     name: &name,
+                    part,
                     start,
                     count,
                     dtype,
@@ -550,25 +678,80 @@ fn insert_scalar(snapshot: &mut Snapshot, section: SectionHeader) {
 /// is not sealed, or in format 1 (not page-aligned), is refused: read it
 /// with [`load`].
 pub fn map(file: &File, path: &Path) -> Result<Snapshot, SnapshotFileError> {
+    map_parts(file, path, &|_| None, false)
+}
+
+/// A sealed checkpoint part, mapped: the mapping, where its data starts
+/// and its length.
+type MappedPart = (std::sync::Arc<shared_state::mapped::Mapping>, u64, u64);
+
+/// Maps the sealed checkpoint part `file` (at `path`) and reads its header.
+fn map_part(file: &File) -> Result<MappedPart, String> {
+    let mapping = std::sync::Arc::new(
+        shared_state::mapped::Mapping::of_sealed(file).map_err(|e| e.to_string())?,
+    );
+    let bytes = mapping.bytes();
+    if bytes.get(8..12) != Some(&FILE_VERSION.to_le_bytes()[..]) {
+        return Err(format!(
+            "not a format {FILE_VERSION} snapshot (page-aligned): cannot be mapped"
+        ));
+    }
+    let file_len = bytes.len() as u64;
+    let (_, data_start) = read_header(&mut &bytes[..], file_len)?;
+    Ok((mapping, data_start, file_len))
+}
+
+/// The snapshot in the newest part `file` of a checkpoint (at `path`),
+/// served in place like [`map`]: a section held by an earlier part is
+/// served from that part, which `earlier` opens by its number. Without
+/// `only_this_part`, a part `earlier` does not know is an error naming
+/// it; with it, such sections are left out (the sections this part
+/// holds, for a worker that serves from what it just wrote).
+pub fn map_parts(
+    file: &File,
+    path: &Path,
+    earlier: &dyn Fn(u64) -> Option<File>,
+    only_this_part: bool,
+) -> Result<Snapshot, SnapshotFileError> {
     let err = |message: String| SnapshotFileError {
         path: path.to_path_buf(),
         message,
     };
-    let mapping = std::sync::Arc::new(
-        shared_state::mapped::Mapping::of_sealed(file).map_err(|e| err(e.to_string()))?,
-    );
-    let bytes = mapping.bytes();
-    if bytes.get(8..12) != Some(&FILE_VERSION.to_le_bytes()[..]) {
-        return Err(err(format!(
-            "not a format {FILE_VERSION} snapshot (page-aligned): cannot be mapped"
-        )));
-    }
-    let file_len = bytes.len() as u64;
-    let (header, data_start) = read_header(&mut &bytes[..], file_len).map_err(err)?;
-    build(header, data_start, file_len, |tensor| match tensor.count {
-        0 => Ok(Buffer::zeros(tensor.dtype, 0)),
-        _ => Buffer::mapped(tensor.dtype, &mapping, tensor.start as usize, tensor.count)
-            .map_err(|e| format!("section {}: {e}", tensor.name)),
+    let newest = map_part(file).map_err(err)?;
+    let bytes = newest.0.bytes();
+    let (header, _) = read_header(&mut &bytes[..], newest.2).map_err(err)?;
+    let parts: std::cell::RefCell<std::collections::HashMap<u64, MappedPart>> = Default::default();
+    let mut place = |part: Option<u64>| -> Result<Option<(u64, u64)>, String> {
+        let Some(part) = part else {
+            return Ok(Some((newest.1, newest.2)));
+        };
+        if let Some((_, start, len)) = parts.borrow().get(&part) {
+            return Ok(Some((*start, *len)));
+        }
+        match earlier(part) {
+            Some(file) => {
+                let mapped = map_part(&file).map_err(|e| format!("checkpoint part {part}: {e}"))?;
+                let placed = (mapped.1, mapped.2);
+                parts.borrow_mut().insert(part, mapped);
+                Ok(Some(placed))
+            }
+            None if only_this_part => Ok(None),
+            None => Err(format!(
+                "its bytes are in checkpoint part {part}, which is not given"
+            )),
+        }
+    };
+    build(header, &mut place, |tensor| {
+        let parts = parts.borrow();
+        let mapping = match tensor.part {
+            None => &newest.0,
+            Some(p) => &parts.get(&p).expect("placed before").0,
+        };
+        match tensor.count {
+            0 => Ok(Buffer::zeros(tensor.dtype, 0)),
+            _ => Buffer::mapped(tensor.dtype, mapping, tensor.start as usize, tensor.count)
+                .map_err(|e| format!("section {}: {e}", tensor.name)),
+        }
     })
     .map_err(err)
 }
@@ -620,6 +803,36 @@ mod tests {
             Tensor::new(vec![3], Buffer::U8(vec![1, 2, 3].into())).unwrap(),
         );
         snapshot
+    }
+
+    #[test]
+    fn a_part_copies_only_what_changed_and_hashes_the_whole_state() {
+        let mut snapshot = sample_with_big_and_cache();
+        let mut first = std::io::Cursor::new(Vec::new());
+        let whole = write_part(&snapshot, &mut first, 1, &|_, _| None).unwrap();
+        assert_eq!(whole.hash, crate::swap::state_hash::state_hash(&snapshot));
+        let big = 300_000 * 4;
+        assert!(whole.copied >= big);
+        // A counter changes; `resident/big` stays in part 1.
+        snapshot.insert_scalar("tuning/tile", Scalar::I64(65));
+        let earlier =
+            |name: &str, _: &Section| (name == "resident/big").then(|| whole.placed[name].clone());
+        let mut second = std::io::Cursor::new(Vec::new());
+        let part = write_part(&snapshot, &mut second, 2, &earlier).unwrap();
+        assert_eq!(part.hash, crate::swap::state_hash::state_hash(&snapshot));
+        assert_ne!(part.hash, whole.hash);
+        assert!(part.copied < 4096, "{}", part.copied);
+        assert_eq!(part.placed["resident/big"].part, 1);
+        // Not a whole file: read alone, it says where the bytes are.
+        let dir = std::env::temp_dir().join(format!("kiln-snap-part-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("part.snapshot");
+        std::fs::write(&path, second.into_inner()).unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("resident/big") && e.contains("part 1"), "{e}");
+        let e = verify(&path).unwrap_err().to_string();
+        assert!(e.contains("part 1"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -13,64 +13,98 @@ use shared_state::{Scalar, Section, Snapshot};
 use xxhash_rust::xxh3::Xxh3;
 
 /// Hashes a snapshot's state section by section, in the snapshot's order.
-pub struct StateHasher(Xxh3);
+///
+/// A tensor section is hashed on its own (name, dtype, shape, length and
+/// bytes: its *digest*, [`StateHasher::end_tensor`]) and only its digest
+/// goes into the state's hash, so a checkpoint that copies only what
+/// changed folds in an unchanged section's digest recorded earlier
+/// ([`StateHasher::tensor_digest`]) instead of reading its bytes again: the
+/// same hash as a pass over every byte.
+pub struct StateHasher {
+    state: Xxh3,
+    /// The tensor section under way.
+    tensor: Option<Xxh3>,
+}
 
 impl StateHasher {
     /// A hasher for the state of `module`'s snapshot.
     pub fn new(module: &str) -> StateHasher {
-        let mut hasher = Xxh3::new();
-        hasher.update(module.as_bytes());
-        hasher.update(&[0]);
-        StateHasher(hasher)
+        let mut state = Xxh3::new();
+        state.update(module.as_bytes());
+        state.update(&[0]);
+        StateHasher {
+            state,
+            tensor: None,
+        }
     }
 
-    fn name(&mut self, name: &str) {
-        self.0.update(name.as_bytes());
-        self.0.update(&[0]);
+    /// Ends the tensor section under way, if any: its digest, folded into
+    /// the state's hash.
+    pub fn end_tensor(&mut self) -> Option<u128> {
+        let digest = self.tensor.take()?.digest128();
+        self.tensor_digest(digest);
+        Some(digest)
+    }
+
+    /// A tensor section whose digest ([`StateHasher::end_tensor`]) is
+    /// known: its bytes are not read.
+    pub fn tensor_digest(&mut self, digest: u128) {
+        self.end_tensor();
+        self.state.update(b"tensor");
+        self.state.update(&digest.to_le_bytes());
     }
 
     /// A tensor section: its bytes follow through [`StateHasher::bytes`].
     pub fn tensor(&mut self, name: &str, dtype: &str, shape: &[usize], bytes: u64) {
-        self.name(name);
-        self.0.update(b"tensor");
-        self.0.update(dtype.as_bytes());
+        self.end_tensor();
+        let mut tensor = Xxh3::new();
+        tensor.update(name.as_bytes());
+        tensor.update(&[0]);
+        tensor.update(dtype.as_bytes());
         for d in shape {
-            self.0.update(&(*d as u64).to_le_bytes());
+            tensor.update(&(*d as u64).to_le_bytes());
         }
-        self.0.update(&bytes.to_le_bytes());
+        tensor.update(&bytes.to_le_bytes());
+        self.tensor = Some(tensor);
     }
 
     /// The next piece of the current tensor's bytes.
     pub fn bytes(&mut self, piece: &[u8]) {
-        self.0.update(piece);
+        if let Some(tensor) = &mut self.tensor {
+            tensor.update(piece);
+        }
     }
 
     /// A scalar section.
     pub fn scalar(&mut self, name: &str, value: &Scalar) {
-        self.name(name);
+        self.end_tensor();
+        let state = &mut self.state;
+        state.update(name.as_bytes());
+        state.update(&[0]);
         match value {
             Scalar::I64(v) => {
-                self.0.update(b"i64");
-                self.0.update(&v.to_le_bytes());
+                state.update(b"i64");
+                state.update(&v.to_le_bytes());
             }
             Scalar::F64(v) => {
-                self.0.update(b"f64");
-                self.0.update(&v.to_bits().to_le_bytes());
+                state.update(b"f64");
+                state.update(&v.to_bits().to_le_bytes());
             }
             Scalar::Bool(v) => {
-                self.0.update(b"bool");
-                self.0.update(&[*v as u8]);
+                state.update(b"bool");
+                state.update(&[*v as u8]);
             }
             Scalar::Text(v) => {
-                self.0.update(b"text");
-                self.0.update(&(v.len() as u64).to_le_bytes());
-                self.0.update(v.as_bytes());
+                state.update(b"text");
+                state.update(&(v.len() as u64).to_le_bytes());
+                state.update(v.as_bytes());
             }
         }
     }
 
-    pub fn finish(self) -> String {
-        format!("{:032x}", self.0.digest128())
+    pub fn finish(mut self) -> String {
+        self.end_tensor();
+        format!("{:032x}", self.state.digest128())
     }
 }
 

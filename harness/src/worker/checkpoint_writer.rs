@@ -5,6 +5,7 @@
 //! acknowledged: a worker that dies mid-write leaves the previous
 //! checkpoint whole.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::time::Instant;
@@ -12,18 +13,32 @@ use std::time::Instant;
 use shared_state::Snapshot;
 
 use super::protocol::Checkpointed;
-use crate::swap::snapshot_file;
+use crate::swap::snapshot_file::{self, Placed};
 
 /// The hash of the *state* in `snapshot` (caches left out): see
 /// [`crate::swap::state_hash`].
 pub use crate::swap::state_hash::state_hash;
 
-/// Writes `snapshot` into the checkpoint memfd at `path` and seals it
-/// against writing, shrinking and growing (the supervisor adds its own
-/// seals next, and only then makes it current). Returns what was written
-/// and the sealed file (read-only from now on: the worker may serve from a
-/// mapping of it, [`super::host`]).
+/// Writes `snapshot` whole into the checkpoint memfd at `path` (part 0, no
+/// earlier part) and seals it like [`write_part`]. Returns what was written
+/// and the sealed file.
 pub fn write_checkpoint(snapshot: &Snapshot, path: &Path) -> Result<(Checkpointed, File), String> {
+    write_part(snapshot, path, 0, &|_, _| None).map(|(written, file, _)| (written, file))
+}
+
+/// Writes `snapshot` into the checkpoint memfd at `path`, checkpoint part
+/// `part`, and seals it against writing, shrinking and growing (the
+/// supervisor adds its own seals next, and only then makes it current).
+/// A tensor section `earlier` places in an earlier part is not copied:
+/// the part points there ([`snapshot_file::write_part`]). Returns what was
+/// written, the sealed file (read-only from now on: the worker may serve
+/// from a mapping of it, [`super::host`]) and where every tensor section is.
+pub fn write_part(
+    snapshot: &Snapshot,
+    path: &Path,
+    part: u64,
+    earlier: &dyn Fn(&str, &shared_state::Section) -> Option<Placed>,
+) -> Result<(Checkpointed, File, BTreeMap<String, Placed>), String> {
     let start = Instant::now();
     let fail =
         |e: &dyn std::fmt::Display| format!("cannot write the checkpoint {}: {e}", path.display());
@@ -34,19 +49,26 @@ pub fn write_checkpoint(snapshot: &Snapshot, path: &Path) -> Result<(Checkpointe
         .open(path)
         .map_err(|e| format!("cannot open the checkpoint {}: {e}", path.display()))?;
     let mut file = file;
-    let (bytes, hash) = snapshot_file::write_hashed(snapshot, &mut file).map_err(|e| fail(&e))?;
+    let part_written =
+        snapshot_file::write_part(snapshot, &mut file, part, earlier).map_err(|e| fail(&e))?;
     rustix::fs::fcntl_add_seals(
         &file,
         rustix::fs::SealFlags::WRITE | rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW,
     )
     .map_err(|e| format!("cannot seal the checkpoint {}: {e}", path.display()))?;
+    let mut parts: Vec<u64> = part_written.placed.values().map(|p| p.part).collect();
+    parts.push(part);
+    parts.sort_unstable();
+    parts.dedup();
     let written = Checkpointed {
-        bytes,
-        hash,
+        bytes: part_written.bytes,
+        hash: part_written.hash,
         ms: start.elapsed().as_secs_f64() * 1e3,
         unchanged: false,
+        copied_bytes: part_written.copied,
+        parts,
     };
-    Ok((written, file))
+    Ok((written, file, part_written.placed))
 }
 
 /// The hash `snapshot` would have as a checkpoint, in one pass over its
@@ -68,5 +90,7 @@ pub fn hash_only(snapshot: &Snapshot) -> Result<Checkpointed, String> {
         hash,
         ms: start.elapsed().as_secs_f64() * 1e3,
         unchanged: false,
+        copied_bytes: 0,
+        parts: Vec::new(),
     })
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use shared_state::Snapshot;
 
-use super::checkpoint_writer::{hash_only, write_checkpoint};
+use super::checkpoint_writer::{hash_only, write_part};
 use super::protocol::{
     CallFailure, Checkpointed, DeviceWire, ReplaySummary, Reply, Request, StagedWire, Started,
     StateSource, Swapped, WorkerConfig,
@@ -36,7 +36,7 @@ pub struct Host {
     /// Autotuning of the serving version (planned after a passing replay).
     tuner: Option<crate::tuning::tuner::Tuner>,
     /// The last checkpoint this worker wrote, and what it held.
-    checkpointed: Option<(Checkpointed, super::state_marks::StateMarks)>,
+    checkpointed: Option<super::last_checkpoint::LastCheckpoint>,
 }
 
 impl Host {
@@ -130,7 +130,12 @@ impl Host {
                 }))
             }
             Request::Replay { recorded } => self.replay(recorded),
-            Request::Checkpoint { file, current } => self.checkpoint(&file, current),
+            Request::Checkpoint {
+                file,
+                current,
+                part,
+                held,
+            } => self.checkpoint(&file, current, part, &held),
             Request::StateHash => {
                 let snapshot = self.export()?;
                 hash_only(&snapshot).map(Reply::StateHash)
@@ -268,32 +273,50 @@ impl Host {
         Ok(Reply::Started(started))
     }
 
-    /// Writes the state into the checkpoint at `file`, or nothing when it
-    /// is exactly what this worker last wrote and that is still the current
-    /// checkpoint.
-    fn checkpoint(&mut self, file: &Path, current: Option<String>) -> Result<Reply, String> {
+    /// Writes the state into the checkpoint at `file` (part `part`), or
+    /// nothing when it is exactly what this worker last wrote and that is
+    /// still the current checkpoint. Only what changed since this worker's
+    /// last checkpoint is copied when that one's parts are still `held`.
+    fn checkpoint(
+        &mut self,
+        file: &Path,
+        current: Option<String>,
+        part: u64,
+        held: &[u64],
+    ) -> Result<Reply, String> {
         let start = std::time::Instant::now();
         let snapshot = self.export()?;
-        if let (Some(current), Some((written, marks))) = (&current, &self.checkpointed)
-            && written.hash == *current
-            && marks.unchanged(&snapshot)
+        if let (Some(current), Some(last)) = (&current, &self.checkpointed)
+            && last.written.hash == *current
+            && last.unchanged(&snapshot)
         {
             return Ok(Reply::Checkpointed(Checkpointed {
                 ms: start.elapsed().as_secs_f64() * 1e3,
                 unchanged: true,
-                ..written.clone()
+                copied_bytes: 0,
+                ..last.written.clone()
             }));
         }
-        self.checkpointed = None;
-        let (written, sealed) = write_checkpoint(&snapshot, file)?;
+        let last = self.checkpointed.take();
+        let earlier = last
+            .as_ref()
+            .map(|l| l.reusable(&snapshot, held))
+            .unwrap_or_default();
+        let (mut written, sealed, placed) =
+            write_part(&snapshot, file, part, &|name, _| earlier.get(name).cloned())?;
+        written.ms = start.elapsed().as_secs_f64() * 1e3;
         // The snapshot goes here: the engine's own copies with it.
         if let Err(e) = self.serve_from_checkpoint(snapshot, &sealed, file) {
             tracing::debug!("the residents stay the engine's own: {e}");
         }
         // What the engine holds now (mapped residents), to mark.
         let snapshot = self.export()?;
-        let marks = super::state_marks::StateMarks::of(&snapshot);
-        self.checkpointed = Some((written.clone(), marks));
+        self.checkpointed = Some(super::last_checkpoint::LastCheckpoint::new(
+            written.clone(),
+            &snapshot,
+            placed,
+            last.as_ref(),
+        ));
         Ok(Reply::Checkpointed(written))
     }
 
@@ -318,7 +341,10 @@ impl Host {
         // go (`kernels/vulkan/src/tests/transfers.rs`,
         // `tests/vulkan_handoff.rs`). The state then exists once in host
         // memory, in the checkpoint, on every backend.
-        let mapped = snapshot_file::map(sealed, path).map_err(|e| e.to_string())?;
+        // The sections this part holds (the others were unchanged: the
+        // engine serves them from an earlier part already).
+        let mapped =
+            snapshot_file::map_parts(sealed, path, &|_| None, true).map_err(|e| e.to_string())?;
         let references = self.host_memory_references();
         let mut served = 0;
         for (name, section) in snapshot.sections() {
@@ -634,17 +660,22 @@ fn load_state(source: &StateSource) -> Result<Option<Snapshot>, String> {
     Ok(match source {
         StateSource::Empty => None,
         StateSource::File(path) => Some(snapshot_file::load(path).map_err(|e| e.to_string())?),
-        StateSource::Checkpoint { file, .. } => Some(map_checkpoint(file)?),
+        StateSource::Checkpoint { file, parts, .. } => Some(map_checkpoint(file, parts)?),
     })
 }
 
-/// The sealed checkpoint at `path`, served in place (mapped, nothing
-/// copied: `snapshot_file::map`); read and copied instead, with a warning,
-/// if it cannot be mapped (not sealed).
-fn map_checkpoint(path: &Path) -> Result<Snapshot, String> {
+/// The sealed checkpoint whose newest part is at `path`, served in place
+/// (mapped, nothing copied: `snapshot_file::map_parts`), its earlier
+/// `parts` too; read and copied instead, with a warning, if it cannot be
+/// mapped (not sealed).
+fn map_checkpoint(path: &Path, parts: &[(u64, std::path::PathBuf)]) -> Result<Snapshot, String> {
     let file = std::fs::File::open(path)
         .map_err(|e| format!("cannot open the checkpoint {}: {e}", path.display()))?;
-    match snapshot_file::map(&file, path) {
+    let earlier = |part: u64| {
+        let (_, path) = parts.iter().find(|(p, _)| *p == part)?;
+        std::fs::File::open(path).ok()
+    };
+    match snapshot_file::map_parts(&file, path, &earlier, false) {
         Ok(snapshot) => Ok(snapshot),
         Err(e) => {
             tracing::warn!("{e}; reading the checkpoint instead");

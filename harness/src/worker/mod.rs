@@ -18,6 +18,7 @@
 
 pub mod checkpoint_writer;
 pub mod host;
+pub mod last_checkpoint;
 pub mod outbox;
 pub mod protocol;
 pub mod state_marks;

@@ -51,10 +51,19 @@ pub enum Request {
     /// what this worker last wrote and that checkpoint, whose hash is
     /// `current`, is still the supervisor's current one (then nothing is
     /// written: [`Checkpointed::unchanged`]).
+    ///
+    /// The memfd is checkpoint part `part`; `held` lists the earlier parts
+    /// the supervisor still holds (the current checkpoint's): a section
+    /// unchanged since this worker wrote it into one of those is not
+    /// copied again, the new part points to it.
     Checkpoint {
         file: PathBuf,
         #[serde(default)]
         current: Option<String>,
+        #[serde(default)]
+        part: u64,
+        #[serde(default)]
+        held: Vec<u64>,
     },
     /// Export the engine's state and hash it (after a restart: is it the
     /// checkpoint's, bit for bit?), in one pass; the reply's `bytes` are
@@ -96,10 +105,13 @@ pub enum StateSource {
     /// A snapshot file (`--state`).
     File(PathBuf),
     /// A sealed checkpoint memfd holding a snapshot file's bytes, opened
-    /// by this path and served in place (mapped).
+    /// by this path and served in place (mapped): its newest part; the
+    /// earlier parts it points to are in `parts` (number, path).
     Checkpoint {
         file: PathBuf,
         bytes: u64,
+        #[serde(default)]
+        parts: Vec<(u64, PathBuf)>,
     },
 }
 
@@ -217,7 +229,7 @@ pub struct Swapped {
     pub defaulted: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Checkpointed {
     pub bytes: u64,
     /// xxh3-128 of the state (every section but the caches an engine
@@ -228,6 +240,15 @@ pub struct Checkpointed {
     /// was written, the current slot stays current.
     #[serde(default)]
     pub unchanged: bool,
+    /// The tensor bytes copied into this checkpoint's new part: the
+    /// sections that changed since the last one (all of them when there
+    /// was none).
+    #[serde(default)]
+    pub copied_bytes: u64,
+    /// Every checkpoint part this checkpoint's sections are in, its new
+    /// one included.
+    #[serde(default)]
+    pub parts: Vec<u64>,
 }
 
 /// What the supervisor needs of a replay (the worker logs the per-call

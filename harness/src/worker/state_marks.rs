@@ -87,6 +87,16 @@ impl StateMarks {
         }
     }
 
+    /// Whether section `name` of a snapshot is `section`'s very buffer as
+    /// marked (a large tensor whose elements were not written since): its
+    /// bytes are those a checkpoint already holds.
+    pub fn same_buffer(&self, name: &str, section: &Section) -> bool {
+        matches!(
+            (self.sections.get(name), section),
+            (Some(mark @ SectionMark::Held { .. }), Section::Tensor(_)) if mark.matches(section)
+        )
+    }
+
     /// Whether `snapshot` holds exactly what was marked: the same section
     /// names, each the same elements (large tensors) or the same value.
     pub fn unchanged(&self, snapshot: &Snapshot) -> bool {
