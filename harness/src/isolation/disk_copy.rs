@@ -29,7 +29,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::checkpoint::Parts;
+use super::checkpoint_parts::Parts;
 use crate::events::{self, emit};
 use crate::worker::protocol::Checkpointed;
 

@@ -3,7 +3,8 @@
 //! replay, checkpoint, restart), [`worker_process`] (spawn `kiln worker` in
 //! its own process group under a memory limit, kill it, its last words),
 //! [`worker_client`] (one request, watched: reply, crash, hang, Ctrl-C),
-//! [`checkpoint`] (the last good point's state in shared memory), with
+//! [`checkpoint`] (the last good point's state in shared memory, in
+//! [`checkpoint_parts`]), with
 //! [`disk_copy`] (each checkpoint copied to a file behind the session),
 //! [`deadlines`] (how long a call may take) and [`memory_limit`]
 //! (`--worker-memory`).
@@ -12,6 +13,7 @@
 //! through this layer; it knows nothing of sessions or versions' history.
 
 pub mod checkpoint;
+pub mod checkpoint_parts;
 pub mod deadlines;
 pub mod disk_copy;
 pub mod isolated;
