@@ -53,9 +53,6 @@ pub struct Checkpoint {
     disk: Option<DiskCopy>,
 }
 
-/// The path another process (or this one) opens `file` by: its own open
-/// description, so its own offset.
-
 impl Checkpoint {
     pub fn create() -> std::io::Result<Checkpoint> {
         Ok(Checkpoint {

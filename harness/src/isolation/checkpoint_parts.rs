@@ -36,8 +36,8 @@ impl Parts {
     }
 }
 
-/// A path that opens `file` again (its own description, read from the
-/// start): `/proc/PID/fd/N`.
+/// The path another process (or this one) opens `file` by
+/// (`/proc/PID/fd/N`): its own open description, so its own offset.
 pub(super) fn path_of(file: &File) -> PathBuf {
     PathBuf::from(format!(
         "/proc/{}/fd/{}",
