@@ -82,6 +82,11 @@ pub fn session_paths_in(workspace: &Path, target: &Path) -> SessionPaths {
 /// and releases the lock.
 pub struct ControlServer {
     paths: SessionPaths,
+    /// The listening socket (the accept thread owns another handle to
+    /// it): shut down to wake the accept, even when the socket's file is
+    /// gone (`cargo clean`, `rm -r target/kiln` during the session) and
+    /// nothing could connect to wake it.
+    listener: UnixListener,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     _lock: File,
@@ -120,15 +125,19 @@ pub fn serve(workspace: &Path, requests: Sender<Request>) -> Result<ControlServe
         .map_err(|e| format!("cannot chmod {}: {e}", paths.socket.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let accepting = listener
+        .try_clone()
+        .map_err(|e| format!("cannot share the control socket: {e}"))?;
     // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no
     // memory of ours.
     let owner = unsafe { libc::geteuid() };
     let thread = std::thread::Builder::new()
         .name("kiln-control".into())
-        .spawn(move || accept_loop(listener, requests, flag, owner))
+        .spawn(move || accept_loop(accepting, requests, flag, owner))
         .map_err(|e| format!("cannot start the control thread: {e}"))?;
     Ok(ControlServer {
         paths,
+        listener,
         stop,
         thread: Some(thread),
         _lock: lock,
@@ -144,8 +153,9 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept; it sees the flag and returns.
-        let _ = UnixStream::connect(&self.paths.socket);
+        // Wake the blocking accept (shutting a listening socket down makes
+        // its accept fail at once, EINVAL); it sees the flag and returns.
+        let _ = rustix::net::shutdown(&self.listener, rustix::net::Shutdown::Both);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -307,5 +317,29 @@ mod tests {
         );
         // Client and server compute the same path.
         assert_eq!(session_paths(Path::new(&deep)).socket, long.socket);
+    }
+
+    #[test]
+    fn a_session_whose_socket_file_was_deleted_still_stops() {
+        let workspace =
+            std::env::temp_dir().join(format!("kiln-control-deleted-{}", std::process::id()));
+        std::fs::create_dir_all(&workspace).unwrap();
+        let (requests, _unused) = crossbeam_channel::unbounded();
+        let server = serve(&workspace, requests).unwrap();
+        // `cargo clean` or `rm -r target/kiln` during the session: nothing
+        // can connect to the socket to wake its accept any more.
+        std::fs::remove_file(server.socket()).unwrap();
+        let (dropped, done) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            drop(server);
+            let _ = dropped.send(());
+        });
+        // Generous: a drop that works returns at once; one that waits for a
+        // connection never returns.
+        assert!(
+            done.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "dropping the control server hung: its accept was never woken"
+        );
+        let _ = std::fs::remove_dir_all(&workspace);
     }
 }
