@@ -130,7 +130,8 @@ LD_LIBRARY_PATH="$nvrtc_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
 
 echo "== CUDA swap with the residents handed over on the device: 1 GiB (and 8 GiB where the GPU has 48 GiB or more)"
 # tests::handoff: bytes moved host<->device counted by the engine (0 for the
-# residents across a swap, 0 for a checkpoint after an unchanged replay), the
+# residents across a swap, 0 for a checkpoint after an unchanged replay, 0 for
+# the new version's first export: the host copies go with the swap), the
 # old version's bytes after a new one stores over or writes a resident in
 # place, and the swap's time printed ("cuda handoff of ...").
 gpu_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1 | tr -dc '0-9' || true)

@@ -275,7 +275,8 @@ fn old_and_new_versions_run_at_once_on_the_shared_buffers() {
 /// Through a real worker process: a checkpoint of residents nothing
 /// changed is seen unchanged (the export shares the last one's elements,
 /// no download); a replay changes only the call counters; a swap hands the
-/// residents over on the device and keeps the state hash.
+/// residents over on the device with their host copies, keeps the state
+/// hash, and the checkpoint after it copies nothing.
 #[test]
 fn a_vulkan_workers_checkpoints_after_unchanged_replays_and_swaps() {
     if !vulkan_present() {
@@ -321,6 +322,9 @@ fn a_vulkan_workers_checkpoints_after_unchanged_replays_and_swaps() {
     engine.swap(&v2, false).expect("swap");
     let after_swap = engine.take_checkpoint().expect("checkpoint");
     assert_eq!(after_swap.hash, counted.hash, "the state crossed the swap");
+    // The new version took the old one's host copy with the memory: its
+    // export is the very buffer checkpointed, so nothing is copied again.
+    assert_eq!(after_swap.copied_bytes, 0, "{after_swap:?}");
     let again = engine.take_checkpoint().expect("checkpoint");
     assert!(again.unchanged, "{again:?}");
 }

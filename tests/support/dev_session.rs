@@ -319,6 +319,26 @@ impl DevSession {
     }
 }
 
+/// SIGKILLs the session's worker and asserts that the restarted one
+/// serves the last checkpoint's state (`state_matches`: the hash of what
+/// it serves is the checkpoint's); `why` says what that shows.
+pub fn kill_worker_and_see_the_state_restored(session: &mut DevSession, why: &str) {
+    let worker = session.worker_pid();
+    // SAFETY: kill(2) with the pid of this session's worker, read from its
+    // own log (a child of kiln dev).
+    assert_eq!(
+        unsafe { libc::kill(worker as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
+    assert_eq!(
+        restarted.bool("state_matches"),
+        Some(true),
+        "{why}: {}",
+        restarted.line
+    );
+}
+
 /// The chunk-size line of `kernels/cpu/src/kernels.rs`: changing it changes
 /// the build but not the results.
 pub const CHUNK_LINE: &str = "const MIN_CHUNK: usize = 4096;";

@@ -21,6 +21,7 @@ use shared_state::{
 
 use crate::events::{self, emit};
 use crate::swap::load::LoadedModule;
+use crate::swap::state_hash::without_scratch;
 use crate::swap::version_threads::{JOIN_DEADLINE, VersionThreads};
 
 type Job = Box<dyn FnOnce(&mut dyn Engine) + Send>;
@@ -139,6 +140,8 @@ impl EngineHandle {
         prior: Option<Snapshot>,
     ) -> Result<(EngineHandle, ImportReport), CallError> {
         let label = module.label().to_string();
+        // A state file written before scratch was left out still holds it.
+        let prior = prior.map(without_scratch);
         let threads = Arc::new(VersionThreads::new(&label));
         let ctx = EngineContext {
             label: label.clone(),
@@ -322,15 +325,17 @@ impl EngineHandle {
         self.exec(|e| e.residents())
     }
 
-    /// Exports this version's state; the engine keeps it.
+    /// Exports this version's state; the engine keeps it. Replay scratch
+    /// is not state and is left out ([`super::state_hash::without_scratch`]).
     pub fn export_state(&self) -> Result<Snapshot, CallError> {
-        self.exec(|e| e.export_state())
+        self.exec(|e| e.export_state()).map(without_scratch)
     }
 
     /// Exports this version's state for the next version of the same
     /// module: buffers may stay on the device (`Engine::export_handoff`).
+    /// Replay scratch is left out, as from [`EngineHandle::export_state`].
     pub fn export_handoff(&self) -> Result<Snapshot, CallError> {
-        self.exec(|e| e.export_handoff())
+        self.exec(|e| e.export_handoff()).map(without_scratch)
     }
 }
 

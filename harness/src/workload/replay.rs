@@ -8,7 +8,10 @@
 //! `store_as` output goes to a scratch resident `replay/NAME`, and later
 //! calls that read `NAME` read the scratch copy. So replaying twice gives
 //! the same results, and a state iterated by the workload (a stencil grid)
-//! starts from the loaded value each time.
+//! starts from the loaded value each time. Scratch is not state: it stays
+//! in the engine until the next replay stores over it (the tuner reads it)
+//! and is left out of checkpoints, state files, swaps and the state hash
+//! ([`crate::swap::state_hash`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,11 +32,12 @@ use crate::workload::timing::{
 };
 use crate::workload::{CallStep, Step, Workload};
 
-/// Prefix of the residents replay writes.
-pub const SCRATCH_PREFIX: &str = "replay/";
-/// Where timing runs of a `store_as` call put their output, so repeating
-/// the call does not advance what later calls read.
-pub const TIMING_PREFIX: &str = "replay-timing/";
+/// Prefix of the residents replay writes (`replay/NAME`), and where timing
+/// runs of a `store_as` call put their output, so repeating the call does
+/// not advance what later calls read (`replay-timing/`). Both are scratch,
+/// not state: no checkpoint, state file, swap or state hash carries them
+/// ([`crate::swap::state_hash`]).
+pub use crate::swap::state_hash::{SCRATCH_PREFIX, TIMING_PREFIX};
 
 /// How to replay.
 #[derive(Clone, Debug)]

@@ -32,6 +32,14 @@ const RESIDENT_PREFIX: &str = "resident/";
 const HANDOFF_VAR: &str = "KILN_CUDA_HANDOFF";
 /// Snapshot section prefix of the per-kernel call counters.
 const CALLS_PREFIX: &str = "counters/calls/";
+/// Prefix of the sections a swap hands each resident's host copy over in,
+/// next to its memory left on the device (`export_handoff`): the next
+/// version takes it as its own ([`Resident::take_handed_host_copy`]), so
+/// its first export downloads nothing and shares the very elements the
+/// last checkpoint marked (a checkpoint after a swap copies only what
+/// changed). A cache (`cache/`): never hashed, and a version that does not
+/// know it only drops it.
+pub const HOST_COPY_PREFIX: &str = "cache/cuda/host-copy/";
 
 pub struct CudaEngine {
     label: String,
@@ -160,6 +168,12 @@ impl CudaEngine {
             // mapped here, no byte copied.
             for (name, section) in snapshot.take_device_with_prefix(RESIDENT_PREFIX) {
                 engine.import_resident(&name, section)?;
+            }
+            // Their host copies, where the previous version had one.
+            for (name, tensor) in snapshot.take_tensors_with_prefix(HOST_COPY_PREFIX) {
+                if let Some(r) = engine.resident.get_mut(&name) {
+                    r.take_handed_host_copy(tensor);
+                }
             }
             // Residents the host carried (another backend, a file) are
             // uploaded.
@@ -548,7 +562,8 @@ impl Engine for CudaEngine {
     /// version maps (`crate::resident_memory`). Neither engine writes
     /// shared memory afterwards (a stored output is new memory; a kernel
     /// that writes a resident input writes a device copy, see
-    /// `before_writes`).
+    /// `before_writes`). Each one's host copy goes with it
+    /// ([`HOST_COPY_PREFIX`]: shared, not copied).
     fn export_handoff(&self) -> Result<Snapshot, EngineError> {
         if !self.handoff_on_device {
             return self.export_state();
@@ -583,6 +598,9 @@ impl Engine for CudaEngine {
             let len = r.memory.as_ref().map_or(0, |m| m.len as u64);
             bytes += len;
             r.shared.set(true);
+            if let Some(host) = r.host_copy() {
+                snapshot.insert_tensor(format!("{HOST_COPY_PREFIX}{name}"), host);
+            }
             snapshot.insert_device(
                 format!("{RESIDENT_PREFIX}{name}"),
                 DeviceSection {

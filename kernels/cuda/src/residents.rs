@@ -191,6 +191,27 @@ impl Resident {
         self.memory.as_ref().map_or(0, |m| m.ptr)
     }
 
+    /// Its host copy, if it has one (shared, not copied).
+    pub fn host_copy(&self) -> Option<Tensor> {
+        self.host.borrow().clone()
+    }
+
+    /// Takes `tensor` as the host copy of this handed-over resident: the
+    /// previous version's host copy of that very memory, true as long as
+    /// neither version writes it (neither does: [`Device::before_write`]
+    /// copies shared memory first). Ignored where this resident is not a
+    /// handed-over one of that dtype and size, or already has one.
+    pub fn take_handed_host_copy(&mut self, tensor: Tensor) {
+        let len = self.memory.as_ref().map_or(0, |m| m.len);
+        let fits = self.shared.get()
+            && self.dtype == tensor.dtype()
+            && self.shape == tensor.shape()
+            && len == tensor.byte_len();
+        if fits && self.host.get_mut().is_none() {
+            *self.host.get_mut() = Some(tensor);
+        }
+    }
+
     /// Takes `tensor` as the host copy when it is the same bytes, dtype
     /// and shape as the one held: nothing is uploaded and the engine's own
     /// copy goes. False when there is no host copy or the bytes differ.

@@ -31,6 +31,15 @@ pub const TO_HOST_NOTE: &str = "transfers/device_to_host_bytes";
 /// resident a kernel writes in place).
 pub const DEVICE_COPY_NOTE: &str = "transfers/device_copy_bytes";
 
+/// Prefix of the sections a swap hands each resident's host copy over in,
+/// next to its memory left on the device (`export_handoff`): the next
+/// version takes it as its own host copy ([`Resident::host`]), so its
+/// first export downloads nothing and shares the very elements the last
+/// checkpoint marked (a checkpoint after a swap copies only what changed).
+/// A cache (`cache/`): never hashed, and a version that does not know it
+/// only drops it.
+pub const HOST_COPY_PREFIX: &str = "cache/vulkan/host-copy/";
+
 /// A named buffer kept on the device between calls, any dtype.
 struct Resident {
     dtype: DType,
@@ -194,6 +203,10 @@ impl VulkanEngine {
             // imported, no byte copied.
             for (name, section) in snapshot.take_device_with_prefix("resident/") {
                 engine.import_resident(&name, section)?;
+            }
+            // Their host copies, where the previous version had one.
+            for (name, tensor) in snapshot.take_tensors_with_prefix(HOST_COPY_PREFIX) {
+                engine.take_host_copy(&name, tensor);
             }
             // Residents the host carried (another backend, a file, an
             // older version's host export) are uploaded.
@@ -433,6 +446,24 @@ impl VulkanEngine {
         Ok(())
     }
 
+    /// Takes `tensor` as the host copy of resident `name` that the previous
+    /// version handed over on the device with it: the previous version's
+    /// host copy of that very memory, true as long as neither version
+    /// writes it (neither does: see `before_writes`). Ignored where the
+    /// resident is not a handed-over one of that dtype and size.
+    fn take_host_copy(&mut self, name: &str, tensor: Tensor) {
+        let Some(r) = self.residents.get_mut(name) else {
+            return;
+        };
+        let fits = r.shared.get()
+            && r.dtype == tensor.dtype()
+            && r.shape == tensor.shape()
+            && r.buffer.len == tensor.byte_len() as u64;
+        if fits && r.host.get_mut().is_none() {
+            *r.host.get_mut() = Some(tensor);
+        }
+    }
+
     /// Readies the residents `call` may write in place (inputs its shader
     /// declares `read_write`): their host copy is dropped, and one whose
     /// memory another version shares is first copied on the device and
@@ -639,7 +670,8 @@ impl Engine for VulkanEngine {
     /// Residents stay on the device: each one's memory as an fd. Neither
     /// engine writes shared memory afterwards (a stored output gets a new
     /// buffer; a kernel that writes a resident input writes a device copy,
-    /// see `before_writes`), so the two share them safely.
+    /// see `before_writes`), so the two share them safely. Each one's host
+    /// copy goes with it ([`HOST_COPY_PREFIX`]: shared, not copied).
     fn export_handoff(&self) -> Result<Snapshot, EngineError> {
         let Some(device) = self.gpu.handoff_identity() else {
             return self.export_state();
@@ -662,6 +694,9 @@ impl Engine for VulkanEngine {
             };
             bytes += r.buffer.len;
             r.shared.set(true);
+            if let Some(host) = r.host.borrow().as_ref() {
+                snapshot.insert_tensor(format!("{HOST_COPY_PREFIX}{name}"), host.clone());
+            }
             snapshot.insert_device(
                 format!("resident/{name}"),
                 DeviceSection {

@@ -3,8 +3,10 @@
 //! `tests/transfers.rs` on a GPU: a swap between versions hands the
 //! residents over on the device (virtual memory management, an fd per
 //! allocation) and copies none of their bytes; a checkpoint after a replay
-//! that stored nothing downloads nothing; a new version that stores over a
-//! resident, or writes one in place, leaves the old version's bytes.
+//! that stored nothing downloads nothing, and neither does the new
+//! version's first export (the host copies go with the swap); a new
+//! version that stores over a resident, or writes one in place, leaves the
+//! old version's bytes.
 //!
 //! The resident's size is `KILN_HANDOFF_MIB` MiB (default 4; the GPU check
 //! runs 1024 and, where the GPU has room, 8192): the swap's time is printed,
@@ -234,6 +236,53 @@ fn a_new_cuda_version_that_writes_a_shared_resident_in_place_writes_a_device_cop
         old.read_resident("weights").unwrap().bit_eq(&before),
         "the old version's bytes are as they were"
     );
+}
+
+/// A swap hands each resident's host copy over with its device memory:
+/// the next version's first export downloads nothing and shares the very
+/// elements the last version exported (a checkpoint after the swap copies
+/// nothing of it), and a kernel of the new version that writes a resident
+/// in place still makes the next export hold what it wrote.
+#[test]
+fn a_cuda_swap_hands_the_host_copies_over_and_a_write_in_place_still_shows() {
+    let test = "cuda-handoff-host-copy";
+    let Some((old, bytes)) = with_residents(test) else {
+        return;
+    };
+    let before = old.export_state().unwrap();
+    let mut snapshot = old.export_handoff().unwrap();
+    let ctx = context_with::<Cuda>(test, &[], declarations(), scribbling_saxpy());
+    let mut new = engine_from::<Cuda>(test, ctx, Some(&mut snapshot)).unwrap();
+    assert!(snapshot.is_empty(), "left: {:?}", snapshot.section_names());
+    let exported = new.export_state().unwrap();
+    assert_eq!(transfers(&new), (0, 0), "nothing uploaded or downloaded");
+    for name in ["resident/weights", "resident/sum"] {
+        let (Some(Section::Tensor(a)), Some(Section::Tensor(b))) =
+            (before.get(name), exported.get(name))
+        else {
+            panic!("{name} missing");
+        };
+        assert!(a.data().same_as(b.data()), "{name}: the same elements");
+    }
+    // The new version writes `weights` in place: its host copy goes.
+    new.run(
+        Call::new(SAXPY)
+            .resident("weights")
+            .resident("sum")
+            .param("a", Scalar::F64(1.0)),
+    )
+    .unwrap();
+    let written = new.export_state().unwrap();
+    let Some(Section::Tensor(w)) = written.get("resident/weights") else {
+        panic!("no weights");
+    };
+    assert!(w.as_f32().unwrap().iter().all(|&v| v == 90.0), "not stale");
+    assert_eq!(transfers(&new).1, 2 * bytes, "the output and weights");
+    drop(new);
+    let Some(Section::Tensor(weights)) = before.get("resident/weights") else {
+        panic!("no weights");
+    };
+    assert!(old.read_resident("weights").unwrap().bit_eq(weights));
 }
 
 #[test]

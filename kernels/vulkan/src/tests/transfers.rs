@@ -219,6 +219,50 @@ fn a_new_version_that_writes_a_shared_resident_in_place_writes_a_device_copy() {
     assert_eq!(note(&old, DEVICE_COPY_NOTE), 0);
 }
 
+/// A swap hands each resident's host copy over with its device memory:
+/// the next version's first export downloads nothing and shares the very
+/// elements the last version exported (so the worker's state marks see
+/// it unchanged and a checkpoint after the swap copies nothing of it),
+/// and a kernel of the new version that writes a resident in place still
+/// makes the next export hold what it wrote.
+#[test]
+fn a_swap_hands_the_host_copies_over_and_a_write_in_place_still_shows() {
+    let test = "transfers-handoff-host-copy";
+    let Some(mut old) = with_resident(test) else {
+        return;
+    };
+    store_saxpy(&mut old, "sum");
+    let before = old.export_state().unwrap();
+    let mut snapshot = old.export_handoff().unwrap();
+    let ctx = context_with::<Vulkan>(test, &[], declarations(), scribbling_saxpy());
+    let mut new = engine_from::<Vulkan>(test, ctx, Some(&mut snapshot)).unwrap();
+    assert!(snapshot.is_empty(), "left: {:?}", snapshot.section_names());
+    let exported = new.export_state().unwrap();
+    assert_eq!(transfers(&new), (0, 0), "nothing uploaded or downloaded");
+    for name in ["resident/weights", "resident/sum"] {
+        let (Some(Section::Tensor(a)), Some(Section::Tensor(b))) =
+            (before.get(name), exported.get(name))
+        else {
+            panic!("{name} missing");
+        };
+        assert!(a.data().mark().is(b.data()), "{name}: the same elements");
+    }
+    // The new version writes `weights` in place: its host copy goes.
+    saxpy_in_place(&mut new);
+    let written = new.export_state().unwrap();
+    let Some(Section::Tensor(w)) = written.get("resident/weights") else {
+        panic!("no weights");
+    };
+    assert!(w.as_f32().unwrap().iter().all(|&v| v == 90.0), "not stale");
+    assert_eq!(transfers(&new).1, BYTES + BYTES, "output and weights");
+    // The old version's bytes are as they were.
+    drop(new);
+    let Some(Section::Tensor(weights)) = before.get("resident/weights") else {
+        panic!("no weights");
+    };
+    assert!(old.read_resident("weights").unwrap().bit_eq(weights));
+}
+
 #[test]
 fn a_kernel_that_writes_a_resident_in_place_drops_its_host_copy() {
     let test = "transfers-in-place-host-copy";
