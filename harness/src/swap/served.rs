@@ -160,7 +160,14 @@ impl ServedModule {
             None => current.export_state().map_err(export_error)?,
         };
         let export_ms = paused.elapsed().as_secs_f64() * 1e3;
-        let bytes = snapshot.byte_len();
+        // The state handed over: cache sections (a GPU engine's host copies,
+        // shared with the new version, never copied) are left out.
+        let bytes = snapshot.byte_len()
+            - snapshot
+                .sections()
+                .filter(|(name, _)| Snapshot::is_cache_section(name))
+                .map(|(_, s)| s.byte_len())
+                .sum::<usize>();
         let import_start = Instant::now();
         let on_device = snapshot.has_device_sections();
         let mut device_bytes: u64 = snapshot.device_sections().map(|(_, d)| d.bytes).sum();
