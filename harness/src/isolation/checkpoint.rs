@@ -201,7 +201,7 @@ impl Checkpoint {
         let Some((parts, written)) = &self.current else {
             return Err("no checkpoint taken yet".into());
         };
-        super::disk_copy::put_in_place(parts, written, self.disk.as_ref(), path)
+        super::disk_copy::state_file::put_in_place(parts, written, self.disk.as_ref(), path)
     }
 }
 

@@ -29,8 +29,7 @@
 //! way of an older checkpoint can be abandoned (its temporary file
 //! removed, the kept file left as it was).
 
-mod state_file;
-pub(super) use state_file::put_in_place;
+pub(super) mod state_file;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
