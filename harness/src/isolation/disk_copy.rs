@@ -13,11 +13,14 @@
 //!   session never waits for it), then it is renamed over the file. A kill
 //!   mid-copy leaves the previous file complete; a power cut leaves the
 //!   previous file or the new one, never a torn one (the data is on disk
-//!   before the rename; the rename itself may be lost).
+//!   before the rename; the rename itself may be lost). The one exception:
+//!   the copy of a checkpoint a state file was made from is not synced
+//!   (see below); a kill still leaves it whole, a power cut may not.
 //!
 //! A checkpoint may be several sealed memfds (its parts, each holding what
 //! changed since the one before): the copy maps them all and writes one
-//! whole snapshot file from them.
+//! whole snapshot file from them; a checkpoint of one part is one already,
+//! copied in the kernel ([`Parts::write_whole_file`]).
 //!
 //! The bytes are a snapshot file (`swap/snapshot_file.rs`), so the file
 //! checks itself when it is read back: a header checksum and one per
