@@ -28,7 +28,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -195,21 +194,14 @@ impl Checkpoint {
         self.disk.take().and_then(DiskCopy::finish)
     }
 
-    /// Writes the current checkpoint to `path` as a snapshot file (via a
-    /// temporary file and a rename). Returns the bytes written.
+    /// Writes the current checkpoint to `path` as a snapshot file (whole
+    /// under its name only, not synced), by a link to the disk copy's file
+    /// where that holds it (`disk_copy/state_file.rs`). Returns its length.
     pub fn write_file(&self, path: &Path) -> Result<u64, String> {
-        let Some((parts, _)) = &self.current else {
+        let Some((parts, written)) = &self.current else {
             return Err("no checkpoint taken yet".into());
         };
-        let tmp = path.with_extension("partial");
-        let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
-        let mut to =
-            std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(|e| fail(&e))?);
-        let n = parts.write_whole(&mut to).map_err(|e| fail(&e))?;
-        to.flush().map_err(|e| fail(&e))?;
-        drop(to);
-        std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(n)
+        super::disk_copy::state_file::put_in_place(parts, written, self.disk.as_ref(), path)
     }
 }
 

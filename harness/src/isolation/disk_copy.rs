@@ -13,15 +13,26 @@
 //!   session never waits for it), then it is renamed over the file. A kill
 //!   mid-copy leaves the previous file complete; a power cut leaves the
 //!   previous file or the new one, never a torn one (the data is on disk
-//!   before the rename; the rename itself may be lost).
+//!   before the rename; the rename itself may be lost). The one exception:
+//!   the copy of a checkpoint a state file was made from is not synced
+//!   (see below); a kill still leaves it whole, a power cut may not.
 //!
 //! A checkpoint may be several sealed memfds (its parts, each holding what
 //! changed since the one before): the copy maps them all and writes one
-//! whole snapshot file from them.
+//! whole snapshot file from them; a checkpoint of one part is one already,
+//! copied in the kernel ([`Parts::write_whole_file`]).
 //!
 //! The bytes are a snapshot file (`swap/snapshot_file.rs`), so the file
 //! checks itself when it is read back: a header checksum and one per
 //! tensor.
+//!
+//! `--state FILE` is put in place from what the copy holds when it can
+//! (one file, hard-linked: [`state_file`]); a copy that FILE holds the
+//! same checkpoint as is not synced (FILE is not either), and a copy under
+//! way of an older checkpoint can be abandoned (its temporary file
+//! removed, the kept file left as it was).
+
+pub(super) mod state_file;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -40,15 +51,31 @@ struct Job {
     written: Checkpointed,
 }
 
+/// The copy under way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnderWay {
+    /// Its checkpoint (the newest part's number).
+    pub part: u64,
+    /// All its bytes are in its temporary file (being synced, or about to
+    /// be renamed): a link to that file is the whole checkpoint.
+    pub written: bool,
+}
+
 /// What the session and the copy share, under one lock.
 #[derive(Debug, Default)]
 pub struct State {
-    /// Whether a copy is under way.
-    pub copying: bool,
+    /// The copy under way, if any.
+    under_way: Option<UnderWay>,
     /// The newest checkpoint not yet copied.
     pending: Option<Job>,
     /// Finish the pending copy, then end.
     stop: bool,
+    /// Abandon the copy under way (its temporary file removed, the kept
+    /// file left as it was).
+    cancel: bool,
+    /// The checkpoint (newest part) whose copy is not synced: a state file
+    /// holds it too, not synced either.
+    unsynced: Option<u64>,
     /// The last copy's outcome.
     last: Option<Result<Kept, String>>,
     /// Copies completed (renamed into place).
@@ -65,6 +92,11 @@ impl State {
     /// A new copy starts: the outcome of an earlier one is not its own.
     pub fn forget_last(&mut self) {
         self.last = None;
+    }
+
+    /// Whether a copy is under way.
+    pub fn copying(&self) -> bool {
+        self.under_way.is_some()
     }
 }
 
@@ -84,23 +116,34 @@ impl Shared {
     pub fn wake(&self) {
         self.changed.notify_all();
     }
+
+    /// Waits until `state` changes (any wake).
+    fn wait<'a>(&self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.changed.wait(state).unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// One checkpoint on disk.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kept {
     pub path: PathBuf,
+    /// The checkpoint it holds (its newest part's number).
+    pub part: u64,
     pub bytes: u64,
     pub state_hash: String,
     /// Copy, sync and rename.
     pub ms: f64,
-    /// Of which the sync.
+    /// Of which the sync (0 when not synced: a state file holds it too).
     pub sync_ms: f64,
 }
 
 /// The copy thread.
 pub struct DiskCopy {
     shared: Arc<Shared>,
+    /// The kept file.
+    path: PathBuf,
+    /// Its module, for the log.
+    module: String,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -113,42 +156,91 @@ pub fn temporary_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.writing"))
 }
 
+/// A copy's bytes written to its temporary file, not yet renamed.
+struct Written {
+    tmp: PathBuf,
+    bytes: u64,
+    start: Instant,
+    sync_ms: f64,
+}
+
+/// Why a copy did not reach its temporary file whole.
+#[derive(Debug, PartialEq)]
+enum NotWritten {
+    /// [`State::cancel`]: a state file takes its place.
+    Cancelled,
+    Failed(String),
+}
+
 /// Writes the checkpoint in `parts` (sealed memfds, mapped) as one whole
-/// snapshot file to `path` via its temporary file.
-/// `before_rename` runs between the sync and the rename (tests hold the
-/// copy there).
-fn copy_checkpoint(
+/// snapshot file to the temporary file of `path`, and syncs it unless a
+/// state file holds the same checkpoint ([`State::unsynced`]).
+fn write_checkpoint(
     checkpoint: &Parts,
-    written: &Checkpointed,
     path: &Path,
-    before_rename: &dyn Fn(),
-) -> Result<Kept, String> {
+    shared: &Shared,
+) -> Result<Written, NotWritten> {
     let start = Instant::now();
     let tmp = temporary_path(path);
-    let fail = |e: std::io::Error| format!("cannot write {}: {e}", tmp.display());
-    let mut to = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(fail)?);
-    let n = match checkpoint.write_whole(&mut to) {
-        Ok(n) => n,
-        Err(e) => {
-            drop(to);
+    let fail = |e: &dyn std::fmt::Display| {
+        NotWritten::Failed(format!("cannot write {}: {e}", tmp.display()))
+    };
+    let file = File::create(&tmp).map_err(|e| fail(&e))?;
+    let bytes = match checkpoint.write_whole_file(&file, &|| !shared.lock().cancel) {
+        Ok(Some(n)) => n,
+        stopped_or_failed => {
+            drop(file);
             let _ = std::fs::remove_file(&tmp);
-            return Err(format!("cannot write {}: {e}", tmp.display()));
+            return Err(match stopped_or_failed {
+                Err(e) => fail(&e),
+                _ => NotWritten::Cancelled,
+            });
         }
     };
-    let to = to.into_inner().map_err(|e| fail(e.into_error()))?;
+    let unsynced = {
+        let mut state = shared.lock();
+        if let Some(under_way) = &mut state.under_way {
+            under_way.written = true;
+        }
+        state.unsynced == Some(checkpoint.newest)
+    };
+    shared.wake();
     let sync = Instant::now();
-    to.sync_data().map_err(fail)?;
-    let sync_ms = sync.elapsed().as_secs_f64() * 1e3;
-    drop(to);
-    before_rename();
-    std::fs::rename(&tmp, path)
-        .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))?;
+    if !unsynced {
+        file.sync_data().map_err(|e| fail(&e))?;
+    }
+    Ok(Written {
+        tmp,
+        bytes,
+        start,
+        sync_ms: if unsynced {
+            0.0
+        } else {
+            sync.elapsed().as_secs_f64() * 1e3
+        },
+    })
+}
+
+/// Renames a copy's temporary file over the kept file `path`: it holds
+/// `job`'s checkpoint from now on. (Without the lock: replacing a large
+/// kept file frees its pages, which takes a while, and a commit must not
+/// wait. A state file linked meanwhile finds the temporary file or, once
+/// it is gone, the kept file, the same file: [`state_file`].)
+fn rename_into_place(written: Written, job: &Job, path: &Path) -> Result<Kept, String> {
+    std::fs::rename(&written.tmp, path).map_err(|e| {
+        format!(
+            "cannot rename {} to {}: {e}",
+            written.tmp.display(),
+            path.display()
+        )
+    })?;
     Ok(Kept {
         path: path.to_path_buf(),
-        bytes: n,
-        state_hash: written.hash.clone(),
-        ms: start.elapsed().as_secs_f64() * 1e3,
-        sync_ms,
+        part: job.parts.newest,
+        bytes: written.bytes,
+        state_hash: job.written.hash.clone(),
+        ms: written.start.elapsed().as_secs_f64() * 1e3,
+        sync_ms: written.sync_ms,
     })
 }
 
@@ -167,14 +259,15 @@ impl DiskCopy {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let path = path.to_path_buf();
-        let module = module.to_string();
         let theirs = shared.clone();
+        let (their_path, their_module) = (path.to_path_buf(), module.to_string());
         let thread = std::thread::Builder::new()
             .name("kiln-state-disk".into())
-            .spawn(move || copy_loop(&theirs, &path, &module, &*before_rename))?;
+            .spawn(move || copy_loop(&theirs, &their_path, &their_module, &*before_rename))?;
         Ok(DiskCopy {
             shared,
+            path: path.to_path_buf(),
+            module: module.to_string(),
             thread: Some(thread),
         })
     }
@@ -209,52 +302,47 @@ fn copy_loop(shared: &Shared, path: &Path, module: &str, before_rename: &dyn Fn(
             let mut state = shared.lock();
             loop {
                 if let Some(job) = state.pending.take() {
-                    state.copying = true;
+                    state.under_way = Some(UnderWay {
+                        part: job.parts.newest,
+                        written: false,
+                    });
                     break job;
                 }
                 if state.stop {
                     return;
                 }
-                state = shared
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(|e| e.into_inner());
+                state = shared.wait(state);
             }
         };
-        let outcome = copy_checkpoint(&job.parts, &job.written, path, before_rename);
+        let outcome = match write_checkpoint(&job.parts, path, shared) {
+            Ok(written) => {
+                before_rename();
+                Some(rename_into_place(written, &job, path))
+            }
+            Err(NotWritten::Failed(e)) => Some(Err(e)),
+            Err(NotWritten::Cancelled) => None,
+        };
+        {
+            let mut state = shared.lock();
+            state.under_way = None;
+            state.cancel = false;
+            if let Some(outcome) = &outcome {
+                if outcome.is_ok() {
+                    state.copies += 1;
+                }
+                state.last = Some(outcome.clone());
+            }
+        }
+        shared.wake();
         // Let go of the memfd: if a newer checkpoint is current, its memory
         // goes back now (unless a worker still maps it).
         drop(job);
-        {
-            let mut state = shared.lock();
-            state.copying = false;
-            if outcome.is_ok() {
-                state.copies += 1;
-            }
-            state.last = Some(outcome.clone());
-        }
-        shared.wake();
         match outcome {
-            Ok(kept) => {
+            Some(Ok(kept)) => {
                 last_error = None;
-                emit!(
-                    tracing::Level::DEBUG,
-                    events::StateKept {
-                        module: module.to_string(),
-                        path: kept.path.display().to_string(),
-                        bytes: kept.bytes,
-                        state_hash: kept.state_hash.clone(),
-                        ms: kept.ms,
-                        sync_ms: kept.sync_ms,
-                    },
-                    "the last good point is on disk: {} ({}) in {:.1} ms (sync {:.1} ms)",
-                    kept.path.display(),
-                    kiln_stats::bytes::human(kept.bytes),
-                    kept.ms,
-                    kept.sync_ms
-                );
+                kept_event(module, &kept);
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 // Once per kind of failure, not at every checkpoint.
                 if last_error.as_ref() != Some(&e) {
                     tracing::warn!(
@@ -265,8 +353,33 @@ fn copy_loop(shared: &Shared, path: &Path, module: &str, before_rename: &dyn Fn(
                 }
                 last_error = Some(e);
             }
+            None => tracing::debug!(
+                module = %module,
+                "a copy of an older checkpoint to {} was abandoned: the state file takes its place",
+                path.display()
+            ),
         }
     }
+}
+
+/// Logs `kept` (debug level).
+fn kept_event(module: &str, kept: &Kept) {
+    emit!(
+        tracing::Level::DEBUG,
+        events::StateKept {
+            module: module.to_string(),
+            path: kept.path.display().to_string(),
+            bytes: kept.bytes,
+            state_hash: kept.state_hash.clone(),
+            ms: kept.ms,
+            sync_ms: kept.sync_ms,
+        },
+        "the last good point is on disk: {} ({}) in {:.1} ms (sync {:.1} ms)",
+        kept.path.display(),
+        kiln_stats::bytes::human(kept.bytes),
+        kept.ms,
+        kept.sync_ms
+    );
 }
 
 #[cfg(test)]
@@ -382,11 +495,11 @@ mod tests {
         // The copy of the first holds its memfd (written and synced, not
         // yet renamed): checkpoints go to new ones, without waiting for it.
         arrived.recv_timeout(Duration::from_secs(120)).unwrap();
-        assert!(checkpoint.shared().lock().copying);
+        assert!(checkpoint.shared().lock().copying());
         let mut newest = first.clone();
         for n in 2..=6 {
             newest = take(&mut checkpoint, &state(n, 1000));
-            assert!(checkpoint.shared().lock().copying, "still held mid-copy");
+            assert!(checkpoint.shared().lock().copying(), "still held mid-copy");
         }
         // Mid-copy: the file is not there yet, the temporary one is whole.
         assert!(!path.exists());
@@ -472,6 +585,132 @@ mod tests {
         let e = checkpoint.commit(written.clone()).unwrap_err();
         assert!(e.contains("bytes"), "{e}");
         assert_eq!(checkpoint.current().unwrap().hash, written.hash);
+    }
+
+    /// The file's identity (device, inode): two names of one file share it.
+    fn inode(path: &Path) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).unwrap();
+        (m.dev(), m.ino())
+    }
+
+    #[test]
+    fn a_state_file_of_the_kept_checkpoint_is_a_link_the_next_copy_leaves_alone() {
+        let dir = dir("link");
+        let path = dir.join("kernel-test.last-good.snapshot");
+        let user = dir.join("user.snapshot");
+        let mut checkpoint = Checkpoint::create().unwrap();
+        checkpoint.keep_on_disk(&path, "kernel-test").unwrap();
+        let first = take(&mut checkpoint, &state(1, 100_000));
+        wait_for("the copy", || checkpoint.shared().lock().copies == 1);
+        let bytes = checkpoint.write_file(&user).unwrap();
+        assert_eq!(bytes, std::fs::metadata(&path).unwrap().len());
+        assert_eq!(inode(&user), inode(&path), "one file, no byte written");
+        assert_eq!(on_disk(&user), first.hash);
+        assert!(!user.with_extension("partial").exists());
+        // The next checkpoint replaces the kept file, not the user's.
+        let second = take(&mut checkpoint, &state(2, 100_000));
+        wait_for("the next copy", || checkpoint.shared().lock().copies == 2);
+        assert_eq!(on_disk(&path), second.hash);
+        assert_eq!(on_disk(&user), first.hash, "the user's file changed");
+        assert_ne!(inode(&user), inode(&path));
+        // Written again: a link to the newer one; the old file is replaced
+        // by a rename, not written into.
+        let old = inode(&user);
+        checkpoint.write_file(&user).unwrap();
+        assert_eq!(inode(&user), inode(&path));
+        assert_ne!(inode(&user), old);
+        assert_eq!(on_disk(&user), second.hash);
+        checkpoint.stop_keeping();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_wanted_mid_copy_is_linked_once_the_bytes_are_written() {
+        let dir = dir("await");
+        let path = dir.join("kernel-test.last-good.snapshot");
+        let user = dir.join("user.snapshot");
+        let mut checkpoint = Checkpoint::create().unwrap();
+        let (let_through, arrived) = held(&mut checkpoint, &path);
+        let written = take(&mut checkpoint, &state(3, 100_000));
+        // The copy is written (and synced), held before its rename: the
+        // state file does not wait for the rename, it links the bytes.
+        arrived.recv_timeout(Duration::from_secs(120)).unwrap();
+        checkpoint.write_file(&user).unwrap();
+        assert_eq!(inode(&user), inode(&temporary_path(&path)));
+        assert_eq!(on_disk(&user), written.hash);
+        assert!(!path.exists(), "the copy was held before its rename");
+        let_through.send(()).unwrap();
+        drop(let_through);
+        let kept = checkpoint.stop_keeping().unwrap().unwrap();
+        assert_eq!(kept.state_hash, written.hash);
+        assert_eq!(inode(&user), inode(&path), "one file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_newer_than_the_copy_is_written_from_memory_and_kept() {
+        let dir = dir("newer");
+        let path = dir.join("kernel-test.last-good.snapshot");
+        let user = dir.join("user.snapshot");
+        let mut checkpoint = Checkpoint::create().unwrap();
+        let (let_through, arrived) = held(&mut checkpoint, &path);
+        let older = take(&mut checkpoint, &state(4, 100_000));
+        arrived.recv_timeout(Duration::from_secs(120)).unwrap();
+        // A newer checkpoint while the older one's copy is held: the
+        // state file does not wait for that copy (it is written from
+        // memory meanwhile), and the kept file becomes a link to it.
+        let newer = take(&mut checkpoint, &state(5, 100_000));
+        std::thread::scope(|s| {
+            let writing = s.spawn(|| checkpoint.write_file(&user));
+            wait_for("the state file", || user.exists());
+            assert_eq!(on_disk(&user), newer.hash);
+            assert!(!writing.is_finished(), "it waits for the copy to end");
+            let_through.send(()).unwrap();
+            writing.join().unwrap().unwrap();
+        });
+        assert_eq!(inode(&user), inode(&path), "the kept file is the user's");
+        assert_eq!(on_disk(&path), newer.hash);
+        let shared = checkpoint.shared();
+        assert_eq!(shared.lock().copies, 2, "the older copy, then the link");
+        drop(let_through);
+        // The newer checkpoint is not copied again.
+        let kept = checkpoint.stop_keeping().unwrap().unwrap();
+        assert_eq!(kept.state_hash, newer.hash);
+        assert_eq!(shared.lock().copies, 2);
+        assert_ne!(older.hash, newer.hash);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_without_a_disk_copy_or_on_another_filesystem_is_written() {
+        let dir = dir("memory");
+        let user = dir.join("user.snapshot");
+        let mut checkpoint = Checkpoint::create().unwrap();
+        let written = take(&mut checkpoint, &state(6, 100_000));
+        checkpoint.write_file(&user).unwrap();
+        assert_eq!(on_disk(&user), written.hash);
+        // Another filesystem than the kept file's (tmpfs, where there is
+        // one): no link, written from memory; the copy goes on.
+        let shm = Path::new("/dev/shm");
+        let elsewhere = shm.join(format!("kiln-state-file-{}", std::process::id()));
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata(shm).is_ok_and(|m| m.dev() != inode(&dir).0) {
+            let path = dir.join("kernel-test.last-good.snapshot");
+            checkpoint.keep_on_disk(&path, "kernel-test").unwrap();
+            wait_for("the copy", || checkpoint.shared().lock().copies == 1);
+            checkpoint.write_file(&elsewhere).unwrap();
+            assert_eq!(on_disk(&elsewhere), written.hash);
+            assert_ne!(inode(&elsewhere), inode(&path));
+            std::fs::remove_file(&elsewhere).unwrap();
+            checkpoint.stop_keeping();
+        } else {
+            println!(
+                "no other filesystem at {}: that case not run",
+                shm.display()
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// How long keeping a checkpoint on disk takes at a few sizes (printed:

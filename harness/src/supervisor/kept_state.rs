@@ -302,10 +302,23 @@ impl KeptState {
         }
     }
 
-    /// Copies the kept file to the `previous` name (it stays in use).
+    /// Keeps the kept file under the `previous` name too (it stays in
+    /// use): a hard link (made as a temporary name, renamed into place),
+    /// safe because the kept file is only ever replaced by a rename, never
+    /// written in place; a copy (the same way) where links fail. Never
+    /// written into `previous` itself: that may be one file with a user's
+    /// `--state` file (`isolation/disk_copy/state_file.rs`).
     fn copy_aside(&self) -> PathBuf {
-        match std::fs::copy(&self.file, &self.previous) {
-            Ok(_) => self.previous.clone(),
+        let tmp = crate::isolation::disk_copy::temporary_path(&self.previous);
+        let _ = std::fs::remove_file(&tmp);
+        let made = std::fs::hard_link(&self.file, &tmp)
+            .or_else(|_| std::fs::copy(&self.file, &tmp).map(|_| ()))
+            .and_then(|()| std::fs::rename(&tmp, &self.previous));
+        // Left after a failure, or after a rename that did nothing (the
+        // two names were one file already).
+        let _ = std::fs::remove_file(&tmp);
+        match made {
+            Ok(()) => self.previous.clone(),
             Err(e) => {
                 tracing::warn!(
                     "cannot copy {} to {}: {e}; this session's checkpoints will replace it",
