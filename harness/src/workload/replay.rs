@@ -704,9 +704,10 @@ pub fn timing_call(
     Ok(timed)
 }
 
-/// Times one call on the engine's thread, in one job there: an untimed run of the same call first, then the timed run, back to back,
-/// as a program's loop of calls runs them (the static call of `cargo bench
-/// -p kiln-bench -- calls`); then the output it stored is released, outside
+/// Times one call on the engine's thread, in one job there: an untimed run
+/// of the same call first, then the timed run, back to back, as a
+/// program's loop of calls runs them (the static call of `cargo bench -p
+/// kiln-bench -- calls`); then the output it stored is released, outside
 /// the timed span.
 ///
 /// Why the untimed run: a CPU engine's rayon threads go to sleep within
@@ -714,9 +715,9 @@ pub fn timing_call(
 /// its results to the caller and back (and runs the other calls of the
 /// round), so without it every timed run began by waking the pool's
 /// threads (a futex wake-up each, tens of microseconds on this VM) inside
-/// the timed span: +8% on a 1M-element dot, +17-29% on a 512x512 stencil2d
-/// against the same kernel called in a loop, and 2.2x in a standalone
-/// program that slept 200 us before each call. Cold timing
+/// the timed span: the replay's time read +8% on a 1M-element dot and
+/// +17-29% on a 512x512 stencil2d against the same machine code called in
+/// a loop, and a standalone program that slept before each call 2.2x. Cold timing
 /// ([`sample_runs`] without it) runs the call once.
 ///
 /// The output: released after each run, so the next run of that call, on
@@ -743,18 +744,21 @@ pub fn sample_runs(
     warm_up: bool,
     into: &mut Vec<Duration>,
 ) -> Result<(), CallError> {
+    let untimed = warm_up.then(|| call.clone());
     let call = call.clone();
+    let stored = call.store_as.clone();
     let job = engine.submit(move |e| {
-        let release = |e: &mut dyn shared_state::Engine| match &call.store_as {
+        let release = |e: &mut dyn shared_state::Engine| match &stored {
             Some(stored) => e.put_resident(stored, Tensor::from_f32(&[0], Vec::new())),
             None => Ok(()),
         };
-        if warm_up {
-            std::hint::black_box(e.run(call.clone())?);
+        if let Some(untimed) = untimed {
+            std::hint::black_box(e.run(untimed)?);
             release(e)?;
         }
+        // The call is moved in: no copy of it inside the timed span.
         let started = Instant::now();
-        let output = e.run(call.clone())?;
+        let output = e.run(call)?;
         let took = started.elapsed();
         std::hint::black_box(output);
         release(e)?;
