@@ -715,9 +715,12 @@ pub fn timing_call(
 /// its results to the caller and back (and runs the other calls of the
 /// round), so without it every timed run began by waking the pool's
 /// threads (a futex wake-up each, tens of microseconds on this VM) inside
-/// the timed span: the replay's time read +8% on a 1M-element dot and
-/// +17-29% on a 512x512 stencil2d against the same machine code called in
-/// a loop, and a standalone program that slept before each call 2.2x. Cold timing
+/// the timed span, which a program's loop of calls does not pay: a
+/// standalone rayon program that slept before each call timed a 512x512
+/// stencil 2.2x and a 1M dot 1.12x its back-to-back calls. How much of the
+/// replay's gap to the static call this was is not settled: at low load a
+/// 1M dot reads within 1% either way, and stencil2d stays bimodal in every
+/// way (`bench/results/call-overhead-2026-12-06-warm-pool.txt`). Cold timing
 /// ([`sample_runs`] without it) runs the call once.
 ///
 /// The output: released after each run, so the next run of that call, on
