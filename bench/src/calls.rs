@@ -78,6 +78,9 @@ pub struct Calls {
     /// Every call of the bundled workload: static and the replay's time
     /// ([`crate::workload_calls`]).
     pub workload: Vec<KernelCalls>,
+    /// The share of the machine's CPUs other processes used while the
+    /// bundled workload's calls were timed (`None` where /proc does not say).
+    pub other_work: Option<f64>,
 }
 
 /// Where stencil2d's output lies after its input, modulo 4 KiB (bytes), in
@@ -99,10 +102,13 @@ pub const REPLAY_MAX_RATIO: f64 = 1.05;
 impl Calls {
     /// Section 3 of the report.
     pub fn render(&self) -> String {
-        let mut out = format!(
-            "\n3. Call overhead (ns per call; matmul is {n}x{n} @ {n}x{n}, tile 64)\n",
-            n = self.matmul_n
-        );
+        let mut out = match self.kernels.is_empty() {
+            true => "\n3. Call overhead: not measured (KILN_BENCH_CALLS=workload)\n".to_string(),
+            false => format!(
+                "\n3. Call overhead (ns per call; matmul is {n}x{n} @ {n}x{n}, tile 64)\n",
+                n = self.matmul_n
+            ),
+        };
         let pm = |s: &Summary| format!("{} ± {}", num(s.median), num(s.mad));
         let mut t = Table::new(&["kernel", "way", "ns/call", "x static", "+us"]);
         for k in &self.kernels {
@@ -116,7 +122,9 @@ impl Calls {
                 ]);
             }
         }
-        out.push_str(&t.render());
+        if !self.kernels.is_empty() {
+            out.push_str(&t.render());
+        }
         if let Some((kiln, static_calls)) = &self.stencil_layout {
             out.push_str(&format!(
                 "  stencil2d's output lies {kiln} B past its input modulo 4 KiB in kiln (every call of this run), {static_calls:?} B in static calls\n"
@@ -124,8 +132,10 @@ impl Calls {
         }
         out.push_str(
             "\n3b. Every call of the bundled workload: the replay's time (its own code: resident arguments, \
-             engine thread, output released after each sample) against the same kernel linked statically \
-             (the module's kernel table, the call bound as the engine binds it), interleaved\n",
+             engine thread, the timed run right after an untimed run of the call, output released after \
+             each sample) against the same kernel linked statically (the module's kernel table, the call \
+             bound as the engine binds it, called in a loop), interleaved; 'one run': a sample of one run \
+             alone (as cold timing samples, without the flush), the engine's pool waking inside the timed span\n",
         );
         let mut t = Table::new(&[
             "call",
@@ -133,20 +143,31 @@ impl Calls {
             "replay ns",
             "x static",
             "static spread",
+            "one run ns",
+            "x static",
         ]);
         for k in &self.workload {
             let (Some(s), Some(r)) = (k.get(WORKLOAD_WAYS[0]), k.get(WORKLOAD_WAYS[1])) else {
                 continue;
             };
+            let one = k.get(WORKLOAD_WAYS[2]);
             t.row(vec![
                 k.kernel.clone(),
                 pm(s),
                 pm(r),
                 format!("{:.3}", k.ratio(WORKLOAD_WAYS[1])),
                 format!("{:.1}%", 100.0 * s.mad / s.median),
+                one.map_or_else(String::new, pm),
+                one.map_or_else(String::new, |_| format!("{:.3}", k.ratio(WORKLOAD_WAYS[2]))),
             ]);
         }
         out.push_str(&t.render());
+        if let Some(share) = self.other_work {
+            out.push_str(&format!(
+                "  other processes used {:.0}% of the machine's CPUs meanwhile\n",
+                share * 100.0
+            ));
+        }
         out
     }
 
@@ -156,6 +177,7 @@ impl Calls {
     pub fn replay_targets(&self) -> Vec<Target> {
         self.workload
             .iter()
+            .filter(|kernel| !is_fixed_cost(kernel))
             .map(|kernel| {
                 let ratio = kernel.ratio(WORKLOAD_WAYS[1]);
                 Target {
@@ -175,14 +197,8 @@ impl Calls {
         json!({
             "matmul_n": self.matmul_n,
             "threads": THREADS,
-            "bundled_workload": self.workload.iter().map(|k| json!({
-                "call": k.kernel,
-                "ways": k.ns.iter().map(|(way, s)| json!({
-                    "way": way,
-                    "ns_per_call": s.to_json(),
-                    "ratio_to_static": k.ratio(way),
-                })).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
+            "bundled_workload": self.workload.iter().filter(|k| !is_fixed_cost(k)).map(workload_json).collect::<Vec<_>>(),
+            "fixed_cost_of_a_call": self.workload.iter().find(|k| is_fixed_cost(k)).map(workload_json),
             "stencil2d_output_past_input_mod_4k": self.stencil_layout.as_ref().map(|(kiln, static_calls)| json!({
                 "kiln": kiln,
                 "static": static_calls,
@@ -198,6 +214,22 @@ impl Calls {
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// The row of the empty call ([`crate::workload_calls::FIXED_COST`]).
+fn is_fixed_cost(k: &KernelCalls) -> bool {
+    k.kernel.starts_with(crate::workload_calls::FIXED_COST)
+}
+
+fn workload_json(k: &KernelCalls) -> Value {
+    json!({
+        "call": k.kernel,
+        "ways": k.ns.iter().map(|(way, s)| json!({
+            "way": way,
+            "ns_per_call": s.to_json(),
+            "ratio_to_static": k.ratio(way),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// What one call gave back: its values when asked for (the check before the
@@ -548,6 +580,16 @@ pub fn measure(
     let put = |name: &str, t: Tensor| handle.put_resident(name, t).map_err(|e| e.to_string());
 
     let mut kernels = Vec::new();
+    if workload_only() {
+        let (workload, other_work) = measure_workload(config, &pool, &handle)?;
+        return Ok(Calls {
+            kernels,
+            matmul_n: 0,
+            stencil_layout: None,
+            workload,
+            other_work,
+        });
+    }
     for len in [1usize, 1024] {
         let x = kernel_reference::test_values(len, 1);
         let y = kernel_reference::test_values(len, 2);
@@ -562,7 +604,7 @@ pub fn measure(
     }
     let (others, stencil_layout) = other_kernels(config, &pool, &served, &handle)?;
     kernels.extend(others);
-    let workload = crate::workload_calls::measure(config, &pool, &handle)?;
+    let (workload, other_work) = measure_workload(config, &pool, &handle)?;
     // Last: the report's "about 1 ms" target reads the last kernel.
     let n = calibrate_matmul(&pool);
     let a = kernel_reference::test_values(n * n, 3);
@@ -580,7 +622,29 @@ pub fn measure(
         matmul_n: n,
         stencil_layout,
         workload,
+        other_work,
     })
+}
+
+/// `KILN_BENCH_CALLS=workload`: section 3b alone (every call of the bundled
+/// workload against static), for repeated runs.
+fn workload_only() -> bool {
+    std::env::var("KILN_BENCH_CALLS").is_ok_and(|v| v == "workload")
+}
+
+/// Section 3b and the share of the machine other processes used meanwhile.
+fn measure_workload(
+    config: &Config,
+    pool: &rayon::ThreadPool,
+    handle: &kiln::EngineHandle,
+) -> Result<(Vec<KernelCalls>, Option<f64>), String> {
+    let before = kiln::process::cpu_ticks();
+    let started = Instant::now();
+    let workload = crate::workload_calls::measure(config, pool, handle)?;
+    let other_work = before
+        .zip(kiln::process::cpu_ticks())
+        .map(|(b, a)| kiln::process::other_work_share(b, a, started.elapsed()));
+    Ok((workload, other_work))
 }
 
 /// Pins the static pool's `k`-th thread to the `k`-th CPU this process may

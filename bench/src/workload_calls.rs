@@ -6,8 +6,12 @@
 //! - kiln: the replay's own code (`workload::replay::timing_call` and
 //!   `sample`): arguments resident, the output stored in a throwaway
 //!   resident and released after each sample, the time taken on the
-//!   engine's thread (`EngineHandle::run_timed`). This is the time
-//!   `kiln dev` and `kiln replay` report.
+//!   engine's thread around a run that follows an untimed run of the same
+//!   call there (the pool awake, as in a program's loop of calls). This is
+//!   the time `kiln dev` and `kiln replay` report. Beside it, a sample of
+//!   one run alone (`sample_runs` without the untimed run: cold timing's
+//!   sample, without its flush): the cost of waking the engine's pool
+//!   inside the timed span.
 //! - static: the CPU module's kernel table ([`crate::static_module`], the
 //!   very source files the module compiles), the call bound to its
 //!   declaration as the engine binds it, run on a 2-thread pool pinned as
@@ -27,8 +31,11 @@ use crate::calls::{CallFn, KernelCalls, Ran, time_ways};
 use crate::config::Config;
 use crate::static_module::{self, StaticKernel};
 
-/// The two ways, in table order.
-pub const WAYS: [&str; 2] = ["static", "kiln replay's time"];
+/// The ways, in table order: the static call, the replay's time (a sample:
+/// the timed run right after an untimed one on the engine thread) and a
+/// sample of one run alone (cold timing's sample, without the flush),
+/// which shows what waking the engine's pool costs inside the timed span.
+pub const WAYS: [&str; 3] = ["static", "kiln replay's time", "kiln, one run per sample"];
 
 /// One call of the bundled workload, timed both ways (ns per call).
 pub type WorkloadCall = KernelCalls;
@@ -85,8 +92,28 @@ pub fn measure(
             }
         }
     }
+    // Not a call of the workload: the fixed part of every call, both ways.
+    let empty = Call::new("dot")
+        .arg(Tensor::from_f32(&[0], Vec::new()))
+        .arg(Tensor::from_f32(&[0], Vec::new()));
+    let kernel = table
+        .iter()
+        .find(|k| k.name() == "dot")
+        .ok_or("the CPU module has no kernel dot")?;
+    let inputs = inputs(&empty, &residents)?;
+    let mut fixed = measure_call(
+        config, &kernels, kernel, pool, handle, &empty, &inputs, index, "   dot",
+    )?;
+    fixed.kernel = format!("{FIXED_COST} dot 0, 0");
+    calls.push(fixed);
     Ok(calls)
 }
+
+/// Marks the row of an empty call (a dot of no elements): not a call of
+/// the workload but the part every call has, the binding of the call and
+/// the pool's dispatch (a job handed to a rayon thread and the caller woken
+/// when it is done), in both ways' times.
+pub const FIXED_COST: &str = "(fixed cost)";
 
 /// `3 stencil2d 512x512`: the call's place in the workload, its kernel and
 /// the shape of its first input.
@@ -167,19 +194,23 @@ fn measure_call(
             took: None,
         })
     });
-    let mut samples = Vec::with_capacity(1);
-    let through_kiln: CallFn<'_> = Box::new(move |_| {
-        samples.clear();
-        kiln::workload::replay::sample(handle, &timed, &mut samples).map_err(|e| e.to_string())?;
-        Ok(Ran {
-            values: None,
-            took: samples.first().copied().or(Some(Duration::ZERO)),
+    let sampled = |warm_up: bool| -> CallFn<'_> {
+        let timed = &timed;
+        let mut samples = Vec::with_capacity(1);
+        Box::new(move |_| {
+            samples.clear();
+            kiln::workload::replay::sample_runs(handle, timed, warm_up, &mut samples)
+                .map_err(|e| e.to_string())?;
+            Ok(Ran {
+                values: None,
+                took: samples.first().copied().or(Some(Duration::ZERO)),
+            })
         })
-    });
+    };
     let result = time_ways(
         &label,
         WAYS.to_vec(),
-        vec![statically, through_kiln],
+        vec![statically, sampled(true), sampled(false)],
         config,
     );
     for name in scratch {

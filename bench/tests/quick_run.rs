@@ -201,8 +201,9 @@ fn a_quick_run_reports_every_section_with_finite_numbers() {
             k["kernel"]
         );
     }
-    // Every call of the bundled workload, in its order, both ways (the
-    // replay's targets read these): the static call and the replay's time.
+    // Every call of the bundled workload, in its order, every way (the
+    // replay's targets read these): the static call, the replay's time and
+    // a sample of one run alone.
     let bundled = json["call_overhead"]["bundled_workload"]
         .as_array()
         .unwrap();
@@ -241,6 +242,14 @@ fn a_quick_run_reports_every_section_with_finite_numbers() {
             .collect();
         assert_eq!(ways, kiln_bench::workload_calls::WAYS, "{c}");
     }
+    // The empty call's row: the part of every call that is not the
+    // kernel's work, all three ways.
+    let fixed = &json["call_overhead"]["fixed_cost_of_a_call"];
+    assert_eq!(
+        fixed["ways"].as_array().map(Vec::len),
+        Some(kiln_bench::workload_calls::WAYS.len()),
+        "{fixed}"
+    );
     let sizes: Vec<u64> = json["handoff"]["sizes"]
         .as_array()
         .unwrap()
@@ -287,4 +296,47 @@ fn a_quick_run_reports_every_section_with_finite_numbers() {
     let bars = kiln_bench::chart::bars(&report);
     assert_eq!(svg.matches("<rect x=").count(), bars.len());
     assert!(bars.iter().all(|b| b.ratio.is_finite() && b.ratio > 0.0));
+}
+
+/// A replay's sample times the run that follows an untimed run of the same
+/// call on the engine's thread (`workload::replay::sample`), so the timed
+/// run finds the engine's pool awake as a program's loop of calls does;
+/// a cold sample (`sample_runs` without the untimed run, after a cache
+/// flush) runs the call once.
+/// Counted by the CPU engine itself (`counters/calls/KERNEL` in its notes):
+/// without the untimed run, every timed run began by waking the pool's
+/// threads inside the timed span (section 3b's "one run" column).
+#[test]
+fn a_sample_times_the_second_of_two_runs_and_a_cold_sample_its_only_run() {
+    let workspace = kiln::workspace::built_workspace_root();
+    let artifact = kiln_bench::artifacts::build_module(
+        &workspace,
+        kiln_bench::kiln_side::MODULE,
+        kiln::workspace::HOST_PROFILE,
+        &["-p", "kiln-bench", "--test", "quick_run"].map(String::from),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let side = kiln_bench::kiln_side::KilnSide::new(&workspace, &artifact, "sample-runs")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let served = side.serve(0).unwrap_or_else(|e| panic!("{e}"));
+    let handle = served.handle();
+    let call = kiln_bench::kiln_side::saxpy_call(&[1.0; 64], &[2.0; 64]);
+    let mut scratch = Vec::new();
+    let timed = kiln::workload::replay::timing_call(&handle, &call, 0, &mut scratch).unwrap();
+    let runs = || match handle.info().unwrap().notes.get("counters/calls/saxpy") {
+        Some(shared_state::Scalar::I64(n)) => *n,
+        None => 0,
+        Some(other) => panic!("counters/calls/saxpy is {other:?}"),
+    };
+    let mut samples = Vec::new();
+    let before = runs();
+    kiln::workload::replay::sample(&handle, &timed, &mut samples).unwrap();
+    assert_eq!(
+        runs() - before,
+        2,
+        "a sample: an untimed run, then the timed one"
+    );
+    kiln::workload::replay::sample_runs(&handle, &timed, false, &mut samples).unwrap();
+    assert_eq!(runs() - before, 3, "a cold sample: one run");
+    assert_eq!(samples.len(), 2, "one time per sample");
 }

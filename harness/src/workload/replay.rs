@@ -674,12 +674,14 @@ struct Timed {
 }
 
 /// What a timed call's time covers, as the replay's header says it: the
-/// call on the engine's thread (`EngineHandle::run_timed`), so the kernel
-/// with the output it allocates (as the same function linked into a
-/// program allocates it) and the replaced output's release, not the
-/// hand-off to that thread and back (`cargo bench -p kiln-bench -- calls`
-/// compares it with the same kernel linked statically).
-pub const TIMED_SPAN: &str = "each time is the call on the engine's thread, its output's allocation included, the hand-off not";
+/// call on the engine's thread right after an untimed run of it there
+/// ([`sample`]: its pool awake, as in a program's loop of calls), so the
+/// kernel with the output it allocates (as the same function linked into a
+/// program allocates it), not the hand-off to that thread and back nor the
+/// output's release (`cargo bench -p kiln-bench -- calls` compares it with
+/// the same kernel linked statically). Cold, the call's only run after the
+/// flush ([`sample_runs`]), the pool's wake-up included.
+pub const TIMED_SPAN: &str = "each time is the call on the engine's thread right after an untimed run of it (cold: its only run), its output's allocation included, the hand-off not";
 
 /// The call as a replay times it on `engine`: its tensor arguments put as
 /// scratch residents (named into `scratch`), its output stored in a
@@ -706,31 +708,70 @@ pub fn timing_call(
     Ok(timed)
 }
 
-/// Times one call, then releases the output it stored, outside the timed
-/// span. The next run of that call, on either engine, then allocates its
-/// output while no other output of the call lives, and gets the same block
-/// of the one malloc heap (`process::configure_malloc`): both engines'
-/// outputs lie alike against their inputs. Kept until replaced, an
-/// engine's outputs took turns between two blocks (each allocated while
-/// the other lived) and the old and new engines had blocks of their own,
-/// so a call's times split between layouts: where an output stream trails
-/// an input stream by a few hundred bytes modulo 4 KiB the CPU can take
-/// the load for one that depends on the store (4K aliasing), and the same
-/// stencil2d read 1.0x and 1.7x the static call in two runs of `cargo
-/// bench -p kiln-bench -- calls`, its output 2512 and 2128 bytes past its
-/// input modulo 4 KiB (the suspect, not proven: a standalone copy of the
-/// kernel moved by 5% at most between those distances).
+/// Times one call on the engine's thread, in one job there: an untimed run
+/// of the same call first, then the timed run, back to back, as a
+/// program's loop of calls runs them (the static call of `cargo bench -p
+/// kiln-bench -- calls`); then the output it stored is released, outside
+/// the timed span.
+///
+/// Why the untimed run: a CPU engine's rayon threads go to sleep within
+/// microseconds of their last task, and between two samples a replay hands
+/// its results to the caller and back (and runs the other calls of the
+/// round), so without it every timed run began by waking the pool's
+/// threads (a futex wake-up each, tens of microseconds on this VM) inside
+/// the timed span, which a program's loop of calls does not pay: a
+/// standalone rayon program that slept before each call timed a 512x512
+/// stencil 2.2x and a 1M dot 1.12x its back-to-back calls. How much of the
+/// replay's gap to the static call this was is not settled: at low load a
+/// 1M dot reads within 1% either way, and stencil2d stays bimodal in every
+/// way (`bench/results/call-overhead-2026-12-06-warm-pool.txt`). Cold timing
+/// ([`sample_runs`] without it) runs the call once.
+///
+/// The output: released after each run, so the next run of that call, on
+/// either engine, allocates its output while no other output of the call
+/// lives, and gets the same block of the one malloc heap
+/// (`process::configure_malloc`): both engines' outputs lie alike against
+/// their inputs (an engine's outputs used to take turns between two
+/// blocks, and a call's times split between layouts: 4K aliasing
+/// suspected, not proven).
 pub fn sample(
     engine: &EngineHandle,
     call: &Call,
     into: &mut Vec<Duration>,
 ) -> Result<(), CallError> {
-    let (output, took) = engine.run_timed(call.clone())?;
-    std::hint::black_box(output);
-    into.push(took);
-    if let Some(stored) = &call.store_as {
-        engine.put_resident(stored, Tensor::from_f32(&[0], Vec::new()))?;
-    }
+    sample_runs(engine, call, true, into)
+}
+
+/// [`sample`], with the untimed run first (`warm_up`) or without: cold
+/// timing (the caches just flushed) runs the call once, the wake-up of the
+/// engine's pool included.
+pub fn sample_runs(
+    engine: &EngineHandle,
+    call: &Call,
+    warm_up: bool,
+    into: &mut Vec<Duration>,
+) -> Result<(), CallError> {
+    let untimed = warm_up.then(|| call.clone());
+    let call = call.clone();
+    let stored = call.store_as.clone();
+    let job = engine.submit(move |e| {
+        let release = |e: &mut dyn shared_state::Engine| match &stored {
+            Some(stored) => e.put_resident(stored, Tensor::from_f32(&[0], Vec::new())),
+            None => Ok(()),
+        };
+        if let Some(untimed) = untimed {
+            std::hint::black_box(e.run(untimed)?);
+            release(e)?;
+        }
+        // The call is moved in: no copy of it inside the timed span.
+        let started = Instant::now();
+        let output = e.run(call)?;
+        let took = started.elapsed();
+        std::hint::black_box(output);
+        release(e)?;
+        Ok(took)
+    })?;
+    into.push(engine.wait(job)?);
     Ok(())
 }
 
@@ -821,12 +862,12 @@ fn time_calls(
             let on_new = |into: &mut Vec<Duration>| {
                 flush();
                 watch.before(handle.label(), index, kernel);
-                sample(handle, &t.new_call, into)
+                sample_runs(handle, &t.new_call, cold.is_none(), into)
             };
             let on_old = |old: &EngineHandle, call: &Call, into: &mut Vec<Duration>| {
                 flush();
                 watch.before(old.label(), index, kernel);
-                sample(old, call, into)
+                sample_runs(old, call, cold.is_none(), into)
             };
             let mut old_failed = None;
             let result = (|| match (old, &t.old_call) {
