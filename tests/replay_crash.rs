@@ -14,6 +14,10 @@ use kiln_e2e::module_artifact;
 use shared_state::{Call, Scalar, Tensor};
 
 fn replay(mode: &str, extra: &[&str]) -> (Output, String) {
+    replay_timed(mode, &["--no-timing"], extra)
+}
+
+fn replay_timed(mode: &str, timing: &[&str], extra: &[&str]) -> (Output, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut workload = Workload::new("misbehave-once");
     workload.call(Call::new("count"), None);
@@ -30,7 +34,7 @@ fn replay(mode: &str, extra: &[&str]) -> (Output, String) {
         .arg(&file)
         .arg("--module")
         .arg(&artifact)
-        .args(["--no-timing"])
+        .args(timing)
         .args(extra)
         .output()
         .expect("kiln runs");
@@ -61,6 +65,21 @@ fn replay_reports_a_hanging_call_at_its_deadline() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("call 1 (misbehave) FAILED"), "{text}");
     assert!(text.contains("past its 1.0 s deadline"), "{text}");
+}
+
+/// A warm timing sample runs the call twice back to back (an untimed run
+/// wakes the engine's pool: `workload::replay::sample`); the deadline is
+/// one run's, restarted before the timed run. A call of 0.6 s under a 1 s
+/// deadline passes (0.4 s of margin for a loaded machine: a sleep, not
+/// CPU work); counted over the sample's two runs it would be 1.2 s, hung.
+#[test]
+fn each_run_of_a_timed_sample_has_the_whole_call_deadline() {
+    let (out, text) = replay_timed("sleep_ms:600", &[], &["--call-timeout", "1"]);
+    assert!(
+        !text.contains("deadline"),
+        "no run is past its deadline:\n{text}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
 }
 
 #[test]

@@ -80,6 +80,13 @@ impl CallWatch {
             f(label, index, kernel);
         }
     }
+
+    /// [`Self::before`] for the same call, to be told later (on another
+    /// thread).
+    fn again(&self, label: &str, index: usize, kernel: &str) -> impl Fn() + Send + 'static {
+        let (watch, label, kernel) = (self.clone(), label.to_string(), kernel.to_string());
+        move || watch.before(&label, index, &kernel)
+    }
 }
 
 impl std::fmt::Debug for CallWatch {
@@ -751,6 +758,20 @@ pub fn sample_runs(
     warm_up: bool,
     into: &mut Vec<Duration>,
 ) -> Result<(), CallError> {
+    sample_runs_watched(engine, call, warm_up, || {}, into)
+}
+
+/// [`sample_runs`], telling `before_timed` (on the engine's thread) between
+/// the untimed run and the timed one: the watchdog's clock starts again
+/// there, so a call's deadline (`--call-timeout`) covers one run of it, not
+/// the two a warm sample makes.
+pub fn sample_runs_watched(
+    engine: &EngineHandle,
+    call: &Call,
+    warm_up: bool,
+    before_timed: impl Fn() + Send + 'static,
+    into: &mut Vec<Duration>,
+) -> Result<(), CallError> {
     let untimed = warm_up.then(|| call.clone());
     let call = call.clone();
     let stored = call.store_as.clone();
@@ -762,6 +783,7 @@ pub fn sample_runs(
         if let Some(untimed) = untimed {
             std::hint::black_box(e.run(untimed)?);
             release(e)?;
+            before_timed();
         }
         // The call is moved in: no copy of it inside the timed span.
         let started = Instant::now();
@@ -862,12 +884,14 @@ fn time_calls(
             let on_new = |into: &mut Vec<Duration>| {
                 flush();
                 watch.before(handle.label(), index, kernel);
-                sample_runs(handle, &t.new_call, cold.is_none(), into)
+                let rewatch = watch.again(handle.label(), index, kernel);
+                sample_runs_watched(handle, &t.new_call, cold.is_none(), rewatch, into)
             };
             let on_old = |old: &EngineHandle, call: &Call, into: &mut Vec<Duration>| {
                 flush();
                 watch.before(old.label(), index, kernel);
-                sample_runs(old, call, cold.is_none(), into)
+                let rewatch = watch.again(old.label(), index, kernel);
+                sample_runs_watched(old, call, cold.is_none(), rewatch, into)
             };
             let mut old_failed = None;
             let result = (|| match (old, &t.old_call) {

@@ -93,6 +93,14 @@ fn misbehave(mode: &str, bytes: usize, depth: u64) -> Result<(), EngineError> {
         // Loops like `infinite_loop` once the file exists: a version that
         // served well until then (the old version of an interleaved
         // replay, say) hangs.
+        // A slow but finite call: `sleep_ms:N` sleeps N ms.
+        other if other.starts_with("sleep_ms:") => {
+            let ms: u64 = other["sleep_ms:".len()..]
+                .parse()
+                .map_err(|_| EngineError::bad_call(format!("misbehave: bad mode {other:?}")))?;
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(())
+        }
         other if other.starts_with("loop_if_file:") => {
             let path = &other["loop_if_file:".len()..];
             match std::path::Path::new(path).exists() {
