@@ -393,7 +393,8 @@ pub struct SizeFigures {
     pub startup_ms: f64,
     /// The start-up build's `build_finished` ms.
     pub build_ms: f64,
-    /// The start-up checkpoint's ms and bytes.
+    /// The first start-up checkpoint's ms (the one that holds the whole
+    /// state; those after the start-up replay copy what changed only).
     pub startup_checkpoint_ms: f64,
     /// `swapped`: kiln's save to serving (from the first file event).
     pub save_ms: f64,
@@ -618,7 +619,9 @@ fn run_session(
             if e.is(EventKind::BuildFinished) && f.build_ms == 0.0 {
                 f.build_ms = number(&e, "ms")?;
             }
-            if e.is(EventKind::Checkpoint) {
+            // The first one: it holds the whole state (the later ones
+            // of the start-up, after its replay, copy what changed only).
+            if e.is(EventKind::Checkpoint) && f.startup_checkpoint_ms == 0.0 {
                 f.startup_checkpoint_ms = number(&e, "ms")?;
             }
             if kiln_dev_driver::is_watching(&e) {
