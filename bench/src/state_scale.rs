@@ -96,7 +96,11 @@ pub fn sizes(config: &Config) -> Result<Vec<u64>, String> {
 
 /// The `NAME:   N kB` line of a /proc file, in bytes.
 fn kib_field(path: &str, name: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
+    kib_in(&std::fs::read_to_string(path).ok()?, name)
+}
+
+/// The `NAME:   N kB` line of `text` (a /proc file read), in bytes.
+fn kib_in(text: &str, name: &str) -> Option<u64> {
     let kib: u64 = text
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
@@ -241,10 +245,14 @@ impl Sample {
 
 /// `Pss:` less `Pss_Shmem:` of `/proc/PID/smaps_rollup`, in bytes: what
 /// the process holds but shared memory (counted in full by the memfds).
+///
+/// Both from one read: read twice, a worker exiting between the reads (the
+/// one a crash killed) gave its whole Pss, shared memory included, and no
+/// `Pss_Shmem` to take off: a checkpoint's size more in the crash's peak.
 fn pss(pid: u32) -> Option<u64> {
-    let rollup = format!("/proc/{pid}/smaps_rollup");
-    let all = kib_field(&rollup, "Pss")?;
-    Some(all.saturating_sub(kib_field(&rollup, "Pss_Shmem").unwrap_or(0)))
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let all = kib_in(&rollup, "Pss")?;
+    Some(all.saturating_sub(kib_in(&rollup, "Pss_Shmem")?))
 }
 
 /// The `kiln worker` children of `parent`.
@@ -393,7 +401,8 @@ pub struct SizeFigures {
     pub startup_ms: f64,
     /// The start-up build's `build_finished` ms.
     pub build_ms: f64,
-    /// The start-up checkpoint's ms and bytes.
+    /// The first start-up checkpoint's ms (the one that holds the whole
+    /// state; those after the start-up replay copy what changed only).
     pub startup_checkpoint_ms: f64,
     /// `swapped`: kiln's save to serving (from the first file event).
     pub save_ms: f64,
@@ -618,7 +627,9 @@ fn run_session(
             if e.is(EventKind::BuildFinished) && f.build_ms == 0.0 {
                 f.build_ms = number(&e, "ms")?;
             }
-            if e.is(EventKind::Checkpoint) {
+            // The first one: it holds the whole state (the later ones
+            // of the start-up, after its replay, copy what changed only).
+            if e.is(EventKind::Checkpoint) && f.startup_checkpoint_ms == 0.0 {
                 f.startup_checkpoint_ms = number(&e, "ms")?;
             }
             if kiln_dev_driver::is_watching(&e) {

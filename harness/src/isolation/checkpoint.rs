@@ -46,6 +46,10 @@ pub struct Checkpoint {
     last_part: u64,
     /// The current checkpoint (sealed parts) and what is in it.
     current: Option<(Arc<Parts>, Checkpointed)>,
+    /// The part a starting worker reads the workload's large residents
+    /// into (its number and memfd), under way until the start is done;
+    /// then, sealed, held until a checkpoint points into it.
+    loads: Option<(u64, Arc<File>)>,
     /// What the disk copy is to copy next, shared with it.
     shared: Arc<Shared>,
     /// The copy of every checkpoint to a file, when kept on disk.
@@ -58,6 +62,7 @@ impl Checkpoint {
             next: None,
             last_part: 0,
             current: None,
+            loads: None,
             shared: Arc::default(),
             disk: None,
         })
@@ -66,6 +71,13 @@ impl Checkpoint {
     /// A fresh memfd for the next checkpoint: the path a worker opens it
     /// by to write it. Any earlier one that was not committed is dropped.
     pub fn begin(&mut self) -> std::io::Result<PathBuf> {
+        let (part, file, path) = self.new_part()?;
+        self.next = Some((part, file));
+        Ok(path)
+    }
+
+    /// A fresh, empty memfd for a part, its number and its path.
+    fn new_part(&mut self) -> std::io::Result<(u64, File, PathBuf)> {
         let fd = rustix::fs::memfd_create(
             "kiln-checkpoint",
             MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
@@ -73,8 +85,34 @@ impl Checkpoint {
         let file = File::from(fd);
         let path = path_of(&file);
         self.last_part += 1;
-        self.next = Some((self.last_part, file));
-        Ok(path)
+        Ok((self.last_part, file, path))
+    }
+
+    /// A fresh memfd for a starting worker to read the workload's large
+    /// residents into (a checkpoint part of their own, written once, so
+    /// they are in memory once: the engine serves them mapped and the
+    /// first checkpoint points there): its part number and the path the
+    /// worker opens it by. Any earlier one not pointed into is dropped.
+    pub fn begin_loads(&mut self) -> std::io::Result<(u64, PathBuf)> {
+        let (part, file, path) = self.new_part()?;
+        self.loads = Some((part, Arc::new(file)));
+        Ok((part, path))
+    }
+
+    /// The worker wrote `bytes` into the part [`Checkpoint::begin_loads`]
+    /// made (`None`: nothing, it is dropped): sealed like a checkpoint's,
+    /// it is held for the next checkpoint to point into.
+    pub fn commit_loads(&mut self, bytes: Option<u64>) -> Result<(), String> {
+        let Some(bytes) = bytes else {
+            self.loads = None;
+            return Ok(());
+        };
+        let (_, file) = self.loads.as_ref().ok_or("no loads part under way")?;
+        let sealed = seal(file, bytes);
+        if sealed.is_err() {
+            self.loads = None;
+        }
+        sealed
     }
 
     /// The part number of the memfd [`Checkpoint::begin`] made last.
@@ -85,10 +123,13 @@ impl Checkpoint {
     /// The parts the current checkpoint holds: a new one may point into
     /// them.
     pub fn held(&self) -> Vec<u64> {
-        self.current
+        let mut held: Vec<u64> = self
+            .current
             .as_ref()
             .map(|(parts, _)| parts.files.keys().copied().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        held.extend(self.loads.as_ref().map(|(part, _)| *part));
+        held
     }
 
     /// The checkpoint written into the memfd [`Checkpoint::begin`] made
@@ -102,22 +143,19 @@ impl Checkpoint {
             .next
             .take()
             .ok_or("no checkpoint under way to commit")?;
-        let all = SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL;
-        rustix::fs::fcntl_add_seals(&file, all)
-            .map_err(|e| format!("cannot seal the checkpoint: {e}"))?;
-        let len = file.metadata().map_err(|e| e.to_string())?.len();
-        if len != written.bytes {
-            return Err(format!(
-                "the checkpoint holds {len} bytes, the worker wrote {}",
-                written.bytes
-            ));
-        }
+        seal(&file, written.bytes)?;
         let mut files = BTreeMap::from([(part, Arc::new(file))]);
         for earlier in written.parts.iter().filter(|p| **p != part) {
+            let loads = self
+                .loads
+                .as_ref()
+                .filter(|(p, _)| p == earlier)
+                .map(|(_, f)| f);
             let held = self
                 .current
                 .as_ref()
                 .and_then(|(parts, _)| parts.files.get(earlier))
+                .or(loads)
                 .ok_or_else(|| {
                     format!(
                         "the checkpoint points to part {earlier}, which the current one does not hold"
@@ -125,6 +163,9 @@ impl Checkpoint {
                 })?;
             files.insert(*earlier, held.clone());
         }
+        // The loads part is the current checkpoint's to hold from now
+        // on, or no one's.
+        self.loads = None;
         let parts = Arc::new(Parts {
             newest: part,
             files,
@@ -153,6 +194,7 @@ impl Checkpoint {
                     .filter(|(p, _)| **p != parts.newest)
                     .map(|(p, f)| (*p, path_of(f)))
                     .collect(),
+                newest: parts.newest,
             },
             None => StateSource::Empty,
         }
@@ -203,6 +245,21 @@ impl Checkpoint {
         };
         super::disk_copy::state_file::put_in_place(parts, written, self.disk.as_ref(), path)
     }
+}
+
+/// Seals a part the worker wrote `bytes` into: from now on no one can
+/// change, empty or grow it.
+fn seal(file: &File, bytes: u64) -> Result<(), String> {
+    let all = SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL;
+    rustix::fs::fcntl_add_seals(file, all)
+        .map_err(|e| format!("cannot seal the checkpoint: {e}"))?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len != bytes {
+        return Err(format!(
+            "the checkpoint holds {len} bytes, the worker wrote {bytes}"
+        ));
+    }
+    Ok(())
 }
 
 impl Drop for Checkpoint {

@@ -166,10 +166,25 @@ impl IsolatedEngine {
             Reply::Configured => {}
             other => return Err(unexpected(other)),
         }
+        // Not from a checkpoint: the workload's large residents are read
+        // into a part of their own (none is needed when the state comes
+        // from one: its parts already hold them).
+        let loads = match &state {
+            StateSource::Checkpoint { .. } => None,
+            _ => self.checkpoint.begin_loads().ok(),
+        };
         let reply = self.request(Request::Start {
             staged: StagedWire::from(staged),
             state,
+            loads,
         });
+        let loads_bytes = match &reply {
+            Ok(Reply::Started(started)) => started.loads_bytes,
+            _ => None,
+        };
+        if let Err(e) = self.checkpoint.commit_loads(loads_bytes) {
+            tracing::warn!("the workload's residents stay the engine's own: {e}");
+        }
         match reply {
             Ok(Reply::Started(started)) => {
                 self.serving = true;

@@ -197,84 +197,174 @@ pub fn write_part(
     part: u64,
     earlier: &dyn Fn(&str, &Section) -> Option<Placed>,
 ) -> std::io::Result<PartWritten> {
+    let outline = Outline::of(snapshot, part, earlier);
+    write_outline(&outline, out, part, &mut |name| match snapshot.get(name) {
+        Some(Section::Tensor(t)) => Some(t.clone()),
+        _ => None,
+    })
+}
+
+/// [`write_part`] of a snapshot it takes, with no earlier part: each
+/// tensor's memory is let go as soon as its bytes are written (when
+/// nothing else holds it), so writing `n` bytes of tensors the snapshot
+/// alone holds needs about the largest tensor's more, not `n` more.
+pub fn write_part_taking(
+    mut snapshot: Snapshot,
+    out: &mut (impl Write + Seek),
+    part: u64,
+) -> std::io::Result<PartWritten> {
+    let outline = Outline::of(&snapshot, part, &|_, _| None);
+    write_outline(&outline, out, part, &mut |name| snapshot.take_tensor(name))
+}
+
+/// What a part's header lists, known before any tensor byte is written:
+/// every section's name, its scalar value or its tensor's dtype, shape and
+/// length, and where an earlier part already holds it.
+struct Outline {
+    format: u32,
+    module: String,
+    backend: String,
+    sections: Vec<(String, OutlinedSection)>,
+}
+
+enum OutlinedSection {
+    Tensor {
+        dtype: String,
+        shape: Vec<usize>,
+        bytes: u64,
+        earlier: Option<Placed>,
+    },
+    Scalar(Scalar),
+}
+
+impl Outline {
+    fn of(
+        snapshot: &Snapshot,
+        part: u64,
+        earlier: &dyn Fn(&str, &Section) -> Option<Placed>,
+    ) -> Outline {
+        let sections = snapshot
+            .sections()
+            .map(|(name, section)| {
+                let outlined = match section {
+                    Section::Tensor(t) => OutlinedSection::Tensor {
+                        dtype: t.dtype().name().to_string(),
+                        shape: t.shape().to_vec(),
+                        bytes: t.byte_len() as u64,
+                        earlier: earlier(name, section).filter(|p| {
+                            p.part != part
+                                && (Snapshot::is_cache_section(name) || p.digest.is_some())
+                        }),
+                    },
+                    Section::Scalar(v) => OutlinedSection::Scalar(v.clone()),
+                };
+                (name.to_string(), outlined)
+            })
+            .collect();
+        Outline {
+            format: snapshot.format,
+            module: snapshot.module.clone(),
+            backend: snapshot.backend.clone(),
+            sections,
+        }
+    }
+}
+
+/// Writes the part `outline` describes, each tensor written here taken
+/// from `tensor` by name (and dropped once written).
+fn write_outline(
+    outline: &Outline,
+    out: &mut (impl Write + Seek),
+    part: u64,
+    tensor: &mut dyn FnMut(&str) -> Option<Tensor>,
+) -> std::io::Result<PartWritten> {
     let align = |offset: u64| align_to(offset, ALIGN);
-    // Where each tensor section goes: here (None) or an earlier part.
-    let plan: Vec<Option<Placed>> = snapshot
-        .sections()
-        .map(|(name, section)| match section {
-            Section::Tensor(_) => earlier(name, section).filter(|p| {
-                p.part != part && (Snapshot::is_cache_section(name) || p.digest.is_some())
-            }),
-            Section::Scalar(_) => None,
-        })
-        .collect();
     // The header with every crc32 unknown here at its longest, to reserve
     // its length.
     let header_of = |crcs: &[u32]| {
         let mut crcs = crcs.iter();
         let mut data_len = 0u64;
-        let sections = snapshot
-            .sections()
-            .zip(&plan)
-            .map(|((name, section), plan)| {
-                let name = name.to_string();
-                match (section, plan) {
-                    (Section::Tensor(t), Some(p)) => SectionHeader::Tensor {
+        let sections = outline
+            .sections
+            .iter()
+            .map(|(name, section)| {
+                let name = name.clone();
+                match section {
+                    OutlinedSection::Tensor {
+                        dtype,
+                        shape,
+                        earlier: Some(p),
+                        ..
+                    } => SectionHeader::Tensor {
                         name,
-                        dtype: t.dtype().name().to_string(),
-                        shape: t.shape().to_vec(),
+                        dtype: dtype.clone(),
+                        shape: shape.clone(),
                         offset: p.offset,
                         bytes: p.bytes,
                         crc32: p.crc32,
                         part: Some(p.part),
                     },
-                    (Section::Tensor(t), None) => {
-                        let bytes = t.byte_len() as u64;
+                    OutlinedSection::Tensor {
+                        dtype,
+                        shape,
+                        bytes,
+                        earlier: None,
+                    } => {
                         let offset = data_len;
                         data_len = align(data_len + bytes);
                         SectionHeader::Tensor {
                             name,
-                            dtype: t.dtype().name().to_string(),
-                            shape: t.shape().to_vec(),
+                            dtype: dtype.clone(),
+                            shape: shape.clone(),
                             offset,
-                            bytes,
+                            bytes: *bytes,
                             crc32: crcs.next().copied().unwrap_or(u32::MAX),
                             part: None,
                         }
                     }
-                    (Section::Scalar(v), _) => scalar_header(name, v),
+                    OutlinedSection::Scalar(v) => scalar_header(name, v),
                 }
             })
             .collect();
         serde_json::to_vec(&Header {
-            snapshot_format: snapshot.format,
-            module: snapshot.module.clone(),
-            backend: snapshot.backend.clone(),
+            snapshot_format: outline.format,
+            module: outline.module.clone(),
+            backend: outline.backend.clone(),
             sections,
         })
         .map_err(std::io::Error::other)
     };
     let reserved = header_of(&[])?.len();
     let data_start = align(PREAMBLE + reserved as u64);
-    let mut hasher = StateHasher::new(&snapshot.module);
+    let mut hasher = StateHasher::new(&outline.module);
     let mut crcs = Vec::new();
     let mut placed = std::collections::BTreeMap::new();
     let mut copied = 0u64;
     let mut pos = data_start;
     out.seek(SeekFrom::Start(data_start))?;
-    for ((name, section), plan) in snapshot.sections().zip(&plan) {
+    for (name, section) in &outline.sections {
         let state = !Snapshot::is_cache_section(name);
-        match (section, plan) {
-            (Section::Tensor(_), Some(p)) => {
+        match section {
+            OutlinedSection::Tensor {
+                earlier: Some(p), ..
+            } => {
                 if let (true, Some(digest)) = (state, p.digest) {
                     hasher.tensor_digest(digest);
                 }
-                placed.insert(name.to_string(), p.clone());
+                placed.insert(name.clone(), p.clone());
             }
-            (Section::Tensor(t), None) => {
+            OutlinedSection::Tensor {
+                dtype,
+                shape,
+                earlier: None,
+                ..
+            } => {
+                let t = tensor(name).ok_or_else(|| {
+                    std::io::Error::other(format!("section {name}: its tensor is gone"))
+                })?;
                 let bytes = t.data().as_bytes();
                 if state {
-                    hasher.tensor(name, t.dtype().name(), t.shape(), bytes.len() as u64);
+                    hasher.tensor(name, dtype, shape, bytes.len() as u64);
                 }
                 let start = align(pos);
                 out.write_all(&vec![0u8; (start - pos) as usize])?;
@@ -289,7 +379,7 @@ pub fn write_part(
                 let crc32 = crc.finalize();
                 crcs.push(crc32);
                 placed.insert(
-                    name.to_string(),
+                    name.clone(),
                     Placed {
                         part,
                         offset: start - data_start,
@@ -301,8 +391,8 @@ pub fn write_part(
                 copied += bytes.len() as u64;
                 pos = start + bytes.len() as u64;
             }
-            (Section::Scalar(v), _) if state => hasher.scalar(name, v),
-            (Section::Scalar(_), _) => {}
+            OutlinedSection::Scalar(v) if state => hasher.scalar(name, v),
+            OutlinedSection::Scalar(_) => {}
         }
     }
     let mut header = header_of(&crcs)?;
@@ -438,6 +528,42 @@ pub fn tensor_crcs(
         .into_iter()
         .filter_map(|s| match s {
             SectionHeader::Tensor { name, crc32, .. } => Some((name, crc32)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Where each tensor section of the checkpoint whose newest part (number
+/// `newest`) is at `path` is, from that part's header alone (no data
+/// read): in the part its header names, else in `newest`. No digest is
+/// known from a header ([`Placed::digest`] is `None`): a worker serving
+/// these sections learns them by hashing the bytes it serves.
+pub fn placements(
+    path: &Path,
+    newest: u64,
+) -> Result<std::collections::BTreeMap<String, Placed>, SnapshotFileError> {
+    let (_, header, _, _) = open_snapshot(path)?;
+    Ok(header
+        .sections
+        .into_iter()
+        .filter_map(|s| match s {
+            SectionHeader::Tensor {
+                name,
+                offset,
+                bytes,
+                crc32,
+                part,
+                ..
+            } => Some((
+                name,
+                Placed {
+                    part: part.unwrap_or(newest),
+                    offset,
+                    bytes,
+                    crc32,
+                    digest: None,
+                },
+            )),
             _ => None,
         })
         .collect())
@@ -832,6 +958,36 @@ mod tests {
         assert!(e.contains("resident/big") && e.contains("part 1"), "{e}");
         let e = verify(&path).unwrap_err().to_string();
         assert!(e.contains("part 1"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A part written from a snapshot it takes is byte for byte the one
+    /// written from a borrowed one, with the same placements, which
+    /// [`placements`] reads back from its header (digests aside).
+    #[test]
+    fn a_part_written_taking_its_tensors_is_the_same_part() {
+        let snapshot = sample_with_big_and_cache();
+        let mut borrowed = std::io::Cursor::new(Vec::new());
+        let from_borrowed = write_part(&snapshot, &mut borrowed, 3, &|_, _| None).unwrap();
+        let mut taken = std::io::Cursor::new(Vec::new());
+        let from_taken = write_part_taking(snapshot, &mut taken, 3).unwrap();
+        assert!(borrowed.get_ref() == taken.get_ref());
+        assert_eq!(from_borrowed.placed, from_taken.placed);
+        assert_eq!(from_borrowed.hash, from_taken.hash);
+        let dir = std::env::temp_dir().join(format!("kiln-snap-taken-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("part.snapshot");
+        std::fs::write(&path, taken.into_inner()).unwrap();
+        let without_digests = |placed: &std::collections::BTreeMap<String, Placed>| {
+            placed
+                .iter()
+                .map(|(n, p)| (n.clone(), (p.part, p.offset, p.bytes, p.crc32)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            without_digests(&placements(&path, 3).unwrap()),
+            without_digests(&from_taken.placed)
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

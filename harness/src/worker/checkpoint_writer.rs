@@ -10,7 +10,9 @@ use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::time::Instant;
 
-use shared_state::Snapshot;
+use shared_state::{Section, Snapshot};
+
+use crate::swap::state_hash::StateHasher;
 
 use super::protocol::Checkpointed;
 use crate::swap::snapshot_file::{self, Placed};
@@ -40,22 +42,9 @@ pub fn write_part(
     earlier: &dyn Fn(&str, &shared_state::Section) -> Option<Placed>,
 ) -> Result<(Checkpointed, File, BTreeMap<String, Placed>), String> {
     let start = Instant::now();
-    let fail =
-        |e: &dyn std::fmt::Display| format!("cannot write the checkpoint {}: {e}", path.display());
-    // Read too: a mapping needs it.
-    let file: File = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| format!("cannot open the checkpoint {}: {e}", path.display()))?;
-    let mut file = file;
-    let part_written =
-        snapshot_file::write_part(snapshot, &mut file, part, earlier).map_err(|e| fail(&e))?;
-    rustix::fs::fcntl_add_seals(
-        &file,
-        rustix::fs::SealFlags::WRITE | rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW,
-    )
-    .map_err(|e| format!("cannot seal the checkpoint {}: {e}", path.display()))?;
+    let (part_written, file) = write_sealed(path, &mut |file| {
+        snapshot_file::write_part(snapshot, file, part, earlier)
+    })?;
     let mut parts: Vec<u64> = part_written.placed.values().map(|p| p.part).collect();
     parts.push(part);
     parts.sort_unstable();
@@ -71,26 +60,81 @@ pub fn write_part(
     Ok((written, file, part_written.placed))
 }
 
+/// Writes the tensors `snapshot` alone holds into the fresh memfd at
+/// `path` as checkpoint part `part`, letting each go once written
+/// ([`snapshot_file::write_part_taking`]), and seals it like
+/// [`write_part`]. Returns what was written and the sealed file.
+pub fn write_taking(
+    snapshot: Snapshot,
+    path: &Path,
+    part: u64,
+) -> Result<(snapshot_file::PartWritten, File), String> {
+    let mut snapshot = Some(snapshot);
+    write_sealed(path, &mut |file| {
+        let snapshot = snapshot.take().expect("written once");
+        snapshot_file::write_part_taking(snapshot, file, part)
+    })
+}
+
+/// Opens the memfd at `path` (read too: a mapping needs it), `write`s a
+/// part into it and seals it against writing, shrinking and growing.
+fn write_sealed(
+    path: &Path,
+    write: &mut dyn FnMut(&mut File) -> std::io::Result<snapshot_file::PartWritten>,
+) -> Result<(snapshot_file::PartWritten, File), String> {
+    let mut file: File = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("cannot open the checkpoint {}: {e}", path.display()))?;
+    let written = write(&mut file)
+        .map_err(|e| format!("cannot write the checkpoint {}: {e}", path.display()))?;
+    rustix::fs::fcntl_add_seals(
+        &file,
+        rustix::fs::SealFlags::WRITE | rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW,
+    )
+    .map_err(|e| format!("cannot seal the checkpoint {}: {e}", path.display()))?;
+    Ok((written, file))
+}
+
 /// The hash `snapshot` would have as a checkpoint, in one pass over its
 /// bytes (nothing encoded or stored: a restarted engine serving a mapped
 /// checkpoint is checked at memory speed); `bytes` is the state's tensor
-/// bytes, not a file's length.
-pub fn hash_only(snapshot: &Snapshot) -> Result<Checkpointed, String> {
+/// bytes, not a file's length. With it, each state tensor section's digest
+/// ([`crate::swap::state_hash::StateHasher::end_tensor`]), by name: a
+/// worker serving a mapped checkpoint learns from them what its next
+/// checkpoint need not read again.
+pub fn hash_only(snapshot: &Snapshot) -> (Checkpointed, BTreeMap<String, u128>) {
     let start = Instant::now();
-    let hash = state_hash(snapshot);
-    let bytes = snapshot
-        .sections()
-        .map(|(_, s)| match s {
-            shared_state::Section::Tensor(t) => t.byte_len() as u64,
-            shared_state::Section::Scalar(_) => 0,
-        })
-        .sum();
-    Ok(Checkpointed {
+    let mut hasher = StateHasher::new(&snapshot.module);
+    let mut digests = BTreeMap::new();
+    let mut bytes = 0u64;
+    for (name, section) in snapshot.sections() {
+        if let Section::Tensor(t) = section {
+            bytes += t.byte_len() as u64;
+        }
+        if Snapshot::is_cache_section(name) {
+            continue;
+        }
+        match section {
+            Section::Tensor(t) => {
+                let data = t.data().as_bytes();
+                hasher.tensor(name, t.dtype().name(), t.shape(), data.len() as u64);
+                hasher.bytes(data);
+                if let Some(digest) = hasher.end_tensor() {
+                    digests.insert(name.to_string(), digest);
+                }
+            }
+            Section::Scalar(s) => hasher.scalar(name, s),
+        }
+    }
+    let written = Checkpointed {
         bytes,
-        hash,
+        hash: hasher.finish(),
         ms: start.elapsed().as_secs_f64() * 1e3,
         unchanged: false,
         copied_bytes: 0,
         parts: Vec::new(),
-    })
+    };
+    (written, digests)
 }

@@ -78,7 +78,11 @@ impl Host {
     fn dispatch(&mut self, request: Request) -> Result<Reply, String> {
         match request {
             Request::Configure(config) => self.configure(*config),
-            Request::Start { staged, state } => self.start(staged.into_staged()?, state),
+            Request::Start {
+                staged,
+                state,
+                loads,
+            } => self.start(staged.into_staged()?, state, loads),
             Request::LoadWorkloadState => {
                 let workload = self.workload()?;
                 let count = replay::load_state(&self.served()?.handle(), workload)
@@ -90,9 +94,14 @@ impl Host {
                 keep_old,
                 state,
             } => {
-                let state = match &state {
-                    Some(source) => load_state(source)?,
-                    None => None,
+                let state_source = state.clone();
+                let (state, served_marks) = match &state {
+                    Some(source) => {
+                        let state = load_state(source)?;
+                        let marks = state.as_ref().map(MappedMarks::of);
+                        (state, marks)
+                    }
+                    None => (None, None),
                 };
                 let loaded =
                     LoadedModule::open(staged.into_staged()?).map_err(|e| e.to_string())?;
@@ -120,6 +129,12 @@ impl Host {
                 } else {
                     drop(old);
                 }
+                // Rolled back to a checkpoint: the next one points into
+                // its parts (what the rolled-back engine serves of them).
+                if let Some(marks) = served_marks {
+                    self.checkpointed = None;
+                    self.serve_checkpoint(state_source.as_ref(), marks);
+                }
                 Ok(Reply::Swapped(Swapped {
                     from: report.from,
                     to: report.to,
@@ -138,7 +153,15 @@ impl Host {
             } => self.checkpoint(&file, current, part, &held),
             Request::StateHash => {
                 let snapshot = self.export()?;
-                hash_only(&snapshot).map(Reply::StateHash)
+                let (hashed, digests) = hash_only(&snapshot);
+                // A worker serving a mapped checkpoint learns here what its
+                // next checkpoint need not read again.
+                if let Some(last) = &mut self.checkpointed
+                    && last.lacks_digests()
+                {
+                    last.learn_digests(&snapshot, &digests, &hashed.hash);
+                }
+                Ok(Reply::StateHash(hashed))
             }
             Request::Record { path } => self.record(&path),
             Request::Bless { path } => self.bless(&path),
@@ -243,11 +266,27 @@ impl Host {
         &mut self,
         staged: crate::swap::stage::Staged,
         state: StateSource,
+        loads: Option<(u64, std::path::PathBuf)>,
     ) -> Result<Reply, String> {
         let clock = std::time::Instant::now();
         let prior = load_state(&state)?;
+        let marks = prior.as_ref().map(MappedMarks::of);
         let state_ms = clock.elapsed().as_secs_f64() * 1e3;
-        let (workload, given) = read_workload_given(&self.config, &state, prior.as_ref())?;
+        let (mut workload, given) = read_workload_given(&self.config, &state, prior.as_ref())?;
+        let mut in_part = None;
+        if let Some((part, path)) = &loads {
+            let from_state = |name: &str, tensor: &shared_state::Tensor| {
+                matches!(prior.as_ref().and_then(|p| p.get(&format!("resident/{name}"))),
+                    Some(shared_state::Section::Tensor(t)) if t.data().same_as(tensor.data()))
+            };
+            match super::workload_loads::into_part(&mut workload, &from_state, *part, path) {
+                Ok(done) => in_part = done,
+                Err(e) => {
+                    tracing::warn!("the workload's residents stay the engine's own: {e}");
+                    workload = read_workload_given(&self.config, &state, prior.as_ref())?.0;
+                }
+            }
+        }
         let workload_ms = clock.elapsed().as_secs_f64() * 1e3 - state_ms;
         self.workload = Some(workload);
         let loaded = LoadedModule::open(staged).map_err(|e| e.to_string())?;
@@ -267,10 +306,72 @@ impl Host {
             device: info.device,
             import: import.to_string(),
             dropped: import.dropped.clone(),
+            loads_bytes: in_part.as_ref().map(|(bytes, _)| *bytes),
         };
         drop(handle);
         self.served = Some(served);
+        self.checkpointed = in_part.map(|(_, last)| last);
+        if let Some(marks) = marks {
+            self.serve_checkpoint(Some(&state), marks);
+        }
         Ok(Reply::Started(started))
+    }
+
+    /// After the engine started (or was rolled back) from the checkpoint
+    /// `source`, whose sections were marked as `marks` when mapped: what
+    /// it serves of the checkpoint's parts becomes this worker's last
+    /// checkpoint, so its next one copies only what changed since
+    /// (without it, a restarted worker's first checkpoint copied the whole
+    /// state again). A section counts only while the engine holds the very
+    /// mapped buffer (not a copy it made, nor bytes it transformed); a
+    /// device backend's export downloads copies, so it has none.
+    fn serve_checkpoint(&mut self, source: Option<&StateSource>, marks: MappedMarks) {
+        let Some(StateSource::Checkpoint {
+            file,
+            bytes,
+            parts,
+            newest,
+        }) = source
+        else {
+            return;
+        };
+        if *newest == 0 {
+            return;
+        }
+        let Ok(handle) = self.served().map(|s| s.handle()) else {
+            return;
+        };
+        if handle.info().is_ok_and(|i| on_a_device(&i.backend)) {
+            return;
+        }
+        let (held, mut placed) = match (
+            handle.export_state(),
+            snapshot_file::placements(file, *newest),
+        ) {
+            (Ok(held), Ok(placed)) => (held, placed),
+            (Err(e), _) => return tracing::debug!("no export to mark: {e}"),
+            (_, Err(e)) => return tracing::debug!("no placements: {e}"),
+        };
+        placed.retain(|name, _| {
+            matches!(held.get(name), Some(shared_state::Section::Tensor(t))
+                if marks.0.get(name).is_some_and(|m| m.is(t.data())))
+        });
+        let mut part_bytes: std::collections::BTreeMap<u64, u64> = parts
+            .iter()
+            .map(|(p, path)| (*p, std::fs::metadata(path).map_or(0, |m| m.len())))
+            .collect();
+        part_bytes.insert(*newest, *bytes);
+        let written = Checkpointed {
+            bytes: *bytes,
+            hash: String::new(),
+            ms: 0.0,
+            unchanged: false,
+            copied_bytes: 0,
+            parts: part_bytes.keys().copied().collect(),
+        };
+        self.checkpointed = Some(super::last_checkpoint::LastCheckpoint::served(
+            written, &held, placed, part_bytes,
+        ));
     }
 
     /// Writes the state into the checkpoint at `file` (part `part`), or
@@ -297,7 +398,15 @@ impl Host {
                 ..last.written.clone()
             }));
         }
-        let last = self.checkpointed.take();
+        let mut last = self.checkpointed.take();
+        // Served from a mapped checkpoint and never hashed since: the
+        // digests of what stays in its parts, read once (not copied).
+        if let Some(last) = &mut last
+            && last.lacks_digests()
+        {
+            let (hashed, digests) = hash_only(&snapshot);
+            last.learn_digests(&snapshot, &digests, &hashed.hash);
+        }
         let earlier = last
             .as_ref()
             .map(|l| l.reusable(&snapshot, held))
@@ -681,6 +790,25 @@ fn map_checkpoint(path: &Path, parts: &[(u64, std::path::PathBuf)]) -> Result<Sn
             tracing::warn!("{e}; reading the checkpoint instead");
             snapshot_file::load(path).map_err(|e| e.to_string())
         }
+    }
+}
+
+/// The tensor sections of a mapped checkpoint, each marked by the mapped
+/// buffer it was served as (weakly: nothing is kept alive), to tell
+/// afterwards which ones an engine holds as those very bytes.
+struct MappedMarks(std::collections::BTreeMap<String, shared_state::Mark>);
+
+impl MappedMarks {
+    fn of(snapshot: &Snapshot) -> MappedMarks {
+        MappedMarks(
+            snapshot
+                .sections()
+                .filter_map(|(name, section)| match section {
+                    shared_state::Section::Tensor(t) => Some((name.to_string(), t.data().mark())),
+                    shared_state::Section::Scalar(_) => None,
+                })
+                .collect(),
+        )
     }
 }
 

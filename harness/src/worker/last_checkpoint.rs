@@ -55,6 +55,62 @@ impl LastCheckpoint {
         }
     }
 
+    /// The checkpoint a worker started (or rolled back) from, whose parts
+    /// it serves mapped: `held` is what its engine holds now, `placed`
+    /// where each tensor section it serves as the very mapped bytes is
+    /// (the others are copied by the next checkpoint), `part_bytes` the
+    /// size of each part. Its hash and the sections' digests are not known
+    /// until the worker hashes what it serves
+    /// ([`LastCheckpoint::learn_digests`]).
+    pub fn served(
+        written: Checkpointed,
+        held: &Snapshot,
+        placed: BTreeMap<String, Placed>,
+        part_bytes: BTreeMap<u64, u64>,
+    ) -> LastCheckpoint {
+        LastCheckpoint {
+            written,
+            marks: StateMarks::of(held),
+            placed,
+            part_bytes,
+        }
+    }
+
+    /// Whether a section's digest is still to learn: until then the next
+    /// checkpoint cannot fold it into the state's hash without reading it.
+    pub fn lacks_digests(&self) -> bool {
+        self.placed
+            .iter()
+            .any(|(name, p)| p.digest.is_none() && !Snapshot::is_cache_section(name))
+    }
+
+    /// Learns the digests of the sections still served as placed from a
+    /// pass over `snapshot` (the engine's state now) that found `digests`
+    /// and the state's `hash`; a section written since is no longer
+    /// placed. When `snapshot` is exactly what was marked, `hash` is the
+    /// state's as the checkpoint holds it.
+    pub fn learn_digests(
+        &mut self,
+        snapshot: &Snapshot,
+        digests: &BTreeMap<String, u128>,
+        hash: &str,
+    ) {
+        let marks = &self.marks;
+        self.placed.retain(|name, placed| {
+            if placed.digest.is_some() || Snapshot::is_cache_section(name) {
+                return true;
+            }
+            let same = snapshot
+                .get(name)
+                .is_some_and(|section| marks.same_buffer(name, section));
+            placed.digest = digests.get(name).copied().filter(|_| same);
+            placed.digest.is_some()
+        });
+        if self.written.hash.is_empty() && self.marks.unchanged(snapshot) {
+            self.written.hash = hash.to_string();
+        }
+    }
+
     /// Whether `snapshot` is exactly what was marked.
     pub fn unchanged(&self, snapshot: &Snapshot) -> bool {
         self.marks.unchanged(snapshot)

@@ -14,6 +14,8 @@
 //! - [`checkpoint_writer`]: the engine's state into a checkpoint slot
 //! - [`state_marks`]: what the last checkpoint held (an unchanged state is
 //!   not written again)
+//! - [`workload_loads`]: the workload's large residents read once, into a
+//!   checkpoint part the engine serves mapped
 //! - [`outbox`]: messages and log lines to the supervisor
 
 pub mod checkpoint_writer;
@@ -24,6 +26,7 @@ pub mod protocol;
 pub mod state_marks;
 pub mod status;
 pub mod tune;
+pub mod workload_loads;
 
 use std::fs::File;
 use std::io::BufRead;

@@ -26,6 +26,12 @@ pub enum Request {
     Start {
         staged: StagedWire,
         state: StateSource,
+        /// A fresh memfd (part number, path) to read the workload's large
+        /// residents into, written once and sealed, so that they are in
+        /// memory once: the engine serves them mapped and the first
+        /// checkpoint points there (`Started::loads_bytes`).
+        #[serde(default)]
+        loads: Option<(u64, PathBuf)>,
     },
     /// Load the workload's resident buffers the engine does not hold yet.
     LoadWorkloadState,
@@ -112,6 +118,10 @@ pub enum StateSource {
         bytes: u64,
         #[serde(default)]
         parts: Vec<(u64, PathBuf)>,
+        /// The newest part's number (0: not known), so that the worker's
+        /// next checkpoint can point into the parts it serves.
+        #[serde(default)]
+        newest: u64,
     },
 }
 
@@ -212,6 +222,10 @@ pub struct Started {
     /// Sections of the state given that the engine did not take.
     #[serde(default)]
     pub dropped: Vec<String>,
+    /// The bytes written into the loads part (`Request::Start::loads`),
+    /// sealed against writing; `None`: nothing was (it is let go).
+    #[serde(default)]
+    pub loads_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
