@@ -188,7 +188,10 @@ fn vulkan_checkpoints_copy_only_what_changed_and_restore_bit_for_bit() {
     let first = written
         .first()
         .unwrap_or_else(|| session.fail("no checkpoint written"));
-    assert!(first.copied_bytes >= 5 * BYTES, "{first:?}");
+    // The workload's residents were read into a part of their own at the
+    // start (`worker/workload_loads.rs`), whose mapped bytes the engine
+    // took as its host copies: the first checkpoint points there.
+    assert!(first.copied_bytes < BYTES, "{first:?}");
     // The start's replay stored `out` (scratch) and read `w`, `v`.
     none_copied_a_resident(
         &session,
