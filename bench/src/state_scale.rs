@@ -404,6 +404,12 @@ pub struct SizeFigures {
     /// The first start-up checkpoint's ms (the one that holds the whole
     /// state; those after the start-up replay copy what changed only).
     pub startup_checkpoint_ms: f64,
+    /// From the spawn to the first start-up checkpoint (the worker serves
+    /// the state; its first replay begins).
+    pub startup_serving_ms: f64,
+    /// From that checkpoint to the start-up replay's last `replay` event:
+    /// the first replay (its timing runs and the reference's included).
+    pub startup_replay_ms: f64,
     /// `swapped`: kiln's save to serving (from the first file event).
     pub save_ms: f64,
     /// From the write of the source to the arrival of `swapped`.
@@ -473,6 +479,8 @@ impl SizeFigures {
             "startup_ms": self.startup_ms,
             "startup_build_ms": self.build_ms,
             "startup_checkpoint_ms": self.startup_checkpoint_ms,
+            "startup_serving_ms": self.startup_serving_ms,
+            "startup_replay_ms": self.startup_replay_ms,
             "save_to_serving_ms": self.save_ms,
             "save_to_serving_outside_ms": self.save_outside_ms,
             "save_build_ms": self.save_build_ms,
@@ -631,6 +639,10 @@ fn run_session(
             // of the start-up, after its replay, copy what changed only).
             if e.is(EventKind::Checkpoint) && f.startup_checkpoint_ms == 0.0 {
                 f.startup_checkpoint_ms = number(&e, "ms")?;
+                f.startup_serving_ms = ms_since(spawned, e.at);
+            }
+            if e.is(EventKind::Replay) && f.startup_serving_ms > 0.0 {
+                f.startup_replay_ms = ms_since(spawned, e.at) - f.startup_serving_ms;
             }
             if kiln_dev_driver::is_watching(&e) {
                 break e;
@@ -929,6 +941,14 @@ fn render(outcomes: &[(u64, SizeOutcome)]) -> String {
                         num(SizeFigures::gbps(f.read_gbps))
                     ),
                 ]);
+                notes.push_str(&format!(
+                    "  {label}: start-up: serving after {} (build {}), first replay {} (timing and reference included), watching {} after it: start-up less build and first replay {}\n",
+                    ms(f.startup_serving_ms),
+                    ms(f.build_ms),
+                    ms(f.startup_replay_ms),
+                    ms(f.startup_ms - f.startup_serving_ms - f.startup_replay_ms),
+                    ms(f.startup_ms - f.build_ms - f.startup_replay_ms),
+                ));
                 notes.push_str(&format!(
                     "  {label}: save seen from outside {}, its build {}; crash: `crashed` arrived {} and `restarted` {} after kill(1) was started; start-up checkpoint {}; {} memory samples\n",
                     ms(f.save_outside_ms),

@@ -273,6 +273,7 @@ impl Host {
         let marks = prior.as_ref().map(MappedMarks::of);
         let state_ms = clock.elapsed().as_secs_f64() * 1e3;
         let (mut workload, given) = read_workload_given(&self.config, &state, prior.as_ref())?;
+        let read_ms = clock.elapsed().as_secs_f64() * 1e3 - state_ms;
         let mut in_part = None;
         if let Some((part, path)) = &loads {
             let from_state = |name: &str, tensor: &shared_state::Tensor| {
@@ -295,6 +296,7 @@ impl Host {
             .map_err(|e| format!("cannot start: {e}"))?;
         tracing::debug!(
             "worker start: state in {state_ms:.0} ms, workload in {workload_ms:.0} ms \
+             (read {read_ms:.0} ms, then its large residents into a part of their own) \
              ({given} resident load(s) taken from the state, not read), engine started at {:.0} ms",
             clock.elapsed().as_secs_f64() * 1e3
         );
