@@ -223,6 +223,12 @@ impl Checkpoint {
         self.shared.wake();
     }
 
+    /// Holds the copy to disk between its pieces until the returned hold
+    /// goes (kernels are being timed: [`super::disk_copy::Hold`]).
+    pub fn hold_disk_copy(&self) -> super::disk_copy::Hold {
+        super::disk_copy::Hold::new(&self.shared)
+    }
+
     /// What the disk copy sees.
     #[cfg(test)]
     pub(super) fn shared(&self) -> Arc<Shared> {

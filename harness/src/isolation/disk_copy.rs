@@ -76,6 +76,9 @@ pub struct State {
     /// The checkpoint (newest part) whose copy is not synced: a state file
     /// holds it too, not synced either.
     unsynced: Option<u64>,
+    /// Holds taken ([`Hold`]): while any is, the copy waits between its
+    /// pieces.
+    held: u32,
     /// The last copy's outcome.
     last: Option<Result<Kept, String>>,
     /// Copies completed (renamed into place).
@@ -120,6 +123,32 @@ impl Shared {
     /// Waits until `state` changes (any wake).
     fn wait<'a>(&self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         self.changed.wait(state).unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// While it lives, the copy to disk waits between its pieces (64 MiB):
+/// a replay or a tuning step is timing kernels, and a copy of a large
+/// state written behind the session meanwhile takes a core and memory
+/// bandwidth from them (1 GiB took 1.5-2.7 s, the whole of a first replay,
+/// whose table then read "machine too busy to judge changes"). A
+/// checkpoint is never lost by it: the state is in memory, and the copy
+/// goes on when the hold goes. A clean end or Ctrl-C comes after the
+/// replay (the hold is gone by then); the end of the copy thread
+/// (`stop`) and a cancelled copy never wait for it.
+#[must_use = "the copy waits only while the hold lives"]
+pub struct Hold(Arc<Shared>);
+
+impl Hold {
+    pub fn new(shared: &Arc<Shared>) -> Hold {
+        shared.lock().held += 1;
+        Hold(shared.clone())
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.lock().held -= 1;
+        self.0.wake();
     }
 }
 
@@ -186,7 +215,28 @@ fn write_checkpoint(
         NotWritten::Failed(format!("cannot write {}: {e}", tmp.display()))
     };
     let file = File::create(&tmp).map_err(|e| fail(&e))?;
-    let bytes = match checkpoint.write_whole_file(&file, &|| !shared.lock().cancel) {
+    let go_on = || {
+        let mut state = shared.lock();
+        let waited = Instant::now();
+        let mut held = false;
+        while state.held > 0 && !state.cancel && !state.stop {
+            held = true;
+            state = shared.wait(state);
+        }
+        if held {
+            tracing::debug!(
+                "the copy to {} waited {:.0} ms for kernels being timed",
+                path.display(),
+                waited.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        // A newer checkpoint came while it waited: this copy is abandoned
+        // for it (the loop takes the newest next), rather than written
+        // whole and then written again.
+        let superseded = held && state.pending.is_some();
+        !state.cancel && !superseded
+    };
+    let bytes = match checkpoint.write_whole_file(&file, &go_on) {
         Ok(Some(n)) => n,
         stopped_or_failed => {
             drop(file);
@@ -355,7 +405,7 @@ fn copy_loop(shared: &Shared, path: &Path, module: &str, before_rename: &dyn Fn(
             }
             None => tracing::debug!(
                 module = %module,
-                "a copy of an older checkpoint to {} was abandoned: the state file takes its place",
+                "a copy of an older checkpoint to {} was abandoned: a newer checkpoint or the state file takes its place",
                 path.display()
             ),
         }
@@ -463,12 +513,19 @@ mod tests {
         (let_through, arrived)
     }
 
-    #[test]
-    fn every_checkpoint_reaches_the_file_and_the_session_never_waits() {
-        let dir = dir("each");
+    /// A checkpoint kept on disk by its copy thread in a fresh directory:
+    /// (the directory, the kept file, the checkpoint).
+    fn kept_on_disk(name: &str) -> (PathBuf, PathBuf, Checkpoint) {
+        let dir = dir(name);
         let path = dir.join("kernel-test.last-good.snapshot");
         let mut checkpoint = Checkpoint::create().unwrap();
         checkpoint.keep_on_disk(&path, "kernel-test").unwrap();
+        (dir, path, checkpoint)
+    }
+
+    #[test]
+    fn every_checkpoint_reaches_the_file_and_the_session_never_waits() {
+        let (dir, path, mut checkpoint) = kept_on_disk("each");
         for n in 0..5 {
             let written = take(&mut checkpoint, &state(n, 1000));
             wait_for("the copy", || {
@@ -482,6 +539,42 @@ mod tests {
         );
         assert_eq!(last.bytes, std::fs::metadata(&path).unwrap().len());
         assert!(!temporary_path(&path).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_hold_stops_the_copy_until_it_goes() {
+        let (dir, path, mut checkpoint) = kept_on_disk("hold");
+        let hold = Hold::new(&checkpoint.shared());
+        let written = take(&mut checkpoint, &state(1, 1000));
+        // Held: nothing reaches the disk however long it waits (without
+        // the hold this copy of 4 KB takes a few ms).
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!path.exists(), "the copy went on while held");
+        assert_eq!(checkpoint.shared().lock().copies, 0);
+        drop(hold);
+        wait_for("the copy after the hold", || {
+            path.exists() && on_disk(&path) == written.hash
+        });
+        // Held again, two checkpoints: the copy of the first, waiting, is
+        // abandoned for the second, which is the one copied.
+        let copies = checkpoint.shared().lock().copies;
+        let hold = Hold::new(&checkpoint.shared());
+        take(&mut checkpoint, &state(2, 1000));
+        wait_for("the copy to start and wait", || {
+            checkpoint.shared().lock().copying()
+        });
+        let newest = take(&mut checkpoint, &state(3, 1000));
+        drop(hold);
+        wait_for("the newest on disk", || {
+            path.exists() && on_disk(&path) == newest.hash
+        });
+        assert_eq!(
+            checkpoint.shared().lock().copies,
+            copies + 1,
+            "the superseded copy was written too"
+        );
+        checkpoint.stop_keeping().expect("copied").unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -257,6 +257,8 @@ impl IsolatedEngine {
         &mut self,
         recorded: Option<&crate::workload::timing::Timings>,
     ) -> Result<ReplaySummary, WorkerError> {
+        // No copy to disk while the replay times kernels.
+        let _hold = self.checkpoint.hold_disk_copy();
         let reply = self.request(Request::Replay {
             recorded: recorded.cloned(),
         });
