@@ -186,7 +186,16 @@ impl StateHasher {
 
 /// The hash of the state in `snapshot` (see the module's description).
 pub fn state_hash(snapshot: &Snapshot) -> String {
+    state_hash_and_digests(snapshot).0
+}
+
+/// [`state_hash`], and the digest of each tensor section of the state
+/// ([`StateHasher::end_tensor`]), by name, from the same pass.
+pub fn state_hash_and_digests(
+    snapshot: &Snapshot,
+) -> (String, std::collections::BTreeMap<String, u128>) {
     let mut hasher = StateHasher::new(&snapshot.module);
+    let mut digests = std::collections::BTreeMap::new();
     for (name, section) in snapshot.sections() {
         if !is_state_section(name) {
             continue;
@@ -196,11 +205,14 @@ pub fn state_hash(snapshot: &Snapshot) -> String {
                 let bytes = t.data().as_bytes();
                 hasher.tensor(name, t.dtype().name(), t.shape(), bytes.len() as u64);
                 hasher.bytes(bytes);
+                if let Some(digest) = hasher.end_tensor() {
+                    digests.insert(name.to_string(), digest);
+                }
             }
             Section::Scalar(s) => hasher.scalar(name, s),
         }
     }
-    hasher.finish()
+    (hasher.finish(), digests)
 }
 
 #[cfg(test)]

@@ -12,8 +12,6 @@ use std::time::Instant;
 
 use shared_state::{Section, Snapshot};
 
-use crate::swap::state_hash::StateHasher;
-
 use super::protocol::Checkpointed;
 use crate::swap::snapshot_file::{self, Placed};
 
@@ -106,31 +104,17 @@ fn write_sealed(
 /// checkpoint need not read again.
 pub fn hash_only(snapshot: &Snapshot) -> (Checkpointed, BTreeMap<String, u128>) {
     let start = Instant::now();
-    let mut hasher = StateHasher::new(&snapshot.module);
-    let mut digests = BTreeMap::new();
-    let mut bytes = 0u64;
-    for (name, section) in snapshot.sections() {
-        if let Section::Tensor(t) = section {
-            bytes += t.byte_len() as u64;
-        }
-        if Snapshot::is_cache_section(name) {
-            continue;
-        }
-        match section {
-            Section::Tensor(t) => {
-                let data = t.data().as_bytes();
-                hasher.tensor(name, t.dtype().name(), t.shape(), data.len() as u64);
-                hasher.bytes(data);
-                if let Some(digest) = hasher.end_tensor() {
-                    digests.insert(name.to_string(), digest);
-                }
-            }
-            Section::Scalar(s) => hasher.scalar(name, s),
-        }
-    }
+    let (hash, digests) = crate::swap::state_hash::state_hash_and_digests(snapshot);
+    let bytes = snapshot
+        .sections()
+        .map(|(_, s)| match s {
+            Section::Tensor(t) => t.byte_len() as u64,
+            Section::Scalar(_) => 0,
+        })
+        .sum();
     let written = Checkpointed {
         bytes,
-        hash: hasher.finish(),
+        hash,
         ms: start.elapsed().as_secs_f64() * 1e3,
         unchanged: false,
         copied_bytes: 0,
