@@ -14,6 +14,8 @@
 //!   output a call stores is in no checkpoint, no handoff and no state
 //!   file, and a worker restarted without it serves the same state and
 //!   replays.
+//! - On disk too (CPU): the first copy of the last good point writes the
+//!   whole file, every later one appends what changed, never a resident.
 //!
 //! The Vulkan test prints `skipped: no Vulkan device (...)` and passes
 //! when there is no driver, unless `KILN_REQUIRE_VULKAN=1`; any other
@@ -162,7 +164,7 @@ fn start(backend: &str) -> (WorkspaceCopy, PathBuf, PathBuf, DevSession) {
     std::fs::create_dir_all(workload.parent().unwrap()).expect("target dir");
     write_workload(&workload, N, 1);
     let state_file = copy.root().join("session.snapshot");
-    let mut session = DevSession::start(
+    let mut session = DevSession::start_with_env(
         &copy,
         &[
             "--backend",
@@ -173,6 +175,11 @@ fn start(backend: &str) -> (WorkspaceCopy, PathBuf, PathBuf, DevSession) {
             "--state",
             state_file.to_str().expect("utf-8"),
         ],
+        // The disk copies logged (`state_kept` is a debug event).
+        &[(
+            "RUST_LOG",
+            std::ffi::OsStr::new("info,kiln::isolation::disk_copy=debug"),
+        )],
     );
     session.wait_quiet(QUIET, QUIET_MAX);
     (copy, workload, state_file, session)
@@ -282,5 +289,35 @@ fn replay_scratch_is_in_no_checkpoint_handoff_or_state_file() {
     assert!(ok, "kiln ctl replay: {out}");
     replayed(&mut session, None);
     session.wait_quiet(QUIET, QUIET_MAX);
+    every_disk_copy_after_the_first_appends_only_what_changed(&session);
     stop_and_check_the_state_file(session, &state_file);
+}
+
+/// The last good point on disk (`target/kiln/state/`): the first copy
+/// writes the whole file; every later one (after the replays, the save,
+/// the restart) appends what changed to it (the counters, the header),
+/// never a resident again (`swap/snapshot_append.rs`).
+fn every_disk_copy_after_the_first_appends_only_what_changed(session: &DevSession) {
+    let kept = session.named_since(0, EventKind::StateKept);
+    let Some((first, later)) = kept.split_first() else {
+        session.fail("no copy of the last good point on disk");
+    };
+    assert_eq!(first.bool("appended"), Some(false), "{}", first.line);
+    assert!(
+        first.u64("written").unwrap_or(0) >= 5 * BYTES,
+        "the first copy holds the residents: {}",
+        first.line
+    );
+    assert!(
+        !later.is_empty(),
+        "the replays, the save and the restart changed the state: more than one copy"
+    );
+    for copy in later {
+        assert_eq!(copy.bool("appended"), Some(true), "{}", copy.line);
+        assert!(
+            copy.u64("written").unwrap_or(u64::MAX) < BYTES / 4,
+            "a copy after the first wrote a resident again: {}",
+            copy.line
+        );
+    }
 }

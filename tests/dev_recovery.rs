@@ -309,10 +309,12 @@ fn a_killed_session_is_resumed_bit_for_bit_and_a_clean_end_is_not() {
     assert_eq!(checkpoints(&session.events).first(), Some(&cleanly));
     kill_when_kept(session);
 
-    // A damaged kept file (one bit of the data flipped): named with its
-    // damage, set aside, and the session starts from the workload.
+    // A damaged kept file (one bit of the data flipped: the middle of the
+    // file is the 4 MiB resident's, written by the first copy and kept by
+    // every commit appended after it): named with its damage, set aside,
+    // and the session starts from the workload.
     let mut bytes = std::fs::read(&files.file).expect("kept file");
-    let at = bytes.len() - 1;
+    let at = bytes.len() / 2;
     bytes[at] ^= 0x01;
     std::fs::write(&files.file, &bytes).expect("damage the kept file");
     let session = start(&copy, &args);

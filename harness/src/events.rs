@@ -212,8 +212,10 @@ event_set! {
     /// Ctrl-C: the state was saved to a file (`bytes`).
     StateSaved = "state_saved",
     /// A checkpoint reached its file under `target/kiln/state/`, behind
-    /// the session (debug level: `path`, `bytes`, `state_hash`, `ms`,
-    /// `sync_ms`).
+    /// the session (debug level: `path`, `bytes` (the file's length),
+    /// `written` (what this copy wrote of it), `appended` (what changed
+    /// appended to the kept file, else a whole new file), `state_hash`,
+    /// `ms`, `sync_ms`).
     StateKept = "state_kept",
     /// At start: the previous session did not end cleanly, and its last
     /// good point's state, kept on disk, was restored (`path`, `bytes`,
@@ -596,6 +598,8 @@ event_fields! {
         pub module: String,
         pub path: String,
         pub bytes: u64,
+        pub written: u64,
+        pub appended: bool,
         pub state_hash: String,
         pub ms: f64,
         pub sync_ms: f64,
@@ -1391,6 +1395,8 @@ mod tests {
                 module: m(),
                 path: s("target/kiln/state/kernel-cpu.last-good.snapshot"),
                 bytes: 4096,
+                written: 512,
+                appended: true,
                 state_hash: s("00ff"),
                 ms: 5.5,
                 sync_ms: 2.5,

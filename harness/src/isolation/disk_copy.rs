@@ -40,8 +40,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::checkpoint_parts::Parts;
+use std::collections::HashMap;
+
+use shared_state::Snapshot;
+
+use super::checkpoint_parts::{Parts, path_of};
 use crate::events::{self, emit};
+use crate::swap::snapshot_append::{Appended, Source, Sync};
+use crate::swap::snapshot_file;
 use crate::worker::protocol::Checkpointed;
 
 /// A checkpoint handed to the copy: its sealed parts, held until copied.
@@ -79,6 +85,8 @@ pub struct State {
     /// Holds taken ([`Hold`]): while any is, the copy waits between its
     /// pieces.
     held: u32,
+    /// The copy is waiting for the holds to go.
+    waiting: bool,
     /// The last copy's outcome.
     last: Option<Result<Kept, String>>,
     /// Copies completed (renamed into place).
@@ -158,7 +166,12 @@ pub struct Kept {
     pub path: PathBuf,
     /// The checkpoint it holds (its newest part's number).
     pub part: u64,
+    /// The kept file's length.
     pub bytes: u64,
+    /// What this copy wrote of it: the whole file, or what it appended.
+    pub written: u64,
+    /// Appended to the kept file (else a whole new file renamed over it).
+    pub appended: bool,
     pub state_hash: String,
     /// Copy, sync and rename.
     pub ms: f64,
@@ -185,10 +198,15 @@ pub fn temporary_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.writing"))
 }
 
-/// A copy's bytes written to its temporary file, not yet renamed.
+/// A copy's bytes written: to a temporary file to rename over the kept
+/// one (a whole new file), or appended to the kept file itself.
 struct Written {
-    tmp: PathBuf,
+    /// The temporary file; `None`: appended to the kept file in place.
+    tmp: Option<PathBuf>,
+    /// The file's length.
     bytes: u64,
+    /// What this copy wrote of it.
+    written: u64,
     start: Instant,
     sync_ms: f64,
 }
@@ -201,28 +219,58 @@ enum NotWritten {
     Failed(String),
 }
 
-/// Writes the checkpoint in `parts` (sealed memfds, mapped) as one whole
-/// snapshot file to the temporary file of `path`, and syncs it unless a
-/// state file holds the same checkpoint ([`State::unsynced`]).
+/// The checkpoint in `parts`, served from their mappings, and where each
+/// tensor section's bytes are in the parts (immutable, sealed): a section
+/// from the same place as one the kept file holds is not written again.
+fn mapped(parts: &Parts) -> Result<(Snapshot, HashMap<String, Source>), String> {
+    let snapshot = parts.map()?;
+    let newest = path_of(&parts.files[&parts.newest]);
+    let sources = snapshot_file::placements(&newest, parts.newest)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(name, p)| {
+            let source = Source {
+                part: p.part,
+                offset: p.offset,
+                bytes: p.bytes,
+                crc32: p.crc32,
+            };
+            (name, source)
+        })
+        .collect();
+    Ok((snapshot, sources))
+}
+
+/// Writes the checkpoint in `parts` (sealed memfds, mapped) to disk: appended
+/// to the kept file `path` when `appended` is that file, alone there and
+/// not grown past twice the state ([`Appended::worth_appending`]): only
+/// the sections it does not hold yet are written; else as a whole new
+/// appendable file, to the temporary file of `path` (then `appended` is
+/// that file). The data is synced before the commit's trailer and the
+/// whole after it, unless a state file holds the same checkpoint
+/// ([`State::unsynced`]).
+///
+/// `before_visible` runs just before the checkpoint can be seen at `path`:
+/// before an append's trailer (here), or before a whole file's rename (by
+/// the caller).
 fn write_checkpoint(
     checkpoint: &Parts,
     path: &Path,
     shared: &Shared,
+    appended: &mut Option<Appended>,
+    before_visible: &dyn Fn(),
 ) -> Result<Written, NotWritten> {
     let start = Instant::now();
-    let tmp = temporary_path(path);
-    let fail = |e: &dyn std::fmt::Display| {
-        NotWritten::Failed(format!("cannot write {}: {e}", tmp.display()))
-    };
-    let file = File::create(&tmp).map_err(|e| fail(&e))?;
     let go_on = || {
         let mut state = shared.lock();
         let waited = Instant::now();
         let mut held = false;
         while state.held > 0 && !state.cancel && !state.stop {
             held = true;
+            state.waiting = true;
             state = shared.wait(state);
         }
+        state.waiting = false;
         if held {
             tracing::debug!(
                 "the copy to {} waited {:.0} ms for kernels being timed",
@@ -236,58 +284,103 @@ fn write_checkpoint(
         let superseded = held && state.pending.is_some();
         !state.cancel && !superseded
     };
-    let bytes = match checkpoint.write_whole_file(&file, &go_on) {
-        Ok(Some(n)) => n,
+    // Not even mapped while held.
+    if !go_on() {
+        return Err(NotWritten::Cancelled);
+    }
+    let (snapshot, sources) = mapped(checkpoint)
+        .map_err(|e| NotWritten::Failed(format!("cannot read the checkpoint: {e}")))?;
+    let synced = || shared.lock().unsynced != Some(checkpoint.newest);
+    let whole = || {
+        {
+            let mut state = shared.lock();
+            if let Some(under_way) = &mut state.under_way {
+                under_way.written = true;
+            }
+        }
+        shared.wake();
+        synced()
+    };
+    let sync = Sync {
+        go_on: &go_on,
+        data: &synced,
+        whole: &whole,
+    };
+    if let Some(kept) = appended
+        .as_mut()
+        .filter(|a| a.is_alone_at(path) && a.worth_appending(&snapshot, &sources))
+    {
+        let data_then_visible = || {
+            let sync = synced();
+            before_visible();
+            sync
+        };
+        let sync = Sync {
+            data: &data_then_visible,
+            ..sync
+        };
+        return match kept.commit(&snapshot, &sources, &sync) {
+            Ok(Some(c)) => Ok(Written {
+                tmp: None,
+                bytes: c.len,
+                written: c.written,
+                start,
+                sync_ms: c.sync_ms,
+            }),
+            Ok(None) => Err(NotWritten::Cancelled),
+            Err(e) => {
+                *appended = None;
+                Err(NotWritten::Failed(format!(
+                    "cannot append to {}: {e}",
+                    path.display()
+                )))
+            }
+        };
+    }
+    *appended = None;
+    let tmp = temporary_path(path);
+    let fail = |e: &dyn std::fmt::Display| {
+        NotWritten::Failed(format!("cannot write {}: {e}", tmp.display()))
+    };
+    let file = File::create(&tmp).map_err(|e| fail(&e))?;
+    match Appended::create(file, &snapshot, &sources, &sync) {
+        Ok(Some((kept, c))) => {
+            *appended = Some(kept);
+            Ok(Written {
+                tmp: Some(tmp),
+                bytes: c.len,
+                written: c.written,
+                start,
+                sync_ms: c.sync_ms,
+            })
+        }
         stopped_or_failed => {
-            drop(file);
             let _ = std::fs::remove_file(&tmp);
-            return Err(match stopped_or_failed {
+            Err(match stopped_or_failed {
                 Err(e) => fail(&e),
                 _ => NotWritten::Cancelled,
-            });
+            })
         }
-    };
-    let unsynced = {
-        let mut state = shared.lock();
-        if let Some(under_way) = &mut state.under_way {
-            under_way.written = true;
-        }
-        state.unsynced == Some(checkpoint.newest)
-    };
-    shared.wake();
-    let sync = Instant::now();
-    if !unsynced {
-        file.sync_data().map_err(|e| fail(&e))?;
     }
-    Ok(Written {
-        tmp,
-        bytes,
-        start,
-        sync_ms: if unsynced {
-            0.0
-        } else {
-            sync.elapsed().as_secs_f64() * 1e3
-        },
-    })
 }
 
-/// Renames a copy's temporary file over the kept file `path`: it holds
-/// `job`'s checkpoint from now on. (Without the lock: replacing a large
-/// kept file frees its pages, which takes a while, and a commit must not
-/// wait. A state file linked meanwhile finds the temporary file or, once
-/// it is gone, the kept file, the same file: [`state_file`].)
+/// Puts a copy's bytes in place as the kept file `path`: a temporary file
+/// is renamed over it (an append is there already). It holds `job`'s
+/// checkpoint from now on. (Without the lock: replacing a large kept file
+/// frees its pages, which takes a while, and a commit must not wait. A
+/// state file linked meanwhile finds the temporary file or, once it is
+/// gone, the kept file, the same file: [`state_file`].)
 fn rename_into_place(written: Written, job: &Job, path: &Path) -> Result<Kept, String> {
-    std::fs::rename(&written.tmp, path).map_err(|e| {
-        format!(
-            "cannot rename {} to {}: {e}",
-            written.tmp.display(),
-            path.display()
-        )
-    })?;
+    if let Some(tmp) = &written.tmp {
+        std::fs::rename(tmp, path)
+            .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))?;
+    }
     Ok(Kept {
         path: path.to_path_buf(),
         part: job.parts.newest,
         bytes: written.bytes,
+        written: written.written,
+        appended: written.tmp.is_none(),
         state_hash: job.written.hash.clone(),
         ms: written.start.elapsed().as_secs_f64() * 1e3,
         sync_ms: written.sync_ms,
@@ -347,6 +440,9 @@ impl Drop for DiskCopy {
 
 fn copy_loop(shared: &Shared, path: &Path, module: &str, before_rename: &dyn Fn()) {
     let mut last_error: Option<String> = None;
+    // The kept file this thread wrote last, while it is there: the next
+    // checkpoint is appended to it.
+    let mut appended: Option<Appended> = None;
     loop {
         let job = {
             let mut state = shared.lock();
@@ -364,9 +460,12 @@ fn copy_loop(shared: &Shared, path: &Path, module: &str, before_rename: &dyn Fn(
                 state = shared.wait(state);
             }
         };
-        let outcome = match write_checkpoint(&job.parts, path, shared) {
+        let outcome = match write_checkpoint(&job.parts, path, shared, &mut appended, before_rename)
+        {
             Ok(written) => {
-                before_rename();
+                if written.tmp.is_some() {
+                    before_rename();
+                }
                 Some(rename_into_place(written, &job, path))
             }
             Err(NotWritten::Failed(e)) => Some(Err(e)),
@@ -420,13 +519,23 @@ fn kept_event(module: &str, kept: &Kept) {
             module: module.to_string(),
             path: kept.path.display().to_string(),
             bytes: kept.bytes,
+            written: kept.written,
+            appended: kept.appended,
             state_hash: kept.state_hash.clone(),
             ms: kept.ms,
             sync_ms: kept.sync_ms,
         },
-        "the last good point is on disk: {} ({}) in {:.1} ms (sync {:.1} ms)",
+        "the last good point is on disk: {} ({}{}) in {:.1} ms (sync {:.1} ms)",
         kept.path.display(),
         kiln_stats::bytes::human(kept.bytes),
+        if kept.appended {
+            format!(
+                ", {} appended: what changed",
+                kiln_stats::bytes::human(kept.written)
+            )
+        } else {
+            ", written whole".to_string()
+        },
         kept.ms,
         kept.sync_ms
     );
@@ -562,19 +671,20 @@ mod tests {
         let hold = Hold::new(&checkpoint.shared());
         take(&mut checkpoint, &state(2, 1000));
         wait_for("the copy to start and wait", || {
-            checkpoint.shared().lock().copying()
+            checkpoint.shared().lock().waiting
         });
         let newest = take(&mut checkpoint, &state(3, 1000));
         drop(hold);
         wait_for("the newest on disk", || {
             path.exists() && on_disk(&path) == newest.hash
         });
+        // Every copy done (an append is on disk before it is counted).
+        checkpoint.stop_keeping().expect("copied").unwrap();
         assert_eq!(
             checkpoint.shared().lock().copies,
             copies + 1,
             "the superseded copy was written too"
         );
-        checkpoint.stop_keeping().expect("copied").unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

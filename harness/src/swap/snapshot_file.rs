@@ -23,16 +23,12 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use shared_state::{Buffer, DType, Scalar, Section, Snapshot, Tensor, element_count};
 
+use super::snapshot_header::{ALIGN, Header, MAGIC, SectionHeader, scalar_header};
 use super::state_hash::StateHasher;
 
-const MAGIC: &[u8; 8] = b"KILNSNAP";
 const FILE_VERSION: u32 = 2;
-/// Where data sections start: a page, so that a mapping of the file can
-/// serve them in place (format 2).
-const ALIGN: u64 = 4096;
 /// Format 1's alignment (read only).
 const ALIGN_V1: u64 = 64;
 const PREAMBLE: u64 = 24;
@@ -42,48 +38,6 @@ const PREAMBLE: u64 = 24;
 pub struct SnapshotFileError {
     pub path: PathBuf,
     pub message: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Header {
-    snapshot_format: u32,
-    module: String,
-    backend: String,
-    sections: Vec<SectionHeader>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum SectionHeader {
-    Tensor {
-        name: String,
-        dtype: String,
-        shape: Vec<usize>,
-        offset: u64,
-        bytes: u64,
-        crc32: u32,
-        /// Only in a checkpoint part (a memfd, never a file on disk): the
-        /// bytes are in this earlier part, `offset` from its data start
-        /// ([`write_part`], [`map_parts`]).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        part: Option<u64>,
-    },
-    I64 {
-        name: String,
-        value: i64,
-    },
-    F64 {
-        name: String,
-        value: f64,
-    },
-    Bool {
-        name: String,
-        value: bool,
-    },
-    Text {
-        name: String,
-        value: String,
-    },
 }
 
 fn align_to(offset: u64, alignment: u64) -> u64 {
@@ -122,19 +76,6 @@ pub fn save(snapshot: &Snapshot, path: &Path) -> Result<u64, SnapshotFileError> 
 /// returns the bytes written.
 pub fn write_to(snapshot: &Snapshot, out: &mut impl Write) -> std::io::Result<u64> {
     write_version(snapshot, out, FILE_VERSION)
-}
-
-/// The header entry of scalar section `name`.
-fn scalar_header(name: String, value: &Scalar) -> SectionHeader {
-    match value {
-        Scalar::I64(v) => SectionHeader::I64 { name, value: *v },
-        Scalar::F64(v) => SectionHeader::F64 { name, value: *v },
-        Scalar::Bool(v) => SectionHeader::Bool { name, value: *v },
-        Scalar::Text(v) => SectionHeader::Text {
-            name,
-            value: v.clone(),
-        },
-    }
 }
 
 /// How much of a tensor [`write_hashed`] checksums, hashes and writes at a
@@ -482,6 +423,18 @@ fn open_snapshot(path: &Path) -> Result<(File, Header, u64, u64), SnapshotFileEr
     };
     let mut file = File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
     let file_len = file.metadata().map_err(|e| err(e.to_string()))?.len();
+    let mut version = [0u8; 12];
+    if file.read_exact(&mut version).is_ok()
+        && &version[..8] == MAGIC
+        && version[8..12] == super::snapshot_append::VERSION.to_le_bytes()
+    {
+        // Appended (format 3): read from its last whole commit; every
+        // offset is from the file's start.
+        let (header, _) = super::snapshot_append::read_tail(&file, file_len).map_err(err)?;
+        return Ok((file, header, 0, file_len));
+    }
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| err(format!("cannot read: {e}")))?;
     let (header, data_start) = read_header(&mut file, file_len).map_err(err)?;
     Ok((file, header, data_start, file_len))
 }
@@ -496,8 +449,16 @@ fn read_header(from: &mut impl Read, file_len: u64) -> Result<(Header, u64), Str
         return Err("not a kiln snapshot (bad magic at byte 0)".into());
     }
     let version = u32::from_le_bytes(preamble[8..12].try_into().expect("4 bytes"));
+    if version == super::snapshot_append::VERSION {
+        return Err(format!(
+            "an appended snapshot (file version {version}) is read from its trailer, not from here"
+        ));
+    }
     let alignment = alignment_of(version).ok_or_else(|| {
-        format!("snapshot file version {version} at byte 8, this kiln reads 1 to {FILE_VERSION}")
+        format!(
+            "snapshot file version {version} at byte 8, this kiln reads 1 to {}",
+            super::snapshot_append::VERSION
+        )
     })?;
     let header_crc = u32::from_le_bytes(preamble[12..16].try_into().expect("4 bytes"));
     let header_len = u64::from_le_bytes(preamble[16..24].try_into().expect("8 bytes"));

@@ -228,6 +228,9 @@ fn from_memory_then_keep(
                 path: disk.path.clone(),
                 part: parts.newest,
                 bytes,
+                // A link to the state file: nothing written for it.
+                written: 0,
+                appended: false,
                 state_hash: written.hash.clone(),
                 ms: start.elapsed().as_secs_f64() * 1e3,
                 sync_ms: 0.0,
