@@ -40,7 +40,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use shared_state::Snapshot;
 
@@ -79,9 +79,15 @@ pub struct State {
     /// Abandon the copy under way (its temporary file removed, the kept
     /// file left as it was).
     cancel: bool,
-    /// The checkpoint (newest part) whose copy is not synced: a state file
-    /// holds it too, not synced either.
-    unsynced: Option<u64>,
+    /// The checkpoints (newest parts, from, to) whose copies are not
+    /// synced: a state file holds the last of them too, not synced either.
+    unsynced: Option<(u64, u64)>,
+    /// What the kept file will hold once the copy under way is done (the
+    /// sources of its tensor sections): a state file wanted meanwhile
+    /// weighs waiting for that copy and appending the current checkpoint
+    /// to it against writing the whole state from memory. `None`: not
+    /// known (no copy yet, or the last one failed).
+    will_hold: Option<Arc<HashSet<Source>>>,
     /// Holds taken ([`Hold`]): while any is, the copy waits between its
     /// pieces.
     held: u32,
@@ -290,7 +296,20 @@ fn write_checkpoint(
     }
     let (snapshot, sources) = mapped(checkpoint)
         .map_err(|e| NotWritten::Failed(format!("cannot read the checkpoint: {e}")))?;
-    let synced = || shared.lock().unsynced != Some(checkpoint.newest);
+    let appending = appended
+        .as_ref()
+        .filter(|a| a.is_alone_at(path) && a.worth_appending(&snapshot, &sources));
+    let mut will_hold: HashSet<Source> = sources.values().copied().collect();
+    if let Some(kept) = appending {
+        will_hold.extend(kept.holds());
+    }
+    shared.lock().will_hold = Some(Arc::new(will_hold));
+    let synced = || {
+        !shared
+            .lock()
+            .unsynced
+            .is_some_and(|(from, to)| (from..=to).contains(&checkpoint.newest))
+    };
     let whole = || {
         {
             let mut state = shared.lock();
@@ -306,9 +325,8 @@ fn write_checkpoint(
         data: &synced,
         whole: &whole,
     };
-    if let Some(kept) = appended
-        .as_mut()
-        .filter(|a| a.is_alone_at(path) && a.worth_appending(&snapshot, &sources))
+    if appending.is_some()
+        && let Some(kept) = appended.as_mut()
     {
         let data_then_visible = || {
             let sync = synced();
@@ -475,6 +493,9 @@ fn copy_loop(shared: &Shared, path: &Path, module: &str, before_rename: &dyn Fn(
             let mut state = shared.lock();
             state.under_way = None;
             state.cancel = false;
+            if !matches!(outcome, Some(Ok(_))) {
+                state.will_hold = None;
+            }
             if let Some(outcome) = &outcome {
                 if outcome.is_ok() {
                     state.copies += 1;
@@ -882,6 +903,85 @@ mod tests {
         assert_eq!(kept.state_hash, newer.hash);
         assert_eq!(shared.lock().copies, 2);
         assert_ne!(older.hash, newer.hash);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A state of a large cache section `big` (the same in every
+    /// checkpoint) and a small resident and counter that say `n`.
+    fn big_and_small(n: i64, big: &Tensor) -> Snapshot {
+        let mut s = state(n, 100);
+        s.insert_tensor("cache/test/big", big.clone());
+        s
+    }
+
+    /// Writes `snapshot` into a new part pointing into the current
+    /// checkpoint's newest part for `cache/test/big`, as a worker whose
+    /// last checkpoint that was does, and commits it.
+    fn take_pointing(checkpoint: &mut Checkpoint, snapshot: &Snapshot) -> Checkpointed {
+        let (earlier_part, earlier_file) = match checkpoint.source() {
+            crate::worker::protocol::StateSource::Checkpoint { newest, file, .. } => (newest, file),
+            _ => panic!("no current checkpoint"),
+        };
+        let placed = snapshot_file::placements(&earlier_file, earlier_part).unwrap();
+        let path = checkpoint.begin().unwrap();
+        let part = checkpoint.part_under_way();
+        let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        let written = snapshot_file::write_part(snapshot, &mut file, part, &|name, _| {
+            (name == "cache/test/big").then(|| placed[name].clone())
+        })
+        .unwrap();
+        drop(file);
+        assert!(written.copied < 100_000, "the big section is pointed to");
+        let written = Checkpointed {
+            bytes: written.bytes,
+            hash: crate::swap::state_hash::state_hash(snapshot),
+            parts: vec![earlier_part, part],
+            ..Default::default()
+        };
+        checkpoint.commit(written.clone()).unwrap();
+        written
+    }
+
+    #[test]
+    fn a_state_file_of_a_checkpoint_that_differs_by_little_waits_for_the_copy_then_appends() {
+        let dir = dir("append");
+        let path = dir.join("kernel-test.last-good.snapshot");
+        let user = dir.join("user.snapshot");
+        let mut checkpoint = Checkpoint::create().unwrap();
+        let (let_through, arrived) = held(&mut checkpoint, &path);
+        let big = Tensor::from_f32(&[1 << 20], vec![0.25; 1 << 20]);
+        let older = take(&mut checkpoint, &big_and_small(1, &big));
+        // The whole copy of the older one, held before its rename.
+        arrived.recv_timeout(Duration::from_secs(120)).unwrap();
+        // The current one differs by its small resident and counter: the
+        // state file waits for that copy, appends to it and links it,
+        // rather than writing 4 MB again from memory.
+        let current = take_pointing(&mut checkpoint, &big_and_small(2, &big));
+        std::thread::scope(|s| {
+            let writing = s.spawn(|| checkpoint.write_file(&user));
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(!user.exists(), "written from memory meanwhile");
+            let_through.send(()).unwrap();
+            // The append of the current one, held before its trailer.
+            arrived.recv_timeout(Duration::from_secs(120)).unwrap();
+            assert!(!user.exists(), "linked before the append was whole");
+            let_through.send(()).unwrap();
+            writing.join().unwrap().unwrap();
+        });
+        assert_eq!(
+            inode(&user),
+            inode(&path),
+            "the state file is the kept file"
+        );
+        assert_eq!(on_disk(&user), current.hash);
+        let shared = checkpoint.shared();
+        assert_eq!(shared.lock().copies, 2, "the older copy, then the append");
+        let kept = shared.lock().last.clone().unwrap().unwrap();
+        assert!(kept.appended && kept.written < 64 << 10, "{kept:?}");
+        drop(let_through);
+        let kept = checkpoint.stop_keeping().unwrap().unwrap();
+        assert_eq!(kept.state_hash, current.hash);
+        assert_ne!(older.hash, current.hash);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

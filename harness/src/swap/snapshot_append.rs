@@ -236,6 +236,11 @@ impl Appended {
         worth(self.len, self.new_bytes(snapshot, sources), state)
     }
 
+    /// The sources of the tensor sections the file holds.
+    pub fn holds(&self) -> impl Iterator<Item = Source> + '_ {
+        self.held.keys().copied()
+    }
+
     /// The file's length (its last whole commit's end).
     pub fn file_len(&self) -> u64 {
         self.len

@@ -33,8 +33,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::collections::HashSet;
+
 use super::{DiskCopy, Job, Kept, UnderWay, kept_event, temporary_path};
 use crate::isolation::checkpoint_parts::Parts;
+use crate::swap::snapshot_append::Source;
+use crate::swap::snapshot_file;
 use crate::worker::protocol::Checkpointed;
 
 /// What the disk copy holds when a state file is wanted.
@@ -54,6 +58,10 @@ pub(super) enum Way {
     /// The copy under way writes the checkpoint: its bytes are waited for,
     /// then its file is linked.
     AwaitCopy,
+    /// The copy under way (or the kept file) holds an older checkpoint
+    /// that differs from this one by little: that copy is let finish, this
+    /// one appended to it, then its file is linked.
+    AwaitThenAppend,
     /// Written from memory, then the kept file is made a link to it (the
     /// copy under way, of an older checkpoint, abandoned).
     MemoryThenKeep,
@@ -66,6 +74,9 @@ impl Way {
         match self {
             Way::LinkKept => "linked to the kept copy (no byte written)",
             Way::AwaitCopy => "linked to the copy that was under way, once written",
+            Way::AwaitThenAppend => {
+                "linked to the kept copy once the copy under way was done and this checkpoint appended to it"
+            }
             Way::MemoryThenKeep => "written from memory; the kept copy is a link to it",
             Way::Memory => "written from memory",
         }
@@ -74,16 +85,47 @@ impl Way {
 
 /// How to put the state file of checkpoint `current` (its newest part) in
 /// place, given what the copy holds; `linkable`: there is a disk copy, on
-/// the state file's filesystem.
-pub(super) fn choose(current: u64, seen: Seen, linkable: bool) -> Way {
+/// the state file's filesystem; `small_append`: what `current` holds that
+/// the kept file will not once the copy under way is done is at most half
+/// the state (appending it after that copy writes less than the whole
+/// state from memory).
+pub(super) fn choose(current: u64, seen: Seen, linkable: bool, small_append: bool) -> Way {
     if !linkable {
         return Way::Memory;
     }
     match seen.under_way {
         Some(copy) if copy.part == current => Way::AwaitCopy,
         None if seen.kept == Some(current) => Way::LinkKept,
+        _ if small_append => Way::AwaitThenAppend,
         _ => Way::MemoryThenKeep,
     }
+}
+
+/// Whether the checkpoint in `parts` holds at most half its state in
+/// tensor sections the kept file will not hold (`will_hold`) once the copy
+/// under way is done: then appending it is cheaper than writing it whole.
+fn small_append(parts: &Parts, will_hold: Option<&HashSet<Source>>) -> bool {
+    let Some(will_hold) = will_hold else {
+        return false;
+    };
+    let newest = super::path_of(&parts.files[&parts.newest]);
+    let Ok(placed) = snapshot_file::placements(&newest, parts.newest) else {
+        return false;
+    };
+    let (mut new, mut all) = (0u64, 0u64);
+    for p in placed.values() {
+        all += p.bytes;
+        let source = Source {
+            part: p.part,
+            offset: p.offset,
+            bytes: p.bytes,
+            crc32: p.crc32,
+        };
+        if !will_hold.contains(&source) {
+            new += p.bytes;
+        }
+    }
+    new <= all / 2
 }
 
 /// Puts the state file of the checkpoint in `parts` at `path` (whole,
@@ -109,11 +151,21 @@ pub(crate) fn put_in_place(
                     .map(|k| k.part),
                 under_way: state.under_way,
             };
-            choose(current, seen, linkable)
+            let will_hold = state.will_hold.clone();
+            drop(state);
+            let small = linkable && small_append(parts, will_hold.as_deref());
+            choose(current, seen, linkable, small)
         }
         None => Way::Memory,
     };
     let placed = match (disk, way) {
+        (Some(d), Way::AwaitThenAppend) => match await_then_link(d, parts, written, path) {
+            Some(placed) => placed,
+            None => {
+                way = Way::MemoryThenKeep;
+                from_memory_then_keep(d, parts, written, path)
+            }
+        },
         (Some(d), Way::LinkKept | Way::AwaitCopy) => match link_from_copy(d, current, path) {
             Some(placed) => placed,
             None => {
@@ -123,7 +175,7 @@ pub(crate) fn put_in_place(
         },
         (Some(d), Way::MemoryThenKeep) => from_memory_then_keep(d, parts, written, path),
         (Some(d), Way::Memory) => {
-            d.shared.lock().unsynced = Some(current);
+            d.shared.lock().unsynced = Some((current, current));
             from_memory(parts, path)
         }
         (None, _) => from_memory(parts, path),
@@ -146,7 +198,7 @@ pub(crate) fn put_in_place(
 fn link_from_copy(disk: &DiskCopy, current: u64, path: &Path) -> Option<Result<u64, String>> {
     let shared = &disk.shared;
     let mut state = shared.lock();
-    state.unsynced = Some(current);
+    state.unsynced = Some((current, current));
     while state.under_way
         == Some(UnderWay {
             part: current,
@@ -198,6 +250,70 @@ fn link_from_copy(disk: &DiskCopy, current: u64, path: &Path) -> Option<Result<u
     }
 }
 
+/// [`Way::AwaitThenAppend`]: the copy thread finishes the copy under way,
+/// then copies checkpoint `parts` (appended to that file: little of it is
+/// new, [`small_append`]); neither is synced (the state file is not
+/// either). Then the kept file is linked to `path`. `None`: a copy failed
+/// or was abandoned (it is written from memory instead).
+fn await_then_link(
+    disk: &DiskCopy,
+    parts: &Arc<Parts>,
+    written: &Checkpointed,
+    path: &Path,
+) -> Option<Result<u64, String>> {
+    let shared = &disk.shared;
+    let current = parts.newest;
+    let mut state = shared.lock();
+    let from = state.under_way.map_or(current, |u| u.part.min(current));
+    state.unsynced = Some((from, current));
+    let kept_now = |state: &super::State| {
+        state
+            .last
+            .as_ref()
+            .is_some_and(|l| l.as_ref().is_ok_and(|k| k.part == current))
+    };
+    if state
+        .pending
+        .as_ref()
+        .is_none_or(|job| job.parts.newest != current)
+        && state.under_way.is_none_or(|u| u.part != current)
+        && !kept_now(&state)
+    {
+        state.pending = Some(Job {
+            parts: parts.clone(),
+            written: written.clone(),
+        });
+    }
+    shared.wake();
+    loop {
+        if state.under_way.is_none() && kept_now(&state) {
+            break;
+        }
+        if state.under_way.is_none() && state.pending.is_none() {
+            // Failed or abandoned: not on disk.
+            return None;
+        }
+        state = shared.wait(state);
+    }
+    let linked = link_into_place(&disk.path, path, &partial_path(path));
+    drop(state);
+    match linked {
+        Ok(()) => Some(
+            std::fs::metadata(path)
+                .map(|m| m.len())
+                .map_err(|e| e.to_string()),
+        ),
+        Err(e) => {
+            tracing::debug!(
+                "cannot link {} to {}: {e}; writing it from memory",
+                disk.path.display(),
+                path.display()
+            );
+            None
+        }
+    }
+}
+
 /// [`Way::MemoryThenKeep`]: abandons the copy under way (of an older
 /// checkpoint) and the one pending, writes `path` from memory, then makes
 /// the kept file a link to it. If that link fails, the copy is handed the
@@ -212,7 +328,7 @@ fn from_memory_then_keep(
     let shared = &disk.shared;
     let mut state = shared.lock();
     state.pending = None;
-    state.unsynced = Some(parts.newest);
+    state.unsynced = Some((parts.newest, parts.newest));
     // A copy still writing stops at its next piece; one written already
     // (syncing) is renamed into place while this one is written.
     state.cancel = state.under_way.is_some();
@@ -321,9 +437,9 @@ mod tests {
             kept: Some(7),
             under_way: None,
         };
-        assert_eq!(choose(7, seen, true), Way::LinkKept);
+        assert_eq!(choose(7, seen, true, false), Way::LinkKept);
         // Another filesystem (or no disk copy): no link.
-        assert_eq!(choose(7, seen, false), Way::Memory);
+        assert_eq!(choose(7, seen, false, false), Way::Memory);
     }
 
     #[test]
@@ -333,33 +449,63 @@ mod tests {
                 kept: Some(5),
                 under_way: copying(7, written),
             };
-            assert_eq!(choose(7, seen, true), Way::AwaitCopy);
+            assert_eq!(choose(7, seen, true, false), Way::AwaitCopy);
         }
         let seen = Seen {
             kept: None,
             under_way: copying(7, false),
         };
-        assert_eq!(choose(7, seen, true), Way::AwaitCopy);
-        assert_eq!(choose(7, seen, false), Way::Memory);
+        assert_eq!(choose(7, seen, true, false), Way::AwaitCopy);
+        assert_eq!(choose(7, seen, false, false), Way::Memory);
     }
 
     #[test]
-    fn an_older_checkpoint_on_disk_or_under_way_is_not_used() {
+    fn an_older_checkpoint_on_disk_or_under_way_is_not_used_when_much_changed() {
         // Kept: an older one; nothing under way (the current one pending).
         let older = Seen {
             kept: Some(5),
             under_way: None,
         };
-        assert_eq!(choose(7, older, true), Way::MemoryThenKeep);
+        assert_eq!(choose(7, older, true, false), Way::MemoryThenKeep);
         // An older one being copied: abandoned, not waited for.
         let older_under_way = Seen {
             kept: Some(3),
             under_way: copying(5, true),
         };
-        assert_eq!(choose(7, older_under_way, true), Way::MemoryThenKeep);
+        assert_eq!(choose(7, older_under_way, true, false), Way::MemoryThenKeep);
         // Nothing kept yet (the first copy failed, or none ran).
-        assert_eq!(choose(7, Seen::default(), true), Way::MemoryThenKeep);
-        assert_eq!(choose(7, Seen::default(), false), Way::Memory);
+        assert_eq!(choose(7, Seen::default(), true, false), Way::MemoryThenKeep);
+        assert_eq!(choose(7, Seen::default(), false, false), Way::Memory);
+    }
+
+    #[test]
+    fn an_older_checkpoint_that_differs_by_little_is_finished_then_appended_to() {
+        for seen in [
+            // Kept: an older one (the current one pending).
+            Seen {
+                kept: Some(5),
+                under_way: None,
+            },
+            // An older one being copied: let finish, not abandoned.
+            Seen {
+                kept: Some(3),
+                under_way: copying(5, false),
+            },
+        ] {
+            assert_eq!(choose(7, seen, true, true), Way::AwaitThenAppend);
+            assert_eq!(choose(7, seen, false, true), Way::Memory);
+        }
+        // The current one itself: as before.
+        let current = Seen {
+            kept: Some(5),
+            under_way: copying(7, false),
+        };
+        assert_eq!(choose(7, current, true, true), Way::AwaitCopy);
+        let kept = Seen {
+            kept: Some(7),
+            under_way: None,
+        };
+        assert_eq!(choose(7, kept, true, true), Way::LinkKept);
     }
 
     #[test]
