@@ -233,6 +233,16 @@ fn link_from_copy(disk: &DiskCopy, current: u64, path: &Path) -> Option<Result<u
         other => other,
     };
     drop(state);
+    linked_length(linked, &from, path)
+}
+
+/// The state file's length once `from` was `linked` to `path`; `None`
+/// when the link failed (it is written from memory instead).
+fn linked_length(
+    linked: std::io::Result<()>,
+    from: &Path,
+    path: &Path,
+) -> Option<Result<u64, String>> {
     match linked {
         Ok(()) => Some(
             std::fs::metadata(path)
@@ -297,21 +307,7 @@ fn await_then_link(
     }
     let linked = link_into_place(&disk.path, path, &partial_path(path));
     drop(state);
-    match linked {
-        Ok(()) => Some(
-            std::fs::metadata(path)
-                .map(|m| m.len())
-                .map_err(|e| e.to_string()),
-        ),
-        Err(e) => {
-            tracing::debug!(
-                "cannot link {} to {}: {e}; writing it from memory",
-                disk.path.display(),
-                path.display()
-            );
-            None
-        }
-    }
+    linked_length(linked, &disk.path, path)
 }
 
 /// [`Way::MemoryThenKeep`]: abandons the copy under way (of an older
