@@ -448,6 +448,10 @@ pub struct SizeFigures {
     pub samples: usize,
     pub memcpy_gbps: Option<Summary>,
     pub read_gbps: Option<Summary>,
+    /// `kiln replay --no-timing` of the same workload: its peak (Pss of it
+    /// and its worker less shared memory, plus memfds) and its time.
+    pub replay_peak: u64,
+    pub replay_ms: f64,
 }
 
 impl SizeFigures {
@@ -512,6 +516,9 @@ impl SizeFigures {
             "memcpy_ms": self.ms_of(self.memcpy_gbps),
             "read_state_file_gbps": self.read_gbps.map(|s| s.to_json()),
             "read_state_file_ms": self.ms_of(self.read_gbps),
+            "kiln_replay_peak_bytes": self.replay_peak,
+            "kiln_replay_peak_over_state": self.replay_peak as f64 / self.bytes as f64,
+            "kiln_replay_ms": self.replay_ms,
         })
     }
 }
@@ -800,6 +807,47 @@ fn finish_samples(samples: Vec<Sample>, phases: &[(&str, Instant)], f: &mut Size
     }
 }
 
+/// `kiln replay --no-timing WORKLOAD` on the CPU module in `copy`, its
+/// memory sampled as a session's is (the replay and its worker): its peak
+/// and its time into `f`. Untimed: what it holds does not depend on how
+/// many times a call is timed, and at 4 GiB the timing runs take a minute.
+fn replay_peak(
+    kiln_exe: &Path,
+    copy: &Path,
+    config: &Config,
+    workload: &Path,
+    f: &mut SizeFigures,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let child = std::process::Command::new(kiln_exe)
+        .arg("replay")
+        .arg(workload)
+        .args(["--backend", "cpu", "--no-timing"])
+        .current_dir(copy)
+        .env(
+            "KILN_MODULE_TARGET_DIR",
+            kiln::workspace::module_target_dir(&config.workspace),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run kiln replay: {e}"))?;
+    let sampler = Sampler::start(child.id());
+    let output = child.wait_with_output();
+    let samples = sampler.finish();
+    let output = output.map_err(|e| format!("kiln replay: {e}"))?;
+    f.replay_ms = started.elapsed().as_secs_f64() * 1e3;
+    if !output.status.success() {
+        return Err(format!(
+            "kiln replay failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    f.replay_peak = samples.iter().map(Sample::total).max().unwrap_or(0);
+    Ok(())
+}
+
 /// A memcpy of `size` bytes into a pre-touched buffer, `rounds` times after
 /// one warm-up (GB/s).
 fn memcpy_rate(size: u64, rounds: usize) -> Result<Summary, String> {
@@ -854,7 +902,11 @@ fn measure_size(
         ..SizeFigures::default()
     };
     eprintln!("kiln-bench: state scale {name}: kiln dev session");
-    let session = run_session(kiln_exe, copy, config, &workload_path, &state_file, &mut f);
+    let session = run_session(kiln_exe, copy, config, &workload_path, &state_file, &mut f)
+        .and_then(|()| {
+            eprintln!("kiln-bench: state scale {name}: kiln replay");
+            replay_peak(kiln_exe, copy, config, &workload_path, &mut f)
+        });
     let _ = std::fs::remove_file(&workload_path);
     let outcome = session.and_then(|()| {
         eprintln!("kiln-bench: state scale {name}: memcpy and file read");
@@ -964,8 +1016,11 @@ fn render(outcomes: &[(u64, SizeOutcome)]) -> String {
                     .map(|(phase, pss, memfd)| format!("{phase} {}", bytes::human(pss + memfd)))
                     .collect();
                 notes.push_str(&format!(
-                    "  {label}: peak by phase: {}\n",
-                    phases.join(", ")
+                    "  {label}: peak by phase: {}; `kiln replay --no-timing` of the workload: peak {} ({:.2} x the state) in {}\n",
+                    phases.join(", "),
+                    bytes::human(f.replay_peak),
+                    f.replay_peak as f64 / *size as f64,
+                    ms(f.replay_ms)
                 ));
             }
             SizeOutcome::Skipped(why) => notes.push_str(&format!("  {label}: skipped: {why}\n")),

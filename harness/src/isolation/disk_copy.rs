@@ -46,7 +46,7 @@ use shared_state::Snapshot;
 
 use super::checkpoint_parts::{Parts, path_of};
 use crate::events::{self, emit};
-use crate::swap::snapshot_append::{Appended, Source, Sync};
+use crate::swap::snapshot_append::{Appended, Origins, Source, Sync};
 use crate::swap::snapshot_file;
 use crate::worker::protocol::Checkpointed;
 
@@ -228,23 +228,31 @@ enum NotWritten {
 /// The checkpoint in `parts`, served from their mappings, and where each
 /// tensor section's bytes are in the parts (immutable, sealed): a section
 /// from the same place as one the kept file holds is not written again.
-fn mapped(parts: &Parts) -> Result<(Snapshot, HashMap<String, Source>), String> {
+/// With them, where each can be copied from in the kernel (its part and
+/// the offset there).
+fn mapped(parts: &Parts) -> Result<(Snapshot, HashMap<String, Source>, Origins), String> {
     let snapshot = parts.map()?;
     let newest = path_of(&parts.files[&parts.newest]);
-    let sources = snapshot_file::placements(&newest, parts.newest)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|(name, p)| {
-            let source = Source {
-                part: p.part,
-                offset: p.offset,
-                bytes: p.bytes,
-                crc32: p.crc32,
-            };
-            (name, source)
-        })
-        .collect();
-    Ok((snapshot, sources))
+    let placed = snapshot_file::placements(&newest, parts.newest).map_err(|e| e.to_string())?;
+    let mut data_starts = HashMap::new();
+    for (part, file) in &parts.files {
+        data_starts.insert(*part, snapshot_file::data_start(file)?);
+    }
+    let mut sources = HashMap::new();
+    let mut origins = Origins::new();
+    for (name, p) in placed {
+        if let (Some(file), Some(start)) = (parts.files.get(&p.part), data_starts.get(&p.part)) {
+            origins.insert(name.clone(), (file.clone(), start + p.offset));
+        }
+        let source = Source {
+            part: p.part,
+            offset: p.offset,
+            bytes: p.bytes,
+            crc32: p.crc32,
+        };
+        sources.insert(name, source);
+    }
+    Ok((snapshot, sources, origins))
 }
 
 /// Writes the checkpoint in `parts` (sealed memfds, mapped) to disk: appended
@@ -294,7 +302,7 @@ fn write_checkpoint(
     if !go_on() {
         return Err(NotWritten::Cancelled);
     }
-    let (snapshot, sources) = mapped(checkpoint)
+    let (snapshot, sources, origins) = mapped(checkpoint)
         .map_err(|e| NotWritten::Failed(format!("cannot read the checkpoint: {e}")))?;
     let appending = appended
         .as_ref()
@@ -337,7 +345,7 @@ fn write_checkpoint(
             data: &data_then_visible,
             ..sync
         };
-        return match kept.commit(&snapshot, &sources, &sync) {
+        return match kept.commit(&snapshot, &sources, &origins, &sync) {
             Ok(Some(c)) => Ok(Written {
                 tmp: None,
                 bytes: c.len,
@@ -361,7 +369,7 @@ fn write_checkpoint(
         NotWritten::Failed(format!("cannot write {}: {e}", tmp.display()))
     };
     let file = File::create(&tmp).map_err(|e| fail(&e))?;
-    match Appended::create(file, &snapshot, &sources, &sync) {
+    match Appended::create(file, &snapshot, &sources, &origins, &sync) {
         Ok(Some((kept, c))) => {
             *appended = Some(kept);
             Ok(Written {

@@ -139,6 +139,11 @@ pub struct Source {
     pub crc32: u32,
 }
 
+/// Where a tensor section's bytes can be copied from in the kernel, by
+/// section name: a file (a sealed checkpoint part) and the offset there.
+/// A section without one is written from its tensor's memory.
+pub type Origins = HashMap<String, (std::sync::Arc<File>, u64)>;
+
 /// An appended snapshot file this process created, open to append to.
 #[derive(Debug)]
 pub struct Appended {
@@ -181,6 +186,7 @@ impl Appended {
         file: File,
         snapshot: &Snapshot,
         sources: &HashMap<String, Source>,
+        origins: &Origins,
         sync: &Sync,
     ) -> std::io::Result<Option<(Appended, Committed)>> {
         let mut preamble = vec![0u8; ALIGN as usize];
@@ -195,7 +201,7 @@ impl Appended {
             held: HashMap::new(),
         };
         Ok(appended
-            .commit(snapshot, sources, sync)?
+            .commit(snapshot, sources, origins, sync)?
             .map(|committed| (appended, committed)))
     }
 
@@ -236,6 +242,40 @@ impl Appended {
         worth(self.len, self.new_bytes(snapshot, sources), state)
     }
 
+    /// Copies `bytes` bytes of `from` at `at` to this file at `to`, in the
+    /// kernel (`sendfile`: no mapping of `from` is read, which was 3 times
+    /// slower here: 4 GiB from a memfd's mapping in 11.7 s, by `sendfile`
+    /// in 3.5 s), asking `go_on` before each piece. `false`: it said no.
+    fn send(
+        &mut self,
+        from: &File,
+        at: u64,
+        bytes: u64,
+        to: u64,
+        go_on: &dyn Fn() -> bool,
+    ) -> std::io::Result<bool> {
+        use std::io::{Seek, SeekFrom};
+        (&self.file).seek(SeekFrom::Start(to))?;
+        let (mut from_at, end) = (at, at + bytes);
+        while from_at < end {
+            if !go_on() {
+                return Ok(false);
+            }
+            let piece_end = (from_at + PIECE as u64).min(end);
+            while from_at < piece_end {
+                let count = (piece_end - from_at) as usize;
+                let n = rustix::fs::sendfile(&self.file, from, Some(&mut from_at), count)?;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("the source ends at byte {from_at}, before byte {end}"),
+                    ));
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// The sources of the tensor sections the file holds.
     pub fn holds(&self) -> impl Iterator<Item = Source> + '_ {
         self.held.keys().copied()
@@ -254,6 +294,7 @@ impl Appended {
         &mut self,
         snapshot: &Snapshot,
         sources: &HashMap<String, Source>,
+        origins: &Origins,
         sync: &Sync,
     ) -> std::io::Result<Option<Committed>> {
         let mut pos = self.len;
@@ -275,19 +316,33 @@ impl Appended {
                 None => {
                     let start = align(pos);
                     let mut crc = crc32fast::Hasher::new();
-                    let mut at = start;
-                    for piece in bytes.chunks(PIECE) {
-                        if !(sync.go_on)() {
-                            self.file.set_len(self.len)?;
-                            return Ok(None);
+                    let origin = origins.get(name).filter(|_| source.is_some());
+                    let went_on = match origin {
+                        Some((from, at)) => {
+                            self.send(from, *at, bytes.len() as u64, start, sync.go_on)?
                         }
-                        if source.is_none() {
-                            crc.update(piece);
+                        None => {
+                            let mut at = start;
+                            let mut went_on = true;
+                            for piece in bytes.chunks(PIECE) {
+                                if !(sync.go_on)() {
+                                    went_on = false;
+                                    break;
+                                }
+                                if source.is_none() {
+                                    crc.update(piece);
+                                }
+                                self.file.write_all_at(piece, at)?;
+                                at += piece.len() as u64;
+                            }
+                            went_on
                         }
-                        self.file.write_all_at(piece, at)?;
-                        at += piece.len() as u64;
+                    };
+                    if !went_on {
+                        self.file.set_len(self.len)?;
+                        return Ok(None);
                     }
-                    pos = at;
+                    pos = start + bytes.len() as u64;
                     let crc32 = source.map_or_else(|| crc.finalize(), |s| s.crc32);
                     if let Some(s) = source {
                         new_held.push((*s, start));
@@ -415,6 +470,16 @@ mod tests {
         let path = dir(name).join("kept.snapshot");
         let big = big();
         let first = state(1, &big);
+        // `big`'s bytes in a file of their own, after 4 KiB of something
+        // else: the first commit copies them from there in the kernel.
+        let origin = path.with_file_name("big.part");
+        let mut bytes = vec![9u8; 4096];
+        bytes.extend_from_slice(big.data().as_bytes());
+        std::fs::write(&origin, &bytes).unwrap();
+        let origins = Origins::from([(
+            "resident/big".to_string(),
+            (std::sync::Arc::new(File::open(&origin).unwrap()), 4096),
+        )]);
         let (mut appended, c1) = Appended::create(
             File::options()
                 .read(true)
@@ -424,6 +489,7 @@ mod tests {
                 .unwrap(),
             &first,
             &sources(&first, 1),
+            &origins,
             &always(),
         )
         .unwrap()
@@ -433,7 +499,7 @@ mod tests {
             let s = state(n, &big);
             commits.push(
                 appended
-                    .commit(&s, &sources(&s, n as u64), &always())
+                    .commit(&s, &sources(&s, n as u64), &Origins::new(), &always())
                     .unwrap()
                     .unwrap(),
             );
@@ -443,6 +509,7 @@ mod tests {
 
     #[test]
     fn a_commit_appends_only_what_the_file_does_not_hold_and_reads_back_bit_for_bit() {
+        // (`big` was copied from its origin file by `sendfile`.)
         let (path, appended, commits) = three_commits("reads");
         let big = big();
         // The first commit holds everything; the next ones the small
@@ -534,7 +601,9 @@ mod tests {
             ..always()
         };
         assert_eq!(
-            appended.commit(&s, &sources(&s, 4), &abandon).unwrap(),
+            appended
+                .commit(&s, &sources(&s, 4), &Origins::new(), &abandon)
+                .unwrap(),
             None
         );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), before);

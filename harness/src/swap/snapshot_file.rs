@@ -772,6 +772,22 @@ pub fn map(file: &File, path: &Path) -> Result<Snapshot, SnapshotFileError> {
 /// and its length.
 type MappedPart = (std::sync::Arc<shared_state::mapped::Mapping>, u64, u64);
 
+/// Where the data of the format-2 snapshot in `file` (a checkpoint part)
+/// starts: section offsets are from there. From its preamble alone (the
+/// header's length), not checked: for copying a part's sections in the
+/// kernel, whose bytes the part's own header already placed.
+pub fn data_start(file: &File) -> Result<u64, String> {
+    use std::os::unix::fs::FileExt;
+    let mut preamble = [0u8; PREAMBLE as usize];
+    file.read_exact_at(&mut preamble, 0)
+        .map_err(|e| format!("cannot read the preamble: {e}"))?;
+    if &preamble[..8] != MAGIC || preamble[8..12] != FILE_VERSION.to_le_bytes() {
+        return Err(format!("not a format {FILE_VERSION} snapshot"));
+    }
+    let header_len = u64::from_le_bytes(preamble[16..24].try_into().expect("8 bytes"));
+    Ok(align_to(PREAMBLE + header_len, ALIGN))
+}
+
 /// Maps the sealed checkpoint part `file` (at `path`) and reads its header.
 fn map_part(file: &File) -> Result<MappedPart, String> {
     let mapping = std::sync::Arc::new(
