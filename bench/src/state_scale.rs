@@ -62,6 +62,8 @@ const MIB: u64 = 1 << 20;
 const START: Duration = Duration::from_secs(900);
 /// A save, a crash: build or restart, replay, checkpoint.
 const STEP: Duration = Duration::from_secs(600);
+/// The longest wait for the first copy to disk (4 GiB at a few hundred MB/s).
+const FIRST_COPY: Duration = Duration::from_secs(300);
 /// No event for this long: the session is idle.
 const QUIET: Duration = Duration::from_millis(1500);
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
@@ -448,6 +450,10 @@ pub struct SizeFigures {
     pub samples: usize,
     pub memcpy_gbps: Option<Summary>,
     pub read_gbps: Option<Summary>,
+    /// The session's first copy to disk: when it was there (from the
+    /// spawn) and what it wrote.
+    pub first_copy_ms: f64,
+    pub first_copy_written: u64,
     /// `kiln replay --no-timing` of the same workload: its peak (Pss of it
     /// and its worker less shared memory, plus memfds) and its time.
     pub replay_peak: u64,
@@ -516,6 +522,8 @@ impl SizeFigures {
             "memcpy_ms": self.ms_of(self.memcpy_gbps),
             "read_state_file_gbps": self.read_gbps.map(|s| s.to_json()),
             "read_state_file_ms": self.ms_of(self.read_gbps),
+            "first_copy_on_disk_ms": self.first_copy_ms,
+            "first_copy_written_bytes": self.first_copy_written,
             "kiln_replay_peak_bytes": self.replay_peak,
             "kiln_replay_peak_over_state": self.replay_peak as f64 / self.bytes as f64,
             "kiln_replay_ms": self.replay_ms,
@@ -630,6 +638,8 @@ fn run_session(
         .args([state_file])
         .args(["--no-tune"])
         .module_target_dir(&kiln::workspace::module_target_dir(&config.workspace))
+        // The copies to disk logged (`state_kept` is a debug event).
+        .env("RUST_LOG", "info,kiln::isolation::disk_copy=debug")
         .on_drop(OnDrop::Kill)
         .spawn()?;
     let sampler = Sampler::start(session.pid());
@@ -657,6 +667,27 @@ fn run_session(
         };
         f.startup_ms = ms_since(spawned, watching.at);
         settle(&mut session, "start-up")?;
+        // The session's first copy of its state to disk (the whole file;
+        // every later one appends what changed), waited for: the save,
+        // crash and Ctrl-C below are those of a session whose last good
+        // point is on disk, as every session's is once that copy is done.
+        // A Ctrl-C before it waits for it (the report says how long it
+        // took).
+        let first_copy = match session.named_since(0, EventKind::StateKept).first() {
+            Some(e) => (*e).clone(),
+            None => loop {
+                let e = next(
+                    &mut session,
+                    Instant::now() + FIRST_COPY,
+                    "the first copy to disk",
+                )?;
+                if e.is(EventKind::StateKept) {
+                    break e;
+                }
+            },
+        };
+        f.first_copy_ms = ms_since(spawned, first_copy.at);
+        f.first_copy_written = first_copy.u64("written").unwrap_or(0);
 
         // A save: the same code with a kept static.
         let edited = format!(
@@ -1000,6 +1031,12 @@ fn render(outcomes: &[(u64, SizeOutcome)]) -> String {
                     ms(f.startup_replay_ms),
                     ms(f.startup_ms - f.startup_serving_ms - f.startup_replay_ms),
                     ms(f.startup_ms - f.build_ms - f.startup_replay_ms),
+                ));
+                notes.push_str(&format!(
+                    "  {label}: the first copy to disk ({} written) was there {} after the spawn, {} after `watching` (waited for before the save; later copies append what changed)\n",
+                    bytes::human(f.first_copy_written),
+                    ms(f.first_copy_ms),
+                    ms(f.first_copy_ms - f.startup_ms),
                 ));
                 notes.push_str(&format!(
                     "  {label}: save seen from outside {}, its build {}; crash: `crashed` arrived {} and `restarted` {} after kill(1) was started; start-up checkpoint {}; {} memory samples\n",
