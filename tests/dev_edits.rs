@@ -2,17 +2,20 @@
 //! exactly one build and one swap; a wrong kernel fails replay and is rolled
 //! back (or kept with `--on-fail keep`); a syntax error keeps the old version
 //! serving; a burst of saves during a build gives at most two builds and
-//! ends on the latest source.
+//! ends on the latest source; a save made during the first replay is built
+//! once it is done.
 //!
 //! Real binary, real cargo, real inotify; each test works in its own copy of
 //! the workspace. Run with `cargo test --release -p kiln-e2e --test dev_edits`.
 
 use std::time::Duration;
 
+use kiln::workload::Workload;
 use kiln_e2e::dev_session::{
     BUILD_DEADLINE, DevSession, Event, EventKind, QUIET, WorkspaceCopy, events, first_version,
     save_in_place, save_via_rename, with_chunk, with_wrong_saxpy,
 };
+use shared_state::Call;
 
 const QUIET_MAX: Duration = Duration::from_secs(240);
 
@@ -333,5 +336,58 @@ fn five_quick_saves_during_a_build_give_at_most_two_builds_and_end_on_the_last()
         .expect("a saxpy replay");
     assert!(!last_replay.fields::<events::Replay>().pass);
     assert_eq!(last_replay.version(), final_version);
+    drop(session.stop());
+}
+
+/// A save made while the session's first replay runs (the watcher starts
+/// before the first checkpoint) is built and swapped in once that replay
+/// is done. Before, the sources were first hashed after the replay, so
+/// such a save was taken as the starting source and never built: the
+/// session served the old code while the file said otherwise.
+#[test]
+fn a_save_during_the_first_replay_is_built_after_it() {
+    let copy = WorkspaceCopy::new();
+    // A first replay of seconds: 24 saxpy calls over 4M elements, each
+    // timed and checked against the reference module.
+    let n = 4 << 20;
+    let x: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 * 0.001).collect();
+    let mut workload = Workload::new("slow-first-replay");
+    workload.load("x", shared_state::Tensor::from_f32(&[n], x.clone()));
+    workload.load("y", shared_state::Tensor::from_f32(&[n], x));
+    for i in 0..24 {
+        workload.call(
+            Call::new("saxpy")
+                .resident("x")
+                .resident("y")
+                .param("a", shared_state::Scalar::F64(1.0 + i as f64)),
+            None,
+        );
+    }
+    let path = copy.root().join("target/slow-first-replay.kiln");
+    std::fs::create_dir_all(path.parent().unwrap()).expect("target dir");
+    kiln::workload::write(&workload, &path).expect("write the workload");
+    let mut session = DevSession::spawn(
+        &copy,
+        &["--no-tune", "--workload", path.to_str().expect("utf-8")],
+    );
+    // The first checkpoint is taken just before the first replay.
+    session.wait_event(EventKind::Checkpoint, BUILD_DEADLINE);
+    let pristine = copy.read("kernels/cpu/src/kernels.rs");
+    save_in_place(&copy.kernels_rs(), &with_chunk(&pristine, 8192));
+    let saved = session.mark();
+    session.wait_for("the watcher to start", BUILD_DEADLINE, |e| {
+        kiln_dev_driver::is_watching(e)
+    });
+    let replays_before_watching = session
+        .since(saved)
+        .iter()
+        .filter(|e| e.is(EventKind::Replay) && e.version() == Some(1))
+        .count();
+    assert!(
+        replays_before_watching > 0,
+        "the first replay was over before the save: no test (make it longer)"
+    );
+    let swapped = session.wait_event(EventKind::Swapped, BUILD_DEADLINE);
+    assert_eq!(swapped.version(), Some(2), "{}", swapped.line);
     drop(session.stop());
 }

@@ -264,6 +264,22 @@ impl DevSession {
         session
     }
 
+    /// [`DevSession::start`] without waiting for anything: the session's
+    /// start-up (build, first checkpoint, first replay) is still to come.
+    pub fn spawn(copy: &WorkspaceCopy, args: &[&str]) -> DevSession {
+        let lock = session_lock();
+        let session = DevCommand::new(&kiln_binary(), copy.root())
+            .args(args)
+            .module_target_dir(&workspace::module_target_dir(&workspace_root()))
+            .env_remove("CARGO_TARGET_DIR")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        DevSession {
+            session,
+            _lock: lock,
+        }
+    }
+
     /// Waits until a whole replay (the last call of the default workload,
     /// softmax) has been logged; returns that replay's events.
     pub fn wait_replay(&mut self, deadline: Duration) -> Vec<Event> {
