@@ -6,11 +6,13 @@
 //! check, entry points) -> [`engine_handle`] (one engine per version on its
 //! own thread, [`version_threads`] for its workers) -> [`served`] (routing
 //! and the state handoff) -> retire (drop on the engine thread, join
-//! threads, close the library). [`snapshot_file`] keeps state on disk;
+//! threads, close the library). [`snapshot_file`] keeps state on disk
+//! ([`part_from_file`] writes a checkpoint part from ranges of a file);
 //! [`state_hash`] says whether two snapshots hold the same state.
 
 pub mod engine_handle;
 pub mod load;
+pub mod part_from_file;
 pub mod served;
 pub mod snapshot_file;
 pub mod stage;

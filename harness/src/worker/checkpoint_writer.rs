@@ -13,7 +13,8 @@ use std::time::Instant;
 use shared_state::{Section, Snapshot};
 
 use super::protocol::Checkpointed;
-use crate::swap::snapshot_file::{self, Placed};
+use crate::swap::part_from_file::{self, FileRange, RangeMismatch};
+use crate::swap::snapshot_file::{self, PartWritten, Placed};
 
 /// The hash of the *state* in `snapshot` (caches left out): see
 /// [`crate::swap::state_hash`].
@@ -58,28 +59,45 @@ pub fn write_part(
     Ok((written, file, part_written.placed))
 }
 
-/// Writes the tensors `snapshot` alone holds into the fresh memfd at
-/// `path` as checkpoint part `part`, letting each go once written
-/// ([`snapshot_file::write_part_taking`]), and seals it like
-/// [`write_part`]. Returns what was written and the sealed file.
-pub fn write_taking(
-    snapshot: Snapshot,
+/// Writes checkpoint part `part` into the fresh memfd at `path`, its
+/// tensor sections the `ranges` of the file `from`, copied in the kernel
+/// and checked there ([`part_from_file::write_part_from_file`]), and seals
+/// it like [`write_part`]. Returns what was written and the sealed file;
+/// `Ok(Err(mismatch))` when a range's bytes are not what its crc32 says
+/// (nothing sealed), `Err` when it cannot be written.
+pub fn write_from_file(
+    ranges: &[FileRange],
+    from: &File,
     path: &Path,
     part: u64,
-) -> Result<(snapshot_file::PartWritten, File), String> {
-    let mut snapshot = Some(snapshot);
-    write_sealed(path, &mut |file| {
-        let snapshot = snapshot.take().expect("written once");
-        snapshot_file::write_part_taking(snapshot, file, part)
-    })
+) -> Result<Result<(PartWritten, File), RangeMismatch>, String> {
+    let mut mismatch = None;
+    let written = write_sealed(path, &mut |file| {
+        let written = part_from_file::write_part_from_file(
+            "kiln-workload-loads",
+            "host",
+            ranges,
+            from,
+            file,
+            part,
+        );
+        if let Err(e) = &written {
+            mismatch = RangeMismatch::of(e);
+        }
+        written
+    });
+    match (written, mismatch) {
+        (_, Some(mismatch)) => Ok(Err(mismatch)),
+        (written, None) => written.map(Ok),
+    }
 }
 
 /// Opens the memfd at `path` (read too: a mapping needs it), `write`s a
 /// part into it and seals it against writing, shrinking and growing.
 fn write_sealed(
     path: &Path,
-    write: &mut dyn FnMut(&mut File) -> std::io::Result<snapshot_file::PartWritten>,
-) -> Result<(snapshot_file::PartWritten, File), String> {
+    write: &mut dyn FnMut(&mut File) -> std::io::Result<PartWritten>,
+) -> Result<(PartWritten, File), String> {
     let mut file: File = OpenOptions::new()
         .read(true)
         .write(true)
