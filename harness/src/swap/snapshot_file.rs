@@ -198,7 +198,24 @@ pub fn write_part(
     earlier: &dyn Fn(&str, &Section) -> Option<Placed>,
 ) -> std::io::Result<PartWritten> {
     let outline = Outline::of(snapshot, part, earlier);
-    let mut source = InMemory(snapshot);
+    let mut source = InMemory(|name: &str| match snapshot.get(name) {
+        Some(Section::Tensor(t)) => Some(t.clone()),
+        _ => None,
+    });
+    write_outline(&outline, out, part, &mut source)
+}
+
+/// [`write_part`] of a snapshot it takes, with no earlier part: each
+/// tensor's memory is let go as soon as its bytes are written (when
+/// nothing else holds it), so writing `n` bytes of tensors the snapshot
+/// alone holds needs about the largest tensor's more, not `n` more.
+pub fn write_part_taking(
+    mut snapshot: Snapshot,
+    out: &mut (impl Write + Seek),
+    part: u64,
+) -> std::io::Result<PartWritten> {
+    let outline = Outline::of(&snapshot, part, &|_, _| None);
+    let mut source = InMemory(|name: &str| snapshot.take_tensor(name));
     write_outline(&outline, out, part, &mut source)
 }
 
@@ -301,10 +318,10 @@ pub(super) trait TensorSource<W> {
     }
 }
 
-/// The tensors of a snapshot in memory.
-struct InMemory<'a>(&'a Snapshot);
+/// Tensors in memory, by name (dropped once written, when taken).
+struct InMemory<F>(F);
 
-impl<W: Write> TensorSource<W> for InMemory<'_> {
+impl<W: Write, F: FnMut(&str) -> Option<Tensor>> TensorSource<W> for InMemory<F> {
     fn write(
         &mut self,
         name: &str,
@@ -312,10 +329,8 @@ impl<W: Write> TensorSource<W> for InMemory<'_> {
         out: &mut W,
         each: &mut dyn FnMut(&[u8]),
     ) -> std::io::Result<()> {
-        let Some(Section::Tensor(t)) = self.0.get(name) else {
-            let gone = format!("section {name}: its tensor is gone");
-            return Err(std::io::Error::other(gone));
-        };
+        let t = (self.0)(name)
+            .ok_or_else(|| std::io::Error::other(format!("section {name}: its tensor is gone")))?;
         let data = t.data().as_bytes();
         if data.len() as u64 != bytes {
             return Err(std::io::Error::other(format!(
@@ -1017,6 +1032,36 @@ mod tests {
         assert!(e.contains("resident/big") && e.contains("part 1"), "{e}");
         let e = verify(&path).unwrap_err().to_string();
         assert!(e.contains("part 1"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A part written from a snapshot it takes is byte for byte the one
+    /// written from a borrowed one, with the same placements, which
+    /// [`placements`] reads back from its header (digests aside).
+    #[test]
+    fn a_part_written_taking_its_tensors_is_the_same_part() {
+        let snapshot = sample_with_big_and_cache();
+        let mut borrowed = std::io::Cursor::new(Vec::new());
+        let from_borrowed = write_part(&snapshot, &mut borrowed, 3, &|_, _| None).unwrap();
+        let mut taken = std::io::Cursor::new(Vec::new());
+        let from_taken = write_part_taking(snapshot, &mut taken, 3).unwrap();
+        assert!(borrowed.get_ref() == taken.get_ref());
+        assert_eq!(from_borrowed.placed, from_taken.placed);
+        assert_eq!(from_borrowed.hash, from_taken.hash);
+        let dir = std::env::temp_dir().join(format!("kiln-snap-taken-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("part.snapshot");
+        std::fs::write(&path, taken.into_inner()).unwrap();
+        let without_digests = |placed: &std::collections::BTreeMap<String, Placed>| {
+            placed
+                .iter()
+                .map(|(n, p)| (n.clone(), (p.part, p.offset, p.bytes, p.crc32)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            without_digests(&placements(&path, 3).unwrap()),
+            without_digests(&from_taken.placed)
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -59,6 +59,22 @@ pub fn write_part(
     Ok((written, file, part_written.placed))
 }
 
+/// Writes the tensors `snapshot` alone holds into the fresh memfd at
+/// `path` as checkpoint part `part`, letting each go once written
+/// ([`snapshot_file::write_part_taking`]), and seals it like
+/// [`write_part`]. Returns what was written and the sealed file.
+pub fn write_taking(
+    snapshot: Snapshot,
+    path: &Path,
+    part: u64,
+) -> Result<(PartWritten, File), String> {
+    let mut snapshot = Some(snapshot);
+    write_sealed(path, &mut |file| {
+        let snapshot = snapshot.take().expect("written once");
+        snapshot_file::write_part_taking(snapshot, file, part)
+    })
+}
+
 /// Writes checkpoint part `part` into the fresh memfd at `path`, its
 /// tensor sections the `ranges` of the file `from`, copied in the kernel
 /// and checked there ([`part_from_file::write_part_from_file`]), and seals

@@ -277,12 +277,20 @@ impl Host {
         let read_ms = clock.elapsed().as_secs_f64() * 1e3 - state_ms;
         let (mut workload, given, left) = (read.workload, read.given, read.left);
         let mut in_part = None;
-        if let (Some((part, path)), Some(workload_path)) = (&loads, &self.config.workload) {
-            use super::workload_loads::{NotInPart, from_file};
-            match from_file(&mut workload, &left, workload_path, *part, path) {
+        if let Some((part, path)) = &loads {
+            use super::workload_loads::{NotInPart, from_file, from_memory};
+            let written = match &self.config.workload {
+                Some(file) => match from_file(&mut workload, &left, file, *part, path) {
+                    Err(NotInPart::Refused(e)) => return Err(e.to_string()),
+                    Err(NotInPart::Failed(e)) => Err(e),
+                    Ok(done) => Ok(done),
+                },
+                // The bundled workload, made in memory.
+                None => from_memory(&mut workload, *part, path),
+            };
+            match written {
                 Ok(done) => in_part = done,
-                Err(NotInPart::Refused(e)) => return Err(e.to_string()),
-                Err(NotInPart::Failed(e)) => {
+                Err(e) => {
                     tracing::warn!("the workload's residents stay the engine's own: {e}");
                     workload =
                         read_workload_answering(&self.config, &state, prior.as_ref(), false)?
@@ -291,19 +299,26 @@ impl Host {
             }
         }
         let workload_ms = clock.elapsed().as_secs_f64() * 1e3 - state_ms;
-        let left_bytes: u64 = left.iter().map(|l| l.place.length).sum();
         self.workload = Some(workload);
         let loaded = LoadedModule::open(staged).map_err(|e| e.to_string())?;
         self.status.begin("start", loaded.label(), None);
         let (served, import) = ServedModule::start(loaded, self.config.engine_options(), prior)
             .map_err(|e| format!("cannot start: {e}"))?;
+        let into_part = match (&in_part, self.config.workload.is_some()) {
+            (None, _) => "no large resident into a part".to_string(),
+            (Some((bytes, _)), true) => format!(
+                "its {} large resident(s) left in the file, then copied into a part of their \
+                 own and checked there ({bytes} bytes)",
+                left.len()
+            ),
+            (Some((bytes, _)), false) => {
+                format!("its large residents moved into a part of their own ({bytes} bytes)")
+            }
+        };
         tracing::debug!(
             "worker start: state in {state_ms:.0} ms, workload in {workload_ms:.0} ms \
-             (read {read_ms:.0} ms, all but its {} large resident(s); \
-             then those {left_bytes} bytes copied from the file into a part of their own \
-             and checked there in {:.0} ms) \
+             (read {read_ms:.0} ms, the part {:.0} ms: {into_part}) \
              ({given} resident load(s) taken from the state, not read), engine started at {:.0} ms",
-            left.len(),
             workload_ms - read_ms,
             clock.elapsed().as_secs_f64() * 1e3
         );

@@ -19,12 +19,14 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 
-use super::checkpoint_writer::write_from_file;
+use shared_state::{Snapshot, Tensor};
+
+use super::checkpoint_writer::{write_from_file, write_taking};
 use super::last_checkpoint::LastCheckpoint;
 use super::protocol::Checkpointed;
 use super::state_marks::SMALL;
 use crate::swap::part_from_file::FileRange;
-use crate::swap::snapshot_file;
+use crate::swap::snapshot_file::{self, PartWritten};
 use crate::workload::format::{LeftLoad, LoadSection, WorkloadError};
 use crate::workload::{Step, Workload};
 
@@ -32,7 +34,13 @@ use crate::workload::{Step, Workload};
 /// the worker starts from does not give it): a name loaded once (a name
 /// loaded again replaces what it held), over [`SMALL`] bytes.
 pub fn goes_into_part(load: &LoadSection) -> bool {
-    load.loads_of_name == 1 && load.place.length > SMALL as u64
+    in_part(load.loads_of_name, load.place.length)
+}
+
+/// The rule of [`goes_into_part`]: a load of a name loaded `loads_of_name`
+/// times, of `bytes` bytes.
+fn in_part(loads_of_name: usize, bytes: u64) -> bool {
+    loads_of_name == 1 && bytes > SMALL as u64
 }
 
 /// Why the loads part was not written.
@@ -89,20 +97,77 @@ pub fn from_file(
         }
         Err(e) => return Err(NotInPart::Failed(e)),
     };
-    let mapped = snapshot_file::map_parts(&sealed, path, &|_| None, true)
-        .map_err(|e| NotInPart::Failed(e.to_string()))?;
-    for load in left {
-        let step = workload.steps.get_mut(load.step);
-        match (step, mapped.get(&format!("resident/{}", load.name))) {
+    let loads: Vec<(usize, &str)> = left.iter().map(|l| (l.step, l.name.as_str())).collect();
+    serve_from_part(workload, &loads, written, &sealed, part, path)
+        .map(Some)
+        .map_err(NotInPart::Failed)
+}
+
+/// Moves the large resident loads of `workload`, held in memory (the
+/// bundled workload, generated rather than read), into the part `part` at
+/// `path` (each let go once written) and serves them from its mapping.
+/// Returns what [`from_file`] returns. On an error the moved loads are
+/// gone from `workload`: make it again.
+pub fn from_memory(
+    workload: &mut Workload,
+    part: u64,
+    path: &Path,
+) -> Result<Option<(u64, LastCheckpoint)>, String> {
+    let mut times: BTreeMap<&str, usize> = BTreeMap::new();
+    for step in &workload.steps {
+        if let Step::Load { name, .. } = step {
+            *times.entry(name).or_default() += 1;
+        }
+    }
+    let moved: Vec<(usize, String)> = workload
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, step)| match step {
+            Step::Load { name, tensor }
+                if in_part(times[name.as_str()], tensor.byte_len() as u64) =>
+            {
+                Some((i, name.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    if moved.is_empty() {
+        return Ok(None);
+    }
+    let mut loads = Snapshot::new("kiln-workload-loads", "host");
+    for (i, name) in &moved {
+        if let Some(Step::Load { tensor, .. }) = workload.steps.get_mut(*i) {
+            let taken = std::mem::replace(tensor, Tensor::from_f32(&[0], Vec::new()));
+            loads.insert_tensor(format!("resident/{name}"), taken);
+        }
+    }
+    let (written, sealed) = write_taking(loads, path, part)?;
+    let loads: Vec<(usize, &str)> = moved.iter().map(|(i, n)| (*i, n.as_str())).collect();
+    serve_from_part(workload, &loads, written, &sealed, part, path).map(Some)
+}
+
+/// Maps the part `part` just `written` and `sealed` at `path`, and puts
+/// its tensors in the `Load` steps of `workload` that `loads` lists (step,
+/// name). Returns the part's length and what it holds as this worker's
+/// last checkpoint.
+fn serve_from_part(
+    workload: &mut Workload,
+    loads: &[(usize, &str)],
+    written: PartWritten,
+    sealed: &File,
+    part: u64,
+    path: &Path,
+) -> Result<(u64, LastCheckpoint), String> {
+    let mapped =
+        snapshot_file::map_parts(sealed, path, &|_| None, true).map_err(|e| e.to_string())?;
+    for &(step, name) in loads {
+        let step = workload.steps.get_mut(step);
+        match (step, mapped.get(&format!("resident/{name}"))) {
             (Some(Step::Load { tensor, .. }), Some(shared_state::Section::Tensor(t))) => {
                 *tensor = t.clone();
             }
-            _ => {
-                return Err(NotInPart::Failed(format!(
-                    "resident {} is not in the part written",
-                    load.name
-                )));
-            }
+            _ => return Err(format!("resident {name} is not in the part written")),
         }
     }
     let held = Checkpointed {
@@ -121,14 +186,14 @@ pub fn from_file(
         written.placed,
         BTreeMap::from([(part, written.bytes)]),
     );
-    Ok(Some((written.bytes, last)))
+    Ok((written.bytes, last))
 }
 
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;
 
-    use shared_state::{Call, Tensor};
+    use shared_state::Call;
 
     use super::*;
     use crate::workload::format::{self, LoadAnswer};
