@@ -55,12 +55,21 @@ impl RangeMismatch {
 /// other).
 const PIECE: u64 = 2 << 20;
 
+/// The time [`write_part_from_file`] spent copying in the kernel and
+/// checking (crc32 and state hash) what was copied.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CopyTimes {
+    pub copy: std::time::Duration,
+    pub check: std::time::Duration,
+}
+
 /// Writes checkpoint part `part` (a whole snapshot file of module
 /// `module`, backend `backend`) into the fresh memfd `out`: one tensor
 /// section per range of `from`, in that order, its bytes copied from the
 /// file in the kernel and checked and hashed from the part. An I/O error,
 /// or a [`RangeMismatch`] ([`RangeMismatch::of`]) at the first range whose
-/// bytes are not what its crc32 says.
+/// bytes are not what its crc32 says. Returns what was written and the
+/// time spent copying and checking.
 pub fn write_part_from_file(
     module: &str,
     backend: &str,
@@ -68,7 +77,7 @@ pub fn write_part_from_file(
     from: &File,
     out: &mut File,
     part: u64,
-) -> std::io::Result<PartWritten> {
+) -> std::io::Result<(PartWritten, CopyTimes)> {
     let tensors: Vec<(String, DType, Vec<usize>, u64)> = ranges
         .iter()
         .map(|r| (r.name.clone(), r.dtype, r.shape.clone(), r.length))
@@ -78,8 +87,10 @@ pub fn write_part_from_file(
         ranges,
         from,
         next: 0,
+        times: CopyTimes::default(),
     };
-    write_outline(&outline, out, part, &mut source)
+    let written = write_outline(&outline, out, part, &mut source)?;
+    Ok((written, source.times))
 }
 
 /// [`TensorSource`] of the ranges of `from`, written in their order.
@@ -88,6 +99,7 @@ struct FromFile<'a> {
     from: &'a File,
     /// The range written next.
     next: usize,
+    times: CopyTimes,
 }
 
 impl TensorSource<File> for FromFile<'_> {
@@ -103,7 +115,7 @@ impl TensorSource<File> for FromFile<'_> {
             .get(self.next)
             .filter(|r| r.name == name && r.length == bytes)
             .ok_or_else(|| std::io::Error::other(format!("section {name}: not the next range")))?;
-        copy_and_check(self.from, range.start, out, bytes, each)
+        copy_and_check(self.from, range.start, out, bytes, each, &mut self.times)
     }
 
     fn written(&mut self, _name: &str, crc32: u32) -> std::io::Result<()> {
@@ -126,13 +138,14 @@ impl TensorSource<File> for FromFile<'_> {
 /// Copies `length` bytes from byte `start` of `from` to `out` at its
 /// position (page-aligned), a [`PIECE`] at a time, handing each piece,
 /// read back from a read-only mapping of `out` while it is still in cache,
-/// to `each`.
+/// to `each`; adds the time spent on each to `times`.
 fn copy_and_check(
     from: &File,
     start: u64,
     out: &mut File,
     length: u64,
     each: &mut dyn FnMut(&[u8]),
+    times: &mut CopyTimes,
 ) -> std::io::Result<()> {
     if length == 0 {
         return Ok(());
@@ -160,13 +173,17 @@ fn copy_and_check(
     let mut checked = 0u64;
     while checked < length {
         let n = (length - checked).min(PIECE);
+        let clock = std::time::Instant::now();
         // Advances `out`'s position past the piece.
         send_exactly(out, from, &mut offset, n)?;
+        let copied = std::time::Instant::now();
+        times.copy += copied - clock;
         // SAFETY: bytes `checked..checked + n` of the mapping lie inside
         // it and were just written (the copy returned); nothing writes
         // them again while this slice lives.
         let piece = unsafe { std::slice::from_raw_parts(base.add(checked as usize), n as usize) };
         each(piece);
+        times.check += copied.elapsed();
         checked += n;
     }
     Ok(())
@@ -269,7 +286,7 @@ mod tests {
         let in_memory =
             snapshot_file::write_part(&snapshot, &mut from_memory, 4, &|_, _| None).unwrap();
         let mut from_file = memfd();
-        let written = write_part_from_file(
+        let (written, _) = write_part_from_file(
             "kiln-workload-loads",
             "host",
             &ranges,

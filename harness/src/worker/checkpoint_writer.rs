@@ -13,7 +13,7 @@ use std::time::Instant;
 use shared_state::{Section, Snapshot};
 
 use super::protocol::Checkpointed;
-use crate::swap::part_from_file::{self, FileRange, RangeMismatch};
+use crate::swap::part_from_file::{self, CopyTimes, FileRange, RangeMismatch};
 use crate::swap::snapshot_file::{self, PartWritten, Placed};
 
 /// The hash of the *state* in `snapshot` (caches left out): see
@@ -78,7 +78,8 @@ pub fn write_taking(
 /// Writes checkpoint part `part` into the fresh memfd at `path`, its
 /// tensor sections the `ranges` of the file `from`, copied in the kernel
 /// and checked there ([`part_from_file::write_part_from_file`]), and seals
-/// it like [`write_part`]. Returns what was written and the sealed file;
+/// it like [`write_part`]. Returns what was written, the sealed file and
+/// the time the copy and the checks took;
 /// `Ok(Err(mismatch))` when a range's bytes are not what its crc32 says
 /// (nothing sealed), `Err` when it cannot be written.
 pub fn write_from_file(
@@ -86,8 +87,9 @@ pub fn write_from_file(
     from: &File,
     path: &Path,
     part: u64,
-) -> Result<Result<(PartWritten, File), RangeMismatch>, String> {
+) -> Result<Result<(PartWritten, File, CopyTimes), RangeMismatch>, String> {
     let mut mismatch = None;
+    let mut times = CopyTimes::default();
     let written = write_sealed(path, &mut |file| {
         let written = part_from_file::write_part_from_file(
             "kiln-workload-loads",
@@ -97,14 +99,20 @@ pub fn write_from_file(
             file,
             part,
         );
-        if let Err(e) = &written {
-            mismatch = RangeMismatch::of(e);
+        match written {
+            Ok((written, took)) => {
+                times = took;
+                Ok(written)
+            }
+            Err(e) => {
+                mismatch = RangeMismatch::of(&e);
+                Err(e)
+            }
         }
-        written
     });
     match (written, mismatch) {
         (_, Some(mismatch)) => Ok(Err(mismatch)),
-        (written, None) => written.map(Ok),
+        (written, None) => written.map(|(written, file)| Ok((written, file, times))),
     }
 }
 

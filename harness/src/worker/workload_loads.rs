@@ -88,7 +88,17 @@ pub fn from_file(
         })
         .collect();
     let (written, sealed) = match write_from_file(&ranges, &from, path, part) {
-        Ok(Ok(done)) => done,
+        Ok(Ok((written, sealed, times))) => {
+            tracing::debug!(
+                "loads part: {} bytes of {} resident(s) copied from the workload file in {:.0} ms \
+                 (sendfile), checked in {:.0} ms (crc32 and state hash, from the part)",
+                written.copied,
+                left.len(),
+                times.copy.as_secs_f64() * 1e3,
+                times.check.as_secs_f64() * 1e3
+            );
+            (written, sealed)
+        }
         Ok(Err(mismatch)) => {
             let load = &left[mismatch.index];
             return Err(NotInPart::Refused(
