@@ -543,6 +543,100 @@ fn a_given_load_is_taken_instead_of_read() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A load `read_answering` is told to leave in the file is not read: here
+/// its bytes are damaged and the read still succeeds, the load holds an
+/// empty tensor of its dtype, and the left load says where its bytes are
+/// (those bytes, in the undamaged file, are the tensor's) and builds the
+/// very error `read` gives for the damage. The loads of a name are
+/// counted; every other section is read and checked; and a file the header
+/// checks refuse is refused before anything is left.
+#[test]
+fn a_load_left_in_the_file_is_not_read_and_says_where_its_bytes_are() {
+    let dir = std::env::temp_dir().join(format!("kiln-wl-left-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("left.kiln");
+    let big = Tensor::from_f32(&[4096], (0..4096).map(|i| i as f32 + 0.5).collect());
+    let twice = Tensor::from_f32(&[2], vec![5.0, 6.0]);
+    let arg = Tensor::from_f32(&[3], vec![1.0, 2.0, 3.0]);
+    let mut w = Workload::new("left");
+    w.load("twice", twice.clone());
+    w.load("big", big.clone());
+    w.load("twice", twice.clone());
+    w.call(Call::new("saxpy").arg(arg), None);
+    write(&w, &path).unwrap();
+    let clean = std::fs::read(&path).unwrap();
+
+    let answer_for = |load: &format::LoadSection| {
+        if load.name == "big" {
+            format::LoadAnswer::Leave
+        } else {
+            format::LoadAnswer::Read
+        }
+    };
+    let mut counts = Vec::new();
+    let read_back = format::read_answering(&path, &mut |load| {
+        counts.push((load.name.to_string(), load.loads_of_name));
+        answer_for(load)
+    })
+    .unwrap();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("big".to_string(), 1),
+            ("twice".to_string(), 2),
+            ("twice".to_string(), 2)
+        ]
+    );
+    assert_eq!(read_back.given, 0);
+    let [left] = read_back.left.as_slice() else {
+        panic!("one load left: {:?}", read_back.left)
+    };
+    assert_eq!((left.step, left.name.as_str()), (1, "big"));
+    assert_eq!(
+        (left.dtype, left.shape.as_slice()),
+        (DType::F32, &[4096usize][..])
+    );
+    assert_eq!(left.place.section, 1);
+    assert_eq!(left.crc32, crc32fast::hash(big.data().as_bytes()));
+    let range = left.place.start as usize..(left.place.start + left.place.length) as usize;
+    assert!(clean[range.clone()] == *big.data().as_bytes(), "its bytes");
+    match &read_back.workload.steps[1] {
+        Step::Load { name, tensor } => {
+            assert_eq!(name, "big");
+            assert_eq!((tensor.dtype(), tensor.byte_len()), (DType::F32, 0));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Everything else as `read` reads it.
+    let mut expected = w.clone();
+    if let Step::Load { tensor, .. } = &mut expected.steps[1] {
+        *tensor = Tensor::new(vec![0], Buffer::zeros(DType::F32, 0)).unwrap();
+    }
+    assert_eq!(read_back.workload, expected);
+
+    // Its bytes damaged: left, the read succeeds; the left load's error is
+    // `read`'s.
+    let mut damaged = clean.clone();
+    damaged[range.start + 100] ^= 0xff;
+    std::fs::write(&path, &damaged).unwrap();
+    let again = format::read_answering(&path, &mut |load| answer_for(load)).unwrap();
+    assert_eq!(again.left, read_back.left);
+    let refused = read(&path).unwrap_err();
+    assert_eq!(refused.kind, K::SectionChecksum);
+    let computed = crc32fast::hash(&damaged[range.clone()]);
+    assert_eq!(again.left[0].checksum_mismatch(&path, computed), refused);
+
+    // The header's checks come first: a file cut inside the data is
+    // refused, left or not.
+    std::fs::write(&path, &clean[..range.start + 8]).unwrap();
+    let e = format::read_answering(&path, &mut |_| format::LoadAnswer::Leave)
+        .err()
+        .expect("a cut file is refused");
+    assert_eq!(e.kind, K::SectionBounds, "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `check` refuses what `read` refuses, for the same reason, and describes
 /// the workload as `read` would; its tensors have the file's dtypes and
 /// shapes and hold zeros (the data is checked, not kept).

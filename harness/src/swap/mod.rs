@@ -7,11 +7,13 @@
 //! own thread, [`version_threads`] for its workers) -> [`served`] (routing
 //! and the state handoff) -> retire (drop on the engine thread, join
 //! threads, close the library). [`snapshot_file`] keeps state on disk
-//! ([`snapshot_append`]: the kept copy, which grows by what changed);
+//! ([`snapshot_append`]: the kept copy, which grows by what changed;
+//! [`part_from_file`] writes a checkpoint part from ranges of a file);
 //! [`state_hash`] says whether two snapshots hold the same state.
 
 pub mod engine_handle;
 pub mod load;
+pub mod part_from_file;
 pub mod served;
 pub mod snapshot_append;
 pub mod snapshot_file;

@@ -139,10 +139,11 @@ pub fn write_part(
     earlier: &dyn Fn(&str, &Section) -> Option<Placed>,
 ) -> std::io::Result<PartWritten> {
     let outline = Outline::of(snapshot, part, earlier);
-    write_outline(&outline, out, part, &mut |name| match snapshot.get(name) {
+    let mut source = InMemory(|name: &str| match snapshot.get(name) {
         Some(Section::Tensor(t)) => Some(t.clone()),
         _ => None,
-    })
+    });
+    write_outline(&outline, out, part, &mut source)
 }
 
 /// [`write_part`] of a snapshot it takes, with no earlier part: each
@@ -155,13 +156,14 @@ pub fn write_part_taking(
     part: u64,
 ) -> std::io::Result<PartWritten> {
     let outline = Outline::of(&snapshot, part, &|_, _| None);
-    write_outline(&outline, out, part, &mut |name| snapshot.take_tensor(name))
+    let mut source = InMemory(|name: &str| snapshot.take_tensor(name));
+    write_outline(&outline, out, part, &mut source)
 }
 
 /// What a part's header lists, known before any tensor byte is written:
 /// every section's name, its scalar value or its tensor's dtype, shape and
 /// length, and where an earlier part already holds it.
-struct Outline {
+pub(super) struct Outline {
     format: u32,
     module: String,
     backend: String,
@@ -209,15 +211,90 @@ impl Outline {
             sections,
         }
     }
+
+    /// The outline of a part of module `module` and backend `backend`
+    /// holding these tensors (name, dtype, shape, length), in this order,
+    /// and nothing else.
+    pub(super) fn of_tensors(
+        module: &str,
+        backend: &str,
+        tensors: &[(String, DType, Vec<usize>, u64)],
+    ) -> Outline {
+        let empty = Snapshot::new(module, backend);
+        let mut outline = Outline::of(&empty, 0, &|_, _| None);
+        outline.sections = tensors
+            .iter()
+            .map(|(name, dtype, shape, bytes)| {
+                let section = OutlinedSection::Tensor {
+                    dtype: dtype.name().to_string(),
+                    shape: shape.clone(),
+                    bytes: *bytes,
+                    earlier: None,
+                };
+                (name.clone(), section)
+            })
+            .collect();
+        outline
+    }
 }
 
-/// Writes the part `outline` describes, each tensor written here taken
-/// from `tensor` by name (and dropped once written).
-fn write_outline(
+/// Where the bytes of the tensor sections a part holds come from, for
+/// [`write_outline`].
+pub(super) trait TensorSource<W> {
+    /// Writes the `bytes` bytes of tensor section `name` to `out` at its
+    /// position (page-aligned), handing every byte written to `each`, in
+    /// order, once (its crc32 and the state's hash).
+    fn write(
+        &mut self,
+        name: &str,
+        bytes: u64,
+        out: &mut W,
+        each: &mut dyn FnMut(&[u8]),
+    ) -> std::io::Result<()>;
+
+    /// Section `name` is written, and its bytes have the crc32 `crc32`:
+    /// an error stops the write there.
+    fn written(&mut self, _name: &str, _crc32: u32) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Tensors in memory, by name (dropped once written, when taken).
+struct InMemory<F>(F);
+
+impl<W: Write, F: FnMut(&str) -> Option<Tensor>> TensorSource<W> for InMemory<F> {
+    fn write(
+        &mut self,
+        name: &str,
+        bytes: u64,
+        out: &mut W,
+        each: &mut dyn FnMut(&[u8]),
+    ) -> std::io::Result<()> {
+        let t = (self.0)(name)
+            .ok_or_else(|| std::io::Error::other(format!("section {name}: its tensor is gone")))?;
+        let data = t.data().as_bytes();
+        if data.len() as u64 != bytes {
+            return Err(std::io::Error::other(format!(
+                "section {name}: {} bytes, its header says {bytes}",
+                data.len()
+            )));
+        }
+        // Each piece checksummed, hashed and written while in cache.
+        for piece in data.chunks(PIECE) {
+            each(piece);
+            out.write_all(piece)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the part `outline` describes, each tensor written here from
+/// `source`.
+pub(super) fn write_outline<W: Write + Seek>(
     outline: &Outline,
-    out: &mut (impl Write + Seek),
+    out: &mut W,
     part: u64,
-    tensor: &mut dyn FnMut(&str) -> Option<Tensor>,
+    source: &mut dyn TensorSource<W>,
 ) -> std::io::Result<PartWritten> {
     let align = |offset: u64| align_to(offset, ALIGN);
     // The header with every crc32 unknown here at its longest, to reserve
@@ -297,40 +374,37 @@ fn write_outline(
             OutlinedSection::Tensor {
                 dtype,
                 shape,
+                bytes,
                 earlier: None,
-                ..
             } => {
-                let t = tensor(name).ok_or_else(|| {
-                    std::io::Error::other(format!("section {name}: its tensor is gone"))
-                })?;
-                let bytes = t.data().as_bytes();
+                let bytes = *bytes;
                 if state {
-                    hasher.tensor(name, dtype, shape, bytes.len() as u64);
+                    hasher.tensor(name, dtype, shape, bytes);
                 }
                 let start = align(pos);
                 out.write_all(&vec![0u8; (start - pos) as usize])?;
                 let mut crc = crc32fast::Hasher::new();
-                for piece in bytes.chunks(PIECE) {
+                source.write(name, bytes, out, &mut |piece| {
                     crc.update(piece);
                     if state {
                         hasher.bytes(piece);
                     }
-                    out.write_all(piece)?;
-                }
+                })?;
                 let crc32 = crc.finalize();
+                source.written(name, crc32)?;
                 crcs.push(crc32);
                 placed.insert(
                     name.clone(),
                     Placed {
                         part,
                         offset: start - data_start,
-                        bytes: bytes.len() as u64,
+                        bytes,
                         crc32,
                         digest: if state { hasher.end_tensor() } else { None },
                     },
                 );
-                copied += bytes.len() as u64;
-                pos = start + bytes.len() as u64;
+                copied += bytes;
+                pos = start + bytes;
             }
             OutlinedSection::Scalar(v) if state => hasher.scalar(name, v),
             OutlinedSection::Scalar(_) => {}

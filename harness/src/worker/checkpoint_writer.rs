@@ -13,7 +13,8 @@ use std::time::Instant;
 use shared_state::{Section, Snapshot};
 
 use super::protocol::Checkpointed;
-use crate::swap::snapshot_file::{self, Placed};
+use crate::swap::part_from_file::{self, CopyTimes, FileRange, RangeMismatch};
+use crate::swap::snapshot_file::{self, PartWritten, Placed};
 
 /// The hash of the *state* in `snapshot` (caches left out): see
 /// [`crate::swap::state_hash`].
@@ -66,7 +67,7 @@ pub fn write_taking(
     snapshot: Snapshot,
     path: &Path,
     part: u64,
-) -> Result<(snapshot_file::PartWritten, File), String> {
+) -> Result<(PartWritten, File), String> {
     let mut snapshot = Some(snapshot);
     write_sealed(path, &mut |file| {
         let snapshot = snapshot.take().expect("written once");
@@ -74,12 +75,53 @@ pub fn write_taking(
     })
 }
 
+/// Writes checkpoint part `part` into the fresh memfd at `path`, its
+/// tensor sections the `ranges` of the file `from`, copied in the kernel
+/// and checked there ([`part_from_file::write_part_from_file`]), and seals
+/// it like [`write_part`]. Returns what was written, the sealed file and
+/// the time the copy and the checks took;
+/// `Ok(Err(mismatch))` when a range's bytes are not what its crc32 says
+/// (nothing sealed), `Err` when it cannot be written.
+pub fn write_from_file(
+    ranges: &[FileRange],
+    from: &File,
+    path: &Path,
+    part: u64,
+) -> Result<Result<(PartWritten, File, CopyTimes), RangeMismatch>, String> {
+    let mut mismatch = None;
+    let mut times = CopyTimes::default();
+    let written = write_sealed(path, &mut |file| {
+        let written = part_from_file::write_part_from_file(
+            "kiln-workload-loads",
+            "host",
+            ranges,
+            from,
+            file,
+            part,
+        );
+        match written {
+            Ok((written, took)) => {
+                times = took;
+                Ok(written)
+            }
+            Err(e) => {
+                mismatch = RangeMismatch::of(&e);
+                Err(e)
+            }
+        }
+    });
+    match (written, mismatch) {
+        (_, Some(mismatch)) => Ok(Err(mismatch)),
+        (written, None) => written.map(|(written, file)| Ok((written, file, times))),
+    }
+}
+
 /// Opens the memfd at `path` (read too: a mapping needs it), `write`s a
 /// part into it and seals it against writing, shrinking and growing.
 fn write_sealed(
     path: &Path,
-    write: &mut dyn FnMut(&mut File) -> std::io::Result<snapshot_file::PartWritten>,
-) -> Result<(snapshot_file::PartWritten, File), String> {
+    write: &mut dyn FnMut(&mut File) -> std::io::Result<PartWritten>,
+) -> Result<(PartWritten, File), String> {
     let mut file: File = OpenOptions::new()
         .read(true)
         .write(true)

@@ -19,6 +19,7 @@ use crate::swap::served::ServedModule;
 use crate::swap::snapshot_file;
 use crate::workload::Workload;
 use crate::workload::compare::Tolerances;
+use crate::workload::format::{Answered, LoadAnswer};
 use crate::workload::replay::{self, Baseline, CallWatch, ReplayOptions, ReplayReport};
 
 /// One worker's engine and what it replays.
@@ -272,19 +273,28 @@ impl Host {
         let prior = load_state(&state)?;
         let marks = prior.as_ref().map(MappedMarks::of);
         let state_ms = clock.elapsed().as_secs_f64() * 1e3;
-        let (mut workload, given) = read_workload_given(&self.config, &state, prior.as_ref())?;
+        let read = read_workload_answering(&self.config, &state, prior.as_ref(), loads.is_some())?;
         let read_ms = clock.elapsed().as_secs_f64() * 1e3 - state_ms;
+        let (mut workload, given, left) = (read.workload, read.given, read.left);
         let mut in_part = None;
         if let Some((part, path)) = &loads {
-            let from_state = |name: &str, tensor: &shared_state::Tensor| {
-                matches!(prior.as_ref().and_then(|p| p.get(&format!("resident/{name}"))),
-                    Some(shared_state::Section::Tensor(t)) if t.data().same_as(tensor.data()))
+            use super::workload_loads::{NotInPart, from_file, from_memory};
+            let written = match &self.config.workload {
+                Some(file) => match from_file(&mut workload, &left, file, *part, path) {
+                    Err(NotInPart::Refused(e)) => return Err(e.to_string()),
+                    Err(NotInPart::Failed(e)) => Err(e),
+                    Ok(done) => Ok(done),
+                },
+                // The bundled workload, made in memory.
+                None => from_memory(&mut workload, *part, path),
             };
-            match super::workload_loads::into_part(&mut workload, &from_state, *part, path) {
+            match written {
                 Ok(done) => in_part = done,
                 Err(e) => {
                     tracing::warn!("the workload's residents stay the engine's own: {e}");
-                    workload = read_workload_given(&self.config, &state, prior.as_ref())?.0;
+                    workload =
+                        read_workload_answering(&self.config, &state, prior.as_ref(), false)?
+                            .workload;
                 }
             }
         }
@@ -294,10 +304,22 @@ impl Host {
         self.status.begin("start", loaded.label(), None);
         let (served, import) = ServedModule::start(loaded, self.config.engine_options(), prior)
             .map_err(|e| format!("cannot start: {e}"))?;
+        let into_part = match (&in_part, self.config.workload.is_some()) {
+            (None, _) => "no large resident into a part".to_string(),
+            (Some((bytes, _)), true) => format!(
+                "its {} large resident(s) left in the file, then copied into a part of their \
+                 own and checked there ({bytes} bytes)",
+                left.len()
+            ),
+            (Some((bytes, _)), false) => {
+                format!("its large residents moved into a part of their own ({bytes} bytes)")
+            }
+        };
         tracing::debug!(
             "worker start: state in {state_ms:.0} ms, workload in {workload_ms:.0} ms \
-             (read {read_ms:.0} ms, then its large residents into a part of their own) \
+             (read {read_ms:.0} ms, the part {:.0} ms: {into_part}) \
              ({given} resident load(s) taken from the state, not read), engine started at {:.0} ms",
+            workload_ms - read_ms,
             clock.elapsed().as_secs_f64() * 1e3
         );
         let handle = served.handle();
@@ -706,30 +728,45 @@ fn read_workload(config: &WorkerConfig) -> Result<Workload, String> {
 /// recorded for that resident, and its dtype and shape. So a worker
 /// restarted from a 4 GiB checkpoint reads only what the checkpoint lacks,
 /// and its workload shares the checkpoint's (mapped) bytes rather than
-/// holding a second copy. Returns the workload and how many loads were
-/// taken from the state.
-fn read_workload_given(
+/// holding a second copy. With `into_part`, the large loads the state does
+/// not give ([`super::workload_loads::goes_into_part`]) are left in the
+/// file, unread: the caller copies them into the loads part
+/// ([`super::workload_loads::from_file`]).
+fn read_workload_answering(
     config: &WorkerConfig,
     source: &StateSource,
     prior: Option<&Snapshot>,
-) -> Result<(Workload, usize), String> {
-    let (Some(path), Some(prior)) = (&config.workload, prior) else {
-        return read_workload(config).map(|w| (w, 0));
+    into_part: bool,
+) -> Result<Answered, String> {
+    let Some(path) = &config.workload else {
+        return read_workload(config).map(|workload| Answered {
+            workload,
+            given: 0,
+            left: Vec::new(),
+        });
     };
-    let file = match source {
-        StateSource::File(path) => path,
-        StateSource::Checkpoint { file, .. } => file,
-        StateSource::Empty => return read_workload(config).map(|w| (w, 0)),
-    };
-    let crcs = snapshot_file::tensor_crcs(file).map_err(|e| e.to_string())?;
-    crate::workload::format::read_given(path, &mut |load| {
-        let key = format!("resident/{}", load.name);
-        if crcs.get(&key) != Some(&load.crc32) {
-            return None;
+    let crcs = match (source, prior) {
+        (StateSource::File(file) | StateSource::Checkpoint { file, .. }, Some(_)) => {
+            snapshot_file::tensor_crcs(file).map_err(|e| e.to_string())?
         }
-        match prior.get(&key) {
-            Some(shared_state::Section::Tensor(t)) => Some(t.clone()),
+        _ => Default::default(),
+    };
+    crate::workload::format::read_answering(path, &mut |load| {
+        let key = format!("resident/{}", load.name);
+        let given = match prior.and_then(|p| p.get(&key)) {
+            Some(shared_state::Section::Tensor(t))
+                if crcs.get(&key) == Some(&load.crc32)
+                    && t.dtype() == load.dtype
+                    && t.shape() == load.shape =>
+            {
+                Some(t.clone())
+            }
             _ => None,
+        };
+        match given {
+            Some(tensor) => LoadAnswer::Given(tensor),
+            None if into_part && super::workload_loads::goes_into_part(load) => LoadAnswer::Leave,
+            None => LoadAnswer::Read,
         }
     })
     .map_err(|e| e.to_string())

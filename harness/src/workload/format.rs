@@ -15,7 +15,10 @@
 //! The reader checks every length and offset against the file size before it
 //! allocates, reads each section with one `read_exact` straight into its typed
 //! `Vec`, and refuses a damaged file with a [`WorkloadError`] that names the
-//! file, the problem and the byte offset.
+//! file, the problem and the byte offset. [`read_answering`] may leave a
+//! resident load's bytes in the file instead, saying where they are, for a
+//! caller that copies them elsewhere and checks them there (the worker's
+//! loads part).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -402,7 +405,7 @@ pub fn read(path: &Path) -> Result<Workload, WorkloadError> {
 /// not a GiB of memory faulted in.
 pub fn check(path: &Path) -> Result<Workload, WorkloadError> {
     let (file, len) = open(path)?;
-    read_sections(file, len, path, &mut |_| None, Data::Check).map(|(w, _)| w)
+    read_sections(file, len, path, &mut |_| LoadAnswer::Read, Data::Check).map(|r| r.workload)
 }
 
 /// An I/O error on the workload file at `path` while doing `what`.
@@ -432,14 +435,78 @@ enum Data {
     Check,
 }
 
-/// What a resident load's section holds, for [`read_given`]: the load's
-/// name, its dtype and shape, and the crc32 the file records for its
-/// bytes.
+/// What a resident load's section holds, for [`read_answering`]: the
+/// load's name, its dtype and shape, the crc32 the file records for its
+/// bytes, where they are in the file and how many of the workload's loads
+/// load that name (a name loaded again replaces what it held).
 pub struct LoadSection<'a> {
     pub name: &'a str,
     pub dtype: DType,
     pub shape: &'a [usize],
     pub crc32: u32,
+    pub place: SectionPlace,
+    pub loads_of_name: usize,
+}
+
+/// Where a section's bytes are in the workload file: its index in the
+/// header, and `length` bytes from byte `start` of the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectionPlace {
+    pub section: usize,
+    pub start: u64,
+    pub length: u64,
+}
+
+/// What [`read_answering`] does with a resident load's section.
+pub enum LoadAnswer {
+    /// Reads its bytes into a buffer of their own and checks them against
+    /// their crc32, as [`read`] does.
+    Read,
+    /// Takes this tensor instead, without reading the section, when it has
+    /// the section's dtype and shape (else reads it).
+    Given(Tensor),
+    /// Leaves the bytes in the file unread and unchecked: the load holds an
+    /// empty tensor of the section's dtype, and [`Answered::left`] says
+    /// where the bytes are, for the caller to copy them where they go and
+    /// check them there ([`LeftLoad::checksum_mismatch`]).
+    Leave,
+}
+
+/// A resident load whose bytes [`read_answering`] left in the file: the
+/// step that loads it, its name, the tensor's dtype and shape, where its
+/// bytes are and the crc32 the file records for them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeftLoad {
+    pub step: usize,
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub place: SectionPlace,
+    pub crc32: u32,
+}
+
+impl LeftLoad {
+    /// The error [`read`] gives when this load's bytes in the file at
+    /// `path` have the crc32 `computed`, not the one the file records.
+    pub fn checksum_mismatch(&self, path: &Path, computed: u32) -> WorkloadError {
+        section_checksum_error(
+            path,
+            self.place,
+            self.dtype,
+            &self.shape,
+            self.crc32,
+            computed,
+        )
+    }
+}
+
+/// What [`read_answering`] read: the workload, how many loads were given
+/// ([`LoadAnswer::Given`]) and the loads left in the file
+/// ([`LoadAnswer::Leave`]), in the order of their bytes in the file.
+pub struct Answered {
+    pub workload: Workload,
+    pub given: usize,
+    pub left: Vec<LeftLoad>,
 }
 
 /// Reads and checks a workload file like [`read`], except that a resident
@@ -452,8 +519,26 @@ pub fn read_given(
     path: &Path,
     given: &mut dyn FnMut(&LoadSection) -> Option<Tensor>,
 ) -> Result<(Workload, usize), WorkloadError> {
+    read_answering(path, &mut |load| {
+        given(load).map_or(LoadAnswer::Read, LoadAnswer::Given)
+    })
+    .map(|r| (r.workload, r.given))
+}
+
+/// Reads and checks a workload file like [`read`] (the preamble, the
+/// header, every bound, shape and reference), asking `answer` what to do
+/// with each resident load's bytes ([`LoadAnswer`]): read them, take a
+/// tensor given instead, or leave them in the file for the caller (a
+/// worker copies a large resident from the file into its checkpoint part
+/// in the kernel, and checks it there, without reading it into memory of
+/// its own first). Every other section is read and checked as [`read`]
+/// does.
+pub fn read_answering(
+    path: &Path,
+    answer: &mut dyn FnMut(&LoadSection) -> LoadAnswer,
+) -> Result<Answered, WorkloadError> {
     let (file, len) = open(path)?;
-    read_sections(file, len, path, given, Data::Keep)
+    read_sections(file, len, path, answer, Data::Keep)
 }
 
 /// Reads a workload from `input`, which holds `len` bytes; `path` only names
@@ -463,18 +548,40 @@ pub fn read_from<R: Read + Seek>(
     len: u64,
     path: &Path,
 ) -> Result<Workload, WorkloadError> {
-    read_sections(input, len, path, &mut |_| None, Data::Keep).map(|(w, _)| w)
+    read_sections(input, len, path, &mut |_| LoadAnswer::Read, Data::Keep).map(|r| r.workload)
 }
 
-/// [`read_from`], with the loads `given` returns taken instead of read
-/// (see [`read_given`]).
+/// The error of a section whose bytes (at `place`, of `dtype` and `shape`)
+/// have the crc32 `computed`, not the `recorded` one.
+fn section_checksum_error(
+    path: &Path,
+    place: SectionPlace,
+    dtype: DType,
+    shape: &[usize],
+    recorded: u32,
+    computed: u32,
+) -> WorkloadError {
+    WorkloadError::new(
+        path,
+        WorkloadErrorKind::SectionChecksum,
+        Some(place.start),
+        format!(
+            "section {} ({dtype}[{}]): checksum mismatch: stored {recorded:#010x}, computed {computed:#010x}",
+            place.section,
+            format_shape(shape)
+        ),
+    )
+}
+
+/// [`read_from`], doing with each resident load what `answer` says (see
+/// [`read_answering`]).
 fn read_sections<R: Read + Seek>(
     mut input: R,
     len: u64,
     path: &Path,
-    given: &mut dyn FnMut(&LoadSection) -> Option<Tensor>,
+    answer: &mut dyn FnMut(&LoadSection) -> LoadAnswer,
     data: Data,
-) -> Result<(Workload, usize), WorkloadError> {
+) -> Result<Answered, WorkloadError> {
     use WorkloadErrorKind as K;
     let err =
         |kind, offset: u64, message: String| WorkloadError::new(path, kind, Some(offset), message);
@@ -733,25 +840,56 @@ fn read_sections<R: Read + Seek>(
     }
 
     // Data: one read_exact per section, straight into its typed Vec.
+    let mut loads_of_name: BTreeMap<&str, usize> = BTreeMap::new();
+    for entry in &header.steps {
+        if let StepEntry::Load { name, .. } = entry {
+            *loads_of_name.entry(name).or_default() += 1;
+        }
+    }
     let mut tensors: Vec<Option<Tensor>> = vec![None; layout.len()];
-    let mut taken = 0;
+    let mut given = 0;
+    let mut left = Vec::new();
     for &i in &by_offset {
         let (_, dtype, ref shape, start, end, crc) = layout[i];
         let Some(step) = used_by[i] else {
             continue;
         };
-        if let StepEntry::Load { name, .. } = &header.steps[step]
-            && let Some(tensor) = given(&LoadSection {
+        if let StepEntry::Load { name, .. } = &header.steps[step] {
+            let place = SectionPlace {
+                section: i,
+                start,
+                length: end - start,
+            };
+            match answer(&LoadSection {
                 name,
                 dtype,
                 shape,
                 crc32: crc,
-            })
-            .filter(|t| t.dtype() == dtype && t.shape() == shape.as_slice())
-        {
-            tensors[i] = Some(tensor);
-            taken += 1;
-            continue;
+                place,
+                loads_of_name: loads_of_name[name.as_str()],
+            }) {
+                LoadAnswer::Given(tensor)
+                    if tensor.dtype() == dtype && tensor.shape() == shape.as_slice() =>
+                {
+                    tensors[i] = Some(tensor);
+                    given += 1;
+                    continue;
+                }
+                LoadAnswer::Leave => {
+                    left.push(LeftLoad {
+                        step,
+                        name: name.clone(),
+                        dtype,
+                        shape: shape.clone(),
+                        place,
+                        crc32: crc,
+                    });
+                    let empty = Tensor::new(vec![0], Buffer::zeros(dtype, 0));
+                    tensors[i] = Some(empty.expect("an empty tensor"));
+                    continue;
+                }
+                LoadAnswer::Given(_) | LoadAnswer::Read => {}
+            }
         }
         let count = ((end - start) as usize) / dtype.size();
         let mut buffer = Buffer::zeros(dtype, count);
@@ -766,8 +904,13 @@ fn read_sections<R: Read + Seek>(
             )
         };
         let computed = match data {
+            // No MADV_HUGEPAGE: it halved the median read of 512 MiB of
+            // call arguments from the page cache here (143 vs 316 ms) but
+            // made the slowest of 15 reads 1229 ms (without: 457 ms) and
+            // the mean no better (366 vs 338 ms): huge pages are
+            // compacted when they are faulted, and with most memory page
+            // cache that stalls (a 4 GiB read took 0.9 to 9 s).
             Data::Keep => {
-                advise_huge_pages(buffer.as_bytes_mut());
                 input
                     .read_exact(buffer.as_bytes_mut())
                     .map_err(cannot_read)?;
@@ -787,13 +930,13 @@ fn read_sections<R: Read + Seek>(
             }
         };
         if computed != crc {
-            return Err(err(
-                K::SectionChecksum,
+            let place = SectionPlace {
+                section: i,
                 start,
-                format!(
-                    "section {i} ({dtype}[{}]): checksum mismatch: stored {crc:#010x}, computed {computed:#010x}",
-                    format_shape(shape)
-                ),
+                length: end - start,
+            };
+            return Err(section_checksum_error(
+                path, place, dtype, shape, crc, computed,
             ));
         }
         let tensor = Tensor::new(shape.clone(), buffer).expect("shape checked against length");
@@ -850,41 +993,15 @@ fn read_sections<R: Read + Seek>(
             }),
         });
     }
-    Ok((
-        Workload {
+    Ok(Answered {
+        workload: Workload {
             name: header.name,
             steps,
         },
-        taken,
-    ))
+        given,
+        left,
+    })
 }
-
-/// Asks the kernel to back a large, freshly allocated buffer with
-/// transparent huge pages before it is filled: 512 times fewer page faults.
-/// Reading a 256 MiB file into new memory went from 110 ms to 31 ms here.
-/// Advisory only: a kernel that says no changes nothing.
-#[cfg(target_os = "linux")]
-fn advise_huge_pages(bytes: &mut [u8]) {
-    const HUGE: usize = 2 << 20;
-    if bytes.len() < 2 * HUGE {
-        return;
-    }
-    let first = bytes.as_mut_ptr() as usize;
-    let start = first.next_multiple_of(HUGE);
-    let end = (first + bytes.len()) / HUGE * HUGE;
-    if end > start {
-        // SAFETY: [start, end) lies inside `bytes`, which this function
-        // borrows mutably, so nothing else uses that memory; MADV_HUGEPAGE
-        // changes how the kernel backs the pages, never their contents or
-        // their validity, and its failure is harmless (ignored).
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_bytes: &mut [u8]) {}
 
 /// Byte offset in `text` of serde_json's 1-based line and column.
 fn json_error_offset(text: &[u8], line: usize, column: usize) -> u64 {
