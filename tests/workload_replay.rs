@@ -575,9 +575,23 @@ fn a_recorded_baseline_is_judged_and_a_busy_one_is_not() {
         "{header}"
     );
     for c in &against_busy.calls {
+        // A change beyond BUSY_MAX_RATIO (3x) is reported even on a busy
+        // machine, by design: this replay can run that much faster than
+        // the one the baseline was made from (2x) when that one ran beside
+        // other work; then "faster" is the right verdict.
+        let ratio = c
+            .stats
+            .as_ref()
+            .zip(c.previous_median)
+            .map(|(s, p)| s.median / p);
+        let beyond = ratio.is_some_and(|r| {
+            !(1.0 / kiln::workload::timing::BUSY_MAX_RATIO..=kiln::workload::timing::BUSY_MAX_RATIO)
+                .contains(&r)
+        });
         assert!(
-            matches!(c.verdict, Some(Verdict::TooBusy | Verdict::NoClearChange)),
-            "{}: {lines}",
+            matches!(c.verdict, Some(Verdict::TooBusy | Verdict::NoClearChange))
+                || (beyond && matches!(c.verdict, Some(Verdict::Faster | Verdict::Slower))),
+            "{} (ratio {ratio:?}): {lines}",
             c.key
         );
     }

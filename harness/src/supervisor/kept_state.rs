@@ -287,9 +287,10 @@ impl KeptState {
         );
     }
 
-    /// Moves the kept file to `to`; returns where it is now.
+    /// Moves the kept file to `to`; returns where it is now (the file it
+    /// replaces there let go behind: [`rename_letting_go`]).
     fn set_aside(&self, to: &Path) -> PathBuf {
-        match std::fs::rename(&self.file, to) {
+        match rename_letting_go(&self.file, to) {
             Ok(()) => to.to_path_buf(),
             Err(e) => {
                 tracing::warn!(
@@ -313,7 +314,7 @@ impl KeptState {
         let _ = std::fs::remove_file(&tmp);
         let made = std::fs::hard_link(&self.file, &tmp)
             .or_else(|_| std::fs::copy(&self.file, &tmp).map(|_| ()))
-            .and_then(|()| std::fs::rename(&tmp, &self.previous));
+            .and_then(|()| rename_letting_go(&tmp, &self.previous));
         // Left after a failure, or after a rename that did nothing (the
         // two names were one file already).
         let _ = std::fs::remove_file(&tmp);
@@ -371,6 +372,22 @@ impl KeptState {
             tracing::warn!("cannot remove {}: {e}", self.running.display());
         }
     }
+}
+
+/// Renames `from` over `to`, the file `to` named let go on a thread of its
+/// own: it is held open across the rename, so the rename does not free it,
+/// and closed there. Freeing a GiB-sized file's blocks and pages when its
+/// last name went took 1.3 s at 4 GiB here, in the rename, on the start's
+/// path (`strace`: `rename` of the kept file over the previous one).
+fn rename_letting_go(from: &Path, to: &Path) -> std::io::Result<()> {
+    let replaced = std::fs::File::open(to).ok();
+    let renamed = std::fs::rename(from, to);
+    if let Some(replaced) = replaced {
+        let _ = std::thread::Builder::new()
+            .name("kiln-let-go".into())
+            .spawn(move || drop(replaced));
+    }
+    renamed
 }
 
 #[cfg(test)]

@@ -408,6 +408,18 @@ pub fn check(path: &Path) -> Result<Workload, WorkloadError> {
     read_sections(file, len, path, &mut |_| LoadAnswer::Read, Data::Check).map(|r| r.workload)
 }
 
+/// Checks a workload file's structure as [`read`] does (preamble, header
+/// and its checksum, every section's bounds, shape and reference) without
+/// reading any section's bytes: their checksums are checked by whoever
+/// reads them (`kiln dev`'s worker, as it loads them). The workload
+/// returned has every tensor's dtype and shape but zeros for elements
+/// (memory the system maps only when touched). Instant whatever the size:
+/// a 4 GiB workload's [`check`] took 0.7 s here, on the start's path.
+pub fn check_structure(path: &Path) -> Result<Workload, WorkloadError> {
+    let (file, len) = open(path)?;
+    read_sections(file, len, path, &mut |_| LoadAnswer::Read, Data::Skip).map(|r| r.workload)
+}
+
 /// An I/O error on the workload file at `path` while doing `what`.
 fn io_error(path: &Path, what: &str, e: std::io::Error) -> WorkloadError {
     WorkloadError::new(
@@ -433,6 +445,8 @@ enum Data {
     Keep,
     /// Checks them only ([`check`]).
     Check,
+    /// Neither reads nor checks them ([`check_structure`]).
+    Skip,
 }
 
 /// What a resident load's section holds, for [`read_answering`]: the
@@ -893,6 +907,11 @@ fn read_sections<R: Read + Seek>(
         }
         let count = ((end - start) as usize) / dtype.size();
         let mut buffer = Buffer::zeros(dtype, count);
+        if data == Data::Skip {
+            let tensor = Tensor::new(shape.clone(), buffer).expect("shape checked against length");
+            tensors[i] = Some(tensor);
+            continue;
+        }
         input
             .seek(SeekFrom::Start(start))
             .map_err(|e| io(start, e))?;
@@ -928,6 +947,7 @@ fn read_sections<R: Read + Seek>(
                 }
                 crc.finalize()
             }
+            Data::Skip => unreachable!("skipped above"),
         };
         if computed != crc {
             let place = SectionPlace {
