@@ -409,6 +409,47 @@ fn refuses_a_section_checksum_mismatch() {
     );
 }
 
+/// `kiln dev`'s check before its build reads no section's bytes
+/// (`format::check_structure`): a section whose bytes are damaged passes
+/// it (the worker's read refuses it, as `read` and `check` do), while every
+/// refusal of the structure still stops it.
+#[test]
+fn the_structure_check_reads_no_data_and_refuses_what_the_structure_breaks() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("w.kwl");
+    let good = small_bytes();
+    let h = header(&good);
+    let start = data_start(&good) + h["sections"][3]["offset"].as_u64().unwrap() as usize;
+    let mut damaged = good.clone();
+    damaged[start + 2] ^= 1;
+    std::fs::write(&path, &damaged).unwrap();
+    let outline = format::check_structure(&path).expect("the structure is whole");
+    assert_eq!(
+        outline.describe(),
+        read_bytes(&good, "w.kwl").unwrap().describe()
+    );
+    for (what, refusal) in [("read", read(&path)), ("check", format::check(&path))] {
+        let e = match refusal {
+            Ok(_) => panic!("{what} accepted damaged data"),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind, K::SectionChecksum, "{what}: {e}");
+    }
+    // A file cut inside its data area, a header checksum that fails: refused.
+    std::fs::write(&path, &good[..data_start(&good) + 8]).unwrap();
+    let Err(e) = format::check_structure(&path) else {
+        panic!("a cut file was accepted")
+    };
+    assert_eq!(e.kind, K::SectionBounds, "{e}");
+    let mut header_damaged = good.clone();
+    header_damaged[30] ^= 1;
+    std::fs::write(&path, &header_damaged).unwrap();
+    let Err(e) = format::check_structure(&path) else {
+        panic!("a damaged header was accepted")
+    };
+    assert_eq!(e.kind, K::HeaderChecksum, "{e}");
+}
+
 #[test]
 fn refuses_overlapping_sections() {
     let bytes = with_header(&small_bytes(), |h| {

@@ -396,6 +396,31 @@ mod tests {
     use shared_state::{Scalar, Snapshot, Tensor};
 
     #[test]
+    fn a_rename_letting_go_replaces_the_name_and_keeps_an_open_reader_whole() {
+        let dir = std::env::temp_dir().join(format!("kiln-kept-let-go-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (from, to) = (dir.join("last-good"), dir.join("previous"));
+        // Nothing at `to` yet.
+        std::fs::write(&from, b"first").unwrap();
+        rename_letting_go(&from, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), b"first");
+        assert!(!from.exists());
+        // Over an older file, which a reader still has open.
+        std::fs::write(&from, b"second").unwrap();
+        let mut reader = std::fs::File::open(&to).unwrap();
+        rename_letting_go(&from, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), b"second");
+        let mut old = String::new();
+        std::io::Read::read_to_string(&mut reader, &mut old).unwrap();
+        assert_eq!(old, "first");
+        // A missing source: the error, and `to` untouched.
+        assert!(rename_letting_go(&from, &to).is_err());
+        assert_eq!(std::fs::read(&to).unwrap(), b"second");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_start_restores_only_what_a_session_that_died_left() {
         use NotRestored::*;
         assert_eq!(plan(Left::Nothing, None, false), Plan::Nothing);
