@@ -244,15 +244,20 @@ fn mapped(parts: &Parts) -> Result<(Snapshot, HashMap<String, Source>, Origins),
         if let (Some(file), Some(start)) = (parts.files.get(&p.part), data_starts.get(&p.part)) {
             origins.insert(name.clone(), (file.clone(), start + p.offset));
         }
-        let source = Source {
-            part: p.part,
-            offset: p.offset,
-            bytes: p.bytes,
-            crc32: p.crc32,
-        };
-        sources.insert(name, source);
+        sources.insert(name, source_of(&p));
     }
     Ok((snapshot, sources, origins))
+}
+
+/// The source of a tensor section a checkpoint part's header places at
+/// `p`: its sealed part and offset there, its length and crc32.
+fn source_of(p: &snapshot_file::Placed) -> Source {
+    Source {
+        part: p.part,
+        offset: p.offset,
+        bytes: p.bytes,
+        crc32: p.crc32,
+    }
 }
 
 /// Writes the checkpoint in `parts` (sealed memfds, mapped) to disk: appended

@@ -115,13 +115,7 @@ fn small_append(parts: &Parts, will_hold: Option<&HashSet<Source>>) -> bool {
     let (mut new, mut all) = (0u64, 0u64);
     for p in placed.values() {
         all += p.bytes;
-        let source = Source {
-            part: p.part,
-            offset: p.offset,
-            bytes: p.bytes,
-            crc32: p.crc32,
-        };
-        if !will_hold.contains(&source) {
+        if !will_hold.contains(&super::source_of(p)) {
             new += p.bytes;
         }
     }
