@@ -182,6 +182,22 @@ fn start(backend: &str) -> (WorkspaceCopy, PathBuf, PathBuf, DevSession) {
         )],
     );
     session.wait_quiet(QUIET, QUIET_MAX);
+    // The three residents were copied into memory while the module built,
+    // once (`isolation/preload.rs`): the first checkpoint points there.
+    let preloaded = session.named_since(0, EventKind::WorkloadPreloaded);
+    assert_eq!(preloaded.len(), 1, "one copy of the residents at the start");
+    assert_eq!(
+        preloaded[0].u64("residents"),
+        Some(3),
+        "{}",
+        preloaded[0].line
+    );
+    assert_eq!(
+        preloaded[0].u64("bytes"),
+        Some(5 * BYTES),
+        "{}",
+        preloaded[0].line
+    );
     (copy, workload, state_file, session)
 }
 

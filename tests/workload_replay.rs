@@ -400,26 +400,68 @@ fn a_damaged_workload_is_refused_by_replay_and_dev() {
         assert!(!run.stdout.contains("replay of"), "{}", run.text());
         assert_no_panic_noise(&run);
 
-        let run = kiln(
-            &["dev", "--workload", bad.to_str().unwrap()],
-            Duration::from_secs(120),
+        let last = dev_refuses(
+            &["--workload", bad.to_str().unwrap()],
+            &[&expected, problem],
         );
-        assert!(!run.status.success(), "{}", run.text());
-        let last = run.stderr.lines().last().unwrap_or_default();
-        assert!(
-            last.starts_with("kiln: ") && last.contains(&expected) && last.contains(problem),
-            "{}",
-            run.text()
-        );
-        let all = format!("{}{}", run.stdout, run.stderr);
-        assert!(
-            !all.contains("serving on") && !all.contains("replay of"),
-            "dev started serving:\n{}",
-            run.text()
-        );
-        assert_no_panic_noise(&run);
         println!("refused {}: {last}", bad.display());
     }
+}
+
+/// Runs `kiln dev ARGS`, which must stop before anything serves, its last
+/// line a `kiln: ` error holding every one of `says`; returns that line.
+fn dev_refuses(args: &[&str], says: &[&str]) -> String {
+    let run = kiln(&[&["dev"], args].concat(), Duration::from_secs(120));
+    assert!(!run.status.success(), "{}", run.text());
+    let last = run.stderr.lines().last().unwrap_or_default().to_string();
+    assert!(
+        last.starts_with("kiln: ") && says.iter().all(|s| last.contains(s)),
+        "{}",
+        run.text()
+    );
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        !all.contains("serving on") && !all.contains("replay of"),
+        "dev started serving:\n{}",
+        run.text()
+    );
+    assert_no_panic_noise(&run);
+    last
+}
+
+/// A large resident load (copied into memory while the modules build:
+/// `isolation/preload.rs`) whose bytes were damaged stops `kiln dev`
+/// before anything serves, with the error a read of the file gives: the
+/// file, the section, the checksums.
+#[test]
+fn a_damaged_large_resident_stops_dev_before_it_serves() {
+    let _serial = one_at_a_time();
+    let scratch = Scratch::new("damaged-large");
+    let mut w = Workload::new("large-resident");
+    let n = 100_000;
+    let values: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+    w.load("big", shared_state::Tensor::from_f32(&[n], values.clone()));
+    w.call(
+        shared_state::Call::new("dot")
+            .resident("big")
+            .arg(shared_state::Tensor::from_f32(&[n], values)),
+        None,
+    );
+    let good = scratch.file("large.kiln");
+    workload::write(&w, &good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let bad = scratch.file("large-damaged.kiln");
+    let mut changed = bytes.clone();
+    // The load's section is the first: its bytes start at the data start.
+    changed[data_start(&bytes) + 4 * 5000 + 2] ^= 0x20;
+    std::fs::write(&bad, &changed).unwrap();
+    let err = workload::read(&bad).expect_err("a damaged file must be refused");
+    assert_eq!(err.kind, WorkloadErrorKind::SectionChecksum, "{err}");
+
+    dev_refuses(
+        &["--workload", bad.to_str().unwrap(), "--fresh"],
+        &[&err.to_string(), "section 0", "checksum mismatch"],
+    );
 }
 
 /// One line per call: median and verdict against the previous replay.

@@ -225,6 +225,9 @@ event_set! {
     /// `ended_cleanly`, `state_given`, `restart_state`, `fresh`, `damaged`,
     /// `refused`; `kept`: where the file is now).
     StateNotRecovered = "state_not_recovered",
+    /// At start: the workload's large residents were copied into memory
+    /// while the modules built (`residents`, `bytes`, `ms`, `check_ms`).
+    WorkloadPreloaded = "workload_preloaded",
     /// A kernel declaration does not parse (`file`, `line`).
     DeclarationInvalid = "declaration_invalid",
     /// The workload file was read again.
@@ -603,6 +606,14 @@ event_fields! {
         pub state_hash: String,
         pub ms: f64,
         pub sync_ms: f64,
+    }
+
+    /// `workload_preloaded`.
+    WorkloadPreloaded {
+        pub residents: u64,
+        pub bytes: u64,
+        pub ms: f64,
+        pub check_ms: f64,
     }
 
     /// `state_recovered`.
@@ -1415,6 +1426,13 @@ mod tests {
                 path: s("target/kiln/state/kernel-cpu.last-good.snapshot"),
                 reason: s("ended_cleanly"),
                 kept: s("target/kiln/state/kernel-cpu.previous.snapshot"),
+            }
+            .into(),
+            WorkloadPreloaded {
+                residents: 2,
+                bytes: 1 << 30,
+                ms: 2100.0,
+                check_ms: 480.0,
             }
             .into(),
             DeclarationInvalid {

@@ -14,8 +14,10 @@ use crossbeam_channel::Receiver;
 
 use super::checkpoint::Checkpoint;
 use super::deadlines::Deadlines;
+use super::preload::{NotPreloaded, Preloading};
 use super::worker_client::{Worker, WorkerError};
 use super::worker_process::SpawnOptions;
+use crate::swap::snapshot_file::PartWritten;
 use crate::swap::stage::Staged;
 use crate::worker::protocol::{
     Checkpointed, DeviceWire, ReplaySummary, Reply, Request, StagedWire, Started, StateSource,
@@ -31,6 +33,10 @@ pub struct IsolationOptions {
     /// `--call-timeout`: the deadline of every kernel call.
     pub call_timeout: Option<Duration>,
 }
+
+/// The loads part a start writes into (number and path) and, when it was
+/// written before the start, what it holds.
+type LoadsPart = (Option<(u64, PathBuf)>, Option<PartWritten>);
 
 /// The engine, in a worker process.
 pub struct IsolatedEngine {
@@ -49,6 +55,9 @@ pub struct IsolatedEngine {
     /// judged: kept if the worker goes down during the replay, so that the
     /// session can start it again when the *old* version was the culprit.
     unjudged: Vec<PathBuf>,
+    /// The workload's large residents being copied into their part before
+    /// the first start ([`IsolatedEngine::preload_workload`]).
+    preloading: Option<Preloading>,
 }
 
 fn unexpected(reply: Reply) -> WorkerError {
@@ -77,7 +86,53 @@ impl IsolatedEngine {
             serving: false,
             staged: Vec::new(),
             unjudged: Vec::new(),
+            preloading: None,
         })
+    }
+
+    /// The options of the workers started from now on (`kiln dev` makes
+    /// the engine before the modules built, to copy the workload in the
+    /// meantime, and sets the reference modules once they are).
+    pub fn worker_config_mut(&mut self) -> &mut WorkerConfig {
+        &mut self.options.worker
+    }
+
+    /// Starts copying the large resident loads of the workload file
+    /// `workload` into a part of their own, on a thread, for the next
+    /// [`IsolatedEngine::start`] from no state to serve
+    /// (`super::preload`): `kiln dev` does it while the modules build.
+    pub fn preload_workload(&mut self, workload: &Path) -> std::io::Result<()> {
+        let (part, path) = self.checkpoint.begin_loads()?;
+        self.preloading = Some(Preloading::start(workload, part, path)?);
+        Ok(())
+    }
+
+    /// The loads part for a start with state `state` (none from a
+    /// checkpoint: its parts hold the residents), and what it holds when
+    /// it was written before ([`IsolatedEngine::preload_workload`], used by
+    /// a start from no state only). A damaged workload found by the copy
+    /// before is this start's error.
+    fn loads_for(&mut self, state: &StateSource) -> Result<LoadsPart, WorkerError> {
+        let preloaded = self
+            .preloading
+            .take()
+            .map(|p| (p.part, p.path.clone(), p.finish()));
+        match (state, preloaded) {
+            (StateSource::Checkpoint { .. }, _) => Ok((None, None)),
+            (StateSource::Empty, Some((part, path, Ok(written)))) => {
+                Ok((Some((part, path)), written))
+            }
+            (StateSource::Empty, Some((_, _, Err(NotPreloaded::Refused(e))))) => {
+                self.checkpoint.commit_loads(None).ok();
+                Err(WorkerError::Failed(e))
+            }
+            (_, preloaded) => {
+                if let Some((_, _, Err(NotPreloaded::Failed(e)))) = preloaded {
+                    tracing::warn!("the workload's residents are copied by the worker: {e}");
+                }
+                Ok((self.checkpoint.begin_loads().ok(), None))
+            }
+        }
     }
 
     /// Whether a worker serves a version (which one is the caller's to
@@ -168,15 +223,19 @@ impl IsolatedEngine {
         }
         // Not from a checkpoint: the workload's large residents are read
         // into a part of their own (none is needed when the state comes
-        // from one: its parts already hold them).
-        let loads = match &state {
-            StateSource::Checkpoint { .. } => None,
-            _ => self.checkpoint.begin_loads().ok(),
+        // from one: its parts already hold them), unless they already were.
+        let (loads, prewritten) = match self.loads_for(&state) {
+            Ok(loads) => loads,
+            Err(e) => {
+                self.stop_worker(Duration::from_secs(1));
+                return Err(e);
+            }
         };
         let reply = self.request(Request::Start {
             staged: StagedWire::from(staged),
             state,
             loads,
+            prewritten,
         });
         let loads_bytes = match &reply {
             Ok(Reply::Started(started)) => started.loads_bytes,

@@ -6,8 +6,9 @@
 //! [`checkpoint`] (the last good point's state in shared memory, in
 //! [`checkpoint_parts`]), with
 //! [`disk_copy`] (each checkpoint copied to a file behind the session),
-//! [`deadlines`] (how long a call may take) and [`memory_limit`]
-//! (`--worker-memory`).
+//! [`deadlines`] (how long a call may take), [`memory_limit`]
+//! (`--worker-memory`) and [`preload`] (the workload's large residents
+//! copied into memory while the modules build).
 //!
 //! `kiln dev`, `kiln replay` and `kiln backends` run module code only
 //! through this layer; it knows nothing of sessions or versions' history.
@@ -18,5 +19,6 @@ pub mod deadlines;
 pub mod disk_copy;
 pub mod isolated;
 pub mod memory_limit;
+pub mod preload;
 pub mod worker_client;
 pub mod worker_process;

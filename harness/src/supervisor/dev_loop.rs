@@ -137,6 +137,69 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         Tolerances::load(&tolerances_path).map_err(|e| err(e.to_string()))?;
     }
 
+    // State: an explicit --state file, or the one saved for a restart,
+    // else the last good point kept on disk by a session that died
+    // (`kept_state.rs`), else the workload's buffers.
+    let state_path = restart_state_path(&target, &module.package);
+    let explicit = options.state.clone().filter(|p| p.exists());
+    let given = match &explicit {
+        Some(path) => Some(Given {
+            path: path.clone(),
+            why: NotRestored::StateGiven,
+        }),
+        None => (state_path.exists() && !options.fresh).then(|| Given {
+            path: state_path.clone(),
+            why: NotRestored::RestartState,
+        }),
+    };
+    let restoring_restart_state = given
+        .as_ref()
+        .is_some_and(|g| g.why == NotRestored::RestartState);
+    let kept = KeptState::new(&target, &module.package);
+    // Workers tell the loop when they end, so that one killed between
+    // requests is recovered at once, not at the next save.
+    let (exits, worker_exits) = crossbeam_channel::unbounded();
+    let mut engine_options = BTreeMap::new();
+    if let Some(device) = &options.device {
+        engine_options.insert("device".to_string(), device.clone());
+    }
+    let mut isolation = IsolationOptions {
+        spawn: SpawnOptions {
+            program: None,
+            log_format: options.log_format,
+            forward_output: true,
+            memory_limit: options.worker_memory,
+            exits: Some(exits),
+        },
+        worker: WorkerConfig {
+            threads: options.threads,
+            engine_options,
+            workload: workload_path.clone(),
+            tolerances: tolerances_path.exists().then_some(tolerances_path),
+            timing: true,
+            // Kept for --record and `kiln ctl bless` (the last replay's
+            // outputs only).
+            keep_outputs: true,
+            workspace: Some(root.clone()),
+            // Set once their modules are built (below).
+            reference: None,
+            cross_reference: None,
+            cold: options.cold,
+            tune: options.tune && options.replay,
+        },
+        call_timeout: options.call_timeout,
+    };
+    let mut engine = IsolatedEngine::new(isolation.clone(), Some(shutdown.clone()))
+        .map_err(|e| err(format!("cannot set up the worker's shared memory: {e}")))?;
+    // Starting from the workload's buffers: its large residents are
+    // copied into memory while the modules build (`isolation/preload.rs`;
+    // 2 to 3 s at 4 GiB, as long as a build that compiles or longer).
+    if let Some(path) = &workload_path
+        && kept.starts_from_workload(given.as_ref(), options.fresh)
+        && let Err(e) = engine.preload_workload(path)
+    {
+        tracing::warn!("the workload's residents are copied once the modules are built: {e}");
+    }
     let builder = ModuleBuilder::new(&root, workspace::module_target_dir(&root))
         .with_profile(workspace::HOST_PROFILE);
     let (artifact, build_ms) = build_at_start(&builder, &module)?;
@@ -165,6 +228,10 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         }
         _ => None,
     };
+    isolation.worker.reference = reference.as_ref().map(Into::into);
+    isolation.worker.cross_reference = cross_reference.as_ref().map(Into::into);
+    *engine.worker_config_mut() = isolation.worker.clone();
+    let other_isolation = isolation;
     let reference_module = graph
         .modules()
         .iter()
@@ -195,60 +262,6 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         .stage(&module.package, &artifact)
         .map_err(|e| err(e.to_string()))?;
 
-    // State: an explicit --state file, or the one saved for a restart,
-    // else the last good point kept on disk by a session that died
-    // (`kept_state.rs`), else the workload's buffers.
-    let state_path = restart_state_path(&target, &module.package);
-    let explicit = options.state.clone().filter(|p| p.exists());
-    let given = match &explicit {
-        Some(path) => Some(Given {
-            path: path.clone(),
-            why: NotRestored::StateGiven,
-        }),
-        None => (state_path.exists() && !options.fresh).then(|| Given {
-            path: state_path.clone(),
-            why: NotRestored::RestartState,
-        }),
-    };
-    let restoring_restart_state = given
-        .as_ref()
-        .is_some_and(|g| g.why == NotRestored::RestartState);
-    let kept = KeptState::new(&target, &module.package);
-    // Workers tell the loop when they end, so that one killed between
-    // requests is recovered at once, not at the next save.
-    let (exits, worker_exits) = crossbeam_channel::unbounded();
-    let mut engine_options = BTreeMap::new();
-    if let Some(device) = &options.device {
-        engine_options.insert("device".to_string(), device.clone());
-    }
-    let isolation = IsolationOptions {
-        spawn: SpawnOptions {
-            program: None,
-            log_format: options.log_format,
-            forward_output: true,
-            memory_limit: options.worker_memory,
-            exits: Some(exits),
-        },
-        worker: WorkerConfig {
-            threads: options.threads,
-            engine_options,
-            workload: workload_path.clone(),
-            tolerances: tolerances_path.exists().then_some(tolerances_path),
-            timing: true,
-            // Kept for --record and `kiln ctl bless` (the last replay's
-            // outputs only).
-            keep_outputs: true,
-            workspace: Some(root.clone()),
-            reference: reference.as_ref().map(Into::into),
-            cross_reference: cross_reference.as_ref().map(Into::into),
-            cold: options.cold,
-            tune: options.tune && options.replay,
-        },
-        call_timeout: options.call_timeout,
-    };
-    let other_isolation = isolation.clone();
-    let mut engine = IsolatedEngine::new(isolation, Some(shutdown.clone()))
-        .map_err(|e| err(format!("cannot set up the worker's shared memory: {e}")))?;
     let started = kept
         .start(&mut engine, &staged, given, options.fresh)
         .map_err(|e| err(format!("cannot start {}: {e}", module.package)))?;

@@ -134,6 +134,14 @@ impl KeptState {
         }
     }
 
+    /// Whether [`KeptState::start`] with `given` and `fresh` will start
+    /// from no state (the workload's buffers): nothing given, and no kept
+    /// file of a session that died to restore (one that turns out damaged
+    /// starts from the workload too, which this does not foresee).
+    pub(super) fn starts_from_workload(&self, given: Option<&Given>, fresh: bool) -> bool {
+        given.is_none() && !matches!(plan(self.left(), None, fresh), Plan::Restore)
+    }
+
     /// Starts `engine` on `staged` with its state: `given` if any, else the
     /// kept file of a session that died (checked first), else none (the
     /// workload's buffers are loaded after). Then marks the session as

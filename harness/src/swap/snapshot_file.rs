@@ -99,7 +99,7 @@ pub fn write_hashed(
 
 /// Where a tensor section's bytes are in a checkpoint's parts, and what
 /// they hash to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Placed {
     /// The part (a sealed memfd) that holds them.
     pub part: u64,
@@ -114,7 +114,7 @@ pub struct Placed {
 }
 
 /// What [`write_part`] wrote.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PartWritten {
     /// The part's length.
     pub bytes: u64,

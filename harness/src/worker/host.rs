@@ -83,7 +83,8 @@ impl Host {
                 staged,
                 state,
                 loads,
-            } => self.start(staged.into_staged()?, state, loads),
+                prewritten,
+            } => self.start(staged.into_staged()?, state, loads, prewritten),
             Request::LoadWorkloadState => {
                 let workload = self.workload()?;
                 let count = replay::load_state(&self.served()?.handle(), workload)
@@ -268,6 +269,7 @@ impl Host {
         staged: crate::swap::stage::Staged,
         state: StateSource,
         loads: Option<(u64, std::path::PathBuf)>,
+        prewritten: Option<crate::swap::snapshot_file::PartWritten>,
     ) -> Result<Reply, String> {
         let clock = std::time::Instant::now();
         let prior = load_state(&state)?;
@@ -277,16 +279,19 @@ impl Host {
         let read_ms = clock.elapsed().as_secs_f64() * 1e3 - state_ms;
         let (mut workload, given, left) = (read.workload, read.given, read.left);
         let mut in_part = None;
+        let was_prewritten = prewritten.is_some();
         if let Some((part, path)) = &loads {
-            use super::workload_loads::{NotInPart, from_file, from_memory};
-            let written = match &self.config.workload {
-                Some(file) => match from_file(&mut workload, &left, file, *part, path) {
+            use super::workload_loads::{NotInPart, from_file, from_memory, from_part};
+            let written = match (&self.config.workload, prewritten) {
+                // Written by the supervisor while the modules built.
+                (Some(_), Some(written)) => from_part(&mut workload, &left, written, *part, path),
+                (Some(file), None) => match from_file(&mut workload, &left, file, *part, path) {
                     Err(NotInPart::Refused(e)) => return Err(e.to_string()),
                     Err(NotInPart::Failed(e)) => Err(e),
                     Ok(done) => Ok(done),
                 },
                 // The bundled workload, made in memory.
-                None => from_memory(&mut workload, *part, path),
+                (None, _) => from_memory(&mut workload, *part, path),
             };
             match written {
                 Ok(done) => in_part = done,
@@ -306,6 +311,11 @@ impl Host {
             .map_err(|e| format!("cannot start: {e}"))?;
         let into_part = match (&in_part, self.config.workload.is_some()) {
             (None, _) => "no large resident into a part".to_string(),
+            (Some((bytes, _)), true) if was_prewritten => format!(
+                "its {} large resident(s) served from the part the supervisor copied them into \
+                 while the modules built ({bytes} bytes)",
+                left.len()
+            ),
             (Some((bytes, _)), true) => format!(
                 "its {} large resident(s) left in the file, then copied into a part of their \
                  own and checked there ({bytes} bytes)",

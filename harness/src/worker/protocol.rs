@@ -32,6 +32,13 @@ pub enum Request {
         /// checkpoint points there (`Started::loads_bytes`).
         #[serde(default)]
         loads: Option<(u64, PathBuf)>,
+        /// The supervisor already wrote the large residents into `loads`
+        /// (while the modules built: `isolation/preload.rs`), checked
+        /// them, and sealed the part: what it holds. The worker serves
+        /// them from it, after checking that they are the loads the
+        /// workload leaves in its file.
+        #[serde(default)]
+        prewritten: Option<crate::swap::snapshot_file::PartWritten>,
     },
     /// Load the workload's resident buffers the engine does not hold yet.
     LoadWorkloadState,

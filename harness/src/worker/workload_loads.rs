@@ -76,18 +76,7 @@ pub fn from_file(
             workload_path.display()
         ))
     })?;
-    let ranges: Vec<FileRange> = left
-        .iter()
-        .map(|load| FileRange {
-            name: format!("resident/{}", load.name),
-            dtype: load.dtype,
-            shape: load.shape.clone(),
-            start: load.place.start,
-            length: load.place.length,
-            crc32: load.crc32,
-        })
-        .collect();
-    let (written, sealed) = match write_from_file(&ranges, &from, path, part) {
+    let (written, sealed) = match write_from_file(&ranges_of(left), &from, path, part) {
         Ok(Ok((written, sealed, times))) => {
             tracing::debug!(
                 "loads part: {} bytes of {} resident(s) copied from the workload file in {:.0} ms \
@@ -111,6 +100,62 @@ pub fn from_file(
     serve_from_part(workload, &loads, written, &sealed, part, path)
         .map(Some)
         .map_err(NotInPart::Failed)
+}
+
+/// The ranges of the workload file that hold the loads `left`, as their
+/// sections in the loads part are named (`resident/NAME`).
+pub fn ranges_of(left: &[LeftLoad]) -> Vec<FileRange> {
+    left.iter()
+        .map(|load| FileRange {
+            name: format!("resident/{}", load.name),
+            dtype: load.dtype,
+            shape: load.shape.clone(),
+            start: load.place.start,
+            length: load.place.length,
+            crc32: load.crc32,
+        })
+        .collect()
+}
+
+/// Serves the loads `left` in `workload` from the part `part` at `path`,
+/// which the supervisor already wrote from the workload file, checked and
+/// sealed (`isolation/preload.rs`), and which holds what `written` says:
+/// refused, nothing changed, unless it holds exactly these loads (each
+/// section's length and the crc32 the file records for it), so a workload
+/// file rewritten between the two reads is never served from a part
+/// written from its old bytes. Returns what [`from_file`] returns.
+pub fn from_part(
+    workload: &mut Workload,
+    left: &[LeftLoad],
+    written: PartWritten,
+    part: u64,
+    path: &Path,
+) -> Result<Option<(u64, LastCheckpoint)>, String> {
+    let matches = written.placed.len() == left.len()
+        && ranges_of(left).iter().all(|range| {
+            written.placed.get(&range.name).is_some_and(|placed| {
+                placed.part == part && placed.bytes == range.length && placed.crc32 == range.crc32
+            })
+        });
+    if !matches {
+        return Err(format!(
+            "the part written before the start ({} section(s)) does not hold the {} large \
+             resident load(s) the workload leaves in its file now",
+            written.placed.len(),
+            left.len()
+        ));
+    }
+    if left.is_empty() {
+        return Ok(None);
+    }
+    let sealed = File::open(path).map_err(|e| {
+        format!(
+            "cannot open the part written before the start {}: {e}",
+            path.display()
+        )
+    })?;
+    let loads: Vec<(usize, &str)> = left.iter().map(|l| (l.step, l.name.as_str())).collect();
+    serve_from_part(workload, &loads, written, &sealed, part, path).map(Some)
 }
 
 /// Moves the large resident loads of `workload`, held in memory (the

@@ -420,6 +420,22 @@ pub fn check_structure(path: &Path) -> Result<Workload, WorkloadError> {
     read_sections(file, len, path, &mut |_| LoadAnswer::Read, Data::Skip).map(|r| r.workload)
 }
 
+/// The resident loads of the workload file at `path` for which `leave`
+/// says so, as [`read_answering`] would leave them in the file, from its
+/// structure alone ([`check_structure`]: no section's bytes are read or
+/// checked).
+pub fn left_loads(
+    path: &Path,
+    leave: &mut dyn FnMut(&LoadSection) -> bool,
+) -> Result<Vec<LeftLoad>, WorkloadError> {
+    let (file, len) = open(path)?;
+    let answer = &mut |load: &LoadSection| match leave(load) {
+        true => LoadAnswer::Leave,
+        false => LoadAnswer::Read,
+    };
+    read_sections(file, len, path, answer, Data::Skip).map(|r| r.left)
+}
+
 /// An I/O error on the workload file at `path` while doing `what`.
 fn io_error(path: &Path, what: &str, e: std::io::Error) -> WorkloadError {
     WorkloadError::new(
