@@ -107,6 +107,16 @@ impl IsolatedEngine {
         Ok(())
     }
 
+    /// Calls off the copy [`IsolatedEngine::preload_workload`] started
+    /// (the start will not be from the workload after all), and lets go
+    /// of its part.
+    pub fn cancel_preload(&mut self) {
+        if let Some(preloading) = self.preloading.take() {
+            preloading.cancel();
+            self.checkpoint.commit_loads(None).ok();
+        }
+    }
+
     /// The loads part for a start with state `state` (none from a
     /// checkpoint: its parts hold the residents), and what it holds when
     /// it was written before ([`IsolatedEngine::preload_workload`], used by

@@ -1,9 +1,13 @@
 //! The workload's large resident loads, copied into their part by the
-//! supervisor while `kiln dev` builds the modules at its start, instead of
-//! by the worker once they are built: at 4 GiB the copy (2 to 3 s here) is
-//! most of the start beyond the build and the first replay, and a build
-//! that compiles runs for as long or longer, so the start then costs the
-//! longer of the two, not their sum.
+//! supervisor from the first moment of `kiln dev` (before `cargo
+//! metadata`) and while it builds the modules, instead of by the worker
+//! once they are built: at 4 GiB the copy (2 to 3 s here) is most of the
+//! start beyond the build and the first replay, and a build that compiles
+//! runs for as long or longer, so the start then costs the longer of the
+//! two, not their sum. Which state the start restores is known only once
+//! the module is (its kept files are named after it): a start that
+//! restores one calls the copy off ([`Preloading::cancel`]) and lets go of
+//! what it copied, before the restore maps its own.
 //!
 //! The copy is the worker's ([`crate::worker::workload_loads`]): the same
 //! loads (by [`goes_into_part`], from the file's structure alone), copied
@@ -17,6 +21,8 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -37,12 +43,14 @@ pub enum NotPreloaded {
     Failed(String),
 }
 
-/// The copy under way, on a thread of its own.
+/// The copy under way, on a thread of its own; called off when dropped
+/// before [`Preloading::finish`] (at the next piece of 2 MiB).
 pub struct Preloading {
     /// The part's number and the path it is opened by.
     pub part: u64,
     pub path: PathBuf,
-    thread: JoinHandle<Result<Option<PartWritten>, NotPreloaded>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<Option<PartWritten>, NotPreloaded>>>,
 }
 
 impl Preloading {
@@ -50,27 +58,52 @@ impl Preloading {
     /// `workload` into the fresh memfd `part` at `path`.
     pub fn start(workload: &Path, part: u64, path: PathBuf) -> std::io::Result<Preloading> {
         let (from, into) = (workload.to_path_buf(), path.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("kiln-preload".into())
-            .spawn(move || preload(&from, part, &into))?;
-        Ok(Preloading { part, path, thread })
+            .spawn(move || preload(&from, part, &into, &stopped))?;
+        Ok(Preloading {
+            part,
+            path,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Waits for the copy: what the sealed part holds, `None` if no load
     /// goes there (nothing written: the part is empty).
-    pub fn finish(self) -> Result<Option<PartWritten>, NotPreloaded> {
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(NotPreloaded::Failed("the copy's thread panicked".into())))
+    pub fn finish(mut self) -> Result<Option<PartWritten>, NotPreloaded> {
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err(NotPreloaded::Failed("the copy's thread panicked".into())),
+        }
+    }
+
+    /// Calls the copy off and waits for its thread to end (at most a
+    /// piece later).
+    pub fn cancel(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Preloading {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
 /// Copies the large resident loads of `workload` into the memfd `part` at
 /// `path` and seals it (see the module's description).
+/// An `Interrupted` failure once `stop` is set.
 pub fn preload(
     workload: &Path,
     part: u64,
     path: &Path,
+    stop: &AtomicBool,
 ) -> Result<Option<PartWritten>, NotPreloaded> {
     let clock = Instant::now();
     let left = left_loads(workload, &mut |load| goes_into_part(load))
@@ -84,7 +117,7 @@ pub fn preload(
             workload.display()
         ))
     })?;
-    match write_from_file(&ranges_of(&left), &from, path, part) {
+    match write_from_file(&ranges_of(&left), &from, path, part, stop) {
         Ok(Ok((written, _sealed, times))) => {
             crate::events::emit!(
                 tracing::Level::INFO,
@@ -167,7 +200,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let workload = a_workload_file(dir.path());
         let (part, path) = part_memfd();
-        let written = preload(&workload, 3, &path).unwrap().expect("written");
+        let written = preload(&workload, 3, &path, &AtomicBool::new(false))
+            .unwrap()
+            .expect("written");
         assert_eq!(
             written.placed.keys().collect::<Vec<_>>(),
             ["resident/x", "resident/y"]
@@ -222,7 +257,7 @@ mod tests {
         bytes[y.place.start as usize + 999] ^= 0x08;
         std::fs::write(&workload, &bytes).unwrap();
         let (_part, path) = part_memfd();
-        let Err(refused) = preload(&workload, 1, &path) else {
+        let Err(refused) = preload(&workload, 1, &path, &AtomicBool::new(false)) else {
             panic!("a damaged load was copied");
         };
         let expected = crate::workload::read(&workload).unwrap_err().to_string();
@@ -238,7 +273,29 @@ mod tests {
         let small_path = dir.path().join("small.kwl");
         crate::workload::write(&small, &small_path).unwrap();
         let (_part, path) = part_memfd();
-        assert!(matches!(preload(&small_path, 1, &path), Ok(None)));
+        assert!(matches!(
+            preload(&small_path, 1, &path, &AtomicBool::new(false)),
+            Ok(None)
+        ));
+    }
+
+    /// A copy called off stops before its next piece: a failure that says
+    /// so, and the part is left unsealed (nothing in it is served).
+    #[test]
+    fn a_copy_called_off_writes_nothing_it_would_serve() {
+        let dir = tempfile::tempdir().unwrap();
+        let workload = a_workload_file(dir.path());
+        let (part, path) = part_memfd();
+        let result = preload(&workload, 3, &path, &AtomicBool::new(true));
+        let Err(NotPreloaded::Failed(why)) = result else {
+            panic!("not called off: {result:?}");
+        };
+        assert!(why.contains("called off"), "{why}");
+        let seals = rustix::fs::fcntl_get_seals(&part).unwrap();
+        assert!(!seals.contains(rustix::fs::SealFlags::WRITE), "{seals:?}");
+
+        let (_part, path) = part_memfd();
+        Preloading::start(&workload, 4, path).unwrap().cancel();
     }
 
     /// A part that does not hold the loads the worker's read leaves (the
@@ -249,7 +306,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let workload = a_workload_file(dir.path());
         let (_part, path) = part_memfd();
-        let written = preload(&workload, 3, &path).unwrap().expect("written");
+        let written = preload(&workload, 3, &path, &AtomicBool::new(false))
+            .unwrap()
+            .expect("written");
         let mut w = Workload::new("preload");
         w.load("x", large(0.25));
         w.load("y", large(7.0));

@@ -89,6 +89,57 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             .and_then(|d| workspace::find_workspace_root(&d))
             .unwrap_or_else(workspace::built_workspace_root),
     };
+    let workload_path = options
+        .workload
+        .as_ref()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+    let tolerances_path = root.join("kiln.toml");
+    // Workers tell the loop when they end, so that one killed between
+    // requests is recovered at once, not at the next save.
+    let (exits, worker_exits) = crossbeam_channel::unbounded();
+    let mut engine_options = BTreeMap::new();
+    if let Some(device) = &options.device {
+        engine_options.insert("device".to_string(), device.clone());
+    }
+    let mut isolation = IsolationOptions {
+        spawn: SpawnOptions {
+            program: None,
+            log_format: options.log_format,
+            forward_output: true,
+            memory_limit: options.worker_memory,
+            exits: Some(exits),
+        },
+        worker: WorkerConfig {
+            threads: options.threads,
+            engine_options,
+            workload: workload_path.clone(),
+            tolerances: tolerances_path.exists().then(|| tolerances_path.clone()),
+            timing: true,
+            // Kept for --record and `kiln ctl bless` (the last replay's
+            // outputs only).
+            keep_outputs: true,
+            workspace: Some(root.clone()),
+            // Set once their modules are built (below).
+            reference: None,
+            cross_reference: None,
+            cold: options.cold,
+            tune: options.tune && options.replay,
+        },
+        call_timeout: options.call_timeout,
+    };
+    let mut engine = IsolatedEngine::new(isolation.clone(), Some(shutdown.clone()))
+        .map_err(|e| err(format!("cannot set up the worker's shared memory: {e}")))?;
+    // The workload's large residents are copied into memory from here on,
+    // while cargo reads the workspace and the modules build
+    // (`isolation/preload.rs`; 2 to 3 s at 4 GiB, as long as a build that
+    // compiles or longer), unless a `--state` file will be restored; the
+    // copy is called off below if a kept state will be.
+    if let Some(path) = &workload_path
+        && !options.state.as_ref().is_some_and(|p| p.exists())
+        && let Err(e) = engine.preload_workload(path)
+    {
+        tracing::warn!("the workload's residents are copied once the modules are built: {e}");
+    }
     crate::loop_alignment::warn_at_start(&root);
     let mut graph = ModuleGraph::discover(&root).map_err(|e| err(e.to_string()))?;
     let backend = match options.backend.as_str() {
@@ -118,10 +169,6 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     // the start's path (0.7 s). The supervisor keeps only the name (a
     // GiB-sized workload held here for the whole session was one more copy
     // of the state in the peak memory).
-    let workload_path = options
-        .workload
-        .as_ref()
-        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
     let workload = match &workload_path {
         Some(path) => {
             crate::workload::format::check_structure(path).map_err(|e| err(e.to_string()))?
@@ -131,7 +178,6 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     tracing::info!("{}", workload.describe());
     let workload_name = workload.name.clone();
     drop(workload);
-    let tolerances_path = root.join("kiln.toml");
     // Check the tolerances now: a bad kiln.toml stops us before a build.
     if tolerances_path.exists() {
         Tolerances::load(&tolerances_path).map_err(|e| err(e.to_string()))?;
@@ -156,49 +202,10 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         .as_ref()
         .is_some_and(|g| g.why == NotRestored::RestartState);
     let kept = KeptState::new(&target, &module.package);
-    // Workers tell the loop when they end, so that one killed between
-    // requests is recovered at once, not at the next save.
-    let (exits, worker_exits) = crossbeam_channel::unbounded();
-    let mut engine_options = BTreeMap::new();
-    if let Some(device) = &options.device {
-        engine_options.insert("device".to_string(), device.clone());
-    }
-    let mut isolation = IsolationOptions {
-        spawn: SpawnOptions {
-            program: None,
-            log_format: options.log_format,
-            forward_output: true,
-            memory_limit: options.worker_memory,
-            exits: Some(exits),
-        },
-        worker: WorkerConfig {
-            threads: options.threads,
-            engine_options,
-            workload: workload_path.clone(),
-            tolerances: tolerances_path.exists().then_some(tolerances_path),
-            timing: true,
-            // Kept for --record and `kiln ctl bless` (the last replay's
-            // outputs only).
-            keep_outputs: true,
-            workspace: Some(root.clone()),
-            // Set once their modules are built (below).
-            reference: None,
-            cross_reference: None,
-            cold: options.cold,
-            tune: options.tune && options.replay,
-        },
-        call_timeout: options.call_timeout,
-    };
-    let mut engine = IsolatedEngine::new(isolation.clone(), Some(shutdown.clone()))
-        .map_err(|e| err(format!("cannot set up the worker's shared memory: {e}")))?;
-    // Starting from the workload's buffers: its large residents are
-    // copied into memory while the modules build (`isolation/preload.rs`;
-    // 2 to 3 s at 4 GiB, as long as a build that compiles or longer).
-    if let Some(path) = &workload_path
-        && kept.starts_from_workload(given.as_ref(), options.fresh)
-        && let Err(e) = engine.preload_workload(path)
-    {
-        tracing::warn!("the workload's residents are copied once the modules are built: {e}");
+    // The copy started at the top is the start's only if it starts from
+    // the workload after all.
+    if !kept.starts_from_workload(given.as_ref(), options.fresh) {
+        engine.cancel_preload();
     }
     let builder = ModuleBuilder::new(&root, workspace::module_target_dir(&root))
         .with_profile(workspace::HOST_PROFILE);

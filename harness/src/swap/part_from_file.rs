@@ -16,6 +16,7 @@
 
 use std::fs::File;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use shared_state::DType;
 
@@ -68,7 +69,8 @@ pub struct CopyTimes {
 /// section per range of `from`, in that order, its bytes copied from the
 /// file in the kernel and checked and hashed from the part. An I/O error,
 /// or a [`RangeMismatch`] ([`RangeMismatch::of`]) at the first range whose
-/// bytes are not what its crc32 says. Returns what was written and the
+/// bytes are not what its crc32 says; once `stop` is set, an
+/// `Interrupted` error at the next piece. Returns what was written and the
 /// time spent copying and checking.
 pub fn write_part_from_file(
     module: &str,
@@ -77,6 +79,7 @@ pub fn write_part_from_file(
     from: &File,
     out: &mut File,
     part: u64,
+    stop: &AtomicBool,
 ) -> std::io::Result<(PartWritten, CopyTimes)> {
     let tensors: Vec<(String, DType, Vec<usize>, u64)> = ranges
         .iter()
@@ -88,6 +91,7 @@ pub fn write_part_from_file(
         from,
         next: 0,
         times: CopyTimes::default(),
+        stop,
     };
     let written = write_outline(&outline, out, part, &mut source)?;
     Ok((written, source.times))
@@ -100,6 +104,8 @@ struct FromFile<'a> {
     /// The range written next.
     next: usize,
     times: CopyTimes,
+    /// Set: stop at the next piece.
+    stop: &'a AtomicBool,
 }
 
 impl TensorSource<File> for FromFile<'_> {
@@ -115,7 +121,15 @@ impl TensorSource<File> for FromFile<'_> {
             .get(self.next)
             .filter(|r| r.name == name && r.length == bytes)
             .ok_or_else(|| std::io::Error::other(format!("section {name}: not the next range")))?;
-        copy_and_check(self.from, range.start, out, bytes, each, &mut self.times)
+        copy_and_check(
+            self.from,
+            range.start,
+            out,
+            bytes,
+            each,
+            &mut self.times,
+            self.stop,
+        )
     }
 
     fn written(&mut self, _name: &str, crc32: u32) -> std::io::Result<()> {
@@ -138,7 +152,8 @@ impl TensorSource<File> for FromFile<'_> {
 /// Copies `length` bytes from byte `start` of `from` to `out` at its
 /// position (page-aligned), a [`PIECE`] at a time, handing each piece,
 /// read back from a read-only mapping of `out` while it is still in cache,
-/// to `each`; adds the time spent on each to `times`.
+/// to `each`; adds the time spent on each to `times`. Stops with an
+/// `Interrupted` error before a piece once `stop` is set.
 fn copy_and_check(
     from: &File,
     start: u64,
@@ -146,6 +161,7 @@ fn copy_and_check(
     length: u64,
     each: &mut dyn FnMut(&[u8]),
     times: &mut CopyTimes,
+    stop: &AtomicBool,
 ) -> std::io::Result<()> {
     if length == 0 {
         return Ok(());
@@ -172,6 +188,12 @@ fn copy_and_check(
     let mut offset = start;
     let mut checked = 0u64;
     while checked < length {
+        if stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the copy was called off",
+            ));
+        }
         let n = (length - checked).min(PIECE);
         let clock = std::time::Instant::now();
         // Advances `out`'s position past the piece.
@@ -293,6 +315,7 @@ mod tests {
             file.as_file(),
             &mut from_file,
             4,
+            &AtomicBool::new(false),
         )
         .unwrap();
         assert!(
@@ -330,9 +353,10 @@ mod tests {
     #[test]
     fn a_range_whose_bytes_do_not_match_its_crc32_is_refused() {
         let (tensors, file, mut ranges) = tensors_in_a_file();
+        let go = AtomicBool::new(false);
         let actual = ranges[1].crc32;
         ranges[1].crc32 ^= 1;
-        let e = write_part_from_file("m", "host", &ranges, file.as_file(), &mut memfd(), 0)
+        let e = write_part_from_file("m", "host", &ranges, file.as_file(), &mut memfd(), 0, &go)
             .unwrap_err();
         assert_eq!(
             RangeMismatch::of(&e),
@@ -345,7 +369,7 @@ mod tests {
         ranges[1].crc32 = actual;
         ranges[0].length = tensors[0].1.byte_len() as u64;
         ranges[0].start = file.as_file().metadata().unwrap().len() - 10;
-        let e = write_part_from_file("m", "host", &ranges, file.as_file(), &mut memfd(), 0)
+        let e = write_part_from_file("m", "host", &ranges, file.as_file(), &mut memfd(), 0, &go)
             .unwrap_err();
         assert_eq!(RangeMismatch::of(&e), None, "{e}");
         assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");

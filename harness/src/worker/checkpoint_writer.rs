@@ -81,12 +81,13 @@ pub fn write_taking(
 /// it like [`write_part`]. Returns what was written, the sealed file and
 /// the time the copy and the checks took;
 /// `Ok(Err(mismatch))` when a range's bytes are not what its crc32 says
-/// (nothing sealed), `Err` when it cannot be written.
+/// (nothing sealed), `Err` when it cannot be written or `stop` was set.
 pub fn write_from_file(
     ranges: &[FileRange],
     from: &File,
     path: &Path,
     part: u64,
+    stop: &std::sync::atomic::AtomicBool,
 ) -> Result<Result<(PartWritten, File, CopyTimes), RangeMismatch>, String> {
     let mut mismatch = None;
     let mut times = CopyTimes::default();
@@ -98,6 +99,7 @@ pub fn write_from_file(
             from,
             file,
             part,
+            stop,
         );
         match written {
             Ok((written, took)) => {

@@ -76,7 +76,8 @@ pub fn from_file(
             workload_path.display()
         ))
     })?;
-    let (written, sealed) = match write_from_file(&ranges_of(left), &from, path, part) {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let (written, sealed) = match write_from_file(&ranges_of(left), &from, path, part, &never) {
         Ok(Ok((written, sealed, times))) => {
             tracing::debug!(
                 "loads part: {} bytes of {} resident(s) copied from the workload file in {:.0} ms \
