@@ -14,7 +14,7 @@ use crossbeam_channel::Receiver;
 
 use super::checkpoint::Checkpoint;
 use super::deadlines::Deadlines;
-use super::preload::{NotPreloaded, Preloading};
+use super::preload::Preloading;
 use super::worker_client::{Worker, WorkerError};
 use super::worker_process::SpawnOptions;
 use crate::swap::snapshot_file::PartWritten;
@@ -24,6 +24,7 @@ use crate::worker::protocol::{
     Swapped, WorkerConfig,
 };
 use crate::worker::status::StatusRecord;
+use crate::worker::workload_loads::NotInPart;
 
 /// How to run isolated engines.
 #[derive(Clone, Debug, Default)]
@@ -132,12 +133,12 @@ impl IsolatedEngine {
             (StateSource::Empty, Some((part, path, Ok(written)))) => {
                 Ok((Some((part, path)), written))
             }
-            (StateSource::Empty, Some((_, _, Err(NotPreloaded::Refused(e))))) => {
+            (StateSource::Empty, Some((_, _, Err(NotInPart::Refused(e))))) => {
                 self.checkpoint.commit_loads(None).ok();
-                Err(WorkerError::Failed(e))
+                Err(WorkerError::Failed(e.to_string()))
             }
             (_, preloaded) => {
-                if let Some((_, _, Err(NotPreloaded::Failed(e)))) = preloaded {
+                if let Some((_, _, Err(NotInPart::Failed(e)))) = preloaded {
                     tracing::warn!("the workload's residents are copied by the worker: {e}");
                 }
                 Ok((self.checkpoint.begin_loads().ok(), None))

@@ -19,7 +19,6 @@
 //! whose bytes are not what the file records stops the start, with the
 //! error a read of the file gives.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,21 +26,9 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::swap::snapshot_file::PartWritten;
-use crate::worker::checkpoint_writer::write_from_file;
-use crate::worker::workload_loads::{goes_into_part, ranges_of};
+use crate::worker::workload_loads::{NotInPart, copy_into_part, goes_into_part};
 use crate::workload::format::left_loads;
 use kiln_stats::bytes;
-
-/// Why the loads were not written before the start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotPreloaded {
-    /// The workload file is damaged (a load's bytes are not those its
-    /// crc32 says, or its structure is broken): the start fails with this
-    /// error, which names the file and the section.
-    Refused(String),
-    /// The part could not be written: the worker copies the loads itself.
-    Failed(String),
-}
 
 /// The copy under way, on a thread of its own; called off when dropped
 /// before [`Preloading::finish`] (at the next piece of 2 MiB).
@@ -50,7 +37,7 @@ pub struct Preloading {
     pub part: u64,
     pub path: PathBuf,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<Option<PartWritten>, NotPreloaded>>>,
+    thread: Option<JoinHandle<Result<Option<PartWritten>, NotInPart>>>,
 }
 
 impl Preloading {
@@ -73,10 +60,10 @@ impl Preloading {
 
     /// Waits for the copy: what the sealed part holds, `None` if no load
     /// goes there (nothing written: the part is empty).
-    pub fn finish(mut self) -> Result<Option<PartWritten>, NotPreloaded> {
+    pub fn finish(mut self) -> Result<Option<PartWritten>, NotInPart> {
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
-            _ => Err(NotPreloaded::Failed("the copy's thread panicked".into())),
+            _ => Err(NotInPart::Failed("the copy's thread panicked".into())),
         }
     }
 
@@ -104,49 +91,35 @@ pub fn preload(
     part: u64,
     path: &Path,
     stop: &AtomicBool,
-) -> Result<Option<PartWritten>, NotPreloaded> {
+) -> Result<Option<PartWritten>, NotInPart> {
     let clock = Instant::now();
-    let left = left_loads(workload, &mut |load| goes_into_part(load))
-        .map_err(|e| NotPreloaded::Refused(e.to_string()))?;
+    let left =
+        left_loads(workload, &mut |load| goes_into_part(load)).map_err(NotInPart::Refused)?;
     if left.is_empty() {
         return Ok(None);
     }
-    let from = File::open(workload).map_err(|e| {
-        NotPreloaded::Failed(format!(
-            "cannot open the workload {}: {e}",
-            workload.display()
-        ))
-    })?;
-    match write_from_file(&ranges_of(&left), &from, path, part, stop) {
-        Ok(Ok((written, _sealed, times))) => {
-            crate::events::emit!(
-                tracing::Level::INFO,
-                crate::events::WorkloadPreloaded {
-                    residents: left.len() as u64,
-                    bytes: written.copied,
-                    ms: clock.elapsed().as_secs_f64() * 1e3,
-                    check_ms: times.check.as_secs_f64() * 1e3,
-                },
-                "copied the workload's {} large resident(s) ({}) into memory in {:.0} ms while \
+    let (written, _sealed, times) = copy_into_part(&left, workload, part, path, stop)?;
+    crate::events::emit!(
+        tracing::Level::INFO,
+        crate::events::WorkloadPreloaded {
+            residents: left.len() as u64,
+            bytes: written.copied,
+            ms: clock.elapsed().as_secs_f64() * 1e3,
+            check_ms: times.check.as_secs_f64() * 1e3,
+        },
+        "copied the workload's {} large resident(s) ({}) into memory in {:.0} ms while \
                  the modules built (checked: {:.0} ms of it)",
-                left.len(),
-                bytes::human(written.copied),
-                clock.elapsed().as_secs_f64() * 1e3,
-                times.check.as_secs_f64() * 1e3
-            );
-            Ok(Some(written))
-        }
-        Ok(Err(mismatch)) => Err(NotPreloaded::Refused(
-            left[mismatch.index]
-                .checksum_mismatch(workload, mismatch.computed)
-                .to_string(),
-        )),
-        Err(e) => Err(NotPreloaded::Failed(e)),
-    }
+        left.len(),
+        bytes::human(written.copied),
+        clock.elapsed().as_secs_f64() * 1e3,
+        times.check.as_secs_f64() * 1e3
+    );
+    Ok(Some(written))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
     use std::io::Read;
     use std::os::fd::AsRawFd;
 
@@ -260,8 +233,9 @@ mod tests {
         let Err(refused) = preload(&workload, 1, &path, &AtomicBool::new(false)) else {
             panic!("a damaged load was copied");
         };
-        let expected = crate::workload::read(&workload).unwrap_err().to_string();
-        assert_eq!(refused, NotPreloaded::Refused(expected.clone()));
+        let expected = crate::workload::read(&workload).unwrap_err();
+        assert_eq!(refused, NotInPart::Refused(expected.clone()));
+        let expected = expected.to_string();
         assert!(
             expected.contains(&workload.display().to_string())
                 && expected.contains("checksum mismatch"),
@@ -287,7 +261,7 @@ mod tests {
         let workload = a_workload_file(dir.path());
         let (part, path) = part_memfd();
         let result = preload(&workload, 3, &path, &AtomicBool::new(true));
-        let Err(NotPreloaded::Failed(why)) = result else {
+        let Err(NotInPart::Failed(why)) = result else {
             panic!("not called off: {result:?}");
         };
         assert!(why.contains("called off"), "{why}");

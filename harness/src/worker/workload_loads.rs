@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use shared_state::{Snapshot, Tensor};
 
@@ -25,7 +26,7 @@ use super::checkpoint_writer::{write_from_file, write_taking};
 use super::last_checkpoint::LastCheckpoint;
 use super::protocol::Checkpointed;
 use super::state_marks::SMALL;
-use crate::swap::part_from_file::FileRange;
+use crate::swap::part_from_file::{CopyTimes, FileRange};
 use crate::swap::snapshot_file::{self, PartWritten};
 use crate::workload::format::{LeftLoad, LoadSection, WorkloadError};
 use crate::workload::{Step, Workload};
@@ -44,7 +45,7 @@ fn in_part(loads_of_name: usize, bytes: u64) -> bool {
 }
 
 /// Why the loads part was not written.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum NotInPart {
     /// A load's bytes in the workload file are not those its crc32 says
     /// (the file changed since it was checked): the workload is bad, as a
@@ -70,37 +71,47 @@ pub fn from_file(
     if left.is_empty() {
         return Ok(None);
     }
+    let never = AtomicBool::new(false);
+    let (written, sealed, times) = copy_into_part(left, workload_path, part, path, &never)?;
+    tracing::debug!(
+        "loads part: {} bytes of {} resident(s) copied from the workload file in {:.0} ms \
+         (sendfile), checked in {:.0} ms (crc32 and state hash, from the part)",
+        written.copied,
+        left.len(),
+        times.copy.as_secs_f64() * 1e3,
+        times.check.as_secs_f64() * 1e3
+    );
+    let loads: Vec<(usize, &str)> = left.iter().map(|l| (l.step, l.name.as_str())).collect();
+    serve_from_part(workload, &loads, written, &sealed, part, path)
+        .map(Some)
+        .map_err(NotInPart::Failed)
+}
+
+/// Copies the loads `left` of the workload file at `workload_path` into
+/// the fresh memfd `part` at `path`, checks them there against the crc32s
+/// the file records and seals it: what it holds, the sealed file and the
+/// time the copy and the checks took. Stops with a failure at the next
+/// piece once `stop` is set.
+pub fn copy_into_part(
+    left: &[LeftLoad],
+    workload_path: &Path,
+    part: u64,
+    path: &Path,
+    stop: &AtomicBool,
+) -> Result<(PartWritten, File, CopyTimes), NotInPart> {
     let from = File::open(workload_path).map_err(|e| {
         NotInPart::Failed(format!(
             "cannot open the workload {}: {e}",
             workload_path.display()
         ))
     })?;
-    let never = std::sync::atomic::AtomicBool::new(false);
-    let (written, sealed) = match write_from_file(&ranges_of(left), &from, path, part, &never) {
-        Ok(Ok((written, sealed, times))) => {
-            tracing::debug!(
-                "loads part: {} bytes of {} resident(s) copied from the workload file in {:.0} ms \
-                 (sendfile), checked in {:.0} ms (crc32 and state hash, from the part)",
-                written.copied,
-                left.len(),
-                times.copy.as_secs_f64() * 1e3,
-                times.check.as_secs_f64() * 1e3
-            );
-            (written, sealed)
-        }
-        Ok(Err(mismatch)) => {
-            let load = &left[mismatch.index];
-            return Err(NotInPart::Refused(
-                load.checksum_mismatch(workload_path, mismatch.computed),
-            ));
-        }
-        Err(e) => return Err(NotInPart::Failed(e)),
-    };
-    let loads: Vec<(usize, &str)> = left.iter().map(|l| (l.step, l.name.as_str())).collect();
-    serve_from_part(workload, &loads, written, &sealed, part, path)
-        .map(Some)
-        .map_err(NotInPart::Failed)
+    match write_from_file(&ranges_of(left), &from, path, part, stop) {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(mismatch)) => Err(NotInPart::Refused(
+            left[mismatch.index].checksum_mismatch(workload_path, mismatch.computed),
+        )),
+        Err(e) => Err(NotInPart::Failed(e)),
+    }
 }
 
 /// The ranges of the workload file that hold the loads `left`, as their
