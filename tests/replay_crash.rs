@@ -67,11 +67,12 @@ fn replay_reports_a_hanging_call_at_its_deadline() {
     assert!(text.contains("past its 1.0 s deadline"), "{text}");
 }
 
-/// A warm timing sample runs the call twice back to back (an untimed run
-/// wakes the engine's pool: `workload::replay::sample`); the deadline is
-/// one run's, restarted before the timed run. A call of 0.6 s under a 1 s
-/// deadline passes (0.4 s of margin for a loaded machine: a sleep, not
-/// CPU work); counted over the sample's two runs it would be 1.2 s, hung.
+/// A warm timing sample runs the call untimed first (for at least 1 ms,
+/// once here: the engine's pool awake, `workload::replay::sample`), then
+/// the timed run; the deadline is one run's, restarted before the timed
+/// run. A call of 0.6 s under a 1 s deadline passes (0.4 s of margin for a
+/// loaded machine: a sleep, not CPU work); counted over the sample's two
+/// runs it would be 1.2 s, hung.
 #[test]
 fn each_run_of_a_timed_sample_has_the_whole_call_deadline() {
     let (out, text) = replay_timed("sleep_ms:600", &[], &["--call-timeout", "1"]);

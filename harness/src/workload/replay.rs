@@ -681,14 +681,15 @@ struct Timed {
 }
 
 /// What a timed call's time covers, as the replay's header says it: the
-/// call on the engine's thread right after an untimed run of it there
-/// ([`sample`]: its pool awake, as in a program's loop of calls), so the
+/// call on the engine's thread right after untimed runs of it there, 1 ms
+/// of them and at least one ([`sample`]: its pool awake, as in a program's
+/// loop of calls), so the
 /// kernel with the output it allocates (as the same function linked into a
 /// program allocates it), not the hand-off to that thread and back nor the
 /// output's release (`cargo bench -p kiln-bench -- calls` compares it with
 /// the same kernel linked statically). Cold, the call's only run after the
 /// flush ([`sample_runs`]), the pool's wake-up included.
-pub const TIMED_SPAN: &str = "each time is the call on the engine's thread right after an untimed run of it (cold: its only run), its output's allocation included, the hand-off not";
+pub const TIMED_SPAN: &str = "each time is the call on the engine's thread right after 1 ms of untimed runs of it (at least one; cold: its only run), its output's allocation included, the hand-off not";
 
 /// The call as a replay times it on `engine`: its tensor arguments put as
 /// scratch residents (named into `scratch`), its output stored in a
@@ -715,23 +716,27 @@ pub fn timing_call(
     Ok(timed)
 }
 
-/// Times one call on the engine's thread, in one job there: an untimed run
-/// of the same call first, then the timed run, back to back, as a
-/// program's loop of calls runs them (the static call of `cargo bench -p
-/// kiln-bench -- calls`); then the output it stored is released, outside
-/// the timed span.
+/// Times one call on the engine's thread, in one job there, handed over
+/// [`SETTLE`] after the caller asked: untimed runs of the same call first,
+/// back to back for at least [`WARM_SPAN`] (one run where a run takes
+/// longer), then the timed run, as a program's loop of calls runs them
+/// (the static call of `cargo bench -p kiln-bench -- calls`); then the
+/// output it stored is released, outside the timed span.
 ///
-/// Why the untimed run: a CPU engine's rayon threads go to sleep within
+/// Why the untimed runs: a CPU engine's rayon threads go to sleep within
 /// microseconds of their last task, and between two samples a replay hands
 /// its results to the caller and back (and runs the other calls of the
-/// round), so without it every timed run began by waking the pool's
+/// round), so without them every timed run began by waking the pool's
 /// threads (a futex wake-up each, tens of microseconds on this VM) inside
 /// the timed span, which a program's loop of calls does not pay: a
 /// standalone rayon program that slept before each call timed a 512x512
-/// stencil 2.2x and a 1M dot 1.12x its back-to-back calls. How much of the
-/// replay's gap to the static call this was is not settled: at low load a
-/// 1M dot reads within 1% either way, and stencil2d stays bimodal in every
-/// way (`bench/results/call-overhead-2026-12-06-warm-pool.txt`). Cold timing
+/// stencil 2.2x and a 1M dot 1.12x its back-to-back calls. One untimed run
+/// is not enough on a VM: a 512x512 stencil (~70 us) timed right after one
+/// untimed run read 84-87 us, as if run on one thread, steadily on an idle
+/// machine, and 69-72 us (the static loop's 62-72 us) after five or more,
+/// or after 1 ms of them (`bench/results/call-overhead-2026-12-07-warm-span.txt`):
+/// the pool's second CPU is not fully awake until it has been busy for a
+/// while. Calls of 1 ms or more still get one untimed run. Cold timing
 /// ([`sample_runs`] without it) runs the call once.
 ///
 /// The output: released after each run, so the next run of that call, on
@@ -749,7 +754,27 @@ pub fn sample(
     sample_runs(engine, call, true, into)
 }
 
-/// [`sample`], with the untimed run first (`warm_up`) or without: cold
+/// How long a warm sample runs its call untimed before the timed run
+/// ([`sample`]): at least one run, and more until this much time has gone.
+pub const WARM_SPAN: Duration = Duration::from_millis(1);
+
+/// How long the caller waits before it hands a warm sample to the engine
+/// thread ([`sample`]). Handed over within microseconds of the previous
+/// sample's end, every run of the new one was slow: on an idle machine a
+/// 512x512 stencil read 80-83 us all through the job, and the static
+/// kernel run in the same kind of jobs 75 us, against 68-69 us for both
+/// when the next job came 30 us later or more, and for the static loop
+/// (`bench/results/call-overhead-2026-12-07-warm-span.txt`). The pool's
+/// threads, still spinning down from the previous job when the next one
+/// comes, split the call's tasks unevenly (counted in the kernel: 36 to
+/// 28 of 64 the most common split there, 32 to 32 in the program's
+/// loop); the mechanism
+/// below that (rayon's sleep protocol, the vCPUs' idle states) is not
+/// pinned down. 50 us per sample is outside the timed span and within a
+/// replay's time budget.
+pub const SETTLE: Duration = Duration::from_micros(50);
+
+/// [`sample`], with the untimed runs first (`warm_up`) or without: cold
 /// timing (the caches just flushed) runs the call once, the wake-up of the
 /// engine's pool included.
 pub fn sample_runs(
@@ -775,14 +800,23 @@ pub fn sample_runs_watched(
     let untimed = warm_up.then(|| call.clone());
     let call = call.clone();
     let stored = call.store_as.clone();
+    if warm_up {
+        std::thread::sleep(SETTLE);
+    }
     let job = engine.submit(move |e| {
         let release = |e: &mut dyn shared_state::Engine| match &stored {
             Some(stored) => e.put_resident(stored, Tensor::from_f32(&[0], Vec::new())),
             None => Ok(()),
         };
         if let Some(untimed) = untimed {
-            std::hint::black_box(e.run(untimed)?);
-            release(e)?;
+            let warming = Instant::now();
+            loop {
+                std::hint::black_box(e.run(untimed.clone())?);
+                release(e)?;
+                if warming.elapsed() >= WARM_SPAN {
+                    break;
+                }
+            }
             before_timed();
         }
         // The call is moved in: no copy of it inside the timed span.

@@ -25,6 +25,9 @@ pub struct Pooled {
     /// snapshot scalars `tuning/KERNEL/PARAM`): used for calls that do not
     /// give the parameter.
     tuned: BTreeMap<String, Scalar>,
+    /// Counts the changes to `tuned`: a binding made under another count
+    /// is made again (`CpuEngine`'s memo of bindings).
+    tuning_changes: u64,
     /// Calls served per kernel, across versions.
     calls: BTreeMap<String, i64>,
 }
@@ -49,6 +52,7 @@ impl Pooled {
             pool,
             tile: DEFAULT_TILE,
             tuned: BTreeMap::new(),
+            tuning_changes: 0,
             calls: BTreeMap::new(),
         })
     }
@@ -65,6 +69,7 @@ impl Pooled {
             if let Some(key) = name.strip_prefix("tuning/").filter(|k| k.contains('/')) {
                 if let Some(v) = snapshot.take_scalar(&name) {
                     self.tuned.insert(key.to_string(), v);
+                    self.tuning_changes += 1;
                 }
                 continue;
             }
@@ -75,6 +80,12 @@ impl Pooled {
             }
         }
         defaulted
+    }
+
+    /// How many times the kept tunables have changed: the bindings made
+    /// before a change may bind a tunable to another value.
+    pub fn tuning_changes(&self) -> u64 {
+        self.tuning_changes
     }
 
     /// The call's parameters for binding: host directives (`kiln.*`)
@@ -104,11 +115,19 @@ impl Pooled {
                     if let Some(v) = call.params.get(&t.name) {
                         self.tuned
                             .insert(format!("{}/{}", decl.name, t.name), v.clone());
+                        self.tuning_changes += 1;
                     }
                 }
             }
         }
-        *self.calls.entry(call.kernel.clone()).or_insert(0) += 1;
+        // No allocation once the kernel has a counter: this runs in the
+        // timed span of every call.
+        match self.calls.get_mut(call.kernel.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                self.calls.insert(call.kernel.clone(), 1);
+            }
+        }
     }
 
     /// The engine's notes: the tile, the threads, `tuning/KERNEL/PARAM` for

@@ -276,6 +276,63 @@ mod cpu {
         );
     }
 
+    /// `out = a * block * x`: what the kernel was bound with shows in
+    /// every value.
+    fn scale_by_block(args: &Args<'_>) -> Result<Vec<Tensor>, EngineError> {
+        let k = (args.param("a")? * args.param("block")?) as f32;
+        let x = args.input::<f32>(0)?;
+        Ok(vec![args.output(0, x.iter().map(|v| k * v).collect())?])
+    }
+
+    /// The engine keeps each kernel's last binding and reuses it for calls
+    /// that bind alike (`BindMemo`): a call with other parameters, other
+    /// shapes or after a kept tunable changed is bound again.
+    #[test]
+    fn a_kept_binding_serves_only_calls_that_bind_alike() {
+        let spawner = Arc::new(Spawner::default());
+        let (mut e, _) = CpuEngine::create(
+            context(2, spawner),
+            None,
+            "kernel-cpu",
+            entries(KernelFn::Pooled(scale_by_block)),
+        )
+        .unwrap();
+        let values = |e: &mut CpuEngine, call: Call| match e.run(call).unwrap() {
+            Output::Value(t) => t.as_f32().unwrap().to_vec(),
+            other => panic!("one output comes back as a Value: {other:?}"),
+        };
+        // a = 2 and block = 8 by default.
+        assert_eq!(
+            values(&mut e, Call::new("scale").arg(x())),
+            [16.0, -32.0, 8.0]
+        );
+        assert_eq!(
+            values(&mut e, Call::new("scale").arg(x())),
+            [16.0, -32.0, 8.0]
+        );
+        let a3 = Call::new("scale").arg(x()).param("a", Scalar::F64(3.0));
+        assert_eq!(values(&mut e, a3), [24.0, -48.0, 12.0]);
+        let two = Call::new("scale").arg(Tensor::from_f32(&[2], vec![1.0, 2.0]));
+        assert_eq!(values(&mut e, two), [16.0, 32.0]);
+        // Keeping block = 16 changes what a call without it binds to.
+        let keep = Call::new("scale")
+            .arg(x())
+            .param("block", Scalar::I64(16))
+            .param("kiln.keep_tuning", Scalar::Bool(true));
+        assert_eq!(values(&mut e, keep), [32.0, -64.0, 16.0]);
+        assert_eq!(
+            values(&mut e, Call::new("scale").arg(x())),
+            [32.0, -64.0, 16.0]
+        );
+        // A call that does not bind is refused, and the kept one still serves.
+        let bad = Call::new("scale").arg(Tensor::from_vec::<i32>(&[3], vec![1, 2, 3]));
+        assert_eq!(e.run(bad).unwrap_err().kind, ErrorKind::BadCall);
+        assert_eq!(
+            values(&mut e, Call::new("scale").arg(x())),
+            [32.0, -64.0, 16.0]
+        );
+    }
+
     #[test]
     fn a_pooled_kernel_on_the_reference_flavour_is_an_internal_error() {
         let spawner = Arc::new(Spawner::default());
