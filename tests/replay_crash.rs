@@ -67,7 +67,7 @@ fn replay_reports_a_hanging_call_at_its_deadline() {
     assert!(text.contains("past its 1.0 s deadline"), "{text}");
 }
 
-/// A warm timing sample runs the call untimed first (for at least 1 ms,
+/// A warm timing sample runs the call untimed first (for at least 0.3 ms,
 /// once here: the engine's pool awake, `workload::replay::sample`), then
 /// the timed run; the deadline is one run's, restarted before the timed
 /// run. A call of 0.6 s under a 1 s deadline passes (0.4 s of margin for a

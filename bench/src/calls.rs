@@ -148,7 +148,7 @@ impl Calls {
         }
         out.push_str(
             "\n3b. Every call of the bundled workload: the replay's time (its own code: resident arguments, \
-             engine thread, the timed run right after 1 ms of untimed runs of the call, output released after \
+             engine thread, the timed run right after 0.3 ms of untimed runs of the call, output released after \
              each sample) against the same kernel linked statically (the module's kernel table, the call \
              bound as the engine binds it, called in a loop), interleaved; 'one run': a sample of one run \
              alone (as cold timing samples, without the flush), the engine's pool waking inside the timed span; \

@@ -6,7 +6,7 @@
 //! - kiln: the replay's own code (`workload::replay::timing_call` and
 //!   `sample`): arguments resident, the output stored in a throwaway
 //!   resident and released after each sample, the time taken on the
-//!   engine's thread around a run that follows 1 ms of untimed runs of the
+//!   engine's thread around a run that follows 0.3 ms of untimed runs of the
 //!   same call there (the pool awake, as in a program's loop of calls;
 //!   `workload::replay::WARM_SPAN` and `SETTLE`). This is
 //!   the time `kiln dev` and `kiln replay` report. Beside it, a sample of
@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::static_module::{self, StaticKernel};
 
 /// The ways, in table order: the static call, the replay's time (a sample:
-/// the timed run right after 1 ms of untimed ones on the engine thread) and a
+/// the timed run right after 0.3 ms of untimed ones on the engine thread) and a
 /// sample of one run alone (cold timing's sample, without the flush),
 /// which shows what waking the engine's pool costs inside the timed span.
 pub const WAYS: [&str; 3] = ["static", "kiln replay's time", "kiln, one run per sample"];

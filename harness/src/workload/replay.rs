@@ -681,15 +681,15 @@ struct Timed {
 }
 
 /// What a timed call's time covers, as the replay's header says it: the
-/// call on the engine's thread right after untimed runs of it there, 1 ms
-/// of them and at least one ([`sample`]: its pool awake, as in a program's
+/// call on the engine's thread right after untimed runs of it there, 0.3
+/// ms of them and at least one ([`sample`]: its pool awake, as in a program's
 /// loop of calls), so the
 /// kernel with the output it allocates (as the same function linked into a
 /// program allocates it), not the hand-off to that thread and back nor the
 /// output's release (`cargo bench -p kiln-bench -- calls` compares it with
 /// the same kernel linked statically). Cold, the call's only run after the
 /// flush ([`sample_runs`]), the pool's wake-up included.
-pub const TIMED_SPAN: &str = "each time is the call on the engine's thread right after 1 ms of untimed runs of it (at least one; cold: its only run), its output's allocation included, the hand-off not";
+pub const TIMED_SPAN: &str = "each time is the call on the engine's thread right after 0.3 ms of untimed runs of it (at least one; cold: its only run), its output's allocation included, the hand-off not";
 
 /// The call as a replay times it on `engine`: its tensor arguments put as
 /// scratch residents (named into `scratch`), its output stored in a
@@ -736,7 +736,11 @@ pub fn timing_call(
 /// machine, and 69-72 us (the static loop's 62-72 us) after five or more,
 /// or after 1 ms of them (`bench/results/call-overhead-2026-12-07-warm-span.txt`):
 /// the pool's second CPU is not fully awake until it has been busy for a
-/// while. Calls of 1 ms or more still get one untimed run. Cold timing
+/// while. With [`SETTLE`] before the job, 0.3 ms of untimed runs did as
+/// well as 1 ms (stencil2d +1.6 to 8.2% paired in four runs, against +3.1
+/// to 9.2% in two: within the runs' own spread), at
+/// less cost to a replay's time budget: every sample of a short call pays
+/// the span. Calls of 0.3 ms or more get one untimed run. Cold timing
 /// ([`sample_runs`] without it) runs the call once.
 ///
 /// The output: released after each run, so the next run of that call, on
@@ -756,7 +760,7 @@ pub fn sample(
 
 /// How long a warm sample runs its call untimed before the timed run
 /// ([`sample`]): at least one run, and more until this much time has gone.
-pub const WARM_SPAN: Duration = Duration::from_millis(1);
+pub const WARM_SPAN: Duration = Duration::from_micros(300);
 
 /// How long the caller waits before it hands a warm sample to the engine
 /// thread ([`sample`]). Handed over within microseconds of the previous
