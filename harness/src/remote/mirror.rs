@@ -446,7 +446,13 @@ mod tests {
         assert!(!mirror.tree().join("a").exists(), "nothing committed");
         // Cut mid-body: no file, no .part left.
         drop(mirror);
-        let mut mirror = Mirror::open(root.path(), "ws", Duration::ZERO).unwrap();
+        // Opened again with a wait, as the agent opens it: another test of
+        // this binary that spawns a process while the lock's file is open
+        // shares the lock until its child execs (fork copies the open
+        // file, and an flock belongs to the open file), so it can outlive
+        // the dropped mirror for a moment (a fresh-clone CI run read "in
+        // use by another kiln session" here with no wait).
+        let mut mirror = Mirror::open(root.path(), "ws", Mirror::LOCK_WAIT).unwrap();
         mirror.want(vec![entry("a", a), entry("d/b", b)]).unwrap();
         let hash_b = entry("d/b", b).hash;
         let err = mirror
