@@ -25,11 +25,73 @@ pub struct SshTarget {
 
 /// A running `ssh` and its two pipes.
 pub struct Connection {
-    child: Child,
     /// ssh's stdout (a reader thread may borrow it: see
     /// [`super::session::Session::take_input`]).
     pub input: BufReader<Box<dyn Read + Send>>,
     pub output: Counted<BufWriter<ChildStdin>>,
+    /// Declared after the pipes, so dropped after them: a connection
+    /// dropped without [`Connection::finish`] (an error on the way) has
+    /// closed ssh's input by the time its [`Reaped`] lets ssh end.
+    child: Reaped,
+}
+
+/// The ssh client, waited for however its connection ends: by
+/// [`Connection::finish`] or [`Connection::cut`], or, when the connection
+/// is dropped while ssh still runs, by a thread that waits for it as
+/// `finish` does (the agent ends at the end of its input) and ends it past
+/// the deadline. Without it a dropped connection left ssh running, then a
+/// zombie, for as long as the `kiln dev` that started it.
+struct Reaped {
+    /// `Some` until dropped.
+    child: Option<Child>,
+    /// How long a dropped connection's ssh is given to end by itself.
+    deadline: Duration,
+}
+
+impl Reaped {
+    fn get(&mut self) -> &mut Child {
+        self.child.as_mut().expect("taken only when dropped")
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if !matches!(child.try_wait(), Ok(None)) {
+            // Waited for already (or not ours to wait for).
+            return;
+        }
+        let deadline = self.deadline;
+        let reaper = std::thread::Builder::new()
+            .name("kiln-ssh-reaper".to_string())
+            .spawn(move || {
+                let _ = wait_then_end(&mut child, deadline);
+            });
+        if let Err(e) = reaper {
+            tracing::warn!("cannot start a thread to wait for a dropped ssh: {e}");
+        }
+    }
+}
+
+/// Waits for `child` up to `deadline`, then ends it (SIGTERM) and waits:
+/// its exit code (`None` when it was killed or cannot be waited for), and
+/// whether it had to be ended.
+fn wait_then_end(child: &mut Child, deadline: Duration) -> (Option<i32>, bool) {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        match child.try_wait() {
+            Ok(Some(status)) => return (status.code(), false),
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => return (None, false),
+        }
+    }
+    // SAFETY: kill() on the pid of our own child, not yet reaped (we hold
+    // its Child and its last try_wait said it runs), so the pid still
+    // names that process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    (child.wait().ok().and_then(|s| s.code()), true)
 }
 
 impl SshTarget {
@@ -49,7 +111,7 @@ impl SshTarget {
             command.arg("-F").arg(config);
         }
         let remote = format!("{} agent --stdio", self.remote_kiln);
-        let mut child = command
+        let child = command
             // A silent network drop (no FIN) ends ssh within 3 to 4 s:
             // three unanswered keep-alives, one a second.
             .args(["-T", "-e", "none", "-o", "ServerAliveInterval=1"])
@@ -61,17 +123,7 @@ impl SshTarget {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot run ssh (the OpenSSH client): {e}"))?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            unreachable!("both pipes were asked for")
-        };
-        Ok(Connection {
-            child,
-            input: BufReader::with_capacity(256 << 10, Box::new(stdout)),
-            output: Counted {
-                inner: BufWriter::with_capacity(256 << 10, stdin),
-                bytes: 0,
-            },
-        })
+        Ok(Connection::of(child, FINISH_DEADLINE))
     }
 
     /// Why the connection ended before the agent answered, from ssh's exit.
@@ -97,37 +149,49 @@ impl SshTarget {
 }
 
 impl Connection {
+    /// The connection through `child`'s stdin and stdout (both piped);
+    /// dropped without [`Connection::finish`], its child is given
+    /// `deadline` to end.
+    fn of(mut child: Child, deadline: Duration) -> Connection {
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            unreachable!("both pipes were asked for")
+        };
+        Connection {
+            input: BufReader::with_capacity(256 << 10, Box::new(stdout)),
+            output: Counted {
+                inner: BufWriter::with_capacity(256 << 10, stdin),
+                bytes: 0,
+            },
+            child: Reaped {
+                child: Some(child),
+                deadline,
+            },
+        }
+    }
+
     /// Closes our side and waits for ssh (the agent, and under a launcher
     /// its job step, end at the end of their input) up to
     /// [`FINISH_DEADLINE`], then ends ssh (SIGTERM); its exit code.
     pub fn finish(mut self) -> Option<i32> {
         let _ = self.output.flush();
         drop(self.output);
-        let start = Instant::now();
-        while start.elapsed() < FINISH_DEADLINE {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return status.code(),
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(_) => return None,
-            }
+        let (code, ended) = wait_then_end(self.child.get(), FINISH_DEADLINE);
+        if ended {
+            eprintln!("kiln: the remote side did not end within {FINISH_DEADLINE:?}; ended ssh");
         }
-        eprintln!("kiln: the remote side did not end within {FINISH_DEADLINE:?}; ending ssh");
-        // SAFETY: kill() on the pid of our own child, not yet reaped (we
-        // hold its Child and did not wait on it to the end), so the pid
-        // still names that process.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        self.child.wait().ok().and_then(|s| s.code())
+        code
     }
 
     /// The ssh client's pid.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.child.as_ref().map_or(0, Child::id)
     }
 
     /// Cuts the connection now (SIGKILL to ssh), as a dropped network does.
     pub fn cut(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -146,5 +210,71 @@ impl<W: Write> Write for Counted<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `pid`'s state letter in `/proc/PID/stat` (`Z`: a zombie), `None`
+    /// once it is gone (reaped).
+    fn state_of(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    }
+
+    fn piped(script: &str) -> Child {
+        Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh")
+    }
+
+    /// Waits up to 10 s for `pid` to be gone; its last state otherwise.
+    fn gone_within(pid: u32) -> Result<(), Option<char>> {
+        let start = Instant::now();
+        loop {
+            match state_of(pid) {
+                None => return Ok(()),
+                Some(state) if start.elapsed() > Duration::from_secs(10) => {
+                    return Err(Some(state));
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_dropped_connection_s_child_ends_at_the_end_of_its_input_and_is_reaped() {
+        // Like the agent: runs until its input ends.
+        let connection = Connection::of(piped("cat > /dev/null"), Duration::from_secs(60));
+        let pid = connection.pid();
+        assert_eq!(state_of(pid).map(|s| s != 'Z'), Some(true), "it runs");
+        drop(connection);
+        assert_eq!(gone_within(pid), Ok(()), "still there after the drop");
+    }
+
+    #[test]
+    fn a_dropped_connection_s_child_that_ignores_its_input_ending_is_ended_past_the_deadline() {
+        let connection = Connection::of(piped("exec sleep 300"), Duration::from_millis(200));
+        let pid = connection.pid();
+        drop(connection);
+        assert_eq!(gone_within(pid), Ok(()), "still there after the drop");
+    }
+
+    #[test]
+    fn finish_and_cut_wait_for_the_child_and_leave_nothing_to_reap() {
+        let connection = Connection::of(piped("cat > /dev/null; exit 3"), FINISH_DEADLINE);
+        let pid = connection.pid();
+        assert_eq!(connection.finish(), Some(3));
+        assert_eq!(state_of(pid), None);
+        let mut connection = Connection::of(piped("exec sleep 300"), FINISH_DEADLINE);
+        let pid = connection.pid();
+        connection.cut();
+        assert_eq!(state_of(pid), None);
+        drop(connection);
     }
 }
