@@ -215,6 +215,11 @@ fn vulkan_checkpoints_copy_only_what_changed_and_restore_bit_for_bit() {
     // start (`worker/workload_loads.rs`), whose mapped bytes the engine
     // took as its host copies: the first checkpoint points there.
     assert!(first.copied_bytes < BYTES, "{first:?}");
+    // Its part is small; the state it records (and the log gives) is the
+    // residents' bytes, wherever they are: the log once said "4.0 KiB"
+    // of a 1 GiB state.
+    assert!(first.bytes < BYTES, "{first:?}");
+    assert!(first.state_bytes >= 5 * BYTES, "{first:?}");
     // The start's replay stored `out` (scratch) and read `w`, `v`.
     none_copied_a_resident(
         &session,

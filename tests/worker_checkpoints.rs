@@ -55,6 +55,10 @@ fn a_checkpoint_of_unchanged_state_writes_nothing_and_a_change_is_written() {
     // start (served from there): the first checkpoint points to it.
     assert!(first.copied_bytes < state_bytes, "{first:?}");
     assert_eq!(first.parts.len(), 2, "{first:?}");
+    // The part written is small; the state's size counts the resident in
+    // the earlier part too.
+    assert!(first.bytes < state_bytes, "{first:?}");
+    assert!(first.state_bytes >= state_bytes, "{first:?}");
 
     // Nothing ran since: nothing is written, the current checkpoint stays.
     let again = engine.take_checkpoint().expect("checkpoint");

@@ -530,7 +530,12 @@ event_fields! {
     Checkpoint {
         pub module: String,
         pub version: u64,
+        /// The length of the part written (sections earlier parts hold are
+        /// pointed to).
         pub bytes: u64,
+        /// The state's tensor bytes, wherever they are.
+        #[serde(default)]
+        pub state_bytes: u64,
         pub ms: f64,
         pub state_hash: String,
         /// The state was the current checkpoint's: nothing was written.
@@ -1376,6 +1381,7 @@ mod tests {
                 module: m(),
                 version: 2,
                 bytes: 8192,
+                state_bytes: 1 << 30,
                 ms: 1.0,
                 state_hash: s("ab12"),
                 unchanged: true,

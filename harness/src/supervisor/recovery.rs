@@ -304,7 +304,7 @@ impl Session {
         let state = match (&checkpoint, matches) {
             (Some(c), Some(true)) => format!(
                 "its state is the checkpoint's, bit for bit ({})",
-                bytes::human(c.bytes)
+                bytes::human(c.state_bytes)
             ),
             (Some(_), _) => "its state differs from the checkpoint's".to_string(),
             (None, _) => "no checkpoint was taken yet: it starts empty".to_string(),

@@ -631,19 +631,25 @@ impl Session {
                     module: lane.package().to_string(),
                     version: lane.version(),
                     bytes: c.bytes,
+                    state_bytes: c.state_bytes,
                     ms: c.ms,
                     state_hash: c.hash.clone(),
                     unchanged: c.unchanged,
                     copied_bytes: c.copied_bytes,
                 },
-                "checkpoint of {}'s state: {} in {:.1} ms{}",
+                "checkpoint of {}'s state ({}) in {:.1} ms: {}",
                 lane.label(),
-                bytes::human(c.bytes),
+                bytes::human(c.state_bytes),
                 c.ms,
                 if c.unchanged {
-                    " (unchanged since the last one: nothing copied)".to_string()
+                    "unchanged since the last one, nothing written".to_string()
+                } else if c.copied_bytes == c.state_bytes {
+                    format!("{} copied", bytes::human(c.copied_bytes))
                 } else {
-                    format!(" ({} copied)", bytes::human(c.copied_bytes))
+                    format!(
+                        "{} copied, the rest in the parts that held it",
+                        bytes::human(c.copied_bytes)
+                    )
                 }
             ),
             Err(e) => self.lane_failed(i, e, "cannot checkpoint the state"),

@@ -50,6 +50,7 @@ pub fn write_part(
     parts.dedup();
     let written = Checkpointed {
         bytes: part_written.bytes,
+        state_bytes: tensor_bytes(snapshot),
         hash: part_written.hash,
         ms: start.elapsed().as_secs_f64() * 1e3,
         unchanged: false,
@@ -139,6 +140,17 @@ fn write_sealed(
     Ok((written, file))
 }
 
+/// The bytes of `snapshot`'s tensor sections.
+pub fn tensor_bytes(snapshot: &Snapshot) -> u64 {
+    snapshot
+        .sections()
+        .map(|(_, s)| match s {
+            Section::Tensor(t) => t.byte_len() as u64,
+            Section::Scalar(_) => 0,
+        })
+        .sum()
+}
+
 /// The hash `snapshot` would have as a checkpoint, in one pass over its
 /// bytes (nothing encoded or stored: a restarted engine serving a mapped
 /// checkpoint is checked at memory speed); `bytes` is the state's tensor
@@ -149,15 +161,10 @@ fn write_sealed(
 pub fn hash_only(snapshot: &Snapshot) -> (Checkpointed, BTreeMap<String, u128>) {
     let start = Instant::now();
     let (hash, digests) = crate::swap::state_hash::state_hash_and_digests(snapshot);
-    let bytes = snapshot
-        .sections()
-        .map(|(_, s)| match s {
-            Section::Tensor(t) => t.byte_len() as u64,
-            Section::Scalar(_) => 0,
-        })
-        .sum();
+    let bytes = tensor_bytes(snapshot);
     let written = Checkpointed {
         bytes,
+        state_bytes: bytes,
         hash,
         ms: start.elapsed().as_secs_f64() * 1e3,
         unchanged: false,

@@ -397,6 +397,7 @@ impl Host {
         part_bytes.insert(*newest, *bytes);
         let written = Checkpointed {
             bytes: *bytes,
+            state_bytes: super::checkpoint_writer::tensor_bytes(&held),
             hash: String::new(),
             ms: 0.0,
             unchanged: false,

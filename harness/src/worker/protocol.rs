@@ -252,7 +252,13 @@ pub struct Swapped {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Checkpointed {
+    /// The length of the part this checkpoint wrote (its sections that
+    /// earlier parts hold are pointed to, not written).
     pub bytes: u64,
+    /// The state's tensor bytes, wherever they are (this part and earlier
+    /// ones): what the log calls the state's size.
+    #[serde(default)]
+    pub state_bytes: u64,
     /// xxh3-128 of the state (every section but the caches an engine
     /// rebuilds: `checkpoint_writer::state_hash`), hex.
     pub hash: String,

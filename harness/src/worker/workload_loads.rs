@@ -239,6 +239,7 @@ fn serve_from_part(
     }
     let held = Checkpointed {
         bytes: written.bytes,
+        state_bytes: written.copied,
         // Not a checkpoint of the state: never the supervisor's current
         // one, so never taken for an unchanged state.
         hash: String::new(),
