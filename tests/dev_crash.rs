@@ -405,8 +405,12 @@ fn a_crash_after_a_workload_change_restarts_with_the_state_it_loaded() {
 
 /// A worker killed between requests (the OOM killer, `kill -9`) is noticed
 /// when its output ends, not at the next save: the lane restarts at once
-/// on the serving version's code with the checkpoint's state. (The same
-/// for a second backend on lavapipe: `dev_staged_versions.rs`.)
+/// on the serving version's code with the checkpoint's state. The same for
+/// a SIGSEGV and a SIGBUS sent with kill(2), as a user trying the recovery
+/// by hand sends them: Rust's stack-overflow handler in the worker used to
+/// return from a sent one, and the worker went on as if nothing happened
+/// (`worker/sent_signals.rs`). (SIGSEGV for a second backend on lavapipe:
+/// `dev_staged_versions.rs`.)
 #[test]
 fn a_worker_killed_while_idle_is_restarted_at_once() {
     let ws = MisbehavingWorkspace::new();
@@ -417,32 +421,56 @@ fn a_worker_killed_while_idle_is_restarted_at_once() {
         .str("state_hash")
         .expect("hash")
         .to_string();
-    let worker = session.worker_pid();
     let mark = session.mark();
-    // SAFETY: kill(2) with the pid of this session's worker, read from its
-    // own log (a child of kiln dev).
-    assert_eq!(
-        unsafe { libc::kill(worker as libc::pid_t, libc::SIGKILL) },
-        0
-    );
-    let crashed = session.wait_event(EventKind::Crashed, BUILD_DEADLINE);
-    assert_eq!(crashed.str("signal"), Some("SIGKILL"), "{}", crashed.line);
-    let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
-    assert_eq!(
-        restarted.u64("from_version"),
-        Some(v1),
-        "{}",
-        restarted.line
-    );
-    assert_eq!(restarted.bool("state_matches"), Some(true));
-    assert_eq!(
-        restarted.str("checkpoint_hash"),
-        Some(checkpoint_hash.as_str())
-    );
-    assert_ne!(session.worker_pid(), worker);
-    session.wait_quiet(QUIET, QUIET_MAX);
+    let signals = [
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGBUS, "SIGBUS"),
+    ];
+    // The version serving: v1, then each restart's (v1's code again).
+    let mut serving = v1;
+    for (signal, name) in signals {
+        let worker = session.worker_pid();
+        let before = session.mark();
+        // SAFETY: kill(2) with the pid of this session's worker, read from
+        // its own log (a child of kiln dev).
+        assert_eq!(unsafe { libc::kill(worker as libc::pid_t, signal) }, 0);
+        let crashed = session.wait_event(EventKind::Crashed, BUILD_DEADLINE);
+        assert_eq!(crashed.str("signal"), Some(name), "{}", crashed.line);
+        let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
+        assert_eq!(
+            restarted.u64("from_version"),
+            Some(serving),
+            "{}",
+            restarted.line
+        );
+        assert!(
+            restarted
+                .line
+                .message
+                .contains(&format!("(the code of v{v1})")),
+            "{}",
+            restarted.line
+        );
+        assert_eq!(restarted.bool("state_matches"), Some(true));
+        assert_eq!(
+            restarted.str("checkpoint_hash"),
+            Some(checkpoint_hash.as_str())
+        );
+        serving = restarted.version().expect("version");
+        session.wait_quiet(QUIET, QUIET_MAX);
+        assert_ne!(session.worker_pid(), worker, "{name}: a new worker");
+        assert_eq!(
+            session.named_since(before, EventKind::Restarted).len(),
+            1,
+            "{name}: one restart"
+        );
+    }
     assert!(session.named_since(mark, EventKind::Swapped).is_empty());
-    assert_eq!(session.named_since(mark, EventKind::Restarted).len(), 1);
+    assert_eq!(
+        session.named_since(mark, EventKind::Restarted).len(),
+        signals.len()
+    );
     let _ = session.stop();
 }
 

@@ -347,18 +347,18 @@ fn a_crashed_second_backend_restarts_at_once_on_its_last_good_version() {
     assert_ne!(vulkan_worker, cpu_worker, "one worker per lane");
 
     let mark = session.mark();
-    // SIGABRT, as a module's abort() would: a SIGSEGV sent with kill(2) is
-    // not a fault, and Rust's stack-overflow handler in the worker returns
-    // from the first one (only a second one would end it).
+    // A SIGSEGV sent with kill(2), as a user trying the recovery by hand
+    // sends it: not a fault, which Rust's stack-overflow handler in the
+    // worker used to return from (`worker/sent_signals.rs` ends the worker).
     // SAFETY: kill(2) with a pid read from this session's own log; the
     // process is the vulkan lane's worker, a child of kiln dev.
-    let killed = unsafe { libc::kill(vulkan_worker as libc::pid_t, libc::SIGABRT) };
-    assert_eq!(killed, 0, "kill -ABRT {vulkan_worker}");
+    let killed = unsafe { libc::kill(vulkan_worker as libc::pid_t, libc::SIGSEGV) };
+    assert_eq!(killed, 0, "kill -SEGV {vulkan_worker}");
 
     // Noticed and restarted with no save in between.
     let crashed = session.wait_event(EventKind::Crashed, BUILD_DEADLINE);
     assert_eq!(module_of(&crashed), "kernel-vulkan", "{}", crashed.line);
-    assert_eq!(crashed.str("signal"), Some("SIGABRT"), "{}", crashed.line);
+    assert_eq!(crashed.str("signal"), Some("SIGSEGV"), "{}", crashed.line);
     let restarted = session.wait_event(EventKind::Restarted, BUILD_DEADLINE);
     assert_eq!(module_of(&restarted), "kernel-vulkan", "{}", restarted.line);
     // The code of the version that served, as a new version number.

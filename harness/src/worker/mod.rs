@@ -23,6 +23,7 @@ pub mod host;
 pub mod last_checkpoint;
 pub mod outbox;
 pub mod protocol;
+pub mod sent_signals;
 pub mod state_marks;
 pub mod status;
 pub mod tune;
@@ -49,6 +50,7 @@ pub const LOG_ANSI_ENV: &str = "KILN_WORKER_LOG_ANSI";
 /// `kiln worker`: serves requests until standard input closes or a
 /// `Shutdown` request.
 pub fn main(format: LogFormat) -> ExitCode {
+    sent_signals::end_at_a_sent_fault_signal();
     let outbox = match Outbox::take_stdout() {
         Ok(o) => o,
         Err(e) => {
