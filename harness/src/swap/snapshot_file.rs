@@ -730,24 +730,66 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
     };
     let (mut file, header, data_start, file_len) = open_snapshot(path)?;
     build(header, &mut whole(data_start, file_len), |tensor| {
-        let mut buffer = Buffer::zeros(tensor.dtype, tensor.count);
-        file.seek(SeekFrom::Start(tensor.start))
-            .and_then(|_| file.read_exact(buffer.as_bytes_mut()))
-            .map_err(|e| format!("section {}: cannot read: {e}", tensor.name))?;
-        if crc32fast::hash(buffer.as_bytes()) != tensor.crc32 {
-            return Err(format!(
-                "section {}: checksum mismatch (data at byte {})",
-                tensor.name, tensor.start
-            ));
-        }
-        Ok(buffer)
+        read_checked(&mut file, tensor).map(Some)
     })
     .map_err(err)
+}
+
+/// Like [`load`], but the tensor sections `leave` picks (by name and byte
+/// length) are neither read nor in the snapshot returned: where their
+/// bytes are in the file is returned instead (bounds checked against the
+/// file and the section's shape; their crc32s are checked by whoever
+/// copies them: `swap::part_from_file`). For a `--state` file whose large
+/// tensors go into a checkpoint part of their own, copied in the kernel,
+/// not read into the heap first.
+pub fn load_leaving(
+    path: &Path,
+    leave: &dyn Fn(&str, u64) -> bool,
+) -> Result<(Snapshot, Vec<super::part_from_file::FileRange>), SnapshotFileError> {
+    let err = |message: String| SnapshotFileError {
+        path: path.to_path_buf(),
+        message,
+    };
+    let (mut file, header, data_start, file_len) = open_snapshot(path)?;
+    let mut left = Vec::new();
+    let snapshot = build(header, &mut whole(data_start, file_len), |tensor| {
+        let bytes = (tensor.count * tensor.dtype.size()) as u64;
+        if !leave(tensor.name, bytes) {
+            return read_checked(&mut file, tensor).map(Some);
+        }
+        left.push(super::part_from_file::FileRange {
+            name: tensor.name.to_string(),
+            dtype: tensor.dtype,
+            shape: tensor.shape.to_vec(),
+            start: tensor.start,
+            length: bytes,
+            crc32: tensor.crc32,
+        });
+        Ok(None)
+    })
+    .map_err(err)?;
+    Ok((snapshot, left))
+}
+
+/// The bytes of `tensor`, read from `file` and checked against its crc32.
+fn read_checked(file: &mut File, tensor: &PlacedTensor) -> Result<Buffer, String> {
+    let mut buffer = Buffer::zeros(tensor.dtype, tensor.count);
+    file.seek(SeekFrom::Start(tensor.start))
+        .and_then(|_| file.read_exact(buffer.as_bytes_mut()))
+        .map_err(|e| format!("section {}: cannot read: {e}", tensor.name))?;
+    if crc32fast::hash(buffer.as_bytes()) != tensor.crc32 {
+        return Err(format!(
+            "section {}: checksum mismatch (data at byte {})",
+            tensor.name, tensor.start
+        ));
+    }
+    Ok(buffer)
 }
 
 /// A tensor section, placed in the file ([`tensor_place`]).
 struct PlacedTensor<'a> {
     name: &'a str,
+    shape: &'a [usize],
     /// The checkpoint part holding it (`None`: this file).
     part: Option<u64>,
     start: u64,
@@ -771,12 +813,13 @@ fn whole(
 }
 
 /// The snapshot `header` describes, each tensor's elements from
-/// `elements`; `place` says where the data of the part holding a section
-/// starts and how long that part is (`None`: leave the section out).
+/// `elements` (`None`: leave the section out); `place` says where the
+/// data of the part holding a section starts and how long that part is
+/// (`None`: leave the section out).
 fn build(
     header: Header,
     place: &mut dyn FnMut(Option<u64>) -> Result<Option<(u64, u64)>, String>,
-    mut elements: impl FnMut(&PlacedTensor) -> Result<Buffer, String>,
+    mut elements: impl FnMut(&PlacedTensor) -> Result<Option<Buffer>, String>,
 ) -> Result<Snapshot, String> {
     let mut snapshot = Snapshot::new(&header.module, &header.backend);
     snapshot.format = header.snapshot_format;
@@ -798,14 +841,18 @@ fn build(
                 };
                 let (start, count, dtype) =
                     tensor_place(&name, &dtype, &shape, offset, bytes, data_start, file_len)?;
-                let buffer = elements(&PlacedTensor {
+                let Some(buffer) = elements(&PlacedTensor {
                     name: &name,
+                    shape: &shape,
                     part,
                     start,
                     count,
                     dtype,
                     crc32,
-                })?;
+                })?
+                else {
+                    continue;
+                };
                 let tensor = Tensor::new(shape, buffer).map_err(|e| e.to_string())?;
                 snapshot.insert_tensor(name, tensor);
             }
@@ -925,8 +972,9 @@ pub fn map_parts(
             Some(p) => &parts.get(&p).expect("placed before").0,
         };
         match tensor.count {
-            0 => Ok(Buffer::zeros(tensor.dtype, 0)),
+            0 => Ok(Some(Buffer::zeros(tensor.dtype, 0))),
             _ => Buffer::mapped(tensor.dtype, mapping, tensor.start as usize, tensor.count)
+                .map(Some)
                 .map_err(|e| format!("section {}: {e}", tensor.name)),
         }
     })
@@ -953,6 +1001,37 @@ mod tests {
         s.insert_scalar("flag", Scalar::Bool(true));
         s.insert_scalar("note", Scalar::Text("héllo".into()));
         s
+    }
+
+    /// The sections `load_leaving` leaves are not in the snapshot, and
+    /// their places in the file hold exactly their bytes (with the crc32
+    /// recorded for them); the rest is what `load` reads.
+    #[test]
+    fn load_leaving_places_the_left_sections_and_reads_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.snapshot");
+        let snapshot = sample();
+        save(&snapshot, &path).unwrap();
+        let (read, left) = load_leaving(&path, &|name, _| name == "resident/ids").unwrap();
+        assert_eq!(left.len(), 1);
+        assert!(read.get("resident/ids").is_none());
+        let whole = load(&path).unwrap();
+        for name in ["resident/a", "resident/empty", "tuning/tile", "note"] {
+            assert!(read.get(name).is_some(), "{name}");
+        }
+        let ids = whole.get("resident/ids").unwrap();
+        let shared_state::Section::Tensor(ids) = ids else {
+            panic!("a tensor")
+        };
+        let bytes = std::fs::read(&path).unwrap();
+        let range = &left[0];
+        let placed = &bytes[range.start as usize..(range.start + range.length) as usize];
+        assert_eq!(placed, ids.data().as_bytes());
+        assert_eq!(range.crc32, crc32fast::hash(placed));
+        assert_eq!(
+            (range.dtype, range.shape.as_slice()),
+            (ids.dtype(), ids.shape())
+        );
     }
 
     #[test]

@@ -272,7 +272,17 @@ impl Host {
         prewritten: Option<crate::swap::snapshot_file::PartWritten>,
     ) -> Result<Reply, String> {
         let clock = std::time::Instant::now();
-        let prior = load_state(&state)?;
+        // A state file's large tensors go into the loads part (then the
+        // workload's loads the state does not give are read as before).
+        let (prior, state_in_part) = match (&state, &loads) {
+            (StateSource::File(file), Some((part, path))) => {
+                let (snapshot, in_part) =
+                    super::state_file_part::load_into_part(file, *part, path)?;
+                (Some(snapshot), in_part)
+            }
+            _ => (load_state(&state)?, None),
+        };
+        let loads = if state_in_part.is_some() { None } else { loads };
         let marks = prior.as_ref().map(MappedMarks::of);
         let state_ms = clock.elapsed().as_secs_f64() * 1e3;
         let read = read_workload_answering(&self.config, &state, prior.as_ref(), loads.is_some())?;
@@ -310,6 +320,9 @@ impl Host {
         let (served, import) = ServedModule::start(loaded, self.config.engine_options(), prior)
             .map_err(|e| format!("cannot start: {e}"))?;
         let into_part = match (&in_part, self.config.workload.is_some()) {
+            (None, _) if state_in_part.is_some() => {
+                "the state file's large tensors copied into a part of their own".to_string()
+            }
             (None, _) => "no large resident into a part".to_string(),
             (Some((bytes, _)), true) if was_prewritten => format!(
                 "its {} large resident(s) served from the part the supervisor copied them into \
@@ -340,11 +353,14 @@ impl Host {
             device: info.device,
             import: import.to_string(),
             dropped: import.dropped.clone(),
-            loads_bytes: in_part.as_ref().map(|(bytes, _)| *bytes),
+            loads_bytes: in_part
+                .as_ref()
+                .or(state_in_part.as_ref())
+                .map(|(bytes, _)| *bytes),
         };
         drop(handle);
         self.served = Some(served);
-        self.checkpointed = in_part.map(|(_, last)| last);
+        self.checkpointed = in_part.or(state_in_part).map(|(_, last)| last);
         if let Some(marks) = marks {
             self.serve_checkpoint(Some(&state), marks);
         }

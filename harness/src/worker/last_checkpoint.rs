@@ -55,6 +55,33 @@ impl LastCheckpoint {
         }
     }
 
+    /// What a part of loads this worker just `written` (a start's loads
+    /// part: the workload's large loads, or a state file's large tensors)
+    /// and `mapped` holds, as its last checkpoint: not a checkpoint of the
+    /// state (no hash: never the supervisor's current one, so never taken
+    /// for an unchanged state), but the next checkpoint points into it.
+    pub fn of_part(
+        written: crate::swap::snapshot_file::PartWritten,
+        mapped: &Snapshot,
+        part: u64,
+    ) -> LastCheckpoint {
+        let held = Checkpointed {
+            bytes: written.bytes,
+            state_bytes: written.copied,
+            hash: String::new(),
+            ms: 0.0,
+            unchanged: false,
+            copied_bytes: written.copied,
+            parts: vec![part],
+        };
+        LastCheckpoint::served(
+            held,
+            mapped,
+            written.placed,
+            BTreeMap::from([(part, written.bytes)]),
+        )
+    }
+
     /// The checkpoint a worker started (or rolled back) from, whose parts
     /// it serves mapped: `held` is what its engine holds now, `placed`
     /// where each tensor section it serves as the very mapped bytes is

@@ -24,6 +24,7 @@ pub mod last_checkpoint;
 pub mod outbox;
 pub mod protocol;
 pub mod sent_signals;
+pub mod state_file_part;
 pub mod state_marks;
 pub mod status;
 pub mod tune;

@@ -24,7 +24,6 @@ use shared_state::{Snapshot, Tensor};
 
 use super::checkpoint_writer::{write_from_file, write_taking};
 use super::last_checkpoint::LastCheckpoint;
-use super::protocol::Checkpointed;
 use super::state_marks::SMALL;
 use crate::swap::part_from_file::{CopyTimes, FileRange};
 use crate::swap::snapshot_file::{self, PartWritten};
@@ -237,24 +236,9 @@ fn serve_from_part(
             _ => return Err(format!("resident {name} is not in the part written")),
         }
     }
-    let held = Checkpointed {
-        bytes: written.bytes,
-        state_bytes: written.copied,
-        // Not a checkpoint of the state: never the supervisor's current
-        // one, so never taken for an unchanged state.
-        hash: String::new(),
-        ms: 0.0,
-        unchanged: false,
-        copied_bytes: written.copied,
-        parts: vec![part],
-    };
-    let last = LastCheckpoint::served(
-        held,
-        &mapped,
-        written.placed,
-        BTreeMap::from([(part, written.bytes)]),
-    );
-    Ok((written.bytes, last))
+    let bytes = written.bytes;
+    let last = LastCheckpoint::of_part(written, &mapped, part);
+    Ok((bytes, last))
 }
 
 #[cfg(test)]
