@@ -22,17 +22,7 @@ use shared_state::DType;
 
 use super::snapshot_file::{Outline, PartWritten, TensorSource, write_outline};
 
-/// A tensor section's bytes in a file: `length` bytes from byte `start`,
-/// whose crc32 the file records as `crc32`.
-pub struct FileRange {
-    /// The section's name in the part.
-    pub name: String,
-    pub dtype: DType,
-    pub shape: Vec<usize>,
-    pub start: u64,
-    pub length: u64,
-    pub crc32: u32,
-}
+pub use super::snapshot_file::FileRange;
 
 /// A range whose bytes, as copied into the part, do not have the crc32
 /// recorded for them (the file changed since it was checked): the range's

@@ -735,6 +735,19 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
     .map_err(err)
 }
 
+/// A tensor section's bytes in a file: `length` bytes from byte `start`,
+/// whose crc32 the file records as `crc32` (`swap::part_from_file`
+/// copies such ranges into a checkpoint part).
+pub struct FileRange {
+    /// The section's name in the part.
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub start: u64,
+    pub length: u64,
+    pub crc32: u32,
+}
+
 /// Like [`load`], but the tensor sections `leave` picks (by name and byte
 /// length) are neither read nor in the snapshot returned: where their
 /// bytes are in the file is returned instead (bounds checked against the
@@ -745,7 +758,7 @@ pub fn load(path: &Path) -> Result<Snapshot, SnapshotFileError> {
 pub fn load_leaving(
     path: &Path,
     leave: &dyn Fn(&str, u64) -> bool,
-) -> Result<(Snapshot, Vec<super::part_from_file::FileRange>), SnapshotFileError> {
+) -> Result<(Snapshot, Vec<FileRange>), SnapshotFileError> {
     let err = |message: String| SnapshotFileError {
         path: path.to_path_buf(),
         message,
@@ -757,7 +770,7 @@ pub fn load_leaving(
         if !leave(tensor.name, bytes) {
             return read_checked(&mut file, tensor).map(Some);
         }
-        left.push(super::part_from_file::FileRange {
+        left.push(FileRange {
             name: tensor.name.to_string(),
             dtype: tensor.dtype,
             shape: tensor.shape.to_vec(),
