@@ -218,6 +218,29 @@ fn editing_the_reference_module_swaps_the_reference_and_rechecks() {
     );
     let swapped = session.wait_event(EventKind::ReferenceSwapped, BUILD_DEADLINE);
     assert!(swapped.message().contains("reference"), "{}", swapped.line);
+    // The replaced reference's staged files are gone; the new one's stay
+    // (a worker started later, after a crash, is handed them).
+    let staged_references = || -> Vec<String> {
+        let stage = copy.root().join("target/kiln-stage");
+        let mut names = Vec::new();
+        for dir in std::fs::read_dir(&stage).expect("the staging dirs") {
+            for file in std::fs::read_dir(dir.expect("a staging dir").path()).expect("staged files")
+            {
+                let name = file.expect("a staged file").file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with("kernel-reference-module-v") {
+                    names.push(name.split('-').nth(3).unwrap_or_default().to_string());
+                }
+            }
+        }
+        names.sort();
+        names
+    };
+    assert_eq!(
+        staged_references(),
+        ["v2", "v2"],
+        "the new reference's library and files only"
+    );
     session.wait_event(EventKind::Recheck, BUILD_DEADLINE);
     let saxpy = session.wait_for("the re-checked saxpy call", BUILD_DEADLINE, |e| {
         e.is_replay_of("saxpy")

@@ -354,17 +354,33 @@ impl IsolatedEngine {
         })
     }
 
+    /// The staged library of the reference module this engine's workers
+    /// are handed, if any.
+    pub fn reference_path(&self) -> Option<PathBuf> {
+        self.options
+            .worker
+            .reference
+            .as_ref()
+            .map(|w| w.path.clone())
+    }
+
     /// Replaces the worker's reference engine with `staged`'s; a worker
-    /// started later (after a crash) gets it too.
-    pub fn set_reference(&mut self, staged: &Staged) -> Result<String, WorkerError> {
+    /// started later (after a crash) gets it too. Returns its label and
+    /// the reference it replaced, whose staged files the caller removes
+    /// once no worker is handed them (workers leave a reference's files
+    /// in place: `LoadedModule::leaving_files`).
+    pub fn set_reference(
+        &mut self,
+        staged: &Staged,
+    ) -> Result<(String, Option<StagedWire>), WorkerError> {
         let wire = StagedWire::from(staged);
         let reply = self.request(Request::SetReference {
             staged: wire.clone(),
         })?;
         match reply {
             Reply::ReferenceSet { label } => {
-                self.options.worker.reference = Some(wire);
-                Ok(label)
+                let replaced = self.options.worker.reference.replace(wire);
+                Ok((label, replaced))
             }
             other => Err(unexpected(other)),
         }

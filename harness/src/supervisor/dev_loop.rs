@@ -269,8 +269,13 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         .stage(&module.package, &artifact)
         .map_err(|e| err(e.to_string()))?;
 
-    let started = kept
-        .start(&mut engine, &staged, given, options.fresh)
+    let restage = || {
+        stage
+            .stage(&module.package, &artifact)
+            .map_err(|e| e.to_string())
+    };
+    let (started, staged) = kept
+        .start(&mut engine, staged, &restage, given, options.fresh)
         .map_err(|e| err(format!("cannot start {}: {e}", module.package)))?;
     if restoring_restart_state {
         let _ = std::fs::remove_file(&state_path);

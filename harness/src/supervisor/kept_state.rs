@@ -9,9 +9,11 @@
 //! At start, what the previous session left decides ([`plan`]):
 //! - it **died** (the marker is there, so it never ended cleanly: SIGKILL,
 //!   the OOM killer, a power cut; the workspace's lock says no session
-//!   runs): its file is checked (every checksum, [`snapshot_file::verify`])
-//!   and restored, unless `--state FILE`, the state saved for a restart or
-//!   `--fresh` says otherwise;
+//!   runs): its file is restored, unless `--state FILE`, the state saved
+//!   for a restart or `--fresh` says otherwise. The worker checks every
+//!   checksum as it loads the file (one read); only when it refuses the
+//!   file is the file read through again ([`snapshot_file::verify`]) to
+//!   tell a damaged file from one the module cannot take;
 //! - it **ended cleanly**: its file is not restored (a normal start never
 //!   resumes stale state silently);
 //! - a file not restored is moved to `<module>.previous.snapshot` and the
@@ -143,52 +145,59 @@ impl KeptState {
     }
 
     /// Starts `engine` on `staged` with its state: `given` if any, else the
-    /// kept file of a session that died (checked first), else none (the
-    /// workload's buffers are loaded after). Then marks the session as
-    /// running and keeps every checkpoint of it on disk.
+    /// kept file of a session that died, else none (the workload's buffers
+    /// are loaded after). Then marks the session as running and keeps
+    /// every checkpoint of it on disk. A kept file the worker refuses
+    /// (damaged, or a module that cannot take it) is set aside and the
+    /// start made again from no state, on a version `restage` stages anew
+    /// (the refused start's worker ended with the first one's files):
+    /// returns what started and the version that serves.
     pub(super) fn start(
         &self,
         engine: &mut IsolatedEngine,
-        staged: &Staged,
+        staged: Staged,
+        restage: &dyn Fn() -> Result<Staged, String>,
         given: Option<Given>,
         fresh: bool,
-    ) -> Result<Started, WorkerError> {
+    ) -> Result<(Started, Staged), WorkerError> {
         let plan = plan(self.left(), given.as_ref().map(|g| g.why), fresh);
-        let mut restoring = None;
+        // A kept file is not read through before the start: the worker's
+        // load checks every checksum as it copies the file into memory
+        // (one pass, `worker/state_file_part.rs`), and a start it refuses
+        // is told apart (damaged or not) by reading it through then.
+        let mut restoring = false;
         let source = match (&given, plan) {
             (Some(g), _) => {
                 tracing::info!("restoring state from {}", g.path.display());
                 StateSource::File(g.path.clone())
             }
-            (None, Plan::Restore) => match check(&self.file) {
-                Ok(verified) => {
-                    restoring = Some(verified);
-                    StateSource::File(self.file.clone())
-                }
-                Err(e) => {
-                    self.cannot_restore("damaged", &self.damaged, &e);
-                    StateSource::Empty
-                }
-            },
+            (None, Plan::Restore) => {
+                restoring = true;
+                StateSource::File(self.file.clone())
+            }
             (None, _) => StateSource::Empty,
         };
-        let started = match engine.start(staged, source) {
-            Err(WorkerError::Failed(e)) if restoring.is_some() => {
-                restoring = None;
-                self.cannot_restore(
-                    "refused",
-                    &self.previous,
-                    &format!(
-                        "{} cannot start with its last good point ({e})",
-                        staged.label
+        let (started, staged) = match engine.start(&staged, source) {
+            Err(WorkerError::Failed(e)) if restoring => {
+                restoring = false;
+                match check(&self.file) {
+                    Err(damage) => self.cannot_restore("damaged", &self.damaged, &damage),
+                    Ok(_) => self.cannot_restore(
+                        "refused",
+                        &self.previous,
+                        &format!(
+                            "{} cannot start with its last good point ({e})",
+                            staged.label
+                        ),
                     ),
-                );
-                engine.start(staged, StateSource::Empty)?
+                }
+                let again = restage().map_err(WorkerError::Failed)?;
+                (engine.start(&again, StateSource::Empty)?, again)
             }
-            other => other?,
+            other => (other?, staged),
         };
-        if let Some(verified) = &restoring {
-            self.restored(verified, &started);
+        if restoring {
+            self.restored(engine, &started);
         } else if given.is_some() {
             tracing::info!("state restored: {}", started.import);
         }
@@ -196,23 +205,35 @@ impl KeptState {
             self.not_restored(why, given.as_ref());
         }
         self.begin(engine);
-        Ok(started)
+        Ok((started, staged))
     }
 
-    fn restored(&self, verified: &snapshot_file::Verified, started: &Started) {
+    /// Says what was restored: the file's length, and the state's hash as
+    /// the engine holds it, from a checkpoint taken now (it points into
+    /// what the start loaded, so it reads only the small sections again).
+    /// The session's own first checkpoint finds it unchanged.
+    fn restored(&self, engine: &mut IsolatedEngine, started: &Started) {
+        let bytes = std::fs::metadata(&self.file).map_or(0, |m| m.len());
+        let state_hash = match engine.take_checkpoint() {
+            Ok(c) => c.hash,
+            Err(e) => {
+                tracing::warn!("cannot checkpoint the restored state: {e}");
+                String::new()
+            }
+        };
         emit!(
             tracing::Level::INFO,
             events::StateRecovered {
                 module: self.module.clone(),
                 version: started.version,
                 path: self.file.display().to_string(),
-                bytes: verified.bytes,
-                state_hash: verified.state_hash.clone(),
+                bytes,
+                state_hash: state_hash.clone(),
             },
             "the previous session did not end cleanly: restored its last good point from {} ({}, state {}): {}",
             self.file.display(),
-            bytes::human(verified.bytes),
-            verified.state_hash,
+            bytes::human(bytes),
+            state_hash,
             started.import
         );
         let lost: Vec<&str> = started

@@ -107,8 +107,14 @@ pub(super) fn start_others(setup: OthersSetup<'_>) -> Result<Vec<Lane>, DevError
             path,
             why: NotRestored::StateGiven,
         });
-        let started = kept
-            .start(&mut engine, &staged, given, setup.fresh)
+        let restage = || {
+            setup
+                .stage
+                .stage(&module.package, &artifact)
+                .map_err(|e| e.to_string())
+        };
+        let (started, staged) = kept
+            .start(&mut engine, staged, &restage, given, setup.fresh)
             .map_err(|e| DevError(format!("cannot start {}: {e}", module.package)))?;
         emit!(
             tracing::Level::INFO,

@@ -612,10 +612,13 @@ impl Session {
         let history = &self.lanes[i].history;
         if let Some(best) = history.best() {
             tracing::info!(
-                "best version so far: v{} of {} ({})",
+                "best version so far: v{} of {} ({} recorded)",
                 best.version,
-                history.versions.len(),
-                history.module
+                history.module,
+                match history.versions.len() {
+                    1 => "1 version".to_string(),
+                    n => format!("{n} versions"),
+                }
             );
         }
     }

@@ -130,13 +130,30 @@ impl Session {
             return;
         };
         let mut label = None;
+        let mut replaced = Vec::new();
         for i in 0..self.lanes.len() {
             if !self.lanes[i].engine.is_serving() {
                 continue;
             }
             match self.lanes[i].engine.set_reference(&staged) {
-                Ok(l) => label = Some(l),
+                Ok((l, old)) => {
+                    label = Some(l);
+                    replaced.extend(old);
+                }
                 Err(e) => self.lane_failed(i, e, "cannot take the new reference module"),
+            }
+        }
+        // The replaced reference's files, once no lane's workers are handed
+        // them any more (a lane that failed to take the new one still is).
+        let still_handed: Vec<std::path::PathBuf> = self
+            .lanes
+            .iter()
+            .filter_map(|l| l.engine.reference_path())
+            .collect();
+        for old in replaced {
+            if old.path != staged.path && !still_handed.contains(&old.path) {
+                let _ = std::fs::remove_file(&old.path);
+                let _ = std::fs::remove_file(&old.files_path);
             }
         }
         let Some(label) = label else {

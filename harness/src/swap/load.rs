@@ -77,6 +77,10 @@ pub struct LoadedModule {
     pub(crate) install_logging: InstallLoggingFn,
     pub(crate) probe: ProbeDevicesFn,
     library: Option<Library>,
+    /// Whether closing the library removes its staged files (this
+    /// process's copy of the version, by default) or leaves them to the
+    /// process that staged them ([`LoadedModule::leaving_files`]).
+    remove_files: bool,
 }
 
 impl fmt::Debug for LoadedModule {
@@ -155,7 +159,18 @@ impl LoadedModule {
             install_logging,
             probe,
             library: Some(library),
+            remove_files: true,
         })
+    }
+
+    /// Closing this library will leave its staged files in place: for a
+    /// module a worker is handed to use but does not own (the reference
+    /// modules: the supervisor stages each once and hands the same files
+    /// to every worker it starts, so a worker that ends cleanly must not
+    /// take them with it).
+    pub fn leaving_files(mut self) -> LoadedModule {
+        self.remove_files = false;
+        self
     }
 }
 
@@ -205,8 +220,10 @@ impl Drop for LoadedModule {
                 tracing::error!("dlclose of {} failed: {e}", self.staged.label);
             }
         }
-        let _ = std::fs::remove_file(&self.staged.path);
-        let _ = std::fs::remove_file(&self.staged.files_path);
+        if self.remove_files {
+            let _ = std::fs::remove_file(&self.staged.path);
+            let _ = std::fs::remove_file(&self.staged.files_path);
+        }
         let ms = start.elapsed().as_secs_f64() * 1e3;
         emit!(
             tracing::Level::INFO,

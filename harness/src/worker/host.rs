@@ -800,10 +800,14 @@ fn read_workload_answering(
 }
 
 /// Loads a staged module (hash-checked) and starts its engine: the
-/// reference module, or the `--reference` backend.
+/// reference module, or the `--reference` backend. Its files are the
+/// supervisor's, handed to every worker it starts: they stay when this
+/// worker ends.
 fn start_engine(config: &WorkerConfig, wire: &StagedWire) -> Result<EngineHandle, String> {
     let staged = wire.clone().into_staged()?;
-    let loaded = LoadedModule::open(staged).map_err(|e| e.to_string())?;
+    let loaded = LoadedModule::open(staged)
+        .map_err(|e| e.to_string())?
+        .leaving_files();
     EngineHandle::start(Arc::new(loaded), &config.engine_options(), None)
         .map(|(h, _)| h)
         .map_err(|e| e.to_string())
