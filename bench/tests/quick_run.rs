@@ -36,6 +36,16 @@ fn assert_all_finite(v: &Value, path: &str) {
     }
 }
 
+/// What this test's host was built with: the README's test command
+/// (`cargo test --workspace`), whose features the module's build unifies
+/// with (`ModuleBuilder::with_unify`), in the same target directory
+/// (`artifacts::build_module`): every unit but the module is fresh there.
+/// (`-p kiln-bench --test quick_run` resolves features for fewer packages:
+/// the same contract build, but about 80 s of other units compiled first
+/// in CI.) Run alone (`cargo test -p kiln-bench --test quick_run`), the
+/// module's build compiles the workspace's tests first if they are not.
+const UNIFY_WITH: [&str; 2] = ["--workspace", "--tests"];
+
 #[test]
 fn a_quick_run_reports_every_section_with_finite_numbers() {
     let workspace = kiln::workspace::built_workspace_root();
@@ -47,9 +57,7 @@ fn a_quick_run_reports_every_section_with_finite_numbers() {
         out_dir.clone(),
         PathBuf::from(env!("CARGO_BIN_EXE_kiln-bench-restart")),
     );
-    config.module_unify_with = ["-p", "kiln-bench", "--test", "quick_run"]
-        .map(String::from)
-        .to_vec();
+    config.module_unify_with = UNIFY_WITH.map(String::from).to_vec();
     let hot = hot_lib_reloader_side::HotSide::prepare(&config.workspace, &config.module_profile)
         .unwrap_or_else(|e| panic!("{e}"));
     let report = kiln_bench::run(&config, &hot).unwrap_or_else(|e| panic!("{e}"));
@@ -318,7 +326,7 @@ fn a_sample_times_a_run_after_the_warm_span_and_a_cold_sample_its_only_run() {
         &workspace,
         kiln_bench::kiln_side::MODULE,
         kiln::workspace::HOST_PROFILE,
-        &["-p", "kiln-bench", "--test", "quick_run"].map(String::from),
+        &UNIFY_WITH.map(String::from),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let side = kiln_bench::kiln_side::KilnSide::new(&workspace, &artifact, "sample-runs")
