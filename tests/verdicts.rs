@@ -137,6 +137,7 @@ fn the_same_code_saved_again_is_judged_and_a_slower_saxpy_reads_slower() {
                         | "machine too busy"
                         | "too short to compare"
                         | "too noisy to compare"
+                        | "not reproduced"
                         | "slower"
                         | "faster"
                 )

@@ -42,6 +42,7 @@ impl CallVerdict {
                 | "machine too busy"
                 | "too short to compare"
                 | "too noisy to compare"
+                | "not reproduced"
         )
     }
 }
@@ -163,22 +164,29 @@ pub fn measure(config: &Config, sessions: usize) -> Result<String, String> {
         .iter()
         .filter(|v| v.verdict == "machine too busy")
         .count();
+    // Read a change, then not on the second timing: the false verdicts
+    // the confirmation kept out.
+    let not_reproduced: Vec<&CallVerdict> = all
+        .iter()
+        .filter(|v| v.verdict == "not reproduced")
+        .collect();
     let sessions_wrong = {
         let mut s: Vec<usize> = wrong.iter().map(|v| v.session).collect();
         s.dedup();
         s.len()
     };
     out.push_str(&format!(
-        "same-code soak: {sessions} kiln dev sessions, the same code saved once in each (kernel-cpu, bundled workload, --no-tune, 2 threads{})\n  calls judged: {judged}; false verdicts: {} ({:.2}%) in {sessions_wrong} of {sessions} sessions; machine too busy: {busy}\n",
+        "same-code soak: {sessions} kiln dev sessions, the same code saved once in each (kernel-cpu, bundled workload, --no-tune, 2 threads{})\n  calls judged: {judged}; false verdicts: {} ({:.2}%) in {sessions_wrong} of {sessions} sessions; machine too busy: {busy}; not reproduced (a change read, then not on a second timing): {}\n",
         if std::env::var_os("KILN_BENCH_COLD").is_some_and(|v| v == "1") {
             ", --cold"
         } else {
             ""
         },
         wrong.len(),
-        100.0 * wrong.len() as f64 / judged.max(1) as f64
+        100.0 * wrong.len() as f64 / judged.max(1) as f64,
+        not_reproduced.len()
     ));
-    for v in &wrong {
+    for v in wrong.iter().chain(&not_reproduced) {
         out.push_str(&format!(
             "  session {} call {} {}: {} ({:.3} ms ± {:.3}, previous {:.3} ms, x{:.2})\n",
             v.session,

@@ -553,30 +553,60 @@ pub fn replay_with(
         let (timed_calls, other_share) =
             time_calls(handle, old, &to_time, timing, &options.watch, cold);
         other_work_share = other_share;
+        // Both kinds of baseline are another engine or another time:
+        // judged with the between-runs rule (two engines of the same code
+        // differ by memory layout alone; interleaving removes drift only).
+        let judge = |p: &Stats, s: &Stats, other_share: Option<f64>| {
+            let verdict = match baseline {
+                Baseline::Interleaved(_) => verdict_interleaved(p, s),
+                _ => verdict_recorded(p, s),
+            };
+            verdict
+                .unless_busy(busier(other_share, baseline_share), s.median / p.median)
+                .unless_too_short(p.median, s.median)
+                .unless_too_noisy(s.median / p.median)
+        };
+        // A change read against the engine beside it is timed again, both
+        // engines interleaved as before, and reported only if the second
+        // timing reads it too (`Verdict::confirmed_by`).
+        let changed: Vec<(usize, Call)> = timed_calls
+            .iter()
+            .filter_map(|(index, timed)| match (timed, old) {
+                (Ok((Some(s), Some(p))), Some(_)) if judge(p, s, other_share).is_change() => {
+                    to_time.iter().find(|(i, _)| i == index).cloned()
+                }
+                _ => None,
+            })
+            .collect();
+        let mut again: BTreeMap<usize, Verdict> = BTreeMap::new();
+        if !changed.is_empty() {
+            let (retimed, share) = time_calls(handle, old, &changed, timing, &options.watch, cold);
+            for (index, timed) in retimed {
+                if let Ok((Some(s), Some(p))) = timed {
+                    again.insert(index, judge(&p, &s, share));
+                }
+            }
+        }
         for (index, timed) in timed_calls {
             let result = &mut calls[index];
             match timed {
                 Ok((stats, old_stats)) => {
-                    // Both kinds of baseline are another engine or another
-                    // time: judged with the between-runs rule (two engines of
-                    // the same code differ by memory layout alone;
-                    // interleaving removes drift only).
                     let prev = match baseline {
                         Baseline::Recorded(p) => p.get(&result.key).cloned(),
                         _ => old_stats,
                     };
                     if let (Some(s), Some(p)) = (&stats, &prev) {
-                        let verdict = match baseline {
-                            Baseline::Interleaved(_) => verdict_interleaved(p, s),
-                            _ => verdict_recorded(p, s),
-                        };
-                        let busy = busier(other_share, baseline_share);
-                        result.verdict = Some(
-                            verdict
-                                .unless_busy(busy, s.median / p.median)
-                                .unless_too_short(p.median, s.median)
-                                .unless_too_noisy(s.median / p.median),
-                        );
+                        let verdict = judge(p, s, other_share);
+                        let confirmed = verdict.confirmed_by(again.get(&index).copied());
+                        if confirmed != verdict {
+                            tracing::debug!(
+                                "call {index} ({}): read {verdict} at x{:.2}, then {} on a second timing",
+                                result.key,
+                                s.median / p.median,
+                                again[&index]
+                            );
+                        }
+                        result.verdict = Some(confirmed);
                         result.previous_median = Some(p.median);
                         let against = match baseline {
                             Baseline::Interleaved(_) => Against::Interleaved,

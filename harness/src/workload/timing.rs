@@ -177,6 +177,14 @@ pub enum Verdict {
     /// [`SHORTEST_JUDGED`]: a thread's wake-up and the cache's state move
     /// them more than most changes of their code. No verdict.
     TooShort,
+    /// One interleaved timing read a change and a second one, taken right
+    /// after on the same engines, did not read the same: no verdict. Same
+    /// code read a 20-80% change about once in 1,000 calls, one engine
+    /// slower for one call through a whole timing (a state of that engine
+    /// and call that outlasts the rounds, cause not found: not page faults,
+    /// placement mod 4 KiB, thread placement or TLS); a change made by the
+    /// code reads again.
+    NotReproduced,
     /// The medians differ beyond [`BUSY_MAX_RATIO`] either way, but the
     /// samples spread too widely to call it a change (a first call's
     /// pipeline build landing in a sample, a stall): no verdict, and not
@@ -208,6 +216,21 @@ pub const BUSY_SHARE: f64 = 0.10;
 pub const BUSY_MAX_RATIO: f64 = 3.0;
 
 impl Verdict {
+    /// Whether it reads a change (faster or slower).
+    pub fn is_change(self) -> bool {
+        matches!(self, Verdict::Faster | Verdict::Slower)
+    }
+
+    /// `self` where a second timing (`again`, `None`: not taken or
+    /// failed) read the same change; [`Verdict::NotReproduced`] in place
+    /// of a change it did not read.
+    pub fn confirmed_by(self, again: Option<Verdict>) -> Verdict {
+        match (self, again) {
+            (v, Some(a)) if v.is_change() && a != v => Verdict::NotReproduced,
+            (v, _) => v,
+        }
+    }
+
     /// `self`, or [`Verdict::TooBusy`] in place of a change by `ratio`
     /// (current over previous median) measured while other processes used
     /// `other_share` of the machine's CPUs, unless the change is beyond
@@ -261,6 +284,7 @@ impl fmt::Display for Verdict {
             Verdict::TooBusy => "machine too busy",
             Verdict::TooShort => "too short to compare",
             Verdict::TooNoisy => "too noisy to compare",
+            Verdict::NotReproduced => "not reproduced",
         })
     }
 }
@@ -496,6 +520,28 @@ mod tests {
             Verdict::NoClearChange
         );
         assert_eq!(Verdict::TooBusy.to_string(), "machine too busy");
+    }
+
+    #[test]
+    fn a_change_stands_only_where_a_second_timing_reads_it_too() {
+        use Verdict::*;
+        for v in [Faster, Slower] {
+            assert_eq!(v.confirmed_by(Some(v)), v);
+            for other in [NoClearChange, TooBusy, TooShort, TooNoisy] {
+                assert_eq!(
+                    v.confirmed_by(Some(other)),
+                    NotReproduced,
+                    "{v} then {other}"
+                );
+            }
+            assert_eq!(v.confirmed_by(None), v, "no second timing: as read");
+        }
+        assert_eq!(Faster.confirmed_by(Some(Slower)), NotReproduced);
+        // What is not a change is not timed again, and stays.
+        for v in [NoClearChange, TooBusy, TooShort, TooNoisy] {
+            assert_eq!(v.confirmed_by(Some(Slower)), v);
+        }
+        assert_eq!(NotReproduced.to_string(), "not reproduced");
     }
 
     #[test]
