@@ -81,6 +81,15 @@ pub struct History {
 }
 
 impl History {
+    /// How many versions it records, as the log says it: "1 version",
+    /// "3 versions".
+    pub fn versions_recorded(&self) -> String {
+        match self.versions.len() {
+            1 => "1 version".to_string(),
+            n => format!("{n} versions"),
+        }
+    }
+
     /// The passing version with the lowest total of per-call medians.
     pub fn best(&self) -> Option<&VersionRecord> {
         self.versions

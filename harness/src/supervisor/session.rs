@@ -615,10 +615,7 @@ impl Session {
                 "best version so far: v{} of {} ({} recorded)",
                 best.version,
                 history.module,
-                match history.versions.len() {
-                    1 => "1 version".to_string(),
-                    n => format!("{n} versions"),
-                }
+                history.versions_recorded()
             );
         }
     }

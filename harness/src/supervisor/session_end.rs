@@ -155,10 +155,7 @@ impl Session {
             if let Some(best) = lane.history.best() {
                 tracing::info!(
                     "session over: {}, best v{} ({}); history in {}",
-                    match lane.history.versions.len() {
-                        1 => "1 version".to_string(),
-                        n => format!("{n} versions"),
-                    },
+                    lane.history.versions_recorded(),
                     best.version,
                     best.label,
                     lane.history_path.display()
