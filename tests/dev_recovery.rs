@@ -298,6 +298,26 @@ fn a_killed_session_is_resumed_bit_for_bit_and_a_clean_end_is_not() {
     assert_eq!(checkpoints(&session.events).first(), Some(&fresh_state));
     kill_when_kept(session);
 
+    // Another workload file (the same calls, another path): the killed
+    // session's state is not served with another workload's calls.
+    let other = copy.root().join("other.kwl");
+    std::fs::copy(&workload, &other).expect("copy the workload");
+    let other = other.to_str().expect("utf-8 path");
+    let session = start(
+        &copy,
+        &["--backend", "cpu", "--workload", other, "--no-tune"],
+    );
+    none_of(&session, EventKind::StateRecovered);
+    let not = the_event(&session, EventKind::StateNotRecovered);
+    assert_eq!(not.str("reason"), Some("other_workload"), "{}", not.line);
+    assert!(
+        not.message().contains(&workload) && not.message().contains(other),
+        "names both workloads: {}",
+        not.line
+    );
+    assert_eq!(checkpoints(&session.events).first(), Some(&fresh_state));
+    kill_when_kept(session);
+
     // An explicit --state FILE wins over the kept file.
     let explicit_arg = explicit.to_str().expect("utf-8 path");
     let session = start(&copy, &[&args[..], &["--state", explicit_arg]].concat());

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, select};
 
 use super::control_commands::ControlQueue;
-use super::kept_state::{Given, KeptState, NotRestored};
+use super::kept_state::{BUNDLED, Given, KeptState, NotRestored};
 use super::lane::{Fresh, Lane};
 use super::options::{DevError, DevOptions, err};
 use super::session::Session;
@@ -201,7 +201,10 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
     let restoring_restart_state = given
         .as_ref()
         .is_some_and(|g| g.why == NotRestored::RestartState);
-    let kept = KeptState::new(&target, &module.package);
+    let workload_served = workload_path
+        .as_ref()
+        .map_or_else(|| BUNDLED.to_string(), |p| p.display().to_string());
+    let kept = KeptState::new(&target, &module.package, &workload_served);
     // The copy started at the top is the start's only if it starts from
     // the workload after all.
     if !kept.starts_from_workload(given.as_ref(), options.fresh) {
@@ -314,6 +317,7 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         fresh: options.fresh,
         target: &target,
         workload_name: &workload_name,
+        workload_served: &workload_served,
     })?;
     let mut own = Lane::new(module, engine, staged, &workload_name, &target);
     own.kept = Some(kept);

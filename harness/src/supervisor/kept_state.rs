@@ -16,6 +16,9 @@
 //!   tell a damaged file from one the module cannot take;
 //! - it **ended cleanly**: its file is not restored (a normal start never
 //!   resumes stale state silently);
+//! - it died **serving another workload** (the marker names the workload
+//!   file it served): not restored either, the state of one workload is
+//!   never served with another's calls;
 //! - a file not restored is moved to `<module>.previous.snapshot` and the
 //!   log says where (`--state` restores it); a damaged one to
 //!   `<module>.damaged.snapshot`. Nothing is deleted.
@@ -36,8 +39,12 @@ pub(super) struct KeptState {
     pub(super) module: String,
     /// The last good point, copied behind the session.
     pub(super) file: PathBuf,
-    /// There while a session serving this lane runs.
+    /// There while a session serving this lane runs; names the workload
+    /// it serves ([`KeptState::begin`]).
     pub(super) running: PathBuf,
+    /// The workload this session serves: its file's absolute path, or
+    /// [`BUNDLED`].
+    pub(super) workload: String,
     /// A kept file that a start did not restore.
     pub(super) previous: PathBuf,
     /// A kept file that did not pass its checks.
@@ -53,7 +60,13 @@ pub(super) enum Left {
     EndedCleanly,
     /// A kept file, and the session did not end cleanly.
     Died,
+    /// A kept file of a session that did not end cleanly serving another
+    /// workload than this one.
+    DiedServingAnother,
 }
+
+/// What the marker says of a session without `--workload`.
+pub(super) const BUNDLED: &str = "the bundled workload";
 
 /// Why a kept file is not restored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +78,8 @@ pub(super) enum NotRestored {
     RestartState,
     /// `--fresh`.
     Fresh,
+    /// The session that died served another workload.
+    OtherWorkload,
 }
 
 impl NotRestored {
@@ -74,6 +89,7 @@ impl NotRestored {
             NotRestored::StateGiven => "state_given",
             NotRestored::RestartState => "restart_state",
             NotRestored::Fresh => "fresh",
+            NotRestored::OtherWorkload => "other_workload",
         }
     }
 }
@@ -96,8 +112,9 @@ pub(super) fn plan(left: Left, given: Option<NotRestored>, fresh: bool) -> Plan 
     match left {
         Left::Nothing => Plan::Nothing,
         Left::EndedCleanly => Plan::SetAside(NotRestored::EndedCleanly),
-        Left::Died if fresh => Plan::SetAside(NotRestored::Fresh),
+        Left::Died | Left::DiedServingAnother if fresh => Plan::SetAside(NotRestored::Fresh),
         Left::Died => given.map_or(Plan::Restore, Plan::SetAside),
+        Left::DiedServingAnother => Plan::SetAside(given.unwrap_or(NotRestored::OtherWorkload)),
     }
 }
 
@@ -114,11 +131,14 @@ pub(super) struct Given {
 }
 
 impl KeptState {
-    /// The files of the lane that started with `module`, under `target`.
-    pub(super) fn new(target: &Path, module: &str) -> KeptState {
+    /// The files of the lane that started with `module`, under `target`,
+    /// in a session serving `workload` (the workload file's absolute path,
+    /// or [`BUNDLED`]).
+    pub(super) fn new(target: &Path, module: &str, workload: &str) -> KeptState {
         let dir = target.join("kiln").join("state");
         KeptState {
             module: module.to_string(),
+            workload: workload.to_string(),
             file: dir.join(format!("{module}.last-good.snapshot")),
             running: dir.join(format!("{module}.running")),
             previous: dir.join(format!("{module}.previous.snapshot")),
@@ -132,8 +152,21 @@ impl KeptState {
         match (self.file.exists(), self.running.exists()) {
             (false, _) => Left::Nothing,
             (true, false) => Left::EndedCleanly,
-            (true, true) => Left::Died,
+            (true, true) => match self.served_before() {
+                Some(other) if other != self.workload => Left::DiedServingAnother,
+                _ => Left::Died,
+            },
         }
+    }
+
+    /// The workload the session that wrote the marker served; none from a
+    /// marker written before markers named it (taken as this one's).
+    fn served_before(&self) -> Option<String> {
+        let marker = std::fs::read_to_string(&self.running).ok()?;
+        marker
+            .lines()
+            .find_map(|l| l.strip_prefix("workload "))
+            .map(str::to_string)
     }
 
     /// Whether [`KeptState::start`] with `given` and `fresh` will start
@@ -260,6 +293,7 @@ impl KeptState {
     }
 
     fn not_restored(&self, why: NotRestored, given: Option<&Given>) {
+        let served = self.served_before();
         let kept = self.set_aside(&self.previous);
         let given = given.map_or_else(String::new, |g| g.path.display().to_string());
         let message = match why {
@@ -282,6 +316,15 @@ impl KeptState {
             NotRestored::Fresh => format!(
                 "--fresh: the last good point of the previous session (which did not end cleanly) is \
                  not restored; kept in {}",
+                kept.display()
+            ),
+            NotRestored::OtherWorkload => format!(
+                "the previous session did not end cleanly, but it served another workload ({}): its \
+                 last good point is not restored with this one ({}); kept in {} (`--state {}` \
+                 restores it)",
+                served.as_deref().unwrap_or("unknown"),
+                self.workload,
+                kept.display(),
                 kept.display()
             ),
         };
@@ -366,7 +409,12 @@ impl KeptState {
             .running
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&self.running, format!("pid {}\n", std::process::id())));
+            .and_then(|()| {
+                std::fs::write(
+                    &self.running,
+                    format!("pid {}\nworkload {}\n", std::process::id(), self.workload),
+                )
+            });
         if let Err(e) = marked.and_then(|()| engine.keep_on_disk(&self.file, &self.module)) {
             tracing::warn!(
                 module = %self.module,
@@ -475,13 +523,27 @@ mod tests {
             Plan::SetAside(RestartState)
         );
         assert_eq!(plan(Left::Died, None, true), Plan::SetAside(Fresh));
+        // The state of another workload is never restored with this one's
+        // calls; an explicit file and --fresh say why as before.
+        assert_eq!(
+            plan(Left::DiedServingAnother, None, false),
+            Plan::SetAside(OtherWorkload)
+        );
+        assert_eq!(
+            plan(Left::DiedServingAnother, Some(StateGiven), false),
+            Plan::SetAside(StateGiven)
+        );
+        assert_eq!(
+            plan(Left::DiedServingAnother, None, true),
+            Plan::SetAside(Fresh)
+        );
     }
 
     #[test]
     fn the_files_are_named_after_the_lanes_module_and_the_marker_says_who_died() {
         let dir = std::env::temp_dir().join(format!("kiln-kept-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let kept = KeptState::new(&dir, "kernel-cpu");
+        let kept = KeptState::new(&dir, "kernel-cpu", "/w/big.kwl");
         assert_eq!(
             kept.file,
             dir.join("kiln/state/kernel-cpu.last-good.snapshot")
@@ -493,9 +555,19 @@ mod tests {
         assert_eq!(kept.left(), Left::Nothing, "died before its first copy");
         std::fs::write(&kept.file, b"x").unwrap();
         assert_eq!(kept.left(), Left::Died);
+        // The marker names the workload served: a start on another one
+        // sees a session that died serving another.
+        std::fs::write(&kept.running, "pid 1\nworkload /w/big.kwl\n").unwrap();
+        assert_eq!(kept.left(), Left::Died);
+        let other = KeptState::new(&dir, "kernel-cpu", BUNDLED);
+        assert_eq!(other.left(), Left::DiedServingAnother);
+        assert_eq!(other.served_before().as_deref(), Some("/w/big.kwl"));
         std::fs::remove_file(&kept.running).unwrap();
         assert_eq!(kept.left(), Left::EndedCleanly);
-        assert_eq!(KeptState::new(&dir, "kernel-vulkan").left(), Left::Nothing);
+        assert_eq!(
+            KeptState::new(&dir, "kernel-vulkan", "/w/big.kwl").left(),
+            Left::Nothing
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -503,7 +575,7 @@ mod tests {
     fn a_damaged_kept_file_is_named_with_its_damage() {
         let dir = std::env::temp_dir().join(format!("kiln-kept-bad-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let kept = KeptState::new(&dir, "kernel-cpu");
+        let kept = KeptState::new(&dir, "kernel-cpu", "/w/big.kwl");
         std::fs::create_dir_all(kept.file.parent().unwrap()).unwrap();
         let mut state = Snapshot::new("kernel-cpu", "cpu");
         state.insert_tensor("resident/x", Tensor::from_f32(&[4096], vec![1.5; 4096]));

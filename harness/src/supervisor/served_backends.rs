@@ -62,6 +62,8 @@ pub(super) struct OthersSetup<'a> {
     pub fresh: bool,
     pub target: &'a Path,
     pub workload_name: &'a str,
+    /// What the lanes' markers say the session serves (`kept_state.rs`).
+    pub workload_served: &'a str,
 }
 
 /// Builds, stages and starts a worker for each backend of `setup.names`
@@ -102,7 +104,7 @@ pub(super) fn start_others(setup: OthersSetup<'_>) -> Result<Vec<Lane>, DevError
             .map_err(|e| DevError(e.to_string()))?;
         let mut engine = IsolatedEngine::new(setup.isolation.clone(), Some(setup.shutdown.clone()))
             .map_err(|e| DevError(format!("cannot set up a worker for {name}: {e}")))?;
-        let kept = KeptState::new(setup.target, &module.package);
+        let kept = KeptState::new(setup.target, &module.package, setup.workload_served);
         let given = setup.state.clone().map(|path| Given {
             path,
             why: NotRestored::StateGiven,
