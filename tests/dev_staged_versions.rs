@@ -290,6 +290,25 @@ fn a_hung_second_backend_restarts_at_once_on_its_last_good_version() {
             .iter()
             .all(|e| module_of(e) == "kernel-vulkan")
     );
+    // The table names the restarted version as not replayed (it did not
+    // fail: the hung one did), and nothing was cross-compared with it.
+    let replayed = session.wait_event(EventKind::BackendsReplayed, BUILD_DEADLINE);
+    let table = &replayed.fields::<events::BackendsReplayed>().table;
+    assert!(
+        table
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with(&format!("kernel-vulkan-v{serving} not replayed"))),
+        "{table}"
+    );
+    assert!(
+        session
+            .named_since(mark, EventKind::CrossCompared)
+            .is_empty()
+            && session
+                .named_since(mark, EventKind::CrossCompareFailed)
+                .is_empty()
+    );
     // A good shader swaps in on vulkan and passes (the pristine one is what
     // the restarted version serves already: identical, not swapped).
     save_in_place(&shader, &format!("{pristine}// saved again\n"));
@@ -301,6 +320,31 @@ fn a_hung_second_backend_restarts_at_once_on_its_last_good_version() {
         e.is_replay_of("saxpy") && e.version() == Some(good) && module_of(e) == "kernel-vulkan"
     });
     assert!(replay.fields::<events::Replay>().pass, "{}", replay.line);
+    session.wait_quiet(QUIET, BUILD_DEADLINE);
+
+    // A wrong shader is rolled back: the backends are not cross-compared
+    // with the rolled-back version's outputs (the version serving has not
+    // replayed), and that is no error.
+    let mark = session.mark();
+    save_in_place(&shader, &replace_once(&pristine, SAXPY_BODY, WRONG_BODY));
+    session.wait_event(EventKind::RolledBack, BUILD_DEADLINE);
+    let replayed = session.wait_event(EventKind::BackendsReplayed, BUILD_DEADLINE);
+    let line = replayed.message();
+    assert!(line.contains("kernel-vulkan-v"), "{line}");
+    for kind in [
+        EventKind::CrossCompared,
+        EventKind::CrossCompareFailed,
+        EventKind::Refused,
+    ] {
+        let seen = session.named_since(mark, kind);
+        assert!(seen.is_empty(), "{seen:?}");
+    }
+    assert!(
+        session.since(mark).iter().any(|e| e
+            .message()
+            .starts_with("not cross-compared this time: kernel-vulkan-v")),
+        "the log says why the backends were not compared"
+    );
     let _ = session.stop();
 }
 

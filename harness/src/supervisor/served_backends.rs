@@ -178,14 +178,23 @@ impl Session {
             return;
         };
         let checks = self.cross_compare(own.as_ref(), others);
-        let labels: Vec<String> = self.lanes.iter().map(Lane::label).collect();
+        // A lane where nothing serves (its only version went down) is
+        // named by its module.
+        let labels: Vec<String> = self
+            .lanes
+            .iter()
+            .map(|l| match l.engine.is_serving() {
+                true => l.label(),
+                false => l.package().to_string(),
+            })
+            .collect();
         let empty = Vec::new();
         let columns: Vec<BackendColumn> = summaries
             .iter()
             .zip(&labels)
             .map(|(summary, label)| BackendColumn {
                 label: summary.as_ref().map_or(label.as_str(), |s| s.label()),
-                passed: summary.as_ref().is_some_and(|s| s.passed()),
+                passed: summary.as_ref().map(ReplaySummary::passed),
                 lines: summary.as_ref().map_or(&empty, |s| &s.table.lines),
             })
             .collect();
@@ -198,7 +207,7 @@ impl Session {
                 module: self.own().package().to_string(),
                 version: self.version(),
                 backends: backends.join(","),
-                passed: columns.iter().all(|c| c.passed),
+                passed: columns.iter().all(|c| c.passed == Some(true)),
                 agree: !checks.is_empty() && checks.iter().all(CrossCheck::all_agree),
                 table: text.clone(),
             },
@@ -210,7 +219,9 @@ impl Session {
 
     /// The session's own backend writes its last replay's outputs; each
     /// other backend compares its own with them. One `cross_compared`
-    /// event per pair.
+    /// event per pair. A replay whose version no longer serves (it failed
+    /// and was rolled back: the version serving now has not replayed) is
+    /// left out, and the log says so.
     fn cross_compare(
         &mut self,
         own: Option<&ReplaySummary>,
@@ -219,6 +230,21 @@ impl Session {
         let Some(own) = own else {
             return Vec::new();
         };
+        let serving: Vec<String> = self.lanes.iter().map(Lane::label).collect();
+        let gone: Vec<String> = std::iter::once(Some(own))
+            .chain(summaries.iter().map(Option::as_ref))
+            .zip(&serving)
+            .filter_map(|(s, now)| {
+                s.filter(|s| s.label() != now)
+                    .map(|s| format!("{} was rolled back ({now} serves)", s.label()))
+            })
+            .collect();
+        if !gone.is_empty() {
+            tracing::info!("not cross-compared this time: {}", gone.join(" and "));
+        }
+        if own.label() != serving[0] {
+            return Vec::new();
+        }
         let path = self.stage.path().join(format!("{}.outputs", own.label()));
         if let Err(e) = self.lanes[0].engine.write_outputs(&path) {
             emit!(
@@ -233,7 +259,7 @@ impl Session {
         }
         let mut checks = Vec::new();
         for (i, summary) in summaries.iter().enumerate() {
-            if summary.is_none() {
+            if summary.as_ref().is_none_or(|s| s.label() != serving[i + 1]) {
                 continue;
             }
             match self.lanes[i + 1].engine.compare_outputs(&path, own.label()) {

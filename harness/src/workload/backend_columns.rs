@@ -13,7 +13,10 @@ use crate::workload::timing::human_secs;
 /// One served backend's column: its label and its replay's lines.
 pub struct BackendColumn<'a> {
     pub label: &'a str,
-    pub passed: bool,
+    /// Whether its replay passed; none when it did not replay (its worker
+    /// went down or refused: the label is then the version serving now,
+    /// restarted on the last good version's code).
+    pub passed: Option<bool>,
     pub lines: &'a [CallLine],
 }
 
@@ -28,7 +31,14 @@ pub fn table(columns: &[BackendColumn<'_>], checks: &[CrossCheck]) -> String {
         columns.len(),
         columns
             .iter()
-            .map(|c| format!("{} {}", c.label, if c.passed { "PASS" } else { "FAIL" }))
+            .map(|c| {
+                let result = match c.passed {
+                    Some(true) => "PASS",
+                    Some(false) => "FAIL",
+                    None => "not replayed",
+                };
+                format!("{} {result}", c.label)
+            })
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -134,18 +144,29 @@ mod tests {
             &[
                 BackendColumn {
                     label: "kernel-cpu-v2",
-                    passed: true,
+                    passed: Some(true),
                     lines: &cpu,
                 },
                 BackendColumn {
                     label: "kernel-vulkan-v1",
-                    passed: false,
+                    passed: Some(false),
                     lines: &vulkan,
+                },
+                BackendColumn {
+                    label: "kernel-cuda-v3",
+                    passed: None,
+                    lines: &[],
                 },
             ],
             std::slice::from_ref(&check),
         );
         let rows: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            rows[0],
+            "replay on 3 backends: kernel-cpu-v2 PASS, kernel-vulkan-v1 FAIL, kernel-cuda-v3 not \
+             replayed",
+            "{text}"
+        );
         assert!(rows[1].contains("| kernel-cpu-v2") && rows[1].contains("| kernel-vulkan-v1"));
         assert!(
             rows[2].contains("saxpy") && rows[2].ends_with("| yes"),
