@@ -14,6 +14,9 @@ use shared_state::{KernelDecl, LaunchDecl, ParamDecl, Scalar, TensorDecl, WorkDe
 /// read it).
 pub use shared_state::GPU_STUB_MARKER;
 
+mod gpu_stub;
+use gpu_stub::{cuda_stub, wgsl_stub};
+
 /// The line in a module's `src/declared/mod.rs` above which new kernels go.
 pub const REGISTRY_MARKER: &str = "// `kiln new kernel` adds kernels above this line.";
 
@@ -162,14 +165,18 @@ pub fn declaration_text(decl: &KernelDecl) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "# GPU launch: one pass, one thread per element of the first output."
+        "# GPU launch: one pass, a thread per element of the first output, at most 65535"
+    );
+    let _ = writeln!(
+        s,
+        "# workgroups (the devices' limit): the stubs loop over the rest (grid-stride)."
     );
     let _ = writeln!(s, "[[launch]]");
     let _ = writeln!(s, "entry = \"main\"");
     let _ = writeln!(s, "group = [256]");
     let _ = writeln!(
         s,
-        "workgroups = [\"max(ceil_div({}, 256), 1)\"]",
+        "workgroups = [\"min(max(ceil_div({}, 256), 1), 65535)\"]",
         first_output_elements(decl)
     );
     s
@@ -264,37 +271,6 @@ fn rust_type(t: &TensorDecl) -> &'static str {
             _ => "i8",
         },
     }
-}
-
-fn wgsl_stub(decl: &KernelDecl) -> String {
-    format!(
-        "{GPU_STUB_MARKER}: not listed as implemented until this line is removed.\n\
-         // {sig}\n\
-         //\n\
-         // TODO: write the kernel. Bindings and the params block follow the GPU launch\n\
-         // convention of docs/kernel-declarations.md (\"GPU launch\"); the launch sizes are\n\
-         // in kernels/declarations/{name}.toml.\n\
-         @compute @workgroup_size(256)\n\
-         fn main(@builtin(global_invocation_id) id: vec3<u32>) {{\n\
-         }}\n",
-        sig = decl.signature(),
-        name = decl.name
-    )
-}
-
-fn cuda_stub(decl: &KernelDecl) -> String {
-    format!(
-        "{GPU_STUB_MARKER}: not listed as implemented until this line is removed.\n\
-         // {sig}\n\
-         //\n\
-         // TODO: write the kernel. Arguments follow the GPU launch convention of\n\
-         // docs/kernel-declarations.md (\"GPU launch\"); the launch sizes are in\n\
-         // kernels/declarations/{name}.toml.\n\
-         extern \"C\" __global__ void {name}_main() {{\n\
-         }}\n",
-        sig = decl.signature(),
-        name = decl.name
-    )
 }
 
 /// Adds `name,` above the marker line of a module's kernel list.
@@ -443,6 +419,67 @@ mod tests {
             bad.declaration()
                 .unwrap_err()
                 .contains("dim `n` is not bound")
+        );
+    }
+
+    #[test]
+    fn the_gpu_stubs_bind_what_the_convention_binds() {
+        let decl = spec().declaration().unwrap();
+        // docs/kernel-declarations.md's layer_norm example, line for line.
+        let wgsl = wgsl_stub(&decl);
+        assert!(wgsl.starts_with(GPU_STUB_MARKER), "{wgsl}");
+        for line in [
+            "struct Params {\n    rows: u32,\n    cols: u32,\n    eps: f32,\n}",
+            "@group(0) @binding(0) var<storage, read> x: array<f32>;",
+            "@group(0) @binding(1) var<storage, read> gamma: array<f32>;",
+            "@group(0) @binding(2) var<storage, read> beta: array<f32>;",
+            "@group(0) @binding(3) var<storage, read_write> y: array<f32>;",
+            "@group(0) @binding(4) var<uniform> params: Params;",
+            "@compute @workgroup_size(256)",
+            "    let count = params.rows * params.cols;",
+            "    for (var i = gid.x; i < count; i += stride) {",
+        ] {
+            assert!(wgsl.contains(line), "no {line:?} in\n{wgsl}");
+        }
+        // CUDA: the entry `main` is the function named after the kernel.
+        let cuda = cuda_stub(&decl);
+        assert!(
+            cuda.contains(
+                "extern \"C\" __global__ void layer_norm(const float* x, const float* gamma, \
+                 const float* beta, float* y, unsigned int rows, unsigned int cols, float eps) {"
+            ),
+            "{cuda}"
+        );
+        assert!(
+            cuda.contains(
+                "unsigned long long count = (unsigned long long)rows * (unsigned long long)cols;"
+            ),
+            "{cuda}"
+        );
+        // An i8 input is bound as words; a bool parameter is a u32.
+        let packed = NewKernel {
+            name: "q".into(),
+            inputs: "a: i8[n]".into(),
+            outputs: "s: i32[n]".into(),
+            params: "relu=true, scale=2".into(),
+        }
+        .declaration()
+        .unwrap();
+        let wgsl = wgsl_stub(&packed);
+        assert!(
+            wgsl.contains("var<storage, read> a: array<u32>; // a: i8[n]: four bytes per word"),
+            "{wgsl}"
+        );
+        assert!(
+            wgsl.contains("struct Params {\n    n: u32,\n    relu: u32,\n    scale: i32,\n}"),
+            "{wgsl}"
+        );
+        assert!(
+            cuda_stub(&packed).contains(
+                "void q(const signed char* a, int* s, unsigned int n, unsigned int relu, int scale)"
+            ),
+            "{}",
+            cuda_stub(&packed)
         );
     }
 
