@@ -62,7 +62,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("commands.rs", 8),
     ("kernel_commands.rs", 8),
     ("machine_command.rs", 8),
-    ("scaffold.rs", 8),
+    ("scaffold/", 8),
     ("remote/", 8),
     // The crate roots.
     ("lib.rs", 9),
