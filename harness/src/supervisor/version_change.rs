@@ -26,6 +26,11 @@ use crate::worker::protocol::ReplaySummary;
 impl Session {
     /// Has lane `i`'s worker read the workload again.
     pub(super) fn reload_workload(&mut self, i: usize, file_changed: bool) {
+        // With several lanes, each line says whose worker read it.
+        let whose = match self.lanes.len() {
+            1 => String::new(),
+            _ => format!(" ({})", self.lanes[i].label()),
+        };
         let lane = &mut self.lanes[i];
         match lane.engine.reload_workload() {
             Ok(description) => emit!(
@@ -34,7 +39,7 @@ impl Session {
                     module: lane.package().to_string(),
                     version: lane.version(),
                 },
-                "{}: {description}",
+                "{}{whose}: {description}",
                 if file_changed {
                     "the workload file changed; the next replay uses it"
                 } else {
@@ -47,7 +52,7 @@ impl Session {
                     module: lane.package().to_string(),
                     version: lane.version(),
                 },
-                "cannot read the workload again: {e}; replays keep the last one"
+                "cannot read the workload again{whose}: {e}; replays keep the last one"
             ),
             Err(e) => self.lane_failed(i, e, "cannot read the workload again"),
         }
