@@ -1190,11 +1190,14 @@ fn skip_reason(
         if implemented.is_some_and(|list| list.contains(&step.call.kernel)) {
             return None;
         }
+        // Re-recording needs the declaration: say what to declare.
+        let recorded = step.signature.as_deref().map_or(String::new(), |sig| {
+            format!("; its calls were recorded for `{sig}`")
+        });
         return Some(format!(
-            "kernel {} is not declared (no kernels/declarations/{}.toml){}",
-            step.call.kernel,
-            step.call.kernel,
-            rerecord()
+            "kernel {k} is not declared (no kernels/declarations/{k}.toml){recorded}; declare it \
+             (`kiln new kernel {k} --inputs ... --outputs ...`) and they run again",
+            k = step.call.kernel,
         ));
     };
     if let Some(sig) = &step.signature {
@@ -1310,4 +1313,31 @@ pub fn compare_outputs(
         let empty = Tensor::from_f32(&[0], vec![]);
         compare(&empty, &empty, &Tolerance::EXACT)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call of an undeclared kernel says what to declare: re-recording
+    /// it (what a stale call's hint says) needs the declaration first.
+    #[test]
+    fn a_call_of_an_undeclared_kernel_says_to_declare_it_with_what_it_was_recorded_for() {
+        let mut step = CallStep::new(Call::new("leaky"), Vec::new());
+        step.signature = Some("leaky(x: f32[n]) -> y: f32[n]".into());
+        step.recorded_by = Some("kiln record --kernel leaky --dims n=8 -o w.kwl".into());
+        let why = skip_reason(&step, None, None, "cpu").expect("skipped");
+        assert!(why.starts_with("kernel leaky is not declared"), "{why}");
+        assert!(
+            why.contains("recorded for `leaky(x: f32[n]) -> y: f32[n]`"),
+            "{why}"
+        );
+        assert!(why.contains("kiln new kernel leaky"), "{why}");
+        assert!(!why.contains("kiln record"), "{why}");
+        // The module says it implements it: it runs undeclared.
+        assert_eq!(
+            skip_reason(&step, None, Some(&["leaky".to_string()]), "cpu"),
+            None
+        );
+    }
 }
