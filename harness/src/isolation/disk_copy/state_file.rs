@@ -152,6 +152,18 @@ pub(crate) fn put_in_place(
         }
         None => Way::Memory,
     };
+    // A wait for a copy under way can be long (a first copy of GiBs runs
+    // at the disk's pace): say so, or the end looks hung.
+    let waits = matches!(way, Way::AwaitCopy | Way::AwaitThenAppend)
+        && disk.is_some_and(|d| d.shared.lock().under_way.is_some_and(|u| !u.written));
+    if waits {
+        tracing::info!(
+            "state file {}: waiting for the copy to disk under way to be written (the whole \
+             state the first time: at the disk's pace once the page cache holds all the \
+             unwritten data Linux allows)",
+            path.display()
+        );
+    }
     let placed = match (disk, way) {
         (Some(d), Way::AwaitThenAppend) => match await_then_link(d, parts, written, path) {
             Some(placed) => placed,
@@ -175,13 +187,17 @@ pub(crate) fn put_in_place(
         (None, _) => from_memory(parts, path),
     };
     let bytes = placed?;
-    tracing::debug!(
+    let line = format!(
         "state file {} ({}): {} in {:.1} ms",
         path.display(),
         kiln_stats::bytes::human(bytes),
         way.describe(),
         start.elapsed().as_secs_f64() * 1e3
     );
+    match waits {
+        true => tracing::info!("{line}"),
+        false => tracing::debug!("{line}"),
+    }
     Ok(bytes)
 }
 
