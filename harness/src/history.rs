@@ -90,12 +90,25 @@ impl History {
         }
     }
 
-    /// The passing version with the lowest total of per-call medians.
+    /// The passing version with the lowest total of per-call medians over
+    /// the calls the newest passing version timed, among those that timed
+    /// every one of them: a version that skipped a call (its kernel not
+    /// written yet) or ran an older, shorter workload is not faster for
+    /// it.
     pub fn best(&self) -> Option<&VersionRecord> {
-        self.versions
-            .iter()
-            .filter(|v| v.passed && !v.medians.is_empty())
-            .min_by(|a, b| total(a).total_cmp(&total(b)))
+        let passing = || {
+            self.versions
+                .iter()
+                .filter(|v| v.passed && !v.medians.is_empty())
+        };
+        let calls = &passing().last()?.medians;
+        let over = |v: &VersionRecord| -> Option<f64> {
+            calls.keys().map(|k| v.medians.get(k).copied()).sum()
+        };
+        passing()
+            .filter_map(|v| over(v).map(|t| (v, t)))
+            .min_by(|(_, a), (_, b)| a.total_cmp(b))
+            .map(|(v, _)| v)
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
@@ -550,10 +563,6 @@ const CHART_W: f64 = 760.0;
 /// The rates panel's data area's height.
 const RATES_H: f64 = 240.0;
 
-fn total(v: &VersionRecord) -> f64 {
-    v.medians.values().sum()
-}
-
 /// Where a session's history is kept: `<target>/kiln/history/<module>.json`
 /// (the latest session of each module).
 pub fn default_path(target_dir: &Path, module: &str) -> PathBuf {
@@ -694,6 +703,21 @@ mod tests {
             ],
         };
         assert_eq!(h.best().unwrap().version, 3);
+        // A version that timed fewer calls (a kernel it did not implement
+        // yet, skipped) is not the best for it: only versions that timed
+        // every call the newest passing one did are compared.
+        let mut fewer = h.clone();
+        fewer.versions[0].medians.remove("1:matmul");
+        fewer.versions[0].medians.insert("0:saxpy".into(), 0.0001);
+        assert_eq!(fewer.best().unwrap().version, 3);
+        // Once the newest passing version times fewer calls, the others
+        // are compared over those.
+        let mut newest_fewer = h.clone();
+        newest_fewer.versions[3].medians.remove("1:matmul");
+        newest_fewer.versions[0]
+            .medians
+            .insert("0:saxpy".into(), 0.0001);
+        assert_eq!(newest_fewer.best().unwrap().version, 1);
         let table = h.table();
         assert!(table.contains("v3*"), "{table}");
         assert!(table.contains("FAIL"), "{table}");
