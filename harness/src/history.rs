@@ -101,7 +101,7 @@ impl History {
                 .iter()
                 .filter(|v| v.passed && !v.medians.is_empty())
         };
-        let calls = &passing().last()?.medians;
+        let calls = &passing().next_back()?.medians;
         let over = |v: &VersionRecord| -> Option<f64> {
             calls.keys().map(|k| v.medians.get(k).copied()).sum()
         };
