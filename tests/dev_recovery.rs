@@ -371,3 +371,60 @@ fn a_killed_vulkan_session_is_resumed_bit_for_bit() {
     let args = ["--backend", "vulkan", "--workload", &workload, "--no-tune"];
     killed_and_resumed(&copy, &args, "kernel-vulkan");
 }
+
+/// Every served backend starts from one state: after a killed cpu-only
+/// session, a start serving cpu and vulkan restores cpu's last good point,
+/// and vulkan, which has none of its own, starts from it too (it started
+/// from the workload's buffers, and the two backends served different
+/// states).
+#[test]
+fn a_second_backend_starts_from_the_state_the_first_restored() {
+    if !kiln_e2e::vulkan_present() {
+        return;
+    }
+    let copy = WorkspaceCopy::new();
+    let workload = workload_with_a_resident(&copy);
+    let (cpu, vulkan) = (kept(&copy, "kernel-cpu"), kept(&copy, "kernel-vulkan"));
+    let session = start(
+        &copy,
+        &["--backend", "cpu", "--workload", &workload, "--no-tune"],
+    );
+    kill_when_kept(session);
+    // The killed session's last good point, made one the workload cannot
+    // give: its resident rewritten.
+    let mut state = kiln::swap::snapshot_file::load(&cpu.file).expect("the kept file");
+    let changed = kiln_e2e::random_bits(RESIDENT_LEN, 26);
+    state.insert_tensor(
+        "resident/state",
+        shared_state::Tensor::from_f32(&[RESIDENT_LEN], changed.clone()),
+    );
+    kiln::swap::snapshot_file::save(&state, &cpu.file).expect("rewrite the kept file");
+    let changed: Vec<u32> = changed.iter().map(|f| f.to_bits()).collect();
+    assert_ne!(changed, resident_bits());
+
+    let mut session = start(
+        &copy,
+        &[
+            "--backends",
+            "cpu,vulkan",
+            "--workload",
+            &workload,
+            "--no-tune",
+        ],
+    );
+    let recovered = the_event(&session, EventKind::StateRecovered);
+    assert_eq!(recovered.module(), Some("kernel-cpu"), "{}", recovered.line);
+    let on_disk = |e: &Event| e.is(EventKind::StateKept) && e.module() == Some("kernel-vulkan");
+    if !session.events.iter().any(on_disk) {
+        session.wait_for("vulkan's last good point on disk", BUILD_DEADLINE, on_disk);
+    }
+    assert!(
+        resident_in(&vulkan.file) == changed,
+        "vulkan serves the state cpu restored, not the workload's"
+    );
+    assert!(
+        resident_in(&cpu.file) == changed,
+        "cpu serves the state it restored"
+    );
+    drop(session.stop());
+}

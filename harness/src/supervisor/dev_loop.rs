@@ -277,12 +277,9 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
             .stage(&module.package, &artifact)
             .map_err(|e| e.to_string())
     };
-    let (started, staged) = kept
+    let (started, staged, restored_from) = kept
         .start(&mut engine, staged, &restage, given, options.fresh)
         .map_err(|e| err(format!("cannot start {}: {e}", module.package)))?;
-    if restoring_restart_state {
-        let _ = std::fs::remove_file(&state_path);
-    }
     emit!(
         tracing::Level::INFO,
         events::WorkerStarted {
@@ -311,14 +308,20 @@ pub fn run(options: DevOptions, shutdown: Receiver<()>) -> Result<(), DevError> 
         isolation: &other_isolation,
         shutdown: &shutdown,
         // The `--state` file (backend-neutral), else each backend's own
-        // kept last good point if its session died, else the workload's
-        // buffers.
+        // kept last good point if its session died, else the state this
+        // backend restored (its kept file, or the state saved for a
+        // restart), else the workload's buffers.
         state: explicit.clone(),
+        first_restored: restored_from,
         fresh: options.fresh,
         target: &target,
         workload_name: &workload_name,
         workload_served: &workload_served,
     })?;
+    // Read by the other backends' starts too.
+    if restoring_restart_state {
+        let _ = std::fs::remove_file(&state_path);
+    }
     let mut own = Lane::new(module, engine, staged, &workload_name, &target);
     own.kept = Some(kept);
     own.fresh = Some(Fresh {

@@ -76,6 +76,10 @@ pub(super) enum NotRestored {
     StateGiven,
     /// The state saved when the contract changed is restored instead.
     RestartState,
+    /// Another served backend of this session: it starts from the state
+    /// the first backend restored (it has no last good point of its own
+    /// to restore).
+    FirstBackend,
     /// `--fresh`.
     Fresh,
     /// The session that died served another workload.
@@ -88,6 +92,7 @@ impl NotRestored {
             NotRestored::EndedCleanly => "ended_cleanly",
             NotRestored::StateGiven => "state_given",
             NotRestored::RestartState => "restart_state",
+            NotRestored::FirstBackend => "first_backend",
             NotRestored::Fresh => "fresh",
             NotRestored::OtherWorkload => "other_workload",
         }
@@ -114,7 +119,11 @@ pub(super) fn plan(left: Left, given: Option<NotRestored>, fresh: bool) -> Plan 
         Left::EndedCleanly => Plan::SetAside(NotRestored::EndedCleanly),
         Left::Died | Left::DiedServingAnother if fresh => Plan::SetAside(NotRestored::Fresh),
         Left::Died => given.map_or(Plan::Restore, Plan::SetAside),
-        Left::DiedServingAnother => Plan::SetAside(given.unwrap_or(NotRestored::OtherWorkload)),
+        Left::DiedServingAnother => Plan::SetAside(
+            given
+                .filter(|g| *g != NotRestored::FirstBackend)
+                .unwrap_or(NotRestored::OtherWorkload),
+        ),
     }
 }
 
@@ -184,7 +193,8 @@ impl KeptState {
     /// (damaged, or a module that cannot take it) is set aside and the
     /// start made again from no state, on a version `restage` stages anew
     /// (the refused start's worker ended with the first one's files):
-    /// returns what started and the version that serves.
+    /// returns what started, the version that serves and the file its
+    /// state was restored from (none: the workload's buffers).
     pub(super) fn start(
         &self,
         engine: &mut IsolatedEngine,
@@ -192,7 +202,7 @@ impl KeptState {
         restage: &dyn Fn() -> Result<Staged, String>,
         given: Option<Given>,
         fresh: bool,
-    ) -> Result<(Started, Staged), WorkerError> {
+    ) -> Result<(Started, Staged, Option<PathBuf>), WorkerError> {
         let plan = plan(self.left(), given.as_ref().map(|g| g.why), fresh);
         // A kept file is not read through before the start: the worker's
         // load checks every checksum as it copies the file into memory
@@ -229,16 +239,20 @@ impl KeptState {
             }
             other => (other?, staged),
         };
-        if restoring {
+        let restored_from = if restoring {
             self.restored(engine, &started);
-        } else if given.is_some() {
+            Some(self.file.clone())
+        } else if let Some(g) = &given {
             tracing::info!("state restored: {}", started.import);
-        }
+            Some(g.path.clone())
+        } else {
+            None
+        };
         if let Plan::SetAside(why) = plan {
             self.not_restored(why, given.as_ref());
         }
         self.begin(engine);
-        Ok((started, staged))
+        Ok((started, staged, restored_from))
     }
 
     /// Says what was restored: the file's length, and the state's hash as
@@ -311,6 +325,11 @@ impl KeptState {
             NotRestored::RestartState => format!(
                 "the previous session did not end cleanly, but the state it saved for the restart \
                  ({given}) was restored instead of its last good point, which is kept in {}",
+                kept.display()
+            ),
+            NotRestored::FirstBackend => format!(
+                "this session's backends start from one state ({given}); the last good point of \
+                 the previous session (which did not end cleanly) is kept in {}",
                 kept.display()
             ),
             NotRestored::Fresh => format!(
@@ -536,6 +555,16 @@ mod tests {
         assert_eq!(
             plan(Left::DiedServingAnother, None, true),
             Plan::SetAside(Fresh)
+        );
+        // Another backend of the session is not told its last good point
+        // gave way to the first backend's when the reason is the workload.
+        assert_eq!(
+            plan(Left::DiedServingAnother, Some(FirstBackend), false),
+            Plan::SetAside(OtherWorkload)
+        );
+        assert_eq!(
+            plan(Left::EndedCleanly, Some(FirstBackend), false),
+            Plan::SetAside(EndedCleanly)
         );
     }
 

@@ -3,7 +3,8 @@
 //! Each backend is a lane of the session (`lane.rs`): its own module, its
 //! own worker process (started with the `--state` file, else its own last
 //! good point kept on disk if the session that served it died, else the
-//! workload's buffers: `kept_state.rs`), its own versions, history file and last good
+//! state the first backend restored, else the workload's buffers:
+//! `kept_state.rs`), its own versions, history file and last good
 //! version. The first backend named is lane 0, the session's own (keys and
 //! `kiln ctl` act on it as with one backend). Every lane goes through the
 //! same life cycle (`session.rs`, `recovery.rs`); what is particular to
@@ -58,6 +59,10 @@ pub(super) struct OthersSetup<'a> {
     pub shutdown: &'a Receiver<()>,
     /// An explicit `--state` file that exists: every backend starts from it.
     pub state: Option<PathBuf>,
+    /// The file the first backend's state was restored from, if any: a
+    /// backend with no last good point of its own to restore starts from
+    /// it too, so that every backend serves one state.
+    pub first_restored: Option<PathBuf>,
     /// `--fresh`: no kept last good point is restored.
     pub fresh: bool,
     pub target: &'a Path,
@@ -105,17 +110,33 @@ pub(super) fn start_others(setup: OthersSetup<'_>) -> Result<Vec<Lane>, DevError
         let mut engine = IsolatedEngine::new(setup.isolation.clone(), Some(setup.shutdown.clone()))
             .map_err(|e| DevError(format!("cannot set up a worker for {name}: {e}")))?;
         let kept = KeptState::new(setup.target, &module.package, setup.workload_served);
-        let given = setup.state.clone().map(|path| Given {
-            path,
-            why: NotRestored::StateGiven,
-        });
+        let given = match (&setup.state, &setup.first_restored) {
+            (Some(path), _) => Some(Given {
+                path: path.clone(),
+                why: NotRestored::StateGiven,
+            }),
+            (None, Some(path)) if kept.starts_from_workload(None, setup.fresh) => {
+                tracing::info!(
+                    "{} starts from the state {} restored ({}): every served backend starts \
+                     from one state",
+                    module.package,
+                    setup.primary.package,
+                    path.display()
+                );
+                Some(Given {
+                    path: path.clone(),
+                    why: NotRestored::FirstBackend,
+                })
+            }
+            _ => None,
+        };
         let restage = || {
             setup
                 .stage
                 .stage(&module.package, &artifact)
                 .map_err(|e| e.to_string())
         };
-        let (started, staged) = kept
+        let (started, staged, _) = kept
             .start(&mut engine, staged, &restage, given, setup.fresh)
             .map_err(|e| DevError(format!("cannot start {}: {e}", module.package)))?;
         emit!(
