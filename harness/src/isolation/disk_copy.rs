@@ -545,20 +545,22 @@ fn copy_loop(shared: &Shared, path: &Path, module: &str, before_rename: &dyn Fn(
     }
 }
 
-/// Logs `kept` (debug level).
+/// Logs `kept`: a copy written whole (a session's first: at GiBs it
+/// takes seconds, at the disk's pace) at info level, so the user sees when
+/// the last good point reached the disk; an append, after every save and
+/// replay, at debug level.
 fn kept_event(module: &str, kept: &Kept) {
-    emit!(
-        tracing::Level::DEBUG,
-        events::StateKept {
-            module: module.to_string(),
-            path: kept.path.display().to_string(),
-            bytes: kept.bytes,
-            written: kept.written,
-            appended: kept.appended,
-            state_hash: kept.state_hash.clone(),
-            ms: kept.ms,
-            sync_ms: kept.sync_ms,
-        },
+    let event = events::StateKept {
+        module: module.to_string(),
+        path: kept.path.display().to_string(),
+        bytes: kept.bytes,
+        written: kept.written,
+        appended: kept.appended,
+        state_hash: kept.state_hash.clone(),
+        ms: kept.ms,
+        sync_ms: kept.sync_ms,
+    };
+    let line = format!(
         "the last good point is on disk: {} ({}{}) in {:.1} ms (sync {:.1} ms)",
         kept.path.display(),
         kiln_stats::bytes::human(kept.bytes),
@@ -573,6 +575,10 @@ fn kept_event(module: &str, kept: &Kept) {
         kept.ms,
         kept.sync_ms
     );
+    match kept.appended {
+        true => emit!(tracing::Level::DEBUG, event, "{line}"),
+        false => emit!(tracing::Level::INFO, event, "{line}"),
+    }
 }
 
 #[cfg(test)]
