@@ -68,16 +68,16 @@ impl ControlQueue {
             Command::History => {
                 // `--backends`: each served backend's own history, in turn.
                 let mut message = format!(
-                    "history of {} ({} versions)",
+                    "history of {} ({})",
                     session.own().module.package,
-                    session.own().history.versions.len()
+                    session.own().history.versions_recorded()
                 );
                 let mut table = session.own().history.table();
                 for other in &session.lanes[1..] {
                     message.push_str(&format!(
-                        ", {} ({} versions)",
+                        ", {} ({})",
                         other.module.package,
-                        other.history.versions.len()
+                        other.history.versions_recorded()
                     ));
                     table.push('\n');
                     table.push_str(&other.history.table());
