@@ -485,6 +485,14 @@ mod tests {
         }
     }
 
+    /// A commit told to stop before its first piece.
+    fn abandoned() -> Sync<'static> {
+        Sync {
+            go_on: &|| false,
+            ..always()
+        }
+    }
+
     fn big() -> Tensor {
         Tensor::from_f32(&[N], (0..N).map(|i| i as f32 * 0.5).collect())
     }
@@ -631,13 +639,9 @@ mod tests {
         let (path, mut appended, _) = three_commits("abandon");
         let before = appended.file_len();
         let s = state(4, &big());
-        let abandon = Sync {
-            go_on: &|| false,
-            ..always()
-        };
         assert_eq!(
             appended
-                .commit(&s, &sources(&s, 4), &Origins::new(), &abandon)
+                .commit(&s, &sources(&s, 4), &Origins::new(), &abandoned())
                 .unwrap(),
             None
         );
@@ -673,13 +677,9 @@ mod tests {
             "resident/large",
             Tensor::from_f32(&[large / 4], (0..large / 4).map(|i| i as f32).collect()),
         );
-        let abandon = Sync {
-            go_on: &|| false,
-            ..always()
-        };
         assert_eq!(
             appended
-                .commit(&s, &sources(&s, 4), &Origins::new(), &abandon)
+                .commit(&s, &sources(&s, 4), &Origins::new(), &abandoned())
                 .unwrap(),
             None
         );
