@@ -335,6 +335,16 @@ impl DevSession {
     }
 }
 
+impl DevSession {
+    /// Sends `signals`, `gap` apart, and waits for the exit. A second
+    /// signal may end the process before its end cleans up, so the staging
+    /// directory is not checked (the next start removes it).
+    pub fn stop_with_signals(self, signals: &[i32], gap: Duration) -> Stopped {
+        let DevSession { session, _lock } = self;
+        session.stop_with_signals(signals, gap)
+    }
+}
+
 /// SIGKILLs the session's worker and asserts that the restarted one
 /// serves the last checkpoint's state (`state_matches`: the hash of what
 /// it serves is the checkpoint's); `why` says what that shows.
