@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use kiln::events::EventKind;
 use kiln_e2e::dev_session::{
-    BUILD_DEADLINE, DevSession, Event, QUIET, WorkspaceCopy, record_small_saxpy,
+    BUILD_DEADLINE, DevSession, Event, QUIET, WorkspaceCopy, gone, record_small_saxpy,
 };
 
 /// The copy's files for the lane that serves `module`.
@@ -95,17 +95,6 @@ fn wait_last_kept(session: &mut DevSession) -> String {
         kept.f64("sync_ms").unwrap_or(0.0)
     );
     last
-}
-
-/// Whether process `pid` is gone (or a zombie no one reaped yet: it runs
-/// no more code).
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
 }
 
 /// Kills the session with SIGKILL once its last checkpoint is on disk;

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kiln::events::{self, EventKind};
-use kiln_e2e::dev_session::{BUILD_DEADLINE, DevSession, Event, QUIET};
+use kiln_e2e::dev_session::{BUILD_DEADLINE, DevSession, Event, QUIET, gone};
 use kiln_e2e::misbehaving::{MisbehavingWorkspace, module_target_dir, state_tensor};
 
 fn ends_like_ctrl_c(signal: i32, name: &str) {
@@ -241,16 +241,6 @@ fn ctrl_c_links_the_kept_copy_into_place_and_later_sessions_leave_it_alone() {
         second_bytes,
         "a later session changed FILE"
     );
-}
-
-/// Whether process `pid` is gone (or a zombie: it runs no more code).
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
 }
 
 /// Ends a session of `--state FILE` with `signals`, `gap` apart, and checks

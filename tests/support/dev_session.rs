@@ -345,6 +345,17 @@ impl DevSession {
     }
 }
 
+/// Whether process `pid` is gone (or a zombie no one reaped yet: it runs
+/// no more code).
+pub fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
 /// SIGKILLs the session's worker and asserts that the restarted one
 /// serves the last checkpoint's state (`state_matches`: the hash of what
 /// it serves is the checkpoint's); `why` says what that shows.
