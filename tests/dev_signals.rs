@@ -11,11 +11,6 @@
 //! files by renaming new ones over them); the next start finds the kept
 //! file and sets it aside as the README says.
 //!
-//! A second signal while the session ends ends the process at once (a
-//! user pressing Ctrl-C again during a long wait for the disk), and loses
-//! nothing: whichever moment it lands, FILE is whole with the last good
-//! point, or the next start restores that point from the kept copy.
-//!
 //! Real processes, real signals; the misbehaving test module (small and
 //! quick to serve) with its resident `state` buffer.
 //!
@@ -26,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kiln::events::{self, EventKind};
-use kiln_e2e::dev_session::{BUILD_DEADLINE, DevSession, Event, QUIET, gone};
+use kiln_e2e::dev_session::{BUILD_DEADLINE, DevSession, Event, QUIET};
 use kiln_e2e::misbehaving::{MisbehavingWorkspace, module_target_dir, state_tensor};
 
 fn ends_like_ctrl_c(signal: i32, name: &str) {
@@ -241,99 +236,4 @@ fn ctrl_c_links_the_kept_copy_into_place_and_later_sessions_leave_it_alone() {
         second_bytes,
         "a later session changed FILE"
     );
-}
-
-/// Ends a session of `--state FILE` with `signals`, `gap` apart, and checks
-/// that nothing was lost, whichever moment the later ones landed.
-fn a_second_signal_ends_at_once_and_loses_nothing(signals: &[i32], gap: Duration) {
-    let ws = MisbehavingWorkspace::new();
-    let state_file = ws.root().join("session.snapshot");
-    let state_arg = state_file.to_str().expect("utf-8 path").to_string();
-    let mut session = start_logging_copies(&ws, &["--state", &state_arg]);
-    let last = wait_last_kept(&mut session);
-    let worker = session.worker_pid();
-    let stopped = session.stop_with_signals(signals, gap);
-    // The state file is never seen half written, whenever the exit came.
-    if state_file.exists() {
-        assert_eq!(
-            hash_of(&state_file),
-            last,
-            "FILE is whole, the last good point"
-        );
-    }
-    match stopped.status.code() {
-        // The second signal came while the session ended: the exit was at
-        // once, said so, and the next start restores the last good point.
-        Some(130) => {
-            println!(
-                "ended at once, {:?} after the first signal",
-                stopped.exited_after
-            );
-            assert!(
-                stopped.stderr.contains("interrupted again: ending now"),
-                "{}",
-                stopped.stderr
-            );
-            let end = std::time::Instant::now() + Duration::from_secs(60);
-            while !gone(worker) {
-                if std::time::Instant::now() > end {
-                    stopped.fail(&format!("the worker {worker} outlived the session"));
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            // The next start restores the last good point, unless the end
-            // had got as far as marking it: then FILE holds it, and the
-            // line said so.
-            let session = start_logging_copies(&ws, &[]);
-            let restored = session
-                .named_since(0, EventKind::StateRecovered)
-                .first()
-                .and_then(|e| e.str("state_hash").map(str::to_string));
-            match restored {
-                Some(hash) => {
-                    println!("the next start restored the last good point");
-                    assert_eq!(hash, last);
-                    assert_eq!(checkpoints(&session.events).first(), Some(&last));
-                    assert!(stopped.stderr.contains("restores it"), "{}", stopped.stderr);
-                }
-                None => {
-                    println!("the end had marked the last good point: FILE holds it");
-                    assert_eq!(hash_of(&state_file), last, "neither restored nor in FILE");
-                    assert!(
-                        stopped.stderr.contains("each last good point is on disk"),
-                        "{}",
-                        stopped.stderr
-                    );
-                }
-            }
-            assert!(session.stop().status.success());
-        }
-        // The session had ended before the second signal was handled: a
-        // clean end, FILE in place.
-        Some(0) => {
-            println!("ended cleanly before the second signal was handled");
-            assert_eq!(hash_of(&state_file), last);
-            assert!(gone(worker), "the worker {worker} outlived the session");
-        }
-        _ => stopped.fail(&format!("kiln dev exited with {:?}", stopped.status)),
-    }
-}
-
-#[test]
-fn a_second_ctrl_c_ends_at_once_and_loses_nothing() {
-    // Two signals of one kind sent together are one to Linux (a pending
-    // signal is not queued twice): the second comes a few milliseconds
-    // later, while the session ends (here, most often, once its end has
-    // put FILE in place and marked the last good point).
-    a_second_signal_ends_at_once_and_loses_nothing(
-        &[libc::SIGINT, libc::SIGINT],
-        Duration::from_millis(3),
-    );
-}
-
-#[test]
-fn ctrl_c_and_sigterm_together_end_at_once_and_lose_nothing() {
-    // Two kinds at once: both are delivered, the second before the session
-    // has begun to end (here, most often: the next start restores).
-    a_second_signal_ends_at_once_and_loses_nothing(&[libc::SIGINT, libc::SIGTERM], Duration::ZERO);
 }

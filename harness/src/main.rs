@@ -399,14 +399,10 @@ fn main() -> ExitCode {
                 }
             };
             let (tx, rx) = crossbeam_channel::bounded(1);
-            // Ctrl-C, SIGTERM and SIGHUP all end the session the same way;
-            // a second one while it ends, the process at once (`--on DEST`:
-            // its loop leaves at the second, cutting the connection first).
-            let signals = match on {
-                Some(_) => kiln::supervisor::end_signals::EndSignals::forwarding(tx),
-                None => kiln::supervisor::end_signals::EndSignals::new(tx),
-            };
-            if let Err(e) = ctrlc::set_handler(move || signals.handle()) {
+            // Ctrl-C, SIGTERM and SIGHUP all end the session the same way.
+            if let Err(e) = ctrlc::set_handler(move || {
+                let _ = tx.try_send(());
+            }) {
                 eprintln!("kiln: cannot handle Ctrl-C, SIGTERM and SIGHUP: {e}");
             }
             // `--on DEST`: the session runs there (kiln::remote::dev).

@@ -335,16 +335,6 @@ impl DevSession {
     }
 }
 
-impl DevSession {
-    /// Sends `signals`, `gap` apart, and waits for the exit. A second
-    /// signal may end the process before its end cleans up, so the staging
-    /// directory is not checked (the next start removes it).
-    pub fn stop_with_signals(self, signals: &[i32], gap: Duration) -> Stopped {
-        let DevSession { session, _lock } = self;
-        session.stop_with_signals(signals, gap)
-    }
-}
-
 /// Whether process `pid` is gone (or a zombie no one reaped yet: it runs
 /// no more code).
 pub fn gone(pid: u32) -> bool {

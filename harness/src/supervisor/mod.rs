@@ -18,8 +18,6 @@
 //! - the session's versions are kept in [`crate::history`]
 //! - `kept_state`: each lane's last good point kept on disk behind the
 //!   session, and what a start does with the one a previous session left
-//! - [`end_signals`]: Ctrl-C, SIGTERM and SIGHUP (the first ends the
-//!   session cleanly, `session_end`; a second, the process at once)
 //! - the engine runs in a worker process ([`crate::isolation`]: module code
 //!   never runs in the supervisor); `recovery` restarts a lane on its last
 //!   good version
@@ -37,7 +35,6 @@ mod control_commands;
 mod control_state;
 pub mod declarations;
 pub mod dev_loop;
-pub mod end_signals;
 mod good_versions;
 mod kept_state;
 mod lane;

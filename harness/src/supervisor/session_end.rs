@@ -131,7 +131,6 @@ impl Session {
                 ),
                 Err(e) => tracing::error!("cannot save state to {}: {e}", path.display()),
             }
-            super::end_signals::reached(super::end_signals::EndPhase::StateFileInPlace);
             took.lap(Phase::StateFile);
         }
         if let Some(path) = &self.record {
@@ -151,8 +150,7 @@ impl Session {
                 }
             }
         }
-        let lanes = self.lanes.len();
-        for (i, mut lane) in self.lanes.drain(..).enumerate() {
+        for mut lane in self.lanes.drain(..) {
             lane.save_history();
             if let Some(best) = lane.history.best() {
                 tracing::info!(
@@ -167,9 +165,6 @@ impl Session {
             // A clean end: the last checkpoint on disk, the marker gone.
             if let Some(kept) = &lane.kept {
                 kept.end(&mut lane.engine);
-            }
-            if i + 1 == lanes {
-                super::end_signals::reached(super::end_signals::EndPhase::Marked);
             }
             took.lap(Phase::LastCopy);
             // Workers end before the staging directory goes.

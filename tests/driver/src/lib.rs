@@ -462,22 +462,10 @@ impl Session {
 
     /// [`Session::stop`] with another signal: SIGTERM and SIGHUP must end
     /// it as Ctrl-C does.
-    pub fn stop_with(self, signal: i32) -> Stopped {
-        self.stop_with_signals(&[signal], Duration::ZERO)
-    }
-
-    /// [`Session::stop_with`], the signals sent `gap` apart (a user
-    /// pressing Ctrl-C twice); `exited_after` counts from the first.
-    pub fn stop_with_signals(mut self, signals: &[i32], gap: Duration) -> Stopped {
-        let signal = signals.first().copied().unwrap_or(libc::SIGINT);
+    pub fn stop_with(mut self, signal: i32) -> Stopped {
         let mut child = self.child.take().expect("running");
         let interrupted = Instant::now();
-        for (i, &signal) in signals.iter().enumerate() {
-            if i > 0 {
-                std::thread::sleep(gap);
-            }
-            self.signal(signal);
-        }
+        self.signal(signal);
         let status = wait_with_deadline(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
             let _ = child.kill();
             let _ = child.wait();
