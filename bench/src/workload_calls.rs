@@ -163,9 +163,7 @@ fn measure_call(
     // same free block of the one malloc heap as the other way's: a stencil's
     // time depends on where its output lies against its input (see
     // `bench/results/call-overhead-2026-12-07-layout.txt`).
-    check_same_outputs(
-        kernels, call, &bound, kernel, pool, handle, &timed, inputs, &label,
-    )?;
+    check_same_outputs(decl, &bound, kernel, pool, handle, &timed, inputs, &label)?;
 
     let statically: CallFn<'_> = Box::new(|_| {
         std::hint::black_box(
@@ -208,8 +206,7 @@ fn measure_call(
 /// kiln's stored output is released as a replay's sample releases it.
 #[allow(clippy::too_many_arguments)]
 fn check_same_outputs(
-    kernels: &KernelSet,
-    call: &Call,
+    decl: &shared_state::KernelDecl,
     bound: &shared_state::Bound,
     kernel: &StaticKernel,
     pool: &rayon::ThreadPool,
@@ -218,9 +215,6 @@ fn check_same_outputs(
     inputs: &[Tensor],
     label: &str,
 ) -> Result<(), String> {
-    let decl = kernels
-        .get(&call.kernel)
-        .ok_or_else(|| format!("{label}: {} is not declared", call.kernel))?;
     let want = kernel
         .run(pool, bound, inputs)
         .map_err(|e| format!("{label} statically: {e}"))?;
@@ -240,7 +234,7 @@ fn check_same_outputs(
         .map_err(|e| format!("{label}: {e}"))?;
     let tolerances = Tolerances::default();
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-        let tolerance = tolerances.for_call(&call.kernel, Some(decl), &bound.dims, w.dtype());
+        let tolerance = tolerances.for_call(&timed.kernel, Some(decl), &bound.dims, w.dtype());
         let c = compare(w, g, &tolerance);
         if !c.passed() {
             return Err(format!(
